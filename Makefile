@@ -1,0 +1,73 @@
+# sdr-caddy: the two commands are `make run` and `make test`; both install
+# what is missing through scripts/deps.sh first.
+SHELL := /bin/bash
+GO    ?= go
+BIN   := bin/caddy
+TMP   := $(CURDIR)/tmp
+
+# caddytest and the caddy binary read these when their process starts.
+export XDG_CONFIG_HOME := $(TMP)/xdg/config
+export XDG_DATA_HOME   := $(TMP)/xdg/data
+# The encoder (go-astiav) needs cgo; xcaddy also honours this.
+export CGO_ENABLED     := 1
+export PATH            := $(CURDIR)/.tools/bin:$(PATH)
+export SDR_CADDY_BIN   := $(CURDIR)/$(BIN)
+
+.PHONY: all deps build run test test-go test-nocgo test-xcaddy fuzz \
+	bench bench-ring bench-stream bench-nats bench-encoder bench-ros bench-browser bench-scale
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	@mkdir -p bin $(XDG_CONFIG_HOME) $(XDG_DATA_HOME)
+	$(GO) build -o $(BIN) ./cmd/caddy
+
+## run: build, then serve the demo at http://localhost:8080 (embedded NATS, test pattern).
+run: build
+	@scripts/demo.sh
+
+## test: everything CI runs.
+test: build test-nocgo test-go test-xcaddy
+
+test-nocgo:
+	CGO_ENABLED=0 $(GO) build ./...
+	CGO_ENABLED=0 $(GO) vet ./...
+
+test-go:
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 30m ./...
+
+test-xcaddy:
+	@scripts/xcaddy-check.sh
+
+## fuzz: run the fuzz targets for a bounded time each (FUZZTIME, default 60s).
+FUZZTIME ?= 60s
+fuzz: deps
+	$(GO) test ./shmring -run '^$$' -fuzz '^FuzzParseRegion$$' -fuzztime $(FUZZTIME)
+
+## bench: every benchmark program; each ends with a BENCH line.
+bench: bench-ring bench-stream bench-nats bench-encoder bench-ros bench-browser
+
+bench-ring: build
+	$(GO) run ./bench/ring
+
+bench-stream: build
+	$(GO) run ./bench/stream
+
+bench-nats: build
+	$(GO) run ./bench/nats
+
+bench-encoder: build
+	$(GO) run ./bench/encoder
+
+bench-ros: build
+	$(GO) run ./bench/ros
+
+bench-browser: build
+	$(GO) run ./bench/browser
+
+bench-scale: build
+	$(GO) run ./bench/scale

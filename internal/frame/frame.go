@@ -1,0 +1,99 @@
+// Package frame defines what moves between the parts of sdr-caddy: a Frame as
+// read from a ring (or produced by the encoder, or received over NATS), and the
+// small interfaces through which sources, the stream hub, the NATS relay and
+// the safety gate meet without importing each other or Caddy.
+package frame
+
+import (
+	"time"
+
+	"github.com/sdr-os/sdr-caddy/shmring"
+)
+
+// Frame is one encoded access unit with its 32-byte header exactly as the
+// writer stored it.
+type Frame struct {
+	// Header is the decoded frame header; Header.Put reproduces the bytes read.
+	Header shmring.Header
+	// Payload is the encoded access unit. It is owned by the frame and must
+	// not be modified once the frame has been handed on.
+	Payload []byte
+	// Arrived is when this process read (or produced) the frame.
+	Arrived time.Time
+	// Discontinuity is set on the first frame after a writer restart or a
+	// frame-sequence gap: whatever came before it can no longer be decoded
+	// together with what follows.
+	Discontinuity bool
+}
+
+// Source is a stream of frames: a ring reader, an in-process encoder, or a
+// NATS subject.
+type Source interface {
+	// Subscribe calls fn for every frame, in order, from one goroutine, until
+	// cancel is called. fn must not block.
+	Subscribe(fn func(Frame)) (cancel func())
+	// LastArrival is when the source last read a frame, including frames it
+	// held back while waiting for a keyframe; zero if it never read one. The
+	// safety gate measures video age from it.
+	LastArrival() time.Time
+}
+
+// KeyframeRequester asks the producer of a stream for an IDR frame. Callers
+// coalesce; implementations may coalesce again.
+type KeyframeRequester interface {
+	RequestKeyframe()
+}
+
+// Provider is implemented by Caddy apps that own named in-process streams
+// (the sdr_encoder app). sdr_stream finds it through ctx.AppIfConfigured.
+type Provider interface {
+	// Stream returns the named stream, or an error naming it when there is none.
+	Stream(name string) (Source, error)
+}
+
+// Bus is implemented by the sdr_nats app: the process's NATS connection, the
+// telemetry relay, the command path and the safety gates.
+type Bus interface {
+	// Attach binds a stream's source to that stream's safety gate and returns
+	// the stream's relay. The caller calls Release when it no longer needs it.
+	Attach(stream string, src Source) (Relay, error)
+}
+
+// Relay is the NATS side of one stream as sdr_stream sees it.
+type Relay interface {
+	// Session returns the command path of one WebSocket client; it holds the
+	// client's rate limit.
+	Session() CommandSession
+	// SubscribeTelemetry calls fn with every telemetry message as a complete,
+	// ready-to-send 0x02 message, until cancel is called. fn must not block:
+	// telemetry is lossy by design.
+	SubscribeTelemetry(fn func(msg []byte)) (cancel func())
+	// RequestKeyframe publishes command.genesis.force_idr; callers coalesce.
+	KeyframeRequester
+	// Release gives the relay back.
+	Release()
+}
+
+// CommandSession takes the 0x04 commands of one client.
+type CommandSession interface {
+	// Command takes the JSON body of a 0x04 message (the bytes after the type
+	// byte). It returns nil when the command was published, or the reply to
+	// send to that client alone: a complete 0x02 message on
+	// telemetry.command.ack saying why it was not.
+	Command(body []byte) (reply []byte)
+}
+
+// MotionGate is the safety gate of one video source as the command paths
+// (0x04 on /stream/ws, the sdr_nats endpoint, ROS publishes) see it.
+type MotionGate interface {
+	// Allow reports whether a command with this action may pass now. Motion
+	// actions are refused while the video is stale; estop, estop_clear,
+	// pause and reset always pass. mode is "ARMED", "HOLD" or "ESTOP".
+	Allow(action string) (ok bool, mode string)
+}
+
+// Gates is implemented by the sdr_nats app: the safety gate of each stream,
+// by stream name.
+type Gates interface {
+	Gate(stream string) (MotionGate, error)
+}

@@ -1,0 +1,212 @@
+// Package testenv starts the pieces that live tests need: the sdr-caddy
+// binary with a given Caddyfile, free loopback ports, and the paths of the
+// tools scripts/deps.sh installs.
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Root is the repository root.
+func Root() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+var (
+	buildOnce sync.Once
+	buildPath string
+	buildErr  error
+)
+
+// CaddyBin returns the sdr-caddy binary: $SDR_CADDY_BIN when set (make test
+// sets it), else one built once per test process.
+func CaddyBin(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("SDR_CADDY_BIN"); p != "" {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "sdr-caddy-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildPath = filepath.Join(dir, "caddy")
+		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/caddy")
+		cmd.Dir = Root()
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("building caddy: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildPath
+}
+
+// Tool returns the path of a tool that scripts/deps.sh installs into
+// .tools/bin (xcaddy, nats-server v2.15.2), falling back to PATH.
+func Tool(t testing.TB, name string) string {
+	t.Helper()
+	p := filepath.Join(Root(), ".tools", "bin", name)
+	if _, err := os.Stat(p); err == nil {
+		return p
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	t.Fatalf("%s not found: run scripts/deps.sh", name)
+	return ""
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Caddy is a running sdr-caddy process.
+type Caddy struct {
+	Cmd       *exec.Cmd
+	AdminAddr string // host:port of the admin listener
+	Dir       string
+	out       *lockedBuffer
+	exited    chan struct{}
+}
+
+// Exited is closed when the process has exited.
+func (c *Caddy) Exited() <-chan struct{} { return c.exited }
+
+// Output returns what the process has printed so far.
+func (c *Caddy) Output() string { return c.out.String() }
+
+// StartCaddy writes caddyfile to a temporary directory and runs
+// `caddy run --config Caddyfile --adapter caddyfile` with extra environment
+// variables. The Caddyfile must set `admin {$SDR_TEST_ADMIN}` in its global
+// options (or not open an admin listener at all); StartCaddy sets
+// SDR_TEST_ADMIN to a free port and waits until the admin listener answers,
+// or until ready returns nil when ready is given. The process is stopped
+// when the test ends.
+func StartCaddy(t testing.TB, caddyfile string, env []string, ready func() error) *Caddy {
+	t.Helper()
+	dir := t.TempDir()
+	cf := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(cf, []byte(caddyfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	admin := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	c := &Caddy{AdminAddr: admin, Dir: dir, out: &lockedBuffer{}}
+	cmd := exec.Command(CaddyBin(t), "run", "--config", cf, "--adapter", "caddyfile")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(),
+		"SDR_TEST_ADMIN="+admin,
+		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
+		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
+	)
+	cmd.Env = append(cmd.Env, env...)
+	cmd.Stdout, cmd.Stderr = c.out, c.out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.Cmd = cmd
+	exited := make(chan struct{})
+	c.exited = exited
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("caddy output:\n%s", c.Output())
+		}
+	})
+	if ready == nil {
+		ready = func() error {
+			resp, err := http.Get("http://" + admin + "/config/")
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			return nil
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case <-exited:
+			t.Fatalf("caddy exited before it was ready:\n%s", c.Output())
+		default:
+		}
+		err := ready()
+		if err == nil {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("caddy not ready after 30s: %v\n%s", err, c.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop sends SIGTERM and waits up to 10 s for the process to exit.
+func (c *Caddy) Stop(t testing.TB) {
+	t.Helper()
+	_ = c.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(10 * time.Second):
+		t.Errorf("caddy did not exit within 10s of SIGTERM")
+	}
+}
+
+// Run runs a command with a timeout and returns its combined output.
+func Run(ctx context.Context, dir, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
