@@ -7,10 +7,11 @@ root=$(pwd)
 out="$root/tmp/xcaddy"
 mkdir -p "$out"
 export PATH="$root/.tools/bin:$PATH" CGO_ENABLED=1
-# A local replacement must not be looked up on a module proxy that does not
-# serve it: GONOPROXY names our module.
-export GONOPROXY=github.com/sdr-os/sdr-caddy
-xcaddy build v2.11.9 --output "$out/caddy" --with github.com/sdr-os/sdr-caddy="$root"
+# xcaddy asks `go get` for the module before it applies the replacement; an
+# explicit version (@v0.0.0) keeps that from looking the module up on the
+# proxy or in its (here unreachable) repository. On the public proxy the
+# plain `--with github.com/sdr-os/sdr-caddy=.` works as well.
+xcaddy build v2.11.9 --output "$out/caddy" --with "github.com/sdr-os/sdr-caddy@v0.0.0=$root"
 mods=$("$out/caddy" list-modules)
 for m in http.handlers.sdr_stream; do
 	grep -qx "$m" <<<"$mods" || { echo "xcaddy-check: module $m missing from the xcaddy build" >&2; exit 1; }
