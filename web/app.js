@@ -1,0 +1,40 @@
+// The demo page: a Player, its command buttons, keyboard driving, the ack
+// log and the telemetry panel. The WebSocket URL comes from ?ws=<url>, else
+// the sdr-stream-url meta tag (sdr_player's stream_url), else /stream/ws.
+import { Player } from './player.js';
+import { KeyboardDriver, TelemetryPanel, CommandLog } from './controls.js';
+
+const params = new URLSearchParams(location.search);
+const options = {};
+const meta = document.querySelector('meta[name="sdr-stream-url"]');
+if (params.get('ws')) options.url = params.get('ws');
+else if (meta && meta.content) options.url = meta.content;
+
+const player = new Player(document.getElementById('video'), options);
+const driver = new KeyboardDriver(player);
+new TelemetryPanel(player, document.getElementById('telemetry'));
+new CommandLog(player, document.getElementById('acks'));
+
+const stateEl = document.getElementById('state');
+player.addEventListener('state', (e) => {
+  stateEl.textContent = `${e.detail.state} · ${player.url}`;
+});
+
+document.getElementById('estop').onclick = () => player.command('estop', { reason: 'operator' });
+document.getElementById('estop-clear').onclick = () => player.command('estop_clear', {});
+document.getElementById('pause').onclick = () => player.command('pause', {});
+document.getElementById('reset').onclick = () => player.command('reset', {});
+
+const driveEl = document.getElementById('drive');
+setInterval(() => {
+  const v = driver.velocity();
+  driveEl.textContent = driver.held.size
+    ? `set_cmd_vel x=${v.linear_x.toFixed(2)} y=${v.linear_y.toFixed(2)} z=${v.angular_z.toFixed(2)}`
+    : 'stopped';
+}, 100);
+
+driver.attach();
+player.start();
+
+// For tests and the console.
+window.sdrPlayer = player;
