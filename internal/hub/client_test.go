@@ -1,0 +1,273 @@
+package hub
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/sdr-os/sdr-caddy/internal/wire"
+)
+
+// serve starts an HTTP server whose handler streams h to every WebSocket
+// client with cfg, and returns its ws:// URL. Client goroutines end with the
+// test.
+func serve(t *testing.T, h *Hub, cfg ClientConfig) (string, context.CancelFunc, *sync.WaitGroup) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		wg.Add(1)
+		defer wg.Done()
+		_ = h.NewClient(conn, nil, cfg).Run(ctx)
+	}))
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		srv.Close()
+	})
+	return "ws" + strings.TrimPrefix(srv.URL, "http"), cancel, &wg
+}
+
+func dial(t *testing.T, url string, hdr http.Header) *websocket.Conn {
+	t.Helper()
+	c, resp, err := websocket.DefaultDialer.Dial(url, hdr)
+	if err != nil {
+		t.Fatalf("dialing %s: %v (%v)", url, err, resp)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	return c
+}
+
+func closeCode(t *testing.T, c *websocket.Conn) (int, string) {
+	t.Helper()
+	for {
+		_, _, err := c.ReadMessage()
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			return ce.Code, ce.Text
+		}
+		if err != nil {
+			t.Fatalf("connection ended without a close frame: %v", err)
+		}
+	}
+}
+
+func TestClientReceivesVideoByteIdentical(t *testing.T) {
+	t.Parallel()
+	h := New(Config{})
+	defer h.Close()
+	url, _, _ := serve(t, h, ClientConfig{})
+	first := mkFrame(1, true, 100000)
+	first.Payload[0], first.Payload[99999] = 0xAB, 0xCD
+	h.Publish(first)
+	h.Publish(mkFrame(2, false, 15000))
+	c := dial(t, url, nil)
+	for i, f := range []struct {
+		seq uint64
+		n   int
+	}{{1, 100000}, {2, 15000}} {
+		typ, msg, err := c.ReadMessage()
+		if err != nil || typ != websocket.BinaryMessage {
+			t.Fatalf("message %d: type %d, %v", i, typ, err)
+		}
+		hdr, payload, err := wire.ParseVideo(msg)
+		if err != nil || hdr.FrameSeq != f.seq || len(payload) != f.n {
+			t.Fatalf("message %d: seq %d, %d bytes, %v", i, hdr.FrameSeq, len(payload), err)
+		}
+		if i == 0 && !bytes.Equal(msg, wire.AppendVideo(nil, first.Header, first.Payload)) {
+			t.Fatal("keyframe message differs from type byte + header + payload")
+		}
+	}
+	// Live frames follow.
+	h.Publish(mkFrame(3, false, 10))
+	if _, msg, err := c.ReadMessage(); err != nil || msg[0] != wire.TypeVideo {
+		t.Fatalf("live frame: %x %v", msg[:1], err)
+	}
+}
+
+func TestClientKeyframeTimeoutCloses(t *testing.T) {
+	t.Parallel()
+	h := New(Config{})
+	defer h.Close()
+	url, _, _ := serve(t, h, ClientConfig{KeyframeTimeout: 300 * time.Millisecond})
+	h.Publish(mkFrame(1, false, 10))
+	c := dial(t, url, nil)
+	start := time.Now()
+	code, reason := closeCode(t, c)
+	if code != int(wire.CloseKeyframeTimeout) || !strings.Contains(reason, "keyframe") {
+		t.Fatalf("close %d %q, want 4000 about the keyframe", code, reason)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Errorf("closed after %v, before the 300ms timeout", d)
+	}
+	if h.Stats().KeyframeTimeouts != 1 {
+		t.Errorf("keyframe timeouts %d, want 1", h.Stats().KeyframeTimeouts)
+	}
+}
+
+func TestClientHostileInput(t *testing.T) {
+	t.Parallel()
+	h := New(Config{})
+	defer h.Close()
+	var cmds [][]byte
+	var mu sync.Mutex
+	url, _, _ := serve(t, h, ClientConfig{MaxMessage: 1024, OnCommand: func(body []byte) []byte {
+		mu.Lock()
+		cmds = append(cmds, append([]byte(nil), body...))
+		mu.Unlock()
+		r, _ := wire.Telemetry("telemetry.command.ack", []byte(`{"status":"x"}`))
+		return r
+	}})
+	c := dial(t, url, nil)
+	pong := make(chan string, 1)
+	c.SetPongHandler(func(s string) error { pong <- s; return nil })
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(c.WriteMessage(websocket.BinaryMessage, []byte{0x09, 1, 2}))     // unknown type
+	must(c.WriteMessage(websocket.BinaryMessage, []byte{0x03, '{', '}'})) // signaling: not served here
+	must(c.WriteMessage(websocket.TextMessage, []byte("hello")))
+	must(c.WriteMessage(websocket.BinaryMessage, nil))
+	must(c.WriteMessage(websocket.BinaryMessage, append([]byte{wire.TypeCommand}, `{"action":"pause","cmd_seq":1}`...)))
+	must(c.WriteControl(websocket.PingMessage, []byte("p1"), time.Now().Add(time.Second)))
+	_, msg, err := c.ReadMessage()
+	must(err)
+	if subj, _, err := wire.ParseTelemetry(msg); err != nil || subj != "telemetry.command.ack" {
+		t.Fatalf("reply %q: %v", msg, err)
+	}
+	// The pong handler runs inside ReadMessage; an oversized message then ends it.
+	must(c.WriteMessage(websocket.BinaryMessage, make([]byte, 2000)))
+	code, _ := closeCode(t, c)
+	if code != websocket.CloseMessageTooBig {
+		t.Fatalf("oversized message: close %d, want 1009", code)
+	}
+	select {
+	case p := <-pong:
+		if p != "p1" {
+			t.Errorf("pong %q", p)
+		}
+	default:
+		t.Error("no pong for the ping")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(cmds) != 1 || string(cmds[0]) != `{"action":"pause","cmd_seq":1}` {
+		t.Errorf("commands %q", cmds)
+	}
+	if n := h.Stats().MessagesIgnored; n != 4 {
+		t.Errorf("ignored %d messages, want 4", n)
+	}
+}
+
+func TestClientClosedOnStop(t *testing.T) {
+	t.Parallel()
+	h := New(Config{})
+	defer h.Close()
+	url, cancel, wg := serve(t, h, ClientConfig{})
+	h.Publish(mkFrame(1, true, 10))
+	c := dial(t, url, nil)
+	if _, _, err := c.ReadMessage(); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if code, _ := closeCode(t, c); code != int(wire.CloseServiceRestart) {
+		t.Fatalf("close %d, want 1012", code)
+	}
+	wg.Wait()
+	if n := h.Stats().Clients; n != 0 {
+		t.Errorf("%d clients after stop", n)
+	}
+}
+
+func TestSlowClientSkipsWithoutSlowingOthers(t *testing.T) {
+	t.Parallel()
+	h := New(Config{Capacity: 8})
+	defer h.Close()
+	url, _, _ := serve(t, h, ClientConfig{WriteTimeout: 30 * time.Second})
+	// The slow client: a raw TCP connection that never reads after the
+	// handshake, so the server's socket buffers fill.
+	slow := dial(t, url, nil)
+	fast := dial(t, url, nil)
+	got := make(chan int, 1)
+	go func() {
+		n := 0
+		for {
+			if _, _, err := fast.ReadMessage(); err != nil {
+				got <- n
+				return
+			}
+			n++
+			if n == 300 {
+				got <- n
+				return
+			}
+		}
+	}()
+	for i := range 300 {
+		h.Publish(mkFrame(uint64(i+1), i%30 == 0, 200000))
+		time.Sleep(2 * time.Millisecond)
+	}
+	select {
+	case n := <-got:
+		if n != 300 {
+			t.Fatalf("fast client got %d of 300 frames", n)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("fast client stalled")
+	}
+	// Now the slow client reads while frames keep coming: after what its
+	// socket buffers held it must jump ahead, and land on a keyframe.
+	done := make(chan struct{})
+	go func() {
+		for i := 300; ; i++ {
+			select {
+			case <-done:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			h.Publish(mkFrame(uint64(i+1), i%30 == 0, 20000))
+		}
+	}()
+	defer close(done)
+	var last uint64
+	gaps := 0
+	for gaps == 0 || last <= 300 {
+		_, msg, err := slow.ReadMessage()
+		if err != nil {
+			t.Fatalf("slow client after frame %d: %v", last, err)
+		}
+		hdr, _, err := wire.ParseVideo(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hdr.FrameSeq <= last {
+			t.Fatalf("frame %d after %d", hdr.FrameSeq, last)
+		}
+		if hdr.FrameSeq != last+1 && last != 0 {
+			gaps++
+			if !hdr.Keyframe() {
+				t.Fatalf("slow client resumed at delta %d after %d", hdr.FrameSeq, last)
+			}
+		}
+		last = hdr.FrameSeq
+	}
+	if gaps == 0 || h.Stats().LagSkips == 0 {
+		t.Errorf("slow client never skipped: %d gaps, %+v", gaps, h.Stats())
+	}
+}

@@ -1,0 +1,411 @@
+// Package hub fans one stream of encoded frames out to many WebSocket
+// clients. It is the core of sdr_stream and imports nothing from Caddy.
+//
+// Every frame is framed once into a complete WebSocket message and appended
+// to a bounded log. The log keeps the current GOP (the latest keyframe and
+// the deltas since) so that a joining client starts decoding at once, plus
+// the last Capacity frames so that a client a little behind can catch up.
+// Each client holds a Cursor into the log; its own goroutine writes what lies
+// between the cursor and the head, batched, with a write deadline. A client
+// that falls further behind than Capacity frames skips to the newest
+// keyframe (or waits for the next one), and the skip is counted. The
+// producer never waits for a client.
+package hub
+
+import (
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/wire"
+)
+
+// Defaults, the old transport-server's values where it had one.
+const (
+	DefaultCapacity    = 64                     // SDR_BROADCAST_CAPACITY
+	DefaultMaxGOPBytes = 32 << 20               // current GOP kept for joining clients
+	DefaultIDRCoalesce = 500 * time.Millisecond // SDR_IDR_COALESCE_MS
+)
+
+// Config sets up a Hub. Zero fields take the defaults above.
+type Config struct {
+	// Capacity is how many frames a client may fall behind the head before
+	// it skips to a keyframe.
+	Capacity int
+	// MaxGOPBytes bounds the current GOP kept for joining clients. A GOP that
+	// grows beyond it is dropped, and joining clients wait for the next
+	// keyframe.
+	MaxGOPBytes int
+	// IDRCoalesce is the shortest interval between two keyframe requests
+	// sent to the producer.
+	IDRCoalesce time.Duration
+	// Logger receives the hub's logs; nil discards them.
+	Logger *slog.Logger
+	// Metrics receives the hub's counters; nil fields are replaced by
+	// unregistered collectors.
+	Metrics Metrics
+}
+
+// Metrics are the collectors a hub updates, already bound to its stream's
+// labels.
+type Metrics struct {
+	Clients          prometheus.Gauge
+	FramesIn         prometheus.Counter
+	FramesOut        prometheus.Counter
+	BytesOut         prometheus.Counter
+	LagSkips         prometheus.Counter
+	KeyframeWaits    prometheus.Counter
+	KeyframeTimeouts prometheus.Counter
+	IDRRequests      prometheus.Counter // requests sent to the producer, after coalescing
+	MessagesIgnored  prometheus.Counter // client messages of unknown or unsupported type
+	TelemetryDropped prometheus.Counter // telemetry and replies dropped for a full client queue
+	Delivery         prometheus.Observer
+}
+
+func (m *Metrics) fill() {
+	c := func(p *prometheus.Counter) {
+		if *p == nil {
+			*p = prometheus.NewCounter(prometheus.CounterOpts{Name: "unregistered"})
+		}
+	}
+	if m.Clients == nil {
+		m.Clients = prometheus.NewGauge(prometheus.GaugeOpts{Name: "unregistered"})
+	}
+	for _, p := range []*prometheus.Counter{&m.FramesIn, &m.FramesOut, &m.BytesOut, &m.LagSkips,
+		&m.KeyframeWaits, &m.KeyframeTimeouts, &m.IDRRequests, &m.MessagesIgnored, &m.TelemetryDropped} {
+		c(p)
+	}
+	if m.Delivery == nil {
+		m.Delivery = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "unregistered"})
+	}
+}
+
+// Entry is one frame in the log, framed once for every client.
+type Entry struct {
+	Seq      uint64    // position in the hub's log
+	Keyframe bool      // the frame is a KEYFRAME
+	Wire     []byte    // the complete WebSocket frame carrying the 0x01 message
+	Arrived  time.Time // when the source read the frame
+	Payload  int       // payload bytes of the frame
+}
+
+// Hub is the fan-out of one stream.
+type Hub struct {
+	cfg Config
+	log *slog.Logger
+	m   Metrics
+
+	mu       sync.RWMutex
+	entries  []*Entry // entries[i].Seq == start+i
+	start    uint64
+	head     uint64 // Seq of the next entry
+	key      uint64 // Seq of the latest keyframe a joining client may start at
+	hasKey   bool
+	gopBytes int
+	wake     chan struct{} // closed and replaced on every append
+	closed   bool
+
+	requester atomic.Pointer[requesterBox]
+	idrMu     sync.Mutex
+	idrLast   time.Time
+	idrTimer  *time.Timer
+	idrClosed bool
+
+	clients      atomic.Int64
+	framesIn     atomic.Uint64
+	bytesIn      atomic.Uint64
+	lagTotal     atomic.Uint64
+	keyWaits     atomic.Uint64
+	keyTimeouts  atomic.Uint64
+	idrAsked     atomic.Uint64
+	idrSent      atomic.Uint64
+	framesOut    atomic.Uint64
+	bytesOut     atomic.Uint64
+	ignored      atomic.Uint64
+	telemDropped atomic.Uint64
+}
+
+type requesterBox struct{ r frame.KeyframeRequester }
+
+// New returns an empty hub.
+func New(cfg Config) *Hub {
+	if cfg.Capacity <= 0 {
+		cfg.Capacity = DefaultCapacity
+	}
+	if cfg.MaxGOPBytes <= 0 {
+		cfg.MaxGOPBytes = DefaultMaxGOPBytes
+	}
+	if cfg.IDRCoalesce <= 0 {
+		cfg.IDRCoalesce = DefaultIDRCoalesce
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	cfg.Metrics.fill()
+	return &Hub{cfg: cfg, log: lg, m: cfg.Metrics, wake: make(chan struct{})}
+}
+
+// SetKeyframeRequester sets where coalesced keyframe requests go (an
+// in-process encoder or the NATS relay); nil counts them only.
+func (h *Hub) SetKeyframeRequester(r frame.KeyframeRequester) {
+	h.requester.Store(&requesterBox{r})
+}
+
+// Publish appends a frame to the log and wakes the clients. It never waits
+// for a client. Publish takes its own copy of the payload (inside the framed
+// message), so the caller may reuse f.Payload afterwards.
+func (h *Hub) Publish(f frame.Frame) {
+	e := &Entry{
+		Keyframe: f.Header.Keyframe(),
+		Wire:     wire.VideoFrame(f.Header, f.Payload),
+		Arrived:  f.Arrived,
+		Payload:  len(f.Payload),
+	}
+	if e.Arrived.IsZero() {
+		e.Arrived = time.Now()
+	}
+	h.framesIn.Add(1)
+	h.bytesIn.Add(uint64(len(f.Payload)))
+	h.m.FramesIn.Inc()
+
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
+	e.Seq = h.head
+	h.head++
+	h.entries = append(h.entries, e)
+	switch {
+	case e.Keyframe:
+		h.key, h.hasKey, h.gopBytes = e.Seq, true, len(e.Wire)
+	case f.Discontinuity:
+		// Deltas after a gap cannot be decoded from the keyframe before it.
+		h.hasKey = false
+	case h.hasKey:
+		h.gopBytes += len(e.Wire)
+		if h.gopBytes > h.cfg.MaxGOPBytes {
+			h.hasKey = false
+			h.log.Warn("GOP larger than the log keeps; joining clients wait for the next keyframe",
+				"max_gop_bytes", h.cfg.MaxGOPBytes)
+		}
+	}
+	h.trimLocked()
+	close(h.wake)
+	h.wake = make(chan struct{})
+	h.mu.Unlock()
+}
+
+// trimLocked drops entries that neither belong to the current GOP nor lie
+// within Capacity of the head.
+func (h *Hub) trimLocked() {
+	keep := uint64(0)
+	if h.head > uint64(h.cfg.Capacity) {
+		keep = h.head - uint64(h.cfg.Capacity)
+	}
+	if h.hasKey && h.key < keep {
+		keep = h.key
+	}
+	if keep <= h.start {
+		return
+	}
+	n := int(keep - h.start)
+	clear(h.entries[:n])
+	h.entries = h.entries[n:]
+	h.start = keep
+}
+
+// Cursor is a client's position in the log.
+type Cursor struct {
+	next      uint64
+	needKey   bool
+	waitSince time.Time
+}
+
+// WaitingForKeyframe reports whether the client waits for a keyframe, and
+// since when.
+func (c *Cursor) WaitingForKeyframe() (bool, time.Time) { return c.needKey, c.waitSince }
+
+// Join returns the cursor of a new client: at the latest keyframe when the
+// hub has one, else waiting for the next one. Either way it asks the
+// producer for a keyframe (coalesced), as the old service did.
+func (h *Hub) Join() Cursor {
+	h.clients.Add(1)
+	h.m.Clients.Inc()
+	h.mu.RLock()
+	var c Cursor
+	if h.hasKey {
+		c.next = h.key
+	} else {
+		c = Cursor{next: h.head, needKey: true, waitSince: time.Now()}
+	}
+	h.mu.RUnlock()
+	if c.needKey {
+		h.keyWaits.Add(1)
+		h.m.KeyframeWaits.Inc()
+	}
+	h.RequestKeyframe()
+	return c
+}
+
+// Leave undoes Join.
+func (h *Hub) Leave() {
+	h.clients.Add(-1)
+	h.m.Clients.Dec()
+}
+
+// Next moves the cursor over the entries waiting for this client, appending
+// them to dst until maxBytes of frames are taken (at least one). When there
+// is nothing to send it returns dst unchanged and a channel that is closed
+// when the next frame arrives.
+func (h *Hub) Next(c *Cursor, dst []*Entry, maxBytes int) ([]*Entry, <-chan struct{}) {
+	h.mu.RLock()
+	lagged := false
+	if c.next < h.start || h.head-c.next > uint64(h.cfg.Capacity) {
+		lagged = true
+		if h.hasKey && h.key > c.next && h.head-h.key <= uint64(h.cfg.Capacity) {
+			c.next, c.needKey = h.key, false
+		} else if !c.needKey {
+			c.next, c.needKey, c.waitSince = h.head, true, time.Now()
+		} else {
+			c.next = h.head
+		}
+	}
+	if c.needKey {
+		for c.next < h.head && !h.entries[c.next-h.start].Keyframe {
+			c.next++
+		}
+		if c.next < h.head {
+			c.needKey = false
+		}
+	}
+	taken := 0
+	for c.next < h.head && (taken == 0 || taken < maxBytes) {
+		e := h.entries[c.next-h.start]
+		dst = append(dst, e)
+		taken += len(e.Wire)
+		c.next++
+	}
+	wake := h.wake
+	h.mu.RUnlock()
+	if lagged {
+		h.lagTotal.Add(1)
+		h.m.LagSkips.Inc()
+		if c.needKey {
+			h.keyWaits.Add(1)
+			h.m.KeyframeWaits.Inc()
+			h.RequestKeyframe()
+		}
+	}
+	return dst, wake
+}
+
+// RequestKeyframe asks the producer for an IDR frame, at most once per
+// IDRCoalesce: a request inside the interval is sent when it ends.
+func (h *Hub) RequestKeyframe() {
+	h.idrAsked.Add(1)
+	h.idrMu.Lock()
+	if h.idrClosed || h.idrTimer != nil {
+		h.idrMu.Unlock()
+		return
+	}
+	now := time.Now()
+	if wait := h.cfg.IDRCoalesce - now.Sub(h.idrLast); !h.idrLast.IsZero() && wait > 0 {
+		h.idrTimer = time.AfterFunc(wait, func() {
+			h.idrMu.Lock()
+			h.idrTimer = nil
+			closed := h.idrClosed
+			h.idrLast = time.Now()
+			h.idrMu.Unlock()
+			if !closed {
+				h.sendKeyframeRequest()
+			}
+		})
+		h.idrMu.Unlock()
+		return
+	}
+	h.idrLast = now
+	h.idrMu.Unlock()
+	h.sendKeyframeRequest()
+}
+
+func (h *Hub) sendKeyframeRequest() {
+	h.idrSent.Add(1)
+	h.m.IDRRequests.Inc()
+	if b := h.requester.Load(); b != nil && b.r != nil {
+		b.r.RequestKeyframe()
+	}
+}
+
+// Close stops the hub: pending keyframe requests are dropped and Publish
+// does nothing more. Clients end through their own contexts.
+func (h *Hub) Close() {
+	h.idrMu.Lock()
+	h.idrClosed = true
+	if h.idrTimer != nil {
+		h.idrTimer.Stop()
+		h.idrTimer = nil
+	}
+	h.idrMu.Unlock()
+	h.mu.Lock()
+	h.closed = true
+	clear(h.entries)
+	h.entries = nil
+	h.start = h.head
+	h.hasKey = false
+	h.mu.Unlock()
+}
+
+// Stats is a snapshot of a hub's counters.
+type Stats struct {
+	Clients          int64
+	FramesIn         uint64 // frames published ("frames_broadcast" in the health JSON)
+	BytesIn          uint64 // payload bytes published
+	FramesOut        uint64 // frames written to clients
+	BytesOut         uint64 // bytes written to clients
+	LagSkips         uint64 // "client_lag_total"
+	KeyframeWaits    uint64
+	KeyframeTimeouts uint64
+	IDRAsked         uint64 // keyframe requests before coalescing
+	IDRSent          uint64 // after coalescing
+	MessagesIgnored  uint64
+	TelemetryDropped uint64
+	LogFrames        int  // frames held in the log
+	HasKeyframe      bool // a joining client starts at once
+}
+
+// AvgFrameSize is the mean payload size of the published frames.
+func (s Stats) AvgFrameSize() uint64 {
+	if s.FramesIn == 0 {
+		return 0
+	}
+	return s.BytesIn / s.FramesIn
+}
+
+// Stats returns the hub's counters.
+func (h *Hub) Stats() Stats {
+	h.mu.RLock()
+	n, k := len(h.entries), h.hasKey
+	h.mu.RUnlock()
+	return Stats{
+		Clients:          h.clients.Load(),
+		FramesIn:         h.framesIn.Load(),
+		BytesIn:          h.bytesIn.Load(),
+		FramesOut:        h.framesOut.Load(),
+		BytesOut:         h.bytesOut.Load(),
+		LagSkips:         h.lagTotal.Load(),
+		KeyframeWaits:    h.keyWaits.Load(),
+		KeyframeTimeouts: h.keyTimeouts.Load(),
+		IDRAsked:         h.idrAsked.Load(),
+		IDRSent:          h.idrSent.Load(),
+		MessagesIgnored:  h.ignored.Load(),
+		TelemetryDropped: h.telemDropped.Load(),
+		LogFrames:        n,
+		HasKeyframe:      k,
+	}
+}
