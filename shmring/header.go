@@ -3,6 +3,27 @@
 // and one slot, "latest wins". The layout is fixed by the peers already in
 // production; see docs/ring.md.
 //
+// The same layout carries two rings: the encoded-frame ring (codecs 1..3,
+// DefaultPath) and the raw-frame ring that feeds the encoder (codecs 16..20,
+// DefaultRawPath), whose payloads start with a RawDescriptor.
+//
+// Reading: NewReader(ReaderConfig{Path: ...}) then Run(ctx, fn) on a
+// goroutine of its own. Run waits for an absent file, maps it read-only, and
+// calls fn with every verified frame in order; Stats, LastArrival, Sequence
+// and Period are safe to call at any time. The reader learns the writer's
+// frame period and sleeps until shortly before the next frame is due, so it
+// costs almost nothing while waiting, and backs off while the writer is
+// stalled or absent. It remaps a replaced or resized file and contains the
+// memory fault of a file truncated under its mapping.
+//
+// Writing: CreateWriter(path, size, opts...) then WriteFrame(header,
+// payload), which fills in size, CRC-32, frame_seq and frame_id and returns
+// the header as stored (callers that also hand the frame on in-process need
+// exactly those bytes).
+//
+// ParseRegion runs the reader's parse path over plain bytes (a copy of a ring
+// file).
+//
 // The package imports nothing from Caddy.
 package shmring
 

@@ -1,0 +1,430 @@
+package shmring
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"runtime"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+)
+
+// ReaderConfig configures a Reader.
+type ReaderConfig struct {
+	// Path is the ring file, for example DefaultPath. Required.
+	Path string
+	// Size is the size the ring file is expected to have, control region
+	// included. 0 takes the file's size. A file of another size is still
+	// mapped at its real size (mapping more would fault); each such mapping
+	// is counted in Stats.SizeMismatch and logged.
+	Size int64
+	// DisableCRC skips the CRC-32 check. Needed when the writer runs with CRC
+	// off (its headers carry 0); it gives up the only defence against a frame
+	// torn by a writer that overwrote the slot during the copy.
+	DisableCRC bool
+	// KeyframeGating makes the reader forward nothing after attaching, a
+	// frame-sequence gap or a writer restart until a KEYFRAME arrives. Off by
+	// default, like the old service (its encoder used intra refresh).
+	KeyframeGating bool
+	// Logger receives attach, remap, restart and fault events. nil discards them.
+	Logger *slog.Logger
+}
+
+// Frame is one verified frame as the Reader delivers it.
+type Frame struct {
+	// Header is the 32-byte frame header as the writer stored it.
+	Header Header
+	// Payload is freshly allocated for this frame; the receiver owns it.
+	Payload []byte
+	// Sequence is the control region's commit counter of this frame.
+	Sequence uint64
+	// Arrived is when the reader found the frame.
+	Arrived time.Time
+	// Gap is how many frames of this writer run the receiver did not get
+	// just before this one: frames the reader missed (the writer was faster,
+	// or a copy was torn or failed its CRC) and frames held back by keyframe
+	// gating.
+	Gap uint64
+	// Restart is set on the first frame delivered after the writer restarted
+	// (sequence or frame_seq went backwards, the control region was zeroed,
+	// or the file was replaced by a new one).
+	Restart bool
+}
+
+// Stats is a snapshot of a Reader's counters, all monotonic since NewReader
+// except Attached.
+type Stats struct {
+	Frames        uint64 // frames delivered
+	Bytes         uint64 // payload bytes delivered
+	TornReads     uint64 // copies discarded because the sequence changed during the copy
+	CRCFailures   uint64 // copies discarded because the payload failed its CRC
+	Malformed     uint64 // commits discarded for a write_len out of bounds or a header size that disagrees with it
+	Gaps          uint64 // frames missed: the sum of forward frame_seq gaps
+	Restarts      uint64 // writer restarts detected
+	Remaps        uint64 // mappings after the first (new inode, new size, after a fault)
+	Faults        uint64 // memory faults (SIGBUS of a truncated mapping) contained
+	SizeMismatch  uint64 // mappings of a file whose size differs from ReaderConfig.Size
+	KeyframeWaits uint64 // verified frames held back by keyframe gating
+	Polls         uint64 // times the control region was read (the cost of waiting)
+	Attached      bool   // a mapping is held now
+}
+
+// Reader reads frames from one ring file. Create it with NewReader, run it
+// with Run; Stats, LastArrival, Sequence and Period may be called from any
+// goroutine at any time.
+type Reader struct {
+	cfg ReaderConfig
+	log *slog.Logger
+
+	running atomic.Bool
+
+	frames, bytes, torn, crc, malformed, gaps, restarts, remaps,
+	faults, sizeMismatch, keyframeWaits, polls atomic.Uint64
+	attached    atomic.Bool
+	sequence    atomic.Uint64
+	lastArrival atomic.Int64 // Unix ns, 0 = never
+	period      atomic.Int64 // learned frame period in ns, 0 = unknown
+
+	// State of the Run goroutine only.
+	m              *mapping
+	prev           fileID // the last file mapped
+	maps           uint64
+	lastSeq        uint64 // last sequence handled (0 = none)
+	lastFrameSeq   uint64
+	haveFrameSeq   bool // lastFrameSeq belongs to the current writer run
+	pendingGap     uint64
+	pendingRestart bool
+	awaitKeyframe  bool
+	lastFine       bool // the sleep before this poll was a fine one
+	cad            cadence
+	nextCheck      time.Time
+	waitLogged     bool
+}
+
+// How often the reader stats the path to notice a replaced or resized file.
+const checkEvery = 200 * time.Millisecond
+
+// NewReader validates cfg and returns a Reader. It opens nothing: Run maps
+// the file, and waits for it when it does not exist yet.
+func NewReader(cfg ReaderConfig) (*Reader, error) {
+	if cfg.Path == "" {
+		return nil, errors.New("ring reader: path is empty")
+	}
+	if cfg.Size < 0 || (cfg.Size > 0 && cfg.Size < OffPayload) {
+		return nil, fmt.Errorf("ring reader for %s: size %d is neither 0 (the file's size) nor at least %d", cfg.Path, cfg.Size, OffPayload)
+	}
+	if cfg.Size > maxMapSize {
+		return nil, fmt.Errorf("ring reader for %s: size %d exceeds %d", cfg.Path, cfg.Size, int64(maxMapSize))
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Reader{cfg: cfg, log: log.With("ring", cfg.Path), awaitKeyframe: cfg.KeyframeGating}, nil
+}
+
+// Config returns the configuration the reader was created with.
+func (r *Reader) Config() ReaderConfig { return r.cfg }
+
+// Stats returns a snapshot of the counters.
+func (r *Reader) Stats() Stats {
+	return Stats{
+		Frames:        r.frames.Load(),
+		Bytes:         r.bytes.Load(),
+		TornReads:     r.torn.Load(),
+		CRCFailures:   r.crc.Load(),
+		Malformed:     r.malformed.Load(),
+		Gaps:          r.gaps.Load(),
+		Restarts:      r.restarts.Load(),
+		Remaps:        r.remaps.Load(),
+		Faults:        r.faults.Load(),
+		SizeMismatch:  r.sizeMismatch.Load(),
+		KeyframeWaits: r.keyframeWaits.Load(),
+		Polls:         r.polls.Load(),
+		Attached:      r.attached.Load(),
+	}
+}
+
+// LastArrival is when the reader last found a verified frame, including
+// frames held back by keyframe gating (the safety gate counts them as fresh
+// video); zero if it never found one.
+func (r *Reader) LastArrival() time.Time {
+	ns := r.lastArrival.Load()
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
+
+// Sequence is the last control-region sequence the reader saw (the health
+// JSON's shm_seq); 0 before the first commit.
+func (r *Reader) Sequence() uint64 { return r.sequence.Load() }
+
+// Period is the writer's frame period as the reader learned it; 0 while unknown.
+func (r *Reader) Period() time.Duration { return time.Duration(r.period.Load()) }
+
+// Run reads frames until ctx ends, then returns nil. It waits for a file that
+// does not exist (or is too short) yet, remaps a file that was replaced or
+// resized, and survives a file truncated under its mapping. fn is called from
+// Run's goroutine, in order, with every verified frame; it must not block.
+// Run may be called once.
+func (r *Reader) Run(ctx context.Context, fn func(Frame)) error {
+	if fn == nil {
+		return fmt.Errorf("reading ring %s: nil frame callback", r.cfg.Path)
+	}
+	if !r.running.CompareAndSwap(false, true) {
+		return fmt.Errorf("reading ring %s: Run called twice", r.cfg.Path)
+	}
+	// Precise sleeps need this thread's timer slack lowered; keep the
+	// goroutine on it so the setting applies and can be restored.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer setTimerSlack(1000)()
+	defer r.detach()
+
+	var timer *time.Timer
+	absentWait := 10 * time.Millisecond
+	for ctx.Err() == nil {
+		var d time.Duration
+		if r.m == nil {
+			if err := r.attach(); err != nil {
+				r.logWaiting(err)
+				d = absentWait
+				absentWait = min(2*absentWait, absentMaxPoll)
+				r.lastFine = false
+			} else {
+				absentWait = 10 * time.Millisecond
+			}
+		}
+		if r.m != nil {
+			d = r.step(fn)
+		}
+		if !r.sleep(ctx, &timer, d) {
+			break
+		}
+	}
+	if timer != nil {
+		timer.Stop()
+	}
+	return nil
+}
+
+// sleep waits d, or less when ctx ends; it reports whether ctx is still live.
+// Short waits use nanosleep for their precision; long ones (a stalled or
+// absent writer) a runtime timer that ctx can interrupt.
+func (r *Reader) sleep(ctx context.Context, timer **time.Timer, d time.Duration) bool {
+	const chunk = 10 * time.Millisecond
+	switch {
+	case d <= 0:
+	case d <= 5*chunk:
+		for d > 0 && ctx.Err() == nil {
+			s := min(d, chunk)
+			nanosleep(s)
+			d -= s
+		}
+	default:
+		if *timer == nil {
+			*timer = time.NewTimer(d)
+		} else {
+			(*timer).Reset(d)
+		}
+		select {
+		case <-ctx.Done():
+		case <-(*timer).C:
+		}
+	}
+	return ctx.Err() == nil
+}
+
+func (r *Reader) logWaiting(err error) {
+	if r.waitLogged {
+		return
+	}
+	r.waitLogged = true
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errShort) {
+		r.log.Info("waiting for ring file", "reason", err.Error())
+		return
+	}
+	r.log.Warn("cannot map ring file; retrying", "error", err)
+}
+
+// attach maps the file. A file with another inode than the last one mapped
+// belongs to a new writer run.
+func (r *Reader) attach() error {
+	m, err := mapFile(r.cfg.Path, false)
+	if err != nil {
+		return err
+	}
+	r.waitLogged = false
+	r.maps++
+	if r.maps > 1 {
+		r.remaps.Add(1)
+	}
+	if r.maps > 1 && (m.id.dev != r.prev.dev || m.id.ino != r.prev.ino) {
+		// A replaced file: a new writer run, whose sequence starts over.
+		r.lastSeq = 0
+		r.noteRestart("file replaced")
+	}
+	if r.cfg.Size > 0 && m.id.size != r.cfg.Size {
+		r.sizeMismatch.Add(1)
+		r.log.Warn("ring file size differs from the configured size; using the file's size",
+			"file_size", m.id.size, "configured_size", r.cfg.Size)
+	}
+	r.m, r.prev = m, m.id
+	r.attached.Store(true)
+	now := time.Now()
+	r.cad.reset(now)
+	r.lastFine = false
+	r.nextCheck = now.Add(checkEvery)
+	r.log.Info("attached to ring file", "size", m.id.size, "inode", m.id.ino, "remap", r.maps > 1)
+	return nil
+}
+
+func (r *Reader) detach() {
+	if r.m == nil {
+		return
+	}
+	if err := r.m.unmap(); err != nil {
+		r.log.Warn("unmapping ring file", "error", err)
+	}
+	r.m = nil
+	r.attached.Store(false)
+	r.period.Store(0)
+}
+
+// fileChanged reports whether the path now names another file, or the
+// mapped file changed size. An absent path keeps the mapping: a writer that
+// still holds the unlinked file keeps writing into it.
+func (r *Reader) fileChanged() bool {
+	id, err := statPath(r.cfg.Path)
+	if err != nil {
+		return false
+	}
+	return id != r.m.id
+}
+
+func (r *Reader) noteRestart(why string) {
+	r.restarts.Add(1)
+	r.pendingRestart = true
+	r.haveFrameSeq = false
+	if r.cfg.KeyframeGating {
+		r.awaitKeyframe = true
+	}
+	r.log.Info("writer restart detected", "reason", why)
+}
+
+// pollGuarded runs one pass of the reader order over the mapping with memory
+// faults turned into panics, and contains them: a file truncated under the
+// mapping raises SIGBUS on the next touch, which must not kill the process.
+func (r *Reader) pollGuarded() (res slotRead, fault bool) {
+	defer func() {
+		if e := recover(); e != nil {
+			if _, ok := e.(interface{ Addr() uintptr }); ok {
+				fault = true
+				return
+			}
+			panic(e)
+		}
+	}()
+	old := debug.SetPanicOnFault(true)
+	defer debug.SetPanicOnFault(old)
+	return readSlot(r.m.mem, r.lastSeq, !r.cfg.DisableCRC), false
+}
+
+// step polls once, handles what it found and returns how long to sleep.
+func (r *Reader) step(fn func(Frame)) time.Duration {
+	now := time.Now()
+	if !now.Before(r.nextCheck) {
+		r.nextCheck = now.Add(checkEvery)
+		if r.fileChanged() {
+			r.log.Info("ring file replaced or resized; remapping")
+			r.detach()
+			return 0
+		}
+	}
+	res, fault := r.pollGuarded()
+	r.polls.Add(1)
+	if fault {
+		r.faults.Add(1)
+		r.log.Warn("memory fault reading the ring (file truncated under the mapping); remapping")
+		r.detach()
+		return 0
+	}
+	early := !r.lastFine
+	switch res.status {
+	case slotUnchanged:
+	case slotEmpty:
+		if r.lastSeq != 0 {
+			// The control region was zeroed: a writer started over.
+			r.lastSeq = 0
+			r.sequence.Store(0)
+			r.noteRestart("sequence reset to 0")
+		}
+	case slotTorn:
+		// A newer frame was committed during the copy: read it at once.
+		r.torn.Add(1)
+		r.lastFine = true
+		return 0
+	default:
+		r.commit(res, now, early, fn)
+	}
+	d, fine := r.cad.next(time.Now())
+	r.lastFine = fine
+	return d
+}
+
+// commit handles a new sequence: sequencing, gating, delivery.
+func (r *Reader) commit(res slotRead, now time.Time, early bool, fn func(Frame)) {
+	steps := uint64(1)
+	if r.lastSeq != 0 {
+		if res.sequence < r.lastSeq {
+			r.noteRestart(fmt.Sprintf("sequence went back from %d to %d", r.lastSeq, res.sequence))
+		} else {
+			steps = res.sequence - r.lastSeq
+		}
+	}
+	r.lastSeq = res.sequence
+	r.sequence.Store(res.sequence)
+	r.cad.observe(now, steps, early)
+	r.period.Store(int64(r.cad.period))
+
+	switch res.status {
+	case slotCRC:
+		r.crc.Add(1)
+		return
+	case slotWriteLen, slotSizeMismatch:
+		r.malformed.Add(1)
+		return
+	}
+	h := res.header
+	if r.haveFrameSeq {
+		switch {
+		case h.FrameSeq <= r.lastFrameSeq:
+			r.noteRestart(fmt.Sprintf("frame_seq went back from %d to %d", r.lastFrameSeq, h.FrameSeq))
+		case h.FrameSeq > r.lastFrameSeq+1:
+			gap := h.FrameSeq - r.lastFrameSeq - 1
+			r.gaps.Add(gap)
+			r.pendingGap += gap
+			if r.cfg.KeyframeGating {
+				r.awaitKeyframe = true
+			}
+		}
+	}
+	r.lastFrameSeq, r.haveFrameSeq = h.FrameSeq, true
+	r.lastArrival.Store(now.UnixNano())
+	if r.awaitKeyframe && !h.Keyframe() {
+		r.keyframeWaits.Add(1)
+		r.pendingGap++
+		return
+	}
+	r.awaitKeyframe = false
+	f := Frame{Header: h, Payload: res.payload, Sequence: res.sequence, Arrived: now,
+		Gap: r.pendingGap, Restart: r.pendingRestart}
+	r.pendingGap, r.pendingRestart = 0, false
+	r.frames.Add(1)
+	r.bytes.Add(uint64(len(res.payload)))
+	fn(f)
+}

@@ -1,0 +1,165 @@
+package shmring
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"unsafe"
+)
+
+// Errors that ParseRegion (and Inspect) wrap, so callers can tell why a region
+// holds no usable frame.
+var (
+	// ErrEmpty means the sequence is 0: no writer has committed a frame yet.
+	ErrEmpty = errors.New("no frame committed (sequence 0)")
+	// ErrTooSmall means the region cannot even hold the control region and a header.
+	ErrTooSmall = errors.New("region smaller than control region and frame header")
+	// ErrWriteLen means write_len lies outside 32 <= write_len <= region size - 16.
+	ErrWriteLen = errors.New("write_len out of bounds")
+	// ErrSizeMismatch means the header's size is not write_len - 32.
+	ErrSizeMismatch = errors.New("header size disagrees with write_len")
+	// ErrCRC means the payload does not match the header's CRC-32.
+	ErrCRC = errors.New("payload CRC-32 mismatch")
+	// ErrTorn means the sequence changed while the slot was being copied.
+	ErrTorn = errors.New("torn read (sequence changed during copy)")
+)
+
+// maxMapSize bounds a mapping: 1 GiB is far above any frame ring.
+const maxMapSize = 1 << 30
+
+// slotStatus is the outcome of one pass of the documented reader order.
+type slotStatus uint8
+
+const (
+	slotEmpty slotStatus = iota
+	slotUnchanged
+	slotOK
+	slotTorn
+	slotWriteLen
+	slotSizeMismatch
+	slotCRC
+)
+
+func (s slotStatus) err() error {
+	switch s {
+	case slotEmpty:
+		return ErrEmpty
+	case slotTorn:
+		return ErrTorn
+	case slotWriteLen:
+		return ErrWriteLen
+	case slotSizeMismatch:
+		return ErrSizeMismatch
+	case slotCRC:
+		return ErrCRC
+	}
+	return nil
+}
+
+// loadU64 atomically loads the little-endian u64 at off. b must be 8-byte
+// aligned at off (the mapping is page aligned, offsets are 0 and 8) and
+// little-endian is the only byte order this package runs on (see endian.go).
+func loadU64(b []byte, off int) uint64 {
+	_ = b[off+7]
+	return atomic.LoadUint64((*uint64)(unsafe.Pointer(&b[off])))
+}
+
+// storeU64 atomically stores v at off; same rules as loadU64.
+func storeU64(b []byte, off int, v uint64) {
+	_ = b[off+7]
+	atomic.StoreUint64((*uint64)(unsafe.Pointer(&b[off])), v)
+}
+
+// slotRead is one pass of the reader order over region (the mapping, or an
+// aligned copy of region bytes).
+type slotRead struct {
+	status   slotStatus
+	sequence uint64 // s1, valid unless status is slotEmpty
+	writeLen uint64
+	header   Header
+	payload  []byte // freshly allocated; valid for slotOK and slotCRC
+}
+
+// readSlot follows PROTOCOL.md section 1 to the letter: load sequence (s1);
+// stop if 0 or equal to last; load write_len and bound it; copy the slot;
+// load sequence again (s2) and discard on s1 != s2; parse; require
+// size == write_len - 32; verify the CRC unless verifyCRC is false.
+//
+// region must be at least OffPayload bytes long and 8-byte aligned. When
+// region is a mapping of a file that shrinks, the loads and the copy can
+// fault: the caller contains that (see Reader.pollGuarded).
+func readSlot(region []byte, last uint64, verifyCRC bool) slotRead {
+	s1 := loadU64(region, OffSequence)
+	if s1 == 0 {
+		return slotRead{status: slotEmpty}
+	}
+	if s1 == last {
+		return slotRead{status: slotUnchanged, sequence: s1}
+	}
+	wl := loadU64(region, OffWriteLen)
+	if wl < HeaderSize || wl > uint64(len(region)-ControlSize) {
+		return slotRead{status: slotWriteLen, sequence: s1, writeLen: wl}
+	}
+	buf := make([]byte, int(wl))
+	copy(buf, region[OffSlot:OffSlot+int(wl)])
+	s2 := loadU64(region, OffSequence)
+	if s1 != s2 {
+		return slotRead{status: slotTorn, sequence: s1, writeLen: wl}
+	}
+	h, _ := ParseHeader(buf) // cannot fail: wl >= HeaderSize
+	out := slotRead{status: slotOK, sequence: s1, writeLen: wl, header: h, payload: buf[HeaderSize:len(buf):len(buf)]}
+	if uint64(h.Size) != wl-HeaderSize {
+		out.status = slotSizeMismatch
+		out.payload = nil
+		return out
+	}
+	if verifyCRC && Checksum(out.payload) != h.CRC32 {
+		out.status = slotCRC
+	}
+	return out
+}
+
+// Committed is the frame a region holds, as ParseRegion and Inspect return it.
+type Committed struct {
+	Sequence uint64 // the control region's commit counter
+	WriteLen uint64 // bytes of header + payload
+	Header   Header
+	Payload  []byte
+}
+
+// ParseRegion decodes the frame committed in region: the bytes of a whole
+// ring file, control region first. It runs the reader's parse path (the same
+// code the Reader runs against the mapping) with the same checks, in the same
+// order, and never panics or reads out of range whatever the bytes are. With
+// verifyCRC false the CRC is not checked. The returned payload is a copy.
+func ParseRegion(region []byte, verifyCRC bool) (Committed, error) {
+	if len(region) < OffPayload {
+		return Committed{}, fmt.Errorf("parsing region of %d bytes: %w", len(region), ErrTooSmall)
+	}
+	aligned := region
+	if uintptr(unsafe.Pointer(&region[0]))%8 != 0 {
+		aligned = alignedCopy(region)
+	}
+	s := readSlot(aligned, 0, verifyCRC)
+	c := Committed{Sequence: s.sequence, WriteLen: s.writeLen, Header: s.header, Payload: s.payload}
+	if err := s.status.err(); err != nil {
+		switch s.status {
+		case slotWriteLen:
+			return c, fmt.Errorf("parsing region of %d bytes: write_len %d: %w", len(region), s.writeLen, err)
+		case slotSizeMismatch:
+			return c, fmt.Errorf("parsing region: header size %d, write_len %d: %w", s.header.Size, s.writeLen, err)
+		case slotCRC:
+			return c, fmt.Errorf("parsing region: header CRC %08x, payload CRC %08x: %w", s.header.CRC32, Checksum(s.payload), err)
+		}
+		return c, fmt.Errorf("parsing region: %w", err)
+	}
+	return c, nil
+}
+
+// alignedCopy copies b into a buffer whose first byte is 8-byte aligned.
+func alignedCopy(b []byte) []byte {
+	words := make([]uint64, (len(b)+7)/8)
+	out := unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), len(words)*8)[:len(b)]
+	copy(out, b)
+	return out
+}
