@@ -1,0 +1,401 @@
+// Package relay is the NATS side of /stream/ws and of the sdr_nats endpoint:
+// telemetry from NATS to WebSocket clients as ready-to-send 0x02 messages,
+// and 0x04 commands from one client to command.genesis.<action>, checked,
+// rate limited and passed through the safety gate (PROTOCOL.md sections 3-5).
+//
+// The package imports nothing from Caddy.
+package relay
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/wire"
+)
+
+// Defaults of the old transport-server and of this relay.
+const (
+	DefaultSubjects   = "telemetry.>"
+	DefaultMaxPayload = 64 << 10
+	DefaultMaxSubject = wire.MaxSubjectLen
+	DefaultRate       = 50.0
+	DefaultBurst      = 100
+	CommandPrefix     = "command.genesis."
+	SubjectAck        = "telemetry.command.ack"
+	SubjectForceIDR   = CommandPrefix + "force_idr"
+)
+
+// Ack statuses sent back to the one client whose command did not go out.
+const (
+	StatusRejected    = "rejected"
+	StatusGated       = "gated"
+	StatusUnavailable = "unavailable"
+	// StatusPublished only labels metrics: a published command gets no ack
+	// from the relay (the simulator acks it).
+	StatusPublished = "published"
+)
+
+// Config holds the relay's limits. Zero fields take the defaults.
+type Config struct {
+	// Subjects is the telemetry allowlist: NATS subscription patterns.
+	Subjects []string
+	// MaxPayload is the largest telemetry payload relayed, in bytes.
+	MaxPayload int
+	// MaxSubject is the longest telemetry subject relayed, at most 256.
+	MaxSubject int
+	// Actions, when not empty, is the only actions a client may send.
+	Actions []string
+	// Rate is how many commands per second one client may send on average;
+	// negative turns the limit off.
+	Rate float64
+	// Burst is how many commands one client may send at once.
+	Burst int
+}
+
+// WithDefaults returns c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	if len(c.Subjects) == 0 {
+		c.Subjects = []string{DefaultSubjects}
+	}
+	if c.MaxPayload <= 0 {
+		c.MaxPayload = DefaultMaxPayload
+	}
+	if c.MaxSubject <= 0 || c.MaxSubject > wire.MaxSubjectLen {
+		c.MaxSubject = DefaultMaxSubject
+	}
+	if c.Rate == 0 {
+		c.Rate = DefaultRate
+	}
+	if c.Burst <= 0 {
+		c.Burst = DefaultBurst
+	}
+	return c
+}
+
+// Validate reports the first invalid setting.
+func (c Config) Validate() error {
+	for _, s := range c.Subjects {
+		if err := ValidatePattern(s); err != nil {
+			return fmt.Errorf("telemetry allowlist: %w", err)
+		}
+	}
+	for _, a := range c.Actions {
+		if !ValidAction(a) {
+			return fmt.Errorf("action allowlist: %q is not one token of [A-Za-z0-9_-]{1,64}", a)
+		}
+	}
+	if c.MaxSubject > wire.MaxSubjectLen {
+		return fmt.Errorf("telemetry subject cap %d exceeds the protocol's %d bytes", c.MaxSubject, wire.MaxSubjectLen)
+	}
+	return nil
+}
+
+// Metrics are the counters the relay updates; any may be nil.
+type Metrics struct {
+	// Telemetry counts telemetry messages by result: relayed, oversize,
+	// subject_too_long.
+	Telemetry *prometheus.CounterVec
+	// Commands counts commands by status: published, rejected, gated,
+	// unavailable.
+	Commands *prometheus.CounterVec
+}
+
+func (m *Metrics) telemetry(result string) {
+	if m != nil && m.Telemetry != nil {
+		m.Telemetry.WithLabelValues(result).Inc()
+	}
+}
+
+func (m *Metrics) command(status string) {
+	if m != nil && m.Commands != nil {
+		m.Commands.WithLabelValues(status).Inc()
+	}
+}
+
+// Relay is the telemetry fan-out and command path over one NATS connection.
+type Relay struct {
+	nc      *nats.Conn
+	cfg     Config
+	actions map[string]bool
+	log     *slog.Logger
+	metrics *Metrics
+
+	mu      sync.Mutex
+	subs    []*nats.Subscription
+	clients atomic.Pointer[[]*client]
+	nextID  uint64
+	closed  bool
+	ch      chan *nats.Msg
+	done    chan struct{}
+}
+
+type client struct {
+	id uint64
+	fn func([]byte)
+}
+
+// New subscribes to the telemetry allowlist on nc and returns the relay.
+// log and metrics may be nil.
+func New(nc *nats.Conn, cfg Config, log *slog.Logger, metrics *Metrics) (*Relay, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Relay{nc: nc, cfg: cfg, log: log, metrics: metrics}
+	if len(cfg.Actions) > 0 {
+		r.actions = make(map[string]bool, len(cfg.Actions))
+		for _, a := range cfg.Actions {
+			r.actions[a] = true
+		}
+	}
+	empty := []*client{}
+	r.clients.Store(&empty)
+	// One channel for every pattern keeps the order in which the server
+	// sent the messages. A full channel drops (telemetry is lossy by
+	// design; the client library counts a slow consumer), never blocking
+	// the connection's reader or video.
+	r.ch = make(chan *nats.Msg, telemetryBacklog)
+	r.done = make(chan struct{})
+	for _, p := range minimalPatterns(cfg.Subjects) {
+		sub, err := nc.ChanSubscribe(p, r.ch)
+		if err != nil {
+			r.Close()
+			return nil, fmt.Errorf("subscribing to telemetry %q: %w", p, err)
+		}
+		r.subs = append(r.subs, sub)
+	}
+	go r.deliver()
+	return r, nil
+}
+
+// telemetryBacklog is how many telemetry messages may wait for delivery.
+const telemetryBacklog = 8192
+
+func (r *Relay) deliver() {
+	for {
+		select {
+		case <-r.done:
+			return
+		case m := <-r.ch:
+			r.onTelemetry(m)
+		}
+	}
+}
+
+// Config returns the configuration in use, defaults applied.
+func (r *Relay) Config() Config { return r.cfg }
+
+// Conn returns the NATS connection.
+func (r *Relay) Conn() *nats.Conn { return r.nc }
+
+func (r *Relay) onTelemetry(m *nats.Msg) {
+	if len(m.Subject) > r.cfg.MaxSubject {
+		r.metrics.telemetry("subject_too_long")
+		return
+	}
+	if len(m.Data) > r.cfg.MaxPayload {
+		r.metrics.telemetry("oversize")
+		return
+	}
+	cs := *r.clients.Load()
+	if len(cs) == 0 {
+		return
+	}
+	msg, err := wire.Telemetry(m.Subject, m.Data)
+	if err != nil {
+		r.metrics.telemetry("subject_too_long")
+		return
+	}
+	r.metrics.telemetry("relayed")
+	for _, c := range cs {
+		c.fn(msg)
+	}
+}
+
+// SubscribeTelemetry calls fn with every relayed telemetry message, a
+// complete 0x02 message shared by all subscribers (never modify it), until
+// cancel is called. fn runs on the NATS delivery goroutine and must not
+// block.
+func (r *Relay) SubscribeTelemetry(fn func(msg []byte)) (cancel func()) {
+	r.mu.Lock()
+	r.nextID++
+	c := &client{id: r.nextID, fn: fn}
+	old := *r.clients.Load()
+	next := make([]*client, len(old), len(old)+1)
+	copy(next, old)
+	next = append(next, c)
+	r.clients.Store(&next)
+	r.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			old := *r.clients.Load()
+			next := make([]*client, 0, len(old))
+			for _, o := range old {
+				if o != c {
+					next = append(next, o)
+				}
+			}
+			r.clients.Store(&next)
+		})
+	}
+}
+
+// RequestKeyframe publishes command.genesis.force_idr {"cmd_seq":0}.
+// Callers coalesce. Nothing is queued while NATS is down.
+func (r *Relay) RequestKeyframe() {
+	if r.nc.Status() != nats.CONNECTED {
+		return
+	}
+	if err := r.nc.Publish(SubjectForceIDR, []byte(`{"cmd_seq":0}`)); err != nil {
+		r.log.Warn("requesting keyframe", "subject", SubjectForceIDR, "error", err)
+	}
+}
+
+// Close unsubscribes from telemetry and stops delivery. Subscribers get
+// nothing more.
+func (r *Relay) Close() {
+	r.mu.Lock()
+	subs := r.subs
+	r.subs = nil
+	wasClosed := r.closed
+	r.closed = true
+	r.mu.Unlock()
+	for _, s := range subs {
+		_ = s.Unsubscribe()
+	}
+	if !wasClosed && r.done != nil {
+		close(r.done)
+	}
+}
+
+// Session returns the command path of one client, gated by gate. onCodec,
+// if not nil, is called after a settings command that names a codec went
+// out (the gate's codec-change grace).
+func (r *Relay) Session(gate frame.MotionGate, onCodec func()) *Session {
+	s := &Session{r: r, gate: gate, onCodec: onCodec}
+	if r.cfg.Rate > 0 {
+		s.limiter = rate.NewLimiter(rate.Limit(r.cfg.Rate), r.cfg.Burst)
+	}
+	return s
+}
+
+// Session is the command path of one WebSocket client.
+type Session struct {
+	r       *Relay
+	gate    frame.MotionGate
+	onCodec func()
+	limiter *rate.Limiter
+}
+
+// command is what the relay reads of a 0x04 body; the body itself is
+// published unchanged.
+type command struct {
+	Action json.RawMessage `json:"action"`
+	CmdSeq json.RawMessage `json:"cmd_seq"`
+	Codec  json.RawMessage `json:"codec"`
+	Data   json.RawMessage `json:"data"`
+}
+
+// ack is the payload on telemetry.command.ack.
+type ack struct {
+	Action any             `json:"action"`
+	CmdSeq json.RawMessage `json:"cmd_seq"`
+	Status string          `json:"status"`
+	Detail string          `json:"detail"`
+}
+
+// Command takes the JSON body of one 0x04 message. It returns nil when the
+// command was published on command.genesis.<action>, unchanged, or else the
+// 0x02 message on telemetry.command.ack to send to this client alone.
+func (s *Session) Command(body []byte) []byte {
+	var c command
+	if !json.Valid(body) {
+		return s.reply(nil, nil, StatusRejected, "command is not valid JSON")
+	}
+	if err := json.Unmarshal(body, &c); err != nil {
+		return s.reply(nil, nil, StatusRejected, "command is not a JSON object")
+	}
+	seq := c.CmdSeq
+	if !isNumber(seq) {
+		seq = nil
+	}
+	if len(c.Action) == 0 || string(c.Action) == "null" {
+		return s.reply(nil, seq, StatusRejected, "command has no action")
+	}
+	var action string
+	if err := json.Unmarshal(c.Action, &action); err != nil {
+		return s.reply(nil, seq, StatusRejected, "action is not a string")
+	}
+	if s.limiter != nil && action != "estop" && !s.limiter.Allow() {
+		return s.reply(action, seq, StatusRejected, fmt.Sprintf("rate limit of %g commands/s exceeded", s.r.cfg.Rate))
+	}
+	if !ValidAction(action) {
+		return s.reply(action, seq, StatusRejected, "action must be one token of [A-Za-z0-9_-]{1,64}")
+	}
+	if s.r.actions != nil && !s.r.actions[action] {
+		return s.reply(action, seq, StatusRejected, "action not allowed")
+	}
+	if s.gate != nil {
+		if ok, mode := s.gate.Allow(action); !ok {
+			return s.reply(action, seq, StatusGated, "video stale: safety gate "+mode)
+		}
+	}
+	if st := s.r.nc.Status(); st != nats.CONNECTED {
+		return s.reply(action, seq, StatusUnavailable, "nats "+st.String())
+	}
+	if err := s.r.nc.Publish(CommandPrefix+action, body); err != nil {
+		return s.reply(action, seq, StatusUnavailable, "publishing: "+err.Error())
+	}
+	s.r.metrics.command(StatusPublished)
+	if action == "settings" && s.onCodec != nil && (len(c.Codec) > 0 || dataHasCodec(c.Data)) {
+		s.onCodec()
+	}
+	return nil
+}
+
+func (s *Session) reply(action any, seq json.RawMessage, status, detail string) []byte {
+	s.r.metrics.command(status)
+	if a, ok := action.(string); ok && len(a) > 256 {
+		action = a[:256]
+	}
+	p, err := json.Marshal(ack{Action: action, CmdSeq: seq, Status: status, Detail: detail})
+	if err != nil {
+		// Only invalid UTF-8 gets here; json.Marshal replaces it, so this
+		// does not happen, but never answer nothing.
+		p = fmt.Appendf(nil, `{"action":null,"cmd_seq":null,"status":%q,"detail":%q}`, status, detail)
+	}
+	msg, _ := wire.Telemetry(SubjectAck, p)
+	return msg
+}
+
+func isNumber(raw json.RawMessage) bool {
+	if len(raw) == 0 {
+		return false
+	}
+	c := raw[0]
+	return c == '-' || (c >= '0' && c <= '9')
+}
+
+func dataHasCodec(raw json.RawMessage) bool {
+	if len(raw) == 0 || raw[0] != '{' {
+		return false
+	}
+	var d struct {
+		Codec json.RawMessage `json:"codec"`
+	}
+	return json.Unmarshal(raw, &d) == nil && len(d.Codec) > 0 && string(d.Codec) != "null"
+}

@@ -1,0 +1,486 @@
+package relay
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/sdr-os/sdr-caddy/internal/gate"
+	"github.com/sdr-os/sdr-caddy/internal/wire"
+)
+
+// startServer runs a real nats-server in the test process on a free
+// loopback port.
+func startServer(t *testing.T) *server.Server {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready after 10s")
+	}
+	t.Cleanup(s.Shutdown)
+	return s
+}
+
+func connect(t *testing.T, s *server.Server, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(s.ClientURL(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// collector gathers 0x02 messages delivered to one subscriber.
+type collector struct {
+	mu   sync.Mutex
+	msgs [][]byte
+	got  chan struct{}
+}
+
+func newCollector() *collector { return &collector{got: make(chan struct{}, 1024)} }
+
+func (c *collector) fn(m []byte) {
+	c.mu.Lock()
+	c.msgs = append(c.msgs, m)
+	c.mu.Unlock()
+	select {
+	case c.got <- struct{}{}:
+	default:
+	}
+}
+
+func (c *collector) subjects() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, m := range c.msgs {
+		s, _, err := wire.ParseTelemetry(m)
+		if err != nil {
+			out = append(out, "INVALID:"+err.Error())
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// sync round-trips both connections so that every message published before
+// has been delivered.
+func flush(t *testing.T, ncs ...*nats.Conn) {
+	t.Helper()
+	for _, nc := range ncs {
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, nc := range ncs {
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+}
+
+func TestTelemetryAllowlistAndCaps(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	nc, sim := connect(t, s), connect(t, s)
+	r, err := New(nc, Config{
+		Subjects:   []string{"telemetry.>", "telemetry.frame.stats", "telemetry.*.x", "extra.ok"},
+		MaxPayload: 100,
+		MaxSubject: 40,
+	}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	c := newCollector()
+	cancel := r.SubscribeTelemetry(c.fn)
+	flush(t, nc)
+
+	pub := func(subj string, n int) {
+		if err := sim.Publish(subj, bytes.Repeat([]byte("x"), n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub("telemetry.frame.stats", 10)
+	pub("command.genesis.set_cmd_vel", 10)
+	pub("other", 10)
+	pub("extra.ok", 100)
+	pub("telemetry.big", 101)
+	pub("telemetry."+strings.Repeat("s", 31), 1) // 41 bytes: over the cap
+	pub("telemetry."+strings.Repeat("s", 30), 1) // 40 bytes
+	flush(t, sim, nc)
+
+	got := strings.Join(c.subjects(), ",")
+	want := "telemetry.frame.stats,extra.ok,telemetry." + strings.Repeat("s", 30)
+	if got != want {
+		t.Fatalf("relayed %s\nwant    %s", got, want)
+	}
+	c.mu.Lock()
+	subj, payload, err := wire.ParseTelemetry(c.msgs[0])
+	c.mu.Unlock()
+	if err != nil || subj != "telemetry.frame.stats" || string(payload) != strings.Repeat("x", 10) {
+		t.Fatalf("first message = %q %q %v", subj, payload, err)
+	}
+
+	cancel()
+	pub("telemetry.frame.stats", 1)
+	flush(t, sim, nc)
+	if n := len(c.subjects()); n != 3 {
+		t.Fatalf("after cancel the subscriber got %d messages, want still 3", n)
+	}
+}
+
+func TestTelemetryFanOutToManySubscribers(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	nc, sim := connect(t, s), connect(t, s)
+	r, err := New(nc, Config{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cs := make([]*collector, 20)
+	for i := range cs {
+		cs[i] = newCollector()
+		defer r.SubscribeTelemetry(cs[i].fn)()
+	}
+	flush(t, nc)
+	for i := 0; i < 50; i++ {
+		if err := sim.Publish("telemetry.training.metrics", []byte(`{"i":1}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flush(t, sim, nc)
+	for i, c := range cs {
+		if n := len(c.subjects()); n != 50 {
+			t.Errorf("subscriber %d got %d messages, want 50", i, n)
+		}
+	}
+}
+
+// ackOf parses a reply into its ack payload.
+func ackOf(t *testing.T, reply []byte) map[string]any {
+	t.Helper()
+	subj, payload, err := wire.ParseTelemetry(reply)
+	if err != nil {
+		t.Fatalf("reply is not a 0x02 message: %v", err)
+	}
+	if subj != SubjectAck {
+		t.Fatalf("reply on %s, want %s", subj, SubjectAck)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(payload, &m); err != nil {
+		t.Fatalf("ack payload %s: %v", payload, err)
+	}
+	for _, k := range []string{"action", "cmd_seq", "status", "detail"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("ack %s lacks %q", payload, k)
+		}
+	}
+	return m
+}
+
+// commandSink subscribes an ordinary client to every command subject.
+type commandSink struct {
+	mu   sync.Mutex
+	msgs []*nats.Msg
+}
+
+func sinkCommands(t *testing.T, nc *nats.Conn) *commandSink {
+	t.Helper()
+	k := &commandSink{}
+	if _, err := nc.Subscribe("command.>", func(m *nats.Msg) {
+		k.mu.Lock()
+		k.msgs = append(k.msgs, m)
+		k.mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func (k *commandSink) take() []*nats.Msg {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	m := k.msgs
+	k.msgs = nil
+	return m
+}
+
+func TestCommandPublishedUnchanged(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	nc, sim := connect(t, s), connect(t, s)
+	sink := sinkCommands(t, sim)
+	r, err := New(nc, Config{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	sess := r.Session(nil, nil)
+	body := []byte(`{"action":"load_robot", "cmd_seq":7,"ttl_ms":500,"data":{"name":"go2","x":[1,2]}}`)
+	if reply := sess.Command(body); reply != nil {
+		t.Fatalf("valid command answered %v", ackOf(t, reply))
+	}
+	r.RequestKeyframe()
+	flush(t, nc, sim)
+	msgs := sink.take()
+	if len(msgs) != 2 {
+		t.Fatalf("published %d messages, want 2", len(msgs))
+	}
+	if msgs[0].Subject != "command.genesis.load_robot" || !bytes.Equal(msgs[0].Data, body) {
+		t.Errorf("published %s %s, want command.genesis.load_robot with the body unchanged", msgs[0].Subject, msgs[0].Data)
+	}
+	if msgs[1].Subject != SubjectForceIDR || string(msgs[1].Data) != `{"cmd_seq":0}` {
+		t.Errorf("keyframe request %s %s", msgs[1].Subject, msgs[1].Data)
+	}
+}
+
+func TestCommandInjectionRejected(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	nc, sim := connect(t, s), connect(t, s)
+	sink := sinkCommands(t, sim)
+	// A catch-all subscriber: nothing at all may leave for these.
+	var all sync.Mutex
+	var leaked []string
+	if _, err := sim.Subscribe(">", func(m *nats.Msg) {
+		if strings.HasPrefix(m.Subject, "_INBOX") {
+			return
+		}
+		all.Lock()
+		leaked = append(leaked, m.Subject)
+		all.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(nc, Config{Rate: -1}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	sess := r.Session(nil, nil)
+	for _, c := range []struct {
+		name, body string
+		action     any
+		seq        any
+	}{
+		{"dot", `{"action":"set_cmd_vel.x","cmd_seq":1}`, "set_cmd_vel.x", 1.0},
+		{"star", `{"action":"*","cmd_seq":2}`, "*", 2.0},
+		{"gt", `{"action":">","cmd_seq":3}`, ">", 3.0},
+		{"dot gt", `{"action":"a.>","cmd_seq":3}`, "a.>", 3.0},
+		{"space", `{"action":"set cmd","cmd_seq":4}`, "set cmd", 4.0},
+		{"tab", `{"action":"set\tcmd"}`, "set\tcmd", nil},
+		{"newline", `{"action":"x\r\nPUB evil 1\r\n"}`, "x\r\nPUB evil 1\r\n", nil},
+		{"empty", `{"action":"","cmd_seq":5}`, "", 5.0},
+		{"too long", `{"action":"` + strings.Repeat("a", 65) + `"}`, strings.Repeat("a", 65), nil},
+		{"unicode", `{"action":"sét"}`, "sét", nil},
+		{"non-json", `set_cmd_vel`, nil, nil},
+		{"truncated json", `{"action":"set_cmd_vel"`, nil, nil},
+		{"array", `["set_cmd_vel"]`, nil, nil},
+		{"missing action", `{"cmd_seq":6,"data":{}}`, nil, 6.0},
+		{"null action", `{"action":null}`, nil, nil},
+		{"number action", `{"action":12,"cmd_seq":"x"}`, nil, nil},
+		{"empty body", ``, nil, nil},
+	} {
+		reply := sess.Command([]byte(c.body))
+		if reply == nil {
+			t.Errorf("%s: %q was published", c.name, c.body)
+			continue
+		}
+		a := ackOf(t, reply)
+		if a["status"] != StatusRejected || a["action"] != c.action || a["cmd_seq"] != c.seq || a["detail"] == "" {
+			t.Errorf("%s: ack %v, want rejected with action %v cmd_seq %v", c.name, a, c.action, c.seq)
+		}
+	}
+	if reply := sess.Command([]byte(`{"action":"set-mode_2","cmd_seq":9}`)); reply != nil {
+		t.Fatalf("valid action with - and _ answered %v", ackOf(t, reply))
+	}
+	flush(t, nc, sim)
+	msgs := sink.take()
+	if len(msgs) != 1 || msgs[0].Subject != "command.genesis.set-mode_2" {
+		var subs []string
+		for _, m := range msgs {
+			subs = append(subs, m.Subject)
+		}
+		t.Fatalf("published %v, want only command.genesis.set-mode_2", subs)
+	}
+	all.Lock()
+	defer all.Unlock()
+	if len(leaked) != 1 {
+		t.Fatalf("the catch-all subscriber saw %v, want one message", leaked)
+	}
+}
+
+func TestActionAllowlist(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	nc := connect(t, s)
+	r, err := New(nc, Config{Actions: []string{"set_cmd_vel", "estop"}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	sess := r.Session(nil, nil)
+	if reply := sess.Command([]byte(`{"action":"estop"}`)); reply != nil {
+		t.Fatalf("allowed action answered %v", ackOf(t, reply))
+	}
+	a := ackOf(t, sess.Command([]byte(`{"action":"load_policy","cmd_seq":3}`)))
+	if a["status"] != StatusRejected || a["detail"] != "action not allowed" {
+		t.Fatalf("action outside the allowlist: %v", a)
+	}
+	if _, err := New(nc, Config{Actions: []string{"a.b"}}, nil, nil); err == nil {
+		t.Fatal("an allowlist entry with a dot was accepted")
+	}
+}
+
+func TestRateLimitPerClient(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	nc := connect(t, s)
+	r, err := New(nc, Config{Rate: 0.001, Burst: 5}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	a, b := r.Session(nil, nil), r.Session(nil, nil)
+	for i := 0; i < 5; i++ {
+		if reply := a.Command([]byte(`{"action":"camera","cmd_seq":1}`)); reply != nil {
+			t.Fatalf("command %d within the burst answered %v", i, ackOf(t, reply))
+		}
+	}
+	ack := ackOf(t, a.Command([]byte(`{"action":"camera","cmd_seq":6}`)))
+	if ack["status"] != StatusRejected || !strings.Contains(ack["detail"].(string), "rate limit") {
+		t.Fatalf("sixth command: %v, want rate-limit rejection", ack)
+	}
+	if reply := a.Command([]byte(`{"action":"estop"}`)); reply != nil {
+		t.Fatalf("estop over the rate limit answered %v", ackOf(t, reply))
+	}
+	// Another client has its own budget.
+	if reply := b.Command([]byte(`{"action":"camera"}`)); reply != nil {
+		t.Fatalf("second client answered %v", ackOf(t, reply))
+	}
+}
+
+func TestCommandsGated(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	nc, sim := connect(t, s), connect(t, s)
+	sink := sinkCommands(t, sim)
+	r, err := New(nc, Config{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	g := gate.New(gate.Config{}, nil, gate.Options{}) // no source: stale
+	codec := 0
+	sess := r.Session(g, func() { codec++ })
+	for _, a := range []string{"set_cmd_vel", "set_alpha", "set_skill"} {
+		ack := ackOf(t, sess.Command([]byte(`{"action":"`+a+`","cmd_seq":11}`)))
+		if ack["status"] != StatusGated || ack["action"] != a || ack["cmd_seq"] != 11.0 {
+			t.Errorf("%s with stale video: %v, want gated", a, ack)
+		}
+	}
+	for _, a := range []string{"estop", "estop_clear", "pause", "reset"} {
+		if reply := sess.Command([]byte(`{"action":"` + a + `"}`)); reply != nil {
+			t.Errorf("%s with stale video answered %v, want published", a, ackOf(t, reply))
+		}
+	}
+	if reply := sess.Command([]byte(`{"action":"settings","data":{"codec":"jpeg"}}`)); reply != nil {
+		t.Fatalf("settings answered %v", ackOf(t, reply))
+	}
+	if reply := sess.Command([]byte(`{"action":"settings","data":{"stream_fps":30}}`)); reply != nil {
+		t.Fatalf("settings answered %v", ackOf(t, reply))
+	}
+	if codec != 1 {
+		t.Errorf("codec-change hook ran %d times, want 1 (only the settings naming a codec)", codec)
+	}
+	flush(t, nc, sim)
+	if n := len(sink.take()); n != 6 {
+		t.Errorf("published %d commands, want 6 (4 never-gated, 2 settings)", n)
+	}
+}
+
+func TestCommandsUnavailableWhileDisconnected(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	nc := connect(t, s, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	r, err := New(nc, Config{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	sess := r.Session(nil, nil)
+	s.Shutdown()
+	deadline := time.Now().Add(10 * time.Second)
+	for nc.Status() == nats.CONNECTED && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	ack := ackOf(t, sess.Command([]byte(`{"action":"estop","cmd_seq":42}`)))
+	if ack["status"] != StatusUnavailable || ack["cmd_seq"] != 42.0 {
+		t.Fatalf("command with NATS down: %v, want unavailable", ack)
+	}
+}
+
+func TestValidatePattern(t *testing.T) {
+	t.Parallel()
+	for p, ok := range map[string]bool{
+		"telemetry.>": true, "telemetry.*.stats": true, ">": true, "a": true,
+		"": false, "a..b": false, ".a": false, "a.": false, "a.>.b": false,
+		"a b": false, "a.b*": false, "a.>x": false, "a\t": false,
+	} {
+		if err := ValidatePattern(p); (err == nil) != ok {
+			t.Errorf("ValidatePattern(%q) = %v, want ok=%v", p, err, ok)
+		}
+	}
+}
+
+func TestMinimalPatterns(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"telemetry.>":                             "telemetry.>",
+		"telemetry.>,telemetry.frame.stats":       "telemetry.>",
+		"telemetry.frame.stats,telemetry.>":       "telemetry.>",
+		"telemetry.*.stats,telemetry.frame.stats": "telemetry.*.stats",
+		"a.b,a.b":                             "a.b",
+		"a.*,a.>":                             "a.>",
+		"a.*,a.b.c":                           "a.*,a.b.c",
+		">,x":                                 ">",
+		"telemetry.*,telemetry.>,telemetry.>": "telemetry.>",
+		"telemetry.frame.*,telemetry.*.stats": "telemetry.frame.*,telemetry.*.stats",
+		"telemetry.frame.stats,telemetry.frame.*":   "telemetry.frame.*",
+		"telemetry.frame.stats,telemetry.policy.ls": "telemetry.frame.stats,telemetry.policy.ls",
+	} {
+		if got := strings.Join(minimalPatterns(strings.Split(in, ",")), ","); got != want {
+			t.Errorf("minimalPatterns(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestValidAction(t *testing.T) {
+	t.Parallel()
+	for a, ok := range map[string]bool{
+		"set_cmd_vel": true, "force_idr": true, "A-Z_09": true, strings.Repeat("a", 64): true,
+		"": false, strings.Repeat("a", 65): false, "a.b": false, "*": false, ">": false, "a b": false, "a\n": false, "é": false,
+	} {
+		if got := ValidAction(a); got != ok {
+			t.Errorf("ValidAction(%q) = %v, want %v", a, got, ok)
+		}
+	}
+}

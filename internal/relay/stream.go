@@ -1,0 +1,50 @@
+package relay
+
+import (
+	"sync"
+
+	"github.com/sdr-os/sdr-caddy/internal/frame"
+)
+
+// Stream is the relay as one stream sees it (frame.Relay): the shared
+// telemetry fan-out, and command sessions gated by that stream's gate.
+type Stream struct {
+	r       *Relay
+	gate    frame.MotionGate
+	onCodec func()
+	release func()
+	once    sync.Once
+}
+
+// Stream returns the relay of one stream. release, if not nil, runs once on
+// Release (it unbinds the stream's source from its gate).
+func (r *Relay) Stream(gate frame.MotionGate, onCodec, release func()) *Stream {
+	return &Stream{r: r, gate: gate, onCodec: onCodec, release: release}
+}
+
+// Session returns the command path of one client of the stream.
+func (s *Stream) Session() frame.CommandSession { return s.r.Session(s.gate, s.onCodec) }
+
+// SubscribeTelemetry calls fn with every relayed telemetry message until
+// cancel is called; see Relay.SubscribeTelemetry.
+func (s *Stream) SubscribeTelemetry(fn func(msg []byte)) (cancel func()) {
+	return s.r.SubscribeTelemetry(fn)
+}
+
+// RequestKeyframe publishes command.genesis.force_idr.
+func (s *Stream) RequestKeyframe() { s.r.RequestKeyframe() }
+
+// Release gives the stream's relay back.
+func (s *Stream) Release() {
+	s.once.Do(func() {
+		if s.release != nil {
+			s.release()
+		}
+	})
+}
+
+// Interface guards.
+var (
+	_ frame.Relay          = (*Stream)(nil)
+	_ frame.CommandSession = (*Session)(nil)
+)
