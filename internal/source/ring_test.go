@@ -1,0 +1,151 @@
+package source
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/shmring"
+)
+
+type collector struct {
+	mu     sync.Mutex
+	frames []frame.Frame
+}
+
+func (c *collector) add(f frame.Frame) {
+	c.mu.Lock()
+	c.frames = append(c.frames, f)
+	c.mu.Unlock()
+}
+
+func (c *collector) seqs() []uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var s []uint64
+	for _, f := range c.frames {
+		s = append(s, f.Header.FrameSeq)
+	}
+	return s
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func mapped(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Skip("no /proc/self/maps")
+	}
+	return strings.Count(string(b), path)
+}
+
+func TestRingSharesReaderAndReplaysGOP(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "frames")
+	w, err := shmring.CreateWriter(path, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	writerMaps := mapped(t, path)
+	src, err := OpenRing(shmring.ReaderConfig{Path: path}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first collector
+	cancel := src.Subscribe(first.add)
+	write := func(seq uint64, key bool) {
+		t.Helper()
+		h := shmring.Header{FrameSeq: seq, Codec: shmring.CodecH264}
+		if key {
+			h.Flags = shmring.FlagKeyframe
+		}
+		if _, err := w.WriteFrame(h, []byte{byte(seq), 1, 2, 3}); err != nil {
+			t.Fatal(err)
+		}
+		// One slot, latest wins: let the reader see each frame.
+		waitFor(t, "the reader to take the frame", func() bool { return src.Reader().Stats().Frames >= seq })
+	}
+	write(1, true)
+	write(2, false)
+	write(3, true)
+	write(4, false)
+	waitFor(t, "4 frames", func() bool { return len(first.seqs()) == 4 })
+
+	var late collector
+	cancelLate := src.Subscribe(late.add)
+	defer cancelLate()
+	if got := late.seqs(); len(got) != 2 || got[0] != 3 || got[1] != 4 {
+		t.Fatalf("late subscriber got %v, want the current GOP [3 4]", got)
+	}
+	cancel()
+	write(5, false)
+	waitFor(t, "frame 5 for the late subscriber", func() bool { return len(late.seqs()) == 3 })
+	if n := len(first.seqs()); n != 4 {
+		t.Fatalf("cancelled subscriber got %d frames, want 4", n)
+	}
+	if src.LastArrival().IsZero() {
+		t.Error("LastArrival is zero after frames")
+	}
+	if mapped(t, path) <= writerMaps {
+		t.Fatal("ring not mapped by the reader while reading")
+	}
+	if err := src.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := mapped(t, path); n != writerMaps {
+		t.Fatalf("%d mappings of the ring after Close, want the writer's %d", n, writerMaps)
+	}
+}
+
+func TestRingGapDropsGOP(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "frames")
+	w, err := shmring.CreateWriter(path, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	src, err := OpenRing(shmring.ReaderConfig{Path: path}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	var all collector
+	defer src.Subscribe(all.add)()
+	for i, f := range []struct {
+		seq uint64
+		key bool
+	}{{1, true}, {2, false}, {7, false}} { // 3..6 never written: a gap
+		if _, err := w.WriteFrame(shmring.Header{FrameSeq: f.seq, Codec: shmring.CodecH264, Flags: map[bool]uint16{true: shmring.FlagKeyframe}[f.key]}, []byte{1}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, fmt.Sprintf("frame %d", f.seq), func() bool { return len(all.seqs()) == i+1 })
+	}
+	all.mu.Lock()
+	disc := all.frames[2].Discontinuity
+	all.mu.Unlock()
+	if !disc {
+		t.Fatal("frame after a gap not marked as a discontinuity")
+	}
+	var late collector
+	defer src.Subscribe(late.add)()
+	if got := late.seqs(); len(got) != 0 {
+		t.Fatalf("late subscriber after a gap got %v, want nothing until the next keyframe", got)
+	}
+}
