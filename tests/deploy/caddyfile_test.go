@@ -1,0 +1,201 @@
+package deploy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
+)
+
+// cleanEnv is the process environment without SDR_* variables, so that the
+// Caddyfile's own defaults apply unless a test sets a variable.
+func cleanEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SDR_") || strings.HasPrefix(kv, "SDR_CADDY_BIN=") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, extra...)
+}
+
+// runCaddy runs the built binary with args and returns its combined output.
+func runCaddy(t *testing.T, env []string, stdin string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, testenv.CaddyBin(t), args...)
+	cmd.Dir = testenv.Root()
+	cmd.Env = env
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func TestCaddyfileExampleValidates(t *testing.T) {
+	t.Parallel()
+	xdg := t.TempDir()
+	base := cleanEnv("XDG_CONFIG_HOME="+xdg, "XDG_DATA_HOME="+xdg)
+	// With the defaults (a developer machine), and with what
+	// docker-compose.yml sets for the caddy service.
+	root := testenv.Root()
+	p, err := loadCompose(t, root, []string{"docker-compose.yml"}, []string{"sim"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	composeEnv := append([]string(nil), base...)
+	for k, v := range p.Services["caddy"].Environment {
+		if v != nil {
+			composeEnv = append(composeEnv, k+"="+*v)
+		}
+	}
+	for name, env := range map[string][]string{"defaults": base, "compose": composeEnv} {
+		out, err := runCaddy(t, env, "", "validate", "--config", "Caddyfile.example", "--adapter", "caddyfile")
+		if err != nil || !strings.Contains(out, "Valid configuration") {
+			t.Errorf("%s: caddy validate: %v\n%s", name, err, out)
+		}
+	}
+}
+
+func TestCaddyfileExampleFormatted(t *testing.T) {
+	t.Parallel()
+	src, err := os.ReadFile(filepath.Join(testenv.Root(), "Caddyfile.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, testenv.CaddyBin(t), "fmt", "-")
+	cmd.Stdin = strings.NewReader(string(src))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("caddy fmt: %v", err)
+	}
+	if string(out) != string(src) {
+		t.Errorf("Caddyfile.example is not formatted: run bin/caddy fmt --overwrite Caddyfile.example")
+	}
+}
+
+// example is Caddyfile.example running on free loopback ports.
+type example struct {
+	edge, transport, admin string // base URLs / host:port
+	caddy                  *testenv.Caddy
+}
+
+// startExample runs Caddyfile.example unchanged with its listening addresses
+// moved to free loopback ports through the environment, as the demo does.
+func startExample(t *testing.T, extra ...string) *example {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join(testenv.Root(), "Caddyfile.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &example{
+		edge:      fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)),
+		transport: fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)),
+		admin:     fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
+	}
+	env := []string{
+		"SDR_BIND_HOST=127.0.0.1",
+		"SDR_HTTP_ADDR=:" + e.edge[strings.LastIndex(e.edge, ":")+1:],
+		"SDR_LISTEN_ADDR=:" + e.transport[strings.LastIndex(e.transport, ":")+1:],
+		"SDR_ADMIN_ADDR=" + e.admin,
+	}
+	env = append(env, extra...)
+	e.caddy = testenv.StartCaddy(t, string(src), env, func() error {
+		resp, err := http.Get(e.edge + "/health")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	})
+	return e
+}
+
+// get fetches a URL and returns status, body and Content-Type.
+func get(t *testing.T, url string) (int, string, string) {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: reading body: %v", url, err)
+	}
+	return resp.StatusCode, string(b), resp.Header.Get("Content-Type")
+}
+
+func TestCaddyfileExampleServesEdgeRoutes(t *testing.T) {
+	closed := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	e := startExample(t, "SDR_NODE_UPSTREAM="+closed, "SDR_WEB_ROOT="+t.TempDir())
+
+	if code, body, _ := get(t, e.edge+"/health"); code != 200 || body != "OK" {
+		t.Errorf("/health = %d %q, want 200 OK", code, body)
+	}
+	// No web app on disk: the embedded player is the page at /.
+	if code, body, ct := get(t, e.edge+"/"); code != 200 || !strings.HasPrefix(ct, "text/html") || !strings.Contains(body, "/sdr/") {
+		t.Errorf("/ = %d %s, want the player page:\n%.300s", code, ct, body)
+	}
+	if code, _, ct := get(t, e.edge+"/sdr/player.js"); code != 200 || !strings.Contains(ct, "javascript") {
+		t.Errorf("/sdr/player.js = %d %s", code, ct)
+	}
+	if code, _, _ := get(t, e.edge+"/no/such/page"); code != 404 {
+		t.Errorf("/no/such/page = %d, want 404 without a web app", code)
+	}
+	// /api/* and /socket.io/* go to the Node service: nothing listens there,
+	// so the proxy answers 502.
+	for _, p := range []string{"/api/status", "/socket.io/?EIO=4&transport=polling"} {
+		if code, _, _ := get(t, e.edge+p); code != http.StatusBadGateway {
+			t.Errorf("%s = %d, want 502 from reverse_proxy to the absent Node service", p, code)
+		}
+	}
+	// Prometheus metrics on the admin listener.
+	if code, body, _ := get(t, "http://"+e.admin+"/metrics"); code != 200 || !strings.Contains(body, "caddy_") {
+		t.Errorf("admin /metrics = %d, no caddy_ metrics", code)
+	}
+}
+
+func TestCaddyfileExampleServesWebApp(t *testing.T) {
+	www := t.TempDir()
+	for name, body := range map[string]string{"index.html": "<html>spa</html>", "app.js": "console.log(1)"} {
+		if err := os.WriteFile(filepath.Join(www, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := startExample(t, "SDR_WEB_ROOT="+www)
+	for path, want := range map[string]string{"/": "<html>spa</html>", "/app.js": "console.log(1)", "/robots/arm/3": "<html>spa</html>"} {
+		if code, body, _ := get(t, e.edge+path); code != 200 || body != want {
+			t.Errorf("%s = %d %q, want the web app's %q", path, code, body, want)
+		}
+	}
+	// The player's modules stay reachable beside the web app.
+	if code, _, ct := get(t, e.edge+"/sdr/player.js"); code != 200 || !strings.Contains(ct, "javascript") {
+		t.Errorf("/sdr/player.js = %d %s", code, ct)
+	}
+}
+
+// TestCaddyfileExampleTwoInstances runs two copies side by side: every
+// address the file opens is a placeholder.
+func TestCaddyfileExampleTwoInstances(t *testing.T) {
+	a := startExample(t)
+	b := startExample(t)
+	for _, e := range []*example{a, b} {
+		if code, body, _ := get(t, e.edge+"/health"); code != 200 || body != "OK" {
+			t.Errorf("%s/health = %d %q", e.edge, code, body)
+		}
+	}
+}
