@@ -1,0 +1,616 @@
+package rosbridge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+const (
+	clientWriteWait = 10 * time.Second
+	clientPingEvery = 30 * time.Second
+	clientReadWait  = clientPingEvery*2 + 15*time.Second
+	// maxControl bounds the replies (status, service responses) waiting for
+	// one client; a client that lets more pile up is disconnected.
+	maxControl = 256
+)
+
+// outMsg is one upstream message as every subscriber gets it: the same
+// bytes, framed once.
+type outMsg struct {
+	data     []byte
+	prepared *websocket.PreparedMessage
+	at       time.Time
+}
+
+func newOutMsg(data []byte, at time.Time) *outMsg {
+	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, data)
+	if err != nil {
+		pm = nil
+	}
+	return &outMsg{data: data, prepared: pm, at: at}
+}
+
+// subParams are what one subscribe op asked for.
+type subParams struct {
+	throttle time.Duration
+	queueLen int
+	fragSize int
+}
+
+// topicState is a client's view of one topic: rosbridge keeps one
+// subscription per topic per connection, whatever the number of subscribe
+// ids, so a message is delivered once and the ids' parameters merge as
+// rosbridge merges them (smallest throttle_rate and fragment_size, largest
+// queue_length).
+type topicState struct {
+	ids    map[string]subParams
+	order  []string // ids in subscribe order; the first names status replies
+	merged subParams
+	last   time.Time // when a message last went through the throttle
+	queue  []*outMsg // queue_length > 0: the newest queue_length messages
+}
+
+func (t *topicState) merge() {
+	first := true
+	for _, p := range t.ids {
+		if first {
+			t.merged = p
+			first = false
+			continue
+		}
+		t.merged.throttle = min(t.merged.throttle, p.throttle)
+		t.merged.queueLen = max(t.merged.queueLen, p.queueLen)
+		if p.fragSize > 0 && (t.merged.fragSize == 0 || p.fragSize < t.merged.fragSize) {
+			t.merged.fragSize = p.fragSize
+		}
+	}
+	if len(t.queue) > t.merged.queueLen {
+		t.queue = t.queue[len(t.queue)-t.merged.queueLen:]
+	}
+}
+
+// queued is one topic message waiting in the shared out queue.
+type queued struct {
+	msg      *outMsg
+	fragSize int
+}
+
+// client is one connected rosbridge client.
+type client struct {
+	m    *Mux
+	conn *websocket.Conn
+	id   uint64
+
+	mu       sync.Mutex
+	topics   map[string]*topicState
+	out      []queued // ring buffer of topic messages, oldest first
+	ctrl     [][]byte
+	level    int
+	closed   bool
+	notify   chan struct{}
+	bucket   tokenBucket
+	lastRate time.Time
+	frags    reassembly
+	adverts  map[string]map[string]struct{} // topic -> advertise ids
+	nextFrag uint64
+
+	closeOnce sync.Once
+}
+
+func newClient(m *Mux, conn *websocket.Conn) *client {
+	c := &client{
+		m:       m,
+		conn:    conn,
+		id:      m.nextClient.Add(1),
+		topics:  map[string]*topicState{},
+		level:   levelWarning,
+		notify:  make(chan struct{}, 1),
+		adverts: map[string]map[string]struct{}{},
+	}
+	c.bucket = tokenBucket{rate: m.opts.RateLimit, burst: float64(m.opts.RateBurst), tokens: float64(m.opts.RateBurst)}
+	return c
+}
+
+func (c *client) close(code int, why string) {
+	c.closeOnce.Do(func() {
+		msg := websocket.FormatCloseMessage(code, why)
+		_ = c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		_ = c.conn.Close()
+	})
+}
+
+// serve runs the client's reader on this goroutine and its writer on
+// another until the connection ends or ctx does.
+func (c *client) serve(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			if r := recover(); r != nil {
+				c.m.log.Error("rosbridge client writer panicked", "client", c.id, "panic", r)
+			}
+			c.close(websocket.CloseInternalServerErr, "writer stopped")
+		}()
+		c.writeLoop(ctx)
+	}()
+	c.conn.SetReadLimit(c.m.opts.MaxMessageSize)
+	_ = c.conn.SetReadDeadline(time.Now().Add(clientReadWait))
+	c.conn.SetPongHandler(func(string) error {
+		return c.conn.SetReadDeadline(time.Now().Add(clientReadWait))
+	})
+	for ctx.Err() == nil {
+		typ, data, err := c.conn.ReadMessage()
+		if err != nil {
+			if websocket.IsCloseError(err, websocket.CloseMessageTooBig) || err == websocket.ErrReadLimit {
+				c.m.cnt.deny("invalid")
+			}
+			break
+		}
+		_ = c.conn.SetReadDeadline(time.Now().Add(clientReadWait))
+		c.m.cnt.clientIn.Inc()
+		if typ != websocket.TextMessage {
+			c.m.cnt.deny("invalid")
+			c.sendStatus(levelError, "", "sdr_ros accepts JSON text messages only")
+			continue
+		}
+		c.handle(data, true)
+	}
+	cancel()
+	<-done
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.close(websocket.CloseNormalClosure, "")
+}
+
+// handle runs one op from the client.
+func (c *client) handle(data []byte, outer bool) {
+	if outer && !c.allowRate() {
+		return
+	}
+	var msg message
+	if err := json.Unmarshal(data, &msg); err != nil || msg.Op == "" {
+		c.m.cnt.deny("invalid")
+		why := "missing op"
+		if err != nil {
+			why = err.Error()
+		}
+		c.sendStatus(levelError, "", "invalid rosbridge message: "+why)
+		return
+	}
+	m := c.m
+	switch msg.Op {
+	case "subscribe":
+		c.subscribe(&msg)
+	case "unsubscribe":
+		if c.removeSub(msg.Topic, msg.ID) {
+			m.unsubscribe(c, msg.Topic)
+		}
+	case "advertise":
+		if msg.Topic == "" {
+			c.refuse("invalid", msg.ID, "advertise: missing topic")
+			return
+		}
+		if !m.opts.Publish.Allows(msg.Topic) {
+			c.refuse("publish", msg.ID, fmt.Sprintf("advertise %s refused: topic not in the publish allowlist", msg.Topic))
+			return
+		}
+		c.mu.Lock()
+		ids := c.adverts[msg.Topic]
+		_, dup := ids[msg.ID]
+		c.mu.Unlock()
+		if dup {
+			return
+		}
+		if err := m.advertise(c, msg.Topic, msg.Type); err != nil {
+			c.refuse("invalid", msg.ID, err.Error())
+			return
+		}
+		c.mu.Lock()
+		if c.adverts[msg.Topic] == nil {
+			c.adverts[msg.Topic] = map[string]struct{}{}
+		}
+		c.adverts[msg.Topic][msg.ID] = struct{}{}
+		c.mu.Unlock()
+	case "unadvertise":
+		c.mu.Lock()
+		ids := c.adverts[msg.Topic]
+		var drop []string
+		for id := range ids {
+			if msg.ID == "" || id == msg.ID {
+				drop = append(drop, id)
+			}
+		}
+		for _, id := range drop {
+			delete(ids, id)
+		}
+		if len(ids) == 0 {
+			delete(c.adverts, msg.Topic)
+		}
+		c.mu.Unlock()
+		for range drop {
+			m.unadvertise(c, msg.Topic)
+		}
+	case "publish":
+		if msg.Topic == "" || len(msg.Msg) == 0 {
+			c.refuse("invalid", msg.ID, "publish: missing topic or msg")
+			return
+		}
+		if !m.opts.Publish.Allows(msg.Topic) {
+			c.refuse("publish", msg.ID, fmt.Sprintf("publish on %s refused: topic not in the publish allowlist", msg.Topic))
+			return
+		}
+		if reply := m.publish(msg.Topic, msg.Msg, msg.ID); reply != nil {
+			c.enqueueControl(reply, levelOf(reply))
+		}
+	case "call_service":
+		if msg.Service == "" {
+			c.refuse("invalid", msg.ID, "call_service: missing service")
+			return
+		}
+		if !m.opts.Services.Allows(msg.Service) {
+			c.m.cnt.deny("service")
+			c.enqueueControl(statusMessage(levelError, msg.ID, fmt.Sprintf("call_service %s refused: service not in the services allowlist", msg.Service)), levelError)
+			c.enqueueControl(serviceFailure(msg.ID, msg.Service, "service not in the sdr_ros services allowlist"), levelNone)
+			return
+		}
+		m.services.call(c, &msg)
+	case "set_level":
+		l, ok := parseLevel(msg.Level)
+		if !ok {
+			c.refuse("invalid", msg.ID, fmt.Sprintf("set_level: unknown level %q", msg.Level))
+			return
+		}
+		c.mu.Lock()
+		c.level = l
+		c.mu.Unlock()
+	case "fragment":
+		if !outer {
+			c.refuse("invalid", msg.ID, "fragment inside a fragmented message")
+			return
+		}
+		c.mu.Lock()
+		whole, err := c.frags.add(&msg, int(m.opts.MaxMessageSize))
+		c.mu.Unlock()
+		if err != nil {
+			c.refuse("invalid", msg.ID, err.Error())
+			return
+		}
+		if whole != nil {
+			c.handle(whole, false)
+		}
+	default:
+		c.refuse("op", msg.ID, fmt.Sprintf("op %q is not served by sdr_ros", msg.Op))
+	}
+}
+
+func (c *client) subscribe(msg *message) {
+	m := c.m
+	if msg.Topic == "" {
+		c.refuse("invalid", msg.ID, "subscribe: missing topic")
+		return
+	}
+	if !m.opts.Subscribe.Allows(msg.Topic) {
+		c.refuse("subscribe", msg.ID, fmt.Sprintf("subscribe %s refused: topic not in the subscribe allowlist", msg.Topic))
+		return
+	}
+	if msg.Compression != "" && msg.Compression != "none" {
+		c.refuse("subscribe", msg.ID, fmt.Sprintf("subscribe %s: compression %q is not served by sdr_ros; use none", msg.Topic, msg.Compression))
+		return
+	}
+	p := subParams{
+		throttle: time.Duration(max(0, msg.ThrottleRate)) * time.Millisecond,
+		queueLen: max(0, min(msg.QueueLength, m.opts.ClientQueue)),
+		fragSize: max(0, msg.FragmentSize),
+	}
+	c.mu.Lock()
+	t := c.topics[msg.Topic]
+	fresh := t == nil
+	if fresh {
+		t = &topicState{ids: map[string]subParams{}}
+		c.topics[msg.Topic] = t
+	}
+	if _, ok := t.ids[msg.ID]; !ok {
+		t.order = append(t.order, msg.ID)
+	}
+	t.ids[msg.ID] = p
+	t.merge()
+	c.mu.Unlock()
+	if err := m.subscribe(c, msg.Topic, msg.Type); err != nil {
+		if c.removeSub(msg.Topic, msg.ID) && !fresh {
+			m.unsubscribe(c, msg.Topic)
+		}
+		c.refuse("subscribe", msg.ID, err.Error())
+	}
+}
+
+// removeSub drops one subscribe id (all of them when id is empty) and
+// reports whether the client no longer subscribes to topic.
+func (c *client) removeSub(topic, id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := c.topics[topic]
+	if t == nil {
+		return false
+	}
+	if id == "" {
+		clear(t.ids)
+	} else {
+		delete(t.ids, id)
+	}
+	for i := 0; i < len(t.order); i++ {
+		if _, ok := t.ids[t.order[i]]; !ok {
+			t.order = append(t.order[:i], t.order[i+1:]...)
+			i--
+		}
+	}
+	if len(t.ids) > 0 {
+		t.merge()
+		return false
+	}
+	delete(c.topics, topic)
+	return true
+}
+
+func (c *client) subscriptions() map[string]struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]struct{}, len(c.topics))
+	for t := range c.topics {
+		out[t] = struct{}{}
+	}
+	return out
+}
+
+func (c *client) subscribeID(topic string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t := c.topics[topic]; t != nil && len(t.order) > 0 {
+		return t.order[0]
+	}
+	return ""
+}
+
+// offerTopic takes one upstream message for topic. It never blocks: the
+// throttle and queue_length of the client's subscription apply here, and a
+// full queue loses its oldest message.
+func (c *client) offerTopic(topic string, msg *outMsg, now time.Time) {
+	c.mu.Lock()
+	t := c.topics[topic]
+	if t == nil || c.closed {
+		c.mu.Unlock()
+		return
+	}
+	p := t.merged
+	switch {
+	case p.queueLen > 0:
+		if len(t.queue) >= p.queueLen {
+			t.queue = t.queue[1:]
+			c.m.cnt.dropQueue.Inc()
+		}
+		t.queue = append(t.queue, msg)
+	case p.throttle > 0 && !t.last.IsZero() && now.Sub(t.last) < p.throttle:
+		c.mu.Unlock()
+		c.m.cnt.dropThrottle.Inc()
+		return
+	default:
+		t.last = now
+		if len(c.out) >= c.m.opts.ClientQueue {
+			c.out = c.out[1:]
+			c.m.cnt.dropQueue.Inc()
+		}
+		c.out = append(c.out, queued{msg: msg, fragSize: p.fragSize})
+	}
+	c.mu.Unlock()
+	c.wake()
+}
+
+func (c *client) wake() {
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+}
+
+// sendStatus queues a status message if the client's level lets it through.
+func (c *client) sendStatus(level int, id, msg string) {
+	c.enqueueControl(statusMessage(level, id, msg), level)
+}
+
+// refuse counts a denial of this kind and tells the client why.
+func (c *client) refuse(kind, id, why string) {
+	c.m.cnt.deny(kind)
+	if c.m.log.Enabled(context.Background(), -4) { // slog.LevelDebug
+		c.m.log.Debug("rosbridge op refused", "client", c.id, "kind", kind, "why", why)
+	}
+	c.sendStatus(levelError, id, why)
+}
+
+// enqueueControl queues a reply. level is a status message's level (it is
+// dropped below the client's set_level); levelNone marks replies that are
+// always sent (service responses).
+func (c *client) enqueueControl(b []byte, level int) {
+	c.mu.Lock()
+	if c.closed || (level != levelNone && (level < c.level || c.level == levelNone)) {
+		c.mu.Unlock()
+		return
+	}
+	if len(c.ctrl) >= maxControl {
+		c.mu.Unlock()
+		c.m.log.Warn("rosbridge client too slow for its replies; disconnecting", "client", c.id)
+		c.close(websocket.ClosePolicyViolation, "too slow")
+		return
+	}
+	c.ctrl = append(c.ctrl, b)
+	c.mu.Unlock()
+	c.wake()
+}
+
+// levelOf reads the level of a status message the mux built.
+func levelOf(status []byte) int {
+	var s struct {
+		Level string `json:"level"`
+	}
+	_ = json.Unmarshal(status, &s)
+	l, ok := parseLevel(s.Level)
+	if !ok {
+		return levelError
+	}
+	return l
+}
+
+// allowRate takes a token for one op. Over the limit the op is dropped and
+// the client told so, at most once a second.
+func (c *client) allowRate() bool {
+	if c.m.opts.RateLimit < 0 {
+		return true
+	}
+	now := time.Now()
+	c.mu.Lock()
+	ok := c.bucket.take(now)
+	tell := !ok && now.Sub(c.lastRate) >= time.Second
+	if tell {
+		c.lastRate = now
+	}
+	c.mu.Unlock()
+	if !ok {
+		c.m.cnt.dropRate.Inc()
+		if tell {
+			c.sendStatus(levelError, "", fmt.Sprintf("rate limit of %g ops/s exceeded; ops dropped", c.m.opts.RateLimit))
+		}
+	}
+	return ok
+}
+
+// writeLoop sends what is queued, pings, and releases throttled queues.
+func (c *client) writeLoop(ctx context.Context) {
+	ping := time.NewTicker(clientPingEvery)
+	defer ping.Stop()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ping.C:
+			if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(clientWriteWait)); err != nil {
+				return
+			}
+			continue
+		case <-c.notify:
+		case <-timer.C:
+		}
+		ctrl, msgs, wake := c.take(time.Now())
+		for _, b := range ctrl {
+			if c.write(websocket.TextMessage, b) != nil {
+				return
+			}
+		}
+		for _, q := range msgs {
+			if !c.writeTopic(q) {
+				return
+			}
+		}
+		if !wake.IsZero() {
+			timer.Reset(time.Until(wake))
+		}
+	}
+}
+
+// take removes what may be sent now and returns when a throttled queue is
+// next due (zero if none is).
+func (c *client) take(now time.Time) (ctrl [][]byte, msgs []queued, wake time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ctrl, c.ctrl = c.ctrl, nil
+	msgs = append(msgs, c.out...)
+	c.out = c.out[:0:0]
+	for _, t := range c.topics {
+		if len(t.queue) == 0 {
+			continue
+		}
+		p := t.merged
+		if p.throttle == 0 {
+			for _, msg := range t.queue {
+				msgs = append(msgs, queued{msg: msg, fragSize: p.fragSize})
+			}
+			t.queue = t.queue[:0]
+			continue
+		}
+		if due := t.last.Add(p.throttle); !t.last.IsZero() && now.Before(due) {
+			if wake.IsZero() || due.Before(wake) {
+				wake = due
+			}
+			continue
+		}
+		msgs = append(msgs, queued{msg: t.queue[0], fragSize: p.fragSize})
+		t.queue = t.queue[1:]
+		t.last = now
+		if len(t.queue) > 0 {
+			if due := now.Add(p.throttle); wake.IsZero() || due.Before(wake) {
+				wake = due
+			}
+		}
+	}
+	return ctrl, msgs, wake
+}
+
+func (c *client) write(typ int, b []byte) error {
+	_ = c.conn.SetWriteDeadline(time.Now().Add(clientWriteWait))
+	if err := c.conn.WriteMessage(typ, b); err != nil {
+		return err
+	}
+	c.m.cnt.clientOut.Inc()
+	return nil
+}
+
+func (c *client) writeTopic(q queued) bool {
+	if q.fragSize > 0 && len(q.msg.data) > q.fragSize {
+		c.nextFrag++
+		id := "sdr_ros:frag:" + strconv.FormatUint(c.nextFrag, 10)
+		for _, f := range fragments(id, q.msg.data, q.fragSize) {
+			if c.write(websocket.TextMessage, f) != nil {
+				return false
+			}
+		}
+		return true
+	}
+	_ = c.conn.SetWriteDeadline(time.Now().Add(clientWriteWait))
+	var err error
+	if q.msg.prepared != nil {
+		err = c.conn.WritePreparedMessage(q.msg.prepared)
+	} else {
+		err = c.conn.WriteMessage(websocket.TextMessage, q.msg.data)
+	}
+	if err != nil {
+		return false
+	}
+	c.m.cnt.clientOut.Inc()
+	return true
+}
+
+// tokenBucket is a plain token bucket; the caller holds the lock.
+type tokenBucket struct {
+	rate, burst, tokens float64
+	last                time.Time
+}
+
+func (b *tokenBucket) take(now time.Time) bool {
+	if !b.last.IsZero() {
+		b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	}
+	b.last = now
+	if b.tokens >= 1 {
+		b.tokens--
+		return true
+	}
+	return false
+}

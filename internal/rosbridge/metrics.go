@@ -1,0 +1,81 @@
+package rosbridge
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the mux's Prometheus collectors. Create them once per process
+// (NewMetrics) and register Collectors into each registry; several muxes
+// (overlapping config loads) may share one Metrics.
+type Metrics struct {
+	// Clients counts connected rosbridge clients.
+	Clients prometheus.Gauge
+	// UpstreamSubscriptions counts topics subscribed upstream.
+	UpstreamSubscriptions prometheus.Gauge
+	// Messages counts rosbridge messages by direction: upstream_in (read
+	// from rosbridge_server), client_out (written to clients), client_in
+	// (read from clients), upstream_out (written to rosbridge_server).
+	Messages *prometheus.CounterVec
+	// Drops counts topic messages a client did not get, by reason: queue
+	// (its queue was full and the oldest went), throttle (throttle_rate),
+	// rate_limit (an op from a client over its rate), gated (a motion
+	// publish the safety gate held back).
+	Drops *prometheus.CounterVec
+	// Denials counts refused ops by kind: subscribe, publish, service,
+	// motion, op (an op sdr_ros does not serve), origin, invalid.
+	Denials *prometheus.CounterVec
+	// ServiceTimeouts counts service calls answered with result false
+	// because the upstream did not answer in time.
+	ServiceTimeouts prometheus.Counter
+}
+
+// NewMetrics creates the collectors, named caddy_sdr_ros_*.
+func NewMetrics() *Metrics {
+	const ns, sub = "caddy", "sdr"
+	return &Metrics{
+		Clients: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "ros_clients", Help: "Connected rosbridge clients of sdr_ros."}),
+		UpstreamSubscriptions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "ros_upstream_subscriptions", Help: "Topics sdr_ros subscribes to on rosbridge_server."}),
+		Messages: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "ros_messages_total", Help: "rosbridge messages by direction (upstream_in, upstream_out, client_in, client_out)."},
+			[]string{"direction"}),
+		Drops: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "ros_drops_total", Help: "Messages sdr_ros dropped, by reason (queue, throttle, rate_limit, gated)."},
+			[]string{"reason"}),
+		Denials: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "ros_denials_total", Help: "Ops sdr_ros refused, by kind (subscribe, publish, service, motion, op, origin, invalid)."},
+			[]string{"kind"}),
+		ServiceTimeouts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "ros_service_timeouts_total", Help: "Service calls sdr_ros answered with result false after its timeout."}),
+	}
+}
+
+// Collectors lists the collectors for registration.
+func (m *Metrics) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.Clients, m.UpstreamSubscriptions, m.Messages, m.Drops, m.Denials, m.ServiceTimeouts}
+}
+
+// counters caches the labelled children the hot paths use.
+type counters struct {
+	m                                        *Metrics
+	upIn, upOut, clientIn, clientOut         prometheus.Counter
+	dropQueue, dropThrottle, dropRate, dropG prometheus.Counter
+}
+
+func newCounters(m *Metrics) *counters {
+	if m == nil {
+		m = NewMetrics() // unregistered: counts go nowhere
+	}
+	return &counters{
+		m:            m,
+		upIn:         m.Messages.WithLabelValues("upstream_in"),
+		upOut:        m.Messages.WithLabelValues("upstream_out"),
+		clientIn:     m.Messages.WithLabelValues("client_in"),
+		clientOut:    m.Messages.WithLabelValues("client_out"),
+		dropQueue:    m.Drops.WithLabelValues("queue"),
+		dropThrottle: m.Drops.WithLabelValues("throttle"),
+		dropRate:     m.Drops.WithLabelValues("rate_limit"),
+		dropG:        m.Drops.WithLabelValues("gated"),
+	}
+}
+
+func (c *counters) deny(kind string) { c.m.Denials.WithLabelValues(kind).Inc() }

@@ -1,0 +1,551 @@
+// Package rosbridge multiplexes rosbridge v2 clients (roslibjs in browsers)
+// onto one upstream connection to rosbridge_server.
+//
+// A Mux keeps one upstream WebSocket for topics and a small pool for service
+// calls, each reconnecting with backoff. Topic subscriptions are shared: one
+// upstream subscribe per topic however many clients subscribe, each upstream
+// message is fanned out as the same bytes to every subscriber, and each
+// client's throttle_rate, queue_length and fragment_size are applied here,
+// per client, so that the upstream is never blocked by a client. Ops are
+// checked against allowlists, and publishes on motion topics pass the video
+// safety gate (frame.MotionGate). The package imports nothing from Caddy.
+package rosbridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/sdr-os/sdr-caddy/internal/frame"
+)
+
+// Options configure a Mux. Zero values take the defaults named on each field.
+type Options struct {
+	// Upstream is the rosbridge_server WebSocket URL (ws:// or wss://).
+	Upstream string
+	// Subscribe, Publish and Services are the allowlists of topics a client
+	// may subscribe to, topics it may advertise and publish on, and services
+	// it may call (glob patterns, see Allowlist).
+	Subscribe, Publish, Services Allowlist
+	// MotionTopics are the topics whose publishes pass the safety gate.
+	MotionTopics []string
+	// Gate is the safety gate of the video stream that motion publishes
+	// answer to. Nil means there is no gate.
+	Gate frame.MotionGate
+	// AllowMotionWithoutGate lets motion publishes through when Gate is nil.
+	// By default they are refused.
+	AllowMotionWithoutGate bool
+	// ServiceTimeout bounds a service call; default 10 s.
+	ServiceTimeout time.Duration
+	// ServiceConnections is the number of upstream connections reserved for
+	// service calls; default 2.
+	ServiceConnections int
+	// ClientQueue is how many messages may wait for one client before the
+	// oldest is dropped; default 100.
+	ClientQueue int
+	// MaxMessageSize caps a client's message, fragments reassembled; default
+	// 1 MiB.
+	MaxMessageSize int64
+	// MaxUpstreamMessageSize caps a message from rosbridge_server; default
+	// 64 MiB.
+	MaxUpstreamMessageSize int64
+	// RateLimit is the ops per second a client may send (token bucket) and
+	// RateBurst the bucket size; defaults 100 and 200. Negative disables.
+	RateLimit float64
+	RateBurst int
+	// Origins are the allowed Origin header values (glob patterns, "*"
+	// allows any). Empty: only same-host origins and clients that send none.
+	Origins []string
+	// MinBackoff and MaxBackoff bound the upstream reconnect delay; defaults
+	// 100 ms and 5 s.
+	MinBackoff, MaxBackoff time.Duration
+	// Logger receives the mux's logs; default slog.Default().
+	Logger *slog.Logger
+	// Metrics receives counts; nil counts nowhere.
+	Metrics *Metrics
+}
+
+// Mux is a running rosbridge multiplexer. It serves clients through
+// ServeHTTP and must be closed.
+type Mux struct {
+	opts Options
+	log  *slog.Logger
+	cnt  *counters
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	upgrader websocket.Upgrader
+	main     *link
+	services *servicePool
+
+	mu        sync.Mutex // guards the fields below and orders upstream restores
+	topics    map[string]*upTopic
+	adverts   map[string]*upAdvert
+	byUpID    map[string]string // upstream subscribe id -> topic
+	clients   map[*client]struct{}
+	nextUpID  uint64
+	closed    bool
+	gatedMu   sync.Mutex
+	gated     map[string]bool // motion topic -> in a gated episode
+	motionSet map[string]struct{}
+
+	nextClient atomic.Uint64
+}
+
+// upTopic is one upstream subscription and its subscribers.
+type upTopic struct {
+	topic, typ, upID string
+	subs             map[*client]struct{}
+	fanout           atomic.Pointer[[]*client]
+}
+
+// upAdvert is one upstream advertisement and the clients holding it.
+type upAdvert struct {
+	topic, typ, upID string
+	holders          map[*client]int
+}
+
+// New checks opts, starts the upstream connections and returns the Mux.
+func New(opts Options) (*Mux, error) {
+	u, err := url.Parse(opts.Upstream)
+	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		return nil, fmt.Errorf("rosbridge upstream %q: want a ws:// or wss:// URL", opts.Upstream)
+	}
+	if opts.ServiceTimeout <= 0 {
+		opts.ServiceTimeout = 10 * time.Second
+	}
+	if opts.ServiceConnections <= 0 {
+		opts.ServiceConnections = 2
+	}
+	if opts.ClientQueue <= 0 {
+		opts.ClientQueue = 100
+	}
+	if opts.MaxMessageSize <= 0 {
+		opts.MaxMessageSize = 1 << 20
+	}
+	if opts.MaxUpstreamMessageSize <= 0 {
+		opts.MaxUpstreamMessageSize = 64 << 20
+	}
+	if opts.RateLimit == 0 {
+		opts.RateLimit = 100
+	}
+	if opts.RateBurst <= 0 {
+		opts.RateBurst = max(1, int(2*opts.RateLimit))
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 100 * time.Millisecond
+	}
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = max(5*time.Second, opts.MinBackoff)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	for _, o := range opts.Origins {
+		if o == "" {
+			return nil, errors.New("empty origin pattern")
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Mux{
+		opts:      opts,
+		log:       opts.Logger,
+		cnt:       newCounters(opts.Metrics),
+		ctx:       ctx,
+		cancel:    cancel,
+		topics:    map[string]*upTopic{},
+		adverts:   map[string]*upAdvert{},
+		byUpID:    map[string]string{},
+		clients:   map[*client]struct{}{},
+		gated:     map[string]bool{},
+		motionSet: map[string]struct{}{},
+	}
+	for _, t := range opts.MotionTopics {
+		m.motionSet[t] = struct{}{}
+	}
+	m.upgrader = websocket.Upgrader{CheckOrigin: m.checkOrigin, ReadBufferSize: 4096, WriteBufferSize: 4096}
+	dialer := &websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 64 << 10, WriteBufferSize: 16 << 10}
+	m.main = &link{
+		name: "topics", url: opts.Upstream, dialer: dialer, log: m.log,
+		minBackoff: opts.MinBackoff, maxBackoff: opts.MaxBackoff, readLimit: opts.MaxUpstreamMessageSize,
+		guard: &m.mu, up: m.restore, onMessage: m.fromUpstream,
+	}
+	m.services = newServicePool(m, dialer)
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.main.run(ctx)
+	}()
+	m.services.start(ctx, &m.wg)
+	return m, nil
+}
+
+// Close disconnects every client and the upstream and waits for the mux's
+// goroutines to end.
+func (m *Mux) Close() {
+	m.mu.Lock()
+	m.closed = true
+	clients := make([]*client, 0, len(m.clients))
+	for c := range m.clients {
+		clients = append(clients, c)
+	}
+	m.mu.Unlock()
+	m.cancel()
+	for _, c := range clients {
+		c.close(websocket.CloseGoingAway, "server shutting down")
+	}
+	m.wg.Wait()
+}
+
+// Connected reports whether the topic connection to rosbridge_server is up.
+func (m *Mux) Connected() bool { return m.main.connected() }
+
+// Clients is the number of connected clients.
+func (m *Mux) Clients() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.clients)
+}
+
+// UpstreamTopics is the number of topics subscribed upstream.
+func (m *Mux) UpstreamTopics() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.topics)
+}
+
+func (m *Mux) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true // not a browser
+	}
+	if len(m.opts.Origins) == 0 {
+		u, err := url.Parse(origin)
+		return err == nil && u.Host == r.Host
+	}
+	for _, p := range m.opts.Origins {
+		if globMatch(p, origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// ServeHTTP upgrades a rosbridge client and serves it until it leaves.
+func (m *Mux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !websocket.IsWebSocketUpgrade(r) {
+		http.Error(w, "sdr_ros: expected a rosbridge WebSocket upgrade", http.StatusBadRequest)
+		return
+	}
+	if !m.checkOrigin(r) {
+		m.cnt.deny("origin")
+		http.Error(w, "sdr_ros: origin not allowed", http.StatusForbidden)
+		return
+	}
+	conn, err := m.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	c := newClient(m, conn)
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		c.close(websocket.CloseGoingAway, "server shutting down")
+		return
+	}
+	m.clients[c] = struct{}{}
+	m.mu.Unlock()
+	m.cnt.m.Clients.Inc()
+	defer m.cnt.m.Clients.Dec()
+	c.serve(m.ctx)
+	m.forget(c)
+}
+
+// forget removes everything a departed client held.
+func (m *Mux) forget(c *client) {
+	m.services.cancelClient(c)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.clients, c)
+	for topic := range c.subscriptions() {
+		m.dropSubscriber(c, topic)
+	}
+	for topic, a := range m.adverts {
+		if a.holders[c] > 0 {
+			delete(a.holders, c)
+			m.maybeUnadvertise(a, topic)
+		}
+	}
+}
+
+func (m *Mux) newUpID(kind string) string {
+	m.nextUpID++
+	return "sdr_ros:" + kind + ":" + strconv.FormatUint(m.nextUpID, 10)
+}
+
+// restore runs under m.mu on every new topic connection: it subscribes and
+// advertises again whatever the clients hold.
+func (m *Mux) restore() error {
+	for _, a := range m.adverts {
+		if err := m.sendUp(advertiseMsg(a)); err != nil {
+			return err
+		}
+	}
+	for _, t := range m.topics {
+		if err := m.sendUp(subscribeMsg(t)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *Mux) sendUp(b []byte) error {
+	err := m.main.send(b)
+	if err == nil {
+		m.cnt.upOut.Inc()
+	}
+	return err
+}
+
+func subscribeMsg(t *upTopic) []byte {
+	b, _ := json.Marshal(message{Op: "subscribe", ID: t.upID, Topic: t.topic, Type: t.typ, Compression: "none"})
+	return b
+}
+
+func advertiseMsg(a *upAdvert) []byte {
+	b, _ := json.Marshal(message{Op: "advertise", ID: a.upID, Topic: a.topic, Type: a.typ})
+	return b
+}
+
+// subscribe adds c as a subscriber of topic, subscribing upstream when it is
+// the first. It runs under the client's op loop.
+func (m *Mux) subscribe(c *client, topic, typ string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := m.topics[topic]
+	if t == nil {
+		t = &upTopic{topic: topic, typ: typ, upID: m.newUpID("sub"), subs: map[*client]struct{}{}}
+		m.topics[topic] = t
+		m.byUpID[t.upID] = topic
+		m.cnt.m.UpstreamSubscriptions.Inc()
+		if err := m.sendUp(subscribeMsg(t)); err != nil && !errors.Is(err, errNotConnected) {
+			m.log.Warn("rosbridge upstream subscribe not sent; it is restored on reconnect", "topic", topic, "error", err)
+		}
+	} else if !sameType(t.typ, typ) {
+		return fmt.Errorf("topic %s is subscribed upstream as type %s, not %s", topic, t.typ, typ)
+	}
+	if _, ok := t.subs[c]; !ok {
+		t.subs[c] = struct{}{}
+		t.publishFanout()
+	}
+	return nil
+}
+
+// unsubscribe removes c from topic once it holds no subscription id on it.
+func (m *Mux) unsubscribe(c *client, topic string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.dropSubscriber(c, topic)
+}
+
+// dropSubscriber runs under m.mu.
+func (m *Mux) dropSubscriber(c *client, topic string) {
+	t := m.topics[topic]
+	if t == nil {
+		return
+	}
+	if _, ok := t.subs[c]; !ok {
+		return
+	}
+	delete(t.subs, c)
+	t.publishFanout()
+	if len(t.subs) > 0 {
+		return
+	}
+	delete(m.topics, topic)
+	delete(m.byUpID, t.upID)
+	m.cnt.m.UpstreamSubscriptions.Dec()
+	b, _ := json.Marshal(message{Op: "unsubscribe", ID: t.upID, Topic: topic})
+	if err := m.sendUp(b); err != nil && !errors.Is(err, errNotConnected) {
+		m.log.Warn("rosbridge upstream unsubscribe not sent", "topic", topic, "error", err)
+	}
+}
+
+func (t *upTopic) publishFanout() {
+	list := make([]*client, 0, len(t.subs))
+	for c := range t.subs {
+		list = append(list, c)
+	}
+	t.fanout.Store(&list)
+}
+
+// advertise registers c as a publisher of topic, advertising upstream when
+// it is the first.
+func (m *Mux) advertise(c *client, topic, typ string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a := m.adverts[topic]
+	if a == nil {
+		if typ == "" {
+			return fmt.Errorf("advertise %s: missing type", topic)
+		}
+		a = &upAdvert{topic: topic, typ: typ, upID: m.newUpID("adv"), holders: map[*client]int{}}
+		m.adverts[topic] = a
+		if err := m.sendUp(advertiseMsg(a)); err != nil && !errors.Is(err, errNotConnected) {
+			m.log.Warn("rosbridge upstream advertise not sent; it is restored on reconnect", "topic", topic, "error", err)
+		}
+	} else if !sameType(a.typ, typ) {
+		return fmt.Errorf("topic %s is advertised upstream as type %s, not %s", topic, a.typ, typ)
+	}
+	a.holders[c]++
+	return nil
+}
+
+// unadvertise drops one of c's advertisements of topic.
+func (m *Mux) unadvertise(c *client, topic string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a := m.adverts[topic]
+	if a == nil || a.holders[c] == 0 {
+		return
+	}
+	if a.holders[c]--; a.holders[c] == 0 {
+		delete(a.holders, c)
+	}
+	m.maybeUnadvertise(a, topic)
+}
+
+func (m *Mux) maybeUnadvertise(a *upAdvert, topic string) {
+	if len(a.holders) > 0 {
+		return
+	}
+	delete(m.adverts, topic)
+	b, _ := json.Marshal(message{Op: "unadvertise", ID: a.upID, Topic: topic})
+	if err := m.sendUp(b); err != nil && !errors.Is(err, errNotConnected) {
+		m.log.Warn("rosbridge upstream unadvertise not sent", "topic", topic, "error", err)
+	}
+}
+
+// publish forwards a client's publish upstream, through the safety gate
+// when topic is a motion topic. It returns a status to send that client, or
+// nil.
+func (m *Mux) publish(topic string, msg json.RawMessage, id string) []byte {
+	if _, motion := m.motionSet[topic]; motion {
+		if reply := m.gateMotion(topic, id); reply != nil {
+			return reply
+		}
+	}
+	b, _ := json.Marshal(message{Op: "publish", Topic: topic, Msg: msg})
+	if err := m.sendUp(b); err != nil {
+		return statusMessage(levelError, id, fmt.Sprintf("publish on %s not sent: %v", topic, err))
+	}
+	return nil
+}
+
+// zeroTwist is the geometry_msgs/Twist that stops the robot.
+var zeroTwist = json.RawMessage(`{"linear":{"x":0.0,"y":0.0,"z":0.0},"angular":{"x":0.0,"y":0.0,"z":0.0}}`)
+
+// gateMotion asks the gate about a motion publish on topic. It returns nil
+// when the publish may pass, else the status for the client; on the first
+// refusal of a gated episode it publishes one zero Twist upstream.
+func (m *Mux) gateMotion(topic, id string) []byte {
+	if m.opts.Gate == nil {
+		if m.opts.AllowMotionWithoutGate {
+			return nil
+		}
+		m.cnt.deny("motion")
+		return statusMessage(levelError, id, fmt.Sprintf(
+			"publish on %s refused: motion topics need a video safety gate and none is configured", topic))
+	}
+	ok, mode := m.opts.Gate.Allow("set_cmd_vel")
+	m.gatedMu.Lock()
+	first := !ok && !m.gated[topic]
+	m.gated[topic] = !ok
+	m.gatedMu.Unlock()
+	if ok {
+		return nil
+	}
+	m.cnt.dropG.Inc()
+	if first {
+		b, _ := json.Marshal(message{Op: "publish", Topic: topic, Msg: zeroTwist})
+		if err := m.sendUp(b); err != nil {
+			m.log.Error("zero twist not published on gated motion topic", "topic", topic, "error", err)
+		} else {
+			m.log.Warn("motion publishes gated: video is stale; published a zero twist", "topic", topic, "mode", mode)
+		}
+	}
+	return statusMessage(levelWarning, id, fmt.Sprintf(
+		"publish on %s dropped: video safety gate is %s (video stale)", topic, mode))
+}
+
+// fromUpstream routes one message from the topic connection.
+func (m *Mux) fromUpstream(typ int, data []byte) {
+	m.cnt.upIn.Inc()
+	if typ != websocket.TextMessage {
+		m.log.Warn("binary message from rosbridge upstream ignored", "bytes", len(data))
+		return
+	}
+	var head struct {
+		Op    string          `json:"op"`
+		ID    string          `json:"id"`
+		Topic string          `json:"topic"`
+		Level string          `json:"level"`
+		Msg   json.RawMessage `json:"msg"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		m.log.Warn("invalid message from rosbridge upstream", "error", err)
+		return
+	}
+	switch head.Op {
+	case "publish":
+		m.mu.Lock()
+		t := m.topics[head.Topic]
+		m.mu.Unlock()
+		if t == nil {
+			return // unsubscribed meanwhile
+		}
+		now := time.Now()
+		fan := t.fanout.Load()
+		if fan == nil {
+			return
+		}
+		msg := newOutMsg(data, now)
+		for _, c := range *fan {
+			c.offerTopic(head.Topic, msg, now)
+		}
+	case "status":
+		var text string
+		_ = json.Unmarshal(head.Msg, &text)
+		m.mu.Lock()
+		topic, ok := m.byUpID[head.ID]
+		var subs []*client
+		if t := m.topics[topic]; ok && t != nil && t.fanout.Load() != nil {
+			subs = *t.fanout.Load()
+		}
+		m.mu.Unlock()
+		level, _ := parseLevel(head.Level)
+		if len(subs) == 0 {
+			m.log.Info("rosbridge upstream status", "level", head.Level, "id", head.ID, "msg", text)
+			return
+		}
+		for _, c := range subs {
+			c.sendStatus(level, c.subscribeID(topic), "upstream: "+text)
+		}
+	case "fragment", "png":
+		m.log.Warn("rosbridge upstream sent an op sdr_ros never asks for on its topic connection", "op", head.Op)
+	default:
+		m.log.Debug("rosbridge upstream op ignored", "op", head.Op)
+	}
+}

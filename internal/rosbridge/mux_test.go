@@ -1,0 +1,671 @@
+package rosbridge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/sdr-os/sdr-caddy/internal/rosbridge/rostest"
+)
+
+// The upstream in these tests is rostest, a protocol-faithful rosbridge v2
+// test server: ROS 2 and rosbridge_server cannot be installed here.
+
+const wait = 10 * time.Second
+
+type fixture struct {
+	t    *testing.T
+	up   *rostest.Server
+	mux  *Mux
+	http *httptest.Server
+}
+
+func start(t *testing.T, mod func(*Options)) *fixture {
+	t.Helper()
+	up, err := rostest.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(up.Close)
+	opts := Options{
+		Upstream:       up.URL(),
+		Subscribe:      Allowlist{"*"},
+		Publish:        Allowlist{"/chatter", "/cmd_vel"},
+		Services:       Allowlist{"/rosapi/*", "/echo", "/hang"},
+		MotionTopics:   []string{"/cmd_vel"},
+		ServiceTimeout: 2 * time.Second,
+		MinBackoff:     20 * time.Millisecond,
+		MaxBackoff:     200 * time.Millisecond,
+		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	if mod != nil {
+		mod(&opts)
+	}
+	mux, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() {
+		srv.Close()
+		mux.Close()
+	})
+	f := &fixture{t: t, up: up, mux: mux, http: srv}
+	f.eventually("upstream connected", mux.Connected)
+	return f
+}
+
+func (f *fixture) eventually(what string, cond func() bool) {
+	f.t.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			f.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// subscribed waits until n clients subscribe to topic through the mux and
+// the upstream holds the mux's subscription.
+func (f *fixture) subscribed(topic string, n int) {
+	f.t.Helper()
+	f.eventually(fmt.Sprintf("%d subscribers of %s", n, topic), func() bool {
+		conns, _ := f.up.Subscribers(topic)
+		return subscribers(f.mux, topic) == n && conns == 1
+	})
+}
+
+// tclient is a raw rosbridge client.
+type tclient struct {
+	t    *testing.T
+	conn *websocket.Conn
+	in   chan map[string]any
+}
+
+func (f *fixture) dial() *tclient {
+	f.t.Helper()
+	url := "ws" + strings.TrimPrefix(f.http.URL, "http")
+	conn, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	c := &tclient{t: f.t, conn: conn, in: make(chan map[string]any, 10000)}
+	go func() {
+		defer close(c.in)
+		for {
+			_, data, err := conn.ReadMessage()
+			if err != nil {
+				return
+			}
+			var m map[string]any
+			if json.Unmarshal(data, &m) == nil {
+				c.in <- m
+			}
+		}
+	}()
+	f.t.Cleanup(func() { _ = conn.Close() })
+	return c
+}
+
+func (c *tclient) send(v map[string]any) {
+	c.t.Helper()
+	if err := c.conn.WriteJSON(v); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// next returns the next message with this op, skipping others.
+func (c *tclient) next(op string) map[string]any {
+	c.t.Helper()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		select {
+		case m, ok := <-c.in:
+			if !ok {
+				c.t.Fatalf("connection closed while waiting for %s", op)
+			}
+			if m["op"] == op {
+				return m
+			}
+		case <-timer.C:
+			c.t.Fatalf("no %s within %v", op, wait)
+		}
+	}
+}
+
+// quiet asserts that no message with this op arrives within d.
+func (c *tclient) quiet(op string, d time.Duration) {
+	c.t.Helper()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case m, ok := <-c.in:
+			if ok && m["op"] == op {
+				c.t.Fatalf("unexpected %s: %v", op, m)
+			}
+			if !ok {
+				return
+			}
+		case <-timer.C:
+			return
+		}
+	}
+}
+
+func seqOf(m map[string]any) int {
+	return int(m["msg"].(map[string]any)["seq"].(float64))
+}
+
+func TestSubscriptionsAreSharedUpstream(t *testing.T) {
+	t.Parallel()
+	f := start(t, nil)
+	var clients []*tclient
+	for i := 0; i < 5; i++ {
+		c := f.dial()
+		c.send(map[string]any{"op": "subscribe", "id": "sub1", "topic": "/odom", "type": "nav_msgs/Odometry"})
+		// a second Topic object in the same client: same upstream subscription
+		c.send(map[string]any{"op": "subscribe", "id": "sub2", "topic": "/odom", "type": "nav_msgs/msg/Odometry"})
+		clients = append(clients, c)
+	}
+	f.subscribed("/odom", 5)
+	if n := f.up.Count("subscribe", "/odom"); n != 1 {
+		t.Fatalf("upstream got %d subscribes for /odom, want 1", n)
+	}
+	for seq := 1; seq <= 3; seq++ {
+		if n, _ := f.up.Publish("/odom", map[string]any{"seq": seq}); n != 1 {
+			t.Fatalf("upstream published to %d connections, want 1", n)
+		}
+	}
+	for i, c := range clients {
+		for seq := 1; seq <= 3; seq++ {
+			if got := seqOf(c.next("publish")); got != seq {
+				t.Fatalf("client %d got seq %d, want %d (one copy per message per client)", i, got, seq)
+			}
+		}
+	}
+	// unsubscribe bookkeeping: only the last unsubscribe goes upstream
+	for i, c := range clients {
+		c.send(map[string]any{"op": "unsubscribe", "id": "sub1", "topic": "/odom"})
+		c.send(map[string]any{"op": "unsubscribe", "id": "sub2", "topic": "/odom"})
+		if i < len(clients)-1 {
+			f.eventually("subscriber gone", func() bool { return subscribers(f.mux, "/odom") == len(clients)-1-i })
+			if n := f.up.Count("unsubscribe", "/odom"); n != 0 {
+				t.Fatalf("upstream unsubscribed with %d subscribers left", len(clients)-1-i)
+			}
+		}
+	}
+	if err := f.up.WaitFor(wait, func(ops []rostest.Op) bool { return countOps(ops, "unsubscribe", "/odom") == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	if conns, _ := f.up.Subscribers("/odom"); conns != 0 {
+		t.Fatalf("upstream still has %d subscriptions to /odom", conns)
+	}
+	if f.mux.UpstreamTopics() != 0 {
+		t.Fatalf("mux still holds %d upstream topics", f.mux.UpstreamTopics())
+	}
+}
+
+func subscribers(m *Mux, topic string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if t := m.topics[topic]; t != nil {
+		return len(t.subs)
+	}
+	return 0
+}
+
+func countOps(ops []rostest.Op, op, topic string) int {
+	n := 0
+	for _, o := range ops {
+		if o.Op == op && (o.Topic == topic || o.Service == topic) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestDisconnectReleasesUpstream(t *testing.T) {
+	t.Parallel()
+	f := start(t, nil)
+	c := f.dial()
+	c.send(map[string]any{"op": "subscribe", "id": "s", "topic": "/scan"})
+	c.send(map[string]any{"op": "advertise", "id": "a", "topic": "/chatter", "type": "std_msgs/String"})
+	if err := f.up.WaitFor(wait, func(ops []rostest.Op) bool {
+		return countOps(ops, "subscribe", "/scan") == 1 && countOps(ops, "advertise", "/chatter") == 1
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.conn.Close()
+	if err := f.up.WaitFor(wait, func(ops []rostest.Op) bool {
+		return countOps(ops, "unsubscribe", "/scan") == 1 && countOps(ops, "unadvertise", "/chatter") == 1
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("client gone", func() bool { return f.mux.Clients() == 0 })
+}
+
+func TestUpstreamRestartRestores(t *testing.T) {
+	t.Parallel()
+	f := start(t, nil)
+	c := f.dial()
+	c.send(map[string]any{"op": "subscribe", "id": "s", "topic": "/odom"})
+	c.send(map[string]any{"op": "advertise", "id": "a", "topic": "/chatter", "type": "std_msgs/String"})
+	if err := f.up.WaitFor(wait, func(ops []rostest.Op) bool {
+		return countOps(ops, "subscribe", "/odom") == 1 && countOps(ops, "advertise", "/chatter") == 1
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.up.Restart(100 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.up.WaitFor(wait, func(ops []rostest.Op) bool {
+		return countOps(ops, "subscribe", "/odom") == 2 && countOps(ops, "advertise", "/chatter") == 2
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("upstream resubscribed", func() bool { n, _ := f.up.Subscribers("/odom"); return n == 1 })
+	if _, err := f.up.Publish("/odom", map[string]any{"seq": 7}); err != nil {
+		t.Fatal(err)
+	}
+	if got := seqOf(c.next("publish")); got != 7 {
+		t.Fatalf("got seq %d after restart, want 7", got)
+	}
+	// the client's publish reaches the restarted upstream and loops back
+	c.send(map[string]any{"op": "subscribe", "id": "s2", "topic": "/chatter"})
+	f.eventually("chatter subscribed", func() bool { n, _ := f.up.Subscribers("/chatter"); return n == 1 })
+	c.send(map[string]any{"op": "publish", "topic": "/chatter", "msg": map[string]any{"seq": 8}})
+	if got := seqOf(c.next("publish")); got != 8 {
+		t.Fatalf("loopback seq %d, want 8", got)
+	}
+}
+
+func TestServiceCallsRouteByID(t *testing.T) {
+	t.Parallel()
+	f := start(t, nil)
+	f.up.HandleService("/echo", func(_ context.Context, args json.RawMessage) (any, bool) {
+		time.Sleep(20 * time.Millisecond) // make calls overlap
+		return json.RawMessage(args), true
+	})
+	const n = 8
+	clients := make([]*tclient, n)
+	for i := range clients {
+		clients[i] = f.dial()
+	}
+	for i, c := range clients {
+		// every client uses the same ids: routing must not mix them up
+		for k := 0; k < 3; k++ {
+			c.send(map[string]any{"op": "call_service", "id": fmt.Sprintf("call:%d", k), "service": "/echo",
+				"args": map[string]any{"client": i, "k": k}})
+		}
+	}
+	for i, c := range clients {
+		seen := map[string]bool{}
+		for k := 0; k < 3; k++ {
+			r := c.next("service_response")
+			vals := r["values"].(map[string]any)
+			if r["result"] != true || int(vals["client"].(float64)) != i {
+				t.Fatalf("client %d got %v", i, r)
+			}
+			want := fmt.Sprintf("call:%d", int(vals["k"].(float64)))
+			if r["id"] != want || seen[want] {
+				t.Fatalf("client %d: response id %v for k=%v", i, r["id"], vals["k"])
+			}
+			seen[want] = true
+		}
+	}
+	for _, o := range f.up.Ops() {
+		if o.Op == "call_service" && strings.HasPrefix(o.ID, "call:") {
+			t.Fatalf("client id %q reached the upstream; want the mux's own ids", o.ID)
+		}
+	}
+}
+
+func TestHungServiceTimesOutWithoutStallingTopics(t *testing.T) {
+	t.Parallel()
+	f := start(t, func(o *Options) { o.ServiceTimeout = 500 * time.Millisecond; o.ServiceConnections = 1 })
+	f.up.HandleService("/hang", rostest.Hang)
+	caller := f.dial()
+	sub := f.dial()
+	sub.send(map[string]any{"op": "subscribe", "id": "s", "topic": "/odom"})
+	f.eventually("subscribed upstream", func() bool { n, _ := f.up.Subscribers("/odom"); return n == 1 })
+	start := time.Now()
+	caller.send(map[string]any{"op": "call_service", "id": "h1", "service": "/hang", "args": map[string]any{}})
+	if err := f.up.WaitFor(wait, func(ops []rostest.Op) bool { return countOps(ops, "call_service", "/hang") == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	// while the service hangs: new subscriptions and publishes still go through
+	caller.send(map[string]any{"op": "subscribe", "id": "s2", "topic": "/chatter"})
+	f.eventually("subscribe during hang", func() bool { n, _ := f.up.Subscribers("/chatter"); return n == 1 })
+	caller.send(map[string]any{"op": "publish", "topic": "/chatter", "msg": map[string]any{"seq": 1}})
+	if got := seqOf(caller.next("publish")); got != 1 {
+		t.Fatalf("chatter seq %d", got)
+	}
+	if _, err := f.up.Publish("/odom", map[string]any{"seq": 2}); err != nil {
+		t.Fatal(err)
+	}
+	if got := seqOf(sub.next("publish")); got != 2 {
+		t.Fatalf("odom seq %d", got)
+	}
+	r := caller.next("service_response")
+	if r["result"] != false || r["id"] != "h1" || r["service"] != "/hang" {
+		t.Fatalf("timeout response %v", r)
+	}
+	if el := time.Since(start); el < 400*time.Millisecond {
+		t.Fatalf("timeout answered after %v, before the 500ms timeout", el)
+	}
+}
+
+func TestAllowlistDenials(t *testing.T) {
+	t.Parallel()
+	f := start(t, func(o *Options) { o.Subscribe = Allowlist{"/odom", "/tf*"} })
+	c := f.dial()
+	cases := []struct {
+		msg  map[string]any
+		want string
+	}{
+		{map[string]any{"op": "subscribe", "id": "x1", "topic": "/secret"}, "subscribe allowlist"},
+		{map[string]any{"op": "advertise", "id": "x2", "topic": "/arm", "type": "std_msgs/Float64"}, "publish allowlist"},
+		{map[string]any{"op": "publish", "id": "x3", "topic": "/arm", "msg": map[string]any{"data": 1}}, "publish allowlist"},
+		{map[string]any{"op": "call_service", "id": "x4", "service": "/reboot"}, "services allowlist"},
+		{map[string]any{"op": "advertise_service", "id": "x5", "service": "/mine", "type": "std_srvs/Trigger"}, "not served"},
+		{map[string]any{"op": "subscribe", "id": "x6", "topic": "/odom", "compression": "png"}, "compression"},
+	}
+	for _, tc := range cases {
+		c.send(tc.msg)
+		s := c.next("status")
+		if s["level"] != "error" || s["id"] != tc.msg["id"] || !strings.Contains(s["msg"].(string), tc.want) {
+			t.Fatalf("%v: status %v, want error containing %q", tc.msg, s, tc.want)
+		}
+		if tc.msg["op"] == "call_service" {
+			if r := c.next("service_response"); r["result"] != false || r["id"] != "x4" {
+				t.Fatalf("denied call answered %v", r)
+			}
+		}
+	}
+	c.send(map[string]any{"op": "subscribe", "id": "ok", "topic": "/tf_static"})
+	c.send(map[string]any{"op": "call_service", "id": "r", "service": "/rosapi/topics"})
+	if r := c.next("service_response"); r["result"] != true || r["id"] != "r" {
+		t.Fatalf("rosapi call answered %v", r)
+	}
+	for _, o := range f.up.Ops() {
+		if o.Topic == "/secret" || o.Topic == "/arm" || o.Service == "/reboot" || o.Service == "/mine" {
+			t.Fatalf("denied op reached upstream: %s", o.Raw)
+		}
+	}
+}
+
+// testGate is a frame.MotionGate a test switches.
+type testGate struct {
+	stale atomic.Bool
+	asked atomic.Int64
+}
+
+func (g *testGate) Allow(action string) (bool, string) {
+	g.asked.Add(1)
+	if action != "set_cmd_vel" {
+		panic("unexpected action " + action)
+	}
+	if g.stale.Load() {
+		return false, "HOLD"
+	}
+	return true, "ARMED"
+}
+
+func zeroTwists(ops []rostest.Op) int {
+	n := 0
+	for _, o := range ops {
+		if o.Op == "publish" && o.Topic == "/cmd_vel" && strings.Contains(string(o.Raw), `"linear":{"x":0.0,"y":0.0,"z":0.0}`) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestMotionPublishesPassTheGate(t *testing.T) {
+	t.Parallel()
+	gate := &testGate{}
+	f := start(t, func(o *Options) { o.Gate = gate })
+	c := f.dial()
+	twist := func(x float64) map[string]any {
+		return map[string]any{"op": "publish", "id": fmt.Sprintf("p%g", x), "topic": "/cmd_vel",
+			"msg": map[string]any{"linear": map[string]any{"x": x, "y": 0, "z": 0}, "angular": map[string]any{"x": 0, "y": 0, "z": 0}}}
+	}
+	c.send(map[string]any{"op": "advertise", "id": "a", "topic": "/cmd_vel", "type": "geometry_msgs/Twist"})
+	c.send(twist(0.5))
+	if err := f.up.WaitFor(wait, func(ops []rostest.Op) bool { return countOps(ops, "publish", "/cmd_vel") == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	gate.stale.Store(true)
+	for i := 0; i < 3; i++ {
+		c.send(twist(0.6))
+		s := c.next("status")
+		if s["level"] != "warning" || s["id"] != "p0.6" || !strings.Contains(s["msg"].(string), "HOLD") {
+			t.Fatalf("gated publish status %v", s)
+		}
+	}
+	if err := f.up.WaitFor(wait, func(ops []rostest.Op) bool { return zeroTwists(ops) == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	gate.stale.Store(false)
+	c.send(twist(0.7))
+	if err := f.up.WaitFor(wait, func(ops []rostest.Op) bool { return countOps(ops, "publish", "/cmd_vel") == 3 }); err != nil {
+		t.Fatal(err) // 0.5, the zero twist, 0.7
+	}
+	gate.stale.Store(true) // a second episode: one more zero twist
+	c.send(twist(0.8))
+	c.next("status")
+	if err := f.up.WaitFor(wait, func(ops []rostest.Op) bool { return zeroTwists(ops) == 2 }); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range f.up.Ops() {
+		if strings.Contains(string(o.Raw), "0.6") || strings.Contains(string(o.Raw), "0.8") {
+			t.Fatalf("gated publish reached upstream: %s", o.Raw)
+		}
+	}
+}
+
+func TestMotionWithoutGate(t *testing.T) {
+	t.Parallel()
+	msg := map[string]any{"op": "publish", "id": "p", "topic": "/cmd_vel", "msg": map[string]any{"linear": map[string]any{"x": 1}}}
+	refuse := start(t, nil)
+	c := refuse.dial()
+	c.send(msg)
+	if s := c.next("status"); s["level"] != "error" || !strings.Contains(s["msg"].(string), "no") {
+		t.Fatalf("status %v", s)
+	}
+	c.send(map[string]any{"op": "publish", "topic": "/chatter", "msg": map[string]any{"data": "x"}})
+	if err := refuse.up.WaitFor(wait, func(ops []rostest.Op) bool { return countOps(ops, "publish", "/chatter") == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	if n := refuse.up.Count("publish", "/cmd_vel"); n != 0 {
+		t.Fatalf("%d motion publishes reached upstream without a gate", n)
+	}
+
+	allow := start(t, func(o *Options) { o.AllowMotionWithoutGate = true })
+	c = allow.dial()
+	c.send(msg)
+	if err := allow.up.WaitFor(wait, func(ops []rostest.Op) bool { return countOps(ops, "publish", "/cmd_vel") == 1 }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestThrottleAndQueueLengthPerClient(t *testing.T) {
+	t.Parallel()
+	f := start(t, nil)
+	plain := f.dial()
+	throttled := f.dial()
+	queued := f.dial()
+	plain.send(map[string]any{"op": "subscribe", "id": "s", "topic": "/odom"})
+	throttled.send(map[string]any{"op": "subscribe", "id": "s", "topic": "/odom", "throttle_rate": 60000})
+	queued.send(map[string]any{"op": "subscribe", "id": "s", "topic": "/odom", "throttle_rate": 300, "queue_length": 2})
+	f.subscribed("/odom", 3)
+	for seq := 1; seq <= 10; seq++ {
+		if _, err := f.up.Publish("/odom", map[string]any{"seq": seq}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for seq := 1; seq <= 10; seq++ {
+		if got := seqOf(plain.next("publish")); got != seq {
+			t.Fatalf("plain client got %d, want %d", got, seq)
+		}
+	}
+	// throttled: the first message passes, the rest fall inside 60 s
+	if got := seqOf(throttled.next("publish")); got != 1 {
+		t.Fatalf("throttled client got %d first", got)
+	}
+	throttled.quiet("publish", 500*time.Millisecond)
+	// queue_length 2, throttle 300 ms: the first goes at once (or is
+	// overtaken by the burst), then the newest two, one per 300 ms
+	var got []int
+	for len(got) == 0 || got[len(got)-1] != 10 {
+		got = append(got, seqOf(queued.next("publish")))
+	}
+	if len(got) > 3 || got[len(got)-2] != 9 {
+		t.Fatalf("queued client got %v; want at most 3 messages ending 9, 10", got)
+	}
+}
+
+func TestSlowClientDoesNotHoldOthers(t *testing.T) {
+	t.Parallel()
+	f := start(t, func(o *Options) { o.ClientQueue = 8 })
+	url := "ws" + strings.TrimPrefix(f.http.URL, "http")
+	small := &websocket.Dialer{NetDialContext: (&net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}).DialContext}
+	slow, _, err := small.Dial(url, nil) // never reads
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	if err := slow.WriteJSON(map[string]any{"op": "subscribe", "id": "s", "topic": "/img"}); err != nil {
+		t.Fatal(err)
+	}
+	fast := f.dial()
+	fast.send(map[string]any{"op": "subscribe", "id": "s", "topic": "/img"})
+	f.subscribed("/img", 2)
+	pad := strings.Repeat("x", 16<<10)
+	const n = 300 // 5 MiB towards a client that does not read
+	go func() {
+		for seq := 1; seq <= n; seq++ {
+			_, _ = f.up.Publish("/img", map[string]any{"seq": seq, "pad": pad})
+		}
+	}()
+	// the fast client sees the end of the stream in time although the slow
+	// one fills its socket and then its queue
+	deadline := time.Now().Add(wait)
+	last := 0
+	for last != n && time.Now().Before(deadline) {
+		select {
+		case m := <-fast.in:
+			if m["op"] == "publish" {
+				last = seqOf(m)
+			}
+		case <-time.After(wait):
+		}
+	}
+	if last != n {
+		t.Fatalf("fast client stopped at seq %d of %d", last, n)
+	}
+	var drops dto.Metric
+	if err := f.mux.cnt.dropQueue.Write(&drops); err != nil || drops.GetCounter().GetValue() == 0 {
+		t.Fatal("the slow client's queue never overflowed: the test did not test")
+	}
+}
+
+func TestFragmentsBothWays(t *testing.T) {
+	t.Parallel()
+	f := start(t, nil)
+	c := f.dial()
+	c.send(map[string]any{"op": "subscribe", "id": "s", "topic": "/chatter", "fragment_size": 10})
+	f.eventually("subscribed", func() bool { n, _ := f.up.Subscribers("/chatter"); return n == 1 })
+	// a publish sent as fragments by the client, looped back to it as fragments
+	whole, _ := json.Marshal(map[string]any{"op": "publish", "topic": "/chatter", "msg": map[string]any{"data": "héllo wörld ✓"}})
+	parts := fragments("f1", whole, 7)
+	for _, p := range parts {
+		var m map[string]any
+		_ = json.Unmarshal(p, &m)
+		c.send(m)
+	}
+	var text strings.Builder
+	total := -1
+	for i := 0; total < 0 || i < total; i++ {
+		fr := c.next("fragment")
+		total = int(fr["total"].(float64))
+		if int(fr["num"].(float64)) != i {
+			t.Fatalf("fragment %v out of order", fr)
+		}
+		text.WriteString(fr["data"].(string))
+	}
+	if total < 2 {
+		t.Fatalf("message came in %d fragment(s)", total)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(text.String()), &m); err != nil {
+		t.Fatalf("fragments do not join into JSON: %v: %q", err, text.String())
+	}
+	if m["msg"].(map[string]any)["data"] != "héllo wörld ✓" {
+		t.Fatalf("reassembled %v", m)
+	}
+}
+
+func TestSizeCapAndRateLimit(t *testing.T) {
+	t.Parallel()
+	f := start(t, func(o *Options) { o.MaxMessageSize = 4096; o.RateLimit = 5; o.RateBurst = 5 })
+	c := f.dial()
+	for i := 0; i < 20; i++ {
+		c.send(map[string]any{"op": "publish", "topic": "/chatter", "msg": map[string]any{"i": i}})
+	}
+	s := c.next("status")
+	if !strings.Contains(s["msg"].(string), "rate limit") {
+		t.Fatalf("status %v", s)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := f.up.Count("publish", "/chatter"); n < 5 || n > 8 {
+		t.Fatalf("%d of 20 publishes passed a 5/s limit with burst 5", n)
+	}
+	big := f.dial()
+	// the write itself may fail once the mux has closed the connection
+	_ = big.conn.WriteJSON(map[string]any{"op": "publish", "topic": "/chatter", "msg": map[string]any{"pad": strings.Repeat("y", 8192)}})
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		select {
+		case _, ok := <-big.in:
+			if !ok {
+				return // closed for the oversized message
+			}
+		case <-timer.C:
+			t.Fatal("oversized message did not close the connection")
+		}
+	}
+}
+
+func TestOriginCheck(t *testing.T) {
+	t.Parallel()
+	f := start(t, func(o *Options) { o.Origins = []string{"https://app.example.com"} })
+	url := "ws" + strings.TrimPrefix(f.http.URL, "http")
+	_, resp, err := websocket.DefaultDialer.Dial(url, map[string][]string{"Origin": {"https://evil.example.com"}})
+	if err == nil || resp == nil || resp.StatusCode != 403 {
+		t.Fatalf("foreign origin: err %v, resp %v", err, resp)
+	}
+	conn, _, err := websocket.DefaultDialer.Dial(url, map[string][]string{"Origin": {"https://app.example.com"}})
+	if err != nil {
+		t.Fatalf("allowed origin refused: %v", err)
+	}
+	_ = conn.Close()
+}
