@@ -1,0 +1,97 @@
+package shmring
+
+import (
+	"testing"
+	"time"
+)
+
+func TestCadenceLearnsPeriodAndWakesBeforeDue(t *testing.T) {
+	t.Parallel()
+	t0 := time.Unix(1000, 0)
+	var c cadence
+	c.reset(t0)
+	if d, fine := c.next(t0.Add(time.Millisecond)); d != unknownPoll || fine {
+		t.Fatalf("unknown period: %v %v", d, fine)
+	}
+	const period = 16667 * time.Microsecond
+	now := t0
+	for i := range 120 {
+		now = now.Add(period + time.Duration(i%3-1)*50*time.Microsecond) // +-50 us jitter
+		c.observe(now, 1, false)
+	}
+	if diff := c.period - period; diff < -200*time.Microsecond || diff > 200*time.Microsecond {
+		t.Fatalf("period %v, want about %v", c.period, period)
+	}
+	if c.jitter > 200*time.Microsecond {
+		t.Fatalf("jitter %v", c.jitter)
+	}
+	// Right after a frame: one long sleep that ends a guard before the due time.
+	d, fine := c.next(now)
+	if fine || d < period-2*time.Millisecond || d > period-minGuard {
+		t.Errorf("sleep after a frame: %v fine=%v", d, fine)
+	}
+	// Around the due time: fine polling.
+	if d, fine := c.next(now.Add(period)); !fine || d != finePoll {
+		t.Errorf("at due time: %v fine=%v", d, fine)
+	}
+	// A late frame: polls slow down, bounded.
+	if d, fine := c.next(now.Add(2 * period)); fine || d > lateMaxPoll || d < finePoll {
+		t.Errorf("one period late: %v fine=%v", d, fine)
+	}
+	// A stalled writer: back-off, bounded.
+	if d, _ := c.next(now.Add(time.Minute)); d != stalledMaxPoll {
+		t.Errorf("stalled a minute: %v", d)
+	}
+}
+
+func TestCadenceAdoptsNewRate(t *testing.T) {
+	t.Parallel()
+	var c cadence
+	now := time.Unix(0, 0)
+	c.reset(now)
+	for range 20 {
+		now = now.Add(10 * time.Millisecond)
+		c.observe(now, 1, false)
+	}
+	// One stall does not change the period...
+	now = now.Add(time.Second)
+	c.observe(now, 1, false)
+	if c.period < 9*time.Millisecond || c.period > 11*time.Millisecond {
+		t.Fatalf("period after one stall: %v", c.period)
+	}
+	// ...a writer that now runs at 40 ms does, after three intervals.
+	for range 3 {
+		now = now.Add(40 * time.Millisecond)
+		c.observe(now, 1, false)
+	}
+	if c.period != 40*time.Millisecond {
+		t.Fatalf("period after rate change: %v", c.period)
+	}
+	// Missed commits divide the interval.
+	now = now.Add(120 * time.Millisecond)
+	c.observe(now, 3, false)
+	if c.period != 40*time.Millisecond {
+		t.Fatalf("period after 3 steps in 120 ms: %v", c.period)
+	}
+}
+
+func TestCadenceEarlyObservationMovesWakeEarlier(t *testing.T) {
+	t.Parallel()
+	var a, b cadence
+	now := time.Unix(0, 0)
+	a.reset(now)
+	b.reset(now)
+	for range 10 {
+		now = now.Add(10 * time.Millisecond)
+		a.observe(now, 1, false)
+		b.observe(now, 1, false)
+	}
+	now = now.Add(10 * time.Millisecond)
+	a.observe(now, 1, false)
+	b.observe(now, 1, true)
+	da, _ := a.next(now)
+	db, _ := b.next(now)
+	if db >= da {
+		t.Errorf("early observation sleeps %v, on-time %v; want shorter", db, da)
+	}
+}

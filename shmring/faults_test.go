@@ -1,0 +1,319 @@
+package shmring
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func writeN(t testing.TB, w *Writer, from, to uint64, flags func(uint64) uint16) {
+	t.Helper()
+	for i := from; i <= to; i++ {
+		f := uint16(0)
+		if flags != nil {
+			f = flags(i)
+		}
+		if _, err := w.WriteFrame(Header{FrameSeq: i, Flags: f, Codec: CodecH264}, payloadFor(i, 64+int(i%50))); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// waitFrame writes frame seq and returns when the reader delivers it; frames
+// delivered before it (older ones) are returned too.
+func writeAndWait(t testing.TB, w *Writer, ch <-chan Frame, h Header, seq uint64) Frame {
+	t.Helper()
+	h.FrameSeq = seq
+	p := payloadFor(seq, 100)
+	if _, err := w.WriteFrame(h, p); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f := next(t, ch, 10*time.Second)
+		if f.Header.FrameSeq == seq {
+			if !bytes.Equal(f.Payload, p) {
+				t.Fatalf("frame %d: payload differs", seq)
+			}
+			return f
+		}
+	}
+}
+
+func TestReaderWaitsForAbsentFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "not", "yet", "frames")
+	frames, r := collect(t, ReaderConfig{Path: path}, 16)
+	time.Sleep(300 * time.Millisecond)
+	if st := r.Stats(); st.Attached || st.Frames != 0 {
+		t.Fatalf("attached to an absent file: %+v", st)
+	}
+	w, err := CreateWriter(path, 8192)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	f := writeAndWait(t, w, frames, Header{Flags: FlagKeyframe}, 1)
+	if f.Restart || f.Gap != 0 {
+		t.Errorf("first frame: %+v", f)
+	}
+	if st := r.Stats(); !st.Attached || st.Remaps != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestReaderRemapsRecreatedFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "frames")
+	w1, err := CreateWriter(path, 8192)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames, r := collect(t, ReaderConfig{Path: path}, 64)
+	writeAndWait(t, w1, frames, Header{}, 1)
+	writeAndWait(t, w1, frames, Header{}, 2)
+	before, _ := statPath(path)
+	w1.Close()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	// A new file of another size, so the inode surely differs while the
+	// old one is still mapped by the reader.
+	w2, err := CreateWriter(path, 16384)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	after, _ := statPath(path)
+	if before.ino == after.ino {
+		t.Fatalf("recreated file kept inode %d", before.ino)
+	}
+	f := writeAndWait(t, w2, frames, Header{}, 1)
+	if !f.Restart {
+		t.Errorf("frame after a replaced file not flagged Restart: %+v", f)
+	}
+	st := r.Stats()
+	if st.Remaps < 1 || st.Restarts < 1 {
+		t.Errorf("stats %+v, want a remap and a restart", st)
+	}
+}
+
+// TestReaderContainsTruncationFault truncates the file under the reader's
+// mapping and makes the reader touch it before it stats the path: the
+// SIGBUS must become a counted fault, not a crash.
+func TestReaderContainsTruncationFault(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "frames")
+	w, err := CreateWriter(path, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	writeN(t, w, 1, 1, nil)
+	r, err := NewReader(ReaderConfig{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.attach(); err != nil {
+		t.Fatal(err)
+	}
+	defer r.detach()
+	var got []Frame
+	collectFn := func(f Frame) { got = append(got, f) }
+	r.step(collectFn)
+	if len(got) != 1 {
+		t.Fatalf("got %d frames before truncation", len(got))
+	}
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	r.nextCheck = time.Now().Add(time.Hour) // touch before any stat
+	r.lastSeq = 0                           // force a read of the slot
+	r.step(collectFn)
+	if st := r.Stats(); st.Faults != 1 || st.Attached {
+		t.Fatalf("after truncation: %+v, want one contained fault and no mapping", st)
+	}
+	if err := r.attach(); err == nil {
+		t.Fatal("attached to an empty file")
+	}
+	// Whole again: the writer's own mapping becomes valid once the file grows.
+	if err := os.Truncate(path, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	writeN(t, w, 2, 2, nil)
+	if err := r.attach(); err != nil {
+		t.Fatal(err)
+	}
+	r.step(collectFn)
+	if len(got) != 2 || got[1].Header.FrameSeq != 2 {
+		t.Fatalf("after remap: %d frames", len(got))
+	}
+	if st := r.Stats(); st.Remaps != 1 || st.Faults != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestReaderSurvivesTruncationLive truncates and regrows the file while Run
+// reads a writer committing at 200 Hz: the process survives and frames flow
+// again.
+func TestReaderSurvivesTruncationLive(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "frames")
+	w, err := CreateWriter(path, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	frames, r := collect(t, ReaderConfig{Path: path}, 4096)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for i := uint64(1); ctx.Err() == nil; i++ {
+			<-tick.C
+			w.WriteFrame(Header{FrameSeq: i}, payloadFor(i, 1000)) // faults while truncated: an error, ignored here
+		}
+	}()
+	next(t, frames, 5*time.Second)
+	for range 5 {
+		if err := os.Truncate(path, 0); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+		if err := os.Truncate(path, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	eventually(t, 10*time.Second, "reader remapped", func() bool { return r.Stats().Remaps >= 1 })
+	for len(frames) > 0 {
+		<-frames
+	}
+	next(t, frames, 5*time.Second)
+	cancel()
+	<-done
+	t.Logf("stats after truncations: %+v", r.Stats())
+}
+
+func TestReaderSizeMismatch(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "frames")
+	w, err := CreateWriter(path, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	frames, r := collect(t, ReaderConfig{Path: path, Size: 8192}, 16)
+	writeAndWait(t, w, frames, Header{}, 1)
+	if st := r.Stats(); st.SizeMismatch != 1 {
+		t.Errorf("SizeMismatch = %d, want 1", st.SizeMismatch)
+	}
+}
+
+// TestReaderWriterStalled: a writer that stops leaves the reader cheap
+// (few polls) and the reader picks the stream up again when it resumes.
+func TestReaderWriterStalled(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "frames")
+	w, err := CreateWriter(path, 8192)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	frames, r := collect(t, ReaderConfig{Path: path}, 256)
+	for i := uint64(1); i <= 30; i++ {
+		writeAndWait(t, w, frames, Header{}, i)
+		time.Sleep(10 * time.Millisecond)
+	}
+	if p := r.Period(); p < 5*time.Millisecond || p > 50*time.Millisecond {
+		t.Logf("learned period %v (10 ms writer on a loaded machine)", p)
+	}
+	last := r.LastArrival()
+	time.Sleep(time.Second) // the stall settles into back-off
+	p0 := r.Stats().Polls
+	time.Sleep(2 * time.Second)
+	polls := r.Stats().Polls - p0
+	// Back-off tops out at 100 ms: about 20 polls in 2 s; 100 is a
+	// generous bound that a busy-waiting reader (thousands) cannot meet.
+	if polls > 100 {
+		t.Errorf("%d polls in 2 s of a stalled writer", polls)
+	}
+	if !r.LastArrival().Equal(last) {
+		t.Error("LastArrival moved while the writer was stalled")
+	}
+	f := writeAndWait(t, w, frames, Header{}, 31)
+	if f.Gap != 0 || f.Restart {
+		t.Errorf("resumed frame %+v", f)
+	}
+}
+
+func TestReaderGapsAndRestarts(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "frames")
+	w, err := CreateWriter(path, 8192)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames, r := collect(t, ReaderConfig{Path: path}, 64)
+	writeAndWait(t, w, frames, Header{}, 1)
+	f := writeAndWait(t, w, frames, Header{}, 5) // 2..4 never written
+	if f.Gap != 3 || f.Restart {
+		t.Errorf("after a gap of 3: %+v", f)
+	}
+	f = writeAndWait(t, w, frames, Header{}, 2) // frame_seq backwards
+	if !f.Restart {
+		t.Errorf("frame_seq backwards not flagged: %+v", f)
+	}
+	w.Close()
+	// A writer restart in place: same file, control region zeroed.
+	w2, err := CreateWriter(path, 8192)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	f = writeAndWait(t, w2, frames, Header{}, 1)
+	if !f.Restart || f.Sequence != 1 {
+		t.Errorf("after an in-place restart: %+v", f)
+	}
+	st := r.Stats()
+	if st.Gaps != 3 || st.Restarts < 2 || st.Remaps != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestReaderKeyframeGating(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "frames")
+	w, err := CreateWriter(path, 8192)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	frames, r := collect(t, ReaderConfig{Path: path, KeyframeGating: true}, 64)
+	// Delta frames before the first keyframe are held back but count as arrivals.
+	w.WriteFrame(Header{FrameSeq: 1}, payloadFor(1, 10))
+	eventually(t, 5*time.Second, "held-back frame", func() bool { return r.Stats().KeyframeWaits == 1 })
+	if r.LastArrival().IsZero() {
+		t.Error("held-back frame not counted as an arrival")
+	}
+	f := writeAndWait(t, w, frames, Header{Flags: FlagKeyframe}, 2)
+	if f.Gap != 1 {
+		t.Errorf("first keyframe Gap = %d, want 1 (the held-back frame)", f.Gap)
+	}
+	writeAndWait(t, w, frames, Header{}, 3)
+	// A gap closes the gate until the next keyframe.
+	w.WriteFrame(Header{FrameSeq: 10}, payloadFor(10, 10))
+	eventually(t, 5*time.Second, "held-back frame after gap", func() bool { return r.Stats().KeyframeWaits == 2 })
+	f = writeAndWait(t, w, frames, Header{Flags: FlagKeyframe}, 11)
+	if f.Gap != 7 {
+		t.Errorf("keyframe after gap: Gap = %d, want 6 missed + 1 held back", f.Gap)
+	}
+	if len(frames) != 0 {
+		t.Errorf("%d unexpected frames delivered", len(frames))
+	}
+}
