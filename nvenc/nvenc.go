@@ -14,10 +14,10 @@ package nvenc
 
 import (
 	"errors"
-	"log/slog"
-	"sync/atomic"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync/atomic"
 
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
