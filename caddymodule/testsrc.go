@@ -1,0 +1,220 @@
+package caddymodule
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/sdr-os/sdr-caddy/internal/testpattern"
+	"github.com/sdr-os/sdr-caddy/nvenc"
+	"github.com/sdr-os/sdr-caddy/shmring"
+)
+
+// TestSource stands in for the simulator: it renders the moving test
+// pattern (internal/testpattern) at a fixed frame rate and commits every
+// frame into a ring the way the simulator does. With an encoded codec (h264,
+// hevc, jpeg) it encodes through package nvenc and writes the encoded ring;
+// with a raw pixel format (i420, nv12, rgba, bgra, rgb24) it writes the raw
+// ring that the sdr_encoder app reads. frame_id is the commit time in Unix
+// ns; the picture carries the frame number and render time (barcode and
+// digits).
+type TestSource struct {
+	// Path of the ring file.
+	Path string
+	// Size of the ring file in bytes, control region included.
+	Size int64
+	// Codec: shmring.CodecH264, CodecHEVC, CodecJPEG or a raw format.
+	Codec shmring.Codec
+	// Width and Height of the pictures.
+	Width, Height int
+	// FPS is the frame rate.
+	FPS int
+	// GOP is the number of frames from one IDR to the next (encoded codecs).
+	GOP int
+	// BitrateKbps for H.264 and HEVC; 0 for nvenc's default.
+	BitrateKbps int
+	// JPEGQuality 1..100; 0 for nvenc's default.
+	JPEGQuality int
+	// Backends overrides nvenc's backend preference order.
+	Backends []string
+	// NoCRC writes 0 instead of the payload CRC-32.
+	NoCRC bool
+	// Frames stops the source after this many frames; 0 runs until the
+	// context ends.
+	Frames uint64
+	// Logger receives the start line and a status line every StatusEvery.
+	Logger *slog.Logger
+	// StatusEvery is the period of status lines; 0 means 5 s, <0 never.
+	StatusEvery time.Duration
+
+	keyframe atomic.Bool
+}
+
+// RequestKeyframe makes the next encoded frame an IDR.
+func (s *TestSource) RequestKeyframe() { s.keyframe.Store(true) }
+
+// Validate checks the configuration.
+func (s *TestSource) Validate() error {
+	if s.Path == "" {
+		return errors.New("test source: ring path is empty")
+	}
+	if s.FPS < 1 || s.FPS > 240 {
+		return fmt.Errorf("test source: fps %d: want 1..240", s.FPS)
+	}
+	switch s.Codec {
+	case shmring.CodecH264, shmring.CodecHEVC, shmring.CodecJPEG,
+		shmring.CodecI420, shmring.CodecNV12, shmring.CodecRGBA, shmring.CodecBGRA, shmring.CodecRGB24:
+	default:
+		return fmt.Errorf("test source: codec %s: want h264, hevc, jpeg, i420, nv12, rgba, bgra or rgb24", s.Codec)
+	}
+	if s.GOP < 0 {
+		return fmt.Errorf("test source: gop %d is negative", s.GOP)
+	}
+	if _, err := testpattern.New(s.Width, s.Height, testpattern.I420); err != nil {
+		return fmt.Errorf("test source: %w", err)
+	}
+	return nil
+}
+
+// Run writes frames until ctx ends or Frames have been written. It returns
+// nil when ctx ends.
+func (s *TestSource) Run(ctx context.Context) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	log := s.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	format := testpattern.I420
+	if s.Codec.IsRaw() {
+		format = testpattern.Format(s.Codec)
+	}
+	pattern, err := testpattern.New(s.Width, s.Height, format)
+	if err != nil {
+		return fmt.Errorf("test source: %w", err)
+	}
+
+	var enc *nvenc.Encoder
+	if !s.Codec.IsRaw() {
+		enc, err = nvenc.Open(nvenc.Config{
+			Codec:       s.Codec,
+			Width:       s.Width,
+			Height:      s.Height,
+			Input:       shmring.CodecI420,
+			FPS:         s.FPS,
+			GOP:         s.GOP,
+			BitrateKbps: s.BitrateKbps,
+			JPEGQuality: s.JPEGQuality,
+			Backends:    s.Backends,
+		})
+		if err != nil {
+			return fmt.Errorf("test source: %w", err)
+		}
+		defer enc.Close()
+	}
+
+	w, err := shmring.CreateWriter(s.Path, s.Size, shmring.WithCRC(!s.NoCRC))
+	if err != nil {
+		return fmt.Errorf("test source: %w", err)
+	}
+	defer w.Close()
+
+	// Raw frames: the payload is the descriptor followed by the picture.
+	var raw []byte
+	if s.Codec.IsRaw() {
+		raw, _, err = shmring.NewRawPayload(s.Codec, shmring.RawDescriptor{
+			Width: uint32(s.Width), Height: uint32(s.Height), Stride: uint32(pattern.Stride()),
+		})
+		if err != nil {
+			return fmt.Errorf("test source: %w", err)
+		}
+		if len(raw)-shmring.RawDescriptorSize != pattern.Size() {
+			return fmt.Errorf("test source: raw %s layout of %d bytes differs from the pattern's %d", s.Codec, len(raw)-shmring.RawDescriptorSize, pattern.Size())
+		}
+	}
+	if need := len(raw); need > w.MaxPayload() {
+		return fmt.Errorf("test source: raw frame of %d bytes does not fit ring %s (%d bytes of payload); raise --size", need, s.Path, w.MaxPayload())
+	}
+
+	attrs := []any{"path", s.Path, "codec", s.Codec.String(), "size", fmt.Sprintf("%dx%d", s.Width, s.Height), "fps", s.FPS}
+	if enc != nil {
+		attrs = append(attrs, "backend", enc.Backend(), "gop", enc.Config().GOP)
+	}
+	log.Info("test source writing", attrs...)
+
+	period := time.Second / time.Duration(s.FPS)
+	statusEvery := s.StatusEvery
+	if statusEvery == 0 {
+		statusEvery = 5 * time.Second
+	}
+	var (
+		pix                  []byte
+		n                    uint64
+		written, bytes, late uint64
+		start                = time.Now()
+		lastStatus           = start
+		lastWritten          uint64
+		timer                = time.NewTimer(0)
+	)
+	defer timer.Stop()
+	for s.Frames == 0 || n < s.Frames {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		}
+		n++
+		now := time.Now()
+		if raw != nil {
+			pattern.Render(raw[shmring.RawDescriptorSize:], n, now)
+			if _, err := w.WriteFrame(shmring.Header{Codec: s.Codec}, raw); err != nil {
+				return fmt.Errorf("test source: %w", err)
+			}
+			written++
+			bytes += uint64(len(raw))
+		} else {
+			pix = pattern.Render(pix, n, now)
+			pkts, err := enc.Encode(nvenc.Picture{
+				Format: shmring.CodecI420, Width: s.Width, Height: s.Height, Stride: pattern.Stride(), Data: pix,
+			}, s.keyframe.Swap(false))
+			if err != nil {
+				return fmt.Errorf("test source: frame %d: %w", n, err)
+			}
+			for _, p := range pkts {
+				h := shmring.Header{Codec: s.Codec}
+				if p.Keyframe {
+					h.Flags = shmring.FlagKeyframe
+				}
+				if _, err := w.WriteFrame(h, p.Data); err != nil {
+					return fmt.Errorf("test source: frame %d: %w", n, err)
+				}
+				written++
+				bytes += uint64(len(p.Data))
+			}
+		}
+
+		// Next frame on the fixed schedule; when a frame ran late by more
+		// than a period, start the schedule again from now instead of
+		// bursting to catch up.
+		next := start.Add(time.Duration(n) * period)
+		after := time.Now()
+		if after.Sub(next) > period {
+			late++
+			start = after.Add(-time.Duration(n) * period)
+			next = after
+		}
+		timer.Reset(max(0, next.Sub(after)))
+
+		if statusEvery > 0 && after.Sub(lastStatus) >= statusEvery {
+			secs := after.Sub(lastStatus).Seconds()
+			log.Info("test source status", "frames", written, "fps", fmt.Sprintf("%.1f", float64(written-lastWritten)/secs),
+				"bytes", bytes, "late", late)
+			lastStatus, lastWritten = after, written
+		}
+	}
+	return nil
+}
