@@ -1,0 +1,423 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/gorilla/websocket"
+	"go.uber.org/zap"
+
+	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/hub"
+	"github.com/sdr-os/sdr-caddy/internal/wire"
+)
+
+func init() {
+	caddy.RegisterModule(new(Stream))
+}
+
+// processStart is the health JSON's origin of uptime_s.
+var processStart = time.Now()
+
+// Stream serves one video stream over the /stream/ws WebSocket protocol of
+// SDR_OS's transport-server: 0x01 video frames from a frame source, fanned
+// out to every client from one framed copy; 0x02 telemetry and 0x04
+// commands through the sdr_nats app when one is configured. A plain GET
+// (no WebSocket upgrade) returns the old service's health JSON.
+//
+// Each handler owns a hub (the fan-out) and shares its source: one ring
+// reader per ring file in the process, kept across config reloads. On a
+// reload or stop, the handler's clients are closed with code 1012 (service
+// restart); the browser reconnects to the new handler, which starts it at
+// the latest keyframe at once.
+type Stream struct {
+	// Name of the stream: its label in metrics and the name under which the
+	// sdr_nats app keeps its safety gate and relay. Default: "default".
+	Name string `json:"name,omitempty"`
+
+	// Source of the frames. Default: the SHM ring at
+	// /dev/shm/sdr_os_ipc/frames, 4 MiB.
+	Source *StreamSource `json:"source,omitempty"`
+
+	// IDRCoalesce is the shortest interval between two keyframe requests
+	// sent to the producer (SDR_IDR_COALESCE_MS). Default: 500ms.
+	IDRCoalesce caddy.Duration `json:"idr_coalesce,omitempty"`
+
+	// IDRTimeout closes a client (code 4000) that waited this long for a
+	// keyframe (SDR_IDR_TIMEOUT_MS). Default: 5s.
+	IDRTimeout caddy.Duration `json:"idr_timeout,omitempty"`
+
+	// QueueDepth is how many frames a client may fall behind before it
+	// skips to the newest keyframe (SDR_BROADCAST_CAPACITY). Default: 64.
+	QueueDepth int `json:"queue_depth,omitempty"`
+
+	// MaxGOPBytes bounds the current GOP kept for joining clients; a longer
+	// GOP makes joining clients wait for the next keyframe. Default: 32 MiB.
+	MaxGOPBytes int `json:"max_gop_bytes,omitempty"`
+
+	// MaxClients refuses WebSocket upgrades beyond this many clients with
+	// 503. Default: 0, no limit.
+	MaxClients int `json:"max_clients,omitempty"`
+
+	// AllowedOrigins lists the origins (scheme://host[:port]) allowed to
+	// open the WebSocket besides the page's own; "*" allows any. Default:
+	// same-origin only.
+	AllowedOrigins []string `json:"allowed_origins,omitempty"`
+
+	// MaxMessageSize is the largest message a client may send; a larger one
+	// closes it with code 1009. Default: 65536.
+	MaxMessageSize int `json:"max_message_size,omitempty"`
+
+	// WriteTimeout is the deadline of one batched write to a client; a
+	// client that cannot take it is disconnected. Default: 10s.
+	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
+
+	name    string
+	log     *zap.Logger
+	src     frame.Source
+	ring    *ringShare // the shared ring reader, when the source is a ring
+	ringKey string
+	hub     *hub.Hub
+	unsub   func()
+	relay   frame.Relay
+	telemUn func()
+	origin  func(*http.Request) bool
+	metrics *streamMetrics
+
+	ctx     context.Context
+	cancel  context.CancelFunc
+	mu      sync.RWMutex
+	clients map[*hub.Client]struct{}
+	wg      sync.WaitGroup
+}
+
+// StreamSource says where a stream's frames come from. Exactly one field
+// is set.
+type StreamSource struct {
+	// SHM reads an encoded-frame ring in shared memory.
+	SHM *SHMSource `json:"shm,omitempty"`
+	// Encoder names a stream of the sdr_encoder app.
+	Encoder string `json:"encoder,omitempty"`
+}
+
+// SHMSource is an encoded-frame ring file.
+type SHMSource struct {
+	// Path of the ring file (SDR_SHM_PATH). Default: /dev/shm/sdr_os_ipc/frames.
+	Path string `json:"path,omitempty"`
+	// Size of the ring file in bytes, control region included
+	// (SDR_SHM_SIZE); 0 takes the file's size. Default: 4194304.
+	Size int64 `json:"size,omitempty"`
+	// DisableCRC skips the payload CRC-32 check (SDR_CRC_ENABLED=false);
+	// needed when the writer stores no CRC. Default: false (checked).
+	DisableCRC bool `json:"disable_crc,omitempty"`
+	// KeyframeGating forwards nothing after a gap or writer restart until
+	// a keyframe (SDR_SHM_KEYFRAME_GATING). Default: false.
+	KeyframeGating bool `json:"keyframe_gating,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (*Stream) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.sdr_stream",
+		New: func() caddy.Module { return new(Stream) },
+	}
+}
+
+// Provision opens the source (or takes the shared ring reader), builds the
+// hub and, when the sdr_nats app is configured, attaches the stream to it.
+func (s *Stream) Provision(ctx caddy.Context) error {
+	s.log = ctx.Logger()
+	s.name = s.Name
+	if s.name == "" {
+		s.name = "default"
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.clients = make(map[*hub.Client]struct{})
+	s.metrics = registerStreamMetrics(ctx.GetMetricsRegistry(), s.log)
+	s.origin = hub.Origins(s.AllowedOrigins)
+
+	if err := s.openSource(ctx); err != nil {
+		return err
+	}
+	s.hub = hub.New(hub.Config{
+		Capacity:    s.QueueDepth,
+		MaxGOPBytes: s.MaxGOPBytes,
+		IDRCoalesce: time.Duration(s.IDRCoalesce),
+		Logger:      ctx.Slogger().With(slog.String("stream", s.name)),
+		Metrics:     s.metrics.forStream(s.name),
+	})
+	if kr, ok := s.src.(frame.KeyframeRequester); ok {
+		s.hub.SetKeyframeRequester(kr)
+	}
+	if err := s.attachBus(ctx); err != nil {
+		return err
+	}
+	s.unsub = s.src.Subscribe(s.hub.Publish)
+	s.log.Info("stream ready", zap.String("stream", s.name), zap.String("source", s.sourceString()),
+		zap.Bool("nats", s.relay != nil))
+	return nil
+}
+
+func (s *Stream) sourceString() string {
+	switch {
+	case s.Source != nil && s.Source.Encoder != "":
+		return "encoder " + s.Source.Encoder
+	default:
+		return "shm " + s.shm().Path
+	}
+}
+
+// attachBus binds the stream to the sdr_nats app when it is configured: the
+// safety gate runs from now on, telemetry goes to every client, commands
+// and keyframe requests go through the relay.
+func (s *Stream) attachBus(ctx caddy.Context) error {
+	app, err := ctx.AppIfConfigured("sdr_nats")
+	if errors.Is(err, caddy.ErrNotConfigured) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("sdr_stream %s: loading the sdr_nats app: %w", s.name, err)
+	}
+	bus, ok := app.(frame.Bus)
+	if !ok {
+		return fmt.Errorf("sdr_stream %s: the sdr_nats app (%T) does not offer a frame.Bus", s.name, app)
+	}
+	relay, err := bus.Attach(s.name, s.src)
+	if err != nil {
+		return fmt.Errorf("sdr_stream %s: attaching to sdr_nats: %w", s.name, err)
+	}
+	s.relay = relay
+	if _, inProcess := s.src.(frame.KeyframeRequester); !inProcess {
+		s.hub.SetKeyframeRequester(relay)
+	}
+	s.telemUn = relay.SubscribeTelemetry(s.broadcastTelemetry)
+	return nil
+}
+
+// broadcastTelemetry frames a telemetry message once and queues it for
+// every client; a client with a full queue loses it (telemetry is lossy).
+func (s *Stream) broadcastTelemetry(msg []byte) {
+	f := wire.AppendBinaryFrame(make([]byte, 0, len(msg)+10), msg)
+	s.mu.RLock()
+	for c := range s.clients {
+		c.SendFrame(f)
+	}
+	s.mu.RUnlock()
+}
+
+// Validate checks the configuration.
+func (s *Stream) Validate() error {
+	if s.Source != nil {
+		n := 0
+		if s.Source.SHM != nil {
+			n++
+		}
+		if s.Source.Encoder != "" {
+			n++
+		}
+		if n != 1 {
+			return fmt.Errorf("sdr_stream %s: source: set exactly one of shm and encoder, got %d", s.name, n)
+		}
+		if sh := s.Source.SHM; sh != nil && sh.Size != 0 && sh.Size < 48 {
+			return fmt.Errorf("sdr_stream %s: shm size %d: want 0 (the file's size) or at least 48 bytes", s.name, sh.Size)
+		}
+	}
+	for _, c := range []struct {
+		what string
+		v    int64
+	}{
+		{"idr_coalesce", int64(s.IDRCoalesce)}, {"idr_timeout", int64(s.IDRTimeout)},
+		{"queue_depth", int64(s.QueueDepth)}, {"max_gop_bytes", int64(s.MaxGOPBytes)},
+		{"max_clients", int64(s.MaxClients)}, {"max_message_size", int64(s.MaxMessageSize)},
+		{"write_timeout", int64(s.WriteTimeout)},
+	} {
+		if c.v < 0 {
+			return fmt.Errorf("sdr_stream %s: %s is negative (%d)", s.name, c.what, c.v)
+		}
+	}
+	return nil
+}
+
+// Cleanup closes the handler's clients (code 1012), detaches from the
+// source and the relay, and gives the shared ring reader back. It releases
+// only what Provision took.
+func (s *Stream) Cleanup() error {
+	if s.cancel != nil {
+		s.mu.Lock() // no client is added after this
+		s.cancel()
+		s.mu.Unlock()
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		s.log.Warn("clients still closing after 5s", zap.String("stream", s.name))
+	}
+	if s.unsub != nil {
+		s.unsub()
+	}
+	if s.telemUn != nil {
+		s.telemUn()
+	}
+	if s.relay != nil {
+		s.relay.Release()
+	}
+	if s.hub != nil {
+		s.hub.Close()
+	}
+	if s.ring != nil {
+		if _, err := ringPool.Delete(s.ringKey); err != nil {
+			return fmt.Errorf("sdr_stream %s: releasing ring reader %s: %w", s.name, s.ringKey, err)
+		}
+	}
+	return nil
+}
+
+// ServeHTTP upgrades WebSocket requests and streams to them until the
+// client leaves or the handler is cleaned up; any other GET gets the health
+// JSON.
+func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if !websocket.IsWebSocketUpgrade(r) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			return caddyhttp.Error(http.StatusMethodNotAllowed,
+				fmt.Errorf("sdr_stream %s: method %s", s.name, r.Method))
+		}
+		return s.serveHealth(w, r)
+	}
+	if !s.origin(r) {
+		s.metrics.originRejected.WithLabelValues(s.name).Inc()
+		return caddyhttp.Error(http.StatusForbidden,
+			fmt.Errorf("sdr_stream %s: origin %q not allowed", s.name, r.Header.Get("Origin")))
+	}
+	if s.MaxClients > 0 && s.hub.Stats().Clients >= int64(s.MaxClients) {
+		s.metrics.clientsRejected.WithLabelValues(s.name).Inc()
+		w.Header().Set("Retry-After", "5")
+		return caddyhttp.Error(http.StatusServiceUnavailable,
+			fmt.Errorf("sdr_stream %s: %d clients, the maximum", s.name, s.MaxClients))
+	}
+	if s.ctx.Err() != nil {
+		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("sdr_stream %s: stopping", s.name))
+	}
+	conn, err := hub.Upgrade(w, r, s.origin)
+	if err != nil {
+		// The upgrader has answered the client already.
+		s.log.Debug("websocket upgrade failed", zap.String("stream", s.name), zap.Error(err))
+		return nil
+	}
+	cfg := hub.ClientConfig{
+		KeyframeTimeout: time.Duration(s.IDRTimeout),
+		WriteTimeout:    time.Duration(s.WriteTimeout),
+		MaxMessage:      s.MaxMessageSize,
+		OnCommand:       s.commandPath(),
+	}
+	c := s.hub.NewClient(conn, nil, cfg)
+	s.mu.Lock()
+	if s.ctx.Err() != nil {
+		s.mu.Unlock()
+		c.Close(wire.CloseServiceRestart, "sdr_stream stopped or reloaded; reconnect")
+	} else {
+		s.clients[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			delete(s.clients, c)
+			s.mu.Unlock()
+			s.wg.Done()
+		}()
+	}
+	err = c.Run(s.ctx)
+	if err != nil && s.log.Core().Enabled(zap.DebugLevel) {
+		s.log.Debug("client ended", zap.String("stream", s.name), zap.String("remote", r.RemoteAddr), zap.Error(err))
+	}
+	return nil
+}
+
+// commandPath returns the 0x04 handler of one client: its own session of
+// the relay, or, without sdr_nats, an "unavailable" acknowledgement.
+func (s *Stream) commandPath() func([]byte) []byte {
+	if s.relay != nil {
+		return s.relay.Session().Command
+	}
+	return unavailableAck
+}
+
+// unavailableAck answers a command when no NATS is configured.
+func unavailableAck(body []byte) []byte {
+	var cmd struct {
+		Action json.RawMessage `json:"action"`
+		CmdSeq json.RawMessage `json:"cmd_seq"`
+	}
+	_ = json.Unmarshal(body, &cmd) // a malformed command still gets its answer
+	if len(cmd.Action) == 0 {
+		cmd.Action = json.RawMessage("null")
+	}
+	if len(cmd.CmdSeq) == 0 {
+		cmd.CmdSeq = json.RawMessage("null")
+	}
+	payload, _ := json.Marshal(struct {
+		Action json.RawMessage `json:"action"`
+		CmdSeq json.RawMessage `json:"cmd_seq"`
+		Status string          `json:"status"`
+		Detail string          `json:"detail"`
+	}{cmd.Action, cmd.CmdSeq, "unavailable", "no NATS configured"})
+	msg, _ := wire.Telemetry("telemetry.command.ack", payload)
+	return msg
+}
+
+// health is the old transport-server's /health body, field for field.
+type health struct {
+	Status            string `json:"status"`
+	Clients           int64  `json:"clients"`
+	SHMSeq            uint64 `json:"shm_seq"`
+	LastFrameAgeMS    *int64 `json:"last_frame_age_ms"`
+	UptimeS           uint64 `json:"uptime_s"`
+	FramesBroadcast   uint64 `json:"frames_broadcast"`
+	ClientLagTotal    uint64 `json:"client_lag_total"`
+	AvgFrameSizeBytes uint64 `json:"avg_frame_size_bytes"`
+}
+
+func (s *Stream) serveHealth(w http.ResponseWriter, _ *http.Request) error {
+	st := s.hub.Stats()
+	h := health{
+		Status:            "ok",
+		Clients:           st.Clients,
+		UptimeS:           uint64(time.Since(processStart) / time.Second),
+		FramesBroadcast:   st.FramesIn,
+		ClientLagTotal:    st.LagSkips,
+		AvgFrameSizeBytes: st.AvgFrameSize(),
+	}
+	if s.ring != nil {
+		h.SHMSeq = s.ring.Reader().Sequence()
+	}
+	if t := s.src.LastArrival(); !t.IsZero() {
+		age := time.Since(t).Milliseconds()
+		h.LastFrameAgeMS = &age
+	}
+	body, err := json.Marshal(h)
+	if err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("sdr_stream %s: encoding health: %w", s.name, err))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, err = w.Write(body)
+	return err
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Stream)(nil)
+	_ caddy.Validator             = (*Stream)(nil)
+	_ caddy.CleanerUpper          = (*Stream)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Stream)(nil)
+)

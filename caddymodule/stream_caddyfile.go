@@ -1,0 +1,233 @@
+package caddymodule
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("sdr_stream", parseStreamCaddyfile)
+	// A terminal handler: it answers every request it gets (WebSocket or
+	// health JSON), so it sits with reverse_proxy and file_server.
+	httpcaddyfile.RegisterDirectiveOrder("sdr_stream", httpcaddyfile.Before, "reverse_proxy")
+}
+
+func parseStreamCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	s := new(Stream)
+	if err := s.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	sdr_stream [<matcher>] [<name>] {
+//	    name             <name>
+//	    source           shm <path> [<size>] | encoder <stream>
+//	    crc              <bool>
+//	    keyframe_gating  <bool>
+//	    idr_coalesce     <duration>
+//	    idr_timeout      <duration>
+//	    queue_depth      <frames>
+//	    max_gop_bytes    <size>
+//	    max_clients      <n>
+//	    max_message_size <size>
+//	    write_timeout    <duration>
+//	    allowed_origins  <origin...>
+//	}
+//
+// Booleans are true/false, on/off, yes/no or 1/0, so that the old
+// environment variables fit: `crc {$SDR_CRC_ENABLED:true}`. Durations take
+// a unit, or are milliseconds when they are a bare number:
+// `idr_timeout {$SDR_IDR_TIMEOUT_MS:5000}`. Sizes are bytes or carry a unit
+// (4MiB).
+func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		s.Name = d.Val()
+		if d.NextArg() {
+			return d.Errf("sdr_stream takes at most one argument (the stream name), got %q", d.Val())
+		}
+	}
+	seen := map[string]bool{}
+	var crc, gating *bool
+	for d.NextBlock(0) {
+		sub := d.Val()
+		if seen[sub] {
+			return d.Errf("duplicate subdirective %q", sub)
+		}
+		seen[sub] = true
+		args := d.RemainingArgs()
+		one := func() (string, error) {
+			if len(args) != 1 {
+				return "", d.Errf("%s takes one argument, got %d", sub, len(args))
+			}
+			return args[0], nil
+		}
+		switch sub {
+		case "name":
+			if s.Name != "" {
+				return d.Errf("stream name given twice (%q and name)", s.Name)
+			}
+			v, err := one()
+			if err != nil {
+				return err
+			}
+			s.Name = v
+		case "source":
+			src, err := parseStreamSource(d, args)
+			if err != nil {
+				return err
+			}
+			s.Source = src
+		case "crc", "keyframe_gating":
+			v, err := one()
+			if err != nil {
+				return err
+			}
+			b, err := parseBool(v)
+			if err != nil {
+				return d.Errf("%s %q: %v", sub, v, err)
+			}
+			if sub == "crc" {
+				crc = &b
+			} else {
+				gating = &b
+			}
+		case "idr_coalesce", "idr_timeout", "write_timeout":
+			v, err := one()
+			if err != nil {
+				return err
+			}
+			dur, err := parseMillis(v)
+			if err != nil {
+				return d.Errf("%s %q: %v", sub, v, err)
+			}
+			switch sub {
+			case "idr_coalesce":
+				s.IDRCoalesce = dur
+			case "idr_timeout":
+				s.IDRTimeout = dur
+			default:
+				s.WriteTimeout = dur
+			}
+		case "queue_depth", "max_clients":
+			v, err := one()
+			if err != nil {
+				return err
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return d.Errf("%s %q: want a whole number >= 0", sub, v)
+			}
+			if sub == "queue_depth" {
+				s.QueueDepth = n
+			} else {
+				s.MaxClients = n
+			}
+		case "max_gop_bytes", "max_message_size":
+			v, err := one()
+			if err != nil {
+				return err
+			}
+			n, err := humanize.ParseBytes(v)
+			if err != nil || n > 1<<40 {
+				return d.Errf("%s %q: want a size in bytes (65536, 64KiB)", sub, v)
+			}
+			if sub == "max_gop_bytes" {
+				s.MaxGOPBytes = int(n)
+			} else {
+				s.MaxMessageSize = int(n)
+			}
+		case "allowed_origins":
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			s.AllowedOrigins = args
+		default:
+			return d.Errf("unknown subdirective %q", sub)
+		}
+	}
+	if crc != nil || gating != nil {
+		if s.Source != nil && s.Source.Encoder != "" {
+			return d.Errf("crc and keyframe_gating apply to an shm source, not to encoder %q", s.Source.Encoder)
+		}
+		if s.Source == nil {
+			s.Source = &StreamSource{SHM: &SHMSource{}}
+		}
+		if crc != nil {
+			s.Source.SHM.DisableCRC = !*crc
+		}
+		if gating != nil {
+			s.Source.SHM.KeyframeGating = *gating
+		}
+	}
+	return nil
+}
+
+func parseStreamSource(d *caddyfile.Dispenser, args []string) (*StreamSource, error) {
+	if len(args) == 0 {
+		return nil, d.Err("source: want shm <path> [<size>] or encoder <stream>")
+	}
+	switch args[0] {
+	case "shm":
+		if len(args) < 2 || len(args) > 3 {
+			return nil, d.Errf("source shm takes a path and an optional size, got %d arguments", len(args)-1)
+		}
+		sh := &SHMSource{Path: args[1]}
+		if len(args) == 3 {
+			n, err := humanize.ParseBytes(args[2])
+			if err != nil || n > 1<<40 {
+				return nil, d.Errf("source shm size %q: want a size in bytes (4194304, 4MiB)", args[2])
+			}
+			sh.Size = int64(n)
+		}
+		return &StreamSource{SHM: sh}, nil
+	case "encoder":
+		if len(args) != 2 {
+			return nil, d.Errf("source encoder takes one stream name, got %d arguments", len(args)-1)
+		}
+		return &StreamSource{Encoder: args[1]}, nil
+	default:
+		return nil, d.Errf("unknown source %q: want shm or encoder", args[0])
+	}
+}
+
+func parseBool(v string) (bool, error) {
+	switch strings.ToLower(v) {
+	case "true", "on", "yes", "1":
+		return true, nil
+	case "false", "off", "no", "0":
+		return false, nil
+	}
+	return false, strconv.ErrSyntax
+}
+
+// parseMillis reads a Caddy duration; a bare number is milliseconds, the
+// unit of the old environment variables.
+func parseMillis(v string) (caddy.Duration, error) {
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 0 {
+			return 0, strconv.ErrRange
+		}
+		return caddy.Duration(n * 1e6), nil
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil {
+		return 0, err
+	}
+	if dur < 0 {
+		return 0, strconv.ErrRange
+	}
+	return caddy.Duration(dur), nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Stream)(nil)
