@@ -1,0 +1,585 @@
+package deploy
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
+)
+
+// The README's code blocks are tests. Each fenced block is preceded by a
+// marker `<!-- doc-test: KIND -->` that says how it is checked:
+//
+//	prose           a ```text diagram; nothing to run
+//	tree            a directory listing: every path named exists
+//	make            `make TARGET` lines: `make -n TARGET` succeeds
+//	xcaddy          an xcaddy build line: same Caddy version and module as
+//	                go.mod, and for a local build the same --with as
+//	                scripts/xcaddy-check.sh, which `make test` runs
+//	caddyfile       a whole Caddyfile: `caddy adapt` accepts it
+//	caddyfile-site  site-block contents: adapted inside a site block
+//	caddyfile-global global options: adapted as the global options block
+//	json-app NAME   an app's JSON config: `caddy validate` accepts it as apps.NAME
+//	json-handler    a handler's JSON config: validated inside an HTTP route
+//	caddy-run       a `bin/caddy run` line: run as written (listening
+//	                addresses moved to free ports) for the live blocks below
+//	live            shell lines run against that process, with
+//	                http://localhost, :8080 and :2019 mapped to it
+//	run             shell lines run in the repository root (bin/caddy is
+//	                the built binary); each must exit 0
+//	docker-build    `docker build` lines: Dockerfile, target and context exist
+//	compose         `docker compose` lines: the files load with those profiles
+//
+// A block without a marker, or with an unknown kind, fails the test.
+
+type docBlock struct {
+	line int
+	kind string
+	args []string
+	lang string
+	body string
+}
+
+var docMarker = regexp.MustCompile(`^<!--\s*doc-test:\s*(.*?)\s*-->$`)
+
+func parseDocBlocks(md string) ([]docBlock, error) {
+	lines := strings.Split(md, "\n")
+	var blocks []docBlock
+	for i := 0; i < len(lines); i++ {
+		l := lines[i]
+		if !strings.HasPrefix(l, "```") {
+			continue
+		}
+		b := docBlock{line: i + 1, lang: strings.TrimSpace(strings.TrimPrefix(l, "```"))}
+		j := i - 1
+		for j >= 0 && strings.TrimSpace(lines[j]) == "" {
+			j--
+		}
+		if j < 0 {
+			return nil, fmt.Errorf("line %d: code block without a doc-test marker", b.line)
+		}
+		m := docMarker.FindStringSubmatch(strings.TrimSpace(lines[j]))
+		if m == nil {
+			return nil, fmt.Errorf("line %d: code block without a doc-test marker (<!-- doc-test: KIND -->)", b.line)
+		}
+		f := strings.Fields(m[1])
+		if len(f) == 0 {
+			return nil, fmt.Errorf("line %d: empty doc-test marker", b.line)
+		}
+		b.kind, b.args = f[0], f[1:]
+		var body []string
+		for i++; i < len(lines) && !strings.HasPrefix(lines[i], "```"); i++ {
+			body = append(body, lines[i])
+		}
+		if i == len(lines) {
+			return nil, fmt.Errorf("line %d: code block not closed", b.line)
+		}
+		b.body = strings.Join(body, "\n")
+		blocks = append(blocks, b)
+	}
+	return blocks, nil
+}
+
+// commandLines returns the non-empty, non-comment lines of a shell block,
+// with backslash continuations joined.
+func commandLines(body string) []string {
+	var out []string
+	cur := ""
+	for _, l := range strings.Split(body, "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		if strings.HasSuffix(l, "\\") {
+			cur += strings.TrimSuffix(l, "\\") + " "
+			continue
+		}
+		out = append(out, cur+l)
+		cur = ""
+	}
+	return out
+}
+
+// readmeRun holds what the blocks of one README share: the process a
+// caddy-run block started, for the live blocks after it.
+type readmeRun struct {
+	t       *testing.T
+	root    string
+	example *example
+}
+
+func (r *readmeRun) check(b docBlock) error {
+	switch b.kind {
+	case "prose":
+		if b.lang != "text" {
+			return fmt.Errorf("prose is for ```text blocks, not %q", b.lang)
+		}
+		return nil
+	case "tree":
+		return r.tree(b)
+	case "make":
+		return r.make(b)
+	case "xcaddy":
+		return r.xcaddy(b)
+	case "caddyfile":
+		return r.adapt(b.body)
+	case "caddyfile-site":
+		return r.adapt(":8089 {\n" + b.body + "\n}\n")
+	case "caddyfile-global":
+		return r.adapt(b.body + "\n")
+	case "json-app":
+		if len(b.args) != 1 {
+			return fmt.Errorf("json-app needs the app name")
+		}
+		return r.validateJSON(fmt.Sprintf(`{"apps":{%q:%s}}`, b.args[0], b.body))
+	case "json-handler":
+		return r.validateJSON(`{"apps":{"http":{"servers":{"s":{"listen":["127.0.0.1:0"],"routes":[{"handle":[` + b.body + `]}]}}}}}`)
+	case "caddy-run":
+		return r.caddyRun(b)
+	case "live":
+		return r.live(b)
+	case "run":
+		return r.run(b)
+	case "docker-build":
+		return r.dockerBuild(b)
+	case "compose":
+		return r.compose(b)
+	}
+	return fmt.Errorf("unknown doc-test kind %q", b.kind)
+}
+
+func (r *readmeRun) tree(b docBlock) error {
+	for _, l := range strings.Split(b.body, "\n") {
+		f := strings.Fields(l)
+		if len(f) == 0 {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(r.root, f[0])); err != nil {
+			return fmt.Errorf("layout names %s: %w", f[0], err)
+		}
+	}
+	return nil
+}
+
+func (r *readmeRun) make(b docBlock) error {
+	for _, l := range commandLines(b.body) {
+		f := strings.Fields(l)
+		if len(f) != 2 || f[0] != "make" {
+			return fmt.Errorf("%q: want `make TARGET`", l)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		out, err := testenv.Run(ctx, r.root, "make", "-n", f[1])
+		cancel()
+		if err != nil {
+			return fmt.Errorf("make -n %s: %w\n%s", f[1], err, out)
+		}
+	}
+	return nil
+}
+
+var (
+	goModModule = regexp.MustCompile(`(?m)^module (\S+)`)
+	goModCaddy  = regexp.MustCompile(`(?m)github.com/caddyserver/caddy/v2 (v\S+)`)
+	scriptWith  = regexp.MustCompile(`xcaddy build (\S+) .*--with "?([^"\s]+)"?`)
+)
+
+func (r *readmeRun) xcaddy(b docBlock) error {
+	gomod, err := os.ReadFile(filepath.Join(r.root, "go.mod"))
+	if err != nil {
+		return err
+	}
+	module := goModModule.FindSubmatch(gomod)[1]
+	caddyVersion := goModCaddy.FindSubmatch(gomod)[1]
+	script, err := os.ReadFile(filepath.Join(r.root, "scripts/xcaddy-check.sh"))
+	if err != nil {
+		return err
+	}
+	sm := scriptWith.FindSubmatch(script)
+	if sm == nil {
+		return fmt.Errorf("no xcaddy build line in scripts/xcaddy-check.sh")
+	}
+	localWith := strings.ReplaceAll(string(sm[2]), "$root", ".")
+	makefile, err := os.ReadFile(filepath.Join(r.root, "Makefile"))
+	if err != nil {
+		return err
+	}
+	if !regexp.MustCompile(`(?m)^test:.*\btest-xcaddy\b`).Match(makefile) ||
+		!strings.Contains(string(makefile), "scripts/xcaddy-check.sh") {
+		return fmt.Errorf("make test does not run scripts/xcaddy-check.sh")
+	}
+	for _, l := range commandLines(b.body) {
+		f := strings.Fields(l)
+		for len(f) > 0 && strings.Contains(f[0], "=") && !strings.HasPrefix(f[0], "-") {
+			if f[0] == "CGO_ENABLED=0" {
+				return fmt.Errorf("%q: the encoder needs CGO_ENABLED=1", l)
+			}
+			f = f[1:]
+		}
+		if len(f) < 5 || f[0] != "xcaddy" || f[1] != "build" {
+			return fmt.Errorf("%q: want `xcaddy build VERSION --with MODULE`", l)
+		}
+		if f[2] != string(caddyVersion) {
+			return fmt.Errorf("%q: Caddy %s, go.mod pins %s", l, f[2], caddyVersion)
+		}
+		i := slices.Index(f, "--with")
+		if i < 0 || i+1 >= len(f) {
+			return fmt.Errorf("%q: no --with", l)
+		}
+		with := f[i+1]
+		mod, _, _ := strings.Cut(with, "=")
+		mod, _, _ = strings.Cut(mod, "@")
+		if mod != string(module) {
+			return fmt.Errorf("%q: module %s, go.mod says %s", l, mod, module)
+		}
+		if strings.Contains(with, "=") && with != localWith {
+			return fmt.Errorf("%q: local build --with %s, but scripts/xcaddy-check.sh (run by make test) uses %s", l, with, localWith)
+		}
+		if sm[1] != nil && string(sm[1]) != f[2] {
+			return fmt.Errorf("%q: scripts/xcaddy-check.sh builds Caddy %s", l, sm[1])
+		}
+	}
+	return nil
+}
+
+func (r *readmeRun) xdgEnv() []string {
+	xdg := r.t.TempDir()
+	return cleanEnv("XDG_CONFIG_HOME="+xdg, "XDG_DATA_HOME="+xdg)
+}
+
+func (r *readmeRun) adapt(caddyfile string) error {
+	out, err := runCaddy(r.t, r.xdgEnv(), caddyfile, "adapt", "--config", "-", "--adapter", "caddyfile")
+	if err != nil {
+		return fmt.Errorf("caddy adapt: %w\n%s\n---\n%s", err, out, caddyfile)
+	}
+	return nil
+}
+
+func (r *readmeRun) validateJSON(cfg string) error {
+	f := filepath.Join(r.t.TempDir(), "caddy.json")
+	if err := os.WriteFile(f, []byte(cfg), 0o644); err != nil {
+		return err
+	}
+	out, err := runCaddy(r.t, r.xdgEnv(), "", "validate", "--config", f)
+	if err != nil {
+		return fmt.Errorf("caddy validate: %w\n%s\n---\n%s", err, out, cfg)
+	}
+	return nil
+}
+
+func (r *readmeRun) caddyRun(b docBlock) error {
+	lines := commandLines(b.body)
+	if len(lines) != 1 {
+		return fmt.Errorf("caddy-run: one command line, got %d", len(lines))
+	}
+	f := strings.Fields(lines[0])
+	want := []string{"bin/caddy", "run", "--config", "Caddyfile.example", "--adapter", "caddyfile"}
+	if !slices.Equal(f, want) {
+		return fmt.Errorf("caddy-run: %q is not %q (the line startExample runs)", lines[0], strings.Join(want, " "))
+	}
+	r.example = startExample(r.t)
+	return nil
+}
+
+// live runs shell lines against the process a caddy-run block started.
+func (r *readmeRun) live(b docBlock) error {
+	if r.example == nil {
+		return fmt.Errorf("live block before any caddy-run block")
+	}
+	repl := strings.NewReplacer(
+		"http://localhost:8080", r.example.transport,
+		"http://localhost:2019", "http://"+r.example.admin,
+		"localhost:2019", r.example.admin,
+		"http://localhost", r.example.edge,
+	)
+	for _, l := range commandLines(b.body) {
+		if err := r.shell(repl.Replace(l)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *readmeRun) run(b docBlock) error {
+	for _, l := range commandLines(b.body) {
+		if err := r.shell(l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// shell runs one line with bash in the repository root, with bin/caddy
+// standing for the built binary.
+func (r *readmeRun) shell(line string) error {
+	line = strings.ReplaceAll(line, "bin/caddy ", testenv.CaddyBin(r.t)+" ")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-o", "pipefail", "-ec", line)
+	cmd.Dir = r.root
+	cmd.Env = r.xdgEnv()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %w\n%s", line, err, out)
+	}
+	return nil
+}
+
+func (r *readmeRun) dockerBuild(b docBlock) error {
+	for _, l := range commandLines(b.body) {
+		f := strings.Fields(l)
+		if len(f) < 3 || f[0] != "docker" || f[1] != "build" {
+			return fmt.Errorf("%q: want `docker build ...`", l)
+		}
+		var file, target, ctxDir string
+		for i := 2; i < len(f); i++ {
+			switch f[i] {
+			case "-f", "--file":
+				i++
+				file = f[i]
+			case "--target":
+				i++
+				target = f[i]
+			case "-t", "--tag":
+				i++
+			default:
+				if strings.HasPrefix(f[i], "-") {
+					return fmt.Errorf("%q: option %s is not checked here", l, f[i])
+				}
+				ctxDir = f[i]
+			}
+		}
+		if ctxDir == "" {
+			return fmt.Errorf("%q: no build context", l)
+		}
+		if file == "" {
+			file = filepath.Join(ctxDir, "Dockerfile")
+		}
+		if _, err := os.Stat(filepath.Join(r.root, ctxDir)); err != nil {
+			return fmt.Errorf("%q: context: %w", l, err)
+		}
+		src, err := os.ReadFile(filepath.Join(r.root, file))
+		if err != nil {
+			return fmt.Errorf("%q: %w", l, err)
+		}
+		df, err := parseDockerfile(src)
+		if err != nil {
+			return fmt.Errorf("%q: %w", l, err)
+		}
+		if target != "" && df.stage(target) == nil {
+			return fmt.Errorf("%q: no stage %s in %s", l, target, file)
+		}
+		// COPY sources resolve in this context.
+		if probs := df.runProblems(filepath.Join(r.root, ctxDir)); len(probs) > 0 {
+			return fmt.Errorf("%q: %s", l, strings.Join(probs, "; "))
+		}
+	}
+	return nil
+}
+
+func (r *readmeRun) compose(b docBlock) error {
+	for _, l := range commandLines(b.body) {
+		f := strings.Fields(l)
+		if len(f) < 3 || f[0] != "docker" || f[1] != "compose" {
+			return fmt.Errorf("%q: want `docker compose ...`", l)
+		}
+		var files, profiles, services []string
+		sub := ""
+		for i := 2; i < len(f); i++ {
+			switch {
+			case f[i] == "-f" || f[i] == "--file":
+				i++
+				files = append(files, f[i])
+			case f[i] == "--profile":
+				i++
+				profiles = append(profiles, f[i])
+			case strings.HasPrefix(f[i], "-"):
+			case sub == "":
+				sub = f[i]
+			default:
+				services = append(services, f[i])
+			}
+		}
+		if len(files) == 0 {
+			files = []string{"docker-compose.yml"}
+		}
+		p, err := loadCompose(r.t, r.root, files, profiles)
+		if err != nil {
+			return fmt.Errorf("%q: %w", l, err)
+		}
+		if probs := checkReferences(p); len(probs) > 0 {
+			return fmt.Errorf("%q: %s", l, strings.Join(probs, "; "))
+		}
+		if len(p.Services) == 0 {
+			return fmt.Errorf("%q: no service enabled", l)
+		}
+		for _, s := range services {
+			if _, ok := p.Services[s]; !ok {
+				return fmt.Errorf("%q: no service %s with profiles %v", l, s, profiles)
+			}
+		}
+	}
+	return nil
+}
+
+func readme(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(testenv.Root(), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestReadmeBlocks runs or adapts every code block of the README.
+func TestReadmeBlocks(t *testing.T) {
+	blocks, err := parseDocBlocks(readme(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &readmeRun{t: t, root: testenv.Root()}
+	for _, b := range blocks {
+		if err := r.check(b); err != nil {
+			t.Errorf("README.md:%d (%s): %v", b.line, b.kind, err)
+		}
+	}
+}
+
+// TestReadmeDocTestsCatchRot proves that the checks fail on stale docs.
+func TestReadmeDocTestsCatchRot(t *testing.T) {
+	t.Parallel()
+	if _, err := parseDocBlocks("text\n\n```sh\nmake run\n```\n"); err == nil {
+		t.Error("a block without a marker was accepted")
+	}
+	r := &readmeRun{t: t, root: testenv.Root()}
+	stale := []docBlock{
+		{kind: "make", body: "make no-such-target"},
+		{kind: "xcaddy", body: "xcaddy build v2.10.0 --with github.com/sdr-os/sdr-caddy"},
+		{kind: "xcaddy", body: "xcaddy build v2.11.9 --with github.com/sdr-os/sdr-caddy/caddymodule"},
+		{kind: "xcaddy", body: "xcaddy build v2.11.9 --with github.com/sdr-os/sdr-caddy=../elsewhere"},
+		{kind: "caddyfile-site", body: "sdr_player {\n\tno_such_option 1\n}"},
+		{kind: "caddyfile-site", body: "no_such_directive"},
+		{kind: "json-handler", body: `{"handler":"sdr_player","stream_url":"http://wrong"}`},
+		{kind: "docker-build", body: "docker build -f containers/caddy/Dockerfile --target nope -t x ."},
+		{kind: "compose", body: "docker compose --profile sim up -d webserver"},
+		{kind: "tree", body: "no/such/dir/   what"},
+		{kind: "run", body: "bin/caddy no-such-command"},
+		{kind: "prose", lang: "sh", body: "rm -rf /"},
+		{kind: "live", body: "curl -fsS http://localhost/health"},
+		{kind: "bogus"},
+	}
+	for _, b := range stale {
+		if err := r.check(b); err == nil {
+			t.Errorf("stale %s block accepted: %q", b.kind, b.body)
+		}
+	}
+}
+
+// TestReadmeDocumentsEveryVariable: every SDR_* setting Caddyfile.example
+// reads is explained in the README.
+func TestReadmeDocumentsEveryVariable(t *testing.T) {
+	t.Parallel()
+	md := readme(t)
+	for v := range caddyfileVars(t) {
+		if !strings.Contains(md, "`"+v+"`") {
+			t.Errorf("README.md does not document %s, which Caddyfile.example reads", v)
+		}
+	}
+}
+
+var (
+	mdLink     = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	mdHeading  = regexp.MustCompile(`(?m)^#+ (.+)$`)
+	moduleName = regexp.MustCompile("`((?:http\\.handlers\\.)?sdr_[a-z_]+|sdr-[a-z-]+)`")
+)
+
+// githubSlug is the anchor GitHub gives a heading.
+func githubSlug(h string) string {
+	h = strings.ToLower(strings.TrimSpace(h))
+	var b strings.Builder
+	for _, r := range h {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '_':
+			b.WriteRune(r)
+		case r == ' ':
+			b.WriteRune('-')
+		}
+	}
+	return b.String()
+}
+
+// TestReadmeLinks: relative links point at files that exist, anchors at
+// headings that exist.
+func TestReadmeLinks(t *testing.T) {
+	t.Parallel()
+	md := readme(t)
+	anchors := map[string]bool{}
+	for _, m := range mdHeading.FindAllStringSubmatch(md, -1) {
+		anchors[githubSlug(m[1])] = true
+	}
+	for _, m := range mdLink.FindAllStringSubmatch(md, -1) {
+		link := m[1]
+		switch {
+		case strings.HasPrefix(link, "http://"), strings.HasPrefix(link, "https://"):
+		case strings.HasPrefix(link, "#"):
+			if !anchors[link[1:]] {
+				t.Errorf("README.md links to #%s, which is no heading", link[1:])
+			}
+		default:
+			path, _, _ := strings.Cut(link, "#")
+			if _, err := os.Stat(filepath.Join(testenv.Root(), path)); err != nil {
+				t.Errorf("README.md links to %s: %v", link, err)
+			}
+		}
+	}
+}
+
+// TestReadmeModulesExist: every sdr module, directive and subcommand the
+// README names is in the built binary, so the README never documents a
+// module that did not land.
+func TestReadmeModulesExist(t *testing.T) {
+	t.Parallel()
+	out, err := runCaddy(t, cleanEnv(), "", "list-modules")
+	if err != nil {
+		t.Fatalf("caddy list-modules: %v\n%s", err, out)
+	}
+	help, err := runCaddy(t, cleanEnv(), "", "help")
+	if err != nil {
+		t.Fatalf("caddy help: %v\n%s", err, help)
+	}
+	known := map[string]bool{}
+	for _, l := range strings.Split(out, "\n") {
+		id := strings.TrimSpace(l)
+		known[id] = true
+		if i := strings.LastIndex(id, "."); i >= 0 {
+			known[id[i+1:]] = true // the directive or app name
+		}
+	}
+	// Compose resources (the sdr_ipc volume) share the prefix.
+	p, err := loadCompose(t, testenv.Root(), []string{"docker-compose.yml"}, []string{"*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for v := range p.Volumes {
+		known[v] = true
+	}
+	for _, m := range moduleName.FindAllStringSubmatch(readme(t), -1) {
+		name := m[1]
+		if strings.HasPrefix(name, "sdr-") {
+			if !regexp.MustCompile(`(?m)^\s+` + regexp.QuoteMeta(name) + `\s`).MatchString(help) {
+				t.Errorf("README.md names the subcommand %s, which caddy help does not list", name)
+			}
+			continue
+		}
+		if !known[name] {
+			t.Errorf("README.md names %s, which the built binary does not have", name)
+		}
+	}
+}
