@@ -1,0 +1,361 @@
+package caddymodule
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("sdr_nats", parseNATSGlobalOption)
+}
+
+// parseNATSGlobalOption sets up the sdr_nats app from the global option
+// block. Syntax (every subdirective optional):
+//
+//	sdr_nats {
+//	    url <url...>                  # none: embedded server (commas also separate)
+//	    name <connection name>
+//	    credentials <file>
+//	    nkey_seed <file>
+//	    token <token>
+//	    user <name> [<password>]
+//	    tls {
+//	        ca <file>
+//	        cert <file>
+//	        key <file>
+//	        server_name <name>
+//	        insecure_skip_verify
+//	    }
+//	    embedded {
+//	        listen <host:port>        # default 127.0.0.1:4222
+//	        server_name <name>
+//	        jetstream [on|off]
+//	        store_dir <dir>
+//	        leaf_remote <url...> {
+//	            credentials <file>
+//	        }
+//	    }
+//	    reconnect_wait_max <duration>
+//	    telemetry_subjects <pattern...>  # default telemetry.>
+//	    telemetry_max_size <bytes>       # default 65536
+//	    telemetry_max_subject <bytes>    # default 256
+//	    actions <action...>
+//	    command_rate <per second>|off [burst <n>]
+//	    gate {
+//	        hold <ms|duration>            # default 1000
+//	        estop <ms|duration>           # default 5000
+//	        codec_grace <ms|duration>     # default 2000
+//	    }
+//	}
+//
+// The old transport-server's environment variables fit as defaults, e.g.
+// `url {$SDR_NATS_URL:}` (empty: embedded) or `hold {$SDR_VIDEO_GATE_HOLD_MS:1000}`.
+func parseNATSGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	if existing != nil {
+		return nil, d.Err("sdr_nats global option given more than once")
+	}
+	app := new(NATSApp)
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "sdr_nats", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// UnmarshalCaddyfile reads the sdr_nats global option block; see
+// parseNATSGlobalOption for the syntax.
+func (a *NATSApp) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the option name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		key := d.Val()
+		if seen[key] {
+			return d.Errf("duplicate subdirective %q", key)
+		}
+		seen[key] = true
+		var err error
+		switch key {
+		case "url", "urls":
+			a.URLs = natsSplitArgs(d.RemainingArgs())
+		case "name":
+			err = natsOneArg(d, &a.Name)
+		case "credentials":
+			err = natsOneArg(d, &a.Credentials)
+		case "nkey_seed":
+			err = natsOneArg(d, &a.NKeySeed)
+		case "token":
+			err = natsOneArg(d, &a.Token)
+		case "user":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return d.Errf("user: want <name> [<password>], got %d arguments", len(args))
+			}
+			a.User = args[0]
+			if len(args) == 2 {
+				a.Password = args[1]
+			}
+		case "tls":
+			a.TLS, err = natsParseTLS(d)
+		case "embedded":
+			a.Embedded, err = natsParseEmbedded(d)
+		case "reconnect_wait_max":
+			var v time.Duration
+			v, err = natsDurationArg(d)
+			a.ReconnectWaitMax = caddy.Duration(v)
+		case "telemetry_subjects":
+			a.TelemetrySubjects = natsSplitArgs(d.RemainingArgs())
+			if len(a.TelemetrySubjects) == 0 {
+				return d.ArgErr()
+			}
+		case "telemetry_max_size":
+			a.TelemetryMaxSize, err = natsIntArg(d)
+		case "telemetry_max_subject":
+			a.TelemetryMaxSubject, err = natsIntArg(d)
+		case "actions":
+			a.Actions = natsSplitArgs(d.RemainingArgs())
+			if len(a.Actions) == 0 {
+				return d.ArgErr()
+			}
+		case "command_rate":
+			err = a.parseCommandRate(d)
+		case "gate":
+			a.SafetyGate, err = natsParseGate(d)
+		default:
+			return d.Errf("unknown subdirective %q", key)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *NATSApp) parseCommandRate(d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) != 1 && len(args) != 3 {
+		return d.Errf("command_rate: want <per second>|off [burst <n>], got %d arguments", len(args))
+	}
+	if args[0] == "off" {
+		a.CommandRate = -1
+	} else {
+		r, err := strconv.ParseFloat(args[0], 64)
+		if err != nil || r <= 0 {
+			return d.Errf("command_rate: %q is not a positive number or off", args[0])
+		}
+		a.CommandRate = r
+	}
+	if len(args) == 3 {
+		if args[1] != "burst" {
+			return d.Errf("command_rate: unknown argument %q, want burst", args[1])
+		}
+		b, err := strconv.Atoi(args[2])
+		if err != nil || b <= 0 {
+			return d.Errf("command_rate: burst %q is not a positive integer", args[2])
+		}
+		a.CommandBurst = b
+	}
+	return nil
+}
+
+func natsParseTLS(d *caddyfile.Dispenser) (*NATSTLS, error) {
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	t := new(NATSTLS)
+	seen := map[string]bool{}
+	for d.NextBlock(1) {
+		key := d.Val()
+		if seen[key] {
+			return nil, d.Errf("duplicate tls subdirective %q", key)
+		}
+		seen[key] = true
+		var err error
+		switch key {
+		case "ca":
+			err = natsOneArg(d, &t.CA)
+		case "cert":
+			err = natsOneArg(d, &t.Cert)
+		case "key":
+			err = natsOneArg(d, &t.Key)
+		case "server_name":
+			err = natsOneArg(d, &t.ServerName)
+		case "insecure_skip_verify":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			t.InsecureSkipVerify = true
+		default:
+			return nil, d.Errf("unknown tls subdirective %q", key)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+func natsParseEmbedded(d *caddyfile.Dispenser) (*NATSEmbedded, error) {
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	e := new(NATSEmbedded)
+	seen := map[string]bool{}
+	for d.NextBlock(1) {
+		key := d.Val()
+		if seen[key] && key != "leaf_remote" {
+			return nil, d.Errf("duplicate embedded subdirective %q", key)
+		}
+		seen[key] = true
+		var err error
+		switch key {
+		case "listen":
+			err = natsOneArg(d, &e.Listen)
+		case "server_name":
+			err = natsOneArg(d, &e.ServerName)
+		case "jetstream":
+			e.JetStream = true
+			if d.NextArg() {
+				switch d.Val() {
+				case "on":
+				case "off":
+					e.JetStream = false
+				default:
+					return nil, d.Errf("jetstream: want on or off, got %q", d.Val())
+				}
+				if d.NextArg() {
+					return nil, d.ArgErr()
+				}
+			}
+		case "store_dir":
+			err = natsOneArg(d, &e.StoreDir)
+		case "leaf_remote":
+			r := NATSLeafRemote{URLs: natsSplitArgs(d.RemainingArgs())}
+			if len(r.URLs) == 0 {
+				return nil, d.Errf("leaf_remote: want at least one url")
+			}
+			for d.NextBlock(2) {
+				switch d.Val() {
+				case "credentials":
+					if r.Credentials != "" {
+						return nil, d.Errf("duplicate leaf_remote subdirective %q", d.Val())
+					}
+					if err := natsOneArg(d, &r.Credentials); err != nil {
+						return nil, err
+					}
+				default:
+					return nil, d.Errf("unknown leaf_remote subdirective %q", d.Val())
+				}
+			}
+			e.LeafRemotes = append(e.LeafRemotes, r)
+		default:
+			return nil, d.Errf("unknown embedded subdirective %q", key)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+func natsParseGate(d *caddyfile.Dispenser) (*NATSGate, error) {
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	g := new(NATSGate)
+	seen := map[string]bool{}
+	for d.NextBlock(1) {
+		key := d.Val()
+		if seen[key] {
+			return nil, d.Errf("duplicate gate subdirective %q", key)
+		}
+		seen[key] = true
+		var dst *caddy.Duration
+		switch key {
+		case "hold":
+			dst = &g.Hold
+		case "estop":
+			dst = &g.Estop
+		case "codec_grace":
+			dst = &g.CodecGrace
+		default:
+			return nil, d.Errf("unknown gate subdirective %q", key)
+		}
+		v, err := natsDurationArg(d)
+		if err != nil {
+			return nil, err
+		}
+		*dst = caddy.Duration(v)
+	}
+	return g, nil
+}
+
+// natsSplitArgs also splits arguments on commas, as the old environment
+// variables listed values.
+func natsSplitArgs(args []string) []string {
+	var out []string
+	for _, a := range args {
+		for _, p := range strings.Split(a, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+func natsOneArg(d *caddyfile.Dispenser, dst *string) error {
+	key := d.Val()
+	if !d.NextArg() {
+		return d.Errf("%s: missing value", key)
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.Errf("%s: one value expected, got another: %q", key, d.Val())
+	}
+	return nil
+}
+
+func natsIntArg(d *caddyfile.Dispenser) (int, error) {
+	key := d.Val()
+	var s string
+	if err := natsOneArg(d, &s); err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return 0, d.Errf("%s: %q is not a positive integer", key, s)
+	}
+	return n, nil
+}
+
+// natsDurationArg reads a duration; a bare integer is milliseconds, as in
+// the old SDR_VIDEO_GATE_*_MS variables.
+func natsDurationArg(d *caddyfile.Dispenser) (time.Duration, error) {
+	key := d.Val()
+	var s string
+	if err := natsOneArg(d, &s); err != nil {
+		return 0, err
+	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n <= 0 {
+			return 0, d.Errf("%s: %q must be positive", key, s)
+		}
+		return time.Duration(n) * time.Millisecond, nil
+	}
+	v, err := caddy.ParseDuration(s)
+	if err != nil || v <= 0 {
+		return 0, d.Errf("%s: %q is not a positive duration or number of milliseconds", key, s)
+	}
+	return v, nil
+}
+
+// Interface guard.
+var _ caddyfile.Unmarshaler = (*NATSApp)(nil)
