@@ -39,7 +39,11 @@ type Frame struct {
 	Header Header
 	// Payload is freshly allocated for this frame; the receiver owns it.
 	Payload []byte
-	// Sequence is the control region's commit counter of this frame.
+	// Sequence is the control region's commit counter read with this frame.
+	// A writer that has already stored the next frame whole (write_len
+	// included) but not yet its sequence is read as that next frame: then
+	// Sequence is one less than the frame's own commit, and the commit that
+	// follows is not delivered twice.
 	Sequence uint64
 	// Arrived is when the reader found the frame.
 	Arrived time.Time
@@ -102,6 +106,7 @@ type Reader struct {
 	cad            cadence
 	nextCheck      time.Time
 	waitLogged     bool
+	zeroSeen       bool // the last poll read sequence 0 after a non-zero one
 }
 
 // How often the reader stats the path to notice a replaced or resized file.
@@ -316,10 +321,10 @@ func (r *Reader) noteRestart(why string) {
 	r.log.Info("writer restart detected", "reason", why)
 }
 
-// pollGuarded runs one pass of the reader order over the mapping with memory
-// faults turned into panics, and contains them: a file truncated under the
-// mapping raises SIGBUS on the next touch, which must not kill the process.
-func (r *Reader) pollGuarded() (res slotRead, fault bool) {
+// readGuarded runs one pass of the reader order over mem with memory faults
+// turned into panics, and contains them: a file truncated under the mapping
+// raises SIGBUS on the next touch, which must not kill the process.
+func readGuarded(mem []byte, last uint64, verifyCRC bool) (res slotRead, fault bool) {
 	defer func() {
 		if e := recover(); e != nil {
 			if _, ok := e.(interface{ Addr() uintptr }); ok {
@@ -331,7 +336,7 @@ func (r *Reader) pollGuarded() (res slotRead, fault bool) {
 	}()
 	old := debug.SetPanicOnFault(true)
 	defer debug.SetPanicOnFault(old)
-	return readSlot(r.m.mem, r.lastSeq, !r.cfg.DisableCRC), false
+	return readSlot(mem, last, verifyCRC), false
 }
 
 // step polls once, handles what it found and returns how long to sleep.
@@ -345,7 +350,7 @@ func (r *Reader) step(fn func(Frame)) time.Duration {
 			return 0
 		}
 	}
-	res, fault := r.pollGuarded()
+	res, fault := readGuarded(r.m.mem, r.lastSeq, !r.cfg.DisableCRC)
 	r.polls.Add(1)
 	if fault {
 		r.faults.Add(1)
@@ -354,9 +359,20 @@ func (r *Reader) step(fn func(Frame)) time.Duration {
 		return 0
 	}
 	early := !r.lastFine
+	if res.status != slotEmpty {
+		r.zeroSeen = false
+	}
 	switch res.status {
 	case slotUnchanged:
 	case slotEmpty:
+		if r.lastSeq != 0 && !r.zeroSeen {
+			// CPython's struct.pack_into zero-fills before it stores, so a
+			// Python writer's sequence can read 0 for an instant: believe
+			// a reset only when the next poll sees 0 again.
+			r.zeroSeen = true
+			r.lastFine = true
+			return finePoll
+		}
 		if r.lastSeq != 0 {
 			// The control region was zeroed: a writer started over.
 			r.lastSeq = 0
@@ -402,7 +418,12 @@ func (r *Reader) commit(res slotRead, now time.Time, early bool, fn func(Frame))
 	h := res.header
 	if r.haveFrameSeq {
 		switch {
-		case h.FrameSeq <= r.lastFrameSeq:
+		case h.FrameSeq == r.lastFrameSeq:
+			// The writer had already stored this frame whole (header,
+			// payload and write_len) when the previous sequence was read,
+			// so it was delivered then; its own commit changes nothing.
+			return
+		case h.FrameSeq < r.lastFrameSeq:
 			r.noteRestart(fmt.Sprintf("frame_seq went back from %d to %d", r.lastFrameSeq, h.FrameSeq))
 		case h.FrameSeq > r.lastFrameSeq+1:
 			gap := h.FrameSeq - r.lastFrameSeq - 1

@@ -82,12 +82,13 @@ type slotRead struct {
 
 // readSlot follows PROTOCOL.md section 1 to the letter: load sequence (s1);
 // stop if 0 or equal to last; load write_len and bound it; copy the slot;
-// load sequence again (s2) and discard on s1 != s2; parse; require
+// load sequence again (s2) and discard on s1 != s2 (or on a write_len that
+// changed meanwhile: the writer started the next frame); parse; require
 // size == write_len - 32; verify the CRC unless verifyCRC is false.
 //
 // region must be at least OffPayload bytes long and 8-byte aligned. When
 // region is a mapping of a file that shrinks, the loads and the copy can
-// fault: the caller contains that (see Reader.pollGuarded).
+// fault: the caller contains that (see readGuarded).
 func readSlot(region []byte, last uint64, verifyCRC bool) slotRead {
 	s1 := loadU64(region, OffSequence)
 	if s1 == 0 {
@@ -98,12 +99,18 @@ func readSlot(region []byte, last uint64, verifyCRC bool) slotRead {
 	}
 	wl := loadU64(region, OffWriteLen)
 	if wl < HeaderSize || wl > uint64(len(region)-ControlSize) {
+		// A writer that stores write_len in several steps (CPython's
+		// struct.pack_into zero-fills first) can be caught mid-store while it
+		// starts the next frame: that is a torn read, not a malformed slot.
+		if loadU64(region, OffSequence) != s1 || loadU64(region, OffWriteLen) != wl {
+			return slotRead{status: slotTorn, sequence: s1, writeLen: wl}
+		}
 		return slotRead{status: slotWriteLen, sequence: s1, writeLen: wl}
 	}
 	buf := make([]byte, int(wl))
 	copy(buf, region[OffSlot:OffSlot+int(wl)])
 	s2 := loadU64(region, OffSequence)
-	if s1 != s2 {
+	if s1 != s2 || loadU64(region, OffWriteLen) != wl {
 		return slotRead{status: slotTorn, sequence: s1, writeLen: wl}
 	}
 	h, _ := ParseHeader(buf) // cannot fail: wl >= HeaderSize
