@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/asticode/go-astiav"
 
@@ -60,11 +59,7 @@ func Open(cfg Config) (*Encoder, error) {
 		e.attempts = attempts
 		return e, nil
 	}
-	var reasons []string
-	for _, a := range attempts {
-		reasons = append(reasons, a.Backend+": "+a.Reason())
-	}
-	return nil, fmt.Errorf("opening a %s encoder at %dx%d: no backend works (%s)", cfg.Codec, cfg.Width, cfg.Height, strings.Join(reasons, "; "))
+	return nil, &OpenError{Config: cfg, Attempts: attempts}
 }
 
 func (e *Encoder) open() error {
@@ -195,7 +190,7 @@ func (e *Encoder) options() [][2]string {
 			o = append(o, [2]string{"threads", strconv.Itoa(cfg.Threads)})
 		}
 	case "libx265":
-		params := "bframes=0:repeat-headers=1:open-gop=0:log-level=warning"
+		params := "bframes=0:repeat-headers=1:open-gop=0:log-level=error"
 		if cfg.IntraRefresh {
 			params += ":intra-refresh=1"
 		}

@@ -8,6 +8,8 @@ package nvenc
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <libavcodec/avcodec.h>
+#include <libavutil/avutil.h>
 #include <libavutil/frame.h>
 #include <libavutil/imgutils.h>
 #include <libswscale/swscale.h>
@@ -65,6 +67,17 @@ import (
 
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
+
+// ffmpegVersions names the linked FFmpeg libraries.
+func ffmpegVersions() map[string]string {
+	v := func(n C.uint) string { return fmt.Sprintf("%d.%d.%d", n>>16, n>>8&0xff, n&0xff) }
+	return map[string]string{
+		"version":    C.GoString(C.av_version_info()),
+		"libavcodec": v(C.avcodec_version()),
+		"libavutil":  v(C.avutil_version()),
+		"libswscale": v(C.swscale_version()),
+	}
+}
 
 // avFrame is the C frame behind an astiav frame.
 func avFrame(f *astiav.Frame) *C.AVFrame { return (*C.AVFrame)(f.UnsafePointer()) }
@@ -152,7 +165,7 @@ func installLogCallback() {
 			line := msg
 			if c != nil {
 				if cl := c.Class(); cl != nil {
-					line = "[" + cl.Name() + "] " + msg
+					line = "[" + cl.ItemName() + "] " + msg
 				}
 			}
 			for len(line) > 0 && (line[len(line)-1] == '\n' || line[len(line)-1] == ' ') {

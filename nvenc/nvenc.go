@@ -342,3 +342,18 @@ func ffmpegLog(isErr bool, line string) {
 		l.Warn("ffmpeg", "msg", line)
 	}
 }
+
+// OpenError is returned by Open when no backend works; it lists each
+// attempt with FFmpeg's own words.
+type OpenError struct {
+	Config   Config
+	Attempts []Attempt
+}
+
+func (e *OpenError) Error() string {
+	var reasons []string
+	for _, a := range e.Attempts {
+		reasons = append(reasons, a.Backend+": "+a.Reason())
+	}
+	return fmt.Sprintf("opening a %s encoder at %dx%d: no backend works (%s)", e.Config.Codec, e.Config.Width, e.Config.Height, strings.Join(reasons, "; "))
+}

@@ -1,0 +1,7 @@
+//go:build !cgo
+
+package nvenc
+
+import "context"
+
+func probeFFmpeg(context.Context, ProbeOptions, *ProbeReport) {}
