@@ -401,9 +401,9 @@ func (a *EncoderApp) Stream(name string) (frame.Source, error) {
 
 // Interface guards.
 var (
-	_ caddy.App         = (*EncoderApp)(nil)
-	_ caddy.Provisioner = (*EncoderApp)(nil)
-	_ caddy.Validator   = (*EncoderApp)(nil)
+	_ caddy.App          = (*EncoderApp)(nil)
+	_ caddy.Provisioner  = (*EncoderApp)(nil)
+	_ caddy.Validator    = (*EncoderApp)(nil)
 	_ caddy.CleanerUpper = (*EncoderApp)(nil)
-	_ frame.Provider    = (*EncoderApp)(nil)
+	_ frame.Provider     = (*EncoderApp)(nil)
 )
