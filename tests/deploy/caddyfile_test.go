@@ -1,7 +1,9 @@
 package deploy
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
+	"github.com/sdr-os/sdr-caddy/shmring"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -89,6 +94,7 @@ func TestCaddyfileExampleFormatted(t *testing.T) {
 // example is Caddyfile.example running on free loopback ports.
 type example struct {
 	edge, transport, admin string // base URLs / host:port
+	ring                   string // the encoded-frame ring file it reads
 	caddy                  *testenv.Caddy
 }
 
@@ -104,8 +110,12 @@ func startExample(t *testing.T, extra ...string) *example {
 		edge:      fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)),
 		transport: fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)),
 		admin:     fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
+		ring:      filepath.Join(t.TempDir(), "frames"),
 	}
 	env := []string{
+		"SDR_SHM_PATH=" + e.ring,
+		// Nothing listens there: sdr_ros keeps retrying in the background.
+		fmt.Sprintf("SDR_ROS_UPSTREAM=ws://127.0.0.1:%d", testenv.FreePort(t)),
 		"SDR_BIND_HOST=127.0.0.1",
 		"SDR_HTTP_ADDR=:" + e.edge[strings.LastIndex(e.edge, ":")+1:],
 		"SDR_LISTEN_ADDR=:" + e.transport[strings.LastIndex(e.transport, ":")+1:],
@@ -198,4 +208,104 @@ func TestCaddyfileExampleTwoInstances(t *testing.T) {
 			t.Errorf("%s/health = %d %q", e.edge, code, body)
 		}
 	}
+}
+
+// TestCaddyfileExampleStreams writes frames into the ring Caddyfile.example
+// reads and receives them as 0x01 messages on /stream/ws of both sites; the
+// transport-compatible site answers /health with the old JSON.
+func TestCaddyfileExampleStreams(t *testing.T) {
+	e := startExample(t)
+	stop := writeFrames(t, e.ring)
+
+	for _, base := range []string{e.edge, e.transport} {
+		url := "ws" + strings.TrimPrefix(base, "http") + "/stream/ws"
+		conn, resp, err := websocket.DefaultDialer.Dial(url, nil)
+		if err != nil {
+			t.Fatalf("dial %s: %v (%v)", url, err, resp)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+		for got := 0; got < 5; {
+			typ, msg, err := conn.ReadMessage()
+			if err != nil {
+				t.Fatalf("%s: after %d frames: %v", url, got, err)
+			}
+			if typ != websocket.BinaryMessage || len(msg) < 1+shmring.HeaderSize || msg[0] != 0x01 {
+				continue // telemetry or other types
+			}
+			h, err := shmring.ParseHeader(msg[1:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got == 0 && !h.Keyframe() {
+				t.Errorf("%s: first frame is not a keyframe: %+v", url, h)
+			}
+			payload := msg[1+shmring.HeaderSize:]
+			if int(h.Size) != len(payload) || shmring.Checksum(payload) != h.CRC32 {
+				t.Errorf("%s: frame %d: header %+v does not describe its %d-byte payload", url, h.FrameSeq, h, len(payload))
+			}
+			got++
+		}
+		conn.Close()
+	}
+
+	code, body, ct := get(t, e.transport+"/health")
+	var health map[string]any
+	if code != 200 || !strings.Contains(ct, "json") || json.Unmarshal([]byte(body), &health) != nil {
+		t.Fatalf("transport /health = %d %s %q, want the old JSON", code, ct, body)
+	}
+	for _, k := range []string{"status", "clients", "shm_seq", "last_frame_age_ms", "uptime_s", "frames_broadcast", "client_lag_total", "avg_frame_size_bytes"} {
+		if _, ok := health[k]; !ok {
+			t.Errorf("transport /health lacks %q: %s", k, body)
+		}
+	}
+	if seq, _ := health["shm_seq"].(float64); seq < 1 {
+		t.Errorf("transport /health shm_seq = %v after frames were written", health["shm_seq"])
+	}
+	stop()
+}
+
+// writeFrames commits H.264-flagged frames (a keyframe every tenth) into a
+// new ring at path every 20 ms until the returned stop is called.
+func writeFrames(t *testing.T, path string) (stop func()) {
+	t.Helper()
+	w, err := shmring.CreateWriter(path, shmring.DefaultSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	written := make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for n := 0; ; n++ {
+			select {
+			case <-ctx.Done():
+				written <- nil
+				return
+			case <-tick.C:
+			}
+			h := shmring.Header{Codec: shmring.CodecH264}
+			if n%10 == 0 {
+				h.Flags = shmring.FlagKeyframe
+			}
+			if _, err := w.WriteFrame(h, bytes.Repeat([]byte{byte(n)}, 1000+n%7)); err != nil {
+				written <- err
+				return
+			}
+		}
+	}()
+	var once bool
+	stop = func() {
+		if once {
+			return
+		}
+		once = true
+		cancel()
+		if err := <-written; err != nil {
+			t.Errorf("writing frames: %v", err)
+		}
+		w.Close()
+	}
+	t.Cleanup(stop)
+	return stop
 }

@@ -1,0 +1,241 @@
+package deploy
+
+import (
+	"encoding/json"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
+)
+
+var (
+	sdrMetric  = regexp.MustCompile(`caddy_sdr_[a-z0-9_]+`)
+	scrapeLine = regexp.MustCompile(`(?m)^(caddy_sdr_[a-z0-9_]+?)(?:_bucket|_sum|_count)?[{ ]`)
+	goString   = regexp.MustCompile(`"([a-z0-9_]+)"`)
+)
+
+// metricCatalog says whether a caddy_sdr_* metric exists: either a running
+// Caddyfile.example exposes it while it streams, or the Go source declares
+// it (a name ending in a string literal, the rest of it being the prefix of
+// an exposed name, as in "stream_" + "origin_rejected_total") and it has no
+// series yet because its label was never used.
+type metricCatalog struct {
+	scraped  map[string]bool
+	literals map[string]bool
+}
+
+func (c *metricCatalog) has(name string) bool {
+	if c.scraped[name] {
+		return true
+	}
+	rest := strings.TrimPrefix(name, "caddy_sdr_")
+	for i := 0; i < len(rest); i++ {
+		if (i > 0 && rest[i-1] != '_') || !c.literals[rest[i:]] {
+			continue
+		}
+		if i == 0 {
+			return true
+		}
+		for n := range c.scraped {
+			if strings.HasPrefix(n, "caddy_sdr_"+rest[:i]) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func newMetricCatalog(t *testing.T) *metricCatalog {
+	t.Helper()
+	e := startExample(t)
+	writeFrames(t, e.ring)
+	conn, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(e.edge, "http")+"/stream/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	for i := 0; i < 3; i++ {
+		if _, _, err := conn.ReadMessage(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, body, _ := get(t, "http://"+e.admin+"/metrics")
+	if code != 200 {
+		t.Fatalf("admin /metrics = %d", code)
+	}
+	c := &metricCatalog{scraped: map[string]bool{}, literals: map[string]bool{}}
+	for _, m := range scrapeLine.FindAllStringSubmatch(body, -1) {
+		c.scraped[m[1]] = true
+	}
+	if len(c.scraped) == 0 {
+		t.Fatal("no caddy_sdr_* metric on the admin listener")
+	}
+	root := testenv.Root()
+	for _, dir := range []string{"caddymodule", "internal", "shmring", "nvenc"} {
+		_ = filepath.WalkDir(filepath.Join(root, dir), func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+				return nil
+			}
+			b, err := os.ReadFile(p)
+			if err == nil {
+				for _, m := range goString.FindAllStringSubmatch(string(b), -1) {
+					c.literals[m[1]] = true
+				}
+			}
+			return nil
+		})
+	}
+	return c
+}
+
+type grafanaDashboard struct {
+	UID    string `json:"uid"`
+	Title  string `json:"title"`
+	Panels []struct {
+		ID         int    `json:"id"`
+		Type       string `json:"type"`
+		Title      string `json:"title"`
+		Datasource *struct {
+			UID string `json:"uid"`
+		} `json:"datasource"`
+		GridPos *struct{ X, Y, W, H int } `json:"gridPos"`
+		Targets []struct {
+			RefID string `json:"refId"`
+			Expr  string `json:"expr"`
+		} `json:"targets"`
+	} `json:"panels"`
+}
+
+type alertRules struct {
+	Groups []struct {
+		Name  string `yaml:"name"`
+		Rules []struct {
+			Alert       string            `yaml:"alert"`
+			Expr        string            `yaml:"expr"`
+			Labels      map[string]string `yaml:"labels"`
+			Annotations map[string]string `yaml:"annotations"`
+		} `yaml:"rules"`
+	} `yaml:"groups"`
+}
+
+// TestMetricNamesExist: every caddy_sdr_* name the dashboard, the alert
+// rules and the README use is one the binary has, so none of them watches a
+// metric that was renamed or never existed.
+func TestMetricNamesExist(t *testing.T) {
+	root := testenv.Root()
+	cat := newMetricCatalog(t)
+	for _, f := range []string{"deploy/grafana/dashboards/sdr-caddy.json", "deploy/prometheus/alerts.yml", "README.md"} {
+		b, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range sdrMetric.FindAllString(string(b), -1) {
+			base := name
+			for _, suf := range []string{"_bucket", "_sum", "_count"} {
+				if s, ok := strings.CutSuffix(name, suf); ok && cat.has(s) {
+					base = s
+				}
+			}
+			if !cat.has(base) {
+				t.Errorf("%s uses %s, which sdr-caddy does not expose", f, name)
+			}
+		}
+	}
+	// The check can fail.
+	if cat.has("caddy_sdr_stream_no_such_metric_total") {
+		t.Error("the catalog accepts a metric that does not exist")
+	}
+}
+
+// TestGrafanaDashboard checks the dashboard's structure and that it uses the
+// data source Grafana is provisioned with.
+func TestGrafanaDashboard(t *testing.T) {
+	t.Parallel()
+	root := testenv.Root()
+	b, err := os.ReadFile(filepath.Join(root, "deploy/grafana/dashboards/sdr-caddy.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d grafanaDashboard
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	var ds struct {
+		Datasources []struct {
+			UID  string `yaml:"uid"`
+			Type string `yaml:"type"`
+			URL  string `yaml:"url"`
+		} `yaml:"datasources"`
+	}
+	readYAML(t, filepath.Join(root, "deploy/grafana/provisioning/datasources/prometheus.yml"), &ds)
+	if len(ds.Datasources) != 1 || ds.Datasources[0].Type != "prometheus" || ds.Datasources[0].URL != "http://prometheus:9090" {
+		t.Fatalf("datasource provisioning: %+v, want one prometheus at http://prometheus:9090 (the compose service)", ds.Datasources)
+	}
+	if d.UID == "" || d.Title == "" || len(d.Panels) == 0 {
+		t.Fatalf("dashboard without uid, title or panels")
+	}
+	ids := map[int]bool{}
+	exprs := 0
+	for _, p := range d.Panels {
+		if ids[p.ID] {
+			t.Errorf("panel id %d twice", p.ID)
+		}
+		ids[p.ID] = true
+		if p.GridPos == nil || p.GridPos.W == 0 || p.GridPos.H == 0 {
+			t.Errorf("panel %q has no position", p.Title)
+		}
+		if p.Type == "row" {
+			continue
+		}
+		if p.Datasource == nil || p.Datasource.UID != ds.Datasources[0].UID {
+			t.Errorf("panel %q does not use the provisioned data source %q", p.Title, ds.Datasources[0].UID)
+		}
+		refs := map[string]bool{}
+		for _, tg := range p.Targets {
+			if tg.Expr == "" || refs[tg.RefID] {
+				t.Errorf("panel %q: empty expression or duplicate refId %q", p.Title, tg.RefID)
+			}
+			refs[tg.RefID] = true
+			if strings.Count(tg.Expr, "(") != strings.Count(tg.Expr, ")") {
+				t.Errorf("panel %q: unbalanced parentheses in %s", p.Title, tg.Expr)
+			}
+			exprs++
+		}
+	}
+	if exprs == 0 {
+		t.Error("dashboard has no query")
+	}
+}
+
+// TestAlertRules checks that every alert says what to do.
+func TestAlertRules(t *testing.T) {
+	t.Parallel()
+	var r alertRules
+	readYAML(t, filepath.Join(testenv.Root(), "deploy/prometheus/alerts.yml"), &r)
+	n := 0
+	for _, g := range r.Groups {
+		for _, rule := range g.Rules {
+			n++
+			if rule.Alert == "" || rule.Expr == "" {
+				t.Errorf("group %s: rule without alert name or expr", g.Name)
+			}
+			if rule.Labels["severity"] == "" || rule.Annotations["summary"] == "" || rule.Annotations["action"] == "" {
+				t.Errorf("alert %s: needs labels.severity, annotations.summary and annotations.action", rule.Alert)
+			}
+			if strings.Count(rule.Expr, "(") != strings.Count(rule.Expr, ")") {
+				t.Errorf("alert %s: unbalanced parentheses", rule.Alert)
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("no alert rule")
+	}
+}
