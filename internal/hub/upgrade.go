@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 	"net/http"
@@ -18,12 +19,23 @@ func Upgrade(w http.ResponseWriter, r *http.Request, checkOrigin func(*http.Requ
 		checkOrigin = SameOrigin
 	}
 	u := websocket.Upgrader{CheckOrigin: checkOrigin}
-	ws, err := u.Upgrade(w, r, nil)
+	ws, err := u.Upgrade(hijacker{w}, r, nil)
 	if err != nil {
 		return nil, fmt.Errorf("upgrading %s to websocket: %w", r.RemoteAddr, err)
 	}
 	return ws.NetConn(), nil
 }
+
+// hijacker lets gorilla hijack a ResponseWriter that middleware wrapped
+// (it asserts http.Hijacker on the writer it gets; the wrappers offer
+// Unwrap, which http.ResponseController follows).
+type hijacker struct{ http.ResponseWriter }
+
+func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(h.ResponseWriter).Hijack()
+}
+
+func (h hijacker) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 
 // SameOrigin allows requests without an Origin header (not from a browser)
 // and those whose Origin names the requested host.

@@ -1,0 +1,417 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/gorilla/websocket"
+
+	"github.com/sdr-os/sdr-caddy/internal/wire"
+	"github.com/sdr-os/sdr-caddy/shmring"
+)
+
+// streamWriter plays the simulator: it commits frames into a real ring.
+type streamWriter struct {
+	w   *shmring.Writer
+	mu  sync.Mutex
+	seq uint64
+}
+
+func newStreamWriter(t *testing.T, path string) *streamWriter {
+	t.Helper()
+	w, err := shmring.CreateWriter(path, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return &streamWriter{w: w}
+}
+
+// write commits one frame and returns its frame_seq.
+func (s *streamWriter) write(t *testing.T, key bool, size int) uint64 {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seq++
+	h := shmring.Header{FrameSeq: s.seq, Codec: shmring.CodecH264}
+	if key {
+		h.Flags = shmring.FlagKeyframe
+	}
+	payload := make([]byte, size)
+	payload[0] = byte(s.seq)
+	if _, err := s.w.WriteFrame(h, payload); err != nil {
+		t.Fatal(err)
+	}
+	return s.seq
+}
+
+// run writes frames every period (a keyframe every gop) until ctx ends.
+func (s *streamWriter) run(ctx context.Context, t *testing.T, period time.Duration, gop int) {
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		s.write(t, gop > 0 && i%gop == 0, 2000)
+	}
+}
+
+func streamTester(t *testing.T, site string) *caddytest.Tester {
+	t.Helper()
+	tester := caddytest.NewTester(t)
+	tester.InitServer(`
+	{
+		admin localhost:2999
+		http_port 9080
+		https_port 9443
+		grace_period 1ns
+	}
+	`+site, "caddyfile")
+	return tester
+}
+
+func streamDial(t *testing.T, url string, hdr http.Header) *websocket.Conn {
+	t.Helper()
+	c, resp, err := websocket.DefaultDialer.Dial(url, hdr)
+	if err != nil {
+		t.Fatalf("dialing %s: %v (%v)", url, err, resp)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	return c
+}
+
+func readVideo(t *testing.T, c *websocket.Conn) shmring.Header {
+	t.Helper()
+	for {
+		_, msg, err := c.ReadMessage()
+		if err != nil {
+			t.Fatalf("reading video: %v", err)
+		}
+		if msg[0] != wire.TypeVideo {
+			continue
+		}
+		h, _, err := wire.ParseVideo(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+}
+
+// waitRead waits until the stream's ring reader has taken frame seq.
+func waitHealth(t *testing.T, url string, ok func(map[string]any) bool) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			var h map[string]any
+			err = json.NewDecoder(resp.Body).Decode(&h)
+			resp.Body.Close()
+			if err == nil && ok(h) {
+				return h
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health at %s never satisfied the condition (last error %v)", url, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestStreamServeGOPStartAndHealth(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "frames")
+	w := newStreamWriter(t, path)
+	streamTester(t, fmt.Sprintf(`
+	http://localhost:9080 {
+		handle /stream/* {
+			sdr_stream {
+				source shm %s
+			}
+		}
+	}`, path))
+	health := "http://localhost:9080/stream/health"
+	// A keyframe and two deltas, each taken by the reader before the next.
+	for i := range 3 {
+		seq := w.write(t, i == 0, 1000+i)
+		waitHealth(t, health, func(h map[string]any) bool { return h["shm_seq"] == float64(seq) })
+	}
+	c := streamDial(t, "ws://localhost:9080/stream/ws", nil)
+	for want := uint64(1); want <= 3; want++ {
+		if h := readVideo(t, c); h.FrameSeq != want {
+			t.Fatalf("joining client got frame %d, want %d (the current GOP from its keyframe)", h.FrameSeq, want)
+		}
+	}
+	w.write(t, false, 10)
+	if h := readVideo(t, c); h.FrameSeq != 4 {
+		t.Fatalf("live frame %d, want 4", h.FrameSeq)
+	}
+
+	resp, err := http.Get(health)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("health content type %q", ct)
+	}
+	// Field names and order exactly as the old service.
+	var keys []string
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	_, _ = dec.Token()
+	for dec.More() {
+		k, _ := dec.Token()
+		keys = append(keys, k.(string))
+		var v any
+		_ = dec.Decode(&v)
+	}
+	want := "status clients shm_seq last_frame_age_ms uptime_s frames_broadcast client_lag_total avg_frame_size_bytes"
+	if strings.Join(keys, " ") != want {
+		t.Fatalf("health fields %v, want %s", keys, want)
+	}
+	var h map[string]any
+	if err := json.Unmarshal(body, &h); err != nil {
+		t.Fatal(err)
+	}
+	if h["status"] != "ok" || h["clients"] != float64(1) || h["shm_seq"] != float64(4) ||
+		h["frames_broadcast"] != float64(4) || h["client_lag_total"] != float64(0) {
+		t.Errorf("health %s", body)
+	}
+	if age, ok := h["last_frame_age_ms"].(float64); !ok || age < 0 || age > 15000 {
+		t.Errorf("last_frame_age_ms %v", h["last_frame_age_ms"])
+	}
+	if avg := h["avg_frame_size_bytes"].(float64); avg < 700 || avg > 1002 {
+		t.Errorf("avg_frame_size_bytes %v, want about (1000+1001+1002+10)/4", avg)
+	}
+	req, _ := http.NewRequest(http.MethodPost, health, nil)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST: status %d, want 405", resp.StatusCode)
+	}
+}
+
+func TestStreamServeKeyframeFirstAndTimeout(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "frames")
+	w := newStreamWriter(t, path)
+	streamTester(t, fmt.Sprintf(`
+	http://localhost:9080 {
+		handle /stream/* {
+			sdr_stream {
+				source shm %s
+				idr_timeout 800ms
+			}
+		}
+	}`, path))
+	health := "http://localhost:9080/stream/health"
+	seq := w.write(t, false, 100)
+	waitHealth(t, health, func(h map[string]any) bool { return h["shm_seq"] == float64(seq) })
+
+	// No keyframe at all: closed with 4000 after the IDR timeout.
+	c := streamDial(t, "ws://localhost:9080/stream/ws", nil)
+	start := time.Now()
+	_, _, err := c.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != int(wire.CloseKeyframeTimeout) {
+		t.Fatalf("client without keyframe: %v, want close 4000", err)
+	}
+	if d := time.Since(start); d < 700*time.Millisecond {
+		t.Errorf("closed after %v, before the 800ms IDR timeout", d)
+	}
+
+	// Deltas first, then a keyframe: the client sees the keyframe first.
+	c2 := streamDial(t, "ws://localhost:9080/stream/ws", nil)
+	waitHealth(t, health, func(h map[string]any) bool { return h["clients"] == float64(1) })
+	for range 3 {
+		seq = w.write(t, false, 100)
+		waitHealth(t, health, func(h map[string]any) bool { return h["shm_seq"] == float64(seq) })
+	}
+	key := w.write(t, true, 100)
+	if h := readVideo(t, c2); h.FrameSeq != key || !h.Keyframe() {
+		t.Fatalf("first frame %d (keyframe %v), want keyframe %d", h.FrameSeq, h.Keyframe(), key)
+	}
+}
+
+func TestStreamServeOriginsAndCommands(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "frames")
+	newStreamWriter(t, path)
+	streamTester(t, fmt.Sprintf(`
+	http://localhost:9080 {
+		handle /stream/* {
+			sdr_stream {
+				source shm %s
+				allowed_origins https://app.example.com
+				max_message_size 1KiB
+			}
+		}
+	}`, path))
+	url := "ws://localhost:9080/stream/ws"
+	for _, tc := range []struct {
+		origin string
+		ok     bool
+	}{
+		{"", true},
+		{"http://localhost:9080", true},
+		{"https://app.example.com", true},
+		{"https://evil.example.com", false},
+		{"http://localhost:9081", false},
+	} {
+		hdr := http.Header{}
+		if tc.origin != "" {
+			hdr.Set("Origin", tc.origin)
+		}
+		c, resp, err := websocket.DefaultDialer.Dial(url, hdr)
+		if tc.ok {
+			if err != nil {
+				t.Errorf("origin %q refused: %v", tc.origin, err)
+				continue
+			}
+			c.Close()
+			continue
+		}
+		if err == nil {
+			c.Close()
+			t.Errorf("origin %q accepted", tc.origin)
+			continue
+		}
+		if resp == nil || resp.StatusCode != http.StatusForbidden {
+			t.Errorf("origin %q: %v, want 403", tc.origin, err)
+		}
+	}
+
+	// Without sdr_nats, a command is answered "unavailable" to that client.
+	c := streamDial(t, url, nil)
+	other := streamDial(t, url, nil)
+	if err := c.WriteMessage(websocket.BinaryMessage, append([]byte{wire.TypeCommand}, `{"action":"set_cmd_vel","cmd_seq":42,"data":{}}`...)); err != nil {
+		t.Fatal(err)
+	}
+	_, msg, err := c.ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj, payload, err := wire.ParseTelemetry(msg)
+	if err != nil || subj != "telemetry.command.ack" {
+		t.Fatalf("reply %q: %v", msg, err)
+	}
+	var ack map[string]any
+	if err := json.Unmarshal(payload, &ack); err != nil {
+		t.Fatal(err)
+	}
+	if ack["action"] != "set_cmd_vel" || ack["cmd_seq"] != float64(42) || ack["status"] != "unavailable" || ack["detail"] != "no NATS configured" {
+		t.Errorf("ack %s", payload)
+	}
+	_ = other.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, m, err := other.ReadMessage(); err == nil {
+		t.Errorf("the other client got %q", m)
+	}
+
+	// Hostile input: an oversized message closes with 1009; garbage first.
+	for _, m := range [][]byte{{0xff}, {}, {wire.TypeSignaling, '{'}, {wire.TypeCommand}} {
+		if err := c.WriteMessage(websocket.BinaryMessage, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.WriteMessage(websocket.BinaryMessage, make([]byte, 2048)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, m, err := c.ReadMessage()
+		if err == nil {
+			if m[0] == wire.TypeTelemetry { // the ack of the empty 0x04
+				continue
+			}
+			t.Fatalf("unexpected message %x", m[:1])
+		}
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.CloseMessageTooBig {
+			t.Fatalf("oversized message: %v, want close 1009", err)
+		}
+		break
+	}
+}
+
+func TestStreamServeManyStreamsAndMetrics(t *testing.T) {
+	dir := t.TempDir()
+	front, wrist := filepath.Join(dir, "front"), filepath.Join(dir, "wrist")
+	wf, ww := newStreamWriter(t, front), newStreamWriter(t, wrist)
+	streamTester(t, fmt.Sprintf(`
+	http://localhost:9080 {
+		handle /stream/front/* {
+			sdr_stream front {
+				source shm %s
+			}
+		}
+		handle /stream/wrist/* {
+			sdr_stream wrist {
+				source shm %s
+			}
+		}
+		handle /stream/again/* {
+			sdr_stream front {
+				source shm %s
+			}
+		}
+	}`, front, wrist, front))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go wf.run(ctx, t, 5*time.Millisecond, 10)
+	go ww.run(ctx, t, 5*time.Millisecond, 10)
+	cf := streamDial(t, "ws://localhost:9080/stream/front/ws", nil)
+	cw := streamDial(t, "ws://localhost:9080/stream/wrist/ws", nil)
+	ca := streamDial(t, "ws://localhost:9080/stream/again/ws", nil)
+	for _, c := range []*websocket.Conn{cf, cw, ca} {
+		if h := readVideo(t, c); !h.Keyframe() {
+			t.Fatalf("first frame %d is not a keyframe", h.FrameSeq)
+		}
+		for range 20 {
+			readVideo(t, c)
+		}
+	}
+	cancel()
+	resp, err := http.Get("http://localhost:2999/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`caddy_sdr_stream_frames_out_total{stream="front"}`,
+		`caddy_sdr_stream_frames_out_total{stream="wrist"}`,
+		`caddy_sdr_stream_clients{stream="front"} 2`,
+		`caddy_sdr_stream_delivery_seconds_bucket{stream="wrist",le="0.001"}`,
+		`caddy_sdr_stream_idr_requests_total{stream="front"}`,
+		fmt.Sprintf(`caddy_sdr_stream_ring_frames_total{path=%q}`, front),
+		fmt.Sprintf(`caddy_sdr_stream_ring_attached{path=%q} 1`, wrist),
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	// One reader per ring file: two handlers of "front" share one mapping.
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err == nil {
+		// The writer maps it too.
+		if n := strings.Count(string(maps), front); n != 2 {
+			t.Errorf("%d mappings of %s, want 2 (one writer, one shared reader)", n, front)
+		}
+	}
+}
