@@ -152,7 +152,13 @@ func (r *ROS) Provision(ctx caddy.Context) error {
 		if !ok {
 			return fmt.Errorf("sdr_ros: the sdr_nats app (%T) does not provide safety gates", app)
 		}
-		opts.Gate = &streamGate{gates: gates, stream: r.GateStream, log: r.log}
+		sg := &streamGate{gates: gates, stream: r.GateStream, log: r.log}
+		// Create the gate now, so that its timer runs from startup; a
+		// stream that attaches later binds its video to this same gate.
+		if g, err := gates.Gate(r.GateStream); err == nil {
+			sg.gate = g
+		}
+		opts.Gate = sg
 		r.log.Info("motion publishes pass the video safety gate", zap.Strings("motion_topics", r.MotionTopics), zap.String("stream", r.GateStream))
 	case r.AllowMotionWithoutGate:
 		r.log.Warn("sdr_nats is not configured: there is no video safety gate, and motion publishes pass UNGATED (allow_motion_without_gate)",
