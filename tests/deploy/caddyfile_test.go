@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
 
 	"github.com/sdr-os/sdr-caddy/shmring"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
@@ -95,7 +96,35 @@ func TestCaddyfileExampleFormatted(t *testing.T) {
 type example struct {
 	edge, transport, admin string // base URLs / host:port
 	ring                   string // the encoded-frame ring file it reads
+	nats                   string // URL of the nats-server it connects to
 	caddy                  *testenv.Caddy
+}
+
+// startNATS runs nats-server v2.15.2 on a free loopback port until the test
+// ends and returns its URL.
+func startNATS(t *testing.T) string {
+	t.Helper()
+	port := testenv.FreePort(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, testenv.Tool(t, "nats-server"), "-a", "127.0.0.1", "-p", fmt.Sprint(port))
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		nc, err := nats.Connect(url)
+		if err == nil {
+			nc.Close()
+			return url
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nats-server on %s: %v", url, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // startExample runs Caddyfile.example unchanged with its listening addresses
@@ -111,9 +140,11 @@ func startExample(t *testing.T, extra ...string) *example {
 		transport: fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)),
 		admin:     fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
 		ring:      filepath.Join(t.TempDir(), "frames"),
+		nats:      startNATS(t),
 	}
 	env := []string{
 		"SDR_SHM_PATH=" + e.ring,
+		"SDR_NATS_URL=" + e.nats,
 		// Nothing listens there: sdr_ros keeps retrying in the background.
 		fmt.Sprintf("SDR_ROS_UPSTREAM=ws://127.0.0.1:%d", testenv.FreePort(t)),
 		"SDR_BIND_HOST=127.0.0.1",
@@ -308,4 +339,140 @@ func writeFrames(t *testing.T, path string) (stop func()) {
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+// TestCaddyfileExampleNATS: commands sent as 0x04 on /stream/ws reach NATS
+// unchanged, telemetry published on NATS reaches the browser as 0x02, a
+// malformed action is refused, and /nats/ws relays without video.
+func TestCaddyfileExampleNATS(t *testing.T) {
+	e := startExample(t)
+	writeFrames(t, e.ring)
+	nc, err := nats.Connect(e.nats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	sub, err := nc.SubscribeSync("command.genesis.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Joining clients ask for an IDR (command.genesis.force_idr): not ours.
+	next := func(timeout time.Duration) (*nats.Msg, error) {
+		for {
+			m, err := sub.NextMsg(timeout)
+			if err != nil || m.Subject != "command.genesis.force_idr" {
+				return m, err
+			}
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, path := range []string{"/stream/ws", "/nats/ws"} {
+		url := "ws" + strings.TrimPrefix(e.edge, "http") + path
+		conn, _, err := websocket.DefaultDialer.Dial(url, nil)
+		if err != nil {
+			t.Fatalf("dial %s: %v", url, err)
+		}
+		cmd := []byte(`{"action":"pause","cmd_seq":7,"ttl_ms":500,"data":{"from":"` + path + `"}}`)
+		// The relay subscribes as the client attaches; send until a command
+		// arrives, then check it.
+		var msg *nats.Msg
+		for i := 0; i < 50 && msg == nil; i++ {
+			if err := conn.WriteMessage(websocket.BinaryMessage, append([]byte{0x04}, cmd...)); err != nil {
+				t.Fatal(err)
+			}
+			msg, _ = next(200 * time.Millisecond)
+		}
+		if msg == nil || msg.Subject != "command.genesis.pause" || !bytes.Equal(msg.Data, cmd) {
+			t.Fatalf("%s: command on NATS = %v, want %s on command.genesis.pause", path, msg, cmd)
+		}
+		for { // drain repeats
+			if _, err := next(300 * time.Millisecond); err != nil {
+				break
+			}
+		}
+
+		// A malformed action is answered to this client alone on
+		// telemetry.command.ack, and never published.
+		if err := conn.WriteMessage(websocket.BinaryMessage, append([]byte{0x04}, `{"action":"pause.>","cmd_seq":8}`...)); err != nil {
+			t.Fatal(err)
+		}
+		stats := []byte(`{"frame_id":1,"encode_ms":2.5,"codec":"h264","frame_bytes":1000}`)
+		gotAck, gotStats := false, false
+		_ = conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+		for !gotAck || !gotStats {
+			if err := nc.Publish("telemetry.frame.stats", stats); err != nil {
+				t.Fatal(err)
+			}
+			_, m, err := conn.ReadMessage()
+			if err != nil {
+				t.Fatalf("%s: ack %v, stats %v: %v", path, gotAck, gotStats, err)
+			}
+			if len(m) < 3 || m[0] != 0x02 {
+				continue
+			}
+			n := int(m[1]) | int(m[2])<<8
+			if len(m) < 3+n {
+				t.Fatalf("%s: short 0x02 message", path)
+			}
+			subject, payload := string(m[3:3+n]), m[3+n:]
+			switch subject {
+			case "telemetry.command.ack":
+				if bytes.Contains(payload, []byte(`"rejected"`)) && bytes.Contains(payload, []byte(`"cmd_seq":8`)) {
+					gotAck = true
+				}
+			case "telemetry.frame.stats":
+				gotStats = gotStats || bytes.Equal(payload, stats)
+			}
+		}
+		if m, err := next(300 * time.Millisecond); err == nil {
+			t.Errorf("%s: a malformed action reached NATS: %s %s", path, m.Subject, m.Data)
+		}
+		conn.Close()
+	}
+}
+
+// TestCaddyfileExampleSafetyGate is the old transport-server's smoke test on
+// Caddyfile.example: video stops, no browser attached, and within 2 s the
+// gate publishes HOLD and a zero set_cmd_vel.
+func TestCaddyfileExampleSafetyGate(t *testing.T) {
+	e := startExample(t)
+	stop := writeFrames(t, e.ring)
+	nc, err := nats.Connect(e.nats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	gate, err := nc.SubscribeSync("telemetry.safety.video_gate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	zero, err := nc.SubscribeSync("command.genesis.set_cmd_vel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // video flowing: the gate is armed
+	stop()
+	stopped := time.Now()
+	for {
+		m, err := gate.NextMsg(3 * time.Second)
+		if err != nil {
+			t.Fatalf("no HOLD on telemetry.safety.video_gate within 3 s of video stopping: %v", err)
+		}
+		if bytes.Contains(m.Data, []byte(`"HOLD"`)) {
+			if d := time.Since(stopped); d > 2500*time.Millisecond {
+				t.Errorf("HOLD %v after video stopped, want about 1 s (at most 2 s)", d)
+			}
+			break
+		}
+	}
+	m, err := zero.NextMsg(2 * time.Second)
+	if err != nil || !bytes.Contains(m.Data, []byte(`"_safety":"hold"`)) {
+		t.Errorf("zero set_cmd_vel with _safety hold: %v %v", m, err)
+	}
 }
