@@ -197,15 +197,17 @@ func (s *TestSource) Run(ctx context.Context) error {
 			}
 		}
 
-		// Next frame on the fixed schedule; when a frame ran late by more
-		// than a period, start the schedule again from now instead of
-		// bursting to catch up.
-		next := start.Add(time.Duration(n) * period)
+		// Next frame on the fixed schedule, but never two commits closer
+		// than half a period: a reader that polls once per period would
+		// miss the first of two frames written back to back (the ring keeps
+		// only the latest). A writer that fell behind starts the schedule
+		// again from there instead of bursting to catch up.
 		after := time.Now()
-		if after.Sub(next) > period {
+		next := start.Add(time.Duration(n) * period)
+		if earliest := after.Add(period / 2); next.Before(earliest) {
 			late++
-			start = after.Add(-time.Duration(n) * period)
-			next = after
+			start = earliest.Add(-time.Duration(n) * period)
+			next = earliest
 		}
 		timer.Reset(max(0, next.Sub(after)))
 

@@ -89,9 +89,10 @@ export function encodeCommand(action, cmdSeq, ttlMs, data) {
   return msg;
 }
 
+// An action is one NATS token; the server accepts [A-Za-z0-9_-]{1,64}.
 function validAction(action) {
-  if (typeof action !== 'string' || action === '' || /[.*>\s]/.test(action)) {
-    throw new Error(`command action ${JSON.stringify(action)} is not one NATS token`);
+  if (typeof action !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(action)) {
+    throw new Error(`command action ${JSON.stringify(action)} is not one NATS token of [A-Za-z0-9_-]{1,64}`);
   }
 }
 
@@ -224,6 +225,7 @@ export class Player extends EventTarget {
       telemetryReceived: 0,
       dropped: 0, // frames the player did not decode: keyframe gating, decoder backlog, JPEG backlog
       missed: 0, // frame_seq gaps: frames the server skipped for this client
+      lastGapAt: 0, // nowMs() of the latest gap
       decodeErrors: 0,
       protocolErrors: 0,
       lastError: '',
@@ -410,7 +412,10 @@ export class Player extends EventTarget {
     this.window.bytes += data.byteLength;
     if (keyframe) st.keyframes++;
     if (this.lastSeq !== null) {
-      if (header.frameSeq > this.lastSeq + 1n) st.missed += Number(header.frameSeq - this.lastSeq - 1n);
+      if (header.frameSeq > this.lastSeq + 1n) {
+        st.missed += Number(header.frameSeq - this.lastSeq - 1n);
+        st.lastGapAt = t;
+      }
       else if (header.frameSeq <= this.lastSeq) this.awaitKey = true; // writer restarted
     }
     this.lastSeq = header.frameSeq;

@@ -1,0 +1,245 @@
+package browser
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
+)
+
+// The pictures the tests stream: small enough for two shared cores, fast
+// enough that 150 frames take 2.5 s.
+const (
+	testResolution = "640x360"
+	testFPS        = 60
+)
+
+// artifacts is where screenshots go (git-ignored).
+func artifacts(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(testenv.Root(), "tests", "artifacts")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// startBrowser starts chromium with a fresh profile, or skips the test when
+// chromium, node or playwright-core is missing.
+func startBrowser(t *testing.T) *Driver {
+	t.Helper()
+	if err := Available(); err != nil {
+		t.Skipf("browser tests need chromium and tests/node: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d, err := Start(ctx, t.TempDir())
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Close(); err != nil {
+			t.Logf("closing browser: %v", err)
+		}
+		cancel()
+	})
+	return d
+}
+
+// source is a running `caddy sdr-testsrc`.
+type source struct {
+	cmd    *exec.Cmd
+	out    *strings.Builder
+	exited chan struct{}
+}
+
+// startSource runs `caddy sdr-testsrc --path ring` with the test picture
+// size and rate and extra flags, and waits until the ring file exists.
+func startSource(t *testing.T, ring string, extra ...string) *source {
+	t.Helper()
+	args := append([]string{"sdr-testsrc", "--path", ring, "--resolution", testResolution,
+		"--fps", fmt.Sprint(testFPS)}, extra...)
+	cmd := exec.Command(testenv.CaddyBin(t), args...)
+	s := &source{cmd: cmd, out: &strings.Builder{}, exited: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = &lockedWriter{w: s.out}, &lockedWriter{w: s.out}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = cmd.Wait(); close(s.exited) }()
+	t.Cleanup(func() {
+		s.stop(t)
+		if t.Failed() {
+			t.Logf("sdr-testsrc output:\n%s", s.output())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(ring); err == nil {
+			return s
+		}
+		select {
+		case <-s.exited:
+			t.Fatalf("sdr-testsrc exited at start:\n%s", s.output())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sdr-testsrc did not create %s in 20s:\n%s", ring, s.output())
+		}
+	}
+}
+
+func (s *source) output() string {
+	lw := s.cmd.Stdout.(*lockedWriter)
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	return s.out.String()
+}
+
+// stop ends the source with SIGTERM and waits; the time it returns is
+// after the last frame was committed.
+func (s *source) stop(t *testing.T) time.Time {
+	t.Helper()
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(10 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.exited
+		t.Errorf("sdr-testsrc ignored SIGTERM for 10s")
+	}
+	return time.Now()
+}
+
+// edge is a running sdr-caddy with sdr_stream on /stream/ws, sdr_player at
+// / and an embedded NATS server.
+type edge struct {
+	*testenv.Caddy
+	HTTPPort, NATSPort int
+	Ring               string
+	caddyfile          string
+}
+
+// URL is the player page.
+func (e *edge) URL() string { return fmt.Sprintf("http://127.0.0.1:%d/", e.HTTPPort) }
+
+// NATSURL is the embedded NATS server.
+func (e *edge) NATSURL() string { return fmt.Sprintf("nats://127.0.0.1:%d", e.NATSPort) }
+
+// edgeCaddyfile serves the player and the ring's stream on one site.
+func edgeCaddyfile(httpPort, natsPort int, streamSource string) string {
+	return fmt.Sprintf(`{
+	admin {$SDR_TEST_ADMIN}
+	sdr_nats {
+		embedded {
+			listen 127.0.0.1:%d
+		}
+	}
+}
+
+http://127.0.0.1:%d {
+	handle /health {
+		respond "OK" 200
+	}
+	handle /stream/ws {
+		sdr_stream {
+			source %s
+		}
+	}
+	handle {
+		sdr_player
+		respond "Not Found" 404
+	}
+}
+`, natsPort, httpPort, streamSource)
+}
+
+// startEdge runs sdr-caddy with edgeCaddyfile reading the ring.
+func startEdge(t *testing.T, ring string) *edge {
+	t.Helper()
+	e := &edge{HTTPPort: testenv.FreePort(t), NATSPort: testenv.FreePort(t), Ring: ring}
+	e.caddyfile = edgeCaddyfile(e.HTTPPort, e.NATSPort, "shm "+ring)
+	e.start(t)
+	return e
+}
+
+// start (re)starts the process on the same ports.
+func (e *edge) start(t *testing.T) {
+	t.Helper()
+	health := fmt.Sprintf("http://127.0.0.1:%d/health", e.HTTPPort)
+	e.Caddy = testenv.StartCaddy(t, e.caddyfile, nil, func() error {
+		resp, err := http.Get(health)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s", health, resp.Status)
+		}
+		return nil
+	})
+}
+
+// openPlayer opens url in page name and waits for its first decoded frame.
+func openPlayer(t *testing.T, d *Driver, name, url string) Stats {
+	t.Helper()
+	if err := d.Do("open", map[string]any{"name": name, "url": url}, nil); err != nil {
+		t.Fatal(err)
+	}
+	st := waitFrames(t, d, name, 1, 15*time.Second)
+	return st
+}
+
+// waitFrames waits until the page has decoded count frames in all.
+func waitFrames(t *testing.T, d *Driver, name string, count int, timeout time.Duration) Stats {
+	t.Helper()
+	var r struct {
+		Reached bool  `json:"reached"`
+		Stats   Stats `json:"stats"`
+	}
+	if err := d.Do("waitFrames", map[string]any{"name": name, "count": count, "timeoutMs": timeout.Milliseconds()}, &r); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Reached {
+		t.Fatalf("page %s decoded %d frames in %v, want %d; stats %+v\nconsole: %s", name, r.Stats.FramesDecoded, timeout, count, r.Stats, consoleLines(d, name))
+	}
+	return r.Stats
+}
+
+func consoleLines(d *Driver, name string) string {
+	var r struct {
+		Lines []string `json:"lines"`
+	}
+	if err := d.Do("console", map[string]any{"name": name}, &r); err != nil {
+		return err.Error()
+	}
+	return strings.Join(r.Lines, "\n")
+}
+
+func screenshot(t *testing.T, d *Driver, name, file string) string {
+	t.Helper()
+	path := filepath.Join(artifacts(t), file)
+	if err := d.Do("screenshot", map[string]any{"name": name, "path": path}, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", path)
+	return path
+}
+
+func evalJS[T any](t *testing.T, d *Driver, name, expr string) T {
+	t.Helper()
+	var r struct {
+		Value T `json:"value"`
+	}
+	if err := d.Do("eval", map[string]any{"name": name, "expr": expr}, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r.Value
+}
