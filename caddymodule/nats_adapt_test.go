@@ -28,6 +28,7 @@ func TestNATSAdapt(t *testing.T) {
 				t.Fatal(err)
 			}
 			input, expected, ok := strings.Cut(string(raw), "\n----------\n")
+			input += "\n"
 			if !ok {
 				t.Fatalf("%s: no ---------- separator", file)
 			}
@@ -40,7 +41,7 @@ func TestNATSAdapt(t *testing.T) {
 					}
 					var pretty bytes.Buffer
 					_ = json.Indent(&pretty, out, "", "\t")
-					if err := os.WriteFile(file, []byte(input+"\n----------\n"+pretty.String()+"\n"), 0o644); err != nil {
+					if err := os.WriteFile(file, []byte(input+"----------\n"+pretty.String()+"\n"), 0o644); err != nil {
 						t.Fatal(err)
 					}
 					return

@@ -1,8 +1,10 @@
 package caddymodule
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -170,7 +172,7 @@ func (h *NATSHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 	if closing {
 		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("sdr_nats handler is shutting down"))
 	}
-	conn, err := h.upgrader.Upgrade(w, r, nil)
+	conn, err := h.upgrader.Upgrade(natsHijacker{w}, r, nil)
 	if err != nil {
 		// The upgrader has answered the client already.
 		if ce := h.log.Check(zap.DebugLevel, "websocket upgrade failed"); ce != nil {
@@ -268,6 +270,17 @@ func (h *NATSHandler) serveClient(conn *websocket.Conn) {
 		}
 	}
 }
+
+// natsHijacker lets gorilla/websocket hijack a ResponseWriter that Caddy's
+// middleware wrapped: gorilla asserts http.Hijacker, the wrappers offer
+// Unwrap, which http.ResponseController follows.
+type natsHijacker struct{ http.ResponseWriter }
+
+func (h natsHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(h.ResponseWriter).Hijack()
+}
+
+func (h natsHijacker) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 
 // parseNATSHandlerCaddyfile sets up the handler from a site block:
 //

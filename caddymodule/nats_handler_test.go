@@ -1,0 +1,353 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+
+	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/wire"
+	"github.com/sdr-os/sdr-caddy/shmring"
+)
+
+func natsFreePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// natsTestSource is a frame source the test drives, standing in for the
+// ring reader that sdr_stream would attach.
+type natsTestSource struct {
+	mu   sync.Mutex
+	last time.Time
+	fns  map[int]func(frame.Frame)
+	n    int
+}
+
+func (s *natsTestSource) Subscribe(fn func(frame.Frame)) func() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fns == nil {
+		s.fns = map[int]func(frame.Frame){}
+	}
+	id := s.n
+	s.n++
+	s.fns[id] = fn
+	return func() { s.mu.Lock(); delete(s.fns, id); s.mu.Unlock() }
+}
+
+func (s *natsTestSource) LastArrival() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
+}
+
+func (s *natsTestSource) emit() {
+	s.mu.Lock()
+	s.last = time.Now()
+	fns := make([]func(frame.Frame), 0, len(s.fns))
+	for _, f := range s.fns {
+		fns = append(fns, f)
+	}
+	s.mu.Unlock()
+	for _, f := range fns {
+		f(frame.Frame{Header: shmring.Header{Codec: shmring.CodecH264}, Arrived: time.Now()})
+	}
+}
+
+// natsWSRead reads binary messages until one satisfies want or the timeout
+// passes.
+func natsWSRead(t *testing.T, c *websocket.Conn, timeout time.Duration, want func(subject string, payload []byte) bool) (string, []byte) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		_ = c.SetReadDeadline(deadline)
+		_, msg, err := c.ReadMessage()
+		if err != nil {
+			t.Fatalf("reading from the sdr_nats WebSocket: %v", err)
+		}
+		subj, payload, err := wire.ParseTelemetry(msg)
+		if err != nil {
+			t.Fatalf("server sent a non-telemetry message: %v", err)
+		}
+		if want(subj, payload) {
+			return subj, payload
+		}
+	}
+}
+
+func TestNATSLiveEmbeddedHandler(t *testing.T) {
+	natsPort, httpPort := natsFreePort(t), natsFreePort(t)
+	tester := caddytest.NewTester(t)
+	tester.InitServer(fmt.Sprintf(`
+	{
+		admin localhost:2999
+		skip_install_trust
+		http_port %d
+		sdr_nats {
+			embedded {
+				listen 127.0.0.1:%d
+			}
+			command_rate 1000 burst 1000
+		}
+	}
+	http://127.0.0.1:%d {
+		route /nats/ws {
+			sdr_nats {
+				stream cam
+			}
+		}
+		respond "not a websocket" 200
+	}`, httpPort, natsPort, httpPort), "caddyfile")
+	t.Cleanup(func() {
+		// Stop the apps so that the embedded server lets go of its port.
+		if err := caddy.Load([]byte(`{"admin":{"listen":"localhost:2999"}}`), true); err != nil {
+			t.Logf("unloading: %v", err)
+		}
+	})
+
+	// An ordinary NATS client reaches the embedded server.
+	sim, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", natsPort), nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatalf("ordinary client to the embedded server: %v", err)
+	}
+	defer sim.Close()
+	cmds := make(chan *nats.Msg, 64)
+	if _, err := sim.ChanSubscribe("command.genesis.>", cmds); err != nil {
+		t.Fatal(err)
+	}
+	gateMsgs := make(chan *nats.Msg, 64)
+	if _, err := sim.ChanSubscribe("telemetry.safety.video_gate", gateMsgs); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A plain request passes to the next handler.
+	tester.AssertGetResponse(fmt.Sprintf("http://127.0.0.1:%d/nats/ws", httpPort), 200, "not a websocket")
+
+	ws, resp, err := websocket.DefaultDialer.Dial(fmt.Sprintf("ws://127.0.0.1:%d/nats/ws", httpPort), nil)
+	if err != nil {
+		if resp != nil {
+			b, _ := io.ReadAll(resp.Body)
+			t.Fatalf("dialing the sdr_nats WebSocket: %v: %s %s", err, resp.Status, b)
+		}
+		t.Fatal(err)
+	}
+	defer ws.Close()
+
+	appIface, err := caddy.ActiveContext().AppIfConfigured("sdr_nats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := appIface.(*NATSApp)
+	if st := app.ConnState(); st != "connected" {
+		t.Fatalf("ConnState = %s, want connected", st)
+	}
+
+	t.Run("telemetry relayed", func(t *testing.T) {
+		// Subscriptions reach the server asynchronously: publish until one arrives.
+		done := make(chan struct{})
+		go func() {
+			for {
+				select {
+				case <-done:
+					return
+				case <-time.After(50 * time.Millisecond):
+					_ = sim.Publish("telemetry.frame.stats", []byte(`{"frame_id":1,"encode_ms":2,"codec":"h264","frame_bytes":3}`))
+					_ = sim.Publish("private.thing", []byte(`{}`))
+				}
+			}
+		}()
+		subj, payload := natsWSRead(t, ws, 10*time.Second, func(s string, _ []byte) bool {
+			if s == "private.thing" {
+				t.Errorf("relayed %s, outside the allowlist", s)
+			}
+			return s == "telemetry.frame.stats"
+		})
+		close(done)
+		if !strings.Contains(string(payload), `"frame_bytes":3`) {
+			t.Errorf("relayed %s %s", subj, payload)
+		}
+	})
+
+	send := func(body string) {
+		t.Helper()
+		if err := ws.WriteMessage(websocket.BinaryMessage, append([]byte{wire.TypeCommand}, body...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ack := func(seq float64) map[string]any {
+		t.Helper()
+		_, p := natsWSRead(t, ws, 10*time.Second, func(s string, p []byte) bool {
+			if s != "telemetry.command.ack" {
+				return false
+			}
+			var m map[string]any
+			return json.Unmarshal(p, &m) == nil && m["cmd_seq"] == seq
+		})
+		var m map[string]any
+		_ = json.Unmarshal(p, &m)
+		return m
+	}
+
+	t.Run("commands", func(t *testing.T) {
+		body := `{"action":"load_robot","cmd_seq":5,"data":{"name":"go2"}}`
+		send(body)
+		select {
+		case m := <-cmds:
+			if m.Subject != "command.genesis.load_robot" || string(m.Data) != body {
+				t.Fatalf("published %s %s", m.Subject, m.Data)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("command not published within 10s")
+		}
+		send(`{"action":"set_cmd_vel.>","cmd_seq":6}`)
+		if a := ack(6); a["status"] != "rejected" {
+			t.Fatalf("injection attempt: %v", a)
+		}
+		// Stream cam has no source yet: motion is gated, estop passes.
+		send(`{"action":"set_cmd_vel","cmd_seq":7,"data":{"linear_x":1}}`)
+		if a := ack(7); a["status"] != "gated" {
+			t.Fatalf("motion with no video: %v", a)
+		}
+		send(`{"action":"estop","cmd_seq":8}`)
+		select {
+		case m := <-cmds:
+			if m.Subject != "command.genesis.estop" {
+				t.Fatalf("published %s, want estop", m.Subject)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("estop not published within 10s")
+		}
+	})
+
+	t.Run("gate driven by frames", func(t *testing.T) {
+		src := &natsTestSource{}
+		rel, err := app.Attach("cam", src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rel.Release()
+		drain := func() {
+			for {
+				select {
+				case <-gateMsgs:
+				case <-cmds:
+				default:
+					return
+				}
+			}
+		}
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tk := time.NewTicker(20 * time.Millisecond)
+			defer tk.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tk.C:
+					src.emit()
+				}
+			}
+		}()
+		// Video flows: the gate opens (it may first report the HOLD of
+		// the time before the source was attached).
+		g, err := app.Gate("cam")
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if allowed, _ := g.Allow("set_cmd_vel"); allowed {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("gate did not open within 10s of video")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		send(`{"action":"set_cmd_vel","cmd_seq":9,"data":{"linear_x":0.5}}`)
+		select {
+		case m := <-cmds:
+			if m.Subject != "command.genesis.set_cmd_vel" {
+				t.Fatalf("published %s", m.Subject)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("motion command with fresh video not published")
+		}
+		time.Sleep(300 * time.Millisecond)
+		drain()
+
+		close(stop)
+		wg.Wait()
+		stopped := time.Now()
+		var hold, estop time.Duration
+		var holdCmd bool
+		for estop == 0 {
+			select {
+			case m := <-gateMsgs:
+				var g struct {
+					Gated bool   `json:"gated"`
+					Mode  string `json:"mode"`
+				}
+				_ = json.Unmarshal(m.Data, &g)
+				switch g.Mode {
+				case "HOLD":
+					hold = time.Since(stopped)
+				case "ESTOP":
+					estop = time.Since(stopped)
+				}
+			case m := <-cmds:
+				if m.Subject == "command.genesis.set_cmd_vel" && strings.Contains(string(m.Data), `"_safety":"hold"`) {
+					holdCmd = true
+				}
+			case <-time.After(15 * time.Second):
+				t.Fatalf("no ESTOP within 15s of video stopping (HOLD after %s)", hold)
+			}
+		}
+		if hold < 900*time.Millisecond || hold > 2*time.Second {
+			t.Errorf("HOLD on telemetry.safety.video_gate %s after video stopped, want 1s (at most 2s)", hold)
+		}
+		if !holdCmd {
+			t.Errorf("no zero set_cmd_vel with _safety hold published")
+		}
+		if estop < 4900*time.Millisecond || estop > 7*time.Second {
+			t.Errorf("ESTOP %s after video stopped, want about 5s", estop)
+		}
+		send(`{"action":"set_cmd_vel","cmd_seq":10}`)
+		if a := ack(10); a["status"] != "gated" || !strings.Contains(a["detail"].(string), "ESTOP") {
+			t.Fatalf("motion in ESTOP: %v", a)
+		}
+		// Video back: {"gated":false} once.
+		src.emit()
+		select {
+		case m := <-gateMsgs:
+			if string(m.Data) != `{"gated":false}` {
+				t.Fatalf("on recovery published %s", m.Data)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no recovery message within 5s of video coming back")
+		}
+	})
+}
