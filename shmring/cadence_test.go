@@ -10,14 +10,14 @@ func TestCadenceLearnsPeriodAndWakesBeforeDue(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	var c cadence
 	c.reset(t0)
-	if d, fine := c.next(t0.Add(time.Millisecond)); d != unknownPoll || fine {
-		t.Fatalf("unknown period: %v %v", d, fine)
+	if d, mode := c.next(t0.Add(time.Millisecond)); d != unknownPoll || mode != modeCoarse {
+		t.Fatalf("unknown period: %v %v", d, mode)
 	}
 	const period = 16667 * time.Microsecond
 	now := t0
 	for i := range 120 {
 		now = now.Add(period + time.Duration(i%3-1)*50*time.Microsecond) // +-50 us jitter
-		c.observe(now, 1, false)
+		c.observe(now, 1, modeFine, finePoll)
 	}
 	if diff := c.period - period; diff < -200*time.Microsecond || diff > 200*time.Microsecond {
 		t.Fatalf("period %v, want about %v", c.period, period)
@@ -26,17 +26,21 @@ func TestCadenceLearnsPeriodAndWakesBeforeDue(t *testing.T) {
 		t.Fatalf("jitter %v", c.jitter)
 	}
 	// Right after a frame: one long sleep that ends a guard before the due time.
-	d, fine := c.next(now)
-	if fine || d < period-2*time.Millisecond || d > period-minGuard {
-		t.Errorf("sleep after a frame: %v fine=%v", d, fine)
+	d, mode := c.next(now)
+	if mode != modeCoarse || d < period-2*time.Millisecond || d > period-minGuard {
+		t.Errorf("sleep after a frame: %v mode %v", d, mode)
 	}
-	// Around the due time: fine polling.
-	if d, fine := c.next(now.Add(period)); !fine || d != finePoll {
-		t.Errorf("at due time: %v fine=%v", d, fine)
+	// At the due time: the finest polling; a little off it, coarser.
+	if d, mode := c.next(now.Add(c.period)); mode != modeFine || d != finePoll {
+		t.Errorf("at due time: %v mode %v", d, mode)
+	}
+	g := c.guard()
+	if d, mode := c.next(now.Add(c.period - g + time.Microsecond)); mode != modeFine || d <= finePoll || d > maxFinePoll {
+		t.Errorf("at the window's start: %v mode %v", d, mode)
 	}
 	// A late frame: polls slow down, bounded.
-	if d, fine := c.next(now.Add(2 * period)); fine || d > lateMaxPoll || d < finePoll {
-		t.Errorf("one period late: %v fine=%v", d, fine)
+	if d, mode := c.next(now.Add(2 * period)); mode != modeLate || d > lateMaxPoll || d < maxFinePoll {
+		t.Errorf("one period late: %v mode %v", d, mode)
 	}
 	// A stalled writer: back-off, bounded.
 	if d, _ := c.next(now.Add(time.Minute)); d != stalledMaxPoll {
@@ -51,31 +55,33 @@ func TestCadenceAdoptsNewRate(t *testing.T) {
 	c.reset(now)
 	for range 20 {
 		now = now.Add(10 * time.Millisecond)
-		c.observe(now, 1, false)
+		c.observe(now, 1, modeFine, finePoll)
 	}
 	// One stall does not change the period...
 	now = now.Add(time.Second)
-	c.observe(now, 1, false)
+	c.observe(now, 1, modeFine, finePoll)
 	if c.period < 9*time.Millisecond || c.period > 11*time.Millisecond {
 		t.Fatalf("period after one stall: %v", c.period)
 	}
 	// ...a writer that now runs at 40 ms does, after three intervals.
 	for range 3 {
 		now = now.Add(40 * time.Millisecond)
-		c.observe(now, 1, false)
+		c.observe(now, 1, modeFine, finePoll)
 	}
 	if c.period != 40*time.Millisecond {
 		t.Fatalf("period after rate change: %v", c.period)
 	}
 	// Missed commits divide the interval.
 	now = now.Add(120 * time.Millisecond)
-	c.observe(now, 3, false)
+	c.observe(now, 3, modeFine, finePoll)
 	if c.period != 40*time.Millisecond {
 		t.Fatalf("period after 3 steps in 120 ms: %v", c.period)
 	}
 }
 
-func TestCadenceEarlyObservationMovesWakeEarlier(t *testing.T) {
+// A commit found at the first poll after the long sleep was missed by that
+// sleep: the next wake-up comes earlier and the window widens.
+func TestCadenceFoundAfterLongSleepWakesEarlier(t *testing.T) {
 	t.Parallel()
 	var a, b cadence
 	now := time.Unix(0, 0)
@@ -83,15 +89,18 @@ func TestCadenceEarlyObservationMovesWakeEarlier(t *testing.T) {
 	b.reset(now)
 	for range 10 {
 		now = now.Add(10 * time.Millisecond)
-		a.observe(now, 1, false)
-		b.observe(now, 1, false)
+		a.observe(now, 1, modeFine, finePoll)
+		b.observe(now, 1, modeFine, finePoll)
 	}
 	now = now.Add(10 * time.Millisecond)
-	a.observe(now, 1, false)
-	b.observe(now, 1, true)
+	a.observe(now, 1, modeFine, finePoll)
+	b.observe(now, 1, modeCoarse, 9*time.Millisecond)
 	da, _ := a.next(now)
 	db, _ := b.next(now)
 	if db >= da {
-		t.Errorf("early observation sleeps %v, on-time %v; want shorter", db, da)
+		t.Errorf("after a coarse find the sleep is %v, after a fine one %v; want shorter", db, da)
+	}
+	if b.guard() <= a.guard() {
+		t.Errorf("guard %v after a coarse find, %v after a fine one; want wider", b.guard(), a.guard())
 	}
 }

@@ -102,7 +102,8 @@ type Reader struct {
 	pendingGap     uint64
 	pendingRestart bool
 	awaitKeyframe  bool
-	lastFine       bool // the sleep before this poll was a fine one
+	mode           pollMode      // how the sleep before this poll was chosen
+	slept          time.Duration // how long that sleep was meant to be
 	cad            cadence
 	nextCheck      time.Time
 	waitLogged     bool
@@ -199,13 +200,13 @@ func (r *Reader) Run(ctx context.Context, fn func(Frame)) error {
 				r.logWaiting(err)
 				d = absentWait
 				absentWait = min(2*absentWait, absentMaxPoll)
-				r.lastFine = false
 			} else {
 				absentWait = 10 * time.Millisecond
 			}
 		}
 		if r.m != nil {
 			d = r.step(fn)
+			r.slept = d
 		}
 		if !r.sleep(ctx, &timer, d) {
 			break
@@ -282,7 +283,7 @@ func (r *Reader) attach() error {
 	r.attached.Store(true)
 	now := time.Now()
 	r.cad.reset(now)
-	r.lastFine = false
+	r.mode, r.slept = modeCoarse, 0
 	r.nextCheck = now.Add(checkEvery)
 	r.log.Info("attached to ring file", "size", m.id.size, "inode", m.id.ino, "remap", r.maps > 1)
 	return nil
@@ -358,7 +359,6 @@ func (r *Reader) step(fn func(Frame)) time.Duration {
 		r.detach()
 		return 0
 	}
-	early := !r.lastFine
 	if res.status != slotEmpty {
 		r.zeroSeen = false
 	}
@@ -370,7 +370,7 @@ func (r *Reader) step(fn func(Frame)) time.Duration {
 			// Python writer's sequence can read 0 for an instant: believe
 			// a reset only when the next poll sees 0 again.
 			r.zeroSeen = true
-			r.lastFine = true
+			r.mode = modeFine
 			return finePoll
 		}
 		if r.lastSeq != 0 {
@@ -382,18 +382,18 @@ func (r *Reader) step(fn func(Frame)) time.Duration {
 	case slotTorn:
 		// A newer frame was committed during the copy: read it at once.
 		r.torn.Add(1)
-		r.lastFine = true
+		r.mode = modeFine
 		return 0
 	default:
-		r.commit(res, now, early, fn)
+		r.commit(res, now, fn)
 	}
-	d, fine := r.cad.next(time.Now())
-	r.lastFine = fine
+	d, mode := r.cad.next(time.Now())
+	r.mode = mode
 	return d
 }
 
 // commit handles a new sequence: sequencing, gating, delivery.
-func (r *Reader) commit(res slotRead, now time.Time, early bool, fn func(Frame)) {
+func (r *Reader) commit(res slotRead, now time.Time, fn func(Frame)) {
 	steps := uint64(1)
 	if r.lastSeq != 0 {
 		if res.sequence < r.lastSeq {
@@ -404,7 +404,7 @@ func (r *Reader) commit(res slotRead, now time.Time, early bool, fn func(Frame))
 	}
 	r.lastSeq = res.sequence
 	r.sequence.Store(res.sequence)
-	r.cad.observe(now, steps, early)
+	r.cad.observe(now, steps, r.mode, r.slept)
 	r.period.Store(int64(r.cad.period))
 
 	switch res.status {
