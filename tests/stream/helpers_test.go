@@ -1,0 +1,224 @@
+// Package stream holds live tests of sdr_stream against the built binary:
+// a real ring written by shmring.Writer, real WebSocket clients, real
+// nats-server.
+package stream
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/sdr-os/sdr-caddy/internal/wire"
+	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
+)
+
+// ringWriter plays the simulator.
+type ringWriter struct {
+	w   *shmring.Writer
+	mu  sync.Mutex
+	seq uint64
+}
+
+func newRingWriter(t *testing.T, path string) *ringWriter {
+	t.Helper()
+	w, err := shmring.CreateWriter(path, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return &ringWriter{w: w}
+}
+
+func (r *ringWriter) write(t *testing.T, key bool, size int) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seq++
+	h := shmring.Header{FrameSeq: r.seq, Codec: shmring.CodecH264}
+	if key {
+		h.Flags = shmring.FlagKeyframe
+	}
+	if _, err := r.w.WriteFrame(h, make([]byte, size)); err != nil {
+		t.Error(err)
+	}
+	return r.seq
+}
+
+// run writes a frame every period, a keyframe every gop frames, until ctx ends.
+func (r *ringWriter) run(ctx context.Context, t *testing.T, period time.Duration, gop, size int) {
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		r.write(t, i%gop == 0, size)
+	}
+}
+
+// server is a running binary with one site.
+type server struct {
+	caddy *testenv.Caddy
+	base  string // http://127.0.0.1:port
+	ws    string // ws://127.0.0.1:port
+	port  int
+}
+
+// caddyfileFor returns a Caddyfile with the admin listener the test
+// environment sets and one site serving body.
+func caddyfileFor(port int, global, body string) string {
+	return fmt.Sprintf(`{
+	admin {$SDR_TEST_ADMIN}
+	grace_period 1ns
+%s
+}
+http://127.0.0.1:%d {
+%s
+}
+`, global, port, body)
+}
+
+func startServer(t *testing.T, global, body string, env ...string) *server {
+	t.Helper()
+	port := testenv.FreePort(t)
+	s := &server{port: port, base: fmt.Sprintf("http://127.0.0.1:%d", port), ws: fmt.Sprintf("ws://127.0.0.1:%d", port)}
+	s.caddy = testenv.StartCaddy(t, caddyfileFor(port, global, body), env, nil)
+	return s
+}
+
+var plainClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+
+// load replaces the running config with a Caddyfile through the admin API.
+func (s *server) load(t *testing.T, caddyfile string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+s.caddy.AdminAddr+"/load", strings.NewReader(caddyfile))
+	req.Header.Set("Content-Type", "text/caddyfile")
+	resp, err := plainClient.Do(req)
+	if err != nil {
+		t.Fatalf("loading config: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("loading config: %d %s", resp.StatusCode, body)
+	}
+}
+
+func (s *server) health(t *testing.T, path string) map[string]any {
+	t.Helper()
+	resp, err := plainClient.Get(s.base + path)
+	if err != nil {
+		t.Fatalf("health: %v", err)
+	}
+	defer resp.Body.Close()
+	var h map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+		t.Fatalf("health: %v", err)
+	}
+	return h
+}
+
+func (s *server) waitHealth(t *testing.T, path string, what string, ok func(map[string]any) bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		h := s.health(t, path)
+		if ok(h) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: health %v", what, h)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// goroutines reads the goroutine count from the admin pprof endpoint.
+func (s *server) goroutines(t *testing.T) int {
+	t.Helper()
+	resp, err := plainClient.Get("http://" + s.caddy.AdminAddr + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		t.Fatalf("goroutine profile: %v", err)
+	}
+	defer resp.Body.Close()
+	line, _ := bufio.NewReader(resp.Body).ReadString('\n')
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "goroutine profile: total ")))
+	if err != nil {
+		t.Fatalf("goroutine profile first line %q", line)
+	}
+	return n
+}
+
+// fds counts the process's open file descriptors.
+func (s *server) fds(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.caddy.Cmd.Process.Pid))
+	if err != nil {
+		t.Fatalf("listing fds: %v", err)
+	}
+	return len(ents)
+}
+
+// mappings counts the process's mappings of path.
+func (s *server) mappings(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", s.caddy.Cmd.Process.Pid))
+	if err != nil {
+		t.Fatalf("reading maps: %v", err)
+	}
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasSuffix(l, " "+path) || strings.HasSuffix(l, " "+path+" (deleted)") {
+			n++
+		}
+	}
+	return n
+}
+
+func dial(t *testing.T, url string) *websocket.Conn {
+	t.Helper()
+	c, resp, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatalf("dialing %s: %v (%v)", url, err, resp)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	return c
+}
+
+func readVideo(t *testing.T, c *websocket.Conn) shmring.Header {
+	t.Helper()
+	for {
+		_, msg, err := c.ReadMessage()
+		if err != nil {
+			t.Fatalf("reading video: %v", err)
+		}
+		if msg[0] != wire.TypeVideo {
+			continue
+		}
+		h, _, err := wire.ParseVideo(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+}
+
+func ringPath(t *testing.T, name string) string {
+	t.Helper()
+	return filepath.Join(t.TempDir(), name)
+}
