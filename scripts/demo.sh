@@ -5,6 +5,7 @@
 #
 # Environment (all optional):
 #   SDR_DEMO_PORT        HTTP port of the edge (default 8080)
+#   SDR_LISTEN_ADDR      the transport-compatible site (default :<port+1>)
 #   SDR_BIND_HOST        interface to listen on (default 127.0.0.1; empty: all)
 #   SDR_ADMIN_ADDR       admin API and /metrics (default localhost:2019)
 #   SDR_SHM_PATH         encoded ring (default /dev/shm/sdr_os_ipc/frames)
@@ -25,6 +26,9 @@ die() { printf 'demo: ERROR: %s\n' "$*" >&2; exit 1; }
 
 port=${SDR_DEMO_PORT:-8080}
 export SDR_HTTP_ADDR=":$port"
+# Caddyfile.example's second site (the old transport-server's port, 8080 by
+# default) must not take the edge's port.
+export SDR_LISTEN_ADDR=${SDR_LISTEN_ADDR:-:$((port + 1))}
 export SDR_BIND_HOST=${SDR_BIND_HOST-127.0.0.1}
 export SDR_ADMIN_ADDR=${SDR_ADMIN_ADDR:-localhost:2019}
 export SDR_SHM_PATH=${SDR_SHM_PATH:-/dev/shm/sdr_os_ipc/frames}

@@ -142,8 +142,13 @@ const DEFAULTS = {
   url: null, // a path on this origin or a ws(s):// URL; default /stream/ws
   overlay: true,
   videoLostMs: 0, // 0: max(500 ms, 4 frame intervals)
-  maxDecodeLagMs: 300, // oldest undecoded frame older than this: drop deltas until a keyframe
-  maxDecodeQueue: 90, // or more than this many frames waiting in the decoder
+  // The decoder lags when its oldest undecoded frame is older than
+  // maxDecodeLagMs or more than maxDecodeQueue frames wait in it: deltas are
+  // then dropped until the next keyframe. A joining client gets the current
+  // GOP in one burst (up to a GOP of frames at once); these limits let a
+  // software decoder work through it instead of dropping it.
+  maxDecodeLagMs: 500,
+  maxDecodeQueue: 120,
   maxJpegInFlight: 2,
   reconnectMinMs: 250,
   reconnectMaxMs: 5000,
@@ -189,7 +194,8 @@ export class Player extends EventTarget {
     if (this.opts.overlay) {
       this.overlayEl = el('div', 'sdr-overlay', '');
       container.appendChild(this.overlayEl);
-      this.safetyEl = el('div', 'sdr-safety', 'gate ?');
+      this.safetyEl = el('div', 'sdr-safety', 'gate —');
+      this.safetyEl.title = 'video safety gate (telemetry.safety.video_gate) · simulator safety state (telemetry.safety.state)';
       container.appendChild(this.safetyEl);
     }
 
@@ -645,7 +651,7 @@ export class Player extends EventTarget {
     if (st.lastError) lines.push(st.lastError);
     const text = lines.join('\n');
     if (this.overlayEl.textContent !== text) this.overlayEl.textContent = text;
-    const gate = this.safety.gate || '?';
+    const gate = this.safety.gate || '—'; // the gate reports changes only
     const sim = this.safety.sim ? ` · sim ${this.safety.sim}` : '';
     const s = `gate ${gate}${sim}`;
     if (this.safetyEl.textContent !== s) this.safetyEl.textContent = s;

@@ -1,0 +1,233 @@
+package browser
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
+)
+
+// TestDemo runs what `make run` runs after building: scripts/demo.sh, that
+// is Caddyfile.example unchanged plus `caddy sdr-testsrc`, on free ports.
+// The URL it prints serves the player, which decodes at least 150 frames
+// in 5 s; the edge answers OK at /health and the admin listener serves
+// metrics. A screenshot of the page is kept in tests/artifacts.
+func TestDemo(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skipf("browser tests need chromium and tests/node: %v", err)
+	}
+	bin := testenv.CaddyBin(t)
+	port, admin := testenv.FreePort(t), fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	nats := startNATS(t)
+	cmd := exec.Command(filepath.Join(testenv.Root(), "scripts", "demo.sh"))
+	cmd.Dir = testenv.Root()
+	dir := t.TempDir()
+	cmd.Env = append(os.Environ(),
+		"SDR_CADDY_BIN="+bin,
+		fmt.Sprintf("SDR_DEMO_PORT=%d", port),
+		fmt.Sprintf("SDR_LISTEN_ADDR=:%d", testenv.FreePort(t)),
+		"SDR_ADMIN_ADDR="+admin,
+		"SDR_SHM_PATH="+filepath.Join(dir, "frames"),
+		"SDR_DEMO_RESOLUTION="+testResolution,
+		"SDR_NATS_URL="+nats,
+		fmt.Sprintf("SDR_ROS_UPSTREAM=ws://127.0.0.1:%d", testenv.FreePort(t)),
+		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
+		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
+	)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait(); pw.Close() }()
+	var out strings.Builder
+	urlLine := make(chan string, 1)
+	go func() {
+		re := regexp.MustCompile(`player\s+(http://\S+)`)
+		sc := bufio.NewScanner(pr)
+		sent := false
+		for sc.Scan() {
+			out.WriteString(sc.Text() + "\n")
+			if m := re.FindStringSubmatch(sc.Text()); m != nil && !sent {
+				urlLine <- m[1]
+				sent = true
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		// Ctrl-C: the script stops both processes.
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			t.Errorf("demo.sh did not stop within 15 s of SIGINT")
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("demo output:\n%s", out.String())
+		}
+	})
+
+	var url string
+	select {
+	case url = <-urlLine:
+	case err := <-exited:
+		t.Fatalf("demo.sh exited before printing the URL: %v\n%s", err, out.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("demo.sh printed no URL within 60 s:\n%s", out.String())
+	}
+	if want := fmt.Sprintf("http://localhost:%d/", port); url != want {
+		t.Errorf("demo printed %s, want %s", url, want)
+	}
+
+	get := func(u string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatalf("GET %s: %v", u, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(fmt.Sprintf("http://127.0.0.1:%d/health", port)); code != 200 || body != "OK" {
+		t.Errorf("GET /health: %d %q, want 200 OK", code, body)
+	}
+	if code, body := get("http://" + admin + "/metrics"); code != 200 || !strings.Contains(body, "caddy_sdr_") {
+		t.Errorf("GET admin /metrics: %d, caddy_sdr_ metrics present: %v", code, strings.Contains(body, "caddy_sdr_"))
+	}
+
+	d := startBrowser(t)
+	st := openPlayer(t, d, "main", fmt.Sprintf("http://127.0.0.1:%d/", port))
+	t.Logf("first frame %.0f ms after the page started connecting", st.FirstFrameMs)
+	checkPlays(t, d, "main", "h264", "demo.png")
+}
+
+// startNATS runs nats-server v2.15.2 (scripts/deps.sh) on a free port, so
+// that the demo's NATS does not take 4222 from anything else on this
+// machine; the demo itself embeds one.
+func startNATS(t *testing.T) string {
+	t.Helper()
+	port := testenv.FreePort(t)
+	cmd := exec.Command(testenv.Tool(t, "nats-server"), "-a", "127.0.0.1", "-p", fmt.Sprint(port))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		<-done
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return "nats://" + addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nats-server not listening on %s after 10 s", addr)
+		}
+	}
+}
+
+// TestPlayerRawRingThroughEncoder writes raw I420 frames into the raw ring
+// with the Python stdlib writer (the simulator's way); sdr_encoder encodes
+// them to H.264 and sdr_stream serves them to the page.
+func TestPlayerRawRingThroughEncoder(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skipf("python3 not installed: %v", err)
+	}
+	raw := filepath.Join(t.TempDir(), "raw")
+	writer := exec.Command("python3", filepath.Join(testenv.Root(), "tests", "browser", "raw_writer.py"), raw, "--fps", "30")
+	var wout strings.Builder
+	writer.Stdout, writer.Stderr = &lockedWriter{w: &wout}, &lockedWriter{w: &wout}
+	if err := writer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	wdone := make(chan struct{})
+	go func() { _ = writer.Wait(); close(wdone) }()
+	t.Cleanup(func() {
+		_ = writer.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-wdone:
+		case <-time.After(5 * time.Second):
+			_ = writer.Process.Kill()
+			<-wdone
+		}
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(raw); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the Python writer did not create %s in 10 s", raw)
+		}
+	}
+
+	e := &edge{HTTPPort: testenv.FreePort(t), NATSPort: testenv.FreePort(t), Ring: raw}
+	e.caddyfile = strings.Replace(edgeCaddyfile(e.HTTPPort, e.NATSPort, "encoder cam"), "\tsdr_nats {", fmt.Sprintf(`	sdr_encoder {
+		encoder cam {
+			input shm %s
+			codec h264
+			fps 30
+			gop 30
+		}
+	}
+	sdr_nats {`, raw), 1)
+	e.start(t)
+
+	d := startBrowser(t)
+	openPlayer(t, d, "main", e.URL())
+	st0, err := d.Stats("main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1, err := d.Canvas("main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Second)
+	st1, err := d.Stats("main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := d.Canvas("main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	decoded := st1.FramesDecoded - st0.FramesDecoded
+	t.Logf("raw ring -> sdr_encoder -> page: %d frames in 5 s, %dx%d %s, age %.1f ms, dropped %d, missed %d",
+		decoded, st1.Width, st1.Height, st1.Codec, st1.AgeMs, st1.Dropped, st1.Missed)
+	if decoded < 100 {
+		t.Errorf("%d frames decoded in 5 s from a 30 fps writer, want at least 100", decoded)
+	}
+	if st1.Codec != "h264" || st1.Width != 640 || st1.Height != 360 {
+		t.Errorf("stream %s %dx%d, want h264 640x360", st1.Codec, st1.Width, st1.Height)
+	}
+	if st1.DecodeErrors != 0 {
+		t.Errorf("decode errors: %d (%s)", st1.DecodeErrors, st1.LastError)
+	}
+	if c2.Blank || c2.Distinct < 4 {
+		t.Errorf("canvas looks blank: %d distinct colours", c2.Distinct)
+	}
+	if slices.Equal(c1.Samples, c2.Samples) {
+		t.Errorf("canvas did not change in 5 s")
+	}
+	screenshot(t, d, "main", "player-raw-encoder.png")
+}
