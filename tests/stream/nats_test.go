@@ -1,0 +1,156 @@
+package stream
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+
+	"github.com/sdr-os/sdr-caddy/internal/wire"
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
+)
+
+// startNATS runs the pinned nats-server on a free loopback port.
+func startNATS(t *testing.T) string {
+	t.Helper()
+	port := testenv.FreePort(t)
+	cmd := exec.Command(testenv.Tool(t, "nats-server"), "-a", "127.0.0.1", "-p", fmt.Sprint(port))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		nc, err := nats.Connect(url)
+		if err == nil {
+			nc.Close()
+			return url
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nats-server not up: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func expectMsg(t *testing.T, ch <-chan *nats.Msg, what string, within time.Duration, ok func(*nats.Msg) bool) *nats.Msg {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		select {
+		case m := <-ch:
+			if ok(m) {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("no %s within %v", what, within)
+			return nil
+		}
+	}
+}
+
+// With sdr_nats configured, the stream's safety gate runs from startup with
+// no browser attached, keyframe requests go to command.genesis.force_idr,
+// telemetry reaches the clients and each client's commands reach NATS.
+func TestStreamWithNATS(t *testing.T) {
+	natsURL := startNATS(t)
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	msgs := make(chan *nats.Msg, 256)
+	for _, subj := range []string{"command.genesis.>", "telemetry.safety.video_gate"} {
+		if _, err := nc.ChanSubscribe(subj, msgs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	path := ringPath(t, "frames")
+	w := newRingWriter(t, path)
+	s := startServer(t, fmt.Sprintf("\tsdr_nats {\n\t\turl %s\n\t}", natsURL), fmt.Sprintf(`	handle /stream/* {
+		sdr_stream cam {
+			source shm %s
+		}
+	}`, path))
+
+	// Video for a moment, then none: the gate holds within about a second,
+	// with no client connected.
+	ctx, cancel := context.WithCancel(context.Background())
+	go w.run(ctx, t, 10*time.Millisecond, 10, 1000)
+	s.waitHealth(t, "/stream/health", "frames", func(h map[string]any) bool { return h["frames_broadcast"].(float64) > 10 })
+	cancel()
+	stopped := time.Now()
+	m := expectMsg(t, msgs, "telemetry.safety.video_gate gated:true", 5*time.Second, func(m *nats.Msg) bool {
+		return m.Subject == "telemetry.safety.video_gate" && strings.Contains(string(m.Data), `"gated":true`)
+	})
+	if d := time.Since(stopped); d > 3*time.Second {
+		t.Errorf("video gate after %v, want within 2s of video stopping", d)
+	}
+	t.Logf("gate with no browser: %s after %v", m.Data, time.Since(stopped).Round(time.Millisecond))
+
+	// A client connects: a keyframe request goes to NATS.
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.run(ctx2, t, 10*time.Millisecond, 10, 1000) }()
+	defer func() { cancel2(); <-done }()
+	c := dial(t, s.ws+"/stream/ws")
+	expectMsg(t, msgs, "command.genesis.force_idr", 5*time.Second, func(m *nats.Msg) bool {
+		return m.Subject == "command.genesis.force_idr"
+	})
+
+	// Telemetry from NATS reaches the client as 0x02.
+	got := make(chan string, 16)
+	go func() {
+		for {
+			_, msg, err := c.ReadMessage()
+			if err != nil {
+				close(got)
+				return
+			}
+			if msg[0] == wire.TypeTelemetry {
+				subj, payload, err := wire.ParseTelemetry(msg)
+				if err == nil {
+					got <- subj + " " + string(payload)
+				}
+			}
+		}
+	}()
+	deadline := time.After(10 * time.Second)
+	found := false
+	for !found {
+		if err := nc.Publish("telemetry.frame.stats", []byte(`{"frame_id":1}`)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-got:
+			found = m == `telemetry.frame.stats {"frame_id":1}`
+		case <-time.After(200 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("telemetry never reached the client")
+		}
+	}
+
+	// A command goes out on command.genesis.<action>.
+	cmd := `{"action":"pause","cmd_seq":7,"ttl_ms":500,"data":{}}`
+	if err := c.WriteMessage(websocket.BinaryMessage, append([]byte{wire.TypeCommand}, cmd...)); err != nil {
+		t.Fatal(err)
+	}
+	pm := expectMsg(t, msgs, "command.genesis.pause", 5*time.Second, func(m *nats.Msg) bool {
+		return m.Subject == "command.genesis.pause"
+	})
+	var body map[string]any
+	if err := json.Unmarshal(pm.Data, &body); err != nil || body["cmd_seq"] != float64(7) {
+		t.Errorf("published command %s: %v", pm.Data, err)
+	}
+}
