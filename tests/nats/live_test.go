@@ -1,0 +1,506 @@
+// Package nats holds the live tests of sdr_nats: the built binary between a
+// real nats-server (embedded, or .tools/bin/nats-server as a process that
+// the test kills and restarts), a shmring.Writer standing in for the
+// simulator, and WebSocket clients.
+package nats
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+
+	"github.com/sdr-os/sdr-caddy/internal/wire"
+	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
+)
+
+// ringWriter writes a 30 fps H.264-like stream (a keyframe every 30th
+// frame) into a ring while it runs.
+type ringWriter struct {
+	w    *shmring.Writer
+	mu   sync.Mutex
+	stop chan struct{}
+	done chan struct{}
+}
+
+func newRingWriter(t *testing.T, path string) *ringWriter {
+	t.Helper()
+	w, err := shmring.CreateWriter(path, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rw := &ringWriter{w: w}
+	t.Cleanup(func() { rw.Pause(); _ = w.Close() })
+	return rw
+}
+
+// Run starts writing.
+func (rw *ringWriter) Run() {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	if rw.stop != nil {
+		return
+	}
+	rw.stop, rw.done = make(chan struct{}), make(chan struct{})
+	stop, done := rw.stop, rw.done
+	go func() {
+		defer close(done)
+		payload := make([]byte, 4000)
+		tk := time.NewTicker(33 * time.Millisecond)
+		defer tk.Stop()
+		for i := 0; ; i++ {
+			var flags uint16
+			if i%30 == 0 {
+				flags = shmring.FlagKeyframe
+			}
+			payload[0] = byte(i)
+			_, _ = rw.w.WriteFrame(shmring.Header{Flags: flags, Codec: shmring.CodecH264}, payload)
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+			}
+		}
+	}()
+}
+
+// Pause stops writing and returns when the last frame is committed.
+func (rw *ringWriter) Pause() {
+	rw.mu.Lock()
+	stop, done := rw.stop, rw.done
+	rw.stop, rw.done = nil, nil
+	rw.mu.Unlock()
+	if stop != nil {
+		close(stop)
+		<-done
+	}
+}
+
+// natsServer is .tools/bin/nats-server as a process on a fixed port.
+type natsServer struct {
+	t    *testing.T
+	port int
+	cmd  *exec.Cmd
+}
+
+func startNATSServer(t *testing.T, port int) *natsServer {
+	t.Helper()
+	s := &natsServer{t: t, port: port}
+	s.Start()
+	t.Cleanup(s.Kill)
+	return s
+}
+
+func (s *natsServer) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port) }
+
+func (s *natsServer) Start() {
+	s.t.Helper()
+	cmd := exec.Command(testenv.Tool(s.t, "nats-server"), "-a", "127.0.0.1", "-p", fmt.Sprint(s.port))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.cmd = cmd
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", s.port), time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("nats-server not listening on %d after 10s: %v", s.port, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Kill stops the server at once, as a crash would.
+func (s *natsServer) Kill() {
+	if s.cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
+// metric reads one sample from the admin endpoint's Prometheus metrics.
+func metric(adminAddr, name string) (string, bool) {
+	resp, err := http.Get("http://" + adminAddr + "/metrics")
+	if err != nil {
+		return "", false
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, name+" ") {
+			return strings.TrimPrefix(line, name+" "), true
+		}
+	}
+	return "", false
+}
+
+func waitMetric(t *testing.T, adminAddr, name, want string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if v, ok := metric(adminAddr, name); ok && v == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			v, _ := metric(adminAddr, name)
+			t.Fatalf("metric %s = %q after %s, want %s", name, v, timeout, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// wsClient is a /stream/ws or /nats/ws client recording what it receives.
+type wsClient struct {
+	c         *websocket.Conn
+	mu        sync.Mutex
+	videos    []time.Time
+	telemetry chan [2]string // subject, payload
+	closed    chan struct{}
+}
+
+func dialWS(t *testing.T, url string) *wsClient {
+	t.Helper()
+	c, resp, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		if resp != nil {
+			b, _ := io.ReadAll(resp.Body)
+			t.Fatalf("dialing %s: %v: %s %s", url, err, resp.Status, b)
+		}
+		t.Fatalf("dialing %s: %v", url, err)
+	}
+	w := &wsClient{c: c, telemetry: make(chan [2]string, 4096), closed: make(chan struct{})}
+	t.Cleanup(func() { c.Close(); <-w.closed })
+	go func() {
+		defer close(w.closed)
+		for {
+			_, msg, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			switch {
+			case len(msg) > 0 && msg[0] == wire.TypeVideo:
+				w.mu.Lock()
+				w.videos = append(w.videos, time.Now())
+				w.mu.Unlock()
+			case len(msg) > 0 && msg[0] == wire.TypeTelemetry:
+				s, p, err := wire.ParseTelemetry(msg)
+				if err == nil {
+					select {
+					case w.telemetry <- [2]string{s, string(p)}:
+					default:
+					}
+				}
+			}
+		}
+	}()
+	return w
+}
+
+func (w *wsClient) send(t *testing.T, body string) {
+	t.Helper()
+	if err := w.c.WriteMessage(websocket.BinaryMessage, append([]byte{wire.TypeCommand}, body...)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// await returns the first telemetry message on subject whose payload
+// satisfies ok.
+func (w *wsClient) await(t *testing.T, subject string, ok func(string) bool, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case m := <-w.telemetry:
+			if m[0] == subject && ok(m[1]) {
+				return m[1]
+			}
+		case <-deadline:
+			t.Fatalf("no telemetry on %s within %s", subject, timeout)
+		}
+	}
+}
+
+// videoGap is the longest time between two received video frames since
+// from, and how many arrived.
+func (w *wsClient) videoGap(from time.Time) (time.Duration, int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var gap time.Duration
+	n := 0
+	prev := from
+	for _, at := range w.videos {
+		if at.Before(from) {
+			continue
+		}
+		n++
+		gap = max(gap, at.Sub(prev))
+		prev = at
+	}
+	return max(gap, time.Since(prev)), n
+}
+
+func ackWith(seq int, status string) func(string) bool {
+	return func(p string) bool {
+		var a struct {
+			CmdSeq int    `json:"cmd_seq"`
+			Status string `json:"status"`
+		}
+		return json.Unmarshal([]byte(p), &a) == nil && a.CmdSeq == seq && a.Status == status
+	}
+}
+
+// TestNATSOutageVideoNeverStops kills the NATS server in the middle of a
+// stream and restarts it: video keeps flowing, commands during the outage
+// are answered unavailable, telemetry and commands resume afterwards.
+func TestNATSOutageVideoNeverStops(t *testing.T) {
+	natsPort, httpPort := testenv.FreePort(t), testenv.FreePort(t)
+	ns := startNATSServer(t, natsPort)
+	ring := filepath.Join(t.TempDir(), "frames")
+	rw := newRingWriter(t, ring)
+	rw.Run()
+
+	caddy := testenv.StartCaddy(t, fmt.Sprintf(`{
+	admin {$SDR_TEST_ADMIN}
+	sdr_nats {
+		url %s
+		reconnect_wait_max 200ms
+	}
+}
+
+http://127.0.0.1:%d {
+	route /stream/ws {
+		sdr_stream {
+			source shm %s 1MiB
+		}
+	}
+	route /nats/ws {
+		sdr_nats
+	}
+}
+`, ns.URL(), httpPort, ring), nil, nil)
+	admin := caddy.AdminAddr
+	waitMetric(t, admin, "caddy_sdr_nats_connected", "1", 10*time.Second)
+
+	sim, err := nats.Connect(ns.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	cmds := make(chan *nats.Msg, 256)
+	if _, err := sim.ChanSubscribe("command.genesis.>", cmds); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	video := dialWS(t, fmt.Sprintf("ws://127.0.0.1:%d/stream/ws", httpPort))
+	dash := dialWS(t, fmt.Sprintf("ws://127.0.0.1:%d/nats/ws", httpPort))
+	start := time.Now()
+
+	// telemetryFlows publishes until both clients got a message.
+	telemetryFlows := func(tag string) {
+		t.Helper()
+		stop := make(chan struct{})
+		go func() {
+			for {
+				_ = sim.Publish("telemetry.training.metrics", []byte(`{"tag":"`+tag+`"}`))
+				select {
+				case <-stop:
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		}()
+		defer close(stop)
+		for _, c := range []*wsClient{video, dash} {
+			c.await(t, "telemetry.training.metrics", func(p string) bool { return strings.Contains(p, tag) }, 15*time.Second)
+		}
+	}
+	telemetryFlows("before")
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if _, n := video.videoGap(start); n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no video within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	start = time.Now()
+
+	ns.Kill()
+	outage := time.Now()
+	waitMetric(t, admin, "caddy_sdr_nats_connected", "0", 10*time.Second)
+	video.send(t, `{"action":"estop","cmd_seq":101}`)
+	video.await(t, "telemetry.command.ack", ackWith(101, "unavailable"), 5*time.Second)
+	dash.send(t, `{"action":"pause","cmd_seq":102}`)
+	dash.await(t, "telemetry.command.ack", ackWith(102, "unavailable"), 5*time.Second)
+	time.Sleep(2 * time.Second)
+	if gap, n := video.videoGap(outage); gap > time.Second || n < 20 {
+		t.Fatalf("during the outage: %d frames, longest gap %s; want video to go on", n, gap)
+	}
+
+	ns.Start()
+	waitMetric(t, admin, "caddy_sdr_nats_connected", "1", 15*time.Second)
+	telemetryFlows("after")
+	// Drain what was published before, then check commands go out again.
+	for len(cmds) > 0 {
+		<-cmds
+	}
+	video.send(t, `{"action":"reset","cmd_seq":103}`)
+	deadline := time.After(10 * time.Second)
+	for got := false; !got; {
+		select {
+		case m := <-cmds:
+			got = m.Subject == "command.genesis.reset" && strings.Contains(string(m.Data), `"cmd_seq":103`)
+		case <-deadline:
+			t.Fatal("command after the outage not published within 10s")
+		}
+	}
+	if gap, n := video.videoGap(start); gap > time.Second {
+		t.Fatalf("over the whole test: %d frames, longest gap %s; video must never stop", n, gap)
+	}
+	if v, _ := metric(admin, "caddy_sdr_nats_reconnects_total"); v == "" || v == "0" {
+		t.Errorf("caddy_sdr_nats_reconnects_total = %q after a reconnection", v)
+	}
+}
+
+// TestGateWithoutBrowser runs the binary with the embedded server and a
+// ring, no WebSocket client at all: the gate alone must publish HOLD within
+// 2s of video stopping (the old service's smoke test), ESTOP near 5s, and
+// {"gated":false} when video is back. An ordinary NATS client listens.
+func TestGateWithoutBrowser(t *testing.T) {
+	natsPort, httpPort := testenv.FreePort(t), testenv.FreePort(t)
+	ring := filepath.Join(t.TempDir(), "frames")
+	rw := newRingWriter(t, ring)
+	rw.Run()
+	caddy := testenv.StartCaddy(t, fmt.Sprintf(`{
+	admin {$SDR_TEST_ADMIN}
+	sdr_nats {
+		embedded {
+			listen 127.0.0.1:%d
+		}
+	}
+}
+
+http://127.0.0.1:%d {
+	sdr_stream {
+		source shm %s 1MiB
+	}
+}
+`, natsPort, httpPort, ring), nil, nil)
+
+	sim, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", natsPort))
+	if err != nil {
+		t.Fatalf("an ordinary client cannot reach the embedded server: %v", err)
+	}
+	defer sim.Close()
+	gate := make(chan *nats.Msg, 64)
+	if _, err := sim.ChanSubscribe("telemetry.safety.video_gate", gate); err != nil {
+		t.Fatal(err)
+	}
+	cmds := make(chan *nats.Msg, 64)
+	if _, err := sim.ChanSubscribe("command.genesis.*", cmds); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric(t, caddy.AdminAddr, `caddy_sdr_gate_mode{stream="default"}`, "0", 10*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	drain := func() {
+		for len(gate) > 0 {
+			<-gate
+		}
+		for len(cmds) > 0 {
+			<-cmds
+		}
+	}
+	drain()
+
+	rw.Pause()
+	stopped := time.Now()
+	type seen struct {
+		at      time.Duration
+		subject string
+		payload string
+	}
+	var got []seen
+	deadline := time.After(12 * time.Second)
+collect:
+	for {
+		select {
+		case m := <-gate:
+			got = append(got, seen{time.Since(stopped), m.Subject, string(m.Data)})
+			if strings.Contains(string(m.Data), `"ESTOP"`) {
+				break collect
+			}
+		case m := <-cmds:
+			got = append(got, seen{time.Since(stopped), m.Subject, string(m.Data)})
+		case <-deadline:
+			t.Fatalf("no ESTOP within 12s of video stopping; saw %v", got)
+		}
+	}
+	var hold, estop time.Duration
+	var zeroVel, estopCmd bool
+	for _, s := range got {
+		switch {
+		case s.subject == "telemetry.safety.video_gate" && strings.Contains(s.payload, `"mode":"HOLD"`):
+			hold = s.at
+		case s.subject == "telemetry.safety.video_gate" && strings.Contains(s.payload, `"mode":"ESTOP"`):
+			estop = s.at
+		case s.subject == "command.genesis.set_cmd_vel" && s.payload == `{"action":"set_cmd_vel","data":{"linear_x":0,"linear_y":0,"angular_z":0},"_safety":"hold"}`:
+			zeroVel = true
+		case s.subject == "command.genesis.estop" && s.payload == `{"reason":"video_timeout","_safety":"estop"}`:
+			estopCmd = true
+		}
+	}
+	t.Logf("HOLD after %s, ESTOP after %s", hold, estop)
+	if hold == 0 || hold > 2*time.Second || hold < 800*time.Millisecond {
+		t.Errorf("video_gate HOLD %s after video stopped, want about 1s and within 2s", hold)
+	}
+	if estop < 4800*time.Millisecond || estop > 7*time.Second {
+		t.Errorf("video_gate ESTOP %s after video stopped, want about 5s", estop)
+	}
+	if !zeroVel || !estopCmd {
+		t.Errorf("zero set_cmd_vel published: %v, estop published: %v; want both", zeroVel, estopCmd)
+	}
+
+	rw.Run()
+	select {
+	case m := <-gate:
+		if string(m.Data) != `{"gated":false}` {
+			t.Fatalf("on recovery published %s", m.Data)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no {\"gated\":false} within 5s of video coming back")
+	}
+	select {
+	case m := <-gate:
+		t.Fatalf("after recovery also published %s; want one message per transition", m.Data)
+	case <-time.After(time.Second):
+	}
+}
