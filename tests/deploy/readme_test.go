@@ -2,6 +2,8 @@ package deploy
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -33,8 +35,11 @@ import (
 //	                addresses moved to free ports) for the live blocks below
 //	live            shell lines run against that process, with
 //	                http://localhost, :8080 and :2019 mapped to it
-//	run             shell lines run in the repository root (bin/caddy is
-//	                the built binary); each must exit 0
+//	run [exit=N,M] [json]
+//	                shell lines run in the repository root (bin/caddy is
+//	                the built binary, /dev/shm/sdr_os_ipc/ a fresh temporary
+//	                directory per block); each must exit 0 (or one of the
+//	                listed statuses), and with json print one JSON document
 //	docker-build    `docker build` lines: Dockerfile, target and context exist
 //	compose         `docker compose` lines: the files load with those profiles
 //
@@ -308,28 +313,78 @@ func (r *readmeRun) live(b docBlock) error {
 }
 
 func (r *readmeRun) run(b docBlock) error {
+	exits := []int{0}
+	wantJSON := false
+	for _, a := range b.args {
+		switch {
+		case a == "json":
+			wantJSON = true
+		case strings.HasPrefix(a, "exit="):
+			exits = nil
+			for _, n := range strings.Split(strings.TrimPrefix(a, "exit="), ",") {
+				var code int
+				if _, err := fmt.Sscan(n, &code); err != nil {
+					return fmt.Errorf("run: bad exit status %q", n)
+				}
+				exits = append(exits, code)
+			}
+		default:
+			return fmt.Errorf("run: unknown argument %q", a)
+		}
+	}
+	shm := r.t.TempDir() + "/"
 	for _, l := range commandLines(b.body) {
-		if err := r.shell(l); err != nil {
+		l = strings.ReplaceAll(l, "/dev/shm/sdr_os_ipc/", shm)
+		out, errOut, code, err := r.shellStatus(l)
+		if err != nil {
 			return err
+		}
+		if !slices.Contains(exits, code) {
+			return fmt.Errorf("%s: exit status %d, want one of %v\n%s%s", l, code, exits, out, errOut)
+		}
+		if wantJSON && !json.Valid([]byte(out)) {
+			return fmt.Errorf("%s: output is not one JSON document:\n%s", l, out)
 		}
 	}
 	return nil
 }
 
-// shell runs one line with bash in the repository root, with bin/caddy
-// standing for the built binary.
+// shell runs one line and requires exit status 0.
 func (r *readmeRun) shell(line string) error {
+	out, errOut, code, err := r.shellStatus(line)
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return fmt.Errorf("%s: exit status %d\n%s%s", line, code, out, errOut)
+	}
+	return nil
+}
+
+// shellStatus runs one line with bash in the repository root, with
+// bin/caddy standing for the built binary, and returns its standard output,
+// standard error and exit status.
+func (r *readmeRun) shellStatus(line string) (stdout, stderr string, code int, err error) {
 	line = strings.ReplaceAll(line, "bin/caddy ", testenv.CaddyBin(r.t)+" ")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-o", "pipefail", "-ec", line)
 	cmd.Dir = r.root
 	cmd.Env = r.xdgEnv()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s: %w\n%s", line, err, out)
+	var errBuf strings.Builder
+	cmd.Stderr = &errBuf
+	out, err := cmd.Output()
+	if ctx.Err() != nil {
+		return "", "", 0, fmt.Errorf("%s: still running after 60s", line)
 	}
-	return nil
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), errBuf.String(), 0, nil
+	case errors.As(err, &exit):
+		return string(out), errBuf.String(), exit.ExitCode(), nil
+	}
+	return "", "", 0, fmt.Errorf("%s: %w", line, err)
 }
 
 func (r *readmeRun) dockerBuild(b docBlock) error {
@@ -471,6 +526,8 @@ func TestReadmeDocTestsCatchRot(t *testing.T) {
 		{kind: "compose", body: "docker compose --profile sim up -d webserver"},
 		{kind: "tree", body: "no/such/dir/   what"},
 		{kind: "run", body: "bin/caddy no-such-command"},
+		{kind: "run", args: []string{"exit=2"}, body: "true"},
+		{kind: "run", args: []string{"json"}, body: "echo not json"},
 		{kind: "prose", lang: "sh", body: "rm -rf /"},
 		{kind: "live", body: "curl -fsS http://localhost/health"},
 		{kind: "bogus"},
