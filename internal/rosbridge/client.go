@@ -378,6 +378,15 @@ func (c *client) subscribeID(topic string) string {
 	return ""
 }
 
+func (c *client) advertiseID(topic string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id := range c.adverts[topic] {
+		return id
+	}
+	return ""
+}
+
 // offerTopic takes one upstream message for topic. It never blocks: the
 // throttle and queue_length of the client's subscription apply here, and a
 // full queue loses its oldest message.

@@ -93,7 +93,7 @@ type Mux struct {
 	mu        sync.Mutex // guards the fields below and orders upstream restores
 	topics    map[string]*upTopic
 	adverts   map[string]*upAdvert
-	byUpID    map[string]string // upstream subscribe id -> topic
+	byUpID    map[string]upRef // upstream subscribe/advertise id -> what it names
 	clients   map[*client]struct{}
 	nextUpID  uint64
 	closed    bool
@@ -102,6 +102,12 @@ type Mux struct {
 	motionSet map[string]struct{}
 
 	nextClient atomic.Uint64
+}
+
+// upRef names the upstream subscription or advertisement behind an id.
+type upRef struct {
+	advert bool
+	topic  string
 }
 
 // upTopic is one upstream subscription and its subscribers.
@@ -167,7 +173,7 @@ func New(opts Options) (*Mux, error) {
 		cancel:    cancel,
 		topics:    map[string]*upTopic{},
 		adverts:   map[string]*upAdvert{},
-		byUpID:    map[string]string{},
+		byUpID:    map[string]upRef{},
 		clients:   map[*client]struct{}{},
 		gated:     map[string]bool{},
 		motionSet: map[string]struct{}{},
@@ -338,7 +344,7 @@ func (m *Mux) subscribe(c *client, topic, typ string) error {
 	if t == nil {
 		t = &upTopic{topic: topic, typ: typ, upID: m.newUpID("sub"), subs: map[*client]struct{}{}}
 		m.topics[topic] = t
-		m.byUpID[t.upID] = topic
+		m.byUpID[t.upID] = upRef{topic: topic}
 		m.cnt.m.UpstreamSubscriptions.Inc()
 		if err := m.sendUp(subscribeMsg(t)); err != nil && !errors.Is(err, errNotConnected) {
 			m.log.Warn("rosbridge upstream subscribe not sent; it is restored on reconnect", "topic", topic, "error", err)
@@ -403,6 +409,7 @@ func (m *Mux) advertise(c *client, topic, typ string) error {
 		}
 		a = &upAdvert{topic: topic, typ: typ, upID: m.newUpID("adv"), holders: map[*client]int{}}
 		m.adverts[topic] = a
+		m.byUpID[a.upID] = upRef{advert: true, topic: topic}
 		if err := m.sendUp(advertiseMsg(a)); err != nil && !errors.Is(err, errNotConnected) {
 			m.log.Warn("rosbridge upstream advertise not sent; it is restored on reconnect", "topic", topic, "error", err)
 		}
@@ -432,6 +439,7 @@ func (m *Mux) maybeUnadvertise(a *upAdvert, topic string) {
 		return
 	}
 	delete(m.adverts, topic)
+	delete(m.byUpID, a.upID)
 	b, _ := json.Marshal(message{Op: "unadvertise", ID: a.upID, Topic: topic})
 	if err := m.sendUp(b); err != nil && !errors.Is(err, errNotConnected) {
 		m.log.Warn("rosbridge upstream unadvertise not sent", "topic", topic, "error", err)
@@ -528,20 +536,34 @@ func (m *Mux) fromUpstream(typ int, data []byte) {
 	case "status":
 		var text string
 		_ = json.Unmarshal(head.Msg, &text)
+		level, ok := parseLevel(head.Level)
+		if !ok {
+			level = levelError
+		}
 		m.mu.Lock()
-		topic, ok := m.byUpID[head.ID]
-		var subs []*client
-		if t := m.topics[topic]; ok && t != nil && t.fanout.Load() != nil {
-			subs = *t.fanout.Load()
+		ref, known := m.byUpID[head.ID]
+		var to []*client
+		if t := m.topics[ref.topic]; known && !ref.advert && t != nil {
+			for c := range t.subs {
+				to = append(to, c)
+			}
+		}
+		if a := m.adverts[ref.topic]; known && ref.advert && a != nil {
+			for c := range a.holders {
+				to = append(to, c)
+			}
 		}
 		m.mu.Unlock()
-		level, _ := parseLevel(head.Level)
-		if len(subs) == 0 {
+		if len(to) == 0 {
 			m.log.Info("rosbridge upstream status", "level", head.Level, "id", head.ID, "msg", text)
 			return
 		}
-		for _, c := range subs {
-			c.sendStatus(level, c.subscribeID(topic), "upstream: "+text)
+		for _, c := range to {
+			id := c.subscribeID(ref.topic)
+			if ref.advert {
+				id = c.advertiseID(ref.topic)
+			}
+			c.sendStatus(level, id, "upstream: "+text)
 		}
 	case "fragment", "png":
 		m.log.Warn("rosbridge upstream sent an op sdr_ros never asks for on its topic connection", "op", head.Op)

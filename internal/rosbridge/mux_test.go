@@ -669,3 +669,53 @@ func TestOriginCheck(t *testing.T) {
 	}
 	_ = conn.Close()
 }
+
+func TestUpstreamStatusReachesTheSubscribers(t *testing.T) {
+	t.Parallel()
+	f := start(t, nil)
+	f.up.SetTopicType("/odom", "nav_msgs/msg/Odometry")
+	f.up.SetTopicType("/chatter", "std_msgs/msg/String")
+	a, b := f.dial(), f.dial()
+	a.send(map[string]any{"op": "subscribe", "id": "mine-a", "topic": "/odom", "type": "std_msgs/String"})
+	b.send(map[string]any{"op": "subscribe", "id": "mine-b", "topic": "/odom"})
+	for _, tc := range []struct {
+		c  *tclient
+		id string
+	}{{a, "mine-a"}, {b, "mine-b"}} {
+		s := tc.c.next("status")
+		if s["level"] != "error" || s["id"] != tc.id || !strings.Contains(s["msg"].(string), "upstream: subscribe: TypeMismatch") {
+			t.Fatalf("status %v, want the upstream's type mismatch under id %s", s, tc.id)
+		}
+	}
+	a.send(map[string]any{"op": "advertise", "id": "adv-a", "topic": "/chatter", "type": "std_msgs/Int32"})
+	if s := a.next("status"); s["id"] != "adv-a" || !strings.Contains(s["msg"].(string), "advertise: TypeMismatch") {
+		t.Fatalf("advertise status %v", s)
+	}
+}
+
+func TestSetLevel(t *testing.T) {
+	t.Parallel()
+	gate := &testGate{}
+	gate.stale.Store(true)
+	f := start(t, func(o *Options) { o.Gate = gate })
+	c := f.dial()
+	pub := map[string]any{"op": "publish", "id": "p", "topic": "/cmd_vel", "msg": map[string]any{}}
+	c.send(pub) // default level warning: the gate warning arrives
+	if s := c.next("status"); s["level"] != "warning" {
+		t.Fatalf("status %v", s)
+	}
+	c.send(map[string]any{"op": "set_level", "level": "error"})
+	c.send(pub) // below the level: silent
+	c.send(map[string]any{"op": "subscribe", "id": "x", "topic": "/odom", "compression": "cbor"}) // an error: sent
+	s := c.next("status")
+	if s["level"] != "error" || s["id"] != "x" {
+		t.Fatalf("after set_level error got %v before the error status", s)
+	}
+	c.send(map[string]any{"op": "set_level", "level": "none"})
+	c.send(map[string]any{"op": "subscribe", "id": "y", "topic": "/odom", "compression": "cbor"})
+	c.send(map[string]any{"op": "set_level", "level": "bogus"})
+	c.quiet("status", 300*time.Millisecond)
+	if gate.asked.Load() != 2 {
+		t.Fatalf("gate asked %d times, want 2", gate.asked.Load())
+	}
+}

@@ -64,7 +64,8 @@ type Server struct {
 	nconn    int
 	ops      []Op
 	services map[string]ServiceHandler
-	changed  chan struct{} // closed and replaced whenever ops change
+	types    map[string]string // topic -> type, as the ROS graph knows it
+	changed  chan struct{}     // closed and replaced whenever ops change
 
 	sent atomic.Uint64 // publish messages written to connections
 }
@@ -75,6 +76,7 @@ func Start(addr string) (*Server, error) {
 		addr:     addr,
 		conns:    make(map[*conn]struct{}),
 		services: make(map[string]ServiceHandler),
+		types:    make(map[string]string),
 		changed:  make(chan struct{}),
 	}
 	s.services["/rosapi/topics"] = s.rosapiTopics
@@ -148,6 +150,33 @@ func (s *Server) HandleService(name string, h ServiceHandler) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.services[name] = h
+}
+
+// SetTopicType declares the type of a topic in the simulated ROS graph: a
+// subscribe or advertise with another type is refused with a status error,
+// as rosbridge_server refuses a type mismatch.
+func (s *Server) SetTopicType(topic, typ string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.types[topic] = typ
+}
+
+func (s *Server) typeMismatch(topic, typ string) string {
+	s.mu.Lock()
+	known := s.types[topic]
+	s.mu.Unlock()
+	if known == "" || typ == "" || canonical(known) == canonical(typ) {
+		return ""
+	}
+	return fmt.Sprintf("TypeMismatchException: the type of topic %s is %s, not %s", topic, known, typ)
+}
+
+// canonical writes "pkg/Type" as ROS 2's "pkg/msg/Type".
+func canonical(t string) string {
+	if p := strings.Split(t, "/"); len(p) == 2 {
+		return p[0] + "/msg/" + p[1]
+	}
+	return t
 }
 
 // Hang is a ServiceHandler that never answers until the server closes.
@@ -423,6 +452,10 @@ func (c *conn) handle(ctx context.Context, data []byte) {
 			c.status(levelError, m.ID, fmt.Sprintf("subscribe: compression %q is not implemented by this test server", m.Compression))
 			return
 		}
+		if why := c.s.typeMismatch(m.Topic, m.Type); why != "" {
+			c.status(levelError, m.ID, "subscribe: "+why)
+			return
+		}
 		c.mu.Lock()
 		sub, ok := c.subs[m.Topic]
 		if !ok {
@@ -447,6 +480,10 @@ func (c *conn) handle(ctx context.Context, data []byte) {
 	case "advertise", "unadvertise":
 		if m.Topic == "" {
 			c.status(levelError, m.ID, m.Op+": missing topic")
+			return
+		}
+		if why := c.s.typeMismatch(m.Topic, m.Type); m.Op == "advertise" && why != "" {
+			c.status(levelError, m.ID, "advertise: "+why)
 		}
 	case "publish":
 		if m.Topic == "" || len(m.Msg) == 0 {
