@@ -1,0 +1,151 @@
+package deploy
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
+)
+
+// TestDemoScript runs what `make run` runs after building, scripts/demo.sh,
+// with its ports, ring and NATS moved off the defaults (so that it can run
+// beside anything else on the machine), and checks what the README promises:
+// the player at /, the edge's OK at /health, H.264 from the test pattern on
+// /stream/ws starting at a keyframe, and a clean stop on Ctrl-C.
+func TestDemoScript(t *testing.T) {
+	root := testenv.Root()
+	port := testenv.FreePort(t)
+	dir := t.TempDir()
+	ring := filepath.Join(dir, "frames")
+	env := append(cleanEnv(),
+		"SDR_CADDY_BIN="+testenv.CaddyBin(t),
+		fmt.Sprintf("SDR_DEMO_PORT=%d", port),
+		fmt.Sprintf("SDR_LISTEN_ADDR=:%d", testenv.FreePort(t)),
+		fmt.Sprintf("SDR_ADMIN_ADDR=127.0.0.1:%d", testenv.FreePort(t)),
+		"SDR_SHM_PATH="+ring,
+		"SDR_NATS_URL="+startNATS(t),
+		fmt.Sprintf("SDR_ROS_UPSTREAM=ws://127.0.0.1:%d", testenv.FreePort(t)),
+		"SDR_DEMO_RESOLUTION=320x240",
+		"SDR_DEMO_FPS=30",
+		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
+		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
+	)
+	cmd := exec.Command("bash", "scripts/demo.sh")
+	cmd.Dir = root
+	cmd.Env = env
+	var out lockedWriter
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+		}
+		if t.Failed() {
+			t.Logf("demo output:\n%s", out.String())
+		}
+	})
+
+	edge := fmt.Sprintf("http://127.0.0.1:%d", port)
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(out.String(), fmt.Sprintf("http://localhost:%d/", port)) {
+		select {
+		case err := <-exited:
+			t.Fatalf("demo exited during start-up: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the demo did not print its URL within 60 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, body, _ := get(t, edge+"/health"); code != 200 || body != "OK" {
+		t.Errorf("/health = %d %q, want 200 OK", code, body)
+	}
+	if code, body, ct := get(t, edge+"/"); code != 200 || !strings.HasPrefix(ct, "text/html") || !strings.Contains(body, "/sdr/") {
+		t.Errorf("/ = %d %s, want the player page", code, ct)
+	}
+
+	conn, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(edge, "http")+"/stream/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for frames := 0; frames < 10; {
+		_, msg, err := conn.ReadMessage()
+		if err != nil {
+			t.Fatalf("after %d frames: %v", frames, err)
+		}
+		if len(msg) < 1+shmring.HeaderSize || msg[0] != 0x01 {
+			continue
+		}
+		h, err := shmring.ParseHeader(msg[1:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		payload := msg[1+shmring.HeaderSize:]
+		if h.Codec != shmring.CodecH264 || !bytes.HasPrefix(payload, []byte{0, 0, 0, 1}) && !bytes.HasPrefix(payload, []byte{0, 0, 1}) {
+			t.Fatalf("frame %d: codec %v, payload % x..., want H.264 Annex-B", h.FrameSeq, h.Codec, payload[:min(8, len(payload))])
+		}
+		if frames == 0 {
+			// A keyframe carrying its SPS (NAL type 7), so a browser can
+			// configure its decoder from the first frame.
+			if !h.Keyframe() || !bytes.Contains(payload, []byte{0, 0, 1, 0x67}) && !bytes.Contains(payload, []byte{0, 0, 1, 0x27}) {
+				t.Errorf("first frame: keyframe %v, SPS present %v", h.Keyframe(), bytes.Contains(payload, []byte{0, 0, 1, 0x67}))
+			}
+		}
+		frames++
+	}
+
+	// Ctrl-C stops both processes and the script exits 0.
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("demo exit after Ctrl-C: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("demo still running 20 s after Ctrl-C")
+	}
+	if _, err := os.Stat(ring); err != nil {
+		t.Errorf("the test source wrote no ring at %s: %v", ring, err)
+	}
+}
+
+// lockedWriter collects a process's output for reading while it runs.
+type lockedWriter struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *lockedWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
