@@ -182,13 +182,13 @@ func (e *Encoder) options() [][2]string {
 			{"preset", x264Preset(cfg.Preset)}, {"tune", "zerolatency"}, {"profile", profile},
 			{"b", bps}, {"maxrate", bps}, {"bufsize", buf},
 			{"g", gop}, {"bf", "0"}, {"sc_threshold", "0"}, {"forced-idr", "1"},
+			// Sliced threads: frame threads would hold pictures back.
+			{"thread_type", "slice"},
 		}
 		if cfg.IntraRefresh {
 			o = append(o, [2]string{"intra-refresh", "1"})
 		}
-		if cfg.Threads > 0 {
-			o = append(o, [2]string{"threads", strconv.Itoa(cfg.Threads)})
-		}
+		o = append(o, [2]string{"threads", threads(cfg.Threads)})
 	case "libx265":
 		params := "bframes=0:repeat-headers=1:open-gop=0:log-level=error"
 		if cfg.IntraRefresh {
@@ -199,19 +199,16 @@ func (e *Encoder) options() [][2]string {
 			{"b", bps}, {"maxrate", bps}, {"bufsize", buf},
 			{"g", gop}, {"forced-idr", "1"}, {"x265-params", params},
 		}
-		if cfg.Threads > 0 {
-			o = append(o, [2]string{"threads", strconv.Itoa(cfg.Threads)})
-		}
+		o = append(o, [2]string{"threads", threads(cfg.Threads)})
 	case "mjpeg":
 		q := jpegQScale(cfg.JPEGQuality)
 		e.jpegQ = q * 118 // FF_QP2LAMBDA
 		o = [][2]string{
 			{"flags", "+qscale"}, {"global_quality", strconv.Itoa(e.jpegQ)},
 			{"qmin", strconv.Itoa(q)}, {"qmax", strconv.Itoa(q)},
+			{"thread_type", "slice"},
 		}
-		if cfg.Threads > 0 {
-			o = append(o, [2]string{"threads", strconv.Itoa(cfg.Threads)})
-		}
+		o = append(o, [2]string{"threads", threads(cfg.Threads)})
 	}
 	return o
 }
@@ -341,4 +338,13 @@ func (e *Encoder) Close() {
 	}
 	e.scaler.free()
 	e.scaler = nil
+}
+
+// threads is the threads option: "auto" (as the ffmpeg command line does;
+// libavcodec's own default is one thread) or the configured count.
+func threads(n int) string {
+	if n <= 0 {
+		return "auto"
+	}
+	return strconv.Itoa(n)
 }
