@@ -49,6 +49,9 @@ type TestSource struct {
 	Logger *slog.Logger
 	// StatusEvery is the period of status lines; 0 means 5 s, <0 never.
 	StatusEvery time.Duration
+	// OnFrame, when set, is called after each commit with the header as
+	// stored and the time the encoder took. It must not block.
+	OnFrame func(h shmring.Header, encode time.Duration)
 
 	keyframe atomic.Bool
 }
@@ -171,29 +174,39 @@ func (s *TestSource) Run(ctx context.Context) error {
 		now := time.Now()
 		if raw != nil {
 			pattern.Render(raw[shmring.RawDescriptorSize:], n, now)
-			if _, err := w.WriteFrame(shmring.Header{Codec: s.Codec}, raw); err != nil {
+			h, err := w.WriteFrame(shmring.Header{Codec: s.Codec}, raw)
+			if err != nil {
 				return fmt.Errorf("test source: %w", err)
 			}
 			written++
 			bytes += uint64(len(raw))
+			if s.OnFrame != nil {
+				s.OnFrame(h, 0)
+			}
 		} else {
 			pix = pattern.Render(pix, n, now)
+			encStart := time.Now()
 			pkts, err := enc.Encode(nvenc.Picture{
 				Format: shmring.CodecI420, Width: s.Width, Height: s.Height, Stride: pattern.Stride(), Data: pix,
 			}, s.keyframe.Swap(false))
 			if err != nil {
 				return fmt.Errorf("test source: frame %d: %w", n, err)
 			}
+			encoded := time.Since(encStart)
 			for _, p := range pkts {
 				h := shmring.Header{Codec: s.Codec}
 				if p.Keyframe {
 					h.Flags = shmring.FlagKeyframe
 				}
-				if _, err := w.WriteFrame(h, p.Data); err != nil {
+				h, err := w.WriteFrame(h, p.Data)
+				if err != nil {
 					return fmt.Errorf("test source: frame %d: %w", n, err)
 				}
 				written++
 				bytes += uint64(len(p.Data))
+				if s.OnFrame != nil {
+					s.OnFrame(h, encoded)
+				}
 			}
 		}
 

@@ -19,7 +19,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "sdr-testsrc",
-		Usage: "[--codec h264|hevc|jpeg|i420|nv12|rgba|bgra|rgb24] [--path <file>] [--size <bytes>] [--resolution <WxH>] [--fps <n>] [--gop <n>] [--bitrate <kbps>] [--jpeg-quality <1..100>] [--backend <name>] [--no-crc] [--frames <n>]",
+		Usage: "[--codec h264|hevc|jpeg|i420|nv12|rgba|bgra|rgb24] [--path <file>] [--size <bytes>] [--resolution <WxH>] [--fps <n>] [--gop <n>] [--bitrate <kbps>] [--jpeg-quality <1..100>] [--backend <name>] [--no-crc] [--frames <n>] [--nats <url>]",
 		Short: "Writes a moving test pattern into a frame ring, as the simulator does",
 		Long: `
 Stands in for the simulator: renders the moving test pattern (colour bars,
@@ -34,7 +34,10 @@ unencoded into the raw-frame ring (default ` + shmring.DefaultRawPath + `) that
 the sdr_encoder app reads.
 
 frame_id is the commit time in Unix nanoseconds, so players can show the age
-of each frame. The ring is created (and its control region zeroed) at start;
+of each frame. With --nats it also answers command.genesis.* as the simulator
+does: force_idr makes the next frame an IDR, commands get an "ok" ack on
+telemetry.command.ack, estop/estop_clear/pause/reset change
+telemetry.safety.state, and telemetry.frame.stats goes out once a second. The ring is created (and its control region zeroed) at start;
 the command runs until interrupted or until --frames frames are written.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
@@ -50,6 +53,7 @@ the command runs until interrupted or until --frames frames are written.
 			f.StringSlice("backend", nil, "FFmpeg encoder(s) to try, in order (default h264_nvenc,libx264)")
 			f.Bool("no-crc", false, "write 0 instead of the payload CRC-32")
 			f.Uint64("frames", 0, "stop after this many frames (default: run until interrupted)")
+			f.String("nats", "", "NATS server to take command.genesis.* from, as the simulator does (force_idr, acks, safety state, frame stats)")
 			cmd.RunE = caddycmd.WrapCommandFuncForCobra(cmdTestSource)
 		},
 	})
@@ -63,6 +67,17 @@ func cmdTestSource(fl caddycmd.Flags) (int, error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	src.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if url := fl.String("nats"); url != "" {
+		bus, err := connectTestSourceBus(url, src, src.Logger)
+		if err != nil {
+			return exitFailed, err
+		}
+		src.OnFrame = bus.frame
+		busCtx, busStop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); bus.run(busCtx) }()
+		defer func() { busStop(); <-done }()
+	}
 	if err := src.Run(ctx); err != nil {
 		return exitFailed, err
 	}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The `make run` demo: Caddyfile.example, unchanged, with `caddy sdr-testsrc`
 # standing in for the simulator (the moving test pattern, H.264, written into
-# the encoded-frame ring). Prints the URL; Ctrl-C stops both processes.
+# the encoded-frame ring; on NATS it answers commands as the simulator does).
+# Prints the URL; Ctrl-C stops both processes.
 #
 # Environment (all optional):
 #   SDR_DEMO_PORT        HTTP port of the edge (default 8080)
@@ -9,6 +10,7 @@
 #   SDR_BIND_HOST        interface to listen on (default 127.0.0.1; empty: all)
 #   SDR_ADMIN_ADDR       admin API and /metrics (default localhost:2019)
 #   SDR_SHM_PATH         encoded ring (default /dev/shm/sdr_os_ipc/frames)
+#   SDR_NATS_URL         NATS (default: the server's embedded one, 127.0.0.1:4222)
 #   SDR_DEMO_CODEC       h264 (default) or jpeg
 #   SDR_DEMO_RESOLUTION  picture size (default 1280x720)
 #   SDR_DEMO_FPS         frame rate (default 60)
@@ -63,7 +65,8 @@ trap stop EXIT
 	--codec "${SDR_DEMO_CODEC:-h264}" \
 	--resolution "${SDR_DEMO_RESOLUTION:-1280x720}" \
 	--fps "${SDR_DEMO_FPS:-60}" \
-	--gop "${SDR_DEMO_GOP:-60}" &
+	--gop "${SDR_DEMO_GOP:-60}" \
+	--nats "${SDR_NATS_URL:-nats://127.0.0.1:4222}" &
 pids+=($!)
 
 "$bin" run --config Caddyfile.example --adapter caddyfile &

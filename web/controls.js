@@ -159,11 +159,22 @@ export class CommandLog {
   }
 
   add(a) {
-    const li = document.createElement('li');
-    li.className = a.rejected ? 'rejected' : 'ok';
     const detail = a.detail ? ` · ${typeof a.detail === 'string' ? a.detail : JSON.stringify(a.detail)}` : '';
-    li.textContent = `#${a.cmd_seq} ${a.action}: ${a.status}${detail}`;
-    this.list.prepend(li);
-    while (this.list.children.length > this.max) this.list.lastChild.remove();
+    const key = `${a.action}|${a.status}|${detail}`;
+    let li = this.list.firstChild;
+    // Driving sends 10 commands a second: repeats of the same answer
+    // update the newest line instead of pushing the others out.
+    if (li && li.dataset.key === key) {
+      li.dataset.count = String(Number(li.dataset.count) + 1);
+    } else {
+      li = document.createElement('li');
+      li.className = a.rejected ? 'rejected' : 'ok';
+      li.dataset.key = key;
+      li.dataset.count = '1';
+      this.list.prepend(li);
+      while (this.list.children.length > this.max) this.list.lastChild.remove();
+    }
+    const n = Number(li.dataset.count);
+    li.textContent = `#${a.cmd_seq} ${a.action}: ${a.status}${detail}${n > 1 ? ` (×${n})` : ''}`;
   }
 }

@@ -655,8 +655,18 @@ export class Player extends EventTarget {
     const sim = this.safety.sim ? ` · sim ${this.safety.sim}` : '';
     const s = `gate ${gate}${sim}`;
     if (this.safetyEl.textContent !== s) this.safetyEl.textContent = s;
-    this.safetyEl.dataset.mode = this.safety.gate || 'unknown';
+    this.safetyEl.dataset.mode = badgeMode(this.safety.gate, this.safety.sim);
   }
+}
+
+// badgeMode colours the safety badge by the more severe of the video gate
+// and the simulator's own state.
+function badgeMode(gate, sim) {
+  const s = String(sim || '').toUpperCase();
+  if (gate === 'ESTOP' || gate === 'GATED' || s.includes('ESTOP') || s.includes('E-STOP')) return 'ESTOP';
+  if (gate === 'HOLD' || s.includes('HOLD') || s.includes('PAUSE')) return 'HOLD';
+  if (gate === 'ARMED') return 'ARMED';
+  return 'unknown';
 }
 
 function fmt(v) {

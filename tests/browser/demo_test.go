@@ -115,7 +115,31 @@ func TestDemo(t *testing.T) {
 	d := startBrowser(t)
 	st := openPlayer(t, d, "main", fmt.Sprintf("http://127.0.0.1:%d/", port))
 	t.Logf("first frame %.0f ms after the page started connecting", st.FirstFrameMs)
-	checkPlays(t, d, "main", "h264", "demo.png")
+	checkPlays(t, d, "main", "h264", "")
+
+	// The stand-in answers on NATS as the simulator does: E-STOP is acked
+	// and the simulator's safety state shows on the badge; its frame stats
+	// fill the telemetry panel.
+	evalJS[any](t, d, "main", `document.getElementById('estop').click()`)
+	var badge, ack, panel string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		badge = evalJS[string](t, d, "main", `document.querySelector('.sdr-safety').textContent`)
+		ack = evalJS[string](t, d, "main", `(document.querySelector('.sdr-command-log li.ok') || {}).textContent || ''`)
+		panel = evalJS[string](t, d, "main", `document.querySelector('table.sdr-telemetry').textContent`)
+		if strings.Contains(badge, "sim ESTOP") && strings.Contains(ack, "estop: ok") && strings.Contains(panel, "frame.stats") {
+			break
+		}
+	}
+	if !strings.Contains(badge, "sim ESTOP") {
+		t.Errorf("safety badge %q after E-STOP, want the simulator's ESTOP state", badge)
+	}
+	if !strings.Contains(ack, "estop: ok") {
+		t.Errorf("ack log %q after E-STOP, want an ok ack from the stand-in", ack)
+	}
+	if !strings.Contains(panel, "frame.stats") || !strings.Contains(panel, "safety.state") {
+		t.Errorf("telemetry panel %q lacks frame.stats or safety.state", panel)
+	}
+	screenshot(t, d, "main", "demo.png")
 }
 
 // startNATS runs nats-server v2.15.2 (scripts/deps.sh) on a free port, so

@@ -1,0 +1,164 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sdr-os/sdr-caddy/shmring"
+)
+
+// testSourceBus is the simulator's side of NATS for `caddy sdr-testsrc
+// --nats`: it takes command.genesis.* as the simulator does, so that the
+// demo page's buttons get answers.
+//
+//   - force_idr: the next frame is an IDR.
+//   - every command with a cmd_seq: telemetry.command.ack
+//     {action, cmd_seq, status "ok", detail}.
+//   - estop, estop_clear, pause, reset (also the safety gate's own estop):
+//     telemetry.safety.state {"state": ESTOP|RUNNING|PAUSED, "reason"}.
+//   - set_cmd_vel: its data echoed on telemetry.velocity.command.
+//
+// It publishes telemetry.frame.stats {frame_id, encode_ms, codec,
+// frame_bytes} once a second.
+type testSourceBus struct {
+	nc  *nats.Conn
+	src *TestSource
+	log *slog.Logger
+
+	mu    sync.Mutex
+	state string
+	last  testFrameStats
+}
+
+type testFrameStats struct {
+	FrameID    uint64  `json:"frame_id"`
+	EncodeMs   float64 `json:"encode_ms"`
+	Codec      string  `json:"codec"`
+	FrameBytes int     `json:"frame_bytes"`
+}
+
+// Subjects of PROTOCOL.md section 5 that the stand-in speaks.
+const (
+	testsrcCommands     = "command.genesis.>"
+	testsrcCommandPfx   = "command.genesis."
+	testsrcAck          = "telemetry.command.ack"
+	testsrcSafetyState  = "telemetry.safety.state"
+	testsrcVelocity     = "telemetry.velocity.command"
+	testsrcFrameStats   = "telemetry.frame.stats"
+	testsrcStatsPeriod  = time.Second
+	testsrcStateRunning = "RUNNING"
+)
+
+// connectTestSourceBus connects to url (retrying in the background until
+// the server is up, as the demo starts the server after the source) and
+// subscribes to the commands.
+func connectTestSourceBus(url string, src *TestSource, log *slog.Logger) (*testSourceBus, error) {
+	b := &testSourceBus{src: src, log: log, state: testsrcStateRunning}
+	nc, err := nats.Connect(url,
+		nats.Name("sdr-testsrc"),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500*time.Millisecond),
+		nats.ConnectHandler(func(*nats.Conn) { log.Info("nats connected", "url", url) }),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info("nats reconnected", "url", url) }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("test source: connecting to nats %s: %w", url, err)
+	}
+	b.nc = nc
+	if _, err := nc.Subscribe(testsrcCommands, b.command); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("test source: subscribing to %s: %w", testsrcCommands, err)
+	}
+	return b, nil
+}
+
+// frame records the latest frame for the stats.
+func (b *testSourceBus) frame(h shmring.Header, encode time.Duration) {
+	b.mu.Lock()
+	b.last = testFrameStats{FrameID: h.FrameID, EncodeMs: float64(encode.Microseconds()) / 1000, Codec: h.Codec.String(), FrameBytes: int(h.Size)}
+	b.mu.Unlock()
+}
+
+// run publishes the frame stats until ctx ends, then closes the connection.
+func (b *testSourceBus) run(ctx context.Context) {
+	defer b.nc.Close()
+	t := time.NewTicker(testsrcStatsPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		b.mu.Lock()
+		st := b.last
+		b.mu.Unlock()
+		if st.FrameID == 0 {
+			continue
+		}
+		b.publish(testsrcFrameStats, st)
+	}
+}
+
+func (b *testSourceBus) command(m *nats.Msg) {
+	action := m.Subject[len(testsrcCommandPfx):]
+	if action == "force_idr" {
+		b.src.RequestKeyframe()
+		return
+	}
+	var c struct {
+		CmdSeq *json.Number    `json:"cmd_seq"`
+		Data   json.RawMessage `json:"data"`
+		Reason string          `json:"reason"`
+		Safety string          `json:"_safety"`
+	}
+	if err := json.Unmarshal(m.Data, &c); err != nil {
+		b.log.Warn("command is not JSON", "subject", m.Subject, "error", err)
+		return
+	}
+	state := ""
+	switch action {
+	case "estop":
+		state = "ESTOP"
+	case "estop_clear", "reset":
+		state = testsrcStateRunning
+	case "pause":
+		state = "PAUSED"
+	case "set_cmd_vel":
+		if len(c.Data) > 0 {
+			b.publish(testsrcVelocity, c.Data)
+		}
+	}
+	if state != "" {
+		b.mu.Lock()
+		b.state = state
+		b.mu.Unlock()
+		reason := c.Reason
+		if reason == "" {
+			reason = action
+		}
+		b.publish(testsrcSafetyState, map[string]string{"state": state, "reason": reason})
+	}
+	// The safety gate's own commands carry no cmd_seq and get no ack.
+	if c.CmdSeq != nil && c.Safety == "" {
+		b.publish(testsrcAck, map[string]any{"action": action, "cmd_seq": c.CmdSeq, "status": "ok", "detail": "sdr-testsrc"})
+	}
+}
+
+func (b *testSourceBus) publish(subject string, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		b.log.Warn("encoding telemetry", "subject", subject, "error", err)
+		return
+	}
+	if err := b.nc.Publish(subject, body); err != nil {
+		b.log.Debug("publishing telemetry", "subject", subject, "error", err)
+	}
+}
