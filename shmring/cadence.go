@@ -3,16 +3,16 @@ package shmring
 import "time"
 
 // Tuning of the wait between polls. The ring has no notification, so the
-// reader predicts when the next commit is due from the writer's learned frame
-// period and sleeps until shortly before it, then polls, more often the
-// closer it is to the due time.
+// reader predicts when the next commit is due and sleeps until shortly before
+// it, then polls, more often the closer it is to the due time.
 const (
 	finePoll       = 20 * time.Microsecond  // poll interval right at the due time
 	maxFinePoll    = 250 * time.Microsecond // longest poll interval inside the window
 	minGuard       = 150 * time.Microsecond // the window spans at least this either side of the due time
-	lateMaxPoll    = time.Millisecond       // longest poll interval while a frame is late
+	lateMaxPoll    = time.Millisecond       // longest poll interval while a commit is overdue
 	unknownPoll    = time.Millisecond       // poll interval while the period is unknown
 	unknownFor     = time.Second            // ...for this long after the last commit
+	overdueSlots   = 4                      // due times without a commit before the writer counts as stalled
 	stalledMinPoll = 5 * time.Millisecond   // first poll interval of a stalled writer
 	stalledMaxPoll = 100 * time.Millisecond // longest poll interval of a stalled writer
 	absentMaxPoll  = 500 * time.Millisecond // longest wait for an absent or short file
@@ -24,73 +24,75 @@ type pollMode uint8
 const (
 	modeCoarse pollMode = iota // after a long sleep (before the window, period unknown, stalled)
 	modeFine                   // inside the window around the due time
-	modeLate                   // after the window: the frame is late
+	modeLate                   // a commit is overdue
 )
 
-// cadence learns the writer's frame period from commit observations and
-// tells the reader how long to sleep before it polls again.
+// cadence is a phase-locked estimate of the writer's commits: their period
+// and the time the next one is due. Each observed commit pulls the due time
+// and the period a little towards what was seen, so one late frame (a writer
+// descheduled for a few milliseconds) does not shift the window off the
+// frames that follow it on time.
 type cadence struct {
-	period   time.Duration // EWMA of the interval between commits; 0 until learned
-	jitter   time.Duration // EWMA of |observed - predicted| commit time
-	last     time.Time     // estimated time of the last commit observed
-	outliers int           // consecutive intervals far from the period
+	period  time.Duration // 0 until learned
+	due     time.Time     // when the next commit is expected
+	jitter  time.Duration // EWMA of |observed - expected| commit time
+	lastObs time.Time     // estimated time of the last commit observed
+	overdue int           // due times passed without a commit
+	misses  int           // consecutive commits far from their due time
 }
 
-// reset forgets the learned period (a new mapping, a new writer).
-func (c *cadence) reset(now time.Time) { *c = cadence{last: now} }
+// reset forgets what was learned (a new mapping, a new writer).
+func (c *cadence) reset(now time.Time) { *c = cadence{lastObs: now} }
 
 // observe records that steps commits (sequence increments) were observed at
 // now, by a poll made in mode after a sleep of slept.
-//
-// Found by the first poll after a coarse sleep, the commit happened some time
-// before now: the reader woke too late. Its time is estimated one guard
-// earlier, and the prediction error is taken to be at least a guard, so the
-// window widens. Found late, the error is how late it was.
 func (c *cadence) observe(now time.Time, steps uint64, mode pollMode, slept time.Duration) {
-	if steps == 0 {
-		steps = 1
-	}
+	steps = max(steps, 1)
 	est := now
 	switch mode {
 	case modeCoarse:
+		// Found by the first poll after a long sleep: the commit came
+		// before the reader woke. Take it a guard earlier; the error that
+		// makes widens the window.
 		if c.period > 0 {
 			est = now.Add(-min(c.guard(), slept))
 		}
 	case modeLate:
 		est = now.Add(-slept / 2)
 	}
-	if !c.last.IsZero() && est.After(c.last) {
-		iv := est.Sub(c.last) / time.Duration(steps)
-		switch {
-		case c.period == 0:
-			c.period = iv
-			c.jitter = iv / 16
-		case iv >= c.period/2 && iv <= 2*c.period:
-			var dev time.Duration
-			if steps == 1 {
-				dev = est.Sub(c.last.Add(c.period))
-				if dev < 0 {
-					dev = -dev
-				}
-				if mode == modeCoarse {
-					dev = max(dev, c.guard())
-				}
-			} else {
-				dev = c.jitter // missed commits say nothing of the timing
-			}
-			c.period += (iv - c.period) / 8
-			c.jitter += (dev - c.jitter) / 8
-			c.outliers = 0
-		default:
-			// A stall, a burst, or a writer that changed its rate: three in a
-			// row and the new rate is believed.
-			c.outliers++
-			if c.outliers >= 3 {
-				c.period, c.jitter, c.outliers = iv, iv/16, 0
-			}
+	prev := c.lastObs
+	c.lastObs, c.overdue = est, 0
+	if c.period == 0 {
+		if !prev.IsZero() && est.After(prev) {
+			c.period = est.Sub(prev) / time.Duration(steps)
+			c.jitter = c.period / 16
+			c.due = est.Add(c.period)
 		}
+		return
 	}
-	c.last = est
+	// The commit seen is the steps-th since the last one expected; the
+	// overdue due times were already rolled forward by next.
+	expected := c.due.Add(time.Duration(steps-1) * c.period)
+	err := est.Sub(expected)
+	if err < -c.period/2 || err > c.period/2 {
+		// Far off: a burst after a stall, or a writer that changed its
+		// rate. Three in a row and the rate is learned again.
+		c.misses++
+		if c.misses >= 3 && est.After(prev) {
+			c.period = est.Sub(prev) / time.Duration(steps)
+			c.jitter, c.misses = c.period/16, 0
+		}
+		c.due = est.Add(c.period)
+		return
+	}
+	c.misses = 0
+	abs := max(err, -err)
+	if mode == modeCoarse {
+		abs = max(abs, c.guard())
+	}
+	c.jitter += (abs - c.jitter) / 8
+	c.period += err / 16
+	c.due = expected.Add(err / 4).Add(c.period)
 }
 
 // guard is how far either side of the due time the fine window reaches.
@@ -103,32 +105,42 @@ func (c *cadence) guard() time.Duration {
 }
 
 // next returns how long to sleep before polling again at now, and the mode
-// of that poll.
+// of that poll. A commit that has not come by halfway to the following due
+// time is overdue: the window moves on to the next due time, and until then
+// the reader polls at most lateMaxPoll apart, so a late frame still arrives
+// within about a millisecond.
 func (c *cadence) next(now time.Time) (sleep time.Duration, mode pollMode) {
-	since := now.Sub(c.last)
 	if c.period == 0 {
+		since := now.Sub(c.lastObs)
 		if since < unknownFor {
 			return unknownPoll, modeCoarse
 		}
 		return stalled(since - unknownFor), modeCoarse
 	}
+	for now.Sub(c.due) > c.period/2 && c.overdue < overdueSlots {
+		c.due = c.due.Add(c.period)
+		c.overdue++
+	}
+	if c.overdue >= overdueSlots {
+		return stalled(now.Sub(c.lastObs)), modeCoarse
+	}
 	g := c.guard()
-	off := now.Sub(c.last.Add(c.period)) // < 0 before the due time
-	if off < -g {
+	off := now.Sub(c.due) // < 0 before the due time
+	switch {
+	case off < -g && c.overdue > 0:
+		return min(-off-g, lateMaxPoll), modeLate
+	case off < -g:
 		return -off - g, modeCoarse
+	case off < g:
+		return clampDur(max(off, -off)/4, finePoll, maxFinePoll), modeFine
+	default:
+		return clampDur((off-g)/4, maxFinePoll, lateMaxPoll), modeLate
 	}
-	if off < g {
-		if off < 0 {
-			off = -off
-		}
-		return clampDur(off/4, finePoll, maxFinePoll), modeFine
-	}
-	late := off - g
-	if late < 4*c.period {
-		return clampDur(late/4, maxFinePoll, lateMaxPoll), modeLate
-	}
-	return stalled(late - 4*c.period), modeCoarse
 }
+
+// idle reports whether the writer is stalled or its period unknown: waits
+// need no precision then.
+func (c *cadence) idle() bool { return c.period == 0 || c.overdue >= overdueSlots }
 
 // stalled is the back-off of a writer that has not committed for a while.
 func stalled(idle time.Duration) time.Duration {

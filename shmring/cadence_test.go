@@ -38,9 +38,17 @@ func TestCadenceLearnsPeriodAndWakesBeforeDue(t *testing.T) {
 	if d, mode := c.next(now.Add(c.period - g + time.Microsecond)); mode != modeFine || d <= finePoll || d > maxFinePoll {
 		t.Errorf("at the window's start: %v mode %v", d, mode)
 	}
-	// A late frame: polls slow down, bounded.
-	if d, mode := c.next(now.Add(2 * period)); mode != modeLate || d > lateMaxPoll || d < maxFinePoll {
-		t.Errorf("one period late: %v mode %v", d, mode)
+	// Past the window: polls slow down, bounded.
+	if d, mode := c.next(now.Add(period + g + time.Millisecond)); mode != modeLate || d > lateMaxPoll || d < maxFinePoll {
+		t.Errorf("a millisecond past the window: %v mode %v", d, mode)
+	}
+	// Halfway to the next due time the commit is overdue: the window moves
+	// on, and until it opens the reader polls every lateMaxPoll at most.
+	if d, mode := c.next(now.Add(period + period/2 + time.Millisecond)); mode != modeLate || d != lateMaxPoll {
+		t.Errorf("overdue: %v mode %v", d, mode)
+	}
+	if d, mode := c.next(now.Add(2 * period)); mode != modeFine || d != finePoll {
+		t.Errorf("at the next due time: %v mode %v", d, mode)
 	}
 	// A stalled writer: back-off, bounded.
 	if d, _ := c.next(now.Add(time.Minute)); d != stalledMaxPoll {
@@ -102,5 +110,28 @@ func TestCadenceFoundAfterLongSleepWakesEarlier(t *testing.T) {
 	}
 	if b.guard() <= a.guard() {
 		t.Errorf("guard %v after a coarse find, %v after a fine one; want wider", b.guard(), a.guard())
+	}
+}
+
+// One frame that comes late (a writer descheduled for 4 ms) does not move
+// the window off the frames that follow on schedule.
+func TestCadenceOneLateFrameKeepsPhase(t *testing.T) {
+	t.Parallel()
+	const period = 16667 * time.Microsecond
+	var c cadence
+	t0 := time.Unix(0, 0)
+	c.reset(t0)
+	for i := 1; i <= 60; i++ {
+		c.observe(t0.Add(time.Duration(i)*period), 1, modeFine, finePoll)
+	}
+	late := t0.Add(61*period + 4*time.Millisecond)
+	for now := t0.Add(60 * period); now.Before(late); {
+		d, _ := c.next(now)
+		now = now.Add(d)
+	}
+	c.observe(late, 1, modeLate, lateMaxPoll)
+	onTime := t0.Add(62 * period)
+	if off := c.due.Sub(onTime); off < -c.guard() || off > c.guard() {
+		t.Errorf("after one late frame the next is expected %v off schedule; window reaches %v", off, c.guard())
 	}
 }

@@ -184,11 +184,6 @@ func (r *Reader) Run(ctx context.Context, fn func(Frame)) error {
 	if !r.running.CompareAndSwap(false, true) {
 		return fmt.Errorf("reading ring %s: Run called twice", r.cfg.Path)
 	}
-	// Precise sleeps need this thread's timer slack lowered; keep the
-	// goroutine on it so the setting applies and can be restored.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	defer setTimerSlack(1000)()
 	defer r.detach()
 
 	var timer *time.Timer
@@ -204,11 +199,13 @@ func (r *Reader) Run(ctx context.Context, fn func(Frame)) error {
 				absentWait = 10 * time.Millisecond
 			}
 		}
+		precise := false
 		if r.m != nil {
 			d = r.step(fn)
 			r.slept = d
+			precise = r.m != nil && !r.cad.idle()
 		}
-		if !r.sleep(ctx, &timer, d) {
+		if !r.sleep(ctx, &timer, d, precise) {
 			break
 		}
 	}
@@ -219,16 +216,18 @@ func (r *Reader) Run(ctx context.Context, fn func(Frame)) error {
 }
 
 // sleep waits d, or less when ctx ends; it reports whether ctx is still live.
-// Short waits use nanosleep for their precision; long ones (a stalled or
-// absent writer) a runtime timer that ctx can interrupt.
-func (r *Reader) sleep(ctx context.Context, timer **time.Timer, d time.Duration) bool {
-	const chunk = 10 * time.Millisecond
+// Precise waits (a writer committing at its period) use nanosleep, in chunks
+// of at most 25 ms so that ctx is seen soon after it ends; the others (a
+// stalled or absent writer) a runtime timer that ctx interrupts, which lets
+// the whole process go idle.
+func (r *Reader) sleep(ctx context.Context, timer **time.Timer, d time.Duration, precise bool) bool {
+	const chunk = 25 * time.Millisecond
 	switch {
 	case d <= 0:
-	case d <= 5*chunk:
+	case precise && d <= 100*time.Millisecond:
 		for d > 0 && ctx.Err() == nil {
 			s := min(d, chunk)
-			nanosleep(s)
+			preciseSleep(s)
 			d -= s
 		}
 	default:
@@ -243,6 +242,18 @@ func (r *Reader) sleep(ctx context.Context, timer **time.Timer, d time.Duration)
 		}
 	}
 	return ctx.Err() == nil
+}
+
+// preciseSleep sleeps d with the thread's timer slack (how late the kernel
+// may end a sleep; 50 us by default) lowered to 1 us for this one sleep. The
+// goroutine stays on its thread for the three calls, and the thread gets its
+// slack back.
+func preciseSleep(d time.Duration) {
+	runtime.LockOSThread()
+	restore := setTimerSlack(1000)
+	nanosleep(d)
+	restore()
+	runtime.UnlockOSThread()
 }
 
 func (r *Reader) logWaiting(err error) {
