@@ -119,6 +119,7 @@ type readmeRun struct {
 	t       *testing.T
 	root    string
 	example *example
+	ports   map[string]string // the caddy-run line's VAR=value settings
 }
 
 func (r *readmeRun) check(b docBlock) error {
@@ -285,6 +286,19 @@ func (r *readmeRun) caddyRun(b docBlock) error {
 		return fmt.Errorf("caddy-run: one command line, got %d", len(lines))
 	}
 	f := strings.Fields(lines[0])
+	// Leading VAR=value words: settings Caddyfile.example reads. The test
+	// moves every listening address to a free port, so the live blocks map
+	// the documented ports onto those.
+	vars := caddyfileVars(r.t)
+	r.ports = map[string]string{}
+	for len(f) > 0 && strings.Contains(f[0], "=") {
+		k, v, _ := strings.Cut(f[0], "=")
+		if !vars[k] {
+			return fmt.Errorf("caddy-run: %s is not a setting of Caddyfile.example", k)
+		}
+		r.ports[k] = v
+		f = f[1:]
+	}
 	want := []string{"bin/caddy", "run", "--config", "Caddyfile.example", "--adapter", "caddyfile"}
 	if !slices.Equal(f, want) {
 		return fmt.Errorf("caddy-run: %q is not %q (the line startExample runs)", lines[0], strings.Join(want, " "))
@@ -298,14 +312,30 @@ func (r *readmeRun) live(b docBlock) error {
 	if r.example == nil {
 		return fmt.Errorf("live block before any caddy-run block")
 	}
+	port := func(k, def string) string {
+		v, ok := r.ports[k]
+		if !ok {
+			v = def
+		}
+		_, p, _ := strings.Cut(v, ":")
+		return p
+	}
+	edge := "http://localhost"
+	if p := port("SDR_HTTP_ADDR", ":80"); p != "80" {
+		edge += ":" + p
+	}
 	repl := strings.NewReplacer(
-		"http://localhost:8080", r.example.transport,
-		"http://localhost:2019", "http://"+r.example.admin,
-		"localhost:2019", r.example.admin,
-		"http://localhost", r.example.edge,
+		edge+"/", r.example.edge+"/",
+		"http://localhost:"+port("SDR_LISTEN_ADDR", ":8080")+"/", r.example.transport+"/",
+		"http://localhost:"+port("SDR_ADMIN_ADDR", "localhost:2019")+"/", "http://"+r.example.admin+"/",
+		"localhost:"+port("SDR_ADMIN_ADDR", "localhost:2019"), r.example.admin,
 	)
 	for _, l := range commandLines(b.body) {
-		if err := r.shell(repl.Replace(l)); err != nil {
+		mapped := repl.Replace(l)
+		if strings.Contains(mapped, "localhost") {
+			return fmt.Errorf("%q: an address the test does not map onto the running instance", l)
+		}
+		if err := r.shell(mapped); err != nil {
 			return err
 		}
 	}
