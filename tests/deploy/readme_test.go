@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -40,6 +41,8 @@ import (
 //	                the built binary, /dev/shm/sdr_os_ipc/ a fresh temporary
 //	                directory per block); each must exit 0 (or one of the
 //	                listed statuses), and with json print one JSON document
+//	js-module       browser code: every name it imports from /sdr/<file> is
+//	                exported by web/<file>, which node parses as a module
 //	docker-build    `docker build` lines: Dockerfile, target and context exist
 //	compose         `docker compose` lines: the files load with those profiles
 //
@@ -156,6 +159,8 @@ func (r *readmeRun) check(b docBlock) error {
 		return r.run(b)
 	case "docker-build":
 		return r.dockerBuild(b)
+	case "js-module":
+		return r.jsModule(b)
 	case "compose":
 		return r.compose(b)
 	}
@@ -417,6 +422,45 @@ func (r *readmeRun) shellStatus(line string) (stdout, stderr string, code int, e
 	return "", "", 0, fmt.Errorf("%s: %w", line, err)
 }
 
+var (
+	jsImport = regexp.MustCompile(`import\s*\{([^}]*)\}\s*from\s*'/sdr/([a-z]+\.js)'`)
+	jsExport = regexp.MustCompile(`(?m)^export\s+(?:class|function|const|let)\s+([A-Za-z_$][\w$]*)`)
+)
+
+func (r *readmeRun) jsModule(b docBlock) error {
+	imports := jsImport.FindAllStringSubmatch(b.body, -1)
+	if len(imports) == 0 {
+		return fmt.Errorf("js-module: no import from /sdr/")
+	}
+	for _, m := range imports {
+		file := filepath.Join(r.root, "web", m[2])
+		src, err := os.ReadFile(file)
+		if err != nil {
+			return fmt.Errorf("js-module: /sdr/%s: %w", m[2], err)
+		}
+		exported := map[string]bool{}
+		for _, e := range jsExport.FindAllStringSubmatch(string(src), -1) {
+			exported[e[1]] = true
+		}
+		for _, name := range strings.Split(m[1], ",") {
+			if name = strings.TrimSpace(name); name != "" && !exported[name] {
+				return fmt.Errorf("js-module: web/%s does not export %s", m[2], name)
+			}
+		}
+		if node, err := exec.LookPath("node"); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			cmd := exec.CommandContext(ctx, node, "--input-type=module", "--check")
+			cmd.Stdin = bytes.NewReader(src)
+			out, err := cmd.CombinedOutput()
+			cancel()
+			if err != nil {
+				return fmt.Errorf("js-module: node cannot parse web/%s: %w\n%s", m[2], err, out)
+			}
+		}
+	}
+	return nil
+}
+
 func (r *readmeRun) dockerBuild(b docBlock) error {
 	for _, l := range commandLines(b.body) {
 		f := strings.Fields(l)
@@ -560,6 +604,7 @@ func TestReadmeDocTestsCatchRot(t *testing.T) {
 		{kind: "run", args: []string{"json"}, body: "echo not json"},
 		{kind: "prose", lang: "sh", body: "rm -rf /"},
 		{kind: "live", body: "curl -fsS http://localhost/health"},
+		{kind: "js-module", body: "import { NoSuchThing } from '/sdr/player.js';"},
 		{kind: "bogus"},
 	}
 	for _, b := range stale {
