@@ -125,9 +125,12 @@ func TestGoWriterPythonReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
+	defer cancel() // before w.Close: the writer goroutine stops first
 	rnd := rand.New(rand.NewPCG(3, 4))
 	want := make(map[uint64]Header, n)
+	written := make(chan struct{})
 	go func() {
+		defer close(written)
 		tick := time.NewTicker(2 * time.Millisecond)
 		defer tick.Stop()
 		for i := uint64(1); i <= n && ctx.Err() == nil; i++ {
@@ -138,7 +141,9 @@ func TestGoWriterPythonReader(t *testing.T) {
 			}
 			h, err := w.WriteFrame(Header{Flags: flags, Codec: CodecHEVC}, payloadFor(i, 1+rnd.IntN(100000)))
 			if err != nil {
-				t.Error(err)
+				if ctx.Err() == nil {
+					t.Error(err)
+				}
 				return
 			}
 			want[i] = h // read only after the reader exits
@@ -174,6 +179,7 @@ func TestGoWriterPythonReader(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("python reader: %v (summary %+v)\n%s", err, sum, stderr.String())
 	}
+	<-written
 	if len(got) == 0 || got[len(got)-1].FrameSeq != n {
 		t.Fatalf("python reader got %d frames, summary %+v", len(got), sum)
 	}
