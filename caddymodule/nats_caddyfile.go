@@ -45,6 +45,7 @@ func init() {
 //	    telemetry_subjects <pattern...>  # default telemetry.>
 //	    telemetry_max_size <bytes>       # default 65536
 //	    telemetry_max_subject <bytes>    # default 256
+//	    telemetry_linger <duration>      # default 0
 //	    actions <action...>
 //	    command_rate <per second>|off [burst <n>]
 //	    gate {
@@ -119,6 +120,15 @@ func (a *NATSApp) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.TelemetryMaxSize, err = natsIntArg(d)
 		case "telemetry_max_subject":
 			a.TelemetryMaxSubject, err = natsIntArg(d)
+		case "telemetry_linger":
+			var s string
+			if err = natsOneArg(d, &s); err == nil {
+				v, perr := caddy.ParseDuration(s)
+				if perr != nil || v < 0 || v > time.Second {
+					return d.Errf("telemetry_linger: %q is not a duration from 0 to 1s", s)
+				}
+				a.TelemetryLinger = caddy.Duration(v)
+			}
 		case "actions":
 			a.Actions = natsSplitArgs(d.RemainingArgs())
 			if len(a.Actions) == 0 {

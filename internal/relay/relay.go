@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,6 +59,11 @@ type Config struct {
 	Rate float64
 	// Burst is how many commands one client may send at once.
 	Burst int
+	// Linger is how long telemetry may wait to be handed on together with
+	// the messages that follow it. Batches cut the writes to each client
+	// (and so the cost to video) at the price of that much latency. 0
+	// hands each message on at once.
+	Linger time.Duration
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -183,15 +189,69 @@ func New(nc *nats.Conn, cfg Config, log *slog.Logger, metrics *Metrics) (*Relay,
 const telemetryBacklog = 8192
 
 func (r *Relay) deliver() {
+	batch := make([]*nats.Msg, 0, maxBatch)
+	msgs := make([][]byte, 0, maxBatch)
+	var timer *time.Timer
+	if r.cfg.Linger > 0 {
+		timer = time.NewTimer(time.Hour)
+		timer.Stop()
+		defer timer.Stop()
+	}
 	for {
 		select {
 		case <-r.done:
 			return
 		case m := <-r.ch:
-			r.onTelemetry(m)
+			batch = append(batch[:0], m)
+		}
+		if timer != nil {
+			// Gather what arrives within Linger: every client then gets the
+			// batch in one go, so its writer sends it in one write.
+			timer.Reset(r.cfg.Linger)
+		gather:
+			for len(batch) < maxBatch {
+				select {
+				case m := <-r.ch:
+					batch = append(batch, m)
+				case <-timer.C:
+					break gather
+				case <-r.done:
+					return
+				}
+			}
+			if len(batch) == maxBatch && !timer.Stop() {
+				<-timer.C
+			}
+		}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case m := <-r.ch:
+				batch = append(batch, m)
+			default:
+				break drain
+			}
+		}
+		msgs = msgs[:0]
+		for _, m := range batch {
+			if msg := r.frame(m); msg != nil {
+				msgs = append(msgs, msg)
+			}
+		}
+		clear(batch)
+		if len(msgs) == 0 {
+			continue
+		}
+		for _, c := range *r.clients.Load() {
+			for _, msg := range msgs {
+				c.fn(msg)
+			}
 		}
 	}
 }
+
+// maxBatch bounds how many telemetry messages are handed on together.
+const maxBatch = 64
 
 // Config returns the configuration in use, defaults applied.
 func (r *Relay) Config() Config { return r.cfg }
@@ -199,28 +259,27 @@ func (r *Relay) Config() Config { return r.cfg }
 // Conn returns the NATS connection.
 func (r *Relay) Conn() *nats.Conn { return r.nc }
 
-func (r *Relay) onTelemetry(m *nats.Msg) {
+// frame checks one telemetry message against the caps and returns it as a
+// 0x02 message, or nil when it is dropped or nobody listens.
+func (r *Relay) frame(m *nats.Msg) []byte {
 	if len(m.Subject) > r.cfg.MaxSubject {
 		r.metrics.telemetry("subject_too_long")
-		return
+		return nil
 	}
 	if len(m.Data) > r.cfg.MaxPayload {
 		r.metrics.telemetry("oversize")
-		return
+		return nil
 	}
-	cs := *r.clients.Load()
-	if len(cs) == 0 {
-		return
+	if len(*r.clients.Load()) == 0 {
+		return nil
 	}
 	msg, err := wire.Telemetry(m.Subject, m.Data)
 	if err != nil {
 		r.metrics.telemetry("subject_too_long")
-		return
+		return nil
 	}
 	r.metrics.telemetry("relayed")
-	for _, c := range cs {
-		c.fn(msg)
-	}
+	return msg
 }
 
 // SubscribeTelemetry calls fn with every relayed telemetry message, a

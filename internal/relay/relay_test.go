@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -482,5 +483,50 @@ func TestValidAction(t *testing.T) {
 		if got := ValidAction(a); got != ok {
 			t.Errorf("ValidAction(%q) = %v, want %v", a, got, ok)
 		}
+	}
+}
+
+func TestTelemetryLingerBatchesPerClient(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	nc, sim := connect(t, s), connect(t, s)
+	r, err := New(nc, Config{Linger: 500 * time.Millisecond}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var mu sync.Mutex
+	var calls []string
+	got := make(chan struct{}, 16)
+	for _, name := range []string{"a", "b"} {
+		defer r.SubscribeTelemetry(func(m []byte) {
+			_, p, _ := wire.ParseTelemetry(m)
+			mu.Lock()
+			calls = append(calls, name+string(p))
+			mu.Unlock()
+			got <- struct{}{}
+		})()
+	}
+	flush(t, nc)
+	for i := 1; i <= 5; i++ {
+		if err := sim.Publish("telemetry.x", []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sim.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		select {
+		case <-got:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("got %d of 10 deliveries", i)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// One batch: each client gets all five, in order, before the next client.
+	if s := strings.Join(calls, ","); s != "a1,a2,a3,a4,a5,b1,b2,b3,b4,b5" {
+		t.Fatalf("deliveries %s, want one batch per client in order", s)
 	}
 }

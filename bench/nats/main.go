@@ -1,0 +1,479 @@
+// Command nats benchmarks the sdr_nats relay inside the built binary while
+// video streams: telemetry from NATS to N /stream/ws clients, its effect on
+// video latency, and the 0x04 command path to NATS.
+//
+// A ring writer in this process produces a 1080p60-like stream (60 frames/s,
+// a 100,000-byte keyframe every 60th frame, 15,000-byte deltas, the commit
+// time in frame_id); N WebSocket clients read /stream/ws with reused
+// buffers. Three windows follow one another: video only, video plus
+// telemetry published at -rate messages/s by an ordinary NATS client, and
+// video only again. Video p99 with telemetry is compared with the p99 of
+// both video-only windows (measured in the same run, so the ratio holds
+// across machines). During the telemetry window one more client sends
+// 0x04 commands at -cmd-rate/s and a NATS subscriber times their delivery.
+//
+// Last line: BENCH nats clients=.. relay_p99_ms=.. video_p99_delta_pct=.. cmd_p99_ms=..
+package main
+
+import (
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+
+	"github.com/sdr-os/sdr-caddy/internal/wire"
+	"github.com/sdr-os/sdr-caddy/shmring"
+)
+
+// Phases: samples are kept only inside the measured windows.
+const (
+	phaseWarmup int32 = iota
+	phaseBase1
+	phaseTelemetryWarmup
+	phaseTelemetry
+	phaseBase2
+	phaseDone
+)
+
+var phase atomic.Int32
+
+func main() {
+	clients := flag.Int("clients", 500, "WebSocket clients on /stream/ws")
+	rate := flag.Int("rate", 1000, "telemetry messages per second")
+	cmdRate := flag.Int("cmd-rate", 40, "commands per second from one client (under the 50/s default limit)")
+	warmup := flag.Duration("warmup", 3*time.Second, "warm-up before each measured window")
+	window := flag.Duration("window", 10*time.Second, "length of each measured window")
+	linger := flag.Duration("linger", 0, "sdr_nats telemetry_linger")
+	flag.Parse()
+	if err := run(*clients, *rate, *cmdRate, *warmup, *window, *linger); err != nil {
+		fmt.Fprintln(os.Stderr, "bench nats:", err)
+		os.Exit(1)
+	}
+}
+
+// client is one /stream/ws reader; it records latencies in microseconds.
+type client struct {
+	video     [phaseDone][]int32
+	telemetry [phaseDone][]int32
+	lost      atomic.Bool
+}
+
+func (c *client) read(conn *websocket.Conn) {
+	buf := make([]byte, 256<<10)
+	for {
+		_, r, err := conn.NextReader()
+		if err != nil {
+			c.lost.Store(true)
+			return
+		}
+		n, err := io.ReadFull(r, buf[:64])
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+			c.lost.Store(true)
+			return
+		}
+		now := time.Now().UnixNano()
+		p := phase.Load()
+		switch {
+		case n >= 33 && buf[0] == wire.TypeVideo:
+			sent := int64(binary.LittleEndian.Uint64(buf[1:9])) // frame_id: commit time
+			if p == phaseBase1 || p == phaseTelemetry || p == phaseBase2 {
+				c.video[p] = append(c.video[p], int32((now-sent)/1000))
+			}
+		case n >= 3 && buf[0] == wire.TypeTelemetry:
+			if sent, ok := telemetrySent(buf[:n]); ok && p == phaseTelemetry {
+				c.telemetry[p] = append(c.telemetry[p], int32((now-sent)/1000))
+			}
+		}
+		// The rest of the message, into the same buffer.
+		for {
+			if _, err := r.Read(buf); err != nil {
+				break
+			}
+		}
+	}
+}
+
+// telemetryPayload is {"t":<19 digits>,"p":"..."}: the send time at a fixed
+// offset, so that reading it costs nothing.
+func telemetryPayload(dst []byte, t int64) []byte {
+	dst = append(dst[:0], `{"t":`...)
+	dst = strconv.AppendInt(dst, t, 10)
+	dst = append(dst, `,"p":"`...)
+	for len(dst) < 198 {
+		dst = append(dst, 'x')
+	}
+	return append(dst, `"}`...)
+}
+
+func telemetrySent(msg []byte) (int64, bool) {
+	subj, payload, err := wire.ParseTelemetry(msg)
+	if err != nil || subj != "telemetry.training.metrics" || len(payload) < 5+19 {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(string(payload[5:5+19]), 10, 64)
+	return v, err == nil
+}
+
+func run(n, rate, cmdRate int, warmup, window, linger time.Duration) error {
+	dir, err := os.MkdirTemp("", "bench-nats-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ringPath := filepath.Join(dir, "frames")
+	w, err := shmring.CreateWriter(ringPath, 4<<20)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	stopWriter := make(chan struct{})
+	var writerDone sync.WaitGroup
+	writerDone.Add(1)
+	go func() {
+		defer writerDone.Done()
+		writeVideo(w, stopWriter)
+	}()
+	defer func() { close(stopWriter); writerDone.Wait() }()
+
+	natsPort, httpPort := freePort(), freePort()
+	srv, err := startCaddy(dir, fmt.Sprintf(`{
+	admin {$SDR_TEST_ADMIN}
+	sdr_nats {
+		embedded {
+			listen 127.0.0.1:%d
+		}
+		telemetry_linger %s
+	}
+}
+
+http://127.0.0.1:%d {
+	route /stream/ws {
+		sdr_stream {
+			source shm %s 4MiB
+			max_clients %d
+		}
+	}
+}
+`, natsPort, linger, httpPort, ringPath, n+10))
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+
+	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", natsPort))
+	if err != nil {
+		return fmt.Errorf("connecting to the embedded nats-server: %w", err)
+	}
+	defer nc.Close()
+
+	url := fmt.Sprintf("ws://127.0.0.1:%d/stream/ws", httpPort)
+	cs := make([]*client, n)
+	conns := make([]*websocket.Conn, 0, n+1)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	dialer := websocket.Dialer{ReadBufferSize: 64 << 10, HandshakeTimeout: 10 * time.Second}
+	for i := range cs {
+		conn, _, err := dialer.Dial(url, nil)
+		if err != nil {
+			return fmt.Errorf("dialing client %d of %d: %w", i+1, n, err)
+		}
+		conns = append(conns, conn)
+		cs[i] = &client{}
+		go cs[i].read(conn)
+	}
+	// The command client also reads (its acks), like a browser.
+	cmdConn, _, err := dialer.Dial(url, nil)
+	if err != nil {
+		return fmt.Errorf("dialing the command client: %w", err)
+	}
+	conns = append(conns, cmdConn)
+	go (&client{}).read(cmdConn)
+
+	var cmdMu sync.Mutex
+	var cmdLat []int32
+	sub, err := nc.Subscribe("command.genesis.camera", func(m *nats.Msg) {
+		now := time.Now().UnixNano()
+		i := strings.Index(string(m.Data), `"t":`)
+		if i < 0 {
+			return
+		}
+		v, err := strconv.ParseInt(string(m.Data[i+4:i+4+19]), 10, 64)
+		if err != nil || phase.Load() != phaseTelemetry {
+			return
+		}
+		cmdMu.Lock()
+		cmdLat = append(cmdLat, int32((now-v)/1000))
+		cmdMu.Unlock()
+	})
+	if err != nil {
+		return err
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		return err
+	}
+
+	fmt.Printf("bench nats: %d clients, telemetry %d msg/s (linger %s), commands %d/s, warm-up %s, windows %s\n", n, rate, linger, cmdRate, warmup, window)
+	cpu0, _ := procCPU(srv.cmd.Process.Pid)
+	time.Sleep(warmup)
+	phase.Store(phaseBase1)
+	time.Sleep(window)
+
+	phase.Store(phaseTelemetryWarmup)
+	stopPub := make(chan struct{})
+	var pubWG sync.WaitGroup
+	var published atomic.Int64
+	pubWG.Add(2)
+	go func() {
+		defer pubWG.Done()
+		publishTelemetry(nc, rate, stopPub, &published)
+	}()
+	go func() {
+		defer pubWG.Done()
+		sendCommands(cmdConn, cmdRate, stopPub)
+	}()
+	time.Sleep(warmup)
+	phase.Store(phaseTelemetry)
+	pub0 := published.Load()
+	time.Sleep(window)
+	pubN := published.Load() - pub0
+	phase.Store(phaseBase2)
+	close(stopPub)
+	pubWG.Wait()
+	time.Sleep(window)
+	phase.Store(phaseDone)
+	cpu1, _ := procCPU(srv.cmd.Process.Pid)
+
+	var base, withTel, tel []int32
+	lost := 0
+	for _, c := range cs {
+		base = append(base, c.video[phaseBase1]...)
+		base = append(base, c.video[phaseBase2]...)
+		withTel = append(withTel, c.video[phaseTelemetry]...)
+		tel = append(tel, c.telemetry[phaseTelemetry]...)
+		if c.lost.Load() {
+			lost++
+		}
+	}
+	cmdMu.Lock()
+	cmds := slices.Clone(cmdLat)
+	cmdMu.Unlock()
+	if len(base) == 0 || len(withTel) == 0 || len(tel) == 0 || len(cmds) == 0 {
+		return fmt.Errorf("no samples: video %d/%d, telemetry %d, commands %d (clients lost: %d)\n%s",
+			len(base), len(withTel), len(tel), len(cmds), lost, srv.output())
+	}
+	b50, b99 := pct(base, 50), pct(base, 99)
+	v50, v99 := pct(withTel, 50), pct(withTel, 99)
+	r50, r99 := pct(tel, 50), pct(tel, 99)
+	c50, c99 := pct(cmds, 50), pct(cmds, 99)
+	delta := (v99 - b99) / b99 * 100
+	expected := float64(pubN) * float64(n)
+	fmt.Printf("video only:      p50 %.2f ms  p99 %.2f ms  (%d samples)\n", b50, b99, len(base))
+	fmt.Printf("video+telemetry: p50 %.2f ms  p99 %.2f ms  (%d samples)\n", v50, v99, len(withTel))
+	fmt.Printf("telemetry relay: p50 %.2f ms  p99 %.2f ms  delivered %d of %d (%.1f%%; lossy by design)\n",
+		r50, r99, len(tel), int64(expected), 100*float64(len(tel))/max(expected, 1))
+	fmt.Printf("command path:    p50 %.2f ms  p99 %.2f ms  (%d commands)\n", c50, c99, len(cmds))
+	fmt.Printf("server CPU: %.1f s over the run; clients disconnected: %d\n", cpu1-cpu0, lost)
+	fmt.Printf("BENCH nats clients=%d relay_p99_ms=%.2f video_p99_delta_pct=%.1f cmd_p99_ms=%.2f relay_p50_ms=%.2f cmd_p50_ms=%.2f video_p99_base_ms=%.2f video_p99_telemetry_ms=%.2f telemetry_rate=%d linger_ms=%g\n",
+		n, r99, delta, c99, r50, c50, b99, v99, rate, float64(linger)/float64(time.Millisecond))
+	return nil
+}
+
+// writeVideo commits 60 frames/s: a 100,000-byte keyframe every 60th frame,
+// 15,000-byte deltas; frame_id is the commit time (WriteFrame sets it).
+func writeVideo(w *shmring.Writer, stop <-chan struct{}) {
+	key := make([]byte, 100_000)
+	delta := make([]byte, 15_000)
+	next := time.Now()
+	for i := 0; ; i++ {
+		h := shmring.Header{Codec: shmring.CodecH264}
+		p := delta
+		if i%60 == 0 {
+			h.Flags = shmring.FlagKeyframe
+			p = key
+		}
+		_, _ = w.WriteFrame(h, p)
+		next = next.Add(time.Second / 60)
+		select {
+		case <-stop:
+			return
+		case <-time.After(time.Until(next)):
+		}
+	}
+}
+
+// publishTelemetry publishes rate messages/s, each carrying its send time.
+func publishTelemetry(nc *nats.Conn, rate int, stop <-chan struct{}, count *atomic.Int64) {
+	buf := make([]byte, 0, 256)
+	start := time.Now()
+	tk := time.NewTicker(time.Millisecond)
+	defer tk.Stop()
+	var sent int64
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tk.C:
+		}
+		due := int64(time.Since(start).Seconds() * float64(rate))
+		for ; sent < due; sent++ {
+			buf = telemetryPayload(buf, time.Now().UnixNano())
+			_ = nc.Publish("telemetry.training.metrics", buf)
+			count.Add(1)
+		}
+	}
+}
+
+// sendCommands sends rate 0x04 camera commands per second on conn.
+func sendCommands(conn *websocket.Conn, rate int, stop <-chan struct{}) {
+	tk := time.NewTicker(time.Second / time.Duration(rate))
+	defer tk.Stop()
+	msg := make([]byte, 0, 128)
+	for seq := 1; ; seq++ {
+		select {
+		case <-stop:
+			return
+		case <-tk.C:
+		}
+		msg = append(msg[:0], wire.TypeCommand)
+		msg = fmt.Appendf(msg, `{"action":"camera","cmd_seq":%d,"data":{"t":%d}}`, seq, time.Now().UnixNano())
+		if err := conn.WriteMessage(websocket.BinaryMessage, msg); err != nil {
+			return
+		}
+	}
+}
+
+func pct(xs []int32, p float64) float64 {
+	slices.Sort(xs)
+	i := int(float64(len(xs)-1) * p / 100)
+	return float64(xs[i]) / 1000
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// procCPU returns user+system seconds of a process.
+func procCPU(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("parsing /proc/%d/stat", pid)
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	k, _ := strconv.ParseFloat(f[12], 64)
+	return (u + k) / 100, nil
+}
+
+type caddyProc struct {
+	cmd  *exec.Cmd
+	out  *syncBuf
+	done chan struct{}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.b.Len() > 1<<20 {
+		return len(p), nil
+	}
+	return s.b.Write(p)
+}
+
+func (c *caddyProc) output() string {
+	c.out.mu.Lock()
+	defer c.out.mu.Unlock()
+	return c.out.b.String()
+}
+
+func (c *caddyProc) stop() {
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+		<-c.done
+	}
+}
+
+// startCaddy runs $SDR_CADDY_BIN (make sets it), else bin/caddy, else a
+// fresh build, with the Caddyfile, and waits for its admin endpoint.
+func startCaddy(dir, caddyfile string) (*caddyProc, error) {
+	bin := os.Getenv("SDR_CADDY_BIN")
+	if bin == "" {
+		bin = "bin/caddy"
+	}
+	if _, err := os.Stat(bin); err != nil {
+		bin = filepath.Join(dir, "caddy")
+		if out, err := exec.Command("go", "build", "-o", bin, "./cmd/caddy").CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("building caddy: %w\n%s", err, out)
+		}
+	}
+	cf := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(cf, []byte(caddyfile), 0o644); err != nil {
+		return nil, err
+	}
+	admin := fmt.Sprintf("127.0.0.1:%d", freePort())
+	cmd := exec.Command(bin, "run", "--config", cf, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "SDR_TEST_ADMIN="+admin,
+		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"), "XDG_DATA_HOME="+filepath.Join(dir, "data"))
+	out := &syncBuf{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &caddyProc{cmd: cmd, out: out, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case <-p.done:
+			return nil, fmt.Errorf("caddy exited before it was ready:\n%s", p.output())
+		default:
+		}
+		resp, err := http.Get("http://" + admin + "/config/")
+		if err == nil {
+			resp.Body.Close()
+			return p, nil
+		}
+		if time.Now().After(deadline) {
+			p.stop()
+			return nil, fmt.Errorf("caddy not ready after 30s: %v\n%s", err, p.output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
