@@ -1,0 +1,98 @@
+// Package natsvideo carries a stream of encoded frames over NATS, so that
+// one origin process can feed the fan-out of many edge processes: NATS does
+// the distribution (cluster routes, leaf nodes), this package only puts
+// frames on a subject and takes them off again.
+//
+// On the wire, every message on the video subject (video.<stream> by
+// default) is the 32-byte frame header exactly as the writer stored it in
+// the ring, followed by the payload: the same bytes as a 0x01 message on
+// /stream/ws without the type byte. A frame larger than the NATS server's
+// max_payload (1 MiB by default) is split into parts: each part is again the
+// 32-byte header followed by a slice of the payload, and carries the NATS
+// message header Sdr-Part with the byte offset of its slice. Frames that fit
+// carry no NATS header at all.
+//
+// Keyframe requests travel the other way on <subject>.force_idr, with the
+// body {"cmd_seq":0}. Each edge coalesces its own requests; the origin's
+// Publisher coalesces again across all edges before it asks its producer
+// (an in-process encoder, or the simulator through command.genesis.force_idr).
+//
+// Publisher (origin) takes a frame.Source and publishes every frame; Source
+// (edge) is a frame.Source fed by a subscription, with frame_seq gap and
+// restart detection, keyframe gating, the current GOP replayed to late
+// subscribers, and LastArrival stamped on receipt so that the edge's safety
+// gate measures the age of the video as the edge sees it.
+//
+// The package imports nothing from Caddy.
+package natsvideo
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/sdr-os/sdr-caddy/shmring"
+)
+
+// Subjects and headers of the video protocol over NATS.
+const (
+	// SubjectPrefix is the prefix of the default video subject of a stream.
+	SubjectPrefix = "video."
+	// IDRSuffix follows the video subject in the subject of keyframe
+	// requests from edges to the origin.
+	IDRSuffix = ".force_idr"
+	// HeaderPart is the NATS message header of one part of a frame that is
+	// larger than the server's max_payload: the decimal byte offset of the
+	// part's slice in the payload.
+	HeaderPart = "Sdr-Part"
+	// IDRBody is the body of a keyframe request, as on command.genesis.force_idr.
+	IDRBody = `{"cmd_seq":0}`
+	// ForceIDRSubject is where the simulator (and sdr_encoder) listen for
+	// keyframe requests.
+	ForceIDRSubject = "command.genesis.force_idr"
+)
+
+// partOverhead is room left in each part for the NATS header block
+// ("NATS/1.0\r\nSdr-Part: <offset>\r\n\r\n", about 40 bytes).
+const partOverhead = 128
+
+// minPartPayload is the smallest payload slice worth a part; a server whose
+// max_payload leaves less than this cannot carry split frames.
+const minPartPayload = 1024
+
+// DefaultMaxFrameBytes bounds the payload a Source accepts for one frame.
+const DefaultMaxFrameBytes = 64 << 20
+
+// DefaultSubject returns the video subject of a stream: video.<stream>.
+func DefaultSubject(stream string) string { return SubjectPrefix + stream }
+
+// IDRSubject returns the subject of keyframe requests for a video subject.
+func IDRSubject(subject string) string { return subject + IDRSuffix }
+
+// ValidateSubject checks that subject can be published to: non-empty
+// tokens separated by dots, no wildcards, no whitespace.
+func ValidateSubject(subject string) error {
+	if subject == "" {
+		return fmt.Errorf("video subject is empty")
+	}
+	if strings.ContainsAny(subject, " \t\r\n*>") {
+		return fmt.Errorf("video subject %q: wildcards and whitespace are not allowed", subject)
+	}
+	for _, tok := range strings.Split(subject, ".") {
+		if tok == "" {
+			return fmt.Errorf("video subject %q has an empty token", subject)
+		}
+	}
+	if strings.HasSuffix(subject, IDRSuffix) {
+		return fmt.Errorf("video subject %q ends in %s, the suffix of keyframe requests", subject, IDRSuffix)
+	}
+	return nil
+}
+
+// partRoom returns how many payload bytes fit in one part under maxPayload.
+func partRoom(maxPayload int64) (int, error) {
+	room := int(maxPayload) - shmring.HeaderSize - partOverhead
+	if room < minPartPayload {
+		return 0, fmt.Errorf("nats server max_payload %d leaves %d bytes per part, need at least %d", maxPayload, room, minPartPayload)
+	}
+	return room, nil
+}

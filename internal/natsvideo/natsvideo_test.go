@@ -1,0 +1,623 @@
+package natsvideo
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/shmring"
+)
+
+// startServer runs a real nats-server in the test process on a free
+// loopback port.
+func startServer(t *testing.T, opts *server.Options) *server.Server {
+	t.Helper()
+	if opts == nil {
+		opts = &server.Options{}
+	}
+	opts.Host, opts.Port, opts.NoLog, opts.NoSigs = "127.0.0.1", -1, true, true
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready after 10s")
+	}
+	t.Cleanup(s.Shutdown)
+	return s
+}
+
+func connect(t *testing.T, s *server.Server, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(s.ClientURL(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// pushSource is a frame.Source the test feeds by hand.
+type pushSource struct {
+	mu  sync.Mutex
+	fns map[int]func(frame.Frame)
+	n   int
+	seq uint64
+}
+
+func newPushSource() *pushSource { return &pushSource{fns: map[int]func(frame.Frame){}} }
+
+func (p *pushSource) Subscribe(fn func(frame.Frame)) func() {
+	p.mu.Lock()
+	id := p.n
+	p.n++
+	p.fns[id] = fn
+	p.mu.Unlock()
+	return func() { p.mu.Lock(); delete(p.fns, id); p.mu.Unlock() }
+}
+
+func (p *pushSource) LastArrival() time.Time { return time.Time{} }
+
+// push sends a frame with the next frame_seq (skip > 0 leaves a gap) and a
+// payload of n bytes that depends on the sequence.
+func (p *pushSource) push(key bool, n int, skip uint64) frame.Frame {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.seq += 1 + skip
+	payload := make([]byte, n)
+	for i := range payload {
+		payload[i] = byte(int(p.seq) + i*7)
+	}
+	h := shmring.Header{FrameID: uint64(time.Now().UnixNano()), FrameSeq: p.seq, Size: uint32(n),
+		Codec: shmring.CodecH264, CRC32: shmring.Checksum(payload)}
+	if key {
+		h.Flags = shmring.FlagKeyframe
+	}
+	f := frame.Frame{Header: h, Payload: payload, Arrived: time.Now()}
+	for _, fn := range p.fns {
+		fn(f)
+	}
+	return f
+}
+
+// sink collects the frames a Source delivers.
+type sink struct {
+	mu     sync.Mutex
+	frames []frame.Frame
+	got    chan struct{}
+}
+
+func newSink() *sink { return &sink{got: make(chan struct{}, 4096)} }
+
+func (s *sink) fn(f frame.Frame) {
+	s.mu.Lock()
+	s.frames = append(s.frames, f)
+	s.mu.Unlock()
+	select {
+	case s.got <- struct{}{}:
+	default:
+	}
+}
+
+func (s *sink) wait(t *testing.T, n int) []frame.Frame {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		s.mu.Lock()
+		if len(s.frames) >= n {
+			out := append([]frame.Frame(nil), s.frames...)
+			s.mu.Unlock()
+			return out
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.got:
+		case <-deadline:
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			t.Fatalf("got %d frames, want %d", len(s.frames), n)
+		}
+	}
+}
+
+// counter counts keyframe requests.
+type counter struct{ n atomic.Int64 }
+
+func (c *counter) RequestKeyframe() { c.n.Add(1) }
+
+func sameFrame(t *testing.T, got, want frame.Frame) {
+	t.Helper()
+	if !bytes.Equal(got.Header.Bytes(), want.Header.Bytes()) || !bytes.Equal(got.Payload, want.Payload) {
+		t.Fatalf("frame_seq %d differs from frame_seq %d sent (%d vs %d payload bytes)",
+			got.Header.FrameSeq, want.Header.FrameSeq, len(got.Payload), len(want.Payload))
+	}
+}
+
+func TestFramesArriveByteIdentical(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, nil)
+	origin, edge := connect(t, s), connect(t, s)
+	src := newPushSource()
+	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.front"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	es, err := OpenSource(edge, SourceConfig{Subject: "video.front"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer es.Close()
+	k := newSink()
+	es.Subscribe(k.fn)
+	if err := edge.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	var sent []frame.Frame
+	for i := range 20 {
+		sent = append(sent, src.push(i%10 == 0, 1000+i*100, 0))
+	}
+	got := k.wait(t, 20)
+	for i := range sent {
+		sameFrame(t, got[i], sent[i])
+		if got[i].Arrived.Before(before) || got[i].Discontinuity {
+			t.Fatalf("frame %d: arrived %v (before %v), discontinuity %t", i, got[i].Arrived, before, got[i].Discontinuity)
+		}
+	}
+	if la := es.LastArrival(); la.Before(got[19].Arrived) {
+		t.Fatalf("LastArrival %v before the last frame's arrival %v", la, got[19].Arrived)
+	}
+	st := es.Stats()
+	if st.Frames != 20 || st.Gaps != 0 || st.Malformed != 0 || st.LastSeq != 20 {
+		t.Fatalf("edge stats %+v", st)
+	}
+	if ps := pub.Stats(); ps.Frames != 20 || ps.SplitFrames != 0 {
+		t.Fatalf("publisher stats %+v", ps)
+	}
+}
+
+func TestFramesLargerThanMaxPayloadAreSplit(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, &server.Options{MaxPayload: 4096})
+	origin, edge := connect(t, s), connect(t, s)
+	src := newPushSource()
+	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.big"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	es, err := OpenSource(edge, SourceConfig{Subject: "video.big"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer es.Close()
+	k := newSink()
+	es.Subscribe(k.fn)
+	_ = edge.Flush()
+	sizes := []int{100_000, 4096 - 32, 4096 - 31, 5000, 12_345}
+	var sent []frame.Frame
+	for i, n := range sizes {
+		sent = append(sent, src.push(i == 0, n, 0))
+	}
+	got := k.wait(t, len(sizes))
+	for i := range sent {
+		sameFrame(t, got[i], sent[i])
+	}
+	ps := pub.Stats()
+	if ps.SplitFrames != 4 || ps.Errors != 0 {
+		t.Fatalf("publisher stats %+v: want 4 split frames", ps)
+	}
+	if st := es.Stats(); st.PartsDropped != 0 || st.Malformed != 0 || st.Messages != ps.Parts+1 {
+		t.Fatalf("edge stats %+v, publisher %+v", st, ps)
+	}
+}
+
+func TestGapHeldUntilKeyframe(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, nil)
+	origin, edge := connect(t, s), connect(t, s)
+	src := newPushSource()
+	req := &counter{}
+	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.gap", Requester: req, IDRCoalesce: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	es, err := OpenSource(edge, SourceConfig{Subject: "video.gap", IDRCoalesce: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer es.Close()
+	k := newSink()
+	es.Subscribe(k.fn)
+	_ = edge.Flush()
+
+	src.push(false, 100, 0) // before the first keyframe: held back
+	src.push(true, 100, 0)
+	src.push(false, 100, 0)
+	src.push(false, 100, 3) // 3 frames missed
+	src.push(false, 100, 0)
+	key := src.push(true, 100, 0)
+	after := src.push(false, 100, 0)
+	got := k.wait(t, 4)
+	if len(got) != 4 {
+		t.Fatalf("got %d frames, want 4", len(got))
+	}
+	if got[0].Header.FrameSeq != 2 || got[1].Header.FrameSeq != 3 || got[0].Discontinuity {
+		t.Fatalf("first frames: seq %d %d", got[0].Header.FrameSeq, got[1].Header.FrameSeq)
+	}
+	sameFrame(t, got[2], key)
+	sameFrame(t, got[3], after)
+	if !got[2].Discontinuity || got[3].Discontinuity {
+		t.Fatalf("discontinuity flags %t %t: want the keyframe after the gap marked", got[2].Discontinuity, got[3].Discontinuity)
+	}
+	st := es.Stats()
+	if st.Gaps != 3 || st.KeyframeWaits != 3 || st.Restarts != 0 {
+		t.Fatalf("edge stats %+v: want 3 gaps, 3 frames held", st)
+	}
+	// The held frames asked the origin for a keyframe through NATS.
+	deadline := time.Now().Add(10 * time.Second)
+	for req.n.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no keyframe request reached the origin; edge sent %d, origin received %d", es.Stats().IDRRequests, pub.Stats().IDRReceived)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRestartAndUngated(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, nil)
+	origin, edge := connect(t, s), connect(t, s)
+	src := newPushSource()
+	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.r"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	es, err := OpenSource(edge, SourceConfig{Subject: "video.r", NoKeyframeGating: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer es.Close()
+	k := newSink()
+	es.Subscribe(k.fn)
+	_ = edge.Flush()
+	src.push(true, 10, 0)
+	src.push(false, 10, 0)
+	src.mu.Lock()
+	src.seq = 0 // the writer restarted
+	src.mu.Unlock()
+	src.push(false, 10, 0)
+	src.push(false, 10, 5)
+	got := k.wait(t, 4)
+	if !got[2].Discontinuity || !got[3].Discontinuity || got[1].Discontinuity {
+		t.Fatalf("discontinuities %t %t %t", got[1].Discontinuity, got[2].Discontinuity, got[3].Discontinuity)
+	}
+	if st := es.Stats(); st.Restarts != 1 || st.Gaps != 5 || st.KeyframeWaits != 0 {
+		t.Fatalf("edge stats %+v", st)
+	}
+}
+
+func TestLateSubscriberGetsCurrentGOP(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, nil)
+	origin, edge := connect(t, s), connect(t, s)
+	src := newPushSource()
+	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.gop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	es, err := OpenSource(edge, SourceConfig{Subject: "video.gop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer es.Close()
+	first := newSink()
+	es.Subscribe(first.fn)
+	_ = edge.Flush()
+	src.push(true, 10, 0)
+	src.push(false, 10, 0)
+	key := src.push(true, 10, 0)
+	d := src.push(false, 10, 0)
+	first.wait(t, 4)
+	late := newSink()
+	cancel := es.Subscribe(late.fn)
+	got := late.wait(t, 2)
+	sameFrame(t, got[0], key)
+	sameFrame(t, got[1], d)
+	cancel()
+	src.push(false, 10, 0)
+	first.wait(t, 5)
+	if n := len(late.wait(t, 2)); n != 2 {
+		t.Fatalf("cancelled subscriber got %d frames", n)
+	}
+}
+
+func TestMalformedMessagesAreCounted(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, nil)
+	origin, edge := connect(t, s), connect(t, s)
+	es, err := OpenSource(edge, SourceConfig{Subject: "video.bad"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer es.Close()
+	k := newSink()
+	es.Subscribe(k.fn)
+	_ = edge.Flush()
+
+	good := func(seq uint64, n int) []byte {
+		p := bytes.Repeat([]byte{byte(seq)}, n)
+		h := shmring.Header{FrameSeq: seq, Size: uint32(n), Flags: shmring.FlagKeyframe, Codec: shmring.CodecH264, CRC32: shmring.Checksum(p)}
+		return append(h.Bytes(), p...)
+	}
+	pub := func(data []byte, part string) {
+		m := &nats.Msg{Subject: "video.bad", Data: data}
+		if part != "" {
+			m.Header = nats.Header{HeaderPart: []string{part}}
+		}
+		if err := origin.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub([]byte("short"), "")  // no header
+	pub(good(1, 10)[:40], "") // size mismatch
+	bad := good(2, 10)
+	bad[40] ^= 0xff
+	pub(bad, "")               // CRC mismatch
+	pub(good(3, 10), "x")      // part offset not a number
+	pub(good(4, 10)[:36], "5") // part that does not start at 0
+	huge := shmring.Header{FrameSeq: 5, Size: 1 << 30}
+	pub(append(huge.Bytes(), 1, 2), "0") // claims 1 GiB
+	pub(good(6, 10), "")
+	got := k.wait(t, 1)
+	if got[0].Header.FrameSeq != 6 {
+		t.Fatalf("delivered frame_seq %d, want 6", got[0].Header.FrameSeq)
+	}
+	st := es.Stats()
+	if st.Malformed != 4 || st.CRCFailures != 1 || st.PartsDropped != 1 || st.Frames != 1 {
+		t.Fatalf("edge stats %+v", st)
+	}
+}
+
+func TestIDRRequestsCoalescedAcrossEdges(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, nil)
+	origin := connect(t, s)
+	req := &counter{}
+	pub, err := NewPublisher(origin, newPushSource(), PublisherConfig{Subject: "video.idr", Requester: req, IDRCoalesce: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	_ = origin.Flush()
+	var edges []*Source
+	for range 5 {
+		es, err := OpenSource(connect(t, s), SourceConfig{Subject: "video.idr", IDRCoalesce: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer es.Close()
+		edges = append(edges, es)
+	}
+	for range 10 {
+		for _, e := range edges {
+			e.RequestKeyframe()
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for pub.Stats().IDRReceived < 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("origin received %d keyframe requests, want 5 (one per edge)", pub.Stats().IDRReceived)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := pub.Stats().IDRReceived; got != 5 {
+		t.Fatalf("origin received %d requests from 5 edges asking 10 times each, want 5", got)
+	}
+	if req.n.Load() != 1 {
+		t.Fatalf("producer asked %d times, want 1", req.n.Load())
+	}
+}
+
+func TestDefaultRequesterPublishesForceIDR(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, nil)
+	origin, sim := connect(t, s), connect(t, s)
+	ch := make(chan *nats.Msg, 4)
+	if _, err := sim.ChanSubscribe(ForceIDRSubject, ch); err != nil {
+		t.Fatal(err)
+	}
+	_ = sim.Flush()
+	pub, err := NewPublisher(origin, newPushSource(), PublisherConfig{Subject: "video.sim"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	pub.RequestKeyframe()
+	select {
+	case m := <-ch:
+		if string(m.Data) != IDRBody {
+			t.Fatalf("force_idr body %q", m.Data)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no command.genesis.force_idr")
+	}
+}
+
+func TestPublisherDropsWhileDisconnected(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, nil)
+	origin := connect(t, s, nats.MaxReconnects(-1), nats.ReconnectWait(time.Hour))
+	src := newPushSource()
+	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.down"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	s.Shutdown()
+	deadline := time.Now().Add(10 * time.Second)
+	for origin.IsConnected() {
+		if time.Now().After(deadline) {
+			t.Fatal("still connected 10s after the server shut down")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for range 5 {
+		src.push(true, 10, 0)
+	}
+	for pub.Stats().DroppedDisconnected != 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("publisher stats %+v: want 5 frames dropped while disconnected", pub.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestThroughClusterAndLeaf runs a 3-node cluster (routes) with a leaf
+// server hanging off the third node: frames published on the first node
+// reach a source on the leaf, and its keyframe requests reach the origin.
+func TestThroughClusterAndLeaf(t *testing.T) {
+	t.Parallel()
+	var nodes []*server.Server
+	var first *server.Server
+	leafPort := freePort(t)
+	for i := range 3 {
+		o := &server.Options{ServerName: fmt.Sprintf("n%d", i)}
+		o.Cluster.Name, o.Cluster.Host, o.Cluster.Port = "sdr", "127.0.0.1", -1
+		if i == 2 {
+			o.LeafNode.Host, o.LeafNode.Port = "127.0.0.1", leafPort
+		}
+		if first != nil {
+			u, _ := url.Parse(fmt.Sprintf("nats://127.0.0.1:%d", first.ClusterAddr().Port))
+			o.Routes = []*url.URL{u}
+		}
+		n := startServer(t, o)
+		if first == nil {
+			first = n
+		}
+		nodes = append(nodes, n)
+	}
+	lu, _ := url.Parse(fmt.Sprintf("nats-leaf://127.0.0.1:%d", leafPort))
+	leaf := startServer(t, &server.Options{ServerName: "leaf", LeafNode: server.LeafNodeOpts{Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{lu}}}}})
+	deadline := time.Now().Add(20 * time.Second)
+	for nodes[0].NumRoutes() < 2 || nodes[2].NumLeafNodes() < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster not formed: routes %d, leafs %d", nodes[0].NumRoutes(), nodes[2].NumLeafNodes())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	origin, edge := connect(t, nodes[0]), connect(t, leaf)
+	src := newPushSource()
+	req := &counter{}
+	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.far", Requester: req})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	es, err := OpenSource(edge, SourceConfig{Subject: "video.far"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer es.Close()
+	k := newSink()
+	es.Subscribe(k.fn)
+	// Interest propagates asynchronously: push keyframes until one arrives.
+	var sent []frame.Frame
+	for len(k.wait(t, 0)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no frame reached the leaf")
+		}
+		sent = append(sent, src.push(true, 2000, 0))
+		time.Sleep(20 * time.Millisecond)
+	}
+	for range 5 {
+		sent = append(sent, src.push(false, 3000, 0))
+	}
+	got := k.wait(t, 1)
+	first0 := got[0].Header.FrameSeq
+	want := sent[first0-1:]
+	got = k.wait(t, len(want))
+	for i := range want {
+		sameFrame(t, got[i], want[i])
+	}
+	es.RequestKeyframe()
+	for req.n.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the leaf's keyframe request did not reach the origin")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func TestCoalescer(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var n atomic.Int64
+		c := newCoalescer(500*time.Millisecond, func() { n.Add(1) })
+		c.request() // sent at once
+		if n.Load() != 1 {
+			t.Fatalf("first request: %d sends", n.Load())
+		}
+		for range 10 {
+			c.request()
+		}
+		time.Sleep(499 * time.Millisecond)
+		if n.Load() != 1 {
+			t.Fatalf("inside the interval: %d sends", n.Load())
+		}
+		time.Sleep(2 * time.Millisecond)
+		if n.Load() != 2 {
+			t.Fatalf("end of the interval: %d sends, want 2", n.Load())
+		}
+		time.Sleep(time.Second)
+		c.request() // interval passed: at once
+		if n.Load() != 3 {
+			t.Fatalf("after a quiet second: %d sends, want 3", n.Load())
+		}
+		c.request()
+		c.close()
+		time.Sleep(time.Second)
+		if n.Load() != 3 {
+			t.Fatalf("after close: %d sends, want 3", n.Load())
+		}
+	})
+}
+
+func TestValidateSubject(t *testing.T) {
+	t.Parallel()
+	for s, ok := range map[string]bool{
+		"video.front": true, "video": true, "a.b.c": true,
+		"": false, "video.*": false, "video.>": false, "video..x": false, ".video": false,
+		"video front": false, "video.front.force_idr": false,
+	} {
+		if err := ValidateSubject(s); (err == nil) != ok {
+			t.Errorf("ValidateSubject(%q) = %v, want ok=%t", s, err, ok)
+		}
+	}
+}
