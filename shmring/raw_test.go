@@ -2,6 +2,9 @@ package shmring
 
 import (
 	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 )
@@ -95,5 +98,82 @@ func TestParseRaw(t *testing.T) {
 	}
 	if _, err := ParseRaw(h, p[:10]); err == nil {
 		t.Error("10-byte payload accepted")
+	}
+}
+
+// TestRawVectors checks the raw-ring vectors that tests/python/make_raw_vectors.py
+// computes from the definition in docs/ring.md.
+func TestRawVectors(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("testdata/raw_vectors.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		Layouts []struct {
+			Codec                 uint16
+			Width, Height, Stride uint32
+			DescriptorHex         string `json:"descriptor_hex"`
+			Planes                []struct{ Offset, Stride, Rows int }
+			PayloadSize           int `json:"payload_size"`
+		}
+		Invalid []struct {
+			Codec                 uint16
+			Width, Height, Stride uint32
+			Why                   string
+		}
+		Region struct {
+			Hex         string
+			Sequence    uint64
+			FrameID     uint64 `json:"frame_id"`
+			Codec       uint16
+			Width       uint32
+			PayloadSize int `json:"payload_size"`
+		}
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Layouts) == 0 || len(v.Invalid) == 0 {
+		t.Fatal("raw vectors incomplete")
+	}
+	for _, c := range v.Layouts {
+		d := RawDescriptor{Width: c.Width, Height: c.Height, Stride: c.Stride}
+		if got := hex.EncodeToString(d.Bytes()); got != c.DescriptorHex {
+			t.Errorf("%+v: descriptor %s, want %s", d, got, c.DescriptorHex)
+		}
+		l, err := d.Layout(Codec(c.Codec))
+		if err != nil {
+			t.Errorf("%s %+v: %v", Codec(c.Codec), d, err)
+			continue
+		}
+		if l.PayloadSize != c.PayloadSize || len(l.Planes) != len(c.Planes) {
+			t.Errorf("%s %+v: layout %+v, want size %d, %d planes", Codec(c.Codec), d, l, c.PayloadSize, len(c.Planes))
+			continue
+		}
+		for i, p := range c.Planes {
+			if l.Planes[i] != (Plane{Offset: p.Offset, Stride: p.Stride, Rows: p.Rows}) {
+				t.Errorf("%s %+v plane %d: %+v, want %+v", Codec(c.Codec), d, i, l.Planes[i], p)
+			}
+		}
+	}
+	for _, c := range v.Invalid {
+		d := RawDescriptor{Width: c.Width, Height: c.Height, Stride: c.Stride}
+		if _, err := d.Layout(Codec(c.Codec)); err == nil {
+			t.Errorf("%s accepted: %+v codec %d", c.Why, d, c.Codec)
+		}
+	}
+	region, err := hex.DecodeString(v.Region.Hex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := ParseRegion(region, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ParseRaw(f.Header, f.Payload)
+	if err != nil || f.Sequence != v.Region.Sequence || f.Header.FrameID != v.Region.FrameID ||
+		uint16(f.Header.Codec) != v.Region.Codec || l.Descriptor.Width != v.Region.Width || l.PayloadSize != v.Region.PayloadSize {
+		t.Errorf("raw region: %+v, layout %+v, %v", f.Header, l, err)
 	}
 }
