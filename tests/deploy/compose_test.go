@@ -157,6 +157,27 @@ func TestComposeCaddyService(t *testing.T) {
 		if c.HealthCheck == nil || !strings.Contains(strings.Join(c.HealthCheck.Test, " "), "/health") {
 			t.Errorf("caddy health check does not call /health: %+v", c.HealthCheck)
 		}
+		// The Node app reaches the transport, now in caddy, on the
+		// transport-compatible site's port, over a network they share.
+		node := p.Services["node"]
+		if h := node.Environment["TRANSPORT_HOST"]; h == nil || *h != "caddy" {
+			t.Errorf("node TRANSPORT_HOST = %v, want caddy", h)
+		}
+		listen := ":8080"
+		if v := c.Environment["SDR_LISTEN_ADDR"]; v != nil {
+			listen = *v
+		}
+		if tp := node.Environment["TRANSPORT_PORT"]; tp == nil || !strings.HasSuffix(listen, ":"+*tp) {
+			t.Errorf("node TRANSPORT_PORT = %v, caddy's transport site listens on %s", tp, listen)
+		}
+		shared := false
+		for net := range node.Networks {
+			_, ok := c.Networks[net]
+			shared = shared || ok
+		}
+		if !shared {
+			t.Error("node and caddy share no network")
+		}
 		// Every SDR_* variable the service sets must be one that
 		// Caddyfile.example reads, or it has no effect.
 		vars := caddyfileVars(t)

@@ -239,3 +239,26 @@ func TestAlertRules(t *testing.T) {
 		t.Error("no alert rule")
 	}
 }
+
+// TestReadmeListsEveryAlert: the README's alert table and alerts.yml name
+// the same alerts.
+func TestReadmeListsEveryAlert(t *testing.T) {
+	t.Parallel()
+	var r alertRules
+	readYAML(t, filepath.Join(testenv.Root(), "deploy/prometheus/alerts.yml"), &r)
+	md := readme(t)
+	inRules := map[string]bool{}
+	for _, g := range r.Groups {
+		for _, rule := range g.Rules {
+			inRules[rule.Alert] = true
+			if !strings.Contains(md, "| `"+rule.Alert+"` |") {
+				t.Errorf("README.md's alert table lacks %s", rule.Alert)
+			}
+		}
+	}
+	for _, m := range regexp.MustCompile("(?m)^\\| `(Sdr\\w+)` \\|").FindAllStringSubmatch(md, -1) {
+		if !inRules[m[1]] {
+			t.Errorf("README.md lists the alert %s, which alerts.yml does not have", m[1])
+		}
+	}
+}
