@@ -47,6 +47,10 @@ type Stream struct {
 	// /dev/shm/sdr_os_ipc/frames, 4 MiB.
 	Source *StreamSource `json:"source,omitempty"`
 
+	// Publish puts every frame of the stream on a NATS subject for edge
+	// nodes (source nats) to fan out; needs the sdr_nats app.
+	Publish *StreamPublish `json:"publish,omitempty"`
+
 	// IDRCoalesce is the shortest interval between two keyframe requests
 	// sent to the producer (SDR_IDR_COALESCE_MS). Default: 500ms.
 	IDRCoalesce caddy.Duration `json:"idr_coalesce,omitempty"`
@@ -89,6 +93,7 @@ type Stream struct {
 	unsub   func()
 	relay   frame.Relay
 	telemUn func()
+	scale   streamScale // the NATS source or publisher, when configured
 	origin  func(*http.Request) bool
 	metrics *streamMetrics
 
@@ -106,6 +111,8 @@ type StreamSource struct {
 	SHM *SHMSource `json:"shm,omitempty"`
 	// Encoder names a stream of the sdr_encoder app.
 	Encoder string `json:"encoder,omitempty"`
+	// NATS receives a stream that an origin publishes on a NATS subject.
+	NATS *NATSSource `json:"nats,omitempty"`
 }
 
 // SHMSource is an encoded-frame ring file.
@@ -160,6 +167,9 @@ func (s *Stream) Provision(ctx caddy.Context) error {
 	if err := s.attachBus(ctx); err != nil {
 		return err
 	}
+	if err := s.startPublish(ctx); err != nil {
+		return err
+	}
 	s.unsub = s.src.Subscribe(s.hub.Publish)
 	s.log.Info("stream ready", zap.String("stream", s.name), zap.String("source", s.sourceString()),
 		zap.Bool("nats", s.relay != nil))
@@ -170,6 +180,8 @@ func (s *Stream) sourceString() string {
 	switch {
 	case s.Source != nil && s.Source.Encoder != "":
 		return "encoder " + s.Source.Encoder
+	case s.Source != nil && s.Source.NATS != nil:
+		return "nats " + s.Source.NATS.Subject
 	default:
 		return "shm " + s.shm().Path
 	}
@@ -223,12 +235,18 @@ func (s *Stream) Validate() error {
 		if s.Source.Encoder != "" {
 			n++
 		}
+		if s.Source.NATS != nil {
+			n++
+		}
 		if n != 1 {
-			return fmt.Errorf("sdr_stream %s: source: set exactly one of shm and encoder, got %d", s.name, n)
+			return fmt.Errorf("sdr_stream %s: source: set exactly one of shm, encoder and nats, got %d", s.name, n)
 		}
 		if sh := s.Source.SHM; sh != nil && sh.Size != 0 && sh.Size < 48 {
 			return fmt.Errorf("sdr_stream %s: shm size %d: want 0 (the file's size) or at least 48 bytes", s.name, sh.Size)
 		}
+	}
+	if err := s.validateScale(); err != nil {
+		return err
 	}
 	for _, c := range []struct {
 		what string
@@ -273,6 +291,9 @@ func (s *Stream) Cleanup() error {
 	}
 	if s.hub != nil {
 		s.hub.Close()
+	}
+	if err := s.releaseScale(); err != nil {
+		return err
 	}
 	if s.ring != nil {
 		if _, err := ringPool.Delete(s.ringKey); err != nil {
@@ -325,21 +346,32 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	if s.ctx.Err() != nil {
 		s.mu.Unlock()
 		c.Close(wire.CloseServiceRestart, "sdr_stream stopped or reloaded; reconnect")
-	} else {
-		s.clients[c] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
+		_ = c.Run(s.ctx) // sends the close frame and closes the connection
+		return nil
+	}
+	s.clients[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	// The client gets its own goroutine and the request's returns: the
+	// request goroutine's stack, grown through the handler chain, is freed,
+	// which is most of what an idle client would otherwise cost.
+	remote := r.RemoteAddr
+	go func() {
 		defer func() {
+			if v := recover(); v != nil {
+				s.log.Error("client panicked", zap.String("stream", s.name), zap.Any("panic", v), zap.Stack("stack"))
+				_ = conn.Close()
+			}
 			s.mu.Lock()
 			delete(s.clients, c)
 			s.mu.Unlock()
 			s.wg.Done()
 		}()
-	}
-	err = c.Run(s.ctx)
-	if err != nil && s.log.Core().Enabled(zap.DebugLevel) {
-		s.log.Debug("client ended", zap.String("stream", s.name), zap.String("remote", r.RemoteAddr), zap.Error(err))
-	}
+		err := c.Run(s.ctx)
+		if err != nil && s.log.Core().Enabled(zap.DebugLevel) {
+			s.log.Debug("client ended", zap.String("stream", s.name), zap.String("remote", remote), zap.Error(err))
+		}
+	}()
 	return nil
 }
 

@@ -1,0 +1,354 @@
+package main
+
+// The load generator: a child process that holds N cheap clients, records
+// delivery latency (receive time minus the frame_id commit time) during the
+// measurement window, and measures time to first frame of clients that
+// join during the window.
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sdr-os/sdr-caddy/shmring"
+)
+
+// loadResult is what the load generator reports on its last line.
+type loadResult struct {
+	LatUS     []int32 `json:"-"`
+	P50, P99  float64
+	P999      float64
+	Samples   int
+	Bytes     uint64
+	TTFFms    []float64
+	Errors    int
+	FirstErr  string
+	Connected int
+}
+
+type recorder struct {
+	on    atomic.Bool
+	mu    sync.Mutex
+	lats  [][]int32
+	bytes atomic.Uint64
+	errs  atomic.Int64
+	first atomic.Pointer[string]
+}
+
+func (r *recorder) fail(err error) {
+	r.errs.Add(1)
+	s := err.Error()
+	r.first.CompareAndSwap(nil, &s)
+}
+
+// client-local sample buffer, registered once.
+func (r *recorder) buffer(capacity int) *[]int32 {
+	b := make([]int32, 0, capacity)
+	r.mu.Lock()
+	r.lats = append(r.lats, b)
+	i := len(r.lats) - 1
+	r.mu.Unlock()
+	return &r.lats[i]
+}
+
+func runLoadgen(args []string) error {
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	kind := fs.String("kind", "ws", "ws or nats")
+	target := fs.String("url", "", "ws:// URL")
+	n := fs.Int("clients", 100, "clients")
+	warmup := fs.Duration("warmup", 3*time.Second, "")
+	window := fs.Duration("window", 20*time.Second, "")
+	joins := fs.Int("joins", 20, "joining clients during the window (ttff)")
+	fps := fs.Int("fps", 60, "")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var rec recorder
+	rec.lats = make([][]int32, 0, *n)
+	capacity := int(float64(*fps)*window.Seconds()*1.2) + 64
+	// Pre-size the slice of buffers so the pointers stay valid.
+	rec.lats = make([][]int32, 0, *n+1)
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	connected := make(chan error, *n)
+	for i := 0; i < *n; i++ {
+		buf := rec.buffer(capacity)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if *kind == "nats" {
+				err = natsClient(*target, &rec, buf, stop, connected)
+			} else {
+				err = wsClient(*target, &rec, buf, stop, connected)
+			}
+			if err != nil {
+				select {
+				case <-stop:
+				default:
+					rec.fail(err)
+				}
+			}
+		}()
+		if i%50 == 49 {
+			time.Sleep(20 * time.Millisecond) // do not flood the accept queue
+		}
+	}
+	ok := 0
+	for range *n {
+		if err := <-connected; err != nil {
+			rec.fail(err)
+		} else {
+			ok++
+		}
+	}
+	fmt.Println("READY")
+	in := bufio.NewScanner(os.Stdin)
+	if !in.Scan() || in.Text() != "GO" {
+		return errors.New("loadgen: no GO on stdin")
+	}
+	time.Sleep(*warmup)
+	fmt.Println("START")
+	rec.on.Store(true)
+	var ttff []float64
+	var tmu sync.Mutex
+	var jwg sync.WaitGroup
+	every := *window / time.Duration(*joins+1)
+	end := time.After(*window)
+	tick := time.NewTicker(every)
+loop:
+	for {
+		select {
+		case <-end:
+			break loop
+		case <-tick.C:
+			jwg.Add(1)
+			go func() {
+				defer jwg.Done()
+				d, err := join(*kind, *target)
+				if err != nil {
+					rec.fail(fmt.Errorf("joining: %w", err))
+					return
+				}
+				tmu.Lock()
+				ttff = append(ttff, float64(d)/1e6)
+				tmu.Unlock()
+			}()
+		}
+	}
+	tick.Stop()
+	rec.on.Store(false)
+	fmt.Println("END")
+	jwg.Wait()
+	close(stop)
+	wg.Wait()
+
+	var all []int32
+	rec.mu.Lock()
+	for _, l := range rec.lats {
+		all = append(all, l...)
+	}
+	rec.mu.Unlock()
+	res := loadResult{Samples: len(all), Bytes: rec.bytes.Load(), TTFFms: ttff, Errors: int(rec.errs.Load()), Connected: ok}
+	if p := rec.first.Load(); p != nil {
+		res.FirstErr = *p
+	}
+	res.P50, res.P99, res.P999 = percentiles(all)
+	out, _ := json.Marshal(res)
+	fmt.Println("RESULT " + string(out))
+	return nil
+}
+
+// wsClient is a cheap WebSocket client: it reads each message's header,
+// discards the rest through one reused buffer and records the latency when
+// the whole message is in.
+func wsClient(target string, rec *recorder, lat *[]int32, stop <-chan struct{}, connected chan<- error) error {
+	conn, br, err := wsDial(target)
+	connected <- err
+	if err != nil {
+		return err
+	}
+	go func() { <-stop; conn.Close() }()
+	var hdr [1 + shmring.HeaderSize]byte
+	for {
+		op, n, err := readFrameHeader(br)
+		if err != nil {
+			return err
+		}
+		if op != 0x2 || n < uint64(len(hdr)) {
+			if _, err := br.Discard(int(n)); err != nil {
+				return err
+			}
+			if op == 0x8 {
+				return fmt.Errorf("server closed the connection")
+			}
+			continue
+		}
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return err
+		}
+		if _, err := br.Discard(int(n) - len(hdr)); err != nil {
+			return err
+		}
+		if rec.on.Load() {
+			now := time.Now().UnixNano()
+			id := int64(binary.LittleEndian.Uint64(hdr[1:9]))
+			*lat = append(*lat, int32((now-id)/1000))
+			rec.bytes.Add(n)
+		}
+	}
+}
+
+func wsDial(target string) (net.Conn, *bufio.Reader, error) {
+	u, err := url.Parse(target)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := net.DialTimeout("tcp", u.Host, 30*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", u.RequestURI(), u.Host)
+	br := bufio.NewReaderSize(conn, 32<<10)
+	status, err := br.ReadString('\n')
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("handshake with %s: %w", target, err)
+	}
+	if len(status) < 12 || status[9:12] != "101" {
+		conn.Close()
+		return nil, nil, fmt.Errorf("handshake with %s: %q", target, status)
+	}
+	for {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			conn.Close()
+			return nil, nil, err
+		}
+		if l == "\r\n" {
+			break
+		}
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return conn, br, nil
+}
+
+func readFrameHeader(br *bufio.Reader) (op byte, n uint64, err error) {
+	var h [2]byte
+	if _, err = io.ReadFull(br, h[:]); err != nil {
+		return
+	}
+	op, n = h[0]&0x0f, uint64(h[1]&0x7f)
+	switch n {
+	case 126:
+		var b [2]byte
+		_, err = io.ReadFull(br, b[:])
+		n = uint64(binary.BigEndian.Uint16(b[:]))
+	case 127:
+		var b [8]byte
+		_, err = io.ReadFull(br, b[:])
+		n = binary.BigEndian.Uint64(b[:])
+	}
+	return
+}
+
+func natsClient(target string, rec *recorder, lat *[]int32, stop <-chan struct{}, connected chan<- error) error {
+	nc, err := nats.Connect(target, nats.NoEcho(), nats.Timeout(30*time.Second), nats.MaxReconnects(0))
+	if err != nil {
+		connected <- err
+		return err
+	}
+	defer nc.Close()
+	_, err = nc.Subscribe(subject, func(m *nats.Msg) {
+		if !rec.on.Load() || len(m.Data) < 9 {
+			return
+		}
+		now := time.Now().UnixNano()
+		id := int64(binary.LittleEndian.Uint64(m.Data[1:9]))
+		// One subscription goroutine per client: no lock needed.
+		*lat = append(*lat, int32((now-id)/1000))
+		rec.bytes.Add(uint64(len(m.Data)))
+	})
+	if err == nil {
+		err = nc.Flush()
+	}
+	connected <- err
+	if err != nil {
+		return err
+	}
+	<-stop
+	return nil
+}
+
+// join connects one more client and returns the time to its first keyframe.
+func join(kind, target string) (time.Duration, error) {
+	start := time.Now()
+	if kind == "nats" {
+		nc, err := nats.Connect(target, nats.NoEcho(), nats.Timeout(30*time.Second))
+		if err != nil {
+			return 0, err
+		}
+		defer nc.Close()
+		got := make(chan struct{}, 1)
+		_, err = nc.Subscribe(subject, func(m *nats.Msg) {
+			if len(m.Data) >= 33 && binary.LittleEndian.Uint16(m.Data[21:23])&shmring.FlagKeyframe != 0 {
+				select {
+				case got <- struct{}{}:
+				default:
+				}
+			}
+		})
+		if err != nil {
+			return 0, err
+		}
+		select {
+		case <-got:
+			return time.Since(start), nil
+		case <-time.After(10 * time.Second):
+			return 0, errors.New("no keyframe within 10s")
+		}
+	}
+	conn, br, err := wsDial(target)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	var hdr [1 + shmring.HeaderSize]byte
+	for {
+		op, n, err := readFrameHeader(br)
+		if err != nil {
+			return 0, err
+		}
+		if op != 0x2 || n < uint64(len(hdr)) {
+			if _, err := br.Discard(int(n)); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return 0, err
+		}
+		if _, err := br.Discard(int(n) - len(hdr)); err != nil {
+			return 0, err
+		}
+		if binary.LittleEndian.Uint16(hdr[21:23])&shmring.FlagKeyframe != 0 {
+			return time.Since(start), nil
+		}
+	}
+}

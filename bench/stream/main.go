@@ -1,0 +1,530 @@
+// Command stream benchmarks sdr_stream's fan-out against the old two-hop
+// topology (stock Caddy reverse_proxy in front of sdr_stream, two caddy
+// processes) and against nats-server's WebSocket listener with nats.go
+// WebSocket clients, all in one run on this machine.
+//
+// The stream is 1080p60-like: 60 frames/s, a 100,000-byte keyframe every
+// 60th frame, 15,000-byte deltas, the commit time in frame_id (Unix ns).
+// This process writes the frames into a real ring (sdr_stream reads it) and
+// publishes the same frames to nats-server; the clients live in a separate
+// load-generator process (this binary re-executed) and read cheaply (one
+// reused buffer, no per-message allocation).
+//
+// Per server and N: delivery latency p50/p99/p99.9 (receive time minus
+// frame_id, in the clients), server CPU seconds (user+sys from
+// /proc/<pid>/stat, both processes for the two-hop setup) per GB delivered,
+// RSS per idle client ((RSS with N idle clients - RSS before) / N), total
+// RSS / N while streaming, and time to first decodable frame of clients
+// joining during the window.
+//
+//	go run ./bench/stream [-clients 100,500,1000] [-window 20s] [-warmup 3s]
+//	                      [-systems ours,twohop,nats]
+//
+// A short run for development: -clients 100 -window 5s. One BENCH line per
+// N; the last line is that of the largest N:
+//
+//	BENCH stream clients=.. p50_ms=.. p99_ms=.. cpu_s_per_gb=.. rss_kib_per_client=.. ttff_ms=.. vs_twohop_p99=.. vs_nats_cpu=..
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sdr-os/sdr-caddy/internal/wire"
+	"github.com/sdr-os/sdr-caddy/shmring"
+)
+
+const (
+	loadgenEnv = "SDR_STREAM_BENCH_LOADGEN"
+	subject    = "video.cam"
+	keyBytes   = 100_000
+	deltaBytes = 15_000
+	ringSize   = 4 << 20
+)
+
+func main() {
+	if os.Getenv(loadgenEnv) == "1" {
+		if err := runLoadgen(os.Args[1:]); err != nil {
+			log.Fatalf("loadgen: %v", err)
+		}
+		return
+	}
+	clients := flag.String("clients", "100,500,1000", "comma-separated client counts")
+	window := flag.Duration("window", 20*time.Second, "measurement window per server and N")
+	warmup := flag.Duration("warmup", 3*time.Second, "warm-up before each window")
+	systems := flag.String("systems", "ours,twohop,nats", "servers to run")
+	fps := flag.Int("fps", 60, "frames per second")
+	gop := flag.Int("gop", 60, "frames from one keyframe to the next")
+	joins := flag.Int("joins", 20, "clients joining during each window (time to first frame)")
+	profile := flag.String("cpuprofile", "", "write a CPU profile of sdr_stream's caddy (server ours) during the window to this file")
+	flag.Parse()
+	if v := os.Getenv("SDR_BENCH_WINDOW"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			*window = d
+		}
+	}
+	if v := os.Getenv("SDR_BENCH_CLIENTS"); v != "" {
+		*clients = v
+	}
+	var ns []int
+	for _, f := range strings.Split(*clients, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			log.Fatalf("-clients %q: want comma-separated counts", *clients)
+		}
+		ns = append(ns, n)
+	}
+	b := &bench{window: *window, warmup: *warmup, fps: *fps, gop: *gop, joins: *joins, profile: *profile}
+	if err := b.setup(); err != nil {
+		log.Fatal(err)
+	}
+	defer b.teardown()
+	want := map[string]bool{}
+	for _, s := range strings.Split(*systems, ",") {
+		want[strings.TrimSpace(s)] = true
+	}
+	fmt.Printf("stream benchmark: %d fps, GOP %d, keyframe %d B, delta %d B, window %v after %v warm-up; caddy %s\n",
+		*fps, *gop, keyBytes, deltaBytes, *window, *warmup, b.caddyBin)
+	fmt.Printf("%-7s %5s %8s %8s %9s %9s %10s %12s %10s %9s %6s\n",
+		"server", "N", "p50_ms", "p99_ms", "p99.9_ms", "cpu_s/GB", "idle_KiB/c", "stream_KiB/c", "ttff_ms", "GB", "errs")
+	var lines []string
+	for _, n := range ns {
+		res := map[string]*result{}
+		for _, sys := range []string{"ours", "twohop", "nats"} {
+			if !want[sys] {
+				continue
+			}
+			r, err := b.run(sys, n)
+			if err != nil {
+				log.Printf("%s N=%d: %v", sys, n, err)
+				continue
+			}
+			res[sys] = r
+			fmt.Printf("%-7s %5d %8.2f %8.2f %9.2f %9.3f %10.1f %12.1f %10.1f %9.2f %6d\n",
+				sys, n, r.P50, r.P99, r.P999, r.CPUPerGB, r.IdleKiB, r.StreamKiB, r.TTFF, r.GB, r.Errors)
+			if r.FirstErr != "" {
+				fmt.Printf("        first error: %s\n", r.FirstErr)
+			}
+		}
+		o := res["ours"]
+		if o == nil {
+			continue
+		}
+		vsTwo, vsNats := "na", "na"
+		if t := res["twohop"]; t != nil && t.P99 > 0 {
+			vsTwo = fmt.Sprintf("%.2f", o.P99/t.P99)
+		}
+		if t := res["nats"]; t != nil && t.CPUPerGB > 0 {
+			vsNats = fmt.Sprintf("%.2f", o.CPUPerGB/t.CPUPerGB)
+		}
+		lines = append(lines, fmt.Sprintf("BENCH stream clients=%d p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f cpu_s_per_gb=%.3f rss_kib_per_client=%.1f ttff_ms=%.1f vs_twohop_p99=%s vs_nats_cpu=%s",
+			n, o.P50, o.P99, o.P999, o.CPUPerGB, o.IdleKiB, o.TTFF, vsTwo, vsNats))
+	}
+	fmt.Println("targets: p99 <= 5 ms at 100, < 16.7 ms at 1000; cpu <= 0.5x NATS; p99 <= 0.5x two-hop; <= 32 KiB per idle client; ttff <= 50 ms")
+	for _, l := range lines {
+		fmt.Println(l)
+	}
+}
+
+type result struct {
+	loadResult
+	CPUPerGB, IdleKiB, StreamKiB, TTFF, GB float64
+}
+
+type bench struct {
+	window, warmup time.Duration
+	fps, gop       int
+	joins          int
+	profile        string
+	adminPort      int
+
+	dir      string
+	caddyBin string
+	ring     *shmring.Writer
+	ringPath string
+	key      []byte
+	delta    []byte
+
+	paused atomic.Bool
+	nc     atomic.Pointer[nats.Conn] // where frames are also published, when set
+	stop   context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func (b *bench) setup() error {
+	var err error
+	b.dir, err = os.MkdirTemp("", "sdr-stream-bench-")
+	if err != nil {
+		return err
+	}
+	b.caddyBin = os.Getenv("SDR_CADDY_BIN")
+	if _, err := os.Stat(b.caddyBin); b.caddyBin == "" || err != nil {
+		b.caddyBin = filepath.Join(b.dir, "caddy")
+		cmd := exec.Command("go", "build", "-o", b.caddyBin, "./cmd/caddy")
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("building caddy: %w", err)
+		}
+	}
+	b.ringPath = filepath.Join(b.dir, "frames")
+	b.ring, err = shmring.CreateWriter(b.ringPath, ringSize)
+	if err != nil {
+		return err
+	}
+	b.key, b.delta = make([]byte, keyBytes), make([]byte, deltaBytes)
+	_, _ = rand.Read(b.key)
+	_, _ = rand.Read(b.delta)
+	ctx, cancel := context.WithCancel(context.Background())
+	b.stop = cancel
+	b.wg.Add(1)
+	go b.produce(ctx)
+	return nil
+}
+
+func (b *bench) teardown() {
+	b.stop()
+	b.wg.Wait()
+	b.ring.Close()
+	os.RemoveAll(b.dir)
+}
+
+// produce writes the stream into the ring and, when a NATS connection is
+// set, publishes each frame as the same 0x01 message.
+func (b *bench) produce(ctx context.Context) {
+	defer b.wg.Done()
+	period := time.Second / time.Duration(b.fps)
+	next := time.Now()
+	msg := make([]byte, 0, wire.VideoSize(keyBytes))
+	for i := 0; ctx.Err() == nil; i++ {
+		next = next.Add(period)
+		time.Sleep(time.Until(next))
+		if b.paused.Load() {
+			i = -1 // resume with a keyframe
+			continue
+		}
+		h := shmring.Header{Codec: shmring.CodecH264, FrameID: uint64(time.Now().UnixNano())}
+		payload := b.delta
+		if i%b.gop == 0 {
+			h.Flags, payload = shmring.FlagKeyframe, b.key
+		}
+		h, err := b.ring.WriteFrame(h, payload)
+		if err != nil {
+			log.Printf("writing frame: %v", err)
+		}
+		if nc := b.nc.Load(); nc != nil {
+			msg = wire.AppendVideo(msg[:0], h, payload)
+			_ = nc.Publish(subject, msg)
+		}
+	}
+}
+
+// proc is a server process.
+type proc struct {
+	cmd *exec.Cmd
+	out *bytes
+}
+
+type bytes struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (w *bytes) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.b) < 1<<20 {
+		w.b = append(w.b, p...)
+	}
+	return len(p), nil
+}
+
+func (b *bench) start(name string, args ...string) (*proc, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = b.dir
+	out := &bytes{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+b.dir+"/xdg", "XDG_DATA_HOME="+b.dir+"/xdg")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return &proc{cmd: cmd, out: out}, nil
+}
+
+func (p *proc) kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func waitHTTP(url string, p *proc) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not up: %v\n%s", url, err, p.out.b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (b *bench) caddy(port int, site string, admin string) (*proc, error) {
+	cf := filepath.Join(b.dir, fmt.Sprintf("Caddyfile.%d", port))
+	conf := fmt.Sprintf("{\n\tadmin "+admin+"\n\tgrace_period 1ns\n\tlog {\n\t\tlevel ERROR\n\t}\n}\nhttp://127.0.0.1:%d {\n%s\n}\n", port, site)
+	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	return b.start(b.caddyBin, "run", "--config", cf, "--adapter", "caddyfile")
+}
+
+// run measures one server with n clients.
+func (b *bench) run(sys string, n int) (*result, error) {
+	var procs []*proc
+	defer func() {
+		b.nc.Store(nil)
+		for _, p := range procs {
+			p.kill()
+		}
+	}()
+	var target, kind = "", "ws"
+	switch sys {
+	case "ours", "twohop":
+		port := freePort()
+		admin := "off"
+		if b.profile != "" && sys == "ours" {
+			b.adminPort = freePort()
+			admin = fmt.Sprintf("127.0.0.1:%d", b.adminPort)
+		}
+		p, err := b.caddy(port, fmt.Sprintf("\thandle /stream/* {\n\t\tsdr_stream {\n\t\t\tsource shm %s %d\n\t\t}\n\t}", b.ringPath, ringSize), admin)
+		if err != nil {
+			return nil, err
+		}
+		procs = append(procs, p)
+		if err := waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/stream/health", port), p); err != nil {
+			return nil, err
+		}
+		target = fmt.Sprintf("ws://127.0.0.1:%d/stream/ws", port)
+		if sys == "twohop" {
+			front := freePort()
+			p2, err := b.caddy(front, fmt.Sprintf("\treverse_proxy 127.0.0.1:%d", port), "off")
+			if err != nil {
+				return nil, err
+			}
+			procs = append(procs, p2)
+			if err := waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/stream/health", front), p2); err != nil {
+				return nil, err
+			}
+			target = fmt.Sprintf("ws://127.0.0.1:%d/stream/ws", front)
+		}
+	case "nats":
+		kind = "nats"
+		port, wsPort := freePort(), freePort()
+		conf := filepath.Join(b.dir, "nats.conf")
+		if err := os.WriteFile(conf, []byte(fmt.Sprintf("listen: \"127.0.0.1:%d\"\nmax_payload: 2MB\nwebsocket {\n  listen: \"127.0.0.1:%d\"\n  no_tls: true\n  compression: false\n}\n", port, wsPort)), 0o644); err != nil {
+			return nil, err
+		}
+		bin := "nats-server"
+		if p, err := filepath.Abs(".tools/bin/nats-server"); err == nil {
+			if _, err := os.Stat(p); err == nil {
+				bin = p
+			}
+		}
+		p, err := b.start(bin, "-c", conf)
+		if err != nil {
+			return nil, err
+		}
+		procs = append(procs, p)
+		var nc *nats.Conn
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			nc, err = nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", port))
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("connecting to nats-server: %w", err)
+		}
+		defer nc.Close()
+		b.nc.Store(nc)
+		target = fmt.Sprintf("ws://127.0.0.1:%d", wsPort)
+	}
+
+	// Let the servers warm up with video, then take the idle baseline.
+	time.Sleep(1500 * time.Millisecond)
+	b.paused.Store(true)
+	time.Sleep(300 * time.Millisecond)
+	rss0 := rssKiB(procs)
+
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	lg := exec.Command(exe, "-kind", kind, "-url", target, "-clients", strconv.Itoa(n),
+		"-warmup", b.warmup.String(), "-window", b.window.String(), "-joins", strconv.Itoa(b.joins), "-fps", strconv.Itoa(b.fps))
+	lg.Env = append(os.Environ(), loadgenEnv+"=1")
+	lg.Stderr = os.Stderr
+	stdin, _ := lg.StdinPipe()
+	stdout, _ := lg.StdoutPipe()
+	if err := lg.Start(); err != nil {
+		return nil, err
+	}
+	defer func() { _ = lg.Process.Kill(); _ = lg.Wait() }()
+	lines := bufio.NewScanner(stdout)
+	lines.Buffer(make([]byte, 1<<20), 1<<20)
+	expect := func(w string) (string, error) {
+		for lines.Scan() {
+			l := lines.Text()
+			if strings.HasPrefix(l, w) {
+				return l, nil
+			}
+		}
+		return "", fmt.Errorf("load generator ended before %s: %v", w, lines.Err())
+	}
+	if _, err := expect("READY"); err != nil {
+		return nil, err
+	}
+	time.Sleep(time.Second)
+	rssIdle := rssKiB(procs)
+	b.paused.Store(false)
+	if _, err := io.WriteString(stdin, "GO\n"); err != nil {
+		return nil, err
+	}
+	if _, err := expect("START"); err != nil {
+		return nil, err
+	}
+	cpu0 := cpuSeconds(procs)
+	var prof sync.WaitGroup
+	if b.profile != "" && sys == "ours" {
+		prof.Add(1)
+		go func() {
+			defer prof.Done()
+			secs := max(1, int(b.window.Seconds())-1)
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", b.adminPort, secs))
+			if err != nil {
+				log.Printf("profile: %v", err)
+				return
+			}
+			defer resp.Body.Close()
+			f, err := os.Create(b.profile)
+			if err != nil {
+				log.Printf("profile: %v", err)
+				return
+			}
+			defer f.Close()
+			_, _ = io.Copy(f, resp.Body)
+		}()
+	}
+	defer prof.Wait()
+	if _, err := expect("END"); err != nil {
+		return nil, err
+	}
+	cpu1 := cpuSeconds(procs)
+	rssStream := rssKiB(procs)
+	l, err := expect("RESULT ")
+	if err != nil {
+		return nil, err
+	}
+	var r result
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(l, "RESULT ")), &r.loadResult); err != nil {
+		return nil, err
+	}
+	if r.Samples == 0 {
+		return &r, errors.New("no samples: " + r.FirstErr)
+	}
+	r.GB = float64(r.Bytes) / 1e9
+	r.CPUPerGB = (cpu1 - cpu0) / r.GB
+	r.IdleKiB = float64(rssIdle-rss0) / float64(n)
+	r.StreamKiB = float64(rssStream) / float64(n)
+	if len(r.TTFFms) > 0 {
+		s := slices.Clone(r.TTFFms)
+		slices.Sort(s)
+		r.TTFF = s[len(s)/2]
+	}
+	return &r, nil
+}
+
+// cpuSeconds is the user+system time of the processes, from /proc/<pid>/stat.
+func cpuSeconds(ps []*proc) float64 {
+	total := 0.0
+	for _, p := range ps {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		ut, _ := strconv.ParseFloat(f[11], 64) // field 14 of the whole line
+		st, _ := strconv.ParseFloat(f[12], 64) // field 15
+		total += (ut + st) / 100               // USER_HZ
+	}
+	return total
+}
+
+// rssKiB is the resident memory of the processes.
+func rssKiB(ps []*proc) int64 {
+	var total int64
+	for _, p := range ps {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+				n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+				total += n
+			}
+		}
+	}
+	return total
+}
+
+func percentiles(us []int32) (p50, p99, p999 float64) {
+	if len(us) == 0 {
+		return
+	}
+	slices.Sort(us)
+	at := func(q float64) float64 { return float64(us[min(len(us)-1, int(q*float64(len(us))))]) / 1000 }
+	return at(0.50), at(0.99), at(0.999)
+}
