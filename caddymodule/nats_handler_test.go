@@ -351,3 +351,120 @@ func TestNATSLiveEmbeddedHandler(t *testing.T) {
 		}
 	})
 }
+
+// TestNATSLiveReloadKeepsConnectionAndGate reloads the config with the same
+// connection parameters: the embedded server, its clients and the gate's
+// state survive (no second HOLD for the same episode), and the new routes
+// work. The embedded server also enforces the configured token.
+func TestNATSLiveReloadKeepsConnectionAndGate(t *testing.T) {
+	natsPort, httpPort := natsFreePort(t), natsFreePort(t)
+	config := func(path string) string {
+		return fmt.Sprintf(`
+	{
+		admin localhost:2999
+		skip_install_trust
+		http_port %d
+		sdr_nats {
+			token s3cret
+			embedded {
+				listen 127.0.0.1:%d
+			}
+			gate {
+				hold 300ms
+				estop 30s
+			}
+		}
+	}
+	http://127.0.0.1:%d {
+		route %s {
+			sdr_nats {
+				stream cam
+			}
+		}
+	}`, httpPort, natsPort, httpPort, path)
+	}
+	tester := caddytest.NewTester(t)
+	tester.InitServer(config("/one"), "caddyfile")
+	t.Cleanup(func() {
+		if err := caddy.Load([]byte(`{"admin":{"listen":"localhost:2999"}}`), true); err != nil {
+			t.Logf("unloading: %v", err)
+		}
+	})
+	url := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
+	if nc, err := nats.Connect(url, nats.Timeout(5*time.Second)); err == nil {
+		nc.Close()
+		t.Fatal("the embedded server accepted a client without the token")
+	}
+	var disconnects sync.Map
+	sim, err := nats.Connect(url, nats.Token("s3cret"), nats.DisconnectErrHandler(func(*nats.Conn, error) {
+		disconnects.Store("lost", true)
+	}))
+	if err != nil {
+		t.Fatalf("client with the token: %v", err)
+	}
+	defer sim.Close()
+	gateMsgs := make(chan *nats.Msg, 16)
+	if _, err := sim.ChanSubscribe("telemetry.safety.video_gate", gateMsgs); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// No source on stream cam: HOLD 300ms after the gate was created (it
+	// may have happened before the subscription; the mode metric says).
+	appIface, err := caddy.ActiveContext().AppIfConfigured("sdr_nats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := appIface.(*NATSApp).Gate("cam")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, mode := g.Allow("pause"); mode == "HOLD" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("gate of stream cam not in HOLD 10s after start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for len(gateMsgs) > 0 {
+		<-gateMsgs
+	}
+
+	tester.InitServer(config("/two"), "caddyfile")
+	appIface2, err := caddy.ActiveContext().AppIfConfigured("sdr_nats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if appIface2 == appIface {
+		t.Fatal("reload did not create a new app")
+	}
+	g2, _ := appIface2.(*NATSApp).Gate("cam")
+	if g2 != g {
+		t.Error("reload created a new gate for the same stream")
+	}
+	ws, _, err := websocket.DefaultDialer.Dial(fmt.Sprintf("ws://127.0.0.1:%d/two", httpPort), nil)
+	if err != nil {
+		t.Fatalf("new route after reload: %v", err)
+	}
+	defer ws.Close()
+	send := append([]byte{wire.TypeCommand}, `{"action":"set_skill","cmd_seq":3}`...)
+	if err := ws.WriteMessage(websocket.BinaryMessage, send); err != nil {
+		t.Fatal(err)
+	}
+	_, p := natsWSRead(t, ws, 10*time.Second, func(s string, _ []byte) bool { return s == "telemetry.command.ack" })
+	if !strings.Contains(string(p), `"status":"gated"`) {
+		t.Errorf("motion after reload with the gate in HOLD: %s", p)
+	}
+	select {
+	case m := <-gateMsgs:
+		t.Errorf("the reload made the gate publish again: %s", m.Data)
+	case <-time.After(1500 * time.Millisecond):
+	}
+	if _, lost := disconnects.Load("lost"); lost || sim.Status() != nats.CONNECTED {
+		t.Error("the reload disconnected a client of the embedded server")
+	}
+}
