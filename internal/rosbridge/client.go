@@ -23,17 +23,18 @@ const (
 // outMsg is one upstream message as every subscriber gets it: the same
 // bytes, framed once.
 type outMsg struct {
+	typ      int // websocket.TextMessage (JSON) or BinaryMessage (CBOR)
 	data     []byte
 	prepared *websocket.PreparedMessage
 	at       time.Time
 }
 
-func newOutMsg(data []byte, at time.Time) *outMsg {
-	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, data)
+func newOutMsg(typ int, data []byte, at time.Time) *outMsg {
+	pm, err := websocket.NewPreparedMessage(typ, data)
 	if err != nil {
 		pm = nil
 	}
-	return &outMsg{data: data, prepared: pm, at: at}
+	return &outMsg{typ: typ, data: data, prepared: pm, at: at}
 }
 
 // subParams are what one subscribe op asked for.
@@ -49,11 +50,12 @@ type subParams struct {
 // rosbridge merges them (smallest throttle_rate and fragment_size, largest
 // queue_length).
 type topicState struct {
-	ids    map[string]subParams
-	order  []string // ids in subscribe order; the first names status replies
-	merged subParams
-	last   time.Time // when a message last went through the throttle
-	queue  []*outMsg // queue_length > 0: the newest queue_length messages
+	compression string
+	ids         map[string]subParams
+	order       []string // ids in subscribe order; the first names status replies
+	merged      subParams
+	last        time.Time // when a message last went through the throttle
+	queue       []*outMsg // queue_length > 0: the newest queue_length messages
 }
 
 func (t *topicState) merge() {
@@ -190,8 +192,8 @@ func (c *client) handle(data []byte, outer bool) {
 	case "subscribe":
 		c.subscribe(&msg)
 	case "unsubscribe":
-		if c.removeSub(msg.Topic, msg.ID) {
-			m.unsubscribe(c, msg.Topic)
+		if gone, compression := c.removeSub(msg.Topic, msg.ID); gone {
+			m.unsubscribe(c, topicKey{msg.Topic, compression})
 		}
 	case "advertise":
 		if msg.Topic == "" {
@@ -202,23 +204,30 @@ func (c *client) handle(data []byte, outer bool) {
 			c.refuse("publish", msg.ID, fmt.Sprintf("advertise %s refused: topic not in the publish allowlist", msg.Topic))
 			return
 		}
+		// record the id first: an upstream status about the advertisement
+		// may come back before m.advertise returns
 		c.mu.Lock()
 		ids := c.adverts[msg.Topic]
+		if ids == nil {
+			ids = map[string]struct{}{}
+			c.adverts[msg.Topic] = ids
+		}
 		_, dup := ids[msg.ID]
+		ids[msg.ID] = struct{}{}
 		c.mu.Unlock()
 		if dup {
 			return
 		}
 		if err := m.advertise(c, msg.Topic, msg.Type); err != nil {
+			c.mu.Lock()
+			delete(ids, msg.ID)
+			if len(ids) == 0 {
+				delete(c.adverts, msg.Topic)
+			}
+			c.mu.Unlock()
 			c.refuse("invalid", msg.ID, err.Error())
 			return
 		}
-		c.mu.Lock()
-		if c.adverts[msg.Topic] == nil {
-			c.adverts[msg.Topic] = map[string]struct{}{}
-		}
-		c.adverts[msg.Topic][msg.ID] = struct{}{}
-		c.mu.Unlock()
 	case "unadvertise":
 		c.mu.Lock()
 		ids := c.adverts[msg.Topic]
@@ -301,8 +310,12 @@ func (c *client) subscribe(msg *message) {
 		c.refuse("subscribe", msg.ID, fmt.Sprintf("subscribe %s refused: topic not in the subscribe allowlist", msg.Topic))
 		return
 	}
-	if msg.Compression != "" && msg.Compression != "none" {
-		c.refuse("subscribe", msg.ID, fmt.Sprintf("subscribe %s: compression %q is not served by sdr_ros; use none", msg.Topic, msg.Compression))
+	compression := msg.Compression
+	if compression == "" {
+		compression = "none"
+	}
+	if !compressions[compression] {
+		c.refuse("subscribe", msg.ID, fmt.Sprintf("subscribe %s: compression %q is not served by sdr_ros; use none or cbor", msg.Topic, msg.Compression))
 		return
 	}
 	p := subParams{
@@ -314,8 +327,14 @@ func (c *client) subscribe(msg *message) {
 	t := c.topics[msg.Topic]
 	fresh := t == nil
 	if fresh {
-		t = &topicState{ids: map[string]subParams{}}
+		t = &topicState{compression: compression, ids: map[string]subParams{}}
 		c.topics[msg.Topic] = t
+	} else if t.compression != compression {
+		// rosbridge_server too keeps one compression per topic per client
+		have := t.compression
+		c.mu.Unlock()
+		c.refuse("subscribe", msg.ID, fmt.Sprintf("subscribe %s with compression %s: this client already subscribes to it with compression %s", msg.Topic, compression, have))
+		return
 	}
 	if _, ok := t.ids[msg.ID]; !ok {
 		t.order = append(t.order, msg.ID)
@@ -323,22 +342,23 @@ func (c *client) subscribe(msg *message) {
 	t.ids[msg.ID] = p
 	t.merge()
 	c.mu.Unlock()
-	if err := m.subscribe(c, msg.Topic, msg.Type); err != nil {
-		if c.removeSub(msg.Topic, msg.ID) && !fresh {
-			m.unsubscribe(c, msg.Topic)
+	if err := m.subscribe(c, msg.Topic, msg.Type, compression); err != nil {
+		if gone, _ := c.removeSub(msg.Topic, msg.ID); gone && !fresh {
+			m.unsubscribe(c, topicKey{msg.Topic, compression})
 		}
 		c.refuse("subscribe", msg.ID, err.Error())
 	}
 }
 
 // removeSub drops one subscribe id (all of them when id is empty) and
-// reports whether the client no longer subscribes to topic.
-func (c *client) removeSub(topic, id string) bool {
+// reports whether the client no longer subscribes to topic, and with which
+// compression it did.
+func (c *client) removeSub(topic, id string) (gone bool, compression string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	t := c.topics[topic]
 	if t == nil {
-		return false
+		return false, ""
 	}
 	if id == "" {
 		clear(t.ids)
@@ -353,18 +373,18 @@ func (c *client) removeSub(topic, id string) bool {
 	}
 	if len(t.ids) > 0 {
 		t.merge()
-		return false
+		return false, t.compression
 	}
 	delete(c.topics, topic)
-	return true
+	return true, t.compression
 }
 
-func (c *client) subscriptions() map[string]struct{} {
+func (c *client) subscriptions() map[topicKey]struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string]struct{}, len(c.topics))
-	for t := range c.topics {
-		out[t] = struct{}{}
+	out := make(map[topicKey]struct{}, len(c.topics))
+	for topic, t := range c.topics {
+		out[topicKey{topic, t.compression}] = struct{}{}
 	}
 	return out
 }
@@ -582,7 +602,7 @@ func (c *client) write(typ int, b []byte) error {
 }
 
 func (c *client) writeTopic(q queued) bool {
-	if q.fragSize > 0 && len(q.msg.data) > q.fragSize {
+	if q.fragSize > 0 && len(q.msg.data) > q.fragSize && q.msg.typ == websocket.TextMessage {
 		c.nextFrag++
 		id := "sdr_ros:frag:" + strconv.FormatUint(c.nextFrag, 10)
 		for _, f := range fragments(id, q.msg.data, q.fragSize) {
@@ -597,7 +617,7 @@ func (c *client) writeTopic(q queued) bool {
 	if q.msg.prepared != nil {
 		err = c.conn.WritePreparedMessage(q.msg.prepared)
 	} else {
-		err = c.conn.WriteMessage(websocket.TextMessage, q.msg.data)
+		err = c.conn.WriteMessage(q.msg.typ, q.msg.data)
 	}
 	if err != nil {
 		return false

@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fxamacker/cbor/v2"
 	"github.com/gorilla/websocket"
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
@@ -87,11 +88,13 @@ type Mux struct {
 	wg     sync.WaitGroup
 
 	upgrader websocket.Upgrader
-	main     *link
+	dialer   *websocket.Dialer
+	main     *link // compression "none" topics, advertisements, publishes
 	services *servicePool
 
 	mu        sync.Mutex // guards the fields below and orders upstream restores
-	topics    map[string]*upTopic
+	topics    map[topicKey]*upTopic
+	lanes     map[string]*link // compression -> its topic connection
 	adverts   map[string]*upAdvert
 	byUpID    map[string]upRef // upstream subscribe/advertise id -> what it names
 	clients   map[*client]struct{}
@@ -107,14 +110,27 @@ type Mux struct {
 // upRef names the upstream subscription or advertisement behind an id.
 type upRef struct {
 	advert bool
-	topic  string
+	key    topicKey
 }
+
+// topicKey names an upstream subscription. rosbridge_server keeps one
+// subscription per topic per connection, so each compression has a
+// connection (lane) of its own.
+type topicKey struct{ topic, compression string }
+
+// cborHead decodes the op and topic of a CBOR message and skips the rest,
+// whatever tags (typed arrays) it holds.
+var cborHead, _ = cbor.DecOptions{MaxNestedLevels: 64, MaxArrayElements: 1 << 27, MaxMapPairs: 1 << 20}.DecMode()
+
+// compressions are the subscription compressions sdr_ros serves.
+var compressions = map[string]bool{"none": true, "cbor": true}
 
 // upTopic is one upstream subscription and its subscribers.
 type upTopic struct {
-	topic, typ, upID string
-	subs             map[*client]struct{}
-	fanout           atomic.Pointer[[]*client]
+	key       topicKey
+	typ, upID string
+	subs      map[*client]struct{}
+	fanout    atomic.Pointer[[]*client]
 }
 
 // upAdvert is one upstream advertisement and the clients holding it.
@@ -171,7 +187,8 @@ func New(opts Options) (*Mux, error) {
 		cnt:       newCounters(opts.Metrics),
 		ctx:       ctx,
 		cancel:    cancel,
-		topics:    map[string]*upTopic{},
+		topics:    map[topicKey]*upTopic{},
+		lanes:     map[string]*link{},
 		adverts:   map[string]*upAdvert{},
 		byUpID:    map[string]upRef{},
 		clients:   map[*client]struct{}{},
@@ -182,18 +199,11 @@ func New(opts Options) (*Mux, error) {
 		m.motionSet[t] = struct{}{}
 	}
 	m.upgrader = websocket.Upgrader{CheckOrigin: m.checkOrigin, ReadBufferSize: 4096, WriteBufferSize: 4096}
-	dialer := &websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 64 << 10, WriteBufferSize: 16 << 10}
-	m.main = &link{
-		name: "topics", url: opts.Upstream, dialer: dialer, log: m.log,
-		minBackoff: opts.MinBackoff, maxBackoff: opts.MaxBackoff, readLimit: opts.MaxUpstreamMessageSize,
-		guard: &m.mu, up: m.restore, onMessage: m.fromUpstream,
-	}
-	m.services = newServicePool(m, dialer)
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		m.main.run(ctx)
-	}()
+	m.dialer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 64 << 10, WriteBufferSize: 16 << 10}
+	m.mu.Lock()
+	m.main = m.lane("none")
+	m.mu.Unlock()
+	m.services = newServicePool(m, m.dialer)
 	m.services.start(ctx, &m.wg)
 	return m, nil
 }
@@ -285,8 +295,8 @@ func (m *Mux) forget(c *client) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.clients, c)
-	for topic := range c.subscriptions() {
-		m.dropSubscriber(c, topic)
+	for key := range c.subscriptions() {
+		m.dropSubscriber(c, key)
 	}
 	for topic, a := range m.adverts {
 		if a.holders[c] > 0 {
@@ -301,24 +311,56 @@ func (m *Mux) newUpID(kind string) string {
 	return "sdr_ros:" + kind + ":" + strconv.FormatUint(m.nextUpID, 10)
 }
 
+// lane returns the topic connection of a compression, starting it on first
+// use. It runs under m.mu.
+func (m *Mux) lane(compression string) *link {
+	if l := m.lanes[compression]; l != nil {
+		return l
+	}
+	name := "topics"
+	if compression != "none" {
+		name = "topics-" + compression
+	}
+	l := &link{
+		name: name, url: m.opts.Upstream, dialer: m.dialer, log: m.log,
+		minBackoff: m.opts.MinBackoff, maxBackoff: m.opts.MaxBackoff, readLimit: m.opts.MaxUpstreamMessageSize,
+		guard: &m.mu, up: func() error { return m.restore(compression) },
+		onMessage: func(typ int, data []byte) { m.fromUpstream(compression, typ, data) },
+	}
+	m.lanes[compression] = l
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		l.run(m.ctx)
+	}()
+	return l
+}
+
 // restore runs under m.mu on every new topic connection: it subscribes and
-// advertises again whatever the clients hold.
-func (m *Mux) restore() error {
-	for _, a := range m.adverts {
-		if err := m.sendUp(advertiseMsg(a)); err != nil {
-			return err
+// advertises again whatever the clients hold on that lane.
+func (m *Mux) restore(compression string) error {
+	l := m.lanes[compression]
+	if compression == "none" {
+		for _, a := range m.adverts {
+			if err := m.sendOn(l, advertiseMsg(a)); err != nil {
+				return err
+			}
 		}
 	}
 	for _, t := range m.topics {
-		if err := m.sendUp(subscribeMsg(t)); err != nil {
-			return err
+		if t.key.compression == compression {
+			if err := m.sendOn(l, subscribeMsg(t)); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-func (m *Mux) sendUp(b []byte) error {
-	err := m.main.send(b)
+func (m *Mux) sendUp(b []byte) error { return m.sendOn(m.main, b) }
+
+func (m *Mux) sendOn(l *link, b []byte) error {
+	err := l.send(b)
 	if err == nil {
 		m.cnt.upOut.Inc()
 	}
@@ -326,7 +368,7 @@ func (m *Mux) sendUp(b []byte) error {
 }
 
 func subscribeMsg(t *upTopic) []byte {
-	b, _ := json.Marshal(message{Op: "subscribe", ID: t.upID, Topic: t.topic, Type: t.typ, Compression: "none"})
+	b, _ := json.Marshal(message{Op: "subscribe", ID: t.upID, Topic: t.key.topic, Type: t.typ, Compression: t.key.compression})
 	return b
 }
 
@@ -335,18 +377,23 @@ func advertiseMsg(a *upAdvert) []byte {
 	return b
 }
 
-// subscribe adds c as a subscriber of topic, subscribing upstream when it is
-// the first. It runs under the client's op loop.
-func (m *Mux) subscribe(c *client, topic, typ string) error {
+// subscribe adds c as a subscriber of topic with this compression,
+// subscribing upstream when it is the first. It runs under the client's op
+// loop.
+func (m *Mux) subscribe(c *client, topic, typ, compression string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	t := m.topics[topic]
+	if m.closed {
+		return errors.New("sdr_ros is shutting down")
+	}
+	key := topicKey{topic, compression}
+	t := m.topics[key]
 	if t == nil {
-		t = &upTopic{topic: topic, typ: typ, upID: m.newUpID("sub"), subs: map[*client]struct{}{}}
-		m.topics[topic] = t
-		m.byUpID[t.upID] = upRef{topic: topic}
+		t = &upTopic{key: key, typ: typ, upID: m.newUpID("sub"), subs: map[*client]struct{}{}}
+		m.topics[key] = t
+		m.byUpID[t.upID] = upRef{key: key}
 		m.cnt.m.UpstreamSubscriptions.Inc()
-		if err := m.sendUp(subscribeMsg(t)); err != nil && !errors.Is(err, errNotConnected) {
+		if err := m.sendOn(m.lane(compression), subscribeMsg(t)); err != nil && !errors.Is(err, errNotConnected) {
 			m.log.Warn("rosbridge upstream subscribe not sent; it is restored on reconnect", "topic", topic, "error", err)
 		}
 	} else if !sameType(t.typ, typ) {
@@ -359,16 +406,17 @@ func (m *Mux) subscribe(c *client, topic, typ string) error {
 	return nil
 }
 
-// unsubscribe removes c from topic once it holds no subscription id on it.
-func (m *Mux) unsubscribe(c *client, topic string) {
+// unsubscribe removes c from a topic it no longer holds a subscription id
+// on.
+func (m *Mux) unsubscribe(c *client, key topicKey) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.dropSubscriber(c, topic)
+	m.dropSubscriber(c, key)
 }
 
 // dropSubscriber runs under m.mu.
-func (m *Mux) dropSubscriber(c *client, topic string) {
-	t := m.topics[topic]
+func (m *Mux) dropSubscriber(c *client, key topicKey) {
+	t := m.topics[key]
 	if t == nil {
 		return
 	}
@@ -380,12 +428,12 @@ func (m *Mux) dropSubscriber(c *client, topic string) {
 	if len(t.subs) > 0 {
 		return
 	}
-	delete(m.topics, topic)
+	delete(m.topics, key)
 	delete(m.byUpID, t.upID)
 	m.cnt.m.UpstreamSubscriptions.Dec()
-	b, _ := json.Marshal(message{Op: "unsubscribe", ID: t.upID, Topic: topic})
-	if err := m.sendUp(b); err != nil && !errors.Is(err, errNotConnected) {
-		m.log.Warn("rosbridge upstream unsubscribe not sent", "topic", topic, "error", err)
+	b, _ := json.Marshal(message{Op: "unsubscribe", ID: t.upID, Topic: key.topic})
+	if err := m.sendOn(m.lane(key.compression), b); err != nil && !errors.Is(err, errNotConnected) {
+		m.log.Warn("rosbridge upstream unsubscribe not sent", "topic", key.topic, "error", err)
 	}
 }
 
@@ -409,7 +457,7 @@ func (m *Mux) advertise(c *client, topic, typ string) error {
 		}
 		a = &upAdvert{topic: topic, typ: typ, upID: m.newUpID("adv"), holders: map[*client]int{}}
 		m.adverts[topic] = a
-		m.byUpID[a.upID] = upRef{advert: true, topic: topic}
+		m.byUpID[a.upID] = upRef{advert: true, key: topicKey{topic, "none"}}
 		if err := m.sendUp(advertiseMsg(a)); err != nil && !errors.Is(err, errNotConnected) {
 			m.log.Warn("rosbridge upstream advertise not sent; it is restored on reconnect", "topic", topic, "error", err)
 		}
@@ -498,28 +546,35 @@ func (m *Mux) gateMotion(topic, id string) []byte {
 		"publish on %s dropped: video safety gate is %s (video stale)", topic, mode))
 }
 
-// fromUpstream routes one message from the topic connection.
-func (m *Mux) fromUpstream(typ int, data []byte) {
+// fromUpstream routes one message from the topic connection of a
+// compression: JSON text, or a CBOR publish on a cbor lane.
+func (m *Mux) fromUpstream(compression string, typ int, data []byte) {
 	m.cnt.upIn.Inc()
-	if typ != websocket.TextMessage {
-		m.log.Warn("binary message from rosbridge upstream ignored", "bytes", len(data))
+	var head struct {
+		Op    string          `json:"op" cbor:"op"`
+		ID    string          `json:"id" cbor:"-"`
+		Topic string          `json:"topic" cbor:"topic"`
+		Level string          `json:"level" cbor:"-"`
+		Msg   json.RawMessage `json:"msg" cbor:"-"`
+	}
+	var err error
+	switch {
+	case typ == websocket.TextMessage:
+		err = json.Unmarshal(data, &head)
+	case compression == "cbor":
+		err = cborHead.Unmarshal(data, &head)
+	default:
+		m.log.Warn("binary message from rosbridge upstream ignored", "lane", compression, "bytes", len(data))
 		return
 	}
-	var head struct {
-		Op    string          `json:"op"`
-		ID    string          `json:"id"`
-		Topic string          `json:"topic"`
-		Level string          `json:"level"`
-		Msg   json.RawMessage `json:"msg"`
-	}
-	if err := json.Unmarshal(data, &head); err != nil {
-		m.log.Warn("invalid message from rosbridge upstream", "error", err)
+	if err != nil {
+		m.log.Warn("invalid message from rosbridge upstream", "lane", compression, "error", err)
 		return
 	}
 	switch head.Op {
 	case "publish":
 		m.mu.Lock()
-		t := m.topics[head.Topic]
+		t := m.topics[topicKey{head.Topic, compression}]
 		m.mu.Unlock()
 		if t == nil {
 			return // unsubscribed meanwhile
@@ -529,7 +584,7 @@ func (m *Mux) fromUpstream(typ int, data []byte) {
 		if fan == nil {
 			return
 		}
-		msg := newOutMsg(data, now)
+		msg := newOutMsg(typ, data, now)
 		for _, c := range *fan {
 			c.offerTopic(head.Topic, msg, now)
 		}
@@ -543,12 +598,12 @@ func (m *Mux) fromUpstream(typ int, data []byte) {
 		m.mu.Lock()
 		ref, known := m.byUpID[head.ID]
 		var to []*client
-		if t := m.topics[ref.topic]; known && !ref.advert && t != nil {
+		if t := m.topics[ref.key]; known && !ref.advert && t != nil {
 			for c := range t.subs {
 				to = append(to, c)
 			}
 		}
-		if a := m.adverts[ref.topic]; known && ref.advert && a != nil {
+		if a := m.adverts[ref.key.topic]; known && ref.advert && a != nil {
 			for c := range a.holders {
 				to = append(to, c)
 			}
@@ -559,9 +614,9 @@ func (m *Mux) fromUpstream(typ int, data []byte) {
 			return
 		}
 		for _, c := range to {
-			id := c.subscribeID(ref.topic)
+			id := c.subscribeID(ref.key.topic)
 			if ref.advert {
-				id = c.advertiseID(ref.topic)
+				id = c.advertiseID(ref.key.topic)
 			}
 			c.sendStatus(level, id, "upstream: "+text)
 		}

@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/fxamacker/cbor/v2"
 	"github.com/gorilla/websocket"
 	dto "github.com/prometheus/client_model/go"
 
@@ -88,6 +90,8 @@ func (f *fixture) subscribed(topic string, n int) {
 	})
 }
 
+var cborMaps, _ = cbor.DecOptions{DefaultMapType: reflect.TypeOf(map[string]any{})}.DecMode()
+
 // tclient is a raw rosbridge client.
 type tclient struct {
 	t    *testing.T
@@ -106,11 +110,18 @@ func (f *fixture) dial() *tclient {
 	go func() {
 		defer close(c.in)
 		for {
-			_, data, err := conn.ReadMessage()
+			typ, data, err := conn.ReadMessage()
 			if err != nil {
 				return
 			}
 			var m map[string]any
+			if typ == websocket.BinaryMessage {
+				if cborMaps.Unmarshal(data, &m) == nil {
+					m["_binary"] = true
+					c.in <- m
+				}
+				continue
+			}
 			if json.Unmarshal(data, &m) == nil {
 				c.in <- m
 			}
@@ -223,7 +234,7 @@ func TestSubscriptionsAreSharedUpstream(t *testing.T) {
 func subscribers(m *Mux, topic string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if t := m.topics[topic]; t != nil {
+	if t := m.topics[topicKey{topic, "none"}]; t != nil {
 		return len(t.subs)
 	}
 	return 0
@@ -699,17 +710,67 @@ func TestSetLevel(t *testing.T) {
 		t.Fatalf("status %v", s)
 	}
 	c.send(map[string]any{"op": "set_level", "level": "error"})
-	c.send(pub) // below the level: silent
-	c.send(map[string]any{"op": "subscribe", "id": "x", "topic": "/odom", "compression": "cbor"}) // an error: sent
+	c.send(pub)                                                                                  // below the level: silent
+	c.send(map[string]any{"op": "subscribe", "id": "x", "topic": "/odom", "compression": "png"}) // an error: sent
 	s := c.next("status")
 	if s["level"] != "error" || s["id"] != "x" {
 		t.Fatalf("after set_level error got %v before the error status", s)
 	}
 	c.send(map[string]any{"op": "set_level", "level": "none"})
-	c.send(map[string]any{"op": "subscribe", "id": "y", "topic": "/odom", "compression": "cbor"})
+	c.send(map[string]any{"op": "subscribe", "id": "y", "topic": "/odom", "compression": "png"})
 	c.send(map[string]any{"op": "set_level", "level": "bogus"})
 	c.quiet("status", 300*time.Millisecond)
 	if gate.asked.Load() != 2 {
 		t.Fatalf("gate asked %d times, want 2", gate.asked.Load())
 	}
+}
+
+func TestCBORSubscriptionsHaveTheirOwnLane(t *testing.T) {
+	t.Parallel()
+	f := start(t, nil)
+	plain, b1, b2 := f.dial(), f.dial(), f.dial()
+	plain.send(map[string]any{"op": "subscribe", "id": "p", "topic": "/odom"})
+	b1.send(map[string]any{"op": "subscribe", "id": "c", "topic": "/odom", "compression": "cbor"})
+	b2.send(map[string]any{"op": "subscribe", "id": "c", "topic": "/odom", "compression": "cbor"})
+	// rosbridge_server keeps one compression per topic per connection: the
+	// two compressions need two upstream connections
+	f.eventually("two upstream subscriptions", func() bool {
+		conns, _ := f.up.Subscribers("/odom")
+		f.mux.mu.Lock()
+		defer f.mux.mu.Unlock()
+		t := f.mux.topics[topicKey{"/odom", "cbor"}]
+		return conns == 2 && t != nil && len(t.subs) == 2 && subscribersLocked(f.mux, "/odom") == 1
+	})
+	if n := f.up.Count("subscribe", "/odom"); n != 2 {
+		t.Fatalf("%d upstream subscribes for /odom with two compressions and three clients, want 2", n)
+	}
+	if _, err := f.up.Publish("/odom", map[string]any{"seq": 5}); err != nil {
+		t.Fatal(err)
+	}
+	if m := plain.next("publish"); m["_binary"] != nil || seqOf(m) != 5 {
+		t.Fatalf("plain client got %v", m)
+	}
+	for _, c := range []*tclient{b1, b2} {
+		m := c.next("publish")
+		if m["_binary"] != true || m["topic"] != "/odom" {
+			t.Fatalf("cbor client got %v", m)
+		}
+		if seq := fmt.Sprint(m["msg"].(map[string]any)["seq"]); seq != "5" {
+			t.Fatalf("cbor client got msg %v", m["msg"])
+		}
+	}
+	b1.send(map[string]any{"op": "subscribe", "id": "again", "topic": "/odom"})
+	if s := b1.next("status"); s["id"] != "again" || !strings.Contains(s["msg"].(string), "already subscribes to it with compression cbor") {
+		t.Fatalf("status %v", s)
+	}
+	b1.send(map[string]any{"op": "unsubscribe", "id": "c", "topic": "/odom"})
+	b2.send(map[string]any{"op": "unsubscribe", "id": "c", "topic": "/odom"})
+	f.eventually("the cbor lane unsubscribed", func() bool { conns, _ := f.up.Subscribers("/odom"); return conns == 1 })
+}
+
+func subscribersLocked(m *Mux, topic string) int {
+	if t := m.topics[topicKey{topic, "none"}]; t != nil {
+		return len(t.subs)
+	}
+	return 0
 }

@@ -15,9 +15,11 @@
 //
 // Service handlers run inline on the connection's reader: a hung service
 // stalls every later op of that connection, which is how a rosbridge_server
-// stuck in a service call behaves towards one client. Only compression
-// "none" is implemented; any other compression is refused with a status
-// error.
+// stuck in a service call behaves towards one client. Compressions "none"
+// (JSON text) and "cbor" (the whole publish op as one binary CBOR message,
+// as rosbridge_server sends it) are implemented; "png" and "cbor-raw" (raw
+// ROS serialisation, which needs the message definitions) are refused with a
+// status error.
 package rostest
 
 import (
@@ -32,6 +34,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fxamacker/cbor/v2"
 	"github.com/gorilla/websocket"
 )
 
@@ -203,15 +206,27 @@ func (s *Server) publishRaw(topic string, msg json.RawMessage, except *conn) int
 	}{"publish", topic, msg})
 	s.mu.Lock()
 	var to []*conn
+	var comps []string
 	for c := range s.conns {
-		if c != except && c.subscribed(topic) {
+		if comp, ok := c.subscribed(topic); ok && c != except {
 			to = append(to, c)
+			comps = append(comps, comp)
 		}
 	}
 	s.mu.Unlock()
+	var binary []byte
 	n := 0
-	for _, c := range to {
-		if c.write(out) == nil {
+	for i, c := range to {
+		typ, b := websocket.TextMessage, out
+		if comps[i] == "cbor" {
+			if binary == nil {
+				var v any
+				_ = json.Unmarshal(msg, &v)
+				binary, _ = cbor.Marshal(map[string]any{"op": "publish", "topic": topic, "msg": v})
+			}
+			typ, b = websocket.BinaryMessage, binary
+		}
+		if c.writeType(typ, b) == nil {
 			n++
 			s.sent.Add(1)
 		}
@@ -361,8 +376,9 @@ const (
 var levelNames = map[string]int{"info": levelInfo, "warning": levelWarning, "error": levelError, "none": levelNone}
 
 type subscription struct {
-	typ string
-	ids map[string]struct{}
+	typ         string
+	compression string
+	ids         map[string]struct{}
 }
 
 type conn struct {
@@ -378,18 +394,23 @@ type conn struct {
 	frags map[string][]string
 }
 
-func (c *conn) subscribed(topic string) bool {
+func (c *conn) subscribed(topic string) (compression string, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	_, ok := c.subs[topic]
-	return ok
+	sub, ok := c.subs[topic]
+	if !ok {
+		return "", false
+	}
+	return sub.compression, true
 }
 
-func (c *conn) write(b []byte) error {
+func (c *conn) write(b []byte) error { return c.writeType(websocket.TextMessage, b) }
+
+func (c *conn) writeType(typ int, b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	_ = c.ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	return c.ws.WriteMessage(websocket.TextMessage, b)
+	return c.ws.WriteMessage(typ, b)
 }
 
 func (c *conn) writeJSON(v any) {
@@ -448,7 +469,11 @@ func (c *conn) handle(ctx context.Context, data []byte) {
 			c.status(levelError, m.ID, "subscribe: missing topic")
 			return
 		}
-		if m.Compression != "" && m.Compression != "none" {
+		comp := m.Compression
+		if comp == "" {
+			comp = "none"
+		}
+		if comp != "none" && comp != "cbor" {
 			c.status(levelError, m.ID, fmt.Sprintf("subscribe: compression %q is not implemented by this test server", m.Compression))
 			return
 		}
@@ -459,8 +484,13 @@ func (c *conn) handle(ctx context.Context, data []byte) {
 		c.mu.Lock()
 		sub, ok := c.subs[m.Topic]
 		if !ok {
-			sub = &subscription{typ: m.Type, ids: map[string]struct{}{}}
+			sub = &subscription{typ: m.Type, compression: comp, ids: map[string]struct{}{}}
 			c.subs[m.Topic] = sub
+		}
+		// rosbridge_server keeps one compression per topic per connection:
+		// the strongest asked for wins
+		if comp == "cbor" {
+			sub.compression = comp
 		}
 		sub.ids[m.ID] = struct{}{}
 		c.mu.Unlock()

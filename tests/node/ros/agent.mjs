@@ -9,7 +9,7 @@
 //
 // Commands (one JSON object per line):
 //   {"cmd":"connect","url":U,"clients":N}             -> {"ev":"connected","client":i} each, then {"ev":"ready","n":N}
-//   {"cmd":"subscribe","clients":[i..]|"all","topic":T,"type":Y,"throttle_rate":R,"queue_length":Q}
+//   {"cmd":"subscribe","clients":[i..]|"all","topic":T,"type":Y,"throttle_rate":R,"queue_length":Q,"compression":C}
 //                                                     -> {"ev":"msg","client":i,"topic":T,"msg":M} per message
 //   {"cmd":"unsubscribe","clients":[i..]|"all","topic":T}
 //   {"cmd":"publish","client":i,"topic":T,"type":Y,"msg":M}
@@ -65,6 +65,7 @@ function topicOf(i, c) {
       messageType: c.type || '',
       throttle_rate: c.throttle_rate || 0,
       queue_length: c.queue_length || 0,
+      compression: c.compression || 'none',
     });
     topics.set(key, t);
   }
