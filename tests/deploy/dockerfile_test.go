@@ -360,3 +360,34 @@ func TestDockerfileLintCatchesProblems(t *testing.T) {
 		}
 	}
 }
+
+// TestDockerfileCaddyPackagesExist asks this machine's apt (Debian 12, the
+// image's base) whether every package the Dockerfile installs exists, so a
+// misspelt or renamed package fails here rather than in the image build.
+func TestDockerfileCaddyPackagesExist(t *testing.T) {
+	t.Parallel()
+	osr, err := os.ReadFile("/etc/os-release")
+	if err != nil || !strings.Contains(string(osr), "VERSION_CODENAME=bookworm") {
+		t.Skip("not Debian 12 (bookworm): this machine's apt cannot speak for the image's")
+	}
+	if _, err := exec.LookPath("apt-cache"); err != nil {
+		t.Skip("no apt-cache")
+	}
+	df := readDockerfile(t, "containers/caddy/Dockerfile")
+	var pkgs []string
+	for _, s := range []string{"build", "runtime"} {
+		pkgs = append(pkgs, df.aptPackages(df.stage(s))...)
+	}
+	if len(pkgs) < 10 {
+		t.Fatalf("found only %d packages: %v", len(pkgs), pkgs)
+	}
+	out, err := exec.Command("apt-cache", append([]string{"show", "--no-all-versions"}, pkgs...)...).CombinedOutput()
+	if err != nil {
+		t.Errorf("apt-cache show: %v", err)
+	}
+	for _, p := range pkgs {
+		if !strings.Contains(string(out), "Package: "+p+"\n") {
+			t.Errorf("Debian 12 has no package %s", p)
+		}
+	}
+}
