@@ -249,6 +249,7 @@ export class Player extends EventTarget {
       connectStartedAt: 0,
       openedAt: 0,
       firstFrameMs: NaN, // from the start of the latest connection to its first drawn frame
+      firstVideoMs: NaN, // from the start of the latest connection to its first video message
     };
     this.window = { at: nowMs(), decoded: 0, bytes: 0, ages: [] };
     this.intervalMs = 0; // smoothed interval between video messages
@@ -303,6 +304,7 @@ export class Player extends EventTarget {
   connect() {
     this.stats.connectStartedAt = nowMs();
     this.stats.firstFrameMs = NaN;
+    this.stats.firstVideoMs = NaN;
     let ws;
     try {
       ws = new WebSocket(this.url);
@@ -335,8 +337,8 @@ export class Player extends EventTarget {
     const base = Math.min(this.opts.reconnectMaxMs, this.opts.reconnectMinMs * 2 ** this.attempt);
     const delay = base * (0.75 + 0.5 * Math.random());
     this.attempt++;
-    this.setState('reconnecting');
     this.reconnectAt = nowMs() + delay;
+    this.setState('reconnecting');
     this.reconnectTimer = setTimeout(() => {
       this.setState('connecting');
       this.connect();
@@ -413,6 +415,7 @@ export class Player extends EventTarget {
       if (dt < 10000) this.intervalMs = this.intervalMs ? this.intervalMs * 0.9 + dt * 0.1 : dt;
     }
     st.lastFrameAt = t;
+    if (Number.isNaN(st.firstVideoMs)) st.firstVideoMs = t - st.connectStartedAt;
     st.framesReceived++;
     st.bytesReceived += data.byteLength;
     this.window.bytes += data.byteLength;

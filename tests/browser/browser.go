@@ -209,6 +209,8 @@ type Stats struct {
 	VideoLost        bool    `json:"videoLost"`
 	FirstFrameMs     float64 `json:"firstFrameMs"`     // from ConnectStartedAt to the first drawn frame
 	ConnectStartedAt float64 `json:"connectStartedAt"` // page clock (Unix ms)
+	OpenedAt         float64 `json:"openedAt"`         // page clock (Unix ms) of the WebSocket open
+	FirstVideoMs     float64 `json:"firstVideoMs"`     // from ConnectStartedAt to the first 0x01 message
 	TelemetryCount   int     `json:"telemetryReceived"`
 }
 

@@ -178,27 +178,30 @@ func TestPlayerReconnects(t *testing.T) {
 	screenshot(t, d, "main", "player-reconnected.png")
 }
 
-// TestPlayerLateJoiner opens pages while the stream runs: each shows video
-// within 200 ms of connecting, since the server starts it at the current
-// GOP's keyframe. With a 1 s GOP, a joiner that waited for the next IDR
-// instead would take 500 ms on average; the joins are spread over the GOP.
+// TestPlayerLateJoiner opens pages while the stream runs: they show video
+// within 200 ms of connecting, since the server starts them at the current
+// GOP's keyframe. With a 2 s GOP, a joiner that waited for the next IDR
+// instead would take 1 s on average; the joins are spread over the GOP.
 //
 // After a frame the ring reader missed, the server rightly has no
 // decodable GOP to replay until the next keyframe. On this shared machine
 // that happens now and then, so a join is only judged when the page that
-// watches all along saw no gap during the GOP before it.
+// watches all along saw no gap during the GOP before it. The median of the
+// judged joins must be within 200 ms (a server that made joiners wait for
+// the next IDR passes that with a chance under 1%) and none may take more
+// than 600 ms (a moment of CPU starvation on two shared cores is not what
+// this test is about).
 func TestPlayerLateJoiner(t *testing.T) {
-	const fps, gopMs = 30, 1000
+	const fps, gopMs, want = 30, 2000, 5
 	ring := filepath.Join(t.TempDir(), "frames")
 	startSource(t, ring, "--fps", fmt.Sprint(fps), "--gop", fmt.Sprint(fps*gopMs/1000))
 	e := startEdge(t, ring)
 	d := startBrowser(t)
 	openPlayer(t, d, "main", e.URL())
 
-	var worst float64
-	judged := 0
-	for i := 0; i < 12 && judged < 4; i++ {
-		time.Sleep(time.Duration(200+230*i%gopMs) * time.Millisecond)
+	var judged []float64
+	for i := 0; i < 16 && len(judged) < want; i++ {
+		time.Sleep(time.Duration(200+370*i%gopMs) * time.Millisecond)
 		name := fmt.Sprintf("joiner%d", i)
 		st := openPlayer(t, d, name, e.URL())
 		watcher, err := d.Stats("main")
@@ -213,17 +216,22 @@ func TestPlayerLateJoiner(t *testing.T) {
 				name, st.FirstFrameMs, st.ConnectStartedAt-watcher.LastGapAt)
 			continue
 		}
-		judged++
-		t.Logf("%s: first frame %.1f ms after it started connecting", name, st.FirstFrameMs)
-		worst = max(worst, st.FirstFrameMs)
-		if st.FirstFrameMs > 200 {
-			t.Errorf("%s showed its first frame %.1f ms after connecting, want <= 200 ms", name, st.FirstFrameMs)
+		t.Logf("%s: first frame %.1f ms after it started connecting (open %.1f ms, first video message %.1f ms)",
+			name, st.FirstFrameMs, st.OpenedAt-st.ConnectStartedAt, st.FirstVideoMs)
+		judged = append(judged, st.FirstFrameMs)
+		if st.FirstFrameMs > 600 {
+			t.Errorf("%s showed its first frame %.1f ms after connecting", name, st.FirstFrameMs)
 		}
 	}
-	if judged < 4 {
-		t.Fatalf("only %d joins without a gap in the stream before them; the ring reader misses frames", judged)
+	if len(judged) < want {
+		t.Fatalf("only %d joins without a gap in the stream before them; the ring reader misses frames", len(judged))
 	}
-	t.Logf("worst time to first frame over %d joins: %.1f ms", judged, worst)
+	slices.Sort(judged)
+	median := judged[len(judged)/2]
+	t.Logf("time to first frame over %d joins: median %.1f ms, worst %.1f ms", len(judged), median, judged[len(judged)-1])
+	if median > 200 {
+		t.Errorf("median time to first frame %.1f ms, want <= 200 ms", median)
+	}
 }
 
 // TestPlayerVideoLostBanner stops the writer: the banner shows within 1 s;
