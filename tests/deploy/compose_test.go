@@ -259,6 +259,19 @@ services:
 			t.Errorf("%s: accepted", name)
 		}
 	}
+	// And a sound file passes.
+	dir := t.TempDir()
+	good := "services:\n  a:\n    image: x\n    profiles: [one]\n    networks: [n]\n    volumes: [\"v:/data\"]\nnetworks:\n  n: {}\nvolumes:\n  v: {}\n"
+	if err := os.WriteFile(filepath.Join(dir, "compose.yml"), []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := loadCompose(t, dir, []string{"compose.yml"}, []string{"one"})
+	if err != nil {
+		t.Fatalf("sound file refused: %v", err)
+	}
+	if probs := checkReferences(p); len(probs) > 0 {
+		t.Errorf("sound file: %v", probs)
+	}
 }
 
 // TestPrometheusScrapesCaddyAdmin checks that Prometheus scrapes the caddy
