@@ -28,8 +28,9 @@ type ClientConfig struct {
 	// KeyframeTimeout closes a client that has waited this long for a
 	// keyframe (close code 4000).
 	KeyframeTimeout time.Duration
-	// WriteTimeout is the deadline of one batched write; a client that
-	// cannot take a batch within it is disconnected.
+	// WriteTimeout bounds a batched write: a client that cannot take a
+	// batch within WriteTimeout (at least half of it, as the deadline is
+	// moved only once half used) is disconnected.
 	WriteTimeout time.Duration
 	// MaxMessage is the largest message a client may send (close code 1009
 	// beyond it).
@@ -77,6 +78,7 @@ type Client struct {
 	stop    chan struct{}
 	stopped atomic.Bool
 
+	deadline  time.Time     // the write deadline set on the connection
 	readEnded chan struct{} // closed when the reading goroutine ends
 	readErr   error         // why it ended; read after readEnded
 }
@@ -243,14 +245,21 @@ func (c *Client) flush(bufs net.Buffers, batch []*Entry) error {
 	for _, b := range bufs {
 		n += len(b)
 	}
-	if err := c.conn.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout)); err != nil {
-		return fmt.Errorf("setting write deadline: %w", err)
+	// Moving the deadline costs a timer update per write; move it only once
+	// half of it is used, so a write always has between half and all of
+	// WriteTimeout.
+	now := time.Now()
+	if c.deadline.Sub(now) < c.cfg.WriteTimeout/2 {
+		c.deadline = now.Add(c.cfg.WriteTimeout)
+		if err := c.conn.SetWriteDeadline(c.deadline); err != nil {
+			return fmt.Errorf("setting write deadline: %w", err)
+		}
 	}
 	if _, err := bufs.WriteTo(c.conn); err != nil {
 		return fmt.Errorf("writing %d bytes to client: %w", n, err)
 	}
 	if len(batch) > 0 {
-		now := time.Now()
+		now = time.Now()
 		for _, e := range batch {
 			c.hub.m.Delivery.Observe(now.Sub(e.Arrived).Seconds())
 		}

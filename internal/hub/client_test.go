@@ -271,3 +271,26 @@ func TestSlowClientSkipsWithoutSlowingOthers(t *testing.T) {
 		t.Errorf("slow client never skipped: %d gaps, %+v", gaps, h.Stats())
 	}
 }
+
+func TestStuckClientDisconnectedAtWriteTimeout(t *testing.T) {
+	t.Parallel()
+	h := New(Config{})
+	defer h.Close()
+	url, _, _ := serve(t, h, ClientConfig{WriteTimeout: 400 * time.Millisecond})
+	stuck := dial(t, url, nil) // never reads
+	_ = stuck
+	deadline := time.Now().Add(20 * time.Second)
+	for h.Stats().Clients != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("client never joined")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for i := 0; h.Stats().Clients != 0; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("stuck client still connected after %d frames: %+v", i, h.Stats())
+		}
+		h.Publish(mkFrame(uint64(i+1), i%10 == 0, 100000))
+		time.Sleep(5 * time.Millisecond)
+	}
+}
