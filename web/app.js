@@ -13,17 +13,23 @@ else if (meta && meta.content) options.url = meta.content;
 const player = new Player(document.getElementById('video'), options);
 const driver = new KeyboardDriver(player);
 new TelemetryPanel(player, document.getElementById('telemetry'));
-new CommandLog(player, document.getElementById('acks'));
+const acks = new CommandLog(player, document.getElementById('acks'));
 
 const stateEl = document.getElementById('state');
 player.addEventListener('state', (e) => {
   stateEl.textContent = `${e.detail.state} · ${player.url}`;
 });
 
-document.getElementById('estop').onclick = () => player.command('estop', { reason: 'operator' });
-document.getElementById('estop-clear').onclick = () => player.command('estop_clear', {});
-document.getElementById('pause').onclick = () => player.command('pause', {});
-document.getElementById('reset').onclick = () => player.command('reset', {});
+// send shows a command that could not go out (no connection) in the log.
+function send(action, data) {
+  if (!player.command(action, data)) {
+    acks.add({ action, cmd_seq: '-', status: 'not sent', detail: 'not connected', rejected: true });
+  }
+}
+document.getElementById('estop').onclick = () => send('estop', { reason: 'operator' });
+document.getElementById('estop-clear').onclick = () => send('estop_clear', {});
+document.getElementById('pause').onclick = () => send('pause', {});
+document.getElementById('reset').onclick = () => send('reset', {});
 
 const driveEl = document.getElementById('drive');
 setInterval(() => {

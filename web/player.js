@@ -620,7 +620,7 @@ export class Player extends EventTarget {
       st.ageP95Ms = percentile(sorted, 0.95);
       this.window = { at: t, decoded: 0, bytes: 0, ages: [] };
     }
-    st.decodeQueue = this.decoder ? this.decoder.decodeQueueSize : 0;
+    st.decodeQueue = this.decoder ? this.decoder.decodeQueueSize : this.jpegInFlight;
     const lostAfter = this.opts.videoLostMs || Math.max(500, 4 * this.intervalMs);
     st.videoLost = this.state !== 'live' || !st.lastFrameAt || t - st.lastFrameAt > lostAfter;
     this.renderBanner(t);
