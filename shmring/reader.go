@@ -217,11 +217,12 @@ func (r *Reader) Run(ctx context.Context, fn func(Frame)) error {
 
 // sleep waits d, or less when ctx ends; it reports whether ctx is still live.
 // Precise waits (a writer committing at its period) use nanosleep, in chunks
-// of at most 25 ms so that ctx is seen soon after it ends; the others (a
-// stalled or absent writer) a runtime timer that ctx interrupts, which lets
-// the whole process go idle.
+// of at most 8 ms: the runtime leaves a goroutine's P with it through a
+// syscall shorter than 10 ms when another P is idle, and ctx is seen soon
+// after it ends. The other waits (a stalled or absent writer) use a runtime
+// timer that ctx interrupts, which lets the whole process go idle.
 func (r *Reader) sleep(ctx context.Context, timer **time.Timer, d time.Duration, precise bool) bool {
-	const chunk = 25 * time.Millisecond
+	const chunk = 8 * time.Millisecond
 	switch {
 	case d <= 0:
 	case precise && d <= 100*time.Millisecond:
