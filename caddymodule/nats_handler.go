@@ -18,7 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
 
-	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/gate"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 )
 
@@ -49,7 +49,7 @@ type NATSHandler struct {
 	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
 
 	app      *NATSApp
-	gate     frame.MotionGate
+	gate     *gate.Gate
 	log      *zap.Logger
 	upgrader websocket.Upgrader
 
@@ -70,8 +70,9 @@ func (*NATSHandler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision finds the sdr_nats app (configuring it with defaults if the
-// global option is absent) and the stream's gate.
+// Provision finds the sdr_nats app and the stream's gate. Without the
+// sdr_nats global option the app is loaded with its defaults (the embedded
+// server on 127.0.0.1:4222).
 func (h *NATSHandler) Provision(ctx caddy.Context) error {
 	h.log = ctx.Logger()
 	h.conns = map[*websocket.Conn]struct{}{}
@@ -99,7 +100,7 @@ func (h *NATSHandler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("sdr_nats handler: app sdr_nats is %T, not *NATSApp", appIface)
 	}
 	h.app = app
-	h.gate, err = app.Gate(h.Stream)
+	h.gate, err = app.gate(h.Stream)
 	if err != nil {
 		return err
 	}
@@ -207,7 +208,7 @@ func (h *NATSHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 func (h *NATSHandler) serveClient(conn *websocket.Conn) {
 	defer conn.Close()
 	rl := h.app.Relay()
-	session := rl.Session(h.gate, nil)
+	session := rl.Session(h.gate, h.gate.CodecChanging)
 	out := make(chan []byte, h.SendBuffer)
 	replies := make(chan []byte, 16)
 	done := make(chan struct{})

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -528,5 +529,56 @@ func TestTelemetryLingerBatchesPerClient(t *testing.T) {
 	// One batch: each client gets all five, in order, before the next client.
 	if s := strings.Join(calls, ","); s != "a1,a2,a3,a4,a5,b1,b2,b3,b4,b5" {
 		t.Fatalf("deliveries %s, want one batch per client in order", s)
+	}
+}
+
+// TestRelayStartsBeforeServer: the relay subscribes while NATS is not yet
+// reachable; once the server comes up, telemetry and commands flow.
+func TestRelayStartsBeforeServer(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	nc, err := nats.Connect(url, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	r, err := New(nc, Config{}, nil, nil)
+	if err != nil {
+		t.Fatalf("relay on a connection still connecting: %v", err)
+	}
+	defer r.Close()
+	c := newCollector()
+	defer r.SubscribeTelemetry(c.fn)()
+	sess := r.Session(nil, nil)
+	if a := ackOf(t, sess.Command([]byte(`{"action":"pause","cmd_seq":1}`))); a["status"] != StatusUnavailable {
+		t.Fatalf("command before the server is up: %v", a)
+	}
+
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	defer s.Shutdown()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	sim := connect(t, s)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(c.subjects()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no telemetry within 10s of the server coming up")
+		}
+		_ = sim.Publish("telemetry.safety.state", []byte(`{}`))
+		time.Sleep(50 * time.Millisecond)
+	}
+	if reply := sess.Command([]byte(`{"action":"pause","cmd_seq":2}`)); reply != nil {
+		t.Fatalf("command once connected: %v", ackOf(t, reply))
 	}
 }
