@@ -205,7 +205,7 @@ func TestTornWritesNeverDelivered(t *testing.T) {
 	frames, r := collect(t, ReaderConfig{Path: path}, 1<<16)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, py, pyRing, "write", path, "--size", "1048576", "--torn", "3",
+	cmd := exec.CommandContext(ctx, py, pyRing, "write", path, "--size", "1048576", "--torn", "2",
 		"--min-bytes", "1000", "--max-bytes", "200000")
 	done := make(chan error, 1)
 	var out []byte
@@ -257,7 +257,7 @@ func TestTornWritesInProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 		frames, r := collect(t, ReaderConfig{Path: path, DisableCRC: crcOff}, 1<<16)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)

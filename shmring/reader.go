@@ -108,6 +108,7 @@ type Reader struct {
 	nextCheck      time.Time
 	waitLogged     bool
 	zeroSeen       bool // the last poll read sequence 0 after a non-zero one
+	tornRun        int  // consecutive torn copies
 }
 
 // How often the reader stats the path to notice a replaced or resized file.
@@ -374,6 +375,9 @@ func (r *Reader) step(fn func(Frame)) time.Duration {
 	if res.status != slotEmpty {
 		r.zeroSeen = false
 	}
+	if res.status != slotTorn {
+		r.tornRun = 0
+	}
 	switch res.status {
 	case slotUnchanged:
 	case slotEmpty:
@@ -392,10 +396,15 @@ func (r *Reader) step(fn func(Frame)) time.Duration {
 			r.noteRestart("sequence reset to 0")
 		}
 	case slotTorn:
-		// A newer frame was committed during the copy: read it at once.
+		// A newer frame was committed during the copy: read it at once,
+		// unless copies keep tearing (a writer that commits faster than a
+		// frame can be copied), which must not become a busy loop.
 		r.torn.Add(1)
 		r.mode = modeFine
-		return 0
+		if r.tornRun++; r.tornRun <= 3 {
+			return 0
+		}
+		return finePoll
 	default:
 		r.commit(res, now, fn)
 	}
