@@ -63,9 +63,9 @@ type Frame struct {
 type Stats struct {
 	Frames        uint64 // frames delivered
 	Bytes         uint64 // payload bytes delivered
-	TornReads     uint64 // copies discarded because the sequence changed during the copy
+	TornReads     uint64 // copies discarded because the slot changed during the copy: sequence, write_len, or a header size that disagrees with write_len
 	CRCFailures   uint64 // copies discarded because the payload failed its CRC
-	Malformed     uint64 // commits discarded for a write_len out of bounds or a header size that disagrees with it
+	Malformed     uint64 // commits discarded for a write_len out of bounds (read twice)
 	Gaps          uint64 // frames missed: the sum of forward frame_seq gaps
 	Restarts      uint64 // writer restarts detected
 	Remaps        uint64 // mappings after the first (new inode, new size, after a fault)
@@ -432,7 +432,12 @@ func (r *Reader) commit(res slotRead, now time.Time, fn func(Frame)) {
 	case slotCRC:
 		r.crc.Add(1)
 		return
-	case slotWriteLen, slotSizeMismatch:
+	case slotSizeMismatch:
+		// With s1 == s2 and write_len unchanged, a header that disagrees
+		// with write_len was being rewritten for the next frame.
+		r.torn.Add(1)
+		return
+	case slotWriteLen:
 		r.malformed.Add(1)
 		return
 	}
