@@ -48,6 +48,11 @@ type ROS struct {
 	// Services are the services clients may call, `/rosapi/*` included.
 	// Default: none.
 	Services []string `json:"services,omitempty"`
+	// LatchedTopics are the topics whose newest message a client gets at
+	// once when it subscribes to a topic other clients already hold (as a
+	// transient_local, "latched", topic replays to each new subscriber).
+	// Default `["/tf_static", "/map", "/map_metadata", "/robot_description"]`.
+	LatchedTopics []string `json:"latched_topics,omitempty"`
 	// MotionTopics are the topics whose publishes pass the safety gate.
 	// Default `["/cmd_vel"]`.
 	MotionTopics []string `json:"motion_topics,omitempty"`
@@ -108,6 +113,9 @@ func (r *ROS) Provision(ctx caddy.Context) error {
 	if r.MotionTopics == nil {
 		r.MotionTopics = []string{"/cmd_vel"}
 	}
+	if r.LatchedTopics == nil {
+		r.LatchedTopics = []string{"/tf_static", "/map", "/map_metadata", "/robot_description"}
+	}
 	if r.GateStream == "" {
 		r.GateStream = "default"
 	}
@@ -126,11 +134,13 @@ func (r *ROS) Provision(ctx caddy.Context) error {
 	sub, _ := rosbridge.ParseAllowlist(r.SubscribeTopics)
 	pub, _ := rosbridge.ParseAllowlist(r.PublishTopics)
 	svc, _ := rosbridge.ParseAllowlist(r.Services)
+	latched, _ := rosbridge.ParseAllowlist(r.LatchedTopics)
 	opts := rosbridge.Options{
 		Upstream:               r.Upstream,
 		Subscribe:              sub,
 		Publish:                pub,
 		Services:               svc,
+		Latched:                latched,
 		MotionTopics:           r.MotionTopics,
 		AllowMotionWithoutGate: r.AllowMotionWithoutGate,
 		ServiceTimeout:         time.Duration(r.ServiceTimeout),
@@ -185,7 +195,7 @@ func (r *ROS) Validate() error {
 	}
 	for name, list := range map[string][]string{
 		"subscribe_topics": r.SubscribeTopics, "publish_topics": r.PublishTopics,
-		"services": r.Services, "motion_topics": r.MotionTopics,
+		"services": r.Services, "motion_topics": r.MotionTopics, "latched_topics": r.LatchedTopics,
 	} {
 		if _, err := rosbridge.ParseAllowlist(list); err != nil {
 			return fmt.Errorf("sdr_ros: %s: %w", name, err)

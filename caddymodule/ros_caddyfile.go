@@ -34,6 +34,7 @@ func parseROSCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, err
 //	    subscribe                 <glob...>
 //	    publish                   <glob...>
 //	    services                  <glob...>
+//	    latched_topics            <glob...>
 //	    motion_topics             <topic...>
 //	    gate_stream               <name>
 //	    allow_motion_without_gate
@@ -88,6 +89,8 @@ func (r *ROS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			r.PublishTopics, err = some()
 		case "services":
 			r.Services, err = some()
+		case "latched_topics":
+			r.LatchedTopics, err = some()
 		case "motion_topics":
 			r.MotionTopics, err = some()
 		case "gate_stream":

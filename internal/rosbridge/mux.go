@@ -38,6 +38,11 @@ type Options struct {
 	// may subscribe to, topics it may advertise and publish on, and services
 	// it may call (glob patterns, see Allowlist).
 	Subscribe, Publish, Services Allowlist
+	// Latched are the topics whose last message a client gets when it
+	// subscribes to a topic another client already holds: rosbridge_server
+	// replays transient_local ("latched") topics to each new subscriber,
+	// but only once per upstream subscription, which the mux shares.
+	Latched Allowlist
 	// MotionTopics are the topics whose publishes pass the safety gate.
 	MotionTopics []string
 	// Gate is the safety gate of the video stream that motion publishes
@@ -131,6 +136,8 @@ type upTopic struct {
 	typ, upID string
 	subs      map[*client]struct{}
 	fanout    atomic.Pointer[[]*client]
+	latched   bool
+	last      *outMsg // latched topics: the newest message
 }
 
 // upAdvert is one upstream advertisement and the clients holding it.
@@ -389,7 +396,7 @@ func (m *Mux) subscribe(c *client, topic, typ, compression string) error {
 	key := topicKey{topic, compression}
 	t := m.topics[key]
 	if t == nil {
-		t = &upTopic{key: key, typ: typ, upID: m.newUpID("sub"), subs: map[*client]struct{}{}}
+		t = &upTopic{key: key, typ: typ, upID: m.newUpID("sub"), subs: map[*client]struct{}{}, latched: m.opts.Latched.Allows(topic)}
 		m.topics[key] = t
 		m.byUpID[t.upID] = upRef{key: key}
 		m.cnt.m.UpstreamSubscriptions.Inc()
@@ -402,6 +409,10 @@ func (m *Mux) subscribe(c *client, topic, typ, compression string) error {
 	if _, ok := t.subs[c]; !ok {
 		t.subs[c] = struct{}{}
 		t.publishFanout()
+		if t.last != nil {
+			// under m.mu, so that a newer message cannot overtake it
+			c.offerTopic(topic, t.last, time.Now())
+		}
 	}
 	return nil
 }
@@ -573,18 +584,21 @@ func (m *Mux) fromUpstream(compression string, typ int, data []byte) {
 	}
 	switch head.Op {
 	case "publish":
+		now := time.Now()
+		msg := newOutMsg(typ, data, now)
 		m.mu.Lock()
 		t := m.topics[topicKey{head.Topic, compression}]
+		var fan *[]*client
+		if t != nil {
+			if t.latched {
+				t.last = msg
+			}
+			fan = t.fanout.Load()
+		}
 		m.mu.Unlock()
-		if t == nil {
+		if fan == nil {
 			return // unsubscribed meanwhile
 		}
-		now := time.Now()
-		fan := t.fanout.Load()
-		if fan == nil {
-			return
-		}
-		msg := newOutMsg(typ, data, now)
 		for _, c := range *fan {
 			c.offerTopic(head.Topic, msg, now)
 		}

@@ -774,3 +774,29 @@ func subscribersLocked(m *Mux, topic string) int {
 	}
 	return 0
 }
+
+func TestLatchedTopicsReplayToLateSubscribers(t *testing.T) {
+	t.Parallel()
+	f := start(t, func(o *Options) { o.Latched = Allowlist{"/tf_static"} })
+	early := f.dial()
+	early.send(map[string]any{"op": "subscribe", "id": "a", "topic": "/tf_static"})
+	early.send(map[string]any{"op": "subscribe", "id": "b", "topic": "/odom"})
+	f.subscribed("/tf_static", 1)
+	f.subscribed("/odom", 1)
+	_, _ = f.up.Publish("/tf_static", map[string]any{"seq": 1})
+	_, _ = f.up.Publish("/odom", map[string]any{"seq": 2})
+	early.next("publish")
+	early.next("publish")
+
+	late := f.dial()
+	late.send(map[string]any{"op": "subscribe", "id": "b", "topic": "/odom"})
+	late.send(map[string]any{"op": "subscribe", "id": "a", "topic": "/tf_static"})
+	m := late.next("publish")
+	if m["topic"] != "/tf_static" || seqOf(m) != 1 {
+		t.Fatalf("late subscriber got %v first; want the latched /tf_static message", m)
+	}
+	late.quiet("publish", 300*time.Millisecond) // /odom is not latched: nothing replayed
+	if n := f.up.Count("subscribe", "/tf_static"); n != 1 {
+		t.Fatalf("%d upstream subscribes for /tf_static", n)
+	}
+}

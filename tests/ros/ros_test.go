@@ -626,3 +626,23 @@ func TestROSCBORSubscriptionsToRoslib(t *testing.T) {
 		return true
 	})
 }
+
+func TestROSLatchedTopicReachesLateRoslibClient(t *testing.T) {
+	up, url := proxy(t, "") // default latched_topics include /tf_static
+	a := startAgent(t)
+	a.connect(url, 2)
+	a.send(map[string]any{"cmd": "subscribe", "clients": []int{0}, "topic": "/tf_static"})
+	a.sync()
+	waitUp(t, "subscription", func() bool { c, _ := up.Subscribers("/tf_static"); return c == 1 })
+	_, _ = up.Publish("/tf_static", map[string]any{"seq": 11})
+	a.waitFor("the first client's message", func(evs []event) bool { return len(messages(evs, "/tf_static")[0]) == 1 })
+	sent := up.Sent()
+	a.send(map[string]any{"cmd": "subscribe", "clients": []int{1}, "topic": "/tf_static"})
+	a.waitFor("the latched message on the late client", func(evs []event) bool {
+		s := messages(evs, "/tf_static")[1]
+		return len(s) == 1 && s[0] == 11
+	})
+	if up.Sent() != sent || up.Count("subscribe", "/tf_static") != 1 {
+		t.Fatalf("the late client cost upstream traffic: %d messages, %d subscribes", up.Sent()-sent, up.Count("subscribe", "/tf_static"))
+	}
+}
