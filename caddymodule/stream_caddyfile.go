@@ -30,7 +30,8 @@ func parseStreamCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, 
 //
 //	sdr_stream [<matcher>] [<name>] {
 //	    name             <name>
-//	    source           shm <path> [<size>] | encoder <stream>
+//	    source           shm <path> [<size>] | encoder <stream> | nats <subject>
+//	    publish          [<subject>]
 //	    crc              <bool>
 //	    keyframe_gating  <bool>
 //	    idr_coalesce     <duration>
@@ -47,7 +48,10 @@ func parseStreamCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, 
 // environment variables fit: `crc {$SDR_CRC_ENABLED:true}`. Durations take
 // a unit, or are milliseconds when they are a bare number:
 // `idr_timeout {$SDR_IDR_TIMEOUT_MS:5000}`. Sizes are bytes or carry a unit
-// (4MiB).
+// (4MiB). `publish` puts the stream on a NATS subject (default
+// video.<name>) for edges whose source is `nats <subject>`; both need the
+// sdr_nats global option. keyframe_gating applies to shm and nats sources
+// (on by default for nats), crc to shm only.
 func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	if d.NextArg() {
@@ -151,9 +155,24 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			s.AllowedOrigins = args
+		case "publish":
+			if len(args) > 1 {
+				return d.Errf("publish takes at most one argument (the subject), got %d", len(args))
+			}
+			s.Publish = &StreamPublish{}
+			if len(args) == 1 {
+				s.Publish.Subject = args[0]
+			}
 		default:
 			return d.Errf("unknown subdirective %q", sub)
 		}
+	}
+	if s.Source != nil && s.Source.NATS != nil && (crc != nil || gating != nil) {
+		if crc != nil {
+			return d.Errf("crc applies to an shm source, not to nats %q", s.Source.NATS.Subject)
+		}
+		s.Source.NATS.KeyframeGating = gating
+		return nil
 	}
 	if crc != nil || gating != nil {
 		if s.Source != nil && s.Source.Encoder != "" {
@@ -174,7 +193,7 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 func parseStreamSource(d *caddyfile.Dispenser, args []string) (*StreamSource, error) {
 	if len(args) == 0 {
-		return nil, d.Err("source: want shm <path> [<size>] or encoder <stream>")
+		return nil, d.Err("source: want shm <path> [<size>], encoder <stream> or nats <subject>")
 	}
 	switch args[0] {
 	case "shm":
@@ -195,8 +214,13 @@ func parseStreamSource(d *caddyfile.Dispenser, args []string) (*StreamSource, er
 			return nil, d.Errf("source encoder takes one stream name, got %d arguments", len(args)-1)
 		}
 		return &StreamSource{Encoder: args[1]}, nil
+	case "nats":
+		if len(args) != 2 {
+			return nil, d.Errf("source nats takes one subject, got %d arguments", len(args)-1)
+		}
+		return &StreamSource{NATS: &NATSSource{Subject: args[1]}}, nil
 	default:
-		return nil, d.Errf("unknown source %q: want shm or encoder", args[0])
+		return nil, d.Errf("unknown source %q: want shm, encoder or nats", args[0])
 	}
 }
 

@@ -45,9 +45,13 @@ func (s *Stream) shm() SHMSource {
 	return sh
 }
 
-// openSource takes the stream's frame source: a shared ring reader, or a
-// stream of the sdr_encoder app.
+// openSource takes the stream's frame source: a shared ring reader, a
+// stream of the sdr_encoder app, or a shared subscription to a NATS video
+// subject.
 func (s *Stream) openSource(ctx caddy.Context) error {
+	if s.Source != nil && s.Source.NATS != nil {
+		return s.openNATSSource(ctx)
+	}
 	if s.Source != nil && s.Source.Encoder != "" {
 		app, err := ctx.AppIfConfigured("sdr_encoder")
 		if errors.Is(err, caddy.ErrNotConfigured) {
