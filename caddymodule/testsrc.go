@@ -54,10 +54,31 @@ type TestSource struct {
 	OnFrame func(h shmring.Header, encode time.Duration)
 
 	keyframe atomic.Bool
+	pending  atomic.Pointer[TestSourceSettings]
+}
+
+// TestSourceSettings changes what an encoding test source produces, as the
+// simulator's command.genesis.settings does. Zero fields keep their value.
+type TestSourceSettings struct {
+	// Codec: shmring.CodecH264, CodecHEVC or CodecJPEG.
+	Codec shmring.Codec
+	// FPS is the new frame rate.
+	FPS int
+	// Width and Height are the new picture size.
+	Width, Height int
+	// JPEGQuality 1..100.
+	JPEGQuality int
+	// BitrateKbps for H.264 and HEVC.
+	BitrateKbps int
 }
 
 // RequestKeyframe makes the next encoded frame an IDR.
 func (s *TestSource) RequestKeyframe() { s.keyframe.Store(true) }
+
+// Apply changes the settings from the next frame on: the encoder is opened
+// again, so that frame is a keyframe. A raw source ignores it; settings
+// that cannot be applied are logged and the old ones kept.
+func (s *TestSource) Apply(set TestSourceSettings) { s.pending.Store(&set) }
 
 // Validate checks the configuration.
 func (s *TestSource) Validate() error {
@@ -101,23 +122,14 @@ func (s *TestSource) Run(ctx context.Context) error {
 		return fmt.Errorf("test source: %w", err)
 	}
 
+	cur := TestSourceSettings{Codec: s.Codec, FPS: s.FPS, Width: s.Width, Height: s.Height,
+		JPEGQuality: s.JPEGQuality, BitrateKbps: s.BitrateKbps}
 	var enc *nvenc.Encoder
 	if !s.Codec.IsRaw() {
-		enc, err = nvenc.Open(nvenc.Config{
-			Codec:       s.Codec,
-			Width:       s.Width,
-			Height:      s.Height,
-			Input:       shmring.CodecI420,
-			FPS:         s.FPS,
-			GOP:         s.GOP,
-			BitrateKbps: s.BitrateKbps,
-			JPEGQuality: s.JPEGQuality,
-			Backends:    s.Backends,
-		})
-		if err != nil {
-			return fmt.Errorf("test source: %w", err)
+		if enc, err = s.openEncoder(cur); err != nil {
+			return err
 		}
-		defer enc.Close()
+		defer func() { enc.Close() }()
 	}
 
 	w, err := shmring.CreateWriter(s.Path, s.Size, shmring.WithCRC(!s.NoCRC))
@@ -171,6 +183,19 @@ func (s *TestSource) Run(ctx context.Context) error {
 		case <-timer.C:
 		}
 		n++
+		if set := s.pending.Swap(nil); set != nil && enc != nil {
+			next, e, p, err := s.reopen(cur, *set)
+			if err != nil {
+				log.Error("test source: settings not applied", "error", err)
+			} else {
+				enc.Close()
+				enc, pattern, cur = e, p, next
+				period = time.Second / time.Duration(cur.FPS)
+				start = time.Now().Add(-time.Duration(n-1) * period)
+				log.Info("test source settings applied", "codec", cur.Codec.String(), "size", fmt.Sprintf("%dx%d", cur.Width, cur.Height),
+					"fps", cur.FPS, "backend", enc.Backend())
+			}
+		}
 		now := time.Now()
 		if raw != nil {
 			pattern.Render(raw[shmring.RawDescriptorSize:], n, now)
@@ -187,14 +212,14 @@ func (s *TestSource) Run(ctx context.Context) error {
 			pix = pattern.Render(pix, n, now)
 			encStart := time.Now()
 			pkts, err := enc.Encode(nvenc.Picture{
-				Format: shmring.CodecI420, Width: s.Width, Height: s.Height, Stride: pattern.Stride(), Data: pix,
+				Format: shmring.CodecI420, Width: cur.Width, Height: cur.Height, Stride: pattern.Stride(), Data: pix,
 			}, s.keyframe.Swap(false))
 			if err != nil {
 				return fmt.Errorf("test source: frame %d: %w", n, err)
 			}
 			encoded := time.Since(encStart)
 			for _, p := range pkts {
-				h := shmring.Header{Codec: s.Codec}
+				h := shmring.Header{Codec: cur.Codec}
 				if p.Keyframe {
 					h.Flags = shmring.FlagKeyframe
 				}
@@ -232,4 +257,67 @@ func (s *TestSource) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// openEncoder opens the encoder for settings set.
+func (s *TestSource) openEncoder(set TestSourceSettings) (*nvenc.Encoder, error) {
+	enc, err := nvenc.Open(nvenc.Config{
+		Codec:       set.Codec,
+		Width:       set.Width,
+		Height:      set.Height,
+		Input:       shmring.CodecI420,
+		FPS:         set.FPS,
+		GOP:         s.GOP,
+		BitrateKbps: set.BitrateKbps,
+		JPEGQuality: set.JPEGQuality,
+		Backends:    s.backendsFor(set.Codec),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("test source: %w", err)
+	}
+	return enc, nil
+}
+
+// backendsFor keeps the configured backends for the codec they were given
+// for; another codec gets nvenc's default order.
+func (s *TestSource) backendsFor(c shmring.Codec) []string {
+	if c == s.Codec {
+		return s.Backends
+	}
+	return nil
+}
+
+// reopen merges set into cur and opens the pattern and encoder for it.
+func (s *TestSource) reopen(cur, set TestSourceSettings) (TestSourceSettings, *nvenc.Encoder, *testpattern.Pattern, error) {
+	next := cur
+	if set.Codec != 0 {
+		if set.Codec.IsRaw() {
+			return cur, nil, nil, fmt.Errorf("settings: codec %s: an encoding source cannot switch to raw frames", set.Codec)
+		}
+		next.Codec = set.Codec
+	}
+	if set.FPS != 0 {
+		if set.FPS < 1 || set.FPS > 240 {
+			return cur, nil, nil, fmt.Errorf("settings: fps %d: want 1..240", set.FPS)
+		}
+		next.FPS = set.FPS
+	}
+	if set.Width != 0 || set.Height != 0 {
+		next.Width, next.Height = set.Width, set.Height
+	}
+	if set.JPEGQuality != 0 {
+		next.JPEGQuality = set.JPEGQuality
+	}
+	if set.BitrateKbps != 0 {
+		next.BitrateKbps = set.BitrateKbps
+	}
+	pattern, err := testpattern.New(next.Width, next.Height, testpattern.I420)
+	if err != nil {
+		return cur, nil, nil, fmt.Errorf("settings: %w", err)
+	}
+	enc, err := s.openEncoder(next)
+	if err != nil {
+		return cur, nil, nil, fmt.Errorf("settings: %w", err)
+	}
+	return next, enc, pattern, nil
 }

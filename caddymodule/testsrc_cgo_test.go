@@ -152,3 +152,48 @@ func nvencSoftware(c shmring.Codec) []string {
 	}
 	return nil
 }
+
+// TestTestSourceApply switches codec and size mid-run, as command.genesis.settings does.
+func TestTestSourceApply(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "ring")
+	var got []committed
+	src := &TestSource{Path: path, Size: 8 << 20, Codec: shmring.CodecH264, Width: 320, Height: 180, FPS: 120, GOP: 100,
+		Backends: []string{"libx264"}, Frames: 12, StatusEvery: -1}
+	src.OnFrame = func(h shmring.Header, _ time.Duration) {
+		got = append(got, readCommitted(t, path))
+		switch h.FrameSeq {
+		case 4:
+			src.Apply(TestSourceSettings{Codec: shmring.CodecJPEG, Width: 256, Height: 144})
+		case 8:
+			src.Apply(TestSourceSettings{Codec: shmring.CodecH264})
+		case 10:
+			src.Apply(TestSourceSettings{Width: 100, Height: 10}) // refused, logged
+		}
+	}
+	if err := src.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 12 {
+		t.Fatalf("%d frames, want 12", len(got))
+	}
+	for i, c := range got {
+		n := i + 1
+		want := shmring.CodecH264
+		if n >= 5 && n <= 8 {
+			want = shmring.CodecJPEG
+		}
+		if c.header.Codec != want {
+			t.Errorf("frame %d: codec %s, want %s", n, c.header.Codec, want)
+		}
+		if (n == 1 || n == 5 || n == 9) && !c.header.Keyframe() {
+			t.Errorf("frame %d: not a keyframe after (re)opening the encoder", n)
+		}
+		if n == 6 {
+			// JPEG SOF0 height/width of the new size.
+			if i := strings.Index(string(c.payload), "\xff\xc0"); i < 0 || c.payload[i+5] != 0 || c.payload[i+6] != 144 || c.payload[i+7] != 1 || c.payload[i+8] != 0 {
+				t.Errorf("frame 6: JPEG is not 256x144")
+			}
+		}
+	}
+}

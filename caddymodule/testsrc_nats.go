@@ -23,6 +23,10 @@ import (
 //   - estop, estop_clear, pause, reset (also the safety gate's own estop):
 //     telemetry.safety.state {"state": ESTOP|RUNNING|PAUSED, "reason"}.
 //   - set_cmd_vel: its data echoed on telemetry.velocity.command.
+//   - settings {codec, stream_fps, camera_res, jpeg_quality, h264_bitrate},
+//     at the top level or under data: the encoder is opened again with them
+//     (codec "h264", "hevc" or "jpeg"; camera_res "WxH" or [W, H];
+//     h264_bitrate in kbit/s). h264_preset is ignored.
 //
 // It publishes telemetry.frame.stats {frame_id, encode_ms, codec,
 // frame_bytes} once a second.
@@ -135,6 +139,16 @@ func (b *testSourceBus) command(m *nats.Msg) {
 		if len(c.Data) > 0 {
 			b.publish(testsrcVelocity, c.Data)
 		}
+	case "settings":
+		set, err := parseTestSourceSettings(m.Data)
+		if err != nil {
+			b.log.Warn("settings not understood", "error", err)
+			if c.CmdSeq != nil {
+				b.publish(testsrcAck, map[string]any{"action": action, "cmd_seq": c.CmdSeq, "status": "rejected", "detail": err.Error()})
+			}
+			return
+		}
+		b.src.Apply(set)
 	}
 	if state != "" {
 		b.mu.Lock()
@@ -161,4 +175,84 @@ func (b *testSourceBus) publish(subject string, v any) {
 	if err := b.nc.Publish(subject, body); err != nil {
 		b.log.Debug("publishing telemetry", "subject", subject, "error", err)
 	}
+}
+
+// parseTestSourceSettings reads a command.genesis.settings body.
+func parseTestSourceSettings(body []byte) (TestSourceSettings, error) {
+	type fields struct {
+		Codec       *string         `json:"codec"`
+		FPS         *float64        `json:"stream_fps"`
+		Res         json.RawMessage `json:"camera_res"`
+		JPEGQuality *float64        `json:"jpeg_quality"`
+		Bitrate     *float64        `json:"h264_bitrate"`
+	}
+	var top struct {
+		fields
+		Data *fields `json:"data"`
+	}
+	if err := json.Unmarshal(body, &top); err != nil {
+		return TestSourceSettings{}, fmt.Errorf("settings: %w", err)
+	}
+	f := top.fields
+	if top.Data != nil {
+		d := *top.Data
+		if d.Codec != nil {
+			f.Codec = d.Codec
+		}
+		if d.FPS != nil {
+			f.FPS = d.FPS
+		}
+		if d.Res != nil {
+			f.Res = d.Res
+		}
+		if d.JPEGQuality != nil {
+			f.JPEGQuality = d.JPEGQuality
+		}
+		if d.Bitrate != nil {
+			f.Bitrate = d.Bitrate
+		}
+	}
+	var set TestSourceSettings
+	if f.Codec != nil {
+		c, err := parseCodec(*f.Codec)
+		if err != nil || c.IsRaw() {
+			return set, fmt.Errorf("settings: codec %q: want h264, hevc or jpeg", *f.Codec)
+		}
+		set.Codec = c
+	}
+	if f.FPS != nil {
+		set.FPS = int(*f.FPS)
+		if set.FPS < 1 || set.FPS > 240 {
+			return set, fmt.Errorf("settings: stream_fps %v: want 1..240", *f.FPS)
+		}
+	}
+	if len(f.Res) > 0 && string(f.Res) != "null" {
+		var s string
+		var wh []int
+		switch {
+		case json.Unmarshal(f.Res, &s) == nil:
+			w, h, err := parseResolution(s)
+			if err != nil {
+				return set, fmt.Errorf("settings: camera_res: %w", err)
+			}
+			set.Width, set.Height = w, h
+		case json.Unmarshal(f.Res, &wh) == nil && len(wh) == 2 && wh[0] > 0 && wh[1] > 0:
+			set.Width, set.Height = wh[0], wh[1]
+		default:
+			return set, fmt.Errorf("settings: camera_res %s: want \"WxH\" or [W, H]", f.Res)
+		}
+	}
+	if f.JPEGQuality != nil {
+		set.JPEGQuality = int(*f.JPEGQuality)
+		if set.JPEGQuality < 1 || set.JPEGQuality > 100 {
+			return set, fmt.Errorf("settings: jpeg_quality %v: want 1..100", *f.JPEGQuality)
+		}
+	}
+	if f.Bitrate != nil {
+		set.BitrateKbps = int(*f.Bitrate)
+		if set.BitrateKbps < 16 || set.BitrateKbps > 500000 {
+			return set, fmt.Errorf("settings: h264_bitrate %v kbit/s: want 16..500000", *f.Bitrate)
+		}
+	}
+	return set, nil
 }

@@ -58,3 +58,37 @@ func TestTestSourceFlags(t *testing.T) {
 		t.Errorf("parseCodec(vp9) = nil error")
 	}
 }
+
+func TestTestSourceSettingsParse(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   string
+		want TestSourceSettings
+		err  string
+	}{
+		{in: `{"action":"settings","data":{"codec":"jpeg"}}`, want: TestSourceSettings{Codec: shmring.CodecJPEG}},
+		{in: `{"codec":"h264","stream_fps":30,"camera_res":"640x360","jpeg_quality":70,"h264_bitrate":2000}`,
+			want: TestSourceSettings{Codec: shmring.CodecH264, FPS: 30, Width: 640, Height: 360, JPEGQuality: 70, BitrateKbps: 2000}},
+		{in: `{"codec":"h264","data":{"codec":"jpeg","camera_res":[320,180]}}`, want: TestSourceSettings{Codec: shmring.CodecJPEG, Width: 320, Height: 180}},
+		{in: `{"data":{"h264_preset":"p4"}}`, want: TestSourceSettings{}},
+		{in: `{"codec":"i420"}`, err: `codec "i420": want h264, hevc or jpeg`},
+		{in: `{"codec":"vp8"}`, err: `codec "vp8"`},
+		{in: `{"stream_fps":0}`, err: "stream_fps 0: want 1..240"},
+		{in: `{"camera_res":"big"}`, err: "camera_res"},
+		{in: `{"camera_res":[1]}`, err: "camera_res [1]"},
+		{in: `{"jpeg_quality":101}`, err: "jpeg_quality 101"},
+		{in: `{"h264_bitrate":1}`, err: "h264_bitrate 1"},
+		{in: `[1]`, err: "settings:"},
+	} {
+		got, err := parseTestSourceSettings([]byte(tc.in))
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s: error %v, want one containing %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%s: %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
+	}
+}
