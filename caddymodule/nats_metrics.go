@@ -63,7 +63,7 @@ var natsMetrics = struct {
 	}),
 }
 
-func natsRegisterMetrics(reg prometheus.Registerer) error {
+func natsRegisterMetrics(reg *prometheus.Registry) error {
 	if reg == nil {
 		return nil
 	}
