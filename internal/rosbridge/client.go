@@ -18,6 +18,11 @@ const (
 	// maxControl bounds the replies (status, service responses) waiting for
 	// one client; a client that lets more pile up is disconnected.
 	maxControl = 256
+	// maxThrottleMS caps throttle_rate (one hour) and minFragment raises a
+	// tiny fragment_size, so that no client can make the proxy cut a message
+	// into millions of pieces.
+	maxThrottleMS = 3600 * 1000
+	minFragment   = 32
 )
 
 // outMsg is one upstream message as every subscriber gets it: the same
@@ -319,9 +324,11 @@ func (c *client) subscribe(msg *message) {
 		return
 	}
 	p := subParams{
-		throttle: time.Duration(max(0, msg.ThrottleRate)) * time.Millisecond,
+		throttle: time.Duration(max(0, min(msg.ThrottleRate, maxThrottleMS))) * time.Millisecond,
 		queueLen: max(0, min(msg.QueueLength, m.opts.ClientQueue)),
-		fragSize: max(0, msg.FragmentSize),
+	}
+	if msg.FragmentSize > 0 {
+		p.fragSize = max(minFragment, msg.FragmentSize)
 	}
 	c.mu.Lock()
 	t := c.topics[msg.Topic]

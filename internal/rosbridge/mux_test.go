@@ -602,10 +602,10 @@ func TestFragmentsBothWays(t *testing.T) {
 	t.Parallel()
 	f := start(t, nil)
 	c := f.dial()
-	c.send(map[string]any{"op": "subscribe", "id": "s", "topic": "/chatter", "fragment_size": 10})
+	c.send(map[string]any{"op": "subscribe", "id": "s", "topic": "/chatter", "fragment_size": 1})
 	f.eventually("subscribed", func() bool { n, _ := f.up.Subscribers("/chatter"); return n == 1 })
 	// a publish sent as fragments by the client, looped back to it as fragments
-	whole, _ := json.Marshal(map[string]any{"op": "publish", "topic": "/chatter", "msg": map[string]any{"data": "héllo wörld ✓"}})
+	whole, _ := json.Marshal(map[string]any{"op": "publish", "topic": "/chatter", "msg": map[string]any{"data": strings.Repeat("héllo wörld ✓ ", 10)}})
 	parts := fragments("f1", whole, 7)
 	for _, p := range parts {
 		var m map[string]any
@@ -622,14 +622,14 @@ func TestFragmentsBothWays(t *testing.T) {
 		}
 		text.WriteString(fr["data"].(string))
 	}
-	if total < 2 {
-		t.Fatalf("message came in %d fragment(s)", total)
+	if total < 2 || total > 300/minFragment {
+		t.Fatalf("message came in %d fragment(s); fragment_size 1 must be raised to %d", total, minFragment)
 	}
 	var m map[string]any
 	if err := json.Unmarshal([]byte(text.String()), &m); err != nil {
 		t.Fatalf("fragments do not join into JSON: %v: %q", err, text.String())
 	}
-	if m["msg"].(map[string]any)["data"] != "héllo wörld ✓" {
+	if m["msg"].(map[string]any)["data"] != strings.Repeat("héllo wörld ✓ ", 10) {
 		t.Fatalf("reassembled %v", m)
 	}
 }
@@ -799,4 +799,52 @@ func TestLatchedTopicsReplayToLateSubscribers(t *testing.T) {
 	if n := f.up.Count("subscribe", "/tf_static"); n != 1 {
 		t.Fatalf("%d upstream subscribes for /tf_static", n)
 	}
+}
+
+func TestMalformedInputGetsStatusNotACrash(t *testing.T) {
+	t.Parallel()
+	f := start(t, nil)
+	f.up.HandleService("/echo", func(_ context.Context, args json.RawMessage) (any, bool) { return args, true })
+	c := f.dial()
+	bad := []string{
+		`not json`,
+		`[]`,
+		`{"op":5}`,
+		`{}`,
+		`{"op":"subscribe"}`,
+		`{"op":"subscribe","topic":"/a","throttle_rate":1e30}`,
+		`{"op":"subscribe","topic":"/a","throttle_rate":9223372036854775807,"queue_length":-5,"fragment_size":-1}`,
+		`{"op":"fragment","id":"x","num":-1,"total":2,"data":"a"}`,
+		`{"op":"fragment","id":"x","num":0,"total":99999999999,"data":"a"}`,
+		`{"op":"fragment","id":"y","num":0,"total":1,"data":"{\"op\":\"fragment\"}"}`,
+		`{"op":"publish","topic":"/chatter"}`,
+		`{"op":"call_service"}`,
+		`{"op":"unsubscribe","topic":"/never"}`,
+		`{"op":"unadvertise","topic":"/never"}`,
+		`{"op":"advertise","topic":"/chatter"}`,
+		`{"op":"set_level","level":7}`,
+		`{"op":"auth","mac":"x"}`,
+		`{"op":"png","data":"x"}`,
+	}
+	for _, b := range bad {
+		if err := c.conn.WriteMessage(websocket.TextMessage, []byte(b)); err != nil {
+			t.Fatalf("connection dropped before %s: %v", b, err)
+		}
+	}
+	if err := c.conn.WriteMessage(websocket.BinaryMessage, []byte{0xa1, 0x62, 0x6f, 0x70}); err != nil {
+		t.Fatal(err)
+	}
+	// still served: a call with an absurd timeout gets its answer
+	c.send(map[string]any{"op": "call_service", "id": "ok", "service": "/echo", "args": map[string]any{"v": 1}, "timeout": 1e308})
+	if r := c.next("service_response"); r["id"] != "ok" || r["result"] != true {
+		t.Fatalf("after malformed input: %v", r)
+	}
+	// a throttle_rate of 2^63-1 ms was clamped, not wrapped negative
+	f.subscribed("/a", 1)
+	_, _ = f.up.Publish("/a", map[string]any{"seq": 1})
+	_, _ = f.up.Publish("/a", map[string]any{"seq": 2})
+	if got := seqOf(c.next("publish")); got != 1 {
+		t.Fatalf("got seq %d", got)
+	}
+	c.quiet("publish", 300*time.Millisecond)
 }

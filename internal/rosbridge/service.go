@@ -64,8 +64,8 @@ func (p *servicePool) start(ctx context.Context, wg *sync.WaitGroup) {
 // call sends one call_service upstream for client c.
 func (p *servicePool) call(c *client, msg *message) {
 	timeout := p.m.opts.ServiceTimeout
-	if msg.Timeout > 0 {
-		timeout = min(timeout, time.Duration(msg.Timeout*float64(time.Second)))
+	if msg.Timeout > 0 && msg.Timeout < timeout.Seconds() {
+		timeout = time.Duration(msg.Timeout * float64(time.Second))
 	}
 	p.mu.Lock()
 	best := -1
