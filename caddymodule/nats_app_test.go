@@ -1,0 +1,85 @@
+package caddymodule
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func TestNATSAppValidate(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		app  *NATSApp
+		err  string
+	}{
+		{"defaults", &NATSApp{}, ""},
+		{"external", &NATSApp{URLs: []string{"nats://a:4222"}, Credentials: "x.creds", TLS: &NATSTLS{CA: "ca.pem"}}, ""},
+		{"embedded with url", &NATSApp{URLs: []string{"nats://a:4222"}, Embedded: &NATSEmbedded{}}, "embedded server options given together with urls"},
+		{"credentials embedded", &NATSApp{Credentials: "x.creds"}, "credentials and nkey_seed need an external server"},
+		{"tls embedded", &NATSApp{TLS: &NATSTLS{}}, "tls applies to external servers"},
+		{"bad listen", &NATSApp{Embedded: &NATSEmbedded{Listen: "4222"}}, `parsing "4222" as host:port`},
+		{"bad port", &NATSApp{Embedded: &NATSEmbedded{Listen: "127.0.0.1:99999"}}, "is not a number from 0 to 65535"},
+		{"store dir without jetstream", &NATSApp{Embedded: &NATSEmbedded{StoreDir: "/x"}}, "given with JetStream off"},
+		{"leaf without url", &NATSApp{Embedded: &NATSEmbedded{LeafRemotes: []NATSLeafRemote{{}}}}, "leaf remote 0 has no url"},
+		{"bad subject", &NATSApp{TelemetrySubjects: []string{"telemetry.>.x"}}, "'>' before its last token"},
+		{"bad action", &NATSApp{Actions: []string{"set cmd"}}, "is not one token"},
+		{"bad rate", &NATSApp{CommandRate: -2}, "command_rate -2"},
+		{"rate off", &NATSApp{CommandRate: -1}, ""},
+		{"estop before hold", &NATSApp{SafetyGate: &NATSGate{Hold: caddy.Duration(3 * time.Second), Estop: caddy.Duration(2 * time.Second)}}, "must be longer than hold"},
+		{"subject cap", &NATSApp{TelemetryMaxSubject: 300}, "exceeds the protocol's 256 bytes"},
+		{"linger", &NATSApp{TelemetryLinger: caddy.Duration(2 * time.Second)}, "telemetry_linger 2s"},
+	} {
+		err := c.app.Validate()
+		if c.err == "" {
+			if err != nil {
+				t.Errorf("%s: %v", c.name, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), c.err) {
+			t.Errorf("%s: error %v, want one containing %q", c.name, err, c.err)
+		}
+	}
+}
+
+func TestNATSHandlerValidate(t *testing.T) {
+	t.Parallel()
+	for o, ok := range map[string]bool{
+		"*": true, "https://robot.example": true, "http://localhost:5173": true,
+		"robot.example": false, "https://robot.example/app": false, "": false,
+	} {
+		h := NATSHandler{Origins: []string{o}}
+		if err := h.Validate(); (err == nil) != ok {
+			t.Errorf("origin %q: %v, want ok=%v", o, err, ok)
+		}
+	}
+}
+
+func TestNATSConnKeyCoversParameters(t *testing.T) {
+	t.Parallel()
+	base := &NATSApp{}
+	k0, _ := base.connParams().key()
+	for name, a := range map[string]*NATSApp{
+		"url":      &NATSApp{URLs: []string{"nats://x:1"}},
+		"token":    &NATSApp{Token: "t"},
+		"listen":   &NATSApp{Embedded: &NATSEmbedded{Listen: "127.0.0.1:5000"}},
+		"js":       &NATSApp{Embedded: &NATSEmbedded{JetStream: true}},
+		"leaf":     &NATSApp{Embedded: &NATSEmbedded{LeafRemotes: []NATSLeafRemote{{URLs: []string{"nats-leaf://h:7422"}}}}},
+		"name":     &NATSApp{Name: "other"},
+		"backoff":  &NATSApp{ReconnectWaitMax: caddy.Duration(time.Second)},
+		"password": &NATSApp{User: "u", Password: "p"},
+	} {
+		k, err := a.connParams().key()
+		if err != nil || k == k0 {
+			t.Errorf("%s: key %q equals the default's (err %v)", name, k, err)
+		}
+	}
+	// Limits that do not change the connection keep it.
+	same := &NATSApp{TelemetryMaxSize: 10, CommandRate: 5, Embedded: &NATSEmbedded{Listen: DefaultNATSListen}}
+	if k, _ := same.connParams().key(); k != k0 {
+		t.Errorf("relay limits changed the connection key")
+	}
+}
