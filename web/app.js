@@ -30,6 +30,14 @@ document.getElementById('estop').onclick = () => send('estop', { reason: 'operat
 document.getElementById('estop-clear').onclick = () => send('estop_clear', {});
 document.getElementById('pause').onclick = () => send('pause', {});
 document.getElementById('reset').onclick = () => send('reset', {});
+// command.genesis.settings, as the SDR_OS app sends it: the simulator (or
+// caddy sdr-testsrc --nats) encodes with the new codec or size.
+document.getElementById('apply').onclick = () => {
+  const data = { codec: document.getElementById('codec').value };
+  const res = document.getElementById('res').value;
+  if (res) data.camera_res = res;
+  send('settings', data);
+};
 
 const driveEl = document.getElementById('drive');
 setInterval(() => {

@@ -382,3 +382,49 @@ func TestPlayerCommands(t *testing.T) {
 	t.Logf("safety badge %s; rejection %q", mode, rejected)
 	screenshot(t, d, "main", "player-gated.png")
 }
+
+// TestPlayerCodecSwitch changes the stream's codec and size mid-stream
+// through command.genesis.settings (the demo page's Stream controls, then
+// the Player API), with `caddy sdr-testsrc --nats` as the simulator: the
+// page follows each change without a reload or a decoder error.
+func TestPlayerCodecSwitch(t *testing.T) {
+	ring := filepath.Join(t.TempDir(), "frames")
+	e := startEdge(t, ring)
+	startSource(t, ring, "--nats", e.NATSURL())
+	d := startBrowser(t)
+	openPlayer(t, d, "main", e.URL())
+	waitFrames(t, d, "main", 30, 10*time.Second)
+
+	follow := func(codec string, w, h int) {
+		t.Helper()
+		var st Stats
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			var err error
+			if st, err = d.Stats("main"); err != nil {
+				t.Fatal(err)
+			}
+			if st.Codec == codec && st.Width == w && st.Height == h {
+				break
+			}
+		}
+		if st.Codec != codec || st.Width != w || st.Height != h {
+			t.Fatalf("page shows %s %dx%d 10 s after the settings, want %s %dx%d (last error %q)", st.Codec, st.Width, st.Height, codec, w, h, st.LastError)
+		}
+		after := waitFrames(t, d, "main", st.FramesDecoded+60, 10*time.Second)
+		if after.DecodeErrors != 0 {
+			t.Errorf("%s: decode errors %d (%s)", codec, after.DecodeErrors, after.LastError)
+		}
+		s1 := readStamp(t, d, "main")
+		time.Sleep(200 * time.Millisecond)
+		if s2 := readStamp(t, d, "main"); s2.Frame <= s1.Frame {
+			t.Errorf("%s: stamped frame number went from %d to %d", codec, s1.Frame, s2.Frame)
+		}
+		t.Logf("playing %s %dx%d: %d frames decoded, dropped %d", codec, w, h, after.FramesDecoded, after.Dropped)
+	}
+
+	evalJS[any](t, d, "main", `document.getElementById('codec').value = 'jpeg'; document.getElementById('apply').click()`)
+	follow("jpeg", 640, 360)
+	evalJS[any](t, d, "main", `window.sdrPlayer.command('settings', {codec: 'h264', camera_res: '480x270'})`)
+	follow("h264", 480, 270)
+	screenshot(t, d, "main", "player-codec-switch.png")
+}
