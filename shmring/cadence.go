@@ -39,6 +39,7 @@ type cadence struct {
 	lastObs time.Time     // estimated time of the last commit observed
 	overdue int           // due times passed without a commit
 	misses  int           // consecutive commits far from their due time
+	catchup bool          // the last commit came late: the next may follow at once
 }
 
 // reset forgets what was learned (a new mapping, a new writer).
@@ -61,7 +62,7 @@ func (c *cadence) observe(now time.Time, steps uint64, mode pollMode, slept time
 		est = now.Add(-slept / 2)
 	}
 	prev := c.lastObs
-	c.lastObs, c.overdue = est, 0
+	c.lastObs, c.overdue, c.catchup = est, 0, false
 	if c.period == 0 {
 		if !prev.IsZero() && est.After(prev) {
 			c.period = est.Sub(prev) / time.Duration(steps)
@@ -83,9 +84,13 @@ func (c *cadence) observe(now time.Time, steps uint64, mode pollMode, slept time
 			c.jitter, c.misses = c.period/16, 0
 		}
 		c.due = est.Add(c.period)
+		c.catchup = err > 0
 		return
 	}
 	c.misses = 0
+	// A writer that fell behind its schedule often commits the next frame
+	// right after this one to catch up: poll for it until the window.
+	c.catchup = err > c.guard()
 	abs := max(err, -err)
 	if mode == modeCoarse {
 		abs = max(abs, c.guard())
@@ -108,7 +113,8 @@ func (c *cadence) guard() time.Duration {
 // of that poll. A commit that has not come by halfway to the following due
 // time is overdue: the window moves on to the next due time, and until then
 // the reader polls at most lateMaxPoll apart, so a late frame still arrives
-// within about a millisecond.
+// within about a millisecond. After a late commit it polls as often until the
+// next window: a writer catching up on its schedule commits back to back.
 func (c *cadence) next(now time.Time) (sleep time.Duration, mode pollMode) {
 	if c.period == 0 {
 		since := now.Sub(c.lastObs)
@@ -127,7 +133,7 @@ func (c *cadence) next(now time.Time) (sleep time.Duration, mode pollMode) {
 	g := c.guard()
 	off := now.Sub(c.due) // < 0 before the due time
 	switch {
-	case off < -g && c.overdue > 0:
+	case off < -g && (c.overdue > 0 || c.catchup):
 		return min(-off-g, lateMaxPoll), modeLate
 	case off < -g:
 		return -off - g, modeCoarse

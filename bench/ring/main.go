@@ -114,9 +114,9 @@ func run(duration, warmup, idle time.Duration, baseline bool, fps int) error {
 		ours.gaps, us(pct(ours.lat, 99.9)), us(pct(ours.lat, 100)))
 	if base != nil {
 		bp50, bp99 := pct(base.lat, 50), pct(base.lat, 99)
-		line += fmt.Sprintf(" base_p50_us=%.1f base_p99_us=%.1f base_cpu_pct=%.3f p50_vs_base=%.3f p99_vs_base=%.3f cpu_vs_base=%.3f",
-			us(bp50), us(bp99), cpuPct(base.cpu, base.wall), ratio(p50, bp50), ratio(p99, bp99),
-			ratio(ours.cpu*time.Duration(base.wall)/max(time.Duration(ours.wall), 1), base.cpu))
+		line += fmt.Sprintf(" base_p50_us=%.1f base_p99_us=%.1f base_cpu_pct=%.3f base_gaps=%d p50_vs_base=%.3f p99_vs_base=%.3f cpu_vs_base=%.3f",
+			us(bp50), us(bp99), cpuPct(base.cpu, base.wall), base.gaps, ratio(p50, bp50), ratio(p99, bp99),
+			cpuPct(ours.cpu, ours.wall)/max(cpuPct(base.cpu, base.wall), 1e-9))
 	}
 	targets := "met"
 	if us(p50) > 50 || us(p99) > 500 || cpuPct(ours.cpu, ours.wall) > 2 {
@@ -192,7 +192,7 @@ func measure(path string, duration, warmup, idle time.Duration, baseline bool, f
 		if err := json.Unmarshal(baseOut.Bytes(), &b); err != nil {
 			return nil, nil, fmt.Errorf("baseline child output %q: %w", baseOut.String(), err)
 		}
-		base = &result{cpu: time.Duration(b.CPUNs), wall: time.Duration(b.WallNs), frames: b.Frames, crcFail: b.CRCFail}
+		base = &result{cpu: time.Duration(b.CPUNs), wall: time.Duration(b.WallNs), frames: b.Frames, crcFail: b.CRCFail, gaps: b.Gaps}
 		for _, l := range b.LatNs {
 			base.lat = append(base.lat, time.Duration(l))
 		}
@@ -219,6 +219,7 @@ type baseResult struct {
 	WallNs  int64   `json:"wall_ns"`
 	Frames  uint64  `json:"frames"`
 	CRCFail uint64  `json:"crc_fail"`
+	Gaps    uint64  `json:"gaps"`
 }
 
 // runBaseline is the baseline child: poll every millisecond with time.Sleep
@@ -255,7 +256,7 @@ func runBaseline(spec string) error {
 	defer syscall.Munmap(mem)
 	seqp := (*uint64)(unsafe.Pointer(&mem[0]))
 	var res baseResult
-	var last uint64
+	var last, lastFrameSeq uint64
 	var c0 time.Duration
 	var t0 time.Time
 	measuring := false
@@ -283,7 +284,11 @@ func runBaseline(spec string) error {
 		if measuring {
 			res.LatNs = append(res.LatNs, time.Now().UnixNano()-int64(c.Header.FrameID))
 			res.Frames++
+			if lastFrameSeq != 0 && c.Header.FrameSeq > lastFrameSeq+1 {
+				res.Gaps += c.Header.FrameSeq - lastFrameSeq - 1
+			}
 		}
+		lastFrameSeq = c.Header.FrameSeq
 	}
 	res.CPUNs, res.WallNs = int64(cpuTime()-c0), int64(time.Since(t0))
 	return json.NewEncoder(os.Stdout).Encode(res)
