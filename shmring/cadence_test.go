@@ -135,3 +135,30 @@ func TestCadenceOneLateFrameKeepsPhase(t *testing.T) {
 		t.Errorf("after one late frame the next is expected %v off schedule; window reaches %v", off, c.guard())
 	}
 }
+
+// After a late commit the writer may commit again at once to catch up on
+// its schedule: the reader polls for it until the next window instead of
+// sleeping through it.
+func TestCadencePollsForCatchUpAfterLateCommit(t *testing.T) {
+	t.Parallel()
+	const period = 16667 * time.Microsecond
+	var c cadence
+	t0 := time.Unix(0, 0)
+	c.reset(t0)
+	for i := 1; i <= 60; i++ {
+		c.observe(t0.Add(time.Duration(i)*period), 1, modeFine, finePoll)
+	}
+	now := t0.Add(60 * period)
+	if d, mode := c.next(now); mode != modeCoarse || d < period/2 {
+		t.Fatalf("on schedule: %v mode %v, want one long sleep", d, mode)
+	}
+	late := t0.Add(61*period + 5*time.Millisecond)
+	c.observe(late, 1, modeLate, lateMaxPoll)
+	if d, mode := c.next(late); mode != modeLate || d > lateMaxPoll {
+		t.Errorf("after a late commit: %v mode %v, want polls at most %v apart", d, mode, lateMaxPoll)
+	}
+	c.observe(t0.Add(62*period), 1, modeFine, finePoll)
+	if d, mode := c.next(t0.Add(62 * period)); mode != modeCoarse || d < period/2 {
+		t.Errorf("back on schedule: %v mode %v, want one long sleep", d, mode)
+	}
+}
