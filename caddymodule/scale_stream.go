@@ -135,6 +135,7 @@ func (s *Stream) openNATSSource(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	registerScaleMetrics(ctx.GetMetricsRegistry(), s.log)
 	cfg := natsvideo.SourceConfig{
 		Subject:          ns.Subject,
 		NoKeyframeGating: ns.KeyframeGating != nil && !*ns.KeyframeGating,
@@ -179,6 +180,7 @@ func (s *Stream) startPublish(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	registerScaleMetrics(ctx.GetMetricsRegistry(), s.log)
 	src := s.src
 	cfg := natsvideo.PublisherConfig{Subject: subj, IDRCoalesce: s.idrCoalesce()}
 	if kr, ok := src.(frame.KeyframeRequester); ok {
