@@ -66,10 +66,11 @@ type NATSApp struct {
 	// TelemetryMaxSubject is the longest subject relayed, at most and by
 	// default 256 bytes.
 	TelemetryMaxSubject int `json:"telemetry_max_subject,omitempty"`
-	// TelemetryLinger is how long telemetry may wait to be handed to the
-	// WebSocket clients together with the messages that follow it: fewer,
-	// larger writes per client, and less cost to video, for that much added
-	// latency. Default 0 (each message at once).
+	// TelemetryLinger is the shortest time between two hand-offs of
+	// telemetry to the WebSocket clients: a message after a quiet spell goes
+	// at once, a dense stream goes in batches of which each client gets a
+	// whole one in one write. Fewer writes, less cost to video, for at most
+	// this much added latency. Default 0 (each message at once).
 	TelemetryLinger caddy.Duration `json:"telemetry_linger,omitempty"`
 	// Actions, when set, is the only command actions clients may send.
 	Actions []string `json:"actions,omitempty"`

@@ -5,12 +5,13 @@
 // A ring writer in this process produces a 1080p60-like stream (60 frames/s,
 // a 100,000-byte keyframe every 60th frame, 15,000-byte deltas, the commit
 // time in frame_id); N WebSocket clients read /stream/ws with reused
-// buffers. Three windows follow one another: video only, video plus
-// telemetry published at -rate messages/s by an ordinary NATS client, and
-// video only again. Video p99 with telemetry is compared with the p99 of
-// both video-only windows (measured in the same run, so the ratio holds
-// across machines). During the telemetry window one more client sends
-// 0x04 commands at -cmd-rate/s and a NATS subscriber times their delivery.
+// buffers. The measured time alternates video-only segments and segments in
+// which an ordinary NATS client publishes -rate telemetry messages/s; the
+// first quarter of each segment settles and is not recorded. Video p99 with
+// telemetry is compared with video p99 without, measured in the same run and
+// interleaved, so that the ratio holds on a machine whose load drifts.
+// Meanwhile one more client sends 0x04 commands at -cmd-rate/s and a NATS
+// subscriber times their delivery (recorded in telemetry segments).
 //
 // Last line: BENCH nats clients=.. relay_p99_ms=.. video_p99_delta_pct=.. cmd_p99_ms=..
 package main
@@ -41,14 +42,12 @@ import (
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
-// Phases: samples are kept only inside the measured windows.
+// Phases: samples are kept only inside the measured segments.
 const (
-	phaseWarmup int32 = iota
-	phaseBase1
-	phaseTelemetryWarmup
-	phaseTelemetry
-	phaseBase2
-	phaseDone
+	phaseIdle      int32 = iota // warm-up and settling: nothing recorded
+	phaseBase                   // video only
+	phaseTelemetry              // video while telemetry flows
+	phaseCount
 )
 
 var phase atomic.Int32
@@ -57,11 +56,12 @@ func main() {
 	clients := flag.Int("clients", 500, "WebSocket clients on /stream/ws")
 	rate := flag.Int("rate", 1000, "telemetry messages per second")
 	cmdRate := flag.Int("cmd-rate", 40, "commands per second from one client (under the 50/s default limit)")
-	warmup := flag.Duration("warmup", 3*time.Second, "warm-up before each measured window")
-	window := flag.Duration("window", 10*time.Second, "length of each measured window")
+	warmup := flag.Duration("warmup", 3*time.Second, "warm-up before measuring")
+	window := flag.Duration("window", 24*time.Second, "measured time, split into alternating video-only and telemetry segments")
+	segment := flag.Duration("segment", 2*time.Second, "length of one segment (the first quarter settles, unrecorded)")
 	linger := flag.Duration("linger", 0, "sdr_nats telemetry_linger")
 	flag.Parse()
-	if err := run(*clients, *rate, *cmdRate, *warmup, *window, *linger); err != nil {
+	if err := run(*clients, *rate, *cmdRate, *warmup, *window, *segment, *linger); err != nil {
 		fmt.Fprintln(os.Stderr, "bench nats:", err)
 		os.Exit(1)
 	}
@@ -69,8 +69,8 @@ func main() {
 
 // client is one /stream/ws reader; it records latencies in microseconds.
 type client struct {
-	video     [phaseDone][]int32
-	telemetry [phaseDone][]int32
+	video     [phaseCount][]int32
+	telemetry [phaseCount][]int32
 	lost      atomic.Bool
 }
 
@@ -92,7 +92,7 @@ func (c *client) read(conn *websocket.Conn) {
 		switch {
 		case n >= 33 && buf[0] == wire.TypeVideo:
 			sent := int64(binary.LittleEndian.Uint64(buf[1:9])) // frame_id: commit time
-			if p == phaseBase1 || p == phaseTelemetry || p == phaseBase2 {
+			if p == phaseBase || p == phaseTelemetry {
 				c.video[p] = append(c.video[p], int32((now-sent)/1000))
 			}
 		case n >= 3 && buf[0] == wire.TypeTelemetry:
@@ -130,7 +130,7 @@ func telemetrySent(msg []byte) (int64, bool) {
 	return v, err == nil
 }
 
-func run(n, rate, cmdRate int, warmup, window, linger time.Duration) error {
+func run(n, rate, cmdRate int, warmup, window, segment, linger time.Duration) error {
 	dir, err := os.MkdirTemp("", "bench-nats-")
 	if err != nil {
 		return err
@@ -232,42 +232,49 @@ http://127.0.0.1:%d {
 		return err
 	}
 
-	fmt.Printf("bench nats: %d clients, telemetry %d msg/s (linger %s), commands %d/s, warm-up %s, windows %s\n", n, rate, linger, cmdRate, warmup, window)
+	fmt.Printf("bench nats: %d clients, telemetry %d msg/s (linger %s), commands %d/s, warm-up %s, %s measured in alternating %s segments\n",
+		n, rate, linger, cmdRate, warmup, window, segment)
 	cpu0, _ := procCPU(srv.cmd.Process.Pid)
-	time.Sleep(warmup)
-	phase.Store(phaseBase1)
-	time.Sleep(window)
-
-	phase.Store(phaseTelemetryWarmup)
-	stopPub := make(chan struct{})
-	var pubWG sync.WaitGroup
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var publishing atomic.Bool
 	var published atomic.Int64
-	pubWG.Add(2)
+	wg.Add(2)
 	go func() {
-		defer pubWG.Done()
-		publishTelemetry(nc, rate, stopPub, &published)
+		defer wg.Done()
+		publishTelemetry(nc, rate, &publishing, stop, &published)
 	}()
 	go func() {
-		defer pubWG.Done()
-		sendCommands(cmdConn, cmdRate, stopPub)
+		defer wg.Done()
+		sendCommands(cmdConn, cmdRate, stop)
 	}()
 	time.Sleep(warmup)
-	phase.Store(phaseTelemetry)
-	pub0 := published.Load()
-	time.Sleep(window)
-	pubN := published.Load() - pub0
-	phase.Store(phaseBase2)
-	close(stopPub)
-	pubWG.Wait()
-	time.Sleep(window)
-	phase.Store(phaseDone)
+	// Alternate video-only and telemetry segments, so that drift in the
+	// machine's load (other processes) falls on both alike.
+	settle := segment / 4
+	for end := time.Now().Add(window); time.Now().Before(end); {
+		for _, on := range []bool{false, true} {
+			publishing.Store(on)
+			phase.Store(phaseIdle)
+			time.Sleep(settle)
+			if on {
+				phase.Store(phaseTelemetry)
+			} else {
+				phase.Store(phaseBase)
+			}
+			time.Sleep(segment - settle)
+		}
+	}
+	phase.Store(phaseIdle)
+	close(stop)
+	wg.Wait()
+	pubN := published.Load()
 	cpu1, _ := procCPU(srv.cmd.Process.Pid)
 
 	var base, withTel, tel []int32
 	lost := 0
 	for _, c := range cs {
-		base = append(base, c.video[phaseBase1]...)
-		base = append(base, c.video[phaseBase2]...)
+		base = append(base, c.video[phaseBase]...)
 		withTel = append(withTel, c.video[phaseTelemetry]...)
 		tel = append(tel, c.telemetry[phaseTelemetry]...)
 		if c.lost.Load() {
@@ -321,12 +328,13 @@ func writeVideo(w *shmring.Writer, stop <-chan struct{}) {
 	}
 }
 
-// publishTelemetry publishes rate messages/s, each carrying its send time.
-func publishTelemetry(nc *nats.Conn, rate int, stop <-chan struct{}, count *atomic.Int64) {
+// publishTelemetry publishes rate messages/s while on is set, each carrying
+// its send time; it counts those sent inside telemetry segments.
+func publishTelemetry(nc *nats.Conn, rate int, on *atomic.Bool, stop <-chan struct{}, count *atomic.Int64) {
 	buf := make([]byte, 0, 256)
-	start := time.Now()
 	tk := time.NewTicker(time.Millisecond)
 	defer tk.Stop()
+	var start time.Time
 	var sent int64
 	for {
 		select {
@@ -334,11 +342,20 @@ func publishTelemetry(nc *nats.Conn, rate int, stop <-chan struct{}, count *atom
 			return
 		case <-tk.C:
 		}
+		if !on.Load() {
+			start = time.Time{}
+			continue
+		}
+		if start.IsZero() {
+			start, sent = time.Now(), 0
+		}
 		due := int64(time.Since(start).Seconds() * float64(rate))
 		for ; sent < due; sent++ {
 			buf = telemetryPayload(buf, time.Now().UnixNano())
 			_ = nc.Publish("telemetry.training.metrics", buf)
-			count.Add(1)
+			if phase.Load() == phaseTelemetry {
+				count.Add(1)
+			}
 		}
 	}
 }

@@ -59,10 +59,11 @@ type Config struct {
 	Rate float64
 	// Burst is how many commands one client may send at once.
 	Burst int
-	// Linger is how long telemetry may wait to be handed on together with
-	// the messages that follow it. Batches cut the writes to each client
-	// (and so the cost to video) at the price of that much latency. 0
-	// hands each message on at once.
+	// Linger is the shortest time between two hand-offs of telemetry to
+	// the clients: a message after a quiet spell goes at once, a dense
+	// stream goes in batches, each client getting a whole batch in one go.
+	// Batches cut the writes to each client (and so the cost to video) for
+	// at most Linger of added latency. 0 hands each message on at once.
 	Linger time.Duration
 }
 
@@ -197,6 +198,7 @@ func (r *Relay) deliver() {
 		timer.Stop()
 		defer timer.Stop()
 	}
+	var last time.Time // when the previous batch was handed on
 	for {
 		select {
 		case <-r.done:
@@ -205,22 +207,25 @@ func (r *Relay) deliver() {
 			batch = append(batch[:0], m)
 		}
 		if timer != nil {
-			// Gather what arrives within Linger: every client then gets the
-			// batch in one go, so its writer sends it in one write.
-			timer.Reset(r.cfg.Linger)
-		gather:
-			for len(batch) < maxBatch {
-				select {
-				case m := <-r.ch:
-					batch = append(batch, m)
-				case <-timer.C:
-					break gather
-				case <-r.done:
-					return
+			// At most one hand-off per Linger: a message after a quiet
+			// spell goes at once, a dense stream goes in batches, and every
+			// client gets each batch in one go (one write for its writer).
+			if wait := time.Until(last.Add(r.cfg.Linger)); wait > 0 {
+				timer.Reset(wait)
+			gather:
+				for len(batch) < maxBatch {
+					select {
+					case m := <-r.ch:
+						batch = append(batch, m)
+					case <-timer.C:
+						break gather
+					case <-r.done:
+						return
+					}
 				}
-			}
-			if len(batch) == maxBatch && !timer.Stop() {
-				<-timer.C
+				if len(batch) == maxBatch && !timer.Stop() {
+					<-timer.C
+				}
 			}
 		}
 	drain:
@@ -239,6 +244,7 @@ func (r *Relay) deliver() {
 			}
 		}
 		clear(batch)
+		last = time.Now()
 		if len(msgs) == 0 {
 			continue
 		}

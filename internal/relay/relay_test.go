@@ -491,7 +491,7 @@ func TestTelemetryLingerBatchesPerClient(t *testing.T) {
 	t.Parallel()
 	s := startServer(t)
 	nc, sim := connect(t, s), connect(t, s)
-	r, err := New(nc, Config{Linger: 500 * time.Millisecond}, nil, nil)
+	r, err := New(nc, Config{Linger: 2 * time.Second}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -509,6 +509,26 @@ func TestTelemetryLingerBatchesPerClient(t *testing.T) {
 		})()
 	}
 	flush(t, nc)
+	wait := func(n int) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			select {
+			case <-got:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("got %d of %d deliveries", i, n)
+			}
+		}
+	}
+	// After a quiet spell a message goes at once.
+	start := time.Now()
+	if err := sim.Publish("telemetry.x", []byte("0")); err != nil {
+		t.Fatal(err)
+	}
+	wait(2)
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Errorf("first message after a quiet spell took %s; want it at once, not after the 2s linger", d)
+	}
+	// Within the linger, messages wait and go together.
 	for i := 1; i <= 5; i++ {
 		if err := sim.Publish("telemetry.x", []byte(fmt.Sprint(i))); err != nil {
 			t.Fatal(err)
@@ -517,18 +537,11 @@ func TestTelemetryLingerBatchesPerClient(t *testing.T) {
 	if err := sim.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 10; i++ {
-		select {
-		case <-got:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("got %d of 10 deliveries", i)
-		}
-	}
+	wait(10)
 	mu.Lock()
 	defer mu.Unlock()
-	// One batch: each client gets all five, in order, before the next client.
-	if s := strings.Join(calls, ","); s != "a1,a2,a3,a4,a5,b1,b2,b3,b4,b5" {
-		t.Fatalf("deliveries %s, want one batch per client in order", s)
+	if s := strings.Join(calls, ","); s != "a0,b0,a1,a2,a3,a4,a5,b1,b2,b3,b4,b5" {
+		t.Fatalf("deliveries %s, want the burst as one batch per client, in order", s)
 	}
 }
 
