@@ -151,6 +151,16 @@ func TestComposeCaddyService(t *testing.T) {
 		if shm == nil || shm.Target != "/dev/shm/sdr_os_ipc" || !shm.ReadOnly {
 			t.Errorf("caddy must mount the sdr_ipc volume read-only at /dev/shm/sdr_os_ipc, got %+v", shm)
 		}
+		// The simulator writes the same volume at the same place.
+		if sim, ok := p.Services["genesis-sim"]; ok {
+			writes := false
+			for _, v := range sim.Volumes {
+				writes = writes || (v.Source == "sdr_ipc" && v.Target == shm.Target && !v.ReadOnly)
+			}
+			if !writes {
+				t.Errorf("genesis-sim does not mount sdr_ipc read-write at %s", shm.Target)
+			}
+		}
 		if o := p.Volumes["sdr_ipc"].DriverOpts; o["type"] != "tmpfs" {
 			t.Errorf("volume sdr_ipc is not tmpfs: %v", o)
 		}
