@@ -152,7 +152,7 @@ func TestComposeCaddyService(t *testing.T) {
 			t.Errorf("caddy must mount the sdr_ipc volume read-only at /dev/shm/sdr_os_ipc, got %+v", shm)
 		}
 		// The simulator writes the same volume at the same place.
-		if sim, ok := p.Services["genesis-sim"]; ok {
+		if sim, ok := p.Services["genesis-sim"]; ok && shm != nil {
 			writes := false
 			for _, v := range sim.Volumes {
 				writes = writes || (v.Source == "sdr_ipc" && v.Target == shm.Target && !v.ReadOnly)
