@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -35,8 +36,9 @@ default ` + shmring.DefaultPath + `, or the raw-frame ring, default
       Reads the ring live and prints one line per interval: fps, average and
       largest frame, keyframes and keyframe interval, codec, sequence, age of
       the last frame, the writer's learned period, and the CRC failures, torn
-      reads, gaps, restarts and faults of the interval. Stops on Ctrl-C or
-      after --count lines.
+      reads, gaps, restarts and faults of the interval; attach, remap,
+      restart and fault events go to stderr as they happen. Stops on Ctrl-C
+      or after --count lines.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			inspect := &cobra.Command{
@@ -70,6 +72,7 @@ func ringPath(args []string) string {
 }
 
 func runRingInspect(cmd *cobra.Command, args []string) error {
+	cmd.SilenceUsage = true // the arguments were fine; what follows is about the ring
 	noCRC, _ := cmd.Flags().GetBool("no-crc")
 	asJSON, _ := cmd.Flags().GetBool("json")
 	in, err := shmring.Inspect(ringPath(args), !noCRC)
@@ -89,7 +92,6 @@ func runRingInspect(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	if !in.Verified {
-		cmd.SilenceUsage = true
 		if in.Problem == "" {
 			return errors.New("ring holds no verified frame")
 		}
@@ -99,6 +101,7 @@ func runRingInspect(cmd *cobra.Command, args []string) error {
 }
 
 func runRingWatch(cmd *cobra.Command, args []string) error {
+	cmd.SilenceUsage = true
 	interval, _ := cmd.Flags().GetDuration("interval")
 	count, _ := cmd.Flags().GetInt("count")
 	noCRC, _ := cmd.Flags().GetBool("no-crc")
@@ -118,7 +121,10 @@ func runRingWatch(cmd *cobra.Command, args []string) error {
 	}
 	lines := 0
 	var werr error
-	err := shmring.Watch(ctx, shmring.ReaderConfig{Path: path, Size: size, DisableCRC: noCRC}, interval, func(w shmring.Window) {
+	// Attach, remap, restart and fault events go to stderr between the lines.
+	events := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+	cfg := shmring.ReaderConfig{Path: path, Size: size, DisableCRC: noCRC, Logger: events}
+	err := shmring.Watch(ctx, cfg, interval, func(w shmring.Window) {
 		if _, err := fmt.Fprintf(out, "%s %s\n", w.End.Format("15:04:05"), w); err != nil {
 			werr = err
 			cancel()

@@ -26,10 +26,12 @@ func runRingCmd(t *testing.T, args ...string) (string, error) {
 	root := &cobra.Command{Use: "sdr-ring", SilenceErrors: true}
 	c.CobraFunc(root)
 	var out bytes.Buffer
+	var stderr bytes.Buffer
 	root.SetOut(&out)
-	root.SetErr(&out)
+	root.SetErr(&stderr)
 	root.SetArgs(args)
 	err := root.ExecuteContext(context.Background())
+	t.Logf("stderr of %v:\n%s", args, stderr.String())
 	return out.String(), err
 }
 
