@@ -92,7 +92,7 @@ type Config struct {
 	// CodecGrace is how long after a codec change the ESTOP threshold is
 	// raised by the same amount: video that stops at most CodecGrace after a
 	// codec change (the encoder restarting) gets Estop+CodecGrace before
-	// ESTOP.
+	// ESTOP. Negative turns the grace off.
 	CodecGrace time.Duration
 	// Poll is how often a closed gate checks whether video is back.
 	Poll time.Duration
@@ -318,8 +318,9 @@ func (g *Gate) evaluate(now time.Time) time.Duration {
 	age := now.Sub(ref)
 	estop := g.cfg.Estop
 	if !g.graceTill.IsZero() && ref.Before(g.graceTill) && !ref.Before(g.graceTill.Add(-g.cfg.CodecGrace-g.cfg.Hold)) {
-		// The video stopped around a codec change (at most CodecGrace after
-		// it): the encoder is restarting, give it CodecGrace more.
+		// The video stopped around a codec change (from Hold before it, as
+		// when a settings command announces it, to CodecGrace after it):
+		// the encoder is restarting, give it CodecGrace more.
 		estop += g.cfg.CodecGrace
 	}
 	var want Mode
