@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -26,6 +27,19 @@ func init() {
 // rosMetrics are created once per process and registered into each config
 // load's registry.
 var rosMetrics = rosbridge.NewMetrics()
+
+// rosMuxes shares a running mux between config loads whose sdr_ros
+// settings are the same, so that a reload that does not touch them keeps
+// the browsers connected and the upstream subscriptions in place. The key is
+// the handler's JSON with defaults applied.
+var rosMuxes = caddy.NewUsagePool()
+
+type rosMuxEntry struct{ mux *rosbridge.Mux }
+
+func (e *rosMuxEntry) Destruct() error {
+	e.mux.Close()
+	return nil
+}
 
 // ROS is a rosbridge v2 endpoint for roslibjs that multiplexes every browser
 // onto one connection to rosbridge_server. Subscriptions are shared (one
@@ -89,8 +103,9 @@ type ROS struct {
 	ReconnectMin caddy.Duration `json:"reconnect_min,omitempty"`
 	ReconnectMax caddy.Duration `json:"reconnect_max,omitempty"`
 
-	mux *rosbridge.Mux
-	log *zap.Logger
+	mux     *rosbridge.Mux
+	poolKey string
+	log     *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -155,6 +170,7 @@ func (r *ROS) Provision(ctx caddy.Context) error {
 		Logger:                 ctx.Slogger(),
 		Metrics:                rosMetrics,
 	}
+	var gate frame.MotionGate
 	app, err := ctx.AppIfConfigured("sdr_nats")
 	switch {
 	case err == nil && app != nil:
@@ -168,7 +184,7 @@ func (r *ROS) Provision(ctx caddy.Context) error {
 		if g, err := gates.Gate(r.GateStream); err == nil {
 			sg.gate = g
 		}
-		opts.Gate = sg
+		gate = sg
 		r.log.Info("motion publishes pass the video safety gate", zap.Strings("motion_topics", r.MotionTopics), zap.String("stream", r.GateStream))
 	case r.AllowMotionWithoutGate:
 		r.log.Warn("sdr_nats is not configured: there is no video safety gate, and motion publishes pass UNGATED (allow_motion_without_gate)",
@@ -177,11 +193,27 @@ func (r *ROS) Provision(ctx caddy.Context) error {
 		r.log.Warn("sdr_nats is not configured: there is no video safety gate, so motion publishes are refused (set allow_motion_without_gate to let them through ungated)",
 			zap.Strings("motion_topics", r.MotionTopics))
 	}
-	mux, err := rosbridge.New(opts)
+	key, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("sdr_ros: encoding the pool key: %w", err)
+	}
+	val, loaded, err := rosMuxes.LoadOrNew(string(key), func() (caddy.Destructor, error) {
+		mux, err := rosbridge.New(opts)
+		if err != nil {
+			return nil, err
+		}
+		return &rosMuxEntry{mux: mux}, nil
+	})
 	if err != nil {
 		return fmt.Errorf("sdr_ros: %w", err)
 	}
-	r.mux = mux
+	r.poolKey = string(key)
+	r.mux = val.(*rosMuxEntry).mux
+	// this config's gate (or none) applies from now on; Cleanup drops it
+	r.mux.SetGate(r, gate)
+	if loaded {
+		r.log.Info("kept the running rosbridge mux: its settings did not change", zap.String("upstream", r.Upstream))
+	}
 	return nil
 }
 
@@ -225,11 +257,16 @@ func (r *ROS) Validate() error {
 	return nil
 }
 
-// Cleanup closes every client and the upstream connections.
+// Cleanup gives the mux back; the last config using it closes every client
+// and the upstream connections.
 func (r *ROS) Cleanup() error {
-	if r.mux != nil {
-		r.mux.Close()
-		r.mux = nil
+	if r.mux == nil {
+		return nil
+	}
+	r.mux.DropGate(r)
+	r.mux = nil
+	if _, err := rosMuxes.Delete(r.poolKey); err != nil {
+		return fmt.Errorf("sdr_ros: releasing the mux for %s: %w", r.Upstream, err)
 	}
 	return nil
 }

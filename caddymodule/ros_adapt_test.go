@@ -31,6 +31,7 @@ func TestROSAdapt(t *testing.T) {
 			if !ok {
 				t.Fatalf("%s: no ---------- separator", file)
 			}
+			input += "\n"
 			expected = strings.TrimSpace(expected)
 			if expected == "" || strings.HasPrefix(expected, "{") {
 				if os.Getenv("SDR_ADAPT_UPDATE") == "1" {
@@ -40,7 +41,7 @@ func TestROSAdapt(t *testing.T) {
 					}
 					var pretty bytes.Buffer
 					_ = json.Indent(&pretty, out, "", "\t")
-					if err := os.WriteFile(file, []byte(input+"\n----------\n"+pretty.String()+"\n"), 0o644); err != nil {
+					if err := os.WriteFile(file, []byte(input+"----------\n"+pretty.String()+"\n"), 0o644); err != nil {
 						t.Fatal(err)
 					}
 					return

@@ -142,3 +142,77 @@ func TestROSServe(t *testing.T) {
 		}
 	}
 }
+
+// TestROSReload checks that a config reload that leaves sdr_ros's settings
+// alone keeps its clients connected and its upstream subscriptions, and one
+// that changes them closes the old mux.
+func TestROSReload(t *testing.T) {
+	up, err := rostest.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	config := func(extra, services string) string {
+		return fmt.Sprintf(`
+	{
+		admin localhost:2999
+		http_port 9080
+		https_port 9443
+		grace_period 1ns
+	}
+	http://localhost:9080 {
+		%s
+		handle /ros/* {
+			sdr_ros %s {
+				services %s
+				reconnect 20ms 200ms
+			}
+		}
+	}`, extra, up.URL(), services)
+	}
+	tester := caddytest.NewTester(t)
+	tester.InitServer(config("", "/a"), "caddyfile")
+	conn, _, err := websocket.DefaultDialer.Dial("ws://localhost:9080/ros/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.WriteJSON(map[string]any{"op": "subscribe", "id": "s", "topic": "/odom"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { n, _ := up.Subscribers("/odom"); return n == 1 })
+
+	// another route changes; sdr_ros does not: same mux, same client
+	tester.InitServer(config("respond /other 204", "/a"), "caddyfile")
+	if _, err := up.Publish("/odom", map[string]any{"seq": 1}); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var got map[string]any
+	if err := conn.ReadJSON(&got); err != nil || got["op"] != "publish" {
+		t.Fatalf("after a reload that kept sdr_ros: %v, %v", got, err)
+	}
+	if n := up.Count("subscribe", "/odom"); n != 1 {
+		t.Fatalf("%d upstream subscribes after the reload, want 1", n)
+	}
+
+	// sdr_ros's settings change: the old mux closes its clients
+	tester.InitServer(config("respond /other 204", "/b"), "caddyfile")
+	for {
+		if _, _, err := conn.ReadMessage(); err != nil {
+			break // closed, as it must be
+		}
+	}
+	waitFor(t, func() bool { n, _ := up.Subscribers("/odom"); return n == 0 })
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

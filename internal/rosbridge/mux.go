@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -46,7 +47,7 @@ type Options struct {
 	// MotionTopics are the topics whose publishes pass the safety gate.
 	MotionTopics []string
 	// Gate is the safety gate of the video stream that motion publishes
-	// answer to. Nil means there is no gate.
+	// answer to. Nil means there is no gate (see also SetGate).
 	Gate frame.MotionGate
 	// AllowMotionWithoutGate lets motion publishes through when Gate is nil.
 	// By default they are refused.
@@ -107,9 +108,16 @@ type Mux struct {
 	closed    bool
 	gatedMu   sync.Mutex
 	gated     map[string]bool // motion topic -> in a gated episode
+	gates     []ownedGate     // the newest is the gate in force
 	motionSet map[string]struct{}
 
 	nextClient atomic.Uint64
+}
+
+// ownedGate is a gate and whoever installed it (SetGate).
+type ownedGate struct {
+	owner any
+	gate  frame.MotionGate
 }
 
 // upRef names the upstream subscription or advertisement behind an id.
@@ -204,6 +212,9 @@ func New(opts Options) (*Mux, error) {
 	}
 	for _, t := range opts.MotionTopics {
 		m.motionSet[t] = struct{}{}
+	}
+	if opts.Gate != nil {
+		m.gates = []ownedGate{{owner: nil, gate: opts.Gate}}
 	}
 	m.upgrader = websocket.Upgrader{CheckOrigin: m.checkOrigin, ReadBufferSize: 4096, WriteBufferSize: 4096}
 	m.dialer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 64 << 10, WriteBufferSize: 16 << 10}
@@ -524,11 +535,47 @@ func (m *Mux) publish(topic string, msg json.RawMessage, id string) []byte {
 // zeroTwist is the geometry_msgs/Twist that stops the robot.
 var zeroTwist = json.RawMessage(`{"linear":{"x":0.0,"y":0.0,"z":0.0},"angular":{"x":0.0,"y":0.0,"z":0.0}}`)
 
+// SetGate installs the gate that motion publishes answer to from now on,
+// on behalf of owner, replacing owner's earlier one. When a Mux outlives
+// the configuration that made it (a config reload that keeps it), each
+// configuration installs its own gate and drops it when it goes: the newest
+// installed gate still in place is the one in force.
+func (m *Mux) SetGate(owner any, g frame.MotionGate) {
+	m.gatedMu.Lock()
+	defer m.gatedMu.Unlock()
+	m.dropGateLocked(owner)
+	if g != nil {
+		m.gates = append(m.gates, ownedGate{owner: owner, gate: g})
+	}
+}
+
+// DropGate removes owner's gate; the gate installed before it (if any)
+// applies again.
+func (m *Mux) DropGate(owner any) {
+	m.gatedMu.Lock()
+	defer m.gatedMu.Unlock()
+	m.dropGateLocked(owner)
+}
+
+func (m *Mux) dropGateLocked(owner any) {
+	m.gates = slices.DeleteFunc(m.gates, func(g ownedGate) bool { return g.owner == owner })
+}
+
+func (m *Mux) gate() frame.MotionGate {
+	m.gatedMu.Lock()
+	defer m.gatedMu.Unlock()
+	if len(m.gates) == 0 {
+		return nil
+	}
+	return m.gates[len(m.gates)-1].gate
+}
+
 // gateMotion asks the gate about a motion publish on topic. It returns nil
 // when the publish may pass, else the status for the client; on the first
 // refusal of a gated episode it publishes one zero Twist upstream.
 func (m *Mux) gateMotion(topic, id string) []byte {
-	if m.opts.Gate == nil {
+	gate := m.gate()
+	if gate == nil {
 		if m.opts.AllowMotionWithoutGate {
 			return nil
 		}
@@ -536,7 +583,7 @@ func (m *Mux) gateMotion(topic, id string) []byte {
 		return statusMessage(levelError, id, fmt.Sprintf(
 			"publish on %s refused: motion topics need a video safety gate and none is configured", topic))
 	}
-	ok, mode := m.opts.Gate.Allow("set_cmd_vel")
+	ok, mode := gate.Allow("set_cmd_vel")
 	m.gatedMu.Lock()
 	first := !ok && !m.gated[topic]
 	m.gated[topic] = !ok

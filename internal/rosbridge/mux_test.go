@@ -848,3 +848,35 @@ func TestMalformedInputGetsStatusNotACrash(t *testing.T) {
 	}
 	c.quiet("publish", 300*time.Millisecond)
 }
+
+func TestGateHandoverAcrossConfigs(t *testing.T) {
+	t.Parallel()
+	f := start(t, nil)
+	c := f.dial()
+	pub := func(id string) { c.send(map[string]any{"op": "publish", "id": id, "topic": "/cmd_vel", "msg": map[string]any{}}) }
+	old, fresh := &testGate{}, &testGate{}
+	old.stale.Store(true)
+	f.mux.SetGate("config-1", old)
+	pub("1")
+	if s := c.next("status"); s["level"] != "warning" || s["id"] != "1" {
+		t.Fatalf("status %v", s)
+	}
+	f.mux.SetGate("config-2", fresh) // a reload: the new config's gate applies
+	pub("2")
+	if err := f.up.WaitFor(wait, func(ops []rostest.Op) bool { return countOps(ops, "publish", "/cmd_vel") == 2 }); err != nil {
+		t.Fatal(err) // the zero twist of the first episode, then publish 2
+	}
+	f.mux.DropGate("config-2") // the new config failed and went: the old gate again
+	pub("3")
+	if s := c.next("status"); s["level"] != "warning" || s["id"] != "3" {
+		t.Fatalf("status %v", s)
+	}
+	f.mux.DropGate("config-1") // no gate at all: refused
+	pub("4")
+	if s := c.next("status"); s["level"] != "error" || s["id"] != "4" {
+		t.Fatalf("status %v", s)
+	}
+	if old.asked.Load() != 2 || fresh.asked.Load() != 1 {
+		t.Fatalf("gates asked %d and %d times", old.asked.Load(), fresh.asked.Load())
+	}
+}
