@@ -853,7 +853,9 @@ func TestGateHandoverAcrossConfigs(t *testing.T) {
 	t.Parallel()
 	f := start(t, nil)
 	c := f.dial()
-	pub := func(id string) { c.send(map[string]any{"op": "publish", "id": id, "topic": "/cmd_vel", "msg": map[string]any{}}) }
+	pub := func(id string) {
+		c.send(map[string]any{"op": "publish", "id": id, "topic": "/cmd_vel", "msg": map[string]any{}})
+	}
 	old, fresh := &testGate{}, &testGate{}
 	old.stale.Store(true)
 	f.mux.SetGate("config-1", old)
