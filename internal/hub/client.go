@@ -199,7 +199,7 @@ func (c *Client) write(ctx context.Context, cur *Cursor) error {
 			bufs = append(bufs, e.Wire)
 		}
 		if len(bufs) > 0 {
-			if err := c.flush(bufs, batch); err != nil {
+			if err := c.flush(bufs, batch, cur); err != nil {
 				return err
 			}
 			continue
@@ -225,7 +225,7 @@ func (c *Client) write(ctx context.Context, cur *Cursor) error {
 		case <-wake:
 		case <-timeout:
 		case f := <-c.queue:
-			if err := c.flush(net.Buffers{f}, nil); err != nil {
+			if err := c.flush(net.Buffers{f}, nil, cur); err != nil {
 				return err
 			}
 		case <-c.stop:
@@ -240,7 +240,7 @@ func (c *Client) write(ctx context.Context, cur *Cursor) error {
 	}
 }
 
-func (c *Client) flush(bufs net.Buffers, batch []*Entry) error {
+func (c *Client) flush(bufs net.Buffers, batch []*Entry, cur *Cursor) error {
 	n := 0
 	for _, b := range bufs {
 		n += len(b)
@@ -261,7 +261,9 @@ func (c *Client) flush(bufs net.Buffers, batch []*Entry) error {
 	if len(batch) > 0 {
 		now = time.Now()
 		for _, e := range batch {
-			c.hub.m.Delivery.Observe(now.Sub(e.Arrived).Seconds())
+			if cur.Live(e) {
+				c.hub.m.Delivery.Observe(now.Sub(e.Arrived).Seconds())
+			}
 		}
 		c.hub.framesOut.Add(uint64(len(batch)))
 		c.hub.m.FramesOut.Add(float64(len(batch)))

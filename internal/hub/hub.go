@@ -225,7 +225,15 @@ type Cursor struct {
 	next      uint64
 	needKey   bool
 	waitSince time.Time
+	// liveFrom is the head when the client joined or skipped: the entries
+	// before it are the GOP it catches up through, exempt from the lag
+	// check and from the delivery histogram.
+	liveFrom uint64
 }
+
+// Live reports whether e reached the client as a live frame rather than
+// as part of the GOP it caught up through when it joined or skipped.
+func (c *Cursor) Live(e *Entry) bool { return e.Seq >= c.liveFrom }
 
 // WaitingForKeyframe reports whether the client waits for a keyframe, and
 // since when.
@@ -238,11 +246,11 @@ func (h *Hub) Join() Cursor {
 	h.clients.Add(1)
 	h.m.Clients.Inc()
 	h.mu.RLock()
-	var c Cursor
+	c := Cursor{liveFrom: h.head}
 	if h.hasKey {
 		c.next = h.key
 	} else {
-		c = Cursor{next: h.head, needKey: true, waitSince: time.Now()}
+		c.next, c.needKey, c.waitSince = h.head, true, time.Now()
 	}
 	h.mu.RUnlock()
 	if c.needKey {
@@ -266,8 +274,10 @@ func (h *Hub) Leave() {
 func (h *Hub) Next(c *Cursor, dst []*Entry, maxBytes int) ([]*Entry, <-chan struct{}) {
 	h.mu.RLock()
 	lagged := false
-	if c.next < h.start || h.head-c.next > uint64(h.cfg.Capacity) {
+	catchingUp := c.next < c.liveFrom
+	if c.next < h.start || (!catchingUp && h.head-c.next > uint64(h.cfg.Capacity)) {
 		lagged = true
+		c.liveFrom = h.head
 		if h.hasKey && h.key > c.next && h.head-h.key <= uint64(h.cfg.Capacity) {
 			c.next, c.needKey = h.key, false
 		} else if !c.needKey {

@@ -252,3 +252,39 @@ func TestCloseDropsPendingRequest(t *testing.T) {
 		}
 	})
 }
+
+func TestJoinCatchesUpThroughGOPLongerThanCapacity(t *testing.T) {
+	t.Parallel()
+	h := New(Config{Capacity: 4})
+	defer h.Close()
+	h.Publish(mkFrame(1, true, 10))
+	for i := range 19 {
+		h.Publish(mkFrame(uint64(i+2), false, 10))
+	}
+	c := h.Join()
+	got, _ := h.Next(&c, nil, 50) // a few at a time, like a slow socket
+	for len(got) < 20 {
+		var more []*Entry
+		more, _ = h.Next(&c, nil, 50)
+		if len(more) == 0 {
+			break
+		}
+		got = append(got, more...)
+	}
+	if s := seqs(t, got); len(s) != 20 || s[0] != 1 || s[19] != 20 {
+		t.Fatalf("joining client got %v, want the whole GOP 1..20", s)
+	}
+	for _, e := range got {
+		if c.Live(e) {
+			t.Fatalf("GOP frame %d counted as live", e.Seq)
+		}
+	}
+	h.Publish(mkFrame(21, false, 10))
+	got, _ = h.Next(&c, nil, 50)
+	if len(got) != 1 || !c.Live(got[0]) {
+		t.Fatalf("frame after the GOP: %v, live %v", seqs(t, got), len(got) == 1 && c.Live(got[0]))
+	}
+	if st := h.Stats(); st.LagSkips != 0 {
+		t.Errorf("%d lag skips while catching up", st.LagSkips)
+	}
+}
