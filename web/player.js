@@ -232,6 +232,7 @@ export class Player extends EventTarget {
       dropped: 0, // frames the player did not decode: keyframe gating, decoder backlog, JPEG backlog
       missed: 0, // frame_seq gaps: frames the server skipped for this client
       lastGapAt: 0, // nowMs() of the latest gap
+      recentGaps: [], // nowMs() of the latest 16 gaps
       decodeErrors: 0,
       protocolErrors: 0,
       lastError: '',
@@ -424,6 +425,8 @@ export class Player extends EventTarget {
       if (header.frameSeq > this.lastSeq + 1n) {
         st.missed += Number(header.frameSeq - this.lastSeq - 1n);
         st.lastGapAt = t;
+        st.recentGaps.push(t);
+        if (st.recentGaps.length > 16) st.recentGaps.shift();
       }
       else if (header.frameSeq <= this.lastSeq) this.awaitKey = true; // writer restarted
     }

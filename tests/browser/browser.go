@@ -189,29 +189,30 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 
 // Stats is the player's stats object (web/player.js).
 type Stats struct {
-	State            string  `json:"state"`
-	Connects         int     `json:"connects"`
-	FramesReceived   int     `json:"framesReceived"`
-	FramesDecoded    int     `json:"framesDecoded"`
-	Keyframes        int     `json:"keyframes"`
-	Dropped          int     `json:"dropped"`
-	Missed           int     `json:"missed"`
-	LastGapAt        float64 `json:"lastGapAt"` // page clock (Unix ms) of the latest frame_seq gap
-	DecodeErrors     int     `json:"decodeErrors"`
-	ProtocolErrors   int     `json:"protocolErrors"`
-	LastError        string  `json:"lastError"`
-	Codec            string  `json:"codec"`
-	Width            int     `json:"width"`
-	Height           int     `json:"height"`
-	FPS              float64 `json:"fps"`
-	DecodeQueue      int     `json:"decodeQueue"`
-	AgeMs            float64 `json:"ageMs"`
-	VideoLost        bool    `json:"videoLost"`
-	FirstFrameMs     float64 `json:"firstFrameMs"`     // from ConnectStartedAt to the first drawn frame
-	ConnectStartedAt float64 `json:"connectStartedAt"` // page clock (Unix ms)
-	OpenedAt         float64 `json:"openedAt"`         // page clock (Unix ms) of the WebSocket open
-	FirstVideoMs     float64 `json:"firstVideoMs"`     // from ConnectStartedAt to the first 0x01 message
-	TelemetryCount   int     `json:"telemetryReceived"`
+	State            string    `json:"state"`
+	Connects         int       `json:"connects"`
+	FramesReceived   int       `json:"framesReceived"`
+	FramesDecoded    int       `json:"framesDecoded"`
+	Keyframes        int       `json:"keyframes"`
+	Dropped          int       `json:"dropped"`
+	Missed           int       `json:"missed"`
+	LastGapAt        float64   `json:"lastGapAt"`  // page clock (Unix ms) of the latest frame_seq gap
+	RecentGaps       []float64 `json:"recentGaps"` // page clock (Unix ms) of the latest 16 gaps
+	DecodeErrors     int       `json:"decodeErrors"`
+	ProtocolErrors   int       `json:"protocolErrors"`
+	LastError        string    `json:"lastError"`
+	Codec            string    `json:"codec"`
+	Width            int       `json:"width"`
+	Height           int       `json:"height"`
+	FPS              float64   `json:"fps"`
+	DecodeQueue      int       `json:"decodeQueue"`
+	AgeMs            float64   `json:"ageMs"`
+	VideoLost        bool      `json:"videoLost"`
+	FirstFrameMs     float64   `json:"firstFrameMs"`     // from ConnectStartedAt to the first drawn frame
+	ConnectStartedAt float64   `json:"connectStartedAt"` // page clock (Unix ms)
+	OpenedAt         float64   `json:"openedAt"`         // page clock (Unix ms) of the WebSocket open
+	FirstVideoMs     float64   `json:"firstVideoMs"`     // from ConnectStartedAt to the first 0x01 message
+	TelemetryCount   int       `json:"telemetryReceived"`
 }
 
 // Canvas is a grid of pixel samples of the player's canvas.
