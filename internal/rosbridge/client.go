@@ -97,7 +97,7 @@ type client struct {
 	mu       sync.Mutex
 	topics   map[string]*topicState
 	out      []queued // ring buffer of topic messages, oldest first
-	ctrl     [][]byte
+	ctrl     [][][]byte // replies; one reply may be several fragments
 	level    int
 	closed   bool
 	notify   chan struct{}
@@ -473,6 +473,11 @@ func (c *client) refuse(kind, id, why string) {
 // dropped below the client's set_level); levelNone marks replies that are
 // always sent (service responses).
 func (c *client) enqueueControl(b []byte, level int) {
+	c.enqueueReply([][]byte{b}, level)
+}
+
+// enqueueReply queues one reply made of one or more messages (fragments).
+func (c *client) enqueueReply(parts [][]byte, level int) {
 	c.mu.Lock()
 	if c.closed || (level != levelNone && (level < c.level || c.level == levelNone)) {
 		c.mu.Unlock()
@@ -484,7 +489,7 @@ func (c *client) enqueueControl(b []byte, level int) {
 		c.close(websocket.ClosePolicyViolation, "too slow")
 		return
 	}
-	c.ctrl = append(c.ctrl, b)
+	c.ctrl = append(c.ctrl, parts)
 	c.mu.Unlock()
 	c.wake()
 }
@@ -545,9 +550,11 @@ func (c *client) writeLoop(ctx context.Context) {
 		case <-timer.C:
 		}
 		ctrl, msgs, wake := c.take(time.Now())
-		for _, b := range ctrl {
-			if c.write(websocket.TextMessage, b) != nil {
-				return
+		for _, parts := range ctrl {
+			for _, b := range parts {
+				if c.write(websocket.TextMessage, b) != nil {
+					return
+				}
 			}
 		}
 		for _, q := range msgs {
@@ -563,7 +570,7 @@ func (c *client) writeLoop(ctx context.Context) {
 
 // take removes what may be sent now and returns when a throttled queue is
 // next due (zero if none is).
-func (c *client) take(now time.Time) (ctrl [][]byte, msgs []queued, wake time.Time) {
+func (c *client) take(now time.Time) (ctrl [][][]byte, msgs []queued, wake time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ctrl, c.ctrl = c.ctrl, nil

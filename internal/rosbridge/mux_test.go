@@ -882,3 +882,28 @@ func TestGateHandoverAcrossConfigs(t *testing.T) {
 		t.Fatalf("gates asked %d and %d times", old.asked.Load(), fresh.asked.Load())
 	}
 }
+
+func TestServiceResponseFragments(t *testing.T) {
+	t.Parallel()
+	f := start(t, nil)
+	big := strings.Repeat("ü", 5000)
+	f.up.HandleService("/echo", func(context.Context, json.RawMessage) (any, bool) { return map[string]any{"text": big}, true })
+	c := f.dial()
+	c.send(map[string]any{"op": "call_service", "id": "big", "service": "/echo", "fragment_size": 40})
+	var text strings.Builder
+	for i, total := 0, 1; i < total; i++ {
+		fr := c.next("fragment")
+		total = int(fr["total"].(float64))
+		if fr["id"] != "big" || int(fr["num"].(float64)) != i {
+			t.Fatalf("fragment %v", fr)
+		}
+		text.WriteString(fr["data"].(string))
+	}
+	var r map[string]any
+	if err := json.Unmarshal([]byte(text.String()), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r["op"] != "service_response" || r["id"] != "big" || r["values"].(map[string]any)["text"] != big {
+		t.Fatalf("reassembled %.200v", r)
+	}
+}

@@ -27,11 +27,12 @@ type servicePool struct {
 }
 
 type pendingCall struct {
-	c       *client
-	id      string // the caller's id
-	service string
-	link    int
-	timer   *time.Timer
+	c        *client
+	id       string // the caller's id
+	service  string
+	link     int
+	fragSize int // the caller's fragment_size: its response is cut into fragments
+	timer    *time.Timer
 }
 
 func newServicePool(m *Mux, dialer *websocket.Dialer) *servicePool {
@@ -82,6 +83,9 @@ func (p *servicePool) call(c *client, msg *message) {
 	p.next++
 	upID := "sdr_ros:call:" + strconv.FormatUint(p.next, 10)
 	call := &pendingCall{c: c, id: msg.ID, service: msg.Service, link: best}
+	if msg.FragmentSize > 0 {
+		call.fragSize = max(minFragment, msg.FragmentSize)
+	}
 	p.pending[upID] = call
 	p.inflight[best]++
 	call.timer = time.AfterFunc(timeout, func() { p.expire(upID, timeout) })
@@ -184,6 +188,10 @@ func (p *servicePool) fromUpstream(typ int, data []byte) {
 		b, err := withID(data, call.id)
 		if err != nil {
 			b = serviceFailure(call.id, call.service, "invalid service_response from upstream")
+		}
+		if call.fragSize > 0 && len(b) > call.fragSize {
+			call.c.enqueueReply(fragments(call.id, b, call.fragSize), levelNone)
+			return
 		}
 		call.c.enqueueControl(b, levelNone)
 	case "status":
