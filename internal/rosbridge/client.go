@@ -96,7 +96,7 @@ type client struct {
 
 	mu       sync.Mutex
 	topics   map[string]*topicState
-	out      []queued // ring buffer of topic messages, oldest first
+	out      []queued   // ring buffer of topic messages, oldest first
 	ctrl     [][][]byte // replies; one reply may be several fragments
 	level    int
 	closed   bool
