@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -135,14 +136,45 @@ func readStamp(t *testing.T, d *Driver, page string) testpattern.Stamp {
 	return testpattern.Stamp{}
 }
 
-// TestPlayerReconnects restarts the server under a playing page: the page
-// shows the outage and plays again on the new process without a reload.
+// TestPlayerReconnects reloads the configuration (sdr_stream closes its
+// clients with 1012) and then restarts the server under a playing page: the
+// page shows the outage and plays again without a page reload.
 func TestPlayerReconnects(t *testing.T) {
 	ring := filepath.Join(t.TempDir(), "frames")
 	startSource(t, ring)
 	e := startEdge(t, ring)
 	d := startBrowser(t)
 	openPlayer(t, d, "main", e.URL())
+
+	// Config reload: Caddy provisions the new handlers, the old ones close
+	// their clients with 1012 (service restart).
+	req, err := http.NewRequest(http.MethodPost, "http://"+e.AdminAddr+"/load", strings.NewReader(e.caddyfile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "text/caddyfile")
+	req.Header.Set("Cache-Control", "must-revalidate") // reload even though nothing changed
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /load: %s", resp.Status)
+	}
+	var st Stats
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if st, err = d.Stats("main"); err != nil {
+			t.Fatal(err)
+		}
+		if st.Connects >= 2 && st.State == "live" {
+			break
+		}
+	}
+	if st.Connects < 2 {
+		t.Fatalf("connects = %d 10 s after a config reload, want 2", st.Connects)
+	}
+	waitFrames(t, d, "main", st.FramesDecoded+60, 10*time.Second)
 
 	e.Stop(t)
 	var b struct {
@@ -162,9 +194,9 @@ func TestPlayerReconnects(t *testing.T) {
 	}
 
 	e.start(t)
-	st := waitFrames(t, d, "main", before.FramesDecoded+60, 20*time.Second)
-	if st.Connects < 2 {
-		t.Errorf("connects = %d after the restart, want at least 2", st.Connects)
+	st = waitFrames(t, d, "main", before.FramesDecoded+60, 20*time.Second)
+	if st.Connects < 3 {
+		t.Errorf("connects = %d after the reload and the restart, want at least 3", st.Connects)
 	}
 	if st.DecodeErrors != 0 {
 		t.Errorf("decode errors after reconnecting: %d (%s)", st.DecodeErrors, st.LastError)
