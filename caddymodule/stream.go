@@ -283,24 +283,25 @@ func (s *Stream) Cleanup() error {
 	if s.unsub != nil {
 		s.unsub()
 	}
+	if s.hub != nil {
+		s.hub.Close() // no keyframe request after this
+	}
 	if s.telemUn != nil {
 		s.telemUn()
 	}
 	if s.relay != nil {
 		s.relay.Release()
 	}
-	if s.hub != nil {
-		s.hub.Close()
-	}
+	var errs []error
 	if err := s.releaseScale(); err != nil {
-		return err
+		errs = append(errs, err)
 	}
 	if s.ring != nil {
 		if _, err := ringPool.Delete(s.ringKey); err != nil {
-			return fmt.Errorf("sdr_stream %s: releasing ring reader %s: %w", s.name, s.ringKey, err)
+			errs = append(errs, fmt.Errorf("sdr_stream %s: releasing ring reader %s: %w", s.name, s.ringKey, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // ServeHTTP upgrades WebSocket requests and streams to them until the
