@@ -36,14 +36,15 @@ type cadence struct {
 	period  time.Duration // 0 until learned
 	due     time.Time     // when the next commit is expected
 	jitter  time.Duration // EWMA of |observed - expected| commit time
-	lastObs time.Time     // estimated time of the last commit observed
+	lastObs time.Time     // estimated time of the last commit observed; zero before the first
+	start   time.Time     // when observing began (the mapping)
 	overdue int           // due times passed without a commit
 	misses  int           // consecutive commits far from their due time
 	catchup bool          // the last commit came late: the next may follow at once
 }
 
 // reset forgets what was learned (a new mapping, a new writer).
-func (c *cadence) reset(now time.Time) { *c = cadence{lastObs: now} }
+func (c *cadence) reset(now time.Time) { *c = cadence{start: now} }
 
 // observe records that steps commits (sequence increments) were observed at
 // now, by a poll made in mode after a sleep of slept.
@@ -61,9 +62,11 @@ func (c *cadence) observe(now time.Time, steps uint64, mode pollMode, slept time
 	case modeLate:
 		est = now.Add(-slept / 2)
 	}
-	prev := c.lastObs
+	prev, overdue := c.lastObs, c.overdue
 	c.lastObs, c.overdue, c.catchup = est, 0, false
 	if c.period == 0 {
+		// The first period comes from two observed commits (the first one
+		// may have been committed any time before the mapping).
 		if !prev.IsZero() && est.After(prev) {
 			c.period = est.Sub(prev) / time.Duration(steps)
 			c.jitter = c.period / 16
@@ -75,7 +78,11 @@ func (c *cadence) observe(now time.Time, steps uint64, mode pollMode, slept time
 	// overdue due times were already rolled forward by next.
 	expected := c.due.Add(time.Duration(steps-1) * c.period)
 	err := est.Sub(expected)
-	if err < -c.period/2 || err > c.period/2 {
+	// A commit that comes only after due times passed without one is a
+	// miss too: a writer that skips a frame now and then costs one, but
+	// one whose period is a multiple of the learned one (a lock on a
+	// harmonic) makes every commit a miss, and the period is relearned.
+	if err < -c.period/2 || err > c.period/2 || overdue > 0 {
 		// Far off: a burst after a stall, or a writer that changed its
 		// rate. Three in a row and the rate is learned again.
 		c.misses++
@@ -117,7 +124,10 @@ func (c *cadence) guard() time.Duration {
 // next window: a writer catching up on its schedule commits back to back.
 func (c *cadence) next(now time.Time) (sleep time.Duration, mode pollMode) {
 	if c.period == 0 {
-		since := now.Sub(c.lastObs)
+		since := now.Sub(c.start)
+		if !c.lastObs.IsZero() {
+			since = now.Sub(c.lastObs)
+		}
 		if since < unknownFor {
 			return unknownPoll, modeCoarse
 		}

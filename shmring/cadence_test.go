@@ -162,3 +162,35 @@ func TestCadencePollsForCatchUpAfterLateCommit(t *testing.T) {
 		t.Errorf("back on schedule: %v mode %v, want one long sleep", d, mode)
 	}
 }
+
+// A cadence locked on half the writer's period (every other window empty)
+// relearns the period; and the first period comes from two commits, not
+// from the time of the mapping.
+func TestCadenceLeavesHarmonic(t *testing.T) {
+	t.Parallel()
+	const period = 16667 * time.Microsecond
+	t0 := time.Unix(0, 0)
+	var c cadence
+	c.reset(t0)
+	c.observe(t0.Add(8*time.Millisecond), 1, modeCoarse, unknownPoll)
+	if c.period != 0 {
+		t.Fatalf("period %v learned from one commit", c.period)
+	}
+	c.period, c.due, c.jitter = period/2, t0.Add(8*time.Millisecond+period/2), 0
+	now := t0.Add(8 * time.Millisecond)
+	for i := 1; i <= 10; i++ {
+		commit := t0.Add(8*time.Millisecond + time.Duration(i)*period)
+		for {
+			d, _ := c.next(now)
+			if now.Add(d).After(commit) {
+				break
+			}
+			now = now.Add(d)
+		}
+		now = commit
+		c.observe(now, 1, modeFine, finePoll)
+	}
+	if c.period < period-time.Millisecond || c.period > period+time.Millisecond {
+		t.Errorf("period %v after 10 commits every %v", c.period, period)
+	}
+}

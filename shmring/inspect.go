@@ -234,7 +234,7 @@ func Watch(ctx context.Context, cfg ReaderConfig, interval time.Duration, report
 			w.Total, w.Delta = st, st.sub(prev)
 			w.Sequence, w.Period, w.Age = r.Sequence(), r.Period(), -1
 			if la := r.LastArrival(); !la.IsZero() {
-				w.Age = now.Sub(la)
+				w.Age = max(now.Sub(la), 0) // a frame may have come after the tick
 			}
 			start, prev = now, st
 			report(w)
