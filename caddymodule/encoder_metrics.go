@@ -73,6 +73,8 @@ func (m *encoderMetrics) observe(name string, fs nvenc.FrameStats) {
 }
 
 func (m *encoderMetrics) opened(name, backend string, att []nvenc.Attempt) {
+	// A codec change can move to another backend family: forget the old ones.
+	m.backend.DeletePartialMatch(prometheus.Labels{"encoder": name})
 	for _, a := range att {
 		if a.Error != "" {
 			m.fallbacks.WithLabelValues(name, a.Backend).Inc()

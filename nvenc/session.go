@@ -215,7 +215,15 @@ func (s *Session) Reconfigure(st Settings) error {
 	c := s.enc
 	if st.Codec != nil {
 		c.Codec = *st.Codec
+		// Keep the configured backends where they fit the new codec.
 		c.Backends = nil
+		fit := len(s.cfg.Encoder.Backends) > 0
+		for _, b := range s.cfg.Encoder.Backends {
+			fit = fit && backendFor(c.Codec, b)
+		}
+		if fit {
+			c.Backends = s.cfg.Encoder.Backends
+		}
 	}
 	if st.BitrateKbps != nil {
 		c.BitrateKbps = *st.BitrateKbps

@@ -164,6 +164,10 @@ func TestSessionKeyframeRequestAndSettings(t *testing.T) {
 	if st := s.Stats(); st.Reopens != 2 || st.Config.BitrateKbps != 800 || st.Config.Codec != shmring.CodecH264 {
 		t.Errorf("stats %+v", st)
 	}
+	// Back on H.264, the configured backends apply again (no NVENC attempt).
+	if st := s.Stats(); st.Backend != "libx264" || len(st.Attempts) != 1 {
+		t.Errorf("backend %s attempts %+v, want libx264 alone", st.Backend, st.Attempts)
+	}
 }
 
 // blockingEncoder holds every Encode until released: encoding that falls
