@@ -1,0 +1,513 @@
+// Package scale holds the live tests of the scale-out: a real 3-node NATS
+// cluster (.tools/bin/nats-server processes joined by routes, one with a
+// leaf node listener), an origin sdr-caddy that reads a ring written by
+// shmring.Writer and publishes it, and edge sdr-caddy processes (one a
+// plain cluster client, one whose embedded server is a leaf of the
+// cluster) whose WebSocket clients must receive the ring's frames byte for
+// byte.
+package scale
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+
+	"github.com/sdr-os/sdr-caddy/internal/wire"
+	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
+)
+
+// node is one nats-server process of the cluster.
+type node struct {
+	t                            *testing.T
+	name                         string
+	port, cluster, leaf, monitor int
+	conf                         string
+	cmd                          *exec.Cmd
+}
+
+// cluster is three nats-server processes with routes between them; the
+// last one also accepts leaf node connections. Clients are not told about
+// the other nodes (no_advertise), so a client given one node's URL stays
+// with that node, and killing it leaves that client disconnected until the
+// node is back: the gap is the node's downtime.
+type cluster struct{ nodes []*node }
+
+func startCluster(t *testing.T) *cluster {
+	t.Helper()
+	c := &cluster{}
+	for i := range 3 {
+		c.nodes = append(c.nodes, &node{t: t, name: fmt.Sprintf("n%d", i), port: testenv.FreePort(t),
+			cluster: testenv.FreePort(t), leaf: testenv.FreePort(t), monitor: testenv.FreePort(t)})
+	}
+	var routes []string
+	for _, n := range c.nodes {
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", n.cluster))
+	}
+	dir := t.TempDir()
+	for i, n := range c.nodes {
+		leaf := ""
+		if i == 2 {
+			leaf = fmt.Sprintf("leafnodes { listen: \"127.0.0.1:%d\" }\n", n.leaf)
+		}
+		conf := fmt.Sprintf(`server_name: %s
+listen: "127.0.0.1:%d"
+http: "127.0.0.1:%d"
+cluster {
+  name: sdr
+  listen: "127.0.0.1:%d"
+  no_advertise: true
+  routes: [%s]
+}
+%s`, n.name, n.port, n.monitor, n.cluster, strings.Join(routes, ", "), leaf)
+		n.conf = filepath.Join(dir, n.name+".conf")
+		if err := os.WriteFile(n.conf, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		n.Start()
+		t.Cleanup(n.Kill)
+	}
+	for _, n := range c.nodes {
+		n.waitRoutes(2)
+	}
+	return c
+}
+
+func (n *node) URL() string     { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
+func (n *node) LeafURL() string { return fmt.Sprintf("nats-leaf://127.0.0.1:%d", n.leaf) }
+
+func (n *node) Start() {
+	n.t.Helper()
+	cmd := exec.Command(testenv.Tool(n.t, "nats-server"), "-c", n.conf)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		n.t.Fatal(err)
+	}
+	n.cmd = cmd
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", n.port), time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			n.t.Fatalf("nats-server %s not listening on %d after 15s: %v", n.name, n.port, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Kill stops the node at once, as a crash would.
+func (n *node) Kill() {
+	if n.cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
+	_ = n.cmd.Wait()
+	n.cmd = nil
+}
+
+// varz reads a number from the node's /varz monitoring endpoint.
+func (n *node) varz(key string) int {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/varz", n.monitor))
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		l := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(l, `"`+key+`":`) {
+			v, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(strings.TrimPrefix(l, `"`+key+`":`)), ","))
+			return v
+		}
+	}
+	return -1
+}
+
+func (n *node) waitRoutes(want int) {
+	n.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for n.varz("routes") < want {
+		if time.Now().After(deadline) {
+			n.t.Fatalf("nats-server %s has %d routes after 20s, want %d", n.name, n.varz("routes"), want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// sim plays the simulator: it writes frames into a ring at a fixed rate, a
+// keyframe every gop frames or at once after command.genesis.force_idr,
+// and remembers what it wrote so that clients can compare byte for byte.
+type sim struct {
+	t        *testing.T
+	w        *shmring.Writer
+	path     string
+	period   time.Duration
+	gop      int
+	keyBytes int
+	nc       *nats.Conn
+
+	mu       sync.Mutex
+	written  map[uint64][]byte // frame_seq -> the 0x01 message a client must receive
+	order    []uint64
+	forceKey bool
+	idrs     []time.Time
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+func startSim(t *testing.T, natsURL string, fps, gop, keyBytes int) *sim {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "frames")
+	w, err := shmring.CreateWriter(path, 4<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &sim{t: t, w: w, path: path, period: time.Second / time.Duration(fps), gop: gop, keyBytes: keyBytes,
+		written: map[uint64][]byte{}, stop: make(chan struct{}), done: make(chan struct{})}
+	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.nc = nc
+	if _, err := nc.Subscribe("command.genesis.force_idr", func(*nats.Msg) {
+		s.mu.Lock()
+		s.forceKey = true
+		s.idrs = append(s.idrs, time.Now())
+		s.mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	go s.run()
+	t.Cleanup(func() {
+		close(s.stop)
+		<-s.done
+		nc.Close()
+		_ = w.Close()
+	})
+	return s
+}
+
+func (s *sim) run() {
+	defer close(s.done)
+	tk := time.NewTicker(s.period)
+	defer tk.Stop()
+	for i := 0; ; i++ {
+		s.mu.Lock()
+		key := i%s.gop == 0 || s.forceKey
+		s.forceKey = false
+		s.mu.Unlock()
+		n := 2000 + i%7*1500
+		var h shmring.Header
+		h.Codec = shmring.CodecH264
+		if key {
+			h.Flags = shmring.FlagKeyframe
+			n = s.keyBytes
+		}
+		payload := make([]byte, n)
+		_, _ = rand.Read(payload)
+		stored, err := s.w.WriteFrame(h, payload)
+		if err != nil {
+			s.t.Errorf("writing frame: %v", err)
+			return
+		}
+		s.mu.Lock()
+		s.written[stored.FrameSeq] = wire.AppendVideo(nil, stored, payload)
+		s.order = append(s.order, stored.FrameSeq)
+		if len(s.order) > 600 {
+			delete(s.written, s.order[0])
+			s.order = s.order[1:]
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.stop:
+			return
+		case <-tk.C:
+		}
+	}
+}
+
+// expected returns the message written with frame_seq seq, if still kept.
+func (s *sim) expected(seq uint64) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.written[seq]
+	return m, ok
+}
+
+// idrsSince counts the force_idr requests received since from.
+func (s *sim) idrsSince(from time.Time) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, at := range s.idrs {
+		if !at.Before(from) {
+			n++
+		}
+	}
+	return n
+}
+
+// video is one frame as a client received it.
+type video struct {
+	seq  uint64
+	key  bool
+	at   time.Time
+	same bool // byte-identical to what the sim wrote
+}
+
+// viewer is a /stream/ws client that checks every video message against
+// what the sim wrote. With redial it reconnects after the connection ends.
+type viewer struct {
+	t      *testing.T
+	url    string
+	sim    *sim
+	redial bool
+
+	mu       sync.Mutex
+	videos   []video
+	sessions []int // index into videos where each connection started
+	unknown  int   // frames no longer kept by the sim
+	stop     chan struct{}
+	done     chan struct{}
+	conn     *websocket.Conn
+}
+
+func watch(t *testing.T, url string, s *sim, redial bool) *viewer {
+	t.Helper()
+	v := &viewer{t: t, url: url, sim: s, redial: redial, stop: make(chan struct{}), done: make(chan struct{})}
+	c, resp, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatalf("dialing %s: %v (%v)", url, err, resp)
+	}
+	go v.run(c)
+	t.Cleanup(v.Close)
+	return v
+}
+
+func (v *viewer) Close() {
+	select {
+	case <-v.stop:
+		return
+	default:
+	}
+	close(v.stop)
+	v.mu.Lock()
+	if v.conn != nil {
+		v.conn.Close()
+	}
+	v.mu.Unlock()
+	<-v.done
+}
+
+func (v *viewer) run(c *websocket.Conn) {
+	defer close(v.done)
+	for {
+		v.mu.Lock()
+		v.conn = c
+		v.sessions = append(v.sessions, len(v.videos))
+		v.mu.Unlock()
+		v.read(c)
+		c.Close()
+		if !v.redial {
+			return
+		}
+		for {
+			select {
+			case <-v.stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			var err error
+			c, _, err = websocket.DefaultDialer.Dial(v.url, nil)
+			if err == nil {
+				break
+			}
+		}
+	}
+}
+
+func (v *viewer) read(c *websocket.Conn) {
+	for {
+		_, msg, err := c.ReadMessage()
+		if err != nil {
+			return
+		}
+		if len(msg) == 0 || msg[0] != wire.TypeVideo {
+			continue
+		}
+		h, _, err := wire.ParseVideo(msg)
+		if err != nil {
+			v.t.Errorf("client of %s: %v", v.url, err)
+			return
+		}
+		want, ok := v.sim.expected(h.FrameSeq)
+		v.mu.Lock()
+		if !ok {
+			v.unknown++
+		}
+		v.videos = append(v.videos, video{seq: h.FrameSeq, key: h.Keyframe(), at: time.Now(), same: ok && bytes.Equal(msg, want)})
+		v.mu.Unlock()
+	}
+}
+
+// snapshot returns what the viewer received so far.
+func (v *viewer) snapshot() ([]video, []int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return append([]video(nil), v.videos...), append([]int(nil), v.sessions...)
+}
+
+// waitFrames waits until the viewer has n frames received after from.
+func (v *viewer) waitFrames(n int, from time.Time, timeout time.Duration) {
+	v.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := 0
+		vs, _ := v.snapshot()
+		for _, f := range vs {
+			if !f.at.Before(from) {
+				got++
+			}
+		}
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			v.t.Fatalf("client of %s: %d frames since %s, want %d within %s", v.url, got, from.Format("15:04:05.000"), n, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// check verifies the viewer's invariants: every frame byte-identical to
+// what the sim wrote, every connection starts at a keyframe, and after any
+// jump in frame_seq the first frame is a keyframe (nothing undecodable
+// reached the client). It returns the number of jumps.
+func (v *viewer) check() int {
+	v.t.Helper()
+	vs, sessions := v.snapshot()
+	starts := map[int]bool{}
+	for _, s := range sessions {
+		starts[s] = true
+	}
+	jumps := 0
+	for i, f := range vs {
+		if !f.same {
+			v.t.Errorf("client of %s: frame_seq %d differs from what the ring writer wrote (or is no longer known)", v.url, f.seq)
+		}
+		switch {
+		case starts[i]:
+			if !f.key {
+				v.t.Errorf("client of %s: a connection started at frame_seq %d, not a keyframe", v.url, f.seq)
+			}
+		case f.seq != vs[i-1].seq+1:
+			jumps++
+			if !f.key {
+				v.t.Errorf("client of %s: frame_seq %d -> %d, and the frame after the jump is not a keyframe", v.url, vs[i-1].seq, f.seq)
+			}
+		}
+	}
+	return jumps
+}
+
+// caddy is a running sdr-caddy with one site serving /stream/ws.
+type caddy struct {
+	*testenv.Caddy
+	ws, base string
+	port     int
+	file     string
+}
+
+func caddyfile(port int, natsOpts, source string) string {
+	return fmt.Sprintf(`{
+	admin {$SDR_TEST_ADMIN}
+	grace_period 1ns
+	sdr_nats {
+%s
+	}
+}
+http://127.0.0.1:%d {
+	handle /stream/ws {
+		sdr_stream front {
+%s
+		}
+	}
+}
+`, natsOpts, port, source)
+}
+
+func startCaddy(t *testing.T, file string, port int) *caddy {
+	t.Helper()
+	base := fmt.Sprintf("127.0.0.1:%d", port)
+	c := testenv.StartCaddy(t, file, nil, func() error {
+		resp, err := http.Get("http://" + base + "/stream/ws")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("health: %s", resp.Status)
+		}
+		return nil
+	})
+	return &caddy{Caddy: c, ws: "ws://" + base + "/stream/ws", base: "http://" + base, port: port, file: file}
+}
+
+// metric reads one sample from the admin endpoint's Prometheus metrics; 0
+// when absent.
+func metric(t *testing.T, admin, sample string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatalf("reading metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), sample+" "); ok {
+			v, err := strconv.ParseFloat(rest, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %q", sample, rest)
+			}
+			return v
+		}
+	}
+	return 0
+}
+
+func waitMetric(t *testing.T, admin, sample string, ok func(float64) bool, timeout time.Duration) float64 {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		v := metric(t, admin, sample)
+		if ok(v) {
+			return v
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metric %s = %g after %s", sample, v, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
