@@ -221,7 +221,13 @@ func TestStreamServeKeyframeFirstAndTimeout(t *testing.T) {
 				idr_timeout 800ms
 			}
 		}
-	}`, path))
+		handle /patient/* {
+			sdr_stream {
+				source shm %s
+				idr_timeout 60s
+			}
+		}
+	}`, path, path))
 	health := "http://localhost:9080/stream/health"
 	seq := w.write(t, false, 100)
 	waitHealth(t, health, func(h map[string]any) bool { return h["shm_seq"] == float64(seq) })
@@ -239,8 +245,8 @@ func TestStreamServeKeyframeFirstAndTimeout(t *testing.T) {
 	}
 
 	// Deltas first, then a keyframe: the client sees the keyframe first.
-	c2 := streamDial(t, "ws://localhost:9080/stream/ws", nil)
-	waitHealth(t, health, func(h map[string]any) bool { return h["clients"] == float64(1) })
+	c2 := streamDial(t, "ws://localhost:9080/patient/ws", nil)
+	waitHealth(t, "http://localhost:9080/patient/health", func(h map[string]any) bool { return h["clients"] == float64(1) })
 	for range 3 {
 		seq = w.write(t, false, 100)
 		waitHealth(t, health, func(h map[string]any) bool { return h["shm_seq"] == float64(seq) })
