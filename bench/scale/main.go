@@ -1,0 +1,447 @@
+// Command scale measures the scale-out topology against a single node in
+// the same run: end-to-end latency from the ring commit at the origin to
+// the WebSocket client, p50/p99/p99.9.
+//
+// Single node: one sdr-caddy reads the ring and serves all N clients.
+// Scale-out: a 3-node nats-server cluster (routes on loopback); the origin
+// sdr-caddy reads the ring and publishes it on video.front (node 0); two
+// edge sdr-caddy processes (nodes 1 and 2) take video.front as their source
+// and serve N/2 clients each.
+//
+// The stream is 1080p60-like: 60 frames/s, a 100,000-byte keyframe every
+// 60th frame, 15,000-byte deltas, the commit time in frame_id (Unix ns).
+// This process writes the ring; the clients live in a child process (this
+// binary re-executed) and read through one reused buffer. Everything runs
+// on the same machine, so the scale-out figures include the cost of three
+// NATS servers and three caddy processes sharing the cores with the
+// clients: on real deployments each edge has its own machine.
+//
+//	go run ./bench/scale [-clients 200] [-window 10s] [-warmup 3s]
+//
+// Server CPU is user+system seconds of the serving processes (caddy, and
+// nats-server for the scale-out) per GB delivered to clients. The last line:
+//
+//	BENCH scale edges=2 clients=.. p99_ms=.. single_node_p99_ms=.. ...
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sdr-os/sdr-caddy/shmring"
+)
+
+const (
+	loadgenEnv = "SDR_SCALE_BENCH_LOADGEN"
+	keyBytes   = 100_000
+	deltaBytes = 15_000
+)
+
+func main() {
+	if os.Getenv(loadgenEnv) == "1" {
+		if err := runLoadgen(os.Args[1:]); err != nil {
+			log.Fatalf("loadgen: %v", err)
+		}
+		return
+	}
+	clients := flag.Int("clients", 200, "WebSocket clients (split across the edges in the scale-out)")
+	window := flag.Duration("window", 10*time.Second, "measurement window per topology")
+	warmup := flag.Duration("warmup", 3*time.Second, "warm-up before each window")
+	fps := flag.Int("fps", 60, "frames per second")
+	gop := flag.Int("gop", 60, "frames from one keyframe to the next")
+	flag.Parse()
+	if err := run(*clients, *window, *warmup, *fps, *gop); err != nil {
+		log.Fatal(err)
+	}
+}
+
+type result struct {
+	P50, P99, P999 float64
+	Samples        int
+	Bytes          uint64
+	Errors         int
+	FirstErr       string
+	CPU            float64 // server seconds
+}
+
+func (r result) cpuPerGB() float64 {
+	if r.Bytes == 0 {
+		return 0
+	}
+	return r.CPU / (float64(r.Bytes) / 1e9)
+}
+
+func run(clients int, window, warmup time.Duration, fps, gop int) error {
+	dir, err := os.MkdirTemp("", "sdr-bench-scale-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin, err := caddyBin(dir)
+	if err != nil {
+		return err
+	}
+	natsBin, err := tool("nats-server")
+	if err != nil {
+		return err
+	}
+	ring := filepath.Join(dir, "frames")
+	w, err := shmring.CreateWriter(ring, 4<<20)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go write(ctx, w, fps, gop)
+
+	fmt.Printf("stream: %d fps, keyframe %d B every %d frames, deltas %d B; %d clients; window %s after %s warm-up; %d cores\n",
+		fps, keyBytes, gop, deltaBytes, clients, window, warmup, runtime.NumCPU())
+
+	// Single node.
+	single, err := func() (result, error) {
+		port := freePort()
+		p, err := startCaddy(bin, dir, "single", fmt.Sprintf(`{
+	admin off
+}
+http://127.0.0.1:%d {
+	handle /stream/ws {
+		sdr_stream front {
+			source shm %s
+			max_clients 0
+		}
+	}
+}
+`, port, ring), port)
+		if err != nil {
+			return result{}, err
+		}
+		defer p.stop()
+		return measure([]string{fmt.Sprintf("ws://127.0.0.1:%d/stream/ws", port)}, clients, window, warmup, fps, []*proc{p})
+	}()
+	if err != nil {
+		return fmt.Errorf("single node: %w", err)
+	}
+	report("single node", single)
+
+	// Scale-out: cluster, origin, two edges.
+	scaled, err := func() (result, error) {
+		nodes, err := startCluster(natsBin, dir)
+		for _, n := range nodes {
+			defer n.stop()
+		}
+		if err != nil {
+			return result{}, err
+		}
+		servers := append([]*proc(nil), nodes...)
+		originPort := freePort()
+		origin, err := startCaddy(bin, dir, "origin", fmt.Sprintf(`{
+	admin off
+	sdr_nats {
+		url nats://127.0.0.1:%d
+		name origin
+	}
+}
+http://127.0.0.1:%d {
+	handle /stream/ws {
+		sdr_stream front {
+			source shm %s
+			publish
+		}
+	}
+}
+`, nodes[0].port, originPort, ring), originPort)
+		if err != nil {
+			return result{}, err
+		}
+		defer origin.stop()
+		servers = append(servers, origin)
+		var urls []string
+		for i := 1; i <= 2; i++ {
+			port := freePort()
+			e, err := startCaddy(bin, dir, fmt.Sprintf("edge%d", i), fmt.Sprintf(`{
+	admin off
+	sdr_nats {
+		url nats://127.0.0.1:%d
+		name edge-%d
+	}
+}
+http://127.0.0.1:%d {
+	handle /stream/ws {
+		sdr_stream front {
+			source nats video.front
+		}
+	}
+}
+`, nodes[i].port, i, port), port)
+			if err != nil {
+				return result{}, err
+			}
+			defer e.stop()
+			servers = append(servers, e)
+			urls = append(urls, fmt.Sprintf("ws://127.0.0.1:%d/stream/ws", port))
+		}
+		return measure(urls, clients, window, warmup, fps, servers)
+	}()
+	if err != nil {
+		return fmt.Errorf("scale-out: %w", err)
+	}
+	report("1 origin + 2 edges over a 3-node NATS cluster", scaled)
+
+	ratio := 0.0
+	if single.P99 > 0 {
+		ratio = scaled.P99 / single.P99
+	}
+	fmt.Printf("BENCH scale edges=2 clients=%d p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f single_node_p50_ms=%.2f single_node_p99_ms=%.2f p99_vs_single=%.2f cpu_s_per_gb=%.3f single_node_cpu_s_per_gb=%.3f\n",
+		clients, scaled.P50, scaled.P99, scaled.P999, single.P50, single.P99, ratio, scaled.cpuPerGB(), single.cpuPerGB())
+	return nil
+}
+
+func report(what string, r result) {
+	fmt.Printf("%-48s p50 %6.2f ms  p99 %6.2f ms  p99.9 %6.2f ms  samples %d  %.2f GB  server CPU %.3f s/GB  errors %d %s\n",
+		what, r.P50, r.P99, r.P999, r.Samples, float64(r.Bytes)/1e9, r.cpuPerGB(), r.Errors, r.FirstErr)
+}
+
+// write commits frames at fps; the writer puts the commit time in frame_id.
+func write(ctx context.Context, w *shmring.Writer, fps, gop int) {
+	key := make([]byte, keyBytes)
+	delta := make([]byte, deltaBytes)
+	_, _ = rand.Read(key)
+	_, _ = rand.Read(delta)
+	period := time.Second / time.Duration(fps)
+	next := time.Now()
+	for i := 0; ctx.Err() == nil; i++ {
+		h := shmring.Header{Codec: shmring.CodecH264}
+		p := delta
+		if i%gop == 0 {
+			h.Flags, p = shmring.FlagKeyframe, key
+		}
+		if _, err := w.WriteFrame(h, p); err != nil {
+			log.Printf("writing frame: %v", err)
+			return
+		}
+		next = next.Add(period)
+		if d := time.Until(next); d > 0 {
+			time.Sleep(d)
+		} else {
+			next = time.Now()
+		}
+	}
+}
+
+// measure runs the load generator against urls and reads the servers' CPU
+// over the window.
+func measure(urls []string, clients int, window, warmup time.Duration, fps int, servers []*proc) (result, error) {
+	cmd := exec.Command(os.Args[0], "-urls", strings.Join(urls, ","), "-clients", strconv.Itoa(clients),
+		"-window", window.String(), "-warmup", warmup.String(), "-fps", strconv.Itoa(fps))
+	cmd.Env = append(os.Environ(), loadgenEnv+"=1")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return result{}, err
+	}
+	if err := cmd.Start(); err != nil {
+		return result{}, err
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var cpu0 float64
+	var res result
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "START":
+			cpu0 = cpuOf(servers)
+		case line == "END":
+			res.CPU = cpuOf(servers) - cpu0
+		case strings.HasPrefix(line, "RESULT "):
+			var r result
+			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "RESULT ")), &r); err != nil {
+				return result{}, fmt.Errorf("load generator result: %w", err)
+			}
+			r.CPU = res.CPU
+			return r, nil
+		}
+	}
+	return result{}, errors.New("load generator ended without a result")
+}
+
+// proc is a server process of the benchmark.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	port int
+}
+
+func (p *proc) stop() {
+	if p == nil || p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+}
+
+func start(name string, dir string, port int, bin string, args ...string) (*proc, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+filepath.Join(dir, "xdg"), "XDG_DATA_HOME="+filepath.Join(dir, "xdg"))
+	logf, err := os.Create(filepath.Join(dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, port: port}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+		if err == nil {
+			c.Close()
+			return p, nil
+		}
+		if time.Now().After(deadline) {
+			p.stop()
+			b, _ := os.ReadFile(logf.Name())
+			return nil, fmt.Errorf("%s not listening on %d after 30s:\n%s", name, port, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func startCaddy(bin, dir, name, caddyfile string, port int) (*proc, error) {
+	cf := filepath.Join(dir, name+".Caddyfile")
+	if err := os.WriteFile(cf, []byte(caddyfile), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := start(name, dir, port, bin, "run", "--config", cf, "--adapter", "caddyfile")
+	if err != nil {
+		return nil, err
+	}
+	// Wait until the stream answers (health JSON).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/stream/ws", port))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return p, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			p.stop()
+			return nil, fmt.Errorf("%s: stream not answering after 30s: %v", name, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// startCluster runs three nats-server processes joined by routes.
+func startCluster(bin, dir string) ([]*proc, error) {
+	var ports, cports []int
+	var routes []string
+	for range 3 {
+		ports, cports = append(ports, freePort()), append(cports, freePort())
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", cports[len(cports)-1]))
+	}
+	var nodes []*proc
+	for i := range 3 {
+		conf := filepath.Join(dir, fmt.Sprintf("n%d.conf", i))
+		body := fmt.Sprintf("server_name: n%d\nlisten: \"127.0.0.1:%d\"\ncluster {\n  name: sdr\n  listen: \"127.0.0.1:%d\"\n  routes: [%s]\n}\n",
+			i, ports[i], cports[i], strings.Join(routes, ", "))
+		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+			return nodes, err
+		}
+		n, err := start(fmt.Sprintf("n%d", i), dir, ports[i], bin, "-c", conf)
+		if err != nil {
+			return nodes, err
+		}
+		nodes = append(nodes, n)
+	}
+	time.Sleep(time.Second) // routes form
+	return nodes, nil
+}
+
+// cpuOf sums user+system seconds of the processes.
+func cpuOf(ps []*proc) float64 {
+	tick := 100.0 // USER_HZ on Linux
+	total := 0.0
+	for _, p := range ps {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		total += (u + st) / tick
+	}
+	return total
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// caddyBin is $SDR_CADDY_BIN (make sets it to the binary it built), else a
+// fresh build.
+func caddyBin(dir string) (string, error) {
+	if p := os.Getenv("SDR_CADDY_BIN"); p != "" {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	out := filepath.Join(dir, "caddy")
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/caddy")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building caddy: %v\n%s", err, b)
+	}
+	return out, nil
+}
+
+func tool(name string) (string, error) {
+	p := filepath.Join(".tools", "bin", name)
+	if _, err := os.Stat(p); err == nil {
+		return filepath.Abs(p)
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("%s not found: run scripts/deps.sh", name)
+}
