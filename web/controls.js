@@ -67,14 +67,18 @@ export class KeyboardDriver {
   }
 
   keyDown(e) {
-    if (isTyping(e)) return;
-    if (e.code === 'Space' || e.code === 'Escape') {
+    // Escape stops the robot wherever the focus is; Space unless it types.
+    if (e.code === 'Escape' || (e.code === 'Space' && !isTextEntry(e))) {
       e.preventDefault();
+      if (e.repeat) return;
+      // A focused button (Clear E-STOP, say) must not be pressed by the
+      // same Space that stops the robot.
+      if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();
       this.releaseAll();
       this.player.command('estop', { reason: 'operator' });
       return;
     }
-    if (!(e.code in KEYS)) return;
+    if (isTyping(e) || !(e.code in KEYS)) return;
     e.preventDefault();
     if (this.held.has(e.code)) return;
     this.held.add(e.code);
@@ -83,6 +87,7 @@ export class KeyboardDriver {
   }
 
   keyUp(e) {
+    if (e.code === 'Space' && !isTextEntry(e)) e.preventDefault();
     if (!this.held.delete(e.code)) return;
     if (this.held.size === 0) this.releaseAll();
     else this.send();
@@ -101,9 +106,16 @@ export class KeyboardDriver {
   }
 }
 
-function isTyping(e) {
+// isTextEntry: the key goes into a text field.
+function isTextEntry(e) {
   const t = e.target;
   return t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable);
+}
+
+// isTyping: the key belongs to a form control (arrows move a select).
+function isTyping(e) {
+  const t = e.target;
+  return t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' || t.isContentEditable);
 }
 
 /**

@@ -376,10 +376,14 @@ func TestPlayerCommands(t *testing.T) {
 	}
 
 	// Hold W for a while: set_cmd_vel with linear_x > 0 repeats.
-	evalJS[any](t, d, "main", `window.dispatchEvent(new KeyboardEvent('keydown', {code: 'KeyW'}))`)
+	if err := d.Do("down", map[string]any{"name": "main", "key": "KeyW"}, nil); err != nil {
+		t.Fatal(err)
+	}
 	c1 := next("set_cmd_vel")
 	c2 := next("set_cmd_vel")
-	evalJS[any](t, d, "main", `window.dispatchEvent(new KeyboardEvent('keyup', {code: 'KeyW'}))`)
+	if err := d.Do("up", map[string]any{"name": "main", "key": "KeyW"}, nil); err != nil {
+		t.Fatal(err)
+	}
 	var v struct {
 		LinearX  float64 `json:"linear_x"`
 		AngularZ float64 `json:"angular_z"`
@@ -389,6 +393,26 @@ func TestPlayerCommands(t *testing.T) {
 	}
 	if c2.CmdSeq <= c1.CmdSeq || c1.TTLMs <= 0 || c1.TTLMs > 1000 {
 		t.Errorf("set_cmd_vel cmd_seq %d then %d, ttl_ms %d", c1.CmdSeq, c2.CmdSeq, c1.TTLMs)
+	}
+
+	// Space is E-STOP even with the focus on the Clear E-STOP button, and
+	// it must not press that button too.
+	if err := d.Do("press", map[string]any{"name": "main", "key": "Space", "focus": "#estop-clear"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if c := next("estop"); c.CmdSeq <= c2.CmdSeq {
+		t.Errorf("estop by Space: cmd_seq %d after %d", c.CmdSeq, c2.CmdSeq)
+	}
+	for deadline := time.After(700 * time.Millisecond); ; {
+		select {
+		case m := <-cmds:
+			if m.Subject == "command.genesis.estop_clear" {
+				t.Fatalf("Space on the focused Clear E-STOP button also sent estop_clear: %s", m.Data)
+			}
+			continue
+		case <-deadline:
+		}
+		break
 	}
 
 	// Video stops: the gate holds, the page shows HOLD, driving is refused
@@ -404,9 +428,13 @@ func TestPlayerCommands(t *testing.T) {
 	if mode != "HOLD" && mode != "ESTOP" {
 		t.Fatalf("safety badge %q 5 s after the video stopped, want HOLD", mode)
 	}
-	evalJS[any](t, d, "main", `window.dispatchEvent(new KeyboardEvent('keydown', {code: 'KeyA'}))`)
+	if err := d.Do("down", map[string]any{"name": "main", "key": "KeyA"}, nil); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(300 * time.Millisecond)
-	evalJS[any](t, d, "main", `window.dispatchEvent(new KeyboardEvent('keyup', {code: 'KeyA'}))`)
+	if err := d.Do("up", map[string]any{"name": "main", "key": "KeyA"}, nil); err != nil {
+		t.Fatal(err)
+	}
 	var rejected string
 	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		rejected = evalJS[string](t, d, "main", `(document.querySelector('.sdr-command-log li.rejected') || {}).textContent || ''`)

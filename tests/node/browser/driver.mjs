@@ -13,6 +13,8 @@
 //   waitFrames  {name, count, timeoutMs}  wait until framesDecoded >= count
 //   waitBanner  {name, visible, timeoutMs, pollMs?}  wait for the video-lost banner; returns {at: Date.now()}
 //   ages        {name, skip?, count}      wait for count frame ages after skip; {ages, dropped}
+//   press       {name, key, focus?}       focus a selector, then press a key (real input events)
+//   down / up   {name, key}               hold / release a key
 //   screenshot  {name, path}              PNG of the page
 //   console     {name}                    console messages and page errors so far
 //   quit        {}
@@ -151,6 +153,20 @@ const ops = {
       ({ count }) => ({ ages: window.sdrPlayer.frameAges().slice(-count), stats: { ...window.sdrPlayer.stats } }),
       { count },
     );
+  },
+  async press({ name, key, focus }) {
+    const p = page(name);
+    if (focus) await p.focus(focus);
+    await p.keyboard.press(key);
+    return {};
+  },
+  async down({ name, key }) {
+    await page(name).keyboard.down(key);
+    return {};
+  },
+  async up({ name, key }) {
+    await page(name).keyboard.up(key);
+    return {};
   },
   async screenshot({ name, path }) {
     await page(name).screenshot({ path });
