@@ -227,3 +227,66 @@ func TestEncoderLivePatternToStream(t *testing.T) {
 		}
 	}
 }
+
+// TestEncoderReloadKeepsSession: a reload with an unchanged encoder keeps
+// its running session (no second encoder, no break for viewers); a changed
+// one gets a new session and the old one stops.
+func TestEncoderReloadKeepsSession(t *testing.T) {
+	if !nvenc.Compiled {
+		t.Skip("encoding is not compiled in")
+	}
+	cfg := func(kbps int) []byte {
+		return []byte(fmt.Sprintf(`{"admin":{"listen":"localhost:2999"},"apps":{"sdr_encoder":{"encoders":{"r":{"input":"pattern","width":256,"height":192,"fps":30,"bitrate_kbps":%d,"backends":["libx264"]}}}}}`, kbps))
+	}
+	t.Cleanup(func() {
+		if err := caddy.Load([]byte(`{"admin":{"listen":"localhost:2999"}}`), true); err != nil {
+			t.Logf("unloading: %v", err)
+		}
+	})
+	current := func() *encoderShare {
+		t.Helper()
+		l := listEncoders()
+		if len(l) != 1 || l[0].name != "r" {
+			t.Fatalf("running encoders %v", l)
+		}
+		return l[0]
+	}
+	waitFrames := func(s *encoderShare, n uint64) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for s.session.Stats().Frames < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("encoder made %d frames, want %d", s.session.Stats().Frames, n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if err := caddy.Load(cfg(1000), true); err != nil {
+		t.Fatal(err)
+	}
+	first := current()
+	waitFrames(first, 5)
+	if err := caddy.Load(cfg(1000), true); err != nil {
+		t.Fatal(err)
+	}
+	if current() != first {
+		t.Fatal("an unchanged encoder got a new session on reload")
+	}
+	waitFrames(first, first.session.Stats().Frames+5)
+	if err := caddy.Load(cfg(2000), true); err != nil {
+		t.Fatal(err)
+	}
+	second := current()
+	if second == first {
+		t.Fatal("a changed encoder kept its old session")
+	}
+	select {
+	case <-first.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the old session did not stop")
+	}
+	waitFrames(second, 5)
+	if second.session.Stats().Config.BitrateKbps != 2000 {
+		t.Fatalf("new session config %+v", second.session.Stats().Config)
+	}
+}
