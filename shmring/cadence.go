@@ -41,6 +41,7 @@ type cadence struct {
 	overdue int           // due times passed without a commit
 	misses  int           // consecutive commits far from their due time
 	catchup bool          // the last commit came late: the next may follow at once
+	search  time.Duration // extra half-width of the next window after a commit found late
 }
 
 // reset forgets what was learned (a new mapping, a new writer).
@@ -50,28 +51,37 @@ func (c *cadence) reset(now time.Time) { *c = cadence{start: now} }
 // now, by a poll made in mode after a sleep of slept.
 func (c *cadence) observe(now time.Time, steps uint64, mode pollMode, slept time.Duration) {
 	steps = max(steps, 1)
-	est := now
-	switch mode {
-	case modeCoarse:
-		// Found by the first poll after a long sleep: the commit came
-		// before the reader woke. Take it a guard earlier; the error that
-		// makes widens the window.
-		if c.period > 0 {
-			est = now.Add(-min(c.guard(), slept))
-		}
-	case modeLate:
-		est = now.Add(-slept / 2)
-	}
-	prev, overdue := c.lastObs, c.overdue
-	c.lastObs, c.overdue, c.catchup = est, 0, false
+	prev, overdue, searching := c.lastObs, c.overdue, c.search > 0
+	c.overdue, c.catchup, c.search = 0, false, 0
 	if c.period == 0 {
 		// The first period comes from two observed commits (the first one
 		// may have been committed any time before the mapping).
-		if !prev.IsZero() && est.After(prev) {
-			c.period = est.Sub(prev) / time.Duration(steps)
+		c.lastObs = now
+		if !prev.IsZero() && now.After(prev) {
+			c.period = now.Sub(prev) / time.Duration(steps)
 			c.jitter = c.period / 16
-			c.due = est.Add(c.period)
+			c.due = now.Add(c.period)
 		}
+		return
+	}
+	if mode == modeCoarse {
+		// Found by the first poll after a long sleep: the commit came at
+		// some time during that sleep, the reader cannot tell when. Guess
+		// the middle, and open the next window over the whole span so
+		// that the next commit is seen as it happens.
+		c.lastObs = now.Add(-slept / 2)
+		c.search = slept / 2
+		c.due = c.lastObs.Add(c.period)
+		return
+	}
+	est := now
+	if mode == modeLate {
+		est = now.Add(-slept / 2)
+	}
+	c.lastObs = est
+	if searching {
+		// The due time was a guess; this observation is not.
+		c.due = est.Add(c.period)
 		return
 	}
 	// The commit seen is the steps-th since the last one expected; the
@@ -83,15 +93,22 @@ func (c *cadence) observe(now time.Time, steps uint64, mode pollMode, slept time
 	// one whose period is a multiple of the learned one (a lock on a
 	// harmonic) makes every commit a miss, and the period is relearned.
 	if err < -c.period/2 || err > c.period/2 || overdue > 0 {
-		// Far off: a burst after a stall, or a writer that changed its
-		// rate. Three in a row and the rate is learned again.
+		// Far off: a writer descheduled for a while, a burst after a
+		// stall, or a writer that changed its rate. One miss keeps the
+		// schedule (a writer that fell behind usually catches up on it);
+		// three in a row and the period and phase are learned again.
 		c.misses++
+		c.catchup = err > 0
 		if c.misses >= 3 && est.After(prev) {
 			c.period = est.Sub(prev) / time.Duration(steps)
 			c.jitter, c.misses = c.period/16, 0
+			c.due = est.Add(c.period)
+			return
 		}
-		c.due = est.Add(c.period)
-		c.catchup = err > 0
+		c.due = expected.Add(c.period)
+		for c.due.Before(est) {
+			c.due = c.due.Add(c.period)
+		}
 		return
 	}
 	c.misses = 0
@@ -99,9 +116,6 @@ func (c *cadence) observe(now time.Time, steps uint64, mode pollMode, slept time
 	// right after this one to catch up: poll for it until the window.
 	c.catchup = err > c.guard()
 	abs := max(err, -err)
-	if mode == modeCoarse {
-		abs = max(abs, c.guard())
-	}
 	c.jitter += (abs - c.jitter) / 8
 	c.period += err / 16
 	c.due = expected.Add(err / 4).Add(c.period)
@@ -109,7 +123,7 @@ func (c *cadence) observe(now time.Time, steps uint64, mode pollMode, slept time
 
 // guard is how far either side of the due time the fine window reaches.
 func (c *cadence) guard() time.Duration {
-	g := minGuard + 5*c.jitter/2
+	g := max(minGuard+5*c.jitter/2, minGuard+c.search)
 	if c.period > 0 && g > c.period/2 {
 		g = c.period / 2
 	}

@@ -194,3 +194,48 @@ func TestCadenceLeavesHarmonic(t *testing.T) {
 		t.Errorf("period %v after 10 commits every %v", c.period, period)
 	}
 }
+
+// A commit found by the first poll after a long sleep happened at some
+// unknown time during that sleep: the next window spans the whole sleep, so
+// that the next commit is seen as it happens and the phase is found.
+func TestCadenceSearchesAfterCommitFoundLate(t *testing.T) {
+	t.Parallel()
+	const period = 16667 * time.Microsecond
+	t0 := time.Unix(0, 0)
+	var c cadence
+	c.reset(t0)
+	for i := 1; i <= 30; i++ {
+		c.observe(t0.Add(time.Duration(i)*period), 1, modeFine, finePoll)
+	}
+	// The writer's phase moved 12 ms earlier: commits at 31P-12ms, 32P-12ms...
+	shift := -12 * time.Millisecond
+	now := t0.Add(30 * period)
+	d, mode := c.next(now)
+	if mode != modeCoarse {
+		t.Fatalf("mode %v", mode)
+	}
+	now = now.Add(d) // wakes after the commit at 31P-12ms
+	if commit := t0.Add(31*period + shift); !now.After(commit) {
+		t.Fatalf("woke at %v, before the shifted commit at %v", now.Sub(t0), commit.Sub(t0))
+	}
+	c.observe(now, 1, modeCoarse, d)
+	// The next commit must fall inside the next window.
+	next := t0.Add(32*period + shift)
+	for {
+		d, mode := c.next(now)
+		if now.Add(d).After(next) {
+			if mode == modeCoarse {
+				t.Fatalf("slept through the commit at %v (poll at %v, mode coarse)", next.Sub(t0), now.Add(d).Sub(t0))
+			}
+			if now.Add(d).Sub(next) > maxFinePoll {
+				t.Fatalf("commit at %v seen only at %v", next.Sub(t0), now.Add(d).Sub(t0))
+			}
+			break
+		}
+		now = now.Add(d)
+	}
+	c.observe(next, 1, modeFine, finePoll)
+	if off := c.due.Sub(t0.Add(33*period + shift)); off < -time.Millisecond || off > time.Millisecond {
+		t.Errorf("phase not found: next due %v off", off)
+	}
+}
