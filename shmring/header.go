@@ -22,7 +22,8 @@
 // exactly those bytes).
 //
 // ParseRegion runs the reader's parse path over plain bytes (a copy of a ring
-// file).
+// file). Inspect (one look at a ring file) and Watch (a live view, one Window
+// per interval) are what the `caddy sdr-ring` subcommand shows.
 //
 // The package imports nothing from Caddy.
 package shmring
