@@ -102,6 +102,9 @@ func fragments(id string, data []byte, size int) [][]byte {
 		for n < len(data) && n > 0 && !utf8.RuneStart(data[n]) {
 			n--
 		}
+		if n == 0 { // no character boundary within size bytes: invalid UTF-8
+			n = min(size, len(data))
+		}
 		pieces = append(pieces, string(data[:n]))
 		data = data[n:]
 	}

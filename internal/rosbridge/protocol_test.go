@@ -26,6 +26,9 @@ func TestGlobMatch(t *testing.T) {
 		{"/odom", "/odom", true},
 		{"/odom", "/odom2", false},
 		{"", "", true},
+		{"*", "*00", true}, // a '*' in the name is no wildcard
+		{"/a*", "/a*b", true},
+		{"/a?", "/a*", true},
 	}
 	for _, c := range cases {
 		if got := globMatch(c.pattern, c.name); got != c.want {
