@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -100,11 +101,31 @@ type example struct {
 	caddy                  *testenv.Caddy
 }
 
+// freePorts returns n distinct loopback TCP ports that were free a moment
+// ago: all n are held open together, so no two are the same.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	return ports
+}
+
 // startNATS runs nats-server v2.15.2 on a free loopback port until the test
 // ends and returns its URL.
 func startNATS(t *testing.T) string {
 	t.Helper()
-	port := testenv.FreePort(t)
+	return startNATSOn(t, freePorts(t, 1)[0])
+}
+
+func startNATSOn(t *testing.T, port int) string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, testenv.Tool(t, "nats-server"), "-a", "127.0.0.1", "-p", fmt.Sprint(port))
 	if err := cmd.Start(); err != nil {
@@ -135,18 +156,19 @@ func startExample(t *testing.T, extra ...string) *example {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ports := freePorts(t, 5)
 	e := &example{
-		edge:      fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)),
-		transport: fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)),
-		admin:     fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
+		edge:      fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
+		transport: fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
+		admin:     fmt.Sprintf("127.0.0.1:%d", ports[2]),
 		ring:      filepath.Join(t.TempDir(), "frames"),
-		nats:      startNATS(t),
+		nats:      startNATSOn(t, ports[3]),
 	}
 	env := []string{
 		"SDR_SHM_PATH=" + e.ring,
 		"SDR_NATS_URL=" + e.nats,
 		// Nothing listens there: sdr_ros keeps retrying in the background.
-		fmt.Sprintf("SDR_ROS_UPSTREAM=ws://127.0.0.1:%d", testenv.FreePort(t)),
+		fmt.Sprintf("SDR_ROS_UPSTREAM=ws://127.0.0.1:%d", ports[4]),
 		"SDR_BIND_HOST=127.0.0.1",
 		"SDR_HTTP_ADDR=:" + e.edge[strings.LastIndex(e.edge, ":")+1:],
 		"SDR_LISTEN_ADDR=:" + e.transport[strings.LastIndex(e.transport, ":")+1:],
@@ -181,7 +203,7 @@ func get(t *testing.T, url string) (int, string, string) {
 }
 
 func TestCaddyfileExampleServesEdgeRoutes(t *testing.T) {
-	closed := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	closed := fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1)[0])
 	e := startExample(t, "SDR_NODE_UPSTREAM="+closed, "SDR_WEB_ROOT="+t.TempDir())
 
 	if code, body, _ := get(t, e.edge+"/health"); code != 200 || body != "OK" {

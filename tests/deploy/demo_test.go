@@ -25,17 +25,18 @@ import (
 // /stream/ws starting at a keyframe, and a clean stop on Ctrl-C.
 func TestDemoScript(t *testing.T) {
 	root := testenv.Root()
-	port := testenv.FreePort(t)
+	ports := freePorts(t, 5)
+	port := ports[0]
 	dir := t.TempDir()
 	ring := filepath.Join(dir, "frames")
 	env := append(cleanEnv(),
 		"SDR_CADDY_BIN="+testenv.CaddyBin(t),
 		fmt.Sprintf("SDR_DEMO_PORT=%d", port),
-		fmt.Sprintf("SDR_LISTEN_ADDR=:%d", testenv.FreePort(t)),
-		fmt.Sprintf("SDR_ADMIN_ADDR=127.0.0.1:%d", testenv.FreePort(t)),
+		fmt.Sprintf("SDR_LISTEN_ADDR=:%d", ports[1]),
+		fmt.Sprintf("SDR_ADMIN_ADDR=127.0.0.1:%d", ports[2]),
 		"SDR_SHM_PATH="+ring,
-		"SDR_NATS_URL="+startNATS(t),
-		fmt.Sprintf("SDR_ROS_UPSTREAM=ws://127.0.0.1:%d", testenv.FreePort(t)),
+		"SDR_NATS_URL="+startNATSOn(t, ports[3]),
+		fmt.Sprintf("SDR_ROS_UPSTREAM=ws://127.0.0.1:%d", ports[4]),
 		"SDR_DEMO_RESOLUTION=320x240",
 		"SDR_DEMO_FPS=30",
 		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
