@@ -158,9 +158,10 @@ http://127.0.0.1:%d {
 	var r struct {
 		Ages []float64 `json:"ages"`
 	}
-	timeout := (time.Duration(frames+warmup)*time.Second/time.Duration(fps))*3 + 10*time.Second
+	timeout := (time.Duration(frames+warmup)*time.Second/time.Duration(fps))*6 + 20*time.Second
 	if err := d.Do("ages", map[string]any{"skip": warmup, "count": frames, "timeoutMs": timeout.Milliseconds()}, &r); err != nil {
-		return err
+		st, _ := d.Stats("main")
+		return fmt.Errorf("%w; player stats %+v\ntestsrc: %s", err, st, readFile(filepath.Join(dir, "testsrc.log")))
 	}
 	after, err := d.Stats("main")
 	if err != nil {
