@@ -23,6 +23,10 @@ const (
 	// into millions of pieces.
 	maxThrottleMS = 3600 * 1000
 	minFragment   = 32
+	// maxClientTopics bounds the topics one client subscribes to and
+	// maxClientCalls its service calls in flight.
+	maxClientTopics = 512
+	maxClientCalls  = 64
 )
 
 // outMsg is one upstream message as every subscriber gets it: the same
@@ -333,6 +337,11 @@ func (c *client) subscribe(msg *message) {
 	c.mu.Lock()
 	t := c.topics[msg.Topic]
 	fresh := t == nil
+	if fresh && len(c.topics) >= maxClientTopics {
+		c.mu.Unlock()
+		c.refuse("subscribe", msg.ID, fmt.Sprintf("subscribe %s refused: a client may subscribe to at most %d topics", msg.Topic, maxClientTopics))
+		return
+	}
 	if fresh {
 		t = &topicState{compression: compression, ids: map[string]subParams{}}
 		c.topics[msg.Topic] = t

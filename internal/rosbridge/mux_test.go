@@ -907,3 +907,24 @@ func TestServiceResponseFragments(t *testing.T) {
 		t.Fatalf("reassembled %.200v", r)
 	}
 }
+
+func TestPerClientBounds(t *testing.T) {
+	t.Parallel()
+	f := start(t, func(o *Options) { o.RateLimit = -1; o.ServiceTimeout = 5 * time.Second })
+	f.up.HandleService("/hang", rostest.Hang)
+	c := f.dial()
+	for i := 0; i < maxClientCalls+1; i++ {
+		c.send(map[string]any{"op": "call_service", "id": fmt.Sprint(i), "service": "/hang"})
+	}
+	r := c.next("service_response")
+	if r["id"] != fmt.Sprint(maxClientCalls) || r["result"] != false || !strings.Contains(r["values"].(string), "too many service calls") {
+		t.Fatalf("call over the cap answered %v", r)
+	}
+	for i := 0; i < maxClientTopics+1; i++ {
+		c.send(map[string]any{"op": "subscribe", "id": "s", "topic": fmt.Sprintf("/t%d", i)})
+	}
+	s := c.next("status")
+	if s["level"] != "error" || !strings.Contains(s["msg"].(string), fmt.Sprintf("/t%d refused: a client may subscribe to at most", maxClientTopics)) {
+		t.Fatalf("status %v", s)
+	}
+}

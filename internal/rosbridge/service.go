@@ -69,6 +69,18 @@ func (p *servicePool) call(c *client, msg *message) {
 		timeout = time.Duration(msg.Timeout * float64(time.Second))
 	}
 	p.mu.Lock()
+	mine := 0
+	for _, call := range p.pending {
+		if call.c == c {
+			mine++
+		}
+	}
+	if mine >= maxClientCalls {
+		p.mu.Unlock()
+		c.m.cnt.deny("service")
+		c.enqueueControl(serviceFailure(msg.ID, msg.Service, fmt.Sprintf("too many service calls in flight (at most %d per client)", maxClientCalls)), levelNone)
+		return
+	}
 	best := -1
 	for i, l := range p.links {
 		if l.connected() && (best < 0 || p.inflight[i] < p.inflight[best]) {
