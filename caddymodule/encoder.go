@@ -275,6 +275,9 @@ func encoderPixelFormat(s string) (shmring.Codec, error) {
 // The encoding sessions already run (they are shared across reloads).
 func (a *EncoderApp) Start() error {
 	if a.natsConn == nil {
+		if len(a.Encoders) > 0 {
+			a.log.Info("sdr_nats is not configured: no NATS force_idr/settings, no telemetry.frame.stats")
+		}
 		return nil
 	}
 	var ctx context.Context

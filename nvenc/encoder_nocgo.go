@@ -2,7 +2,12 @@
 
 package nvenc
 
-import "errors"
+import (
+	"errors"
+	"image"
+
+	"github.com/sdr-os/sdr-caddy/shmring"
+)
 
 // Compiled reports whether this build can encode; this one was built
 // without cgo and cannot.
@@ -42,3 +47,18 @@ func (e *Encoder) Encode(Picture, bool) ([]Packet, error) { return nil, ErrNotCo
 
 // Close does nothing.
 func (e *Encoder) Close() {}
+
+// Decoder is absent from a build without cgo: NewDecoder always fails.
+type Decoder struct{}
+
+// NewDecoder fails with ErrNotCompiled.
+func NewDecoder(shmring.Codec) (*Decoder, error) { return nil, ErrNotCompiled }
+
+// Decode fails with ErrNotCompiled.
+func (d *Decoder) Decode([]byte) ([]*image.YCbCr, error) { return nil, ErrNotCompiled }
+
+// Flush fails with ErrNotCompiled.
+func (d *Decoder) Flush() ([]*image.YCbCr, error) { return nil, ErrNotCompiled }
+
+// Close does nothing.
+func (d *Decoder) Close() {}
