@@ -1,10 +1,13 @@
 package deploy
 
 import (
+	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
@@ -89,4 +92,30 @@ func TestWorkflowRunsMakeTestAndBuildsImages(t *testing.T) {
 			t.Errorf("%s is not built by the workflow", rel)
 		}
 	}
+}
+
+// TestWorkflowActionlint runs actionlint, the GitHub Actions linter (syntax,
+// expressions, known inputs of common actions), on the workflows. It is
+// fetched through the Go module proxy; without one the test is skipped.
+func TestWorkflowActionlint(t *testing.T) {
+	t.Parallel()
+	root := testenv.Root()
+	files, err := filepath.Glob(filepath.Join(root, ".github/workflows/*.yml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no workflow: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", append([]string{"run", "github.com/rhysd/actionlint/cmd/actionlint@v1.7.7", "-no-color"}, files...)...)
+	cmd.Dir = root
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err == nil {
+		return
+	}
+	if len(out) == 0 && strings.Contains(stderr.String(), "go: ") {
+		t.Skipf("cannot fetch actionlint: %s", stderr.String())
+	}
+	t.Errorf("actionlint: %v\n%s%s", err, out, stderr.String())
 }
