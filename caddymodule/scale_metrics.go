@@ -30,6 +30,7 @@ var scaleDescs = func() map[string]*prometheus.Desc {
 		"natsRestart": d("stream_nats_restarts_total", "Times frame_seq went backwards (the origin's writer restarted)."),
 		"natsWaits":   d("stream_nats_keyframe_waits_total", "Frames held back after a gap until a keyframe."),
 		"natsBad":     d("stream_nats_discarded_total", "Messages or frames discarded: reason malformed, crc, part.", "reason"),
+		"natsUp":      d("stream_nats_origin_discontinuities_total", "Gaps and restarts the origin announced (its own reader's), passed on ungated."),
 		"natsIDR":     d("stream_nats_idr_requests_total", "Keyframe requests an edge sent to the origin, after coalescing."),
 		"natsAge":     d("stream_nats_last_frame_age_seconds", "Seconds since the edge last received a frame; -1 before the first."),
 	}
@@ -93,6 +94,7 @@ func (*scaleCollector) Collect(ch chan<- prometheus.Metric) {
 		c("natsBad", st.Malformed, subj, "malformed")
 		c("natsBad", st.CRCFailures, subj, "crc")
 		c("natsBad", st.PartsDropped, subj, "part")
+		c("natsUp", st.Upstream, subj)
 		c("natsIDR", st.IDRRequests, subj)
 		age := -1.0
 		if t := s.LastArrival(); !t.IsZero() {

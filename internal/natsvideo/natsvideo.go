@@ -10,7 +10,8 @@
 // max_payload (1 MiB by default) is split into parts: each part is again the
 // 32-byte header followed by a slice of the payload, and carries the NATS
 // message header Sdr-Part with the byte offset of its slice. Frames that fit
-// carry no NATS header at all.
+// carry no NATS header at all, except a frame that follows a gap or restart
+// at the origin, which carries Sdr-Prev (see HeaderPrev).
 //
 // Keyframe requests travel the other way on <subject>.force_idr, with the
 // body {"cmd_seq":0}. Each edge coalesces its own requests; the origin's
@@ -44,6 +45,12 @@ const (
 	// larger than the server's max_payload: the decimal byte offset of the
 	// part's slice in the payload.
 	HeaderPart = "Sdr-Part"
+	// HeaderPrev is the NATS message header of a frame that follows a
+	// discontinuity at the origin (its reader missed frames, or the writer
+	// restarted): the frame_seq of the frame published before it. An edge
+	// whose last frame is that one lost nothing in transit, and passes the
+	// frame on as the origin's own clients get it.
+	HeaderPrev = "Sdr-Prev"
 	// IDRBody is the body of a keyframe request, as on command.genesis.force_idr.
 	IDRBody = `{"cmd_seq":0}`
 	// ForceIDRSubject is where the simulator (and sdr_encoder) listen for

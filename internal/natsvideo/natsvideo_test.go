@@ -72,6 +72,11 @@ func (p *pushSource) LastArrival() time.Time { return time.Time{} }
 // push sends a frame with the next frame_seq (skip > 0 leaves a gap) and a
 // payload of n bytes that depends on the sequence.
 func (p *pushSource) push(key bool, n int, skip uint64) frame.Frame {
+	return p.pushFrame(key, n, skip, false)
+}
+
+// pushFrame is push with the source's discontinuity flag.
+func (p *pushSource) pushFrame(key bool, n int, skip uint64, disc bool) frame.Frame {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.seq += 1 + skip
@@ -84,7 +89,7 @@ func (p *pushSource) push(key bool, n int, skip uint64) frame.Frame {
 	if key {
 		h.Flags = shmring.FlagKeyframe
 	}
-	f := frame.Frame{Header: h, Payload: payload, Arrived: time.Now()}
+	f := frame.Frame{Header: h, Payload: payload, Arrived: time.Now(), Discontinuity: disc}
 	for _, fn := range p.fns {
 		fn(f)
 	}
@@ -272,6 +277,60 @@ func TestGapHeldUntilKeyframe(t *testing.T) {
 	for req.n.Load() == 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("no keyframe request reached the origin; edge sent %d, origin received %d", es.Stats().IDRRequests, pub.Stats().IDRReceived)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestOriginGapPassedOn: a gap the origin's own reader had (the source
+// marks the frame) is announced with Sdr-Prev; the edge lost nothing in
+// transit, so it passes the deltas on as the origin's clients get them
+// instead of holding them for a keyframe. A loss between origin and edge
+// (here: a frame the publisher drops while its queue is stopped) is not
+// announced and is gated.
+func TestOriginGapPassedOn(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, &server.Options{MaxPayload: 4096})
+	origin, edge := connect(t, s), connect(t, s)
+	src := newPushSource()
+	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.up"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	es, err := OpenSource(edge, SourceConfig{Subject: "video.up"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer es.Close()
+	k := newSink()
+	es.Subscribe(k.fn)
+	_ = edge.Flush()
+	src.push(true, 100, 0)
+	src.push(false, 100, 0)
+	up := src.pushFrame(false, 100, 2, true)     // the origin missed 2 frames
+	big := src.pushFrame(false, 10_000, 0, true) // a restart-like mark on a split frame
+	got := k.wait(t, 4)
+	sameFrame(t, got[2], up)
+	sameFrame(t, got[3], big)
+	if !got[2].Discontinuity || !got[3].Discontinuity {
+		t.Fatalf("origin discontinuities not passed on: %t %t", got[2].Discontinuity, got[3].Discontinuity)
+	}
+	if st := es.Stats(); st.Upstream != 2 || st.KeyframeWaits != 0 || st.Gaps != 2 {
+		t.Fatalf("edge stats %+v: want 2 announced discontinuities, nothing held", st)
+	}
+	// A loss in transit: the edge misses frame_seq+1 without an announcement.
+	m := &nats.Msg{Subject: "video.up", Data: nil}
+	h := shmring.Header{FrameSeq: big.Header.FrameSeq + 2, Size: 1, Codec: shmring.CodecH264}
+	m.Data = append(h.Bytes(), 7)
+	if err := origin.PublishMsg(m); err != nil {
+		t.Fatal(err)
+	}
+	_ = origin.Flush()
+	deadline := time.Now().Add(10 * time.Second)
+	for es.Stats().KeyframeWaits != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("edge stats %+v: the unannounced gap was not gated", es.Stats())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -67,6 +67,11 @@ type Publisher struct {
 	done   chan struct{}
 	once   sync.Once
 
+	// Only the sender goroutine touches these.
+	published   bool
+	lastSeq     uint64
+	dropsAtLast uint64
+
 	frames, bytes, split, parts, dropQ, dropD, errs, idrIn, idrOut atomic.Uint64
 	lastErrLog                                                     atomic.Int64
 }
@@ -145,7 +150,11 @@ func (p *Publisher) run() {
 }
 
 // publish sends one frame, in parts when it is larger than the server's
-// max_payload, and returns buf for reuse.
+// max_payload, and returns buf for reuse. A frame that the source marked as
+// a discontinuity (its own reader missed frames, or the writer restarted)
+// carries HeaderPrev when every frame before it was published: the edge
+// then knows the gap is the origin's, not a loss in transit, and treats it
+// as the origin's own clients see it.
 func (p *Publisher) publish(f frame.Frame, buf []byte) []byte {
 	if !p.nc.IsConnected() {
 		// The client library would buffer it and send seconds-old video
@@ -154,17 +163,26 @@ func (p *Publisher) publish(f frame.Frame, buf []byte) []byte {
 		p.dropD.Add(1)
 		return buf
 	}
+	var hdr nats.Header
+	if drops := p.dropQ.Load() + p.dropD.Load() + p.errs.Load(); f.Discontinuity && p.published && drops == p.dropsAtLast {
+		hdr = nats.Header{HeaderPrev: []string{strconv.FormatUint(p.lastSeq, 10)}}
+	}
 	maxPayload := p.nc.MaxPayload()
-	if int64(shmring.HeaderSize+len(f.Payload)) <= maxPayload {
+	if int64(shmring.HeaderSize+len(f.Payload)+headerRoom(hdr)) <= maxPayload {
 		buf = slices.Grow(buf[:0], shmring.HeaderSize+len(f.Payload))[:shmring.HeaderSize]
 		f.Header.Put(buf)
 		buf = append(buf, f.Payload...)
-		if err := p.nc.Publish(p.cfg.Subject, buf); err != nil {
+		var err error
+		if hdr == nil {
+			err = p.nc.Publish(p.cfg.Subject, buf)
+		} else {
+			err = p.nc.PublishMsg(&nats.Msg{Subject: p.cfg.Subject, Header: hdr, Data: buf})
+		}
+		if err != nil {
 			p.fail(f, err)
 			return buf
 		}
-		p.frames.Add(1)
-		p.bytes.Add(uint64(len(f.Payload)))
+		p.sent(f)
 		return buf
 	}
 	room, err := partRoom(maxPayload)
@@ -177,17 +195,34 @@ func (p *Publisher) publish(f frame.Frame, buf []byte) []byte {
 		data := make([]byte, shmring.HeaderSize, shmring.HeaderSize+end-off)
 		f.Header.Put(data)
 		data = append(data, f.Payload[off:end]...)
-		m := &nats.Msg{Subject: p.cfg.Subject, Header: nats.Header{HeaderPart: []string{strconv.Itoa(off)}}, Data: data}
-		if err := p.nc.PublishMsg(m); err != nil {
+		h := nats.Header{HeaderPart: []string{strconv.Itoa(off)}}
+		if off == 0 && hdr != nil {
+			h[HeaderPrev] = hdr[HeaderPrev]
+		}
+		if err := p.nc.PublishMsg(&nats.Msg{Subject: p.cfg.Subject, Header: h, Data: data}); err != nil {
 			p.fail(f, err)
 			return buf
 		}
 		p.parts.Add(1)
 	}
 	p.split.Add(1)
+	p.sent(f)
+	return buf
+}
+
+// sent records a published frame.
+func (p *Publisher) sent(f frame.Frame) {
 	p.frames.Add(1)
 	p.bytes.Add(uint64(len(f.Payload)))
-	return buf
+	p.published, p.lastSeq = true, f.Header.FrameSeq
+	p.dropsAtLast = p.dropQ.Load() + p.dropD.Load() + p.errs.Load()
+}
+
+func headerRoom(h nats.Header) int {
+	if h == nil {
+		return 0
+	}
+	return partOverhead
 }
 
 // fail counts a frame the client refused and logs at most once a second.

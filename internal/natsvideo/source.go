@@ -53,6 +53,7 @@ type SourceStats struct {
 	PartsDropped  uint64 // parts of split frames that could not be reassembled
 	IDRRequests   uint64 // keyframe requests sent to the origin, after coalescing
 	LastSeq       uint64 // frame_seq of the last frame received
+	Upstream      uint64 // discontinuities the origin announced (its own gaps and restarts), passed on
 }
 
 // Source is a frame.Source fed by a NATS subscription to a video subject.
@@ -78,8 +79,8 @@ type Source struct {
 	waitKey  bool // gating: hold deltas until a keyframe
 	discont  bool // a gap or restart since the last delivered frame
 
-	msgs, frames, bytes, gaps, restarts, keyWaits, malformed, crcFails, partsDropped, idrSent atomic.Uint64
-	lastSeqStat                                                                               atomic.Uint64
+	msgs, frames, bytes, gaps, restarts, keyWaits, malformed, crcFails, partsDropped, idrSent, upstream atomic.Uint64
+	lastSeqStat                                                                                         atomic.Uint64
 }
 
 // assembly is a split frame being put back together.
@@ -88,6 +89,7 @@ type assembly struct {
 	header shmring.Header
 	buf    []byte
 	next   int
+	prev   string // HeaderPrev of the first part
 }
 
 // OpenSource subscribes to the video subject on nc. Close unsubscribes.
@@ -148,16 +150,16 @@ func (s *Source) onMsg(m *nats.Msg) {
 		s.malformed.Add(1)
 		return
 	}
-	part := ""
+	part, prev := "", ""
 	if m.Header != nil {
-		part = m.Header.Get(HeaderPart)
+		part, prev = m.Header.Get(HeaderPart), m.Header.Get(HeaderPrev)
 	}
 	if part == "" {
 		if len(body) != int(h.Size) {
 			s.malformed.Add(1)
 			return
 		}
-		s.frame(h, body, now)
+		s.frame(h, body, prev, now)
 		return
 	}
 	off, err := strconv.Atoi(part)
@@ -171,7 +173,7 @@ func (s *Source) onMsg(m *nats.Msg) {
 		if a.active {
 			s.partsDropped.Add(1)
 		}
-		*a = assembly{active: true, header: h, buf: make([]byte, h.Size)}
+		*a = assembly{active: true, header: h, buf: make([]byte, h.Size), prev: prev}
 	} else if !a.active || a.header != h || a.next != off {
 		if a.active {
 			s.partsDropped.Add(1)
@@ -183,14 +185,15 @@ func (s *Source) onMsg(m *nats.Msg) {
 	copy(a.buf[off:], body)
 	a.next = off + len(body)
 	if a.next == int(h.Size) {
-		payload := a.buf
+		payload, prev := a.buf, a.prev
 		*a = assembly{}
-		s.frame(h, payload, now)
+		s.frame(h, payload, prev, now)
 	}
 }
 
 // frame takes one whole frame: checks, sequencing, gating, GOP, delivery.
-func (s *Source) frame(h shmring.Header, payload []byte, now time.Time) {
+// prev is the frame's HeaderPrev, "" when it has none.
+func (s *Source) frame(h shmring.Header, payload []byte, prev string, now time.Time) {
 	if !s.cfg.DisableCRC && h.CRC32 != 0 && shmring.Checksum(payload) != h.CRC32 {
 		s.crcFails.Add(1)
 		return
@@ -205,6 +208,13 @@ func (s *Source) frame(h shmring.Header, payload []byte, now time.Time) {
 		s.mu.Unlock()
 		return
 	}
+	// A discontinuity the origin announces, with nothing lost since the
+	// frame before it, is passed on as the origin's clients get it.
+	upstream := false
+	if prev != "" && s.started {
+		n, err := strconv.ParseUint(prev, 10, 64)
+		upstream = err == nil && n == s.lastSeq
+	}
 	switch {
 	case !s.started:
 		s.started = true
@@ -218,7 +228,11 @@ func (s *Source) frame(h shmring.Header, payload []byte, now time.Time) {
 	}
 	s.lastSeq = h.FrameSeq
 	key := h.Keyframe()
-	if s.discont && !s.cfg.NoKeyframeGating {
+	if upstream {
+		s.upstream.Add(1)
+		s.discont = true
+	}
+	if s.discont && !s.cfg.NoKeyframeGating && !upstream {
 		s.waitKey = true
 	}
 	if s.waitKey && !key {
@@ -230,7 +244,7 @@ func (s *Source) frame(h shmring.Header, payload []byte, now time.Time) {
 	}
 	// After a gap, deltas forwarded without gating decode badly until the
 	// next keyframe: ask for one now.
-	ask := s.discont && !key
+	ask := s.discont && !key && !upstream
 	s.waitKey = false
 	f := frame.Frame{Header: h, Payload: payload, Arrived: now, Discontinuity: s.discont}
 	s.discont = false
@@ -309,7 +323,7 @@ func (s *Source) Stats() SourceStats {
 		Messages: s.msgs.Load(), Frames: s.frames.Load(), Bytes: s.bytes.Load(), Gaps: s.gaps.Load(),
 		Restarts: s.restarts.Load(), KeyframeWaits: s.keyWaits.Load(), Malformed: s.malformed.Load(),
 		CRCFailures: s.crcFails.Load(), PartsDropped: s.partsDropped.Load(), IDRRequests: s.idrSent.Load(),
-		LastSeq: s.lastSeqStat.Load(),
+		LastSeq: s.lastSeqStat.Load(), Upstream: s.upstream.Load(),
 	}
 }
 
