@@ -23,8 +23,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,6 +48,7 @@ func main() {
 	warmup := flag.Duration("warmup", time.Second, "warm-up before each window")
 	rate := flag.Int("rate", 100, "topic rate, messages per second")
 	counts := flag.String("clients", "1,10,100", "client counts")
+	profile := flag.String("cpuprofile", "", "write a CPU profile of the proxy during the last sdr_ros window to this file")
 	flag.Parse()
 	log.SetFlags(0)
 
@@ -62,7 +65,7 @@ func main() {
 		log.Fatal(err)
 	}
 	defer up.Close()
-	proxy, err := startProxy(up.URL())
+	proxy, err := startProxy(up.URL(), *profile != "")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -72,10 +75,17 @@ func main() {
 		*rate, *duration, *warmup, runtime.NumCPU())
 	fmt.Printf("%-8s %-7s %14s %9s %9s %9s %10s\n", "path", "clients", "upstream_msg/s", "p50_ms", "p99_ms", "cpu_pct", "delivered")
 	var last, lastDirect result
-	for _, n := range ns {
+	for i, n := range ns {
 		direct := run(up, up.URL(), n, *rate, *warmup, *duration, 0)
 		direct.print("direct")
+		var stopProfile func()
+		if *profile != "" && i == len(ns)-1 {
+			stopProfile = proxy.profile(*profile, *warmup+*duration)
+		}
 		via := run(up, proxy.url, n, *rate, *warmup, *duration, proxy.pid)
+		if stopProfile != nil {
+			stopProfile()
+		}
 		via.print("sdr_ros")
 		last, lastDirect = via, direct
 	}
@@ -273,10 +283,31 @@ func procCPU(pid int) (float64, error) {
 }
 
 type proxy struct {
-	cmd *exec.Cmd
-	pid int
-	url string
-	dir string
+	cmd   *exec.Cmd
+	pid   int
+	url   string
+	dir   string
+	admin string
+}
+
+// profile fetches a CPU profile of the proxy over d into file; the returned
+// function waits for it.
+func (p *proxy) profile(file string, d time.Duration) func() {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.admin, int(d.Seconds())))
+		if err != nil {
+			log.Printf("profile: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if err := os.WriteFile(file, b, 0o644); err != nil {
+			log.Printf("profile: %v", err)
+		}
+	}()
+	return func() { <-done }
 }
 
 func (p *proxy) stop() {
@@ -294,7 +325,7 @@ func (p *proxy) stop() {
 
 // startProxy runs the sdr-caddy binary ($SDR_CADDY_BIN, else bin/caddy,
 // else one built now) with sdr_ros in front of upstream.
-func startProxy(upstream string) (*proxy, error) {
+func startProxy(upstream string, admin bool) (*proxy, error) {
 	bin := os.Getenv("SDR_CADDY_BIN")
 	dir, err := os.MkdirTemp("", "sdr-bench-ros-")
 	if err != nil {
@@ -311,14 +342,13 @@ func startProxy(upstream string) (*proxy, error) {
 			}
 		}
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
+	port, adminPort := freePort(), freePort()
+	adminAddr := "off"
+	if admin {
+		adminAddr = fmt.Sprintf("127.0.0.1:%d", adminPort)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
 	caddyfile := fmt.Sprintf(`{
-	admin off
+	admin %s
 }
 http://127.0.0.1:%d {
 	handle /ros/* {
@@ -327,7 +357,7 @@ http://127.0.0.1:%d {
 		}
 	}
 }
-`, port, upstream)
+`, adminAddr, port, upstream)
 	cf := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(cf, []byte(caddyfile), 0o644); err != nil {
 		return nil, err
@@ -339,7 +369,7 @@ http://127.0.0.1:%d {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", bin, err)
 	}
-	p := &proxy{cmd: cmd, pid: cmd.Process.Pid, url: fmt.Sprintf("ws://127.0.0.1:%d/ros/", port), dir: dir}
+	p := &proxy{cmd: cmd, pid: cmd.Process.Pid, url: fmt.Sprintf("ws://127.0.0.1:%d/ros/", port), dir: dir, admin: adminAddr}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
@@ -353,4 +383,13 @@ http://127.0.0.1:%d {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
