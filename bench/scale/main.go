@@ -118,17 +118,16 @@ func run(clients int, window, warmup time.Duration, fps, gop int) error {
 	single, err := func() (result, error) {
 		port := freePort()
 		p, err := startCaddy(bin, dir, "single", fmt.Sprintf(`{
-	admin off
+	admin %s
 }
 http://127.0.0.1:%d {
 	handle /stream/ws {
 		sdr_stream front {
 			source shm %s
-			max_clients 0
 		}
 	}
 }
-`, port, ring), port)
+`, adminAddr(), port, ring), port)
 		if err != nil {
 			return result{}, err
 		}
@@ -152,7 +151,7 @@ http://127.0.0.1:%d {
 		servers := append([]*proc(nil), nodes...)
 		originPort := freePort()
 		origin, err := startCaddy(bin, dir, "origin", fmt.Sprintf(`{
-	admin off
+	admin %s
 	sdr_nats {
 		url nats://127.0.0.1:%d
 		name origin
@@ -166,7 +165,7 @@ http://127.0.0.1:%d {
 		}
 	}
 }
-`, nodes[0].port, originPort, ring), originPort)
+`, adminAddr(), nodes[0].port, originPort, ring), originPort)
 		if err != nil {
 			return result{}, err
 		}
@@ -176,7 +175,7 @@ http://127.0.0.1:%d {
 		for i := 1; i <= 2; i++ {
 			port := freePort()
 			e, err := startCaddy(bin, dir, fmt.Sprintf("edge%d", i), fmt.Sprintf(`{
-	admin off
+	admin %s
 	sdr_nats {
 		url nats://127.0.0.1:%d
 		name edge-%d
@@ -189,7 +188,7 @@ http://127.0.0.1:%d {
 		}
 	}
 }
-`, nodes[i].port, i, port), port)
+`, adminAddr(), nodes[i].port, i, port), port)
 			if err != nil {
 				return result{}, err
 			}
@@ -277,6 +276,11 @@ func measure(urls []string, clients int, window, warmup time.Duration, fps int, 
 				return result{}, fmt.Errorf("load generator result: %w", err)
 			}
 			r.CPU = res.CPU
+			for _, p := range servers {
+				if c := counters(p); c != "" {
+					fmt.Println("  " + c)
+				}
+			}
 			return r, nil
 		}
 	}
@@ -285,9 +289,11 @@ func measure(urls []string, clients int, window, warmup time.Duration, fps int, 
 
 // proc is a server process of the benchmark.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	port int
+	name   string
+	cmd    *exec.Cmd
+	port   int
+	admin  string
+	exited chan struct{}
 }
 
 func (p *proc) stop() {
@@ -295,13 +301,11 @@ func (p *proc) stop() {
 		return
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-p.exited:
 	case <-time.After(10 * time.Second):
 		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-done
+		<-p.exited
 	}
 }
 
@@ -318,21 +322,58 @@ func start(name string, dir string, port int, bin string, args ...string) (*proc
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, port: port}
-	deadline := time.Now().Add(30 * time.Second)
+	p := &proc{name: name, cmd: cmd, port: port, exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.exited) }()
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
 		if err == nil {
 			c.Close()
 			return p, nil
 		}
+		select {
+		case <-p.exited:
+			b, _ := os.ReadFile(logf.Name())
+			return nil, fmt.Errorf("%s exited before listening on %d:\n%s", name, port, b)
+		default:
+		}
 		if time.Now().After(deadline) {
 			p.stop()
 			b, _ := os.ReadFile(logf.Name())
-			return nil, fmt.Errorf("%s not listening on %d after 30s:\n%s", name, port, b)
+			return nil, fmt.Errorf("%s not listening on %d after 60s:\n%s", name, port, b)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func adminAddr() string { return fmt.Sprintf("127.0.0.1:%d", freePort()) }
+
+// counters prints the stream's loss counters of a caddy process: ring gaps
+// at a reader, NATS gaps and held frames at an edge, lag skips.
+func counters(p *proc) string {
+	if p.admin == "" {
+		return ""
+	}
+	resp, err := http.Get("http://" + p.admin + "/metrics")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	var out []string
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		for _, name := range []string{"caddy_sdr_stream_ring_gaps_total", "caddy_sdr_stream_nats_gaps_total",
+			"caddy_sdr_stream_nats_keyframe_waits_total", "caddy_sdr_stream_nats_origin_discontinuities_total",
+			"caddy_sdr_stream_lag_skips_total", "caddy_sdr_stream_keyframe_timeouts_total"} {
+			if strings.HasPrefix(l, name) {
+				f := strings.Fields(l)
+				out = append(out, strings.TrimPrefix(name, "caddy_sdr_stream_")+"="+f[len(f)-1])
+			}
+		}
+	}
+	return p.name + ": " + strings.Join(out, " ")
 }
 
 func startCaddy(bin, dir, name, caddyfile string, port int) (*proc, error) {
@@ -343,6 +384,9 @@ func startCaddy(bin, dir, name, caddyfile string, port int) (*proc, error) {
 	p, err := start(name, dir, port, bin, "run", "--config", cf, "--adapter", "caddyfile")
 	if err != nil {
 		return nil, err
+	}
+	if i := strings.Index(caddyfile, "admin "); i >= 0 {
+		p.admin = strings.Fields(caddyfile[i+len("admin "):])[0]
 	}
 	// Wait until the stream answers (health JSON).
 	deadline := time.Now().Add(30 * time.Second)
@@ -356,7 +400,8 @@ func startCaddy(bin, dir, name, caddyfile string, port int) (*proc, error) {
 		}
 		if time.Now().After(deadline) {
 			p.stop()
-			return nil, fmt.Errorf("%s: stream not answering after 30s: %v", name, err)
+			b, _ := os.ReadFile(filepath.Join(dir, name+".log"))
+			return nil, fmt.Errorf("%s: stream not answering after 30s: %v\n%s", name, err, b)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
