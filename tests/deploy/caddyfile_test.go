@@ -66,7 +66,15 @@ func TestCaddyfileExampleValidates(t *testing.T) {
 			composeEnv = append(composeEnv, k+"="+*v)
 		}
 	}
-	for name, env := range map[string][]string{"defaults": base, "compose": composeEnv} {
+	// Validation provisions every module, and with no SDR_NATS_URL that
+	// starts the embedded nats-server on 127.0.0.1:4222, which anything else
+	// on this machine may hold: the bare defaults are adapted, and validated
+	// with only the NATS URL set (a real nats-server).
+	if out, err := runCaddy(t, base, "", "adapt", "--config", "Caddyfile.example", "--adapter", "caddyfile"); err != nil {
+		t.Errorf("defaults: caddy adapt: %v\n%s", err, out)
+	}
+	withNATS := append(append([]string(nil), base...), "SDR_NATS_URL="+startNATS(t))
+	for name, env := range map[string][]string{"defaults with a NATS URL": withNATS, "compose": composeEnv} {
 		out, err := runCaddy(t, env, "", "validate", "--config", "Caddyfile.example", "--adapter", "caddyfile")
 		if err != nil || !strings.Contains(out, "Valid configuration") {
 			t.Errorf("%s: caddy validate: %v\n%s", name, err, out)
