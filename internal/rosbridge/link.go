@@ -55,6 +55,7 @@ const (
 // run dials, serves and redials until ctx ends.
 func (l *link) run(ctx context.Context) {
 	backoff := l.minBackoff
+	failures := 0
 	for ctx.Err() == nil {
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		conn, _, err := l.dialer.DialContext(dctx, l.url, l.header)
@@ -63,13 +64,19 @@ func (l *link) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			l.log.Warn("rosbridge upstream dial failed", "link", l.name, "url", l.url, "error", err, "retry_in", backoff)
+			// the first failure and every 20th after it: an absent
+			// rosbridge_server must not flood the log
+			if failures%20 == 0 {
+				l.log.Warn("rosbridge upstream dial failed", "link", l.name, "url", l.url, "error", err, "failures", failures+1, "retry_in", backoff)
+			}
+			failures++
 			if !sleepCtx(ctx, jitter(backoff)) {
 				return
 			}
 			backoff = min(backoff*2, l.maxBackoff)
 			continue
 		}
+		failures = 0
 		conn.SetReadLimit(l.readLimit)
 		served := l.serve(ctx, conn)
 		if ctx.Err() != nil {
