@@ -42,10 +42,23 @@ type cadence struct {
 	misses  int           // consecutive commits far from their due time
 	catchup bool          // the last commit came late: the next may follow at once
 	search  time.Duration // extra half-width of the next window after a commit found late
+	wake    time.Duration // how late the reader's own sleeps end (EWMA, quick to rise)
+}
+
+// overslept records that a sleep ended late by over: on a loaded machine
+// the reader's own wake-up comes late, and the window must open that much
+// earlier for the commit not to land before it.
+func (c *cadence) overslept(over time.Duration) {
+	over = max(over, 0)
+	if over > c.wake {
+		c.wake += (over - c.wake) / 2
+	} else {
+		c.wake += (over - c.wake) / 32
+	}
 }
 
 // reset forgets what was learned (a new mapping, a new writer).
-func (c *cadence) reset(now time.Time) { *c = cadence{start: now} }
+func (c *cadence) reset(now time.Time) { *c = cadence{start: now, wake: c.wake} }
 
 // observe records that steps commits (sequence increments) were observed at
 // now, by a poll made in mode after a sleep of slept.
@@ -123,7 +136,7 @@ func (c *cadence) observe(now time.Time, steps uint64, mode pollMode, slept time
 
 // guard is how far either side of the due time the fine window reaches.
 func (c *cadence) guard() time.Duration {
-	g := max(minGuard+5*c.jitter/2, minGuard+c.search)
+	g := max(minGuard+5*c.jitter/2, minGuard+c.search) + 2*c.wake
 	if c.period > 0 && g > c.period/2 {
 		g = c.period / 2
 	}

@@ -206,8 +206,12 @@ func (r *Reader) Run(ctx context.Context, fn func(Frame)) error {
 			r.slept = d
 			precise = r.m != nil && !r.cad.idle()
 		}
+		t0 := time.Now()
 		if !r.sleep(ctx, &timer, d, precise) {
 			break
+		}
+		if precise && d > 0 {
+			r.cad.overslept(time.Since(t0) - d)
 		}
 	}
 	if timer != nil {
