@@ -428,7 +428,7 @@ export class Player extends EventTarget {
         st.recentGaps.push(t);
         if (st.recentGaps.length > 16) st.recentGaps.shift();
       }
-      else if (header.frameSeq <= this.lastSeq) this.awaitKey = true; // writer restarted
+      else if (header.frameSeq <= this.lastSeq) this.resetDecoder(); // writer restarted
     }
     this.lastSeq = header.frameSeq;
     const name = codecName(header.codec);
@@ -528,6 +528,7 @@ export class Player extends EventTarget {
   resetDecoder() {
     this.awaitKey = true;
     this.jpegGen = (this.jpegGen || 0) + 1;
+    this.lastDrawnSeq = -1n;
     this.stats.dropped += this.pending.size;
     this.pending.clear();
     if (this.decoder) {

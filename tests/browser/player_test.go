@@ -46,14 +46,35 @@ func TestPlayerDecodesH264(t *testing.T) {
 	checkPlays(t, d, "main", "h264", "player-h264.png")
 }
 
-// TestPlayerDecodesJPEG does the same with JPEG frames (createImageBitmap).
+// TestPlayerDecodesJPEG does the same with JPEG frames (createImageBitmap),
+// then restarts the writer: frame_seq starts again from 1 and the page
+// goes on drawing.
 func TestPlayerDecodesJPEG(t *testing.T) {
 	ring := filepath.Join(t.TempDir(), "frames")
-	startSource(t, ring, "--codec", "jpeg")
+	src := startSource(t, ring, "--codec", "jpeg")
 	e := startEdge(t, ring)
 	d := startBrowser(t)
 	openPlayer(t, d, "main", e.URL())
 	checkPlays(t, d, "main", "jpeg", "player-jpeg.png")
+
+	src.stop(t)
+	before, err := d.Stats("main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	startSource(t, ring, "--codec", "jpeg")
+	// The new writer's frame_seq starts from 1: a page that still compared
+	// it with the old writer's would freeze until it caught up (8 s here).
+	after := waitFrames(t, d, "main", before.FramesDecoded+60, 6*time.Second)
+	t.Logf("writer restarted: 60 frames drawn after %v, connects %d -> %d", time.Since(restarted), before.Connects, after.Connects)
+	if after.Connects != before.Connects {
+		t.Errorf("the page reconnected (%d -> %d) to follow a writer restart", before.Connects, after.Connects)
+	}
+	s1 := readStamp(t, d, "main")
+	if s1.Frame > 1000 {
+		t.Errorf("after the writer restart the canvas shows frame %d, not the new writer's", s1.Frame)
+	}
 }
 
 // checkPlays asserts what a person would see: at least 150 frames decoded
