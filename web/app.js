@@ -1,6 +1,7 @@
 // The demo page: a Player, its command buttons, keyboard driving, the ack
 // log and the telemetry panel. The WebSocket URL comes from ?ws=<url>, else
 // the sdr-stream-url meta tag (sdr_player's stream_url), else /stream/ws.
+// ?await_key_on_gap=1 sets the Player option of that name.
 import { Player } from './player.js';
 import { KeyboardDriver, TelemetryPanel, CommandLog } from './controls.js';
 
@@ -9,6 +10,7 @@ const options = {};
 const meta = document.querySelector('meta[name="sdr-stream-url"]');
 if (params.get('ws')) options.url = params.get('ws');
 else if (meta && meta.content) options.url = meta.content;
+if (params.get('await_key_on_gap') === '1') options.awaitKeyOnGap = true;
 
 const player = new Player(document.getElementById('video'), options);
 const driver = new KeyboardDriver(player);

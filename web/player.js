@@ -150,6 +150,10 @@ const DEFAULTS = {
   maxDecodeLagMs: 500,
   maxDecodeQueue: 120,
   maxJpegInFlight: 2,
+  // After a frame_seq gap, decode nothing until a keyframe (a frozen picture
+  // instead of a smeared one). Off by default, as the old service's gating:
+  // an intra-refresh encoder heals the picture without keyframes.
+  awaitKeyOnGap: false,
   reconnectMinMs: 250,
   reconnectMaxMs: 5000,
   ttlMs: 1000, // ttl_ms of commands other than driving
@@ -427,6 +431,8 @@ export class Player extends EventTarget {
         st.lastGapAt = t;
         st.recentGaps.push(t);
         if (st.recentGaps.length > 16) st.recentGaps.shift();
+        // Deltas after a gap reference frames this page never got.
+        if (this.opts.awaitKeyOnGap) this.awaitKey = true;
       }
       else if (header.frameSeq <= this.lastSeq) this.resetDecoder(); // writer restarted
     }
