@@ -2,7 +2,10 @@
 // libx264 ultrafast/zerolatency) against the ffmpeg command line with the
 // same flags on the same raw I420 frames, in the same run, at 720p and
 // 1080p. It reports frames per second of both (free-running), their ratio,
-// and the per-frame encode latency of ours paced at 30 fps (p50/p99).
+// the per-frame encode latency of ours paced at 30 fps (p50/p99), and the
+// CPU time per frame of both (user+system of the whole process: ours from
+// getrusage, ffmpeg's from -benchmark), which a loaded machine disturbs far
+// less than wall-clock rates.
 //
 //	go run ./bench/encoder [-frames 300] [-paced 150] [-rounds 2]
 //
@@ -16,12 +19,14 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/sdr-os/sdr-caddy/internal/testpattern"
@@ -56,17 +61,19 @@ func main() {
 		w, h := res[0], res[1]
 		raw := render(w, h)
 		var ours, theirs float64
+		oursCPU, theirsCPU := math.Inf(1), math.Inf(1)
 		for r := 0; r < *rounds; r++ {
-			f, err := oursFPS(w, h, raw, *frames)
+			f, cpu, err := oursFPS(w, h, raw, *frames)
 			check(err)
-			ours = max(ours, f)
-			f, err = ffmpegFPS(w, h, raw, *frames)
+			ours, oursCPU = max(ours, f), min(oursCPU, cpu)
+			f, cpu, err = ffmpegFPS(w, h, raw, *frames)
 			check(err)
-			theirs = max(theirs, f)
+			theirs, theirsCPU = max(theirs, f), min(theirsCPU, cpu)
 		}
 		p50, p99, err := pacedLatency(w, h, raw, *paced)
 		check(err)
-		line := fmt.Sprintf("res=%dx%d fps=%.1f ffmpeg_fps=%.1f ratio=%.3f p50_ms=%.2f p99_ms=%.2f", w, h, ours, theirs, ours/theirs, p50, p99)
+		line := fmt.Sprintf("res=%dx%d fps=%.1f ffmpeg_fps=%.1f ratio=%.3f p50_ms=%.2f p99_ms=%.2f cpu_ms_per_frame=%.2f ffmpeg_cpu_ms_per_frame=%.2f cpu_ratio=%.3f",
+			w, h, ours, theirs, ours/theirs, p50, p99, oursCPU, theirsCPU, theirsCPU/oursCPU)
 		fmt.Println("encoder " + line)
 		last = line
 	}
@@ -99,19 +106,28 @@ func openOurs(w, h int) (*nvenc.Encoder, error) {
 	})
 }
 
-func oursFPS(w, h int, raw [][]byte, n int) (float64, error) {
+// cpuTime is the process's user+system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// oursFPS returns frames per second and CPU milliseconds per frame.
+func oursFPS(w, h int, raw [][]byte, n int) (float64, float64, error) {
 	enc, err := openOurs(w, h)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer enc.Close()
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	for i := 0; i < n; i++ {
 		if _, err := enc.Encode(nvenc.Picture{Format: shmring.CodecI420, Width: w, Height: h, Stride: w, Data: raw[i%len(raw)]}, false); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	cpu := cpuTime() - cpu0
+	return float64(n) / time.Since(start).Seconds(), float64(cpu.Microseconds()) / 1000 / float64(n), nil
 }
 
 // pacedLatency encodes at 30 fps and returns the encode time percentiles.
@@ -135,25 +151,26 @@ func pacedLatency(w, h int, raw [][]byte, n int) (p50, p99 float64, err error) {
 	return lat[len(lat)*50/100], lat[min(len(lat)-1, len(lat)*99/100)], nil
 }
 
-var rtimeRE = regexp.MustCompile(`rtime=([0-9.]+)s`)
+// ffmpeg -benchmark prints "bench: utime=1.234s stime=0.056s rtime=0.789s".
+var benchRE = regexp.MustCompile(`utime=([0-9.]+)s stime=([0-9.]+)s rtime=([0-9.]+)s`)
 
 // ffmpegFPS gives the ffmpeg command line the same frames (a file of the
 // distinct frames, looped) with the same flags and reads its own measure of
 // the encoding time (-benchmark rtime).
-func ffmpegFPS(w, h int, raw [][]byte, n int) (float64, error) {
+func ffmpegFPS(w, h int, raw [][]byte, n int) (rate, cpuMSPerFrame float64, err error) {
 	f, err := os.CreateTemp("", "sdr-bench-encoder-*.yuv")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer os.Remove(f.Name())
 	for _, r := range raw {
 		if _, err := f.Write(r); err != nil {
 			f.Close()
-			return 0, err
+			return 0, 0, err
 		}
 	}
 	if err := f.Close(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -167,15 +184,20 @@ func ffmpegFPS(w, h int, raw [][]byte, n int) (float64, error) {
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		return 0, fmt.Errorf("ffmpeg: %w\n%s", err, out.String())
+		return 0, 0, fmt.Errorf("ffmpeg: %w\n%s", err, out.String())
 	}
-	m := rtimeRE.FindSubmatch(out.Bytes())
+	m := benchRE.FindSubmatch(out.Bytes())
 	if m == nil {
-		return 0, fmt.Errorf("ffmpeg printed no benchmark line:\n%s", out.String())
+		return 0, 0, fmt.Errorf("ffmpeg printed no benchmark line:\n%s", out.String())
 	}
-	rt, err := strconv.ParseFloat(string(m[1]), 64)
-	if err != nil || rt <= 0 {
-		return 0, fmt.Errorf("ffmpeg rtime %q", m[1])
+	var t [3]float64
+	for i := range t {
+		if t[i], err = strconv.ParseFloat(string(m[i+1]), 64); err != nil {
+			return 0, 0, fmt.Errorf("ffmpeg benchmark line %q: %w", m[0], err)
+		}
 	}
-	return float64(n) / rt, nil
+	if t[2] <= 0 {
+		return 0, 0, fmt.Errorf("ffmpeg rtime %q", m[3])
+	}
+	return float64(n) / t[2], (t[0] + t[1]) * 1000 / float64(n), nil
 }
