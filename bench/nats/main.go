@@ -17,6 +17,9 @@
 package main
 
 import (
+	"bufio"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -87,26 +90,108 @@ func (c *client) read(conn *websocket.Conn) {
 			c.lost.Store(true)
 			return
 		}
-		now := time.Now().UnixNano()
-		p := phase.Load()
-		switch {
-		case n >= 33 && buf[0] == wire.TypeVideo:
-			sent := int64(binary.LittleEndian.Uint64(buf[1:9])) // frame_id: commit time
-			if p == phaseBase || p == phaseTelemetry {
-				c.video[p] = append(c.video[p], int32((now-sent)/1000))
-			}
-		case n >= 3 && buf[0] == wire.TypeTelemetry:
-			if sent, ok := telemetrySent(buf[:n]); ok && p == phaseTelemetry {
-				c.telemetry[p] = append(c.telemetry[p], int32((now-sent)/1000))
-			}
-		}
-		// The rest of the message, into the same buffer.
+		c.record(buf[:n])
 		for {
 			if _, err := r.Read(buf); err != nil {
 				break
 			}
 		}
 	}
+}
+
+// record takes the first bytes of one message.
+func (c *client) record(head []byte) {
+	now := time.Now().UnixNano()
+	p := phase.Load()
+	switch {
+	case len(head) >= 33 && head[0] == wire.TypeVideo:
+		sent := int64(binary.LittleEndian.Uint64(head[1:9])) // frame_id: commit time
+		if p == phaseBase || p == phaseTelemetry {
+			c.video[p] = append(c.video[p], int32((now-sent)/1000))
+		}
+	case len(head) >= 3 && head[0] == wire.TypeTelemetry:
+		if sent, ok := telemetrySent(head); ok && p == phaseTelemetry {
+			c.telemetry[p] = append(c.telemetry[p], int32((now-sent)/1000))
+		}
+	}
+}
+
+// readRaw reads server frames straight from a large buffer: the load
+// generator must cost little next to the server on the same two cores
+// (BASELINES.md), so there is no per-message allocation and one read
+// syscall takes many messages.
+func (c *client) readRaw(br *bufio.Reader) {
+	for {
+		h, err := br.Peek(2)
+		if err != nil {
+			c.lost.Store(true)
+			return
+		}
+		op, n, hl := h[0]&0x0f, int64(h[1]&0x7f), 2
+		switch n {
+		case 126:
+			hl += 2
+		case 127:
+			hl += 8
+		}
+		hdr, err := br.Peek(hl)
+		if err != nil {
+			c.lost.Store(true)
+			return
+		}
+		switch n {
+		case 126:
+			n = int64(binary.BigEndian.Uint16(hdr[2:4]))
+		case 127:
+			n = int64(binary.BigEndian.Uint64(hdr[2:10]))
+		}
+		_, _ = br.Discard(hl)
+		if op == 0x8 {
+			c.lost.Store(true)
+			return
+		}
+		if op == 0x2 {
+			head, err := br.Peek(int(min(n, 64)))
+			if err != nil {
+				c.lost.Store(true)
+				return
+			}
+			c.record(head)
+		}
+		if _, err := br.Discard(int(n)); err != nil {
+			c.lost.Store(true)
+			return
+		}
+	}
+}
+
+// dialRaw opens a WebSocket to ws://addr/path with a plain handshake and
+// returns the connection and a 256 KiB reader on it.
+func dialRaw(addr, path string) (net.Conn, *bufio.Reader, error) {
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	var key [16]byte
+	_, _ = rand.Read(key[:])
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
+		path, addr, base64.StdEncoding.EncodeToString(key[:])); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	br := bufio.NewReaderSize(conn, 256<<10)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		conn.Close()
+		return nil, nil, fmt.Errorf("upgrade answered %s", resp.Status)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return conn, br, nil
 }
 
 // telemetryPayload is {"t":<19 digits>,"p":"..."}: the send time at a fixed
@@ -184,23 +269,24 @@ http://127.0.0.1:%d {
 
 	url := fmt.Sprintf("ws://127.0.0.1:%d/stream/ws", httpPort)
 	cs := make([]*client, n)
-	conns := make([]*websocket.Conn, 0, n+1)
+	conns := make([]io.Closer, 0, n+1)
 	defer func() {
 		for _, c := range conns {
 			c.Close()
 		}
 	}()
-	dialer := websocket.Dialer{ReadBufferSize: 64 << 10, HandshakeTimeout: 10 * time.Second}
+	addr := fmt.Sprintf("127.0.0.1:%d", httpPort)
 	for i := range cs {
-		conn, _, err := dialer.Dial(url, nil)
+		conn, br, err := dialRaw(addr, "/stream/ws")
 		if err != nil {
 			return fmt.Errorf("dialing client %d of %d: %w", i+1, n, err)
 		}
 		conns = append(conns, conn)
 		cs[i] = &client{}
-		go cs[i].read(conn)
+		go cs[i].readRaw(br)
 	}
 	// The command client also reads (its acks), like a browser.
+	dialer := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
 	cmdConn, _, err := dialer.Dial(url, nil)
 	if err != nil {
 		return fmt.Errorf("dialing the command client: %w", err)
@@ -235,6 +321,7 @@ http://127.0.0.1:%d {
 	fmt.Printf("bench nats: %d clients, telemetry %d msg/s (linger %s), commands %d/s, warm-up %s, %s measured in alternating %s segments\n",
 		n, rate, linger, cmdRate, warmup, window, segment)
 	cpu0, _ := procCPU(srv.cmd.Process.Pid)
+	self0, _ := procCPU(os.Getpid())
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var publishing atomic.Bool
@@ -270,6 +357,7 @@ http://127.0.0.1:%d {
 	wg.Wait()
 	pubN := published.Load()
 	cpu1, _ := procCPU(srv.cmd.Process.Pid)
+	self1, _ := procCPU(os.Getpid())
 
 	var base, withTel, tel []int32
 	lost := 0
@@ -299,7 +387,7 @@ http://127.0.0.1:%d {
 	fmt.Printf("telemetry relay: p50 %.2f ms  p99 %.2f ms  delivered %d of %d (%.1f%%; lossy by design)\n",
 		r50, r99, len(tel), int64(expected), 100*float64(len(tel))/max(expected, 1))
 	fmt.Printf("command path:    p50 %.2f ms  p99 %.2f ms  (%d commands)\n", c50, c99, len(cmds))
-	fmt.Printf("server CPU: %.1f s over the run; clients disconnected: %d\n", cpu1-cpu0, lost)
+	fmt.Printf("CPU over the measured run: server %.1f s, load generator %.1f s; clients disconnected: %d\n", cpu1-cpu0, self1-self0, lost)
 	fmt.Printf("BENCH nats clients=%d relay_p99_ms=%.2f video_p99_delta_pct=%.1f cmd_p99_ms=%.2f relay_p50_ms=%.2f cmd_p50_ms=%.2f video_p99_base_ms=%.2f video_p99_telemetry_ms=%.2f telemetry_rate=%d linger_ms=%g\n",
 		n, r99, delta, c99, r50, c50, b99, v99, rate, float64(linger)/float64(time.Millisecond))
 	return nil
