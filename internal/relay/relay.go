@@ -145,8 +145,9 @@ type Relay struct {
 }
 
 type client struct {
-	id uint64
-	fn func([]byte)
+	id    uint64
+	fn    func([]byte)
+	batch func([][]byte)
 }
 
 // New subscribes to the telemetry allowlist on nc and returns the relay.
@@ -249,6 +250,10 @@ func (r *Relay) deliver() {
 			continue
 		}
 		for _, c := range *r.clients.Load() {
+			if c.batch != nil {
+				c.batch(msgs)
+				continue
+			}
 			for _, msg := range msgs {
 				c.fn(msg)
 			}
@@ -293,9 +298,22 @@ func (r *Relay) frame(m *nats.Msg) []byte {
 // cancel is called. fn runs on the NATS delivery goroutine and must not
 // block.
 func (r *Relay) SubscribeTelemetry(fn func(msg []byte)) (cancel func()) {
+	return r.subscribe(&client{fn: fn})
+}
+
+// SubscribeTelemetryBatch is SubscribeTelemetry for a subscriber that fans
+// out itself: fn gets each batch of messages handed on together (one
+// message, or more with Linger), so that it can queue them to each of its
+// clients as one write. The slice is reused after fn returns; the messages
+// are not.
+func (r *Relay) SubscribeTelemetryBatch(fn func(msgs [][]byte)) (cancel func()) {
+	return r.subscribe(&client{batch: fn})
+}
+
+func (r *Relay) subscribe(c *client) (cancel func()) {
 	r.mu.Lock()
 	r.nextID++
-	c := &client{id: r.nextID, fn: fn}
+	c.id = r.nextID
 	old := *r.clients.Load()
 	next := make([]*client, len(old), len(old)+1)
 	copy(next, old)

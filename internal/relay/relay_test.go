@@ -595,3 +595,51 @@ func TestRelayStartsBeforeServer(t *testing.T) {
 		t.Fatalf("command once connected: %v", ackOf(t, reply))
 	}
 }
+
+func TestTelemetryBatchSubscriber(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	nc, sim := connect(t, s), connect(t, s)
+	r, err := New(nc, Config{Linger: 2 * time.Second}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	batches := make(chan []string, 16)
+	defer r.SubscribeTelemetryBatch(func(msgs [][]byte) {
+		var b []string
+		for _, m := range msgs {
+			_, p, _ := wire.ParseTelemetry(m)
+			b = append(b, string(p))
+		}
+		batches <- b
+	})()
+	flush(t, nc)
+	if err := sim.Publish("telemetry.x", []byte("0")); err != nil {
+		t.Fatal(err)
+	}
+	next := func() []string {
+		t.Helper()
+		select {
+		case b := <-batches:
+			return b
+		case <-time.After(10 * time.Second):
+			t.Fatal("no batch within 10s")
+			return nil
+		}
+	}
+	if b := next(); strings.Join(b, ",") != "0" {
+		t.Fatalf("first batch %v, want [0]", b)
+	}
+	for i := 1; i <= 3; i++ {
+		if err := sim.Publish("telemetry.x", []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sim.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if b := next(); strings.Join(b, ",") != "1,2,3" {
+		t.Fatalf("second batch %v, want [1 2 3] within the linger", b)
+	}
+}

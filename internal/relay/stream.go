@@ -31,6 +31,13 @@ func (s *Stream) SubscribeTelemetry(fn func(msg []byte)) (cancel func()) {
 	return s.r.SubscribeTelemetry(fn)
 }
 
+// SubscribeTelemetryBatch calls fn with each batch of telemetry messages;
+// see Relay.SubscribeTelemetryBatch. sdr_stream can assert this method to
+// queue a batch to each client as one write.
+func (s *Stream) SubscribeTelemetryBatch(fn func(msgs [][]byte)) (cancel func()) {
+	return s.r.SubscribeTelemetryBatch(fn)
+}
+
 // RequestKeyframe publishes command.genesis.force_idr.
 func (s *Stream) RequestKeyframe() { s.r.RequestKeyframe() }
 
