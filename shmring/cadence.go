@@ -12,7 +12,9 @@ const (
 	lateMaxPoll    = time.Millisecond       // longest poll interval while a commit is overdue
 	unknownPoll    = time.Millisecond       // poll interval while the period is unknown
 	unknownFor     = time.Second            // ...for this long after the last commit
-	overdueSlots   = 4                      // due times without a commit before the writer counts as stalled
+	overdueSlots   = 4                      // due times without a commit before the writer counts as stalled...
+	stalledAfter   = 50 * time.Millisecond  // ...and at least this long without one
+	minPeriod      = 100 * time.Microsecond // no frame writer commits faster than 10 kHz
 	stalledMinPoll = 5 * time.Millisecond   // first poll interval of a stalled writer
 	stalledMaxPoll = 100 * time.Millisecond // longest poll interval of a stalled writer
 	absentMaxPoll  = 500 * time.Millisecond // longest wait for an absent or short file
@@ -42,6 +44,8 @@ type cadence struct {
 	misses  int           // consecutive commits far from their due time
 	catchup bool          // the last commit came late: the next may follow at once
 	search  time.Duration // extra half-width of the next window after a commit found late
+	missAt  time.Time     // the last of the consecutive misses
+	missIv  time.Duration // the interval it ended, 0 for the first
 	wake    time.Duration // how late the reader's own sleeps end (EWMA, quick to rise)
 }
 
@@ -71,8 +75,7 @@ func (c *cadence) observe(now time.Time, steps uint64, mode pollMode, slept time
 		// may have been committed any time before the mapping).
 		c.lastObs = now
 		if !prev.IsZero() && now.After(prev) {
-			c.period = now.Sub(prev) / time.Duration(steps)
-			c.jitter = c.period / 16
+			c.setPeriod(now.Sub(prev) / time.Duration(steps))
 			c.due = now.Add(c.period)
 		}
 		return
@@ -82,9 +85,15 @@ func (c *cadence) observe(now time.Time, steps uint64, mode pollMode, slept time
 		// some time during that sleep, the reader cannot tell when. Guess
 		// the middle, and open the next window over the whole span so
 		// that the next commit is seen as it happens.
-		c.lastObs = now.Add(-slept / 2)
+		est := now.Add(-slept / 2)
+		c.lastObs = est
+		if iv := est.Sub(prev) / time.Duration(steps); iv < c.period/2 || iv > 2*c.period {
+			if c.miss(est, steps) {
+				return
+			}
+		}
 		c.search = slept / 2
-		c.due = c.lastObs.Add(c.period)
+		c.due = est.Add(c.period)
 		return
 	}
 	est := now
@@ -94,6 +103,7 @@ func (c *cadence) observe(now time.Time, steps uint64, mode pollMode, slept time
 	c.lastObs = est
 	if searching {
 		// The due time was a guess; this observation is not.
+		c.misses = 0
 		c.due = est.Add(c.period)
 		return
 	}
@@ -110,12 +120,8 @@ func (c *cadence) observe(now time.Time, steps uint64, mode pollMode, slept time
 		// stall, or a writer that changed its rate. One miss keeps the
 		// schedule (a writer that fell behind usually catches up on it);
 		// three in a row and the period and phase are learned again.
-		c.misses++
 		c.catchup = err > 0
-		if c.misses >= 3 && est.After(prev) {
-			c.period = est.Sub(prev) / time.Duration(steps)
-			c.jitter, c.misses = c.period/16, 0
-			c.due = est.Add(c.period)
+		if c.miss(est, steps) {
 			return
 		}
 		c.due = expected.Add(c.period)
@@ -130,8 +136,36 @@ func (c *cadence) observe(now time.Time, steps uint64, mode pollMode, slept time
 	c.catchup = err > c.guard()
 	abs := max(err, -err)
 	c.jitter += (abs - c.jitter) / 8
-	c.period += err / 16
+	c.period = max(c.period+err/16, minPeriod)
 	c.due = expected.Add(err / 4).Add(c.period)
+}
+
+// miss counts an observation far from the schedule. When two consecutive
+// intervals between such observations agree (within a quarter), the writer
+// has a new rate: period and phase are learned again from them, and miss
+// reports true. A stall, or the irregular bursts of a writer catching up,
+// never teach a period.
+func (c *cadence) miss(est time.Time, steps uint64) bool {
+	c.misses++
+	if c.misses == 1 || !est.After(c.missAt) {
+		c.missAt, c.missIv = est, 0
+		return false
+	}
+	iv := est.Sub(c.missAt) / time.Duration(steps)
+	prevIv := c.missIv
+	c.missAt, c.missIv = est, iv
+	if prevIv == 0 || max(iv-prevIv, prevIv-iv) > max(iv, prevIv)/4 {
+		return false
+	}
+	c.setPeriod((iv + prevIv) / 2)
+	c.misses, c.missIv = 0, 0
+	c.due = est.Add(c.period)
+	return true
+}
+
+func (c *cadence) setPeriod(p time.Duration) {
+	c.period = max(p, minPeriod)
+	c.jitter = c.period / 16
 }
 
 // guard is how far either side of the due time the fine window reaches.
@@ -164,7 +198,7 @@ func (c *cadence) next(now time.Time) (sleep time.Duration, mode pollMode) {
 		c.due = c.due.Add(c.period)
 		c.overdue++
 	}
-	if c.overdue >= overdueSlots {
+	if c.stalled(now) {
 		return stalled(now.Sub(c.lastObs)), modeCoarse
 	}
 	g := c.guard()
@@ -183,7 +217,13 @@ func (c *cadence) next(now time.Time) (sleep time.Duration, mode pollMode) {
 
 // idle reports whether the writer is stalled or its period unknown: waits
 // need no precision then.
-func (c *cadence) idle() bool { return c.period == 0 || c.overdue >= overdueSlots }
+func (c *cadence) idle() bool { return c.period == 0 || c.stalled(time.Now()) }
+
+// stalled reports whether the writer has missed overdueSlots due times, and
+// stalledAfter has passed, since its last commit.
+func (c *cadence) stalled(now time.Time) bool {
+	return c.overdue >= overdueSlots && now.Sub(c.lastObs) >= max(stalledAfter, overdueSlots*c.period)
+}
 
 // stalled is the back-off of a writer that has not committed for a while.
 func stalled(idle time.Duration) time.Duration {
