@@ -239,3 +239,24 @@ func TestCadenceSearchesAfterCommitFoundLate(t *testing.T) {
 		t.Errorf("phase not found: next due %v off", off)
 	}
 }
+
+// A writer catching up commits in irregular bursts: the period must not be
+// relearned from them.
+func TestCadenceBurstDoesNotTeachPeriod(t *testing.T) {
+	t.Parallel()
+	const period = time.Millisecond
+	t0 := time.Unix(0, 0)
+	var c cadence
+	c.reset(t0)
+	for i := 1; i <= 30; i++ {
+		c.observe(t0.Add(time.Duration(i)*period), 1, modeFine, finePoll)
+	}
+	now := t0.Add(30*period + 20*time.Millisecond) // the writer was away 20 ms...
+	for _, gap := range []time.Duration{0, 30, 170, 60, 400, 90} { // ...and catches up
+		now = now.Add(gap * time.Microsecond)
+		c.observe(now, 1, modeLate, 250*time.Microsecond)
+	}
+	if c.period < 900*time.Microsecond || c.period > 1100*time.Microsecond {
+		t.Errorf("period %v after a burst, want about %v", c.period, period)
+	}
+}
