@@ -2,6 +2,9 @@ package scale
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,12 +106,15 @@ func TestFramesReachEveryEdgeByteIdentical(t *testing.T) {
 // TestNATSNodeKilledMidStream: the node an edge is connected to is killed
 // and restarted: the edge's clients stay connected, get nothing
 // undecodable, and resume at a keyframe after the reconnection (the gap is
-// counted); the other edge keeps streaming meanwhile. Then the origin's
-// node goes down and comes back: every edge resumes. The writer's GOP is
-// 10 s, so resuming within a few seconds needs the edges' keyframe
-// requests to reach it through NATS.
+// counted), and its keyframe request reaches the ring's writer through
+// NATS; the other edge keeps streaming meanwhile. Then the origin's node
+// goes down and comes back: every edge resumes.
+//
+// The GOP is 2 s: the origin gates its ring (keyframe_gating on) so that
+// a frame its reader misses on this loaded machine holds its stream until
+// the next keyframe, and nobody asks for one then (see docs/scale.md).
 func TestNATSNodeKilledMidStream(t *testing.T) {
-	tp := startTopology(t, 30, 300, 30_000)
+	tp := startTopology(t, 30, 60, 30_000)
 	start := time.Now()
 	e1 := []*viewer{watch(t, tp.edge1.ws, tp.sim, false), watch(t, tp.edge1.ws, tp.sim, false)}
 	e2 := watch(t, tp.edge2.ws, tp.sim, false)
@@ -117,6 +123,8 @@ func TestNATSNodeKilledMidStream(t *testing.T) {
 	}
 
 	// Edge 1's node.
+	waitsMetric := `caddy_sdr_stream_nats_keyframe_waits_total{subject="video.front"}`
+	waits := metric(t, tp.edge1.AdminAddr, waitsMetric)
 	tp.cl.nodes[1].Kill()
 	down := time.Now()
 	time.Sleep(1500 * time.Millisecond)
@@ -129,8 +137,13 @@ func TestNATSNodeKilledMidStream(t *testing.T) {
 	if g := waitMetric(t, tp.edge1.AdminAddr, gapsMetric, func(v float64) bool { return v >= 10 }, 10*time.Second); g < 10 {
 		t.Fatalf("edge 1 counted %g missed frames over 1.5 s down", g)
 	}
-	if n := tp.sim.idrsSince(up); n < 1 {
-		t.Errorf("no keyframe request reached the writer after edge 1 reconnected")
+	// Unless the first frame after the gap happened to be a keyframe, the
+	// edge held deltas and asked the writer for one.
+	if n := tp.sim.idrsSince(down); n < 1 && metric(t, tp.edge1.AdminAddr, waitsMetric) > waits {
+		t.Errorf("no keyframe request reached the writer after edge 1 lost frames (edge sent %g, origin received %g, forwarded %g)",
+			metric(t, tp.edge1.AdminAddr, `caddy_sdr_stream_nats_idr_requests_total{subject="video.front"}`),
+			metric(t, tp.origin.AdminAddr, `caddy_sdr_stream_publish_idr_received_total{subject="video.front"}`),
+			metric(t, tp.origin.AdminAddr, `caddy_sdr_stream_publish_idr_forwarded_total{subject="video.front"}`))
 	}
 
 	// The origin's node (the writer's NATS connection too).
@@ -156,11 +169,10 @@ func TestNATSNodeKilledMidStream(t *testing.T) {
 }
 
 // TestEdgeRestarted: an edge process restarts; its clients reconnect and
-// start at a keyframe. The new edge has no GOP yet and the writer's GOP is
-// 10 s, longer than the 5 s keyframe timeout: the first keyframe comes
-// from the edge's request through NATS.
+// start at a keyframe. The new edge has no GOP yet: it asks the origin for
+// a keyframe through NATS.
 func TestEdgeRestarted(t *testing.T) {
-	tp := startTopology(t, 30, 300, 30_000)
+	tp := startTopology(t, 30, 60, 30_000)
 	start := time.Now()
 	vs := []*viewer{watch(t, tp.edge1.ws, tp.sim, true), watch(t, tp.edge1.ws, tp.sim, true)}
 	for _, v := range vs {
@@ -183,5 +195,61 @@ func TestEdgeRestarted(t *testing.T) {
 	}
 	if n := metric(t, again.AdminAddr, `caddy_sdr_stream_nats_idr_requests_total{subject="video.front"}`); n < 1 {
 		t.Errorf("the restarted edge sent %g keyframe requests", n)
+	}
+}
+
+// TestEdgeReloadKeepsSubscription: a config reload on an edge keeps its
+// NATS subscription and GOP (shared like the ring reader): the clients,
+// closed with 1012, reconnect and start at once at the kept keyframe, older
+// than the reload, and the subscription's counters go on.
+func TestEdgeReloadKeepsSubscription(t *testing.T) {
+	tp := startTopology(t, 30, 60, 30_000)
+	start := time.Now()
+	v := watch(t, tp.edge1.ws, tp.sim, true)
+	v.waitFrames(30, start, 30*time.Second)
+	framesMetric := `caddy_sdr_stream_nats_frames_total{subject="video.front"}`
+	before := metric(t, tp.edge1.AdminAddr, framesMetric)
+	vs, _ := v.snapshot()
+	lastBefore := vs[len(vs)-1].seq
+
+	load(t, tp.edge1.AdminAddr, strings.Replace(tp.edge1.file, "source nats video.front", "source nats video.front\n\t\t\tmax_clients 1000", 1))
+	reloaded := time.Now()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, sessions := v.snapshot()
+		if len(sessions) >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the client was not closed and reconnected by the reload")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	v.waitFrames(30, reloaded, 15*time.Second)
+	v.Close()
+	v.check()
+	vs, sessions := v.snapshot()
+	first := vs[sessions[len(sessions)-1]]
+	if !first.key || first.seq > lastBefore {
+		t.Errorf("after the reload the client started at frame_seq %d (keyframe %t); want the kept keyframe, at or before %d", first.seq, first.key, lastBefore)
+	}
+	if after := metric(t, tp.edge1.AdminAddr, framesMetric); after <= before {
+		t.Errorf("nats frames counter went from %g to %g: the subscription was not kept", before, after)
+	}
+}
+
+// load replaces a running config through the admin API.
+func load(t *testing.T, admin, caddyfile string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+admin+"/load", strings.NewReader(caddyfile))
+	req.Header.Set("Content-Type", "text/caddyfile")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("loading config: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("loading config: %s %s", resp.Status, b)
 	}
 }
