@@ -32,10 +32,13 @@ import (
 //	caddyfile-global global options: adapted as the global options block
 //	json-app NAME   an app's JSON config: `caddy validate` accepts it as apps.NAME
 //	json-handler    a handler's JSON config: validated inside an HTTP route
-//	caddy-run       a `bin/caddy run` line: run as written (listening
-//	                addresses moved to free ports) for the live blocks below
-//	live            shell lines run against that process, with
-//	                http://localhost, :8080 and :2019 mapped to it
+//	caddy-run       a `[SDR_X=v ...] bin/caddy run` line: run as written,
+//	                listening addresses moved to free ports, for the live
+//	                blocks below
+//	live            shell lines run against that process: the edge,
+//	                transport and admin addresses the caddy-run line implies
+//	                (defaults :80, :8080, localhost:2019) are mapped onto
+//	                it; any other localhost address fails
 //	run [exit=N,M] [json]
 //	                shell lines run in the repository root (bin/caddy is
 //	                the built binary, /dev/shm/sdr_os_ipc/ a fresh temporary
