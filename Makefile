@@ -43,10 +43,17 @@ test-go:
 test-xcaddy:
 	@scripts/xcaddy-check.sh
 
-## fuzz: run the fuzz targets for a bounded time each (FUZZTIME, default 60s).
+## fuzz: run every fuzz target for a bounded time each (FUZZTIME, default 60s).
+## The seed corpora run in plain `go test`, so `make test` covers them.
 FUZZTIME ?= 60s
+FUZZ_TARGETS := shmring:FuzzParseRegion nvenc:FuzzParseSPS \
+	internal/rosbridge:FuzzFragments internal/rosbridge:FuzzGlob
 fuzz: deps
-	$(GO) test ./shmring -run '^$$' -fuzz '^FuzzParseRegion$$' -fuzztime $(FUZZTIME)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz ./$$pkg $$fn for $(FUZZTIME)"; \
+		$(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME); \
+	done
 
 ## bench: every benchmark program; each ends with a BENCH line.
 bench: bench-ring bench-stream bench-nats bench-encoder bench-ros bench-browser
