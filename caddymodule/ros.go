@@ -70,6 +70,11 @@ type ROS struct {
 	// MotionTopics are the topics whose publishes pass the safety gate.
 	// Default `["/cmd_vel"]`.
 	MotionTopics []string `json:"motion_topics,omitempty"`
+	// StopMessage is the message published on a motion topic once per
+	// gated episode (the robot was driven, then the video went stale).
+	// Default a zero geometry_msgs/Twist:
+	// `{"linear":{"x":0.0,"y":0.0,"z":0.0},"angular":{"x":0.0,"y":0.0,"z":0.0}}`.
+	StopMessage json.RawMessage `json:"stop_message,omitempty"`
 	// GateStream names the video stream whose safety gate motion publishes
 	// answer to (the sdr_nats app's gate of that stream). Default `default`.
 	GateStream string `json:"gate_stream,omitempty"`
@@ -157,6 +162,7 @@ func (r *ROS) Provision(ctx caddy.Context) error {
 		Services:               svc,
 		Latched:                latched,
 		MotionTopics:           r.MotionTopics,
+		StopMessage:            r.StopMessage,
 		AllowMotionWithoutGate: r.AllowMotionWithoutGate,
 		ServiceTimeout:         time.Duration(r.ServiceTimeout),
 		ServiceConnections:     r.ServiceConnections,
@@ -248,6 +254,12 @@ func (r *ROS) Validate() error {
 		return fmt.Errorf("sdr_ros: rate_burst %d is negative", r.RateBurst)
 	case r.ReconnectMin < 0 || r.ReconnectMax < 0:
 		return errors.New("sdr_ros: reconnect_min and reconnect_max must not be negative")
+	}
+	if r.StopMessage != nil {
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(r.StopMessage, &obj); err != nil {
+			return fmt.Errorf("sdr_ros: stop_message %s: want a JSON object: %w", r.StopMessage, err)
+		}
 	}
 	for _, o := range r.Origins {
 		if o == "" {

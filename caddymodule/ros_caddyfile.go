@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/json"
 	"strconv"
 	"time"
 
@@ -37,6 +38,7 @@ func parseROSCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, err
 //	    latched_topics            <glob...>
 //	    motion_topics             <topic...>
 //	    gate_stream               <name>
+//	    stop_message              <json-object>
 //	    allow_motion_without_gate
 //	    service_timeout           <duration>
 //	    service_connections       <n>
@@ -95,6 +97,11 @@ func (r *ROS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			r.MotionTopics, err = some()
 		case "gate_stream":
 			r.GateStream, err = one()
+		case "stop_message":
+			var v string
+			if v, err = one(); err == nil {
+				r.StopMessage = json.RawMessage(v)
+			}
 		case "allow_motion_without_gate":
 			if len(args) != 0 {
 				return d.Errf("allow_motion_without_gate takes no arguments, got %q", args[0])

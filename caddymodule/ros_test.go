@@ -40,6 +40,8 @@ func TestROSCaddyfile(t *testing.T) {
 		{name: "flag with arg", in: "sdr_ros {\n allow_motion_without_gate yes\n}", err: `takes no arguments`},
 		{name: "bad reconnect", in: "sdr_ros {\n reconnect 5s 1s\n}", err: `min <= max`},
 		{name: "http upstream", in: `sdr_ros http://ros:9090`, err: `want a ws:// or wss:// URL`},
+		{name: "stop message", in: "sdr_ros {\n stop_message `{\"linear\":{\"x\":0}}`\n}", check: func(r *ROS) bool { return string(r.StopMessage) == `{"linear":{"x":0}}` }},
+		{name: "bad stop message", in: "sdr_ros {\n stop_message `[0]`\n}", err: `want a JSON object`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -19,7 +19,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -49,6 +48,9 @@ type Options struct {
 	// Gate is the safety gate of the video stream that motion publishes
 	// answer to. Nil means there is no gate (see also SetGate).
 	Gate frame.MotionGate
+	// StopMessage is the message published upstream on a motion topic once
+	// per gated episode; default a zero geometry_msgs/Twist.
+	StopMessage json.RawMessage
 	// AllowMotionWithoutGate lets motion publishes through when Gate is nil.
 	// By default they are refused.
 	AllowMotionWithoutGate bool
@@ -109,6 +111,8 @@ type Mux struct {
 	gatedMu   sync.Mutex
 	gated     map[string]bool // motion topic -> in a gated episode
 	gates     []ownedGate     // the newest is the gate in force
+	lastPass  map[string]time.Time
+	kick      chan struct{} // wakes the motion watcher
 	motionSet map[string]struct{}
 
 	nextClient atomic.Uint64
@@ -190,6 +194,13 @@ func New(opts Options) (*Mux, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.StopMessage == nil {
+		opts.StopMessage = zeroTwist
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(opts.StopMessage, &obj); err != nil {
+		return nil, fmt.Errorf("stop message %s: want a JSON object: %w", opts.StopMessage, err)
+	}
 	for _, o := range opts.Origins {
 		if o == "" {
 			return nil, errors.New("empty origin pattern")
@@ -208,6 +219,8 @@ func New(opts Options) (*Mux, error) {
 		byUpID:    map[string]upRef{},
 		clients:   map[*client]struct{}{},
 		gated:     map[string]bool{},
+		lastPass:  map[string]time.Time{},
+		kick:      make(chan struct{}, 1),
 		motionSet: map[string]struct{}{},
 	}
 	for _, t := range opts.MotionTopics {
@@ -223,6 +236,11 @@ func New(opts Options) (*Mux, error) {
 	m.mu.Unlock()
 	m.services = newServicePool(m, m.dialer)
 	m.services.start(ctx, &m.wg)
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.watchMotion(ctx)
+	}()
 	return m, nil
 }
 
@@ -530,78 +548,6 @@ func (m *Mux) publish(topic string, msg json.RawMessage, id string) []byte {
 		return statusMessage(levelError, id, fmt.Sprintf("publish on %s not sent: %v", topic, err))
 	}
 	return nil
-}
-
-// zeroTwist is the geometry_msgs/Twist that stops the robot.
-var zeroTwist = json.RawMessage(`{"linear":{"x":0.0,"y":0.0,"z":0.0},"angular":{"x":0.0,"y":0.0,"z":0.0}}`)
-
-// SetGate installs the gate that motion publishes answer to from now on,
-// on behalf of owner, replacing owner's earlier one. When a Mux outlives
-// the configuration that made it (a config reload that keeps it), each
-// configuration installs its own gate and drops it when it goes: the newest
-// installed gate still in place is the one in force.
-func (m *Mux) SetGate(owner any, g frame.MotionGate) {
-	m.gatedMu.Lock()
-	defer m.gatedMu.Unlock()
-	m.dropGateLocked(owner)
-	if g != nil {
-		m.gates = append(m.gates, ownedGate{owner: owner, gate: g})
-	}
-}
-
-// DropGate removes owner's gate; the gate installed before it (if any)
-// applies again.
-func (m *Mux) DropGate(owner any) {
-	m.gatedMu.Lock()
-	defer m.gatedMu.Unlock()
-	m.dropGateLocked(owner)
-}
-
-func (m *Mux) dropGateLocked(owner any) {
-	m.gates = slices.DeleteFunc(m.gates, func(g ownedGate) bool { return g.owner == owner })
-}
-
-func (m *Mux) gate() frame.MotionGate {
-	m.gatedMu.Lock()
-	defer m.gatedMu.Unlock()
-	if len(m.gates) == 0 {
-		return nil
-	}
-	return m.gates[len(m.gates)-1].gate
-}
-
-// gateMotion asks the gate about a motion publish on topic. It returns nil
-// when the publish may pass, else the status for the client; on the first
-// refusal of a gated episode it publishes one zero Twist upstream.
-func (m *Mux) gateMotion(topic, id string) []byte {
-	gate := m.gate()
-	if gate == nil {
-		if m.opts.AllowMotionWithoutGate {
-			return nil
-		}
-		m.cnt.deny("motion")
-		return statusMessage(levelError, id, fmt.Sprintf(
-			"publish on %s refused: motion topics need a video safety gate and none is configured", topic))
-	}
-	ok, mode := gate.Allow("set_cmd_vel")
-	m.gatedMu.Lock()
-	first := !ok && !m.gated[topic]
-	m.gated[topic] = !ok
-	m.gatedMu.Unlock()
-	if ok {
-		return nil
-	}
-	m.cnt.dropG.Inc()
-	if first {
-		b, _ := json.Marshal(message{Op: "publish", Topic: topic, Msg: zeroTwist})
-		if err := m.sendUp(b); err != nil {
-			m.log.Error("zero twist not published on gated motion topic", "topic", topic, "error", err)
-		} else {
-			m.log.Warn("motion publishes gated: video is stale; published a zero twist", "topic", topic, "mode", mode)
-		}
-	}
-	return statusMessage(levelWarning, id, fmt.Sprintf(
-		"publish on %s dropped: video safety gate is %s (video stale)", topic, mode))
 }
 
 // fromUpstream routes one message from the topic connection of a

@@ -928,3 +928,34 @@ func TestPerClientBounds(t *testing.T) {
 		t.Fatalf("status %v", s)
 	}
 }
+
+func TestStaleVideoStopsADrivenRobotWithoutAnotherPublish(t *testing.T) {
+	t.Parallel()
+	gate := &testGate{}
+	stop := json.RawMessage(`{"header":{"frame_id":"base"},"twist":{"linear":{"x":0},"angular":{"z":0}}}`)
+	f := start(t, func(o *Options) { o.Gate = gate; o.StopMessage = stop })
+	c := f.dial()
+	c.send(map[string]any{"op": "publish", "topic": "/cmd_vel", "msg": map[string]any{"twist": map[string]any{"linear": map[string]any{"x": 1}}}})
+	if err := f.up.WaitFor(wait, func(ops []rostest.Op) bool { return countOps(ops, "publish", "/cmd_vel") == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	gate.stale.Store(true) // the video stops; the browser sends nothing more
+	if err := f.up.WaitFor(wait, func(ops []rostest.Op) bool { return countOps(ops, "publish", "/cmd_vel") == 2 }); err != nil {
+		t.Fatalf("no stop message after the gate closed: %v", err)
+	}
+	ops := f.up.Ops()
+	if last := ops[len(ops)-1]; !strings.Contains(string(last.Raw), `"frame_id":"base"`) {
+		t.Fatalf("stop message %s, want the configured one", last.Raw)
+	}
+	time.Sleep(500 * time.Millisecond) // the watcher keeps asking: still one stop message
+	if n := f.up.Count("publish", "/cmd_vel"); n != 2 {
+		t.Fatalf("%d publishes on /cmd_vel, want the drive and one stop", n)
+	}
+}
+
+func TestStopMessageMustBeAnObject(t *testing.T) {
+	t.Parallel()
+	if _, err := New(Options{Upstream: "ws://127.0.0.1:1", StopMessage: json.RawMessage(`[1]`)}); err == nil {
+		t.Fatal("a JSON array was accepted as the stop message")
+	}
+}
