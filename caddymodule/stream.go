@@ -146,6 +146,11 @@ func (s *Stream) Provision(ctx caddy.Context) error {
 	if s.name == "" {
 		s.name = "default"
 	}
+	// Caddy validates after provisioning; refuse a bad config before
+	// taking anything.
+	if err := s.Validate(); err != nil {
+		return err
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.clients = make(map[*hub.Client]struct{})
 	s.metrics = registerStreamMetrics(ctx.GetMetricsRegistry(), s.log)

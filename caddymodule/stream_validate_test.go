@@ -1,0 +1,54 @@
+package caddymodule
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func TestStreamValidate(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		s    *Stream
+		err  string
+	}{
+		{"defaults", &Stream{}, ""},
+		{"shm", &Stream{Source: &StreamSource{SHM: &SHMSource{Path: "/x", Size: 4096}}}, ""},
+		{"two sources", &Stream{Source: &StreamSource{SHM: &SHMSource{}, Encoder: "cam"}}, "set exactly one"},
+		{"no source", &Stream{Source: &StreamSource{}}, "set exactly one"},
+		{"tiny ring", &Stream{Source: &StreamSource{SHM: &SHMSource{Size: 10}}}, "shm size 10"},
+		{"negative timeout", &Stream{IDRTimeout: caddy.Duration(-1)}, "idr_timeout is negative"},
+		{"negative depth", &Stream{QueueDepth: -1}, "queue_depth is negative"},
+	} {
+		err := tc.s.Validate()
+		if tc.err == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tc.name, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%s: error %v, want one containing %q", tc.name, err, tc.err)
+		}
+	}
+}
+
+// A bad config is refused before Provision opens anything, and Cleanup
+// after the failed Provision releases nothing it did not take.
+func TestStreamProvisionRefusesBadConfig(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+	defer cancel()
+	s := &Stream{Source: &StreamSource{SHM: &SHMSource{Path: "/nonexistent"}, Encoder: "cam"}}
+	if err := s.Provision(ctx); err == nil || !strings.Contains(err.Error(), "set exactly one") {
+		t.Fatalf("Provision: %v", err)
+	}
+	if s.ring != nil || s.src != nil {
+		t.Fatal("Provision took a source before refusing the config")
+	}
+	if err := s.Cleanup(); err != nil {
+		t.Fatalf("Cleanup after a failed Provision: %v", err)
+	}
+}
