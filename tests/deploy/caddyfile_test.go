@@ -103,9 +103,10 @@ func TestCaddyfileExampleFormatted(t *testing.T) {
 
 // example is Caddyfile.example running on free loopback ports.
 type example struct {
-	edge, transport, admin string // base URLs / host:port
-	ring                   string // the encoded-frame ring file it reads
-	nats                   string // URL of the nats-server it connects to
+	edge, transport, admin string   // base URLs / host:port
+	ring                   string   // the encoded-frame ring file it reads
+	nats                   string   // URL of the nats-server it connects to
+	env                    []string // the SDR_* settings it runs with
 	caddy                  *testenv.Caddy
 }
 
@@ -183,6 +184,7 @@ func startExample(t *testing.T, extra ...string) *example {
 		"SDR_ADMIN_ADDR=" + e.admin,
 	}
 	env = append(env, extra...)
+	e.env = env
 	e.caddy = testenv.StartCaddy(t, string(src), env, func() error {
 		resp, err := http.Get(e.edge + "/health")
 		if err != nil {

@@ -339,11 +339,19 @@ func (r *readmeRun) live(b docBlock) error {
 		"localhost:"+port("SDR_ADMIN_ADDR", "localhost:2019"), r.example.admin,
 	)
 	for _, l := range commandLines(b.body) {
+		// The caddy-run line's own settings are in the instance's
+		// environment, with its ports mapped: drop them from the line.
+		for k, v := range r.ports {
+			l = strings.ReplaceAll(l, k+"="+v+" ", "")
+		}
 		mapped := repl.Replace(l)
+		if regexp.MustCompile(`\bSDR_[A-Z_]+=`).MatchString(mapped) {
+			return fmt.Errorf("%q: a setting the caddy-run line did not make", l)
+		}
 		if strings.Contains(mapped, "localhost") {
 			return fmt.Errorf("%q: an address the test does not map onto the running instance", l)
 		}
-		if err := r.shell(mapped); err != nil {
+		if err := r.shellEnv(mapped, r.example.env); err != nil {
 			return err
 		}
 	}
@@ -388,8 +396,13 @@ func (r *readmeRun) run(b docBlock) error {
 }
 
 // shell runs one line and requires exit status 0.
-func (r *readmeRun) shell(line string) error {
-	out, errOut, code, err := r.shellStatus(line)
+func (r *readmeRun) shell(line string) error { return r.shellEnv(line, nil) }
+
+// shellEnv runs one line with extra environment variables (a live block
+// gets those of the running instance, so that `caddy reload` reads the
+// Caddyfile as that instance did) and requires exit status 0.
+func (r *readmeRun) shellEnv(line string, env []string) error {
+	out, errOut, code, err := r.shellStatus(line, env...)
 	if err != nil {
 		return err
 	}
@@ -402,13 +415,13 @@ func (r *readmeRun) shell(line string) error {
 // shellStatus runs one line with bash in the repository root, with
 // bin/caddy standing for the built binary, and returns its standard output,
 // standard error and exit status.
-func (r *readmeRun) shellStatus(line string) (stdout, stderr string, code int, err error) {
+func (r *readmeRun) shellStatus(line string, env ...string) (stdout, stderr string, code int, err error) {
 	line = strings.ReplaceAll(line, "bin/caddy ", testenv.CaddyBin(r.t)+" ")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-o", "pipefail", "-ec", line)
 	cmd.Dir = r.root
-	cmd.Env = r.xdgEnv()
+	cmd.Env = append(r.xdgEnv(), env...)
 	var errBuf strings.Builder
 	cmd.Stderr = &errBuf
 	out, err := cmd.Output()
