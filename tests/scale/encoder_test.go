@@ -1,0 +1,90 @@
+package scale
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/sdr-os/sdr-caddy/internal/wire"
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
+)
+
+// TestEncoderOriginKeyframeOnEdgeRequest: the origin's stream is an
+// sdr_encoder stream (test pattern, H.264, a GOP of 1000 frames = 33 s,
+// its own NATS listener off). A client joining an edge long after the
+// first keyframe gets a keyframe within seconds: the edge's request went
+// through the cluster to the origin's publisher, which asked the encoder
+// directly.
+func TestEncoderOriginKeyframeOnEdgeRequest(t *testing.T) {
+	cl := startCluster(t)
+	originPort, edgePort := testenv.FreePort(t), testenv.FreePort(t)
+	origin := startCaddy(t, fmt.Sprintf(`{
+	admin {$SDR_TEST_ADMIN}
+	grace_period 1ns
+	sdr_nats {
+		url %s
+		name origin
+	}
+	sdr_encoder {
+		encoder cam {
+			input pattern 320x240
+			codec h264
+			fps 30
+			gop 1000
+			backends libx264
+			nats off
+		}
+	}
+}
+http://127.0.0.1:%d {
+	handle /stream/ws {
+		sdr_stream front {
+			source encoder cam
+			publish
+		}
+	}
+}
+`, cl.nodes[0].URL(), originPort), originPort)
+	edge := startCaddy(t, caddyfile(edgePort, fmt.Sprintf("\t\turl %s\n\t\tname edge-1", cl.nodes[1].URL()),
+		"\t\t\tsource nats video.front"), edgePort)
+	// Let the encoder's first keyframe go by before anyone watches.
+	time.Sleep(2 * time.Second)
+
+	c, resp, err := websocket.DefaultDialer.Dial(edge.ws, nil)
+	if err != nil {
+		t.Fatalf("dialing %s: %v (%v)", edge.ws, err, resp)
+	}
+	defer c.Close()
+	joined := time.Now()
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for n := 0; n < 30; {
+		_, msg, err := c.ReadMessage()
+		if err != nil {
+			t.Fatalf("reading from the edge after %s: %v", time.Since(joined), err)
+		}
+		if len(msg) == 0 || msg[0] != wire.TypeVideo {
+			continue
+		}
+		h, _, err := wire.ParseVideo(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			if !h.Keyframe() {
+				t.Fatalf("first frame on the edge: frame_seq %d is not a keyframe", h.FrameSeq)
+			}
+			if h.FrameSeq <= 1 {
+				t.Fatalf("first keyframe on the edge is frame_seq %d: the encoder's first, not one the edge asked for", h.FrameSeq)
+			}
+			if d := time.Since(joined); d > 5*time.Second {
+				t.Fatalf("first keyframe after %s; the GOP is 33 s, a requested one comes within the 5 s keyframe timeout", d)
+			}
+		}
+		n++
+	}
+	if v := metric(t, origin.AdminAddr, `caddy_sdr_stream_publish_idr_forwarded_total{subject="video.front"}`); v < 1 {
+		t.Errorf("origin forwarded %g keyframe requests to the encoder", v)
+	}
+}
