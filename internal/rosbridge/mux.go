@@ -140,7 +140,7 @@ type topicKey struct{ topic, compression string }
 var cborHead, _ = cbor.DecOptions{MaxNestedLevels: 64, MaxArrayElements: 1 << 27, MaxMapPairs: 1 << 20}.DecMode()
 
 // compressions are the subscription compressions sdr_ros serves.
-var compressions = map[string]bool{"none": true, "cbor": true}
+var compressions = map[string]bool{"none": true, "cbor": true, "png": true}
 
 // upTopic is one upstream subscription and its subscribers.
 type upTopic struct {
@@ -560,6 +560,7 @@ func (m *Mux) fromUpstream(compression string, typ int, data []byte) {
 		Topic string          `json:"topic" cbor:"topic"`
 		Level string          `json:"level" cbor:"-"`
 		Msg   json.RawMessage `json:"msg" cbor:"-"`
+		Data  string          `json:"data" cbor:"-"`
 	}
 	var err error
 	switch {
@@ -570,6 +571,14 @@ func (m *Mux) fromUpstream(compression string, typ int, data []byte) {
 	default:
 		m.log.Warn("binary message from rosbridge upstream ignored", "lane", compression, "bytes", len(data))
 		return
+	}
+	if err == nil && head.Op == "png" && compression == "png" {
+		// the topic is inside the image; the subscribers get the png op
+		// as it came
+		var inner []byte
+		if inner, err = pngPayload(head.Data, m.opts.MaxUpstreamMessageSize); err == nil {
+			err = json.Unmarshal(inner, &head)
+		}
 	}
 	if err != nil {
 		m.log.Warn("invalid message from rosbridge upstream", "lane", compression, "error", err)

@@ -394,7 +394,7 @@ func TestAllowlistDenials(t *testing.T) {
 		{map[string]any{"op": "publish", "id": "x3", "topic": "/arm", "msg": map[string]any{"data": 1}}, "publish allowlist"},
 		{map[string]any{"op": "call_service", "id": "x4", "service": "/reboot"}, "services allowlist"},
 		{map[string]any{"op": "advertise_service", "id": "x5", "service": "/mine", "type": "std_srvs/Trigger"}, "not served"},
-		{map[string]any{"op": "subscribe", "id": "x6", "topic": "/odom", "compression": "png"}, "compression"},
+		{map[string]any{"op": "subscribe", "id": "x6", "topic": "/odom", "compression": "cbor-raw"}, "compression"},
 	}
 	for _, tc := range cases {
 		c.send(tc.msg)
@@ -711,13 +711,13 @@ func TestSetLevel(t *testing.T) {
 	}
 	c.send(map[string]any{"op": "set_level", "level": "error"})
 	c.send(pub)                                                                                  // below the level: silent
-	c.send(map[string]any{"op": "subscribe", "id": "x", "topic": "/odom", "compression": "png"}) // an error: sent
+	c.send(map[string]any{"op": "subscribe", "id": "x", "topic": "/odom", "compression": "cbor-raw"}) // an error: sent
 	s := c.next("status")
 	if s["level"] != "error" || s["id"] != "x" {
 		t.Fatalf("after set_level error got %v before the error status", s)
 	}
 	c.send(map[string]any{"op": "set_level", "level": "none"})
-	c.send(map[string]any{"op": "subscribe", "id": "y", "topic": "/odom", "compression": "png"})
+	c.send(map[string]any{"op": "subscribe", "id": "y", "topic": "/odom", "compression": "cbor-raw"})
 	c.send(map[string]any{"op": "set_level", "level": "bogus"})
 	c.quiet("status", 300*time.Millisecond)
 	if gate.asked.Load() != 2 {
@@ -957,5 +957,42 @@ func TestStopMessageMustBeAnObject(t *testing.T) {
 	t.Parallel()
 	if _, err := New(Options{Upstream: "ws://127.0.0.1:1", StopMessage: json.RawMessage(`[1]`)}); err == nil {
 		t.Fatal("a JSON array was accepted as the stop message")
+	}
+}
+
+func TestPNGSubscriptions(t *testing.T) {
+	t.Parallel()
+	f := start(t, nil)
+	c := f.dial()
+	c.send(map[string]any{"op": "subscribe", "id": "p", "topic": "/map", "compression": "png", "fragment_size": 200})
+	f.eventually("the png lane", func() bool { n, _ := f.up.Subscribers("/map"); return n == 1 })
+	cells := make([]int, 500)
+	for i := range cells {
+		cells[i] = i % 101
+	}
+	if _, err := f.up.Publish("/map", map[string]any{"seq": 4, "data": cells}); err != nil {
+		t.Fatal(err)
+	}
+	// fragment_size applies to the png op, as rosbridge_server does it
+	var text strings.Builder
+	for i, total := 0, 1; i < total; i++ {
+		fr := c.next("fragment")
+		total = int(fr["total"].(float64))
+		text.WriteString(fr["data"].(string))
+	}
+	var op struct{ Op, Data string }
+	if err := json.Unmarshal([]byte(text.String()), &op); err != nil || op.Op != "png" {
+		t.Fatalf("reassembled %.100q: %v", text.String(), err)
+	}
+	inner, err := pngPayload(op.Data, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(inner, &m); err != nil || m["topic"] != "/map" || seqOf(m) != 4 {
+		t.Fatalf("png payload %.200s: %v", inner, err)
+	}
+	if _, err := pngPayload("bm90IGEgcG5n", 1<<20); err == nil {
+		t.Fatal("a non-PNG payload decoded")
 	}
 }

@@ -583,42 +583,41 @@ func TestROSFragmentsToRoslib(t *testing.T) {
 	}
 }
 
-func TestROSCBORSubscriptionsToRoslib(t *testing.T) {
+func TestROSCompressedSubscriptionsToRoslib(t *testing.T) {
 	up, url := proxy(t, "")
 	a := startAgent(t)
-	a.connect(url, 3)
+	a.connect(url, 4)
 	a.send(map[string]any{"cmd": "subscribe", "clients": []int{0, 1}, "topic": "/odom", "compression": "cbor"})
 	a.send(map[string]any{"cmd": "subscribe", "clients": []int{2}, "topic": "/odom"})
+	a.send(map[string]any{"cmd": "subscribe", "clients": []int{3}, "topic": "/odom", "compression": "png"})
 	a.sync()
 	// one upstream subscription per (topic, compression), each on a
 	// connection of its own, as rosbridge_server merges compressions per
 	// connection
-	waitUp(t, "two upstream subscriptions", func() bool { c, _ := up.Subscribers("/odom"); return c == 2 })
-	waitUp(t, "all three clients subscribed", func() bool {
+	waitUp(t, "three upstream subscriptions", func() bool { c, _ := up.Subscribers("/odom"); return c == 3 })
+	waitUp(t, "all four clients subscribed", func() bool {
 		_, _ = up.Publish("/odom", map[string]any{"seq": 0})
 		time.Sleep(50 * time.Millisecond)
-		return len(messages(a.snapshot(), "/odom")) == 3
+		return len(messages(a.snapshot(), "/odom")) == 4
 	})
-	if got := up.Count("subscribe", "/odom"); got != 2 {
-		t.Fatalf("%d upstream subscribes, want 2", got)
+	if got := up.Count("subscribe", "/odom"); got != 3 {
+		t.Fatalf("%d upstream subscribes, want 3", got)
 	}
-	var cbor, plain int
+	comps := map[string]int{}
 	for _, o := range up.Ops() {
 		if o.Op == "subscribe" && o.Topic == "/odom" {
-			if strings.Contains(string(o.Raw), `"compression":"cbor"`) {
-				cbor++
-			} else {
-				plain++
-			}
+			var m struct{ Compression string }
+			_ = json.Unmarshal(o.Raw, &m)
+			comps[m.Compression]++
 		}
 	}
-	if cbor != 1 || plain != 1 {
-		t.Fatalf("upstream subscribes: %d cbor, %d other", cbor, plain)
+	if comps["cbor"] != 1 || comps["png"] != 1 || comps["none"] != 1 {
+		t.Fatalf("upstream subscribes by compression: %v", comps)
 	}
 	_, _ = up.Publish("/odom", map[string]any{"seq": 9, "pose": map[string]any{"x": 1.5}})
-	a.waitFor("seq 9 decoded by roslib on all three clients", func(evs []event) bool {
+	a.waitFor("seq 9 decoded by roslib on all four clients (JSON, CBOR, PNG)", func(evs []event) bool {
 		per := messages(evs, "/odom")
-		for i := 0; i < 3; i++ {
+		for i := 0; i < 4; i++ {
 			if s := per[i]; len(s) == 0 || s[len(s)-1] != 9 {
 				return false
 			}

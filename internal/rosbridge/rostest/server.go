@@ -16,16 +16,22 @@
 // Service handlers run inline on the connection's reader: a hung service
 // stalls every later op of that connection, which is how a rosbridge_server
 // stuck in a service call behaves towards one client. Compressions "none"
-// (JSON text) and "cbor" (the whole publish op as one binary CBOR message,
-// as rosbridge_server sends it) are implemented; "png" and "cbor-raw" (raw
-// ROS serialisation, which needs the message definitions) are refused with a
-// status error.
+// (JSON text), "cbor" (the whole publish op as one binary CBOR message) and
+// "png" (the JSON text as the RGB pixels of a PNG, padded with newlines,
+// base64 in a {"op":"png","data":...} message) are implemented as
+// rosbridge_server implements them; "cbor-raw" (raw ROS serialisation,
+// which needs the message definitions) is refused with a status error.
 package rostest
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"image"
+	"image/png"
+	"math"
 	"net"
 	"net/http"
 	"sort"
@@ -214,10 +220,16 @@ func (s *Server) publishRaw(topic string, msg json.RawMessage, except *conn) int
 		}
 	}
 	s.mu.Unlock()
-	var binary []byte
+	var binary, pngOp []byte
 	n := 0
 	for i, c := range to {
 		typ, b := websocket.TextMessage, out
+		if comps[i] == "png" {
+			if pngOp == nil {
+				pngOp = pngEncode(out)
+			}
+			b = pngOp
+		}
 		if comps[i] == "cbor" {
 			if binary == nil {
 				var v any
@@ -473,7 +485,7 @@ func (c *conn) handle(ctx context.Context, data []byte) {
 		if comp == "" {
 			comp = "none"
 		}
-		if comp != "none" && comp != "cbor" {
+		if comp != "none" && comp != "cbor" && comp != "png" {
 			c.status(levelError, m.ID, fmt.Sprintf("subscribe: compression %q is not implemented by this test server", m.Compression))
 			return
 		}
@@ -489,7 +501,7 @@ func (c *conn) handle(ctx context.Context, data []byte) {
 		}
 		// rosbridge_server keeps one compression per topic per connection:
 		// the strongest asked for wins
-		if comp == "cbor" {
+		if comp == "cbor" || (comp == "png" && sub.compression == "none") {
 			sub.compression = comp
 		}
 		sub.ids[m.ID] = struct{}{}
@@ -586,4 +598,22 @@ func (c *conn) fragment(ctx context.Context, m message) {
 	if done {
 		c.handle(ctx, []byte(strings.Join(parts, "")))
 	}
+}
+
+// pngEncode is rosbridge_server's png compression (png_compression.encode):
+// the message bytes padded with '\n' to fill a near-square RGB image.
+func pngEncode(msg []byte) []byte {
+	n := len(msg)
+	w := max(1, int(math.Floor(math.Sqrt(float64(n)/3))))
+	h := int(math.Ceil(float64(n) / 3 / float64(w)))
+	padded := append(append([]byte(nil), msg...), bytes.Repeat([]byte("\n"), w*h*3-n)...)
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for i := 0; i < w*h; i++ {
+		copy(img.Pix[i*4:], padded[i*3:i*3+3])
+		img.Pix[i*4+3] = 0xff
+	}
+	var buf bytes.Buffer
+	_ = png.Encode(&buf, img) // opaque RGBA is written as an RGB PNG
+	out, _ := json.Marshal(map[string]string{"op": "png", "data": base64.StdEncoding.EncodeToString(buf.Bytes())})
+	return out
 }
