@@ -710,7 +710,7 @@ func TestSetLevel(t *testing.T) {
 		t.Fatalf("status %v", s)
 	}
 	c.send(map[string]any{"op": "set_level", "level": "error"})
-	c.send(pub)                                                                                  // below the level: silent
+	c.send(pub)                                                                                       // below the level: silent
 	c.send(map[string]any{"op": "subscribe", "id": "x", "topic": "/odom", "compression": "cbor-raw"}) // an error: sent
 	s := c.next("status")
 	if s["level"] != "error" || s["id"] != "x" {
