@@ -79,6 +79,7 @@ type Client struct {
 	stopped atomic.Bool
 
 	deadline  time.Time     // the write deadline set on the connection
+	wbuf      net.Buffers   // the batch being written with writev
 	readEnded chan struct{} // closed when the reading goroutine ends
 	readErr   error         // why it ended; read after readEnded
 }
@@ -255,7 +256,15 @@ func (c *Client) flush(bufs net.Buffers, batch []*Entry, cur *Cursor) error {
 			return fmt.Errorf("setting write deadline: %w", err)
 		}
 	}
-	if _, err := bufs.WriteTo(c.conn); err != nil {
+	var err error
+	if len(bufs) == 1 {
+		_, err = c.conn.Write(bufs[0]) // one write(2), no writev setup
+	} else {
+		c.wbuf = bufs // WriteTo consumes it; a field does not escape per call
+		_, err = c.wbuf.WriteTo(c.conn)
+		c.wbuf = nil
+	}
+	if err != nil {
 		return fmt.Errorf("writing %d bytes to client: %w", n, err)
 	}
 	if len(batch) > 0 {
