@@ -255,6 +255,7 @@ export class Player extends EventTarget {
       openedAt: 0,
       firstFrameMs: NaN, // from the start of the latest connection to its first drawn frame
       firstVideoMs: NaN, // from the start of the latest connection to its first video message
+      drawMs: 0, // smoothed time of one drawImage
     };
     this.window = { at: nowMs(), decoded: 0, bytes: 0, ages: [] };
     this.intervalMs = 0; // smoothed interval between video messages
@@ -590,14 +591,19 @@ export class Player extends EventTarget {
     );
   }
 
+  // draw puts a decoded picture on the canvas. The frame age is taken as
+  // the decoder hands the picture over (before drawing); drawMs is what the
+  // drawing then takes.
   draw(image, w, h, meta) {
     const st = this.stats;
+    const t = nowMs();
     if (this.canvas.width !== w || this.canvas.height !== h) {
       this.canvas.width = w;
       this.canvas.height = h;
     }
     this.ctx2d.drawImage(image, 0, 0, w, h);
-    const t = nowMs();
+    const dt = nowMs() - t;
+    st.drawMs = st.drawMs ? st.drawMs * 0.9 + dt * 0.1 : dt;
     st.width = w;
     st.height = h;
     st.framesDecoded++;
@@ -659,7 +665,7 @@ export class Player extends EventTarget {
     const lines = [
       `${st.codec || '-'} ${st.width}x${st.height}  ${st.fps.toFixed(1)} fps  ${(st.bitrateBps / 1e6).toFixed(2)} Mbit/s`,
       `age ${age}`,
-      `queue ${st.decodeQueue}  dropped ${st.dropped}  missed ${st.missed}  errors ${st.decodeErrors}`,
+      `queue ${st.decodeQueue}  dropped ${st.dropped}  missed ${st.missed}  errors ${st.decodeErrors}  draw ${st.drawMs.toFixed(1)} ms`,
     ];
     if (st.lastError) lines.push(st.lastError);
     const text = lines.join('\n');

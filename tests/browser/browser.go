@@ -207,6 +207,7 @@ type Stats struct {
 	FPS              float64   `json:"fps"`
 	DecodeQueue      int       `json:"decodeQueue"`
 	AgeMs            float64   `json:"ageMs"`
+	DrawMs           float64   `json:"drawMs"` // smoothed drawImage time
 	VideoLost        bool      `json:"videoLost"`
 	FirstFrameMs     float64   `json:"firstFrameMs"`     // from ConnectStartedAt to the first drawn frame
 	ConnectStartedAt float64   `json:"connectStartedAt"` // page clock (Unix ms)
