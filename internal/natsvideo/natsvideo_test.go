@@ -680,3 +680,75 @@ func TestValidateSubject(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowEdgeDropsAndResumesAtKeyframe: an edge whose delivery stalls
+// lets at most PendingMessages wait; the client library drops the rest,
+// and the edge counts the gap and resumes at the next keyframe.
+func TestSlowEdgeDropsAndResumesAtKeyframe(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, nil)
+	origin := connect(t, s)
+	edge := connect(t, s, nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	src := newPushSource()
+	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.slow", Queue: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	es, err := OpenSource(edge, SourceConfig{Subject: "video.slow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer es.Close()
+	release := make(chan struct{})
+	var once sync.Once
+	k := newSink()
+	es.Subscribe(func(f frame.Frame) {
+		once.Do(func() { <-release }) // the first frame stalls the edge
+		k.fn(f)
+	})
+	_ = edge.Flush()
+	src.push(true, 100, 0)
+	for range 3 * PendingMessages {
+		src.push(false, 100, 0)
+	}
+	_ = origin.Flush()
+	deadline := time.Now().Add(10 * time.Second)
+	for pub.Stats().Frames < uint64(3*PendingMessages+1) {
+		if time.Now().After(deadline) {
+			t.Fatalf("publisher stats %+v", pub.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_ = origin.Flush()
+	time.Sleep(200 * time.Millisecond)
+	close(release)
+	key := src.push(true, 100, 0)
+	after := src.push(false, 100, 0)
+	for {
+		got := k.wait(t, 1)
+		if last := got[len(got)-1]; last.Header.FrameSeq == after.Header.FrameSeq {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the frames after the stall did not arrive; stats %+v", es.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	got := k.wait(t, 1)
+	st := es.Stats()
+	if st.Gaps == 0 || len(got) > PendingMessages+4 {
+		t.Fatalf("edge got %d frames with %d missed: want the stalled backlog cut at %d messages", len(got), st.Gaps, PendingMessages)
+	}
+	sameFrame(t, got[len(got)-2], key)
+	if !got[len(got)-2].Discontinuity {
+		t.Fatal("the keyframe after the dropped backlog is not marked as a discontinuity")
+	}
+	// What came before the keyframe is the backlog that waited, without a
+	// hole: no delta after the gap was delivered.
+	for i := 1; i < len(got)-2; i++ {
+		if got[i].Header.FrameSeq != got[i-1].Header.FrameSeq+1 || got[i].Discontinuity {
+			t.Fatalf("frame_seq %d after %d delivered before the keyframe", got[i].Header.FrameSeq, got[i-1].Header.FrameSeq)
+		}
+	}
+}

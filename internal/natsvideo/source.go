@@ -14,6 +14,10 @@ import (
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
+// PendingMessages is how many received messages may wait for a Source
+// before the client library drops new ones (NATS slow consumer).
+const PendingMessages = 256
+
 // DefaultMaxGOPBytes bounds the GOP a Source keeps for late subscribers.
 const DefaultMaxGOPBytes = 32 << 20
 
@@ -124,9 +128,10 @@ func OpenSource(nc *nats.Conn, cfg SourceConfig) (*Source, error) {
 		s.idr.close()
 		return nil, fmt.Errorf("subscribing to video on %q: %w", cfg.Subject, err)
 	}
-	// Video is large: let a burst of keyframes wait rather than be dropped
-	// as a slow consumer (a drop shows as a gap anyway).
-	if err := sub.SetPendingLimits(-1, 256<<20); err != nil {
+	// An edge that falls behind drops (a gap: it resumes at a keyframe)
+	// rather than deliver seconds-old video: at most PendingMessages
+	// messages (about 4 s at 60 fps) or 64 MiB wait.
+	if err := sub.SetPendingLimits(PendingMessages, 64<<20); err != nil {
 		_ = sub.Unsubscribe()
 		s.idr.close()
 		return nil, fmt.Errorf("setting pending limits on %q: %w", cfg.Subject, err)
