@@ -324,7 +324,7 @@ func (c *client) subscribe(msg *message) {
 		compression = "none"
 	}
 	if !compressions[compression] {
-		c.refuse("subscribe", msg.ID, fmt.Sprintf("subscribe %s: compression %q is not served by sdr_ros; use none or cbor", msg.Topic, msg.Compression))
+		c.refuse("subscribe", msg.ID, fmt.Sprintf("subscribe %s: compression %q is not served by sdr_ros; use none, cbor, cbor-raw or png", msg.Topic, msg.Compression))
 		return
 	}
 	p := subParams{

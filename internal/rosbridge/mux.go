@@ -140,7 +140,7 @@ type topicKey struct{ topic, compression string }
 var cborHead, _ = cbor.DecOptions{MaxNestedLevels: 64, MaxArrayElements: 1 << 27, MaxMapPairs: 1 << 20}.DecMode()
 
 // compressions are the subscription compressions sdr_ros serves.
-var compressions = map[string]bool{"none": true, "cbor": true, "png": true}
+var compressions = map[string]bool{"none": true, "cbor": true, "cbor-raw": true, "png": true}
 
 // upTopic is one upstream subscription and its subscribers.
 type upTopic struct {
@@ -566,7 +566,7 @@ func (m *Mux) fromUpstream(compression string, typ int, data []byte) {
 	switch {
 	case typ == websocket.TextMessage:
 		err = json.Unmarshal(data, &head)
-	case compression == "cbor":
+	case compression == "cbor" || compression == "cbor-raw":
 		err = cborHead.Unmarshal(data, &head)
 	default:
 		m.log.Warn("binary message from rosbridge upstream ignored", "lane", compression, "bytes", len(data))

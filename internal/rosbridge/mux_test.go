@@ -394,7 +394,7 @@ func TestAllowlistDenials(t *testing.T) {
 		{map[string]any{"op": "publish", "id": "x3", "topic": "/arm", "msg": map[string]any{"data": 1}}, "publish allowlist"},
 		{map[string]any{"op": "call_service", "id": "x4", "service": "/reboot"}, "services allowlist"},
 		{map[string]any{"op": "advertise_service", "id": "x5", "service": "/mine", "type": "std_srvs/Trigger"}, "not served"},
-		{map[string]any{"op": "subscribe", "id": "x6", "topic": "/odom", "compression": "cbor-raw"}, "compression"},
+		{map[string]any{"op": "subscribe", "id": "x6", "topic": "/odom", "compression": "bson"}, "compression"},
 	}
 	for _, tc := range cases {
 		c.send(tc.msg)
@@ -710,14 +710,14 @@ func TestSetLevel(t *testing.T) {
 		t.Fatalf("status %v", s)
 	}
 	c.send(map[string]any{"op": "set_level", "level": "error"})
-	c.send(pub)                                                                                       // below the level: silent
-	c.send(map[string]any{"op": "subscribe", "id": "x", "topic": "/odom", "compression": "cbor-raw"}) // an error: sent
+	c.send(pub)                                                                                   // below the level: silent
+	c.send(map[string]any{"op": "subscribe", "id": "x", "topic": "/odom", "compression": "bson"}) // an error: sent
 	s := c.next("status")
 	if s["level"] != "error" || s["id"] != "x" {
 		t.Fatalf("after set_level error got %v before the error status", s)
 	}
 	c.send(map[string]any{"op": "set_level", "level": "none"})
-	c.send(map[string]any{"op": "subscribe", "id": "y", "topic": "/odom", "compression": "cbor-raw"})
+	c.send(map[string]any{"op": "subscribe", "id": "y", "topic": "/odom", "compression": "bson"})
 	c.send(map[string]any{"op": "set_level", "level": "bogus"})
 	c.quiet("status", 300*time.Millisecond)
 	if gate.asked.Load() != 2 {
@@ -994,5 +994,21 @@ func TestPNGSubscriptions(t *testing.T) {
 	}
 	if _, err := pngPayload("bm90IGEgcG5n", 1<<20); err == nil {
 		t.Fatal("a non-PNG payload decoded")
+	}
+}
+
+func TestCBORRawSubscriptions(t *testing.T) {
+	t.Parallel()
+	f := start(t, nil)
+	c := f.dial()
+	c.send(map[string]any{"op": "subscribe", "id": "r", "topic": "/scan", "compression": "cbor-raw"})
+	f.eventually("the cbor-raw lane", func() bool { n, _ := f.up.Subscribers("/scan"); return n == 1 })
+	if _, err := f.up.Publish("/scan", map[string]any{"seq": 6}); err != nil {
+		t.Fatal(err)
+	}
+	m := c.next("publish")
+	raw, ok := m["msg"].(map[string]any)["bytes"].([]byte)
+	if m["_binary"] != true || m["topic"] != "/scan" || !ok || !strings.Contains(string(raw), `"seq":6`) {
+		t.Fatalf("cbor-raw client got %v", m)
 	}
 }

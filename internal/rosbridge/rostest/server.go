@@ -19,8 +19,10 @@
 // (JSON text), "cbor" (the whole publish op as one binary CBOR message) and
 // "png" (the JSON text as the RGB pixels of a PNG, padded with newlines,
 // base64 in a {"op":"png","data":...} message) are implemented as
-// rosbridge_server implements them; "cbor-raw" (raw ROS serialisation,
-// which needs the message definitions) is refused with a status error.
+// rosbridge_server implements them. "cbor-raw" has rosbridge_server's
+// envelope ({"op":"publish","topic","msg":{"secs","nsecs","bytes"}} in
+// CBOR), but "bytes" holds the message's JSON, not its ROS serialisation,
+// which needs the message definitions of a ROS installation.
 package rostest
 
 import (
@@ -220,7 +222,7 @@ func (s *Server) publishRaw(topic string, msg json.RawMessage, except *conn) int
 		}
 	}
 	s.mu.Unlock()
-	var binary, pngOp []byte
+	var binary, rawOp, pngOp []byte
 	n := 0
 	for i, c := range to {
 		typ, b := websocket.TextMessage, out
@@ -229,6 +231,14 @@ func (s *Server) publishRaw(topic string, msg json.RawMessage, except *conn) int
 				pngOp = pngEncode(out)
 			}
 			b = pngOp
+		}
+		if comps[i] == "cbor-raw" {
+			if rawOp == nil {
+				now := time.Now()
+				rawOp, _ = cbor.Marshal(map[string]any{"op": "publish", "topic": topic,
+					"msg": map[string]any{"secs": now.Unix(), "nsecs": now.Nanosecond(), "bytes": []byte(msg)}})
+			}
+			typ, b = websocket.BinaryMessage, rawOp
 		}
 		if comps[i] == "cbor" {
 			if binary == nil {
@@ -485,7 +495,7 @@ func (c *conn) handle(ctx context.Context, data []byte) {
 		if comp == "" {
 			comp = "none"
 		}
-		if comp != "none" && comp != "cbor" && comp != "png" {
+		if comp != "none" && comp != "cbor" && comp != "cbor-raw" && comp != "png" {
 			c.status(levelError, m.ID, fmt.Sprintf("subscribe: compression %q is not implemented by this test server", m.Compression))
 			return
 		}
@@ -501,7 +511,7 @@ func (c *conn) handle(ctx context.Context, data []byte) {
 		}
 		// rosbridge_server keeps one compression per topic per connection:
 		// the strongest asked for wins
-		if comp == "cbor" || (comp == "png" && sub.compression == "none") {
+		if comp == "cbor" || comp == "cbor-raw" || (comp == "png" && sub.compression == "none") {
 			sub.compression = comp
 		}
 		sub.ids[m.ID] = struct{}{}
