@@ -1,0 +1,162 @@
+package rtc
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+
+	"github.com/pion/webrtc/v4"
+	"golang.org/x/time/rate"
+)
+
+// The browser's DataChannels and where their messages go.
+const (
+	ChannelControl  = "control"
+	ChannelCommands = "commands"
+
+	SubjectGamepad  = "control.gamepad"
+	SubjectCommands = "control.commands"
+
+	// MaxControlMessage and MaxCommandMessage are the largest messages
+	// taken on each channel.
+	MaxControlMessage = 256
+	MaxCommandMessage = 1024
+
+	// gamepadAction is the action a gamepad message counts as at the
+	// safety gate: it steers the robot.
+	gamepadAction = "set_cmd_vel"
+)
+
+// Limits are the per-session message rates of the DataChannels.
+type Limits struct {
+	// ControlRate is the most `control` messages per second. Default: 60.
+	ControlRate float64
+	// CommandRate is the most `commands` messages per second. Default: 10.
+	CommandRate float64
+}
+
+func (l *Limits) fill() {
+	if l.ControlRate <= 0 {
+		l.ControlRate = 60
+	}
+	if l.CommandRate <= 0 {
+		l.CommandRate = 10
+	}
+}
+
+// limiter allows rate messages per second with a burst of a fifth of a
+// second's worth (at least one), so that a steady sender's jitter passes
+// and a flood does not.
+func limiter(perSecond float64) *rate.Limiter {
+	burst := int(perSecond / 5)
+	if burst < 1 {
+		burst = 1
+	}
+	return rate.NewLimiter(rate.Limit(perSecond), burst)
+}
+
+// ParseGamepad checks a `control` message: [u8 axis_count][f32 LE axes...]
+// [u32 LE buttons], at most MaxControlMessage bytes, finite axes. It
+// returns the axes and buttons.
+func ParseGamepad(msg []byte) (axes []float32, buttons uint32, err error) {
+	if len(msg) > MaxControlMessage {
+		return nil, 0, fmt.Errorf("gamepad message of %d bytes, over %d", len(msg), MaxControlMessage)
+	}
+	if len(msg) < 5 {
+		return nil, 0, fmt.Errorf("gamepad message of %d bytes, under 5", len(msg))
+	}
+	n := int(msg[0])
+	if want := 1 + 4*n + 4; len(msg) != want {
+		return nil, 0, fmt.Errorf("gamepad message of %d bytes with %d axes, want %d bytes", len(msg), n, want)
+	}
+	axes = make([]float32, n)
+	for i := range axes {
+		v := math.Float32frombits(binary.LittleEndian.Uint32(msg[1+4*i:]))
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return nil, 0, fmt.Errorf("gamepad axis %d is %v", i, v)
+		}
+		axes[i] = v
+	}
+	return axes, binary.LittleEndian.Uint32(msg[1+4*n:]), nil
+}
+
+// ParseCommand checks a `commands` message: a JSON object of at most
+// MaxCommandMessage bytes whose "action", when present, is a string. It
+// returns the action.
+func ParseCommand(msg []byte) (action string, err error) {
+	if len(msg) > MaxCommandMessage {
+		return "", fmt.Errorf("command of %d bytes, over %d", len(msg), MaxCommandMessage)
+	}
+	var cmd map[string]json.RawMessage
+	if err := json.Unmarshal(msg, &cmd); err != nil {
+		return "", fmt.Errorf("command is not a JSON object: %w", err)
+	}
+	if raw, ok := cmd["action"]; ok {
+		if err := json.Unmarshal(raw, &action); err != nil {
+			return "", fmt.Errorf("command action %s is not a string", raw)
+		}
+	}
+	return action, nil
+}
+
+// dataChannel takes a DataChannel the browser opened.
+func (s *Session) dataChannel(dc *webrtc.DataChannel) {
+	label := dc.Label()
+	var handle func(msg webrtc.DataChannelMessage) string
+	switch label {
+	case ChannelControl:
+		lim := limiter(s.cfg.Limits.ControlRate)
+		handle = func(msg webrtc.DataChannelMessage) string {
+			if msg.IsString {
+				return "malformed"
+			}
+			if _, _, err := ParseGamepad(msg.Data); err != nil {
+				return "malformed"
+			}
+			return s.forward(lim, gamepadAction, SubjectGamepad, msg.Data)
+		}
+	case ChannelCommands:
+		lim := limiter(s.cfg.Limits.CommandRate)
+		handle = func(msg webrtc.DataChannelMessage) string {
+			action, err := ParseCommand(msg.Data)
+			if err != nil {
+				return "malformed"
+			}
+			return s.forward(lim, action, SubjectCommands, msg.Data)
+		}
+	default:
+		s.m.Messages.WithLabelValues("other", "refused").Inc()
+		s.log.Debug("closing unknown datachannel", "label", label)
+		_ = dc.Close()
+		return
+	}
+	dc.OnMessage(func(msg webrtc.DataChannelMessage) {
+		defer s.recoverLog("datachannel " + label)
+		result := handle(msg)
+		s.m.Messages.WithLabelValues(label, result).Inc()
+	})
+}
+
+// forward publishes one checked message after the rate limit and the
+// gate; it returns the result counted.
+func (s *Session) forward(lim *rate.Limiter, action, subject string, data []byte) string {
+	if !lim.Allow() {
+		return "rate_limited"
+	}
+	if s.cfg.Gate != nil {
+		if ok, _ := s.cfg.Gate.Allow(action); !ok {
+			return "gated"
+		}
+	}
+	if s.cfg.Publish == nil {
+		return "unavailable"
+	}
+	// pion reuses nothing of msg.Data after the callback, but the
+	// publisher may queue it: hand over a copy.
+	if err := s.cfg.Publish(subject, append([]byte(nil), data...)); err != nil {
+		s.log.Debug("publishing datachannel message", "subject", subject, "error", err)
+		return "error"
+	}
+	return "published"
+}

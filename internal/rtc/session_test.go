@@ -1,0 +1,285 @@
+package rtc
+
+import (
+	"context"
+	"encoding/binary"
+	"math"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/rtc/rtctest"
+	"github.com/sdr-os/sdr-caddy/shmring"
+)
+
+// loopSource plays real H.264 access units in a loop at 30 frames/s, and
+// replays its current GOP to a new subscriber, as the ring source does.
+type loopSource struct {
+	mu   sync.Mutex
+	subs map[int]func(frame.Frame)
+	next int
+	gop  []frame.Frame
+	last time.Time
+}
+
+func (s *loopSource) Subscribe(fn func(frame.Frame)) func() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range s.gop {
+		fn(f)
+	}
+	id := s.next
+	s.next++
+	s.subs[id] = fn
+	return func() { s.mu.Lock(); delete(s.subs, id); s.mu.Unlock() }
+}
+
+func (s *loopSource) LastArrival() time.Time { s.mu.Lock(); defer s.mu.Unlock(); return s.last }
+
+func (s *loopSource) run(ctx context.Context, units [][]byte, keys []bool) {
+	tick := time.NewTicker(time.Second / 30)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		k := i % len(units)
+		h := shmring.Header{FrameSeq: uint64(i + 1), Codec: shmring.CodecH264, Size: uint32(len(units[k]))}
+		if keys[k] {
+			h.Flags = shmring.FlagKeyframe
+		}
+		f := frame.Frame{Header: h, Payload: units[k], Arrived: time.Now()}
+		s.mu.Lock()
+		if keys[k] {
+			s.gop = s.gop[:0]
+		}
+		s.gop = append(s.gop, f)
+		s.last = f.Arrived
+		for _, fn := range s.subs {
+			fn(f)
+		}
+		s.mu.Unlock()
+	}
+}
+
+type countingRequester struct{ n chanCount }
+type chanCount chan struct{}
+
+func (r countingRequester) RequestKeyframe() {
+	select {
+	case r.n <- struct{}{}:
+	default:
+	}
+}
+
+type fixedGate map[string]bool
+
+func (g fixedGate) Allow(action string) (bool, string) {
+	if g[action] {
+		return false, "HOLD"
+	}
+	return true, "ARMED"
+}
+
+type published struct {
+	subject string
+	data    []byte
+}
+
+func gamepad(axes []float32, buttons uint32) []byte {
+	b := []byte{byte(len(axes))}
+	for _, a := range axes {
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(a))
+	}
+	return binary.LittleEndian.AppendUint32(b, buttons)
+}
+
+func TestSessionVideoAndDataChannels(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	units, keys, err := rtctest.EncodeH264(ctx, 60, 30, "320x240")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &loopSource{subs: map[int]func(frame.Frame){}}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go src.run(runCtx, units, keys)
+
+	e, err := NewEngine(Config{IncludeLoopback: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	pubs := make(chan published, 100)
+	msgs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "m"}, []string{"channel", "result"})
+	kf := countingRequester{make(chanCount, 10)}
+	closed := make(chan struct{})
+	s, err := e.NewSession(SessionConfig{
+		Source:    src,
+		Keyframes: kf,
+		Gate:      fixedGate{"set_alpha": true},
+		Publish: func(subject string, data []byte) error {
+			pubs <- published{subject, data}
+			return nil
+		},
+		OnClose: func() { close(closed) },
+		Metrics: Metrics{Messages: msgs},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	v, err := rtctest.NewViewer(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	offer, err := v.Offer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, err := s.Answer(ctx, offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Accept(answer); err != nil {
+		t.Fatal(err)
+	}
+
+	// Video: the first access unit carries SPS, PPS and an IDR; ffmpeg
+	// decodes what arrived.
+	var stream []byte
+	for n := 0; n < 45; n++ {
+		select {
+		case au := <-v.Units:
+			types := rtctest.NALTypes(au.Data)
+			if n == 0 && !(contains(types, 7) && contains(types, 8) && contains(types, 5)) {
+				t.Fatalf("first access unit has NAL types %v, want SPS, PPS and IDR", types)
+			}
+			stream = append(stream, au.Data...)
+		case <-ctx.Done():
+			t.Fatalf("received %d access units before the timeout", n)
+		}
+	}
+	decoded, err := rtctest.Decode(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if decoded < 40 {
+		t.Fatalf("ffmpeg decoded %d frames of 45 received", decoded)
+	}
+	select {
+	case <-kf.n:
+	default:
+		t.Error("no keyframe request at the start of the video")
+	}
+
+	// DataChannels: valid messages arrive, malformed and gated ones do not.
+	waitOpen(t, ctx, v)
+	good := gamepad([]float32{0.5, -1}, 3)
+	for _, m := range [][]byte{good[:4], append([]byte{40}, make([]byte, 200)...), gamepad([]float32{float32(math.NaN())}, 0), good} {
+		if err := v.Control.Send(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range []string{`not json`, `{"action":"set_alpha","data":{}}`, `{"action":"pause","cmd_seq":1}`} {
+		if err := v.Commands.SendText(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := map[string]string{}
+	for len(got) < 2 {
+		select {
+		case p := <-pubs:
+			got[p.subject] = string(p.data)
+		case <-ctx.Done():
+			t.Fatalf("published %v before the timeout", got)
+		}
+	}
+	if got[SubjectGamepad] != string(good) || got[SubjectCommands] != `{"action":"pause","cmd_seq":1}` {
+		t.Fatalf("published %q", got)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for counterValue(msgs.WithLabelValues("control", "malformed")) < 3 ||
+		counterValue(msgs.WithLabelValues("commands", "malformed")) < 1 ||
+		counterValue(msgs.WithLabelValues("commands", "gated")) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("counts: control malformed %v, commands malformed %v, gated %v",
+				counterValue(msgs.WithLabelValues("control", "malformed")),
+				counterValue(msgs.WithLabelValues("commands", "malformed")),
+				counterValue(msgs.WithLabelValues("commands", "gated")))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// Rate limit: a burst of 100 gamepad messages; far fewer pass.
+	for range 100 {
+		_ = v.Commands.SendText(`{"action":"reset"}`)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for counterValue(msgs.WithLabelValues("commands", "rate_limited")) < 50 {
+		if time.Now().After(deadline) {
+			t.Fatalf("rate limited %v of 100", counterValue(msgs.WithLabelValues("commands", "rate_limited")))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// The viewer leaves: the session ends by itself.
+	v.Close()
+	select {
+	case <-closed:
+	case <-time.After(45 * time.Second):
+		t.Fatal("session still open 45 s after the viewer closed")
+	}
+}
+
+func waitOpen(t *testing.T, ctx context.Context, v *rtctest.Viewer) {
+	t.Helper()
+	for v.Control.ReadyState().String() != "open" || v.Commands.ReadyState().String() != "open" {
+		if ctx.Err() != nil {
+			t.Fatal("datachannels not open")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func contains(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func TestAnswerRefusesBadSDP(t *testing.T) {
+	e, err := NewEngine(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	s, err := e.NewSession(SessionConfig{Source: &loopSource{subs: map[int]func(frame.Frame){}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Answer(context.Background(), "v=0\r\nthis is not sdp"); err == nil || !errorsIs(err, ErrBadOffer) {
+		t.Fatalf("answer to bad sdp: %v, want ErrBadOffer", err)
+	}
+}
+
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return -1
+	}
+	return m.GetCounter().GetValue()
+}
