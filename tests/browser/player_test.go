@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -516,4 +517,77 @@ func TestPlayerCodecSwitch(t *testing.T) {
 	evalJS[any](t, d, "main", `window.sdrPlayer.command('settings', {codec: 'h264', camera_res: '480x270'})`)
 	follow("h264", 480, 270)
 	screenshot(t, d, "main", "player-codec-switch.png")
+}
+
+// TestPlayerModuleOnOtherPage uses the player from a page of another app:
+// `import { Player } from '/sdr/player.js'`, served by sdr_player under
+// /sdr/* beside a file_server, as Caddyfile.example does for the SDR_OS app.
+func TestPlayerModuleOnOtherPage(t *testing.T) {
+	ring := filepath.Join(t.TempDir(), "frames")
+	startSource(t, ring)
+	www := t.TempDir()
+	page := `<!doctype html>
+<html><head><meta charset="utf-8"><title>another app</title></head>
+<body>
+<div id="video" style="width: 640px"></div>
+<script type="module">
+import { Player } from '/sdr/player.js';
+const player = new Player(document.getElementById('video'), { overlay: false });
+player.start();
+window.sdrPlayer = player;
+</script>
+</body></html>
+`
+	if err := os.WriteFile(filepath.Join(www, "index.html"), []byte(page), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := &edge{HTTPPort: testenv.FreePort(t), NATSPort: testenv.FreePort(t), Ring: ring}
+	e.caddyfile = fmt.Sprintf(`{
+	admin {$SDR_TEST_ADMIN}
+}
+
+http://127.0.0.1:%d {
+	handle /health {
+		respond "OK" 200
+	}
+	handle /stream/ws {
+		sdr_stream {
+			source shm %s
+		}
+	}
+	handle /sdr/* {
+		sdr_player
+	}
+	handle {
+		root * %s
+		file_server
+	}
+}
+`, e.HTTPPort, ring, www)
+	e.start(t)
+	d := startBrowser(t)
+	openPlayer(t, d, "main", e.URL())
+	st := waitFrames(t, d, "main", 60, 10*time.Second)
+	if st.DecodeErrors != 0 || st.Codec != "h264" {
+		t.Errorf("codec %q, decode errors %d (%s)", st.Codec, st.DecodeErrors, st.LastError)
+	}
+	if title := evalJS[string](t, d, "main", `document.title`); title != "another app" {
+		t.Fatalf("page title %q: not the other app's page", title)
+	}
+	css := evalJS[bool](t, d, "main", `[...document.styleSheets].some((s) => s.href && s.href.endsWith('/sdr/player.css') && s.cssRules.length > 0)`)
+	if !css {
+		t.Errorf("player.css was not linked and loaded by the module")
+	}
+	if n := evalJS[int](t, d, "main", `document.querySelectorAll('.sdr-overlay, .sdr-safety').length`); n != 0 {
+		t.Errorf("overlay shown with overlay: false (%d elements)", n)
+	}
+	c, err := d.Canvas("main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Blank {
+		t.Errorf("canvas blank")
+	}
+	readStamp(t, d, "main")
+	screenshot(t, d, "main", "player-other-page.png")
 }
