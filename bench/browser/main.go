@@ -13,7 +13,7 @@
 //
 // The last line is
 //
-//	BENCH browser frames=.. age_p50_ms=.. age_p95_ms=.. dropped=.. missed=.. ws_p50_ms=.. ws_p95_ms=.. p95_vs_ws=.. resolution=..
+//	BENCH browser frames=.. age_p50_ms=.. age_p95_ms=.. dropped=.. missed=.. ws_p50_ms=.. ws_p95_ms=.. p95_vs_ws=.. draw_ms=.. resolution=.. load1=..
 package main
 
 import (
@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -196,8 +197,10 @@ http://127.0.0.1:%d {
 	fmt.Printf("  then drawImage onto the canvas        %6.2f ms (smoothed)\n", after.DrawMs)
 	fmt.Printf("  commit -> Go WebSocket client (base)  p50 %6.2f ms  p95 %6.2f ms  (%d frames)\n", w50, w95, len(ws))
 	fmt.Printf("  browser decoded %.1f fps, dropped %d, missed %d, decode errors %d\n", after.FPS, dropped, missed, after.DecodeErrors)
-	fmt.Printf("BENCH browser frames=%d age_p50_ms=%.2f age_p95_ms=%.2f dropped=%d missed=%d ws_p50_ms=%.2f ws_p95_ms=%.2f p95_vs_ws=%.2f resolution=%s\n",
-		len(r.Ages), p50, p95, dropped, missed, w50, w95, p95/w95, resolution)
+	load := loadAverage()
+	fmt.Printf("  1-minute load average at the end: %s on %d CPUs (other work on the machine shows in the tails)\n", load, runtime.NumCPU())
+	fmt.Printf("BENCH browser frames=%d age_p50_ms=%.2f age_p95_ms=%.2f dropped=%d missed=%d ws_p50_ms=%.2f ws_p95_ms=%.2f p95_vs_ws=%.2f draw_ms=%.2f resolution=%s load1=%s\n",
+		len(r.Ages), p50, p95, dropped, missed, w50, w95, p95/w95, after.DrawMs, resolution, load)
 	return nil
 }
 
@@ -299,6 +302,15 @@ func waitHTTP(url string, timeout time.Duration) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// loadAverage is the 1-minute load average (Linux), or "?".
+func loadAverage() string {
+	f := strings.Fields(readFile("/proc/loadavg"))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
 
 func readFile(p string) string {
