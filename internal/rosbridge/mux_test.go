@@ -525,11 +525,13 @@ func TestThrottleAndQueueLengthPerClient(t *testing.T) {
 	throttled.send(map[string]any{"op": "subscribe", "id": "s", "topic": "/odom", "throttle_rate": 60000})
 	queued.send(map[string]any{"op": "subscribe", "id": "s", "topic": "/odom", "throttle_rate": 300, "queue_length": 2})
 	f.subscribed("/odom", 3)
+	began := time.Now()
 	for seq := 1; seq <= 10; seq++ {
 		if _, err := f.up.Publish("/odom", map[string]any{"seq": seq}); err != nil {
 			t.Fatal(err)
 		}
 	}
+	burst := time.Since(began) // on a loaded machine the burst may outlast a throttle period
 	for seq := 1; seq <= 10; seq++ {
 		if got := seqOf(plain.next("publish")); got != seq {
 			t.Fatalf("plain client got %d, want %d", got, seq)
@@ -546,8 +548,8 @@ func TestThrottleAndQueueLengthPerClient(t *testing.T) {
 	for len(got) == 0 || got[len(got)-1] != 10 {
 		got = append(got, seqOf(queued.next("publish")))
 	}
-	if len(got) > 3 || got[len(got)-2] != 9 {
-		t.Fatalf("queued client got %v; want at most 3 messages ending 9, 10", got)
+	if most := 3 + int(burst/(300*time.Millisecond)); len(got) > most || got[len(got)-2] != 9 {
+		t.Fatalf("queued client got %v; want at most %d messages ending 9, 10", got, most)
 	}
 }
 

@@ -348,10 +348,12 @@ func TestROSThrottleAndQueueLength(t *testing.T) {
 	a.send(map[string]any{"cmd": "subscribe", "clients": []int{2}, "topic": "/odom", "throttle_rate": 400, "queue_length": 2})
 	a.sync()
 	waitUp(t, "subscription", func() bool { c, _ := up.Subscribers("/odom"); return c == 1 })
-	time.Sleep(300 * time.Millisecond) // the three subscribe ops reach the proxy
+	time.Sleep(time.Second) // the three subscribe ops reach the proxy
+	began := time.Now()
 	for seq := 1; seq <= 20; seq++ {
 		_, _ = up.Publish("/odom", map[string]any{"seq": seq})
 	}
+	burst := time.Since(began) // on a loaded machine the burst may outlast a throttle period
 	evs := a.waitFor("the plain and queued clients to get seq 20", func(evs []event) bool {
 		per := messages(evs, "/odom")
 		return len(per[0]) == 20 && len(per[2]) > 0 && per[2][len(per[2])-1] == 20
@@ -366,8 +368,8 @@ func TestROSThrottleAndQueueLength(t *testing.T) {
 		t.Fatalf("client with throttle_rate 60000 got %v, want [1]", per[1])
 	}
 	q := per[2]
-	if len(q) > 3 || len(q) < 2 || q[len(q)-2] != 19 || q[len(q)-1] != 20 {
-		t.Fatalf("client with throttle_rate 400, queue_length 2 got %v; want the first at most, then 19 and 20", q)
+	if most := 3 + int(burst/(400*time.Millisecond)); len(q) > most || len(q) < 2 || q[len(q)-2] != 19 || q[len(q)-1] != 20 {
+		t.Fatalf("client with throttle_rate 400, queue_length 2 got %v; want at most %d, ending 19 and 20", q, most)
 	}
 }
 
@@ -450,7 +452,7 @@ func TestROSServiceCallsRoutedByID(t *testing.T) {
 }
 
 func TestROSHungServiceDoesNotDelayTopics(t *testing.T) {
-	up, url := proxy(t, "services /hang\n\t\t\tservice_timeout 2s\n\t\t\tpublish /chatter")
+	up, url := proxy(t, "services /hang\n\t\t\tservice_timeout 4s\n\t\t\tpublish /chatter")
 	up.HandleService("/hang", rostest.Hang)
 	a := startAgent(t)
 	a.connect(url, 2)
@@ -492,8 +494,8 @@ func TestROSHungServiceDoesNotDelayTopics(t *testing.T) {
 			t.Fatalf("hung call answered %+v; want result false with a timeout message", e)
 		}
 	}
-	if answered < 1500*time.Millisecond || topicsDone > answered {
-		t.Fatalf("timeout answered after %v, topics done after %v; want the 2s timeout to come last", answered, topicsDone)
+	if answered < 3500*time.Millisecond || topicsDone > answered {
+		t.Fatalf("timeout answered after %v, topics done after %v; want the 4s timeout to come last", answered, topicsDone)
 	}
 }
 
