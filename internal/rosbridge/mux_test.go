@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http/httptest"
 	"reflect"
@@ -640,6 +641,7 @@ func TestSizeCapAndRateLimit(t *testing.T) {
 	t.Parallel()
 	f := start(t, func(o *Options) { o.MaxMessageSize = 4096; o.RateLimit = 5; o.RateBurst = 5 })
 	c := f.dial()
+	began := time.Now()
 	for i := 0; i < 20; i++ {
 		c.send(map[string]any{"op": "publish", "topic": "/chatter", "msg": map[string]any{"i": i}})
 	}
@@ -648,8 +650,10 @@ func TestSizeCapAndRateLimit(t *testing.T) {
 		t.Fatalf("status %v", s)
 	}
 	time.Sleep(200 * time.Millisecond)
-	if n := f.up.Count("publish", "/chatter"); n < 5 || n > 8 {
-		t.Fatalf("%d of 20 publishes passed a 5/s limit with burst 5", n)
+	// the burst, plus what the bucket refilled while the ops were handled
+	most := 5 + int(math.Ceil(time.Since(began).Seconds()*5))
+	if n := f.up.Count("publish", "/chatter"); n < 5 || n > most {
+		t.Fatalf("%d of 20 publishes passed a 5/s limit with burst 5; want 5 to %d", n, most)
 	}
 	big := f.dial()
 	// the write itself may fail once the mux has closed the connection
