@@ -131,7 +131,7 @@ func newClient(m *Mux, conn *websocket.Conn) *client {
 func (c *client) close(code int, why string) {
 	c.closeOnce.Do(func() {
 		msg := websocket.FormatCloseMessage(code, why)
-		_ = c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		_ = c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(250*time.Millisecond))
 		_ = c.conn.Close()
 	})
 }

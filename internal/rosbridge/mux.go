@@ -255,9 +255,13 @@ func (m *Mux) Close() {
 	}
 	m.mu.Unlock()
 	m.cancel()
+	// in parallel: a client whose socket is full holds its close frame up
+	// to the write deadline
+	var closing sync.WaitGroup
 	for _, c := range clients {
-		c.close(websocket.CloseGoingAway, "server shutting down")
+		closing.Go(func() { c.close(websocket.CloseGoingAway, "server shutting down") })
 	}
+	closing.Wait()
 	m.wg.Wait()
 }
 
