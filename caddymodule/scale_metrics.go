@@ -23,6 +23,7 @@ var scaleDescs = func() map[string]*prometheus.Desc {
 		"pubSplit":    d("stream_publish_split_frames_total", "Frames larger than the server's max_payload, published in parts."),
 		"pubDropped":  d("stream_publish_dropped_total", "Frames not published: reason queue (the sender fell behind), disconnected (NATS down), error (refused by the client library).", "reason"),
 		"pubIDRIn":    d("stream_publish_idr_received_total", "Keyframe requests received from edges."),
+		"pubHeld":     d("stream_publish_held_total", "Checks (every 100 ms) that found the origin's source reading frames without handing them on (keyframe gating); each asks the producer for a keyframe."),
 		"pubIDROut":   d("stream_publish_idr_forwarded_total", "Keyframe requests passed to the producer, after coalescing."),
 		"natsFrames":  d("stream_nats_frames_total", "Frames an edge received from NATS."),
 		"natsBytes":   d("stream_nats_bytes_total", "Payload bytes an edge received from NATS."),
@@ -76,6 +77,7 @@ func (*scaleCollector) Collect(ch chan<- prometheus.Metric) {
 		c("pubDropped", st.Errors, subj, "error")
 		c("pubIDRIn", st.IDRReceived, subj)
 		c("pubIDROut", st.IDRForwarded, subj)
+		c("pubHeld", st.Held, subj)
 		return true
 	})
 	seen = map[string]bool{}

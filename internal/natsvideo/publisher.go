@@ -49,12 +49,14 @@ type PublisherStats struct {
 	Errors              uint64 // frames the client library refused
 	IDRReceived         uint64 // keyframe requests received from edges
 	IDRForwarded        uint64 // keyframe requests passed on, after coalescing
+	Held                uint64 // checks that found the source holding frames back (each asks for a keyframe)
 }
 
 // Publisher puts every frame of a frame.Source on a NATS subject and passes
 // the edges' keyframe requests to the producer.
 type Publisher struct {
 	nc   *nats.Conn
+	src  frame.Source
 	cfg  PublisherConfig
 	log  *slog.Logger
 	ch   chan frame.Frame
@@ -72,8 +74,9 @@ type Publisher struct {
 	lastSeq     uint64
 	dropsAtLast uint64
 
-	frames, bytes, split, parts, dropQ, dropD, errs, idrIn, idrOut atomic.Uint64
-	lastErrLog                                                     atomic.Int64
+	frames, bytes, split, parts, dropQ, dropD, errs, idrIn, idrOut, held atomic.Uint64
+	lastIn                                                               atomic.Int64 // when the source last handed a frame on
+	lastErrLog                                                           atomic.Int64
 }
 
 // NewPublisher subscribes to src and to the keyframe requests of the
@@ -95,7 +98,7 @@ func NewPublisher(nc *nats.Conn, src frame.Source, cfg PublisherConfig) (*Publis
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	p := &Publisher{nc: nc, cfg: cfg, log: lg, ch: make(chan frame.Frame, cfg.Queue), done: make(chan struct{})}
+	p := &Publisher{nc: nc, src: src, cfg: cfg, log: lg, ch: make(chan frame.Frame, cfg.Queue), done: make(chan struct{})}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	req := cfg.Requester
 	p.idr = newCoalescer(cfg.IDRCoalesce, func() {
@@ -117,6 +120,8 @@ func NewPublisher(nc *nats.Conn, src frame.Source, cfg PublisherConfig) (*Publis
 		return nil, fmt.Errorf("subscribing to keyframe requests on %q: %w", IDRSubject(cfg.Subject), err)
 	}
 	p.sub = sub
+	// Frames the source read before now are not held for us.
+	p.lastIn.Store(time.Now().UnixNano())
 	go p.run()
 	p.stop = src.Subscribe(p.enqueue)
 	return p, nil
@@ -124,6 +129,7 @@ func NewPublisher(nc *nats.Conn, src frame.Source, cfg PublisherConfig) (*Publis
 
 // enqueue runs on the source's goroutine and never waits.
 func (p *Publisher) enqueue(f frame.Frame) {
+	p.lastIn.Store(time.Now().UnixNano())
 	select {
 	case p.ch <- f:
 	default:
@@ -139,13 +145,37 @@ func (p *Publisher) run() {
 		}
 	}()
 	var buf []byte
+	tick := time.NewTicker(HeldCheck)
+	defer tick.Stop()
 	for {
 		select {
 		case <-p.ctx.Done():
 			return
 		case f := <-p.ch:
 			buf = p.publish(f, buf)
+		case <-tick.C:
+			p.checkHeld()
 		}
+	}
+}
+
+// HeldCheck is how often a Publisher checks whether its source reads
+// frames without handing them on.
+const HeldCheck = 100 * time.Millisecond
+
+// checkHeld asks the producer for a keyframe when the source has read
+// frames that it holds back (a ring reader with keyframe gating after a
+// missed frame; an edge source after a loss): without one the stream, and
+// every edge, would wait for the producer's next keyframe on its own.
+func (p *Publisher) checkHeld() {
+	la := p.src.LastArrival()
+	if la.IsZero() {
+		return
+	}
+	in := time.Unix(0, p.lastIn.Load())
+	if la.Sub(in) > HeldCheck {
+		p.held.Add(1)
+		p.idr.request()
 	}
 }
 
@@ -247,7 +277,7 @@ func (p *Publisher) Stats() PublisherStats {
 	return PublisherStats{
 		Frames: p.frames.Load(), Bytes: p.bytes.Load(), SplitFrames: p.split.Load(), Parts: p.parts.Load(),
 		DroppedQueue: p.dropQ.Load(), DroppedDisconnected: p.dropD.Load(), Errors: p.errs.Load(),
-		IDRReceived: p.idrIn.Load(), IDRForwarded: p.idrOut.Load(),
+		IDRReceived: p.idrIn.Load(), IDRForwarded: p.idrOut.Load(), Held: p.held.Load(),
 	}
 }
 
