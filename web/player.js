@@ -237,6 +237,7 @@ export class Player extends EventTarget {
       missed: 0, // frame_seq gaps: frames the server skipped for this client
       lastGapAt: 0, // nowMs() of the latest gap
       recentGaps: [], // nowMs() of the latest 16 gaps
+      recentKeys: [], // nowMs() of the latest 16 keyframes received
       decodeErrors: 0,
       protocolErrors: 0,
       lastError: '',
@@ -425,7 +426,11 @@ export class Player extends EventTarget {
     st.framesReceived++;
     st.bytesReceived += data.byteLength;
     this.window.bytes += data.byteLength;
-    if (keyframe) st.keyframes++;
+    if (keyframe) {
+      st.keyframes++;
+      st.recentKeys.push(t);
+      if (st.recentKeys.length > 16) st.recentKeys.shift();
+    }
     if (this.lastSeq !== null) {
       if (header.frameSeq > this.lastSeq + 1n) {
         st.missed += Number(header.frameSeq - this.lastSeq - 1n);

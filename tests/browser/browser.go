@@ -198,6 +198,7 @@ type Stats struct {
 	Missed           int       `json:"missed"`
 	LastGapAt        float64   `json:"lastGapAt"`  // page clock (Unix ms) of the latest frame_seq gap
 	RecentGaps       []float64 `json:"recentGaps"` // page clock (Unix ms) of the latest 16 gaps
+	RecentKeys       []float64 `json:"recentKeys"` // page clock (Unix ms) of the latest 16 keyframes received
 	DecodeErrors     int       `json:"decodeErrors"`
 	ProtocolErrors   int       `json:"protocolErrors"`
 	LastError        string    `json:"lastError"`
