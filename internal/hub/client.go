@@ -44,6 +44,9 @@ type ClientConfig struct {
 	// type byte) from the client's reading goroutine, and returns a
 	// complete message to send to this client alone, or nil.
 	OnCommand func(body []byte) (reply []byte)
+	// OnSignal takes the body of each 0x03 signaling message (WebRTC), like
+	// OnCommand; nil: 0x03 messages are ignored and counted.
+	OnSignal func(body []byte) (reply []byte)
 }
 
 func (c *ClientConfig) fill() {
@@ -328,7 +331,13 @@ func (c *Client) message(msg []byte) {
 		}
 		return
 	}
-	// 0x03 signaling (WebRTC) is not served here; other types are unknown.
+	if len(msg) > 0 && msg[0] == wire.TypeSignaling && c.cfg.OnSignal != nil {
+		if reply := c.cfg.OnSignal(msg[1:]); reply != nil {
+			c.Send(reply)
+		}
+		return
+	}
+	// Other types (0x03 without WebRTC configured) are unknown.
 	c.hub.ignored.Add(1)
 	c.hub.m.MessagesIgnored.Inc()
 }
