@@ -84,6 +84,10 @@ type Stream struct {
 	// client that cannot take it is disconnected. Default: 10s.
 	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
 
+	// WebRTC, when set, answers the browser's 0x03 WebRTC offers: one
+	// session per WebSocket, ended with it (docs/webrtc.md).
+	WebRTC *RTCConfig `json:"webrtc,omitempty"`
+
 	name    string
 	log     *zap.Logger
 	src     frame.Source
@@ -94,6 +98,7 @@ type Stream struct {
 	relay   frame.Relay
 	telemUn func()
 	scale   streamScale // the NATS source or publisher, when configured
+	rtc     *streamRTC  // the WebRTC engine, when webrtc is configured
 	origin  func(*http.Request) bool
 	metrics *streamMetrics
 
@@ -173,6 +178,9 @@ func (s *Stream) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if err := s.startPublish(ctx); err != nil {
+		return err
+	}
+	if err := s.provisionRTC(ctx); err != nil {
 		return err
 	}
 	s.unsub = s.src.Subscribe(s.hub.Publish)
@@ -298,6 +306,9 @@ func (s *Stream) Cleanup() error {
 		s.relay.Release()
 	}
 	var errs []error
+	if err := s.cleanupRTC(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := s.releaseScale(); err != nil {
 		errs = append(errs, err)
 	}
@@ -347,12 +358,20 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		MaxMessage:      s.MaxMessageSize,
 		OnCommand:       s.commandPath(),
 	}
-	c := s.hub.NewClient(conn, nil, cfg)
+	var c *hub.Client
+	sig := s.rtcSignal(func(msg []byte) bool { return c.Send(msg) })
+	if sig != nil {
+		cfg.OnSignal = sig.Handle
+	}
+	c = s.hub.NewClient(conn, nil, cfg)
 	s.mu.Lock()
 	if s.ctx.Err() != nil {
 		s.mu.Unlock()
 		c.Close(wire.CloseServiceRestart, "sdr_stream stopped or reloaded; reconnect")
 		_ = c.Run(s.ctx) // sends the close frame and closes the connection
+		if sig != nil {
+			sig.Close()
+		}
 		return nil
 	}
 	s.clients[c] = struct{}{}
@@ -367,6 +386,9 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 			if v := recover(); v != nil {
 				s.log.Error("client panicked", zap.String("stream", s.name), zap.Any("panic", v), zap.Stack("stack"))
 				_ = conn.Close()
+			}
+			if sig != nil {
+				sig.Close() // the WebRTC session ends with its WebSocket
 			}
 			s.mu.Lock()
 			delete(s.clients, c)

@@ -42,6 +42,7 @@ func parseStreamCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, 
 //	    max_message_size <size>
 //	    write_timeout    <duration>
 //	    allowed_origins  <origin...>
+//	    webrtc { ... }   (docs/webrtc.md)
 //	}
 //
 // Booleans are true/false, on/off, yes/no or 1/0, so that the old
@@ -163,6 +164,12 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(args) == 1 {
 				s.Publish.Subject = args[0]
 			}
+		case "webrtc":
+			cfg, err := parseRTCBlock(d, args)
+			if err != nil {
+				return err
+			}
+			s.WebRTC = cfg
 		default:
 			return d.Errf("unknown subdirective %q", sub)
 		}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"math"
 	"testing"
+	"testing/synctest"
+	"time"
 )
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
@@ -57,4 +59,35 @@ func TestParseCommand(t *testing.T) {
 			t.Errorf("%.40q: action %q, err %v; want ok=%t action %q", c.msg, a, err, c.ok, c.action)
 		}
 	}
+}
+
+func TestKeyframeCoalescer(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		r := countingRequester{make(chanCount, 100)}
+		k := NewKeyframeCoalescer(r, 500*time.Millisecond)
+		for range 10 {
+			k.RequestKeyframe()
+		}
+		if len(r.n) != 1 {
+			t.Fatalf("%d requests at once, want 1", len(r.n))
+		}
+		time.Sleep(499 * time.Millisecond)
+		synctest.Wait()
+		if len(r.n) != 1 {
+			t.Fatalf("%d requests before the interval ended, want 1", len(r.n))
+		}
+		time.Sleep(2 * time.Millisecond)
+		synctest.Wait()
+		if len(r.n) != 2 {
+			t.Fatalf("%d requests after the interval, want 2 (the deferred one)", len(r.n))
+		}
+		k.RequestKeyframe()
+		k.Close()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if len(r.n) != 2 {
+			t.Fatalf("%d requests after Close, want 2", len(r.n))
+		}
+	})
 }

@@ -1,0 +1,219 @@
+package caddymodule
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("sdr_whep", parseWHEPCaddyfile)
+	// A terminal handler, like sdr_stream: it answers every request it gets.
+	httpcaddyfile.RegisterDirectiveOrder("sdr_whep", httpcaddyfile.Before, "reverse_proxy")
+}
+
+func parseWHEPCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	w := new(WHEP)
+	if err := w.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	sdr_whep [<matcher>] [<name>] {
+//	    name             <name>
+//	    source           shm <path> [<size>] | encoder <stream> | nats <subject>
+//	    max_gop_bytes    <size>
+//	    idr_coalesce     <duration>
+//	    # the WebRTC options, as in sdr_stream's webrtc block:
+//	    ice_server       <url> [<username> <credential>]
+//	    udp_ports        <min>-<max>
+//	    nat_1to1         <ip...>
+//	    udp_mux          [<host>]:<port>
+//	    include_loopback [<bool>]
+//	    max_sessions     <n>
+//	    control_rate     <per second>
+//	    command_rate     <per second>
+//	}
+//
+// The handler answers POST (a new session) on its path and DELETE on the
+// Location it returned, so match it with a wildcard: `sdr_whep /whep*`.
+// ice_server may be given more than once.
+func (w *WHEP) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		w.Name = d.Val()
+		if d.NextArg() {
+			return d.Errf("sdr_whep takes at most one argument (the stream name), got %q", d.Val())
+		}
+	}
+	seen := map[string]bool{}
+	cfg, rtcSet := &RTCConfig{}, false
+	for d.NextBlock(0) {
+		sub := d.Val()
+		if seen[sub] && sub != "ice_server" {
+			return d.Errf("duplicate subdirective %q", sub)
+		}
+		seen[sub] = true
+		args := d.RemainingArgs()
+		switch sub {
+		case "name":
+			if w.Name != "" {
+				return d.Errf("stream name given twice (%q and name)", w.Name)
+			}
+			if len(args) != 1 {
+				return d.Errf("name takes one argument, got %d", len(args))
+			}
+			w.Name = args[0]
+		case "source":
+			src, err := parseStreamSource(d, args)
+			if err != nil {
+				return err
+			}
+			w.Source = src
+		case "max_gop_bytes":
+			if len(args) != 1 {
+				return d.Errf("%s takes one argument, got %d", sub, len(args))
+			}
+			n, err := humanize.ParseBytes(args[0])
+			if err != nil || n > 1<<40 {
+				return d.Errf("%s %q: want a size in bytes (33554432, 32MiB)", sub, args[0])
+			}
+			w.MaxGOPBytes = int(n)
+		case "idr_coalesce":
+			if len(args) != 1 {
+				return d.Errf("%s takes one argument, got %d", sub, len(args))
+			}
+			dur, err := parseMillis(args[0])
+			if err != nil {
+				return d.Errf("%s %q: %v", sub, args[0], err)
+			}
+			w.IDRCoalesce = dur
+		default:
+			if err := parseRTCOption(d, sub, args, cfg); err != nil {
+				return err
+			}
+			rtcSet = true
+		}
+	}
+	if rtcSet {
+		w.WebRTC = cfg
+	}
+	return nil
+}
+
+// parseRTCBlock reads a `webrtc { ... }` block (sdr_stream's subdirective)
+// whose name token has been read and whose arguments are args.
+func parseRTCBlock(d *caddyfile.Dispenser, args []string) (*RTCConfig, error) {
+	if len(args) != 0 {
+		return nil, d.Errf("webrtc takes no arguments, got %d (options go in its block)", len(args))
+	}
+	cfg := &RTCConfig{}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		if seen[sub] && sub != "ice_server" {
+			return nil, d.Errf("duplicate webrtc option %q", sub)
+		}
+		seen[sub] = true
+		if err := parseRTCOption(d, sub, d.RemainingArgs(), cfg); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+// parseRTCOption reads one WebRTC option into cfg.
+func parseRTCOption(d *caddyfile.Dispenser, sub string, args []string, cfg *RTCConfig) error {
+	one := func() (string, error) {
+		if len(args) != 1 {
+			return "", d.Errf("%s takes one argument, got %d", sub, len(args))
+		}
+		return args[0], nil
+	}
+	switch sub {
+	case "ice_server":
+		if len(args) != 1 && len(args) != 3 {
+			return d.Errf("ice_server takes a url and optionally a username and credential, got %d arguments", len(args))
+		}
+		s := RTCICEServer{URLs: []string{args[0]}}
+		if len(args) == 3 {
+			s.Username, s.Credential = args[1], args[2]
+		}
+		cfg.ICEServers = append(cfg.ICEServers, s)
+	case "udp_ports":
+		v, err := one()
+		if err != nil {
+			return err
+		}
+		lo, hi, ok := strings.Cut(v, "-")
+		lo1, err1 := strconv.Atoi(lo)
+		hi1, err2 := strconv.Atoi(hi)
+		if !ok || err1 != nil || err2 != nil || lo1 < 1 || hi1 > 65535 || lo1 > hi1 {
+			return d.Errf("udp_ports %q: want <min>-<max> within 1-65535", v)
+		}
+		cfg.UDPPortMin, cfg.UDPPortMax = lo1, hi1
+	case "nat_1to1":
+		if len(args) == 0 {
+			return d.ArgErr()
+		}
+		cfg.NAT1To1IPs = args
+	case "udp_mux":
+		v, err := one()
+		if err != nil {
+			return err
+		}
+		if _, _, err := rtcSplitMux(v); err != nil {
+			return d.Errf("%v", err)
+		}
+		cfg.UDPMux = v
+	case "include_loopback":
+		b := true
+		if len(args) > 0 {
+			v, err := one()
+			if err != nil {
+				return err
+			}
+			if b, err = parseBool(v); err != nil {
+				return d.Errf("include_loopback %q: %v", v, err)
+			}
+		}
+		cfg.IncludeLoopback = b
+	case "max_sessions":
+		v, err := one()
+		if err != nil {
+			return err
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return d.Errf("max_sessions %q: want a whole number >= 0", v)
+		}
+		cfg.MaxSessions = n
+	case "control_rate", "command_rate":
+		v, err := one()
+		if err != nil {
+			return err
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 || f > 10000 {
+			return d.Errf("%s %q: want messages per second, above 0 and at most 10000", sub, v)
+		}
+		if sub == "control_rate" {
+			cfg.ControlRate = f
+		} else {
+			cfg.CommandRate = f
+		}
+	default:
+		return d.Errf("unknown subdirective %q", sub)
+	}
+	return nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*WHEP)(nil)
