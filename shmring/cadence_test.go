@@ -251,7 +251,7 @@ func TestCadenceBurstDoesNotTeachPeriod(t *testing.T) {
 	for i := 1; i <= 30; i++ {
 		c.observe(t0.Add(time.Duration(i)*period), 1, modeFine, finePoll)
 	}
-	now := t0.Add(30*period + 20*time.Millisecond) // the writer was away 20 ms...
+	now := t0.Add(30*period + 20*time.Millisecond)                 // the writer was away 20 ms...
 	for _, gap := range []time.Duration{0, 30, 170, 60, 400, 90} { // ...and catches up
 		now = now.Add(gap * time.Microsecond)
 		c.observe(now, 1, modeLate, 250*time.Microsecond)
