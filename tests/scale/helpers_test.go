@@ -248,11 +248,20 @@ func (s *sim) run() {
 }
 
 // expected returns the message written with frame_seq seq, if still kept.
+// A client can receive a frame before the writer's goroutine has recorded
+// it: a frame newer than the last recorded one is waited for.
 func (s *sim) expected(seq uint64) ([]byte, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m, ok := s.written[seq]
-	return m, ok
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		s.mu.Lock()
+		m, ok := s.written[seq]
+		newer := len(s.order) == 0 || seq > s.order[len(s.order)-1]
+		s.mu.Unlock()
+		if ok || !newer || time.Now().After(deadline) {
+			return m, ok
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // idrsSince counts the force_idr requests received since from.

@@ -198,9 +198,11 @@ func TestEdgeRestarted(t *testing.T) {
 }
 
 // TestEdgeReloadKeepsSubscription: a config reload on an edge keeps its
-// NATS subscription and GOP (shared like the ring reader): the clients,
-// closed with 1012, reconnect and start at once at the kept keyframe, older
-// than the reload, and the subscription's counters go on.
+// NATS subscription (shared like the ring reader; its counters go on): the
+// clients, closed with 1012, reconnect and start at a keyframe. (That a
+// kept GOP is replayed to the new handler's hub is a unit test of
+// natsvideo: a client reconnecting to the old listener during the overlap
+// already asks for a keyframe here.)
 func TestEdgeReloadKeepsSubscription(t *testing.T) {
 	tp := startTopology(t, 30, 60, 30_000)
 	start := time.Now()
@@ -208,8 +210,6 @@ func TestEdgeReloadKeepsSubscription(t *testing.T) {
 	v.waitFrames(30, start, 30*time.Second)
 	framesMetric := `caddy_sdr_stream_nats_frames_total{subject="video.front"}`
 	before := metric(t, tp.edge1.AdminAddr, framesMetric)
-	vs, _ := v.snapshot()
-	lastBefore := vs[len(vs)-1].seq
 
 	load(t, tp.edge1.AdminAddr, strings.Replace(tp.edge1.file, "source nats video.front", "source nats video.front\n\t\t\tmax_clients 1000", 1))
 	reloaded := time.Now()
@@ -229,8 +229,8 @@ func TestEdgeReloadKeepsSubscription(t *testing.T) {
 	v.check()
 	vs, sessions := v.snapshot()
 	first := vs[sessions[len(sessions)-1]]
-	if !first.key || first.seq > lastBefore {
-		t.Errorf("after the reload the client started at frame_seq %d (keyframe %t); want the kept keyframe, at or before %d", first.seq, first.key, lastBefore)
+	if !first.key {
+		t.Errorf("after the reload the client started at frame_seq %d, not a keyframe", first.seq)
 	}
 	if after := metric(t, tp.edge1.AdminAddr, framesMetric); after <= before {
 		t.Errorf("nats frames counter went from %g to %g: the subscription was not kept", before, after)
