@@ -33,6 +33,7 @@ type loadResult struct {
 	Samples   int
 	Bytes     uint64
 	TTFFms    []float64
+	HSms      []float64 // of which the TCP connect and WebSocket handshake
 	Errors    int
 	FirstErr  string
 	Connected int
@@ -123,7 +124,7 @@ func runLoadgen(args []string) error {
 	time.Sleep(*warmup)
 	fmt.Println("START")
 	rec.on.Store(true)
-	var ttff []float64
+	var ttff, hss []float64
 	var tmu sync.Mutex
 	var jwg sync.WaitGroup
 	every := *window / time.Duration(*joins+1)
@@ -138,13 +139,14 @@ loop:
 			jwg.Add(1)
 			go func() {
 				defer jwg.Done()
-				d, err := join(*kind, *target)
+				d, hs, err := join(*kind, *target)
 				if err != nil {
 					rec.fail(fmt.Errorf("joining: %w", err))
 					return
 				}
 				tmu.Lock()
 				ttff = append(ttff, float64(d)/1e6)
+				hss = append(hss, float64(hs)/1e6)
 				tmu.Unlock()
 			}()
 		}
@@ -162,7 +164,7 @@ loop:
 		all = append(all, l...)
 	}
 	rec.mu.Unlock()
-	res := loadResult{Samples: len(all), Bytes: rec.bytes.Load(), TTFFms: ttff, Errors: int(rec.errs.Load()), Connected: ok}
+	res := loadResult{Samples: len(all), Bytes: rec.bytes.Load(), TTFFms: ttff, HSms: hss, Errors: int(rec.errs.Load()), Connected: ok}
 	if p := rec.first.Load(); p != nil {
 		res.FirstErr = *p
 	}
@@ -295,15 +297,17 @@ func natsClient(target string, rec *recorder, lat *[]int32, stop <-chan struct{}
 	return nil
 }
 
-// join connects one more client and returns the time to its first keyframe.
-func join(kind, target string) (time.Duration, error) {
+// join connects one more client and returns the time to its first
+// keyframe, and how much of it the connection and handshake took.
+func join(kind, target string) (ttff, handshake time.Duration, err error) {
 	start := time.Now()
 	if kind == "nats" {
 		nc, err := nats.Connect(target, nats.NoEcho(), nats.Timeout(30*time.Second))
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		defer nc.Close()
+		handshake = time.Since(start)
 		got := make(chan struct{}, 1)
 		_, err = nc.Subscribe(subject, func(m *nats.Msg) {
 			if len(m.Data) >= 33 && binary.LittleEndian.Uint16(m.Data[21:23])&shmring.FlagKeyframe != 0 {
@@ -314,41 +318,42 @@ func join(kind, target string) (time.Duration, error) {
 			}
 		})
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		select {
 		case <-got:
-			return time.Since(start), nil
+			return time.Since(start), handshake, nil
 		case <-time.After(10 * time.Second):
-			return 0, errors.New("no keyframe within 10s")
+			return 0, 0, errors.New("no keyframe within 10s")
 		}
 	}
 	conn, br, err := wsDial(target)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer conn.Close()
+	handshake = time.Since(start)
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 	var hdr [1 + shmring.HeaderSize]byte
 	for {
 		op, n, err := readFrameHeader(br)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		if op != 0x2 || n < uint64(len(hdr)) {
 			if _, err := br.Discard(int(n)); err != nil {
-				return 0, err
+				return 0, 0, err
 			}
 			continue
 		}
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		if _, err := br.Discard(int(n) - len(hdr)); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		if binary.LittleEndian.Uint16(hdr[21:23])&shmring.FlagKeyframe != 0 {
-			return time.Since(start), nil
+			return time.Since(start), handshake, nil
 		}
 	}
 }

@@ -123,6 +123,9 @@ func main() {
 			res[sys] = r
 			fmt.Printf("%-7s %5d %8.2f %8.2f %9.2f %9.3f %10.1f %12.1f %10.1f %9.2f %6d\n",
 				sys, n, r.P50, r.P99, r.P999, r.CPUPerGB, r.IdleKiB, r.StreamKiB, r.TTFF, r.GB, r.Errors)
+			if r.TTFF > 0 {
+				fmt.Printf("        time to first frame %.1f ms, of which connect+handshake %.1f ms (medians of %d joins)\n", r.TTFF, r.Handshake, len(r.TTFFms))
+			}
 			if r.FirstErr != "" {
 				fmt.Printf("        first error: %s\n", r.FirstErr)
 			}
@@ -150,6 +153,7 @@ func main() {
 type result struct {
 	loadResult
 	CPUPerGB, IdleKiB, StreamKiB, TTFF, GB float64
+	Handshake                              float64 // median of the joins' connect+handshake
 }
 
 type bench struct {
@@ -481,6 +485,11 @@ func (b *bench) run(sys string, n int) (*result, error) {
 		s := slices.Clone(r.TTFFms)
 		slices.Sort(s)
 		r.TTFF = s[len(s)/2]
+	}
+	if len(r.HSms) > 0 {
+		s := slices.Clone(r.HSms)
+		slices.Sort(s)
+		r.Handshake = s[len(s)/2]
 	}
 	return &r, nil
 }

@@ -181,12 +181,10 @@ func (h *Hub) Publish(f frame.Frame) {
 	e.Seq = h.head
 	h.head++
 	h.entries = append(h.entries, e)
+	gap := f.Discontinuity && !e.Keyframe
 	switch {
 	case e.Keyframe:
 		h.key, h.hasKey, h.gopBytes = e.Seq, true, len(e.Wire)
-	case f.Discontinuity:
-		// Deltas after a gap cannot be decoded from the keyframe before it.
-		h.hasKey = false
 	case h.hasKey:
 		h.gopBytes += len(e.Wire)
 		if h.gopBytes > h.cfg.MaxGOPBytes {
@@ -199,6 +197,14 @@ func (h *Hub) Publish(f frame.Frame) {
 	close(h.wake)
 	h.wake = make(chan struct{})
 	h.mu.Unlock()
+	if gap {
+		// Frames were lost before this delta (the ring reader missed them,
+		// or the writer restarted without a keyframe). Connected clients
+		// carry on, as the reader's keyframe gating setting chose; joining
+		// clients still start at the kept keyframe, a picture at once, and
+		// a clean keyframe is asked for.
+		h.RequestKeyframe()
+	}
 }
 
 // trimLocked drops entries that neither belong to the current GOP nor lie

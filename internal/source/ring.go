@@ -87,9 +87,12 @@ func (s *Ring) deliver(rf shmring.Frame) {
 		clear(s.gop)
 		s.gop = append(s.gop[:0], f)
 		s.gopBytes = len(f.Payload)
-	case f.Discontinuity || len(s.gop) == 0:
-		s.dropGOP()
+	case len(s.gop) == 0:
+		// No keyframe yet: nothing a new subscriber could start from.
 	default:
+		// A delta after a gap stays in the GOP: connected subscribers get
+		// it too (keyframe gating, when on, holds such deltas back in the
+		// reader), and a new one still starts at the keyframe.
 		s.gopBytes += len(f.Payload)
 		if s.gopBytes > s.maxGOP {
 			s.dropGOP()

@@ -113,7 +113,7 @@ func TestRingSharesReaderAndReplaysGOP(t *testing.T) {
 	}
 }
 
-func TestRingGapDropsGOP(t *testing.T) {
+func TestRingGapKeepsGOP(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "frames")
 	w, err := shmring.CreateWriter(path, 1<<20)
@@ -145,7 +145,7 @@ func TestRingGapDropsGOP(t *testing.T) {
 	}
 	var late collector
 	defer src.Subscribe(late.add)()
-	if got := late.seqs(); len(got) != 0 {
-		t.Fatalf("late subscriber after a gap got %v, want nothing until the next keyframe", got)
+	if got := late.seqs(); len(got) != 3 || got[0] != 1 || got[2] != 7 {
+		t.Fatalf("late subscriber after a gap got %v, want the keyframe and what followed, as connected ones got", got)
 	}
 }
