@@ -1,15 +1,17 @@
 // Command browser measures the age of video frames in the embedded player:
 // from the commit into the ring (frame_id, Unix ns, stamped by
-// `caddy sdr-testsrc`) to the VideoDecoder output drawn on the canvas of
-// headless chromium (WebCodecs, FFmpeg software decoding), at 60 fps, over
-// 600 frames after a warm-up.
+// `caddy sdr-testsrc`) to the VideoDecoder output in headless chromium
+// (WebCodecs, FFmpeg software decoding), at 60 fps, over 600 frames after a
+// warm-up, at 640x360 and then 1280x720. The drawImage onto the canvas that
+// follows each output is timed separately.
 //
 // In the same run a plain Go WebSocket client on the same stream records
 // the age at receipt: the baseline of what the server and the network
-// take. The browser's extra time (WebSocket in the page, decoding, drawing)
-// is the difference; both are printed, with their ratio.
+// take. The browser's extra time (WebSocket in the page, decoding) is the
+// difference; both are printed, with their ratio, and the load average,
+// since other work on a shared machine shows in the tails.
 //
-//	go run ./bench/browser [-resolution 1280x720] [-fps 60] [-frames 600] [-warmup 120]
+//	go run ./bench/browser [-resolution 640x360,1280x720] [-fps 60] [-frames 600] [-warmup 120]
 //
 // The last line is
 //
@@ -41,34 +43,41 @@ import (
 )
 
 func main() {
-	resolution := flag.String("resolution", "1280x720", "picture size")
+	resolutions := flag.String("resolution", "640x360,1280x720", "picture sizes, comma-separated; the BENCH line is the last one's")
 	fps := flag.Int("fps", 60, "frames per second")
 	frames := flag.Int("frames", 600, "frames measured")
 	warmup := flag.Int("warmup", 120, "frames skipped after the first one")
 	flag.StringVar(&dumpPath, "dump", "", "write the browser's frame ages (ms), one a line, to this file")
 	flag.Parse()
-	if err := run(*resolution, *fps, *frames, *warmup); err != nil {
-		fmt.Fprintln(os.Stderr, "browser benchmark:", err)
-		os.Exit(1)
+	var last string
+	for _, res := range strings.Split(*resolutions, ",") {
+		line, err := run(strings.TrimSpace(res), *fps, *frames, *warmup)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "browser benchmark:", err)
+			os.Exit(1)
+		}
+		fmt.Println("browser " + line)
+		last = line
 	}
+	fmt.Println("BENCH browser " + last)
 }
 
 var dumpPath string
 
-func run(resolution string, fps, frames, warmup int) error {
+func run(resolution string, fps, frames, warmup int) (string, error) {
 	if err := browser.Available(); err != nil {
-		return err
+		return "", err
 	}
 	bin := os.Getenv("SDR_CADDY_BIN")
 	if bin == "" {
 		bin = filepath.Join(testenv.Root(), "bin", "caddy")
 	}
 	if _, err := os.Stat(bin); err != nil {
-		return fmt.Errorf("the sdr-caddy binary %s: %w (run make build, or set SDR_CADDY_BIN)", bin, err)
+		return "", fmt.Errorf("the sdr-caddy binary %s: %w (run make build, or set SDR_CADDY_BIN)", bin, err)
 	}
 	dir, err := os.MkdirTemp("", "sdr-bench-browser-")
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer os.RemoveAll(dir)
 	ring := filepath.Join(dir, "frames")
@@ -101,11 +110,11 @@ func run(resolution string, fps, frames, warmup int) error {
 
 	if _, err := start("testsrc", "sdr-testsrc", "--path", ring, "--resolution", resolution,
 		"--fps", fmt.Sprint(fps), "--gop", fmt.Sprint(fps)); err != nil {
-		return err
+		return "", err
 	}
 	port, err := freePort()
 	if err != nil {
-		return err
+		return "", err
 	}
 	caddyfile := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(caddyfile, []byte(fmt.Sprintf(`{
@@ -122,14 +131,14 @@ http://127.0.0.1:%d {
 	}
 }
 `, port, ring)), 0o644); err != nil {
-		return err
+		return "", err
 	}
 	if _, err := start("caddy", "run", "--config", caddyfile, "--adapter", "caddyfile"); err != nil {
-		return err
+		return "", err
 	}
 	base := fmt.Sprintf("127.0.0.1:%d", port)
 	if err := waitHTTP("http://"+base+"/", 30*time.Second); err != nil {
-		return fmt.Errorf("%w\n%s", err, readFile(filepath.Join(dir, "caddy.log")))
+		return "", fmt.Errorf("%w\n%s", err, readFile(filepath.Join(dir, "caddy.log")))
 	}
 
 	// Baseline: ages at receipt in a Go WebSocket client, over the same
@@ -142,18 +151,18 @@ http://127.0.0.1:%d {
 
 	d, err := browser.Start(ctx, filepath.Join(dir, "profile"))
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer d.Close()
 	if err := d.Do("open", map[string]any{"url": "http://" + base + "/"}, nil); err != nil {
-		return err
+		return "", err
 	}
 	if err := d.Do("waitFrames", map[string]any{"count": 1, "timeoutMs": 20000}, nil); err != nil {
-		return err
+		return "", err
 	}
 	before, err := d.Stats("main")
 	if err != nil {
-		return err
+		return "", err
 	}
 	wsAges.start(warmup)
 	var r struct {
@@ -162,19 +171,19 @@ http://127.0.0.1:%d {
 	timeout := (time.Duration(frames+warmup)*time.Second/time.Duration(fps))*6 + 20*time.Second
 	if err := d.Do("ages", map[string]any{"skip": warmup, "count": frames, "timeoutMs": timeout.Milliseconds()}, &r); err != nil {
 		st, _ := d.Stats("main")
-		return fmt.Errorf("%w; player stats %+v\ntestsrc: %s", err, st, readFile(filepath.Join(dir, "testsrc.log")))
+		return "", fmt.Errorf("%w; player stats %+v\ntestsrc: %s", err, st, readFile(filepath.Join(dir, "testsrc.log")))
 	}
 	after, err := d.Stats("main")
 	if err != nil {
-		return err
+		return "", err
 	}
 	wsStop()
 	if err := <-wsDone; err != nil {
-		return fmt.Errorf("baseline client: %w", err)
+		return "", fmt.Errorf("baseline client: %w", err)
 	}
 	ws := wsAges.values()
 	if len(r.Ages) != frames || len(ws) == 0 {
-		return fmt.Errorf("%d browser ages and %d baseline ages, want %d", len(r.Ages), len(ws), frames)
+		return "", fmt.Errorf("%d browser ages and %d baseline ages, want %d", len(r.Ages), len(ws), frames)
 	}
 
 	if dumpPath != "" {
@@ -183,7 +192,7 @@ http://127.0.0.1:%d {
 			fmt.Fprintf(&b, "%.2f\n", a)
 		}
 		if err := os.WriteFile(dumpPath, []byte(b.String()), 0o644); err != nil {
-			return err
+			return "", err
 		}
 	}
 	p50, p95, pmax := stats(r.Ages)
@@ -199,9 +208,8 @@ http://127.0.0.1:%d {
 	fmt.Printf("  browser decoded %.1f fps, dropped %d, missed %d, decode errors %d\n", after.FPS, dropped, missed, after.DecodeErrors)
 	load := loadAverage()
 	fmt.Printf("  1-minute load average at the end: %s on %d CPUs (other work on the machine shows in the tails)\n", load, runtime.NumCPU())
-	fmt.Printf("BENCH browser frames=%d age_p50_ms=%.2f age_p95_ms=%.2f dropped=%d missed=%d ws_p50_ms=%.2f ws_p95_ms=%.2f p95_vs_ws=%.2f draw_ms=%.2f resolution=%s load1=%s\n",
-		len(r.Ages), p50, p95, dropped, missed, w50, w95, p95/w95, after.DrawMs, resolution, load)
-	return nil
+	return fmt.Sprintf("frames=%d age_p50_ms=%.2f age_p95_ms=%.2f dropped=%d missed=%d ws_p50_ms=%.2f ws_p95_ms=%.2f p95_vs_ws=%.2f draw_ms=%.2f resolution=%s load1=%s",
+		len(r.Ages), p50, p95, dropped, missed, w50, w95, p95/w95, after.DrawMs, resolution, load), nil
 }
 
 // ageLog collects frame ages (ms) once started, after skipping some.
