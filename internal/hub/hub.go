@@ -181,7 +181,12 @@ func (h *Hub) Publish(f frame.Frame) {
 	e.Seq = h.head
 	h.head++
 	h.entries = append(h.entries, e)
-	gap := f.Discontinuity && !e.Keyframe
+	// A delta after a gap (f.Discontinuity: the ring reader missed frames,
+	// or the writer restarted without a keyframe) stays in the GOP:
+	// connected clients get it, as the reader's keyframe gating chose, and
+	// a joining client still starts at the kept keyframe, a picture at
+	// once. No keyframe is requested for it, as the old service did not: on
+	// an overloaded machine that misses frames it would only add keyframes.
 	switch {
 	case e.Keyframe:
 		h.key, h.hasKey, h.gopBytes = e.Seq, true, len(e.Wire)
@@ -197,14 +202,6 @@ func (h *Hub) Publish(f frame.Frame) {
 	close(h.wake)
 	h.wake = make(chan struct{})
 	h.mu.Unlock()
-	if gap {
-		// Frames were lost before this delta (the ring reader missed them,
-		// or the writer restarted without a keyframe). Connected clients
-		// carry on, as the reader's keyframe gating setting chose; joining
-		// clients still start at the kept keyframe, a picture at once, and
-		// a clean keyframe is asked for.
-		h.RequestKeyframe()
-	}
 }
 
 // trimLocked drops entries that neither belong to the current GOP nor lie
