@@ -1,0 +1,300 @@
+// Package rtc holds live tests of WebRTC in the built binary: a real ring
+// written with real H.264 (ffmpeg), a pion viewer negotiating over WHEP and
+// over 0x03 on /stream/ws, a real nats-server receiving the DataChannels.
+package rtc
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sdr-os/sdr-caddy/internal/rtc/rtctest"
+	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
+)
+
+// h264 is real H.264 from ffmpeg, encoded once per test process.
+var h264 = sync.OnceValues(func() ([][]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	units, keys, err := rtctest.EncodeH264(ctx, 60, 30, "320x240")
+	if err != nil {
+		return nil, err
+	}
+	if !keys[0] {
+		return nil, fmt.Errorf("first access unit is not a keyframe")
+	}
+	return units, nil
+})
+
+// playRing writes the encoded units into a ring at 30 frames/s in a loop
+// (a keyframe every 30) until ctx ends, as the simulator does.
+func playRing(ctx context.Context, t *testing.T, path string) (done <-chan struct{}) {
+	t.Helper()
+	units, err := h264()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := shmring.CreateWriter(path, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan struct{})
+	go func() {
+		defer close(ch)
+		defer w.Close()
+		tick := time.NewTicker(time.Second / 30)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			k := i % len(units)
+			h := shmring.Header{FrameSeq: uint64(i + 1), Codec: shmring.CodecH264}
+			if k%30 == 0 {
+				h.Flags = shmring.FlagKeyframe
+			}
+			if _, err := w.WriteFrame(h, units[k]); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	return ch
+}
+
+func startNATS(t *testing.T) string {
+	t.Helper()
+	port := testenv.FreePort(t)
+	cmd := exec.Command(testenv.Tool(t, "nats-server"), "-a", "127.0.0.1", "-p", fmt.Sprint(port))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		nc, err := nats.Connect(url)
+		if err == nil {
+			nc.Close()
+			return url
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nats-server not up: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+type server struct {
+	caddy *testenv.Caddy
+	base  string
+	ws    string
+}
+
+// startServer runs the binary with one site: sdr_stream with a webrtc block
+// at /stream/ws and sdr_whep at /whep, both on the ring at path.
+func startServer(t *testing.T, natsURL, path string) *server {
+	t.Helper()
+	port := testenv.FreePort(t)
+	cf := fmt.Sprintf(`{
+	admin {$SDR_TEST_ADMIN}
+	grace_period 1ns
+	sdr_nats {
+		url %s
+	}
+}
+http://127.0.0.1:%d {
+	handle /stream/* {
+		sdr_stream cam {
+			source shm %s
+			webrtc {
+				include_loopback
+			}
+		}
+	}
+	sdr_whep /whep* cam {
+		source shm %s
+		include_loopback
+		max_sessions 4
+	}
+}
+`, natsURL, port, path, path)
+	s := &server{base: fmt.Sprintf("http://127.0.0.1:%d", port), ws: fmt.Sprintf("ws://127.0.0.1:%d", port)}
+	s.caddy = testenv.StartCaddy(t, cf, nil, nil)
+	return s
+}
+
+var client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+
+// metric returns the sum of the samples of a metric whose labels contain
+// every string of match, from the admin endpoint.
+func (s *server) metric(t *testing.T, name string, match ...string) float64 {
+	t.Helper()
+	resp, err := client.Get("http://" + s.caddy.AdminAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	sum := 0.0
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+lines:
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		for _, m := range match {
+			if !strings.Contains(line, m) {
+				continue lines
+			}
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+func (s *server) waitMetric(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// whep posts an offer; it returns the status, the body and the Location.
+func (s *server) whep(t *testing.T, contentType, offer string) (int, string, string) {
+	t.Helper()
+	resp, err := client.Post(s.base+"/whep", contentType, strings.NewReader(offer))
+	if err != nil {
+		t.Fatalf("whep post: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), resp.Header.Get("Location")
+}
+
+func (s *server) delete(t *testing.T, location string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodDelete, s.base+location, nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("whep delete: %v", err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// receiveVideo reads n access units, checks that the first carries SPS,
+// PPS and an IDR, and has ffmpeg decode them all.
+func receiveVideo(t *testing.T, v *rtctest.Viewer, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var stream []byte
+	for i := 0; i < n; i++ {
+		select {
+		case au := <-v.Units:
+			types := rtctest.NALTypes(au.Data)
+			if i == 0 && !(has(types, 7) && has(types, 8) && has(types, 5)) {
+				t.Fatalf("first access unit has NAL types %v, want SPS (7), PPS (8) and IDR (5)", types)
+			}
+			stream = append(stream, au.Data...)
+		case <-ctx.Done():
+			t.Fatalf("received %d access units of %d", i, n)
+		}
+	}
+	decoded, err := rtctest.Decode(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if decoded < n-2 {
+		t.Fatalf("ffmpeg decoded %d frames of %d received", decoded, n)
+	}
+	t.Logf("received %d access units, ffmpeg decoded %d frames", n, decoded)
+}
+
+func has(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func gamepad(axes []float32, buttons uint32) []byte {
+	b := []byte{byte(len(axes))}
+	for _, a := range axes {
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(a))
+	}
+	return binary.LittleEndian.AppendUint32(b, buttons)
+}
+
+func waitOpen(t *testing.T, v *rtctest.Viewer) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for v.Control.ReadyState().String() != "open" || v.Commands.ReadyState().String() != "open" {
+		if time.Now().After(deadline) {
+			t.Fatal("datachannels not open after 20s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func expectMsg(t *testing.T, ch <-chan *nats.Msg, what string, within time.Duration, ok func(*nats.Msg) bool) *nats.Msg {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		select {
+		case m := <-ch:
+			if ok(m) {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("no %s within %v", what, within)
+			return nil
+		}
+	}
+}
+
+func ringPath(t *testing.T) string { return filepath.Join(t.TempDir(), "frames") }
+
+// expectControl waits for a gamepad message equal to pad and a command
+// containing cmd on NATS, in either order (the two channels are separate
+// SCTP streams).
+func expectControl(t *testing.T, msgs <-chan *nats.Msg, pad []byte, cmd string) {
+	t.Helper()
+	var gotPad, gotCmd bool
+	expectMsg(t, msgs, "control.gamepad and control.commands", 10*time.Second, func(m *nats.Msg) bool {
+		switch {
+		case m.Subject == "control.gamepad" && string(m.Data) == string(pad):
+			gotPad = true
+		case m.Subject == "control.commands" && strings.Contains(string(m.Data), cmd):
+			gotCmd = true
+		}
+		return gotPad && gotCmd
+	})
+}
