@@ -465,6 +465,20 @@ export class Player extends EventTarget {
 
   decodeVideo(header, payload, keyframe, meta) {
     const st = this.stats;
+    if (typeof VideoDecoder === 'undefined') {
+      st.dropped++;
+      this.bannerText = `CANNOT DECODE ${codecName(header.codec).toUpperCase()}: NO WEBCODECS`;
+      if (!this.noWebCodecs) {
+        this.noWebCodecs = true;
+        st.decodeErrors++;
+        this.fail(
+          typeof isSecureContext !== 'undefined' && !isSecureContext
+            ? `${codecName(header.codec)} needs WebCodecs, which browsers offer only to HTTPS or localhost pages; open this page over HTTPS, or switch the stream to JPEG`
+            : `${codecName(header.codec)} needs WebCodecs (VideoDecoder), which this browser lacks; switch the stream to JPEG`,
+        );
+      }
+      return;
+    }
     if (!keyframe) {
       if (this.awaitKey) {
         st.dropped++;
@@ -607,6 +621,7 @@ export class Player extends EventTarget {
       this.canvas.height = h;
     }
     this.ctx2d.drawImage(image, 0, 0, w, h);
+    this.bannerText = '';
     const dt = nowMs() - t;
     st.drawMs = st.drawMs ? st.drawMs * 0.9 + dt * 0.1 : dt;
     st.width = w;
@@ -656,6 +671,7 @@ export class Player extends EventTarget {
       const s = Math.max(0, (this.reconnectAt - t) / 1000);
       text = `DISCONNECTED · reconnecting in ${s.toFixed(1)} s`;
     } else if (this.state === 'stopped') text = 'STOPPED';
+    else if (this.bannerText) text = this.bannerText;
     else if (st.videoLost) {
       text = st.lastFrameAt ? `VIDEO LOST · last frame ${((t - st.lastFrameAt) / 1000).toFixed(1)} s ago` : 'WAITING FOR VIDEO';
     }

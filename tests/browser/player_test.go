@@ -600,3 +600,44 @@ http://127.0.0.1:%d {
 	readStamp(t, d, "main")
 	screenshot(t, d, "main", "player-other-page.png")
 }
+
+// TestPlayerWithoutWebCodecs opens the page where the browser offers no
+// WebCodecs (as on a plain-HTTP page of another host): H.264 cannot be
+// decoded and the page says so instead of staying black; JPEG still plays.
+func TestPlayerWithoutWebCodecs(t *testing.T) {
+	ring := filepath.Join(t.TempDir(), "frames")
+	e := startEdge(t, ring)
+	startSource(t, ring, "--nats", e.NATSURL())
+	d := startBrowser(t)
+	if err := d.Do("open", map[string]any{"name": "main", "url": e.URL(), "noWebCodecs": true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var b struct {
+		Seen bool   `json:"seen"`
+		Text string `json:"text"`
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !strings.Contains(b.Text, "NO WEBCODECS"); time.Sleep(100 * time.Millisecond) {
+		if err := d.Do("waitBanner", map[string]any{"name": "main", "visible": true, "timeoutMs": 1000}, &b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := d.Stats("main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.Text, "CANNOT DECODE H264: NO WEBCODECS") || !strings.Contains(st.LastError, "needs WebCodecs") {
+		t.Fatalf("banner %q, last error %q: the page does not say why it shows nothing", b.Text, st.LastError)
+	}
+	if st.DecodeErrors != 1 || st.FramesDecoded != 0 {
+		t.Errorf("decode errors %d (want 1, reported once), frames decoded %d", st.DecodeErrors, st.FramesDecoded)
+	}
+	screenshot(t, d, "main", "player-no-webcodecs.png")
+
+	// JPEG needs no WebCodecs.
+	evalJS[any](t, d, "main", `window.sdrPlayer.command('settings', {codec: 'jpeg'})`)
+	st = waitFrames(t, d, "main", 30, 10*time.Second)
+	if st.Codec != "jpeg" {
+		t.Errorf("codec %q after switching to JPEG", st.Codec)
+	}
+	readStamp(t, d, "main")
+}

@@ -4,7 +4,7 @@
 // {"id":N,"ok":false,"error":"..."}.
 //
 // Requests ({"id":N,"op":...}):
-//   open        {url, name?}              open a page (tab) named name (default "main")
+//   open        {url, name?, noWebCodecs?} open a page (tab) named name (default "main"), optionally without WebCodecs
 //   close       {name}                    close a page
 //   eval        {name, expr}              evaluate a JS expression in the page, return {value}
 //   stats       {name}                    the player's stats (window.sdrPlayer.stats)
@@ -71,9 +71,11 @@ async function waitFor(p, fn, arg, timeoutMs, pollMs = 20) {
 }
 
 const ops = {
-  async open({ url, name = 'main' }) {
+  async open({ url, name = 'main', noWebCodecs = false }) {
     if (pages.has(name)) throw new Error(`page ${name} is already open`);
     const p = await context.newPage();
+    // As on a plain-HTTP page of another host: no WebCodecs.
+    if (noWebCodecs) await p.addInitScript(() => { delete window.VideoDecoder; delete window.ImageDecoder; });
     const log = [];
     logs.set(name, log);
     p.on('console', (m) => log.push(`${m.type()}: ${m.text()}`));
