@@ -15,6 +15,7 @@ const (
 	overdueSlots   = 4                      // due times without a commit before the writer counts as stalled...
 	stalledAfter   = 50 * time.Millisecond  // ...and at least this long without one
 	minPeriod      = 100 * time.Microsecond // no frame writer commits faster than 10 kHz
+	maxWakeGuard   = time.Millisecond       // most the window opens earlier for the reader's own late wake-ups
 	stalledMinPoll = 5 * time.Millisecond   // first poll interval of a stalled writer
 	stalledMaxPoll = 100 * time.Millisecond // longest poll interval of a stalled writer
 	absentMaxPoll  = 500 * time.Millisecond // longest wait for an absent or short file
@@ -170,7 +171,10 @@ func (c *cadence) setPeriod(p time.Duration) {
 
 // guard is how far either side of the due time the fine window reaches.
 func (c *cadence) guard() time.Duration {
-	g := max(minGuard+5*c.jitter/2, minGuard+c.search) + 2*c.wake
+	// Moderate lateness of the reader's own wake-ups is made up for by
+	// waking earlier; a machine that freezes the reader for tens of
+	// milliseconds cannot be, and would only keep it polling.
+	g := max(minGuard+5*c.jitter/2, minGuard+c.search) + min(2*c.wake, maxWakeGuard)
 	if c.period > 0 && g > c.period/2 {
 		g = c.period / 2
 	}
