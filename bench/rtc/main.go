@@ -38,16 +38,19 @@ import (
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
-const (
+const warmUp = 2 * time.Second
+
+var (
 	keyBytes   = 100_000
 	deltaBytes = 15_000
-	warmUp     = 2 * time.Second
 )
 
 func main() {
 	window := flag.Duration("window", 10*time.Second, "measuring window after a 2 s warm-up")
 	fps := flag.Int("fps", 60, "frames per second")
 	gop := flag.Int("gop", 60, "frames per keyframe")
+	flag.IntVar(&keyBytes, "key", keyBytes, "keyframe bytes")
+	flag.IntVar(&deltaBytes, "delta", deltaBytes, "delta frame bytes")
 	flag.Parse()
 	if v := os.Getenv("SDR_BENCH_WINDOW"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -289,7 +292,8 @@ http://127.0.0.1:%d {
 	wp50, wp99 := pct(wsMS, 0.5), pct(wsMS, 0.99)
 	fmt.Printf("window %v at %d frames/s, keyframe %d B every %d, deltas %d B; one receiver per path, same stream\n",
 		window, fps, keyBytes, gop, deltaBytes)
-	fmt.Printf("webrtc:    frames %d/%d  p50 %.2f ms  p99 %.2f ms  max %.2f ms\n", len(rtcMS), n, p50, p99, rtcMS[len(rtcMS)-1])
+	fmt.Printf("webrtc:    frames %d/%d  p50 %.2f ms  p99 %.2f ms  max %.2f ms  (access units lost to a missing packet since the start: %d)\n",
+		len(rtcMS), n, p50, p99, rtcMS[len(rtcMS)-1], v.Broken.Load())
 	fmt.Printf("websocket: frames %d/%d  p50 %.2f ms  p99 %.2f ms  max %.2f ms\n", len(wsMS), n, wp50, wp99, wsMS[len(wsMS)-1])
 	ratio := "n/a"
 	if wp99 > 0 {

@@ -350,11 +350,18 @@ func (s *Session) writeVideo(frames <-chan frame.Frame) {
 			continue
 		}
 		key := f.Header.Keyframe()
-		if s.lagged.Swap(false) || (f.Discontinuity && !key) {
+		if s.lagged.Swap(false) {
+			// Frames this session dropped: what follows cannot be decoded
+			// until a keyframe.
 			needKey = true
 			if s.requestKeyframe() {
 				s.m.KeyframeRequests.Inc()
 			}
+		} else if f.Discontinuity && !key && s.requestKeyframe() {
+			// Frames the source missed: like the WebSocket clients, the
+			// session goes on (the writer may use intra refresh) and asks
+			// for a keyframe; the player's PLI asks again if it must.
+			s.m.KeyframeRequests.Inc()
 		}
 		if needKey && !key {
 			continue

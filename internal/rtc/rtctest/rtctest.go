@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/interceptor"
@@ -32,6 +33,7 @@ type Viewer struct {
 	Commands *webrtc.DataChannel
 
 	Units     chan AccessUnit // buffered; full: units are dropped
+	Broken    atomic.Int64    // access units dropped for a lost packet
 	Connected chan struct{}
 
 	connOnce sync.Once
@@ -79,27 +81,43 @@ func NewViewer(channels bool) (*Viewer, error) {
 		}
 	})
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		// An access unit is handed out as soon as its last packet (the
+		// marker) is in, as a low-latency player does; one with a
+		// sequence gap (a lost packet) is dropped and counted.
 		var (
-			depack codecs.H264Packet
-			au     []byte
+			depack  codecs.H264Packet
+			au      []byte
+			next    uint16
+			started bool
+			broken  bool
 		)
 		for {
 			pkt, _, err := tr.ReadRTP()
 			if err != nil {
 				return
 			}
-			nal, err := depack.Unmarshal(pkt.Payload)
-			if err != nil {
+			if started && pkt.SequenceNumber != next {
+				if int16(pkt.SequenceNumber-next) < 0 {
+					continue // a late retransmission: its frame is gone
+				}
+				broken = true
+			}
+			started, next = true, pkt.SequenceNumber+1
+			if nal, err := depack.Unmarshal(pkt.Payload); err == nil {
+				au = append(au, nal...)
+			}
+			if !pkt.Marker {
 				continue
 			}
-			au = append(au, nal...)
-			if pkt.Marker && len(au) > 0 {
+			if broken {
+				v.Broken.Add(1)
+			} else if len(au) > 0 {
 				select {
 				case v.Units <- AccessUnit{Data: au, Arrived: time.Now()}:
 				default:
 				}
-				au = nil
 			}
+			au, broken, depack = nil, false, codecs.H264Packet{}
 		}
 	})
 	return v, nil
