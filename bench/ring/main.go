@@ -7,9 +7,12 @@
 // so that both see the same machine load.
 //
 // Frames are like the baselines' 1080p60 stream: a 100,000-byte keyframe
-// every 60th frame, 15,000-byte deltas. frame_id carries the writer's
-// time.Now in Unix ns just before the commit; latency is the reader's
-// time.Now at delivery minus frame_id (both CLOCK_REALTIME).
+// every 60th frame, 15,000-byte deltas. The writer logs, for every frame,
+// the time just before its commit started and just after its sequence store
+// returned; latency is the reader's time.Now at delivery minus the latter
+// (both CLOCK_REALTIME). Frames whose commit took the writer over 200 us
+// (it was descheduled mid-commit, so the commit instant is unknown) are left
+// out of the latency figures and counted.
 //
 //	go run ./bench/ring [-duration 20s] [-idle 5s] [-fps 60] [-baseline=false]
 //
@@ -84,6 +87,7 @@ type result struct {
 	idleWall  time.Duration
 	idlePolls uint64
 	polls     uint64
+	unclear   int // frames left out: the writer took over maxCommitSpan to commit them
 }
 
 func run(duration, warmup, idle time.Duration, baseline bool, fps int) error {
@@ -109,9 +113,9 @@ func run(duration, warmup, idle time.Duration, baseline bool, fps int) error {
 	}
 
 	p50, p99 := pct(ours.lat, 50), pct(ours.lat, 99)
-	line := fmt.Sprintf("BENCH ring p50_us=%.1f p99_us=%.1f cpu_pct=%.3f idle_cpu_pct=%.4f frames=%d crc_fail=%d gaps=%d p999_us=%.1f max_us=%.1f",
+	line := fmt.Sprintf("BENCH ring p50_us=%.1f p99_us=%.1f cpu_pct=%.3f idle_cpu_pct=%.4f frames=%d crc_fail=%d gaps=%d p999_us=%.1f max_us=%.1f left_out=%d",
 		us(p50), us(p99), cpuPct(ours.cpu, ours.wall), cpuPct(ours.idleCPU, ours.idleWall), ours.frames, ours.crcFail,
-		ours.gaps, us(pct(ours.lat, 99.9)), us(pct(ours.lat, 100)))
+		ours.gaps, us(pct(ours.lat, 99.9)), us(pct(ours.lat, 100)), ours.unclear)
 	if base != nil {
 		bp50, bp99 := pct(base.lat, 50), pct(base.lat, 99)
 		line += fmt.Sprintf(" base_p50_us=%.1f base_p99_us=%.1f base_cpu_pct=%.3f base_gaps=%d p50_vs_base=%.3f p99_vs_base=%.3f cpu_vs_base=%.3f",
@@ -128,7 +132,8 @@ func run(duration, warmup, idle time.Duration, baseline bool, fps int) error {
 }
 
 func report(name string, r *result) {
-	fmt.Printf("%s: %d frames in %v, gaps %d, crc failures %d\n", name, r.frames, r.wall.Round(time.Millisecond), r.gaps, r.crcFail)
+	fmt.Printf("%s: %d frames in %v, gaps %d, crc failures %d; latency of %d (%d left out: the writer was descheduled mid-commit)\n",
+		name, r.frames, r.wall.Round(time.Millisecond), r.gaps, r.crcFail, len(r.lat), r.unclear)
 	fmt.Printf("  commit-to-delivery p50 %.1f us  p90 %.1f us  p99 %.1f us  p99.9 %.1f us  max %.1f us\n",
 		us(pct(r.lat, 50)), us(pct(r.lat, 90)), us(pct(r.lat, 99)), us(pct(r.lat, 99.9)), us(pct(r.lat, 100)))
 	fmt.Printf("  reader process CPU %.3f%% of one core", cpuPct(r.cpu, r.wall))
@@ -149,19 +154,20 @@ func measure(path string, duration, warmup, idle time.Duration, baseline bool, f
 		return nil, nil, err
 	}
 	var measuring atomic.Bool
-	lat := make([]time.Duration, 0, int(duration.Seconds()+1)*fps)
+	delivered := make(map[uint64]int64, int(duration.Seconds()+1)*fps)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
 		done <- r.Run(ctx, func(f shmring.Frame) {
-			d := time.Duration(time.Now().UnixNano() - int64(f.Header.FrameID))
+			at := time.Now().UnixNano()
 			if measuring.Load() {
-				lat = append(lat, d)
+				delivered[f.Header.FrameSeq] = at
 			}
 		})
 	}()
-	writer, err := startChild(roleEnv, fmt.Sprintf("%s|%d|%d", path, fps, (warmup+duration).Nanoseconds()), nil)
+	commitLog := path + ".commits"
+	writer, err := startChild(roleEnv, fmt.Sprintf("%s|%d|%d|%s", path, fps, (warmup+duration).Nanoseconds(), commitLog), nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -184,6 +190,10 @@ func measure(path string, duration, warmup, idle time.Duration, baseline bool, f
 	if err := writer.Wait(); err != nil {
 		return nil, nil, fmt.Errorf("writer child: %w", err)
 	}
+	commits, err := readCommits(commitLog)
+	if err != nil {
+		return nil, nil, err
+	}
 	if baseCmd != nil {
 		if err := baseCmd.Wait(); err != nil {
 			return nil, nil, fmt.Errorf("baseline child: %w", err)
@@ -193,9 +203,7 @@ func measure(path string, duration, warmup, idle time.Duration, baseline bool, f
 			return nil, nil, fmt.Errorf("baseline child output %q: %w", baseOut.String(), err)
 		}
 		base = &result{cpu: time.Duration(b.CPUNs), wall: time.Duration(b.WallNs), frames: b.Frames, crcFail: b.CRCFail, gaps: b.Gaps}
-		for _, l := range b.LatNs {
-			base.lat = append(base.lat, time.Duration(l))
-		}
+		base.lat, base.unclear = latencies(b.Delivered, commits)
 	}
 	// The writer has stopped: the reader backs off.
 	time.Sleep(time.Second)
@@ -206,20 +214,60 @@ func measure(path string, duration, warmup, idle time.Duration, baseline bool, f
 	if err := <-done; err != nil {
 		return nil, nil, err
 	}
+	lat, unclear := latencies(delivered, commits)
 	return &result{
-		lat: lat, cpu: c1 - c0, wall: t1.Sub(t0),
+		lat: lat, unclear: unclear, cpu: c1 - c0, wall: t1.Sub(t0),
 		polls: s1.Polls - s0.Polls, frames: s1.Frames - s0.Frames, crcFail: s1.CRCFailures - s0.CRCFailures, gaps: s1.Gaps - s0.Gaps,
 		idleCPU: c3 - c2, idleWall: t3.Sub(t2), idlePolls: s3.Polls - s2.Polls,
 	}, base, nil
 }
 
+// commit is when the writer stored one frame: just before it started and
+// just after its sequence store returned.
+type commit struct{ before, after int64 }
+
+// maxCommitSpan bounds the commits whose latency is measured: a writer
+// descheduled in the middle of a commit leaves its time unknown.
+const maxCommitSpan = 200 * time.Microsecond
+
+// latencies joins deliveries (frame_seq -> Unix ns) with the writer's
+// commits: latency is delivery minus the end of the commit. Frames whose
+// commit took longer than maxCommitSpan are left out and counted.
+func latencies(delivered map[uint64]int64, commits map[uint64]commit) (lat []time.Duration, unclear int) {
+	for seq, at := range delivered {
+		c, ok := commits[seq]
+		if !ok || time.Duration(c.after-c.before) > maxCommitSpan {
+			unclear++
+			continue
+		}
+		lat = append(lat, time.Duration(max(at-c.after, 0)))
+	}
+	return lat, unclear
+}
+
+func readCommits(path string) (map[uint64]commit, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading the writer's commit log: %w", err)
+	}
+	var rows [][3]int64
+	if err := json.Unmarshal(b, &rows); err != nil {
+		return nil, fmt.Errorf("parsing the writer's commit log: %w", err)
+	}
+	m := make(map[uint64]commit, len(rows))
+	for _, r := range rows {
+		m[uint64(r[0])] = commit{r[1], r[2]}
+	}
+	return m, nil
+}
+
 type baseResult struct {
-	LatNs   []int64 `json:"lat_ns"`
-	CPUNs   int64   `json:"cpu_ns"`
-	WallNs  int64   `json:"wall_ns"`
-	Frames  uint64  `json:"frames"`
-	CRCFail uint64  `json:"crc_fail"`
-	Gaps    uint64  `json:"gaps"`
+	Delivered map[uint64]int64 `json:"delivered"`
+	CPUNs     int64            `json:"cpu_ns"`
+	WallNs    int64            `json:"wall_ns"`
+	Frames    uint64           `json:"frames"`
+	CRCFail   uint64           `json:"crc_fail"`
+	Gaps      uint64           `json:"gaps"`
 }
 
 // runBaseline is the baseline child: poll every millisecond with time.Sleep
@@ -255,7 +303,7 @@ func runBaseline(spec string) error {
 	}
 	defer syscall.Munmap(mem)
 	seqp := (*uint64)(unsafe.Pointer(&mem[0]))
-	var res baseResult
+	res := baseResult{Delivered: map[uint64]int64{}}
 	var last, lastFrameSeq uint64
 	var c0 time.Duration
 	var t0 time.Time
@@ -282,7 +330,7 @@ func runBaseline(spec string) error {
 			continue
 		}
 		if measuring {
-			res.LatNs = append(res.LatNs, time.Now().UnixNano()-int64(c.Header.FrameID))
+			res.Delivered[c.Header.FrameSeq] = time.Now().UnixNano()
 			res.Frames++
 			if lastFrameSeq != 0 && c.Header.FrameSeq > lastFrameSeq+1 {
 				res.Gaps += c.Header.FrameSeq - lastFrameSeq - 1
@@ -319,10 +367,11 @@ func runWriter(spec string) error {
 	var fps int
 	var ns int64
 	parts := strings.Split(spec, "|")
-	if len(parts) != 3 {
+	if len(parts) != 4 {
 		return fmt.Errorf("bad writer spec %q", spec)
 	}
 	path = parts[0]
+	logPath := parts[3]
 	fps, err := strconv.Atoi(parts[1])
 	if err != nil || fps <= 0 {
 		return fmt.Errorf("bad fps in %q", spec)
@@ -346,23 +395,31 @@ func runWriter(spec string) error {
 	period := time.Second / time.Duration(fps)
 	start := time.Now()
 	end := start.Add(time.Duration(ns))
+	var commits [][3]int64
 	for i := 0; ; i++ {
 		due := start.Add(time.Duration(i) * period)
 		if due.After(end) {
-			return nil
+			b, err := json.Marshal(commits)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(logPath, b, 0o644)
 		}
 		if d := time.Until(due); d > 0 {
 			ts := syscall.NsecToTimespec(int64(d))
 			syscall.Nanosleep(&ts, nil)
 		}
-		h := shmring.Header{Codec: shmring.CodecH264, FrameID: uint64(time.Now().UnixNano())}
+		before := time.Now().UnixNano()
+		h := shmring.Header{Codec: shmring.CodecH264, FrameID: uint64(before)}
 		p := delta
 		if i%fps == 0 {
 			h.Flags, p = shmring.FlagKeyframe, key
 		}
-		if _, err := w.WriteFrame(h, p); err != nil {
+		stored, err := w.WriteFrame(h, p)
+		if err != nil {
 			return err
 		}
+		commits = append(commits, [3]int64{int64(stored.FrameSeq), before, time.Now().UnixNano()})
 	}
 }
 
