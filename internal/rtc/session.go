@@ -27,6 +27,9 @@ const (
 	// DefaultKeyframeCoalesce is the shortest interval between two
 	// keyframe requests a session makes on RTCP PLI/FIR.
 	DefaultKeyframeCoalesce = 500 * time.Millisecond
+	// DefaultConnectTimeout ends a session whose connection is not up this
+	// long after the answer (a player that never connects holds nothing).
+	DefaultConnectTimeout = 30 * time.Second
 	// DefaultGatherTimeout bounds the wait for ICE gathering when the
 	// answer must carry every candidate (WHEP).
 	DefaultGatherTimeout = 5 * time.Second
@@ -97,6 +100,9 @@ type SessionConfig struct {
 	OnClose func()
 	// Limits of the DataChannels; zero fields take the defaults.
 	Limits Limits
+	// ConnectTimeout ends the session when its connection is not up this
+	// long after the answer. Default: DefaultConnectTimeout.
+	ConnectTimeout time.Duration
 	// Metrics receives the session's counters.
 	Metrics Metrics
 	// Logger receives the session's logs; nil: the engine's.
@@ -117,6 +123,9 @@ type Session struct {
 	wg     sync.WaitGroup
 
 	startOnce sync.Once
+	connected atomic.Bool
+	timerMu   sync.Mutex
+	connTimer *time.Timer
 	closeOnce sync.Once
 	answered  atomic.Bool
 	lagged    atomic.Bool
@@ -132,6 +141,9 @@ func (e *Engine) NewSession(cfg SessionConfig) (*Session, error) {
 	}
 	cfg.Metrics.fill()
 	cfg.Limits.fill()
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = e.log
@@ -157,6 +169,7 @@ func (e *Engine) NewSession(cfg SessionConfig) (*Session, error) {
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		switch st {
 		case webrtc.PeerConnectionStateConnected:
+			s.connected.Store(true)
 			s.startOnce.Do(s.startVideo)
 		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
 			go s.Close() // Close waits for pion's callbacks; not from inside one
@@ -204,6 +217,16 @@ func (s *Session) Answer(ctx context.Context, offer string) (string, error) {
 	if err := s.pc.SetLocalDescription(answer); err != nil {
 		return "", fmt.Errorf("setting the answer: %w", err)
 	}
+	s.timerMu.Lock()
+	if s.ctx.Err() == nil {
+		s.connTimer = time.AfterFunc(s.cfg.ConnectTimeout, func() {
+			if !s.connected.Load() {
+				s.log.Debug("webrtc session not connected in time; closing", "timeout", s.cfg.ConnectTimeout)
+				_ = s.Close()
+			}
+		})
+	}
+	s.timerMu.Unlock()
 	if gathered != nil {
 		select {
 		case <-gathered:
@@ -243,7 +266,12 @@ func (s *Session) Done() <-chan struct{} { return s.ctx.Done() }
 func (s *Session) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
+		s.timerMu.Lock()
 		s.cancel()
+		if s.connTimer != nil {
+			s.connTimer.Stop()
+		}
+		s.timerMu.Unlock()
 		if cerr := s.pc.Close(); cerr != nil {
 			err = fmt.Errorf("closing peer connection: %w", cerr)
 		}

@@ -283,3 +283,45 @@ func counterValue(c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// A player that takes the answer but never connects does not hold the
+// session: it ends after the connect timeout.
+func TestSessionConnectTimeout(t *testing.T) {
+	e, err := NewEngine(Config{IncludeLoopback: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	closed := make(chan struct{})
+	s, err := e.NewSession(SessionConfig{
+		Source:         &loopSource{subs: map[int]func(frame.Frame){}},
+		ConnectTimeout: 500 * time.Millisecond,
+		OnClose:        func() { close(closed) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v, err := rtctest.NewViewer(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offer, err := v.Offer(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Close() // gone before it could connect
+	if _, err := s.Answer(t.Context(), offer); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("session of a player that never connected still open after 20s")
+	}
+	select {
+	case <-s.Done():
+	default:
+		t.Fatal("Done not closed")
+	}
+}
