@@ -55,6 +55,8 @@ const (
 
 var phase atomic.Int32
 
+var cpuProfile string
+
 func main() {
 	clients := flag.Int("clients", 500, "WebSocket clients on /stream/ws")
 	rate := flag.Int("rate", 1000, "telemetry messages per second")
@@ -63,6 +65,7 @@ func main() {
 	window := flag.Duration("window", 24*time.Second, "measured time, split into alternating video-only and telemetry segments")
 	segment := flag.Duration("segment", 2*time.Second, "length of one segment (the first quarter settles, unrecorded)")
 	linger := flag.Duration("linger", 0, "sdr_nats telemetry_linger")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write the server's CPU profile over the measured time to this file")
 	flag.Parse()
 	if err := run(*clients, *rate, *cmdRate, *warmup, *window, *segment, *linger); err != nil {
 		fmt.Fprintln(os.Stderr, "bench nats:", err)
@@ -336,6 +339,15 @@ http://127.0.0.1:%d {
 		sendCommands(cmdConn, cmdRate, stop)
 	}()
 	time.Sleep(warmup)
+	if cpuProfile != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := saveProfile(srv.admin, window, cpuProfile); err != nil {
+				fmt.Fprintln(os.Stderr, "bench nats: cpu profile:", err)
+			}
+		}()
+	}
 	// Alternate video-only and telemetry segments, so that drift in the
 	// machine's load (other processes) falls on both alike.
 	settle := segment / 4
@@ -391,6 +403,25 @@ http://127.0.0.1:%d {
 	fmt.Printf("BENCH nats clients=%d relay_p99_ms=%.2f video_p99_delta_pct=%.1f cmd_p99_ms=%.2f relay_p50_ms=%.2f cmd_p50_ms=%.2f video_p99_base_ms=%.2f video_p99_telemetry_ms=%.2f telemetry_rate=%d linger_ms=%g\n",
 		n, r99, delta, c99, r50, c50, b99, v99, rate, float64(linger)/float64(time.Millisecond))
 	return nil
+}
+
+// saveProfile fetches the server's CPU profile over d from its admin
+// endpoint.
+func saveProfile(admin string, d time.Duration, path string) error {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", admin, int(d.Seconds())))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // writeVideo commits 60 frames/s: a 100,000-byte keyframe every 60th frame,
@@ -499,9 +530,10 @@ func procCPU(pid int) (float64, error) {
 }
 
 type caddyProc struct {
-	cmd  *exec.Cmd
-	out  *syncBuf
-	done chan struct{}
+	admin string
+	cmd   *exec.Cmd
+	out   *syncBuf
+	done  chan struct{}
 }
 
 type syncBuf struct {
@@ -561,7 +593,7 @@ func startCaddy(dir, caddyfile string) (*caddyProc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &caddyProc{cmd: cmd, out: out, done: make(chan struct{})}
+	p := &caddyProc{admin: admin, cmd: cmd, out: out, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(p.done) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
