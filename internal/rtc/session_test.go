@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -180,6 +181,28 @@ func TestSessionVideoAndDataChannels(t *testing.T) {
 	case <-kf.n:
 	default:
 		t.Error("no keyframe request at the start of the video")
+	}
+
+	// RTCP PLI and FIR become keyframe requests, at most one per 500 ms.
+	time.Sleep(DefaultKeyframeCoalesce + 100*time.Millisecond)
+	ssrc := uint32(v.PC.GetReceivers()[0].Track().SSRC())
+	for i := range 5 {
+		var p rtcp.Packet = &rtcp.PictureLossIndication{MediaSSRC: ssrc}
+		if i%2 == 1 {
+			p = &rtcp.FullIntraRequest{MediaSSRC: ssrc, FIR: []rtcp.FIREntry{{SSRC: ssrc, SequenceNumber: uint8(i)}}}
+		}
+		if err := v.PC.WriteRTCP([]rtcp.Packet{p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-kf.n:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no keyframe request after PLI")
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := len(kf.n); n != 0 {
+		t.Errorf("%d more keyframe requests within the coalescing interval, want 0", n)
 	}
 
 	// DataChannels: valid messages arrive, malformed and gated ones do not.
