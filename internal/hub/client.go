@@ -187,21 +187,8 @@ func (c *Client) write(ctx context.Context, cur *Cursor) error {
 		}
 	}()
 	for {
-		batch = batch[:0]
-		bufs = bufs[:0]
-		for more := true; more && len(bufs) < 16; {
-			select {
-			case f := <-c.queue:
-				bufs = append(bufs, f)
-			default:
-				more = false
-			}
-		}
 		var wake <-chan struct{}
-		batch, wake = c.hub.Next(cur, batch, c.cfg.BatchBytes)
-		for _, e := range batch {
-			bufs = append(bufs, e.Wire)
-		}
+		bufs, batch, wake = c.gather(cur, bufs[:0], batch[:0], 0)
 		if len(bufs) > 0 {
 			if err := c.flush(bufs, batch, cur); err != nil {
 				return err
@@ -229,7 +216,12 @@ func (c *Client) write(ctx context.Context, cur *Cursor) error {
 		case <-wake:
 		case <-timeout:
 		case f := <-c.queue:
-			if err := c.flush(net.Buffers{f}, nil, cur); err != nil {
+			// Whatever else is already waiting goes in the same write: at
+			// a dense telemetry stream, one syscall per message was most of
+			// the server's time.
+			bufs = append(bufs[:0], f)
+			bufs, batch, _ = c.gather(cur, bufs, batch[:0], len(f))
+			if err := c.flush(bufs, batch, cur); err != nil {
 				return err
 			}
 		case <-c.stop:
@@ -242,6 +234,35 @@ func (c *Client) write(ctx context.Context, cur *Cursor) error {
 			return nil
 		}
 	}
+}
+
+// gather appends to bufs what waits for the client, in the order the
+// writer has always sent it: the queued telemetry and replies first, then the
+// frames the hub has for the cursor (keyframe-first and lag skips as Next
+// decides). taken is the size of what bufs already holds; gathering stops
+// once BatchBytes are taken, and Next gets what is left of the budget (it
+// takes at least one frame). It returns the channel Next returned, closed at
+// the next frame, or nil when the budget was spent before Next.
+func (c *Client) gather(cur *Cursor, bufs net.Buffers, batch []*Entry, taken int) (net.Buffers, []*Entry, <-chan struct{}) {
+	for taken < c.cfg.BatchBytes {
+		select {
+		case f := <-c.queue:
+			bufs = append(bufs, f)
+			taken += len(f)
+			continue
+		default:
+		}
+		break
+	}
+	if taken >= c.cfg.BatchBytes {
+		return bufs, batch, nil // the frames go in the next write
+	}
+	n := len(batch)
+	batch, wake := c.hub.Next(cur, batch, c.cfg.BatchBytes-taken)
+	for _, e := range batch[n:] {
+		bufs = append(bufs, e.Wire)
+	}
+	return bufs, batch, wake
 }
 
 func (c *Client) flush(bufs net.Buffers, batch []*Entry, cur *Cursor) error {
@@ -270,6 +291,7 @@ func (c *Client) flush(bufs net.Buffers, batch []*Entry, cur *Cursor) error {
 	if err != nil {
 		return fmt.Errorf("writing %d bytes to client: %w", n, err)
 	}
+	c.hub.writes.Add(1)
 	if len(batch) > 0 {
 		now = time.Now()
 		for _, e := range batch {

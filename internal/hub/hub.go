@@ -125,6 +125,7 @@ type Hub struct {
 	idrSent      atomic.Uint64
 	framesOut    atomic.Uint64
 	bytesOut     atomic.Uint64
+	writes       atomic.Uint64
 	ignored      atomic.Uint64
 	telemDropped atomic.Uint64
 }
@@ -381,6 +382,7 @@ type Stats struct {
 	BytesIn          uint64 // payload bytes published
 	FramesOut        uint64 // frames written to clients
 	BytesOut         uint64 // bytes written to clients
+	Writes           uint64 // batched writes to clients (one write or writev each)
 	LagSkips         uint64 // "client_lag_total"
 	KeyframeWaits    uint64
 	KeyframeTimeouts uint64
@@ -411,6 +413,7 @@ func (h *Hub) Stats() Stats {
 		BytesIn:          h.bytesIn.Load(),
 		FramesOut:        h.framesOut.Load(),
 		BytesOut:         h.bytesOut.Load(),
+		Writes:           h.writes.Load(),
 		LagSkips:         h.lagTotal.Load(),
 		KeyframeWaits:    h.keyWaits.Load(),
 		KeyframeTimeouts: h.keyTimeouts.Load(),
