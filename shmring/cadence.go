@@ -16,6 +16,7 @@ const (
 	stalledAfter   = 50 * time.Millisecond  // ...and at least this long without one
 	minPeriod      = 100 * time.Microsecond // no frame writer commits faster than 10 kHz
 	maxWakeGuard   = time.Millisecond       // most the window opens earlier for the reader's own late wake-ups
+	maxCoarseSleep = 4 * time.Millisecond   // longest sleep while the writer commits: bounds what an unforeseen commit waits
 	stalledMinPoll = 5 * time.Millisecond   // first poll interval of a stalled writer
 	stalledMaxPoll = 100 * time.Millisecond // longest poll interval of a stalled writer
 	absentMaxPoll  = 500 * time.Millisecond // longest wait for an absent or short file
@@ -211,7 +212,7 @@ func (c *cadence) next(now time.Time) (sleep time.Duration, mode pollMode) {
 	case off < -g && (c.overdue > 0 || c.catchup):
 		return min(-off-g, lateMaxPoll), modeLate
 	case off < -g:
-		return -off - g, modeCoarse
+		return min(-off-g, maxCoarseSleep), modeCoarse
 	case off < g:
 		return clampDur(max(off, -off)/4, finePoll, maxFinePoll), modeFine
 	default:

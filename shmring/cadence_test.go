@@ -25,10 +25,15 @@ func TestCadenceLearnsPeriodAndWakesBeforeDue(t *testing.T) {
 	if c.jitter > 200*time.Microsecond {
 		t.Fatalf("jitter %v", c.jitter)
 	}
-	// Right after a frame: one long sleep that ends a guard before the due time.
+	// Right after a frame: long sleeps, none longer than maxCoarseSleep,
+	// up to a guard before the due time.
 	d, mode := c.next(now)
-	if mode != modeCoarse || d < period-2*time.Millisecond || d > period-minGuard {
+	if mode != modeCoarse || d != maxCoarseSleep {
 		t.Errorf("sleep after a frame: %v mode %v", d, mode)
+	}
+	d, mode = c.next(c.due.Add(-3 * time.Millisecond))
+	if mode != modeCoarse || d != 3*time.Millisecond-c.guard() {
+		t.Errorf("sleep 3 ms before the due time: %v mode %v (guard %v)", d, mode, c.guard())
 	}
 	// At the due time: the finest polling; a little off it, coarser.
 	if d, mode := c.next(now.Add(c.period)); mode != modeFine || d != finePoll {
@@ -149,8 +154,8 @@ func TestCadencePollsForCatchUpAfterLateCommit(t *testing.T) {
 		c.observe(t0.Add(time.Duration(i)*period), 1, modeFine, finePoll)
 	}
 	now := t0.Add(60 * period)
-	if d, mode := c.next(now); mode != modeCoarse || d < period/2 {
-		t.Fatalf("on schedule: %v mode %v, want one long sleep", d, mode)
+	if d, mode := c.next(now); mode != modeCoarse || d != maxCoarseSleep {
+		t.Fatalf("on schedule: %v mode %v, want a long sleep", d, mode)
 	}
 	late := t0.Add(61*period + 5*time.Millisecond)
 	c.observe(late, 1, modeLate, lateMaxPoll)
@@ -158,8 +163,8 @@ func TestCadencePollsForCatchUpAfterLateCommit(t *testing.T) {
 		t.Errorf("after a late commit: %v mode %v, want polls at most %v apart", d, mode, lateMaxPoll)
 	}
 	c.observe(t0.Add(62*period), 1, modeFine, finePoll)
-	if d, mode := c.next(t0.Add(62 * period)); mode != modeCoarse || d < period/2 {
-		t.Errorf("back on schedule: %v mode %v, want one long sleep", d, mode)
+	if d, mode := c.next(t0.Add(62 * period)); mode != modeCoarse || d != maxCoarseSleep {
+		t.Errorf("back on schedule: %v mode %v, want a long sleep", d, mode)
 	}
 }
 
@@ -210,13 +215,15 @@ func TestCadenceSearchesAfterCommitFoundLate(t *testing.T) {
 	// The writer's phase moved 12 ms earlier: commits at 31P-12ms, 32P-12ms...
 	shift := -12 * time.Millisecond
 	now := t0.Add(30 * period)
-	d, mode := c.next(now)
-	if mode != modeCoarse {
-		t.Fatalf("mode %v", mode)
-	}
-	now = now.Add(d) // wakes after the commit at 31P-12ms
-	if commit := t0.Add(31*period + shift); !now.After(commit) {
-		t.Fatalf("woke at %v, before the shifted commit at %v", now.Sub(t0), commit.Sub(t0))
+	commit := t0.Add(31*period + shift)
+	var d time.Duration
+	for !now.After(commit) { // long sleeps until one ends after the shifted commit
+		var mode pollMode
+		d, mode = c.next(now)
+		if mode != modeCoarse {
+			t.Fatalf("%v after the last commit: mode %v", now.Sub(t0.Add(30*period)), mode)
+		}
+		now = now.Add(d)
 	}
 	c.observe(now, 1, modeCoarse, d)
 	// The next commit must fall inside the next window.
