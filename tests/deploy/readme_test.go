@@ -732,3 +732,57 @@ func TestReadmeModulesExist(t *testing.T) {
 		}
 	}
 }
+
+var (
+	jsonKeyTable = regexp.MustCompile("(?m)^\\| JSON key[^\\n]*\\n\\|[-|]+\\n((?:\\|[^\\n]*\\n)+)")
+	backtickKey  = regexp.MustCompile("`([a-z0-9_.]+)`")
+	jsonTag      = regexp.MustCompile(`json:"([a-z0-9_]+)`)
+)
+
+// TestReadmeJSONKeysExist: every key in the README's JSON key tables is a
+// JSON field of a module (a `json:"..."` tag in caddymodule), so a renamed
+// or removed option cannot stay documented.
+func TestReadmeJSONKeysExist(t *testing.T) {
+	t.Parallel()
+	tags := map[string]bool{}
+	files, err := filepath.Glob(filepath.Join(testenv.Root(), "caddymodule", "*.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range jsonTag.FindAllStringSubmatch(string(b), -1) {
+			tags[m[1]] = true
+		}
+	}
+	tables := jsonKeyTable.FindAllStringSubmatch(readme(t), -1)
+	if len(tables) == 0 {
+		t.Fatal("no JSON key table in README.md")
+	}
+	n := 0
+	for _, tb := range tables {
+		for _, row := range strings.Split(strings.TrimSpace(tb[1]), "\n") {
+			cells := strings.Split(row, "|")
+			if len(cells) < 3 {
+				continue
+			}
+			for _, m := range backtickKey.FindAllStringSubmatch(cells[1], -1) {
+				for _, seg := range strings.Split(m[1], ".") {
+					n++
+					if !tags[seg] {
+						t.Errorf("README.md documents the JSON key %s (%s), which no module has", m[1], seg)
+					}
+				}
+			}
+		}
+	}
+	if n < 20 {
+		t.Errorf("only %d JSON keys found in the README's tables", n)
+	}
+}
