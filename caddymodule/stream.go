@@ -223,14 +223,49 @@ func (s *Stream) attachBus(ctx caddy.Context) error {
 	if _, inProcess := s.src.(frame.KeyframeRequester); !inProcess {
 		s.hub.SetKeyframeRequester(relay)
 	}
-	s.telemUn = relay.SubscribeTelemetry(s.broadcastTelemetry)
+	s.telemUn = s.subscribeTelemetry(relay)
 	return nil
+}
+
+// telemetryBatcher is offered by a relay that hands telemetry on in
+// batches (internal/relay).
+type telemetryBatcher interface {
+	SubscribeTelemetryBatch(fn func(msgs [][]byte)) (cancel func())
+}
+
+// subscribeTelemetry fans the relay's telemetry out to the clients: a batch
+// at a time when the relay offers batches, so that each client gets one
+// queued item and one write per batch.
+func (s *Stream) subscribeTelemetry(relay frame.Relay) (cancel func()) {
+	if b, ok := relay.(telemetryBatcher); ok {
+		return b.SubscribeTelemetryBatch(s.broadcastTelemetryBatch)
+	}
+	return relay.SubscribeTelemetry(s.broadcastTelemetry)
 }
 
 // broadcastTelemetry frames a telemetry message once and queues it for
 // every client; a client with a full queue loses it (telemetry is lossy).
 func (s *Stream) broadcastTelemetry(msg []byte) {
 	f := wire.AppendBinaryFrame(make([]byte, 0, len(msg)+10), msg)
+	s.sendToClients(f)
+}
+
+// broadcastTelemetryBatch frames a batch of telemetry messages once, one
+// WebSocket message each, back to back in one buffer, and queues the buffer
+// for every client as one item; a client with a full queue loses the batch.
+func (s *Stream) broadcastTelemetryBatch(msgs [][]byte) {
+	n := 0
+	for _, m := range msgs {
+		n += len(m) + 10
+	}
+	f := make([]byte, 0, n)
+	for _, m := range msgs {
+		f = wire.AppendBinaryFrame(f, m)
+	}
+	s.sendToClients(f)
+}
+
+func (s *Stream) sendToClients(f []byte) {
 	s.mu.RLock()
 	for c := range s.clients {
 		c.SendFrame(f)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,7 +17,13 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
+	"github.com/sdr-os/sdr-caddy/internal/hub"
+	"github.com/sdr-os/sdr-caddy/internal/relay"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
@@ -418,6 +425,91 @@ func TestStreamServeManyStreamsAndMetrics(t *testing.T) {
 		// The writer maps it too.
 		if n := strings.Count(string(maps), front); n != 2 {
 			t.Errorf("%d mappings of %s, want 2 (one writer, one shared reader)", n, front)
+		}
+	}
+}
+
+// A burst of telemetry that the relay hands on as one batch is queued to
+// each client as one item: a client whose writer has not run yet (its
+// queue holds 32 items) loses none of 40 messages, and then gets them all,
+// in order, as separate 0x02 messages. Queued one item per message, 8 would
+// be dropped.
+func TestStreamTelemetryBatchOneItemPerClient(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready after 10s")
+	}
+	defer ns.Shutdown()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	relayed := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "t"}, []string{"result"})
+	r, err := relay.New(nc, relay.Config{Linger: 300 * time.Millisecond}, nil, &relay.Metrics{Telemetry: relayed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+
+	s := &Stream{name: "t", hub: hub.New(hub.Config{}), clients: map[*hub.Client]struct{}{}}
+	defer s.hub.Close()
+	srv, cli := net.Pipe()
+	defer cli.Close()
+	c := s.hub.NewClient(srv, nil, hub.ClientConfig{KeyframeTimeout: time.Minute})
+	s.clients[c] = struct{}{}
+	defer s.subscribeTelemetry(r.Stream(nil, nil, nil))()
+
+	const n = 40
+	for i := range n {
+		if err := nc.Publish("telemetry.burst", fmt.Appendf(nil, `{"i":%d}`, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	count := func() float64 {
+		var m dto.Metric
+		_ = relayed.WithLabelValues("relayed").Write(&m)
+		return m.GetCounter().GetValue()
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for count() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("relay handed on %v of %d messages", count(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // the last batch reaches the clients after it is framed
+	if d := s.hub.Stats().TelemetryDropped; d != 0 {
+		t.Fatalf("%d telemetry items dropped for a client queue of 32, want none", d)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { _ = cli.Close(); cancel(); <-done }()
+	_ = cli.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for i := range n {
+		var hdr [2]byte
+		if _, err := io.ReadFull(cli, hdr[:]); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if hdr[0] != 0x82 || hdr[1] >= 126 {
+			t.Fatalf("message %d: frame header % x, want a short final binary frame", i, hdr)
+		}
+		msg := make([]byte, hdr[1])
+		if _, err := io.ReadFull(cli, msg); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		subj, payload, err := wire.ParseTelemetry(msg)
+		if err != nil || subj != "telemetry.burst" || string(payload) != fmt.Sprintf(`{"i":%d}`, i) {
+			t.Fatalf("message %d: %q %q %v", i, subj, payload, err)
 		}
 	}
 }
