@@ -14,7 +14,7 @@ export PATH            := $(CURDIR)/.tools/bin:$(PATH)
 export SDR_CADDY_BIN   := $(CURDIR)/$(BIN)
 
 .PHONY: all deps build run test test-go test-nocgo test-xcaddy fuzz \
-	bench bench-ring bench-stream bench-nats bench-encoder bench-ros bench-browser bench-scale
+	bench bench-ring bench-stream bench-nats bench-encoder bench-ros bench-browser bench-scale bench-rtc
 
 all: build
 
@@ -47,7 +47,8 @@ test-xcaddy:
 ## The seed corpora run in plain `go test`, so `make test` covers them.
 FUZZTIME ?= 60s
 FUZZ_TARGETS := shmring:FuzzParseRegion nvenc:FuzzParseSPS \
-	internal/rosbridge:FuzzFragments internal/rosbridge:FuzzGlob
+	internal/rosbridge:FuzzFragments internal/rosbridge:FuzzGlob \
+	internal/rtc:FuzzParseGamepad internal/rtc:FuzzParseCommand internal/rtc:FuzzSignalHandle
 fuzz: deps
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \
@@ -56,7 +57,7 @@ fuzz: deps
 	done
 
 ## bench: every benchmark program; each ends with a BENCH line.
-bench: bench-ring bench-stream bench-nats bench-encoder bench-ros bench-browser
+bench: bench-ring bench-stream bench-nats bench-encoder bench-ros bench-browser bench-scale bench-rtc
 
 bench-ring: build
 	$(GO) run ./bench/ring
@@ -78,3 +79,6 @@ bench-browser: build
 
 bench-scale: build
 	$(GO) run ./bench/scale
+
+bench-rtc: build
+	$(GO) run ./bench/rtc
