@@ -97,6 +97,8 @@ type Stream struct {
 	unsub   func()
 	relay   frame.Relay
 	telemUn func()
+	// busConn is the sdr_nats connection state, for the health JSON.
+	busConn func() string
 	scale   streamScale // the NATS source or publisher, when configured
 	rtc     *streamRTC  // the WebRTC engine, when webrtc is configured
 	origin  func(*http.Request) bool
@@ -220,6 +222,9 @@ func (s *Stream) attachBus(ctx caddy.Context) error {
 		return fmt.Errorf("sdr_stream %s: attaching to sdr_nats: %w", s.name, err)
 	}
 	s.relay = relay
+	if cs, ok := app.(interface{ ConnState() string }); ok {
+		s.busConn = cs.ConnState
+	}
 	if _, inProcess := s.src.(frame.KeyframeRequester); !inProcess {
 		s.hub.SetKeyframeRequester(relay)
 	}
@@ -480,6 +485,9 @@ type health struct {
 	FramesBroadcast   uint64 `json:"frames_broadcast"`
 	ClientLagTotal    uint64 `json:"client_lag_total"`
 	AvgFrameSizeBytes uint64 `json:"avg_frame_size_bytes"`
+	// NATS is the sdr_nats connection state ("connected", "reconnecting",
+	// ...), after the old service's fields; absent without sdr_nats.
+	NATS string `json:"nats,omitempty"`
 }
 
 func (s *Stream) serveHealth(w http.ResponseWriter, _ *http.Request) error {
@@ -492,8 +500,15 @@ func (s *Stream) serveHealth(w http.ResponseWriter, _ *http.Request) error {
 		ClientLagTotal:    st.LagSkips,
 		AvgFrameSizeBytes: st.AvgFrameSize(),
 	}
-	if s.ring != nil {
+	switch {
+	case s.ring != nil:
 		h.SHMSeq = s.ring.Reader().Sequence()
+	case s.scale.nats != nil:
+		// An edge: the frame_seq of the origin's ring, as received.
+		h.SHMSeq = s.scale.nats.Stats().LastSeq
+	}
+	if s.busConn != nil {
+		h.NATS = s.busConn()
 	}
 	if t := s.src.LastArrival(); !t.IsZero() {
 		age := time.Since(t).Milliseconds()

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -99,6 +101,10 @@ func TestStreamWithNATS(t *testing.T) {
 	}
 	t.Logf("gate with no browser: %s after %v", m.Data, time.Since(stopped).Round(time.Millisecond))
 
+	// The health JSON keeps the old service's fields in their order and
+	// adds the NATS connection state after them.
+	checkHealthOrder(t, s, "/stream/health", "connected")
+
 	// A client connects: a keyframe request goes to NATS.
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -153,4 +159,86 @@ func TestStreamWithNATS(t *testing.T) {
 	if err := json.Unmarshal(pm.Data, &body); err != nil || body["cmd_seq"] != float64(7) {
 		t.Errorf("published command %s: %v", pm.Data, err)
 	}
+}
+
+// checkHealthOrder reads the health JSON at path raw and checks its keys:
+// PROTOCOL.md section 6's, in that order, then "nats" with state nats
+// ("" for none).
+func checkHealthOrder(t *testing.T, s *server, path, nats string) {
+	t.Helper()
+	resp, err := plainClient.Get(s.base + path)
+	if err != nil {
+		t.Fatalf("health: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("health: %v", err)
+	}
+	want := []string{"status", "clients", "shm_seq", "last_frame_age_ms", "uptime_s",
+		"frames_broadcast", "client_lag_total", "avg_frame_size_bytes"}
+	if nats != "" {
+		want = append(want, "nats")
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	var keys []string
+	if _, err := dec.Token(); err != nil {
+		t.Fatalf("health %s: %v", body, err)
+	}
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			t.Fatalf("health %s: %v", body, err)
+		}
+		keys = append(keys, k.(string))
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			t.Fatalf("health %s: %v", body, err)
+		}
+	}
+	if !slices.Equal(keys, want) {
+		t.Errorf("health keys %v, want %v (%s)", keys, want, body)
+	}
+	var h map[string]any
+	_ = json.Unmarshal(body, &h)
+	if nats != "" && h["nats"] != nats {
+		t.Errorf("health nats = %v, want %q (%s)", h["nats"], nats, body)
+	}
+}
+
+// An edge (source nats) reports in shm_seq the frame_seq it last received
+// from the origin, and both report the NATS connection state.
+func TestStreamEdgeHealthFromNATS(t *testing.T) {
+	natsURL := startNATS(t)
+	path := ringPath(t, "frames")
+	w := newRingWriter(t, path)
+	s := startServer(t, fmt.Sprintf("\tsdr_nats {\n\t\turl %s\n\t}", natsURL), fmt.Sprintf(`	handle /stream/* {
+		sdr_stream cam {
+			source shm %s
+			publish video.cam
+		}
+	}
+	handle /edge/* {
+		sdr_stream edge {
+			source nats video.cam
+		}
+	}`, path))
+	checkHealthOrder(t, s, "/edge/health", "connected")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.run(ctx, t, 10*time.Millisecond, 10, 1000) }()
+	s.waitHealth(t, "/edge/health", "frames at the edge", func(h map[string]any) bool {
+		return h["frames_broadcast"].(float64) > 20 && h["shm_seq"].(float64) > 0
+	})
+	cancel()
+	<-done
+	// With the writer stopped, the edge catches up with the ring's last
+	// frame_seq.
+	origin := s.health(t, "/stream/health")["shm_seq"].(float64)
+	s.waitHealth(t, "/edge/health", "the edge's shm_seq at the origin's", func(h map[string]any) bool {
+		return h["shm_seq"].(float64) == origin
+	})
+	checkHealthOrder(t, s, "/stream/health", "connected")
+	checkHealthOrder(t, s, "/edge/health", "connected")
 }
