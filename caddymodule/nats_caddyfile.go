@@ -354,17 +354,11 @@ func natsDurationArg(d *caddyfile.Dispenser) (time.Duration, error) {
 	if err := natsOneArg(d, &s); err != nil {
 		return 0, err
 	}
-	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-		if n <= 0 {
-			return 0, d.Errf("%s: %q must be positive", key, s)
-		}
-		return time.Duration(n) * time.Millisecond, nil
-	}
-	v, err := caddy.ParseDuration(s)
+	v, err := parseMillis(s)
 	if err != nil || v <= 0 {
 		return 0, d.Errf("%s: %q is not a positive duration or number of milliseconds", key, s)
 	}
-	return v, nil
+	return time.Duration(v), nil
 }
 
 // Interface guard.

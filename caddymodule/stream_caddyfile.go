@@ -2,9 +2,7 @@ package caddymodule
 
 import (
 	"strconv"
-	"strings"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -229,35 +227,6 @@ func parseStreamSource(d *caddyfile.Dispenser, args []string) (*StreamSource, er
 	default:
 		return nil, d.Errf("unknown source %q: want shm, encoder or nats", args[0])
 	}
-}
-
-func parseBool(v string) (bool, error) {
-	switch strings.ToLower(v) {
-	case "true", "on", "yes", "1":
-		return true, nil
-	case "false", "off", "no", "0":
-		return false, nil
-	}
-	return false, strconv.ErrSyntax
-}
-
-// parseMillis reads a Caddy duration; a bare number is milliseconds, the
-// unit of the old environment variables.
-func parseMillis(v string) (caddy.Duration, error) {
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if n < 0 {
-			return 0, strconv.ErrRange
-		}
-		return caddy.Duration(n * 1e6), nil
-	}
-	dur, err := caddy.ParseDuration(v)
-	if err != nil {
-		return 0, err
-	}
-	if dur < 0 {
-		return 0, strconv.ErrRange
-	}
-	return caddy.Duration(dur), nil
 }
 
 // Interface guard
