@@ -13,7 +13,12 @@ export PATH="$root/.tools/bin:$PATH" CGO_ENABLED=1
 # plain `--with github.com/sdr-os/sdr-caddy=.` works as well.
 xcaddy build v2.11.9 --output "$out/caddy" --with "github.com/sdr-os/sdr-caddy@v0.0.0=$root"
 mods=$("$out/caddy" list-modules)
-for m in http.handlers.sdr_stream; do
+for m in http.handlers.sdr_stream http.handlers.sdr_nats http.handlers.sdr_ros http.handlers.sdr_player \
+	http.handlers.sdr_whep sdr_nats sdr_encoder admin.api.sdr_encoders; do
 	grep -qx "$m" <<<"$mods" || { echo "xcaddy-check: module $m missing from the xcaddy build" >&2; exit 1; }
+done
+cmds=$("$out/caddy" help)
+for c in sdr-ring sdr-nvenc-probe sdr-testsrc; do
+	grep -q "^  $c " <<<"$cmds" || { echo "xcaddy-check: subcommand $c missing from the xcaddy build" >&2; exit 1; }
 done
 echo "xcaddy-check: ok ($(grep -c '^sdr\|\.sdr_' <<<"$mods") sdr modules)"
