@@ -46,7 +46,7 @@ func Inspect(path string, verifyCRC bool) (Inspection, error) {
 	var res slotRead
 	for range 50 {
 		var fault bool
-		res, fault = readGuarded(m.mem, 0, verifyCRC)
+		res, fault = readGuarded(m.mem, 0, verifyCRC, nil)
 		if fault {
 			return in, fmt.Errorf("reading ring %s: %w", path, errFault)
 		}

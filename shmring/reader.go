@@ -107,8 +107,9 @@ type Reader struct {
 	cad            cadence
 	nextCheck      time.Time
 	waitLogged     bool
-	zeroSeen       bool // the last poll read sequence 0 after a non-zero one
-	tornRun        int  // consecutive torn copies
+	zeroSeen       bool   // the last poll read sequence 0 after a non-zero one
+	tornRun        int    // consecutive torn copies
+	scratch        []byte // the slot is copied here first (see readSlotInto)
 }
 
 // How often the reader stats the path to notice a replaced or resized file.
@@ -342,7 +343,7 @@ func (r *Reader) noteRestart(why string) {
 // readGuarded runs one pass of the reader order over mem with memory faults
 // turned into panics, and contains them: a file truncated under the mapping
 // raises SIGBUS on the next touch, which must not kill the process.
-func readGuarded(mem []byte, last uint64, verifyCRC bool) (res slotRead, fault bool) {
+func readGuarded(mem []byte, last uint64, verifyCRC bool, scratch *[]byte) (res slotRead, fault bool) {
 	defer func() {
 		if e := recover(); e != nil {
 			if _, ok := e.(interface{ Addr() uintptr }); ok {
@@ -354,7 +355,7 @@ func readGuarded(mem []byte, last uint64, verifyCRC bool) (res slotRead, fault b
 	}()
 	old := debug.SetPanicOnFault(true)
 	defer debug.SetPanicOnFault(old)
-	return readSlot(mem, last, verifyCRC), false
+	return readSlotInto(mem, last, verifyCRC, scratch), false
 }
 
 // step polls once, handles what it found and returns how long to sleep.
@@ -368,7 +369,7 @@ func (r *Reader) step(fn func(Frame)) time.Duration {
 			return 0
 		}
 	}
-	res, fault := readGuarded(r.m.mem, r.lastSeq, !r.cfg.DisableCRC)
+	res, fault := readGuarded(r.m.mem, r.lastSeq, !r.cfg.DisableCRC, &r.scratch)
 	r.polls.Add(1)
 	if fault {
 		r.faults.Add(1)

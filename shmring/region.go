@@ -77,7 +77,7 @@ type slotRead struct {
 	sequence uint64 // s1, valid unless status is slotEmpty
 	writeLen uint64
 	header   Header
-	payload  []byte // freshly allocated; valid for slotOK and slotCRC
+	payload  []byte // slotOK: freshly allocated; slotCRC: the copy, in the scratch buffer
 }
 
 // readSlot follows PROTOCOL.md section 1 to the letter: load sequence (s1);
@@ -90,6 +90,20 @@ type slotRead struct {
 // region is a mapping of a file that shrinks, the loads and the copy can
 // fault: the caller contains that (see readGuarded).
 func readSlot(region []byte, last uint64, verifyCRC bool) slotRead {
+	return readSlotInto(region, last, verifyCRC, nil)
+}
+
+// readSlotInto is readSlot copying the slot into *scratch, which it grows
+// as needed and which the caller keeps from one read to the next (nil
+// allocates a buffer for this read). Nothing is allocated between the two
+// loads of the sequence when scratch is large enough: an allocation there
+// can wait for the garbage collector (a 200 KB one waits milliseconds in a
+// busy process), and a copy that spans the writer's next commit is torn. A
+// reader whose every copy is torn that way never delivers, and each torn
+// copy's garbage feeds the collector that tears the next one. The payload
+// is allocated at its exact size, and copied out of scratch, only for a
+// copy that verified.
+func readSlotInto(region []byte, last uint64, verifyCRC bool, scratch *[]byte) slotRead {
 	s1 := loadU64(region, OffSequence)
 	if s1 == 0 {
 		return slotRead{status: slotEmpty}
@@ -107,22 +121,34 @@ func readSlot(region []byte, last uint64, verifyCRC bool) slotRead {
 		}
 		return slotRead{status: slotWriteLen, sequence: s1, writeLen: wl}
 	}
-	buf := make([]byte, int(wl))
+	if scratch == nil {
+		scratch = new([]byte)
+	}
+	if uint64(cap(*scratch)) < wl {
+		// Only when a frame is larger than any before it: the allocation
+		// lands in the window once, and the grown buffer is kept.
+		*scratch = make([]byte, int(wl))
+	}
+	buf := (*scratch)[:int(wl)]
 	copy(buf, region[OffSlot:OffSlot+int(wl)])
 	s2 := loadU64(region, OffSequence)
 	if s1 != s2 || loadU64(region, OffWriteLen) != wl {
 		return slotRead{status: slotTorn, sequence: s1, writeLen: wl}
 	}
 	h, _ := ParseHeader(buf) // cannot fail: wl >= HeaderSize
-	out := slotRead{status: slotOK, sequence: s1, writeLen: wl, header: h, payload: buf[HeaderSize:len(buf):len(buf)]}
+	out := slotRead{status: slotOK, sequence: s1, writeLen: wl, header: h}
 	if uint64(h.Size) != wl-HeaderSize {
 		out.status = slotSizeMismatch
-		out.payload = nil
 		return out
 	}
-	if verifyCRC && Checksum(out.payload) != h.CRC32 {
-		out.status = slotCRC
+	body := buf[HeaderSize:len(buf):len(buf)]
+	if verifyCRC && Checksum(body) != h.CRC32 {
+		// Kept for Inspect's report; it lies in scratch (the next read
+		// overwrites it), and the Reader drops it.
+		out.status, out.payload = slotCRC, body
+		return out
 	}
+	out.payload = append(make([]byte, 0, len(body)), body...)
 	return out
 }
 

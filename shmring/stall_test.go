@@ -1,0 +1,201 @@
+package shmring
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestReaderKeepsUpWithFastLargeFrames is the scenario of a stall reported
+// with sdr_stream in the built binary: a writer committing 200 KB frames
+// every 3 ms, keyframe gating on, a reader in a busy process (a live heap of
+// pointers and a goroutine allocating 200 KB buffers, like the hub's wire
+// copies, keep the garbage collector running). Sequence and LastArrival, which
+// feed the health JSON and the safety gate, must keep advancing: no stall of
+// either longer than 500 ms over 10 s. The writer is the Python one (another
+// process, like the simulator) when python3 is there, else a goroutine.
+func TestReaderKeepsUpWithFastLargeFrames(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs 10 s")
+	}
+	const (
+		period   = 3 * time.Millisecond
+		size     = 200_000
+		runFor   = 10 * time.Second
+		maxStall = 500 * time.Millisecond
+	)
+	path := filepath.Join(t.TempDir(), "frames")
+	r, err := NewReader(ReaderConfig{Path: path, KeyframeGating: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	// The busy process.
+	type node struct {
+		next *node
+		pad  [6]*int
+	}
+	live := make([]*node, 0, 500_000)
+	for range cap(live) {
+		live = append(live, &node{})
+	}
+	busyDone := make(chan struct{})
+	go func() {
+		defer close(busyDone)
+		for ctx.Err() == nil {
+			b := make([]byte, size)
+			copy(b, b)
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+
+	runDone := make(chan error, 1)
+	var delivered int
+	go func() {
+		runDone <- r.Run(ctx, func(f Frame) {
+			delivered++
+			_ = append([]byte(nil), f.Payload...) // the hub's wire copy
+		})
+	}()
+
+	wctx, wcancel := context.WithTimeout(ctx, runFor+2*time.Second)
+	defer wcancel()
+	writerDone := make(chan error, 1)
+	if py, err := exec.LookPath("python3"); err == nil {
+		cmd := exec.CommandContext(wctx, py, pyRing, "write", path, "--size", "4194304", "--frames", "3333",
+			"--rate", "333", "--min-bytes", "200000", "--max-bytes", "200000", "--key-every", "60")
+		go func() {
+			out, err := cmd.CombinedOutput()
+			if err != nil && wctx.Err() == nil {
+				t.Logf("python writer: %s", out)
+				writerDone <- err
+				return
+			}
+			writerDone <- nil
+		}()
+	} else {
+		w, err := CreateWriter(path, 4<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		go func() {
+			payload := make([]byte, size)
+			tick := time.NewTicker(period)
+			defer tick.Stop()
+			for i := uint64(1); i <= uint64(runFor/period); i++ {
+				select {
+				case <-wctx.Done():
+					writerDone <- nil
+					return
+				case <-tick.C:
+				}
+				payload[0], payload[size-1] = byte(i), byte(i>>8)
+				flags := uint16(0)
+				if i%60 == 1 {
+					flags = FlagKeyframe
+				}
+				if _, err := w.WriteFrame(Header{Flags: flags, Codec: CodecH264}, payload); err != nil {
+					writerDone <- err
+					return
+				}
+			}
+			writerDone <- nil
+		}()
+	}
+
+	// Sample what the health JSON and the safety gate read, from the first
+	// commit seen until the writer ends.
+	var (
+		lastSeq, worstSeqAt uint64
+		seqAt, arrAt        time.Time
+		lastArr             time.Time
+		worstSeq, worstArr  time.Duration
+	)
+	deadline := time.Now().Add(runFor + 20*time.Second)
+	var werr error
+	for finished := false; !finished; {
+		select {
+		case werr = <-writerDone:
+			finished = true
+			continue
+		case <-time.After(10 * time.Millisecond):
+		}
+		now := time.Now()
+		if now.After(deadline) {
+			t.Fatalf("the writer did not finish within %v", runFor+20*time.Second)
+		}
+		s, a := r.Sequence(), r.LastArrival()
+		switch {
+		case lastSeq == 0:
+			if s != 0 {
+				lastSeq, seqAt, lastArr, arrAt = s, now, a, now
+			}
+			continue
+		case s != lastSeq:
+			lastSeq, seqAt = s, now
+		case now.Sub(seqAt) > worstSeq:
+			worstSeq, worstSeqAt = now.Sub(seqAt), s
+		}
+		if !a.Equal(lastArr) {
+			lastArr, arrAt = a, now
+		} else if now.Sub(arrAt) > worstArr {
+			worstArr = now.Sub(arrAt)
+		}
+	}
+	if werr != nil {
+		t.Fatalf("writer: %v", werr)
+	}
+	cancel()
+	if err := <-runDone; err != nil {
+		t.Fatal(err)
+	}
+	<-busyDone
+	st := r.Stats()
+	t.Logf("reader seq %d, delivered %d; longest stall: sequence %v (at %d), arrival %v; %+v (live heap %d)",
+		r.Sequence(), delivered, worstSeq, worstSeqAt, worstArr, st, len(live))
+	if lastSeq == 0 {
+		t.Fatal("the reader never saw a commit")
+	}
+	// The last gap is measured up to the writer's end: it stops committing.
+	if worstSeq > maxStall || worstArr > maxStall {
+		t.Errorf("reader stalled while the writer committed: sequence for %v (at %d), LastArrival for %v (limit %v)",
+			worstSeq, worstSeqAt, worstArr, maxStall)
+	}
+	if st.Frames == 0 {
+		t.Errorf("no frame delivered")
+	}
+}
+
+// A copy that fails (torn, or a CRC mismatch) allocates nothing, and one
+// that verifies allocates only its payload, after the copy: no allocation
+// (which can wait for the garbage collector for milliseconds) lies between
+// the two loads of the sequence once the scratch buffer has grown, and
+// failed copies leave no garbage behind.
+func TestReadSlotAllocatesOutsideTheCopy(t *testing.T) {
+	p := payloadFor(9, 200_000)
+	region := alignedCopy(make([]byte, OffPayload+len(p)))
+	Header{FrameSeq: 9, Size: uint32(len(p)), Codec: CodecH264, CRC32: Checksum(p)}.Put(region[OffSlot:OffPayload])
+	copy(region[OffPayload:], p)
+	storeU64(region, OffWriteLen, uint64(HeaderSize+len(p)))
+	storeU64(region, OffSequence, 3)
+	var scratch []byte
+	if s := readSlotInto(region, 0, true, &scratch); s.status != slotOK || len(s.payload) != len(p) || cap(s.payload) != len(p) {
+		t.Fatalf("first read: status %d, payload %d bytes (cap %d)", s.status, len(s.payload), cap(s.payload))
+	}
+	if n := testing.AllocsPerRun(20, func() { readSlotInto(region, 0, true, &scratch) }); n != 1 {
+		t.Errorf("a verified read allocated %v times, want 1 (its payload)", n)
+	}
+	region[OffPayload+100] ^= 0xff
+	if n := testing.AllocsPerRun(20, func() {
+		if s := readSlotInto(region, 0, true, &scratch); s.status != slotCRC {
+			t.Fatalf("status %d, want a CRC failure", s.status)
+		}
+	}); n != 0 {
+		t.Errorf("a copy that failed its CRC allocated %v times, want 0", n)
+	}
+}
