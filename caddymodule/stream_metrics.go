@@ -100,13 +100,14 @@ var ringDescs = func() map[string]*prometheus.Desc {
 	return map[string]*prometheus.Desc{
 		"frames":        d("frames_total", "Frames the ring reader delivered."),
 		"bytes":         d("bytes_total", "Payload bytes the ring reader delivered."),
-		"torn":          d("torn_reads_total", "Copies discarded because the sequence changed during the copy."),
+		"torn":          d("torn_reads_total", "Copies discarded because the slot changed during the copy: the sequence or write_len changed, or a header size that disagrees with write_len."),
 		"crc":           d("crc_failures_total", "Copies discarded for a failed CRC (a torn frame the sequence check missed)."),
-		"malformed":     d("malformed_total", "Commits discarded for a write_len or size out of bounds."),
+		"malformed":     d("malformed_total", "Commits discarded for a write_len out of bounds (read twice)."),
 		"gaps":          d("gaps_total", "Frames the reader missed (forward frame_seq gaps)."),
 		"restarts":      d("restarts_total", "Writer restarts detected."),
 		"remaps":        d("remaps_total", "Mappings after the first (file replaced or resized)."),
 		"faults":        d("faults_total", "Memory faults of a truncated mapping, contained."),
+		"sizeMismatch":  d("size_mismatch_total", "Mappings of a ring file whose size differs from the configured size."),
 		"keyframeWaits": d("keyframe_waits_total", "Frames held back by keyframe gating."),
 		"polls":         d("polls_total", "Reads of the control region (the cost of waiting)."),
 		"attached":      d("attached", "1 while the reader holds a mapping of the ring."),
@@ -144,6 +145,7 @@ func (ringCollector) Collect(ch chan<- prometheus.Metric) {
 		c("restarts", st.Restarts)
 		c("remaps", st.Remaps)
 		c("faults", st.Faults)
+		c("sizeMismatch", st.SizeMismatch)
 		c("keyframeWaits", st.KeyframeWaits)
 		c("polls", st.Polls)
 		att := 0.0
