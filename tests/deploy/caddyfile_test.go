@@ -321,6 +321,9 @@ func TestCaddyfileExampleStreams(t *testing.T) {
 			t.Errorf("transport /health lacks %q: %s", k, body)
 		}
 	}
+	if health["nats"] != "connected" {
+		t.Errorf("transport /health nats = %v, want connected (sdr_nats is configured): %s", health["nats"], body)
+	}
 	if seq, _ := health["shm_seq"].(float64); seq < 1 {
 		t.Errorf("transport /health shm_seq = %v after frames were written", health["shm_seq"])
 	}
