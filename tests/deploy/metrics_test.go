@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -324,5 +325,27 @@ func TestPromQLParses(t *testing.T) {
 	// The parser refuses what it should.
 	if _, err := promQLMetrics("rate(caddy_sdr_stream_frames_in_total[1m]"); err == nil {
 		t.Error("an unbalanced expression parsed")
+	}
+}
+
+// TestGrafanaDashboardGenerated: the committed dashboard is what
+// deploy/grafana/gen_dashboard.py writes, so edits go through the script.
+func TestGrafanaDashboardGenerated(t *testing.T) {
+	t.Parallel()
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 not found")
+	}
+	root := testenv.Root()
+	out, err := exec.Command(python, filepath.Join(root, "deploy/grafana/gen_dashboard.py")).Output()
+	if err != nil {
+		t.Fatalf("gen_dashboard.py: %v", err)
+	}
+	want, err := os.ReadFile(filepath.Join(root, "deploy/grafana/dashboards/sdr-caddy.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(out) != string(want) {
+		t.Error("deploy/grafana/dashboards/sdr-caddy.json differs from what deploy/grafana/gen_dashboard.py writes; regenerate it")
 	}
 }
