@@ -101,8 +101,21 @@ func (s *Ring) deliver(rf shmring.Frame) {
 		}
 	}
 	for _, fn := range s.subs {
-		fn(f)
+		s.call(fn, f)
 	}
+}
+
+// call hands f to one subscriber. A subscriber that panics loses that frame
+// and is logged; the reader, every other subscriber and the video age that
+// feeds the safety gate go on.
+func (s *Ring) call(fn func(frame.Frame), f frame.Frame) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("ring subscriber panicked; frame dropped for it", "ring", s.reader.Config().Path,
+				"frame_seq", f.Header.FrameSeq, "panic", fmt.Sprint(v))
+		}
+	}()
+	fn(f)
 }
 
 func (s *Ring) dropGOP() {

@@ -149,3 +149,45 @@ func TestRingGapKeepsGOP(t *testing.T) {
 		t.Fatalf("late subscriber after a gap got %v, want the keyframe and what followed, as connected ones got", got)
 	}
 }
+
+// A subscriber that panics must not stop the shared reader: the others keep
+// getting frames and the video age keeps advancing.
+func TestRingSurvivesPanickingSubscriber(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "frames")
+	w, err := shmring.CreateWriter(path, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	src, err := OpenRing(shmring.ReaderConfig{Path: path}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	cancelBad := src.Subscribe(func(f frame.Frame) {
+		if f.Header.FrameSeq == 2 {
+			panic("subscriber bug")
+		}
+	})
+	defer cancelBad()
+	var good collector
+	defer src.Subscribe(good.add)()
+	for seq := uint64(1); seq <= 4; seq++ {
+		h := shmring.Header{FrameSeq: seq, Codec: shmring.CodecH264}
+		if seq == 1 {
+			h.Flags = shmring.FlagKeyframe
+		}
+		if _, err := w.WriteFrame(h, []byte{byte(seq), 1, 2, 3}); err != nil {
+			t.Fatal(err)
+		}
+		want := int(seq)
+		waitFor(t, fmt.Sprintf("frame %d", seq), func() bool { return len(good.seqs()) >= want })
+	}
+	if got := fmt.Sprint(good.seqs()); got != "[1 2 3 4]" {
+		t.Fatalf("frames after a subscriber panic: %s, want [1 2 3 4]", got)
+	}
+	if age := time.Since(src.LastArrival()); age > 5*time.Second {
+		t.Fatalf("video age %v after a subscriber panic: the reader stopped", age)
+	}
+}
