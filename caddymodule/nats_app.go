@@ -51,6 +51,9 @@ type NATSApp struct {
 	// TLS configures TLS to an external server.
 	TLS *NATSTLS `json:"tls,omitempty"`
 	// Embedded configures the embedded nats-server used when URLs is empty.
+	// With URLs given it is not used (and a log line says so), so that one
+	// configuration can take an external server from an environment
+	// variable and fall back to the embedded one when it is unset.
 	Embedded *NATSEmbedded `json:"embedded,omitempty"`
 	// ReconnectWaitMax caps the backoff between reconnection attempts
 	// (from 100ms doubling, with jitter). Default 5s.
@@ -166,6 +169,9 @@ func (a *NATSApp) Provision(ctx caddy.Context) error {
 	if err := a.Validate(); err != nil {
 		return err
 	}
+	if len(a.URLs) > 0 && a.Embedded != nil {
+		a.log.Info("url given: the embedded nats-server options are not used", zap.Strings("urls", a.URLs))
+	}
 	params := a.connParams()
 	key, err := params.key()
 	if err != nil {
@@ -228,9 +234,6 @@ func (a *NATSApp) Validate() error {
 		return fmt.Errorf("sdr_nats: %w", err)
 	}
 	if len(a.URLs) > 0 {
-		if a.Embedded != nil {
-			return errors.New("sdr_nats: embedded server options given together with urls; the embedded server runs only when no url is given")
-		}
 		return nil
 	}
 	if a.Credentials != "" || a.NKeySeed != "" {

@@ -17,7 +17,7 @@ func TestNATSAppValidate(t *testing.T) {
 	}{
 		{"defaults", &NATSApp{}, ""},
 		{"external", &NATSApp{URLs: []string{"nats://a:4222"}, Credentials: "x.creds", TLS: &NATSTLS{CA: "ca.pem"}}, ""},
-		{"embedded with url", &NATSApp{URLs: []string{"nats://a:4222"}, Embedded: &NATSEmbedded{}}, "embedded server options given together with urls"},
+		{"embedded with url is not used", &NATSApp{URLs: []string{"nats://a:4222"}, Embedded: &NATSEmbedded{Listen: "127.0.0.1:4223"}}, ""},
 		{"credentials embedded", &NATSApp{Credentials: "x.creds"}, "credentials and nkey_seed need an external server"},
 		{"tls embedded", &NATSApp{TLS: &NATSTLS{}}, "tls applies to external servers"},
 		{"bad listen", &NATSApp{Embedded: &NATSEmbedded{Listen: "4222"}}, `parsing "4222" as host:port`},
@@ -81,5 +81,19 @@ func TestNATSConnKeyCoversParameters(t *testing.T) {
 	same := &NATSApp{TelemetryMaxSize: 10, CommandRate: 5, Embedded: &NATSEmbedded{Listen: DefaultNATSListen}}
 	if k, _ := same.connParams().key(); k != k0 {
 		t.Errorf("relay limits changed the connection key")
+	}
+}
+
+// With a URL, embedded options are kept in the config but start no server:
+// the example takes SDR_NATS_URL and falls back to the embedded server.
+func TestNATSEmbeddedOptionsUnusedWithURL(t *testing.T) {
+	t.Parallel()
+	a := &NATSApp{URLs: []string{"nats://127.0.0.1:4222"}, Embedded: &NATSEmbedded{Listen: "127.0.0.1:4223"}}
+	if p := a.connParams(); p.Embedded != nil {
+		t.Fatalf("url given, but the embedded server would start: %+v", p.Embedded)
+	}
+	a.URLs = nil
+	if p := a.connParams(); p.Embedded == nil || p.Embedded.Listen != "127.0.0.1:4223" {
+		t.Fatalf("no url: embedded server %+v, want one on 127.0.0.1:4223", p.Embedded)
 	}
 }

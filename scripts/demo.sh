@@ -10,7 +10,7 @@
 #   SDR_BIND_HOST        interface to listen on (default 127.0.0.1; empty: all)
 #   SDR_ADMIN_ADDR       admin API and /metrics (default localhost:2019)
 #   SDR_SHM_PATH         encoded ring (default /dev/shm/sdr_os_ipc/frames)
-#   SDR_NATS_URL         NATS (default: the server's embedded one, 127.0.0.1:4222)
+#   SDR_NATS_URL         NATS (default: the server's embedded one, SDR_NATS_EMBEDDED_ADDR or 127.0.0.1:4222)
 #   SDR_DEMO_CODEC       h264 (default) or jpeg
 #   SDR_DEMO_RESOLUTION  picture size (default 1280x720)
 #   SDR_DEMO_FPS         frame rate (default 60)
@@ -66,7 +66,7 @@ trap stop EXIT
 	--resolution "${SDR_DEMO_RESOLUTION:-1280x720}" \
 	--fps "${SDR_DEMO_FPS:-60}" \
 	--gop "${SDR_DEMO_GOP:-60}" \
-	--nats "${SDR_NATS_URL:-nats://127.0.0.1:4222}" &
+	--nats "${SDR_NATS_URL:-nats://${SDR_NATS_EMBEDDED_ADDR:-127.0.0.1:4222}}" &
 pids+=($!)
 
 "$bin" run --config Caddyfile.example --adapter caddyfile &
