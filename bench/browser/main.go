@@ -24,7 +24,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -38,6 +37,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/sdr-os/sdr-caddy/bench/internal/host"
 	"github.com/sdr-os/sdr-caddy/tests/browser"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
@@ -112,7 +112,7 @@ func run(resolution string, fps, frames, warmup int) (string, error) {
 		"--fps", fmt.Sprint(fps), "--gop", fmt.Sprint(fps)); err != nil {
 		return "", err
 	}
-	port, err := freePort()
+	port, err := host.FreePort()
 	if err != nil {
 		return "", err
 	}
@@ -283,15 +283,6 @@ func stats(v []float64) (p50, p95, maxV float64) {
 		return s[max(0, min(len(s)-1, i))]
 	}
 	return at(0.50), at(0.95), s[len(s)-1]
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func waitHTTP(url string, timeout time.Duration) error {

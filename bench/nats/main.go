@@ -41,6 +41,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 
+	"github.com/sdr-os/sdr-caddy/bench/internal/host"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
@@ -239,7 +240,7 @@ func run(n, rate, cmdRate int, warmup, window, segment, linger time.Duration) er
 	}()
 	defer func() { close(stopWriter); writerDone.Wait() }()
 
-	natsPort, httpPort := freePort(), freePort()
+	natsPort, httpPort := host.MustFreePort(), host.MustFreePort()
 	srv, err := startCaddy(dir, fmt.Sprintf(`{
 	admin {$SDR_TEST_ADMIN}
 	sdr_nats {
@@ -323,8 +324,8 @@ http://127.0.0.1:%d {
 
 	fmt.Printf("bench nats: %d clients, telemetry %d msg/s (linger %s), commands %d/s, warm-up %s, %s measured in alternating %s segments\n",
 		n, rate, linger, cmdRate, warmup, window, segment)
-	cpu0, _ := procCPU(srv.cmd.Process.Pid)
-	self0, _ := procCPU(os.Getpid())
+	cpu0, _ := host.CPUSeconds(srv.cmd.Process.Pid)
+	self0, _ := host.CPUSeconds(os.Getpid())
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var publishing atomic.Bool
@@ -368,8 +369,8 @@ http://127.0.0.1:%d {
 	close(stop)
 	wg.Wait()
 	pubN := published.Load()
-	cpu1, _ := procCPU(srv.cmd.Process.Pid)
-	self1, _ := procCPU(os.Getpid())
+	cpu1, _ := host.CPUSeconds(srv.cmd.Process.Pid)
+	self1, _ := host.CPUSeconds(os.Getpid())
 
 	var base, withTel, tel []int32
 	lost := 0
@@ -504,31 +505,6 @@ func pct(xs []int32, p float64) float64 {
 	return float64(xs[i]) / 1000
 }
 
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// procCPU returns user+system seconds of a process.
-func procCPU(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("parsing /proc/%d/stat", pid)
-	}
-	u, _ := strconv.ParseFloat(f[11], 64)
-	k, _ := strconv.ParseFloat(f[12], 64)
-	return (u + k) / 100, nil
-}
-
 type caddyProc struct {
 	admin string
 	cmd   *exec.Cmd
@@ -583,7 +559,7 @@ func startCaddy(dir, caddyfile string) (*caddyProc, error) {
 	if err := os.WriteFile(cf, []byte(caddyfile), 0o644); err != nil {
 		return nil, err
 	}
-	admin := fmt.Sprintf("127.0.0.1:%d", freePort())
+	admin := fmt.Sprintf("127.0.0.1:%d", host.MustFreePort())
 	cmd := exec.Command(bin, "run", "--config", cf, "--adapter", "caddyfile")
 	cmd.Env = append(os.Environ(), "SDR_TEST_ADMIN="+admin,
 		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"), "XDG_DATA_HOME="+filepath.Join(dir, "data"))

@@ -20,7 +20,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -40,6 +39,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/sdr-os/sdr-caddy/bench/internal/host"
 	"github.com/sdr-os/sdr-caddy/internal/rosbridge/rostest"
 )
 
@@ -200,7 +200,7 @@ func run(up *rostest.Server, url string, n, rate int, warmup, window time.Durati
 	mu.Lock()
 	measuring = true
 	mu.Unlock()
-	cpu0, _ := procCPU(pid)
+	cpu0, _ := host.CPUSeconds(pid)
 	sent0 := up.Sent()
 	start := time.Now()
 	published := 0
@@ -213,7 +213,7 @@ func run(up *rostest.Server, url string, n, rate int, warmup, window time.Durati
 	}
 	elapsed := time.Since(start)
 	sent := up.Sent() - sent0
-	cpu1, _ := procCPU(pid)
+	cpu1, _ := host.CPUSeconds(pid)
 	time.Sleep(300 * time.Millisecond) // let the last messages land
 	mu.Lock()
 	measuring = false
@@ -261,25 +261,6 @@ func sentAt(data []byte) (int64, bool) {
 	}
 	v, err := strconv.ParseInt(string(data[j:k]), 10, 64)
 	return v, err == nil
-}
-
-// procCPU returns the user+system CPU seconds of a process.
-func procCPU(pid int) (float64, error) {
-	if pid <= 0 {
-		return 0, nil
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(fields) < 13 {
-		return 0, errors.New("short /proc stat")
-	}
-	ut, _ := strconv.ParseFloat(fields[11], 64)
-	st, _ := strconv.ParseFloat(fields[12], 64)
-	return (ut + st) / 100, nil // USER_HZ is 100 on Linux
 }
 
 type proxy struct {
@@ -342,7 +323,7 @@ func startProxy(upstream string, admin bool) (*proxy, error) {
 			}
 		}
 	}
-	port, adminPort := freePort(), freePort()
+	port, adminPort := host.MustFreePort(), host.MustFreePort()
 	adminAddr := "off"
 	if admin {
 		adminAddr = fmt.Sprintf("127.0.0.1:%d", adminPort)
@@ -383,13 +364,4 @@ http://127.0.0.1:%d {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

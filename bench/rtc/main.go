@@ -20,7 +20,6 @@ import (
 	"flag"
 	"fmt"
 	"log"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -34,6 +33,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/sdr-os/sdr-caddy/bench/internal/host"
 	"github.com/sdr-os/sdr-caddy/internal/rtc/rtctest"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
@@ -179,7 +179,7 @@ func run(window time.Duration, fps, gop int) error {
 	defer wg.Wait()
 	defer cancel()
 
-	port := freePort()
+	port := host.MustFreePort()
 	cf := filepath.Join(dir, "Caddyfile")
 	conf := fmt.Sprintf(`{
 	admin off
@@ -371,15 +371,6 @@ func negotiate(ctx context.Context, wsURL string, v *rtctest.Viewer) error {
 	case <-octx.Done():
 		return fmt.Errorf("no answer: %w", octx.Err())
 	}
-}
-
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func waitUp(url string) error {

@@ -44,6 +44,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sdr-os/sdr-caddy/bench/internal/host"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
@@ -116,7 +117,7 @@ func run(clients int, window, warmup time.Duration, fps, gop int) error {
 
 	// Single node.
 	single, err := func() (result, error) {
-		port := freePort()
+		port := host.MustFreePort()
 		p, err := startCaddy(bin, dir, "single", fmt.Sprintf(`{
 	admin %s
 }
@@ -149,7 +150,7 @@ http://127.0.0.1:%d {
 			return result{}, err
 		}
 		servers := append([]*proc(nil), nodes...)
-		originPort := freePort()
+		originPort := host.MustFreePort()
 		origin, err := startCaddy(bin, dir, "origin", fmt.Sprintf(`{
 	admin %s
 	sdr_nats {
@@ -173,7 +174,7 @@ http://127.0.0.1:%d {
 		servers = append(servers, origin)
 		var urls []string
 		for i := 1; i <= 2; i++ {
-			port := freePort()
+			port := host.MustFreePort()
 			e, err := startCaddy(bin, dir, fmt.Sprintf("edge%d", i), fmt.Sprintf(`{
 	admin %s
 	sdr_nats {
@@ -346,7 +347,7 @@ func start(name string, dir string, port int, bin string, args ...string) (*proc
 	}
 }
 
-func adminAddr() string { return fmt.Sprintf("127.0.0.1:%d", freePort()) }
+func adminAddr() string { return fmt.Sprintf("127.0.0.1:%d", host.MustFreePort()) }
 
 // counters prints the stream's loss counters of a caddy process: ring gaps
 // at a reader, NATS gaps and held frames at an edge, lag skips.
@@ -412,7 +413,7 @@ func startCluster(bin, dir string) ([]*proc, error) {
 	var ports, cports []int
 	var routes []string
 	for range 3 {
-		ports, cports = append(ports, freePort()), append(cports, freePort())
+		ports, cports = append(ports, host.MustFreePort()), append(cports, host.MustFreePort())
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", cports[len(cports)-1]))
 	}
 	var nodes []*proc
@@ -433,34 +434,15 @@ func startCluster(bin, dir string) ([]*proc, error) {
 	return nodes, nil
 }
 
-// cpuOf sums user+system seconds of the processes.
+// cpuOf sums user+system seconds of the processes (those already gone count 0).
 func cpuOf(ps []*proc) float64 {
-	tick := 100.0 // USER_HZ on Linux
 	total := 0.0
 	for _, p := range ps {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-		if err != nil {
-			continue
+		if c, err := host.CPUSeconds(p.cmd.Process.Pid); err == nil {
+			total += c
 		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-		if len(f) < 13 {
-			continue
-		}
-		u, _ := strconv.ParseFloat(f[11], 64)
-		st, _ := strconv.ParseFloat(f[12], 64)
-		total += (u + st) / tick
 	}
 	return total
-}
-
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // caddyBin is $SDR_CADDY_BIN (make sets it to the binary it built), else a

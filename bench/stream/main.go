@@ -36,7 +36,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -51,6 +50,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/sdr-os/sdr-caddy/bench/internal/host"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
@@ -288,15 +288,6 @@ func (p *proc) kill() {
 	}
 }
 
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func waitHTTP(url string, p *proc) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -333,10 +324,10 @@ func (b *bench) run(sys string, n int) (*result, error) {
 	var target, kind = "", "ws"
 	switch sys {
 	case "ours", "twohop":
-		port := freePort()
+		port := host.MustFreePort()
 		admin := "off"
 		if b.profile != "" && sys == "ours" {
-			b.adminPort = freePort()
+			b.adminPort = host.MustFreePort()
 			admin = fmt.Sprintf("127.0.0.1:%d", b.adminPort)
 		}
 		p, err := b.caddy(port, fmt.Sprintf("\thandle /stream/* {\n\t\tsdr_stream {\n\t\t\tsource shm %s %d\n\t\t}\n\t}", b.ringPath, ringSize), admin)
@@ -349,7 +340,7 @@ func (b *bench) run(sys string, n int) (*result, error) {
 		}
 		target = fmt.Sprintf("ws://127.0.0.1:%d/stream/ws", port)
 		if sys == "twohop" {
-			front := freePort()
+			front := host.MustFreePort()
 			p2, err := b.caddy(front, fmt.Sprintf("\treverse_proxy 127.0.0.1:%d", port), "off")
 			if err != nil {
 				return nil, err
@@ -362,7 +353,7 @@ func (b *bench) run(sys string, n int) (*result, error) {
 		}
 	case "nats":
 		kind = "nats"
-		port, wsPort := freePort(), freePort()
+		port, wsPort := host.MustFreePort(), host.MustFreePort()
 		conf := filepath.Join(b.dir, "nats.conf")
 		if err := os.WriteFile(conf, []byte(fmt.Sprintf("listen: \"127.0.0.1:%d\"\nmax_payload: 2MB\nwebsocket {\n  listen: \"127.0.0.1:%d\"\n  no_tls: true\n  compression: false\n}\n", port, wsPort)), 0o644); err != nil {
 			return nil, err
@@ -494,19 +485,14 @@ func (b *bench) run(sys string, n int) (*result, error) {
 	return &r, nil
 }
 
-// cpuSeconds is the user+system time of the processes, from /proc/<pid>/stat.
+// cpuSeconds is the user+system time of the processes, from /proc/<pid>/stat
+// (those already gone count 0).
 func cpuSeconds(ps []*proc) float64 {
 	total := 0.0
 	for _, p := range ps {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-		if err != nil {
-			continue
+		if c, err := host.CPUSeconds(p.cmd.Process.Pid); err == nil {
+			total += c
 		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-		ut, _ := strconv.ParseFloat(f[11], 64) // field 14 of the whole line
-		st, _ := strconv.ParseFloat(f[12], 64) // field 15
-		total += (ut + st) / 100               // USER_HZ
 	}
 	return total
 }
