@@ -31,6 +31,8 @@ func TestNATSAppValidate(t *testing.T) {
 		{"estop before hold", &NATSApp{SafetyGate: &NATSGate{Hold: caddy.Duration(3 * time.Second), Estop: caddy.Duration(2 * time.Second)}}, "must be longer than hold"},
 		{"subject cap", &NATSApp{TelemetryMaxSubject: 300}, "exceeds the protocol's 256 bytes"},
 		{"linger", &NATSApp{TelemetryLinger: caddy.Duration(2 * time.Second)}, "telemetry_linger 2s"},
+		{"linger negative", &NATSApp{TelemetryLinger: -2}, "telemetry_linger -2ns"},
+		{"linger off", &NATSApp{TelemetryLinger: -1}, ""},
 	} {
 		err := c.app.Validate()
 		if c.err == "" {
@@ -95,5 +97,24 @@ func TestNATSEmbeddedOptionsUnusedWithURL(t *testing.T) {
 	a.URLs = nil
 	if p := a.connParams(); p.Embedded == nil || p.Embedded.Listen != "127.0.0.1:4223" {
 		t.Fatalf("no url: embedded server %+v, want one on 127.0.0.1:4223", p.Embedded)
+	}
+}
+
+// telemetry_linger: unset is the measured default, -1 (Caddyfile "off") is
+// none, anything else is taken as given.
+func TestNATSTelemetryLinger(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		set  caddy.Duration
+		want time.Duration
+	}{
+		{0, DefaultTelemetryLinger},
+		{-1, 0},
+		{caddy.Duration(20 * time.Millisecond), 20 * time.Millisecond},
+	} {
+		a := &NATSApp{TelemetryLinger: c.set}
+		if got := a.relayConfig().Linger; got != c.want {
+			t.Errorf("telemetry_linger %d: relay linger %v, want %v", c.set, got, c.want)
+		}
 	}
 }

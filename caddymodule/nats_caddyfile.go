@@ -45,7 +45,7 @@ func init() {
 //	    telemetry_subjects <pattern...>  # default telemetry.>
 //	    telemetry_max_size <bytes>       # default 65536
 //	    telemetry_max_subject <bytes>    # default 256
-//	    telemetry_linger <duration>      # default 0
+//	    telemetry_linger <duration>|off  # default 5ms
 //	    actions <action...>
 //	    command_rate <per second>|off [burst <n>]
 //	    gate {
@@ -123,9 +123,13 @@ func (a *NATSApp) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "telemetry_linger":
 			var s string
 			if err = natsOneArg(d, &s); err == nil {
+				if s == "off" || s == "0" {
+					a.TelemetryLinger = -1
+					break
+				}
 				v, perr := caddy.ParseDuration(s)
-				if perr != nil || v < 0 || v > time.Second {
-					return d.Errf("telemetry_linger: %q is not a duration from 0 to 1s", s)
+				if perr != nil || v <= 0 || v > time.Second {
+					return d.Errf("telemetry_linger: %q is not off or a duration up to 1s", s)
 				}
 				a.TelemetryLinger = caddy.Duration(v)
 			}
