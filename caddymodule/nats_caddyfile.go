@@ -123,15 +123,18 @@ func (a *NATSApp) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "telemetry_linger":
 			var s string
 			if err = natsOneArg(d, &s); err == nil {
-				if s == "off" || s == "0" {
+				if s == "off" {
 					a.TelemetryLinger = -1
 					break
 				}
 				v, perr := caddy.ParseDuration(s)
-				if perr != nil || v <= 0 || v > time.Second {
+				if perr != nil || v < 0 || v > time.Second {
 					return d.Errf("telemetry_linger: %q is not off or a duration up to 1s", s)
 				}
 				a.TelemetryLinger = caddy.Duration(v)
+				if v == 0 { // 0 in the Caddyfile means none, as in JSON -1
+					a.TelemetryLinger = -1
+				}
 			}
 		case "actions":
 			a.Actions = natsSplitArgs(d.RemainingArgs())

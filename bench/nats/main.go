@@ -65,7 +65,7 @@ func main() {
 	warmup := flag.Duration("warmup", 3*time.Second, "warm-up before measuring")
 	window := flag.Duration("window", 24*time.Second, "measured time, split into alternating video-only and telemetry segments")
 	segment := flag.Duration("segment", 2*time.Second, "length of one segment (the first quarter settles, unrecorded)")
-	linger := flag.Duration("linger", 0, "sdr_nats telemetry_linger")
+	linger := flag.Duration("linger", 5*time.Millisecond, "sdr_nats telemetry_linger (5ms is its default; 0 is off)")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write the server's CPU profile over the measured time to this file")
 	flag.Parse()
 	if err := run(*clients, *rate, *cmdRate, *warmup, *window, *segment, *linger); err != nil {
