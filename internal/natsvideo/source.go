@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/source"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
@@ -71,17 +72,15 @@ type Source struct {
 	idr  *coalescer
 	last atomic.Int64 // LastArrival, Unix ns
 
-	mu       sync.Mutex
-	closed   bool
-	subs     map[uint64]func(frame.Frame)
-	nextID   uint64
-	gop      []frame.Frame
-	gopBytes int
-	asm      assembly
-	lastSeq  uint64
-	started  bool
-	waitKey  bool // gating: hold deltas until a keyframe
-	discont  bool // a gap or restart since the last delivered frame
+	fan *source.Fanout // subscribers and the current GOP
+
+	mu      sync.Mutex
+	closed  bool
+	asm     assembly
+	lastSeq uint64
+	started bool
+	waitKey bool // gating: hold deltas until a keyframe
+	discont bool // a gap or restart since the last delivered frame
 
 	msgs, frames, bytes, gaps, restarts, keyWaits, malformed, crcFails, partsDropped, idrSent, upstream atomic.Uint64
 	lastSeqStat                                                                                         atomic.Uint64
@@ -114,7 +113,7 @@ func OpenSource(nc *nats.Conn, cfg SourceConfig) (*Source, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	s := &Source{nc: nc, cfg: cfg, log: lg, subs: make(map[uint64]func(frame.Frame)),
+	s := &Source{nc: nc, cfg: cfg, log: lg, fan: source.NewFanout(cfg.MaxGOPBytes, lg.With("subject", cfg.Subject)),
 		waitKey: !cfg.NoKeyframeGating}
 	idrSubject := IDRSubject(cfg.Subject)
 	s.idr = newCoalescer(cfg.IDRCoalesce, func() {
@@ -242,7 +241,7 @@ func (s *Source) frame(h shmring.Header, payload []byte, prev string, now time.T
 	}
 	if s.waitKey && !key {
 		s.keyWaits.Add(1)
-		s.dropGOP()
+		s.fan.DropGOP()
 		s.mu.Unlock()
 		s.RequestKeyframe()
 		return
@@ -253,57 +252,19 @@ func (s *Source) frame(h shmring.Header, payload []byte, prev string, now time.T
 	s.waitKey = false
 	f := frame.Frame{Header: h, Payload: payload, Arrived: now, Discontinuity: s.discont}
 	s.discont = false
-	switch {
-	case key:
-		clear(s.gop)
-		s.gop = append(s.gop[:0], f)
-		s.gopBytes = len(payload)
-	case f.Discontinuity || len(s.gop) == 0:
-		s.dropGOP()
-	default:
-		s.gopBytes += len(payload)
-		if s.gopBytes > s.cfg.MaxGOPBytes {
-			s.dropGOP()
-		} else {
-			s.gop = append(s.gop, f)
-		}
-	}
-	for _, fn := range s.subs {
-		fn(f)
-	}
+	// A delta after a gap that gating let through drops the GOP: a new
+	// subscriber must not start from frames that no longer decode together.
+	s.fan.Publish(f, true)
 	s.mu.Unlock()
 	if ask {
 		s.RequestKeyframe()
 	}
 }
 
-func (s *Source) dropGOP() {
-	clear(s.gop)
-	s.gop = s.gop[:0]
-	s.gopBytes = 0
-}
-
 // Subscribe calls fn with the current GOP at once, then with every new
 // frame, in order and never concurrently, until cancel is called. fn must
 // not block.
-func (s *Source) Subscribe(fn func(frame.Frame)) (cancel func()) {
-	s.mu.Lock()
-	id := s.nextID
-	s.nextID++
-	for _, f := range s.gop {
-		fn(f)
-	}
-	s.subs[id] = fn
-	s.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			s.mu.Lock()
-			delete(s.subs, id)
-			s.mu.Unlock()
-		})
-	}
-}
+func (s *Source) Subscribe(fn func(frame.Frame)) (cancel func()) { return s.fan.Subscribe(fn) }
 
 // LastArrival is when the last whole frame was received, including frames
 // held back waiting for a keyframe; zero before the first.
@@ -340,8 +301,7 @@ func (s *Source) Close() error {
 		return nil
 	}
 	s.closed = true
-	clear(s.subs)
-	s.dropGOP()
+	s.fan.Close()
 	s.mu.Unlock()
 	s.idr.close()
 	if err := s.sub.Unsubscribe(); err != nil && s.nc.Status() != nats.CLOSED {
