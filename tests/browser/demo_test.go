@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,7 +29,7 @@ func TestDemo(t *testing.T) {
 	}
 	bin := testenv.CaddyBin(t)
 	port, admin := testenv.FreePort(t), fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	nats := startNATS(t)
+	nats := testenv.StartNATS(t)
 	cmd := exec.Command(filepath.Join(testenv.Root(), "scripts", "demo.sh"))
 	cmd.Dir = testenv.Root()
 	dir := t.TempDir()
@@ -140,34 +139,6 @@ func TestDemo(t *testing.T) {
 		t.Errorf("telemetry panel %q lacks frame.stats or safety.state", panel)
 	}
 	screenshot(t, d, "main", "demo.png")
-}
-
-// startNATS runs nats-server v2.15.2 (scripts/deps.sh) on a free port, so
-// that the demo's NATS does not take 4222 from anything else on this
-// machine; the demo itself embeds one.
-func startNATS(t *testing.T) string {
-	t.Helper()
-	port := testenv.FreePort(t)
-	cmd := exec.Command(testenv.Tool(t, "nats-server"), "-a", "127.0.0.1", "-p", fmt.Sprint(port))
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		<-done
-	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			c.Close()
-			return "nats://" + addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nats-server not listening on %s after 10 s", addr)
-		}
-	}
 }
 
 // TestPlayerRawRingThroughEncoder writes raw I420 frames into the raw ring

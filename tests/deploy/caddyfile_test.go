@@ -71,7 +71,7 @@ func TestCaddyfileExampleValidates(t *testing.T) {
 	// with a URL it connects to a real nats-server instead.
 	embedded := append(append([]string(nil), base...),
 		fmt.Sprintf("SDR_NATS_EMBEDDED_ADDR=127.0.0.1:%d", testenv.FreePort(t)))
-	withNATS := append(append([]string(nil), base...), "SDR_NATS_URL="+startNATS(t))
+	withNATS := append(append([]string(nil), base...), "SDR_NATS_URL="+testenv.StartNATS(t))
 	for name, env := range map[string][]string{"defaults (embedded NATS)": embedded, "defaults with a NATS URL": withNATS, "compose": composeEnv} {
 		out, err := runCaddy(t, env, "", "validate", "--config", "Caddyfile.example", "--adapter", "caddyfile")
 		if err != nil || !strings.Contains(out, "Valid configuration") {
@@ -124,37 +124,6 @@ func freePorts(t *testing.T, n int) []int {
 	return ports
 }
 
-// startNATS runs nats-server v2.15.2 on a free loopback port until the test
-// ends and returns its URL.
-func startNATS(t *testing.T) string {
-	t.Helper()
-	return startNATSOn(t, freePorts(t, 1)[0])
-}
-
-func startNATSOn(t *testing.T, port int) string {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, testenv.Tool(t, "nats-server"), "-a", "127.0.0.1", "-p", fmt.Sprint(port))
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
-	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		nc, err := nats.Connect(url)
-		if err == nil {
-			nc.Close()
-			return url
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nats-server on %s: %v", url, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // startExample runs Caddyfile.example unchanged with its listening addresses
 // moved to free loopback ports through the environment, as the demo does.
 func startExample(t *testing.T, extra ...string) *example {
@@ -169,7 +138,7 @@ func startExample(t *testing.T, extra ...string) *example {
 		transport: fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
 		admin:     fmt.Sprintf("127.0.0.1:%d", ports[2]),
 		ring:      filepath.Join(t.TempDir(), "frames"),
-		nats:      startNATSOn(t, ports[3]),
+		nats:      testenv.StartNATSOn(t, ports[3]),
 	}
 	env := []string{
 		"SDR_SHM_PATH=" + e.ring,

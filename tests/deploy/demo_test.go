@@ -35,7 +35,7 @@ func TestDemoScript(t *testing.T) {
 		fmt.Sprintf("SDR_LISTEN_ADDR=:%d", ports[1]),
 		fmt.Sprintf("SDR_ADMIN_ADDR=127.0.0.1:%d", ports[2]),
 		"SDR_SHM_PATH="+ring,
-		"SDR_NATS_URL="+startNATSOn(t, ports[3]),
+		"SDR_NATS_URL="+testenv.StartNATSOn(t, ports[3]),
 		fmt.Sprintf("SDR_ROS_UPSTREAM=ws://127.0.0.1:%d", ports[4]),
 		"SDR_DEMO_RESOLUTION=320x240",
 		"SDR_DEMO_FPS=30",

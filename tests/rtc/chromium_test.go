@@ -71,7 +71,7 @@ func TestChromiumUpgrade(t *testing.T) {
 	if err := browser.Available(); err != nil {
 		t.Skip(err)
 	}
-	natsURL := startNATS(t)
+	natsURL := testenv.StartNATS(t)
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -76,29 +75,6 @@ func playRing(ctx context.Context, t *testing.T, path string) (done <-chan struc
 		}
 	}()
 	return ch
-}
-
-func startNATS(t *testing.T) string {
-	t.Helper()
-	port := testenv.FreePort(t)
-	cmd := exec.Command(testenv.Tool(t, "nats-server"), "-a", "127.0.0.1", "-p", fmt.Sprint(port))
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		nc, err := nats.Connect(url)
-		if err == nil {
-			nc.Close()
-			return url
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nats-server not up: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 type server struct {

@@ -12,6 +12,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/sdr-os/sdr-caddy/internal/rtc/rtctest"
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
 // signalMsg is the JSON of a 0x03 message.
@@ -92,7 +93,7 @@ func (p *wsPeer) next(t *testing.T, what string) signalMsg {
 // bad SDP are refused with a 0x03 close while the WebSocket stays up;
 // closing the WebSocket ends the session.
 func TestSignalingOverWebSocket(t *testing.T) {
-	natsURL := startNATS(t)
+	natsURL := testenv.StartNATS(t)
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdr-os/sdr-caddy/internal/rtc/rtctest"
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
 // A pion viewer watches the stream over WHEP: decodable H.264 from a
@@ -17,7 +18,7 @@ import (
 // counted, motion refused while the video is stale), DELETE ends the
 // session; bad requests are refused cleanly.
 func TestWHEP(t *testing.T) {
-	natsURL := startNATS(t)
+	natsURL := testenv.StartNATS(t)
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		t.Fatal(err)

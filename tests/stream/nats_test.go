@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -17,30 +16,6 @@ import (
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
-
-// startNATS runs the pinned nats-server on a free loopback port.
-func startNATS(t *testing.T) string {
-	t.Helper()
-	port := testenv.FreePort(t)
-	cmd := exec.Command(testenv.Tool(t, "nats-server"), "-a", "127.0.0.1", "-p", fmt.Sprint(port))
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		nc, err := nats.Connect(url)
-		if err == nil {
-			nc.Close()
-			return url
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nats-server not up: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 func expectMsg(t *testing.T, ch <-chan *nats.Msg, what string, within time.Duration, ok func(*nats.Msg) bool) *nats.Msg {
 	t.Helper()
@@ -62,7 +37,7 @@ func expectMsg(t *testing.T, ch <-chan *nats.Msg, what string, within time.Durat
 // no browser attached, keyframe requests go to command.genesis.force_idr,
 // telemetry reaches the clients and each client's commands reach NATS.
 func TestStreamWithNATS(t *testing.T) {
-	natsURL := startNATS(t)
+	natsURL := testenv.StartNATS(t)
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +184,7 @@ func checkHealthOrder(t *testing.T, s *server, path, nats string) {
 // An edge (source nats) reports in shm_seq the frame_seq it last received
 // from the origin, and both report the NATS connection state.
 func TestStreamEdgeHealthFromNATS(t *testing.T) {
-	natsURL := startNATS(t)
+	natsURL := testenv.StartNATS(t)
 	path := ringPath(t, "frames")
 	w := newRingWriter(t, path)
 	s := startServer(t, fmt.Sprintf("\tsdr_nats {\n\t\turl %s\n\t}", natsURL), fmt.Sprintf(`	handle /stream/* {
