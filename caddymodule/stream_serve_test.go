@@ -17,12 +17,11 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/gorilla/websocket"
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sdr-os/sdr-caddy/internal/hub"
+	"github.com/sdr-os/sdr-caddy/internal/natstest"
 	"github.com/sdr-os/sdr-caddy/internal/relay"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/shmring"
@@ -435,20 +434,8 @@ func TestStreamServeManyStreamsAndMetrics(t *testing.T) {
 // in order, as separate 0x02 messages. Queued one item per message, 8 would
 // be dropped.
 func TestStreamTelemetryBatchOneItemPerClient(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready after 10s")
-	}
-	defer ns.Shutdown()
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	ns := natstest.Server(t, nil)
+	nc := natstest.Connect(t, ns)
 	relayed := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "t"}, []string{"result"})
 	r, err := relay.New(nc, relay.Config{Linger: 300 * time.Millisecond}, nil, &relay.Metrics{Telemetry: relayed})
 	if err != nil {

@@ -15,38 +15,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/natstest"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
-
-// startServer runs a real nats-server in the test process on a free
-// loopback port.
-func startServer(t *testing.T, opts *server.Options) *server.Server {
-	t.Helper()
-	if opts == nil {
-		opts = &server.Options{}
-	}
-	opts.Host, opts.Port, opts.NoLog, opts.NoSigs = "127.0.0.1", -1, true, true
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready after 10s")
-	}
-	t.Cleanup(s.Shutdown)
-	return s
-}
-
-func connect(t *testing.T, s *server.Server, opts ...nats.Option) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(s.ClientURL(), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
-}
 
 // pushSource is a frame.Source the test feeds by hand.
 type pushSource struct {
@@ -164,8 +135,8 @@ func sameFrame(t *testing.T, got, want frame.Frame) {
 
 func TestFramesArriveByteIdentical(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, nil)
-	origin, edge := connect(t, s), connect(t, s)
+	s := natstest.Server(t, nil)
+	origin, edge := natstest.Connect(t, s), natstest.Connect(t, s)
 	src := newPushSource()
 	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.front"})
 	if err != nil {
@@ -208,8 +179,8 @@ func TestFramesArriveByteIdentical(t *testing.T) {
 
 func TestFramesLargerThanMaxPayloadAreSplit(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, &server.Options{MaxPayload: 4096})
-	origin, edge := connect(t, s), connect(t, s)
+	s := natstest.Server(t, &server.Options{MaxPayload: 4096})
+	origin, edge := natstest.Connect(t, s), natstest.Connect(t, s)
 	src := newPushSource()
 	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.big"})
 	if err != nil {
@@ -244,8 +215,8 @@ func TestFramesLargerThanMaxPayloadAreSplit(t *testing.T) {
 
 func TestGapHeldUntilKeyframe(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, nil)
-	origin, edge := connect(t, s), connect(t, s)
+	s := natstest.Server(t, nil)
+	origin, edge := natstest.Connect(t, s), natstest.Connect(t, s)
 	src := newPushSource()
 	req := &counter{}
 	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.gap", Requester: req, IDRCoalesce: time.Millisecond})
@@ -303,8 +274,8 @@ func TestGapHeldUntilKeyframe(t *testing.T) {
 // announced and is gated.
 func TestOriginGapPassedOn(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, &server.Options{MaxPayload: 4096})
-	origin, edge := connect(t, s), connect(t, s)
+	s := natstest.Server(t, &server.Options{MaxPayload: 4096})
+	origin, edge := natstest.Connect(t, s), natstest.Connect(t, s)
 	src := newPushSource()
 	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.up"})
 	if err != nil {
@@ -351,8 +322,8 @@ func TestOriginGapPassedOn(t *testing.T) {
 
 func TestRestartAndUngated(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, nil)
-	origin, edge := connect(t, s), connect(t, s)
+	s := natstest.Server(t, nil)
+	origin, edge := natstest.Connect(t, s), natstest.Connect(t, s)
 	src := newPushSource()
 	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.r"})
 	if err != nil {
@@ -385,8 +356,8 @@ func TestRestartAndUngated(t *testing.T) {
 
 func TestLateSubscriberGetsCurrentGOP(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, nil)
-	origin, edge := connect(t, s), connect(t, s)
+	s := natstest.Server(t, nil)
+	origin, edge := natstest.Connect(t, s), natstest.Connect(t, s)
 	src := newPushSource()
 	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.gop"})
 	if err != nil {
@@ -421,8 +392,8 @@ func TestLateSubscriberGetsCurrentGOP(t *testing.T) {
 
 func TestMalformedMessagesAreCounted(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, nil)
-	origin, edge := connect(t, s), connect(t, s)
+	s := natstest.Server(t, nil)
+	origin, edge := natstest.Connect(t, s), natstest.Connect(t, s)
 	es, err := OpenSource(edge, SourceConfig{Subject: "video.bad"})
 	if err != nil {
 		t.Fatal(err)
@@ -468,8 +439,8 @@ func TestMalformedMessagesAreCounted(t *testing.T) {
 
 func TestIDRRequestsCoalescedAcrossEdges(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, nil)
-	origin := connect(t, s)
+	s := natstest.Server(t, nil)
+	origin := natstest.Connect(t, s)
 	req := &counter{}
 	pub, err := NewPublisher(origin, newPushSource(), PublisherConfig{Subject: "video.idr", Requester: req, IDRCoalesce: time.Hour})
 	if err != nil {
@@ -479,7 +450,7 @@ func TestIDRRequestsCoalescedAcrossEdges(t *testing.T) {
 	_ = origin.Flush()
 	var edges []*Source
 	for range 5 {
-		es, err := OpenSource(connect(t, s), SourceConfig{Subject: "video.idr", IDRCoalesce: time.Hour})
+		es, err := OpenSource(natstest.Connect(t, s), SourceConfig{Subject: "video.idr", IDRCoalesce: time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -509,8 +480,8 @@ func TestIDRRequestsCoalescedAcrossEdges(t *testing.T) {
 
 func TestDefaultRequesterPublishesForceIDR(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, nil)
-	origin, sim := connect(t, s), connect(t, s)
+	s := natstest.Server(t, nil)
+	origin, sim := natstest.Connect(t, s), natstest.Connect(t, s)
 	ch := make(chan *nats.Msg, 4)
 	if _, err := sim.ChanSubscribe(ForceIDRSubject, ch); err != nil {
 		t.Fatal(err)
@@ -534,8 +505,8 @@ func TestDefaultRequesterPublishesForceIDR(t *testing.T) {
 
 func TestPublisherDropsWhileDisconnected(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, nil)
-	origin := connect(t, s, nats.MaxReconnects(-1), nats.ReconnectWait(time.Hour))
+	s := natstest.Server(t, nil)
+	origin := natstest.Connect(t, s, nats.MaxReconnects(-1), nats.ReconnectWait(time.Hour))
 	src := newPushSource()
 	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.down"})
 	if err != nil {
@@ -579,14 +550,14 @@ func TestThroughClusterAndLeaf(t *testing.T) {
 			u, _ := url.Parse(fmt.Sprintf("nats://127.0.0.1:%d", first.ClusterAddr().Port))
 			o.Routes = []*url.URL{u}
 		}
-		n := startServer(t, o)
+		n := natstest.Server(t, o)
 		if first == nil {
 			first = n
 		}
 		nodes = append(nodes, n)
 	}
 	lu, _ := url.Parse(fmt.Sprintf("nats-leaf://127.0.0.1:%d", leafPort))
-	leaf := startServer(t, &server.Options{ServerName: "leaf", LeafNode: server.LeafNodeOpts{Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{lu}}}}})
+	leaf := natstest.Server(t, &server.Options{ServerName: "leaf", LeafNode: server.LeafNodeOpts{Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{lu}}}}})
 	deadline := time.Now().Add(20 * time.Second)
 	for nodes[0].NumRoutes() < 2 || nodes[2].NumLeafNodes() < 1 {
 		if time.Now().After(deadline) {
@@ -594,7 +565,7 @@ func TestThroughClusterAndLeaf(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	origin, edge := connect(t, nodes[0]), connect(t, leaf)
+	origin, edge := natstest.Connect(t, nodes[0]), natstest.Connect(t, leaf)
 	src := newPushSource()
 	req := &counter{}
 	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.far", Requester: req})
@@ -699,9 +670,9 @@ func TestValidateSubject(t *testing.T) {
 // and the edge counts the gap and resumes at the next keyframe.
 func TestSlowEdgeDropsAndResumesAtKeyframe(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, nil)
-	origin := connect(t, s)
-	edge := connect(t, s, nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	s := natstest.Server(t, nil)
+	origin := natstest.Connect(t, s)
+	edge := natstest.Connect(t, s, nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
 	src := newPushSource()
 	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.slow", Queue: 4096})
 	if err != nil {
@@ -773,11 +744,11 @@ func TestSlowEdgeDropsAndResumesAtKeyframe(t *testing.T) {
 // (the writer is gone) or hands every frame on does not.
 func TestPublisherAsksForKeyframeWhileSourceHoldsFrames(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, nil)
+	s := natstest.Server(t, nil)
 	src := newPushSource()
 	src.read() // read long ago: not held for this publisher
 	req := &counter{}
-	pub, err := NewPublisher(connect(t, s), src, PublisherConfig{Subject: "video.held", Requester: req, IDRCoalesce: time.Millisecond})
+	pub, err := NewPublisher(natstest.Connect(t, s), src, PublisherConfig{Subject: "video.held", Requester: req, IDRCoalesce: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

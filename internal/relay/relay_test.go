@@ -14,34 +14,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdr-os/sdr-caddy/internal/gate"
+	"github.com/sdr-os/sdr-caddy/internal/natstest"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 )
-
-// startServer runs a real nats-server in the test process on a free
-// loopback port.
-func startServer(t *testing.T) *server.Server {
-	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready after 10s")
-	}
-	t.Cleanup(s.Shutdown)
-	return s
-}
-
-func connect(t *testing.T, s *server.Server, opts ...nats.Option) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(s.ClientURL(), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
-}
 
 // collector gathers 0x02 messages delivered to one subscriber.
 type collector struct {
@@ -96,8 +71,8 @@ func flush(t *testing.T, ncs ...*nats.Conn) {
 
 func TestTelemetryAllowlistAndCaps(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
-	nc, sim := connect(t, s), connect(t, s)
+	s := natstest.Server(t, nil)
+	nc, sim := natstest.Connect(t, s), natstest.Connect(t, s)
 	r, err := New(nc, Config{
 		Subjects:   []string{"telemetry.>", "telemetry.frame.stats", "telemetry.*.x", "extra.ok"},
 		MaxPayload: 100,
@@ -147,8 +122,8 @@ func TestTelemetryAllowlistAndCaps(t *testing.T) {
 
 func TestTelemetryFanOutToManySubscribers(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
-	nc, sim := connect(t, s), connect(t, s)
+	s := natstest.Server(t, nil)
+	nc, sim := natstest.Connect(t, s), natstest.Connect(t, s)
 	r, err := New(nc, Config{}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -227,8 +202,8 @@ func (k *commandSink) take() []*nats.Msg {
 
 func TestCommandPublishedUnchanged(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
-	nc, sim := connect(t, s), connect(t, s)
+	s := natstest.Server(t, nil)
+	nc, sim := natstest.Connect(t, s), natstest.Connect(t, s)
 	sink := sinkCommands(t, sim)
 	r, err := New(nc, Config{}, nil, nil)
 	if err != nil {
@@ -256,8 +231,8 @@ func TestCommandPublishedUnchanged(t *testing.T) {
 
 func TestCommandInjectionRejected(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
-	nc, sim := connect(t, s), connect(t, s)
+	s := natstest.Server(t, nil)
+	nc, sim := natstest.Connect(t, s), natstest.Connect(t, s)
 	sink := sinkCommands(t, sim)
 	// A catch-all subscriber: nothing at all may leave for these.
 	var all sync.Mutex
@@ -332,8 +307,8 @@ func TestCommandInjectionRejected(t *testing.T) {
 
 func TestActionAllowlist(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
-	nc := connect(t, s)
+	s := natstest.Server(t, nil)
+	nc := natstest.Connect(t, s)
 	r, err := New(nc, Config{Actions: []string{"set_cmd_vel", "estop"}}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -354,8 +329,8 @@ func TestActionAllowlist(t *testing.T) {
 
 func TestRateLimitPerClient(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
-	nc := connect(t, s)
+	s := natstest.Server(t, nil)
+	nc := natstest.Connect(t, s)
 	r, err := New(nc, Config{Rate: 0.001, Burst: 5}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -382,8 +357,8 @@ func TestRateLimitPerClient(t *testing.T) {
 
 func TestCommandsGated(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
-	nc, sim := connect(t, s), connect(t, s)
+	s := natstest.Server(t, nil)
+	nc, sim := natstest.Connect(t, s), natstest.Connect(t, s)
 	sink := sinkCommands(t, sim)
 	r, err := New(nc, Config{}, nil, nil)
 	if err != nil {
@@ -421,8 +396,8 @@ func TestCommandsGated(t *testing.T) {
 
 func TestCommandsUnavailableWhileDisconnected(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
-	nc := connect(t, s, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	s := natstest.Server(t, nil)
+	nc := natstest.Connect(t, s, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	r, err := New(nc, Config{}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -489,8 +464,8 @@ func TestValidAction(t *testing.T) {
 
 func TestTelemetryLingerBatchesPerClient(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
-	nc, sim := connect(t, s), connect(t, s)
+	s := natstest.Server(t, nil)
+	nc, sim := natstest.Connect(t, s), natstest.Connect(t, s)
 	r, err := New(nc, Config{Linger: 2 * time.Second}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -573,16 +548,8 @@ func TestRelayStartsBeforeServer(t *testing.T) {
 		t.Fatalf("command before the server is up: %v", a)
 	}
 
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	defer s.Shutdown()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	sim := connect(t, s)
+	s := natstest.Server(t, &server.Options{Port: port})
+	sim := natstest.Connect(t, s)
 	deadline := time.Now().Add(10 * time.Second)
 	for len(c.subjects()) == 0 {
 		if time.Now().After(deadline) {
@@ -598,8 +565,8 @@ func TestRelayStartsBeforeServer(t *testing.T) {
 
 func TestTelemetryBatchSubscriber(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
-	nc, sim := connect(t, s), connect(t, s)
+	s := natstest.Server(t, nil)
+	nc, sim := natstest.Connect(t, s), natstest.Connect(t, s)
 	r, err := New(nc, Config{Linger: 2 * time.Second}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
