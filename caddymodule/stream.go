@@ -84,6 +84,14 @@ type Stream struct {
 	// client that cannot take it is disconnected. Default: 10s.
 	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
 
+	// TelemetryHold is the longest time relayed telemetry waits for the
+	// next video frame, so that it reaches each client in the same write
+	// as the frame rather than in one of its own (at 500 clients those
+	// writes were what slowed video down). -1: none, telemetry is written
+	// as soon as the relay hands it on. Default: 20ms, a frame interval at
+	// 50 fps; at 60 fps telemetry rides with the next frame.
+	TelemetryHold caddy.Duration `json:"telemetry_hold,omitempty"`
+
 	// WebRTC, when set, answers the browser's 0x03 WebRTC offers: one
 	// session per WebSocket, ended with it (docs/webrtc.md).
 	WebRTC *RTCConfig `json:"webrtc,omitempty"`
@@ -167,11 +175,12 @@ func (s *Stream) Provision(ctx caddy.Context) error {
 		return err
 	}
 	s.hub = hub.New(hub.Config{
-		Capacity:    s.QueueDepth,
-		MaxGOPBytes: s.MaxGOPBytes,
-		IDRCoalesce: time.Duration(s.IDRCoalesce),
-		Logger:      ctx.Slogger().With(slog.String("stream", s.name)),
-		Metrics:     s.metrics.forStream(s.name),
+		Capacity:      s.QueueDepth,
+		MaxGOPBytes:   s.MaxGOPBytes,
+		IDRCoalesce:   time.Duration(s.IDRCoalesce),
+		TelemetryHold: time.Duration(s.TelemetryHold),
+		Logger:        ctx.Slogger().With(slog.String("stream", s.name)),
+		Metrics:       s.metrics.forStream(s.name),
 	})
 	if kr, ok := s.src.(frame.KeyframeRequester); ok {
 		s.hub.SetKeyframeRequester(kr)
@@ -249,7 +258,8 @@ func (s *Stream) subscribeTelemetry(relay frame.Relay) (cancel func()) {
 }
 
 // broadcastTelemetry frames a telemetry message once and queues it for
-// every client; a client with a full queue loses it (telemetry is lossy).
+// every client, to go out with the next frame or after telemetry_hold; a
+// client with a full queue loses it (telemetry is lossy).
 func (s *Stream) broadcastTelemetry(msg []byte) {
 	f := wire.AppendBinaryFrame(make([]byte, 0, len(msg)+10), msg)
 	s.sendToClients(f)
@@ -257,7 +267,8 @@ func (s *Stream) broadcastTelemetry(msg []byte) {
 
 // broadcastTelemetryBatch frames a batch of telemetry messages once, one
 // WebSocket message each, back to back in one buffer, and queues the buffer
-// for every client as one item; a client with a full queue loses the batch.
+// for every client as one item, like broadcastTelemetry; a client with a
+// full queue loses the batch.
 func (s *Stream) broadcastTelemetryBatch(msgs [][]byte) {
 	n := 0
 	for _, m := range msgs {
@@ -273,9 +284,10 @@ func (s *Stream) broadcastTelemetryBatch(msgs [][]byte) {
 func (s *Stream) sendToClients(f []byte) {
 	s.mu.RLock()
 	for c := range s.clients {
-		c.SendFrame(f)
+		c.Queue(f)
 	}
 	s.mu.RUnlock()
+	s.hub.Flush()
 }
 
 // Validate checks the configuration.
@@ -313,6 +325,9 @@ func (s *Stream) Validate() error {
 		if c.v < 0 {
 			return fmt.Errorf("sdr_stream %s: %s is negative (%d)", s.name, c.what, c.v)
 		}
+	}
+	if s.TelemetryHold < -1 || time.Duration(s.TelemetryHold) > time.Second {
+		return fmt.Errorf("sdr_stream %s: telemetry_hold %s: want up to 1s, or -1 for none", s.name, time.Duration(s.TelemetryHold))
 	}
 	return nil
 }

@@ -39,6 +39,7 @@ func parseStreamCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, 
 //	    max_clients      <n>
 //	    max_message_size <size>
 //	    write_timeout    <duration>
+//	    telemetry_hold   <duration>|off
 //	    allowed_origins  <origin...>
 //	    webrtc { ... }   (docs/webrtc.md)
 //	}
@@ -120,6 +121,23 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				s.IDRTimeout = dur
 			default:
 				s.WriteTimeout = dur
+			}
+		case "telemetry_hold":
+			v, err := one()
+			if err != nil {
+				return err
+			}
+			if v == "off" {
+				s.TelemetryHold = -1
+				break
+			}
+			dur, err := parseMillis(v)
+			if err != nil {
+				return d.Errf("%s %q: %v", sub, v, err)
+			}
+			s.TelemetryHold = dur
+			if dur == 0 {
+				s.TelemetryHold = -1 // none, as off
 			}
 		case "queue_depth", "max_clients":
 			v, err := one()

@@ -9,6 +9,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/sdr-os/sdr-caddy/internal/wire"
@@ -28,7 +29,7 @@ type ClientConfig struct {
 	// KeyframeTimeout closes a client that has waited this long for a
 	// keyframe (close code 4000).
 	KeyframeTimeout time.Duration
-	// WriteTimeout bounds a batched write: a client that cannot take a
+	// WriteTimeout bounds a blocking write: a client that cannot take a
 	// batch within WriteTimeout (at least half of it, as the deadline is
 	// moved only once half used) is disconnected.
 	WriteTimeout time.Duration
@@ -37,8 +38,9 @@ type ClientConfig struct {
 	MaxMessage int
 	// BatchBytes bounds the frames written with one writev.
 	BatchBytes int
-	// Queue is the depth of the client's queue of telemetry and replies;
-	// messages beyond it are dropped (telemetry is lossy).
+	// Queue is the depth of each of the client's queues: replies and
+	// pongs (Send), and shared telemetry (Queue); messages beyond it are
+	// dropped (telemetry is lossy).
 	Queue int
 	// OnCommand takes the body of each 0x04 message (the bytes after the
 	// type byte) from the client's reading goroutine, and returns a
@@ -67,22 +69,41 @@ func (c *ClientConfig) fill() {
 	}
 }
 
-// Client is one WebSocket connection fed by a hub. Its writing goroutine is
-// the only one that writes to the connection.
+// Client is one WebSocket connection fed by a hub.
+//
+// Two writers take turns, under wmu: the hub's send round, which writes
+// what waits for the client with one non-blocking writev on the socket
+// (no goroutine of the client wakes), and the client's own goroutine,
+// which takes over with blocking writes and a deadline when the socket is
+// full (a partial write, the rest of which it finishes), for replies, and
+// for connections without a socket of their own (TLS).
 type Client struct {
 	hub  *Hub
 	conn net.Conn
+	raw  syscall.RawConn // nil: every write goes through the client's goroutine
 	br   *bufio.Reader
 	cfg  ClientConfig
 
-	queue   chan []byte // complete WebSocket frames: telemetry, replies, pongs
+	queue   chan []byte   // replies and pongs: written at once by the goroutine
+	shared  chan []byte   // telemetry: goes out with the next write
+	kick    chan struct{} // the send round hands a write to the goroutine
 	closeMu sync.Mutex
 	closing []byte // the close frame to send, once set
 	stop    chan struct{}
 	stopped atomic.Bool
 
-	deadline  time.Time     // the write deadline set on the connection
-	wbuf      net.Buffers   // the batch being written with writev
+	// Guarded by wmu.
+	wmu       sync.Mutex
+	cur       Cursor
+	slow      bool        // the goroutine writes (set until it has caught up)
+	rest      net.Buffers // the unwritten tail of a partial direct write
+	restBatch []*Entry    // the frames that tail completes
+	keyArmed  time.Time   // the wait the goroutine's keyframe timer is armed for
+	gone      bool        // Run is ending: nothing more is written
+	deadline  time.Time   // the write deadline set on the connection
+	wbuf      net.Buffers // the batch being written with writev
+	direct    directWriter
+
 	readEnded chan struct{} // closed when the reading goroutine ends
 	readErr   error         // why it ended; read after readEnded
 }
@@ -95,19 +116,28 @@ func (h *Hub) NewClient(conn net.Conn, br *bufio.Reader, cfg ClientConfig) *Clie
 	if br == nil {
 		br = bufio.NewReaderSize(conn, 512)
 	}
-	return &Client{hub: h, conn: conn, br: br, cfg: cfg,
-		queue: make(chan []byte, cfg.Queue), stop: make(chan struct{}), readEnded: make(chan struct{})}
+	c := &Client{hub: h, conn: conn, br: br, cfg: cfg,
+		queue: make(chan []byte, cfg.Queue), shared: make(chan []byte, cfg.Queue),
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), readEnded: make(chan struct{})}
+	if sc, ok := conn.(syscall.Conn); ok && directSupported {
+		if rc, err := sc.SyscallConn(); err == nil {
+			c.raw = rc
+		}
+	}
+	c.slow = c.raw == nil
+	return c
 }
 
-// Send queues a complete message (0x02 telemetry or a reply) for this
-// client. It never blocks: when the client's queue is full the message is
-// dropped and counted, and Send returns false.
+// Send queues a complete message (a reply) for this client alone; the
+// client's goroutine writes it at once. It never blocks: when the queue is
+// full the message is dropped and counted, and Send returns false.
 func (c *Client) Send(msg []byte) bool {
 	return c.sendFrame(wire.AppendBinaryFrame(make([]byte, 0, len(msg)+10), msg))
 }
 
-// SendFrame queues a complete, already framed WebSocket message; the frame
-// may be shared by many clients and must not be modified.
+// SendFrame queues a complete, already framed WebSocket message to be
+// written at once, like Send; the frame may be shared by many clients and
+// must not be modified.
 func (c *Client) SendFrame(f []byte) bool { return c.sendFrame(f) }
 
 func (c *Client) sendFrame(f []byte) bool {
@@ -115,9 +145,31 @@ func (c *Client) sendFrame(f []byte) bool {
 	case c.queue <- f:
 		return true
 	default:
-		c.hub.telemDropped.Add(1)
-		c.hub.m.TelemetryDropped.Inc()
+		c.hub.dropTelemetry()
 		return false
+	}
+}
+
+// Queue queues a complete, already framed WebSocket message that many
+// clients share (telemetry) to go out with the client's next write: the
+// next frame, or the hub's send round that Hub.Flush schedules. It never
+// blocks: when the queue is full the message is dropped and counted, and
+// Queue returns false.
+func (c *Client) Queue(f []byte) bool {
+	select {
+	case c.shared <- f:
+		return true
+	default:
+		c.hub.dropTelemetry()
+		return false
+	}
+}
+
+// wakeWriter asks the client's goroutine to write what waits.
+func (c *Client) wakeWriter() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -150,14 +202,20 @@ func (e *CloseError) Error() string {
 // called; then it closes the connection. On ctx's end it sends close code
 // 1012 (service restart).
 func (c *Client) Run(ctx context.Context) error {
-	cur := c.hub.Join()
+	c.cur = c.hub.Join()
 	defer c.hub.Leave()
 	go func() {
 		defer close(c.readEnded)
 		c.readErr = c.read()
 	}()
 
-	err := c.write(ctx, &cur)
+	c.hub.register(c)
+	err := c.write(ctx)
+	c.hub.unregister(c)
+	c.wmu.Lock() // a send round in progress finishes first
+	c.gone = true
+	c.rest, c.restBatch = nil, nil
+	c.wmu.Unlock()
 
 	c.closeMu.Lock()
 	cf := c.closing
@@ -174,11 +232,14 @@ func (c *Client) Run(ctx context.Context) error {
 	return err
 }
 
-// write is the client's only writer.
-func (c *Client) write(ctx context.Context, cur *Cursor) error {
+// write is the client's goroutine: it writes what the send round left to
+// it, replies, and the frames of a client without a socket of its own, and
+// it ends the client on a keyframe timeout, Close, the end of the reading
+// goroutine or ctx.
+func (c *Client) write(ctx context.Context) error {
 	var (
-		batch   []*Entry
-		bufs    net.Buffers
+		sc      scratch
+		first   []byte
 		keyWait *time.Timer
 	)
 	defer func() {
@@ -187,16 +248,18 @@ func (c *Client) write(ctx context.Context, cur *Cursor) error {
 		}
 	}()
 	for {
-		var wake <-chan struct{}
-		bufs, batch, wake = c.gather(cur, bufs[:0], batch[:0], 0)
-		if len(bufs) > 0 {
-			if err := c.flush(bufs, batch, cur); err != nil {
-				return err
-			}
-			continue
+		c.wmu.Lock()
+		err := c.drain(&sc, first)
+		waiting, since := c.cur.WaitingForKeyframe()
+		c.keyArmed = since
+		c.wmu.Unlock()
+		sc.reset()
+		first = nil
+		if err != nil {
+			return err
 		}
 		var timeout <-chan time.Time
-		if waiting, since := cur.WaitingForKeyframe(); waiting {
+		if waiting {
 			left := c.cfg.KeyframeTimeout - time.Since(since)
 			if left <= 0 {
 				c.hub.keyTimeouts.Add(1)
@@ -213,17 +276,9 @@ func (c *Client) write(ctx context.Context, cur *Cursor) error {
 			timeout = keyWait.C
 		}
 		select {
-		case <-wake:
+		case <-c.kick:
 		case <-timeout:
-		case f := <-c.queue:
-			// Whatever else is already waiting goes in the same write: at
-			// a dense telemetry stream, one syscall per message was most of
-			// the server's time.
-			bufs = append(bufs[:0], f)
-			bufs, batch, _ = c.gather(cur, bufs, batch[:0], len(f))
-			if err := c.flush(bufs, batch, cur); err != nil {
-				return err
-			}
+		case first = <-c.queue:
 		case <-c.stop:
 			return nil
 		case <-c.readEnded:
@@ -236,17 +291,89 @@ func (c *Client) write(ctx context.Context, cur *Cursor) error {
 	}
 }
 
+// scratch holds a writer's reusable slices.
+type scratch struct {
+	bufs  net.Buffers
+	batch []*Entry
+}
+
+// reset drops the references to frames, which may then be freed.
+func (s *scratch) reset() {
+	clear(s.bufs)
+	clear(s.batch)
+	s.bufs, s.batch = s.bufs[:0], s.batch[:0]
+}
+
+// drain writes, blocking, everything that waits for the client: the tail of
+// a partial direct write, first, the replies, the shared telemetry and the
+// frames, until nothing is left; then it gives the writes back to the send
+// round. Called with wmu held.
+func (c *Client) drain(sc *scratch, first []byte) error {
+	if c.rest != nil {
+		rest, batch := c.rest, c.restBatch
+		c.rest, c.restBatch = nil, nil
+		if err := c.flush(rest, batch); err != nil {
+			return err
+		}
+	}
+	for {
+		sc.bufs, sc.batch = sc.bufs[:0], sc.batch[:0]
+		if first != nil {
+			sc.bufs = append(sc.bufs, first)
+			first = nil
+		}
+		sc.bufs, sc.batch = c.gather(sc.bufs, sc.batch, true)
+		if len(sc.bufs) == 0 {
+			break
+		}
+		if err := c.flush(sc.bufs, sc.batch); err != nil {
+			return err
+		}
+	}
+	if c.raw != nil {
+		c.slow = false
+		// The send round's writes never block; a deadline left set would
+		// only expire under them.
+		if !c.deadline.IsZero() {
+			c.deadline = time.Time{}
+			if err := c.conn.SetWriteDeadline(c.deadline); err != nil {
+				return fmt.Errorf("clearing write deadline: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
 // gather appends to bufs what waits for the client, in the order the
-// writer has always sent it: the queued telemetry and replies first, then the
-// frames the hub has for the cursor (keyframe-first and lag skips as Next
-// decides). taken is the size of what bufs already holds; gathering stops
-// once BatchBytes are taken, and Next gets what is left of the budget (it
-// takes at least one frame). It returns the channel Next returned, closed at
-// the next frame, or nil when the budget was spent before Next.
-func (c *Client) gather(cur *Cursor, bufs net.Buffers, batch []*Entry, taken int) (net.Buffers, []*Entry, <-chan struct{}) {
-	for taken < c.cfg.BatchBytes {
+// writer has always sent it: the replies (when urgent) and the queued
+// telemetry first, then the frames the hub has for the cursor
+// (keyframe-first and lag skips as Next decides). Gathering stops once
+// BatchBytes are taken; Next gets what is left of the budget (it takes at
+// least one frame). Called with wmu held.
+func (c *Client) gather(bufs net.Buffers, batch []*Entry, urgent bool) (net.Buffers, []*Entry) {
+	taken := 0
+	for _, b := range bufs {
+		taken += len(b)
+	}
+	if urgent {
+		taken, bufs = drainQueue(c.queue, bufs, taken, c.cfg.BatchBytes)
+	}
+	taken, bufs = drainQueue(c.shared, bufs, taken, c.cfg.BatchBytes)
+	if taken >= c.cfg.BatchBytes {
+		return bufs, batch // the frames go in the next write
+	}
+	n := len(batch)
+	batch, _ = c.hub.Next(&c.cur, batch, c.cfg.BatchBytes-taken)
+	for _, e := range batch[n:] {
+		bufs = append(bufs, e.Wire)
+	}
+	return bufs, batch
+}
+
+func drainQueue(q chan []byte, bufs net.Buffers, taken, budget int) (int, net.Buffers) {
+	for taken < budget {
 		select {
-		case f := <-c.queue:
+		case f := <-q:
 			bufs = append(bufs, f)
 			taken += len(f)
 			continue
@@ -254,21 +381,79 @@ func (c *Client) gather(cur *Cursor, bufs net.Buffers, batch []*Entry, taken int
 		}
 		break
 	}
-	if taken >= c.cfg.BatchBytes {
-		return bufs, batch, nil // the frames go in the next write
-	}
-	n := len(batch)
-	batch, wake := c.hub.Next(cur, batch, c.cfg.BatchBytes-taken)
-	for _, e := range batch[n:] {
-		bufs = append(bufs, e.Wire)
-	}
-	return bufs, batch, wake
+	return taken, bufs
 }
 
-func (c *Client) flush(bufs net.Buffers, batch []*Entry, cur *Cursor) error {
+// serve is the send round's turn at this client: one non-blocking writev of
+// what waits. What the socket does not take, and every client the round
+// cannot write for, goes to the client's goroutine.
+func (c *Client) serve(sc *scratch) {
+	if !c.wmu.TryLock() {
+		c.wakeWriter() // it is writing; it looks again when done
+		return
+	}
+	defer c.wmu.Unlock()
+	if c.gone {
+		return
+	}
+	if c.slow {
+		c.wakeWriter()
+		return
+	}
+	sc.bufs, sc.batch = c.gather(sc.bufs[:0], sc.batch[:0], false)
+	if waiting, since := c.cur.WaitingForKeyframe(); waiting && since != c.keyArmed {
+		c.wakeWriter() // to arm the keyframe timeout
+	}
+	if len(sc.bufs) == 0 {
+		return
+	}
+	total := 0
+	for _, b := range sc.bufs {
+		total += len(b)
+	}
+	n, err := c.direct.write(c.raw, sc.bufs)
+	if err == nil && n == total {
+		c.hub.direct.Add(1)
+		c.account(sc.batch, n)
+		return
+	}
+	// A full socket (EAGAIN or a short write), or an error the goroutine's
+	// blocking write meets again and ends the client with.
+	c.slow = true
+	c.hub.handovers.Add(1)
+	c.rest = tail(sc.bufs, n)
+	c.restBatch = append([]*Entry(nil), sc.batch...)
+	if n > 0 {
+		c.hub.bytesOut.Add(uint64(n))
+		c.hub.m.BytesOut.Add(float64(n))
+	}
+	c.wakeWriter()
+}
+
+// tail returns a new slice of what bufs holds after its first n bytes.
+func tail(bufs net.Buffers, n int) net.Buffers {
+	var out net.Buffers
+	for _, b := range bufs {
+		if n >= len(b) {
+			n -= len(b)
+			continue
+		}
+		out = append(out, b[n:])
+		n = 0
+	}
+	return out
+}
+
+// flush writes bufs, blocking, with the write deadline. Called with wmu
+// held.
+func (c *Client) flush(bufs net.Buffers, batch []*Entry) error {
 	n := 0
 	for _, b := range bufs {
 		n += len(b)
+	}
+	if n == 0 {
+		c.account(batch, 0)
+		return nil
 	}
 	// Moving the deadline costs a timer update per write; move it only once
 	// half of it is used, so a write always has between half and all of
@@ -291,11 +476,17 @@ func (c *Client) flush(bufs net.Buffers, batch []*Entry, cur *Cursor) error {
 	if err != nil {
 		return fmt.Errorf("writing %d bytes to client: %w", n, err)
 	}
+	c.account(batch, n)
+	return nil
+}
+
+// account counts one completed write of n bytes carrying batch.
+func (c *Client) account(batch []*Entry, n int) {
 	c.hub.writes.Add(1)
 	if len(batch) > 0 {
-		now = time.Now()
+		now := time.Now()
 		for _, e := range batch {
-			if cur.Live(e) {
+			if c.cur.Live(e) {
 				c.hub.m.Delivery.Observe(now.Sub(e.Arrived).Seconds())
 			}
 		}
@@ -304,7 +495,6 @@ func (c *Client) flush(bufs net.Buffers, batch []*Entry, cur *Cursor) error {
 	}
 	c.hub.bytesOut.Add(uint64(n))
 	c.hub.m.BytesOut.Add(float64(n))
-	return nil
 }
 
 // closeForRead turns the end of the reading goroutine into the close frame

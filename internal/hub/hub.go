@@ -14,6 +14,7 @@ package hub
 
 import (
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,9 @@ const (
 	DefaultCapacity    = 64                     // SDR_BROADCAST_CAPACITY
 	DefaultMaxGOPBytes = 32 << 20               // current GOP kept for joining clients
 	DefaultIDRCoalesce = 500 * time.Millisecond // SDR_IDR_COALESCE_MS
+	// DefaultTelemetryHold is how long queued telemetry waits for a frame
+	// to share its write with: a frame interval at 50 fps.
+	DefaultTelemetryHold = 20 * time.Millisecond
 )
 
 // Config sets up a Hub. Zero fields take the defaults above.
@@ -43,6 +47,11 @@ type Config struct {
 	// IDRCoalesce is the shortest interval between two keyframe requests
 	// sent to the producer.
 	IDRCoalesce time.Duration
+	// TelemetryHold is the longest time a message queued with
+	// Client.Queue waits for the next frame, so that it reaches each
+	// client in the same write as the frame instead of one of its own.
+	// Negative: none, Flush sends at once.
+	TelemetryHold time.Duration
 	// Logger receives the hub's logs; nil discards them.
 	Logger *slog.Logger
 	// Metrics receives the hub's counters; nil fields are replaced by
@@ -94,6 +103,13 @@ type Entry struct {
 }
 
 // Hub is the fan-out of one stream.
+//
+// After each frame (and when held telemetry is due) a send round visits
+// every client: a few worker goroutines, one per CPU, each take a share of
+// the clients and write to each what waits for it with one non-blocking
+// writev, so that no goroutine per client wakes for a frame. A client
+// whose socket is full, or that has no socket of its own, is handed to its
+// own goroutine (see Client).
 type Hub struct {
 	cfg Config
 	log *slog.Logger
@@ -108,6 +124,15 @@ type Hub struct {
 	gopBytes int
 	wake     chan struct{} // closed and replaced on every append
 	closed   bool
+
+	// The send round.
+	regMu     sync.Mutex
+	members   atomic.Pointer[[]*Client] // the clients a round visits
+	workers   []chan struct{}           // one wake-up channel per worker
+	workDone  chan struct{}             // closed by Close: the workers end
+	rounds    atomic.Uint64
+	holdTimer *time.Timer
+	holdArmed atomic.Bool
 
 	requester atomic.Pointer[requesterBox]
 	idrMu     sync.Mutex
@@ -126,6 +151,8 @@ type Hub struct {
 	framesOut    atomic.Uint64
 	bytesOut     atomic.Uint64
 	writes       atomic.Uint64
+	direct       atomic.Uint64
+	handovers    atomic.Uint64
 	ignored      atomic.Uint64
 	telemDropped atomic.Uint64
 }
@@ -147,8 +174,13 @@ func New(cfg Config) *Hub {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
+	if cfg.TelemetryHold == 0 {
+		cfg.TelemetryHold = DefaultTelemetryHold
+	}
 	cfg.Metrics.fill()
-	return &Hub{cfg: cfg, log: lg, m: cfg.Metrics, wake: make(chan struct{})}
+	h := &Hub{cfg: cfg, log: lg, m: cfg.Metrics, wake: make(chan struct{}), workDone: make(chan struct{})}
+	h.members.Store(&[]*Client{})
+	return h
 }
 
 // SetKeyframeRequester sets where coalesced keyframe requests go (an
@@ -203,6 +235,7 @@ func (h *Hub) Publish(f frame.Frame) {
 	close(h.wake)
 	h.wake = make(chan struct{})
 	h.mu.Unlock()
+	h.round()
 }
 
 // trimLocked drops entries that neither belong to the current GOP nor lie
@@ -356,9 +389,124 @@ func (h *Hub) sendKeyframeRequest() {
 	}
 }
 
+// register adds a running client to the send round, starting the workers
+// with the first one.
+func (h *Hub) register(c *Client) {
+	h.regMu.Lock()
+	defer h.regMu.Unlock()
+	if h.workers == nil {
+		select {
+		case <-h.workDone:
+		default:
+			n := runtime.GOMAXPROCS(0)
+			h.workers = make([]chan struct{}, n)
+			for i := range h.workers {
+				h.workers[i] = make(chan struct{}, 1)
+				go h.work(i, n, h.workers[i])
+			}
+		}
+	}
+	old := *h.members.Load()
+	next := make([]*Client, len(old), len(old)+1)
+	copy(next, old)
+	next = append(next, c)
+	h.members.Store(&next)
+}
+
+// unregister takes a client out of the send round.
+func (h *Hub) unregister(c *Client) {
+	h.regMu.Lock()
+	defer h.regMu.Unlock()
+	old := *h.members.Load()
+	next := make([]*Client, 0, len(old))
+	for _, o := range old {
+		if o != c {
+			next = append(next, o)
+		}
+	}
+	h.members.Store(&next)
+}
+
+// round wakes the workers for a send round; a worker still busy with the
+// previous one starts another when done.
+func (h *Hub) round() {
+	h.regMu.Lock()
+	ws := h.workers
+	h.regMu.Unlock()
+	for _, w := range ws {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// work is worker i of the send round: it serves every len(workers)-th
+// client, starting each round at a different one so that no client is
+// always served last.
+func (h *Hub) work(i, workers int, wake <-chan struct{}) {
+	var sc scratch
+	n := uint64(workers)
+	for {
+		select {
+		case <-h.workDone:
+			return
+		case <-wake:
+		}
+		cs := *h.members.Load()
+		mine := (uint64(len(cs)) + n - 1 - uint64(i)) / n // clients i, i+n, ...
+		if mine == 0 {
+			continue
+		}
+		off := h.rounds.Add(1)
+		for k := uint64(0); k < mine; k++ {
+			cs[uint64(i)+n*((k+off)%mine)].serve(&sc)
+		}
+		sc.reset()
+	}
+}
+
+// Flush sends the messages queued with Client.Queue: with the next frame,
+// or by a send round of their own once TelemetryHold has passed.
+func (h *Hub) Flush() {
+	if h.cfg.TelemetryHold < 0 {
+		h.round()
+		return
+	}
+	if !h.holdArmed.CompareAndSwap(false, true) {
+		return
+	}
+	h.regMu.Lock()
+	if h.holdTimer == nil {
+		h.holdTimer = time.AfterFunc(h.cfg.TelemetryHold, func() {
+			h.holdArmed.Store(false)
+			h.round()
+		})
+	} else {
+		h.holdTimer.Reset(h.cfg.TelemetryHold)
+	}
+	h.regMu.Unlock()
+}
+
+func (h *Hub) dropTelemetry() {
+	h.telemDropped.Add(1)
+	h.m.TelemetryDropped.Inc()
+}
+
 // Close stops the hub: pending keyframe requests are dropped and Publish
 // does nothing more. Clients end through their own contexts.
 func (h *Hub) Close() {
+	h.regMu.Lock()
+	select {
+	case <-h.workDone:
+	default:
+		close(h.workDone)
+	}
+	h.workers = nil
+	if h.holdTimer != nil {
+		h.holdTimer.Stop()
+	}
+	h.regMu.Unlock()
 	h.idrMu.Lock()
 	h.idrClosed = true
 	if h.idrTimer != nil {
@@ -383,6 +531,8 @@ type Stats struct {
 	FramesOut        uint64 // frames written to clients
 	BytesOut         uint64 // bytes written to clients
 	Writes           uint64 // batched writes to clients (one write or writev each)
+	DirectWrites     uint64 // of which written by the send round, no client goroutine woken
+	Handovers        uint64 // full sockets the send round left to the client's goroutine
 	LagSkips         uint64 // "client_lag_total"
 	KeyframeWaits    uint64
 	KeyframeTimeouts uint64
@@ -414,6 +564,8 @@ func (h *Hub) Stats() Stats {
 		FramesOut:        h.framesOut.Load(),
 		BytesOut:         h.bytesOut.Load(),
 		Writes:           h.writes.Load(),
+		DirectWrites:     h.direct.Load(),
+		Handovers:        h.handovers.Load(),
 		LagSkips:         h.lagTotal.Load(),
 		KeyframeWaits:    h.keyWaits.Load(),
 		KeyframeTimeouts: h.keyTimeouts.Load(),

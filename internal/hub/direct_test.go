@@ -1,0 +1,204 @@
+package hub
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/sdr-os/sdr-caddy/internal/wire"
+)
+
+// serveOne starts an HTTP server that streams h to WebSocket clients and
+// hands each server-side Client to the test.
+func serveOne(t *testing.T, h *Hub, cfg ClientConfig) (string, <-chan *Client) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	clients := make(chan *Client, 4)
+	done := make(chan struct{}, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		c := h.NewClient(conn, nil, cfg)
+		clients <- c
+		if err := c.Run(ctx); err != nil {
+			t.Logf("client ended: %v", err)
+		}
+		done <- struct{}{}
+	}))
+	t.Cleanup(func() {
+		cancel()
+		srv.CloseClientConnections()
+		srv.Close()
+	})
+	return "ws" + strings.TrimPrefix(srv.URL, "http"), clients
+}
+
+func readVideo(t *testing.T, c *websocket.Conn) uint64 {
+	t.Helper()
+	_, msg, err := c.ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr, _, err := wire.ParseVideo(msg)
+	if err != nil {
+		t.Fatalf("message of type %#x: %v", msg[0], err)
+	}
+	return hdr.FrameSeq
+}
+
+// Over TCP the send round writes the live frames itself; a client whose
+// socket fills is handed to its goroutine, loses nothing it was sent, and
+// goes back to the send round once it has caught up.
+func TestSendRoundWritesDirectAndHandsOver(t *testing.T) {
+	if !directSupported {
+		t.Skip("the send round writes to sockets on Linux only")
+	}
+	t.Parallel()
+	h := New(Config{Capacity: 1000})
+	defer h.Close()
+	url, _ := serveOne(t, h, ClientConfig{KeyframeTimeout: time.Minute})
+	c := dial(t, url, nil)
+	h.Publish(mkFrame(1, true, 1000))
+	if got := readVideo(t, c); got != 1 {
+		t.Fatalf("first frame %d", got)
+	}
+	for i := uint64(2); i <= 50; i++ {
+		h.Publish(mkFrame(i, false, 1000))
+		if got := readVideo(t, c); got != i {
+			t.Fatalf("frame %d, want %d", got, i)
+		}
+	}
+	st := h.Stats()
+	if st.DirectWrites < 45 {
+		t.Fatalf("%d of %d writes by the send round, want nearly all: %+v", st.DirectWrites, st.Writes, st)
+	}
+
+	// Fill the socket: the client does not read while 300 frames of
+	// 200 KB go out (more than the kernel buffers on loopback).
+	for i := uint64(51); i <= 350; i++ {
+		h.Publish(mkFrame(i, false, 200000))
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for h.Stats().Handovers == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no write left to the client's goroutine: %+v", h.Stats())
+		}
+		h.Publish(mkFrame(0, false, 0)) // keep the rounds coming
+		time.Sleep(time.Millisecond)
+	}
+	// (seq 0 frames are padding; the capacity of 1000 keeps every frame.)
+	var last uint64
+	for last < 350 {
+		seq := readVideo(t, c)
+		if seq == 0 {
+			continue
+		}
+		if seq != last+1 && last != 0 && seq != 51 {
+			t.Fatalf("frame %d after %d: the handover lost or reordered frames", seq, last)
+		}
+		if last == 0 && seq != 51 {
+			t.Fatalf("first frame after the fill %d, want 51", seq)
+		}
+		last = seq
+	}
+	before := h.Stats().DirectWrites
+	for i := uint64(351); i <= 360; i++ {
+		h.Publish(mkFrame(i, false, 1000))
+		for {
+			seq := readVideo(t, c)
+			if seq == i {
+				break
+			}
+			if seq != 0 {
+				t.Fatalf("frame %d, want %d", seq, i)
+			}
+		}
+	}
+	if after := h.Stats().DirectWrites; after-before < 5 {
+		t.Errorf("after catching up only %d of 10 writes by the send round", after-before)
+	}
+}
+
+func queueTelemetry(t *testing.T, h *Hub, c *Client, body string) []byte {
+	t.Helper()
+	msg, err := wire.Telemetry("telemetry.test", []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Queue(wire.AppendBinaryFrame(nil, msg)) {
+		t.Fatal("queue full")
+	}
+	h.Flush()
+	return msg
+}
+
+// Queued telemetry waits for the next frame and goes out in the same write.
+func TestTelemetryRidesWithNextFrame(t *testing.T) {
+	t.Parallel()
+	h := New(Config{TelemetryHold: time.Minute})
+	defer h.Close()
+	url, clients := serveOne(t, h, ClientConfig{KeyframeTimeout: time.Minute})
+	ws := dial(t, url, nil)
+	c := <-clients
+	h.Publish(mkFrame(1, true, 100))
+	if got := readVideo(t, ws); got != 1 {
+		t.Fatalf("first frame %d", got)
+	}
+	time.Sleep(20 * time.Millisecond) // the write is counted once it returns
+	writes := h.Stats().Writes
+	want := queueTelemetry(t, h, c, `{"a":1}`)
+	time.Sleep(200 * time.Millisecond)
+	if st := h.Stats(); st.Writes != writes {
+		t.Fatalf("telemetry was written before a frame came or the hold ended: %+v", st)
+	}
+	h.Publish(mkFrame(2, false, 100))
+	if _, msg, err := ws.ReadMessage(); err != nil || string(msg) != string(want) {
+		t.Fatalf("got %q, %v; want the telemetry first", msg, err)
+	}
+	if got := readVideo(t, ws); got != 2 {
+		t.Fatalf("frame %d after the telemetry, want 2", got)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if st := h.Stats(); st.Writes != writes+1 {
+		t.Errorf("telemetry and frame took %d writes, want 1", st.Writes-writes)
+	}
+}
+
+// Without frames, queued telemetry goes out once the hold has passed; with
+// no hold, at once.
+func TestTelemetryHold(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		hold     time.Duration
+		min, max time.Duration
+	}{
+		{hold: 150 * time.Millisecond, min: 140 * time.Millisecond, max: 10 * time.Second},
+		{hold: -1, min: 0, max: 100 * time.Millisecond},
+	} {
+		h := New(Config{TelemetryHold: tc.hold})
+		defer h.Close()
+		url, clients := serveOne(t, h, ClientConfig{KeyframeTimeout: time.Minute})
+		ws := dial(t, url, nil)
+		c := <-clients
+		for h.Stats().Clients != 1 {
+			time.Sleep(time.Millisecond)
+		}
+		start := time.Now()
+		want := queueTelemetry(t, h, c, `{"b":2}`)
+		_, msg, err := ws.ReadMessage()
+		took := time.Since(start)
+		if err != nil || string(msg) != string(want) {
+			t.Fatalf("hold %s: got %q, %v", tc.hold, msg, err)
+		}
+		if took < tc.min || took > tc.max {
+			t.Errorf("hold %s: telemetry took %s, want %s to %s", tc.hold, took, tc.min, tc.max)
+		}
+	}
+}
