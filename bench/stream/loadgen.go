@@ -30,6 +30,9 @@ type loadResult struct {
 	LatUS     []int32 `json:"-"`
 	P50, P99  float64
 	P999      float64
+	// Keyframes and deltas apart: a keyframe is about 7 times a delta,
+	// and going to every client at once it sets the tail.
+	KeyP50, KeyP99, DeltaP99 float64
 	Samples   int
 	Bytes     uint64
 	TTFFms    []float64
@@ -168,10 +171,31 @@ loop:
 	if p := rec.first.Load(); p != nil {
 		res.FirstErr = *p
 	}
+	var keys, deltas []int32
+	for i, v := range all {
+		if v < 0 { // a keyframe's sample, stored as -(latency+1)
+			all[i] = -v - 1
+			keys = append(keys, all[i])
+		} else {
+			deltas = append(deltas, v)
+		}
+	}
 	res.P50, res.P99, res.P999 = percentiles(all)
+	res.KeyP50, res.KeyP99, _ = percentiles(keys)
+	_, res.DeltaP99, _ = percentiles(deltas)
 	out, _ := json.Marshal(res)
 	fmt.Println("RESULT " + string(out))
 	return nil
+}
+
+// sample is one latency sample in microseconds; a keyframe's is stored as
+// -(latency+1), so that one slice per client holds both kinds.
+func sample(ns int64, flags uint16) int32 {
+	us := int32(ns / 1000)
+	if flags&shmring.FlagKeyframe != 0 {
+		return -us - 1
+	}
+	return us
 }
 
 // wsClient is a cheap WebSocket client: it reads each message's header,
@@ -208,7 +232,7 @@ func wsClient(target string, rec *recorder, lat *[]int32, stop <-chan struct{}, 
 		if rec.on.Load() {
 			now := time.Now().UnixNano()
 			id := int64(binary.LittleEndian.Uint64(hdr[1:9]))
-			*lat = append(*lat, int32((now-id)/1000))
+			*lat = append(*lat, sample(now-id, binary.LittleEndian.Uint16(hdr[1+20:])))
 			rec.bytes.Add(n)
 		}
 	}
@@ -277,13 +301,13 @@ func natsClient(target string, rec *recorder, lat *[]int32, stop <-chan struct{}
 	}
 	defer nc.Close()
 	_, err = nc.Subscribe(subject, func(m *nats.Msg) {
-		if !rec.on.Load() || len(m.Data) < 9 {
+		if !rec.on.Load() || len(m.Data) < 1+shmring.HeaderSize {
 			return
 		}
 		now := time.Now().UnixNano()
 		id := int64(binary.LittleEndian.Uint64(m.Data[1:9]))
 		// One subscription goroutine per client: no lock needed.
-		*lat = append(*lat, int32((now-id)/1000))
+		*lat = append(*lat, sample(now-id, binary.LittleEndian.Uint16(m.Data[1+20:])))
 		rec.bytes.Add(uint64(len(m.Data)))
 	})
 	if err == nil {

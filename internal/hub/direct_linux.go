@@ -49,9 +49,15 @@ func (d *directWriter) write(rc syscall.RawConn, bufs net.Buffers) (int, error) 
 
 // writev is the raw write, called by RawConn.Write with the descriptor
 // held open; it never waits for the socket (it returns true at once).
+//
+// The socket is non-blocking, so the call cannot sleep: it is made as a raw
+// system call, without telling the scheduler. Announced system calls at
+// this rate kept the runtime's monitor polling every 20 µs to take their
+// processors back, which cost about 6% of the server's CPU in context
+// switches.
 func (d *directWriter) writev(fd uintptr) bool {
 	for {
-		n, _, e := syscall.Syscall(syscall.SYS_WRITEV, fd,
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, fd,
 			uintptr(unsafe.Pointer(&d.iov[0])), uintptr(len(d.iov)))
 		switch e {
 		case 0:
