@@ -66,9 +66,10 @@ func main() {
 	window := flag.Duration("window", 24*time.Second, "measured time, split into alternating video-only and telemetry segments")
 	segment := flag.Duration("segment", 2*time.Second, "length of one segment (the first quarter settles, unrecorded)")
 	linger := flag.Duration("linger", 5*time.Millisecond, "sdr_nats telemetry_linger (5ms is its default; 0 is off)")
+	hold := flag.String("hold", "", "sdr_stream telemetry_hold (empty: its default, 20ms; off: none)")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write the server's CPU profile over the measured time to this file")
 	flag.Parse()
-	if err := run(*clients, *rate, *cmdRate, *warmup, *window, *segment, *linger); err != nil {
+	if err := run(*clients, *rate, *cmdRate, *warmup, *window, *segment, *linger, *hold); err != nil {
 		fmt.Fprintln(os.Stderr, "bench nats:", err)
 		os.Exit(1)
 	}
@@ -219,7 +220,15 @@ func telemetrySent(msg []byte) (int64, bool) {
 	return v, err == nil
 }
 
-func run(n, rate, cmdRate int, warmup, window, segment, linger time.Duration) error {
+// holdLine is the sdr_stream telemetry_hold line for -hold.
+func holdLine(hold string) string {
+	if hold == "" {
+		return ""
+	}
+	return "telemetry_hold " + hold
+}
+
+func run(n, rate, cmdRate int, warmup, window, segment, linger time.Duration, hold string) error {
 	dir, err := os.MkdirTemp("", "bench-nats-")
 	if err != nil {
 		return err
@@ -256,10 +265,11 @@ http://127.0.0.1:%d {
 		sdr_stream {
 			source shm %s 4MiB
 			max_clients %d
+			%s
 		}
 	}
 }
-`, natsPort, linger, httpPort, ringPath, n+10))
+`, natsPort, linger, httpPort, ringPath, n+10, holdLine(hold)))
 	if err != nil {
 		return err
 	}
@@ -401,8 +411,11 @@ http://127.0.0.1:%d {
 		r50, r99, len(tel), int64(expected), 100*float64(len(tel))/max(expected, 1))
 	fmt.Printf("command path:    p50 %.2f ms  p99 %.2f ms  (%d commands)\n", c50, c99, len(cmds))
 	fmt.Printf("CPU over the measured run: server %.1f s, load generator %.1f s; clients disconnected: %d\n", cpu1-cpu0, self1-self0, lost)
-	fmt.Printf("BENCH nats clients=%d relay_p99_ms=%.2f video_p99_delta_pct=%.1f cmd_p99_ms=%.2f relay_p50_ms=%.2f cmd_p50_ms=%.2f video_p99_base_ms=%.2f video_p99_telemetry_ms=%.2f telemetry_rate=%d linger_ms=%g\n",
-		n, r99, delta, c99, r50, c50, b99, v99, rate, float64(linger)/float64(time.Millisecond))
+	if hold == "" {
+		hold = "default"
+	}
+	fmt.Printf("BENCH nats clients=%d relay_p99_ms=%.2f video_p99_delta_pct=%.1f cmd_p99_ms=%.2f relay_p50_ms=%.2f cmd_p50_ms=%.2f video_p99_base_ms=%.2f video_p99_telemetry_ms=%.2f telemetry_rate=%d linger_ms=%g hold=%s\n",
+		n, r99, delta, c99, r50, c50, b99, v99, rate, float64(linger)/float64(time.Millisecond), hold)
 	return nil
 }
 

@@ -131,8 +131,8 @@ type Hub struct {
 	workers   []chan struct{}           // one wake-up channel per worker
 	workDone  chan struct{}             // closed by Close: the workers end
 	rounds    atomic.Uint64
-	holdTimer *time.Timer
-	holdArmed atomic.Bool
+	holdTimer *time.Timer // the round for held telemetry, when no frame comes first
+	holdArmed bool
 
 	requester atomic.Pointer[requesterBox]
 	idrMu     sync.Mutex
@@ -428,10 +428,16 @@ func (h *Hub) unregister(c *Client) {
 }
 
 // round wakes the workers for a send round; a worker still busy with the
-// previous one starts another when done.
+// previous one starts another when done. The round takes the held
+// telemetry along, so the hold timer stops: telemetry queued from now on
+// waits for the next frame again, up to TelemetryHold.
 func (h *Hub) round() {
 	h.regMu.Lock()
 	ws := h.workers
+	if h.holdArmed {
+		h.holdArmed = false
+		h.holdTimer.Stop()
+	}
 	h.regMu.Unlock()
 	for _, w := range ws {
 		select {
@@ -473,19 +479,17 @@ func (h *Hub) Flush() {
 		h.round()
 		return
 	}
-	if !h.holdArmed.CompareAndSwap(false, true) {
+	h.regMu.Lock()
+	defer h.regMu.Unlock()
+	if h.holdArmed {
 		return
 	}
-	h.regMu.Lock()
+	h.holdArmed = true
 	if h.holdTimer == nil {
-		h.holdTimer = time.AfterFunc(h.cfg.TelemetryHold, func() {
-			h.holdArmed.Store(false)
-			h.round()
-		})
+		h.holdTimer = time.AfterFunc(h.cfg.TelemetryHold, h.round)
 	} else {
 		h.holdTimer.Reset(h.cfg.TelemetryHold)
 	}
-	h.regMu.Unlock()
 }
 
 func (h *Hub) dropTelemetry() {
