@@ -214,6 +214,7 @@ func (c *Client) Run(ctx context.Context) error {
 	c.hub.unregister(c)
 	c.wmu.Lock() // a send round in progress finishes first
 	c.gone = true
+	rest := c.rest
 	c.rest, c.restBatch = nil, nil
 	c.wmu.Unlock()
 
@@ -222,7 +223,16 @@ func (c *Client) Run(ctx context.Context) error {
 	c.closeMu.Unlock()
 	if cf != nil {
 		_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
-		_, _ = c.conn.Write(cf)
+		// A frame the send round left half written is finished first, or
+		// the close frame would land inside it; a client that cannot take
+		// it in time gets no close frame, only the end of the connection.
+		var err error
+		if len(rest) > 0 {
+			_, err = rest.WriteTo(c.conn)
+		}
+		if err == nil {
+			_, _ = c.conn.Write(cf)
+		}
 	}
 	_ = c.conn.Close()
 	<-c.readEnded

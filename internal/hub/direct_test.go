@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -200,5 +201,47 @@ func TestTelemetryHold(t *testing.T) {
 		if took < tc.min || took > tc.max {
 			t.Errorf("hold %s: telemetry took %s, want %s to %s", tc.hold, took, tc.min, tc.max)
 		}
+	}
+}
+
+// A client closed while its socket is full still gets whole frames and then
+// the close frame: nothing lands inside a half-written frame.
+func TestCloseAfterHandoverKeepsFraming(t *testing.T) {
+	if !directSupported {
+		t.Skip("the send round writes to sockets on Linux only")
+	}
+	t.Parallel()
+	h := New(Config{Capacity: 1000})
+	defer h.Close()
+	url, clients := serveOne(t, h, ClientConfig{KeyframeTimeout: time.Minute})
+	ws := dial(t, url, nil)
+	c := <-clients
+	h.Publish(mkFrame(1, true, 1000))
+	deadline := time.Now().Add(20 * time.Second)
+	for i := uint64(2); h.Stats().Handovers == 0; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("the socket never filled: %+v", h.Stats())
+		}
+		h.Publish(mkFrame(i, false, 150001)) // odd sizes: a short write splits a frame
+	}
+	c.Close(wire.CloseServiceRestart, "test")
+	var last uint64
+	for {
+		_, msg, err := ws.ReadMessage()
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			if ce.Code != int(wire.CloseServiceRestart) {
+				t.Fatalf("close code %d, want %d", ce.Code, wire.CloseServiceRestart)
+			}
+			break
+		}
+		if err != nil {
+			t.Fatalf("after frame %d: %v", last, err)
+		}
+		hdr, _, err := wire.ParseVideo(msg)
+		if err != nil || hdr.FrameSeq != last+1 {
+			t.Fatalf("after frame %d: frame %d, %v", last, hdr.FrameSeq, err)
+		}
+		last = hdr.FrameSeq
 	}
 }
