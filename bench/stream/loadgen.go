@@ -27,19 +27,19 @@ import (
 
 // loadResult is what the load generator reports on its last line.
 type loadResult struct {
-	LatUS     []int32 `json:"-"`
-	P50, P99  float64
-	P999      float64
+	LatUS    []int32 `json:"-"`
+	P50, P99 float64
+	P999     float64
 	// Keyframes and deltas apart: a keyframe is about 7 times a delta,
 	// and going to every client at once it sets the tail.
 	KeyP50, KeyP99, DeltaP99 float64
-	Samples   int
-	Bytes     uint64
-	TTFFms    []float64
-	HSms      []float64 // of which the TCP connect and WebSocket handshake
-	Errors    int
-	FirstErr  string
-	Connected int
+	Samples                  int
+	Bytes                    uint64
+	TTFFms                   []float64
+	HSms                     []float64 // of which the TCP connect and WebSocket handshake
+	Errors                   int
+	FirstErr                 string
+	Connected                int
 }
 
 type recorder struct {
