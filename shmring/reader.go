@@ -104,6 +104,8 @@ type Reader struct {
 	awaitKeyframe  bool
 	mode           pollMode      // how the sleep before this poll was chosen
 	slept          time.Duration // how long that sleep was meant to be
+	hr             *hrSleeper    // precise sleeps (Linux); nil until the first
+	hrFailed       bool          // no timerfd: precise sleeps use nanosleep
 	cad            cadence
 	nextCheck      time.Time
 	waitLogged     bool
@@ -187,6 +189,12 @@ func (r *Reader) Run(ctx context.Context, fn func(Frame)) error {
 		return fmt.Errorf("reading ring %s: Run called twice", r.cfg.Path)
 	}
 	defer r.detach()
+	defer func() {
+		if r.hr != nil {
+			r.hr.close()
+			r.hr = nil
+		}
+	}()
 
 	var timer *time.Timer
 	absentWait := 10 * time.Millisecond
@@ -234,7 +242,7 @@ func (r *Reader) sleep(ctx context.Context, timer **time.Timer, d time.Duration,
 	case precise && d <= 100*time.Millisecond:
 		for d > 0 && ctx.Err() == nil {
 			s := min(d, chunk)
-			preciseSleep(s)
+			r.preciseSleep(s)
 			d -= s
 		}
 	default:
@@ -249,6 +257,29 @@ func (r *Reader) sleep(ctx context.Context, timer **time.Timer, d time.Duration,
 		}
 	}
 	return ctx.Err() == nil
+}
+
+// preciseSleep sleeps d on the reader's timerfd (Linux), or, where there
+// is none or it fails, with nanosleep.
+func (r *Reader) preciseSleep(d time.Duration) {
+	if r.hr == nil && !r.hrFailed {
+		hr, err := newHRSleeper()
+		if err != nil {
+			r.hrFailed = true
+		} else {
+			r.hr = hr
+		}
+	}
+	if r.hr != nil {
+		err := r.hr.sleep(d)
+		if err == nil {
+			return
+		}
+		r.log.Warn("timerfd sleep failed; sleeping with nanosleep", "error", err)
+		r.hr.close()
+		r.hr, r.hrFailed = nil, true
+	}
+	preciseSleep(d)
 }
 
 // preciseSleep sleeps d with the thread's timer slack (how late the kernel
