@@ -41,6 +41,21 @@ func serveOne(t *testing.T, h *Hub, cfg ClientConfig) (string, <-chan *Client) {
 	return "ws" + strings.TrimPrefix(srv.URL, "http"), clients
 }
 
+// directClient runs one client, connected over TCP, of a hub that keeps
+// 1000 frames (no lag skips), for tests of the send round's direct writes.
+func directClient(t *testing.T) (*Hub, *websocket.Conn, *Client) {
+	t.Helper()
+	if !directSupported {
+		t.Skip("the send round writes to sockets on Linux only")
+	}
+	t.Parallel()
+	h := New(Config{Capacity: 1000})
+	t.Cleanup(h.Close)
+	url, clients := serveOne(t, h, ClientConfig{KeyframeTimeout: time.Minute})
+	ws := dial(t, url, nil)
+	return h, ws, <-clients
+}
+
 func readVideo(t *testing.T, c *websocket.Conn) uint64 {
 	t.Helper()
 	_, msg, err := c.ReadMessage()
@@ -58,14 +73,7 @@ func readVideo(t *testing.T, c *websocket.Conn) uint64 {
 // socket fills is handed to its goroutine, loses nothing it was sent, and
 // goes back to the send round once it has caught up.
 func TestSendRoundWritesDirectAndHandsOver(t *testing.T) {
-	if !directSupported {
-		t.Skip("the send round writes to sockets on Linux only")
-	}
-	t.Parallel()
-	h := New(Config{Capacity: 1000})
-	defer h.Close()
-	url, _ := serveOne(t, h, ClientConfig{KeyframeTimeout: time.Minute})
-	c := dial(t, url, nil)
+	h, c, _ := directClient(t)
 	h.Publish(mkFrame(1, true, 1000))
 	if got := readVideo(t, c); got != 1 {
 		t.Fatalf("first frame %d", got)
@@ -207,15 +215,7 @@ func TestTelemetryHold(t *testing.T) {
 // A client closed while its socket is full still gets whole frames and then
 // the close frame: nothing lands inside a half-written frame.
 func TestCloseAfterHandoverKeepsFraming(t *testing.T) {
-	if !directSupported {
-		t.Skip("the send round writes to sockets on Linux only")
-	}
-	t.Parallel()
-	h := New(Config{Capacity: 1000})
-	defer h.Close()
-	url, clients := serveOne(t, h, ClientConfig{KeyframeTimeout: time.Minute})
-	ws := dial(t, url, nil)
-	c := <-clients
+	h, ws, c := directClient(t)
 	h.Publish(mkFrame(1, true, 1000))
 	deadline := time.Now().Add(20 * time.Second)
 	for i := uint64(2); h.Stats().Handovers == 0; i++ {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sdr-os/sdr-caddy/internal/cow"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 )
@@ -127,9 +128,9 @@ type Hub struct {
 
 	// The send round.
 	regMu     sync.Mutex
-	members   atomic.Pointer[[]*Client] // the clients a round visits
-	workers   []chan struct{}           // one wake-up channel per worker
-	workDone  chan struct{}             // closed by Close: the workers end
+	members   cow.List[*Client] // the clients a round visits
+	workers   []chan struct{}   // one wake-up channel per worker
+	workDone  chan struct{}     // closed by Close: the workers end
 	rounds    atomic.Uint64
 	holdTimer *time.Timer // the round for held telemetry, when no frame comes first
 	holdArmed bool
@@ -178,9 +179,7 @@ func New(cfg Config) *Hub {
 		cfg.TelemetryHold = DefaultTelemetryHold
 	}
 	cfg.Metrics.fill()
-	h := &Hub{cfg: cfg, log: lg, m: cfg.Metrics, wake: make(chan struct{}), workDone: make(chan struct{})}
-	h.members.Store(&[]*Client{})
-	return h
+	return &Hub{cfg: cfg, log: lg, m: cfg.Metrics, wake: make(chan struct{}), workDone: make(chan struct{})}
 }
 
 // SetKeyframeRequester sets where coalesced keyframe requests go (an
@@ -406,26 +405,11 @@ func (h *Hub) register(c *Client) {
 			}
 		}
 	}
-	old := *h.members.Load()
-	next := make([]*Client, len(old), len(old)+1)
-	copy(next, old)
-	next = append(next, c)
-	h.members.Store(&next)
+	h.members.Add(c)
 }
 
 // unregister takes a client out of the send round.
-func (h *Hub) unregister(c *Client) {
-	h.regMu.Lock()
-	defer h.regMu.Unlock()
-	old := *h.members.Load()
-	next := make([]*Client, 0, len(old))
-	for _, o := range old {
-		if o != c {
-			next = append(next, o)
-		}
-	}
-	h.members.Store(&next)
-}
+func (h *Hub) unregister(c *Client) { h.members.Remove(c) }
 
 // round wakes the workers for a send round; a worker still busy with the
 // previous one starts another when done. The round takes the held
@@ -459,7 +443,7 @@ func (h *Hub) work(i, workers int, wake <-chan struct{}) {
 			return
 		case <-wake:
 		}
-		cs := *h.members.Load()
+		cs := h.members.Load()
 		mine := (uint64(len(cs)) + n - 1 - uint64(i)) / n // clients i, i+n, ...
 		if mine == 0 {
 			continue

@@ -11,13 +11,13 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"github.com/sdr-os/sdr-caddy/internal/cow"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 )
@@ -137,15 +137,13 @@ type Relay struct {
 
 	mu      sync.Mutex
 	subs    []*nats.Subscription
-	clients atomic.Pointer[[]*client]
-	nextID  uint64
+	clients cow.List[*client]
 	closed  bool
 	ch      chan *nats.Msg
 	done    chan struct{}
 }
 
 type client struct {
-	id    uint64
 	fn    func([]byte)
 	batch func([][]byte)
 }
@@ -167,8 +165,6 @@ func New(nc *nats.Conn, cfg Config, log *slog.Logger, metrics *Metrics) (*Relay,
 			r.actions[a] = true
 		}
 	}
-	empty := []*client{}
-	r.clients.Store(&empty)
 	// One channel for every pattern keeps the order in which the server
 	// sent the messages. A full channel drops (telemetry is lossy by
 	// design; the client library counts a slow consumer), never blocking
@@ -249,7 +245,7 @@ func (r *Relay) deliver() {
 		if len(msgs) == 0 {
 			continue
 		}
-		for _, c := range *r.clients.Load() {
+		for _, c := range r.clients.Load() {
 			if c.batch != nil {
 				c.batch(msgs)
 				continue
@@ -281,7 +277,7 @@ func (r *Relay) frame(m *nats.Msg) []byte {
 		r.metrics.telemetry("oversize")
 		return nil
 	}
-	if len(*r.clients.Load()) == 0 {
+	if len(r.clients.Load()) == 0 {
 		return nil
 	}
 	msg, err := wire.Telemetry(m.Subject, m.Data)
@@ -311,30 +307,9 @@ func (r *Relay) SubscribeTelemetryBatch(fn func(msgs [][]byte)) (cancel func()) 
 }
 
 func (r *Relay) subscribe(c *client) (cancel func()) {
-	r.mu.Lock()
-	r.nextID++
-	c.id = r.nextID
-	old := *r.clients.Load()
-	next := make([]*client, len(old), len(old)+1)
-	copy(next, old)
-	next = append(next, c)
-	r.clients.Store(&next)
-	r.mu.Unlock()
+	r.clients.Add(c)
 	var once sync.Once
-	return func() {
-		once.Do(func() {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			old := *r.clients.Load()
-			next := make([]*client, 0, len(old))
-			for _, o := range old {
-				if o != c {
-					next = append(next, o)
-				}
-			}
-			r.clients.Store(&next)
-		})
-	}
+	return func() { once.Do(func() { r.clients.Remove(c) }) }
 }
 
 // RequestKeyframe publishes command.genesis.force_idr {"cmd_seq":0}.
