@@ -362,8 +362,12 @@ http://127.0.0.1:%d {
 	// Alternate video-only and telemetry segments, so that drift in the
 	// machine's load (other processes) falls on both alike.
 	settle := segment / 4
+	// CPU seconds of the server and of this process (the load generator)
+	// over the recorded part of each kind of segment.
+	var phaseCPU [2][2]float64
+	var phaseTime [2]time.Duration
 	for end := time.Now().Add(window); time.Now().Before(end); {
-		for _, on := range []bool{false, true} {
+		for i, on := range []bool{false, true} {
 			publishing.Store(on)
 			phase.Store(phaseIdle)
 			time.Sleep(settle)
@@ -372,7 +376,15 @@ http://127.0.0.1:%d {
 			} else {
 				phase.Store(phaseBase)
 			}
+			s0, _ := host.CPUSeconds(srv.cmd.Process.Pid)
+			l0, _ := host.CPUSeconds(os.Getpid())
+			t0 := time.Now()
 			time.Sleep(segment - settle)
+			s1, _ := host.CPUSeconds(srv.cmd.Process.Pid)
+			l1, _ := host.CPUSeconds(os.Getpid())
+			phaseCPU[i][0] += s1 - s0
+			phaseCPU[i][1] += l1 - l0
+			phaseTime[i] += time.Since(t0)
 		}
 	}
 	phase.Store(phaseIdle)
@@ -411,6 +423,9 @@ http://127.0.0.1:%d {
 		r50, r99, len(tel), int64(expected), 100*float64(len(tel))/max(expected, 1))
 	fmt.Printf("command path:    p50 %.2f ms  p99 %.2f ms  (%d commands)\n", c50, c99, len(cmds))
 	fmt.Printf("CPU over the measured run: server %.1f s, load generator %.1f s; clients disconnected: %d\n", cpu1-cpu0, self1-self0, lost)
+	perSec := func(i, who int) float64 { return phaseCPU[i][who] / max(phaseTime[i].Seconds(), 1e-9) }
+	fmt.Printf("CPU (cores) video only: server %.2f, load generator %.2f; with telemetry: server %.2f, load generator %.2f\n",
+		perSec(0, 0), perSec(0, 1), perSec(1, 0), perSec(1, 1))
 	if hold == "" {
 		hold = "default"
 	}
