@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -117,6 +118,9 @@ type Stream struct {
 	mu      sync.RWMutex
 	clients map[*hub.Client]struct{}
 	wg      sync.WaitGroup
+	// admitted counts the upgrades let through and not yet ended, so that
+	// concurrent upgrades cannot pass max_clients together.
+	admitted atomic.Int64
 }
 
 // StreamSource says where a stream's frames come from. Exactly one field
@@ -392,12 +396,19 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		return caddyhttp.Error(http.StatusForbidden,
 			fmt.Errorf("sdr_stream %s: origin %q not allowed", s.name, r.Header.Get("Origin")))
 	}
-	if s.MaxClients > 0 && s.hub.Stats().Clients >= int64(s.MaxClients) {
+	if s.admitted.Add(1) > int64(s.MaxClients) && s.MaxClients > 0 {
+		s.admitted.Add(-1)
 		s.metrics.clientsRejected.WithLabelValues(s.name).Inc()
 		w.Header().Set("Retry-After", "5")
 		return caddyhttp.Error(http.StatusServiceUnavailable,
 			fmt.Errorf("sdr_stream %s: %d clients, the maximum", s.name, s.MaxClients))
 	}
+	admitted := true
+	defer func() {
+		if admitted { // not handed to a client goroutine
+			s.admitted.Add(-1)
+		}
+	}()
 	if s.ctx.Err() != nil {
 		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("sdr_stream %s: stopping", s.name))
 	}
@@ -432,6 +443,7 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	s.clients[c] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
+	admitted = false // the client goroutine gives the place back
 	// The client gets its own goroutine and the request's returns: the
 	// request goroutine's stack, grown through the handler chain, is freed,
 	// which is most of what an idle client would otherwise cost.
@@ -448,6 +460,7 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 			s.mu.Lock()
 			delete(s.clients, c)
 			s.mu.Unlock()
+			s.admitted.Add(-1)
 			s.wg.Done()
 		}()
 		err := c.Run(s.ctx)

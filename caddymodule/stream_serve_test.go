@@ -263,6 +263,67 @@ func TestStreamServeKeyframeFirstAndTimeout(t *testing.T) {
 	}
 }
 
+// max_clients holds under concurrent upgrades: of many at once exactly
+// max_clients get through, the rest get 503 with Retry-After, and a place
+// given back takes a new client.
+func TestStreamServeMaxClientsConcurrent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "frames")
+	w := newStreamWriter(t, path)
+	streamTester(t, fmt.Sprintf(`
+	http://localhost:9080 {
+		handle /stream/* {
+			sdr_stream {
+				source shm %s
+				max_clients 3
+			}
+		}
+	}`, path))
+	w.write(t, true, 100)
+	const tries = 16
+	var (
+		mu       sync.Mutex
+		conns    []*websocket.Conn
+		rejected int
+		wg       sync.WaitGroup
+	)
+	for range tries {
+		wg.Go(func() {
+			c, resp, err := websocket.DefaultDialer.Dial("ws://localhost:9080/stream/ws", nil)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				conns = append(conns, c)
+			case resp != nil && resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "":
+				rejected++
+			default:
+				t.Errorf("dial: %v (%v)", err, resp)
+			}
+		})
+	}
+	wg.Wait()
+	for _, c := range conns {
+		t.Cleanup(func() { c.Close() })
+	}
+	if len(conns) != 3 || rejected != tries-3 {
+		t.Fatalf("%d upgraded and %d refused of %d concurrent, want 3 and %d", len(conns), rejected, tries, tries-3)
+	}
+	conns[0].Close()
+	waitHealth(t, "http://localhost:9080/stream/health", func(h map[string]any) bool { return h["clients"] == float64(2) })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, resp, err := websocket.DefaultDialer.Dial("ws://localhost:9080/stream/ws", nil)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the place given back never took a client: %v (%v)", err, resp)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func TestStreamServeOriginsAndCommands(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "frames")
 	newStreamWriter(t, path)

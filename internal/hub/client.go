@@ -210,8 +210,7 @@ func (c *Client) Run(ctx context.Context) error {
 	}()
 
 	c.hub.register(c)
-	err := c.write(ctx)
-	c.hub.unregister(c)
+	err := c.runWriter(ctx)
 	c.wmu.Lock() // a send round in progress finishes first
 	c.gone = true
 	rest := c.rest
@@ -240,6 +239,13 @@ func (c *Client) Run(ctx context.Context) error {
 		err = c.readErr
 	}
 	return err
+}
+
+// runWriter runs write, and takes the client out of the send round when it
+// ends, also by a panic.
+func (c *Client) runWriter(ctx context.Context) error {
+	defer c.hub.unregister(c)
+	return c.write(ctx)
 }
 
 // write is the client's goroutine: it writes what the send round left to
