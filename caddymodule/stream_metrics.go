@@ -15,7 +15,7 @@ import (
 type streamMetrics struct {
 	clients *prometheus.GaugeVec
 	framesIn, framesOut, bytesOut, lagSkips, keyframeWaits,
-	keyframeTimeouts, idrRequests, ignored, telemetryDropped,
+	keyframeTimeouts, idrRequests, ignored, telemetryDropped, handovers,
 	originRejected, clientsRejected *prometheus.CounterVec
 	delivery *prometheus.HistogramVec
 	ring     *ringCollector
@@ -41,6 +41,7 @@ var streamMetricsOnce = func() *streamMetrics {
 		idrRequests:      counter("idr_requests_total", "Keyframe requests sent to the producer, after coalescing."),
 		ignored:          counter("client_messages_ignored_total", "Client messages of unknown or unsupported type."),
 		telemetryDropped: counter("telemetry_dropped_total", "Telemetry messages and replies dropped for a client whose queue was full."),
+		handovers:        counter("handovers_total", "Writes the send round left to a client's own goroutine because the client's socket was full."),
 		originRejected:   counter("origin_rejected_total", "WebSocket upgrades refused for their Origin."),
 		clientsRejected:  counter("clients_rejected_total", "WebSocket upgrades refused at max_clients."),
 		delivery: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -60,7 +61,7 @@ func registerStreamMetrics(reg *prometheus.Registry, log *zap.Logger) *streamMet
 		return m
 	}
 	for _, c := range []prometheus.Collector{m.clients, m.framesIn, m.framesOut, m.bytesOut, m.lagSkips,
-		m.keyframeWaits, m.keyframeTimeouts, m.idrRequests, m.ignored, m.telemetryDropped,
+		m.keyframeWaits, m.keyframeTimeouts, m.idrRequests, m.ignored, m.telemetryDropped, m.handovers,
 		m.originRejected, m.clientsRejected, m.delivery, m.ring} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
@@ -85,6 +86,7 @@ func (m *streamMetrics) forStream(name string) hub.Metrics {
 		IDRRequests:      cv(m.idrRequests),
 		MessagesIgnored:  cv(m.ignored),
 		TelemetryDropped: cv(m.telemetryDropped),
+		Handovers:        cv(m.handovers),
 		Delivery:         m.delivery.WithLabelValues(name),
 	}
 }

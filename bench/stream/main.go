@@ -151,6 +151,37 @@ func main() {
 	}
 }
 
+// hubCounters reads sdr_stream's counters from the admin endpoint's
+// metrics, by name without the caddy_sdr_stream_ prefix; missing ones are 0.
+func (b *bench) hubCounters() map[string]float64 {
+	out := map[string]float64{}
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", b.adminPort))
+	if err != nil {
+		log.Printf("metrics: %v", err)
+		return out
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(body), "\n") {
+		name, rest, ok := strings.Cut(l, "{")
+		if !ok {
+			continue
+		}
+		name, found := strings.CutPrefix(name, "caddy_sdr_stream_")
+		if !found {
+			continue
+		}
+		_, val, ok := strings.Cut(rest, "} ")
+		if !ok {
+			continue
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+			out[name] += v
+		}
+	}
+	return out
+}
+
 type result struct {
 	loadResult
 	CPUPerGB, IdleKiB, StreamKiB, TTFF, GB float64
@@ -327,7 +358,7 @@ func (b *bench) run(sys string, n int) (*result, error) {
 	case "ours", "twohop":
 		port := host.MustFreePort()
 		admin := "off"
-		if b.profile != "" && sys == "ours" {
+		if sys == "ours" { // profiles and the hub's counters
 			b.adminPort = host.MustFreePort()
 			admin = fmt.Sprintf("127.0.0.1:%d", b.adminPort)
 		}
@@ -431,6 +462,10 @@ func (b *bench) run(sys string, n int) (*result, error) {
 		return nil, err
 	}
 	cpu0 := cpuSeconds(procs)
+	var hub0 map[string]float64
+	if sys == "ours" {
+		hub0 = b.hubCounters()
+	}
 	var prof sync.WaitGroup
 	if b.profile != "" && sys == "ours" {
 		prof.Add(1)
@@ -458,6 +493,12 @@ func (b *bench) run(sys string, n int) (*result, error) {
 	}
 	cpu1 := cpuSeconds(procs)
 	rssStream := rssKiB(procs)
+	if sys == "ours" {
+		hub1 := b.hubCounters()
+		r0 := hub1["frames_out_total"] - hub0["frames_out_total"]
+		fmt.Printf("        over the window: %.0f frames written to clients, %.0f writes handed to client goroutines (full socket), %.0f lag skips\n",
+			r0, hub1["handovers_total"]-hub0["handovers_total"], hub1["lag_skips_total"]-hub0["lag_skips_total"])
+	}
 	l, err := expect("RESULT ")
 	if err != nil {
 		return nil, err

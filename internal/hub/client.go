@@ -437,6 +437,7 @@ func (c *Client) serve(sc *scratch) {
 	// blocking write meets again and ends the client with.
 	c.slow = true
 	c.hub.handovers.Add(1)
+	c.hub.m.Handovers.Inc()
 	c.rest = tail(sc.bufs, n)
 	c.restBatch = append([]*Entry(nil), sc.batch...)
 	if n > 0 {

@@ -73,6 +73,7 @@ type Metrics struct {
 	IDRRequests      prometheus.Counter // requests sent to the producer, after coalescing
 	MessagesIgnored  prometheus.Counter // client messages of unknown or unsupported type
 	TelemetryDropped prometheus.Counter // telemetry and replies dropped for a full client queue
+	Handovers        prometheus.Counter // full sockets the send round left to a client's goroutine
 	Delivery         prometheus.Observer
 }
 
@@ -86,7 +87,7 @@ func (m *Metrics) fill() {
 		m.Clients = prometheus.NewGauge(prometheus.GaugeOpts{Name: "unregistered"})
 	}
 	for _, p := range []*prometheus.Counter{&m.FramesIn, &m.FramesOut, &m.BytesOut, &m.LagSkips,
-		&m.KeyframeWaits, &m.KeyframeTimeouts, &m.IDRRequests, &m.MessagesIgnored, &m.TelemetryDropped} {
+		&m.KeyframeWaits, &m.KeyframeTimeouts, &m.IDRRequests, &m.MessagesIgnored, &m.TelemetryDropped, &m.Handovers} {
 		c(p)
 	}
 	if m.Delivery == nil {
