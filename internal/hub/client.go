@@ -379,7 +379,7 @@ func (c *Client) gather(bufs net.Buffers, batch []*Entry, urgent bool) (net.Buff
 		return bufs, batch // the frames go in the next write
 	}
 	n := len(batch)
-	batch, _ = c.hub.Next(&c.cur, batch, c.cfg.BatchBytes-taken)
+	batch = c.hub.Next(&c.cur, batch, c.cfg.BatchBytes-taken)
 	for _, e := range batch[n:] {
 		bufs = append(bufs, e.Wire)
 	}

@@ -5,8 +5,10 @@
 // to a bounded log. The log keeps the current GOP (the latest keyframe and
 // the deltas since) so that a joining client starts decoding at once, plus
 // the last Capacity frames so that a client a little behind can catch up.
-// Each client holds a Cursor into the log; its own goroutine writes what lies
-// between the cursor and the head, batched, with a write deadline. A client
+// Each client holds a Cursor into the log. After each frame a send round
+// writes to every client what lies between its cursor and the head, with
+// one non-blocking writev per client; a client whose socket is full is
+// finished by its own goroutine, batched, with a write deadline. A client
 // that falls further behind than Capacity frames skips to the newest
 // keyframe (or waits for the next one), and the skip is counted. The
 // producer never waits for a client.
@@ -124,7 +126,6 @@ type Hub struct {
 	key      uint64 // Seq of the latest keyframe a joining client may start at
 	hasKey   bool
 	gopBytes int
-	wake     chan struct{} // closed and replaced on every append
 	closed   bool
 
 	// The send round.
@@ -180,7 +181,7 @@ func New(cfg Config) *Hub {
 		cfg.TelemetryHold = DefaultTelemetryHold
 	}
 	cfg.Metrics.fill()
-	return &Hub{cfg: cfg, log: lg, m: cfg.Metrics, wake: make(chan struct{}), workDone: make(chan struct{})}
+	return &Hub{cfg: cfg, log: lg, m: cfg.Metrics, workDone: make(chan struct{})}
 }
 
 // SetKeyframeRequester sets where coalesced keyframe requests go (an
@@ -232,8 +233,6 @@ func (h *Hub) Publish(f frame.Frame) {
 		}
 	}
 	h.trimLocked()
-	close(h.wake)
-	h.wake = make(chan struct{})
 	h.mu.Unlock()
 	h.round()
 }
@@ -305,10 +304,10 @@ func (h *Hub) Leave() {
 }
 
 // Next moves the cursor over the entries waiting for this client, appending
-// them to dst until maxBytes of frames are taken (at least one). When there
-// is nothing to send it returns dst unchanged and a channel that is closed
-// when the next frame arrives.
-func (h *Hub) Next(c *Cursor, dst []*Entry, maxBytes int) ([]*Entry, <-chan struct{}) {
+// them to dst until maxBytes of frames are taken (at least one); with
+// nothing to send it returns dst unchanged. Each Publish is followed by a
+// send round, which calls Next for every client.
+func (h *Hub) Next(c *Cursor, dst []*Entry, maxBytes int) []*Entry {
 	h.mu.RLock()
 	lagged := false
 	catchingUp := c.next < c.liveFrom
@@ -338,7 +337,6 @@ func (h *Hub) Next(c *Cursor, dst []*Entry, maxBytes int) ([]*Entry, <-chan stru
 		taken += len(e.Wire)
 		c.next++
 	}
-	wake := h.wake
 	h.mu.RUnlock()
 	if lagged {
 		h.lagTotal.Add(1)
@@ -349,7 +347,7 @@ func (h *Hub) Next(c *Cursor, dst []*Entry, maxBytes int) ([]*Entry, <-chan stru
 			h.RequestKeyframe()
 		}
 	}
-	return dst, wake
+	return dst
 }
 
 // RequestKeyframe asks the producer for an IDR frame, at most once per

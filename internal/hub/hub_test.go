@@ -61,7 +61,7 @@ func TestJoinStartsAtLatestKeyframe(t *testing.T) {
 		h.Publish(mkFrame(uint64(i+1), key, 10))
 	}
 	c := h.Join()
-	got, _ := h.Next(&c, nil, 1<<20)
+	got := h.Next(&c, nil, 1<<20)
 	if want := []uint64{4, 5, 6}; !equal(seqs(t, got), want) {
 		t.Fatalf("joining client got %v, want the current GOP %v", seqs(t, got), want)
 	}
@@ -79,18 +79,17 @@ func TestNoDeltaBeforeKeyframe(t *testing.T) {
 	if w, _ := c.WaitingForKeyframe(); !w {
 		t.Fatal("client joined a hub without keyframe is not waiting for one")
 	}
-	got, wake := h.Next(&c, nil, 1<<20)
+	got := h.Next(&c, nil, 1<<20)
 	if len(got) != 0 {
 		t.Fatalf("got %v before any keyframe", seqs(t, got))
 	}
 	h.Publish(mkFrame(2, false, 10))
-	<-wake
-	if got, _ = h.Next(&c, nil, 1<<20); len(got) != 0 {
+	if got = h.Next(&c, nil, 1<<20); len(got) != 0 {
 		t.Fatalf("got delta %v before any keyframe", seqs(t, got))
 	}
 	h.Publish(mkFrame(3, true, 10))
 	h.Publish(mkFrame(4, false, 10))
-	got, _ = h.Next(&c, nil, 1<<20)
+	got = h.Next(&c, nil, 1<<20)
 	if want := []uint64{3, 4}; !equal(seqs(t, got), want) {
 		t.Fatalf("got %v, want %v", seqs(t, got), want)
 	}
@@ -105,7 +104,7 @@ func TestLaggingClientSkipsToKeyframe(t *testing.T) {
 	defer h.Close()
 	h.Publish(mkFrame(1, true, 10))
 	c := h.Join()
-	got, _ := h.Next(&c, nil, 1<<20)
+	got := h.Next(&c, nil, 1<<20)
 	if !equal(seqs(t, got), []uint64{1}) {
 		t.Fatalf("got %v", seqs(t, got))
 	}
@@ -113,7 +112,7 @@ func TestLaggingClientSkipsToKeyframe(t *testing.T) {
 	for i, key := range []bool{false, false, false, true, false, false, false} {
 		h.Publish(mkFrame(uint64(i+2), key, 10))
 	}
-	got, _ = h.Next(&c, nil, 1<<20)
+	got = h.Next(&c, nil, 1<<20)
 	if want := []uint64{5, 6, 7, 8}; !equal(seqs(t, got), want) {
 		t.Fatalf("lagging client got %v, want %v from the newest keyframe", seqs(t, got), want)
 	}
@@ -121,7 +120,7 @@ func TestLaggingClientSkipsToKeyframe(t *testing.T) {
 	for i := range 6 {
 		h.Publish(mkFrame(uint64(9+i), false, 10))
 	}
-	got, _ = h.Next(&c, nil, 1<<20)
+	got = h.Next(&c, nil, 1<<20)
 	if len(got) != 0 {
 		t.Fatalf("lagging client without keyframe in reach got %v", seqs(t, got))
 	}
@@ -129,7 +128,7 @@ func TestLaggingClientSkipsToKeyframe(t *testing.T) {
 		t.Fatal("not waiting for a keyframe after the second skip")
 	}
 	h.Publish(mkFrame(15, true, 10))
-	got, _ = h.Next(&c, nil, 1<<20)
+	got = h.Next(&c, nil, 1<<20)
 	if !equal(seqs(t, got), []uint64{15}) {
 		t.Fatalf("got %v, want [15]", seqs(t, got))
 	}
@@ -171,7 +170,7 @@ func TestDiscontinuityKeepsGOP(t *testing.T) {
 	f.Discontinuity = true
 	h.Publish(f)
 	c := h.Join()
-	if got, _ := h.Next(&c, nil, 1<<20); !equal(seqs(t, got), []uint64{1, 5}) {
+	if got := h.Next(&c, nil, 1<<20); !equal(seqs(t, got), []uint64{1, 5}) {
 		t.Fatalf("client joined after a gap got %v, want the kept keyframe and what followed", seqs(t, got))
 	}
 	if w, _ := c.WaitingForKeyframe(); w {
@@ -187,11 +186,11 @@ func TestBatchBytes(t *testing.T) {
 	h.Publish(mkFrame(2, false, 1000))
 	h.Publish(mkFrame(3, false, 1000))
 	c := h.Join()
-	got, _ := h.Next(&c, nil, 1500)
+	got := h.Next(&c, nil, 1500)
 	if !equal(seqs(t, got), []uint64{1, 2}) {
 		t.Fatalf("first batch %v, want [1 2]", seqs(t, got))
 	}
-	got, _ = h.Next(&c, got[:0], 10)
+	got = h.Next(&c, got[:0], 10)
 	if !equal(seqs(t, got), []uint64{3}) {
 		t.Fatalf("second batch %v, want [3]", seqs(t, got))
 	}
@@ -265,10 +264,10 @@ func TestJoinCatchesUpThroughGOPLongerThanCapacity(t *testing.T) {
 		h.Publish(mkFrame(uint64(i+2), false, 10))
 	}
 	c := h.Join()
-	got, _ := h.Next(&c, nil, 50) // a few at a time, like a slow socket
+	got := h.Next(&c, nil, 50) // a few at a time, like a slow socket
 	for len(got) < 20 {
 		var more []*Entry
-		more, _ = h.Next(&c, nil, 50)
+		more = h.Next(&c, nil, 50)
 		if len(more) == 0 {
 			break
 		}
@@ -283,7 +282,7 @@ func TestJoinCatchesUpThroughGOPLongerThanCapacity(t *testing.T) {
 		}
 	}
 	h.Publish(mkFrame(21, false, 10))
-	got, _ = h.Next(&c, nil, 50)
+	got = h.Next(&c, nil, 50)
 	if len(got) != 1 || !c.Live(got[0]) {
 		t.Fatalf("frame after the GOP: %v, live %v", seqs(t, got), len(got) == 1 && c.Live(got[0]))
 	}
