@@ -190,7 +190,7 @@ func (h *Hub) SetKeyframeRequester(r frame.KeyframeRequester) {
 	h.requester.Store(&requesterBox{r})
 }
 
-// Publish appends a frame to the log and wakes the clients. It never waits
+// Publish appends a frame to the log and starts a send round. It never waits
 // for a client. Publish takes its own copy of the payload (inside the framed
 // message), so the caller may reuse f.Payload afterwards.
 func (h *Hub) Publish(f frame.Frame) {
