@@ -261,18 +261,17 @@ func (s *Stream) subscribeTelemetry(relay frame.Relay) (cancel func()) {
 	return relay.SubscribeTelemetry(s.broadcastTelemetry)
 }
 
-// broadcastTelemetry frames a telemetry message once and queues it for
-// every client, to go out with the next frame or after telemetry_hold; a
-// client with a full queue loses it (telemetry is lossy).
+// broadcastTelemetry frames a telemetry message once and hands it to the
+// hub for every client, to go out with the next frame or after
+// telemetry_hold; a client too far behind loses it (telemetry is lossy).
 func (s *Stream) broadcastTelemetry(msg []byte) {
 	f := wire.AppendBinaryFrame(make([]byte, 0, len(msg)+10), msg)
 	s.sendToClients(f)
 }
 
 // broadcastTelemetryBatch frames a batch of telemetry messages once, one
-// WebSocket message each, back to back in one buffer, and queues the buffer
-// for every client as one item, like broadcastTelemetry; a client with a
-// full queue loses the batch.
+// WebSocket message each, back to back in one buffer, and hands the buffer
+// to the hub like broadcastTelemetry.
 func (s *Stream) broadcastTelemetryBatch(msgs [][]byte) {
 	n := 0
 	for _, m := range msgs {
@@ -285,14 +284,7 @@ func (s *Stream) broadcastTelemetryBatch(msgs [][]byte) {
 	s.sendToClients(f)
 }
 
-func (s *Stream) sendToClients(f []byte) {
-	s.mu.RLock()
-	for c := range s.clients {
-		c.Queue(f)
-	}
-	s.mu.RUnlock()
-	s.hub.Flush()
-}
+func (s *Stream) sendToClients(f []byte) { s.hub.Broadcast(f) }
 
 // Validate checks the configuration.
 func (s *Stream) Validate() error {

@@ -38,9 +38,8 @@ type ClientConfig struct {
 	MaxMessage int
 	// BatchBytes bounds the frames written with one writev.
 	BatchBytes int
-	// Queue is the depth of each of the client's queues: replies and
-	// pongs (Send), and shared telemetry (Queue); messages beyond it are
-	// dropped (telemetry is lossy).
+	// Queue is the depth of the client's queue of replies and pongs
+	// (Send); messages beyond it are dropped.
 	Queue int
 	// OnCommand takes the body of each 0x04 message (the bytes after the
 	// type byte) from the client's reading goroutine, and returns a
@@ -85,7 +84,6 @@ type Client struct {
 	cfg  ClientConfig
 
 	queue   chan []byte   // replies and pongs: written at once by the goroutine
-	shared  chan []byte   // telemetry: goes out with the next write
 	kick    chan struct{} // the send round hands a write to the goroutine
 	closeMu sync.Mutex
 	closing []byte // the close frame to send, once set
@@ -95,6 +93,7 @@ type Client struct {
 	// Guarded by wmu.
 	wmu       sync.Mutex
 	cur       Cursor
+	tnext     uint64      // the next broadcast telemetry batch to send
 	slow      bool        // the goroutine writes (set until it has caught up)
 	rest      net.Buffers // the unwritten tail of a partial direct write
 	restBatch []*Entry    // the frames that tail completes
@@ -117,7 +116,7 @@ func (h *Hub) NewClient(conn net.Conn, br *bufio.Reader, cfg ClientConfig) *Clie
 		br = bufio.NewReaderSize(conn, 512)
 	}
 	c := &Client{hub: h, conn: conn, br: br, cfg: cfg,
-		queue: make(chan []byte, cfg.Queue), shared: make(chan []byte, cfg.Queue),
+		queue: make(chan []byte, cfg.Queue),
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), readEnded: make(chan struct{})}
 	if sc, ok := conn.(syscall.Conn); ok && directSupported {
 		if rc, err := sc.SyscallConn(); err == nil {
@@ -143,21 +142,6 @@ func (c *Client) SendFrame(f []byte) bool { return c.sendFrame(f) }
 func (c *Client) sendFrame(f []byte) bool {
 	select {
 	case c.queue <- f:
-		return true
-	default:
-		c.hub.dropTelemetry()
-		return false
-	}
-}
-
-// Queue queues a complete, already framed WebSocket message that many
-// clients share (telemetry) to go out with the client's next write: the
-// next frame, or the hub's send round that Hub.Flush schedules. It never
-// blocks: when the queue is full the message is dropped and counted, and
-// Queue returns false.
-func (c *Client) Queue(f []byte) bool {
-	select {
-	case c.shared <- f:
 		return true
 	default:
 		c.hub.dropTelemetry()
@@ -374,7 +358,7 @@ func (c *Client) gather(bufs net.Buffers, batch []*Entry, urgent bool) (net.Buff
 	if urgent {
 		taken, bufs = drainQueue(c.queue, bufs, taken, c.cfg.BatchBytes)
 	}
-	taken, bufs = drainQueue(c.shared, bufs, taken, c.cfg.BatchBytes)
+	taken, bufs = c.hub.takeTelemetry(&c.tnext, bufs, taken, c.cfg.BatchBytes)
 	if taken >= c.cfg.BatchBytes {
 		return bufs, batch // the frames go in the next write
 	}

@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -135,16 +136,13 @@ func TestSendRoundWritesDirectAndHandsOver(t *testing.T) {
 	}
 }
 
-func queueTelemetry(t *testing.T, h *Hub, c *Client, body string) []byte {
+func broadcastTelemetry(t *testing.T, h *Hub, body string) []byte {
 	t.Helper()
 	msg, err := wire.Telemetry("telemetry.test", []byte(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.Queue(wire.AppendBinaryFrame(nil, msg)) {
-		t.Fatal("queue full")
-	}
-	h.Flush()
+	h.Broadcast(wire.AppendBinaryFrame(nil, msg))
 	return msg
 }
 
@@ -155,14 +153,14 @@ func TestTelemetryRidesWithNextFrame(t *testing.T) {
 	defer h.Close()
 	url, clients := serveOne(t, h, ClientConfig{KeyframeTimeout: time.Minute})
 	ws := dial(t, url, nil)
-	c := <-clients
+	<-clients
 	h.Publish(mkFrame(1, true, 100))
 	if got := readVideo(t, ws); got != 1 {
 		t.Fatalf("first frame %d", got)
 	}
 	time.Sleep(20 * time.Millisecond) // the write is counted once it returns
 	writes := h.Stats().Writes
-	want := queueTelemetry(t, h, c, `{"a":1}`)
+	want := broadcastTelemetry(t, h, `{"a":1}`)
 	time.Sleep(200 * time.Millisecond)
 	if st := h.Stats(); st.Writes != writes {
 		t.Fatalf("telemetry was written before a frame came or the hold ended: %+v", st)
@@ -195,12 +193,13 @@ func TestTelemetryHold(t *testing.T) {
 		defer h.Close()
 		url, clients := serveOne(t, h, ClientConfig{KeyframeTimeout: time.Minute})
 		ws := dial(t, url, nil)
-		c := <-clients
-		for h.Stats().Clients != 1 {
-			time.Sleep(time.Millisecond)
+		<-clients
+		h.Publish(mkFrame(1, true, 100)) // read back: the client is in the send round
+		if got := readVideo(t, ws); got != 1 {
+			t.Fatalf("first frame %d", got)
 		}
 		start := time.Now()
-		want := queueTelemetry(t, h, c, `{"b":2}`)
+		want := broadcastTelemetry(t, h, `{"b":2}`)
 		_, msg, err := ws.ReadMessage()
 		took := time.Since(start)
 		if err != nil || string(msg) != string(want) {
@@ -243,5 +242,41 @@ func TestCloseAfterHandoverKeepsFraming(t *testing.T) {
 			t.Fatalf("after frame %d: frame %d, %v", last, hdr.FrameSeq, err)
 		}
 		last = hdr.FrameSeq
+	}
+}
+
+// Broadcast telemetry is sealed into one batch per round; a client keeps
+// its own place in the last telemetryBacklog batches, and one further
+// behind loses the oldest, counted.
+func TestTelemetryBacklog(t *testing.T) {
+	h := New(Config{TelemetryHold: time.Hour})
+	defer h.Close()
+	fresh := h.tlog.Load().head()
+	var want []string
+	for i := range telemetryBacklog + 8 {
+		for j := range 3 { // three broadcasts between two rounds: one batch
+			m := fmt.Sprintf("%d.%d;", i, j)
+			h.Broadcast([]byte(m))
+			want = append(want, m)
+		}
+		h.round()
+	}
+	next := fresh
+	taken, bufs := h.takeTelemetry(&next, nil, 0, 1<<20)
+	if len(bufs) != telemetryBacklog {
+		t.Fatalf("took %d batches, want the last %d", len(bufs), telemetryBacklog)
+	}
+	var got strings.Builder
+	for _, b := range bufs {
+		got.Write(b)
+	}
+	if exp := strings.Join(want[8*3:], ""); got.String() != exp || taken != len(exp) {
+		t.Fatalf("took %q (%d bytes), want %q", got.String(), taken, exp)
+	}
+	if d := h.Stats().TelemetryDropped; d != 8 {
+		t.Errorf("%d batches counted as dropped, want 8", d)
+	}
+	if _, more := h.takeTelemetry(&next, nil, 0, 1<<20); len(more) != 0 {
+		t.Errorf("%d more batches after taking all", len(more))
 	}
 }

@@ -16,6 +16,7 @@ package hub
 
 import (
 	"log/slog"
+	"net"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -137,6 +138,12 @@ type Hub struct {
 	holdTimer *time.Timer // the round for held telemetry, when no frame comes first
 	holdArmed bool
 
+	// Broadcast telemetry: what came since the last round, and the batches
+	// sealed by the rounds, which each client takes from by its own cursor.
+	tmu      sync.Mutex
+	tpending [][]byte
+	tlog     atomic.Pointer[telemetryLog]
+
 	requester atomic.Pointer[requesterBox]
 	idrMu     sync.Mutex
 	idrLast   time.Time
@@ -181,7 +188,9 @@ func New(cfg Config) *Hub {
 		cfg.TelemetryHold = DefaultTelemetryHold
 	}
 	cfg.Metrics.fill()
-	return &Hub{cfg: cfg, log: lg, m: cfg.Metrics, workDone: make(chan struct{})}
+	h := &Hub{cfg: cfg, log: lg, m: cfg.Metrics, workDone: make(chan struct{})}
+	h.tlog.Store(&telemetryLog{})
+	return h
 }
 
 // SetKeyframeRequester sets where coalesced keyframe requests go (an
@@ -404,6 +413,7 @@ func (h *Hub) register(c *Client) {
 			}
 		}
 	}
+	c.tnext = h.tlog.Load().head()
 	h.members.Add(c)
 }
 
@@ -415,6 +425,7 @@ func (h *Hub) unregister(c *Client) { h.members.Remove(c) }
 // telemetry along, so the hold timer stops: telemetry queued from now on
 // waits for the next frame again, up to TelemetryHold.
 func (h *Hub) round() {
+	h.seal()
 	h.regMu.Lock()
 	ws := h.workers
 	if h.holdArmed {
@@ -455,9 +466,31 @@ func (h *Hub) work(i, workers int, wake <-chan struct{}) {
 	}
 }
 
-// Flush sends the messages queued with Client.Queue: with the next frame,
-// or by a send round of their own once TelemetryHold has passed.
-func (h *Hub) Flush() {
+// telemetryBacklog is how many sealed telemetry batches (about one per
+// frame) the hub keeps for clients that have not taken them; a client
+// further behind loses the oldest (telemetry is lossy).
+const telemetryBacklog = 32
+
+// telemetryLog is a snapshot of the sealed telemetry batches; a new one
+// replaces it, it is never modified.
+type telemetryLog struct {
+	start uint64   // the sequence number of bufs[0]
+	bufs  [][]byte // each batch one buffer of complete WebSocket frames
+}
+
+func (l *telemetryLog) head() uint64 { return l.start + uint64(len(l.bufs)) }
+
+// Broadcast queues complete, already framed WebSocket messages (one, or
+// several back to back) for every client: they go out with each client's
+// next frame, in the same write, or in a send round of their own once
+// TelemetryHold has passed (at once when it is negative). f must not be
+// modified afterwards. It never waits for a client; one that has not
+// taken the last telemetryBacklog batches loses the oldest, counted as
+// telemetry dropped.
+func (h *Hub) Broadcast(f []byte) {
+	h.tmu.Lock()
+	h.tpending = append(h.tpending, f)
+	h.tmu.Unlock()
 	if h.cfg.TelemetryHold < 0 {
 		h.round()
 		return
@@ -473,6 +506,56 @@ func (h *Hub) Flush() {
 	} else {
 		h.holdTimer.Reset(h.cfg.TelemetryHold)
 	}
+}
+
+// seal makes what was broadcast since the last round one batch, in one
+// buffer, so that it costs each client one more iovec at most.
+func (h *Hub) seal() {
+	h.tmu.Lock()
+	defer h.tmu.Unlock()
+	if len(h.tpending) == 0 {
+		return
+	}
+	batch := h.tpending[0]
+	if len(h.tpending) > 1 {
+		n := 0
+		for _, b := range h.tpending {
+			n += len(b)
+		}
+		batch = make([]byte, 0, n)
+		for _, b := range h.tpending {
+			batch = append(batch, b...)
+		}
+	}
+	clear(h.tpending)
+	h.tpending = h.tpending[:0]
+	old := h.tlog.Load()
+	keep := old.bufs
+	start := old.start
+	if len(keep) >= telemetryBacklog {
+		drop := len(keep) - telemetryBacklog + 1
+		keep, start = keep[drop:], start+uint64(drop)
+	}
+	bufs := make([][]byte, len(keep), len(keep)+1)
+	copy(bufs, keep)
+	h.tlog.Store(&telemetryLog{start: start, bufs: append(bufs, batch)})
+}
+
+// takeTelemetry appends to bufs the sealed batches after the client's
+// cursor, while taken < budget, and counts the batches it lost.
+func (h *Hub) takeTelemetry(next *uint64, bufs net.Buffers, taken, budget int) (int, net.Buffers) {
+	l := h.tlog.Load()
+	if *next < l.start {
+		h.telemDropped.Add(l.start - *next)
+		h.m.TelemetryDropped.Add(float64(l.start - *next))
+		*next = l.start
+	}
+	for ; *next < l.head() && taken < budget; *next++ {
+		b := l.bufs[*next-l.start]
+		bufs = append(bufs, b)
+		taken += len(b)
+	}
+	return taken, bufs
 }
 
 func (h *Hub) dropTelemetry() {
@@ -526,7 +609,7 @@ type Stats struct {
 	IDRAsked         uint64 // keyframe requests before coalescing
 	IDRSent          uint64 // after coalescing
 	MessagesIgnored  uint64
-	TelemetryDropped uint64
+	TelemetryDropped uint64 // replies and telemetry batches a client lost
 	LogFrames        int  // frames held in the log
 	HasKeyframe      bool // a joining client starts at once
 }
