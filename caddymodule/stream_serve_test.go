@@ -140,7 +140,10 @@ func waitHealth(t *testing.T, url string, ok func(map[string]any) bool) map[stri
 	}
 }
 
-func TestStreamServeGOPStartAndHealth(t *testing.T) {
+// startStream runs Caddy with one sdr_stream at /stream/* on a new ring,
+// with the extra subdirectives given, and returns the ring's writer.
+func startStream(t *testing.T, extra string) *streamWriter {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "frames")
 	w := newStreamWriter(t, path)
 	streamTester(t, fmt.Sprintf(`
@@ -148,9 +151,15 @@ func TestStreamServeGOPStartAndHealth(t *testing.T) {
 		handle /stream/* {
 			sdr_stream {
 				source shm %s
+				%s
 			}
 		}
-	}`, path))
+	}`, path, extra))
+	return w
+}
+
+func TestStreamServeGOPStartAndHealth(t *testing.T) {
+	w := startStream(t, "")
 	health := "http://localhost:9080/stream/health"
 	// A keyframe and two deltas, each taken by the reader before the next.
 	for i := range 3 {
@@ -267,17 +276,7 @@ func TestStreamServeKeyframeFirstAndTimeout(t *testing.T) {
 // max_clients get through, the rest get 503 with Retry-After, and a place
 // given back takes a new client.
 func TestStreamServeMaxClientsConcurrent(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "frames")
-	w := newStreamWriter(t, path)
-	streamTester(t, fmt.Sprintf(`
-	http://localhost:9080 {
-		handle /stream/* {
-			sdr_stream {
-				source shm %s
-				max_clients 3
-			}
-		}
-	}`, path))
+	w := startStream(t, "max_clients 3")
 	w.write(t, true, 100)
 	const tries = 16
 	var (
