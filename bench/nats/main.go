@@ -423,6 +423,10 @@ http://127.0.0.1:%d {
 		r50, r99, len(tel), int64(expected), 100*float64(len(tel))/max(expected, 1))
 	fmt.Printf("command path:    p50 %.2f ms  p99 %.2f ms  (%d commands)\n", c50, c99, len(cmds))
 	fmt.Printf("CPU over the measured run: server %.1f s, load generator %.1f s; clients disconnected: %d\n", cpu1-cpu0, self1-self0, lost)
+	if c, err := host.Counters("http://"+srv.admin+"/metrics", "caddy_sdr_stream_"); err == nil {
+		fmt.Printf("server counters over the run: %.0f telemetry batches dropped for clients too far behind, %.0f writes handed to client goroutines\n",
+			c["telemetry_dropped_total"], c["handovers_total"])
+	}
 	perSec := func(i, who int) float64 { return phaseCPU[i][who] / max(phaseTime[i].Seconds(), 1e-9) }
 	fmt.Printf("CPU (cores) video only: server %.2f, load generator %.2f; with telemetry: server %.2f, load generator %.2f\n",
 		perSec(0, 0), perSec(0, 1), perSec(1, 0), perSec(1, 1))

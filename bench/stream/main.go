@@ -154,32 +154,12 @@ func main() {
 // hubCounters reads sdr_stream's counters from the admin endpoint's
 // metrics, by name without the caddy_sdr_stream_ prefix; missing ones are 0.
 func (b *bench) hubCounters() map[string]float64 {
-	out := map[string]float64{}
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", b.adminPort))
+	c, err := host.Counters(fmt.Sprintf("http://127.0.0.1:%d/metrics", b.adminPort), "caddy_sdr_stream_")
 	if err != nil {
 		log.Printf("metrics: %v", err)
-		return out
+		return map[string]float64{}
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, l := range strings.Split(string(body), "\n") {
-		name, rest, ok := strings.Cut(l, "{")
-		if !ok {
-			continue
-		}
-		name, found := strings.CutPrefix(name, "caddy_sdr_stream_")
-		if !found {
-			continue
-		}
-		_, val, ok := strings.Cut(rest, "} ")
-		if !ok {
-			continue
-		}
-		if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
-			out[name] += v
-		}
-	}
-	return out
+	return c
 }
 
 type result struct {

@@ -1,10 +1,13 @@
 // Package host reads what the benchmark programs measure of the processes
-// they run (CPU time from /proc) and finds free loopback ports for them.
+// they run (CPU time from /proc, counters from a metrics endpoint) and finds
+// free loopback ports for them.
 package host
 
 import (
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -54,4 +57,41 @@ func MustFreePort() int {
 		panic(err)
 	}
 	return p
+}
+
+// Counters reads the Prometheus text exposition at url and returns the
+// samples whose metric name starts with prefix, by name without it, summed
+// over their labels.
+func Counters(url, prefix string) (map[string]float64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, l := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(l, "#") {
+			continue
+		}
+		name, val, ok := strings.Cut(l, " ")
+		if i := strings.IndexByte(l, '{'); i >= 0 {
+			name = l[:i]
+			_, val, ok = strings.Cut(l[i:], "} ")
+		}
+		if !ok {
+			continue
+		}
+		name, found := strings.CutPrefix(name, prefix)
+		if !found {
+			continue
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+			out[name] += v
+		}
+	}
+	return out, nil
 }
