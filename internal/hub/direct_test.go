@@ -1,9 +1,11 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -278,5 +280,23 @@ func TestTelemetryBacklog(t *testing.T) {
 	}
 	if _, more := h.takeTelemetry(&next, nil, 0, 1<<20); len(more) != 0 {
 		t.Errorf("%d more batches after taking all", len(more))
+	}
+}
+
+// tail keeps exactly the bytes after the first n, whatever the buffers'
+// sizes (empty ones included) and wherever n falls.
+func TestTailAfterShortWrite(t *testing.T) {
+	bufs := net.Buffers{[]byte("ab"), nil, []byte("cde"), []byte(""), []byte("f"), []byte("ghij")}
+	all := string(bytes.Join(bufs, nil))
+	for n := 0; n <= len(all); n++ {
+		got := string(bytes.Join(tail(bufs, n), nil))
+		if got != all[n:] {
+			t.Errorf("tail after %d bytes: %q, want %q", n, got, all[n:])
+		}
+		for _, b := range tail(bufs, n) {
+			if len(b) == 0 {
+				t.Errorf("tail after %d bytes holds an empty buffer", n)
+			}
+		}
 	}
 }
