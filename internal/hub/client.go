@@ -117,7 +117,7 @@ func (h *Hub) NewClient(conn net.Conn, br *bufio.Reader, cfg ClientConfig) *Clie
 	}
 	c := &Client{hub: h, conn: conn, br: br, cfg: cfg,
 		queue: make(chan []byte, cfg.Queue),
-		kick: make(chan struct{}, 1), stop: make(chan struct{}), readEnded: make(chan struct{})}
+		kick:  make(chan struct{}, 1), stop: make(chan struct{}), readEnded: make(chan struct{})}
 	if sc, ok := conn.(syscall.Conn); ok && directSupported {
 		if rc, err := sc.SyscallConn(); err == nil {
 			c.raw = rc

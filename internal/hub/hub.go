@@ -610,8 +610,8 @@ type Stats struct {
 	IDRSent          uint64 // after coalescing
 	MessagesIgnored  uint64
 	TelemetryDropped uint64 // replies and telemetry batches a client lost
-	LogFrames        int  // frames held in the log
-	HasKeyframe      bool // a joining client starts at once
+	LogFrames        int    // frames held in the log
+	HasKeyframe      bool   // a joining client starts at once
 }
 
 // AvgFrameSize is the mean payload size of the published frames.
