@@ -144,7 +144,7 @@ func (c *Client) sendFrame(f []byte) bool {
 	case c.queue <- f:
 		return true
 	default:
-		c.hub.dropTelemetry()
+		c.hub.dropTelemetry(1)
 		return false
 	}
 }
@@ -351,10 +351,7 @@ func (c *Client) drain(sc *scratch, first []byte) error {
 // BatchBytes are taken; Next gets what is left of the budget (it takes at
 // least one frame). Called with wmu held.
 func (c *Client) gather(bufs net.Buffers, batch []*Entry, urgent bool) (net.Buffers, []*Entry) {
-	taken := 0
-	for _, b := range bufs {
-		taken += len(b)
-	}
+	taken := size(bufs)
 	if urgent {
 		taken, bufs = drainQueue(c.queue, bufs, taken, c.cfg.BatchBytes)
 	}
@@ -407,12 +404,8 @@ func (c *Client) serve(sc *scratch) {
 	if len(sc.bufs) == 0 {
 		return
 	}
-	total := 0
-	for _, b := range sc.bufs {
-		total += len(b)
-	}
 	n, err := c.direct.write(c.raw, sc.bufs)
-	if err == nil && n == total {
+	if err == nil && n == size(sc.bufs) {
 		c.hub.direct.Add(1)
 		c.account(sc.batch, n)
 		return
@@ -429,6 +422,15 @@ func (c *Client) serve(sc *scratch) {
 		c.hub.m.BytesOut.Add(float64(n))
 	}
 	c.wakeWriter()
+}
+
+// size is the number of bytes bufs holds.
+func size(bufs net.Buffers) int {
+	n := 0
+	for _, b := range bufs {
+		n += len(b)
+	}
+	return n
 }
 
 // tail returns a new slice of what bufs holds after its first n bytes.
@@ -448,14 +450,7 @@ func tail(bufs net.Buffers, n int) net.Buffers {
 // flush writes bufs, blocking, with the write deadline. Called with wmu
 // held.
 func (c *Client) flush(bufs net.Buffers, batch []*Entry) error {
-	n := 0
-	for _, b := range bufs {
-		n += len(b)
-	}
-	if n == 0 {
-		c.account(batch, 0)
-		return nil
-	}
+	n := size(bufs)
 	// Moving the deadline costs a timer update per write; move it only once
 	// half of it is used, so a write always has between half and all of
 	// WriteTimeout.

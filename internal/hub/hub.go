@@ -15,6 +15,7 @@
 package hub
 
 import (
+	"bytes"
 	"log/slog"
 	"net"
 	"runtime"
@@ -51,10 +52,10 @@ type Config struct {
 	// IDRCoalesce is the shortest interval between two keyframe requests
 	// sent to the producer.
 	IDRCoalesce time.Duration
-	// TelemetryHold is the longest time a message queued with
-	// Client.Queue waits for the next frame, so that it reaches each
-	// client in the same write as the frame instead of one of its own.
-	// Negative: none, Flush sends at once.
+	// TelemetryHold is the longest time a message given to Broadcast
+	// waits for the next frame, so that it reaches each client in the same
+	// write as the frame instead of one of its own. Negative: none,
+	// Broadcast starts a send round at once.
 	TelemetryHold time.Duration
 	// Logger receives the hub's logs; nil discards them.
 	Logger *slog.Logger
@@ -516,16 +517,9 @@ func (h *Hub) seal() {
 	if len(h.tpending) == 0 {
 		return
 	}
-	batch := h.tpending[0]
+	batch := h.tpending[0] // one broadcast goes as it is, uncopied
 	if len(h.tpending) > 1 {
-		n := 0
-		for _, b := range h.tpending {
-			n += len(b)
-		}
-		batch = make([]byte, 0, n)
-		for _, b := range h.tpending {
-			batch = append(batch, b...)
-		}
+		batch = bytes.Join(h.tpending, nil)
 	}
 	clear(h.tpending)
 	h.tpending = h.tpending[:0]
@@ -546,8 +540,7 @@ func (h *Hub) seal() {
 func (h *Hub) takeTelemetry(next *uint64, bufs net.Buffers, taken, budget int) (int, net.Buffers) {
 	l := h.tlog.Load()
 	if *next < l.start {
-		h.telemDropped.Add(l.start - *next)
-		h.m.TelemetryDropped.Add(float64(l.start - *next))
+		h.dropTelemetry(l.start - *next)
 		*next = l.start
 	}
 	for ; *next < l.head() && taken < budget; *next++ {
@@ -558,9 +551,10 @@ func (h *Hub) takeTelemetry(next *uint64, bufs net.Buffers, taken, budget int) (
 	return taken, bufs
 }
 
-func (h *Hub) dropTelemetry() {
-	h.telemDropped.Add(1)
-	h.m.TelemetryDropped.Inc()
+// dropTelemetry counts n replies or telemetry batches a client lost.
+func (h *Hub) dropTelemetry(n uint64) {
+	h.telemDropped.Add(n)
+	h.m.TelemetryDropped.Add(float64(n))
 }
 
 // Close stops the hub: pending keyframe requests are dropped and Publish
