@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 )
 
 type fileID struct {
@@ -34,17 +33,3 @@ func mapFile(path string, writable bool) (*mapping, error) {
 }
 
 func (m *mapping) unmap() error { return nil }
-
-func nanosleep(d time.Duration) { time.Sleep(d) }
-
-// hrSleeper is Linux's timerfd sleeper; elsewhere there is none and
-// precise sleeps use nanosleep.
-type hrSleeper struct{}
-
-func newHRSleeper() (*hrSleeper, error) { return nil, errors.ErrUnsupported }
-
-func (*hrSleeper) sleep(time.Duration) error { return errors.ErrUnsupported }
-
-func (*hrSleeper) close() {}
-
-func setTimerSlack(uintptr) (restore func()) { return func() {} }

@@ -1,4 +1,4 @@
-//go:build unix && !linux
+//go:build !linux
 
 package shmring
 
@@ -6,6 +6,9 @@ import (
 	"errors"
 	"time"
 )
+
+// Precise sleeps are Linux's (slack_linux.go); elsewhere the reader sleeps
+// on the runtime's timers.
 
 func setTimerSlack(uintptr) (restore func()) { return func() {} }
 
