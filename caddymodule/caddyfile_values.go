@@ -39,3 +39,19 @@ func parseMillis(v string) (caddy.Duration, error) {
 	}
 	return caddy.Duration(dur), nil
 }
+
+// parseOff reads "off", or a duration through parse; "off" and a zero
+// duration both mean none, -1 in JSON.
+func parseOff(v string, parse func(string) (caddy.Duration, error)) (caddy.Duration, error) {
+	if v == "off" {
+		return -1, nil
+	}
+	d, err := parse(v)
+	if err != nil {
+		return 0, err
+	}
+	if d == 0 {
+		return -1, nil
+	}
+	return d, nil
+}

@@ -123,17 +123,16 @@ func (a *NATSApp) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "telemetry_linger":
 			var s string
 			if err = natsOneArg(d, &s); err == nil {
-				if s == "off" {
-					a.TelemetryLinger = -1
-					break
-				}
-				v, perr := caddy.ParseDuration(s)
-				if perr != nil || v < 0 || v > time.Second {
+				var perr error
+				a.TelemetryLinger, perr = parseOff(s, func(s string) (caddy.Duration, error) {
+					v, err := caddy.ParseDuration(s)
+					if err == nil && (v < 0 || v > time.Second) {
+						err = strconv.ErrRange
+					}
+					return caddy.Duration(v), err
+				})
+				if perr != nil {
 					return d.Errf("telemetry_linger: %q is not off or a duration up to 1s", s)
-				}
-				a.TelemetryLinger = caddy.Duration(v)
-				if v == 0 { // 0 in the Caddyfile means none, as in JSON -1
-					a.TelemetryLinger = -1
 				}
 			}
 		case "actions":

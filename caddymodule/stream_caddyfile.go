@@ -127,17 +127,8 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			if v == "off" {
-				s.TelemetryHold = -1
-				break
-			}
-			dur, err := parseMillis(v)
-			if err != nil {
+			if s.TelemetryHold, err = parseOff(v, parseMillis); err != nil {
 				return d.Errf("%s %q: %v", sub, v, err)
-			}
-			s.TelemetryHold = dur
-			if dur == 0 {
-				s.TelemetryHold = -1 // none, as off
 			}
 		case "queue_depth", "max_clients":
 			v, err := one()
