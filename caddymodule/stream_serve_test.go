@@ -25,6 +25,7 @@ import (
 	"github.com/sdr-os/sdr-caddy/internal/relay"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
 // streamWriter plays the simulator: it commits frames into a real ring.
@@ -92,31 +93,7 @@ func streamTester(t *testing.T, site string) *caddytest.Tester {
 
 func streamDial(t *testing.T, url string, hdr http.Header) *websocket.Conn {
 	t.Helper()
-	c, resp, err := websocket.DefaultDialer.Dial(url, hdr)
-	if err != nil {
-		t.Fatalf("dialing %s: %v (%v)", url, err, resp)
-	}
-	t.Cleanup(func() { c.Close() })
-	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
-	return c
-}
-
-func readVideo(t *testing.T, c *websocket.Conn) shmring.Header {
-	t.Helper()
-	for {
-		_, msg, err := c.ReadMessage()
-		if err != nil {
-			t.Fatalf("reading video: %v", err)
-		}
-		if msg[0] != wire.TypeVideo {
-			continue
-		}
-		h, _, err := wire.ParseVideo(msg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return h
-	}
+	return testenv.DialWS(t, url, hdr, 20*time.Second)
 }
 
 // waitRead waits until the stream's ring reader has taken frame seq.
@@ -168,12 +145,12 @@ func TestStreamServeGOPStartAndHealth(t *testing.T) {
 	}
 	c := streamDial(t, "ws://localhost:9080/stream/ws", nil)
 	for want := uint64(1); want <= 3; want++ {
-		if h := readVideo(t, c); h.FrameSeq != want {
+		if h := testenv.ReadVideo(t, c); h.FrameSeq != want {
 			t.Fatalf("joining client got frame %d, want %d (the current GOP from its keyframe)", h.FrameSeq, want)
 		}
 	}
 	w.write(t, false, 10)
-	if h := readVideo(t, c); h.FrameSeq != 4 {
+	if h := testenv.ReadVideo(t, c); h.FrameSeq != 4 {
 		t.Fatalf("live frame %d, want 4", h.FrameSeq)
 	}
 
@@ -267,7 +244,7 @@ func TestStreamServeKeyframeFirstAndTimeout(t *testing.T) {
 		waitHealth(t, health, func(h map[string]any) bool { return h["shm_seq"] == float64(seq) })
 	}
 	key := w.write(t, true, 100)
-	if h := readVideo(t, c2); h.FrameSeq != key || !h.Keyframe() {
+	if h := testenv.ReadVideo(t, c2); h.FrameSeq != key || !h.Keyframe() {
 		t.Fatalf("first frame %d (keyframe %v), want keyframe %d", h.FrameSeq, h.Keyframe(), key)
 	}
 }
@@ -451,11 +428,11 @@ func TestStreamServeManyStreamsAndMetrics(t *testing.T) {
 	cw := streamDial(t, "ws://localhost:9080/stream/wrist/ws", nil)
 	ca := streamDial(t, "ws://localhost:9080/stream/again/ws", nil)
 	for _, c := range []*websocket.Conn{cf, cw, ca} {
-		if h := readVideo(t, c); !h.Keyframe() {
+		if h := testenv.ReadVideo(t, c); !h.Keyframe() {
 			t.Fatalf("first frame %d is not a keyframe", h.FrameSeq)
 		}
 		for range 20 {
-			readVideo(t, c)
+			testenv.ReadVideo(t, c)
 		}
 	}
 	cancel()

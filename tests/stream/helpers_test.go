@@ -20,7 +20,6 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/shmring"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
@@ -191,31 +190,7 @@ func (s *server) mappings(t *testing.T, path string) int {
 
 func dial(t *testing.T, url string) *websocket.Conn {
 	t.Helper()
-	c, resp, err := websocket.DefaultDialer.Dial(url, nil)
-	if err != nil {
-		t.Fatalf("dialing %s: %v (%v)", url, err, resp)
-	}
-	t.Cleanup(func() { c.Close() })
-	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	return c
-}
-
-func readVideo(t *testing.T, c *websocket.Conn) shmring.Header {
-	t.Helper()
-	for {
-		_, msg, err := c.ReadMessage()
-		if err != nil {
-			t.Fatalf("reading video: %v", err)
-		}
-		if msg[0] != wire.TypeVideo {
-			continue
-		}
-		h, _, err := wire.ParseVideo(msg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return h
-	}
+	return testenv.DialWS(t, url, nil, 30*time.Second)
 }
 
 func ringPath(t *testing.T, name string) string {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sdr-os/sdr-caddy/internal/wire"
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
 // A client that stops reading falls behind, skips to a keyframe when it
@@ -51,7 +52,7 @@ func TestLaggingClientSkipsToKeyframe(t *testing.T) {
 		if n == 3000 {
 			t.Fatalf("the slow client read 3000 frames and no skip was counted: %v", s.health(t, "/stream/health"))
 		}
-		h := readVideo(t, slow)
+		h := testenv.ReadVideo(t, slow)
 		if last != 0 && h.FrameSeq != last+1 {
 			if !h.Keyframe() {
 				t.Fatalf("slow client resumed at delta %d after %d", h.FrameSeq, last)
@@ -122,7 +123,7 @@ func TestHostileConnections(t *testing.T) {
 
 	// The server still serves.
 	c := dial(t, s.ws+"/stream/ws")
-	if h := readVideo(t, c); !h.Keyframe() {
+	if h := testenv.ReadVideo(t, c); !h.Keyframe() {
 		t.Fatalf("first frame %d not a keyframe", h.FrameSeq)
 	}
 	select {

@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/sdr-os/sdr-caddy/internal/wire"
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
 // reloadingClient reads video and reconnects whenever the server closes it
@@ -114,7 +115,7 @@ func TestReloadUnderLoadLeavesNothingBehind(t *testing.T) {
 	// no client.
 	s.load(t, caddyfileFor(s.port, "", body(1)))
 	warm := dial(t, s.ws+"/stream/ws")
-	readVideo(t, warm)
+	testenv.ReadVideo(t, warm)
 	warm.Close()
 	s.waitHealth(t, "/stream/health", "no clients", func(h map[string]any) bool { return h["clients"] == float64(0) })
 	time.Sleep(300 * time.Millisecond)
