@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -114,18 +113,7 @@ func (s *natsServer) Start() {
 		s.t.Fatal(err)
 	}
 	s.cmd = cmd
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", s.port), time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("nats-server not listening on %d after 10s: %v", s.port, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitListening(s.t, "nats-server", fmt.Sprintf("127.0.0.1:%d", s.port), 10*time.Second)
 }
 
 // Kill stops the server at once, as a crash would.

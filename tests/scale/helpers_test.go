@@ -12,7 +12,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -99,18 +98,7 @@ func (n *node) Start() {
 		n.t.Fatal(err)
 	}
 	n.cmd = cmd
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", n.port), time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("nats-server %s not listening on %d after 15s: %v", n.name, n.port, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitListening(n.t, "nats-server "+n.name, fmt.Sprintf("127.0.0.1:%d", n.port), 15*time.Second)
 }
 
 // Kill stops the node at once, as a crash would.

@@ -210,3 +210,21 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// WaitListening waits until a TCP connection to addr succeeds, failing the
+// test after timeout; what names the server in the failure.
+func WaitListening(t testing.TB, what, addr string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not listening on %s after %s: %v", what, addr, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
