@@ -1,11 +1,48 @@
 package caddymodule
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
+
+// parseHandler is the Caddyfile parser of a handler module that reads its
+// own tokens (httpcaddyfile.RegisterHandlerDirective).
+func parseHandler[T any, P interface {
+	*T
+	caddyhttp.MiddlewareHandler
+	caddyfile.Unmarshaler
+}](h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := P(new(T))
+	if err := m.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// eachSubdirective calls fn with the name of each subdirective in the block
+// that opens after the current token, its arguments still to read. A
+// subdirective given twice is refused ("duplicate <what> <name>") unless it
+// is one of repeatable.
+func eachSubdirective(d *caddyfile.Dispenser, what string, fn func(sub string) error, repeatable ...string) error {
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		if seen[sub] && !slices.Contains(repeatable, sub) {
+			return d.Errf("duplicate %s %q", what, sub)
+		}
+		seen[sub] = true
+		if err := fn(sub); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // Value parsers shared by the modules' Caddyfile parsers, so that the old
 // SDR_* environment variables fit as {$VAR:default} placeholders.

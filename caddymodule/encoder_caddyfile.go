@@ -88,13 +88,7 @@ func (a *EncoderApp) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 func (ec *EncoderConfig) unmarshal(d *caddyfile.Dispenser) error {
-	seen := map[string]bool{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		key := d.Val()
-		if seen[key] {
-			return d.Errf("subdirective %q given more than once", key)
-		}
-		seen[key] = true
+	return eachSubdirective(d, "subdirective", func(key string) error {
 		args := d.RemainingArgs()
 		one := func() (string, error) {
 			if len(args) != 1 {
@@ -212,21 +206,12 @@ func (ec *EncoderConfig) unmarshal(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unknown subdirective %q", key)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 func (o *EncoderOutput) unmarshal(d *caddyfile.Dispenser) error {
-	seen := map[string]bool{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		key := d.Val()
-		if seen[key] {
-			return d.Errf("output: subdirective %q given more than once", key)
-		}
-		seen[key] = true
+	return eachSubdirective(d, "output subdirective", func(key string) error {
 		args := d.RemainingArgs()
 		if len(args) != 1 {
 			return d.ArgErr()
@@ -250,8 +235,8 @@ func (o *EncoderOutput) unmarshal(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("output: unknown subdirective %q", key)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // encoderParseKbps reads a bit rate: kbit/s, or with a k or M suffix.

@@ -75,13 +75,7 @@ func (a *NATSApp) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	seen := map[string]bool{}
-	for d.NextBlock(0) {
-		key := d.Val()
-		if seen[key] {
-			return d.Errf("duplicate subdirective %q", key)
-		}
-		seen[key] = true
+	return eachSubdirective(d, "subdirective", func(key string) error {
 		var err error
 		switch key {
 		case "url", "urls":
@@ -147,11 +141,8 @@ func (a *NATSApp) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unknown subdirective %q", key)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 func (a *NATSApp) parseCommandRate(d *caddyfile.Dispenser) error {
@@ -186,13 +177,7 @@ func natsParseTLS(d *caddyfile.Dispenser) (*NATSTLS, error) {
 		return nil, d.ArgErr()
 	}
 	t := new(NATSTLS)
-	seen := map[string]bool{}
-	for d.NextBlock(1) {
-		key := d.Val()
-		if seen[key] {
-			return nil, d.Errf("duplicate tls subdirective %q", key)
-		}
-		seen[key] = true
+	if err := eachSubdirective(d, "tls subdirective", func(key string) error {
 		var err error
 		switch key {
 		case "ca":
@@ -205,15 +190,15 @@ func natsParseTLS(d *caddyfile.Dispenser) (*NATSTLS, error) {
 			err = natsOneArg(d, &t.ServerName)
 		case "insecure_skip_verify":
 			if d.NextArg() {
-				return nil, d.ArgErr()
+				return d.ArgErr()
 			}
 			t.InsecureSkipVerify = true
 		default:
-			return nil, d.Errf("unknown tls subdirective %q", key)
+			return d.Errf("unknown tls subdirective %q", key)
 		}
-		if err != nil {
-			return nil, err
-		}
+		return err
+	}); err != nil {
+		return nil, err
 	}
 	return t, nil
 }
@@ -223,13 +208,7 @@ func natsParseEmbedded(d *caddyfile.Dispenser) (*NATSEmbedded, error) {
 		return nil, d.ArgErr()
 	}
 	e := new(NATSEmbedded)
-	seen := map[string]bool{}
-	for d.NextBlock(1) {
-		key := d.Val()
-		if seen[key] && key != "leaf_remote" {
-			return nil, d.Errf("duplicate embedded subdirective %q", key)
-		}
-		seen[key] = true
+	if err := eachSubdirective(d, "embedded subdirective", func(key string) error {
 		var err error
 		switch key {
 		case "listen":
@@ -244,10 +223,10 @@ func natsParseEmbedded(d *caddyfile.Dispenser) (*NATSEmbedded, error) {
 				case "off":
 					e.JetStream = false
 				default:
-					return nil, d.Errf("jetstream: want on or off, got %q", d.Val())
+					return d.Errf("jetstream: want on or off, got %q", d.Val())
 				}
 				if d.NextArg() {
-					return nil, d.ArgErr()
+					return d.ArgErr()
 				}
 			}
 		case "store_dir":
@@ -255,28 +234,28 @@ func natsParseEmbedded(d *caddyfile.Dispenser) (*NATSEmbedded, error) {
 		case "leaf_remote":
 			r := NATSLeafRemote{URLs: natsSplitArgs(d.RemainingArgs())}
 			if len(r.URLs) == 0 {
-				return nil, d.Errf("leaf_remote: want at least one url")
+				return d.Errf("leaf_remote: want at least one url")
 			}
 			for d.NextBlock(2) {
 				switch d.Val() {
 				case "credentials":
 					if r.Credentials != "" {
-						return nil, d.Errf("duplicate leaf_remote subdirective %q", d.Val())
+						return d.Errf("duplicate leaf_remote subdirective %q", d.Val())
 					}
 					if err := natsOneArg(d, &r.Credentials); err != nil {
-						return nil, err
+						return err
 					}
 				default:
-					return nil, d.Errf("unknown leaf_remote subdirective %q", d.Val())
+					return d.Errf("unknown leaf_remote subdirective %q", d.Val())
 				}
 			}
 			e.LeafRemotes = append(e.LeafRemotes, r)
 		default:
-			return nil, d.Errf("unknown embedded subdirective %q", key)
+			return d.Errf("unknown embedded subdirective %q", key)
 		}
-		if err != nil {
-			return nil, err
-		}
+		return err
+	}, "leaf_remote"); err != nil {
+		return nil, err
 	}
 	return e, nil
 }
@@ -286,13 +265,7 @@ func natsParseGate(d *caddyfile.Dispenser) (*NATSGate, error) {
 		return nil, d.ArgErr()
 	}
 	g := new(NATSGate)
-	seen := map[string]bool{}
-	for d.NextBlock(1) {
-		key := d.Val()
-		if seen[key] {
-			return nil, d.Errf("duplicate gate subdirective %q", key)
-		}
-		seen[key] = true
+	if err := eachSubdirective(d, "gate subdirective", func(key string) error {
 		var dst *caddy.Duration
 		switch key {
 		case "hold":
@@ -302,13 +275,16 @@ func natsParseGate(d *caddyfile.Dispenser) (*NATSGate, error) {
 		case "codec_grace":
 			dst = &g.CodecGrace
 		default:
-			return nil, d.Errf("unknown gate subdirective %q", key)
+			return d.Errf("unknown gate subdirective %q", key)
 		}
 		v, err := natsDurationArg(d)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		*dst = caddy.Duration(v)
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	return g, nil
 }

@@ -24,7 +24,7 @@ import (
 
 func init() {
 	caddy.RegisterModule(new(NATSHandler))
-	httpcaddyfile.RegisterHandlerDirective("sdr_nats", parseNATSHandlerCaddyfile)
+	httpcaddyfile.RegisterHandlerDirective("sdr_nats", parseHandler[NATSHandler])
 	httpcaddyfile.RegisterDirectiveOrder("sdr_nats", httpcaddyfile.Before, "reverse_proxy")
 }
 
@@ -283,7 +283,7 @@ func (h natsHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 func (h natsHijacker) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 
-// parseNATSHandlerCaddyfile sets up the handler from a site block:
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	sdr_nats [<matcher>] {
 //	    stream <name>              # whose safety gate applies; default "default"
@@ -291,28 +291,12 @@ func (h natsHijacker) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 //	    send_buffer <messages>
 //	    write_timeout <duration>
 //	}
-func parseNATSHandlerCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	n := new(NATSHandler)
-	if err := n.UnmarshalCaddyfile(h.Dispenser); err != nil {
-		return nil, err
-	}
-	return n, nil
-}
-
-// UnmarshalCaddyfile reads the sdr_nats directive; see
-// parseNATSHandlerCaddyfile for the syntax.
 func (h *NATSHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	seen := map[string]bool{}
-	for d.NextBlock(0) {
-		key := d.Val()
-		if seen[key] {
-			return d.Errf("duplicate subdirective %q", key)
-		}
-		seen[key] = true
+	return eachSubdirective(d, "subdirective", func(key string) error {
 		var err error
 		switch key {
 		case "stream":
@@ -336,11 +320,8 @@ func (h *NATSHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unknown subdirective %q", key)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 // Interface guards.

@@ -3,22 +3,13 @@ package caddymodule
 import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("sdr_player", parsePlayerCaddyfile)
+	httpcaddyfile.RegisterHandlerDirective("sdr_player", parseHandler[Player])
 	// It hands the paths it does not own on, so it goes in front of the
 	// terminal handlers (respond, reverse_proxy, file_server) of a route.
 	httpcaddyfile.RegisterDirectiveOrder("sdr_player", httpcaddyfile.Before, "respond")
-}
-
-func parsePlayerCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	p := new(Player)
-	if err := p.UnmarshalCaddyfile(h.Dispenser); err != nil {
-		return nil, err
-	}
-	return p, nil
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:

@@ -8,24 +8,15 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("sdr_ros", parseROSCaddyfile)
+	httpcaddyfile.RegisterHandlerDirective("sdr_ros", parseHandler[ROS])
 	// A terminal handler (it replaces reverse_proxy for /ros/*); ordered
 	// before respond so that a fallback respond in the same block never
 	// shadows it.
 	httpcaddyfile.RegisterDirectiveOrder("sdr_ros", httpcaddyfile.Before, "respond")
-}
-
-func parseROSCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	r := new(ROS)
-	if err := r.UnmarshalCaddyfile(h.Dispenser); err != nil {
-		return nil, err
-	}
-	return r, nil
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
@@ -58,13 +49,7 @@ func (r *ROS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("sdr_ros takes at most one argument (the upstream), got %q", d.Val())
 		}
 	}
-	seen := map[string]bool{}
-	for d.NextBlock(0) {
-		sub := d.Val()
-		if seen[sub] {
-			return d.Errf("duplicate subdirective %q", sub)
-		}
-		seen[sub] = true
+	if err := eachSubdirective(d, "subdirective", func(sub string) error {
 		args := d.RemainingArgs()
 		one := func() (string, error) {
 			if len(args) != 1 {
@@ -176,9 +161,9 @@ func (r *ROS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unknown subdirective %q", sub)
 		}
-		if err != nil {
-			return err
-		}
+		return err
+	}); err != nil {
+		return err
 	}
 	if err := r.Validate(); err != nil {
 		return d.Err(err.Error())

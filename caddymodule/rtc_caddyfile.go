@@ -6,22 +6,13 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("sdr_whep", parseWHEPCaddyfile)
+	httpcaddyfile.RegisterHandlerDirective("sdr_whep", parseHandler[WHEP])
 	// A terminal handler, like sdr_stream: it answers every request it gets.
 	httpcaddyfile.RegisterDirectiveOrder("sdr_whep", httpcaddyfile.Before, "reverse_proxy")
-}
-
-func parseWHEPCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	w := new(WHEP)
-	if err := w.UnmarshalCaddyfile(h.Dispenser); err != nil {
-		return nil, err
-	}
-	return w, nil
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
@@ -53,14 +44,8 @@ func (w *WHEP) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("sdr_whep takes at most one argument (the stream name), got %q", d.Val())
 		}
 	}
-	seen := map[string]bool{}
 	cfg, rtcSet := &RTCConfig{}, false
-	for d.NextBlock(0) {
-		sub := d.Val()
-		if seen[sub] && sub != "ice_server" {
-			return d.Errf("duplicate subdirective %q", sub)
-		}
-		seen[sub] = true
+	if err := eachSubdirective(d, "subdirective", func(sub string) error {
 		args := d.RemainingArgs()
 		switch sub {
 		case "name":
@@ -101,6 +86,9 @@ func (w *WHEP) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			rtcSet = true
 		}
+		return nil
+	}, "ice_server"); err != nil {
+		return err
 	}
 	if rtcSet {
 		w.WebRTC = cfg
@@ -115,16 +103,10 @@ func parseRTCBlock(d *caddyfile.Dispenser, args []string) (*RTCConfig, error) {
 		return nil, d.Errf("webrtc takes no arguments, got %d (options go in its block)", len(args))
 	}
 	cfg := &RTCConfig{}
-	seen := map[string]bool{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		sub := d.Val()
-		if seen[sub] && sub != "ice_server" {
-			return nil, d.Errf("duplicate webrtc option %q", sub)
-		}
-		seen[sub] = true
-		if err := parseRTCOption(d, sub, d.RemainingArgs(), cfg); err != nil {
-			return nil, err
-		}
+	if err := eachSubdirective(d, "webrtc option", func(sub string) error {
+		return parseRTCOption(d, sub, d.RemainingArgs(), cfg)
+	}, "ice_server"); err != nil {
+		return nil, err
 	}
 	return cfg, nil
 }

@@ -5,23 +5,14 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("sdr_stream", parseStreamCaddyfile)
+	httpcaddyfile.RegisterHandlerDirective("sdr_stream", parseHandler[Stream])
 	// A terminal handler: it answers every request it gets (WebSocket or
 	// health JSON), so it sits with reverse_proxy and file_server.
 	httpcaddyfile.RegisterDirectiveOrder("sdr_stream", httpcaddyfile.Before, "reverse_proxy")
-}
-
-func parseStreamCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	s := new(Stream)
-	if err := s.UnmarshalCaddyfile(h.Dispenser); err != nil {
-		return nil, err
-	}
-	return s, nil
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
@@ -60,14 +51,8 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("sdr_stream takes at most one argument (the stream name), got %q", d.Val())
 		}
 	}
-	seen := map[string]bool{}
 	var crc, gating *bool
-	for d.NextBlock(0) {
-		sub := d.Val()
-		if seen[sub] {
-			return d.Errf("duplicate subdirective %q", sub)
-		}
-		seen[sub] = true
+	if err := eachSubdirective(d, "subdirective", func(sub string) error {
 		args := d.RemainingArgs()
 		one := func() (string, error) {
 			if len(args) != 1 {
@@ -180,6 +165,9 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unknown subdirective %q", sub)
 		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	if s.Source != nil && s.Source.NATS != nil && (crc != nil || gating != nil) {
 		if crc != nil {
