@@ -1,8 +1,6 @@
 package caddymodule
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -24,9 +22,7 @@ type encoderMetrics struct {
 
 var encoderMetricsOnce = func() *encoderMetrics {
 	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
-		return prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "caddy", Subsystem: "sdr", Name: "encoder_" + name, Help: help,
-		}, append([]string{"encoder"}, labels...))
+		return prometheus.NewCounterVec(prometheus.CounterOpts(metricOpts("encoder_"+name, help)), append([]string{"encoder"}, labels...))
 	}
 	return &encoderMetrics{
 		encode: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -39,26 +35,16 @@ var encoderMetricsOnce = func() *encoderMetrics {
 		bytes:     counter("bytes_total", "Encoded bytes."),
 		fallbacks: counter("fallbacks_total", "Encoder openings where a preferred backend failed and a later one was used; backend is the one that failed.", "backend"),
 		invalid:   counter("raw_invalid_total", "Raw-ring frames rejected (not a raw pixel format, bad descriptor or size)."),
-		backend: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: "caddy", Subsystem: "sdr", Name: "encoder_backend",
-			Help: "1 for the FFmpeg encoder each encoder uses now (h264_nvenc, libx264, ...), 0 for those it used before.",
-		}, []string{"encoder", "backend"}),
+		backend: prometheus.NewGaugeVec(prometheus.GaugeOpts(metricOpts("encoder_backend",
+			"1 for the FFmpeg encoder each encoder uses now (h264_nvenc, libx264, ...), 0 for those it used before.")), []string{"encoder", "backend"}),
 		sessions: &encoderCollector{},
 	}
 }()
 
 func registerEncoderMetrics(reg *prometheus.Registry, log *zap.Logger) *encoderMetrics {
 	m := encoderMetricsOnce
-	if reg == nil {
-		return m
-	}
-	for _, c := range []prometheus.Collector{m.encode, m.frames, m.keyframes, m.bytes, m.fallbacks, m.invalid, m.backend, m.sessions} {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				log.Warn("registering sdr_encoder metrics", zap.Error(err))
-			}
-		}
+	if err := registerMetrics(reg, m.encode, m.frames, m.keyframes, m.bytes, m.fallbacks, m.invalid, m.backend, m.sessions); err != nil {
+		log.Warn("registering sdr_encoder metrics", zap.Error(err))
 	}
 	return m
 }

@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,64 +20,33 @@ var natsMetrics = struct {
 	wsClients       prometheus.Gauge
 	wsDropped       prometheus.Counter
 }{
-	connected: prometheus.NewGauge(prometheus.GaugeOpts{
-		Namespace: "caddy", Subsystem: "sdr", Name: "nats_connected",
-		Help: "1 while the NATS connection is up, 0 while it is down or reconnecting.",
-	}),
-	reconnects: prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "sdr", Name: "nats_reconnects_total",
-		Help: "Successful NATS reconnections.",
-	}),
-	disconnects: prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "sdr", Name: "nats_disconnects_total",
-		Help: "Times the NATS connection was lost.",
-	}),
-	errors: prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "sdr", Name: "nats_async_errors_total",
-		Help: "Asynchronous NATS errors, mostly slow-consumer drops of telemetry.",
-	}),
-	telemetry: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "sdr", Name: "nats_telemetry_messages_total",
-		Help: "Telemetry messages from NATS by result: relayed, oversize, subject_too_long.",
-	}, []string{"result"}),
-	commands: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "sdr", Name: "nats_commands_total",
-		Help: "Client commands by status: published, rejected, gated, unavailable.",
-	}, []string{"status"}),
-	gateMode: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: "caddy", Subsystem: "sdr", Name: "gate_mode",
-		Help: "Safety gate of each stream: 0 ARMED, 1 HOLD, 2 ESTOP.",
-	}, []string{"stream"}),
-	gateTransitions: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "sdr", Name: "gate_transitions_total",
-		Help: "Safety gate transitions by stream and the mode entered.",
-	}, []string{"stream", "mode"}),
-	wsClients: prometheus.NewGauge(prometheus.GaugeOpts{
-		Namespace: "caddy", Subsystem: "sdr", Name: "nats_ws_clients",
-		Help: "WebSocket clients of the sdr_nats handler.",
-	}),
-	wsDropped: prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "sdr", Name: "nats_ws_telemetry_dropped_total",
-		Help: "Telemetry messages dropped for sdr_nats handler clients that fell behind.",
-	}),
+	connected: prometheus.NewGauge(prometheus.GaugeOpts(metricOpts("nats_connected",
+		"1 while the NATS connection is up, 0 while it is down or reconnecting."))),
+	reconnects: prometheus.NewCounter(prometheus.CounterOpts(metricOpts("nats_reconnects_total",
+		"Successful NATS reconnections."))),
+	disconnects: prometheus.NewCounter(prometheus.CounterOpts(metricOpts("nats_disconnects_total",
+		"Times the NATS connection was lost."))),
+	errors: prometheus.NewCounter(prometheus.CounterOpts(metricOpts("nats_async_errors_total",
+		"Asynchronous NATS errors, mostly slow-consumer drops of telemetry."))),
+	telemetry: prometheus.NewCounterVec(prometheus.CounterOpts(metricOpts("nats_telemetry_messages_total",
+		"Telemetry messages from NATS by result: relayed, oversize, subject_too_long.")), []string{"result"}),
+	commands: prometheus.NewCounterVec(prometheus.CounterOpts(metricOpts("nats_commands_total",
+		"Client commands by status: published, rejected, gated, unavailable.")), []string{"status"}),
+	gateMode: prometheus.NewGaugeVec(prometheus.GaugeOpts(metricOpts("gate_mode",
+		"Safety gate of each stream: 0 ARMED, 1 HOLD, 2 ESTOP.")), []string{"stream"}),
+	gateTransitions: prometheus.NewCounterVec(prometheus.CounterOpts(metricOpts("gate_transitions_total",
+		"Safety gate transitions by stream and the mode entered.")), []string{"stream", "mode"}),
+	wsClients: prometheus.NewGauge(prometheus.GaugeOpts(metricOpts("nats_ws_clients",
+		"WebSocket clients of the sdr_nats handler."))),
+	wsDropped: prometheus.NewCounter(prometheus.CounterOpts(metricOpts("nats_ws_telemetry_dropped_total",
+		"Telemetry messages dropped for sdr_nats handler clients that fell behind."))),
 }
 
 func natsRegisterMetrics(reg *prometheus.Registry) error {
-	if reg == nil {
-		return nil
-	}
 	m := natsMetrics
-	for _, c := range []prometheus.Collector{
-		m.connected, m.reconnects, m.disconnects, m.errors, m.telemetry,
-		m.commands, m.gateMode, m.gateTransitions, m.wsClients, m.wsDropped,
-	} {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				continue
-			}
-			return fmt.Errorf("sdr_nats: registering metrics: %w", err)
-		}
+	if err := registerMetrics(reg, m.connected, m.reconnects, m.disconnects, m.errors, m.telemetry,
+		m.commands, m.gateMode, m.gateTransitions, m.wsClients, m.wsDropped); err != nil {
+		return fmt.Errorf("sdr_nats: registering metrics: %w", err)
 	}
 	return nil
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
@@ -142,14 +141,8 @@ func (r *ROS) Provision(ctx caddy.Context) error {
 	if err := r.Validate(); err != nil {
 		return err
 	}
-	reg := ctx.GetMetricsRegistry()
-	for _, c := range rosMetrics.Collectors() {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				return fmt.Errorf("sdr_ros: registering metrics: %w", err)
-			}
-		}
+	if err := registerMetrics(ctx.GetMetricsRegistry(), rosMetrics.Collectors()...); err != nil {
+		return fmt.Errorf("sdr_ros: registering metrics: %w", err)
 	}
 	sub, _ := rosbridge.ParseAllowlist(r.SubscribeTopics)
 	pub, _ := rosbridge.ParseAllowlist(r.PublishTopics)

@@ -1,8 +1,6 @@
 package caddymodule
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -19,40 +17,26 @@ type rtcMetrics struct {
 
 var rtcMetricsOnce = func() *rtcMetrics {
 	counter := func(name, help string) *prometheus.CounterVec {
-		return prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "caddy", Subsystem: "sdr", Name: "webrtc_" + name, Help: help,
-		}, []string{"stream"})
+		return prometheus.NewCounterVec(prometheus.CounterOpts(metricOpts("webrtc_"+name, help)), []string{"stream"})
 	}
 	return &rtcMetrics{
-		sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: "caddy", Subsystem: "sdr", Name: "webrtc_sessions",
-			Help: "WebRTC sessions open (WHEP and /stream/ws 0x03).",
-		}, []string{"stream"}),
+		sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts(metricOpts("webrtc_sessions",
+			"WebRTC sessions open (WHEP and /stream/ws 0x03).")), []string{"stream"}),
 		started:           counter("sessions_total", "WebRTC sessions started."),
 		framesSent:        counter("frames_sent_total", "Frames sent on WebRTC video tracks (one per session per frame)."),
 		framesDropped:     counter("frames_dropped_total", "Frames a session dropped because it fell behind (it resumes at the next keyframe)."),
 		framesUnsupported: counter("frames_unsupported_total", "Frames not sent because they are not H.264."),
 		keyframeReq:       counter("keyframe_requests_total", "Keyframe requests made on RTCP PLI/FIR or after a drop (per session, before the stream coalesces)."),
-		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "caddy", Subsystem: "sdr", Name: "webrtc_messages_total",
-			Help: "DataChannel and 0x03 signaling messages by channel (control, commands, other, signaling) and result.",
-		}, []string{"stream", "channel", "result"}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts(metricOpts("webrtc_messages_total",
+			"DataChannel and 0x03 signaling messages by channel (control, commands, other, signaling) and result.")), []string{"stream", "channel", "result"}),
 	}
 }()
 
 func registerRTCMetrics(reg *prometheus.Registry, log *zap.Logger) *rtcMetrics {
 	m := rtcMetricsOnce
-	if reg == nil {
-		return m
-	}
-	for _, c := range []prometheus.Collector{m.sessions, m.started, m.framesSent, m.framesDropped,
-		m.framesUnsupported, m.keyframeReq, m.messages} {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				log.Warn("registering webrtc metrics", zap.Error(err))
-			}
-		}
+	if err := registerMetrics(reg, m.sessions, m.started, m.framesSent, m.framesDropped,
+		m.framesUnsupported, m.keyframeReq, m.messages); err != nil {
+		log.Warn("registering webrtc metrics", zap.Error(err))
 	}
 	return m
 }

@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,14 +39,8 @@ var scaleDescs = func() map[string]*prometheus.Desc {
 var scaleCollectorOnce = &scaleCollector{}
 
 func registerScaleMetrics(reg *prometheus.Registry, log *zap.Logger) {
-	if reg == nil {
-		return
-	}
-	if err := reg.Register(scaleCollectorOnce); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			log.Warn("registering sdr_stream scale-out metrics", zap.Error(err))
-		}
+	if err := registerMetrics(reg, scaleCollectorOnce); err != nil {
+		log.Warn("registering sdr_stream scale-out metrics", zap.Error(err))
 	}
 }
 

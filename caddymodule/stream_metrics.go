@@ -1,8 +1,6 @@
 package caddymodule
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -23,15 +21,11 @@ type streamMetrics struct {
 
 var streamMetricsOnce = func() *streamMetrics {
 	counter := func(name, help string) *prometheus.CounterVec {
-		return prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "caddy", Subsystem: "sdr", Name: "stream_" + name, Help: help,
-		}, []string{"stream"})
+		return prometheus.NewCounterVec(prometheus.CounterOpts(metricOpts("stream_"+name, help)), []string{"stream"})
 	}
 	return &streamMetrics{
-		clients: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: "caddy", Subsystem: "sdr", Name: "stream_clients",
-			Help: "WebSocket clients connected to the stream.",
-		}, []string{"stream"}),
+		clients: prometheus.NewGaugeVec(prometheus.GaugeOpts(metricOpts("stream_clients",
+			"WebSocket clients connected to the stream.")), []string{"stream"}),
 		framesIn:         counter("frames_in_total", "Frames the stream received from its source."),
 		framesOut:        counter("frames_out_total", "Frames written to clients (one per client per frame)."),
 		bytesOut:         counter("bytes_out_total", "Bytes written to clients, WebSocket framing included."),
@@ -57,18 +51,10 @@ var streamMetricsOnce = func() *streamMetrics {
 // config load) and returns them; a collector registered already is reused.
 func registerStreamMetrics(reg *prometheus.Registry, log *zap.Logger) *streamMetrics {
 	m := streamMetricsOnce
-	if reg == nil {
-		return m
-	}
-	for _, c := range []prometheus.Collector{m.clients, m.framesIn, m.framesOut, m.bytesOut, m.lagSkips,
+	if err := registerMetrics(reg, m.clients, m.framesIn, m.framesOut, m.bytesOut, m.lagSkips,
 		m.keyframeWaits, m.keyframeTimeouts, m.idrRequests, m.ignored, m.telemetryDropped, m.handovers,
-		m.originRejected, m.clientsRejected, m.delivery, m.ring} {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				log.Warn("registering sdr_stream metrics", zap.Error(err))
-			}
-		}
+		m.originRejected, m.clientsRejected, m.delivery, m.ring); err != nil {
+		log.Warn("registering sdr_stream metrics", zap.Error(err))
 	}
 	return m
 }
