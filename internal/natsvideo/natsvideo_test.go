@@ -133,23 +133,70 @@ func sameFrame(t *testing.T, got, want frame.Frame) {
 	}
 }
 
-func TestFramesArriveByteIdentical(t *testing.T) {
-	t.Parallel()
-	s := natstest.Server(t, nil)
-	origin, edge := natstest.Connect(t, s), natstest.Connect(t, s)
+// originAndEdge starts a nats-server with opts and connects an origin and an
+// edge client to it.
+func originAndEdge(t *testing.T, opts *server.Options) (origin, edge *nats.Conn) {
+	t.Helper()
+	s := natstest.Server(t, opts)
+	return natstest.Connect(t, s), natstest.Connect(t, s)
+}
+
+// startPublisher publishes src on nc with cfg and closes the Publisher when
+// the test ends.
+func startPublisher(t *testing.T, nc *nats.Conn, src frame.Source, cfg PublisherConfig) *Publisher {
+	t.Helper()
+	pub, err := NewPublisher(nc, src, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pub.Close() })
+	return pub
+}
+
+// openEdge opens a Source on nc with cfg and closes it when the test ends.
+func openEdge(t *testing.T, nc *nats.Conn, cfg SourceConfig) *Source {
+	t.Helper()
+	es, err := OpenSource(nc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { es.Close() })
+	return es
+}
+
+// startLink publishes a new pushSource on origin with pcfg and opens a Source
+// for it on edge with scfg.
+func startLink(t *testing.T, origin, edge *nats.Conn, pcfg PublisherConfig, scfg SourceConfig) (*pushSource, *Publisher, *Source) {
+	t.Helper()
 	src := newPushSource()
-	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.front"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	es, err := OpenSource(edge, SourceConfig{Subject: "video.front"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer es.Close()
+	pub := startPublisher(t, origin, src, pcfg)
+	return src, pub, openEdge(t, edge, scfg)
+}
+
+// subscribeSink subscribes a new sink to es.
+func subscribeSink(es *Source) *sink {
 	k := newSink()
 	es.Subscribe(k.fn)
+	return k
+}
+
+// poll checks done every 10ms until it holds, failing the test with msg()
+// once deadline has passed.
+func poll(t *testing.T, deadline time.Time, done func() bool, msg func() string) {
+	t.Helper()
+	for !done() {
+		if time.Now().After(deadline) {
+			t.Fatal(msg())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestFramesArriveByteIdentical(t *testing.T) {
+	t.Parallel()
+	origin, edge := originAndEdge(t, nil)
+	src, pub, es := startLink(t, origin, edge, PublisherConfig{Subject: "video.front"}, SourceConfig{Subject: "video.front"})
+	k := subscribeSink(es)
 	if err := edge.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -179,21 +226,9 @@ func TestFramesArriveByteIdentical(t *testing.T) {
 
 func TestFramesLargerThanMaxPayloadAreSplit(t *testing.T) {
 	t.Parallel()
-	s := natstest.Server(t, &server.Options{MaxPayload: 4096})
-	origin, edge := natstest.Connect(t, s), natstest.Connect(t, s)
-	src := newPushSource()
-	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.big"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	es, err := OpenSource(edge, SourceConfig{Subject: "video.big"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer es.Close()
-	k := newSink()
-	es.Subscribe(k.fn)
+	origin, edge := originAndEdge(t, &server.Options{MaxPayload: 4096})
+	src, pub, es := startLink(t, origin, edge, PublisherConfig{Subject: "video.big"}, SourceConfig{Subject: "video.big"})
+	k := subscribeSink(es)
 	_ = edge.Flush()
 	sizes := []int{100_000, 4096 - 32, 4096 - 31, 5000, 12_345}
 	var sent []frame.Frame
@@ -215,22 +250,12 @@ func TestFramesLargerThanMaxPayloadAreSplit(t *testing.T) {
 
 func TestGapHeldUntilKeyframe(t *testing.T) {
 	t.Parallel()
-	s := natstest.Server(t, nil)
-	origin, edge := natstest.Connect(t, s), natstest.Connect(t, s)
-	src := newPushSource()
+	origin, edge := originAndEdge(t, nil)
 	req := &counter{}
-	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.gap", Requester: req, IDRCoalesce: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	es, err := OpenSource(edge, SourceConfig{Subject: "video.gap", IDRCoalesce: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer es.Close()
-	k := newSink()
-	es.Subscribe(k.fn)
+	src, pub, es := startLink(t, origin, edge,
+		PublisherConfig{Subject: "video.gap", Requester: req, IDRCoalesce: time.Millisecond},
+		SourceConfig{Subject: "video.gap", IDRCoalesce: time.Millisecond})
+	k := subscribeSink(es)
 	_ = edge.Flush()
 
 	src.push(false, 100, 0) // before the first keyframe: held back
@@ -257,13 +282,9 @@ func TestGapHeldUntilKeyframe(t *testing.T) {
 		t.Fatalf("edge stats %+v: want 3 gaps, 3 frames held", st)
 	}
 	// The held frames asked the origin for a keyframe through NATS.
-	deadline := time.Now().Add(10 * time.Second)
-	for req.n.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no keyframe request reached the origin; edge sent %d, origin received %d", es.Stats().IDRRequests, pub.Stats().IDRReceived)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll(t, time.Now().Add(10*time.Second), func() bool { return req.n.Load() != 0 }, func() string {
+		return fmt.Sprintf("no keyframe request reached the origin; edge sent %d, origin received %d", es.Stats().IDRRequests, pub.Stats().IDRReceived)
+	})
 }
 
 // TestOriginGapPassedOn: a gap the origin's own reader had (the source
@@ -274,21 +295,9 @@ func TestGapHeldUntilKeyframe(t *testing.T) {
 // announced and is gated.
 func TestOriginGapPassedOn(t *testing.T) {
 	t.Parallel()
-	s := natstest.Server(t, &server.Options{MaxPayload: 4096})
-	origin, edge := natstest.Connect(t, s), natstest.Connect(t, s)
-	src := newPushSource()
-	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.up"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	es, err := OpenSource(edge, SourceConfig{Subject: "video.up"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer es.Close()
-	k := newSink()
-	es.Subscribe(k.fn)
+	origin, edge := originAndEdge(t, &server.Options{MaxPayload: 4096})
+	src, _, es := startLink(t, origin, edge, PublisherConfig{Subject: "video.up"}, SourceConfig{Subject: "video.up"})
+	k := subscribeSink(es)
 	_ = edge.Flush()
 	src.push(true, 100, 0)
 	src.push(false, 100, 0)
@@ -311,32 +320,16 @@ func TestOriginGapPassedOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = origin.Flush()
-	deadline := time.Now().Add(10 * time.Second)
-	for es.Stats().KeyframeWaits != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("edge stats %+v: the unannounced gap was not gated", es.Stats())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll(t, time.Now().Add(10*time.Second), func() bool { return es.Stats().KeyframeWaits == 1 }, func() string {
+		return fmt.Sprintf("edge stats %+v: the unannounced gap was not gated", es.Stats())
+	})
 }
 
 func TestRestartAndUngated(t *testing.T) {
 	t.Parallel()
-	s := natstest.Server(t, nil)
-	origin, edge := natstest.Connect(t, s), natstest.Connect(t, s)
-	src := newPushSource()
-	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.r"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	es, err := OpenSource(edge, SourceConfig{Subject: "video.r", NoKeyframeGating: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer es.Close()
-	k := newSink()
-	es.Subscribe(k.fn)
+	origin, edge := originAndEdge(t, nil)
+	src, _, es := startLink(t, origin, edge, PublisherConfig{Subject: "video.r"}, SourceConfig{Subject: "video.r", NoKeyframeGating: true})
+	k := subscribeSink(es)
 	_ = edge.Flush()
 	src.push(true, 10, 0)
 	src.push(false, 10, 0)
@@ -356,21 +349,9 @@ func TestRestartAndUngated(t *testing.T) {
 
 func TestLateSubscriberGetsCurrentGOP(t *testing.T) {
 	t.Parallel()
-	s := natstest.Server(t, nil)
-	origin, edge := natstest.Connect(t, s), natstest.Connect(t, s)
-	src := newPushSource()
-	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.gop"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	es, err := OpenSource(edge, SourceConfig{Subject: "video.gop"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer es.Close()
-	first := newSink()
-	es.Subscribe(first.fn)
+	origin, edge := originAndEdge(t, nil)
+	src, _, es := startLink(t, origin, edge, PublisherConfig{Subject: "video.gop"}, SourceConfig{Subject: "video.gop"})
+	first := subscribeSink(es)
 	_ = edge.Flush()
 	src.push(true, 10, 0)
 	src.push(false, 10, 0)
@@ -392,15 +373,9 @@ func TestLateSubscriberGetsCurrentGOP(t *testing.T) {
 
 func TestMalformedMessagesAreCounted(t *testing.T) {
 	t.Parallel()
-	s := natstest.Server(t, nil)
-	origin, edge := natstest.Connect(t, s), natstest.Connect(t, s)
-	es, err := OpenSource(edge, SourceConfig{Subject: "video.bad"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer es.Close()
-	k := newSink()
-	es.Subscribe(k.fn)
+	origin, edge := originAndEdge(t, nil)
+	es := openEdge(t, edge, SourceConfig{Subject: "video.bad"})
+	k := subscribeSink(es)
 	_ = edge.Flush()
 
 	good := func(seq uint64, n int) []byte {
@@ -442,33 +417,20 @@ func TestIDRRequestsCoalescedAcrossEdges(t *testing.T) {
 	s := natstest.Server(t, nil)
 	origin := natstest.Connect(t, s)
 	req := &counter{}
-	pub, err := NewPublisher(origin, newPushSource(), PublisherConfig{Subject: "video.idr", Requester: req, IDRCoalesce: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
+	pub := startPublisher(t, origin, newPushSource(), PublisherConfig{Subject: "video.idr", Requester: req, IDRCoalesce: time.Hour})
 	_ = origin.Flush()
 	var edges []*Source
 	for range 5 {
-		es, err := OpenSource(natstest.Connect(t, s), SourceConfig{Subject: "video.idr", IDRCoalesce: time.Hour})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer es.Close()
-		edges = append(edges, es)
+		edges = append(edges, openEdge(t, natstest.Connect(t, s), SourceConfig{Subject: "video.idr", IDRCoalesce: time.Hour}))
 	}
 	for range 10 {
 		for _, e := range edges {
 			e.RequestKeyframe()
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for pub.Stats().IDRReceived < 5 {
-		if time.Now().After(deadline) {
-			t.Fatalf("origin received %d keyframe requests, want 5 (one per edge)", pub.Stats().IDRReceived)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll(t, time.Now().Add(10*time.Second), func() bool { return pub.Stats().IDRReceived >= 5 }, func() string {
+		return fmt.Sprintf("origin received %d keyframe requests, want 5 (one per edge)", pub.Stats().IDRReceived)
+	})
 	time.Sleep(100 * time.Millisecond)
 	if got := pub.Stats().IDRReceived; got != 5 {
 		t.Fatalf("origin received %d requests from 5 edges asking 10 times each, want 5", got)
@@ -480,18 +442,13 @@ func TestIDRRequestsCoalescedAcrossEdges(t *testing.T) {
 
 func TestDefaultRequesterPublishesForceIDR(t *testing.T) {
 	t.Parallel()
-	s := natstest.Server(t, nil)
-	origin, sim := natstest.Connect(t, s), natstest.Connect(t, s)
+	origin, sim := originAndEdge(t, nil)
 	ch := make(chan *nats.Msg, 4)
 	if _, err := sim.ChanSubscribe(ForceIDRSubject, ch); err != nil {
 		t.Fatal(err)
 	}
 	_ = sim.Flush()
-	pub, err := NewPublisher(origin, newPushSource(), PublisherConfig{Subject: "video.sim"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
+	pub := startPublisher(t, origin, newPushSource(), PublisherConfig{Subject: "video.sim"})
 	pub.RequestKeyframe()
 	select {
 	case m := <-ch:
@@ -508,28 +465,18 @@ func TestPublisherDropsWhileDisconnected(t *testing.T) {
 	s := natstest.Server(t, nil)
 	origin := natstest.Connect(t, s, nats.MaxReconnects(-1), nats.ReconnectWait(time.Hour))
 	src := newPushSource()
-	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.down"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
+	pub := startPublisher(t, origin, src, PublisherConfig{Subject: "video.down"})
 	s.Shutdown()
 	deadline := time.Now().Add(10 * time.Second)
-	for origin.IsConnected() {
-		if time.Now().After(deadline) {
-			t.Fatal("still connected 10s after the server shut down")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll(t, deadline, func() bool { return !origin.IsConnected() }, func() string {
+		return "still connected 10s after the server shut down"
+	})
 	for range 5 {
 		src.push(true, 10, 0)
 	}
-	for pub.Stats().DroppedDisconnected != 5 {
-		if time.Now().After(deadline) {
-			t.Fatalf("publisher stats %+v: want 5 frames dropped while disconnected", pub.Stats())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll(t, deadline, func() bool { return pub.Stats().DroppedDisconnected == 5 }, func() string {
+		return fmt.Sprintf("publisher stats %+v: want 5 frames dropped while disconnected", pub.Stats())
+	})
 }
 
 // TestThroughClusterAndLeaf runs a 3-node cluster (routes) with a leaf
@@ -566,20 +513,9 @@ func TestThroughClusterAndLeaf(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	origin, edge := natstest.Connect(t, nodes[0]), natstest.Connect(t, leaf)
-	src := newPushSource()
 	req := &counter{}
-	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.far", Requester: req})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	es, err := OpenSource(edge, SourceConfig{Subject: "video.far"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer es.Close()
-	k := newSink()
-	es.Subscribe(k.fn)
+	src, _, es := startLink(t, origin, edge, PublisherConfig{Subject: "video.far", Requester: req}, SourceConfig{Subject: "video.far"})
+	k := subscribeSink(es)
 	// Interest propagates asynchronously: push keyframes until one arrives.
 	var sent []frame.Frame
 	for len(k.wait(t, 0)) == 0 {
@@ -600,12 +536,9 @@ func TestThroughClusterAndLeaf(t *testing.T) {
 		sameFrame(t, got[i], want[i])
 	}
 	es.RequestKeyframe()
-	for req.n.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the leaf's keyframe request did not reach the origin")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll(t, deadline, func() bool { return req.n.Load() != 0 }, func() string {
+		return "the leaf's keyframe request did not reach the origin"
+	})
 }
 
 func freePort(t *testing.T) int {
@@ -673,17 +606,7 @@ func TestSlowEdgeDropsAndResumesAtKeyframe(t *testing.T) {
 	s := natstest.Server(t, nil)
 	origin := natstest.Connect(t, s)
 	edge := natstest.Connect(t, s, nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
-	src := newPushSource()
-	pub, err := NewPublisher(origin, src, PublisherConfig{Subject: "video.slow", Queue: 4096})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	es, err := OpenSource(edge, SourceConfig{Subject: "video.slow"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer es.Close()
+	src, pub, es := startLink(t, origin, edge, PublisherConfig{Subject: "video.slow", Queue: 4096}, SourceConfig{Subject: "video.slow"})
 	release := make(chan struct{})
 	var once sync.Once
 	k := newSink()
@@ -698,12 +621,9 @@ func TestSlowEdgeDropsAndResumesAtKeyframe(t *testing.T) {
 	}
 	_ = origin.Flush()
 	deadline := time.Now().Add(10 * time.Second)
-	for pub.Stats().Frames < uint64(3*PendingMessages+1) {
-		if time.Now().After(deadline) {
-			t.Fatalf("publisher stats %+v", pub.Stats())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll(t, deadline, func() bool { return pub.Stats().Frames >= uint64(3*PendingMessages+1) }, func() string {
+		return fmt.Sprintf("publisher stats %+v", pub.Stats())
+	})
 	_ = origin.Flush()
 	time.Sleep(200 * time.Millisecond)
 	close(release)
@@ -748,11 +668,7 @@ func TestPublisherAsksForKeyframeWhileSourceHoldsFrames(t *testing.T) {
 	src := newPushSource()
 	src.read() // read long ago: not held for this publisher
 	req := &counter{}
-	pub, err := NewPublisher(natstest.Connect(t, s), src, PublisherConfig{Subject: "video.held", Requester: req, IDRCoalesce: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
+	pub := startPublisher(t, natstest.Connect(t, s), src, PublisherConfig{Subject: "video.held", Requester: req, IDRCoalesce: time.Millisecond})
 	for range 10 {
 		src.push(false, 10, 0)
 		time.Sleep(30 * time.Millisecond)

@@ -69,19 +69,47 @@ func flush(t *testing.T, ncs ...*nats.Conn) {
 	time.Sleep(50 * time.Millisecond)
 }
 
-func TestTelemetryAllowlistAndCaps(t *testing.T) {
-	t.Parallel()
+// relayAndSim starts a nats-server and connects a client for the relay and
+// one for the simulator to it.
+func relayAndSim(t *testing.T) (nc, sim *nats.Conn) {
+	t.Helper()
 	s := natstest.Server(t, nil)
-	nc, sim := natstest.Connect(t, s), natstest.Connect(t, s)
-	r, err := New(nc, Config{
-		Subjects:   []string{"telemetry.>", "telemetry.frame.stats", "telemetry.*.x", "extra.ok"},
-		MaxPayload: 100,
-		MaxSubject: 40,
-	}, nil, nil)
+	return natstest.Connect(t, s), natstest.Connect(t, s)
+}
+
+// startRelay starts a Relay on nc with cfg and closes it when the test ends.
+func startRelay(t *testing.T, nc *nats.Conn, cfg Config) *Relay {
+	t.Helper()
+	r, err := New(nc, cfg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
+	t.Cleanup(r.Close)
+	return r
+}
+
+// publishBurst publishes the payloads "1" to "n" on telemetry.x from sim and
+// flushes it.
+func publishBurst(t *testing.T, sim *nats.Conn, n int) {
+	t.Helper()
+	for i := 1; i <= n; i++ {
+		if err := sim.Publish("telemetry.x", []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sim.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTelemetryAllowlistAndCaps(t *testing.T) {
+	t.Parallel()
+	nc, sim := relayAndSim(t)
+	r := startRelay(t, nc, Config{
+		Subjects:   []string{"telemetry.>", "telemetry.frame.stats", "telemetry.*.x", "extra.ok"},
+		MaxPayload: 100,
+		MaxSubject: 40,
+	})
 	c := newCollector()
 	cancel := r.SubscribeTelemetry(c.fn)
 	flush(t, nc)
@@ -122,13 +150,8 @@ func TestTelemetryAllowlistAndCaps(t *testing.T) {
 
 func TestTelemetryFanOutToManySubscribers(t *testing.T) {
 	t.Parallel()
-	s := natstest.Server(t, nil)
-	nc, sim := natstest.Connect(t, s), natstest.Connect(t, s)
-	r, err := New(nc, Config{}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	nc, sim := relayAndSim(t)
+	r := startRelay(t, nc, Config{})
 	cs := make([]*collector, 20)
 	for i := range cs {
 		cs[i] = newCollector()
@@ -202,14 +225,9 @@ func (k *commandSink) take() []*nats.Msg {
 
 func TestCommandPublishedUnchanged(t *testing.T) {
 	t.Parallel()
-	s := natstest.Server(t, nil)
-	nc, sim := natstest.Connect(t, s), natstest.Connect(t, s)
+	nc, sim := relayAndSim(t)
 	sink := sinkCommands(t, sim)
-	r, err := New(nc, Config{}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := startRelay(t, nc, Config{})
 	sess := r.Session(nil, nil)
 	body := []byte(`{"action":"load_robot", "cmd_seq":7,"ttl_ms":500,"data":{"name":"go2","x":[1,2]}}`)
 	if reply := sess.Command(body); reply != nil {
@@ -231,8 +249,7 @@ func TestCommandPublishedUnchanged(t *testing.T) {
 
 func TestCommandInjectionRejected(t *testing.T) {
 	t.Parallel()
-	s := natstest.Server(t, nil)
-	nc, sim := natstest.Connect(t, s), natstest.Connect(t, s)
+	nc, sim := relayAndSim(t)
 	sink := sinkCommands(t, sim)
 	// A catch-all subscriber: nothing at all may leave for these.
 	var all sync.Mutex
@@ -247,11 +264,11 @@ func TestCommandInjectionRejected(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	r, err := New(nc, Config{Rate: -1}, nil, nil)
-	if err != nil {
+	// The server must have the subscription before the relay publishes.
+	if err := sim.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
+	r := startRelay(t, nc, Config{Rate: -1})
 	sess := r.Session(nil, nil)
 	for _, c := range []struct {
 		name, body string
@@ -309,11 +326,7 @@ func TestActionAllowlist(t *testing.T) {
 	t.Parallel()
 	s := natstest.Server(t, nil)
 	nc := natstest.Connect(t, s)
-	r, err := New(nc, Config{Actions: []string{"set_cmd_vel", "estop"}}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := startRelay(t, nc, Config{Actions: []string{"set_cmd_vel", "estop"}})
 	sess := r.Session(nil, nil)
 	if reply := sess.Command([]byte(`{"action":"estop"}`)); reply != nil {
 		t.Fatalf("allowed action answered %v", ackOf(t, reply))
@@ -331,11 +344,7 @@ func TestRateLimitPerClient(t *testing.T) {
 	t.Parallel()
 	s := natstest.Server(t, nil)
 	nc := natstest.Connect(t, s)
-	r, err := New(nc, Config{Rate: 0.001, Burst: 5}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := startRelay(t, nc, Config{Rate: 0.001, Burst: 5})
 	a, b := r.Session(nil, nil), r.Session(nil, nil)
 	for i := 0; i < 5; i++ {
 		if reply := a.Command([]byte(`{"action":"camera","cmd_seq":1}`)); reply != nil {
@@ -357,14 +366,9 @@ func TestRateLimitPerClient(t *testing.T) {
 
 func TestCommandsGated(t *testing.T) {
 	t.Parallel()
-	s := natstest.Server(t, nil)
-	nc, sim := natstest.Connect(t, s), natstest.Connect(t, s)
+	nc, sim := relayAndSim(t)
 	sink := sinkCommands(t, sim)
-	r, err := New(nc, Config{}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := startRelay(t, nc, Config{})
 	g := gate.New(gate.Config{}, nil, gate.Options{}) // no source: stale
 	codec := 0
 	sess := r.Session(g, func() { codec++ })
@@ -398,11 +402,7 @@ func TestCommandsUnavailableWhileDisconnected(t *testing.T) {
 	t.Parallel()
 	s := natstest.Server(t, nil)
 	nc := natstest.Connect(t, s, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	r, err := New(nc, Config{}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := startRelay(t, nc, Config{})
 	sess := r.Session(nil, nil)
 	s.Shutdown()
 	deadline := time.Now().Add(10 * time.Second)
@@ -464,13 +464,8 @@ func TestValidAction(t *testing.T) {
 
 func TestTelemetryLingerBatchesPerClient(t *testing.T) {
 	t.Parallel()
-	s := natstest.Server(t, nil)
-	nc, sim := natstest.Connect(t, s), natstest.Connect(t, s)
-	r, err := New(nc, Config{Linger: 2 * time.Second}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	nc, sim := relayAndSim(t)
+	r := startRelay(t, nc, Config{Linger: 2 * time.Second})
 	var mu sync.Mutex
 	var calls []string
 	got := make(chan struct{}, 16)
@@ -504,14 +499,7 @@ func TestTelemetryLingerBatchesPerClient(t *testing.T) {
 		t.Errorf("first message after a quiet spell took %s; want it at once, not after the 2s linger", d)
 	}
 	// Within the linger, messages wait and go together.
-	for i := 1; i <= 5; i++ {
-		if err := sim.Publish("telemetry.x", []byte(fmt.Sprint(i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := sim.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	publishBurst(t, sim, 5)
 	wait(10)
 	mu.Lock()
 	defer mu.Unlock()
@@ -565,13 +553,8 @@ func TestRelayStartsBeforeServer(t *testing.T) {
 
 func TestTelemetryBatchSubscriber(t *testing.T) {
 	t.Parallel()
-	s := natstest.Server(t, nil)
-	nc, sim := natstest.Connect(t, s), natstest.Connect(t, s)
-	r, err := New(nc, Config{Linger: 2 * time.Second}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	nc, sim := relayAndSim(t)
+	r := startRelay(t, nc, Config{Linger: 2 * time.Second})
 	batches := make(chan []string, 16)
 	defer r.SubscribeTelemetryBatch(func(msgs [][]byte) {
 		var b []string
@@ -598,14 +581,7 @@ func TestTelemetryBatchSubscriber(t *testing.T) {
 	if b := next(); strings.Join(b, ",") != "0" {
 		t.Fatalf("first batch %v, want [0]", b)
 	}
-	for i := 1; i <= 3; i++ {
-		if err := sim.Publish("telemetry.x", []byte(fmt.Sprint(i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := sim.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	publishBurst(t, sim, 3)
 	if b := next(); strings.Join(b, ",") != "1,2,3" {
 		t.Fatalf("second batch %v, want [1 2 3] within the linger", b)
 	}
