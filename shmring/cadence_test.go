@@ -63,13 +63,9 @@ func TestCadenceLearnsPeriodAndWakesBeforeDue(t *testing.T) {
 
 func TestCadenceAdoptsNewRate(t *testing.T) {
 	t.Parallel()
-	var c cadence
-	now := time.Unix(0, 0)
-	c.reset(now)
-	for range 20 {
-		now = now.Add(10 * time.Millisecond)
-		c.observe(now, 1, modeFine, finePoll)
-	}
+	t0 := time.Unix(0, 0)
+	c := steadyCadence(t0, 10*time.Millisecond, 20)
+	now := t0.Add(20 * 10 * time.Millisecond)
 	// One stall does not change the period...
 	now = now.Add(time.Second)
 	c.observe(now, 1, modeFine, finePoll)
@@ -96,16 +92,9 @@ func TestCadenceAdoptsNewRate(t *testing.T) {
 // sleep: the next wake-up comes earlier and the window widens.
 func TestCadenceFoundAfterLongSleepWakesEarlier(t *testing.T) {
 	t.Parallel()
-	var a, b cadence
-	now := time.Unix(0, 0)
-	a.reset(now)
-	b.reset(now)
-	for range 10 {
-		now = now.Add(10 * time.Millisecond)
-		a.observe(now, 1, modeFine, finePoll)
-		b.observe(now, 1, modeFine, finePoll)
-	}
-	now = now.Add(10 * time.Millisecond)
+	t0 := time.Unix(0, 0)
+	a, b := steadyCadence(t0, 10*time.Millisecond, 10), steadyCadence(t0, 10*time.Millisecond, 10)
+	now := t0.Add(11 * 10 * time.Millisecond)
 	a.observe(now, 1, modeFine, finePoll)
 	b.observe(now, 1, modeCoarse, 9*time.Millisecond)
 	da, _ := a.next(now)
@@ -123,12 +112,8 @@ func TestCadenceFoundAfterLongSleepWakesEarlier(t *testing.T) {
 func TestCadenceOneLateFrameKeepsPhase(t *testing.T) {
 	t.Parallel()
 	const period = 16667 * time.Microsecond
-	var c cadence
 	t0 := time.Unix(0, 0)
-	c.reset(t0)
-	for i := 1; i <= 60; i++ {
-		c.observe(t0.Add(time.Duration(i)*period), 1, modeFine, finePoll)
-	}
+	c := steadyCadence(t0, period, 60)
 	late := t0.Add(61*period + 4*time.Millisecond)
 	for now := t0.Add(60 * period); now.Before(late); {
 		d, _ := c.next(now)
@@ -147,12 +132,8 @@ func TestCadenceOneLateFrameKeepsPhase(t *testing.T) {
 func TestCadencePollsForCatchUpAfterLateCommit(t *testing.T) {
 	t.Parallel()
 	const period = 16667 * time.Microsecond
-	var c cadence
 	t0 := time.Unix(0, 0)
-	c.reset(t0)
-	for i := 1; i <= 60; i++ {
-		c.observe(t0.Add(time.Duration(i)*period), 1, modeFine, finePoll)
-	}
+	c := steadyCadence(t0, period, 60)
 	now := t0.Add(60 * period)
 	if d, mode := c.next(now); mode != modeCoarse || d != maxCoarseSleep {
 		t.Fatalf("on schedule: %v mode %v, want a long sleep", d, mode)
@@ -207,11 +188,7 @@ func TestCadenceSearchesAfterCommitFoundLate(t *testing.T) {
 	t.Parallel()
 	const period = 16667 * time.Microsecond
 	t0 := time.Unix(0, 0)
-	var c cadence
-	c.reset(t0)
-	for i := 1; i <= 30; i++ {
-		c.observe(t0.Add(time.Duration(i)*period), 1, modeFine, finePoll)
-	}
+	c := steadyCadence(t0, period, 30)
 	// The writer's phase moved 12 ms earlier: commits at 31P-12ms, 32P-12ms...
 	shift := -12 * time.Millisecond
 	now := t0.Add(30 * period)
@@ -253,11 +230,7 @@ func TestCadenceBurstDoesNotTeachPeriod(t *testing.T) {
 	t.Parallel()
 	const period = time.Millisecond
 	t0 := time.Unix(0, 0)
-	var c cadence
-	c.reset(t0)
-	for i := 1; i <= 30; i++ {
-		c.observe(t0.Add(time.Duration(i)*period), 1, modeFine, finePoll)
-	}
+	c := steadyCadence(t0, period, 30)
 	now := t0.Add(30*period + 20*time.Millisecond)                 // the writer was away 20 ms...
 	for _, gap := range []time.Duration{0, 30, 170, 60, 400, 90} { // ...and catches up
 		now = now.Add(gap * time.Microsecond)

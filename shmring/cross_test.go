@@ -120,12 +120,7 @@ func TestGoWriterPythonReader(t *testing.T) {
 	if !lines.Scan() {
 		t.Fatalf("python reader did not start: %s", stderr.String())
 	}
-	w, err := CreateWriter(path, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	defer cancel() // before w.Close: the writer goroutine stops first
+	w := createWriter(t, path, 1<<20) // closed after the deferred cancel: the writer goroutine stops first
 	rnd := rand.New(rand.NewPCG(3, 4))
 	want := make(map[uint64]Header, n)
 	written := make(chan struct{})
@@ -251,11 +246,7 @@ wait:
 func TestTornWritesInProcess(t *testing.T) {
 	t.Parallel()
 	for _, crcOff := range []bool{false, true} {
-		path := filepath.Join(t.TempDir(), "frames")
-		w, err := CreateWriter(path, 1<<20)
-		if err != nil {
-			t.Fatal(err)
-		}
+		path, w := createRing(t, 1<<20)
 		frames, r := collect(t, ReaderConfig{Path: path, DisableCRC: crcOff}, 1<<16)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		done := make(chan struct{})

@@ -9,6 +9,8 @@ import (
 	"time"
 )
 
+// writeN writes frame_seq from through to, with payloads of varying size and,
+// when flags is not nil, the flags it gives each frame.
 func writeN(t testing.TB, w *Writer, from, to uint64, flags func(uint64) uint16) {
 	t.Helper()
 	for i := from; i <= to; i++ {
@@ -22,7 +24,7 @@ func writeN(t testing.TB, w *Writer, from, to uint64, flags func(uint64) uint16)
 	}
 }
 
-// waitFrame writes frame seq and returns when the reader delivers it; frames
+// writeAndWait writes frame seq and returns when the reader delivers it; frames
 // delivered before it (older ones) are returned too.
 func writeAndWait(t testing.TB, w *Writer, ch <-chan Frame, h Header, seq uint64) Frame {
 	t.Helper()
@@ -50,11 +52,7 @@ func TestReaderWaitsForAbsentFile(t *testing.T) {
 	if st := r.Stats(); st.Attached || st.Frames != 0 {
 		t.Fatalf("attached to an absent file: %+v", st)
 	}
-	w, err := CreateWriter(path, 8192)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := createWriter(t, path, 8192)
 	f := writeAndWait(t, w, frames, Header{Flags: FlagKeyframe}, 1)
 	if f.Restart || f.Gap != 0 {
 		t.Errorf("first frame: %+v", f)
@@ -66,11 +64,7 @@ func TestReaderWaitsForAbsentFile(t *testing.T) {
 
 func TestReaderRemapsRecreatedFile(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "frames")
-	w1, err := CreateWriter(path, 8192)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, w1 := createRing(t, 8192)
 	frames, r := collect(t, ReaderConfig{Path: path}, 64)
 	writeAndWait(t, w1, frames, Header{}, 1)
 	writeAndWait(t, w1, frames, Header{}, 2)
@@ -81,11 +75,7 @@ func TestReaderRemapsRecreatedFile(t *testing.T) {
 	}
 	// A new file of another size, so the inode surely differs while the
 	// old one is still mapped by the reader.
-	w2, err := CreateWriter(path, 16384)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w2.Close()
+	w2 := createWriter(t, path, 16384)
 	after, _ := statPath(path)
 	if before.ino == after.ino {
 		t.Fatalf("recreated file kept inode %d", before.ino)
@@ -105,21 +95,9 @@ func TestReaderRemapsRecreatedFile(t *testing.T) {
 // SIGBUS must become a counted fault, not a crash.
 func TestReaderContainsTruncationFault(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "frames")
-	w, err := CreateWriter(path, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	path, w := createRing(t, 1<<20)
 	writeN(t, w, 1, 1, nil)
-	r, err := NewReader(ReaderConfig{Path: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.attach(); err != nil {
-		t.Fatal(err)
-	}
-	defer r.detach()
+	r := attachReader(t, path)
 	var got []Frame
 	collectFn := func(f Frame) { got = append(got, f) }
 	r.step(collectFn)
@@ -160,12 +138,7 @@ func TestReaderContainsTruncationFault(t *testing.T) {
 // again.
 func TestReaderSurvivesTruncationLive(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "frames")
-	w, err := CreateWriter(path, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	path, w := createRing(t, 1<<20)
 	frames, r := collect(t, ReaderConfig{Path: path}, 4096)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -202,12 +175,7 @@ func TestReaderSurvivesTruncationLive(t *testing.T) {
 
 func TestReaderSizeMismatch(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "frames")
-	w, err := CreateWriter(path, 4096)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	path, w := createRing(t, 4096)
 	frames, r := collect(t, ReaderConfig{Path: path, Size: 8192}, 16)
 	writeAndWait(t, w, frames, Header{}, 1)
 	if st := r.Stats(); st.SizeMismatch != 1 {
@@ -219,12 +187,7 @@ func TestReaderSizeMismatch(t *testing.T) {
 // (few polls) and the reader picks the stream up again when it resumes.
 func TestReaderWriterStalled(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "frames")
-	w, err := CreateWriter(path, 8192)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	path, w := createRing(t, 8192)
 	frames, r := collect(t, ReaderConfig{Path: path}, 256)
 	for i := uint64(1); i <= 30; i++ {
 		writeAndWait(t, w, frames, Header{}, i)
@@ -254,11 +217,7 @@ func TestReaderWriterStalled(t *testing.T) {
 
 func TestReaderGapsAndRestarts(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "frames")
-	w, err := CreateWriter(path, 8192)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, w := createRing(t, 8192)
 	frames, r := collect(t, ReaderConfig{Path: path}, 64)
 	writeAndWait(t, w, frames, Header{}, 1)
 	f := writeAndWait(t, w, frames, Header{}, 5) // 2..4 never written
@@ -271,11 +230,7 @@ func TestReaderGapsAndRestarts(t *testing.T) {
 	}
 	w.Close()
 	// A writer restart in place: same file, control region zeroed.
-	w2, err := CreateWriter(path, 8192)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w2.Close()
+	w2 := createWriter(t, path, 8192)
 	f = writeAndWait(t, w2, frames, Header{}, 1)
 	if !f.Restart || f.Sequence != 1 {
 		t.Errorf("after an in-place restart: %+v", f)
@@ -288,12 +243,7 @@ func TestReaderGapsAndRestarts(t *testing.T) {
 
 func TestReaderKeyframeGating(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "frames")
-	w, err := CreateWriter(path, 8192)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	path, w := createRing(t, 8192)
 	frames, r := collect(t, ReaderConfig{Path: path, KeyframeGating: true}, 64)
 	// Delta frames before the first keyframe are held back but count as arrivals.
 	w.WriteFrame(Header{FrameSeq: 1}, payloadFor(1, 10))

@@ -2,9 +2,56 @@ package shmring
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 	"time"
 )
+
+// createWriter creates a ring file of size bytes at path; the writer is
+// closed when the test ends.
+func createWriter(t testing.TB, path string, size int64) *Writer {
+	t.Helper()
+	w, err := CreateWriter(path, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return w
+}
+
+// createRing creates a ring file of size bytes in a new temporary directory;
+// the writer is closed when the test ends.
+func createRing(t testing.TB, size int64) (string, *Writer) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "frames")
+	return path, createWriter(t, path, size)
+}
+
+// attachReader maps the ring at path with a reader that the test drives
+// through step; it is unmapped when the test ends.
+func attachReader(t testing.TB, path string) *Reader {
+	t.Helper()
+	r, err := NewReader(ReaderConfig{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.attach(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.detach)
+	return r
+}
+
+// steadyCadence returns a cadence reset at t0 that has observed n commits
+// found on time, one every period.
+func steadyCadence(t0 time.Time, period time.Duration, n int) *cadence {
+	var c cadence
+	c.reset(t0)
+	for i := 1; i <= n; i++ {
+		c.observe(t0.Add(time.Duration(i)*period), 1, modeFine, finePoll)
+	}
+	return &c
+}
 
 // collect starts a reader on cfg whose frames arrive on the returned channel
 // (buffered for n frames; more are dropped and fail the test). The reader

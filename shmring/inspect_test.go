@@ -18,11 +18,7 @@ func TestInspect(t *testing.T) {
 		t.Error("absent file inspected without error")
 	}
 	path := filepath.Join(dir, "frames")
-	w, err := CreateWriter(path, 8192)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := createWriter(t, path, 8192)
 	in, err := Inspect(path, true)
 	if err != nil || in.Verified || in.Sequence != 0 {
 		t.Fatalf("empty ring: %+v %v", in, err)
@@ -72,12 +68,7 @@ func TestInspect(t *testing.T) {
 
 func TestWatch(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "frames")
-	w, err := CreateWriter(path, 1<<16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	path, w := createRing(t, 1<<16)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {

@@ -19,11 +19,7 @@ func payloadFor(seq uint64, n int) []byte {
 func TestWriterReaderRoundTrip(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "sub", "frames")
-	w, err := CreateWriter(path, 1<<16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := createWriter(t, path, 1<<16)
 	frames, r := collect(t, ReaderConfig{Path: path, Size: 1 << 16}, 100)
 	for i := uint64(1); i <= 20; i++ {
 		flags := uint16(0)
@@ -125,18 +121,9 @@ func TestParseRegionErrors(t *testing.T) {
 // again nor count as a restart.
 func TestReaderNextFrameReadEarly(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "frames")
-	w, err := CreateWriter(path, 8192)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	path, w := createRing(t, 8192)
 	writeN(t, w, 1, 1, nil)
-	r, _ := NewReader(ReaderConfig{Path: path})
-	if err := r.attach(); err != nil {
-		t.Fatal(err)
-	}
-	defer r.detach()
+	r := attachReader(t, path)
 	var got []Frame
 	fn := func(f Frame) { got = append(got, f) }
 	r.step(fn)

@@ -78,11 +78,7 @@ func TestReaderKeepsUpWithFastLargeFrames(t *testing.T) {
 			writerDone <- nil
 		}()
 	} else {
-		w, err := CreateWriter(path, 4<<20)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer w.Close()
+		w := createWriter(t, path, 4<<20)
 		go func() {
 			payload := make([]byte, size)
 			tick := time.NewTicker(period)

@@ -54,14 +54,45 @@ func mapped(t *testing.T, path string) int {
 	return strings.Count(string(b), path)
 }
 
-func TestRingSharesReaderAndReplaysGOP(t *testing.T) {
-	t.Parallel()
+// createRing creates a 1 MiB ring file in a new temporary directory; the
+// writer is closed when the test ends.
+func createRing(t *testing.T) (string, *shmring.Writer) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "frames")
 	w, err := shmring.CreateWriter(path, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Close()
+	t.Cleanup(func() { w.Close() })
+	return path, w
+}
+
+// openRing opens a ring source on path; it is closed when the test ends.
+func openRing(t *testing.T, path string) *Ring {
+	t.Helper()
+	src, err := OpenRing(shmring.ReaderConfig{Path: path}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	return src
+}
+
+// writeH264 commits frame seq, a keyframe when key, with payload.
+func writeH264(t *testing.T, w *shmring.Writer, seq uint64, key bool, payload []byte) {
+	t.Helper()
+	h := shmring.Header{FrameSeq: seq, Codec: shmring.CodecH264}
+	if key {
+		h.Flags = shmring.FlagKeyframe
+	}
+	if _, err := w.WriteFrame(h, payload); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRingSharesReaderAndReplaysGOP(t *testing.T) {
+	t.Parallel()
+	path, w := createRing(t)
 	writerMaps := mapped(t, path)
 	src, err := OpenRing(shmring.ReaderConfig{Path: path}, 0)
 	if err != nil {
@@ -71,13 +102,7 @@ func TestRingSharesReaderAndReplaysGOP(t *testing.T) {
 	cancel := src.Subscribe(first.add)
 	write := func(seq uint64, key bool) {
 		t.Helper()
-		h := shmring.Header{FrameSeq: seq, Codec: shmring.CodecH264}
-		if key {
-			h.Flags = shmring.FlagKeyframe
-		}
-		if _, err := w.WriteFrame(h, []byte{byte(seq), 1, 2, 3}); err != nil {
-			t.Fatal(err)
-		}
+		writeH264(t, w, seq, key, []byte{byte(seq), 1, 2, 3})
 		// One slot, latest wins: let the reader see each frame.
 		waitFor(t, "the reader to take the frame", func() bool { return src.Reader().Stats().Frames >= seq })
 	}
@@ -115,26 +140,15 @@ func TestRingSharesReaderAndReplaysGOP(t *testing.T) {
 
 func TestRingGapKeepsGOP(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "frames")
-	w, err := shmring.CreateWriter(path, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	src, err := OpenRing(shmring.ReaderConfig{Path: path}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
+	path, w := createRing(t)
+	src := openRing(t, path)
 	var all collector
 	defer src.Subscribe(all.add)()
 	for i, f := range []struct {
 		seq uint64
 		key bool
 	}{{1, true}, {2, false}, {7, false}} { // 3..6 never written: a gap
-		if _, err := w.WriteFrame(shmring.Header{FrameSeq: f.seq, Codec: shmring.CodecH264, Flags: map[bool]uint16{true: shmring.FlagKeyframe}[f.key]}, []byte{1}); err != nil {
-			t.Fatal(err)
-		}
+		writeH264(t, w, f.seq, f.key, []byte{1})
 		waitFor(t, fmt.Sprintf("frame %d", f.seq), func() bool { return len(all.seqs()) == i+1 })
 	}
 	all.mu.Lock()
@@ -154,17 +168,8 @@ func TestRingGapKeepsGOP(t *testing.T) {
 // getting frames and the video age keeps advancing.
 func TestRingSurvivesPanickingSubscriber(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "frames")
-	w, err := shmring.CreateWriter(path, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	src, err := OpenRing(shmring.ReaderConfig{Path: path}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
+	path, w := createRing(t)
+	src := openRing(t, path)
 	cancelBad := src.Subscribe(func(f frame.Frame) {
 		if f.Header.FrameSeq == 2 {
 			panic("subscriber bug")
@@ -174,13 +179,7 @@ func TestRingSurvivesPanickingSubscriber(t *testing.T) {
 	var good collector
 	defer src.Subscribe(good.add)()
 	for seq := uint64(1); seq <= 4; seq++ {
-		h := shmring.Header{FrameSeq: seq, Codec: shmring.CodecH264}
-		if seq == 1 {
-			h.Flags = shmring.FlagKeyframe
-		}
-		if _, err := w.WriteFrame(h, []byte{byte(seq), 1, 2, 3}); err != nil {
-			t.Fatal(err)
-		}
+		writeH264(t, w, seq, seq == 1, []byte{byte(seq), 1, 2, 3})
 		want := int(seq)
 		waitFor(t, fmt.Sprintf("frame %d", seq), func() bool { return len(good.seqs()) >= want })
 	}
