@@ -57,28 +57,9 @@ fuzz: deps
 	done
 
 ## bench: every benchmark program; each ends with a BENCH line.
-bench: bench-ring bench-stream bench-nats bench-encoder bench-ros bench-browser bench-scale bench-rtc
+## bench-<name>: the one in bench/<name>.
+BENCHES := ring stream nats encoder ros browser scale rtc
+bench: $(addprefix bench-,$(BENCHES))
 
-bench-ring: build
-	$(GO) run ./bench/ring
-
-bench-stream: build
-	$(GO) run ./bench/stream
-
-bench-nats: build
-	$(GO) run ./bench/nats
-
-bench-encoder: build
-	$(GO) run ./bench/encoder
-
-bench-ros: build
-	$(GO) run ./bench/ros
-
-bench-browser: build
-	$(GO) run ./bench/browser
-
-bench-scale: build
-	$(GO) run ./bench/scale
-
-bench-rtc: build
-	$(GO) run ./bench/rtc
+$(addprefix bench-,$(BENCHES)): bench-%: build
+	$(GO) run ./bench/$*
