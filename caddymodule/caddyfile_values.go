@@ -25,6 +25,20 @@ func parseHandler[T any, P interface {
 	return m, nil
 }
 
+// directiveArg reads the directive's name and its one optional argument,
+// which goes to dst; what says what the argument is, for the error.
+func directiveArg(d *caddyfile.Dispenser, dst *string, what string) error {
+	d.Next() // the directive name
+	name := d.Val()
+	if d.NextArg() {
+		*dst = d.Val()
+		if d.NextArg() {
+			return d.Errf("%s takes at most one argument (%s), got %q", name, what, d.Val())
+		}
+	}
+	return nil
+}
+
 // eachSubdirective calls fn with the name of each subdirective in the block
 // that opens after the current token, its arguments still to read. A
 // subdirective given twice is refused ("duplicate <what> <name>") unless it

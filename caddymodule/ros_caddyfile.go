@@ -42,12 +42,8 @@ func init() {
 //
 // Every subdirective may appear once.
 func (r *ROS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the directive name
-	if d.NextArg() {
-		r.Upstream = d.Val()
-		if d.NextArg() {
-			return d.Errf("sdr_ros takes at most one argument (the upstream), got %q", d.Val())
-		}
+	if err := directiveArg(d, &r.Upstream, "the upstream"); err != nil {
+		return err
 	}
 	if err := eachSubdirective(d, "subdirective", func(sub string) error {
 		args := d.RemainingArgs()

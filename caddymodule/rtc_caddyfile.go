@@ -37,12 +37,8 @@ func init() {
 // Location it returned, so match it with a wildcard: `sdr_whep /whep*`.
 // ice_server may be given more than once.
 func (w *WHEP) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the directive name
-	if d.NextArg() {
-		w.Name = d.Val()
-		if d.NextArg() {
-			return d.Errf("sdr_whep takes at most one argument (the stream name), got %q", d.Val())
-		}
+	if err := directiveArg(d, &w.Name, "the stream name"); err != nil {
+		return err
 	}
 	cfg, rtcSet := &RTCConfig{}, false
 	if err := eachSubdirective(d, "subdirective", func(sub string) error {

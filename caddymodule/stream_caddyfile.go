@@ -44,12 +44,8 @@ func init() {
 // sdr_nats global option. keyframe_gating applies to shm and nats sources
 // (on by default for nats), crc to shm only.
 func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the directive name
-	if d.NextArg() {
-		s.Name = d.Val()
-		if d.NextArg() {
-			return d.Errf("sdr_stream takes at most one argument (the stream name), got %q", d.Val())
-		}
+	if err := directiveArg(d, &s.Name, "the stream name"); err != nil {
+		return err
 	}
 	var crc, gating *bool
 	if err := eachSubdirective(d, "subdirective", func(sub string) error {
