@@ -3,8 +3,6 @@ package caddymodule
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -19,17 +17,8 @@ import (
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/nvenc"
 	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
-
-func encoderFreePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // encoderReadVideo reads the next VIDEO message within the deadline.
 func encoderReadVideo(t *testing.T, c *websocket.Conn) (shmring.Header, []byte) {
@@ -59,7 +48,7 @@ func TestEncoderLivePatternToStream(t *testing.T) {
 	if !nvenc.Compiled {
 		t.Skip("encoding is not compiled in")
 	}
-	natsPort, httpPort := encoderFreePort(t), encoderFreePort(t)
+	natsPort, httpPort := testenv.FreePort(t), testenv.FreePort(t)
 	tester := caddytest.NewTester(t)
 	tester.InitServer(fmt.Sprintf(`
 	{
@@ -89,21 +78,14 @@ func TestEncoderLivePatternToStream(t *testing.T) {
 			}
 		}
 	}`, httpPort, natsPort, httpPort), "caddyfile")
-	t.Cleanup(func() {
-		if err := caddy.Load([]byte(`{"admin":{"listen":"localhost:2999"}}`), true); err != nil {
-			t.Logf("unloading: %v", err)
-		}
-	})
+	unloadOnCleanup(t)
 
 	sim, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", natsPort), nats.Timeout(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sim.Close()
-	stats := make(chan *nats.Msg, 16)
-	if _, err := sim.ChanSubscribe(subjectFrameStats, stats); err != nil {
-		t.Fatal(err)
-	}
+	stats := subscribeChan(t, sim, subjectFrameStats, 16)
 	if err := sim.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -208,12 +190,7 @@ func TestEncoderLivePatternToStream(t *testing.T) {
 	}
 
 	// Metrics.
-	r, err = http.Get("http://localhost:2999/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(r.Body)
-	r.Body.Close()
+	body := adminMetrics(t)
 	for _, want := range []string{
 		`caddy_sdr_encoder_frames_total{encoder="cam"}`,
 		`caddy_sdr_encoder_encode_seconds_bucket{encoder="cam"`,
@@ -222,7 +199,7 @@ func TestEncoderLivePatternToStream(t *testing.T) {
 		`caddy_sdr_encoder_skipped_total{encoder="cam"}`,
 		`caddy_sdr_encoder_keyframe_requests_total{encoder="cam"}`,
 	} {
-		if !strings.Contains(string(body), want) {
+		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
@@ -238,11 +215,7 @@ func TestEncoderReloadKeepsSession(t *testing.T) {
 	cfg := func(kbps int) []byte {
 		return []byte(fmt.Sprintf(`{"admin":{"listen":"localhost:2999"},"apps":{"sdr_encoder":{"encoders":{"r":{"input":"pattern","width":256,"height":192,"fps":30,"bitrate_kbps":%d,"backends":["libx264"]}}}}}`, kbps))
 	}
-	t.Cleanup(func() {
-		if err := caddy.Load([]byte(`{"admin":{"listen":"localhost:2999"}}`), true); err != nil {
-			t.Logf("unloading: %v", err)
-		}
-	})
+	unloadOnCleanup(t)
 	current := func() *encoderShare {
 		t.Helper()
 		l := listEncoders()

@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"strings"
 	"testing"
 	"time"
 
@@ -34,16 +33,7 @@ func TestNATSAppValidate(t *testing.T) {
 		{"linger negative", &NATSApp{TelemetryLinger: -2}, "telemetry_linger -2ns"},
 		{"linger off", &NATSApp{TelemetryLinger: -1}, ""},
 	} {
-		err := c.app.Validate()
-		if c.err == "" {
-			if err != nil {
-				t.Errorf("%s: %v", c.name, err)
-			}
-			continue
-		}
-		if err == nil || !strings.Contains(err.Error(), c.err) {
-			t.Errorf("%s: error %v, want one containing %q", c.name, err, c.err)
-		}
+		checkValidation(t, c.name, c.app.Validate(), c.err)
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
+
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
 // TestNATSEmbeddedJetStreamAndLeaf builds the shared connection the way the
@@ -16,7 +18,7 @@ import (
 // the hub reaches sdr-caddy's connection, and JetStream answers.
 func TestNATSEmbeddedJetStreamAndLeaf(t *testing.T) {
 	t.Parallel()
-	leafPort := natsFreePort(t)
+	leafPort := testenv.FreePort(t)
 	hub, err := server.NewServer(&server.Options{
 		Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
 		LeafNode: server.LeafNodeOpts{Host: "127.0.0.1", Port: leafPort},
@@ -31,7 +33,7 @@ func TestNATSEmbeddedJetStreamAndLeaf(t *testing.T) {
 	}
 
 	a := &NATSApp{Embedded: &NATSEmbedded{
-		Listen:      fmt.Sprintf("127.0.0.1:%d", natsFreePort(t)),
+		Listen:      fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
 		JetStream:   true,
 		StoreDir:    t.TempDir(),
 		LeafRemotes: []NATSLeafRemote{{URLs: []string{fmt.Sprintf("nats-leaf://127.0.0.1:%d", leafPort)}}},

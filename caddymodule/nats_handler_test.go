@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -18,17 +17,8 @@ import (
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
-
-func natsFreePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // natsTestSource is a frame source the test drives, standing in for the
 // ring reader that sdr_stream would attach.
@@ -92,7 +82,7 @@ func natsWSRead(t *testing.T, c *websocket.Conn, timeout time.Duration, want fun
 }
 
 func TestNATSLiveEmbeddedHandler(t *testing.T) {
-	natsPort, httpPort := natsFreePort(t), natsFreePort(t)
+	natsPort, httpPort := testenv.FreePort(t), testenv.FreePort(t)
 	tester := caddytest.NewTester(t)
 	tester.InitServer(fmt.Sprintf(`
 	{
@@ -114,12 +104,7 @@ func TestNATSLiveEmbeddedHandler(t *testing.T) {
 		}
 		respond "not a websocket" 200
 	}`, httpPort, natsPort, httpPort), "caddyfile")
-	t.Cleanup(func() {
-		// Stop the apps so that the embedded server lets go of its port.
-		if err := caddy.Load([]byte(`{"admin":{"listen":"localhost:2999"}}`), true); err != nil {
-			t.Logf("unloading: %v", err)
-		}
-	})
+	unloadOnCleanup(t)
 
 	// An ordinary NATS client reaches the embedded server.
 	sim, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", natsPort), nats.Timeout(5*time.Second))
@@ -127,14 +112,8 @@ func TestNATSLiveEmbeddedHandler(t *testing.T) {
 		t.Fatalf("ordinary client to the embedded server: %v", err)
 	}
 	defer sim.Close()
-	cmds := make(chan *nats.Msg, 64)
-	if _, err := sim.ChanSubscribe("command.genesis.>", cmds); err != nil {
-		t.Fatal(err)
-	}
-	gateMsgs := make(chan *nats.Msg, 64)
-	if _, err := sim.ChanSubscribe("telemetry.safety.video_gate", gateMsgs); err != nil {
-		t.Fatal(err)
-	}
+	cmds := subscribeChan(t, sim, "command.genesis.>", 64)
+	gateMsgs := subscribeChan(t, sim, "telemetry.safety.video_gate", 64)
 	if err := sim.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -357,7 +336,7 @@ func TestNATSLiveEmbeddedHandler(t *testing.T) {
 // state survive (no second HOLD for the same episode), and the new routes
 // work. The embedded server also enforces the configured token.
 func TestNATSLiveReloadKeepsConnectionAndGate(t *testing.T) {
-	natsPort, httpPort := natsFreePort(t), natsFreePort(t)
+	natsPort, httpPort := testenv.FreePort(t), testenv.FreePort(t)
 	config := func(path string) string {
 		return fmt.Sprintf(`
 	{
@@ -385,11 +364,7 @@ func TestNATSLiveReloadKeepsConnectionAndGate(t *testing.T) {
 	}
 	tester := caddytest.NewTester(t)
 	tester.InitServer(config("/one"), "caddyfile")
-	t.Cleanup(func() {
-		if err := caddy.Load([]byte(`{"admin":{"listen":"localhost:2999"}}`), true); err != nil {
-			t.Logf("unloading: %v", err)
-		}
-	})
+	unloadOnCleanup(t)
 	url := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
 	if nc, err := nats.Connect(url, nats.Timeout(5*time.Second)); err == nil {
 		nc.Close()
@@ -403,10 +378,7 @@ func TestNATSLiveReloadKeepsConnectionAndGate(t *testing.T) {
 		t.Fatalf("client with the token: %v", err)
 	}
 	defer sim.Close()
-	gateMsgs := make(chan *nats.Msg, 16)
-	if _, err := sim.ChanSubscribe("telemetry.safety.video_gate", gateMsgs); err != nil {
-		t.Fatal(err)
-	}
+	gateMsgs := subscribeChan(t, sim, "telemetry.safety.video_gate", 16)
 	if err := sim.Flush(); err != nil {
 		t.Fatal(err)
 	}

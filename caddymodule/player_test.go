@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 func TestPlayerCaddyfile(t *testing.T) {
@@ -33,14 +32,8 @@ func TestPlayerCaddyfile(t *testing.T) {
 			t.Parallel()
 			var p Player
 			err := p.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.in))
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("error = %v, want one containing %q", err, tc.err)
-				}
+			if checkParseError(t, err, tc.err) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if p.StreamURL != tc.want.StreamURL {
 				t.Fatalf("StreamURL = %q, want %q", p.StreamURL, tc.want.StreamURL)
@@ -50,14 +43,7 @@ func TestPlayerCaddyfile(t *testing.T) {
 }
 
 func TestPlayerServe(t *testing.T) {
-	tester := caddytest.NewTester(t)
-	tester.InitServer(`
-	{
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-	}
+	tester := localhostTester(t, `
 	http://localhost:9080 {
 		handle_path /player/* {
 			sdr_player {
@@ -68,7 +54,7 @@ func TestPlayerServe(t *testing.T) {
 			sdr_player
 			respond "next handler" 200
 		}
-	}`, "caddyfile")
+	}`)
 
 	for _, tc := range []struct {
 		path, ctype, contains string

@@ -41,11 +41,7 @@ func TestRingCmdInspect(t *testing.T) {
 	if _, err := runRingCmd(t, "inspect", path); err == nil {
 		t.Error("inspect of an absent file succeeded")
 	}
-	w, err := shmring.CreateWriter(path, 1<<16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := createRing(t, path, 1<<16)
 	out, err := runRingCmd(t, "inspect", path)
 	if err == nil || !strings.Contains(out, "EMPTY") {
 		t.Errorf("empty ring: err %v, output:\n%s", err, out)
@@ -71,11 +67,7 @@ func TestRingCmdInspect(t *testing.T) {
 func TestRingCmdWatch(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "frames")
-	w, err := shmring.CreateWriter(path, 1<<16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := createRing(t, path, 1<<16)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {

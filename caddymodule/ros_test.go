@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,8 +10,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/gorilla/websocket"
-
-	"github.com/sdr-os/sdr-caddy/internal/rosbridge/rostest"
 )
 
 func TestROSCaddyfile(t *testing.T) {
@@ -48,14 +45,8 @@ func TestROSCaddyfile(t *testing.T) {
 			t.Parallel()
 			var r ROS
 			err := r.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.in))
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("error = %v, want one containing %q", err, tc.err)
-				}
+			if checkParseError(t, err, tc.err) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if !tc.check(&r) {
 				t.Fatalf("parsed %+v", r)
@@ -68,19 +59,8 @@ func TestROSCaddyfile(t *testing.T) {
 // protocol-faithful rosbridge v2 test server (ROS 2 and rosbridge_server
 // cannot be installed here).
 func TestROSServe(t *testing.T) {
-	up, err := rostest.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer up.Close()
-	tester := caddytest.NewTester(t)
-	tester.InitServer(fmt.Sprintf(`
-	{
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-	}
+	up := startROSBridge(t)
+	tester := localhostTester(t, fmt.Sprintf(`
 	http://localhost:9080 {
 		handle /ros/* {
 			sdr_ros %s {
@@ -88,7 +68,7 @@ func TestROSServe(t *testing.T) {
 				reconnect 20ms 200ms
 			}
 		}
-	}`, up.URL()), "caddyfile")
+	}`, up.URL()))
 
 	req, _ := http.NewRequest(http.MethodGet, "http://localhost:9080/ros/", nil)
 	tester.AssertResponseCode(req, http.StatusBadRequest)
@@ -127,19 +107,14 @@ func TestROSServe(t *testing.T) {
 		t.Fatalf("read %v, %v", got, err)
 	}
 
-	resp, err := http.Get("http://localhost:2999/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	body := adminMetrics(t)
 	for _, want := range []string{
 		"caddy_sdr_ros_clients 1",
 		"caddy_sdr_ros_upstream_subscriptions 1",
 		`caddy_sdr_ros_denials_total{kind="motion"} 1`,
 		`caddy_sdr_ros_messages_total{direction="upstream_in"}`,
 	} {
-		if !strings.Contains(string(body), want) {
+		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
@@ -149,19 +124,9 @@ func TestROSServe(t *testing.T) {
 // alone keeps its clients connected and its upstream subscriptions, and one
 // that changes them closes the old mux.
 func TestROSReload(t *testing.T) {
-	up, err := rostest.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer up.Close()
+	up := startROSBridge(t)
 	config := func(extra, services string) string {
-		return fmt.Sprintf(`
-	{
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-	}
+		return localhostOptions + fmt.Sprintf(`
 	http://localhost:9080 {
 		%s
 		handle /ros/* {

@@ -11,8 +11,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-
-	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
 func TestRTCConfigValidate(t *testing.T) {
@@ -34,16 +32,7 @@ func TestRTCConfigValidate(t *testing.T) {
 		{"ice without urls", RTCConfig{ICEServers: []RTCICEServer{{}}}, "ice server 0 has no urls"},
 		{"negative rate", RTCConfig{ControlRate: -1}, "must not be negative"},
 	} {
-		err := tc.c.Validate()
-		if tc.err == "" {
-			if err != nil {
-				t.Errorf("%s: %v", tc.name, err)
-			}
-			continue
-		}
-		if err == nil || !strings.Contains(err.Error(), tc.err) {
-			t.Errorf("%s: error %v, want one containing %q", tc.name, err, tc.err)
-		}
+		checkValidation(t, tc.name, tc.c.Validate(), tc.err)
 	}
 }
 
@@ -52,11 +41,7 @@ func TestRTCConfigValidate(t *testing.T) {
 func TestWHEPProvisionBusyPort(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "frames")
-	w, err := shmring.CreateWriter(path, 1<<16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	createRing(t, path, 1<<16)
 	busy, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -87,11 +72,7 @@ func TestWHEPProvisionBusyPort(t *testing.T) {
 func TestWHEPRefusals(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "frames")
-	w, err := shmring.CreateWriter(path, 1<<16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	createRing(t, path, 1<<16)
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
 	defer cancel()
 	h := &WHEP{Name: "refusals", Source: &StreamSource{SHM: &SHMSource{Path: path}}}

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -37,12 +36,7 @@ type streamWriter struct {
 
 func newStreamWriter(t *testing.T, path string) *streamWriter {
 	t.Helper()
-	w, err := shmring.CreateWriter(path, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.Close() })
-	return &streamWriter{w: w}
+	return &streamWriter{w: createRing(t, path, 1<<20)}
 }
 
 // write commits one frame and returns its frame_seq.
@@ -77,20 +71,6 @@ func (s *streamWriter) run(ctx context.Context, t *testing.T, period time.Durati
 	}
 }
 
-func streamTester(t *testing.T, site string) *caddytest.Tester {
-	t.Helper()
-	tester := caddytest.NewTester(t)
-	tester.InitServer(`
-	{
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-	}
-	`+site, "caddyfile")
-	return tester
-}
-
 func streamDial(t *testing.T, url string, hdr http.Header) *websocket.Conn {
 	t.Helper()
 	return testenv.DialWS(t, url, hdr, 20*time.Second)
@@ -123,7 +103,7 @@ func startStream(t *testing.T, extra string) *streamWriter {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "frames")
 	w := newStreamWriter(t, path)
-	streamTester(t, fmt.Sprintf(`
+	localhostTester(t, fmt.Sprintf(`
 	http://localhost:9080 {
 		handle /stream/* {
 			sdr_stream {
@@ -205,7 +185,7 @@ func TestStreamServeGOPStartAndHealth(t *testing.T) {
 func TestStreamServeKeyframeFirstAndTimeout(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "frames")
 	w := newStreamWriter(t, path)
-	streamTester(t, fmt.Sprintf(`
+	localhostTester(t, fmt.Sprintf(`
 	http://localhost:9080 {
 		handle /stream/* {
 			sdr_stream {
@@ -301,18 +281,8 @@ func TestStreamServeMaxClientsConcurrent(t *testing.T) {
 }
 
 func TestStreamServeOriginsAndCommands(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "frames")
-	newStreamWriter(t, path)
-	streamTester(t, fmt.Sprintf(`
-	http://localhost:9080 {
-		handle /stream/* {
-			sdr_stream {
-				source shm %s
-				allowed_origins https://app.example.com
-				max_message_size 1KiB
-			}
-		}
-	}`, path))
+	startStream(t, `allowed_origins https://app.example.com
+				max_message_size 1KiB`)
 	url := "ws://localhost:9080/stream/ws"
 	for _, tc := range []struct {
 		origin string
@@ -402,7 +372,7 @@ func TestStreamServeManyStreamsAndMetrics(t *testing.T) {
 	dir := t.TempDir()
 	front, wrist := filepath.Join(dir, "front"), filepath.Join(dir, "wrist")
 	wf, ww := newStreamWriter(t, front), newStreamWriter(t, wrist)
-	streamTester(t, fmt.Sprintf(`
+	localhostTester(t, fmt.Sprintf(`
 	http://localhost:9080 {
 		handle /stream/front/* {
 			sdr_stream front {
@@ -436,12 +406,7 @@ func TestStreamServeManyStreamsAndMetrics(t *testing.T) {
 		}
 	}
 	cancel()
-	resp, err := http.Get("http://localhost:2999/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	body := adminMetrics(t)
 	for _, want := range []string{
 		`caddy_sdr_stream_frames_out_total{stream="front"}`,
 		`caddy_sdr_stream_frames_out_total{stream="wrist"}`,
@@ -451,7 +416,7 @@ func TestStreamServeManyStreamsAndMetrics(t *testing.T) {
 		fmt.Sprintf(`caddy_sdr_stream_ring_frames_total{path=%q}`, front),
 		fmt.Sprintf(`caddy_sdr_stream_ring_attached{path=%q} 1`, wrist),
 	} {
-		if !strings.Contains(string(body), want) {
+		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}

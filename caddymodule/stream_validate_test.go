@@ -22,16 +22,7 @@ func TestStreamValidate(t *testing.T) {
 		{"negative timeout", &Stream{IDRTimeout: caddy.Duration(-1)}, "idr_timeout is negative"},
 		{"negative depth", &Stream{QueueDepth: -1}, "queue_depth is negative"},
 	} {
-		err := tc.s.Validate()
-		if tc.err == "" {
-			if err != nil {
-				t.Errorf("%s: %v", tc.name, err)
-			}
-			continue
-		}
-		if err == nil || !strings.Contains(err.Error(), tc.err) {
-			t.Errorf("%s: error %v, want one containing %q", tc.name, err, tc.err)
-		}
+		checkValidation(t, tc.name, tc.s.Validate(), tc.err)
 	}
 }
 

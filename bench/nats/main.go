@@ -541,7 +541,7 @@ type caddyProc struct {
 	admin string
 	cmd   *exec.Cmd
 	out   *syncBuf
-	done  chan struct{}
+	done  <-chan struct{}
 }
 
 type syncBuf struct {
@@ -564,15 +564,7 @@ func (c *caddyProc) output() string {
 	return c.out.b.String()
 }
 
-func (c *caddyProc) stop() {
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(10 * time.Second):
-		_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
-		<-c.done
-	}
-}
+func (c *caddyProc) stop() { host.Stop(c.cmd.Process, c.done) }
 
 // startCaddy runs $SDR_CADDY_BIN (make sets it), else bin/caddy, else a
 // fresh build, with the Caddyfile, and waits for its admin endpoint.
@@ -601,8 +593,7 @@ func startCaddy(dir, caddyfile string) (*caddyProc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &caddyProc{admin: admin, cmd: cmd, out: out, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.done) }()
+	p := &caddyProc{admin: admin, cmd: cmd, out: out, done: host.Exited(cmd)}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		select {

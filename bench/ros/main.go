@@ -34,7 +34,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -292,15 +291,7 @@ func (p *proxy) profile(file string, d time.Duration) func() {
 }
 
 func (p *proxy) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-done
-	}
+	host.Stop(p.cmd.Process, host.Exited(p.cmd))
 	_ = os.RemoveAll(p.dir)
 }
 

@@ -20,7 +20,6 @@ import (
 	"flag"
 	"fmt"
 	"log"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -208,19 +207,9 @@ http://127.0.0.1:%d {
 	if err := srv.Start(); err != nil {
 		return err
 	}
-	defer func() {
-		_ = srv.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = srv.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-srv.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
-	}()
+	defer func() { host.Stop(srv.Process, host.Exited(srv)) }()
 	wsURL := fmt.Sprintf("ws://127.0.0.1:%d/stream/ws", port)
-	if err := waitUp(fmt.Sprintf("http://127.0.0.1:%d/stream/ws", port)); err != nil {
+	if err := host.WaitHTTP(fmt.Sprintf("http://127.0.0.1:%d/stream/ws", port), 30*time.Second); err != nil {
 		return fmt.Errorf("%w\n%s", err, out.Bytes())
 	}
 
@@ -370,20 +359,5 @@ func negotiate(ctx context.Context, wsURL string, v *rtctest.Viewer) error {
 		return err
 	case <-octx.Done():
 		return fmt.Errorf("no answer: %w", octx.Err())
-	}
-}
-
-func waitUp(url string) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not up: %w", url, err)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

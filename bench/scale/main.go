@@ -294,20 +294,14 @@ type proc struct {
 	cmd    *exec.Cmd
 	port   int
 	admin  string
-	exited chan struct{}
+	exited <-chan struct{}
 }
 
 func (p *proc) stop() {
 	if p == nil || p.cmd == nil || p.cmd.Process == nil {
 		return
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(10 * time.Second):
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.exited
-	}
+	host.Stop(p.cmd.Process, p.exited)
 }
 
 func start(name string, dir string, port int, bin string, args ...string) (*proc, error) {
@@ -323,8 +317,7 @@ func start(name string, dir string, port int, bin string, args ...string) (*proc
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, port: port, exited: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.exited) }()
+	p := &proc{name: name, cmd: cmd, port: port, exited: host.Exited(cmd)}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
@@ -436,13 +429,7 @@ func startCluster(bin, dir string) ([]*proc, error) {
 
 // cpuOf sums user+system seconds of the processes (those already gone count 0).
 func cpuOf(ps []*proc) float64 {
-	total := 0.0
-	for _, p := range ps {
-		if c, err := host.CPUSeconds(p.cmd.Process.Pid); err == nil {
-			total += c
-		}
-	}
-	return total
+	return host.TotalCPUSeconds(ps, func(p *proc) int { return p.cmd.Process.Pid })
 }
 
 // caddyBin is $SDR_CADDY_BIN (make sets it to the binary it built), else a

@@ -288,40 +288,26 @@ func (b *bench) start(name string, args ...string) (*proc, error) {
 	return &proc{cmd: cmd, out: out}, nil
 }
 
-func (p *proc) kill() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-	}
-}
+func (p *proc) kill() { host.Stop(p.cmd.Process, host.Exited(p.cmd)) }
 
-func waitHTTP(url string, p *proc) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not up: %v\n%s", url, err, p.out.b)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
+// caddy runs caddy with the site on port and waits for /stream/health
+// there.
 func (b *bench) caddy(port int, site string, admin string) (*proc, error) {
 	cf := filepath.Join(b.dir, fmt.Sprintf("Caddyfile.%d", port))
 	conf := fmt.Sprintf("{\n\tadmin "+admin+"\n\tgrace_period 1ns\n\tlog {\n\t\tlevel ERROR\n\t}\n}\nhttp://127.0.0.1:%d {\n%s\n}\n", port, site)
 	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
-	return b.start(b.caddyBin, "run", "--config", cf, "--adapter", "caddyfile")
+	p, err := b.start(b.caddyBin, "run", "--config", cf, "--adapter", "caddyfile")
+	if err != nil {
+		return nil, err
+	}
+	if err := host.WaitHTTP(fmt.Sprintf("http://127.0.0.1:%d/stream/health", port), 30*time.Second); err != nil {
+		err = fmt.Errorf("%v\n%s", err, p.out.b)
+		p.kill()
+		return nil, err
+	}
+	return p, nil
 }
 
 // run measures one server with n clients.
@@ -347,9 +333,6 @@ func (b *bench) run(sys string, n int) (*result, error) {
 			return nil, err
 		}
 		procs = append(procs, p)
-		if err := waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/stream/health", port), p); err != nil {
-			return nil, err
-		}
 		target = fmt.Sprintf("ws://127.0.0.1:%d/stream/ws", port)
 		if sys == "twohop" {
 			front := host.MustFreePort()
@@ -358,9 +341,6 @@ func (b *bench) run(sys string, n int) (*result, error) {
 				return nil, err
 			}
 			procs = append(procs, p2)
-			if err := waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/stream/health", front), p2); err != nil {
-				return nil, err
-			}
 			target = fmt.Sprintf("ws://127.0.0.1:%d/stream/ws", front)
 		}
 	case "nats":
@@ -510,13 +490,7 @@ func (b *bench) run(sys string, n int) (*result, error) {
 // cpuSeconds is the user+system time of the processes, from /proc/<pid>/stat
 // (those already gone count 0).
 func cpuSeconds(ps []*proc) float64 {
-	total := 0.0
-	for _, p := range ps {
-		if c, err := host.CPUSeconds(p.cmd.Process.Pid); err == nil {
-			total += c
-		}
-	}
-	return total
+	return host.TotalCPUSeconds(ps, func(p *proc) int { return p.cmd.Process.Pid })
 }
 
 // rssKiB is the resident memory of the processes.

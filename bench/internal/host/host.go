@@ -1,6 +1,6 @@
 // Package host reads what the benchmark programs measure of the processes
-// they run (CPU time from /proc, counters from a metrics endpoint) and finds
-// free loopback ports for them.
+// they run (CPU time from /proc, counters from a metrics endpoint), finds
+// free loopback ports for them, waits for them to answer and stops them.
 package host
 
 import (
@@ -9,8 +9,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // userHZ is the unit of the times in /proc/<pid>/stat on Linux.
@@ -38,6 +41,18 @@ func CPUSeconds(pid int) (float64, error) {
 		return 0, fmt.Errorf("parsing /proc/%d/stat: utime %q stime %q", pid, f[11], f[12])
 	}
 	return (ut + st) / userHZ, nil
+}
+
+// TotalCPUSeconds sums the user+system CPU time of the processes whose ids
+// pid returns (those already gone count 0).
+func TotalCPUSeconds[P any](ps []P, pid func(P) int) float64 {
+	total := 0.0
+	for _, p := range ps {
+		if c, err := CPUSeconds(pid(p)); err == nil {
+			total += c
+		}
+	}
+	return total
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.
@@ -94,4 +109,42 @@ func Counters(url, prefix string) (map[string]float64, error) {
 		}
 	}
 	return out, nil
+}
+
+// WaitHTTP polls url every 50ms until a GET gets any answer, for at most
+// timeout.
+func WaitHTTP(url string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not up: %w", url, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Exited waits for cmd in the background and returns a channel closed when
+// it has ended.
+func Exited(cmd *exec.Cmd) <-chan struct{} {
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	return done
+}
+
+// Stop sends p SIGTERM and waits for exited; after 10s it kills p and its
+// process group (a Setpgid child's) and waits again.
+func Stop(p *os.Process, exited <-chan struct{}) {
+	_ = p.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-p.Pid, syscall.SIGKILL)
+		_ = p.Kill()
+		<-exited
+	}
 }
