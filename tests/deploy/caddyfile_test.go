@@ -349,11 +349,7 @@ func writeFrames(t *testing.T, path string) (stop func()) {
 func TestCaddyfileExampleNATS(t *testing.T) {
 	e := startExample(t)
 	writeFrames(t, e.ring)
-	nc, err := nats.Connect(e.nats)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := testenv.ConnectNATS(t, e.nats)
 	sub, err := nc.SubscribeSync("command.genesis.>")
 	if err != nil {
 		t.Fatal(err)
@@ -444,11 +440,7 @@ func TestCaddyfileExampleNATS(t *testing.T) {
 func TestCaddyfileExampleSafetyGate(t *testing.T) {
 	e := startExample(t)
 	stop := writeFrames(t, e.ring)
-	nc, err := nats.Connect(e.nats)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := testenv.ConnectNATS(t, e.nats)
 	gate, err := nc.SubscribeSync("telemetry.safety.video_gate")
 	if err != nil {
 		t.Fatal(err)

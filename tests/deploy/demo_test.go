@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,7 +44,7 @@ func TestDemoScript(t *testing.T) {
 	cmd := exec.Command("bash", "scripts/demo.sh")
 	cmd.Dir = root
 	cmd.Env = env
-	var out lockedWriter
+	var out testenv.LockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -131,22 +130,4 @@ func TestDemoScript(t *testing.T) {
 	if _, err := os.Stat(ring); err != nil {
 		t.Errorf("the test source wrote no ring at %s: %v", ring, err)
 	}
-}
-
-// lockedWriter collects a process's output for reading while it runs.
-type lockedWriter struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *lockedWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
 }

@@ -116,16 +116,34 @@ type grafanaDashboard struct {
 	} `json:"panels"`
 }
 
-type alertRules struct {
-	Groups []struct {
-		Name  string `yaml:"name"`
-		Rules []struct {
-			Alert       string            `yaml:"alert"`
-			Expr        string            `yaml:"expr"`
-			Labels      map[string]string `yaml:"labels"`
-			Annotations map[string]string `yaml:"annotations"`
-		} `yaml:"rules"`
-	} `yaml:"groups"`
+// alertRule is one rule of deploy/prometheus/alerts.yml.
+type alertRule struct {
+	group       string            // the name of the rule's group
+	Alert       string            `yaml:"alert"`
+	Expr        string            `yaml:"expr"`
+	Labels      map[string]string `yaml:"labels"`
+	Annotations map[string]string `yaml:"annotations"`
+}
+
+// readAlertRules returns every rule of deploy/prometheus/alerts.yml, in
+// order, each with its group's name.
+func readAlertRules(t *testing.T) []alertRule {
+	t.Helper()
+	var f struct {
+		Groups []struct {
+			Name  string      `yaml:"name"`
+			Rules []alertRule `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	readYAML(t, filepath.Join(testenv.Root(), "deploy/prometheus/alerts.yml"), &f)
+	var rules []alertRule
+	for _, g := range f.Groups {
+		for _, r := range g.Rules {
+			r.group = g.Name
+			rules = append(rules, r)
+		}
+	}
+	return rules
 }
 
 // TestMetricNamesExist: every caddy_sdr_* name the dashboard, the alert
@@ -217,21 +235,16 @@ func TestGrafanaDashboard(t *testing.T) {
 // TestAlertRules checks that every alert says what to do.
 func TestAlertRules(t *testing.T) {
 	t.Parallel()
-	var r alertRules
-	readYAML(t, filepath.Join(testenv.Root(), "deploy/prometheus/alerts.yml"), &r)
-	n := 0
-	for _, g := range r.Groups {
-		for _, rule := range g.Rules {
-			n++
-			if rule.Alert == "" || rule.Expr == "" {
-				t.Errorf("group %s: rule without alert name or expr", g.Name)
-			}
-			if rule.Labels["severity"] == "" || rule.Annotations["summary"] == "" || rule.Annotations["action"] == "" {
-				t.Errorf("alert %s: needs labels.severity, annotations.summary and annotations.action", rule.Alert)
-			}
+	rules := readAlertRules(t)
+	for _, rule := range rules {
+		if rule.Alert == "" || rule.Expr == "" {
+			t.Errorf("group %s: rule without alert name or expr", rule.group)
+		}
+		if rule.Labels["severity"] == "" || rule.Annotations["summary"] == "" || rule.Annotations["action"] == "" {
+			t.Errorf("alert %s: needs labels.severity, annotations.summary and annotations.action", rule.Alert)
 		}
 	}
-	if n == 0 {
+	if len(rules) == 0 {
 		t.Error("no alert rule")
 	}
 }
@@ -240,16 +253,12 @@ func TestAlertRules(t *testing.T) {
 // the same alerts.
 func TestReadmeListsEveryAlert(t *testing.T) {
 	t.Parallel()
-	var r alertRules
-	readYAML(t, filepath.Join(testenv.Root(), "deploy/prometheus/alerts.yml"), &r)
 	md := readme(t)
 	inRules := map[string]bool{}
-	for _, g := range r.Groups {
-		for _, rule := range g.Rules {
-			inRules[rule.Alert] = true
-			if !strings.Contains(md, "| `"+rule.Alert+"` |") {
-				t.Errorf("README.md's alert table lacks %s", rule.Alert)
-			}
+	for _, rule := range readAlertRules(t) {
+		inRules[rule.Alert] = true
+		if !strings.Contains(md, "| `"+rule.Alert+"` |") {
+			t.Errorf("README.md's alert table lacks %s", rule.Alert)
 		}
 	}
 	for _, m := range regexp.MustCompile("(?m)^\\| `(Sdr\\w+)` \\|").FindAllStringSubmatch(md, -1) {
@@ -300,12 +309,8 @@ func TestPromQLParses(t *testing.T) {
 			exprs = append(exprs, tg.Expr)
 		}
 	}
-	var r alertRules
-	readYAML(t, filepath.Join(root, "deploy/prometheus/alerts.yml"), &r)
-	for _, g := range r.Groups {
-		for _, rule := range g.Rules {
-			exprs = append(exprs, rule.Expr)
-		}
+	for _, rule := range readAlertRules(t) {
+		exprs = append(exprs, rule.Expr)
 	}
 	for _, e := range exprs {
 		names, err := promQLMetrics(e)

@@ -477,33 +477,68 @@ func (r *readmeRun) jsModule(b docBlock) error {
 	return nil
 }
 
-func (r *readmeRun) dockerBuild(b docBlock) error {
-	for _, l := range commandLines(b.body) {
+// dockerCommand is a `docker SUBCOMMAND ...` line of a README block.
+type dockerCommand struct {
+	line  string
+	opts  map[string][]string // the values of the options that take one
+	flags []string            // the options that take no value
+	args  []string            // the words that are not options
+}
+
+// last returns the last value given to the option kept as name, or "".
+func (c dockerCommand) last(name string) string {
+	if v := c.opts[name]; len(v) > 0 {
+		return v[len(v)-1]
+	}
+	return ""
+}
+
+// dockerCommands parses the command lines of body, each of which must be
+// `docker sub ...`; valued maps each option that takes a value to the name
+// its values are kept under.
+func dockerCommands(body, sub string, valued map[string]string) ([]dockerCommand, error) {
+	var cmds []dockerCommand
+	for _, l := range commandLines(body) {
 		f := strings.Fields(l)
-		if len(f) < 3 || f[0] != "docker" || f[1] != "build" {
-			return fmt.Errorf("%q: want `docker build ...`", l)
+		if len(f) < 3 || f[0] != "docker" || f[1] != sub {
+			return nil, fmt.Errorf("%q: want `docker %s ...`", l, sub)
 		}
-		var file, target, ctxDir string
+		c := dockerCommand{line: l, opts: map[string][]string{}}
 		for i := 2; i < len(f); i++ {
-			switch f[i] {
-			case "-f", "--file":
+			name, ok := valued[f[i]]
+			switch {
+			case ok && i+1 == len(f):
+				return nil, fmt.Errorf("%q: %s without a value", l, f[i])
+			case ok:
 				i++
-				file = f[i]
-			case "--target":
-				i++
-				target = f[i]
-			case "-t", "--tag":
-				i++
+				c.opts[name] = append(c.opts[name], f[i])
+			case strings.HasPrefix(f[i], "-"):
+				c.flags = append(c.flags, f[i])
 			default:
-				if strings.HasPrefix(f[i], "-") {
-					return fmt.Errorf("%q: option %s is not checked here", l, f[i])
-				}
-				ctxDir = f[i]
+				c.args = append(c.args, f[i])
 			}
 		}
-		if ctxDir == "" {
+		cmds = append(cmds, c)
+	}
+	return cmds, nil
+}
+
+func (r *readmeRun) dockerBuild(b docBlock) error {
+	cmds, err := dockerCommands(b.body, "build", map[string]string{
+		"-f": "file", "--file": "file", "--target": "target", "-t": "tag", "--tag": "tag",
+	})
+	if err != nil {
+		return err
+	}
+	for _, c := range cmds {
+		l, file, target := c.line, c.last("file"), c.last("target")
+		if len(c.flags) > 0 {
+			return fmt.Errorf("%q: option %s is not checked here", l, c.flags[0])
+		}
+		if len(c.args) == 0 {
 			return fmt.Errorf("%q: no build context", l)
 		}
+		ctxDir := c.args[len(c.args)-1]
 		if file == "" {
 			file = filepath.Join(ctxDir, "Dockerfile")
 		}
@@ -530,28 +565,13 @@ func (r *readmeRun) dockerBuild(b docBlock) error {
 }
 
 func (r *readmeRun) compose(b docBlock) error {
-	for _, l := range commandLines(b.body) {
-		f := strings.Fields(l)
-		if len(f) < 3 || f[0] != "docker" || f[1] != "compose" {
-			return fmt.Errorf("%q: want `docker compose ...`", l)
-		}
-		var files, profiles, services []string
-		sub := ""
-		for i := 2; i < len(f); i++ {
-			switch {
-			case f[i] == "-f" || f[i] == "--file":
-				i++
-				files = append(files, f[i])
-			case f[i] == "--profile":
-				i++
-				profiles = append(profiles, f[i])
-			case strings.HasPrefix(f[i], "-"):
-			case sub == "":
-				sub = f[i]
-			default:
-				services = append(services, f[i])
-			}
-		}
+	cmds, err := dockerCommands(b.body, "compose", map[string]string{"-f": "file", "--file": "file", "--profile": "profile"})
+	if err != nil {
+		return err
+	}
+	for _, c := range cmds {
+		l, files, profiles := c.line, c.opts["file"], c.opts["profile"]
+		services := c.args[min(1, len(c.args)):] // after the compose subcommand
 		if len(files) == 0 {
 			files = []string{"docker-compose.yml"}
 		}

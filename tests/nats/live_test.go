@@ -5,16 +5,13 @@
 package nats
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -29,20 +26,25 @@ import (
 // ringWriter writes a 30 fps H.264-like stream (a keyframe every 30th
 // frame) into a ring while it runs.
 type ringWriter struct {
+	path string
 	w    *shmring.Writer
 	mu   sync.Mutex
 	stop chan struct{}
 	done chan struct{}
 }
 
-func newRingWriter(t *testing.T, path string) *ringWriter {
+// startRingWriter creates a ring in a temporary directory and runs a
+// ringWriter on it until the test ends.
+func startRingWriter(t *testing.T) *ringWriter {
 	t.Helper()
+	path := filepath.Join(t.TempDir(), "frames")
 	w, err := shmring.CreateWriter(path, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rw := &ringWriter{w: w}
+	rw := &ringWriter{path: path, w: w}
 	t.Cleanup(func() { rw.Pause(); _ = w.Close() })
+	rw.Run()
 	return rw
 }
 
@@ -107,13 +109,8 @@ func (s *natsServer) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.
 
 func (s *natsServer) Start() {
 	s.t.Helper()
-	cmd := exec.Command(testenv.Tool(s.t, "nats-server"), "-a", "127.0.0.1", "-p", fmt.Sprint(s.port))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		s.t.Fatal(err)
-	}
-	s.cmd = cmd
-	testenv.WaitListening(s.t, "nats-server", fmt.Sprintf("127.0.0.1:%d", s.port), 10*time.Second)
+	s.cmd = testenv.StartNATSProcess(s.t, "nats-server", fmt.Sprintf("127.0.0.1:%d", s.port), 10*time.Second,
+		"-a", "127.0.0.1", "-p", fmt.Sprint(s.port))
 }
 
 // Kill stops the server at once, as a crash would.
@@ -121,27 +118,15 @@ func (s *natsServer) Kill() {
 	if s.cmd == nil {
 		return
 	}
-	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-	_ = s.cmd.Wait()
+	testenv.KillGroup(s.cmd)
 	s.cmd = nil
 }
 
 // metric reads one sample from the admin endpoint's Prometheus metrics.
 func metric(adminAddr, name string) (string, bool) {
-	resp, err := http.Get("http://" + adminAddr + "/metrics")
-	if err != nil {
-		return "", false
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, name+" ") {
-			return strings.TrimPrefix(line, name+" "), true
-		}
-	}
-	return "", false
+	samples, err := testenv.Metrics(adminAddr)
+	v, ok := samples[name]
+	return v, ok && err == nil
 }
 
 func waitMetric(t *testing.T, adminAddr, name, want string, timeout time.Duration) {
@@ -265,9 +250,7 @@ func ackWith(seq int, status string) func(string) bool {
 func TestNATSOutageVideoNeverStops(t *testing.T) {
 	natsPort, httpPort := testenv.FreePort(t), testenv.FreePort(t)
 	ns := startNATSServer(t, natsPort)
-	ring := filepath.Join(t.TempDir(), "frames")
-	rw := newRingWriter(t, ring)
-	rw.Run()
+	rw := startRingWriter(t)
 
 	caddy := testenv.StartCaddy(t, fmt.Sprintf(`{
 	admin {$SDR_TEST_ADMIN}
@@ -287,22 +270,12 @@ http://127.0.0.1:%d {
 		sdr_nats
 	}
 }
-`, ns.URL(), httpPort, ring), nil, nil)
+`, ns.URL(), httpPort, rw.path), nil, nil)
 	admin := caddy.AdminAddr
 	waitMetric(t, admin, "caddy_sdr_nats_connected", "1", 10*time.Second)
 
-	sim, err := nats.Connect(ns.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sim.Close()
-	cmds := make(chan *nats.Msg, 256)
-	if _, err := sim.ChanSubscribe("command.genesis.>", cmds); err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	sim := testenv.ConnectNATS(t, ns.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	cmds := testenv.Collect(t, sim, "command.genesis.>")
 
 	video := dialWS(t, fmt.Sprintf("ws://127.0.0.1:%d/stream/ws", httpPort))
 	dash := dialWS(t, fmt.Sprintf("ws://127.0.0.1:%d/nats/ws", httpPort))
@@ -382,9 +355,7 @@ http://127.0.0.1:%d {
 // {"gated":false} when video is back. An ordinary NATS client listens.
 func TestGateWithoutBrowser(t *testing.T) {
 	natsPort, httpPort := testenv.FreePort(t), testenv.FreePort(t)
-	ring := filepath.Join(t.TempDir(), "frames")
-	rw := newRingWriter(t, ring)
-	rw.Run()
+	rw := startRingWriter(t)
 	caddy := testenv.StartCaddy(t, fmt.Sprintf(`{
 	admin {$SDR_TEST_ADMIN}
 	sdr_nats {
@@ -399,7 +370,7 @@ http://127.0.0.1:%d {
 		source shm %s 1MiB
 	}
 }
-`, natsPort, httpPort, ring), nil, nil)
+`, natsPort, httpPort, rw.path), nil, nil)
 
 	sim, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", natsPort))
 	if err != nil {

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/sdr-os/sdr-caddy/tests/browser"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
@@ -72,32 +70,10 @@ func TestChromiumUpgrade(t *testing.T) {
 		t.Skip(err)
 	}
 	natsURL := testenv.StartNATS(t)
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	msgs := make(chan *nats.Msg, 256)
-	if _, err := nc.ChanSubscribe("control.>", msgs); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	path := ringPath(t)
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	playRing(ctx, t, path)
+	msgs := testenv.Collect(t, testenv.ConnectNATS(t, natsURL), "control.>")
+	path, _ := playRing(t)
 	port := testenv.FreePort(t)
-	cf := fmt.Sprintf(`{
-	admin {$SDR_TEST_ADMIN}
-	grace_period 1ns
-	sdr_nats {
-		url %s
-	}
-}
-http://127.0.0.1:%d {
-	handle /stream/ws {
+	cf := testenv.Caddyfile(port, testenv.NATSOptions(natsURL), fmt.Sprintf(`	handle /stream/ws {
 		sdr_stream cam {
 			source shm %s
 			webrtc {
@@ -107,9 +83,7 @@ http://127.0.0.1:%d {
 	}
 	handle {
 		sdr_player
-	}
-}
-`, natsURL, port, path)
+	}`, path))
 	testenv.StartCaddy(t, cf, nil, nil)
 
 	bctx, bcancel := context.WithTimeout(context.Background(), 90*time.Second)

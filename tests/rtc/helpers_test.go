@@ -4,7 +4,6 @@
 package rtc
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -39,21 +38,24 @@ var h264 = sync.OnceValues(func() ([][]byte, error) {
 	return units, nil
 })
 
-// playRing writes the encoded units into a ring at 30 frames/s in a loop
-// (a keyframe every 30) until ctx ends, as the simulator does.
-func playRing(ctx context.Context, t *testing.T, path string) (done <-chan struct{}) {
+// playRing writes the encoded units into a new ring at 30 frames/s in a
+// loop (a keyframe every 30), as the simulator does, until the test ends or
+// stop is called; stop returns once the writer is done.
+func playRing(t *testing.T) (path string, stop func()) {
 	t.Helper()
 	units, err := h264()
 	if err != nil {
 		t.Fatal(err)
 	}
+	path = filepath.Join(t.TempDir(), "frames")
 	w, err := shmring.CreateWriter(path, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
 	go func() {
-		defer close(ch)
+		defer close(done)
 		defer w.Close()
 		tick := time.NewTicker(time.Second / 30)
 		defer tick.Stop()
@@ -74,7 +76,9 @@ func playRing(ctx context.Context, t *testing.T, path string) (done <-chan struc
 			}
 		}
 	}()
-	return ch
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return path, stop
 }
 
 type server struct {
@@ -88,15 +92,7 @@ type server struct {
 func startServer(t *testing.T, natsURL, path string) *server {
 	t.Helper()
 	port := testenv.FreePort(t)
-	cf := fmt.Sprintf(`{
-	admin {$SDR_TEST_ADMIN}
-	grace_period 1ns
-	sdr_nats {
-		url %s
-	}
-}
-http://127.0.0.1:%d {
-	handle /stream/* {
+	cf := testenv.Caddyfile(port, testenv.NATSOptions(natsURL), fmt.Sprintf(`	handle /stream/* {
 		sdr_stream cam {
 			source shm %s
 			webrtc {
@@ -108,9 +104,7 @@ http://127.0.0.1:%d {
 		source shm %s
 		include_loopback
 		max_sessions 4
-	}
-}
-`, natsURL, port, path, path)
+	}`, path, path))
 	s := &server{base: fmt.Sprintf("http://127.0.0.1:%d", port), ws: fmt.Sprintf("ws://127.0.0.1:%d", port)}
 	s.caddy = testenv.StartCaddy(t, cf, nil, nil)
 	return s
@@ -122,26 +116,22 @@ var client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, T
 // every string of match, from the admin endpoint.
 func (s *server) metric(t *testing.T, name string, match ...string) float64 {
 	t.Helper()
-	resp, err := client.Get("http://" + s.caddy.AdminAddr + "/metrics")
+	samples, err := testenv.Metrics(s.caddy.AdminAddr)
 	if err != nil {
 		t.Fatalf("metrics: %v", err)
 	}
-	defer resp.Body.Close()
 	sum := 0.0
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-lines:
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+series:
+	for series, value := range samples {
+		if !strings.HasPrefix(series, name+"{") && series != name {
 			continue
 		}
 		for _, m := range match {
-			if !strings.Contains(line, m) {
-				continue lines
+			if !strings.Contains(series, m) {
+				continue series
 			}
 		}
-		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		v, err := strconv.ParseFloat(value, 64)
 		if err == nil {
 			sum += v
 		}
@@ -240,23 +230,23 @@ func waitOpen(t *testing.T, v *rtctest.Viewer) {
 	}
 }
 
-func expectMsg(t *testing.T, ch <-chan *nats.Msg, what string, within time.Duration, ok func(*nats.Msg) bool) *nats.Msg {
+// offerViewer makes a pion viewer, with the control and commands
+// DataChannels when channels is set, and its offer; the caller closes it.
+func offerViewer(t *testing.T, channels bool) (*rtctest.Viewer, string) {
 	t.Helper()
-	deadline := time.After(within)
-	for {
-		select {
-		case m := <-ch:
-			if ok(m) {
-				return m
-			}
-		case <-deadline:
-			t.Fatalf("no %s within %v", what, within)
-			return nil
-		}
+	v, err := rtctest.NewViewer(channels)
+	if err != nil {
+		t.Fatal(err)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	offer, err := v.Offer(ctx)
+	if err != nil {
+		v.Close()
+		t.Fatal(err)
+	}
+	return v, offer
 }
-
-func ringPath(t *testing.T) string { return filepath.Join(t.TempDir(), "frames") }
 
 // expectControl waits for a gamepad message equal to pad and a command
 // containing cmd on NATS, in either order (the two channels are separate
@@ -264,7 +254,7 @@ func ringPath(t *testing.T) string { return filepath.Join(t.TempDir(), "frames")
 func expectControl(t *testing.T, msgs <-chan *nats.Msg, pad []byte, cmd string) {
 	t.Helper()
 	var gotPad, gotCmd bool
-	expectMsg(t, msgs, "control.gamepad and control.commands", 10*time.Second, func(m *nats.Msg) bool {
+	testenv.ExpectMsg(t, msgs, "control.gamepad and control.commands", 10*time.Second, func(m *nats.Msg) bool {
 		switch {
 		case m.Subject == "control.gamepad" && string(m.Data) == string(pad):
 			gotPad = true

@@ -1,16 +1,12 @@
 package rtc
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/sdr-os/sdr-caddy/internal/rtc/rtctest"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -19,10 +15,7 @@ import (
 // keeps the socket (the new config takes the shared engine before the old
 // one gives it back) so that sessions after the reload work too.
 func TestWHEPSinglePortAcrossReload(t *testing.T) {
-	path := ringPath(t)
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	playRing(ctx, t, path)
+	path, _ := playRing(t)
 
 	l, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -32,37 +25,21 @@ func TestWHEPSinglePortAcrossReload(t *testing.T) {
 	l.Close()
 	port := testenv.FreePort(t)
 	config := func(maxSessions int) string {
-		return fmt.Sprintf(`{
-	admin {$SDR_TEST_ADMIN}
-	grace_period 1ns
-}
-http://127.0.0.1:%d {
-	sdr_whep /whep* cam {
+		return testenv.Caddyfile(port, "", fmt.Sprintf(`	sdr_whep /whep* cam {
 		source shm %s
 		udp_mux 127.0.0.1:%d
 		nat_1to1 127.0.0.1
 		include_loopback
 		max_sessions %d
-	}
-}
-`, port, path, udpPort, maxSessions)
+	}`, path, udpPort, maxSessions))
 	}
 	s := &server{base: fmt.Sprintf("http://127.0.0.1:%d", port)}
 	s.caddy = testenv.StartCaddy(t, config(4), nil, nil)
 
 	watch := func(what string) {
 		t.Helper()
-		v, err := rtctest.NewViewer(false)
-		if err != nil {
-			t.Fatal(err)
-		}
+		v, offer := offerViewer(t, false)
 		defer v.Close()
-		octx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		offer, err := v.Offer(octx)
-		if err != nil {
-			t.Fatal(err)
-		}
 		code, answer, location := s.whep(t, "application/sdp", offer)
 		if code != http.StatusCreated {
 			t.Fatalf("%s: whep post: %d %s", what, code, answer)
@@ -92,16 +69,6 @@ http://127.0.0.1:%d {
 
 	// Reload with a change that keeps the engine: the UDP socket must not
 	// be bound twice.
-	req, _ := http.NewRequest(http.MethodPost, "http://"+s.caddy.AdminAddr+"/load", strings.NewReader(config(5)))
-	req.Header.Set("Content-Type", "text/caddyfile")
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("reload: %d %s", resp.StatusCode, body)
-	}
+	s.caddy.Load(t, config(5))
 	watch("after the reload")
 }

@@ -1,17 +1,14 @@
 package rtc
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/nats-io/nats.go"
 	"github.com/pion/webrtc/v4"
 
-	"github.com/sdr-os/sdr-caddy/internal/rtc/rtctest"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -94,22 +91,8 @@ func (p *wsPeer) next(t *testing.T, what string) signalMsg {
 // closing the WebSocket ends the session.
 func TestSignalingOverWebSocket(t *testing.T) {
 	natsURL := testenv.StartNATS(t)
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	msgs := make(chan *nats.Msg, 256)
-	if _, err := nc.ChanSubscribe("control.>", msgs); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	path := ringPath(t)
-	ctx, stopVideo := context.WithCancel(context.Background())
-	defer stopVideo()
-	playRing(ctx, t, path)
+	msgs := testenv.Collect(t, testenv.ConnectNATS(t, natsURL), "control.>")
+	path, _ := playRing(t)
 	s := startServer(t, natsURL, path)
 
 	// Bad SDP on one connection: refused, and the WebSocket still streams.
@@ -131,17 +114,8 @@ func TestSignalingOverWebSocket(t *testing.T) {
 	}
 
 	p := dialPeer(t, s.ws+"/stream/ws")
-	v, err := rtctest.NewViewer(true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, offer := offerViewer(t, true)
 	defer v.Close()
-	octx, ocancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer ocancel()
-	offer, err := v.Offer(octx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const id = "browser-1"
 	p.send(t, signalMsg{Type: "offer", SessionID: id, SDP: offer})
 	answer := p.next(t, "answer")

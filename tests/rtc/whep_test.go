@@ -1,7 +1,6 @@
 package rtc
 
 import (
-	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -9,7 +8,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/sdr-os/sdr-caddy/internal/rtc/rtctest"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -19,24 +17,8 @@ import (
 // session; bad requests are refused cleanly.
 func TestWHEP(t *testing.T) {
 	natsURL := testenv.StartNATS(t)
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	msgs := make(chan *nats.Msg, 256)
-	for _, subj := range []string{"control.>", "telemetry.safety.video_gate"} {
-		if _, err := nc.ChanSubscribe(subj, msgs); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	path := ringPath(t)
-	ctx, stopVideo := context.WithCancel(context.Background())
-	defer stopVideo()
-	videoDone := playRing(ctx, t, path)
+	msgs := testenv.Collect(t, testenv.ConnectNATS(t, natsURL), "control.>", "telemetry.safety.video_gate")
+	path, stopVideo := playRing(t)
 	s := startServer(t, natsURL, path)
 
 	// Refused cleanly: wrong content type, SDP that is not SDP, unknown
@@ -56,17 +38,8 @@ func TestWHEP(t *testing.T) {
 		resp.Body.Close()
 	}
 
-	v, err := rtctest.NewViewer(true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, offer := offerViewer(t, true)
 	defer v.Close()
-	octx, ocancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer ocancel()
-	offer, err := v.Offer(octx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	code, answer, location := s.whep(t, "application/sdp", offer)
 	if code != http.StatusCreated || !strings.HasPrefix(location, "/whep/") {
 		t.Fatalf("whep post: %d, location %q: %s", code, location, answer)
@@ -99,8 +72,7 @@ func TestWHEP(t *testing.T) {
 
 	// The video stops: the gate holds, motion is refused, pause passes.
 	stopVideo()
-	<-videoDone
-	expectMsg(t, msgs, "gate HOLD", 10*time.Second, func(m *nats.Msg) bool {
+	testenv.ExpectMsg(t, msgs, "gate HOLD", 10*time.Second, func(m *nats.Msg) bool {
 		return m.Subject == "telemetry.safety.video_gate" && strings.Contains(string(m.Data), `"gated":true`)
 	})
 	if err := v.Control.Send(good); err != nil {
@@ -112,7 +84,7 @@ func TestWHEP(t *testing.T) {
 	if err := v.Commands.SendText(`{"action":"pause","cmd_seq":9}`); err != nil {
 		t.Fatal(err)
 	}
-	m := expectMsg(t, msgs, "control.commands pause", 10*time.Second, func(m *nats.Msg) bool {
+	m := testenv.ExpectMsg(t, msgs, "control.commands pause", 10*time.Second, func(m *nats.Msg) bool {
 		if m.Subject == "control.gamepad" || strings.Contains(string(m.Data), `"cmd_seq":8`) {
 			t.Errorf("gated message published: %s %s", m.Subject, m.Data)
 		}

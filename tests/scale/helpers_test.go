@@ -19,7 +19,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -92,13 +91,8 @@ func (n *node) LeafURL() string { return fmt.Sprintf("nats-leaf://127.0.0.1:%d",
 
 func (n *node) Start() {
 	n.t.Helper()
-	cmd := exec.Command(testenv.Tool(n.t, "nats-server"), "-c", n.conf)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		n.t.Fatal(err)
-	}
-	n.cmd = cmd
-	testenv.WaitListening(n.t, "nats-server "+n.name, fmt.Sprintf("127.0.0.1:%d", n.port), 15*time.Second)
+	n.cmd = testenv.StartNATSProcess(n.t, "nats-server "+n.name, fmt.Sprintf("127.0.0.1:%d", n.port), 15*time.Second,
+		"-c", n.conf)
 }
 
 // Kill stops the node at once, as a crash would.
@@ -106,8 +100,7 @@ func (n *node) Kill() {
 	if n.cmd == nil {
 		return
 	}
-	_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
-	_ = n.cmd.Wait()
+	testenv.KillGroup(n.cmd)
 	n.cmd = nil
 }
 
@@ -437,21 +430,11 @@ type caddy struct {
 }
 
 func caddyfile(port int, natsOpts, source string) string {
-	return fmt.Sprintf(`{
-	admin {$SDR_TEST_ADMIN}
-	grace_period 1ns
-	sdr_nats {
-%s
-	}
-}
-http://127.0.0.1:%d {
-	handle /stream/ws {
+	return testenv.Caddyfile(port, "\tsdr_nats {\n"+natsOpts+"\n\t}", `	handle /stream/ws {
 		sdr_stream front {
-%s
+`+source+`
 		}
-	}
-}
-`, natsOpts, port, source)
+	}`)
 }
 
 func startCaddy(t *testing.T, file string, port int) *caddy {
@@ -475,23 +458,19 @@ func startCaddy(t *testing.T, file string, port int) *caddy {
 // when absent.
 func metric(t *testing.T, admin, sample string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + admin + "/metrics")
+	samples, err := testenv.Metrics(admin)
 	if err != nil {
 		t.Fatalf("reading metrics: %v", err)
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), sample+" "); ok {
-			v, err := strconv.ParseFloat(rest, 64)
-			if err != nil {
-				t.Fatalf("metric %s: %q", sample, rest)
-			}
-			return v
-		}
+	rest, ok := samples[sample]
+	if !ok {
+		return 0
 	}
-	return 0
+	v, err := strconv.ParseFloat(rest, 64)
+	if err != nil {
+		t.Fatalf("metric %s: %q", sample, rest)
+	}
+	return v
 }
 
 func waitMetric(t *testing.T, admin, sample string, ok func(float64) bool, timeout time.Duration) float64 {

@@ -2,8 +2,6 @@ package scale
 
 import (
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -211,7 +209,7 @@ func TestEdgeReloadKeepsSubscription(t *testing.T) {
 	framesMetric := `caddy_sdr_stream_nats_frames_total{subject="video.front"}`
 	before := metric(t, tp.edge1.AdminAddr, framesMetric)
 
-	load(t, tp.edge1.AdminAddr, strings.Replace(tp.edge1.file, "source nats video.front", "source nats video.front\n\t\t\tmax_clients 1000", 1))
+	tp.edge1.Load(t, strings.Replace(tp.edge1.file, "source nats video.front", "source nats video.front\n\t\t\tmax_clients 1000", 1))
 	reloaded := time.Now()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -234,21 +232,5 @@ func TestEdgeReloadKeepsSubscription(t *testing.T) {
 	}
 	if after := metric(t, tp.edge1.AdminAddr, framesMetric); after <= before {
 		t.Errorf("nats frames counter went from %g to %g: the subscription was not kept", before, after)
-	}
-}
-
-// load replaces a running config through the admin API.
-func load(t *testing.T, admin, caddyfile string) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, "http://"+admin+"/load", strings.NewReader(caddyfile))
-	req.Header.Set("Content-Type", "text/caddyfile")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("loading config: %v", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("loading config: %s %s", resp.Status, b)
 	}
 }

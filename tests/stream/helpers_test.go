@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -26,19 +25,23 @@ import (
 
 // ringWriter plays the simulator.
 type ringWriter struct {
-	w   *shmring.Writer
-	mu  sync.Mutex
-	seq uint64
+	path string
+	w    *shmring.Writer
+	mu   sync.Mutex
+	seq  uint64
 }
 
-func newRingWriter(t *testing.T, path string) *ringWriter {
+// newRingWriter creates a ring in a temporary directory, closed when the
+// test ends.
+func newRingWriter(t *testing.T) *ringWriter {
 	t.Helper()
+	path := filepath.Join(t.TempDir(), "frames")
 	w, err := shmring.CreateWriter(path, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.Close() })
-	return &ringWriter{w: w}
+	return &ringWriter{path: path, w: w}
 }
 
 func (r *ringWriter) write(t *testing.T, key bool, size int) uint64 {
@@ -77,45 +80,15 @@ type server struct {
 	port  int
 }
 
-// caddyfileFor returns a Caddyfile with the admin listener the test
-// environment sets and one site serving body.
-func caddyfileFor(port int, global, body string) string {
-	return fmt.Sprintf(`{
-	admin {$SDR_TEST_ADMIN}
-	grace_period 1ns
-%s
-}
-http://127.0.0.1:%d {
-%s
-}
-`, global, port, body)
-}
-
 func startServer(t *testing.T, global, body string, env ...string) *server {
 	t.Helper()
 	port := testenv.FreePort(t)
 	s := &server{port: port, base: fmt.Sprintf("http://127.0.0.1:%d", port), ws: fmt.Sprintf("ws://127.0.0.1:%d", port)}
-	s.caddy = testenv.StartCaddy(t, caddyfileFor(port, global, body), env, nil)
+	s.caddy = testenv.StartCaddy(t, testenv.Caddyfile(port, global, body), env, nil)
 	return s
 }
 
 var plainClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
-
-// load replaces the running config with a Caddyfile through the admin API.
-func (s *server) load(t *testing.T, caddyfile string) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, "http://"+s.caddy.AdminAddr+"/load", strings.NewReader(caddyfile))
-	req.Header.Set("Content-Type", "text/caddyfile")
-	resp, err := plainClient.Do(req)
-	if err != nil {
-		t.Fatalf("loading config: %v", err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("loading config: %d %s", resp.StatusCode, body)
-	}
-}
 
 func (s *server) health(t *testing.T, path string) map[string]any {
 	t.Helper()
@@ -191,9 +164,4 @@ func (s *server) mappings(t *testing.T, path string) int {
 func dial(t *testing.T, url string) *websocket.Conn {
 	t.Helper()
 	return testenv.DialWS(t, url, nil, 30*time.Second)
-}
-
-func ringPath(t *testing.T, name string) string {
-	t.Helper()
-	return filepath.Join(t.TempDir(), name)
 }

@@ -16,8 +16,7 @@ import (
 // Keyframe gating is on so that a frame the ring reader itself misses on a
 // loaded machine also resumes at a keyframe: every gap a client sees must.
 func TestLaggingClientSkipsToKeyframe(t *testing.T) {
-	path := ringPath(t, "frames")
-	w := newRingWriter(t, path)
+	w := newRingWriter(t)
 	s := startServer(t, "", fmt.Sprintf(`	handle /stream/* {
 		sdr_stream {
 			source shm %s
@@ -25,7 +24,7 @@ func TestLaggingClientSkipsToKeyframe(t *testing.T) {
 			queue_depth 32
 			write_timeout 60s
 		}
-	}`, path))
+	}`, w.path))
 	slow := dial(t, s.ws+"/stream/ws")
 	fast := dial(t, s.ws+"/stream/ws")
 	s.waitHealth(t, "/stream/health", "2 clients", func(h map[string]any) bool { return h["clients"] == float64(2) })
@@ -66,14 +65,13 @@ func TestLaggingClientSkipsToKeyframe(t *testing.T) {
 // Bytes that are not WebSocket, and a handshake that never completes, do
 // not disturb the server.
 func TestHostileConnections(t *testing.T) {
-	path := ringPath(t, "frames")
-	w := newRingWriter(t, path)
+	w := newRingWriter(t)
 	s := startServer(t, "", fmt.Sprintf(`	handle /stream/* {
 		sdr_stream {
 			source shm %s
 			max_message_size 4KiB
 		}
-	}`, path))
+	}`, w.path))
 	w.write(t, true, 100)
 	s.waitHealth(t, "/stream/health", "a frame", func(h map[string]any) bool { return h["frames_broadcast"] == float64(1) })
 

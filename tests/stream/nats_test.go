@@ -17,49 +17,20 @@ import (
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
-func expectMsg(t *testing.T, ch <-chan *nats.Msg, what string, within time.Duration, ok func(*nats.Msg) bool) *nats.Msg {
-	t.Helper()
-	deadline := time.After(within)
-	for {
-		select {
-		case m := <-ch:
-			if ok(m) {
-				return m
-			}
-		case <-deadline:
-			t.Fatalf("no %s within %v", what, within)
-			return nil
-		}
-	}
-}
-
 // With sdr_nats configured, the stream's safety gate runs from startup with
 // no browser attached, keyframe requests go to command.genesis.force_idr,
 // telemetry reaches the clients and each client's commands reach NATS.
 func TestStreamWithNATS(t *testing.T) {
 	natsURL := testenv.StartNATS(t)
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	msgs := make(chan *nats.Msg, 256)
-	for _, subj := range []string{"command.genesis.>", "telemetry.safety.video_gate"} {
-		if _, err := nc.ChanSubscribe(subj, msgs); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	nc := testenv.ConnectNATS(t, natsURL)
+	msgs := testenv.Collect(t, nc, "command.genesis.>", "telemetry.safety.video_gate")
 
-	path := ringPath(t, "frames")
-	w := newRingWriter(t, path)
-	s := startServer(t, fmt.Sprintf("\tsdr_nats {\n\t\turl %s\n\t}", natsURL), fmt.Sprintf(`	handle /stream/* {
+	w := newRingWriter(t)
+	s := startServer(t, testenv.NATSOptions(natsURL), fmt.Sprintf(`	handle /stream/* {
 		sdr_stream cam {
 			source shm %s
 		}
-	}`, path))
+	}`, w.path))
 
 	// Video for a moment, then none: the gate holds within about a second,
 	// with no client connected.
@@ -68,7 +39,7 @@ func TestStreamWithNATS(t *testing.T) {
 	s.waitHealth(t, "/stream/health", "frames", func(h map[string]any) bool { return h["frames_broadcast"].(float64) > 10 })
 	cancel()
 	stopped := time.Now()
-	m := expectMsg(t, msgs, "telemetry.safety.video_gate gated:true", 5*time.Second, func(m *nats.Msg) bool {
+	m := testenv.ExpectMsg(t, msgs, "telemetry.safety.video_gate gated:true", 5*time.Second, func(m *nats.Msg) bool {
 		return m.Subject == "telemetry.safety.video_gate" && strings.Contains(string(m.Data), `"gated":true`)
 	})
 	if d := time.Since(stopped); d > 3*time.Second {
@@ -86,7 +57,7 @@ func TestStreamWithNATS(t *testing.T) {
 	go func() { defer close(done); w.run(ctx2, t, 10*time.Millisecond, 10, 1000) }()
 	defer func() { cancel2(); <-done }()
 	c := dial(t, s.ws+"/stream/ws")
-	expectMsg(t, msgs, "command.genesis.force_idr", 5*time.Second, func(m *nats.Msg) bool {
+	testenv.ExpectMsg(t, msgs, "command.genesis.force_idr", 5*time.Second, func(m *nats.Msg) bool {
 		return m.Subject == "command.genesis.force_idr"
 	})
 
@@ -127,7 +98,7 @@ func TestStreamWithNATS(t *testing.T) {
 	if err := c.WriteMessage(websocket.BinaryMessage, append([]byte{wire.TypeCommand}, cmd...)); err != nil {
 		t.Fatal(err)
 	}
-	pm := expectMsg(t, msgs, "command.genesis.pause", 5*time.Second, func(m *nats.Msg) bool {
+	pm := testenv.ExpectMsg(t, msgs, "command.genesis.pause", 5*time.Second, func(m *nats.Msg) bool {
 		return m.Subject == "command.genesis.pause"
 	})
 	var body map[string]any
@@ -185,9 +156,8 @@ func checkHealthOrder(t *testing.T, s *server, path, nats string) {
 // from the origin, and both report the NATS connection state.
 func TestStreamEdgeHealthFromNATS(t *testing.T) {
 	natsURL := testenv.StartNATS(t)
-	path := ringPath(t, "frames")
-	w := newRingWriter(t, path)
-	s := startServer(t, fmt.Sprintf("\tsdr_nats {\n\t\turl %s\n\t}", natsURL), fmt.Sprintf(`	handle /stream/* {
+	w := newRingWriter(t)
+	s := startServer(t, testenv.NATSOptions(natsURL), fmt.Sprintf(`	handle /stream/* {
 		sdr_stream cam {
 			source shm %s
 			publish video.cam
@@ -197,7 +167,7 @@ func TestStreamEdgeHealthFromNATS(t *testing.T) {
 		sdr_stream edge {
 			source nats video.cam
 		}
-	}`, path))
+	}`, w.path))
 	checkHealthOrder(t, s, "/edge/health", "connected")
 
 	ctx, cancel := context.WithCancel(context.Background())

@@ -85,8 +85,8 @@ func (c *reloadingClient) run(ctx context.Context) {
 }
 
 func TestReloadUnderLoadLeavesNothingBehind(t *testing.T) {
-	path := ringPath(t, "frames")
-	w := newRingWriter(t, path)
+	w := newRingWriter(t)
+	path := w.path
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
@@ -113,7 +113,7 @@ func TestReloadUnderLoadLeavesNothingBehind(t *testing.T) {
 
 	// Warm up with one reload and one client, then take the baseline with
 	// no client.
-	s.load(t, caddyfileFor(s.port, "", body(1)))
+	s.caddy.Load(t, testenv.Caddyfile(s.port, "", body(1)))
 	warm := dial(t, s.ws+"/stream/ws")
 	testenv.ReadVideo(t, warm)
 	warm.Close()
@@ -136,7 +136,7 @@ func TestReloadUnderLoadLeavesNothingBehind(t *testing.T) {
 	}
 	s.waitHealth(t, "/stream/health", "clients", func(h map[string]any) bool { return h["clients"] == float64(nClients) })
 	for i := 2; i < reloads+2; i++ {
-		s.load(t, caddyfileFor(s.port, "", body(i)))
+		s.caddy.Load(t, testenv.Caddyfile(s.port, "", body(i)))
 		time.Sleep(60 * time.Millisecond)
 	}
 	// Let the clients reconnect and see video after the last reload.

@@ -55,3 +55,77 @@ func StartNATSOn(t testing.TB, port int) string {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// ConnectNATS connects to the NATS server at url with opts; the connection
+// is closed when the test ends.
+func ConnectNATS(t testing.TB, url string, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatalf("connecting to %s: %v", url, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// Collect subscribes one channel (256 messages deep) to every subject on
+// nc and returns it once the server has the subscriptions.
+func Collect(t testing.TB, nc *nats.Conn, subjects ...string) <-chan *nats.Msg {
+	t.Helper()
+	msgs := make(chan *nats.Msg, 256)
+	for _, subj := range subjects {
+		if _, err := nc.ChanSubscribe(subj, msgs); err != nil {
+			t.Fatalf("subscribing to %s: %v", subj, err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatalf("flushing subscriptions: %v", err)
+	}
+	return msgs
+}
+
+// ExpectMsg returns the first message on ch for which ok is true, failing
+// the test when none comes within the given time; what names it.
+func ExpectMsg(t testing.TB, ch <-chan *nats.Msg, what string, within time.Duration, ok func(*nats.Msg) bool) *nats.Msg {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		select {
+		case m := <-ch:
+			if ok(m) {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("no %s within %v", what, within)
+			return nil
+		}
+	}
+}
+
+// StartNATSProcess runs nats-server with args in its own process group and
+// waits up to timeout until it listens on addr; what names it in failures.
+// The caller stops it with KillGroup.
+func StartNATSProcess(t testing.TB, what, addr string, timeout time.Duration, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(Tool(t, "nats-server"), args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", what, err)
+	}
+	ready := false
+	defer func() {
+		if !ready {
+			KillGroup(cmd)
+		}
+	}()
+	WaitListening(t, what, addr, timeout)
+	ready = true
+	return cmd
+}
+
+// KillGroup kills the process group of cmd at once, as a crash would, and
+// waits for cmd to exit.
+func KillGroup(cmd *exec.Cmd) {
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	_ = cmd.Wait()
+}

@@ -4,9 +4,11 @@
 package testenv
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -92,7 +94,7 @@ type Caddy struct {
 	Cmd       *exec.Cmd
 	AdminAddr string // host:port of the admin listener
 	Dir       string
-	out       *lockedBuffer
+	out       *LockedBuffer
 	exited    chan struct{}
 }
 
@@ -117,7 +119,7 @@ func StartCaddy(t testing.TB, caddyfile string, env []string, ready func() error
 		t.Fatal(err)
 	}
 	admin := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
-	c := &Caddy{AdminAddr: admin, Dir: dir, out: &lockedBuffer{}}
+	c := &Caddy{AdminAddr: admin, Dir: dir, out: &LockedBuffer{}}
 	cmd := exec.Command(CaddyBin(t), "run", "--config", cf, "--adapter", "caddyfile")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(),
@@ -186,6 +188,71 @@ func (c *Caddy) Stop(t testing.TB) {
 	}
 }
 
+// Caddyfile returns a Caddyfile whose global options are the admin listener
+// StartCaddy expects, a 1ns grace period and global (its lines indented by
+// one tab), with one site on 127.0.0.1:port holding site.
+func Caddyfile(port int, global, site string) string {
+	return fmt.Sprintf(`{
+	admin {$SDR_TEST_ADMIN}
+	grace_period 1ns
+%s
+}
+http://127.0.0.1:%d {
+%s
+}
+`, global, port, site)
+}
+
+// NATSOptions is the global sdr_nats block, for Caddyfile, that connects
+// to the NATS server at url.
+func NATSOptions(url string) string {
+	return fmt.Sprintf("\tsdr_nats {\n\t\turl %s\n\t}", url)
+}
+
+// adminClient talks to the admin API without keeping connections open.
+var adminClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+
+// Load replaces the running config with caddyfile through the admin API.
+func (c *Caddy) Load(t testing.TB, caddyfile string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, "http://"+c.AdminAddr+"/load", strings.NewReader(caddyfile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "text/caddyfile")
+	resp, err := adminClient.Do(req)
+	if err != nil {
+		t.Fatalf("loading config: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("loading config: %d %s", resp.StatusCode, body)
+	}
+}
+
+// Metrics reads the Prometheus metrics of the admin listener at adminAddr:
+// each sample's value by its series (`name` or `name{labels}`).
+func Metrics(adminAddr string) (map[string]string, error) {
+	resp, err := adminClient.Get("http://" + adminAddr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	samples := map[string]string{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 || strings.HasPrefix(line, "#") {
+			continue
+		}
+		samples[line[:i]] = line[i+1:]
+	}
+	return samples, sc.Err()
+}
+
 // Run runs a command with a timeout and returns its combined output.
 func Run(ctx context.Context, dir, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
@@ -194,18 +261,21 @@ func Run(ctx context.Context, dir, name string, args ...string) (string, error) 
 	return strings.TrimSpace(string(out)), err
 }
 
-type lockedBuffer struct {
+// LockedBuffer collects a process's output for reading while it runs.
+type LockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+// Write appends p to the buffer.
+func (l *LockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+// String returns what was written so far.
+func (l *LockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
