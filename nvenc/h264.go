@@ -73,54 +73,66 @@ func escapeRBSP(b []byte) []byte {
 
 var errShortSPS = errors.New("sps ends early")
 
+// bitReader reads an RBSP bit by bit. The first failure sticks: later
+// reads return 0 and err keeps that first error, so that a parser reads
+// field after field and checks err once, and wherever a value read bounds
+// a loop.
 type bitReader struct {
 	b   []byte
 	pos int // in bits
+	err error
 }
 
-func (r *bitReader) u(n int) (uint32, error) {
+// fail records err unless an error is recorded already.
+func (r *bitReader) fail(err error) {
+	if r.err == nil {
+		r.err = err
+	}
+}
+
+// u reads an n-bit unsigned value (n <= 32).
+func (r *bitReader) u(n int) uint32 {
+	if r.err != nil {
+		return 0
+	}
 	var v uint32
 	for i := 0; i < n; i++ {
 		if r.pos >= len(r.b)*8 {
-			return 0, errShortSPS
+			r.fail(errShortSPS)
+			return 0
 		}
 		v = v<<1 | uint32(r.b[r.pos/8]>>(7-r.pos%8)&1)
 		r.pos++
 	}
-	return v, nil
+	return v
 }
 
-func (r *bitReader) ue() (uint32, error) {
+// flag reads a one-bit flag.
+func (r *bitReader) flag() bool { return r.u(1) == 1 }
+
+// ue reads an unsigned Exp-Golomb value.
+func (r *bitReader) ue() uint32 {
 	zeros := 0
-	for {
-		bit, err := r.u(1)
-		if err != nil {
-			return 0, err
-		}
-		if bit == 1 {
-			break
-		}
+	for r.err == nil && r.u(1) == 0 {
 		zeros++
 		if zeros > 31 {
-			return 0, errors.New("sps: exp-golomb code longer than 32 bits")
+			r.fail(errors.New("sps: exp-golomb code longer than 32 bits"))
 		}
 	}
-	rest, err := r.u(zeros)
-	if err != nil {
-		return 0, err
+	rest := r.u(zeros)
+	if r.err != nil {
+		return 0
 	}
-	return (1<<zeros - 1) + rest, nil
+	return (1<<zeros - 1) + rest
 }
 
-func (r *bitReader) se() (int32, error) {
-	v, err := r.ue()
-	if err != nil {
-		return 0, err
-	}
+// se reads a signed Exp-Golomb value.
+func (r *bitReader) se() int32 {
+	v := r.ue()
 	if v%2 == 1 {
-		return int32((v + 1) / 2), nil
+		return int32((v + 1) / 2)
 	}
-	return -int32(v / 2), nil
+	return -int32(v / 2)
 }
 
 type bitWriter struct {
@@ -155,8 +167,7 @@ func (w *bitWriter) copyBits(src []byte, n int) {
 	r := bitReader{b: src}
 	for n > 0 {
 		k := min(n, 24)
-		v, _ := r.u(k)
-		w.u(k, v)
+		w.u(k, r.u(k))
 		n -= k
 	}
 }
@@ -199,142 +210,63 @@ func ParseSPS(nal []byte) (SPS, error) {
 	if len(rbsp) < 4 {
 		return SPS{}, fmt.Errorf("parsing sps: %d bytes after unescaping", len(rbsp))
 	}
-	r := &bitReader{b: rbsp}
 	var s SPS
 	s.ProfileIDC, s.Constraints, s.LevelIDC = rbsp[0], rbsp[1], rbsp[2]
-	r.pos = 24
-	fail := func(err error) (SPS, error) { return SPS{}, fmt.Errorf("parsing sps: %w", err) }
-	if _, err := r.ue(); err != nil {
-		return fail(err)
-	}
+	r := &bitReader{b: rbsp, pos: 24}
+	r.ue() // seq_parameter_set_id
 	chroma := uint32(1)
 	switch s.ProfileIDC {
 	case 100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135:
-		var err error
-		if chroma, err = r.ue(); err != nil {
-			return fail(err)
-		}
+		chroma = r.ue() // chroma_format_idc
 		if chroma == 3 {
-			if _, err := r.u(1); err != nil {
-				return fail(err)
-			}
+			r.u(1) // separate_colour_plane_flag
 		}
-		for i := 0; i < 2; i++ {
-			if _, err := r.ue(); err != nil {
-				return fail(err)
-			}
-		}
-		if _, err := r.u(1); err != nil {
-			return fail(err)
-		}
-		present, err := r.u(1)
-		if err != nil {
-			return fail(err)
-		}
-		if present == 1 {
+		r.ue()        // bit_depth_luma_minus8
+		r.ue()        // bit_depth_chroma_minus8
+		r.u(1)        // qpprime_y_zero_transform_bypass_flag
+		if r.flag() { // seq_scaling_matrix_present_flag
 			n := 8
 			if chroma == 3 {
 				n = 12
 			}
 			for i := 0; i < n; i++ {
-				f, err := r.u(1)
-				if err != nil {
-					return fail(err)
-				}
-				if f == 1 {
-					size := 16
-					if i >= 6 {
-						size = 64
-					}
-					last, next := int32(8), int32(8)
-					for j := 0; j < size; j++ {
-						if next != 0 {
-							d, err := r.se()
-							if err != nil {
-								return fail(err)
-							}
-							next = (last + d + 256) % 256
-						}
-						if next != 0 {
-							last = next
-						}
-					}
+				if r.flag() { // seq_scaling_list_present_flag[i]
+					skipScalingList(r, i)
 				}
 			}
 		}
 	}
-	if _, err := r.ue(); err != nil { // log2_max_frame_num_minus4
-		return fail(err)
-	}
-	pocType, err := r.ue()
-	if err != nil {
-		return fail(err)
-	}
-	switch pocType {
+	r.ue()          // log2_max_frame_num_minus4
+	switch r.ue() { // pic_order_cnt_type
 	case 0:
-		if _, err := r.ue(); err != nil {
-			return fail(err)
-		}
+		r.ue() // log2_max_pic_order_cnt_lsb_minus4
 	case 1:
-		if _, err := r.u(1); err != nil {
-			return fail(err)
-		}
-		for i := 0; i < 2; i++ {
-			if _, err := r.se(); err != nil {
-				return fail(err)
-			}
-		}
-		n, err := r.ue()
-		if err != nil {
-			return fail(err)
-		}
+		r.u(1) // delta_pic_order_always_zero_flag
+		r.se() // offset_for_non_ref_pic
+		r.se() // offset_for_top_to_bottom_field
+		n := r.ue()
 		if n > 255 {
-			return fail(fmt.Errorf("num_ref_frames_in_pic_order_cnt_cycle %d", n))
+			r.fail(fmt.Errorf("num_ref_frames_in_pic_order_cnt_cycle %d", n))
 		}
-		for i := uint32(0); i < n; i++ {
-			if _, err := r.se(); err != nil {
-				return fail(err)
-			}
+		for i := uint32(0); i < n && r.err == nil; i++ {
+			r.se() // offset_for_ref_frame[i]
 		}
 	}
-	if s.MaxNumRefFrame, err = r.ue(); err != nil {
-		return fail(err)
-	}
-	if _, err := r.u(1); err != nil {
-		return fail(err)
-	}
-	wmbs, err := r.ue()
-	if err != nil {
-		return fail(err)
-	}
-	hmaps, err := r.ue()
-	if err != nil {
-		return fail(err)
-	}
-	frameMbsOnly, err := r.u(1)
-	if err != nil {
-		return fail(err)
-	}
+	s.MaxNumRefFrame = r.ue()
+	r.u(1) // gaps_in_frame_num_value_allowed_flag
+	wmbs := r.ue()
+	hmaps := r.ue()
+	frameMbsOnly := r.u(1)
 	if frameMbsOnly == 0 {
-		if _, err := r.u(1); err != nil {
-			return fail(err)
-		}
+		r.u(1) // mb_adaptive_frame_field_flag
 	}
-	if _, err := r.u(1); err != nil {
-		return fail(err)
-	}
+	r.u(1) // direct_8x8_inference_flag
 	s.Width = int(wmbs+1) * 16
 	s.Height = int(hmaps+1) * 16 * int(2-frameMbsOnly)
-	crop, err := r.u(1)
-	if err != nil {
-		return fail(err)
-	}
-	if crop == 1 {
+	if r.flag() { // frame_cropping_flag
 		var c [4]uint32
 		for i := range c {
-			if c[i], err = r.ue(); err != nil {
-				return fail(err)
-			}
+			c[i] = r.ue()
 		}
 		cx, cy := 2, 2*int(2-frameMbsOnly)
 		if chroma == 0 {
@@ -344,143 +276,97 @@ func ParseSPS(nal []byte) (SPS, error) {
 		s.Height -= cy * int(c[2]+c[3])
 	}
 	s.vuiFlagPos = r.pos
-	vui, err := r.u(1)
-	if err != nil {
-		return fail(err)
-	}
-	if vui == 0 {
-		return s, nil
-	}
-	s.VUI = true
-	if err := skipVUIUntilRestriction(r); err != nil {
-		return fail(err)
-	}
-	s.restrictionFlagPos = r.pos
-	br, err := r.u(1)
-	if err != nil {
-		return fail(err)
-	}
-	if br == 1 {
-		s.BitstreamRestriction = true
-		if _, err := r.u(1); err != nil {
-			return fail(err)
-		}
-		for i := range s.restrictionVals {
-			if s.restrictionVals[i], err = r.ue(); err != nil {
-				return fail(err)
+	if r.flag() { // vui_parameters_present_flag
+		s.VUI = true
+		skipVUIUntilRestriction(r)
+		s.restrictionFlagPos = r.pos
+		if r.flag() {
+			s.BitstreamRestriction = true
+			r.u(1) // motion_vectors_over_pic_boundaries_flag
+			for i := range s.restrictionVals {
+				s.restrictionVals[i] = r.ue()
 			}
+			s.MaxNumReorderFrames = s.restrictionVals[4]
+			s.MaxDecFrameBuffering = r.ue()
 		}
-		s.MaxNumReorderFrames = s.restrictionVals[4]
-		if s.MaxDecFrameBuffering, err = r.ue(); err != nil {
-			return fail(err)
-		}
+	}
+	if r.err != nil {
+		return SPS{}, fmt.Errorf("parsing sps: %w", r.err)
 	}
 	return s, nil
 }
 
-func skipVUIUntilRestriction(r *bitReader) error {
-	flag := func() (bool, error) { v, err := r.u(1); return v == 1, err }
-	if f, err := flag(); err != nil {
-		return err
-	} else if f { // aspect_ratio_info
-		idc, err := r.u(8)
-		if err != nil {
-			return err
+// skipScalingList passes over scaling_list i (16 coefficients for the
+// first six, 64 for the others).
+func skipScalingList(r *bitReader, i int) {
+	size := 16
+	if i >= 6 {
+		size = 64
+	}
+	last, next := int32(8), int32(8)
+	for j := 0; j < size; j++ {
+		if next != 0 {
+			next = (last + r.se() + 256) % 256 // delta_scale
 		}
-		if idc == 255 {
-			if _, err := r.u(32); err != nil {
-				return err
-			}
+		if next != 0 {
+			last = next
 		}
 	}
-	if f, err := flag(); err != nil {
-		return err
-	} else if f { // overscan
-		if _, err := r.u(1); err != nil {
-			return err
+}
+
+// skipVUIUntilRestriction passes over the VUI fields before
+// bitstream_restriction_flag.
+func skipVUIUntilRestriction(r *bitReader) {
+	if r.flag() { // aspect_ratio_info_present_flag
+		if r.u(8) == 255 { // aspect_ratio_idc: Extended_SAR
+			r.u(32) // sar_width, sar_height
 		}
 	}
-	if f, err := flag(); err != nil {
-		return err
-	} else if f { // video_signal_type
-		if _, err := r.u(4); err != nil {
-			return err
-		}
-		if c, err := flag(); err != nil {
-			return err
-		} else if c {
-			if _, err := r.u(24); err != nil {
-				return err
-			}
+	if r.flag() { // overscan_info_present_flag
+		r.u(1) // overscan_appropriate_flag
+	}
+	if r.flag() { // video_signal_type_present_flag
+		r.u(4)        // video_format, video_full_range_flag
+		if r.flag() { // colour_description_present_flag
+			r.u(24) // colour_primaries, transfer_characteristics, matrix_coefficients
 		}
 	}
-	if f, err := flag(); err != nil {
-		return err
-	} else if f { // chroma_loc_info
-		for i := 0; i < 2; i++ {
-			if _, err := r.ue(); err != nil {
-				return err
-			}
-		}
+	if r.flag() { // chroma_loc_info_present_flag
+		r.ue() // chroma_sample_loc_type_top_field
+		r.ue() // chroma_sample_loc_type_bottom_field
 	}
-	if f, err := flag(); err != nil {
-		return err
-	} else if f { // timing_info
-		if _, err := r.u(32); err != nil {
-			return err
-		}
-		if _, err := r.u(32); err != nil {
-			return err
-		}
-		if _, err := r.u(1); err != nil {
-			return err
-		}
+	if r.flag() { // timing_info_present_flag
+		r.u(32) // num_units_in_tick
+		r.u(32) // time_scale
+		r.u(1)  // fixed_frame_rate_flag
 	}
 	hrd := false
-	for i := 0; i < 2; i++ { // nal, vcl hrd
-		f, err := flag()
-		if err != nil {
-			return err
-		}
-		if f {
+	for i := 0; i < 2; i++ { // nal_, vcl_hrd_parameters_present_flag
+		if r.flag() {
 			hrd = true
-			if err := skipHRD(r); err != nil {
-				return err
-			}
+			skipHRD(r)
 		}
 	}
 	if hrd {
-		if _, err := r.u(1); err != nil {
-			return err
-		}
+		r.u(1) // low_delay_hrd_flag
 	}
-	_, err := r.u(1) // pic_struct_present_flag
-	return err
+	r.u(1) // pic_struct_present_flag
 }
 
-func skipHRD(r *bitReader) error {
-	n, err := r.ue()
-	if err != nil {
-		return err
-	}
+// skipHRD passes over hrd_parameters().
+func skipHRD(r *bitReader) {
+	n := r.ue() // cpb_cnt_minus1
 	if n > 31 {
-		return fmt.Errorf("hrd cpb_cnt_minus1 %d", n)
+		r.fail(fmt.Errorf("hrd cpb_cnt_minus1 %d", n))
+		return
 	}
-	if _, err := r.u(8); err != nil {
-		return err
-	}
+	r.u(8) // bit_rate_scale, cpb_size_scale
 	for i := uint32(0); i <= n; i++ {
-		for j := 0; j < 2; j++ {
-			if _, err := r.ue(); err != nil {
-				return err
-			}
-		}
-		if _, err := r.u(1); err != nil {
-			return err
-		}
+		r.ue() // bit_rate_value_minus1[i]
+		r.ue() // cpb_size_value_minus1[i]
+		r.u(1) // cbr_flag[i]
 	}
-	_, err = r.u(20)
-	return err
+	r.u(20) // initial_cpb_removal_delay_length_minus1 .. time_offset_length
 }
 
 // PatchSPS returns an SPS NAL unit that says max_num_reorder_frames = 0 in
