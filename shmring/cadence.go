@@ -20,6 +20,7 @@ const (
 	stalledMinPoll = 5 * time.Millisecond   // first poll interval of a stalled writer
 	stalledMaxPoll = 100 * time.Millisecond // longest poll interval of a stalled writer
 	absentMaxPoll  = 500 * time.Millisecond // longest wait for an absent or short file
+	zeroConfirm    = 100 * time.Millisecond // how long sequence must read 0 to be a writer's reset
 )
 
 // pollMode says how the reader was waiting when it polled.

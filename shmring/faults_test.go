@@ -5,8 +5,10 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // writeN writes frame_seq from through to, with payloads of varying size and,
@@ -266,4 +268,30 @@ func TestReaderKeyframeGating(t *testing.T) {
 	if len(frames) != 0 {
 		t.Errorf("%d unexpected frames delivered", len(frames))
 	}
+}
+
+// A Python writer's struct.pack_into zero-fills the sequence before it
+// stores the new value; preempted in between, it leaves 0 there for
+// milliseconds. That is no restart: the frames go on unflagged. Only a 0
+// that lasts is one.
+func TestSequenceZeroForAWhileIsNoRestart(t *testing.T) {
+	t.Parallel()
+	path, w := createRing(t, 8192)
+	frames, r := collect(t, ReaderConfig{Path: path}, 64)
+	writeAndWait(t, w, frames, Header{}, 1)
+	writeAndWait(t, w, frames, Header{}, 2)
+	seq := (*uint64)(unsafe.Pointer(&w.m.mem[OffSequence]))
+	held := atomic.LoadUint64(seq)
+	atomic.StoreUint64(seq, 0)
+	time.Sleep(30 * time.Millisecond)
+	atomic.StoreUint64(seq, held)
+	if f := writeAndWait(t, w, frames, Header{}, 3); f.Restart || f.Gap != 0 {
+		t.Errorf("after 30ms of sequence 0: %+v", f)
+	}
+	if st := r.Stats(); st.Restarts != 0 {
+		t.Errorf("%d restarts, want 0", st.Restarts)
+	}
+	// A 0 that stays is a writer that started over.
+	atomic.StoreUint64(seq, 0)
+	eventually(t, 5*time.Second, "restart after a lasting 0", func() bool { return r.Stats().Restarts == 1 })
 }

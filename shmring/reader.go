@@ -109,9 +109,9 @@ type Reader struct {
 	cad            cadence
 	nextCheck      time.Time
 	waitLogged     bool
-	zeroSeen       bool   // the last poll read sequence 0 after a non-zero one
-	tornRun        int    // consecutive torn copies
-	scratch        []byte // the slot is copied here first (see readSlotInto)
+	zeroSince      time.Time // when the polls began to read sequence 0 after a non-zero one
+	tornRun        int       // consecutive torn copies
+	scratch        []byte    // the slot is copied here first (see readSlotInto)
 }
 
 // How often the reader stats the path to notice a replaced or resized file.
@@ -333,6 +333,7 @@ func (r *Reader) attach() error {
 	now := time.Now()
 	r.cad.reset(now)
 	r.mode, r.slept = modeCoarse, 0
+	r.zeroSince = time.Time{}
 	r.nextCheck = now.Add(checkEvery)
 	r.log.Info("attached to ring file", "size", m.id.size, "inode", m.id.ino, "remap", r.maps > 1)
 	return nil
@@ -409,7 +410,7 @@ func (r *Reader) step(fn func(Frame)) time.Duration {
 		return 0
 	}
 	if res.status != slotEmpty {
-		r.zeroSeen = false
+		r.zeroSince = time.Time{}
 	}
 	if res.status != slotTorn {
 		r.tornRun = 0
@@ -417,13 +418,16 @@ func (r *Reader) step(fn func(Frame)) time.Duration {
 	switch res.status {
 	case slotUnchanged:
 	case slotEmpty:
-		if r.lastSeq != 0 && !r.zeroSeen {
+		if r.lastSeq != 0 && r.zeroSince.IsZero() {
+			r.zeroSince = now
+		}
+		if r.lastSeq != 0 && now.Sub(r.zeroSince) < zeroConfirm {
 			// CPython's struct.pack_into zero-fills before it stores, so a
-			// Python writer's sequence can read 0 for an instant: believe
-			// a reset only when the next poll sees 0 again.
-			r.zeroSeen = true
+			// Python writer's sequence can read 0 for an instant, and for
+			// as long as the writer is preempted between the two on a
+			// loaded machine: believe a reset only when 0 lasts.
 			r.mode = modeFine
-			return finePoll
+			return clampDur(now.Sub(r.zeroSince), finePoll, lateMaxPoll)
 		}
 		if r.lastSeq != 0 {
 			// The control region was zeroed: a writer started over.
