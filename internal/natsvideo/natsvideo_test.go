@@ -3,7 +3,6 @@ package natsvideo
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -17,6 +16,7 @@ import (
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/natstest"
 	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
 // pushSource is a frame.Source the test feeds by hand.
@@ -486,7 +486,7 @@ func TestThroughClusterAndLeaf(t *testing.T) {
 	t.Parallel()
 	var nodes []*server.Server
 	var first *server.Server
-	leafPort := freePort(t)
+	leafPort := testenv.FreePort(t)
 	for i := range 3 {
 		o := &server.Options{ServerName: fmt.Sprintf("n%d", i)}
 		o.Cluster.Name, o.Cluster.Host, o.Cluster.Port = "sdr", "127.0.0.1", -1
@@ -539,16 +539,6 @@ func TestThroughClusterAndLeaf(t *testing.T) {
 	poll(t, deadline, func() bool { return req.n.Load() != 0 }, func() string {
 		return "the leaf's keyframe request did not reach the origin"
 	})
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func TestCoalescer(t *testing.T) {

@@ -81,13 +81,24 @@ func Tool(t testing.TB, name string) string {
 // FreePort returns a loopback TCP port that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		// The kernel may hand the same port out twice in a row (it did:
+		// a Caddy's admin and site listeners met on one port); never give
+		// a test a port it already has.
+		if _, taken := portsGiven.LoadOrStore(port, true); !taken {
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
+
+// portsGiven holds the ports FreePort has returned in this process.
+var portsGiven sync.Map
 
 // Caddy is a running sdr-caddy process.
 type Caddy struct {
