@@ -679,3 +679,42 @@ func TestPublisherAsksForKeyframeWhileSourceHoldsFrames(t *testing.T) {
 		t.Fatalf("stats %+v: held not counted", pub.Stats())
 	}
 }
+
+// An edge that subscribes in the middle of a split frame gets its last
+// parts first: no loss, since the edge never had that frame. A part
+// missing after that is one.
+func TestJoiningMidFrameIsNoLoss(t *testing.T) {
+	t.Parallel()
+	origin, edge := originAndEdge(t, nil)
+	es := openEdge(t, edge, SourceConfig{Subject: "video.join"})
+	k := subscribeSink(es)
+	_ = edge.Flush()
+	frame := func(seq uint64, n int) []byte {
+		p := bytes.Repeat([]byte{byte(seq)}, n)
+		h := shmring.Header{FrameSeq: seq, Size: uint32(n), Flags: shmring.FlagKeyframe, Codec: shmring.CodecH264, CRC32: shmring.Checksum(p)}
+		return append(h.Bytes(), p...)
+	}
+	pub := func(data []byte, part string) {
+		m := &nats.Msg{Subject: "video.join", Data: data}
+		if part != "" {
+			m.Header = nats.Header{HeaderPart: []string{part}}
+		}
+		if err := origin.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f1 := frame(1, 20)
+	pub(append(f1[:shmring.HeaderSize:shmring.HeaderSize], f1[shmring.HeaderSize+10:]...), "10") // the second half of frame 1
+	pub(frame(2, 10), "")
+	k.wait(t, 1)
+	if st := es.Stats(); st.PartsDropped != 0 || st.Frames != 1 {
+		t.Fatalf("after joining mid-frame: %+v", st)
+	}
+	f3 := frame(3, 20)
+	pub(append(f3[:shmring.HeaderSize:shmring.HeaderSize], f3[shmring.HeaderSize+10:]...), "10") // frame 3's first half lost
+	pub(frame(4, 10), "")
+	k.wait(t, 2)
+	if st := es.Stats(); st.PartsDropped != 1 || st.Frames != 2 {
+		t.Fatalf("after a lost part: %+v", st)
+	}
+}

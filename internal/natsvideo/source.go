@@ -77,6 +77,7 @@ type Source struct {
 	mu      sync.Mutex
 	closed  bool
 	asm     assembly
+	begun   bool // a whole frame or a first part came: parts missing from now on are losses
 	lastSeq uint64
 	started bool
 	waitKey bool // gating: hold deltas until a keyframe
@@ -163,6 +164,7 @@ func (s *Source) onMsg(m *nats.Msg) {
 			s.malformed.Add(1)
 			return
 		}
+		s.begun = true
 		s.frame(h, body, prev, now)
 		return
 	}
@@ -177,12 +179,17 @@ func (s *Source) onMsg(m *nats.Msg) {
 		if a.active {
 			s.partsDropped.Add(1)
 		}
+		s.begun = true
 		*a = assembly{active: true, header: h, buf: make([]byte, h.Size), prev: prev}
 	} else if !a.active || a.header != h || a.next != off {
 		if a.active {
 			s.partsDropped.Add(1)
 		}
-		s.partsDropped.Add(1)
+		// The rest of a frame whose start came before the subscription
+		// is no loss: this edge never had that frame.
+		if s.begun {
+			s.partsDropped.Add(1)
+		}
 		*a = assembly{}
 		return
 	}
