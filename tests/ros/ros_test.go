@@ -306,6 +306,14 @@ func TestROSUnsubscribeBookkeeping(t *testing.T) {
 	a.send(map[string]any{"cmd": "subscribe", "clients": "all", "topic": "/scan"})
 	a.sync()
 	waitUp(t, "subscription", func() bool { c, _ := up.Subscribers("/scan"); return c == 1 })
+	// The upstream subscription comes with the first client's subscribe;
+	// all three are in place at the proxy once a message published
+	// upstream reaches all three clients.
+	waitUp(t, "all three clients subscribed", func() bool {
+		_, _ = up.Publish("/scan", map[string]any{"seq": 0})
+		per := messages(a.snapshot(), "/scan")
+		return len(per[0]) > 0 && len(per[1]) > 0 && len(per[2]) > 0
+	})
 	for i := 0; i < 3; i++ {
 		a.send(map[string]any{"cmd": "unsubscribe", "clients": []int{i}, "topic": "/scan"})
 		a.sync()
