@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -21,6 +22,13 @@ import (
 // test.
 func serve(t *testing.T, h *Hub, cfg ClientConfig) (string, context.CancelFunc, *sync.WaitGroup) {
 	t.Helper()
+	return serveWith(t, h, cfg, nil)
+}
+
+// serveWith is serve with onConn, when not nil, called on each upgraded
+// connection before its client runs.
+func serveWith(t *testing.T, h *Hub, cfg ClientConfig, onConn func(net.Conn)) (string, context.CancelFunc, *sync.WaitGroup) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -30,6 +38,9 @@ func serve(t *testing.T, h *Hub, cfg ClientConfig) (string, context.CancelFunc, 
 		}
 		wg.Add(1)
 		defer wg.Done()
+		if onConn != nil {
+			onConn(conn)
+		}
 		_ = h.NewClient(conn, nil, cfg).Run(ctx)
 	}))
 	t.Cleanup(func() {

@@ -1,13 +1,9 @@
 package hub
 
 import (
-	"context"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -95,26 +91,11 @@ func TestSendRoundStress(t *testing.T) {
 	}
 	h := New(Config{Capacity: 24, TelemetryHold: 2 * time.Millisecond})
 	t.Cleanup(h.Close)
-	// Small socket buffers on both sides, so that a slow reader's socket
-	// fills within a few frames instead of holding megabytes.
-	ctx, cancel := context.WithCancel(context.Background())
-	var served sync.WaitGroup
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, err := Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		served.Add(1)
-		defer served.Done()
-		_ = conn.(*net.TCPConn).SetWriteBuffer(64 << 10)
-		_ = h.NewClient(conn, nil, ClientConfig{KeyframeTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}).Run(ctx)
-	}))
-	t.Cleanup(func() {
-		cancel()
-		served.Wait()
-		srv.Close()
-	})
-	url := "ws" + strings.TrimPrefix(srv.URL, "http")
+	// A small send buffer on the server's side (and a small receive buffer
+	// on the slow readers'), so that a slow reader's socket fills within a
+	// few frames instead of holding megabytes.
+	url, _, _ := serveWith(t, h, ClientConfig{KeyframeTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second},
+		func(c net.Conn) { _ = c.(*net.TCPConn).SetWriteBuffer(64 << 10) })
 
 	stop := make(chan struct{})
 	var producers sync.WaitGroup

@@ -378,20 +378,8 @@ func TestMalformedMessagesAreCounted(t *testing.T) {
 	k := subscribeSink(es)
 	_ = edge.Flush()
 
-	good := func(seq uint64, n int) []byte {
-		p := bytes.Repeat([]byte{byte(seq)}, n)
-		h := shmring.Header{FrameSeq: seq, Size: uint32(n), Flags: shmring.FlagKeyframe, Codec: shmring.CodecH264, CRC32: shmring.Checksum(p)}
-		return append(h.Bytes(), p...)
-	}
-	pub := func(data []byte, part string) {
-		m := &nats.Msg{Subject: "video.bad", Data: data}
-		if part != "" {
-			m.Header = nats.Header{HeaderPart: []string{part}}
-		}
-		if err := origin.PublishMsg(m); err != nil {
-			t.Fatal(err)
-		}
-	}
+	good := keyframeMsg
+	pub := func(data []byte, part string) { publishPart(t, origin, "video.bad", data, part) }
 	pub([]byte("short"), "")  // no header
 	pub(good(1, 10)[:40], "") // size mismatch
 	bad := good(2, 10)
@@ -689,20 +677,8 @@ func TestJoiningMidFrameIsNoLoss(t *testing.T) {
 	es := openEdge(t, edge, SourceConfig{Subject: "video.join"})
 	k := subscribeSink(es)
 	_ = edge.Flush()
-	frame := func(seq uint64, n int) []byte {
-		p := bytes.Repeat([]byte{byte(seq)}, n)
-		h := shmring.Header{FrameSeq: seq, Size: uint32(n), Flags: shmring.FlagKeyframe, Codec: shmring.CodecH264, CRC32: shmring.Checksum(p)}
-		return append(h.Bytes(), p...)
-	}
-	pub := func(data []byte, part string) {
-		m := &nats.Msg{Subject: "video.join", Data: data}
-		if part != "" {
-			m.Header = nats.Header{HeaderPart: []string{part}}
-		}
-		if err := origin.PublishMsg(m); err != nil {
-			t.Fatal(err)
-		}
-	}
+	frame := keyframeMsg
+	pub := func(data []byte, part string) { publishPart(t, origin, "video.join", data, part) }
 	f1 := frame(1, 20)
 	pub(append(f1[:shmring.HeaderSize:shmring.HeaderSize], f1[shmring.HeaderSize+10:]...), "10") // the second half of frame 1
 	pub(frame(2, 10), "")
@@ -716,5 +692,26 @@ func TestJoiningMidFrameIsNoLoss(t *testing.T) {
 	k.wait(t, 2)
 	if st := es.Stats(); st.PartsDropped != 1 || st.Frames != 2 {
 		t.Fatalf("after a lost part: %+v", st)
+	}
+}
+
+// keyframeMsg is the video message of keyframe seq: its header and n
+// payload bytes, all seq.
+func keyframeMsg(seq uint64, n int) []byte {
+	p := bytes.Repeat([]byte{byte(seq)}, n)
+	h := shmring.Header{FrameSeq: seq, Size: uint32(n), Flags: shmring.FlagKeyframe, Codec: shmring.CodecH264, CRC32: shmring.Checksum(p)}
+	return append(h.Bytes(), p...)
+}
+
+// publishPart publishes data on subject as the origin does, with the part
+// header when part is not empty.
+func publishPart(t *testing.T, nc *nats.Conn, subject string, data []byte, part string) {
+	t.Helper()
+	m := &nats.Msg{Subject: subject, Data: data}
+	if part != "" {
+		m.Header = nats.Header{HeaderPart: []string{part}}
+	}
+	if err := nc.PublishMsg(m); err != nil {
+		t.Fatal(err)
 	}
 }
