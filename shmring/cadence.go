@@ -16,7 +16,7 @@ const (
 	stalledAfter   = 50 * time.Millisecond  // ...and at least this long without one
 	minPeriod      = 100 * time.Microsecond // no frame writer commits faster than 10 kHz
 	maxWakeGuard   = time.Millisecond       // most the window opens earlier for the reader's own late wake-ups
-	maxCoarseSleep = 8 * time.Millisecond   // longest sleep while the writer commits: bounds what an unforeseen commit waits
+	maxCoarseSleep = 4 * time.Millisecond   // longest sleep while the writer commits: bounds what an unforeseen commit waits
 	stalledMinPoll = 5 * time.Millisecond   // first poll interval of a stalled writer
 	stalledMaxPoll = 100 * time.Millisecond // longest poll interval of a stalled writer
 	absentMaxPoll  = 500 * time.Millisecond // longest wait for an absent or short file
