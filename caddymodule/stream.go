@@ -113,11 +113,10 @@ type Stream struct {
 	origin  func(*http.Request) bool
 	metrics *streamMetrics
 
-	ctx     context.Context
-	cancel  context.CancelFunc
-	mu      sync.RWMutex
-	clients map[*hub.Client]struct{}
-	wg      sync.WaitGroup
+	ctx    context.Context
+	cancel context.CancelFunc
+	mu     sync.Mutex // orders a new client's wg.Add before Cleanup's cancel and Wait
+	wg     sync.WaitGroup
 	// admitted counts the upgrades let through and not yet ended, so that
 	// concurrent upgrades cannot pass max_clients together.
 	admitted atomic.Int64
@@ -171,7 +170,6 @@ func (s *Stream) Provision(ctx caddy.Context) error {
 		return err
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.clients = make(map[*hub.Client]struct{})
 	s.metrics = registerStreamMetrics(ctx.GetMetricsRegistry(), s.log)
 	s.origin = hub.Origins(s.AllowedOrigins)
 
@@ -432,7 +430,6 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		}
 		return nil
 	}
-	s.clients[c] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
 	admitted = false // the client goroutine gives the place back
@@ -449,9 +446,6 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 			if sig != nil {
 				sig.Close() // the WebRTC session ends with its WebSocket
 			}
-			s.mu.Lock()
-			delete(s.clients, c)
-			s.mu.Unlock()
 			s.admitted.Add(-1)
 			s.wg.Done()
 		}()

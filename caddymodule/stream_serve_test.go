@@ -448,12 +448,11 @@ func TestStreamTelemetryBurstReachesClient(t *testing.T) {
 	}
 	defer r.Close()
 
-	s := &Stream{name: "t", hub: hub.New(hub.Config{}), clients: map[*hub.Client]struct{}{}}
+	s := &Stream{name: "t", hub: hub.New(hub.Config{})}
 	defer s.hub.Close()
 	srv, cli := net.Pipe()
 	defer cli.Close()
 	c := s.hub.NewClient(srv, nil, hub.ClientConfig{KeyframeTimeout: time.Minute})
-	s.clients[c] = struct{}{}
 	defer s.subscribeTelemetry(r.Stream(nil, nil, nil))()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
