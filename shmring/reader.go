@@ -418,23 +418,24 @@ func (r *Reader) step(fn func(Frame)) time.Duration {
 	switch res.status {
 	case slotUnchanged:
 	case slotEmpty:
-		if r.lastSeq != 0 && r.zeroSince.IsZero() {
+		if r.lastSeq == 0 {
+			break
+		}
+		// CPython's struct.pack_into zero-fills before it stores, so a
+		// Python writer's sequence can read 0 for an instant, and for as
+		// long as the writer is preempted between the two on a loaded
+		// machine: believe a reset only when 0 lasts.
+		if r.zeroSince.IsZero() {
 			r.zeroSince = now
 		}
-		if r.lastSeq != 0 && now.Sub(r.zeroSince) < zeroConfirm {
-			// CPython's struct.pack_into zero-fills before it stores, so a
-			// Python writer's sequence can read 0 for an instant, and for
-			// as long as the writer is preempted between the two on a
-			// loaded machine: believe a reset only when 0 lasts.
+		if zero := now.Sub(r.zeroSince); zero < zeroConfirm {
 			r.mode = modeFine
-			return clampDur(now.Sub(r.zeroSince), finePoll, lateMaxPoll)
+			return clampDur(zero, finePoll, lateMaxPoll)
 		}
-		if r.lastSeq != 0 {
-			// The control region was zeroed: a writer started over.
-			r.lastSeq = 0
-			r.sequence.Store(0)
-			r.noteRestart("sequence reset to 0")
-		}
+		// The control region was zeroed: a writer started over.
+		r.lastSeq = 0
+		r.sequence.Store(0)
+		r.noteRestart("sequence reset to 0")
 	case slotTorn:
 		// A newer frame was committed during the copy: read it at once,
 		// unless copies keep tearing (a writer that commits faster than a
