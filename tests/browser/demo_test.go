@@ -155,17 +155,7 @@ func TestPlayerRawRingThroughEncoder(t *testing.T) {
 	if err := writer.Start(); err != nil {
 		t.Fatal(err)
 	}
-	wdone := make(chan struct{})
-	go func() { _ = writer.Wait(); close(wdone) }()
-	t.Cleanup(func() {
-		_ = writer.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-wdone:
-		case <-time.After(5 * time.Second):
-			_ = writer.Process.Kill()
-			<-wdone
-		}
-	})
+	testenv.StopOnCleanup(t, writer, 5*time.Second, nil)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if _, err := os.Stat(raw); err == nil {
 			break

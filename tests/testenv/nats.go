@@ -25,17 +25,7 @@ func StartNATSOn(t testing.TB, port int) string {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting nats-server on port %d: %v", port, err)
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
+	exited := StopOnCleanup(t, cmd, 5*time.Second, nil)
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -121,6 +111,29 @@ func StartNATSProcess(t testing.TB, what, addr string, timeout time.Duration, ar
 	WaitListening(t, what, addr, timeout)
 	ready = true
 	return cmd
+}
+
+// StopOnCleanup waits for the started cmd in the background and returns a
+// channel closed when it has exited. When the test ends it sends cmd
+// SIGTERM, kills it (and its process group, for a Setpgid child) after
+// grace, waits, and then runs after, if not nil.
+func StopOnCleanup(t testing.TB, cmd *exec.Cmd, grace time.Duration, after func()) <-chan struct{} {
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(grace):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if after != nil {
+			after()
+		}
+	})
+	return exited
 }
 
 // KillGroup kills the process group of cmd at once, as a crash would, and

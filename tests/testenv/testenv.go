@@ -106,7 +106,7 @@ type Caddy struct {
 	AdminAddr string // host:port of the admin listener
 	Dir       string
 	out       *LockedBuffer
-	exited    chan struct{}
+	exited    <-chan struct{}
 }
 
 // Exited is closed when the process has exited.
@@ -145,21 +145,12 @@ func StartCaddy(t testing.TB, caddyfile string, env []string, ready func() error
 		t.Fatal(err)
 	}
 	c.Cmd = cmd
-	exited := make(chan struct{})
-	c.exited = exited
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
+	exited := StopOnCleanup(t, cmd, 10*time.Second, func() {
 		if t.Failed() {
 			t.Logf("caddy output:\n%s", c.Output())
 		}
 	})
+	c.exited = exited
 	if ready == nil {
 		ready = func() error {
 			resp, err := http.Get("http://" + admin + "/config/")
