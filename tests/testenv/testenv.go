@@ -81,23 +81,32 @@ func Tool(t testing.TB, name string) string {
 // FreePort returns a loopback TCP port that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
+	port, err := NewPort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
+// NewPort returns a loopback TCP port that was free a moment ago and that
+// it has not returned before in this process: the kernel may hand the same
+// port out twice in a row (it did: a Caddy's admin and site listeners met
+// on one port).
+func NewPort() (int, error) {
 	for {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			t.Fatal(err)
+			return 0, fmt.Errorf("finding a free port: %w", err)
 		}
 		port := l.Addr().(*net.TCPAddr).Port
 		l.Close()
-		// The kernel may hand the same port out twice in a row (it did:
-		// a Caddy's admin and site listeners met on one port); never give
-		// a test a port it already has.
 		if _, taken := portsGiven.LoadOrStore(port, true); !taken {
-			return port
+			return port, nil
 		}
 	}
 }
 
-// portsGiven holds the ports FreePort has returned in this process.
+// portsGiven holds the ports NewPort has returned in this process.
 var portsGiven sync.Map
 
 // Caddy is a running sdr-caddy process.

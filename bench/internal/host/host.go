@@ -6,15 +6,15 @@ package host
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
 // userHZ is the unit of the times in /proc/<pid>/stat on Linux.
@@ -57,24 +57,7 @@ func TotalCPUSeconds[P any](ps []P, pid func(P) int) float64 {
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.
-func FreePort() (int, error) {
-	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, fmt.Errorf("finding a free port: %w", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		// The kernel may hand the same port out twice in a row: never
-		// return one this process has had already.
-		if _, taken := portsGiven.LoadOrStore(port, true); !taken {
-			return port, nil
-		}
-	}
-}
-
-// portsGiven holds the ports FreePort has returned in this process.
-var portsGiven sync.Map
+func FreePort() (int, error) { return testenv.NewPort() }
 
 // MustFreePort is FreePort for benchmark set-up code, where no port is fatal.
 func MustFreePort() int {
