@@ -1,0 +1,30 @@
+package testwait
+
+import (
+	"testing"
+	"time"
+)
+
+func TestTimeoutScales(t *testing.T) {
+	if got := Timeout(time.Second); got != time.Duration(float64(time.Second)*Scale()) {
+		t.Fatalf("Timeout(1s) = %s with scale %g", got, Scale())
+	}
+}
+
+func TestUntilSeesTheCondition(t *testing.T) {
+	n := 0
+	if !Until(time.Second, func() bool { n++; return n == 3 }) {
+		t.Fatalf("Until gave up after %d looks", n)
+	}
+	if Until(10*time.Millisecond, func() bool { return false }) {
+		t.Fatal("Until reported a condition that never held")
+	}
+}
+
+func TestRecvTakesTheValue(t *testing.T) {
+	ch := make(chan int, 1)
+	ch <- 7
+	if v := Recv(t, ch, "a value"); v != 7 {
+		t.Fatalf("Recv = %d, want 7", v)
+	}
+}
