@@ -515,3 +515,142 @@ func TestSDROSOverrideVariablesAreRead(t *testing.T) {
 		}
 	}
 }
+
+// TestSDROSDocs checks the commands of docs/compose.md: the image build, and
+// the Compose lines run from an SDR_OS checkout with sdr-caddy in
+// ../sdr-caddy (loaded against the fixture).
+func TestSDROSDocs(t *testing.T) {
+	t.Parallel()
+	root := testenv.Root()
+	md, err := os.ReadFile(filepath.Join(root, "docs/compose.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"v2.24.4", "docker-compose` 1.29"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("docs/compose.md does not say %q (the Compose version the override needs)", want)
+		}
+	}
+	blocks, err := parseDocBlocks(string(md))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &readmeRun{t: t, root: root}
+	seen := map[string]int{}
+	for _, b := range blocks {
+		seen[b.kind]++
+		if err := checkComposeDocBlock(t, r, b); err != nil {
+			t.Errorf("docs/compose.md:%d (%s): %v", b.line, b.kind, err)
+		}
+	}
+	for _, kind := range []string{"docker-build", "sdr-os-compose", "sdr-os-dotenv"} {
+		if seen[kind] == 0 {
+			t.Errorf("docs/compose.md has no %s block", kind)
+		}
+	}
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "(docs/compose.md)") {
+		t.Error("README.md does not link docs/compose.md")
+	}
+}
+
+// checkComposeDocBlock checks one block of docs/compose.md:
+//
+//	docker-build    as in the README; the tag is the image the override runs
+//	sdr-os-compose  `[VAR=value ...] docker compose ...` lines run in the
+//	                SDR_OS checkout: they load, and a dev line gives the
+//	                embedded NATS server
+//	sdr-os-dotenv   lines of SDR_OS's .env: COMPOSE_FILE's files load
+func checkComposeDocBlock(t *testing.T, r *readmeRun, b docBlock) error {
+	t.Helper()
+	switch b.kind {
+	case "docker-build":
+		if err := r.dockerBuild(b); err != nil {
+			return err
+		}
+		cmds, err := dockerCommands(b.body, "build", map[string]string{"-f": "file", "-t": "tag", "--target": "target"})
+		if err != nil {
+			return err
+		}
+		want := sdrOSImage + ":" + dockerfileVersion(t)
+		for _, c := range cmds {
+			if c.last("tag") != want {
+				return fmt.Errorf("%q: tag %q, the override runs %s", c.line, c.last("tag"), want)
+			}
+		}
+		return nil
+	case "sdr-os-compose":
+		for _, l := range commandLines(b.body) {
+			var env []string
+			f := strings.Fields(l)
+			for len(f) > 0 && regexp.MustCompile(`^[A-Z_][A-Z0-9_]*=`).MatchString(f[0]) {
+				env, f = append(env, f[0]), f[1:]
+			}
+			cmds, err := dockerCommands(strings.Join(f, " "), "compose", map[string]string{"-f": "file", "--file": "file", "--profile": "profile"})
+			if err != nil {
+				return err
+			}
+			c := cmds[0]
+			p, err := loadSDRCheckout(t, c.opts["file"], c.opts["profile"], env...)
+			if err != nil {
+				return fmt.Errorf("%q: %w", l, err)
+			}
+			if slices.Contains(c.opts["profile"], "dev") {
+				if got := envValue(p.Services["transport-server"].Environment, "SDR_NATS_URL"); got != "" {
+					return fmt.Errorf("%q: dev has no nats service, but SDR_NATS_URL is %q", l, got)
+				}
+			}
+		}
+		return nil
+	case "sdr-os-dotenv":
+		for _, l := range commandLines(b.body) {
+			k, v, ok := strings.Cut(l, "=")
+			if !ok {
+				return fmt.Errorf("%q is not VAR=value", l)
+			}
+			if k != "COMPOSE_FILE" {
+				continue
+			}
+			p, err := loadSDRCheckout(t, strings.Split(v, ":"), []string{"sim"})
+			if err != nil {
+				return fmt.Errorf("%q: %w", l, err)
+			}
+			if p.Services["transport-server"].Image == "sdr_os-transport" {
+				return fmt.Errorf("%q: the override is not applied", l)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown doc-test kind %q", b.kind)
+}
+
+// loadSDRCheckout loads compose files named as from an SDR_OS checkout:
+// docker-compose.yml is the fixture, ../sdr-caddy/ this repository.
+func loadSDRCheckout(t *testing.T, files, profiles []string, env ...string) (*types.Project, error) {
+	t.Helper()
+	if len(files) == 0 {
+		files = []string{"docker-compose.yml"}
+	}
+	if files[0] != "docker-compose.yml" {
+		return nil, fmt.Errorf("the first file is %s, not SDR_OS's docker-compose.yml", files[0])
+	}
+	override := ""
+	switch {
+	case len(files) == 1:
+	case len(files) == 2 && strings.HasPrefix(files[1], "../sdr-caddy/"):
+		override = strings.TrimPrefix(files[1], "../sdr-caddy/")
+	default:
+		return nil, fmt.Errorf("files %v: want docker-compose.yml and ../sdr-caddy/%s", files, sdrOSOverride)
+	}
+	p, err := loadSDROS(t, true, override, profiles, env...)
+	if err != nil {
+		return nil, err
+	}
+	if probs := checkReferences(p); len(probs) > 0 {
+		return nil, fmt.Errorf("%s", strings.Join(probs, "; "))
+	}
+	return p, nil
+}
