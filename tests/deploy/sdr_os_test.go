@@ -531,6 +531,16 @@ func TestSDROSDocs(t *testing.T) {
 			t.Errorf("docs/compose.md does not say %q (the Compose version the override needs)", want)
 		}
 	}
+	// The user the image runs as, which must be able to read SDR_OS's files.
+	df, err := os.ReadFile(filepath.Join(root, "containers/caddy/Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := regexp.MustCompile(`useradd [^\n]*--uid (\d+)`).FindSubmatch(df); m == nil {
+		t.Error("containers/caddy/Dockerfile adds no user with a fixed uid")
+	} else if !strings.Contains(string(md), "(uid "+string(m[1])+")") {
+		t.Errorf("docs/compose.md does not give the image's uid, %s", m[1])
+	}
 	blocks, err := parseDocBlocks(string(md))
 	if err != nil {
 		t.Fatal(err)
