@@ -23,15 +23,26 @@ var profiles = []string{"sim", "dev", "train", "obs", "cuda", "rocm", "mlx"}
 // its consistency checks), with only the given environment.
 func loadCompose(t *testing.T, dir string, files []string, profiles []string, env ...string) (*types.Project, error) {
 	t.Helper()
+	return loadComposeChecked(t, true, dir, files, profiles, env...)
+}
+
+// loadComposeChecked is loadCompose with compose-go's consistency checks
+// (what `docker compose` refuses to run) on or off. Files are relative to
+// dir unless absolute.
+func loadComposeChecked(t *testing.T, consistency bool, dir string, files []string, profiles []string, env ...string) (*types.Project, error) {
+	t.Helper()
 	abs := make([]string, len(files))
 	for i, f := range files {
-		abs[i] = filepath.Join(dir, f)
+		abs[i] = f
+		if !filepath.IsAbs(f) {
+			abs[i] = filepath.Join(dir, f)
+		}
 	}
 	opts, err := cli.NewProjectOptions(abs,
 		cli.WithWorkingDirectory(dir),
 		cli.WithEnv(env),
 		cli.WithProfiles(profiles),
-		cli.WithConsistency(true),
+		cli.WithConsistency(consistency),
 		cli.WithResolvedPaths(true),
 	)
 	if err != nil {

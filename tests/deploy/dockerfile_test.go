@@ -23,6 +23,7 @@ import (
 // reports at parse time).
 type dockerfile struct {
 	stages   []instructions.Stage
+	metaArgs []instructions.ArgCommand // the ARGs before the first FROM
 	warnings []string
 }
 
@@ -42,7 +43,7 @@ func parseDockerfile(src []byte) (*dockerfile, error) {
 		}
 		df.warnings = append(df.warnings, fmt.Sprintf("line %d: %s: %s", line, rule, msg))
 	}})
-	df.stages, _, err = instructions.Parse(res.AST, lint)
+	df.stages, df.metaArgs, err = instructions.Parse(res.AST, lint)
 	if err != nil {
 		return nil, fmt.Errorf("reading dockerfile instructions: %w", err)
 	}
