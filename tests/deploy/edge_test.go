@@ -466,7 +466,8 @@ func TestCaddyfileExampleTLSSite(t *testing.T) {
 // transport-server made of them. SDR_IDR_TIMEOUT_MS=abc loads with its
 // default and one warning naming the variable; SDR_CRC_ENABLED=False keeps
 // CRC on and SDR_SHM_KEYFRAME_GATING=yes leaves gating off, as there; a
-// grace of 0 is none. A literal bad token in a Caddyfile is still refused.
+// grace of 0 is none; a path may hold spaces. A literal bad token in a
+// Caddyfile is still refused.
 func TestCaddyfileExampleOldValues(t *testing.T) {
 	t.Parallel()
 	edge := testenv.FreePort(t)
@@ -522,6 +523,12 @@ func TestCaddyfileExampleOldValues(t *testing.T) {
 	}
 	if !strings.Contains(body, `"codec_grace":-1`) {
 		t.Errorf("SDR_VIDEO_GATE_CODEC_CHANGE_GRACE_MS=0: want no grace (-1) in %s", body)
+	}
+
+	// A path with a space was one path for the old server.
+	out, logged, err := adaptFile(t, filepath.Join(testenv.Root(), "Caddyfile.example"), "SDR_SHM_PATH=/dev/shm/robot two/frames")
+	if err != nil || !bytes.Contains(out, []byte(`"path":"/dev/shm/robot two/frames"`)) {
+		t.Errorf("SDR_SHM_PATH with a space: %v\n%s", err, logged)
 	}
 
 	bad := filepath.Join(t.TempDir(), "Caddyfile")
