@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -76,7 +77,7 @@ func parseBool(v string) (bool, error) {
 // unit of the old environment variables.
 func parseMillis(v string) (caddy.Duration, error) {
 	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if n < 0 {
+		if n < 0 || n > math.MaxInt64/1_000_000 {
 			return 0, strconv.ErrRange
 		}
 		return caddy.Duration(n * 1e6), nil

@@ -145,7 +145,8 @@ type NATSGate struct {
 	// (SDR_VIDEO_GATE_ESTOP_MS).
 	Estop caddy.Duration `json:"estop,omitempty"`
 	// CodecGrace is added to Estop for video that stops within this long
-	// of a codec change. Default 2s (SDR_VIDEO_GATE_CODEC_CHANGE_GRACE_MS).
+	// of a codec change. Default 2s (SDR_VIDEO_GATE_CODEC_CHANGE_GRACE_MS);
+	// negative: none (codec_grace 0 or off in the Caddyfile).
 	CodecGrace caddy.Duration `json:"codec_grace,omitempty"`
 }
 

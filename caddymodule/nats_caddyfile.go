@@ -51,7 +51,7 @@ func init() {
 //	    gate {
 //	        hold <ms|duration>            # default 1000
 //	        estop <ms|duration>           # default 5000
-//	        codec_grace <ms|duration>     # default 2000
+//	        codec_grace <ms|duration>|off # default 2000; 0 or off: none
 //	    }
 //	}
 //
@@ -276,6 +276,20 @@ func natsParseGate(d *caddyfile.Dispenser) (*NATSGate, error) {
 			dst = &g.CodecGrace
 		default:
 			return d.Errf("unknown gate subdirective %q", key)
+		}
+		if key == "codec_grace" {
+			// 0 is no grace, as SDR_VIDEO_GATE_CODEC_CHANGE_GRACE_MS=0
+			// was for the old transport-server (JSON: negative).
+			var s string
+			if err := natsOneArg(d, &s); err != nil {
+				return err
+			}
+			v, err := parseOff(s, parseMillis)
+			if err != nil {
+				return d.Errf("codec_grace: %q is not off, a duration or a number of milliseconds", s)
+			}
+			*dst = v
+			return nil
 		}
 		v, err := natsDurationArg(d)
 		if err != nil {

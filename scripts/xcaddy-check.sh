@@ -21,4 +21,8 @@ cmds=$("$out/caddy" help)
 for c in sdr-ring sdr-nvenc-probe sdr-testsrc; do
 	grep -q "^  $c " <<<"$cmds" || { echo "xcaddy-check: subcommand $c missing from the xcaddy build" >&2; exit 1; }
 done
+# The environment is prepared in this build too: an old socket address in
+# SDR_LISTEN_ADDR becomes a bind, not a site host (docs/configuration.md).
+adapted=$(SDR_LISTEN_ADDR=0.0.0.0:8080 "$out/caddy" adapt --config Caddyfile.example --adapter caddyfile 2>/dev/null)
+grep -q '"tcp4/0.0.0.0:8080"' <<<"$adapted" || { echo "xcaddy-check: SDR_LISTEN_ADDR=0.0.0.0:8080 is not read as a socket address in the xcaddy build" >&2; exit 1; }
 echo "xcaddy-check: ok ($(grep -c '^sdr\|\.sdr_' <<<"$mods") sdr modules)"

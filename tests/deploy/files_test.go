@@ -7,6 +7,7 @@ import (
 
 	"go.yaml.in/yaml/v4"
 
+	"github.com/sdr-os/sdr-caddy/internal/sdrenv"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -25,7 +26,9 @@ func readYAML(t *testing.T, path string, v any) {
 var envPlaceholder = regexp.MustCompile(`\{\$(SDR_[A-Z0-9_]+)(:[^}]*)?\}`)
 
 // caddyfileVars returns the SDR_* environment variables Caddyfile.example
-// reads through {$VAR} or {$VAR:default} placeholders.
+// reads through {$VAR} or {$VAR:default} placeholders, and those that
+// sdr-caddy derives such a placeholder from (SDR_HTTP_ADDR for
+// SDR_HTTP_SITE).
 func caddyfileVars(t *testing.T) map[string]bool {
 	t.Helper()
 	b, err := os.ReadFile(testenv.Root() + "/Caddyfile.example")
@@ -35,6 +38,9 @@ func caddyfileVars(t *testing.T) map[string]bool {
 	vars := map[string]bool{}
 	for _, m := range envPlaceholder.FindAllStringSubmatch(string(b), -1) {
 		vars[m[1]] = true
+		for _, in := range sdrenv.Derived[m[1]] {
+			vars[in] = true
+		}
 	}
 	return vars
 }

@@ -114,7 +114,8 @@ type Caddy struct {
 	Cmd       *exec.Cmd
 	AdminAddr string // host:port of the admin listener
 	Dir       string
-	out       *LockedBuffer
+	out       *LockedBuffer // stdout and stderr
+	stdout    *LockedBuffer
 	exited    <-chan struct{}
 }
 
@@ -123,6 +124,9 @@ func (c *Caddy) Exited() <-chan struct{} { return c.exited }
 
 // Output returns what the process has printed so far.
 func (c *Caddy) Output() string { return c.out.String() }
+
+// Stdout returns what the process has printed on its standard output so far.
+func (c *Caddy) Stdout() string { return c.stdout.String() }
 
 // StartCaddy writes caddyfile to a temporary directory and runs
 // `caddy run --config Caddyfile --adapter caddyfile` with extra environment
@@ -139,7 +143,7 @@ func StartCaddy(t testing.TB, caddyfile string, env []string, ready func() error
 		t.Fatal(err)
 	}
 	admin := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
-	c := &Caddy{AdminAddr: admin, Dir: dir, out: &LockedBuffer{}}
+	c := &Caddy{AdminAddr: admin, Dir: dir, out: &LockedBuffer{}, stdout: &LockedBuffer{}}
 	cmd := exec.Command(CaddyBin(t), "run", "--config", cf, "--adapter", "caddyfile")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(),
@@ -148,7 +152,7 @@ func StartCaddy(t testing.TB, caddyfile string, env []string, ready func() error
 		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
 	)
 	cmd.Env = append(cmd.Env, env...)
-	cmd.Stdout, cmd.Stderr = c.out, c.out
+	cmd.Stdout, cmd.Stderr = io.MultiWriter(c.out, c.stdout), c.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
