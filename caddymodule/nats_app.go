@@ -137,7 +137,7 @@ type NATSLeafRemote struct {
 	Credentials string `json:"credentials,omitempty"`
 }
 
-// NATSGate holds the thresholds of the safety gates (PROTOCOL.md section 4).
+// NATSGate holds the thresholds of the safety gates.
 type NATSGate struct {
 	// Hold is how long the video may be stale before HOLD. Default 1s
 	// (SDR_VIDEO_GATE_HOLD_MS).

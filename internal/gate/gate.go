@@ -1,6 +1,6 @@
 // Package gate is the safety gate of one video source: when the video an
 // operator steers by goes stale, motion commands stop and the robot is told
-// to hold, then to stop (PROTOCOL.md section 4).
+// to hold, then to stop (docs/sdr_nats.md, "Safety gate").
 //
 // A gate is armed by the first frame of its source and stays armed for its
 // lifetime. Before that there is no video that could go stale (a simulator
@@ -37,7 +37,7 @@ import (
 // Mode is the state of a gate.
 type Mode int
 
-// The three states of PROTOCOL.md section 4.
+// The three states of the gate, as SDR_OS names them.
 const (
 	// Armed: the video is fresh (or, before the gate is armed by its first
 	// frame, nothing has been refused yet); every command passes.
@@ -63,7 +63,7 @@ func (m Mode) String() string {
 	return fmt.Sprintf("Mode(%d)", int(m))
 }
 
-// Subjects and payloads the gate publishes (PROTOCOL.md section 4).
+// Subjects and payloads the gate publishes.
 const (
 	SubjectCmdVel    = "command.genesis.set_cmd_vel"
 	SubjectEstop     = "command.genesis.estop"
