@@ -459,10 +459,6 @@ func stateMessage(m Mode, age time.Duration) []byte {
 	return fmt.Appendf(nil, `{"gated":true,"mode":"%s","stale_ms":%d}`, m, age.Milliseconds())
 }
 
-// idle is how long a gate that is not armed sleeps when nothing is due;
-// frames, Allow and Observe wake it earlier.
-const idle = time.Hour
-
 // evaluate publishes what is due and returns how long to wait before the
 // next evaluation.
 func (g *Gate) evaluate(now time.Time) time.Duration {
@@ -510,23 +506,25 @@ func (g *Gate) evaluate(now time.Time) time.Duration {
 }
 
 // answerLocked answers a command seen on NATS before arming, when its time
-// has come, and returns how long to wait.
+// has come, and returns how long to wait. A gate that is not armed looks
+// for its first frame every Poll: frames held back while the source waits
+// for a keyframe arm it too, and reach no onFrame.
 func (g *Gate) answerLocked(now time.Time, out *outbox) time.Duration {
 	if !g.asked {
-		return idle
+		return g.cfg.Poll
 	}
 	age := now.Sub(g.start)
 	if age <= g.cfg.Hold {
 		// Not stale yet by the old server's clock: answer at the HOLD
 		// threshold unless a frame arms the gate first.
-		return g.cfg.Hold - age + time.Millisecond
+		return min(g.cfg.Hold-age+time.Millisecond, g.cfg.Poll)
 	}
 	if !g.said.IsZero() && now.Sub(g.said) < Repeat {
-		return g.said.Add(Repeat).Sub(now)
+		return min(g.said.Add(Repeat).Sub(now), g.cfg.Poll)
 	}
 	out.add(SubjectVideoGate, stateMessage(Hold, age))
 	g.asked, g.gated, g.said = false, true, now
-	return idle
+	return g.cfg.Poll
 }
 
 // evaluateArmed applies the current video age to an armed gate and returns

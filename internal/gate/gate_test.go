@@ -58,6 +58,14 @@ func (s *testSource) Emit(codec shmring.Codec) {
 	}
 }
 
+// HoldBack reads a frame that the source holds back (it waits for a
+// keyframe): LastArrival moves, no subscriber is called.
+func (s *testSource) HoldBack() {
+	s.mu.Lock()
+	s.last = time.Now()
+	s.mu.Unlock()
+}
+
 func (s *testSource) subscribers() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -709,6 +717,35 @@ func TestGateStaysArmed(t *testing.T) {
 		}
 		if ok, mode := g2.Allow("set_cmd_vel"); !ok || mode != "ARMED" {
 			t.Errorf("new gate, frame 1.5s old, hold 2s: Allow = %v %s, want true ARMED", ok, mode)
+		}
+	})
+}
+
+// Frames that the source holds back while it waits for a keyframe reach no
+// subscriber, but they are video: they arm the gate within a poll, which
+// then clears what it said before.
+func TestGateArmedByFramesHeldBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := newRecorder()
+		armed := false
+		opts := rec.options()
+		opts.OnArmed = func() { armed = true }
+		g := New(Config{}, rec.publish, opts)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go g.Run(ctx)
+		src := newTestSource()
+		g.Bind(src)
+		time.Sleep(2 * time.Second)
+		g.Observe("set_cmd_vel", []byte(`{"action":"set_cmd_vel"}`))
+		synctest.Wait()
+		wantMessages(t, "a command 2s after start", rec.take(), videoGate("HOLD", 2000))
+		src.HoldBack()
+		time.Sleep(DefaultPoll)
+		synctest.Wait()
+		wantMessages(t, "a frame held back", rec.take(), SubjectVideoGate+" "+ungated)
+		if !armed {
+			t.Error("OnArmed not called for a frame held back")
 		}
 	})
 }
