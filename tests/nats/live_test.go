@@ -201,7 +201,7 @@ func (w *wsClient) send(t *testing.T, body string) {
 // satisfies ok.
 func (w *wsClient) await(t *testing.T, subject string, ok func(string) bool, timeout time.Duration) string {
 	t.Helper()
-	deadline := time.After(timeout)
+	deadline := testwait.After(timeout)
 	for {
 		select {
 		case m := <-w.telemetry:
@@ -324,7 +324,7 @@ http://127.0.0.1:%d {
 		<-cmds
 	}
 	video.send(t, `{"action":"reset","cmd_seq":103}`)
-	deadline := time.After(10 * time.Second)
+	deadline := testwait.After(10 * time.Second)
 	for got := false; !got; {
 		select {
 		case m := <-cmds:
@@ -400,7 +400,7 @@ http://127.0.0.1:%d {
 		payload string
 	}
 	var got []seen
-	deadline := time.After(12 * time.Second)
+	deadline := testwait.After(12 * time.Second)
 collect:
 	for {
 		select {
