@@ -96,8 +96,9 @@ type NATSApp struct {
 	connKey string
 	relay   *relay.Relay
 
-	mu    sync.Mutex
-	gates map[string]*natsGateRef
+	mu      sync.Mutex
+	gates   map[string]*natsGateRef
+	started bool
 }
 
 // NATSTLS configures TLS to external NATS servers.
@@ -136,7 +137,7 @@ type NATSLeafRemote struct {
 	Credentials string `json:"credentials,omitempty"`
 }
 
-// NATSGate holds the thresholds of the safety gates (PROTOCOL.md section 4).
+// NATSGate holds the thresholds of the safety gates.
 type NATSGate struct {
 	// Hold is how long the video may be stale before HOLD. Default 1s
 	// (SDR_VIDEO_GATE_HOLD_MS).
@@ -292,8 +293,14 @@ func natsSplitListen(s string) (string, int, error) {
 }
 
 // Start implements caddy.App. The connection is already up (or retrying)
-// since Provision.
+// since Provision; the gates start listening for motion commands on NATS.
 func (a *NATSApp) Start() error {
+	a.mu.Lock()
+	a.started = true
+	for _, ref := range a.gates {
+		ref.entry.listen()
+	}
+	a.mu.Unlock()
 	a.log.Info("sdr_nats started", zap.String("server", a.conn.describe()), zap.String("state", a.ConnState()))
 	return nil
 }
@@ -349,7 +356,8 @@ func (a *NATSApp) ConnState() string {
 func (a *NATSApp) Relay() *relay.Relay { return a.relay }
 
 // Gate returns the safety gate of a stream, creating it (and starting its
-// timer) on first use. A gate with no source bound counts as stale video.
+// timer) on first use. A gate is armed by the first frame of the source
+// bound to it (Attach); until then it publishes nothing on its own.
 func (a *NATSApp) Gate(stream string) (frame.MotionGate, error) {
 	g, err := a.gate(stream)
 	if err != nil {
@@ -380,6 +388,9 @@ func (a *NATSApp) gate(stream string) (*gate.Gate, error) {
 	}
 	e := v.(*natsGateEntry)
 	a.gates[stream] = &natsGateRef{key: key, stream: stream, entry: e}
+	if a.started {
+		e.listen()
+	}
 	return e.gate, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -19,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sdr-os/sdr-caddy/internal/gate"
+	"github.com/sdr-os/sdr-caddy/internal/relay"
 )
 
 // The process's NATS connections and gates, shared across config reloads.
@@ -316,13 +318,21 @@ func natsStateName(s nats.Status) string {
 	return strings.ToLower(s.String())
 }
 
-// natsGateEntry is one stream's gate, its timer goroutine, and its own
-// reference to the connection it publishes on.
+// natsGateEntry is one stream's gate, its timer goroutine, its own
+// reference to the connection it publishes on, and its subscriptions to the
+// motion commands that others publish.
 type natsGateEntry struct {
 	gate    *gate.Gate
 	cancel  context.CancelFunc
 	done    chan struct{}
 	connKey string
+	nc      *nats.Conn
+	log     *zap.Logger
+
+	mu        sync.Mutex
+	listening bool
+	closed    bool
+	subs      []*nats.Subscription
 }
 
 // natsGateRef is one config's reference to a gate.
@@ -346,6 +356,10 @@ func newNATSGate(stream string, cfg gate.Config, connKey string, log *zap.Logger
 		// reconnect: a late stop is better than none.
 		return nc.Publish(subject, payload)
 	}, gate.Options{
+		OnArmed: func() {
+			natsMetrics.gateArmed.WithLabelValues(stream).Set(1)
+			log.Info("first video frame: safety gate armed")
+		},
 		OnTransition: func(from, to gate.Mode, stale time.Duration) {
 			natsMetrics.gateMode.WithLabelValues(stream).Set(float64(to))
 			natsMetrics.gateTransitions.WithLabelValues(stream, to.String()).Inc()
@@ -360,8 +374,9 @@ func newNATSGate(stream string, cfg gate.Config, connKey string, log *zap.Logger
 		},
 	})
 	natsMetrics.gateMode.WithLabelValues(stream).Set(float64(gate.Armed))
+	natsMetrics.gateArmed.WithLabelValues(stream).Set(0)
 	ctx, cancel := context.WithCancel(context.Background())
-	e := &natsGateEntry{gate: g, cancel: cancel, done: make(chan struct{}), connKey: connKey}
+	e := &natsGateEntry{gate: g, cancel: cancel, done: make(chan struct{}), connKey: connKey, nc: nc, log: log}
 	go func() {
 		defer close(e.done)
 		// The gate must keep running: restart its timer after a panic.
@@ -379,8 +394,40 @@ func newNATSGate(stream string, cfg gate.Config, connKey string, log *zap.Logger
 	return e, nil
 }
 
-// Destruct stops the gate's timer and gives back its connection reference.
+// listen subscribes the gate to command.genesis.<motion action>, so that a
+// motion command someone else publishes (a script, another service) while
+// there is no video is answered on telemetry.safety.video_gate. It runs
+// once per gate, when an app holding it starts: `caddy validate` provisions
+// apps but starts none, and must not answer on a live bus.
+func (e *natsGateEntry) listen() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.listening || e.closed {
+		return
+	}
+	e.listening = true
+	for _, action := range gate.MotionActions() {
+		subject := relay.CommandPrefix + action
+		sub, err := e.nc.Subscribe(subject, func(m *nats.Msg) { e.gate.Observe(action, m.Data) })
+		if err != nil {
+			e.log.Error("safety gate not listening for motion commands", zap.String("subject", subject), zap.Error(err))
+			continue
+		}
+		e.subs = append(e.subs, sub)
+	}
+}
+
+// Destruct stops the gate's timer and subscriptions and gives back its
+// connection reference.
 func (e *natsGateEntry) Destruct() error {
+	e.mu.Lock()
+	e.closed = true
+	subs := e.subs
+	e.subs = nil
+	e.mu.Unlock()
+	for _, sub := range subs {
+		_ = sub.Unsubscribe()
+	}
 	e.cancel()
 	<-e.done
 	_, err := natsConns.Delete(e.connKey)

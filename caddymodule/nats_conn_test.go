@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -49,13 +50,7 @@ func TestNATSEmbeddedJetStreamAndLeaf(t *testing.T) {
 	if c.server == nil || !c.server.JetStreamEnabled() {
 		t.Fatal("embedded server without JetStream")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for c.server.NumLeafNodes() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("embedded server did not join the hub as a leaf node within 10s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.For(t, "the embedded server joining the hub as a leaf node", func() bool { return c.server.NumLeafNodes() > 0 })
 
 	got := make(chan *nats.Msg, 4)
 	if _, err := c.nc.ChanSubscribe("telemetry.from.hub", got); err != nil {
@@ -71,7 +66,7 @@ func TestNATSEmbeddedJetStreamAndLeaf(t *testing.T) {
 	defer remote.Close()
 	// Interest crosses the leaf connection asynchronously: publish until
 	// the message arrives.
-	deadline = time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testwait.Timeout(10 * time.Second))
 	for received := false; !received; {
 		_ = remote.Publish("telemetry.from.hub", []byte("hi"))
 		select {

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/shmring"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
@@ -201,19 +202,34 @@ func TestNATSLiveEmbeddedHandler(t *testing.T) {
 		if a := ack(6); a["status"] != "rejected" {
 			t.Fatalf("injection attempt: %v", a)
 		}
-		// Stream cam has no source yet: motion is gated, estop passes.
-		send(`{"action":"set_cmd_vel","cmd_seq":7,"data":{"linear_x":1}}`)
-		if a := ack(7); a["status"] != "gated" {
-			t.Fatalf("motion with no video: %v", a)
+		// Stream cam has no video yet: as with the old server, motion
+		// passes until the HOLD threshold since the gate's creation, then
+		// is gated, and the first refusal publishes the zero velocity and
+		// the HOLD state; estop passes.
+		g, err := app.Gate("cam")
+		if err != nil {
+			t.Fatal(err)
 		}
+		testwait.For(t, "the HOLD threshold since the gate's creation", func() bool {
+			ok, _ := g.Allow("set_cmd_vel")
+			return !ok
+		})
+		send(`{"action":"set_cmd_vel","cmd_seq":7,"data":{"linear_x":1}}`)
+		if a := ack(7); a["status"] != "gated" || !strings.Contains(a["detail"].(string), "HOLD") {
+			t.Fatalf("motion with no video past the HOLD threshold: %v", a)
+		}
+		testenv.ExpectMsg(t, cmds, "the zero velocity of HOLD", testwait.Timeout(10*time.Second), func(m *nats.Msg) bool {
+			return m.Subject == "command.genesis.set_cmd_vel" && strings.Contains(string(m.Data), `"_safety":"hold"`)
+		})
+		testenv.ExpectMsg(t, gateMsgs, "video_gate HOLD", testwait.Timeout(10*time.Second), func(m *nats.Msg) bool {
+			return strings.Contains(string(m.Data), `"gated":true,"mode":"HOLD"`)
+		})
 		send(`{"action":"estop","cmd_seq":8}`)
-		select {
-		case m := <-cmds:
-			if m.Subject != "command.genesis.estop" {
-				t.Fatalf("published %s, want estop", m.Subject)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("estop not published within 10s")
+		m := testenv.ExpectMsg(t, cmds, "estop", testwait.Timeout(10*time.Second), func(m *nats.Msg) bool {
+			return !strings.Contains(string(m.Data), `"_safety"`)
+		})
+		if m.Subject != "command.genesis.estop" {
+			t.Fatalf("published %s, want estop", m.Subject)
 		}
 	})
 
@@ -250,8 +266,8 @@ func TestNATSLiveEmbeddedHandler(t *testing.T) {
 				}
 			}
 		}()
-		// Video flows: the gate opens (it may first report the HOLD of
-		// the time before the source was attached).
+		// Video flows: the first frame arms the gate and clears the HOLD
+		// of the time before it.
 		g, err := app.Gate("cam")
 		if err != nil {
 			t.Fatal(err)
@@ -291,10 +307,10 @@ func TestNATSLiveEmbeddedHandler(t *testing.T) {
 					Mode  string `json:"mode"`
 				}
 				_ = json.Unmarshal(m.Data, &g)
-				switch g.Mode {
-				case "HOLD":
+				switch {
+				case g.Mode == "HOLD" && hold == 0:
 					hold = time.Since(stopped)
-				case "ESTOP":
+				case g.Mode == "ESTOP":
 					estop = time.Since(stopped)
 				}
 			case m := <-cmds:
@@ -318,16 +334,14 @@ func TestNATSLiveEmbeddedHandler(t *testing.T) {
 		if a := ack(10); a["status"] != "gated" || !strings.Contains(a["detail"].(string), "ESTOP") {
 			t.Fatalf("motion in ESTOP: %v", a)
 		}
-		// Video back: {"gated":false} once.
+		// Video back: {"gated":false} after the ESTOP state's repeats.
 		src.emit()
-		select {
-		case m := <-gateMsgs:
-			if string(m.Data) != `{"gated":false}` {
+		testenv.ExpectMsg(t, gateMsgs, "the recovery message", testwait.Timeout(5*time.Second), func(m *nats.Msg) bool {
+			if !strings.Contains(string(m.Data), `"gated":true,"mode":"ESTOP"`) && string(m.Data) != `{"gated":false}` {
 				t.Fatalf("on recovery published %s", m.Data)
 			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("no recovery message within 5s of video coming back")
-		}
+			return string(m.Data) == `{"gated":false}`
+		})
 	})
 }
 
@@ -382,8 +396,8 @@ func TestNATSLiveReloadKeepsConnectionAndGate(t *testing.T) {
 	if err := sim.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	// No source on stream cam: HOLD 300ms after the gate was created (it
-	// may have happened before the subscription; the mode metric says).
+	// No video on stream cam: a motion command 300ms after the gate was
+	// created finds it in HOLD, and the gate publishes HOLD once.
 	appIface, err := caddy.ActiveContext().AppIfConfigured("sdr_nats")
 	if err != nil {
 		t.Fatal(err)
@@ -392,19 +406,13 @@ func TestNATSLiveReloadKeepsConnectionAndGate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, mode := g.Allow("pause"); mode == "HOLD" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("gate of stream cam not in HOLD 10s after start")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	for len(gateMsgs) > 0 {
-		<-gateMsgs
-	}
+	testwait.For(t, "the gate of stream cam in HOLD", func() bool {
+		_, mode := g.Allow("set_skill")
+		return mode == "HOLD"
+	})
+	testenv.ExpectMsg(t, gateMsgs, "video_gate HOLD", testwait.Timeout(10*time.Second), func(m *nats.Msg) bool {
+		return strings.Contains(string(m.Data), `"mode":"HOLD"`)
+	})
 
 	tester.InitServer(config("/two"), "caddyfile")
 	appIface2, err := caddy.ActiveContext().AppIfConfigured("sdr_nats")

@@ -16,6 +16,7 @@ var natsMetrics = struct {
 	telemetry       *prometheus.CounterVec
 	commands        *prometheus.CounterVec
 	gateMode        *prometheus.GaugeVec
+	gateArmed       *prometheus.GaugeVec
 	gateTransitions *prometheus.CounterVec
 	wsClients       prometheus.Gauge
 	wsDropped       prometheus.Counter
@@ -34,6 +35,8 @@ var natsMetrics = struct {
 		"Client commands by status: published, rejected, gated, unavailable.")), []string{"status"}),
 	gateMode: prometheus.NewGaugeVec(prometheus.GaugeOpts(metricOpts("gate_mode",
 		"Safety gate of each stream: 0 ARMED, 1 HOLD, 2 ESTOP.")), []string{"stream"}),
+	gateArmed: prometheus.NewGaugeVec(prometheus.GaugeOpts(metricOpts("gate_armed",
+		"1 once the stream's video has delivered its first frame and armed its safety gate, 0 before.")), []string{"stream"}),
 	gateTransitions: prometheus.NewCounterVec(prometheus.CounterOpts(metricOpts("gate_transitions_total",
 		"Safety gate transitions by stream and the mode entered.")), []string{"stream", "mode"}),
 	wsClients: prometheus.NewGauge(prometheus.GaugeOpts(metricOpts("nats_ws_clients",
@@ -45,7 +48,7 @@ var natsMetrics = struct {
 func natsRegisterMetrics(reg *prometheus.Registry) error {
 	m := natsMetrics
 	if err := registerMetrics(reg, m.connected, m.reconnects, m.disconnects, m.errors, m.telemetry,
-		m.commands, m.gateMode, m.gateTransitions, m.wsClients, m.wsDropped); err != nil {
+		m.commands, m.gateMode, m.gateArmed, m.gateTransitions, m.wsClients, m.wsDropped); err != nil {
 		return fmt.Errorf("sdr_nats: registering metrics: %w", err)
 	}
 	return nil

@@ -310,22 +310,35 @@ type streamGate struct {
 }
 
 func (g *streamGate) Allow(action string) (bool, string) {
-	g.mu.Lock()
-	gate := g.gate
+	gate := g.find()
 	if gate == nil {
+		return false, "NO_GATE"
+	}
+	return gate.Allow(action)
+}
+
+// Armed reports whether the stream's gate is armed. With no gate found it
+// reports true, so that Allow holds motion back.
+func (g *streamGate) Armed() bool {
+	gate := g.find()
+	return gate == nil || gate.Armed()
+}
+
+func (g *streamGate) find() frame.MotionGate {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.gate == nil {
 		found, err := g.gates.Gate(g.stream)
 		if err != nil {
 			if !g.told {
 				g.told = true
 				g.log.Warn("no safety gate for the stream yet; motion publishes are held back", zap.String("stream", g.stream), zap.Error(err))
 			}
-			g.mu.Unlock()
-			return false, "NO_GATE"
+			return nil
 		}
-		g.gate, gate = found, found
+		g.gate = found
 	}
-	g.mu.Unlock()
-	return gate.Allow(action)
+	return g.gate
 }
 
 // Interface guards

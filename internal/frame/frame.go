@@ -84,12 +84,19 @@ type CommandSession interface {
 }
 
 // MotionGate is the safety gate of one video source as the command paths
-// (0x04 on /stream/ws, the sdr_nats endpoint, ROS publishes) see it.
+// (0x04 on /stream/ws, the sdr_nats endpoint, DataChannels, ROS publishes)
+// see it.
 type MotionGate interface {
 	// Allow reports whether a command with this action may pass now. Motion
 	// actions are refused while the video is stale; estop, estop_clear,
 	// pause and reset always pass. mode is "ARMED", "HOLD" or "ESTOP".
+	// Before the gate is armed, the video counts as stale from the gate's
+	// creation on, as the old transport-server counted it.
 	Allow(action string) (ok bool, mode string)
+	// Armed reports whether the gate's video has delivered its first frame;
+	// once armed, a gate stays armed. Paths the old stack never gated (ROS
+	// publishes) let motion through unasked until then.
+	Armed() bool
 }
 
 // Gates is implemented by the sdr_nats app: the safety gate of each stream,

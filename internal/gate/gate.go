@@ -1,12 +1,23 @@
 // Package gate is the safety gate of one video source: when the video an
 // operator steers by goes stale, motion commands stop and the robot is told
-// to hold, then to stop (PROTOCOL.md section 4).
+// to hold, then to stop (docs/sdr_nats.md, "Safety gate").
 //
-// The gate is driven by frame arrival and its own timer from the moment it is
-// created, not by incoming commands: with no browser attached it still
-// publishes HOLD about one second and ESTOP about five seconds after the last
-// frame. Every path that can move the robot (0x04 commands on /stream/ws, the
-// sdr_nats endpoint, ROS publishes) asks the same gate through Allow.
+// A gate is armed by the first frame of its source and stays armed for its
+// lifetime. Before that there is no video that could go stale (a simulator
+// still starting, or a stack that has none): the gate publishes nothing on
+// its own, and Allow judges a motion command the way the old transport-server
+// did, by the time since the gate was created. Armed, the gate is driven by
+// frame arrival and its own timer, not by commands: with no browser attached
+// it publishes HOLD about one second and ESTOP about five seconds after the
+// last frame, repeats its state every second while closed, and publishes
+// {"gated":false} when the video is back.
+//
+// Every path that can move the robot asks the same gate: 0x04 commands on
+// /stream/ws, the sdr_nats endpoint and DataChannel commands through Allow;
+// ROS publishes through Armed and Allow (before arming they pass, as they did
+// in the old stack). Motion commands that others publish on NATS reach the
+// gate through Observe, which answers them on telemetry.safety.video_gate
+// while the video is stale.
 //
 // The package imports nothing from Caddy and nothing from NATS: what the gate
 // publishes goes through a Publish function.
@@ -14,6 +25,7 @@ package gate
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
@@ -25,9 +37,10 @@ import (
 // Mode is the state of a gate.
 type Mode int
 
-// The three states of PROTOCOL.md section 4.
+// The three states of the gate, as SDR_OS names them.
 const (
-	// Armed: the video is fresh; every command passes.
+	// Armed: the video is fresh (or, before the gate is armed by its first
+	// frame, nothing has been refused yet); every command passes.
 	Armed Mode = iota
 	// Hold: the video has been stale for longer than the HOLD threshold;
 	// motion commands are dropped and a zero velocity was published.
@@ -50,7 +63,7 @@ func (m Mode) String() string {
 	return fmt.Sprintf("Mode(%d)", int(m))
 }
 
-// Subjects and payloads the gate publishes (PROTOCOL.md section 4).
+// Subjects and payloads the gate publishes.
 const (
 	SubjectCmdVel    = "command.genesis.set_cmd_vel"
 	SubjectEstop     = "command.genesis.estop"
@@ -69,6 +82,10 @@ const (
 	// DefaultPoll is how often a gated gate looks for the video coming back
 	// when no frame wakes it earlier.
 	DefaultPoll = 50 * time.Millisecond
+	// Repeat is how often an armed gate repeats its state on
+	// telemetry.safety.video_gate while closed, and the least time between
+	// two answers to motion commands seen on NATS.
+	Repeat = time.Second
 )
 
 // motion lists the actions that move the robot; only these are gated.
@@ -82,6 +99,10 @@ var motion = map[string]bool{
 // while the gate is closed. estop, estop_clear, pause and reset are never
 // motion.
 func IsMotion(action string) bool { return motion[action] }
+
+// MotionActions returns the actions that move the robot, sorted: the
+// command.genesis.<action> subjects whose messages Observe takes.
+func MotionActions() []string { return []string{"set_alpha", "set_cmd_vel", "set_skill"} }
 
 // Config holds the thresholds of a gate. Zero fields take the defaults.
 type Config struct {
@@ -137,6 +158,8 @@ type Options struct {
 	OnTransition func(from, to Mode, stale time.Duration)
 	// OnError is called when a publication fails.
 	OnError func(subject string, err error)
+	// OnArmed is called once, when the first frame has armed the gate.
+	OnArmed func()
 }
 
 // Gate is the safety gate of one video source.
@@ -147,7 +170,9 @@ type Gate struct {
 	wake    chan struct{}
 
 	mu        sync.Mutex
-	mode      Mode
+	armed     bool // a frame of the source has arrived: for good
+	toldArmed bool // OnArmed has been called
+	mode      Mode // the mode last announced
 	src       frame.Source
 	cancelSub func()
 	binding   uint64
@@ -155,12 +180,30 @@ type Gate struct {
 	start     time.Time // creation: the reference while no frame ever arrived
 	codec     shmring.Codec
 	graceTill time.Time
+
+	// Before arming, Allow judges motion commands as the old server did and
+	// leaves what it decided for Run to publish, HOLD and ESTOP once each.
+	due                 []verdict
+	holdSent, estopSent bool
+	// gated: a gated:true went out and no gated:false since.
+	gated bool
+	// said: when the last gated:true went out; the repeat and the answers
+	// to commands seen on NATS are paced by it.
+	said time.Time
+	// asked: a motion command published by someone else, seen on NATS
+	// before arming, waits for its answer.
+	asked bool
 }
 
-// New returns a gate in mode ARMED with no source: until a source is bound
-// and delivers frames, motion commands are refused, and HOLD and ESTOP follow
-// on the timer as if video had stopped at creation. Run must be called for
-// the timer to work.
+// verdict is one refusal of Allow before arming, to be published.
+type verdict struct {
+	mode Mode
+	age  time.Duration
+}
+
+// New returns a gate that is not armed, in mode ARMED, with no source. It
+// publishes nothing until a bound source delivers its first frame, except
+// what Allow and Observe call for. Run must be called for the timer to work.
 func New(cfg Config, publish Publish, opts Options) *Gate {
 	return &Gate{
 		cfg:     cfg.withDefaults(),
@@ -177,7 +220,8 @@ func (g *Gate) Config() Config { return g.cfg }
 // Bind makes src the video source of the gate, replacing any other, and
 // returns the function that unbinds it. Unbinding a source that has since
 // been replaced does nothing, so that a config reload (new handler binds,
-// then old handler unbinds) keeps the new one.
+// then old handler unbinds) keeps the new one. A source that has delivered
+// frames before arms the gate at once; unbinding never disarms it.
 func (g *Gate) Bind(src frame.Source) (unbind func()) {
 	cancel := src.Subscribe(g.onFrame)
 	g.mu.Lock()
@@ -228,7 +272,8 @@ func (g *Gate) onFrame(f frame.Frame) {
 		g.graceTill = time.Now().Add(g.cfg.CodecGrace)
 	}
 	g.codec = c
-	wake := g.mode != Armed
+	wake := !g.armed || g.mode != Armed
+	g.armed = true
 	g.mu.Unlock()
 	if wake {
 		g.poke()
@@ -242,27 +287,66 @@ func (g *Gate) poke() {
 	}
 }
 
-// Mode returns the current mode.
+// arrivalLocked returns the latest frame arrival seen, zero if none.
+func (g *Gate) arrivalLocked() time.Time {
+	ref := g.last
+	if g.src != nil {
+		if t := g.src.LastArrival(); t.After(ref) {
+			ref = t
+		}
+	}
+	return ref
+}
+
+// armedLocked reports whether the gate is armed, arming it when its source
+// has delivered a frame that onFrame has not seen (one read before Bind).
+func (g *Gate) armedLocked() bool {
+	if !g.armed && !g.arrivalLocked().IsZero() {
+		g.armed = true
+	}
+	return g.armed
+}
+
+// Mode returns the mode last announced. Before arming it is ARMED unless
+// Allow has refused a motion command for HOLD or ESTOP.
 func (g *Gate) Mode() Mode {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.mode
 }
 
+// Armed reports whether the first frame of the gate's source has arrived.
+// An armed gate stays armed, across rebinding and config reloads.
+func (g *Gate) Armed() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.armedLocked()
+}
+
 // Allow reports whether a command with this action may pass now, and the
-// mode. Non-motion actions always pass. Motion actions pass only while the
-// gate is ARMED, a source is bound and that source has delivered a frame no
-// older than the HOLD threshold.
+// mode. Non-motion actions always pass.
+//
+// Armed, motion actions pass only while the mode is ARMED, a source is bound
+// and that source has delivered a frame no older than the HOLD threshold.
+//
+// Not armed, a motion action is judged as the old transport-server judged it,
+// with the time since the gate was created as the video age: it passes up to
+// the HOLD threshold; after it, it is refused with HOLD and, the first time,
+// the zero velocity and the HOLD state are published; after the ESTOP
+// threshold it is refused with ESTOP and, the first time, the emergency stop
+// and the ESTOP state are published (without the HOLD messages before them).
 func (g *Gate) Allow(action string) (ok bool, mode string) {
 	now := time.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	m := g.mode
 	if !IsMotion(action) {
-		return true, m.String()
+		return true, g.mode.String()
 	}
-	if m != Armed {
-		return false, m.String()
+	if !g.armedLocked() {
+		return g.allowUnarmedLocked(now)
+	}
+	if g.mode != Armed {
+		return false, g.mode.String()
 	}
 	if g.src == nil {
 		return false, Hold.String()
@@ -272,7 +356,59 @@ func (g *Gate) Allow(action string) (ok bool, mode string) {
 		// Stale, and the timer has not caught up yet.
 		return false, Hold.String()
 	}
-	return true, m.String()
+	return true, Armed.String()
+}
+
+func (g *Gate) allowUnarmedLocked(now time.Time) (bool, string) {
+	age := now.Sub(g.start)
+	switch {
+	case age > g.cfg.Estop:
+		if !g.estopSent {
+			g.estopSent = true
+			g.due = append(g.due, verdict{Estop, age})
+			g.poke()
+		}
+		return false, Estop.String()
+	case age > g.cfg.Hold:
+		if !g.holdSent {
+			g.holdSent = true
+			g.due = append(g.due, verdict{Hold, age})
+			g.poke()
+		}
+		return false, Hold.String()
+	}
+	return true, Armed.String()
+}
+
+// Observe takes a message seen on NATS on command.genesis.<action>,
+// published by anyone. Before arming, a motion command that is not the
+// gate's own (one with a "_safety" field) is answered on
+// telemetry.safety.video_gate with {"gated":true,"mode":"HOLD",...} as soon
+// as the time since creation exceeds the HOLD threshold (never ESTOP: the
+// simulator latches it), one answer per command and at most one per Repeat;
+// if the gate arms first, there is nothing to answer. Armed, it does
+// nothing: a closed gate repeats its state every Repeat anyway.
+func (g *Gate) Observe(action string, payload []byte) {
+	if !IsMotion(action) || fromGate(payload) {
+		return
+	}
+	g.mu.Lock()
+	if g.armedLocked() {
+		g.mu.Unlock()
+		return
+	}
+	g.asked = true
+	g.mu.Unlock()
+	g.poke()
+}
+
+// fromGate reports whether payload is one of the gate's own commands: a JSON
+// object with a "_safety" field.
+func fromGate(payload []byte) bool {
+	var m struct {
+		Safety json.RawMessage `json:"_safety"`
+	}
+	return json.Unmarshal(payload, &m) == nil && len(m.Safety) > 0
 }
 
 // Run drives the gate until ctx ends: it evaluates the video age on a timer
@@ -298,22 +434,109 @@ func (g *Gate) Run(ctx context.Context) {
 	}
 }
 
-// evaluate applies the current video age and returns how long to wait before
-// the next evaluation.
+// outbox is what one evaluation publishes and reports, in order, once the
+// lock is released.
+type outbox struct {
+	msgs  []message
+	trans []transition
+}
+
+type message struct {
+	subject string
+	payload []byte
+}
+
+type transition struct {
+	from, to Mode
+	age      time.Duration
+}
+
+func (o *outbox) add(subject string, payload []byte) {
+	o.msgs = append(o.msgs, message{subject, payload})
+}
+
+func stateMessage(m Mode, age time.Duration) []byte {
+	return fmt.Appendf(nil, `{"gated":true,"mode":"%s","stale_ms":%d}`, m, age.Milliseconds())
+}
+
+// evaluate publishes what is due and returns how long to wait before the
+// next evaluation.
 func (g *Gate) evaluate(now time.Time) time.Duration {
+	var out outbox
 	g.mu.Lock()
-	ref := g.last
-	if g.src != nil {
-		if t := g.src.LastArrival(); t.After(ref) {
-			ref = t
+	for _, v := range g.due {
+		// What the old server published when a command found the video
+		// stale: HOLD or ESTOP alone, never one before the other.
+		if v.mode == Hold {
+			out.add(SubjectCmdVel, []byte(holdCmdVel))
+		} else {
+			out.add(SubjectEstop, []byte(estopCommand))
+		}
+		out.add(SubjectVideoGate, stateMessage(v.mode, v.age))
+		if v.mode != g.mode {
+			out.trans = append(out.trans, transition{g.mode, v.mode, v.age})
+			g.mode = v.mode
+		}
+		g.gated, g.said = true, now
+	}
+	g.due = nil
+	var next time.Duration
+	justArmed := false
+	if g.armedLocked() {
+		justArmed = !g.toldArmed
+		g.toldArmed = true
+		next = g.evaluateArmed(now, &out)
+	} else {
+		next = g.answerLocked(now, &out)
+	}
+	g.mu.Unlock()
+
+	if justArmed && g.opts.OnArmed != nil {
+		g.opts.OnArmed()
+	}
+	for _, m := range out.msgs {
+		g.send(m.subject, m.payload)
+	}
+	if g.opts.OnTransition != nil {
+		for _, t := range out.trans {
+			g.opts.OnTransition(t.from, t.to, t.age)
 		}
 	}
+	return next
+}
+
+// answerLocked answers a command seen on NATS before arming, when its time
+// has come, and returns how long to wait. A gate that is not armed looks
+// for its first frame every Poll: frames held back while the source waits
+// for a keyframe arm it too, and reach no onFrame.
+func (g *Gate) answerLocked(now time.Time, out *outbox) time.Duration {
+	if !g.asked {
+		return g.cfg.Poll
+	}
+	age := now.Sub(g.start)
+	if age <= g.cfg.Hold {
+		// Not stale yet by the old server's clock: answer at the HOLD
+		// threshold unless a frame arms the gate first.
+		return min(g.cfg.Hold-age+time.Millisecond, g.cfg.Poll)
+	}
+	if !g.said.IsZero() && now.Sub(g.said) < Repeat {
+		return min(g.said.Add(Repeat).Sub(now), g.cfg.Poll)
+	}
+	out.add(SubjectVideoGate, stateMessage(Hold, age))
+	g.asked, g.gated, g.said = false, true, now
+	return g.cfg.Poll
+}
+
+// evaluateArmed applies the current video age to an armed gate and returns
+// how long to wait before the next evaluation.
+func (g *Gate) evaluateArmed(now time.Time, out *outbox) time.Duration {
+	g.asked = false
+	ref := g.arrivalLocked()
 	if ref.After(g.last) {
 		g.last = ref
 	}
 	if ref.IsZero() {
-		// No frame ever: video counts as stopped when the gate was created.
-		ref = g.start
+		ref = g.start // not reached: armed means a frame arrived
 	}
 	age := now.Sub(ref)
 	estop := g.cfg.Estop
@@ -339,14 +562,18 @@ func (g *Gate) evaluate(now time.Time) time.Duration {
 		want = Estop
 	}
 	g.mode = want
-	g.mu.Unlock()
-
 	if want != from {
-		g.announce(from, want, age)
+		out.trans = append(out.trans, transition{from, want, age})
 	}
 
 	switch want {
 	case Armed:
+		// Video back, or the first frame: say so once if anything said
+		// otherwise, whatever the mode was (HOLD, ESTOP, or answers only).
+		if g.gated {
+			out.add(SubjectVideoGate, []byte(ungated))
+			g.gated = false
+		}
 		// Sleep until this frame would be stale.
 		d := g.cfg.Hold - age + time.Millisecond
 		if d < time.Millisecond {
@@ -354,39 +581,33 @@ func (g *Gate) evaluate(now time.Time) time.Duration {
 		}
 		return d
 	case Hold:
+		if want != from {
+			out.add(SubjectCmdVel, []byte(holdCmdVel))
+			out.add(SubjectVideoGate, stateMessage(Hold, age))
+			g.gated, g.said = true, now
+		} else if now.Sub(g.said) >= Repeat {
+			out.add(SubjectVideoGate, stateMessage(Hold, age))
+			g.said = now
+		}
 		d := estop - age + time.Millisecond
-		if d > g.cfg.Poll {
-			d = g.cfg.Poll
-		}
-		if d < time.Millisecond {
-			d = time.Millisecond
-		}
-		return d
+		d = min(d, g.cfg.Poll, g.said.Add(Repeat).Sub(now))
+		return max(d, time.Millisecond)
 	default:
-		return g.cfg.Poll
-	}
-}
-
-// announce publishes the messages of one transition. A jump from ARMED
-// straight to ESTOP publishes the HOLD messages first.
-func (g *Gate) announce(from, to Mode, age time.Duration) {
-	ms := age.Milliseconds()
-	switch to {
-	case Armed:
-		g.send(SubjectVideoGate, []byte(ungated))
-	case Hold:
-		g.send(SubjectCmdVel, []byte(holdCmdVel))
-		g.send(SubjectVideoGate, fmt.Appendf(nil, `{"gated":true,"mode":"HOLD","stale_ms":%d}`, ms))
-	case Estop:
-		if from == Armed {
-			g.send(SubjectCmdVel, []byte(holdCmdVel))
-			g.send(SubjectVideoGate, fmt.Appendf(nil, `{"gated":true,"mode":"HOLD","stale_ms":%d}`, ms))
+		if want != from {
+			// A jump from ARMED straight to ESTOP publishes the HOLD
+			// messages first.
+			if from == Armed {
+				out.add(SubjectCmdVel, []byte(holdCmdVel))
+				out.add(SubjectVideoGate, stateMessage(Hold, age))
+			}
+			out.add(SubjectEstop, []byte(estopCommand))
+			out.add(SubjectVideoGate, stateMessage(Estop, age))
+			g.gated, g.said = true, now
+		} else if now.Sub(g.said) >= Repeat {
+			out.add(SubjectVideoGate, stateMessage(Estop, age))
+			g.said = now
 		}
-		g.send(SubjectEstop, []byte(estopCommand))
-		g.send(SubjectVideoGate, fmt.Appendf(nil, `{"gated":true,"mode":"ESTOP","stale_ms":%d}`, ms))
-	}
-	if g.opts.OnTransition != nil {
-		g.opts.OnTransition(from, to, age)
+		return max(min(g.cfg.Poll, g.said.Add(Repeat).Sub(now)), time.Millisecond)
 	}
 }
 

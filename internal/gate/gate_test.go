@@ -2,6 +2,8 @@ package gate
 
 import (
 	"context"
+	"encoding/json"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -54,6 +56,14 @@ func (s *testSource) Emit(codec shmring.Codec) {
 	for _, fn := range fns {
 		fn(frame.Frame{Header: shmring.Header{Codec: codec}, Arrived: now})
 	}
+}
+
+// HoldBack reads a frame that the source holds back (it waits for a
+// keyframe): LastArrival moves, no subscriber is called.
+func (s *testSource) HoldBack() {
+	s.mu.Lock()
+	s.last = time.Now()
+	s.mu.Unlock()
 }
 
 func (s *testSource) subscribers() int {
@@ -122,6 +132,35 @@ func feed(src *testSource, codec shmring.Codec, period, d time.Duration) {
 	}
 }
 
+// transitions drops the state repeats of a closed gate: a video_gate
+// message that says what the one before it said, apart from stale_ms.
+func transitions(msgs []published) []published {
+	var out []published
+	prev := ""
+	for _, m := range msgs {
+		if m.subject == SubjectVideoGate {
+			state, _, _ := strings.Cut(m.payload, `,"stale_ms"`)
+			if state == prev {
+				continue
+			}
+			prev = state
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// staleMS reads stale_ms from a video_gate state message, -1 if none.
+func staleMS(payload string) int {
+	var v struct {
+		StaleMS *int `json:"stale_ms"`
+	}
+	if json.Unmarshal([]byte(payload), &v) != nil || v.StaleMS == nil {
+		return -1
+	}
+	return *v.StaleMS
+}
+
 func subjects(msgs []published) []string {
 	var out []string
 	for _, m := range msgs {
@@ -146,7 +185,7 @@ func TestGateHoldThenEstopOnceEach(t *testing.T) {
 		stopped := time.Now()
 		time.Sleep(10 * time.Second)
 		synctest.Wait()
-		msgs := rec.take()
+		msgs := transitions(rec.take())
 		want := []string{
 			SubjectCmdVel + " " + holdCmdVel,
 			SubjectVideoGate + ` {"gated":true,"mode":"HOLD","stale_ms":1001}`,
@@ -221,33 +260,6 @@ func TestGateRecoveryPublishesUngatedOnce(t *testing.T) {
 	})
 }
 
-func TestGateFromStartupWithoutSource(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		g, rec, _ := startGate(t, Config{})
-		if ok, mode := g.Allow("set_cmd_vel"); ok {
-			t.Fatalf("Allow(set_cmd_vel) with no source = true (%s), want false", mode)
-		}
-		if ok, _ := g.Allow("estop"); !ok {
-			t.Fatalf("Allow(estop) with no source = false, want true")
-		}
-		time.Sleep(2 * time.Second)
-		synctest.Wait()
-		msgs := rec.take()
-		if len(msgs) != 2 || msgs[1].subject != SubjectVideoGate || !strings.Contains(msgs[1].payload, `"mode":"HOLD"`) {
-			t.Fatalf("2s after startup with no source published %q, want HOLD", subjects(msgs))
-		}
-		if msgs[1].at > 2*time.Second {
-			t.Errorf("video_gate published %s after startup, want within 2s", msgs[1].at)
-		}
-		time.Sleep(4 * time.Second)
-		synctest.Wait()
-		msgs = rec.take()
-		if len(msgs) != 2 || msgs[0].subject != SubjectEstop {
-			t.Fatalf("6s after startup published %q, want ESTOP", subjects(msgs))
-		}
-	})
-}
-
 func TestGateCodecChangeGrace(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g, rec, _ := startGate(t, Config{})
@@ -270,12 +282,18 @@ func TestGateCodecChangeGrace(t *testing.T) {
 		}
 		time.Sleep(2 * time.Second)
 		synctest.Wait()
-		// The threshold is 5s + 2s of grace: ESTOP 7s after the last frame.
-		msgs := rec.take()
-		if len(msgs) != 2 || msgs[0].subject != SubjectEstop {
-			t.Fatalf("8s into the stall published %q, want ESTOP", subjects(msgs))
+		// The threshold is 5s + 2s of grace: ESTOP 7s after the last frame
+		// (between the HOLD state's repeats).
+		var estops []published
+		for _, m := range rec.take() {
+			if m.subject == SubjectEstop {
+				estops = append(estops, m)
+			}
 		}
-		if d := msgs[0].at - stopped.Sub(rec.t0); d < 6900*time.Millisecond || d > 7100*time.Millisecond {
+		if len(estops) != 1 {
+			t.Fatalf("8s into the stall published %d ESTOP commands, want 1", len(estops))
+		}
+		if d := estops[0].at - stopped.Sub(rec.t0); d < 6900*time.Millisecond || d > 7100*time.Millisecond {
 			t.Errorf("ESTOP %s after the stall, want 7s", d)
 		}
 		// A later episode, long after the change, gets the plain threshold.
@@ -395,4 +413,339 @@ func TestModeString(t *testing.T) {
 			t.Errorf("%d.String() = %s, want %s", int(m), got, want)
 		}
 	}
+}
+
+// videoGate is a video_gate state message as the gate spells it.
+func videoGate(mode string, staleMS int) string {
+	return SubjectVideoGate + ` {"gated":true,"mode":"` + mode + `","stale_ms":` + strconv.Itoa(staleMS) + `}`
+}
+
+func wantMessages(t *testing.T, what string, got []published, want ...string) {
+	t.Helper()
+	g := subjects(got)
+	if strings.Join(g, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("%s: published\n  %s\nwant\n  %s", what, strings.Join(g, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
+func (r *recorder) transitions() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return strings.Join(r.trans, ",")
+}
+
+// A gate whose video never delivers a frame (no simulator, or one still
+// starting) is not armed and publishes nothing on its own: no HOLD, and
+// above all no ESTOP, which the simulator would latch.
+func TestGateWithoutVideoPublishesNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g, rec, _ := startGate(t, Config{})
+		time.Sleep(3 * time.Second)
+		g.Bind(newTestSource()) // a ring with no writer
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		wantMessages(t, "13s without video", rec.take())
+		if g.Armed() || g.Mode() != Armed {
+			t.Errorf("without video: armed %v, mode %s; want not armed, ARMED", g.Armed(), g.Mode())
+		}
+		if tr := rec.transitions(); tr != "" {
+			t.Errorf("transitions without video: %s", tr)
+		}
+	})
+}
+
+// Before arming, a motion command is judged as the old transport-server
+// judged it, by the time since the gate was created: it passes during the
+// first second, then gets HOLD (zero velocity and the HOLD state published
+// once), after five seconds ESTOP (the emergency stop and the ESTOP state
+// published once). Nothing is published without a command. The first frame
+// arms the gate and clears it with {"gated":false}.
+func TestGateBeforeArmingJudgesCommandsLikeTheOldServer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g, rec, _ := startGate(t, Config{})
+		time.Sleep(500 * time.Millisecond)
+		if ok, mode := g.Allow("set_cmd_vel"); !ok || mode != "ARMED" {
+			t.Fatalf("Allow(set_cmd_vel) 0.5s after start = %v %s, want true ARMED", ok, mode)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		wantMessages(t, "1.5s after start, before any refusal", rec.take())
+		for _, a := range []string{"set_cmd_vel", "set_alpha", "set_skill"} {
+			if ok, mode := g.Allow(a); ok || mode != "HOLD" {
+				t.Fatalf("Allow(%s) 1.5s after start = %v %s, want false HOLD", a, ok, mode)
+			}
+		}
+		for _, a := range []string{"estop", "estop_clear", "pause", "reset", "settings"} {
+			if ok, _ := g.Allow(a); !ok {
+				t.Errorf("Allow(%s) before arming = false, want true", a)
+			}
+		}
+		synctest.Wait()
+		msgs := rec.take()
+		wantMessages(t, "the first refusal for HOLD", msgs,
+			SubjectCmdVel+" "+holdCmdVel, videoGate("HOLD", 1500))
+		if msgs[0].at != 1500*time.Millisecond {
+			t.Errorf("HOLD published %s after start, want at once (1.5s)", msgs[0].at)
+		}
+		time.Sleep(4 * time.Second)
+		if ok, mode := g.Allow("set_cmd_vel"); ok || mode != "ESTOP" {
+			t.Fatalf("Allow(set_cmd_vel) 5.5s after start = %v %s, want false ESTOP", ok, mode)
+		}
+		synctest.Wait()
+		wantMessages(t, "the first refusal for ESTOP", rec.take(),
+			SubjectEstop+" "+estopCommand, videoGate("ESTOP", 5500))
+		time.Sleep(3 * time.Second)
+		if ok, _ := g.Allow("set_skill"); ok {
+			t.Fatal("Allow(set_skill) 8.5s after start = true")
+		}
+		synctest.Wait()
+		wantMessages(t, "refusals after the first ESTOP, no repeats before arming", rec.take())
+		if g.Mode() != Estop {
+			t.Errorf("mode after the ESTOP refusal = %s", g.Mode())
+		}
+
+		src := newTestSource()
+		g.Bind(src)
+		src.Emit(shmring.CodecH264)
+		synctest.Wait()
+		wantMessages(t, "the first frame", rec.take(), SubjectVideoGate+" "+ungated)
+		if ok, mode := g.Allow("set_cmd_vel"); !ok || mode != "ARMED" || !g.Armed() {
+			t.Errorf("after the first frame: Allow = %v %s, armed %v; want true ARMED, armed", ok, mode, g.Armed())
+		}
+		if tr := rec.transitions(); tr != "ARMED>HOLD,HOLD>ESTOP,ESTOP>ARMED" {
+			t.Errorf("transitions = %s", tr)
+		}
+	})
+}
+
+// The old server's ESTOP-first escalation (the first command came after the
+// ESTOP threshold) publishes no HOLD; the old server then never cleared the
+// gate, and the simulator, which refuses estop_clear while gated, stayed in
+// ESTOP. The first frame clears it.
+func TestGateEstopFirstIsClearedByTheFirstFrame(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g, rec, _ := startGate(t, Config{})
+		time.Sleep(6 * time.Second)
+		synctest.Wait()
+		wantMessages(t, "6s without video or command", rec.take())
+		if ok, mode := g.Allow("set_cmd_vel"); ok || mode != "ESTOP" {
+			t.Fatalf("Allow 6s after start = %v %s, want false ESTOP", ok, mode)
+		}
+		time.Sleep(500 * time.Millisecond)
+		if ok, mode := g.Allow("set_cmd_vel"); ok || mode != "ESTOP" {
+			t.Fatalf("Allow 6.5s after start = %v %s, want false ESTOP", ok, mode)
+		}
+		synctest.Wait()
+		wantMessages(t, "ESTOP first", rec.take(), SubjectEstop+" "+estopCommand, videoGate("ESTOP", 6000))
+		src := newTestSource()
+		g.Bind(src)
+		src.Emit(shmring.CodecJPEG)
+		synctest.Wait()
+		wantMessages(t, "the first frame after ESTOP first", rec.take(), SubjectVideoGate+" "+ungated)
+		if tr := rec.transitions(); tr != "ARMED>ESTOP,ESTOP>ARMED" {
+			t.Errorf("transitions = %s", tr)
+		}
+	})
+}
+
+// Armed, a closed gate repeats its state once a second, so that a
+// subscriber that came late learns it; the zero velocity and the emergency
+// stop go out once. Commands seen on NATS add nothing to the repeats.
+// Recovery from ESTOP says {"gated":false} once.
+func TestGateArmedRepeatsStateWhileClosed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g, rec, _ := startGate(t, Config{})
+		src := newTestSource()
+		g.Bind(src)
+		src.Emit(shmring.CodecH264)
+		synctest.Wait()
+		g.Observe("set_cmd_vel", []byte(`{"action":"set_cmd_vel","data":{"linear_x":1}}`)) // fresh: nothing to say
+		time.Sleep(2500 * time.Millisecond)
+		for range 5 {
+			g.Observe("set_cmd_vel", []byte(`{"action":"set_cmd_vel","data":{"linear_x":1}}`))
+			time.Sleep(100 * time.Millisecond)
+		}
+		time.Sleep(5500 * time.Millisecond) // 8.5s after the frame
+		synctest.Wait()
+		msgs := rec.take()
+		wantMessages(t, "8.5s after the last frame", msgs,
+			SubjectCmdVel+" "+holdCmdVel, videoGate("HOLD", 1001),
+			videoGate("HOLD", 2001), videoGate("HOLD", 3001), videoGate("HOLD", 4001),
+			SubjectEstop+" "+estopCommand, videoGate("ESTOP", 5001),
+			videoGate("ESTOP", 6001), videoGate("ESTOP", 7001), videoGate("ESTOP", 8001))
+		for i, m := range msgs {
+			if m.subject == SubjectVideoGate {
+				if d := m.at - time.Duration(staleMS(m.payload))*time.Millisecond; d < 0 || d > time.Millisecond {
+					t.Errorf("message %d at %s says stale_ms %d", i, m.at, staleMS(m.payload))
+				}
+			}
+		}
+		go feed(src, shmring.CodecH264, 20*time.Millisecond, 3*time.Second)
+		synctest.Wait()
+		wantMessages(t, "video back after ESTOP", rec.take(), SubjectVideoGate+" "+ungated)
+		time.Sleep(3 * time.Second)
+		synctest.Wait()
+		wantMessages(t, "fresh video", rec.take())
+	})
+}
+
+// A motion command that someone else publishes on NATS before the gate is
+// armed gets an answer at once on telemetry.safety.video_gate (the old
+// service's smoke test waits for it): gated, mode HOLD even past the ESTOP
+// threshold, one answer per command and at most one a second, no repeats.
+// The gate's own messages and non-motion commands get none. Arming clears.
+func TestGateAnswersCommandsSeenBeforeArming(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g, rec, _ := startGate(t, Config{})
+		cmd := []byte(`{"action":"set_cmd_vel","cmd_seq":999,"data":{"linear_x":1.0,"linear_y":0,"angular_z":0}}`)
+		time.Sleep(2 * time.Second)
+		g.Observe("set_cmd_vel", cmd)
+		synctest.Wait()
+		msgs := rec.take()
+		wantMessages(t, "a command 2s after start", msgs, videoGate("HOLD", 2000))
+		if msgs[0].at != 2*time.Second {
+			t.Errorf("answered %s after start, want at once (2s)", msgs[0].at)
+		}
+
+		time.Sleep(1500 * time.Millisecond)
+		g.Observe("set_cmd_vel", []byte(holdCmdVel))
+		g.Observe("estop", []byte(estopCommand))
+		g.Observe("estop", []byte(`{"action":"estop"}`))
+		g.Observe("pause", []byte(`{"action":"pause"}`))
+		synctest.Wait()
+		wantMessages(t, "the gate's own messages and non-motion commands", rec.take())
+
+		// 3.5s: answered at once; five more within the second get one
+		// answer, a second after the last.
+		g.Observe("set_alpha", []byte(`{"action":"set_alpha","data":{"alpha":1}}`))
+		for range 5 {
+			time.Sleep(100 * time.Millisecond)
+			g.Observe("set_skill", []byte(`{"action":"set_skill"}`))
+		}
+		time.Sleep(6 * time.Second) // 10s
+		synctest.Wait()
+		msgs = rec.take()
+		wantMessages(t, "six commands from 3.5s", msgs, videoGate("HOLD", 3500), videoGate("HOLD", 4500))
+
+		g.Observe("set_cmd_vel", cmd)
+		synctest.Wait()
+		wantMessages(t, "a command past the ESTOP threshold", rec.take(), videoGate("HOLD", 10000))
+		if g.Mode() != Armed || g.Armed() {
+			t.Errorf("answers changed the gate: mode %s, armed %v", g.Mode(), g.Armed())
+		}
+
+		src := newTestSource()
+		g.Bind(src)
+		src.Emit(shmring.CodecH264)
+		synctest.Wait()
+		wantMessages(t, "the first frame after answers", rec.take(), SubjectVideoGate+" "+ungated)
+	})
+}
+
+// A command seen within the first second is not stale by the old server's
+// clock: it is answered at the HOLD threshold, unless a frame arms the gate
+// first; then there is nothing to answer and nothing to clear.
+func TestGateAnswersEarlyCommandsAtTheHoldThreshold(t *testing.T) {
+	cmd := []byte(`{"action":"set_cmd_vel","data":{"linear_x":1}}`)
+	synctest.Test(t, func(t *testing.T) {
+		g, rec, _ := startGate(t, Config{})
+		time.Sleep(300 * time.Millisecond)
+		g.Observe("set_cmd_vel", cmd)
+		synctest.Wait()
+		wantMessages(t, "a command at 0.3s", rec.take())
+		time.Sleep(time.Second)
+		synctest.Wait()
+		msgs := rec.take()
+		wantMessages(t, "1.3s", msgs, videoGate("HOLD", 1001))
+	})
+	synctest.Test(t, func(t *testing.T) {
+		g, rec, _ := startGate(t, Config{})
+		time.Sleep(300 * time.Millisecond)
+		g.Observe("set_cmd_vel", cmd)
+		time.Sleep(200 * time.Millisecond)
+		src := newTestSource()
+		g.Bind(src)
+		go feed(src, shmring.CodecH264, 20*time.Millisecond, 3*time.Second)
+		time.Sleep(3 * time.Second)
+		synctest.Wait()
+		wantMessages(t, "a command at 0.3s, video from 0.5s", rec.take())
+	})
+}
+
+// Once armed, a gate stays armed: unbinding its source (a reload) or binding
+// one that has no frames yet does not make it a gate without video again,
+// and a new gate (a reload that changed the thresholds) bound to a source
+// that delivered frames before is armed at once.
+func TestGateStaysArmed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := newRecorder()
+		armed := 0
+		opts := rec.options()
+		opts.OnArmed = func() { armed++ }
+		g := New(Config{}, rec.publish, opts)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go g.Run(ctx)
+		a := newTestSource()
+		unbind := g.Bind(a)
+		a.Emit(shmring.CodecH264)
+		synctest.Wait()
+		unbind()
+		if !g.Armed() {
+			t.Fatal("unbinding the source disarmed the gate")
+		}
+		if ok, mode := g.Allow("set_cmd_vel"); ok || mode != "HOLD" {
+			t.Errorf("armed, no source: Allow = %v %s, want false HOLD", ok, mode)
+		}
+		g.Bind(newTestSource())
+		time.Sleep(1500 * time.Millisecond)
+		synctest.Wait()
+		if g.Mode() != Hold || !g.Armed() {
+			t.Errorf("armed, rebound to a silent source, 1.5s: mode %s, armed %v; want HOLD, armed", g.Mode(), g.Armed())
+		}
+		if armed != 1 {
+			t.Errorf("OnArmed called %d times, want 1", armed)
+		}
+
+		g2 := New(Config{Hold: 2 * time.Second}, nil, Options{})
+		if g2.Armed() {
+			t.Fatal("a new gate is armed before any source")
+		}
+		g2.Bind(a)
+		if !g2.Armed() {
+			t.Error("a new gate bound to a source that delivered frames is not armed")
+		}
+		if ok, mode := g2.Allow("set_cmd_vel"); !ok || mode != "ARMED" {
+			t.Errorf("new gate, frame 1.5s old, hold 2s: Allow = %v %s, want true ARMED", ok, mode)
+		}
+	})
+}
+
+// Frames that the source holds back while it waits for a keyframe reach no
+// subscriber, but they are video: they arm the gate within a poll, which
+// then clears what it said before.
+func TestGateArmedByFramesHeldBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := newRecorder()
+		armed := false
+		opts := rec.options()
+		opts.OnArmed = func() { armed = true }
+		g := New(Config{}, rec.publish, opts)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go g.Run(ctx)
+		src := newTestSource()
+		g.Bind(src)
+		time.Sleep(2 * time.Second)
+		g.Observe("set_cmd_vel", []byte(`{"action":"set_cmd_vel"}`))
+		synctest.Wait()
+		wantMessages(t, "a command 2s after start", rec.take(), videoGate("HOLD", 2000))
+		src.HoldBack()
+		time.Sleep(DefaultPoll)
+		synctest.Wait()
+		wantMessages(t, "a frame held back", rec.take(), SubjectVideoGate+" "+ungated)
+		if !armed {
+			t.Error("OnArmed not called for a frame held back")
+		}
+	})
 }

@@ -369,7 +369,8 @@ func TestCommandsGated(t *testing.T) {
 	nc, sim := relayAndSim(t)
 	sink := sinkCommands(t, sim)
 	r := startRelay(t, nc, Config{})
-	g := gate.New(gate.Config{}, nil, gate.Options{}) // no source: stale
+	// No video yet, and the HOLD threshold already past: stale.
+	g := gate.New(gate.Config{Hold: time.Nanosecond, Estop: time.Hour}, nil, gate.Options{})
 	codec := 0
 	sess := r.Session(g, func() { codec++ })
 	for _, a := range []string{"set_cmd_vel", "set_alpha", "set_skill"} {

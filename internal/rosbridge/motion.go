@@ -23,7 +23,8 @@ const (
 
 // gateMotion asks the gate about a motion publish on topic. It returns nil
 // when the publish may pass, else the status for the client; the first
-// refusal of a gated episode publishes the stop message upstream.
+// refusal of a gated episode publishes the stop message upstream. Until the
+// gate is armed by its first video frame, motion passes unasked.
 func (m *Mux) gateMotion(topic, id string) []byte {
 	gate := m.gate()
 	if gate == nil {
@@ -33,6 +34,13 @@ func (m *Mux) gateMotion(topic, id string) []byte {
 		m.cnt.deny("motion")
 		return statusMessage(levelError, id, fmt.Sprintf(
 			"publish on %s refused: motion topics need a video safety gate and none is configured", topic))
+	}
+	if !gate.Armed() {
+		// No video yet (no simulator, or one still starting): the old
+		// stack never gated ROS publishes, and there is nothing to judge
+		// them by. They pass, and count as driving the topic.
+		m.motionPassed(topic)
+		return nil
 	}
 	ok, mode := gate.Allow("set_cmd_vel")
 	if ok {
@@ -104,8 +112,8 @@ func (m *Mux) watchMotion(ctx context.Context) {
 	}
 }
 
-// checkMotion holds the driven topics when the gate refuses motion, and
-// reports whether any topic is still driven.
+// checkMotion holds the driven topics when the gate (once armed) refuses
+// motion, and reports whether any topic is still driven.
 func (m *Mux) checkMotion(now time.Time) (live bool) {
 	m.gatedMu.Lock()
 	var driven []string
@@ -118,7 +126,7 @@ func (m *Mux) checkMotion(now time.Time) (live bool) {
 	}
 	m.gatedMu.Unlock()
 	gate := m.gate()
-	if len(driven) == 0 || gate == nil {
+	if len(driven) == 0 || gate == nil || !gate.Armed() {
 		return len(driven) > 0
 	}
 	if ok, mode := gate.Allow("set_cmd_vel"); !ok {

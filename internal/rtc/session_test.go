@@ -88,6 +88,8 @@ func (g fixedGate) Allow(action string) (bool, string) {
 	return true, "ARMED"
 }
 
+func (g fixedGate) Armed() bool { return true }
+
 type published struct {
 	subject string
 	data    []byte
