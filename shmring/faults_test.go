@@ -3,12 +3,15 @@ package shmring
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 )
 
 // writeN writes frame_seq from through to, with payloads of varying size and,
@@ -49,8 +52,9 @@ func writeAndWait(t testing.TB, w *Writer, ch <-chan Frame, h Header, seq uint64
 func TestReaderWaitsForAbsentFile(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "not", "yet", "frames")
-	frames, r := collect(t, ReaderConfig{Path: path}, 16)
-	time.Sleep(300 * time.Millisecond)
+	logs := &logLines{}
+	frames, r := collect(t, ReaderConfig{Path: path, Logger: slog.New(logs)}, 16)
+	testwait.For(t, "the reader to log that it waits for the file", func() bool { return logs.has("waiting for ring file") })
 	if st := r.Stats(); st.Attached || st.Frames != 0 {
 		t.Fatalf("attached to an absent file: %+v", st)
 	}
