@@ -59,11 +59,13 @@ func registerStreamMetrics(reg *prometheus.Registry, log *zap.Logger) *streamMet
 	return m
 }
 
+// forStream returns the collectors of one handler's hub. frames_in_total
+// is not among them: the stream's group counts each frame of the source
+// once, however many handlers serve it (streamGroup).
 func (m *streamMetrics) forStream(name string) hub.Metrics {
 	cv := func(c *prometheus.CounterVec) prometheus.Counter { return c.WithLabelValues(name) }
 	return hub.Metrics{
 		Clients:          m.clients.WithLabelValues(name),
-		FramesIn:         cv(m.framesIn),
 		FramesOut:        cv(m.framesOut),
 		BytesOut:         cv(m.bytesOut),
 		LagSkips:         cv(m.lagSkips),
