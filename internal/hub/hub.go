@@ -649,7 +649,7 @@ func (h *Hub) Close() {
 // Stats is a snapshot of a hub's counters.
 type Stats struct {
 	Clients          int64
-	FramesIn         uint64 // frames published ("frames_broadcast" in the health JSON)
+	FramesIn         uint64 // frames published (the health JSON counts a stream with a Tally)
 	BytesIn          uint64 // payload bytes published
 	FramesOut        uint64 // frames written to clients
 	BytesOut         uint64 // bytes written to clients
