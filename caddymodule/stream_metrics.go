@@ -98,7 +98,7 @@ var ringDescs = func() map[string]*prometheus.Desc {
 		"remaps":        d("remaps_total", "Mappings after the first (file replaced or resized)."),
 		"faults":        d("faults_total", "Memory faults of a truncated mapping, contained."),
 		"sizeMismatch":  d("size_mismatch_total", "Mappings of a ring file whose size differs from the configured size."),
-		"keyframeWaits": d("keyframe_waits_total", "Frames held back by keyframe gating."),
+		"keyframeWaits": d("keyframe_waits_total", "Frames held back by keyframe gating, or after a writer restart until its keyframe."),
 		"polls":         d("polls_total", "Reads of the control region (the cost of waiting)."),
 		"attached":      d("attached", "1 while the reader holds a mapping of the ring."),
 	}

@@ -83,7 +83,7 @@ type Stats struct {
 	Remaps        uint64 // mappings after the first (new inode, new size, after a fault)
 	Faults        uint64 // memory faults (SIGBUS of a truncated mapping) contained
 	SizeMismatch  uint64 // mappings of a file whose size differs from ReaderConfig.Size
-	KeyframeWaits uint64 // verified frames held back by keyframe gating
+	KeyframeWaits uint64 // verified frames held back by keyframe or restart gating
 	Polls         uint64 // times the control region was read (the cost of waiting)
 	Attached      bool   // a mapping is held now
 }
