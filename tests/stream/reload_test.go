@@ -41,7 +41,7 @@ func (c *reloadingClient) run(ctx context.Context) {
 				break
 			}
 			c.redials.Add(1)
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond) // a browser's back-off before it retries
 		}
 		if err != nil {
 			if ctx.Err() == nil {
@@ -146,7 +146,7 @@ func TestReloadUnderLoadLeavesNothingBehind(t *testing.T) {
 	s.waitHealth(t, "/stream/health", "clients", func(h map[string]any) bool { return h["clients"] == float64(nClients) })
 	for i := 2; i < reloads+2; i++ {
 		s.caddy.Load(t, testenv.Caddyfile(s.port, "", body(i)))
-		time.Sleep(60 * time.Millisecond)
+		time.Sleep(60 * time.Millisecond) // the pace of the reloads
 	}
 	// Let the clients reconnect and see video after the last reload.
 	total := func() (n int64) {
