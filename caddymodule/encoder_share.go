@@ -73,6 +73,9 @@ func newEncoderShare(name string, ec *EncoderConfig, m *encoderMetrics, log *slo
 		if err != nil {
 			return nil, err
 		}
+		// The encoder consumes every raw frame: a paused writer's next
+		// frame must not be lost (the watch ends with the reader).
+		r.Watch()
 		in = nvenc.RingInput{Reader: r, OnInvalid: func(err error) {
 			m.invalid.WithLabelValues(name).Inc()
 			log.Warn("raw ring frame rejected", "error", err)

@@ -68,6 +68,24 @@ type Stream struct {
 	// GOP makes joining clients wait for the next keyframe. Default: 32 MiB.
 	MaxGOPBytes int `json:"max_gop_bytes,omitempty"`
 
+	// JoinMaxAge is the oldest a frame may be to be sent to a client that
+	// joins: when the kept keyframe arrived longer ago (the writer stopped,
+	// or its GOP is long), the client gets nothing until the next keyframe,
+	// which is requested, and the player shows that it waits for video.
+	// Default: 1s, the sdr_nats safety gate's default hold
+	// (SDR_VIDEO_GATE_HOLD_MS).
+	JoinMaxAge caddy.Duration `json:"join_max_age,omitempty"`
+
+	// JoinMaxReplay bounds the GOP replayed to a joining client at once,
+	// by the arrival times of its first and last frames; a longer GOP (an
+	// intra-refresh encoder sends one keyframe per run) is not replayed: a
+	// keyframe is requested and the client starts there. Default: 1s.
+	JoinMaxReplay caddy.Duration `json:"join_max_replay,omitempty"`
+
+	// JoinMaxReplayBytes bounds that GOP in bytes, like JoinMaxReplay.
+	// Default: 2 MiB.
+	JoinMaxReplayBytes int `json:"join_max_replay_bytes,omitempty"`
+
 	// MaxClients refuses WebSocket upgrades beyond this many clients with
 	// 503. Default: 0, no limit.
 	MaxClients int `json:"max_clients,omitempty"`
@@ -97,15 +115,20 @@ type Stream struct {
 	// session per WebSocket, ended with it (docs/webrtc.md).
 	WebRTC *RTCConfig `json:"webrtc,omitempty"`
 
-	name    string
-	log     *zap.Logger
-	src     frame.Source
-	ring    *ringShare // the shared ring reader, when the source is a ring
-	ringKey string
-	hub     *hub.Hub
-	unsub   func()
-	relay   frame.Relay
-	telemUn func()
+	name     string
+	log      *zap.Logger
+	src      frame.Source
+	ring     *ringShare // the shared ring reader, when the source is a ring
+	ringKey  string
+	hub      *hub.Hub
+	unsub    func()
+	unbreak  func()     // from the source's breaks
+	group    *hub.Tally // the counts of every handler serving this stream
+	groupOf  func()     // takes the hub out of the group
+	groupKey string
+	unwatch  func() // the ring's watch while publishing to edges
+	relay    frame.Relay
+	telemUn  func()
 	// busConn is the sdr_nats connection state, for the health JSON.
 	busConn func() string
 	scale   streamScale // the NATS source or publisher, when configured
@@ -177,15 +200,21 @@ func (s *Stream) Provision(ctx caddy.Context) error {
 		return err
 	}
 	s.hub = hub.New(hub.Config{
-		Capacity:      s.QueueDepth,
-		MaxGOPBytes:   s.MaxGOPBytes,
-		IDRCoalesce:   time.Duration(s.IDRCoalesce),
-		TelemetryHold: time.Duration(s.TelemetryHold),
-		Logger:        ctx.Slogger().With(slog.String("stream", s.name)),
-		Metrics:       s.metrics.forStream(s.name),
+		Capacity:           s.QueueDepth,
+		MaxGOPBytes:        s.MaxGOPBytes,
+		IDRCoalesce:        time.Duration(s.IDRCoalesce),
+		TelemetryHold:      time.Duration(s.TelemetryHold),
+		JoinMaxAge:         time.Duration(s.JoinMaxAge),
+		JoinMaxReplay:      time.Duration(s.JoinMaxReplay),
+		JoinMaxReplayBytes: s.JoinMaxReplayBytes,
+		Logger:             ctx.Slogger().With(slog.String("stream", s.name)),
+		Metrics:            s.metrics.forStream(s.name),
 	})
 	if kr, ok := s.src.(frame.KeyframeRequester); ok {
 		s.hub.SetKeyframeRequester(kr)
+	}
+	if err := s.joinGroup(); err != nil {
+		return err
 	}
 	if err := s.attachBus(ctx); err != nil {
 		return err
@@ -197,6 +226,15 @@ func (s *Stream) Provision(ctx caddy.Context) error {
 		return err
 	}
 	s.unsub = s.src.Subscribe(s.hub.Publish)
+	if bn, ok := s.src.(frame.BreakNotifier); ok {
+		// A writer restart drops the hub's GOP at once; restarts and gaps
+		// ask for a keyframe.
+		s.unbreak = bn.NotifyBreaks(s.hub.Break)
+	}
+	if s.ring != nil && s.Publish != nil {
+		// Edges' clients watch too, unseen from here.
+		s.unwatch = s.ring.Watch()
+	}
 	s.log.Info("stream ready", zap.String("stream", s.name), zap.String("source", s.sourceString()),
 		zap.Bool("nats", s.relay != nil))
 	return nil
@@ -314,7 +352,8 @@ func (s *Stream) Validate() error {
 		{"idr_coalesce", int64(s.IDRCoalesce)}, {"idr_timeout", int64(s.IDRTimeout)},
 		{"queue_depth", int64(s.QueueDepth)}, {"max_gop_bytes", int64(s.MaxGOPBytes)},
 		{"max_clients", int64(s.MaxClients)}, {"max_message_size", int64(s.MaxMessageSize)},
-		{"write_timeout", int64(s.WriteTimeout)},
+		{"write_timeout", int64(s.WriteTimeout)}, {"join_max_age", int64(s.JoinMaxAge)},
+		{"join_max_replay", int64(s.JoinMaxReplay)}, {"join_max_replay_bytes", int64(s.JoinMaxReplayBytes)},
 	} {
 		if c.v < 0 {
 			return fmt.Errorf("sdr_stream %s: %s is negative (%d)", s.name, c.what, c.v)
@@ -345,6 +384,12 @@ func (s *Stream) Cleanup() error {
 	if s.unsub != nil {
 		s.unsub()
 	}
+	if s.unbreak != nil {
+		s.unbreak()
+	}
+	if s.unwatch != nil {
+		s.unwatch()
+	}
 	if s.hub != nil {
 		s.hub.Close() // no keyframe request after this
 	}
@@ -355,6 +400,9 @@ func (s *Stream) Cleanup() error {
 		s.relay.Release()
 	}
 	var errs []error
+	if err := s.leaveGroup(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := s.cleanupRTC(); err != nil {
 		errs = append(errs, err)
 	}
@@ -438,6 +486,10 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	// which is most of what an idle client would otherwise cost.
 	remote := r.RemoteAddr
 	go func() {
+		if s.ring != nil {
+			// A paused writer's next frame must not be lost to a client.
+			defer s.ring.Watch()()
+		}
 		defer func() {
 			if v := recover(); v != nil {
 				s.log.Error("client panicked", zap.String("stream", s.name), zap.Any("panic", v), zap.Stack("stack"))
@@ -504,13 +556,16 @@ type health struct {
 	NATS string `json:"nats,omitempty"`
 }
 
+// serveHealth answers the health JSON. Its counts are the stream's, over
+// every handler that serves it (each site that imports it), as the old
+// service had one fan-out for all its clients.
 func (s *Stream) serveHealth(w http.ResponseWriter, _ *http.Request) error {
-	st := s.hub.Stats()
+	st := s.group.Stats()
 	h := health{
 		Status:            "ok",
 		Clients:           st.Clients,
 		UptimeS:           uint64(time.Since(processStart) / time.Second),
-		FramesBroadcast:   st.FramesIn,
+		FramesBroadcast:   st.FramesBroadcast,
 		ClientLagTotal:    st.LagSkips,
 		AvgFrameSizeBytes: st.AvgFrameSize(),
 	}

@@ -27,6 +27,9 @@ func init() {
 //	    idr_timeout      <duration>
 //	    queue_depth      <frames>
 //	    max_gop_bytes    <size>
+//	    join_max_age     <duration>
+//	    join_max_replay  <duration>
+//	    join_max_replay_bytes <size>
 //	    max_clients      <n>
 //	    max_message_size <size>
 //	    write_timeout    <duration>
@@ -86,7 +89,7 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			} else {
 				gating = &b
 			}
-		case "idr_coalesce", "idr_timeout", "write_timeout":
+		case "idr_coalesce", "idr_timeout", "write_timeout", "join_max_age", "join_max_replay":
 			v, err := one()
 			if err != nil {
 				return err
@@ -100,6 +103,10 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				s.IDRCoalesce = dur
 			case "idr_timeout":
 				s.IDRTimeout = dur
+			case "join_max_age":
+				s.JoinMaxAge = dur
+			case "join_max_replay":
+				s.JoinMaxReplay = dur
 			default:
 				s.WriteTimeout = dur
 			}
@@ -125,7 +132,7 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			} else {
 				s.MaxClients = n
 			}
-		case "max_gop_bytes", "max_message_size":
+		case "max_gop_bytes", "max_message_size", "join_max_replay_bytes":
 			v, err := one()
 			if err != nil {
 				return err
@@ -134,9 +141,12 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil || n > 1<<40 {
 				return d.Errf("%s %q: want a size in bytes (65536, 64KiB)", sub, v)
 			}
-			if sub == "max_gop_bytes" {
+			switch sub {
+			case "max_gop_bytes":
 				s.MaxGOPBytes = int(n)
-			} else {
+			case "join_max_replay_bytes":
+				s.JoinMaxReplayBytes = int(n)
+			default:
 				s.MaxMessageSize = int(n)
 			}
 		case "allowed_origins":

@@ -59,11 +59,13 @@ func registerStreamMetrics(reg *prometheus.Registry, log *zap.Logger) *streamMet
 	return m
 }
 
+// forStream returns the collectors of one handler's hub. frames_in_total
+// is not among them: the stream's group counts each frame of the source
+// once, however many handlers serve it (streamGroup).
 func (m *streamMetrics) forStream(name string) hub.Metrics {
 	cv := func(c *prometheus.CounterVec) prometheus.Counter { return c.WithLabelValues(name) }
 	return hub.Metrics{
 		Clients:          m.clients.WithLabelValues(name),
-		FramesIn:         cv(m.framesIn),
 		FramesOut:        cv(m.framesOut),
 		BytesOut:         cv(m.bytesOut),
 		LagSkips:         cv(m.lagSkips),
@@ -96,7 +98,7 @@ var ringDescs = func() map[string]*prometheus.Desc {
 		"remaps":        d("remaps_total", "Mappings after the first (file replaced or resized)."),
 		"faults":        d("faults_total", "Memory faults of a truncated mapping, contained."),
 		"sizeMismatch":  d("size_mismatch_total", "Mappings of a ring file whose size differs from the configured size."),
-		"keyframeWaits": d("keyframe_waits_total", "Frames held back by keyframe gating."),
+		"keyframeWaits": d("keyframe_waits_total", "Frames held back by keyframe gating, or after a writer restart until its keyframe."),
 		"polls":         d("polls_total", "Reads of the control region (the cost of waiting)."),
 		"attached":      d("attached", "1 while the reader holds a mapping of the ring."),
 	}

@@ -116,7 +116,7 @@ func startStream(t *testing.T, extra string) *streamWriter {
 }
 
 func TestStreamServeGOPStartAndHealth(t *testing.T) {
-	w := startStream(t, "")
+	w := startStream(t, "join_max_age 1m") // the GOP is replayed however slow the machine
 	health := "http://localhost:9080/stream/health"
 	// A keyframe and two deltas, each taken by the reader before the next.
 	for i := range 3 {
@@ -161,15 +161,17 @@ func TestStreamServeGOPStartAndHealth(t *testing.T) {
 	if err := json.Unmarshal(body, &h); err != nil {
 		t.Fatal(err)
 	}
+	// frames_broadcast and avg_frame_size_bytes count, as the old service
+	// did, the frames read while a client was connected: frame 4 alone.
 	if h["status"] != "ok" || h["clients"] != float64(1) || h["shm_seq"] != float64(4) ||
-		h["frames_broadcast"] != float64(4) || h["client_lag_total"] != float64(0) {
+		h["frames_broadcast"] != float64(1) || h["client_lag_total"] != float64(0) {
 		t.Errorf("health %s", body)
 	}
 	if age, ok := h["last_frame_age_ms"].(float64); !ok || age < 0 || age > 15000 {
 		t.Errorf("last_frame_age_ms %v", h["last_frame_age_ms"])
 	}
-	if avg := h["avg_frame_size_bytes"].(float64); avg < 700 || avg > 1002 {
-		t.Errorf("avg_frame_size_bytes %v, want about (1000+1001+1002+10)/4", avg)
+	if avg := h["avg_frame_size_bytes"].(float64); avg != 10 {
+		t.Errorf("avg_frame_size_bytes %v, want 10 (frame 4)", avg)
 	}
 	req, _ := http.NewRequest(http.MethodPost, health, nil)
 	resp, err = http.DefaultClient.Do(req)

@@ -19,6 +19,8 @@ const (
 	maxCoarseSleep = 4 * time.Millisecond   // longest sleep while the writer commits: bounds what an unforeseen commit waits
 	stalledMinPoll = 5 * time.Millisecond   // first poll interval of a stalled writer
 	stalledMaxPoll = 100 * time.Millisecond // longest poll interval of a stalled writer
+	maxWatchedPoll = 5 * time.Millisecond   // ...while its frames are watched (Reader.Watch)
+	minWatchedPoll = 500 * time.Microsecond // ...and never shorter than this
 	absentMaxPoll  = 500 * time.Millisecond // longest wait for an absent or short file
 	zeroConfirm    = 100 * time.Millisecond // how long sequence must read 0 to be a writer's reset
 )
@@ -50,6 +52,7 @@ type cadence struct {
 	missAt  time.Time     // the last of the consecutive misses
 	missIv  time.Duration // the interval it ended, 0 for the first
 	wake    time.Duration // how late the reader's own sleeps end (EWMA, quick to rise)
+	idleCap time.Duration // longest poll interval of a stalled writer; 0: stalledMaxPoll
 }
 
 // overslept records that a sleep ended late by over: on a loaded machine
@@ -198,14 +201,14 @@ func (c *cadence) next(now time.Time) (sleep time.Duration, mode pollMode) {
 		if since < unknownFor {
 			return unknownPoll, modeCoarse
 		}
-		return stalled(since - unknownFor), modeCoarse
+		return c.backoff(since - unknownFor), modeCoarse
 	}
 	for now.Sub(c.due) > c.period/2 && c.overdue < overdueSlots {
 		c.due = c.due.Add(c.period)
 		c.overdue++
 	}
 	if c.stalled(now) {
-		return stalled(now.Sub(c.lastObs)), modeCoarse
+		return c.backoff(now.Sub(c.lastObs)), modeCoarse
 	}
 	g := c.guard()
 	off := now.Sub(c.due) // < 0 before the due time
@@ -231,9 +234,25 @@ func (c *cadence) stalled(now time.Time) bool {
 	return c.overdue >= overdueSlots && now.Sub(c.lastObs) >= max(stalledAfter, overdueSlots*c.period)
 }
 
-// stalled is the back-off of a writer that has not committed for a while.
-func stalled(idle time.Duration) time.Duration {
-	return clampDur(idle/10, stalledMinPoll, stalledMaxPoll)
+// backoff is the poll interval of a writer that has not committed for
+// idle: a tenth of that, from 5 ms up to 100 ms, or up to idleCap.
+func (c *cadence) backoff(idle time.Duration) time.Duration {
+	d := clampDur(idle/10, stalledMinPoll, stalledMaxPoll)
+	if c.idleCap > 0 {
+		d = min(d, c.idleCap)
+	}
+	return d
+}
+
+// watchedPoll is the longest poll interval of a paused writer whose frames
+// are watched: the frame that ends a pause stays in the slot for a frame
+// period (until the next one replaces it), so it is polled at least twice a
+// period, and at least every 5 ms.
+func watchedPoll(period time.Duration) time.Duration {
+	if period <= 0 {
+		return maxWatchedPoll
+	}
+	return clampDur(period/2, minWatchedPoll, maxWatchedPoll)
 }
 
 func clampDur(d, lo, hi time.Duration) time.Duration {

@@ -240,3 +240,39 @@ func TestCadenceBurstDoesNotTeachPeriod(t *testing.T) {
 		t.Errorf("period %v after a burst, want about %v", c.period, period)
 	}
 }
+
+// A stalled writer is polled at most every 100 ms, or at most every idleCap
+// while its frames are watched; the same with the period still unknown.
+func TestCadenceWatchedBackoff(t *testing.T) {
+	t.Parallel()
+	t0 := time.Unix(1000, 0)
+	period := 33 * time.Millisecond
+	c := steadyCadence(t0, period, 30)
+	stall := t0.Add(30*period + 2*time.Second)
+	c.next(stall) // rolls the due times over
+	if d, mode := c.next(stall); d != stalledMaxPoll || mode != modeCoarse {
+		t.Fatalf("stalled 2 s: sleep %v (%v), want %v", d, mode, stalledMaxPoll)
+	}
+	c.idleCap = watchedPoll(c.period)
+	if d, _ := c.next(stall); d != maxWatchedPoll {
+		t.Fatalf("stalled 2 s, watched: sleep %v, want %v", d, maxWatchedPoll)
+	}
+	var u cadence
+	u.reset(t0)
+	late := t0.Add(unknownFor + 2*time.Second)
+	if d, _ := u.next(late); d != stalledMaxPoll {
+		t.Fatalf("period unknown, 3 s: sleep %v, want %v", d, stalledMaxPoll)
+	}
+	u.idleCap = watchedPoll(0)
+	if d, _ := u.next(late); d != maxWatchedPoll {
+		t.Fatalf("period unknown, 3 s, watched: sleep %v, want %v", d, maxWatchedPoll)
+	}
+	for _, c := range []struct{ period, want time.Duration }{
+		{0, maxWatchedPoll}, {33 * time.Millisecond, maxWatchedPoll}, {8 * time.Millisecond, 4 * time.Millisecond},
+		{time.Millisecond, minWatchedPoll},
+	} {
+		if got := watchedPoll(c.period); got != c.want {
+			t.Errorf("watchedPoll(%v) = %v, want %v", c.period, got, c.want)
+		}
+	}
+}

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 )
 
 // The Python 3 writer and reader of tests/python, written from PROTOCOL.md
@@ -228,7 +230,10 @@ wait:
 			break wait
 		}
 	}
-	time.Sleep(100 * time.Millisecond)
+	// The writer is gone: once the reader has polled twice more, it has
+	// handed on whatever the last commit holds.
+	p0 := r.Stats().Polls
+	testwait.For(t, "two more polls of the ring", func() bool { return r.Stats().Polls >= p0+2 })
 	for len(frames) > 0 {
 		check(<-frames)
 	}

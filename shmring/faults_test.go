@@ -3,12 +3,15 @@ package shmring
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 )
 
 // writeN writes frame_seq from through to, with payloads of varying size and,
@@ -49,8 +52,9 @@ func writeAndWait(t testing.TB, w *Writer, ch <-chan Frame, h Header, seq uint64
 func TestReaderWaitsForAbsentFile(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "not", "yet", "frames")
-	frames, r := collect(t, ReaderConfig{Path: path}, 16)
-	time.Sleep(300 * time.Millisecond)
+	logs := &logLines{}
+	frames, r := collect(t, ReaderConfig{Path: path, Logger: slog.New(logs)}, 16)
+	testwait.For(t, "the reader to log that it waits for the file", func() bool { return logs.has("waiting for ring file") })
 	if st := r.Stats(); st.Attached || st.Frames != 0 {
 		t.Fatalf("attached to an absent file: %+v", st)
 	}
@@ -159,11 +163,11 @@ func TestReaderSurvivesTruncationLive(t *testing.T) {
 		if err := os.Truncate(path, 0); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // the file stays truncated a while
 		if err := os.Truncate(path, 1<<20); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // and whole a while
 	}
 	eventually(t, 10*time.Second, "reader remapped", func() bool { return r.Stats().Remaps >= 1 })
 	for len(frames) > 0 {
@@ -193,7 +197,7 @@ func TestReaderWriterStalled(t *testing.T) {
 	frames, r := collect(t, ReaderConfig{Path: path}, 256)
 	for i := uint64(1); i <= 30; i++ {
 		writeAndWait(t, w, frames, Header{}, i)
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // the writer's pace
 	}
 	if p := r.Period(); p < 5*time.Millisecond || p > 50*time.Millisecond {
 		t.Logf("learned period %v (10 ms writer on a loaded machine)", p)
@@ -283,7 +287,7 @@ func TestSequenceZeroForAWhileIsNoRestart(t *testing.T) {
 	seq := (*uint64)(unsafe.Pointer(&w.m.mem[OffSequence]))
 	held := atomic.LoadUint64(seq)
 	atomic.StoreUint64(seq, 0)
-	time.Sleep(30 * time.Millisecond)
+	time.Sleep(30 * time.Millisecond) // a preempted writer's 0
 	atomic.StoreUint64(seq, held)
 	if f := writeAndWait(t, w, frames, Header{}, 3); f.Restart || f.Gap != 0 {
 		t.Errorf("after 30ms of sequence 0: %+v", f)

@@ -2,9 +2,14 @@ package shmring
 
 import (
 	"context"
+	"log/slog"
 	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 )
 
 // createWriter creates a ring file of size bytes at path; the writer is
@@ -31,15 +36,7 @@ func createRing(t testing.TB, size int64) (string, *Writer) {
 // through step; it is unmapped when the test ends.
 func attachReader(t testing.TB, path string) *Reader {
 	t.Helper()
-	r, err := NewReader(ReaderConfig{Path: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.attach(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.detach)
-	return r
+	return attachReaderWith(t, path, ReaderConfig{})
 }
 
 // steadyCadence returns a cadence reset at t0 that has observed n commits
@@ -81,33 +78,61 @@ func collect(t testing.TB, cfg ReaderConfig, n int) (<-chan Frame, *Reader) {
 			if err != nil {
 				t.Errorf("Run: %v", err)
 			}
-		case <-time.After(5 * time.Second):
-			t.Errorf("Run did not return within 5 s of its context ending")
+		case <-testwait.After(5 * time.Second):
+			t.Errorf("Run did not return within %v of its context ending", testwait.Timeout(5*time.Second))
 		}
 	})
 	return ch, r
 }
 
-// next waits for one frame.
+// next waits for one frame; within is the hang detector.
 func next(t testing.TB, ch <-chan Frame, within time.Duration) Frame {
 	t.Helper()
-	select {
-	case f := <-ch:
-		return f
-	case <-time.After(within):
-		t.Fatalf("no frame within %v", within)
-	}
-	return Frame{}
+	return testwait.RecvWithin(t, ch, within, "a frame")
 }
 
-// eventually polls cond until it holds or the time runs out.
+// eventually waits until cond holds; within is the hang detector.
 func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(5 * time.Millisecond)
+	testwait.ForWithin(t, within, what, cond)
+}
+
+// attachReaderWith is attachReader with cfg (its Path is set to path).
+func attachReaderWith(t testing.TB, path string, cfg ReaderConfig) *Reader {
+	t.Helper()
+	cfg.Path = path
+	r, err := NewReader(cfg)
+	if err != nil {
+		t.Fatal(err)
 	}
+	if err := r.attach(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.detach)
+	return r
+}
+
+// logLines is a slog.Handler that keeps the messages logged through it.
+type logLines struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (l *logLines) Enabled(context.Context, slog.Level) bool { return true }
+
+func (l *logLines) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	l.msgs = append(l.msgs, r.Message)
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *logLines) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logLines) WithGroup(string) slog.Handler      { return l }
+
+// has reports whether msg was logged.
+func (l *logLines) has(msg string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Contains(l.msgs, msg)
 }

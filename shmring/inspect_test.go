@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 )
 
 func TestInspect(t *testing.T) {
@@ -102,7 +104,7 @@ func TestWatch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(20 * time.Second):
+	case <-testwait.After(20 * time.Second):
 		t.Fatal("Watch did not end")
 	}
 	last := windows[len(windows)-1]

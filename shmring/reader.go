@@ -1,6 +1,7 @@
 package shmring
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"runtime"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -29,6 +31,16 @@ type ReaderConfig struct {
 	// frame-sequence gap or a writer restart until a KEYFRAME arrives. Off by
 	// default, like the old service (its encoder used intra refresh).
 	KeyframeGating bool
+	// RestartGating makes the reader forward nothing after a writer restart
+	// until a KEYFRAME of the new run arrives, also with KeyframeGating off:
+	// the deltas of a new encoder run do not continue the pictures of the
+	// old one. For encoded rings; raw frames carry no KEYFRAME flag.
+	RestartGating bool
+	// OnBreak, when set, is called from Run's goroutine as soon as the
+	// reader detects a writer restart (restart true) or frames it missed (a
+	// forward frame_seq gap), before the frame that shows it is delivered or
+	// held back. It must not block.
+	OnBreak func(restart bool)
 	// Logger receives attach, remap, restart and fault events. nil discards them.
 	Logger *slog.Logger
 }
@@ -71,7 +83,7 @@ type Stats struct {
 	Remaps        uint64 // mappings after the first (new inode, new size, after a fault)
 	Faults        uint64 // memory faults (SIGBUS of a truncated mapping) contained
 	SizeMismatch  uint64 // mappings of a file whose size differs from ReaderConfig.Size
-	KeyframeWaits uint64 // verified frames held back by keyframe gating
+	KeyframeWaits uint64 // verified frames held back by keyframe or restart gating
 	Polls         uint64 // times the control region was read (the cost of waiting)
 	Attached      bool   // a mapping is held now
 }
@@ -88,6 +100,7 @@ type Reader struct {
 	frames, bytes, torn, crc, malformed, gaps, restarts, remaps,
 	faults, sizeMismatch, keyframeWaits, polls atomic.Uint64
 	attached    atomic.Bool
+	watchers    atomic.Int64
 	sequence    atomic.Uint64
 	lastArrival atomic.Int64 // Unix ns, 0 = never
 	period      atomic.Int64 // learned frame period in ns, 0 = unknown
@@ -112,6 +125,7 @@ type Reader struct {
 	zeroSince      time.Time // when the polls began to read sequence 0 after a non-zero one
 	tornRun        int       // consecutive torn copies
 	scratch        []byte    // the slot is copied here first (see readSlotInto)
+	prevSlot       []byte    // header and payload of the frame lastFrameSeq names, as read
 }
 
 // How often the reader stats the path to notice a replaced or resized file.
@@ -176,6 +190,31 @@ func (r *Reader) Sequence() uint64 { return r.sequence.Load() }
 // Period is the writer's frame period as the reader learned it; 0 while unknown.
 func (r *Reader) Period() time.Duration { return time.Duration(r.period.Load()) }
 
+// Watch tells the reader that its frames are being watched live (a client
+// is connected, an encoder consumes them): until the returned function is
+// called, a writer that pauses is polled at least every 5 ms, and at least
+// twice per learned frame period, so that the frame that ends the pause is
+// read before the writer replaces it with the next. Unwatched, the polls
+// of a paused writer back off to one per 100 ms. Calls nest; safe from any
+// goroutine.
+func (r *Reader) Watch() (unwatch func()) {
+	r.watchers.Add(1)
+	var once sync.Once
+	return func() { once.Do(func() { r.watchers.Add(-1) }) }
+}
+
+// Watched reports whether anyone watches the reader's frames now.
+func (r *Reader) Watched() bool { return r.watchers.Load() > 0 }
+
+// idleCap is the longest poll interval of a paused writer while the frames
+// are watched, 0 while they are not.
+func (r *Reader) idleCap() time.Duration {
+	if r.watchers.Load() <= 0 {
+		return 0
+	}
+	return watchedPoll(r.cad.period)
+}
+
 // Run reads frames until ctx ends, then returns nil. It waits for a file that
 // does not exist (or is too short) yet, remaps a file that was replaced or
 // resized, and survives a file truncated under its mapping. fn is called from
@@ -213,7 +252,11 @@ func (r *Reader) Run(ctx context.Context, fn func(Frame)) error {
 		if r.m != nil {
 			d = r.step(fn)
 			r.slept = d
-			precise = r.m != nil && !r.cad.idle()
+			// A paused writer whose frames are watched is polled every
+			// few milliseconds: on the timerfd that costs half of what
+			// the runtime's timer does (its wake-ups also wake an idle
+			// thread to look for work).
+			precise = r.m != nil && (!r.cad.idle() || r.watchers.Load() > 0)
 		}
 		t0 := time.Now()
 		if !r.sleep(ctx, &timer, d, precise) {
@@ -230,7 +273,8 @@ func (r *Reader) Run(ctx context.Context, fn func(Frame)) error {
 }
 
 // sleep waits d, or less when ctx ends; it reports whether ctx is still live.
-// Precise waits (a writer committing at its period) use nanosleep, in chunks
+// Precise waits (a writer committing at its period, or a paused one whose
+// frames are watched) use the timerfd or nanosleep, in chunks
 // of at most 8 ms: the runtime leaves a goroutine's P with it through a
 // syscall shorter than 10 ms when another P is idle, and ctx is seen soon
 // after it ends. The other waits (a stalled or absent writer) use a runtime
@@ -366,10 +410,13 @@ func (r *Reader) noteRestart(why string) {
 	r.restarts.Add(1)
 	r.pendingRestart = true
 	r.haveFrameSeq = false
-	if r.cfg.KeyframeGating {
+	if r.cfg.KeyframeGating || r.cfg.RestartGating {
 		r.awaitKeyframe = true
 	}
 	r.log.Info("writer restart detected", "reason", why)
+	if r.cfg.OnBreak != nil {
+		r.cfg.OnBreak(true)
+	}
 }
 
 // readGuarded runs one pass of the reader order over mem with memory faults
@@ -449,6 +496,7 @@ func (r *Reader) step(fn func(Frame)) time.Duration {
 	default:
 		r.commit(res, now, fn)
 	}
+	r.cad.idleCap = r.idleCap()
 	d, mode := r.cad.next(time.Now())
 	r.mode = mode
 	return d
@@ -483,13 +531,17 @@ func (r *Reader) commit(res slotRead, now time.Time, fn func(Frame)) {
 		return
 	}
 	h := res.header
+	slot := r.scratch[:res.writeLen]
 	if r.haveFrameSeq {
 		switch {
-		case h.FrameSeq == r.lastFrameSeq:
+		case h.FrameSeq == r.lastFrameSeq && bytes.Equal(slot, r.prevSlot):
 			// The writer had already stored this frame whole (header,
 			// payload and write_len) when the previous sequence was read,
-			// so it was delivered then; its own commit changes nothing.
+			// so it was handled then; its own commit changes nothing.
 			return
+		case h.FrameSeq == r.lastFrameSeq:
+			// Another frame under the same frame_seq: a writer that does
+			// not number every commit. Forwarded, as the old service did.
 		case h.FrameSeq < r.lastFrameSeq:
 			r.noteRestart(fmt.Sprintf("frame_seq went back from %d to %d", r.lastFrameSeq, h.FrameSeq))
 		case h.FrameSeq > r.lastFrameSeq+1:
@@ -499,9 +551,15 @@ func (r *Reader) commit(res slotRead, now time.Time, fn func(Frame)) {
 			if r.cfg.KeyframeGating {
 				r.awaitKeyframe = true
 			}
+			if r.cfg.OnBreak != nil {
+				r.cfg.OnBreak(false)
+			}
 		}
 	}
 	r.lastFrameSeq, r.haveFrameSeq = h.FrameSeq, true
+	// Keep this frame's bytes to tell its own late commit from another
+	// frame under its frame_seq; the next read copies into the other buffer.
+	r.scratch, r.prevSlot = r.prevSlot, slot
 	r.lastArrival.Store(now.UnixNano())
 	if r.awaitKeyframe && !h.Keyframe() {
 		r.keyframeWaits.Add(1)

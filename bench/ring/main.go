@@ -1,7 +1,8 @@
 // Command ring measures the shared-memory ring reader: commit-to-delivery
 // latency at 60 fps and the reader's CPU, with the writer in a child process
 // so that the reader's CPU is this process's getrusage. It then measures the
-// reader's CPU while the writer is stalled. The baseline runs at the same
+// reader's CPU while the writer is stalled, unwatched and then watched (a
+// client connected: Reader.Watch). The baseline runs at the same
 // time, in a second child process that reads the same ring: a plain reader
 // that polls every millisecond with time.Sleep (the obvious implementation),
 // so that both see the same machine load.
@@ -18,7 +19,7 @@
 //
 // The last line is
 //
-//	BENCH ring p50_us=.. p99_us=.. cpu_pct=.. idle_cpu_pct=.. frames=.. crc_fail=.. ...
+//	BENCH ring p50_us=.. p99_us=.. cpu_pct=.. idle_cpu_pct=.. frames=.. crc_fail=.. ... idle_watched_cpu_pct=.. ...
 package main
 
 import (
@@ -86,8 +87,13 @@ type result struct {
 	idleCPU   time.Duration
 	idleWall  time.Duration
 	idlePolls uint64
-	polls     uint64
-	unclear   int // frames left out: the writer took over maxCommitSpan to commit them
+	// The same with the frames watched (a client connected): the reader
+	// polls the stalled writer every 5 ms instead of every 100 ms.
+	watchedCPU   time.Duration
+	watchedWall  time.Duration
+	watchedPolls uint64
+	polls        uint64
+	unclear      int // frames left out: the writer took over maxCommitSpan to commit them
 }
 
 func run(duration, warmup, idle time.Duration, baseline bool, fps int) error {
@@ -113,9 +119,10 @@ func run(duration, warmup, idle time.Duration, baseline bool, fps int) error {
 	}
 
 	p50, p99 := pct(ours.lat, 50), pct(ours.lat, 99)
-	line := fmt.Sprintf("BENCH ring p50_us=%.1f p99_us=%.1f cpu_pct=%.3f idle_cpu_pct=%.4f frames=%d crc_fail=%d gaps=%d p999_us=%.1f max_us=%.1f left_out=%d",
+	line := fmt.Sprintf("BENCH ring p50_us=%.1f p99_us=%.1f cpu_pct=%.3f idle_cpu_pct=%.4f frames=%d crc_fail=%d gaps=%d p999_us=%.1f max_us=%.1f left_out=%d idle_watched_cpu_pct=%.4f idle_polls_per_s=%.1f idle_watched_polls_per_s=%.1f",
 		us(p50), us(p99), cpuPct(ours.cpu, ours.wall), cpuPct(ours.idleCPU, ours.idleWall), ours.frames, ours.crcFail,
-		ours.gaps, us(pct(ours.lat, 99.9)), us(pct(ours.lat, 100)), ours.unclear)
+		ours.gaps, us(pct(ours.lat, 99.9)), us(pct(ours.lat, 100)), ours.unclear,
+		cpuPct(ours.watchedCPU, ours.watchedWall), perSec(ours.idlePolls, ours.idleWall), perSec(ours.watchedPolls, ours.watchedWall))
 	if base != nil {
 		bp50, bp99 := pct(base.lat, 50), pct(base.lat, 99)
 		line += fmt.Sprintf(" base_p50_us=%.1f base_p99_us=%.1f base_cpu_pct=%.3f base_gaps=%d p50_vs_base=%.3f p99_vs_base=%.3f cpu_vs_base=%.3f",
@@ -131,6 +138,13 @@ func run(duration, warmup, idle time.Duration, baseline bool, fps int) error {
 	return nil
 }
 
+func perSec(n uint64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
 func report(name string, r *result) {
 	fmt.Printf("%s: %d frames in %v, gaps %d, crc failures %d; latency of %d (%d left out: the writer was descheduled mid-commit)\n",
 		name, r.frames, r.wall.Round(time.Millisecond), r.gaps, r.crcFail, len(r.lat), r.unclear)
@@ -142,6 +156,9 @@ func report(name string, r *result) {
 	}
 	if r.idleWall > 0 {
 		fmt.Printf("; writer stalled: %.4f%% (%d polls in %v)", cpuPct(r.idleCPU, r.idleWall), r.idlePolls, r.idleWall.Round(time.Millisecond))
+	}
+	if r.watchedWall > 0 {
+		fmt.Printf("; stalled and watched: %.4f%% (%d polls in %v)", cpuPct(r.watchedCPU, r.watchedWall), r.watchedPolls, r.watchedWall.Round(time.Millisecond))
 	}
 	fmt.Println()
 }
@@ -210,6 +227,12 @@ func measure(path string, duration, warmup, idle time.Duration, baseline bool, f
 	s2, c2, t2 := r.Stats(), cpuTime(), time.Now()
 	time.Sleep(idle)
 	s3, c3, t3 := r.Stats(), cpuTime(), time.Now()
+	// A client connects: the stalled writer is polled every 5 ms, so that
+	// the frame ending the stall is not lost.
+	unwatch := r.Watch()
+	time.Sleep(idle)
+	s4, c4, t4 := r.Stats(), cpuTime(), time.Now()
+	unwatch()
 	cancel()
 	if err := <-done; err != nil {
 		return nil, nil, err
@@ -219,6 +242,7 @@ func measure(path string, duration, warmup, idle time.Duration, baseline bool, f
 		lat: lat, unclear: unclear, cpu: c1 - c0, wall: t1.Sub(t0),
 		polls: s1.Polls - s0.Polls, frames: s1.Frames - s0.Frames, crcFail: s1.CRCFailures - s0.CRCFailures, gaps: s1.Gaps - s0.Gaps,
 		idleCPU: c3 - c2, idleWall: t3.Sub(t2), idlePolls: s3.Polls - s2.Polls,
+		watchedCPU: c4 - c3, watchedWall: t4.Sub(t3), watchedPolls: s4.Polls - s3.Polls,
 	}, base, nil
 }
 

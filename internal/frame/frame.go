@@ -38,6 +38,25 @@ type Source interface {
 	LastArrival() time.Time
 }
 
+// Break is a discontinuity a source detected as it happened, before any
+// frame shows it (with keyframe gating, the frames after it are held back
+// and show nothing until a keyframe).
+type Break struct {
+	// Restart is set when the producer started over (a new writer run):
+	// what was kept of the old run must not be shown before the new run's
+	// frames. Otherwise frames were lost (a gap).
+	Restart bool
+}
+
+// BreakNotifier is implemented by sources that report breaks as they
+// detect them (the SHM ring).
+type BreakNotifier interface {
+	// NotifyBreaks calls fn with every break, in order with the frames
+	// (never concurrently with a frame handed to Subscribe's fn), until
+	// cancel is called. fn must not block.
+	NotifyBreaks(fn func(Break)) (cancel func())
+}
+
 // KeyframeRequester asks the producer of a stream for an IDR frame. Callers
 // coalesce; implementations may coalesce again.
 type KeyframeRequester interface {

@@ -38,6 +38,14 @@ const (
 	// DefaultTelemetryHold is how long queued telemetry waits for a frame
 	// to share its write with: a frame interval at 50 fps.
 	DefaultTelemetryHold = 20 * time.Millisecond
+	// DefaultJoinMaxAge is the oldest frame a joining client is sent: the
+	// safety gate's default hold (sdr_nats gate hold, SDR_VIDEO_GATE_HOLD_MS).
+	DefaultJoinMaxAge = time.Second
+	// DefaultJoinMaxReplay and DefaultJoinMaxReplayBytes bound the GOP
+	// replayed to a joining client: about what a browser decoder takes at
+	// once without dropping frames.
+	DefaultJoinMaxReplay      = time.Second
+	DefaultJoinMaxReplayBytes = 2 << 20
 )
 
 // Config sets up a Hub. Zero fields take the defaults above.
@@ -57,6 +65,19 @@ type Config struct {
 	// write as the frame instead of one of its own. Negative: none,
 	// Broadcast starts a send round at once.
 	TelemetryHold time.Duration
+	// JoinMaxAge is the oldest a frame may be, by the time the source read
+	// it, to be sent to a joining client: when the kept keyframe is older
+	// (the writer stopped, or the GOP is long), the client waits for the
+	// next keyframe, which is requested.
+	JoinMaxAge time.Duration
+	// JoinMaxReplay bounds the GOP a joining client is replayed at once, by
+	// the arrival times of its first and last frames, and JoinMaxReplayBytes
+	// by its bytes: an intra-refresh stream has one keyframe per writer run,
+	// and replaying seconds of it in one burst makes a browser's decoder
+	// drop frames. A longer GOP is not replayed: the client waits for the
+	// next keyframe, which is requested.
+	JoinMaxReplay      time.Duration
+	JoinMaxReplayBytes int
 	// Logger receives the hub's logs; nil discards them.
 	Logger *slog.Logger
 	// Metrics receives the hub's counters; nil fields are replaced by
@@ -181,6 +202,15 @@ func New(cfg Config) *Hub {
 	if cfg.IDRCoalesce <= 0 {
 		cfg.IDRCoalesce = DefaultIDRCoalesce
 	}
+	if cfg.JoinMaxAge <= 0 {
+		cfg.JoinMaxAge = DefaultJoinMaxAge
+	}
+	if cfg.JoinMaxReplay <= 0 {
+		cfg.JoinMaxReplay = DefaultJoinMaxReplay
+	}
+	if cfg.JoinMaxReplayBytes <= 0 {
+		cfg.JoinMaxReplayBytes = DefaultJoinMaxReplayBytes
+	}
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
@@ -225,12 +255,13 @@ func (h *Hub) Publish(f frame.Frame) {
 	e.Seq = h.head
 	h.head++
 	h.entries = append(h.entries, e)
-	// A delta after a gap (f.Discontinuity: the ring reader missed frames,
-	// or the writer restarted without a keyframe) stays in the GOP:
-	// connected clients get it, as the reader's keyframe gating chose, and
-	// a joining client still starts at the kept keyframe, a picture at
-	// once. No keyframe is requested for it, as the old service did not: on
-	// an overloaded machine that misses frames it would only add keyframes.
+	// A delta after a gap (f.Discontinuity: the ring reader missed frames)
+	// stays in the GOP: connected clients get it, as the reader's keyframe
+	// gating chose, and a joining client still starts at the kept keyframe,
+	// a picture at once. The keyframe request for the gap came with the
+	// source's Break, when the gap was detected. After a writer restart the
+	// GOP was dropped (Break) and the ring source delivers nothing before
+	// the new run's keyframe.
 	switch {
 	case e.Keyframe:
 		h.key, h.hasKey, h.gopBytes = e.Seq, true, len(e.Wire)
@@ -286,14 +317,15 @@ func (c *Cursor) Live(e *Entry) bool { return e.Seq >= c.liveFrom }
 func (c *Cursor) WaitingForKeyframe() (bool, time.Time) { return c.needKey, c.waitSince }
 
 // Join returns the cursor of a new client: at the latest keyframe when the
-// hub has one, else waiting for the next one. Either way it asks the
-// producer for a keyframe (coalesced), as the old service did.
+// hub has one that may be replayed (replayableLocked), else waiting for the
+// next one. Either way it asks the producer for a keyframe (coalesced), as
+// the old service did.
 func (h *Hub) Join() Cursor {
 	h.clients.Add(1)
 	h.m.Clients.Inc()
 	h.mu.RLock()
 	c := Cursor{liveFrom: h.head}
-	if h.hasKey {
+	if h.hasKey && h.replayableLocked(time.Now()) {
 		c.next = h.key
 	} else {
 		c.next, c.needKey, c.waitSince = h.head, true, time.Now()
@@ -305,6 +337,33 @@ func (h *Hub) Join() Cursor {
 	}
 	h.RequestKeyframe()
 	return c
+}
+
+// replayableLocked reports whether a client joining at now may be sent the
+// kept GOP: its keyframe arrived within JoinMaxAge (every frame after it is
+// younger), and it spans at most JoinMaxReplay and JoinMaxReplayBytes.
+// Called with mu held and hasKey set.
+func (h *Hub) replayableLocked(now time.Time) bool {
+	key := h.entries[h.key-h.start]
+	last := h.entries[h.head-1-h.start]
+	return now.Sub(key.Arrived) <= h.cfg.JoinMaxAge &&
+		last.Arrived.Sub(key.Arrived) <= h.cfg.JoinMaxReplay &&
+		h.gopBytes <= h.cfg.JoinMaxReplayBytes
+}
+
+// Break takes a break the source detected (frame.BreakNotifier): after a
+// writer restart the kept GOP is dropped, so that no joining client gets
+// the old run's pictures before the new run's; for a restart and for a
+// gap, a keyframe is requested (coalesced). Clients already streaming are
+// not touched: what they were sent stays sent.
+func (h *Hub) Break(b frame.Break) {
+	if b.Restart {
+		h.mu.Lock()
+		h.hasKey = false
+		h.trimLocked()
+		h.mu.Unlock()
+	}
+	h.RequestKeyframe()
 }
 
 // Leave undoes Join.
@@ -590,7 +649,7 @@ func (h *Hub) Close() {
 // Stats is a snapshot of a hub's counters.
 type Stats struct {
 	Clients          int64
-	FramesIn         uint64 // frames published ("frames_broadcast" in the health JSON)
+	FramesIn         uint64 // frames published (the health JSON counts a stream with a Tally)
 	BytesIn          uint64 // payload bytes published
 	FramesOut        uint64 // frames written to clients
 	BytesOut         uint64 // bytes written to clients

@@ -20,6 +20,7 @@ type Fanout struct {
 
 	mu       sync.Mutex
 	subs     map[uint64]func(frame.Frame)
+	breaks   map[uint64]func(frame.Break)
 	nextID   uint64
 	gop      []frame.Frame
 	gopBytes int
@@ -34,7 +35,8 @@ func NewFanout(maxGOPBytes int, log *slog.Logger) *Fanout {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Fanout{maxGOP: maxGOPBytes, log: log, subs: make(map[uint64]func(frame.Frame))}
+	return &Fanout{maxGOP: maxGOPBytes, log: log, subs: make(map[uint64]func(frame.Frame)),
+		breaks: make(map[uint64]func(frame.Break))}
 }
 
 // Publish keeps f in the GOP and hands it to every subscriber. A keyframe
@@ -65,6 +67,48 @@ func (x *Fanout) Publish(f frame.Frame, dropOnGap bool) {
 	for _, fn := range x.subs {
 		x.call(fn, f)
 	}
+}
+
+// Break hands a break the source detected to every break subscriber, in
+// order with the frames. A restart drops the kept GOP first: a subscriber
+// that comes later must not start with the old run's pictures.
+func (x *Fanout) Break(b frame.Break) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if b.Restart {
+		x.dropGOP()
+	}
+	for _, fn := range x.breaks {
+		x.callBreak(fn, b)
+	}
+}
+
+// NotifyBreaks calls fn with every break handed to Break, in order with the
+// frames and never concurrently with them, until cancel is called. fn must
+// not block.
+func (x *Fanout) NotifyBreaks(fn func(frame.Break)) (cancel func()) {
+	x.mu.Lock()
+	id := x.nextID
+	x.nextID++
+	x.breaks[id] = fn
+	x.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			x.mu.Lock()
+			delete(x.breaks, id)
+			x.mu.Unlock()
+		})
+	}
+}
+
+func (x *Fanout) callBreak(fn func(frame.Break), b frame.Break) {
+	defer func() {
+		if v := recover(); v != nil {
+			x.log.Error("break subscriber panicked", "restart", b.Restart, "panic", fmt.Sprint(v))
+		}
+	}()
+	fn(b)
 }
 
 // DropGOP forgets the kept GOP: new subscribers wait for the next keyframe.
@@ -118,6 +162,7 @@ func (x *Fanout) Subscribe(fn func(frame.Frame)) (cancel func()) {
 func (x *Fanout) Close() {
 	x.mu.Lock()
 	clear(x.subs)
+	clear(x.breaks)
 	x.dropGOP()
 	x.mu.Unlock()
 }

@@ -34,19 +34,28 @@ type Ring struct {
 }
 
 // OpenRing creates the reader for cfg and starts reading. maxGOPBytes <= 0
-// takes DefaultMaxGOPBytes. Close stops it.
+// takes DefaultMaxGOPBytes. Close stops it. The reader runs with
+// RestartGating, and its breaks go to NotifyBreaks (cfg's OnBreak is
+// replaced).
 func OpenRing(cfg shmring.ReaderConfig, maxGOPBytes int) (*Ring, error) {
-	r, err := shmring.NewReader(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("opening ring source %s: %w", cfg.Path, err)
-	}
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Ring{reader: r, fan: NewFanout(maxGOPBytes, lg.With("ring", cfg.Path)), cancel: cancel,
+	s := &Ring{fan: NewFanout(maxGOPBytes, lg.With("ring", cfg.Path)), cancel: cancel,
 		done: make(chan struct{}), log: lg}
+	// The deltas of a new writer run do not continue the old run's
+	// pictures: after a restart nothing is forwarded until the new run's
+	// keyframe, and the kept GOP goes at once (Fanout.Break).
+	cfg.RestartGating = true
+	cfg.OnBreak = func(restart bool) { s.fan.Break(frame.Break{Restart: restart}) }
+	r, err := shmring.NewReader(cfg)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("opening ring source %s: %w", cfg.Path, err)
+	}
+	s.reader = r
 	go s.run(ctx)
 	return s, nil
 }
@@ -73,7 +82,8 @@ func (s *Ring) run(ctx context.Context) {
 func (s *Ring) deliver(rf shmring.Frame) {
 	// A delta after a gap stays in the GOP: connected subscribers get it too
 	// (keyframe gating, when on, holds such deltas back in the reader), and a
-	// new one still starts at the keyframe.
+	// new one still starts at the keyframe. After a restart the reader
+	// delivers nothing before the new run's keyframe.
 	s.fan.Publish(frame.Frame{Header: rf.Header, Payload: rf.Payload, Arrived: rf.Arrived,
 		Discontinuity: rf.Gap > 0 || rf.Restart}, false)
 }
@@ -82,6 +92,16 @@ func (s *Ring) deliver(rf shmring.Frame) {
 // frame, in order and never concurrently, until cancel is called. fn must
 // not block.
 func (s *Ring) Subscribe(fn func(frame.Frame)) (cancel func()) { return s.fan.Subscribe(fn) }
+
+// NotifyBreaks calls fn as soon as the reader detects a writer restart or
+// missed frames, in order with the frames, until cancel is called. fn must
+// not block.
+func (s *Ring) NotifyBreaks(fn func(frame.Break)) (cancel func()) { return s.fan.NotifyBreaks(fn) }
+
+// Watch tells the reader that the frames are watched live: until unwatch is
+// called, a paused writer is polled often enough that the frame ending the
+// pause is not lost (shmring.Reader.Watch).
+func (s *Ring) Watch() (unwatch func()) { return s.reader.Watch() }
 
 // LastArrival is when the reader last read a frame, including frames held
 // back by keyframe gating.
@@ -105,4 +125,7 @@ func (s *Ring) Close() error {
 	return nil
 }
 
-var _ frame.Source = (*Ring)(nil)
+var (
+	_ frame.Source        = (*Ring)(nil)
+	_ frame.BreakNotifier = (*Ring)(nil)
+)

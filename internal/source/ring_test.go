@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
@@ -36,13 +37,7 @@ func (c *collector) seqs() []uint64 {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, what, cond)
 }
 
 func mapped(t *testing.T, path string) int {
@@ -189,4 +184,79 @@ func TestRingSurvivesPanickingSubscriber(t *testing.T) {
 	if age := time.Since(src.LastArrival()); age > 5*time.Second {
 		t.Fatalf("video age %v after a subscriber panic: the reader stopped", age)
 	}
+}
+
+// A writer restart in place whose first keyframe the reader missed: the
+// kept GOP goes at once and subscribers hear of it before any frame, the new
+// run's deltas are held back (keyframe gating off), and the new run starts
+// at its keyframe. A late subscriber never gets the old run's GOP followed by
+// the new run's deltas.
+func TestRingRestartDropsGOP(t *testing.T) {
+	t.Parallel()
+	path, w := createRing(t)
+	src := openRing(t, path)
+	var all collector
+	defer src.Subscribe(all.add)()
+	breaks := make(chan frame.Break, 16)
+	defer src.NotifyBreaks(func(b frame.Break) { breaks <- b })()
+	for seq := uint64(1); seq <= 3; seq++ {
+		writeH264(t, w, seq, seq == 1, []byte{byte(seq)})
+		waitFor(t, fmt.Sprintf("frame %d", seq), func() bool { return len(all.seqs()) == int(seq) })
+	}
+	w.Close()
+	w2, err := shmring.CreateWriter(path, 1<<20) // the same file: its control region zeroed
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	// The new run's keyframe (sequence 1) was overwritten before the reader
+	// looked: it finds sequence 2 holding a delta.
+	writeH264(t, w2, 1, true, []byte{0x10})
+	writeH264(t, w2, 2, false, []byte{0x20})
+	if b := testwait.Recv(t, breaks, "the restart"); !b.Restart {
+		t.Fatalf("break %+v, want a restart", b)
+	}
+	var late collector
+	defer src.Subscribe(late.add)()
+	if got := late.seqs(); len(got) != 0 {
+		t.Fatalf("subscriber after the restart got %v, want nothing (the old run's GOP dropped)", got)
+	}
+	writeH264(t, w2, 3, false, []byte{0x30})
+	writeH264(t, w2, 4, true, []byte{0x40})
+	waitFor(t, "the new run's keyframe", func() bool { return len(late.seqs()) == 1 })
+	if got := fmt.Sprint(all.seqs()); got != "[1 2 3 4]" {
+		t.Fatalf("connected subscriber got %s, want [1 2 3 4]: the old run, then the new run from its keyframe", got)
+	}
+	all.mu.Lock()
+	f := all.frames[3]
+	all.mu.Unlock()
+	if !f.Header.Keyframe() || !f.Discontinuity || f.Payload[0] != 0x40 {
+		t.Fatalf("first frame of the new run %+v, want keyframe 4 marked as a discontinuity", f.Header)
+	}
+	if got := fmt.Sprint(late.seqs()); got != "[4]" {
+		t.Fatalf("late subscriber got %s, want [4]", got)
+	}
+}
+
+// A gap is reported at once, before the frame after it.
+func TestRingGapNotifies(t *testing.T) {
+	t.Parallel()
+	path, w := createRing(t)
+	src := openRing(t, path)
+	var all collector
+	defer src.Subscribe(all.add)()
+	breaks := make(chan frame.Break, 16)
+	defer src.NotifyBreaks(func(b frame.Break) {
+		if n := len(all.seqs()); n != 1 {
+			t.Errorf("break reported after %d frames, want before the frame after the gap", n)
+		}
+		breaks <- b
+	})()
+	writeH264(t, w, 1, true, []byte{1})
+	waitFor(t, "frame 1", func() bool { return len(all.seqs()) == 1 })
+	writeH264(t, w, 5, false, []byte{5})
+	if b := testwait.Recv(t, breaks, "the gap"); b.Restart {
+		t.Fatalf("break %+v, want a gap", b)
+	}
+	waitFor(t, "frame 5", func() bool { return len(all.seqs()) == 2 })
 }

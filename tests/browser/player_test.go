@@ -235,10 +235,12 @@ func TestPlayerReconnects(t *testing.T) {
 // TestPlayerLateJoiner opens pages while the stream runs: they show video
 // within 200 ms of connecting (from the WebSocket's open; the handshake
 // before it is logged too), since the server starts them at the current
-// GOP's keyframe. With a 3 s GOP (90 frames, more than the server's
-// 64-frame queue depth, so the replay must not count as lag), a joiner that
-// waited for the next IDR instead would take 1.5 s on average; the joins
-// are spread over the GOP.
+// GOP's keyframe when it is fresh (within a second), and otherwise asks
+// the simulator for a keyframe, which `caddy sdr-testsrc --nats` answers
+// as SDR_OS's simulator does. With a 3 s GOP (90 frames, more than the
+// server's 64-frame queue depth, so the replay must not count as lag), a
+// joiner that waited for the next natural IDR instead would take 1.5 s on
+// average; the joins are spread over the GOP.
 //
 // After a frame the ring reader missed, the server rightly has no
 // decodable GOP to replay until the next keyframe. On this shared machine
@@ -252,8 +254,8 @@ func TestPlayerReconnects(t *testing.T) {
 func TestPlayerLateJoiner(t *testing.T) {
 	const fps, gopMs, want = 30, 3000, 5
 	ring := filepath.Join(t.TempDir(), "frames")
-	startSource(t, ring, "--fps", fmt.Sprint(fps), "--gop", fmt.Sprint(fps*gopMs/1000))
 	e := startEdge(t, ring)
+	startSource(t, ring, "--fps", fmt.Sprint(fps), "--gop", fmt.Sprint(fps*gopMs/1000), "--nats", e.NATSURL())
 	d := startBrowser(t)
 	openPlayer(t, d, "main", e.URL())
 

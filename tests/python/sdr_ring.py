@@ -12,12 +12,37 @@ the 32-byte frame header at 16, the payload at 48.
                                    [--min-bytes N] [--max-bytes N] [--key-every N]
                                    [--no-crc] [--torn SECONDS]
     python3 sdr_ring.py read PATH [--until-seq N] [--timeout S] [--no-crc]
+    python3 sdr_ring.py feed PATH [--size N] [--no-crc]
 
 Payloads are deterministic: byte i of frame_seq s is (s*31 + i) & 0xff, so a
 reader can tell a torn frame from a whole one without the CRC.
 
 write prints one JSON summary line at the end. read prints one JSON line per
 frame it accepts, then a JSON summary line (key "summary").
+
+feed plays SDR_OS's simulator under a test's control: it opens the ring the
+way the simulator's writer does (the file created or reused, the control
+region zeroed, so that sequence and frame_seq start again from 1) and
+follows commands, one JSON object per line on stdin, answering each with one
+JSON line on stdout once it is done:
+
+    {"cmd": "write", "n": N, "rate": HZ, "key": "first"|"none"|"all",
+     "bytes": B, "hide_first": false}
+        N frames, frame_seq going on, paced at HZ (0: back to back). With
+        hide_first the first frame's commit is overwritten by the second
+        before its sequence is stored: no reader can see it (a reader that
+        missed a new run's first keyframe). Answers first and last frame_seq.
+    {"cmd": "dup", "same": true|false}
+        commits the last frame_seq again: the same bytes, or another payload.
+    {"cmd": "restart"}
+        a new writer run on the same file, as a restarted simulator: the
+        control region zeroed, sequence and frame_seq from 1.
+    {"cmd": "pauses", "times": T, "pause": S, "gap": S, "bytes": B}
+        T times: nothing for pause seconds, then a keyframe, and gap seconds
+        later a delta. Answers the keyframes' frame_seq.
+    {"cmd": "quit"}
+
+frame_id is (run << 32) | frame_seq, run counting restarts from 1.
 """
 
 import argparse
@@ -55,7 +80,7 @@ class Writer:
     """Commits frames in the simulator's order: header and payload, then
     write_len, then sequence."""
 
-    def __init__(self, path, size, crc=True):
+    def __init__(self, path, size, crc=True, zero_header=True):
         d = os.path.dirname(path)
         if d:
             os.makedirs(d, exist_ok=True)
@@ -68,10 +93,12 @@ class Writer:
         self.size = size
         self.crc = crc
         self.sequence = 0
-        # A writer that starts zeroes the control region.
+        # A writer that starts zeroes the control region (the simulator's
+        # writer leaves the slot as it was: zero_header=False).
         U64.pack_into(self.mm, OFF_SEQUENCE, 0)
         U64.pack_into(self.mm, OFF_WRITE_LEN, 0)
-        self.mm[OFF_SLOT:OFF_PAYLOAD] = bytes(HEADER_SIZE)
+        if zero_header:
+            self.mm[OFF_SLOT:OFF_PAYLOAD] = bytes(HEADER_SIZE)
 
     def put_slot(self, frame_id, frame_seq, flags, codec, payload):
         """Writes header + payload and write_len, without committing."""
@@ -146,6 +173,106 @@ class Reader:
             self.crc_failures += 1
             return None
         return s1, hdr, payload
+
+
+class Feeder:
+    """The simulator's writer driven by commands (the feed subcommand)."""
+
+    def __init__(self, path, size, crc):
+        self.path, self.size, self.crc = path, size, crc
+        self.run = 0
+        self.w = None
+        self.restart()
+
+    def restart(self):
+        if self.w is not None:
+            self.w.close()
+        # Like the simulator's ShmRingWriter: open or create the file, size
+        # it, map it, zero the control region; the slot is left as it was.
+        self.w = Writer(self.path, self.size, crc=self.crc, zero_header=False)
+        self.frame_seq = 0
+        self.run += 1
+        self.last = None  # (flags, payload) of the last frame
+
+    def frame(self, key, n, payload=None, commit=True):
+        """Writes the next frame: header, payload, write_len, then sequence."""
+        self.frame_seq += 1
+        flags = FLAG_KEYFRAME if key else 0
+        if payload is None:
+            payload = payload_for(self.frame_seq, n)
+        self.w.put_slot((self.run << 32) | self.frame_seq, self.frame_seq, flags, CODEC_H264, payload)
+        if commit:
+            self.w.commit()
+        else:
+            self.w.sequence += 1  # counted, never stored: the next commit overwrites it
+        self.last = (flags, payload)
+        return self.frame_seq
+
+    def write(self, c):
+        n, rate = int(c.get("n", 1)), float(c.get("rate", 0))
+        key, size = c.get("key", "first"), int(c.get("bytes", 1000))
+        period = 1.0 / rate if rate > 0 else 0.0
+        t0 = time.monotonic()
+        first = last = 0
+        for i in range(n):
+            if period and i:
+                delay = t0 + i * period - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            k = key == "all" or (key == "first" and i == 0)
+            hide = bool(c.get("hide_first")) and i == 0 and n > 1
+            last = self.frame(k, size, commit=not hide)
+            first = first or last
+        return {"first": first, "last": last, "sequence": self.w.sequence}
+
+    def dup(self, c):
+        flags, payload = self.last
+        if not c.get("same"):
+            payload = bytes(b ^ 0xFF for b in payload)
+        self.w.put_slot((self.run << 32) | self.frame_seq, self.frame_seq, flags, CODEC_H264, payload)
+        self.w.commit()
+        self.last = (flags, payload)
+        return {"frame_seq": self.frame_seq, "sequence": self.w.sequence}
+
+    def pauses(self, c):
+        keys = []
+        size = int(c.get("bytes", 1000))
+        for _ in range(int(c.get("times", 1))):
+            time.sleep(float(c.get("pause", 1.2)))
+            keys.append(self.frame(True, size))
+            time.sleep(float(c.get("gap", 0.033)))
+            self.frame(False, size)
+        return {"keys": keys, "last": self.frame_seq}
+
+
+def cmd_feed(a):
+    f = Feeder(a.path, a.size, crc=not a.no_crc)
+    print(json.dumps({"ready": True, "run": f.run}), flush=True)
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            c = json.loads(line)
+            op = c.get("cmd")
+            if op == "quit":
+                break
+            if op == "write":
+                out = f.write(c)
+            elif op == "dup":
+                out = f.dup(c)
+            elif op == "restart":
+                f.restart()
+                out = {"run": f.run}
+            elif op == "pauses":
+                out = f.pauses(c)
+            else:
+                out = {"error": "unknown command %r" % op}
+        except Exception as e:  # a bad command is answered, never fatal
+            out = {"error": "%s: %s" % (type(e).__name__, e)}
+        print(json.dumps(out), flush=True)
+    f.w.close()
+    return 0
 
 
 def cmd_write(a):
@@ -244,9 +371,15 @@ def main(argv=None):
     r.add_argument("--until-seq", type=int, default=0, help="stop after the frame with this frame_seq")
     r.add_argument("--timeout", type=float, default=30.0)
     r.add_argument("--no-crc", action="store_true")
+    f = sub.add_parser("feed", help="write frames as commands on stdin say (see above)")
+    f.add_argument("path")
+    f.add_argument("--size", type=int, default=4 << 20, help="file size, control region included")
+    f.add_argument("--no-crc", action="store_true")
     a = p.parse_args(argv)
     if a.cmd == "write":
         return cmd_write(a)
+    if a.cmd == "feed":
+        return cmd_feed(a)
     return cmd_read(a)
 
 

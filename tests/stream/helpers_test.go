@@ -19,6 +19,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/shmring"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
@@ -106,16 +107,9 @@ func (s *server) health(t *testing.T, path string) map[string]any {
 
 func (s *server) waitHealth(t *testing.T, path string, what string, ok func(map[string]any) bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		h := s.health(t, path)
-		if ok(h) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: health %v", what, h)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var h map[string]any
+	if !testwait.Until(testwait.Default, func() bool { h = s.health(t, path); return ok(h) }) {
+		t.Fatalf("timed out waiting for %s: health %v", what, h)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
@@ -40,7 +41,7 @@ func (c *reloadingClient) run(ctx context.Context) {
 				break
 			}
 			c.redials.Add(1)
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond) // a browser's back-off before it retries
 		}
 		if err != nil {
 			if ctx.Err() == nil {
@@ -109,7 +110,7 @@ func TestReloadUnderLoadLeavesNothingBehind(t *testing.T) {
 	}`, path, crc, 60+i%2)
 	}
 	s := startServer(t, "", body(0))
-	s.waitHealth(t, "/stream/health", "frames", func(h map[string]any) bool { return h["frames_broadcast"].(float64) > 5 })
+	s.waitHealth(t, "/stream/health", "frames", func(h map[string]any) bool { return h["shm_seq"].(float64) > 5 })
 
 	// Warm up with one reload and one client, then take the baseline with
 	// no client.
@@ -118,7 +119,15 @@ func TestReloadUnderLoadLeavesNothingBehind(t *testing.T) {
 	testenv.ReadVideo(t, warm)
 	warm.Close()
 	s.waitHealth(t, "/stream/health", "no clients", func(h map[string]any) bool { return h["clients"] == float64(0) })
-	time.Sleep(300 * time.Millisecond)
+	// The baseline, once the warm-up client's goroutines have ended: the
+	// count no longer falls between two looks.
+	prev := -1
+	testwait.For(t, "the goroutine count to settle", func() bool {
+		g := s.goroutines(t)
+		settled := g == prev
+		prev = g
+		return settled
+	})
 	g0, f0, m0 := s.goroutines(t), s.fds(t), s.mappings(t, path)
 	if m0 != 1 {
 		t.Fatalf("%d mappings of the ring before the reloads, want 1", m0)
@@ -137,7 +146,7 @@ func TestReloadUnderLoadLeavesNothingBehind(t *testing.T) {
 	s.waitHealth(t, "/stream/health", "clients", func(h map[string]any) bool { return h["clients"] == float64(nClients) })
 	for i := 2; i < reloads+2; i++ {
 		s.caddy.Load(t, testenv.Caddyfile(s.port, "", body(i)))
-		time.Sleep(60 * time.Millisecond)
+		time.Sleep(60 * time.Millisecond) // the pace of the reloads
 	}
 	// Let the clients reconnect and see video after the last reload.
 	total := func() (n int64) {
@@ -147,9 +156,7 @@ func TestReloadUnderLoadLeavesNothingBehind(t *testing.T) {
 		return n
 	}
 	before := total()
-	for deadline := time.Now().Add(15 * time.Second); total() < before+int64(nClients)*5 && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
-	}
+	testwait.Until(15*time.Second, func() bool { return total() >= before+int64(nClients)*5 })
 	after := total()
 	var restarts, badStarts, redials int64
 	for _, c := range clients {
@@ -175,16 +182,13 @@ func TestReloadUnderLoadLeavesNothingBehind(t *testing.T) {
 	t.Logf("%d clients, %d reloads: %d restarts seen, %d redials, %d frames", nClients, reloads, restarts, redials, after)
 
 	s.waitHealth(t, "/stream/health", "no clients", func(h map[string]any) bool { return h["clients"] == float64(0) })
-	// Leftovers: give closing connections and timers a moment, then compare.
-	deadline := time.Now().Add(10 * time.Second)
+	// Leftovers: wait for closing connections and timers to end, then
+	// compare.
 	var g1, f1, m1 int
-	for {
+	testwait.Until(10*time.Second, func() bool {
 		g1, f1, m1 = s.goroutines(t), s.fds(t), s.mappings(t, path)
-		if (g1 <= g0+2 && f1 <= f0+1 && m1 == 1) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return g1 <= g0+2 && f1 <= f0+1 && m1 == 1
+	})
 	t.Logf("goroutines %d -> %d, fds %d -> %d, ring mappings %d -> %d", g0, g1, f0, f1, m0, m1)
 	if g1 > g0+2 {
 		t.Errorf("goroutines grew from %d to %d over %d reloads", g0, g1, reloads)
