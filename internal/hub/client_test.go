@@ -36,7 +36,7 @@ func serveWith(t *testing.T, h *Hub, cfg ClientConfig, onConn func(net.Conn)) (s
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, err := Upgrade(w, r, nil)
+		conn, err := Upgrade(w, r)
 		if err != nil {
 			return
 		}
