@@ -20,7 +20,8 @@
 //   quit        {}
 //
 // Environment: CHROMIUM (default /usr/bin/chromium), SDR_BROWSER_PROFILE
-// (a fresh directory for --user-data-dir; required).
+// (a fresh directory for --user-data-dir; required). Host names under .test
+// resolve to 127.0.0.1.
 import { chromium } from 'playwright-core';
 import { createInterface } from 'node:readline';
 
@@ -46,6 +47,10 @@ const context = await chromium.launchPersistentContext(profile, {
     '--disable-background-timer-throttling',
     '--disable-renderer-backgrounding',
     '--disable-backgrounding-occluded-windows',
+    // Names under .test (reserved, RFC 6761) are this machine: a page on
+    // one name talks to a server on another, a cross-origin setup that
+    // loopback names (always trusted) cannot play.
+    '--host-resolver-rules=MAP *.test 127.0.0.1',
   ],
 });
 
