@@ -23,8 +23,9 @@ import (
 // SDR_ALLOWED_ORIGINS; with the page's origin in SDR_ALLOWED_ORIGINS they
 // reach NATS (the embedded nats-server).
 //
-// Chromium resolves *.test to 127.0.0.1 (tests/node/browser/driver.mjs):
-// the page is http://app.test:<app>/, the stream ws://robot.test:<edge>/.
+// Chromium resolves *.test to 127.0.0.1 (SDR_BROWSER_HOST_RULES, read by
+// tests/node/browser/driver.mjs): the page is http://app.test:<app>/, the
+// stream ws://robot.test:<edge>/.
 // A plain-HTTP page of such a host gets no WebCodecs, so the picture is
 // JPEG.
 func TestPlayerFromAnotherOrigin(t *testing.T) {
@@ -91,6 +92,7 @@ http://:%d {
 		t.Fatal(err)
 	}
 
+	t.Setenv("SDR_BROWSER_HOST_RULES", "MAP *.test 127.0.0.1")
 	d := startBrowser(t)
 	openPlayer(t, d, "main", page+"/")
 	if url := evalJS[string](t, d, "main", `window.sdrPlayer.url`); url != fmt.Sprintf("ws://robot.test:%d/stream/ws", edgePort) {
