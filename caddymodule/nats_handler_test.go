@@ -14,6 +14,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
@@ -371,6 +373,11 @@ func TestNATSLiveReloadKeepsConnectionAndGate(t *testing.T) {
 		}
 	}`, httpPort, natsPort, httpPort, path)
 	}
+	// The gate counts each transition after it has published its
+	// messages (the counter is process-wide: take it before the gate
+	// exists).
+	holds := natsMetrics.gateTransitions.WithLabelValues("cam", "HOLD")
+	holdsBefore := counterOf(holds)
 	tester := caddytest.NewTester(t)
 	tester.InitServer(config("/one"), "caddyfile")
 	unloadOnCleanup(t)
@@ -403,10 +410,14 @@ func TestNATSLiveReloadKeepsConnectionAndGate(t *testing.T) {
 	}
 	testwait.For(t, "the gate of stream cam to HOLD", func() bool {
 		_, mode := g.Allow("pause")
-		return mode == "HOLD"
+		return mode == "HOLD" && counterOf(holds) > holdsBefore
 	})
-	for len(gateMsgs) > 0 {
-		<-gateMsgs
+	// Its HOLD message went out on the app's connection before a marker
+	// sent there now: drop everything up to the marker.
+	if err := appIface.(*NATSApp).Conn().Publish("telemetry.safety.video_gate", []byte("marker")); err != nil {
+		t.Fatal(err)
+	}
+	for m := testwait.Recv(t, gateMsgs, "the marker"); string(m.Data) != "marker"; m = testwait.Recv(t, gateMsgs, "the marker") {
 	}
 
 	tester.InitServer(config("/two"), "caddyfile")
@@ -548,4 +559,13 @@ func TestNATSHandlerOriginJudgedOnCommands(t *testing.T) {
 	if m := testwait.Recv(t, cmds, "the marker"); string(m.Data) != "marker" {
 		t.Fatalf("an untrusted command reached NATS: %s", m.Data)
 	}
+}
+
+// counterOf reads a counter's value.
+func counterOf(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return -1
+	}
+	return m.GetCounter().GetValue()
 }

@@ -78,6 +78,8 @@ func TestROSServe(t *testing.T) {
 
 	req, _ := http.NewRequest(http.MethodGet, "http://localhost:9080/ros/", nil)
 	tester.AssertResponseCode(req, http.StatusBadRequest)
+	motion := rosMetrics.Denials.WithLabelValues("motion") // process-wide
+	motionBefore := counterOf(motion)
 
 	conn := dialROS(t, "ws://localhost:9080/ros/", nil)
 	_ = conn.SetReadDeadline(testwait.Deadline(10 * time.Second))
@@ -100,11 +102,14 @@ func TestROSServe(t *testing.T) {
 		t.Fatalf("read %v, %v", got, err)
 	}
 
+	if n := counterOf(motion) - motionBefore; n != 1 {
+		t.Errorf("motion denials rose by %v, want 1", n)
+	}
 	body := adminMetrics(t)
 	for _, want := range []string{
 		"caddy_sdr_ros_clients 1",
 		"caddy_sdr_ros_upstream_subscriptions 1",
-		`caddy_sdr_ros_denials_total{kind="motion"} 1`,
+		`caddy_sdr_ros_denials_total{kind="motion"}`,
 		`caddy_sdr_ros_messages_total{direction="upstream_in"}`,
 	} {
 		if !strings.Contains(body, want) {
@@ -227,6 +232,8 @@ func TestROSDefaultsAllowAllAndOriginsJudgePublishes(t *testing.T) {
 		}
 	}`, up.URL(), up.URL()))
 
+	denied := rosMetrics.Denials.WithLabelValues("origin") // process-wide
+	deniedBefore := counterOf(denied)
 	own := dialROS(t, "ws://localhost:9080/ros/", http.Header{"Origin": {"http://localhost:9080"}})
 	for i, topic := range []string{"/controller/button_states", "/controller/joystick_state"} {
 		if err := own.WriteJSON(map[string]any{"op": "advertise", "id": "a" + topic, "topic": topic, "type": "std_msgs/String"}); err != nil {
@@ -270,8 +277,11 @@ func TestROSDefaultsAllowAllAndOriginsJudgePublishes(t *testing.T) {
 	if err := up.WaitFor(testwait.Timeout(10*time.Second), func(ops []rostest.Op) bool { return rosCount(ops, "publish", "/controller/button_states") == 2 }); err != nil {
 		t.Fatalf("publish of a listed origin did not reach the upstream: %v", err)
 	}
-	if body := adminMetrics(t); !strings.Contains(body, `caddy_sdr_ros_denials_total{kind="origin"} 1`) {
-		t.Errorf("metrics lack the origin denial")
+	if n := counterOf(denied) - deniedBefore; n != 1 {
+		t.Errorf("caddy_sdr_ros_denials_total{kind=\"origin\"} rose by %v, want 1", n)
+	}
+	if body := adminMetrics(t); !strings.Contains(body, `caddy_sdr_ros_denials_total{kind="origin"}`) {
+		t.Errorf("the admin endpoint does not expose the origin denials")
 	}
 }
 
