@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sdr-os/sdr-caddy/internal/gate"
+	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 )
 
@@ -38,9 +37,13 @@ type NATSHandler struct {
 	// Stream names the stream whose safety gate filters motion commands.
 	// Default "default".
 	Stream string `json:"stream,omitempty"`
-	// Origins are the browser origins (scheme://host[:port]) allowed to
-	// connect; "*" allows any. Default: only the request's own host, and
-	// clients that send no Origin header.
+	// Origins are the browser origins (scheme://host[:port], "*"
+	// wildcards allowed; "*" alone: any) trusted to send commands besides
+	// the page's own host on any port, the host a proxy names in
+	// X-Forwarded-Host, loopback origins and clients that send no Origin
+	// (SDR_ALLOWED_ORIGINS). Every origin may connect and read telemetry;
+	// a connection from another origin has each command answered
+	// `rejected` ("origin ... not allowed").
 	Origins []string `json:"origins,omitempty"`
 	// SendBuffer is how many messages may wait for one slow client before
 	// telemetry for it is dropped. Default 256.
@@ -52,6 +55,7 @@ type NATSHandler struct {
 	gate     *gate.Gate
 	log      *zap.Logger
 	upgrader websocket.Upgrader
+	origins  *origin.Policy
 
 	mu      sync.Mutex
 	conns   map[*websocket.Conn]struct{}
@@ -88,6 +92,11 @@ func (h *NATSHandler) Provision(ctx caddy.Context) error {
 	if err := h.Validate(); err != nil {
 		return err
 	}
+	origins, err := origin.NewPolicy(h.Origins)
+	if err != nil {
+		return fmt.Errorf("sdr_nats handler: %w", err)
+	}
+	h.origins = origins
 	appIface, err := ctx.AppIfConfigured("sdr_nats")
 	if errors.Is(err, caddy.ErrNotConfigured) {
 		appIface, err = ctx.App("sdr_nats")
@@ -107,7 +116,8 @@ func (h *NATSHandler) Provision(ctx caddy.Context) error {
 	h.upgrader = websocket.Upgrader{
 		ReadBufferSize:  4096,
 		WriteBufferSize: 16 << 10,
-		CheckOrigin:     h.checkOrigin,
+		// Every origin may connect; commands are judged (h.origins).
+		CheckOrigin: func(*http.Request) bool { return true },
 	}
 	return nil
 }
@@ -115,12 +125,8 @@ func (h *NATSHandler) Provision(ctx caddy.Context) error {
 // Validate checks the configuration.
 func (h *NATSHandler) Validate() error {
 	for _, o := range h.Origins {
-		if o == "*" {
-			continue
-		}
-		u, err := url.Parse(o)
-		if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") {
-			return fmt.Errorf("sdr_nats handler: origin %q is not scheme://host[:port] or *", o)
+		if err := origin.Validate(o); err != nil {
+			return fmt.Errorf("sdr_nats handler: %w", err)
 		}
 	}
 	return nil
@@ -145,23 +151,6 @@ func (h *NATSHandler) Cleanup() error {
 	return nil
 }
 
-func (h *NATSHandler) checkOrigin(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	if len(h.Origins) == 0 {
-		u, err := url.Parse(origin)
-		return err == nil && strings.EqualFold(u.Host, r.Host)
-	}
-	for _, o := range h.Origins {
-		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
-			return true
-		}
-	}
-	return false
-}
-
 // ServeHTTP upgrades to WebSocket and relays until the client goes away.
 func (h *NATSHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if !websocket.IsWebSocketUpgrade(r) {
@@ -173,6 +162,7 @@ func (h *NATSHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 	if closing {
 		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("sdr_nats handler is shutting down"))
 	}
+	trust := h.origins.Judge(r)
 	conn, err := h.upgrader.Upgrade(natsHijacker{w}, r, nil)
 	if err != nil {
 		// The upgrader has answered the client already.
@@ -198,17 +188,17 @@ func (h *NATSHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 		h.mu.Unlock()
 		h.wg.Done()
 	}()
-	h.serveClient(conn)
+	h.serveClient(conn, trust)
 	return nil
 }
 
 // serveClient runs one client: telemetry into a bounded queue drained by a
 // writer goroutine, commands from the read loop, answered to this client
-// alone.
-func (h *NATSHandler) serveClient(conn *websocket.Conn) {
+// alone (all refused when its connection got an untrusted verdict).
+func (h *NATSHandler) serveClient(conn *websocket.Conn, trust origin.Verdict) {
 	defer conn.Close()
 	rl := h.app.Relay()
-	session := rl.Session(h.gate, h.gate.CodecChanging)
+	session := rl.Session(h.gate, h.gate.CodecChanging, trust)
 	out := make(chan []byte, h.SendBuffer)
 	replies := make(chan []byte, 16)
 	done := make(chan struct{})
@@ -287,7 +277,7 @@ func (h natsHijacker) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 //
 //	sdr_nats [<matcher>] {
 //	    stream <name>              # whose safety gate applies; default "default"
-//	    origins <origin...>|*
+//	    origins [<origin...>|*]   # trusted to command; none: own host and loopback
 //	    send_buffer <messages>
 //	    write_timeout <duration>
 //	}
@@ -302,9 +292,12 @@ func (h *NATSHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "stream":
 			err = natsOneArg(d, &h.Stream)
 		case "origins":
+			// No value (an empty {$SDR_ALLOWED_ORIGINS}): none listed.
 			h.Origins = natsSplitArgs(d.RemainingArgs())
-			if len(h.Origins) == 0 {
-				return d.ArgErr()
+			for _, o := range h.Origins {
+				if err := origin.Validate(o); err != nil {
+					return d.Err(err.Error())
+				}
 			}
 		case "send_buffer":
 			h.SendBuffer, err = natsIntArg(d)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +14,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
@@ -65,7 +68,7 @@ func (s *natsTestSource) emit() {
 // passes.
 func natsWSRead(t *testing.T, c *websocket.Conn, timeout time.Duration, want func(subject string, payload []byte) bool) (string, []byte) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	deadline := testwait.Deadline(timeout)
 	for {
 		_ = c.SetReadDeadline(deadline)
 		_, msg, err := c.ReadMessage()
@@ -142,26 +145,24 @@ func TestNATSLiveEmbeddedHandler(t *testing.T) {
 	}
 
 	t.Run("telemetry relayed", func(t *testing.T) {
-		// Subscriptions reach the server asynchronously: publish until one arrives.
-		done := make(chan struct{})
-		go func() {
-			for {
-				select {
-				case <-done:
-					return
-				case <-time.After(50 * time.Millisecond):
-					_ = sim.Publish("telemetry.frame.stats", []byte(`{"frame_id":1,"encode_ms":2,"codec":"h264","frame_bytes":3}`))
-					_ = sim.Publish("private.thing", []byte(`{}`))
-				}
-			}
-		}()
+		// The relay's subscriptions are on the server after a round trip
+		// of its connection, and the client's own subscription to the
+		// relay is in place once its read loop answers a command.
+		if err := app.Conn().Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := ws.WriteMessage(websocket.BinaryMessage, append([]byte{wire.TypeCommand}, `{"cmd_seq":-1}`...)); err != nil {
+			t.Fatal(err)
+		}
+		natsWSRead(t, ws, 10*time.Second, func(s string, _ []byte) bool { return s == "telemetry.command.ack" })
+		_ = sim.Publish("private.thing", []byte(`{}`))
+		_ = sim.Publish("telemetry.frame.stats", []byte(`{"frame_id":1,"encode_ms":2,"codec":"h264","frame_bytes":3}`))
 		subj, payload := natsWSRead(t, ws, 10*time.Second, func(s string, _ []byte) bool {
 			if s == "private.thing" {
 				t.Errorf("relayed %s, outside the allowlist", s)
 			}
 			return s == "telemetry.frame.stats"
 		})
-		close(done)
 		if !strings.Contains(string(payload), `"frame_bytes":3`) {
 			t.Errorf("relayed %s %s", subj, payload)
 		}
@@ -195,7 +196,7 @@ func TestNATSLiveEmbeddedHandler(t *testing.T) {
 			if m.Subject != "command.genesis.load_robot" || string(m.Data) != body {
 				t.Fatalf("published %s %s", m.Subject, m.Data)
 			}
-		case <-time.After(10 * time.Second):
+		case <-testwait.After(10 * time.Second):
 			t.Fatal("command not published within 10s")
 		}
 		send(`{"action":"set_cmd_vel.>","cmd_seq":6}`)
@@ -240,13 +241,29 @@ func TestNATSLiveEmbeddedHandler(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer rel.Release()
+		// drain discards what the gate and the relay published so far: the
+		// app's connection publishes a marker after it, one on each
+		// subscription, and everything before the markers is dropped.
 		drain := func() {
-			for {
+			nc := app.Conn()
+			if err := nc.Publish("telemetry.safety.video_gate", []byte("marker")); err != nil {
+				t.Fatal(err)
+			}
+			if err := nc.Publish("command.genesis.marker", []byte("marker")); err != nil {
+				t.Fatal(err)
+			}
+			for seen := 0; seen < 2; {
 				select {
-				case <-gateMsgs:
-				case <-cmds:
-				default:
-					return
+				case m := <-gateMsgs:
+					if string(m.Data) == "marker" {
+						seen++
+					}
+				case m := <-cmds:
+					if string(m.Data) == "marker" {
+						seen++
+					}
+				case <-testwait.After(10 * time.Second):
+					t.Fatal("markers not back within 10s")
 				}
 			}
 		}
@@ -272,26 +289,19 @@ func TestNATSLiveEmbeddedHandler(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			if allowed, _ := g.Allow("set_cmd_vel"); allowed {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("gate did not open within 10s of video")
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		testwait.For(t, "the gate to open with video", func() bool {
+			allowed, _ := g.Allow("set_cmd_vel")
+			return allowed
+		})
 		send(`{"action":"set_cmd_vel","cmd_seq":9,"data":{"linear_x":0.5}}`)
 		select {
 		case m := <-cmds:
 			if m.Subject != "command.genesis.set_cmd_vel" {
 				t.Fatalf("published %s", m.Subject)
 			}
-		case <-time.After(10 * time.Second):
+		case <-testwait.After(10 * time.Second):
 			t.Fatal("motion command with fresh video not published")
 		}
-		time.Sleep(300 * time.Millisecond)
 		drain()
 
 		close(stop)
@@ -317,7 +327,7 @@ func TestNATSLiveEmbeddedHandler(t *testing.T) {
 				if m.Subject == "command.genesis.set_cmd_vel" && strings.Contains(string(m.Data), `"_safety":"hold"`) {
 					holdCmd = true
 				}
-			case <-time.After(15 * time.Second):
+			case <-testwait.After(15 * time.Second):
 				t.Fatalf("no ESTOP within 15s of video stopping (HOLD after %s)", hold)
 			}
 		}
@@ -439,6 +449,8 @@ func TestNATSLiveReloadKeepsConnectionAndGate(t *testing.T) {
 	if !strings.Contains(string(p), `"status":"gated"`) {
 		t.Errorf("motion after reload with the gate in HOLD: %s", p)
 	}
+	// A quiet period is what is tested: a new gate would HOLD 300ms after
+	// the reload.
 	select {
 	case m := <-gateMsgs:
 		t.Errorf("the reload made the gate publish again: %s", m.Data)
@@ -447,4 +459,117 @@ func TestNATSLiveReloadKeepsConnectionAndGate(t *testing.T) {
 	if _, lost := disconnects.Load("lost"); lost || sim.Status() != nats.CONNECTED {
 		t.Error("the reload disconnected a client of the embedded server")
 	}
+}
+
+// Every origin may open /nats/ws and read telemetry, as any could open the
+// old transport-server's socket; commands are judged on the connection's
+// Origin: trusted when it is the page's own host on any port, a loopback
+// origin, or listed in origins; otherwise each is answered rejected,
+// naming SDR_ALLOWED_ORIGINS, and nothing reaches NATS.
+func TestNATSHandlerOriginJudgedOnCommands(t *testing.T) {
+	natsPort, httpPort := testenv.FreePort(t), testenv.FreePort(t)
+	tester := caddytest.NewTester(t)
+	tester.InitServer(fmt.Sprintf(`
+	{
+		admin localhost:2999
+		skip_install_trust
+		http_port %d
+		sdr_nats {
+			embedded {
+				listen 127.0.0.1:%d
+			}
+		}
+	}
+	http://:%d {
+		route /nats/ws {
+			sdr_nats
+		}
+		route /listed/ws {
+			sdr_nats {
+				origins https://app.example.com
+			}
+		}
+		route /empty/ws {
+			sdr_nats {
+				origins
+			}
+		}
+	}`, httpPort, natsPort, httpPort), "caddyfile")
+	unloadOnCleanup(t)
+	sim, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", natsPort), nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	cmds := subscribeChan(t, sim, "command.genesis.pause", 16)
+	if err := sim.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	appIface, err := caddy.ActiveContext().AppIfConfigured("sdr_nats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := appIface.(*NATSApp).Conn().Flush(); err != nil { // the relay's subscriptions are on the server
+		t.Fatal(err)
+	}
+	for i, tc := range []struct {
+		path, origin, host string
+		trusted            bool
+	}{
+		{"/nats/ws", "http://evil.example", "robot", false},
+		{"/nats/ws", "http://robot:3000", "robot", true},
+		{"/nats/ws", "http://localhost:5173", "robot", true},
+		{"/listed/ws", "https://app.example.com", "robot", true},
+		{"/listed/ws", "http://evil.example", "robot", false},
+		{"/empty/ws", "http://evil.example", "robot", false},
+	} {
+		what := fmt.Sprintf("%s Origin %s Host %s", tc.path, tc.origin, tc.host)
+		ws, resp, err := websocket.DefaultDialer.Dial(fmt.Sprintf("ws://127.0.0.1:%d%s", httpPort, tc.path),
+			http.Header{"Origin": {tc.origin}, "Host": {tc.host}})
+		if err != nil {
+			t.Fatalf("%s: upgrade refused: %v (%v)", what, err, resp)
+		}
+		body := fmt.Sprintf(`{"action":"pause","cmd_seq":%d}`, i+1)
+		if err := ws.WriteMessage(websocket.BinaryMessage, append([]byte{wire.TypeCommand}, body...)); err != nil {
+			t.Fatal(err)
+		}
+		if tc.trusted {
+			if m := testwait.Recv(t, cmds, what+": the command on NATS"); string(m.Data) != body {
+				t.Fatalf("%s: published %s, want %s", what, m.Data, body)
+			}
+		} else {
+			_, p := natsWSRead(t, ws, 10*time.Second, func(s string, _ []byte) bool { return s == "telemetry.command.ack" })
+			var a map[string]any
+			_ = json.Unmarshal(p, &a)
+			want := "origin " + tc.origin + " not allowed; add it to SDR_ALLOWED_ORIGINS"
+			if a["status"] != "rejected" || a["cmd_seq"] != float64(i+1) || a["detail"] != want {
+				t.Fatalf("%s: ack %s, want rejected: %s", what, p, want)
+			}
+		}
+		// Its command has been read: the client's telemetry subscription,
+		// made before its read loop starts, is in place.
+		payload := fmt.Sprintf(`{"i":%d}`, i)
+		if err := sim.Publish("telemetry.test", []byte(payload)); err != nil {
+			t.Fatal(err)
+		}
+		if _, p := natsWSRead(t, ws, 10*time.Second, func(s string, _ []byte) bool { return s == "telemetry.test" }); string(p) != payload {
+			t.Fatalf("%s: telemetry %s, want %s", what, p, payload)
+		}
+		ws.Close()
+	}
+	if err := appIface.(*NATSApp).Conn().Publish("command.genesis.pause", []byte("marker")); err != nil {
+		t.Fatal(err)
+	}
+	if m := testwait.Recv(t, cmds, "the marker"); string(m.Data) != "marker" {
+		t.Fatalf("an untrusted command reached NATS: %s", m.Data)
+	}
+}
+
+// counterOf reads a counter's value.
+func counterOf(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return -1
+	}
+	return m.GetCounter().GetValue()
 }

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/rosbridge"
 )
 
@@ -47,6 +48,12 @@ func (e *rosMuxEntry) Destruct() error {
 // on connections of their own with a timeout, ops are checked against
 // allowlists, and publishes on motion topics pass the video safety gate of
 // the sdr_nats app.
+//
+// Like the raw reverse proxy of SDR_OS's edge that it replaces, it lets
+// every op through by default (the allowlists are an opt-in hardening) and
+// answers 502 while rosbridge_server is unreachable. Every browser may
+// connect and subscribe; advertise, publish and call_service are refused
+// on a connection whose Origin is not trusted (see Origins).
 type ROS struct {
 	// Upstream is the rosbridge_server WebSocket URL. Default
 	// `ws://127.0.0.1:9090`.
@@ -56,10 +63,11 @@ type ROS struct {
 	// character). Default `["*"]`: every topic may be read.
 	SubscribeTopics []string `json:"subscribe_topics,omitempty"`
 	// PublishTopics are the topics clients may advertise and publish on.
-	// Default: none.
+	// Default `["*"]`: every topic, as through a plain proxy (publishes on
+	// MotionTopics still pass the safety gate).
 	PublishTopics []string `json:"publish_topics,omitempty"`
 	// Services are the services clients may call, `/rosapi/*` included.
-	// Default: none.
+	// Default `["*"]`: every service, as through a plain proxy.
 	Services []string `json:"services,omitempty"`
 	// LatchedTopics are the topics whose newest message a client gets at
 	// once when it subscribes to a topic other clients already hold (as a
@@ -98,9 +106,14 @@ type ROS struct {
 	RateLimit float64 `json:"rate_limit,omitempty"`
 	// RateBurst is the rate limiter's bucket. Default twice RateLimit.
 	RateBurst int `json:"rate_burst,omitempty"`
-	// Origins are the Origin header values allowed to connect, as glob
-	// patterns (`https://*.example.com`, `*`). Default: same host only;
-	// clients that send no Origin (not browsers) are always let in.
+	// Origins are the browser origins (scheme://host[:port], `*`
+	// wildcards as in `https://*.example.com`; `*` alone: any) trusted to
+	// advertise, publish and call services besides the page's own host on
+	// any port, the host a proxy names in X-Forwarded-Host, loopback
+	// origins and clients that send no Origin (SDR_ALLOWED_ORIGINS). Every
+	// origin may connect and subscribe; another origin's advertise,
+	// publish and call_service get an error status ("origin ... not
+	// allowed").
 	Origins []string `json:"origins,omitempty"`
 	// ReconnectMin and ReconnectMax bound the upstream reconnect backoff.
 	// Defaults 100ms and 5s.
@@ -128,6 +141,12 @@ func (r *ROS) Provision(ctx caddy.Context) error {
 	}
 	if r.SubscribeTopics == nil {
 		r.SubscribeTopics = []string{"*"}
+	}
+	if r.PublishTopics == nil {
+		r.PublishTopics = []string{"*"}
+	}
+	if r.Services == nil {
+		r.Services = []string{"*"}
 	}
 	if r.MotionTopics == nil {
 		r.MotionTopics = []string{"/cmd_vel"}
@@ -255,8 +274,8 @@ func (r *ROS) Validate() error {
 		}
 	}
 	for _, o := range r.Origins {
-		if o == "" {
-			return errors.New("sdr_ros: empty origin pattern")
+		if err := origin.Validate(o); err != nil {
+			return fmt.Errorf("sdr_ros: %w", err)
 		}
 	}
 	return nil
@@ -277,7 +296,8 @@ func (r *ROS) Cleanup() error {
 }
 
 // ServeHTTP serves a rosbridge client (a WebSocket upgrade); any other
-// request gets 400.
+// request gets 400, and an upgrade while rosbridge_server is not connected
+// 502.
 func (r *ROS) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp.Handler) error {
 	if _, ok := w.(http.Hijacker); !ok {
 		w = hijackable{w}

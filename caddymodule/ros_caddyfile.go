@@ -9,6 +9,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/dustin/go-humanize"
+
+	"github.com/sdr-os/sdr-caddy/internal/origin"
 )
 
 func init() {
@@ -36,7 +38,7 @@ func init() {
 //	    client_queue              <n>
 //	    max_message_size          <size>
 //	    rate_limit                <ops-per-second>|off [<burst>]
-//	    origins                   <glob...>
+//	    origins                   [<origin...>|*]
 //	    reconnect                 <min> <max>
 //	}
 //
@@ -143,7 +145,13 @@ func (r *ROS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				r.RateBurst = b
 			}
 		case "origins":
-			r.Origins, err = some()
+			// No value (an empty {$SDR_ALLOWED_ORIGINS}): none listed.
+			for _, a := range args {
+				if err := origin.Validate(a); err != nil {
+					return d.Err(err.Error())
+				}
+			}
+			r.Origins = args
 		case "reconnect":
 			if len(args) != 2 {
 				return d.Errf("reconnect takes <min> <max>, got %d arguments", len(args))

@@ -10,6 +10,9 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/gorilla/websocket"
+
+	"github.com/sdr-os/sdr-caddy/internal/rosbridge/rostest"
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 )
 
 func TestROSCaddyfile(t *testing.T) {
@@ -30,6 +33,9 @@ func TestROSCaddyfile(t *testing.T) {
 		{name: "unknown", in: "sdr_ros {\n topics /a\n}", err: `unknown subdirective "topics"`},
 		{name: "duplicate", in: "sdr_ros {\n services /a\n services /b\n}", err: `duplicate subdirective "services"`},
 		{name: "empty list", in: "sdr_ros {\n publish\n}", err: `publish needs at least one argument`},
+		{name: "origins", in: "sdr_ros {\n origins https://app.example.com https://*.ops.example.com\n}", check: func(r *ROS) bool { return len(r.Origins) == 2 }},
+		{name: "origins empty (unset variable)", in: "sdr_ros {\n origins\n}", check: func(r *ROS) bool { return len(r.Origins) == 0 }},
+		{name: "bad origin", in: "sdr_ros {\n origins app.example.com\n}", err: `want scheme://host[:port]`},
 		{name: "bad glob", in: "sdr_ros {\n publish cmd_vel\n}", err: `ROS names start with '/'`},
 		{name: "bad timeout", in: "sdr_ros {\n service_timeout soon\n}", err: `service_timeout "soon"`},
 		{name: "bad queue", in: "sdr_ros {\n client_queue 0\n}", err: `want a positive integer`},
@@ -72,26 +78,15 @@ func TestROSServe(t *testing.T) {
 
 	req, _ := http.NewRequest(http.MethodGet, "http://localhost:9080/ros/", nil)
 	tester.AssertResponseCode(req, http.StatusBadRequest)
+	motion := rosMetrics.Denials.WithLabelValues("motion") // process-wide
+	motionBefore := counterOf(motion)
 
-	conn, _, err := websocket.DefaultDialer.Dial("ws://localhost:9080/ros/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	conn := dialROS(t, "ws://localhost:9080/ros/", nil)
+	_ = conn.SetReadDeadline(testwait.Deadline(10 * time.Second))
 	if err := conn.WriteJSON(map[string]any{"op": "subscribe", "id": "s", "topic": "/odom"}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if n, _ := up.Subscribers("/odom"); n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no upstream subscription to /odom")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, func() bool { n, _ := up.Subscribers("/odom"); return n == 1 })
 	if _, err := up.Publish("/odom", map[string]any{"seq": 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -107,11 +102,14 @@ func TestROSServe(t *testing.T) {
 		t.Fatalf("read %v, %v", got, err)
 	}
 
+	if n := counterOf(motion) - motionBefore; n != 1 {
+		t.Errorf("motion denials rose by %v, want 1", n)
+	}
 	body := adminMetrics(t)
 	for _, want := range []string{
 		"caddy_sdr_ros_clients 1",
 		"caddy_sdr_ros_upstream_subscriptions 1",
-		`caddy_sdr_ros_denials_total{kind="motion"} 1`,
+		`caddy_sdr_ros_denials_total{kind="motion"}`,
 		`caddy_sdr_ros_messages_total{direction="upstream_in"}`,
 	} {
 		if !strings.Contains(body, want) {
@@ -139,11 +137,7 @@ func TestROSReload(t *testing.T) {
 	}
 	tester := caddytest.NewTester(t)
 	tester.InitServer(config("", "/a"), "caddyfile")
-	conn, _, err := websocket.DefaultDialer.Dial("ws://localhost:9080/ros/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialROS(t, "ws://localhost:9080/ros/", nil)
 	if err := conn.WriteJSON(map[string]any{"op": "subscribe", "id": "s", "topic": "/odom"}); err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +148,7 @@ func TestROSReload(t *testing.T) {
 	if _, err := up.Publish("/odom", map[string]any{"seq": 1}); err != nil {
 		t.Fatal(err)
 	}
-	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_ = conn.SetReadDeadline(testwait.Deadline(10 * time.Second))
 	var got map[string]any
 	if err := conn.ReadJSON(&got); err != nil || got["op"] != "publish" {
 		t.Fatalf("after a reload that kept sdr_ros: %v, %v", got, err)
@@ -175,11 +169,160 @@ func TestROSReload(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
+	testwait.ForWithin(t, 10*time.Second, "the upstream's subscriptions", cond)
+}
+
+// dialROS dials the sdr_ros endpoint at url once it is let in: it answers
+// 502 until its upstream connection is up, which is what this waits for.
+// The connection is closed when t ends.
+func dialROS(t *testing.T, url string, hdr http.Header) *websocket.Conn {
+	t.Helper()
+	var conn *websocket.Conn
+	testwait.For(t, "sdr_ros to let clients in (its upstream connected)", func() bool {
+		c, resp, err := websocket.DefaultDialer.Dial(url, hdr)
+		if err == nil {
+			conn = c
+			return true
 		}
-		time.Sleep(10 * time.Millisecond)
+		if resp == nil || resp.StatusCode != http.StatusBadGateway {
+			t.Fatalf("dialing %s: %v (%v), want 101 or, until the upstream is connected, 502", url, err, resp)
+		}
+		return false
+	})
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// rosRead reads JSON messages from c until one satisfies want.
+func rosRead(t *testing.T, c *websocket.Conn, what string, want func(map[string]any) bool) map[string]any {
+	t.Helper()
+	_ = c.SetReadDeadline(testwait.Deadline(10 * time.Second))
+	for {
+		var m map[string]any
+		if err := c.ReadJSON(&m); err != nil {
+			t.Fatalf("reading %s: %v", what, err)
+		}
+		if want(m) {
+			return m
+		}
+	}
+}
+
+// With no allowlists sdr_ros lets every op through, as SDR_OS's raw
+// reverse proxy to rosbridge did: the topics the SDR_OS client publishes
+// (/controller/button_states, /controller/joystick_state) reach the
+// upstream, services are called; /cmd_vel still needs the gate. Every
+// origin may connect and subscribe, and SDR_ALLOWED_ORIGINS (origins)
+// decides who may publish and call. The upstream is rostest, a
+// protocol-faithful stand-in for rosbridge_server.
+func TestROSDefaultsAllowAllAndOriginsJudgePublishes(t *testing.T) {
+	up := startROSBridge(t)
+	localhostTester(t, fmt.Sprintf(`
+	http://localhost:9080 {
+		handle /ros/* {
+			sdr_ros %s {
+				reconnect 20ms 200ms
+			}
+		}
+		handle /listed/* {
+			sdr_ros %s {
+				origins https://app.example.com
+				reconnect 20ms 200ms
+			}
+		}
+	}`, up.URL(), up.URL()))
+
+	denied := rosMetrics.Denials.WithLabelValues("origin") // process-wide
+	deniedBefore := counterOf(denied)
+	own := dialROS(t, "ws://localhost:9080/ros/", http.Header{"Origin": {"http://localhost:9080"}})
+	for i, topic := range []string{"/controller/button_states", "/controller/joystick_state"} {
+		if err := own.WriteJSON(map[string]any{"op": "advertise", "id": "a" + topic, "topic": topic, "type": "std_msgs/String"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := own.WriteJSON(map[string]any{"op": "publish", "id": "p" + topic, "topic": topic, "msg": map[string]any{"data": fmt.Sprint(i)}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := up.WaitFor(testwait.Timeout(10*time.Second), func(ops []rostest.Op) bool { return rosCount(ops, "publish", topic) == 1 }); err != nil {
+			t.Fatalf("publish on %s did not reach the upstream: %v", topic, err)
+		}
+	}
+	if err := own.WriteJSON(map[string]any{"op": "call_service", "id": "c", "service": "/rosapi/topics"}); err != nil {
+		t.Fatal(err)
+	}
+	if r := rosRead(t, own, "the service response", func(m map[string]any) bool { return m["op"] == "service_response" }); r["result"] != true {
+		t.Fatalf("service call by default: %v", r)
+	}
+
+	evil := dialROS(t, "ws://localhost:9080/ros/", http.Header{"Origin": {"http://evil.example"}})
+	if err := evil.WriteJSON(map[string]any{"op": "subscribe", "id": "s", "topic": "/odom"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { n, _ := up.Subscribers("/odom"); return n == 1 })
+	if _, err := up.Publish("/odom", map[string]any{"seq": 1}); err != nil {
+		t.Fatal(err)
+	}
+	rosRead(t, evil, "/odom on the untrusted connection", func(m map[string]any) bool { return m["op"] == "publish" && m["topic"] == "/odom" })
+	if err := evil.WriteJSON(map[string]any{"op": "publish", "id": "p", "topic": "/controller/button_states", "msg": map[string]any{"data": "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	s := rosRead(t, evil, "the refusal", func(m map[string]any) bool { return m["op"] == "status" })
+	if s["level"] != "error" || s["id"] != "p" || !strings.Contains(s["msg"].(string), "origin http://evil.example not allowed; add it to SDR_ALLOWED_ORIGINS") {
+		t.Fatalf("status %v", s)
+	}
+
+	listed := dialROS(t, "ws://localhost:9080/listed/", http.Header{"Origin": {"https://app.example.com"}})
+	if err := listed.WriteJSON(map[string]any{"op": "publish", "topic": "/controller/button_states", "msg": map[string]any{"data": "listed"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := up.WaitFor(testwait.Timeout(10*time.Second), func(ops []rostest.Op) bool { return rosCount(ops, "publish", "/controller/button_states") == 2 }); err != nil {
+		t.Fatalf("publish of a listed origin did not reach the upstream: %v", err)
+	}
+	if n := counterOf(denied) - deniedBefore; n != 1 {
+		t.Errorf("caddy_sdr_ros_denials_total{kind=\"origin\"} rose by %v, want 1", n)
+	}
+	if body := adminMetrics(t); !strings.Contains(body, `caddy_sdr_ros_denials_total{kind="origin"}`) {
+		t.Errorf("the admin endpoint does not expose the origin denials")
+	}
+}
+
+func rosCount(ops []rostest.Op, op, topic string) int {
+	n := 0
+	for _, o := range ops {
+		if o.Op == op && o.Topic == topic {
+			n++
+		}
+	}
+	return n
+}
+
+// sdr_ros answers 502 while rosbridge_server is unreachable, as the raw
+// proxy it replaces did, so that the SDR_OS app shows ROS disconnected;
+// once rosbridge_server (here rostest, its protocol-faithful stand-in)
+// runs, clients are let in.
+func TestROSBadGatewayWithoutUpstream(t *testing.T) {
+	up := startROSBridge(t)
+	up.Close() // not started yet
+	localhostTester(t, fmt.Sprintf(`
+	http://localhost:9080 {
+		handle /ros/* {
+			sdr_ros %s {
+				reconnect 20ms 100ms
+			}
+		}
+	}`, up.URL()))
+	_, resp, err := websocket.DefaultDialer.Dial("ws://localhost:9080/ros/", nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("upgrade without rosbridge: %v (%v), want 502", err, resp)
+	}
+	if err := up.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	conn := dialROS(t, "ws://localhost:9080/ros/", nil)
+	if err := conn.WriteJSON(map[string]any{"op": "subscribe", "id": "s", "topic": "/odom"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { n, _ := up.Subscribers("/odom"); return n == 1 })
+	if body := adminMetrics(t); !strings.Contains(body, "caddy_sdr_ros_upstream_refused_total") {
+		t.Errorf("metrics lack caddy_sdr_ros_upstream_refused_total")
 	}
 }

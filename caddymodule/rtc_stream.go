@@ -5,6 +5,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/rtc"
 )
 
@@ -50,12 +51,18 @@ func (s *Stream) provisionRTC(ctx caddy.Context) error {
 }
 
 // rtcSignal returns the 0x03 signaling of one WebSocket client, or nil when
-// the stream has no webrtc block. send queues a message for that client.
-func (s *Stream) rtcSignal(send func([]byte) bool) *rtc.Signal {
+// the stream has no webrtc block. trust is the verdict on the client's
+// Origin: an untrusted client's DataChannel messages are refused. send
+// queues a message for that client.
+func (s *Stream) rtcSignal(trust origin.Verdict, send func([]byte) bool) *rtc.Signal {
 	if s.rtc == nil {
 		return nil
 	}
-	return s.rtc.engine.NewSignal(s.rtc.base, send)
+	base := s.rtc.base
+	if !trust.Trusted {
+		base.UntrustedOrigin = trust.Origin
+	}
+	return s.rtc.engine.NewSignal(base, send)
 }
 
 // cleanupRTC gives the engine back; the sessions have ended with their

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/hub"
+	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 )
 
@@ -56,8 +57,10 @@ type Stream struct {
 	// sent to the producer (SDR_IDR_COALESCE_MS). Default: 500ms.
 	IDRCoalesce caddy.Duration `json:"idr_coalesce,omitempty"`
 
-	// IDRTimeout closes a client (code 4000) that waited this long for a
-	// keyframe (SDR_IDR_TIMEOUT_MS). Default: 5s.
+	// IDRTimeout closes a client (code 4000) that waits for a keyframe
+	// while video flows past it for this long, counted from the first frame
+	// that passed it (SDR_IDR_TIMEOUT_MS). While no video flows at all no
+	// client is closed, and its commands work. Default: 5s.
 	IDRTimeout caddy.Duration `json:"idr_timeout,omitempty"`
 
 	// QueueDepth is how many frames a client may fall behind before it
@@ -90,9 +93,12 @@ type Stream struct {
 	// 503. Default: 0, no limit.
 	MaxClients int `json:"max_clients,omitempty"`
 
-	// AllowedOrigins lists the origins (scheme://host[:port]) allowed to
-	// open the WebSocket besides the page's own; "*" allows any. Default:
-	// same-origin only.
+	// AllowedOrigins lists the browser origins (scheme://host[:port],
+	// "*" wildcards allowed; "*" alone: any) trusted to send commands
+	// besides the page's own host on any port, the host a proxy names in
+	// X-Forwarded-Host, and loopback origins (SDR_ALLOWED_ORIGINS). Every
+	// origin may connect and watch; a connection from another origin has
+	// each command answered `rejected` ("origin ... not allowed").
 	AllowedOrigins []string `json:"allowed_origins,omitempty"`
 
 	// MaxMessageSize is the largest message a client may send; a larger one
@@ -131,9 +137,9 @@ type Stream struct {
 	telemUn  func()
 	// busConn is the sdr_nats connection state, for the health JSON.
 	busConn func() string
-	scale   streamScale // the NATS source or publisher, when configured
-	rtc     *streamRTC  // the WebRTC engine, when webrtc is configured
-	origin  func(*http.Request) bool
+	scale   streamScale    // the NATS source or publisher, when configured
+	rtc     *streamRTC     // the WebRTC engine, when webrtc is configured
+	origins *origin.Policy // who may command
 	metrics *streamMetrics
 
 	ctx    context.Context
@@ -194,7 +200,11 @@ func (s *Stream) Provision(ctx caddy.Context) error {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.metrics = registerStreamMetrics(ctx.GetMetricsRegistry(), s.log)
-	s.origin = hub.Origins(s.AllowedOrigins)
+	origins, err := origin.NewPolicy(s.AllowedOrigins)
+	if err != nil {
+		return fmt.Errorf("sdr_stream %s: %w", s.name, err)
+	}
+	s.origins = origins
 
 	if err := s.openSource(ctx); err != nil {
 		return err
@@ -345,6 +355,11 @@ func (s *Stream) Validate() error {
 	if err := s.validateScale(); err != nil {
 		return err
 	}
+	for _, o := range s.AllowedOrigins {
+		if err := origin.Validate(o); err != nil {
+			return fmt.Errorf("sdr_stream %s: %w", s.name, err)
+		}
+	}
 	for _, c := range []struct {
 		what string
 		v    int64
@@ -429,11 +444,6 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		}
 		return s.serveHealth(w, r)
 	}
-	if !s.origin(r) {
-		s.metrics.originRejected.WithLabelValues(s.name).Inc()
-		return caddyhttp.Error(http.StatusForbidden,
-			fmt.Errorf("sdr_stream %s: origin %q not allowed", s.name, r.Header.Get("Origin")))
-	}
 	if s.admitted.Add(1) > int64(s.MaxClients) && s.MaxClients > 0 {
 		s.admitted.Add(-1)
 		s.metrics.clientsRejected.WithLabelValues(s.name).Inc()
@@ -450,7 +460,8 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	if s.ctx.Err() != nil {
 		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("sdr_stream %s: stopping", s.name))
 	}
-	conn, err := hub.Upgrade(w, r, s.origin)
+	trust := s.origins.Judge(r)
+	conn, err := hub.Upgrade(w, r)
 	if err != nil {
 		// The upgrader has answered the client already.
 		s.log.Debug("websocket upgrade failed", zap.String("stream", s.name), zap.Error(err))
@@ -460,10 +471,10 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		KeyframeTimeout: time.Duration(s.IDRTimeout),
 		WriteTimeout:    time.Duration(s.WriteTimeout),
 		MaxMessage:      s.MaxMessageSize,
-		OnCommand:       s.commandPath(),
+		OnCommand:       s.commandPath(trust),
 	}
 	var c *hub.Client
-	sig := s.rtcSignal(func(msg []byte) bool { return c.Send(msg) })
+	sig := s.rtcSignal(trust, func(msg []byte) bool { return c.Send(msg) })
 	if sig != nil {
 		cfg.OnSignal = sig.Handle
 	}
@@ -509,13 +520,23 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	return nil
 }
 
-// commandPath returns the 0x04 handler of one client: its own session of
-// the relay, or, without sdr_nats, an "unavailable" acknowledgement.
-func (s *Stream) commandPath() func([]byte) []byte {
-	if s.relay != nil {
-		return s.relay.Session().Command
+// commandPath returns the 0x04 handler of one client whose connection got
+// the verdict trust: its own session of the relay, which refuses every
+// command of an untrusted connection (counted here per stream), or,
+// without sdr_nats, an "unavailable" acknowledgement.
+func (s *Stream) commandPath(trust origin.Verdict) func([]byte) []byte {
+	if s.relay == nil {
+		return unavailableAck
 	}
-	return unavailableAck
+	command := s.relay.Session(trust).Command
+	if trust.Trusted {
+		return command
+	}
+	refused := s.metrics.originRejected.WithLabelValues(s.name)
+	return func(body []byte) []byte {
+		refused.Inc()
+		return command(body)
+	}
 }
 
 // unavailableAck answers a command when no NATS is configured.

@@ -6,6 +6,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/dustin/go-humanize"
+
+	"github.com/sdr-os/sdr-caddy/internal/origin"
 )
 
 func init() {
@@ -34,7 +36,7 @@ func init() {
 //	    max_message_size <size>
 //	    write_timeout    <duration>
 //	    telemetry_hold   <duration>|off
-//	    allowed_origins  <origin...>
+//	    allowed_origins  [<origin...>|*]  # trusted to command; none: own host and loopback
 //	    webrtc { ... }   (docs/webrtc.md)
 //	}
 //
@@ -150,8 +152,11 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				s.MaxMessageSize = int(n)
 			}
 		case "allowed_origins":
-			if len(args) == 0 {
-				return d.ArgErr()
+			// No value (an empty {$SDR_ALLOWED_ORIGINS}): none listed.
+			for _, a := range args {
+				if err := origin.Validate(a); err != nil {
+					return d.Err(err.Error())
+				}
 			}
 			s.AllowedOrigins = args
 		case "publish":

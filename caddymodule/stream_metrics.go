@@ -36,7 +36,7 @@ var streamMetricsOnce = func() *streamMetrics {
 		ignored:          counter("client_messages_ignored_total", "Client messages of unknown or unsupported type."),
 		telemetryDropped: counter("telemetry_dropped_total", "Telemetry messages and replies dropped for a client whose queue was full."),
 		handovers:        counter("handovers_total", "Writes the send round left to a client's own goroutine because the client's socket was full."),
-		originRejected:   counter("origin_rejected_total", "WebSocket upgrades refused for their Origin."),
+		originRejected:   counter("origin_rejected_total", "Commands (0x04) from connections whose Origin is not trusted, each refused."),
 		clientsRejected:  counter("clients_rejected_total", "WebSocket upgrades refused at max_clients."),
 		delivery: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "caddy", Subsystem: "sdr", Name: "stream_delivery_seconds",

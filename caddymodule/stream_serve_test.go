@@ -15,13 +15,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/hub"
 	"github.com/sdr-os/sdr-caddy/internal/natstest"
 	"github.com/sdr-os/sdr-caddy/internal/relay"
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/shmring"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
@@ -76,25 +79,20 @@ func streamDial(t *testing.T, url string, hdr http.Header) *websocket.Conn {
 	return testenv.DialWS(t, url, hdr, 20*time.Second)
 }
 
-// waitRead waits until the stream's ring reader has taken frame seq.
+// waitHealth waits until the health JSON at url satisfies ok.
 func waitHealth(t *testing.T, url string, ok func(map[string]any) bool) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	var h map[string]any
+	testwait.For(t, "the health JSON at "+url, func() bool {
 		resp, err := http.Get(url)
-		if err == nil {
-			var h map[string]any
-			err = json.NewDecoder(resp.Body).Decode(&h)
-			resp.Body.Close()
-			if err == nil && ok(h) {
-				return h
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("health at %s never satisfied the condition (last error %v)", url, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		defer resp.Body.Close()
+		h = nil
+		return json.NewDecoder(resp.Body).Decode(&h) == nil && ok(h)
+	})
+	return h
 }
 
 // startStream runs Caddy with one sdr_stream at /stream/* on a new ring,
@@ -206,8 +204,13 @@ func TestStreamServeKeyframeFirstAndTimeout(t *testing.T) {
 	seq := w.write(t, false, 100)
 	waitHealth(t, health, func(h map[string]any) bool { return h["shm_seq"] == float64(seq) })
 
-	// No keyframe at all: closed with 4000 after the IDR timeout.
+	// Deltas flow and no keyframe comes: closed with 4000 once they have
+	// flowed for the IDR timeout.
 	c := streamDial(t, "ws://localhost:9080/stream/ws", nil)
+	waitHealth(t, health, func(h map[string]any) bool { return h["clients"] == float64(1) })
+	ctx, cancel := context.WithCancel(context.Background())
+	deltas := make(chan struct{})
+	go func() { defer close(deltas); w.run(ctx, t, 10*time.Millisecond, 0) }()
 	start := time.Now()
 	_, _, err := c.ReadMessage()
 	var ce *websocket.CloseError
@@ -217,6 +220,8 @@ func TestStreamServeKeyframeFirstAndTimeout(t *testing.T) {
 	if d := time.Since(start); d < 700*time.Millisecond {
 		t.Errorf("closed after %v, before the 800ms IDR timeout", d)
 	}
+	cancel()
+	<-deltas
 
 	// Deltas first, then a keyframe: the client sees the keyframe first.
 	c2 := streamDial(t, "ws://localhost:9080/patient/ws", nil)
@@ -268,81 +273,74 @@ func TestStreamServeMaxClientsConcurrent(t *testing.T) {
 	}
 	conns[0].Close()
 	waitHealth(t, "http://localhost:9080/stream/health", func(h map[string]any) bool { return h["clients"] == float64(2) })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, resp, err := websocket.DefaultDialer.Dial("ws://localhost:9080/stream/ws", nil)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the place given back never took a client: %v (%v)", err, resp)
-		}
-		time.Sleep(20 * time.Millisecond)
+	// The health JSON counts a client once its place is given back.
+	c, resp, err := websocket.DefaultDialer.Dial("ws://localhost:9080/stream/ws", nil)
+	if err != nil {
+		t.Fatalf("the place given back did not take a client: %v (%v)", err, resp)
 	}
+	c.Close()
 }
 
+// Every origin may connect and watch, as with the old transport-server;
+// without sdr_nats every command is answered "unavailable", to that client
+// alone.
 func TestStreamServeOriginsAndCommands(t *testing.T) {
-	startStream(t, `allowed_origins https://app.example.com
+	w := startStream(t, `allowed_origins https://app.example.com
 				max_message_size 1KiB`)
+	w.write(t, true, 100)
 	url := "ws://localhost:9080/stream/ws"
-	for _, tc := range []struct {
-		origin string
-		ok     bool
-	}{
-		{"", true},
-		{"http://localhost:9080", true},
-		{"https://app.example.com", true},
-		{"https://evil.example.com", false},
-		{"http://localhost:9081", false},
-	} {
+	for _, origin := range []string{"", "http://localhost:9080", "https://app.example.com", "https://evil.example.com", "http://localhost:9081"} {
 		hdr := http.Header{}
-		if tc.origin != "" {
-			hdr.Set("Origin", tc.origin)
+		if origin != "" {
+			hdr.Set("Origin", origin)
 		}
 		c, resp, err := websocket.DefaultDialer.Dial(url, hdr)
-		if tc.ok {
-			if err != nil {
-				t.Errorf("origin %q refused: %v", tc.origin, err)
-				continue
-			}
-			c.Close()
+		if err != nil {
+			t.Errorf("origin %q refused: %v (%v)", origin, err, resp)
 			continue
 		}
-		if err == nil {
-			c.Close()
-			t.Errorf("origin %q accepted", tc.origin)
-			continue
+		_ = c.SetReadDeadline(testwait.Deadline(20 * time.Second))
+		if h := testenv.ReadVideo(t, c); !h.Keyframe() {
+			t.Errorf("origin %q: first frame is not the keyframe", origin)
 		}
-		if resp == nil || resp.StatusCode != http.StatusForbidden {
-			t.Errorf("origin %q: %v, want 403", tc.origin, err)
-		}
+		c.Close()
 	}
 
 	// Without sdr_nats, a command is answered "unavailable" to that client.
 	c := streamDial(t, url, nil)
 	other := streamDial(t, url, nil)
-	if err := c.WriteMessage(websocket.BinaryMessage, append([]byte{wire.TypeCommand}, `{"action":"set_cmd_vel","cmd_seq":42,"data":{}}`...)); err != nil {
-		t.Fatal(err)
+	command := func(c *websocket.Conn, body string) map[string]any {
+		t.Helper()
+		if err := c.WriteMessage(websocket.BinaryMessage, append([]byte{wire.TypeCommand}, body...)); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			_, msg, err := c.ReadMessage()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if msg[0] == wire.TypeVideo {
+				continue
+			}
+			subj, payload, err := wire.ParseTelemetry(msg)
+			if err != nil || subj != "telemetry.command.ack" {
+				t.Fatalf("reply %q: %v", msg, err)
+			}
+			var ack map[string]any
+			if err := json.Unmarshal(payload, &ack); err != nil {
+				t.Fatal(err)
+			}
+			return ack
+		}
 	}
-	_, msg, err := c.ReadMessage()
-	if err != nil {
-		t.Fatal(err)
+	if ack := command(c, `{"action":"set_cmd_vel","cmd_seq":42,"data":{}}`); ack["action"] != "set_cmd_vel" ||
+		ack["cmd_seq"] != float64(42) || ack["status"] != "unavailable" || ack["detail"] != "no NATS configured" {
+		t.Errorf("ack %v", ack)
 	}
-	subj, payload, err := wire.ParseTelemetry(msg)
-	if err != nil || subj != "telemetry.command.ack" {
-		t.Fatalf("reply %q: %v", msg, err)
-	}
-	var ack map[string]any
-	if err := json.Unmarshal(payload, &ack); err != nil {
-		t.Fatal(err)
-	}
-	if ack["action"] != "set_cmd_vel" || ack["cmd_seq"] != float64(42) || ack["status"] != "unavailable" || ack["detail"] != "no NATS configured" {
-		t.Errorf("ack %s", payload)
-	}
-	_ = other.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-	if _, m, err := other.ReadMessage(); err == nil {
-		t.Errorf("the other client got %q", m)
+	// The other client's own ack is the first it gets: it was not sent
+	// the first client's.
+	if ack := command(other, `{"action":"pause","cmd_seq":7}`); ack["cmd_seq"] != float64(7) {
+		t.Errorf("the other client got the ack %v first", ack)
 	}
 
 	// Hostile input: an oversized message closes with 1009; garbage first.
@@ -367,6 +365,221 @@ func TestStreamServeOriginsAndCommands(t *testing.T) {
 			t.Fatalf("oversized message: %v, want close 1009", err)
 		}
 		break
+	}
+}
+
+// natsStream runs Caddy with the sdr_nats app (its embedded server) and
+// the site given, and returns a NATS client of the embedded server.
+func natsStream(t *testing.T, site string) *nats.Conn {
+	t.Helper()
+	natsPort := testenv.FreePort(t)
+	tester := caddytest.NewTester(t)
+	tester.InitServer(fmt.Sprintf(`
+	{
+		admin localhost:2999
+		http_port 9080
+		https_port 9443
+		grace_period 1ns
+		sdr_nats {
+			embedded {
+				listen 127.0.0.1:%d
+			}
+		}
+	}
+	%s`, natsPort, site), "caddyfile")
+	unloadOnCleanup(t)
+	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", natsPort), nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// streamCommand sends one 0x04 command on c.
+func streamCommand(t *testing.T, c *websocket.Conn, body string) {
+	t.Helper()
+	if err := c.WriteMessage(websocket.BinaryMessage, append([]byte{wire.TypeCommand}, body...)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// streamAck reads c until a telemetry.command.ack and returns it, passing
+// over video and other telemetry.
+func streamAck(t *testing.T, c *websocket.Conn) map[string]any {
+	t.Helper()
+	for {
+		_, msg, err := c.ReadMessage()
+		if err != nil {
+			t.Fatalf("reading the ack: %v", err)
+		}
+		subj, payload, err := wire.ParseTelemetry(msg)
+		if err != nil || subj != "telemetry.command.ack" {
+			continue
+		}
+		var ack map[string]any
+		if err := json.Unmarshal(payload, &ack); err != nil {
+			t.Fatal(err)
+		}
+		return ack
+	}
+}
+
+// The Origin is judged on commands, not on the upgrade: every page may
+// watch; a connection is trusted to command when its Origin is the page's
+// own host on any port, the host a proxy names in X-Forwarded-Host, a
+// loopback origin, or listed in allowed_origins ("*": any). SDR_OS's
+// development server.js rewrites Host to transport-server:8080 and keeps
+// the browser's Origin: trusted with X-Forwarded-Host, or from a loopback
+// page, or when listed.
+func TestStreamServeOriginJudgedOnCommands(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "frames")
+	w := newStreamWriter(t, path)
+	nc := natsStream(t, fmt.Sprintf(`
+	:9080 {
+		handle /stream/* {
+			sdr_stream {
+				source shm %s
+				allowed_origins https://app.example.com https://*.ops.example.com
+			}
+		}
+		handle /open/* {
+			sdr_stream {
+				source shm %s
+				allowed_origins *
+			}
+		}
+	}`, path, path))
+	cmds := subscribeChan(t, nc, "command.genesis.estop", 64)
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	w.write(t, true, 100)
+	refused := streamMetricsOnce.originRejected.WithLabelValues("default") // process-wide
+	refusedBefore := counterOf(refused)
+
+	for i, tc := range []struct {
+		path, origin, host, fwd string
+		trusted                 bool
+	}{
+		{"/stream/ws", "", "robot:9080", "", true},
+		{"/stream/ws", "http://robot", "robot:9080", "", true}, // a page on :80, the socket on :8080
+		{"/stream/ws", "http://evil.example", "robot:9080", "", false},
+		{"/stream/ws", "http://devbox.lan:3000", "transport-server:8080", "", false},
+		{"/stream/ws", "http://devbox.lan:3000", "transport-server:8080", "devbox.lan:3000", true},
+		{"/stream/ws", "http://localhost:3000", "transport-server:8080", "", true},
+		{"/stream/ws", "http://127.0.0.1:3000", "robot:9080", "", true},
+		{"/stream/ws", "https://app.example.com", "robot:9080", "", true},
+		{"/stream/ws", "https://cam.ops.example.com", "robot:9080", "", true},
+		{"/stream/ws", "https://app.example.org", "robot:9080", "", false},
+		{"/open/ws", "http://evil.example", "robot:9080", "", true},
+	} {
+		hdr := http.Header{"Host": {tc.host}}
+		if tc.origin != "" {
+			hdr.Set("Origin", tc.origin)
+		}
+		if tc.fwd != "" {
+			hdr.Set("X-Forwarded-Host", tc.fwd)
+		}
+		what := fmt.Sprintf("%s Origin %q Host %q X-Forwarded-Host %q", tc.path, tc.origin, tc.host, tc.fwd)
+		c, resp, err := websocket.DefaultDialer.Dial("ws://127.0.0.1:9080"+tc.path, hdr)
+		if err != nil {
+			t.Fatalf("%s: upgrade refused: %v (%v)", what, err, resp)
+		}
+		_ = c.SetReadDeadline(testwait.Deadline(20 * time.Second))
+		if h := testenv.ReadVideo(t, c); !h.Keyframe() {
+			t.Fatalf("%s: no video", what)
+		}
+		seq := i + 1
+		streamCommand(t, c, fmt.Sprintf(`{"action":"estop","cmd_seq":%d}`, seq))
+		if tc.trusted {
+			m := testwait.Recv(t, cmds, what+": the estop on NATS")
+			if m.Subject != "command.genesis.estop" || !strings.Contains(string(m.Data), fmt.Sprintf(`"cmd_seq":%d`, seq)) {
+				t.Fatalf("%s: published %s %s", what, m.Subject, m.Data)
+			}
+		} else {
+			ack := streamAck(t, c)
+			want := "origin " + tc.origin + " not allowed; add it to SDR_ALLOWED_ORIGINS"
+			if ack["status"] != "rejected" || ack["action"] != "estop" || ack["cmd_seq"] != float64(seq) || ack["detail"] != want {
+				t.Fatalf("%s: ack %v, want rejected: %s", what, ack, want)
+			}
+		}
+		c.Close()
+	}
+	// Only the trusted connections' commands reached NATS: a marker
+	// published after them comes next.
+	if err := nc.Publish("command.genesis.estop", []byte("marker")); err != nil {
+		t.Fatal(err)
+	}
+	if m := testwait.Recv(t, cmds, "the marker"); string(m.Data) != "marker" {
+		t.Fatalf("an untrusted command reached NATS: %s %s", m.Subject, m.Data)
+	}
+	if n := counterOf(refused) - refusedBefore; n != 3 {
+		t.Errorf("caddy_sdr_stream_origin_rejected_total rose by %v, want 3", n)
+	}
+	if body := adminMetrics(t); !strings.Contains(body, `caddy_sdr_stream_origin_rejected_total{stream="default"}`) {
+		t.Errorf("the admin endpoint does not expose caddy_sdr_stream_origin_rejected_total")
+	}
+}
+
+// While no video flows at all (the simulator starting or restarting, or
+// dev mode), a client is not closed for a missing keyframe and its
+// commands go out. A second client on a stream whose deltas flow without a
+// keyframe is the clock: when it is closed for the IDR timeout, the first,
+// connected before it, has waited longer than that too.
+func TestStreamServeCommandsWithoutVideo(t *testing.T) {
+	dir := t.TempDir()
+	quiet, flowing := filepath.Join(dir, "quiet"), filepath.Join(dir, "flowing")
+	newStreamWriter(t, quiet) // a ring nobody writes
+	wf := newStreamWriter(t, flowing)
+	nc := natsStream(t, fmt.Sprintf(`
+	http://localhost:9080 {
+		handle /stream/* {
+			sdr_stream {
+				source shm %s
+				idr_timeout 300ms
+			}
+		}
+		handle /flowing/* {
+			sdr_stream flowing {
+				source shm %s
+				idr_timeout 300ms
+			}
+		}
+	}`, quiet, flowing))
+	cmds := subscribeChan(t, nc, "command.genesis.estop", 8)
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c := streamDial(t, "ws://localhost:9080/stream/ws", nil)
+	waitHealth(t, "http://localhost:9080/stream/health", func(h map[string]any) bool { return h["clients"] == float64(1) })
+
+	clock := streamDial(t, "ws://localhost:9080/flowing/ws", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	deltas := make(chan struct{})
+	go func() { defer close(deltas); wf.run(ctx, t, 10*time.Millisecond, 0) }()
+	_, _, err := clock.ReadMessage()
+	cancel()
+	<-deltas
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != int(wire.CloseKeyframeTimeout) {
+		t.Fatalf("client among deltas without a keyframe: %v, want close 4000", err)
+	}
+
+	streamCommand(t, c, `{"action":"estop","cmd_seq":1}`)
+	for {
+		// The safety gate of the stream without video publishes its own
+		// estop after 5 s: pass over it.
+		m := testwait.Recv(t, cmds, "the estop of the client without video")
+		if strings.Contains(string(m.Data), `"cmd_seq":1`) {
+			break
+		}
+		if !strings.Contains(string(m.Data), `"_safety"`) {
+			t.Fatalf("published %s", m.Data)
+		}
+	}
+	if h := waitHealth(t, "http://localhost:9080/stream/health", func(map[string]any) bool { return true }); h["clients"] != float64(1) {
+		t.Fatalf("the client without video is gone: health %v", h)
 	}
 }
 
@@ -460,7 +673,7 @@ func TestStreamTelemetryBurstReachesClient(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	defer func() { _ = cli.Close(); cancel(); <-done }()
-	_ = cli.SetReadDeadline(time.Now().Add(20 * time.Second))
+	_ = cli.SetReadDeadline(testwait.Deadline(20 * time.Second))
 
 	readMsg := func(what string) []byte {
 		t.Helper()

@@ -24,7 +24,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -342,16 +341,18 @@ http://127.0.0.1:%d {
 		return nil, fmt.Errorf("starting %s: %w", bin, err)
 	}
 	p := &proxy{cmd: cmd, pid: cmd.Process.Pid, url: fmt.Sprintf("ws://127.0.0.1:%d/ros/", port), dir: dir, admin: adminAddr}
+	// Ready once a client is let in: sdr_ros answers 502 until its
+	// upstream connection is up.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		c, _, err := websocket.DefaultDialer.Dial(p.url, nil)
 		if err == nil {
 			c.Close()
 			return p, nil
 		}
 		if time.Now().After(deadline) {
 			p.stop()
-			return nil, fmt.Errorf("proxy not listening after 30s:\n%s", out.String())
+			return nil, fmt.Errorf("proxy not letting clients in after 30s (%v):\n%s", err, out.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

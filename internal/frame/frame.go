@@ -7,6 +7,7 @@ package frame
 import (
 	"time"
 
+	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
@@ -81,8 +82,9 @@ type Bus interface {
 // Relay is the NATS side of one stream as sdr_stream sees it.
 type Relay interface {
 	// Session returns the command path of one WebSocket client; it holds the
-	// client's rate limit.
-	Session() CommandSession
+	// client's rate limit and the verdict on its Origin, given at the
+	// upgrade: an untrusted client's commands are refused.
+	Session(trust origin.Verdict) CommandSession
 	// SubscribeTelemetry calls fn with every telemetry message as a complete,
 	// ready-to-send 0x02 message, until cancel is called. fn must not block:
 	// telemetry is lossy by design.

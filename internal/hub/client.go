@@ -26,8 +26,9 @@ const (
 
 // ClientConfig sets up one client connection. Zero fields take the defaults.
 type ClientConfig struct {
-	// KeyframeTimeout closes a client that has waited this long for a
-	// keyframe (close code 4000).
+	// KeyframeTimeout closes a client (close code 4000) that waits for a
+	// keyframe while frames flow past it for this long (Cursor's
+	// KeyframeOverdue). With no frames at all the client stays.
 	KeyframeTimeout time.Duration
 	// WriteTimeout bounds a blocking write: a client that cannot take a
 	// batch within WriteTimeout (at least half of it, as the deadline is
@@ -97,7 +98,6 @@ type Client struct {
 	slow      bool        // the goroutine writes (set until it has caught up)
 	rest      net.Buffers // the unwritten tail of a partial direct write
 	restBatch []*Entry    // the frames that tail completes
-	keyArmed  time.Time   // the wait the goroutine's keyframe timer is armed for
 	gone      bool        // Run is ending: nothing more is written
 	deadline  time.Time   // the write deadline set on the connection
 	wbuf      net.Buffers // the batch being written with writev
@@ -236,48 +236,34 @@ func (c *Client) runWriter(ctx context.Context) error {
 // it, replies, and the frames of a client without a socket of its own, and
 // it ends the client on a keyframe timeout, Close, the end of the reading
 // goroutine or ctx.
+//
+// The keyframe timeout needs no timer: it is due only when a frame passes
+// the waiting client (Cursor's KeyframeOverdue), and every frame is
+// followed by a send round, which wakes this goroutine when it is.
 func (c *Client) write(ctx context.Context) error {
 	var (
-		sc      scratch
-		first   []byte
-		keyWait *time.Timer
+		sc    scratch
+		first []byte
 	)
-	defer func() {
-		if keyWait != nil {
-			keyWait.Stop()
-		}
-	}()
 	for {
 		c.wmu.Lock()
 		err := c.drain(&sc, first)
-		waiting, since := c.cur.WaitingForKeyframe()
-		c.keyArmed = since
+		overdue := c.cur.KeyframeOverdue(c.cfg.KeyframeTimeout)
 		c.wmu.Unlock()
 		sc.reset()
 		first = nil
 		if err != nil {
 			return err
 		}
-		var timeout <-chan time.Time
-		if waiting {
-			left := c.cfg.KeyframeTimeout - time.Since(since)
-			if left <= 0 {
-				c.hub.keyTimeouts.Add(1)
-				c.hub.m.KeyframeTimeouts.Inc()
-				reason := fmt.Sprintf("no keyframe within %s", c.cfg.KeyframeTimeout)
-				c.Close(wire.CloseKeyframeTimeout, reason)
-				return &CloseError{wire.CloseKeyframeTimeout, reason}
-			}
-			if keyWait == nil {
-				keyWait = time.NewTimer(left)
-			} else {
-				keyWait.Reset(left)
-			}
-			timeout = keyWait.C
+		if overdue {
+			c.hub.keyTimeouts.Add(1)
+			c.hub.m.KeyframeTimeouts.Inc()
+			reason := fmt.Sprintf("no keyframe within %s of video", c.cfg.KeyframeTimeout)
+			c.Close(wire.CloseKeyframeTimeout, reason)
+			return &CloseError{wire.CloseKeyframeTimeout, reason}
 		}
 		select {
 		case <-c.kick:
-		case <-timeout:
 		case first = <-c.queue:
 		case <-c.stop:
 			return nil
@@ -398,8 +384,8 @@ func (c *Client) serve(sc *scratch) {
 		return
 	}
 	sc.bufs, sc.batch = c.gather(sc.bufs[:0], sc.batch[:0], false)
-	if waiting, since := c.cur.WaitingForKeyframe(); waiting && since != c.keyArmed {
-		c.wakeWriter() // to arm the keyframe timeout
+	if c.cur.KeyframeOverdue(c.cfg.KeyframeTimeout) {
+		c.wakeWriter() // to close it
 	}
 	if len(sc.bufs) == 0 {
 		return

@@ -3,17 +3,21 @@ package hub
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 )
 
@@ -32,7 +36,7 @@ func serveWith(t *testing.T, h *Hub, cfg ClientConfig, onConn func(net.Conn)) (s
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, err := Upgrade(w, r, nil)
+		conn, err := Upgrade(w, r)
 		if err != nil {
 			return
 		}
@@ -58,7 +62,7 @@ func dial(t *testing.T, url string, hdr http.Header) *websocket.Conn {
 		t.Fatalf("dialing %s: %v (%v)", url, err, resp)
 	}
 	t.Cleanup(func() { c.Close() })
-	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	_ = c.SetReadDeadline(testwait.Deadline(20 * time.Second))
 	return c
 }
 
@@ -109,24 +113,159 @@ func TestClientReceivesVideoByteIdentical(t *testing.T) {
 	}
 }
 
+// A client that waits for a keyframe while deltas flow past it is closed
+// with 4000 once they have flowed for longer than the timeout. The deltas
+// keep coming until it is (a pacing writer, as a simulator's); each is
+// followed by a send round, which closes the client over its own socket.
 func TestClientKeyframeTimeoutCloses(t *testing.T) {
 	t.Parallel()
 	h := New(Config{})
 	defer h.Close()
 	url, _, _ := serve(t, h, ClientConfig{KeyframeTimeout: 300 * time.Millisecond})
-	h.Publish(mkFrame(1, false, 10))
 	c := dial(t, url, nil)
-	start := time.Now()
+	testwait.For(t, "the client to join", func() bool { return h.Stats().Clients == 1 })
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for seq := uint64(1); ; seq++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			h.Publish(mkFrame(seq, false, 10))
+		}
+	}()
 	code, reason := closeCode(t, c)
 	if code != int(wire.CloseKeyframeTimeout) || !strings.Contains(reason, "keyframe") {
 		t.Fatalf("close %d %q, want 4000 about the keyframe", code, reason)
 	}
-	if d := time.Since(start); d < 250*time.Millisecond {
-		t.Errorf("closed after %v, before the 300ms timeout", d)
-	}
 	if h.Stats().KeyframeTimeouts != 1 {
 		t.Errorf("keyframe timeouts %d, want 1", h.Stats().KeyframeTimeouts)
 	}
+}
+
+// pipeClient runs a client of h over net.Pipe inside a synctest bubble and
+// returns the test's end and the channel Run's result comes on.
+func pipeClient(h *Hub, cfg ClientConfig) (net.Conn, <-chan error, context.CancelFunc) {
+	srv, cli := net.Pipe()
+	c := h.NewClient(srv, nil, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	return cli, done, cancel
+}
+
+// readClose reads one server frame from r and returns its close code, or
+// fails when it is not a close frame.
+func readClose(t *testing.T, r io.Reader) uint16 {
+	t.Helper()
+	var hdr [2]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		t.Fatalf("reading the close frame: %v", err)
+	}
+	if hdr[0] != 0x80|wire.OpClose || hdr[1] < 2 || hdr[1] > 125 {
+		t.Fatalf("frame header % x, want a close frame", hdr)
+	}
+	body := make([]byte, hdr[1])
+	if _, err := io.ReadFull(r, body); err != nil {
+		t.Fatal(err)
+	}
+	return binary.BigEndian.Uint16(body)
+}
+
+// With no video at all a client waiting for its keyframe is never closed:
+// the old transport-server checked the IDR timeout only when a frame came,
+// and the operator's estop must work while the simulator starts. The
+// client outlives its timeout many times over, its command is taken and
+// answered.
+func TestClientWithoutVideoStaysAndCommands(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		h := New(Config{})
+		defer h.Close()
+		cmds := make(chan string, 1)
+		cli, done, cancel := pipeClient(h, ClientConfig{
+			KeyframeTimeout: 300 * time.Millisecond,
+			OnCommand: func(body []byte) []byte {
+				cmds <- string(body)
+				r, _ := wire.Telemetry("telemetry.command.ack", []byte(`{"status":"seen"}`))
+				return r
+			},
+		})
+		defer cli.Close()
+		time.Sleep(time.Minute) // 200 keyframe timeouts without a frame
+		synctest.Wait()
+		select {
+		case err := <-done:
+			t.Fatalf("client without video ended after a minute: %v", err)
+		default:
+		}
+		cmd := `{"action":"estop","cmd_seq":1}`
+		go func() {
+			_, _ = cli.Write(wire.AppendClientFrame(nil, wire.OpBinary, true, [4]byte{7, 1, 2, 3}, append([]byte{wire.TypeCommand}, cmd...)))
+		}()
+		msg, err := readServerMessage(cli)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if subj, _, err := wire.ParseTelemetry(msg); err != nil || subj != "telemetry.command.ack" {
+			t.Fatalf("reply %q: %v", msg, err)
+		}
+		if got := <-cmds; got != cmd {
+			t.Fatalf("command %q, want %q", got, cmd)
+		}
+		if n := h.Stats().KeyframeTimeouts; n != 0 {
+			t.Fatalf("%d keyframe timeouts without video", n)
+		}
+		cancel()
+		if code := readClose(t, cli); code != wire.CloseServiceRestart {
+			t.Fatalf("close %d on stop, want 1012", code)
+		}
+		<-done
+	})
+}
+
+// The timeout counts video time only: a client that waited a long time
+// without frames is not closed by the first delta that comes, but once
+// deltas have flowed past it for the timeout, at the first delta after it.
+func TestClientKeyframeTimeoutCountsFromTheFirstFrame(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		const timeout, period = 300 * time.Millisecond, 40 * time.Millisecond
+		h := New(Config{})
+		defer h.Close()
+		cli, done, cancel := pipeClient(h, ClientConfig{KeyframeTimeout: timeout})
+		defer cancel()
+		defer cli.Close()
+		time.Sleep(10 * timeout) // no video: the simulator starts
+		synctest.Wait()
+		first := time.Now()
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			for seq := uint64(1); ; seq++ {
+				h.Publish(mkFrame(seq, false, 10))
+				select {
+				case <-stop:
+					return
+				case <-time.After(period):
+				}
+			}
+		}()
+		code := readClose(t, cli)
+		closed := time.Since(first)
+		if code != wire.CloseKeyframeTimeout {
+			t.Fatalf("close %d, want 4000", code)
+		}
+		// Closed by the first delta later than timeout after the first one.
+		if want := (timeout/period + 1) * period; closed != want {
+			t.Fatalf("closed %v after the first delta, want %v (the first delta past the %v timeout)", closed, want, timeout)
+		}
+		if err := <-done; err == nil || !strings.Contains(err.Error(), "4000") {
+			t.Fatalf("Run returned %v, want the 4000 close", err)
+		}
+	})
 }
 
 func TestClientHostileInput(t *testing.T) {
@@ -241,7 +380,7 @@ func TestSlowClientSkipsWithoutSlowingOthers(t *testing.T) {
 		if n != 300 {
 			t.Fatalf("fast client got %d of 300 frames", n)
 		}
-	case <-time.After(30 * time.Second):
+	case <-testwait.After(30 * time.Second):
 		t.Fatal("fast client stalled")
 	}
 	// Now the slow client reads while frames keep coming: after what its
@@ -292,13 +431,9 @@ func TestStuckClientDisconnectedAtWriteTimeout(t *testing.T) {
 	url, _, _ := serve(t, h, ClientConfig{WriteTimeout: 400 * time.Millisecond})
 	stuck := dial(t, url, nil) // never reads
 	_ = stuck
-	deadline := time.Now().Add(20 * time.Second)
-	for h.Stats().Clients != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("client never joined")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, "the client to join", func() bool { return h.Stats().Clients == 1 })
+	// A pacing writer: a frame every 5 ms until the stuck client is gone.
+	deadline := testwait.Deadline(testwait.Default)
 	for i := 0; h.Stats().Clients != 0; i++ {
 		if time.Now().After(deadline) {
 			t.Fatalf("stuck client still connected after %d frames: %+v", i, h.Stats())

@@ -25,7 +25,7 @@ func serveOne(t *testing.T, h *Hub, cfg ClientConfig) (string, <-chan *Client) {
 	clients := make(chan *Client, 4)
 	done := make(chan struct{}, 16)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, err := Upgrade(w, r, nil)
+		conn, err := Upgrade(w, r)
 		if err != nil {
 			return
 		}

@@ -32,13 +32,13 @@ func BenchmarkFraming(b *testing.B) {
 			wsConns := make(chan *websocket.Conn, clients)
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if mode == "own" {
-					c, err := Upgrade(w, r, nil)
+					c, err := Upgrade(w, r)
 					if err == nil {
 						conns <- c
 					}
 					return
 				}
-				u := websocket.Upgrader{CheckOrigin: SameOrigin}
+				u := websocket.Upgrader{}
 				c, err := u.Upgrade(w, r, nil)
 				if err == nil {
 					wsConns <- c

@@ -306,6 +306,18 @@ type Cursor struct {
 	// before it are the GOP it catches up through, exempt from the lag
 	// check and from the delivery histogram.
 	liveFrom uint64
+	// flowSince and flowLast are when video first and last flowed past the
+	// cursor while it waited for a keyframe (zero: none has since it began
+	// waiting).
+	flowSince, flowLast time.Time
+}
+
+// markFlow notes that frames passed the waiting cursor at now.
+func (c *Cursor) markFlow(now time.Time) {
+	if c.flowSince.IsZero() {
+		c.flowSince = now
+	}
+	c.flowLast = now
 }
 
 // Live reports whether e reached the client as a live frame rather than
@@ -315,6 +327,16 @@ func (c *Cursor) Live(e *Entry) bool { return e.Seq >= c.liveFrom }
 // WaitingForKeyframe reports whether the client waits for a keyframe, and
 // since when.
 func (c *Cursor) WaitingForKeyframe() (bool, time.Time) { return c.needKey, c.waitSince }
+
+// KeyframeOverdue reports whether the client waits for a keyframe while
+// video has flowed past it for longer than timeout: from the first frame
+// that passed it while it waited to the latest one. Time without frames
+// does not count until a frame comes, so that a client is never given up
+// on while no video flows at all (its commands still work), as the old
+// transport-server checked its IDR timeout only when a frame arrived.
+func (c *Cursor) KeyframeOverdue(timeout time.Duration) bool {
+	return c.needKey && !c.flowSince.IsZero() && c.flowLast.Sub(c.flowSince) > timeout
+}
 
 // Join returns the cursor of a new client: at the latest keyframe when the
 // hub has one that may be replayed (replayableLocked), else waiting for the
@@ -387,16 +409,24 @@ func (h *Hub) Next(c *Cursor, dst []*Entry, maxBytes int) []*Entry {
 			c.next, c.needKey = h.key, false
 		} else if !c.needKey {
 			c.next, c.needKey, c.waitSince = h.head, true, time.Now()
+			c.flowSince, c.flowLast = time.Time{}, time.Time{}
+			c.markFlow(c.waitSince) // it lagged: video flows
 		} else {
 			c.next = h.head
+			c.markFlow(time.Now())
 		}
 	}
 	if c.needKey {
+		passed := false
 		for c.next < h.head && !h.entries[c.next-h.start].Keyframe {
 			c.next++
+			passed = true
 		}
 		if c.next < h.head {
 			c.needKey = false
+			c.flowSince, c.flowLast = time.Time{}, time.Time{}
+		} else if passed {
+			c.markFlow(time.Now())
 		}
 	}
 	taken := 0

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sdr-os/sdr-caddy/internal/cow"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 )
 
@@ -42,6 +43,9 @@ const (
 	// StatusPublished only labels metrics: a published command gets no ack
 	// from the relay (the simulator acks it).
 	StatusPublished = "published"
+	// StatusRejectedOrigin only labels metrics: a command refused for its
+	// connection's Origin, acked StatusRejected.
+	StatusRejectedOrigin = "rejected_origin"
 )
 
 // Config holds the relay's limits. Zero fields take the defaults.
@@ -111,7 +115,7 @@ type Metrics struct {
 	// subject_too_long.
 	Telemetry *prometheus.CounterVec
 	// Commands counts commands by status: published, rejected, gated,
-	// unavailable.
+	// unavailable, and rejected_origin (acked rejected).
 	Commands *prometheus.CounterVec
 }
 
@@ -134,6 +138,8 @@ type Relay struct {
 	actions map[string]bool
 	log     *slog.Logger
 	metrics *Metrics
+	// refusals logs the first refused command of each untrusted origin.
+	refusals *origin.RefusalLog
 
 	mu      sync.Mutex
 	subs    []*nats.Subscription
@@ -158,7 +164,7 @@ func New(nc *nats.Conn, cfg Config, log *slog.Logger, metrics *Metrics) (*Relay,
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &Relay{nc: nc, cfg: cfg, log: log, metrics: metrics}
+	r := &Relay{nc: nc, cfg: cfg, log: log, metrics: metrics, refusals: origin.NewRefusalLog(log)}
 	if len(cfg.Actions) > 0 {
 		r.actions = make(map[string]bool, len(cfg.Actions))
 		for _, a := range cfg.Actions {
@@ -342,9 +348,11 @@ func (r *Relay) Close() {
 
 // Session returns the command path of one client, gated by gate. onCodec,
 // if not nil, is called after a settings command that names a codec went
-// out (the gate's codec-change grace).
-func (r *Relay) Session(gate frame.MotionGate, onCodec func()) *Session {
-	s := &Session{r: r, gate: gate, onCodec: onCodec}
+// out (the gate's codec-change grace). trust is the verdict on the
+// client's Origin (internal/origin), given at its upgrade: the commands of
+// an untrusted client are all refused.
+func (r *Relay) Session(gate frame.MotionGate, onCodec func(), trust origin.Verdict) *Session {
+	s := &Session{r: r, gate: gate, onCodec: onCodec, trust: trust}
 	if r.cfg.Rate > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(r.cfg.Rate), r.cfg.Burst)
 	}
@@ -357,6 +365,7 @@ type Session struct {
 	gate    frame.MotionGate
 	onCodec func()
 	limiter *rate.Limiter
+	trust   origin.Verdict
 }
 
 // command is what the relay reads of a 0x04 body; the body itself is
@@ -398,6 +407,12 @@ func (s *Session) Command(body []byte) []byte {
 	if err := json.Unmarshal(c.Action, &action); err != nil {
 		return s.reply(nil, seq, StatusRejected, "action is not a string")
 	}
+	if !s.trust.Trusted {
+		// Before the rate limit: a refused client must not use up the
+		// budget it would have once its origin is added.
+		s.r.refusals.Refused(s.trust, "command "+truncate(action))
+		return s.replyCounted(action, seq, StatusRejected, StatusRejectedOrigin, s.trust.Refusal())
+	}
 	if s.limiter != nil && action != "estop" && !s.limiter.Allow() {
 		return s.reply(action, seq, StatusRejected, fmt.Sprintf("rate limit of %g commands/s exceeded", s.r.cfg.Rate))
 	}
@@ -426,9 +441,14 @@ func (s *Session) Command(body []byte) []byte {
 }
 
 func (s *Session) reply(action any, seq json.RawMessage, status, detail string) []byte {
-	s.r.metrics.command(status)
-	if a, ok := action.(string); ok && len(a) > 256 {
-		action = a[:256]
+	return s.replyCounted(action, seq, status, status, detail)
+}
+
+// replyCounted is reply with the metrics label apart from the ack's status.
+func (s *Session) replyCounted(action any, seq json.RawMessage, status, label, detail string) []byte {
+	s.r.metrics.command(label)
+	if a, ok := action.(string); ok {
+		action = truncate(a)
 	}
 	p, err := json.Marshal(ack{Action: action, CmdSeq: seq, Status: status, Detail: detail})
 	if err != nil {
@@ -438,6 +458,14 @@ func (s *Session) reply(action any, seq json.RawMessage, status, detail string) 
 	}
 	msg, _ := wire.Telemetry(SubjectAck, p)
 	return msg
+}
+
+// truncate cuts an action echoed in an ack or a log to 256 bytes.
+func truncate(a string) string {
+	if len(a) > 256 {
+		return a[:256]
+	}
+	return a
 }
 
 func isNumber(raw json.RawMessage) bool {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -12,9 +13,13 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sdr-os/sdr-caddy/internal/gate"
 	"github.com/sdr-os/sdr-caddy/internal/natstest"
+	"github.com/sdr-os/sdr-caddy/internal/origin"
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 )
 
@@ -52,21 +57,41 @@ func (c *collector) subjects() []string {
 	return out
 }
 
-// sync round-trips both connections so that every message published before
-// has been delivered.
-func flush(t *testing.T, ncs ...*nats.Conn) {
+// syncSubject is the marker that the sync helpers publish after what a
+// test sent: one publisher's messages arrive in order, so once the marker
+// has arrived, so has everything published before it.
+const (
+	syncSubject    = "telemetry.sync"
+	syncCmdSubject = "command.sync"
+)
+
+// flush round-trips nc, so that the server has its subscriptions.
+func flush(t *testing.T, nc *nats.Conn) {
 	t.Helper()
-	for _, nc := range ncs {
-		if err := nc.Flush(); err != nil {
-			t.Fatal(err)
-		}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
 	}
-	for _, nc := range ncs {
-		if err := nc.Flush(); err != nil {
-			t.Fatal(err)
-		}
+}
+
+// sync publishes the marker from sim and waits until c has received it:
+// every telemetry message sim published before has then been relayed or
+// dropped. The marker is taken out of c.
+func (c *collector) sync(t *testing.T, sim *nats.Conn) {
+	t.Helper()
+	if err := sim.Publish(syncSubject, nil); err != nil {
+		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond)
+	testwait.For(t, "the telemetry marker", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for i, m := range c.msgs {
+			if s, _, err := wire.ParseTelemetry(m); err == nil && s == syncSubject {
+				c.msgs = append(c.msgs[:i], c.msgs[i+1:]...)
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // relayAndSim starts a nats-server and connects a client for the relay and
@@ -112,6 +137,10 @@ func TestTelemetryAllowlistAndCaps(t *testing.T) {
 	})
 	c := newCollector()
 	cancel := r.SubscribeTelemetry(c.fn)
+	// A second subscriber that stays, to know when the first would have
+	// had a message after its cancel.
+	stays := newCollector()
+	defer r.SubscribeTelemetry(stays.fn)()
 	flush(t, nc)
 
 	pub := func(subj string, n int) {
@@ -126,7 +155,7 @@ func TestTelemetryAllowlistAndCaps(t *testing.T) {
 	pub("telemetry.big", 101)
 	pub("telemetry."+strings.Repeat("s", 31), 1) // 41 bytes: over the cap
 	pub("telemetry."+strings.Repeat("s", 30), 1) // 40 bytes
-	flush(t, sim, nc)
+	c.sync(t, sim)
 
 	got := strings.Join(c.subjects(), ",")
 	want := "telemetry.frame.stats,extra.ok,telemetry." + strings.Repeat("s", 30)
@@ -142,7 +171,7 @@ func TestTelemetryAllowlistAndCaps(t *testing.T) {
 
 	cancel()
 	pub("telemetry.frame.stats", 1)
-	flush(t, sim, nc)
+	stays.sync(t, sim)
 	if n := len(c.subjects()); n != 3 {
 		t.Fatalf("after cancel the subscriber got %d messages, want still 3", n)
 	}
@@ -163,8 +192,8 @@ func TestTelemetryFanOutToManySubscribers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	flush(t, sim, nc)
 	for i, c := range cs {
+		c.sync(t, sim)
 		if n := len(c.subjects()); n != 50 {
 			t.Errorf("subscriber %d got %d messages, want 50", i, n)
 		}
@@ -199,6 +228,29 @@ type commandSink struct {
 	msgs []*nats.Msg
 }
 
+// sync publishes the marker from nc, the relay's connection, waits until
+// the sink has it, and returns the commands that came before it.
+func (k *commandSink) sync(t *testing.T, nc *nats.Conn) []*nats.Msg {
+	t.Helper()
+	if err := nc.Publish(syncCmdSubject, nil); err != nil {
+		t.Fatal(err)
+	}
+	var before []*nats.Msg
+	testwait.For(t, "the command marker", func() bool {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		for i, m := range k.msgs {
+			if m.Subject == syncCmdSubject {
+				before = append([]*nats.Msg(nil), k.msgs[:i]...)
+				k.msgs = append(k.msgs[:0:0], k.msgs[i+1:]...)
+				return true
+			}
+		}
+		return false
+	})
+	return before
+}
+
 func sinkCommands(t *testing.T, nc *nats.Conn) *commandSink {
 	t.Helper()
 	k := &commandSink{}
@@ -215,27 +267,18 @@ func sinkCommands(t *testing.T, nc *nats.Conn) *commandSink {
 	return k
 }
 
-func (k *commandSink) take() []*nats.Msg {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	m := k.msgs
-	k.msgs = nil
-	return m
-}
-
 func TestCommandPublishedUnchanged(t *testing.T) {
 	t.Parallel()
 	nc, sim := relayAndSim(t)
 	sink := sinkCommands(t, sim)
 	r := startRelay(t, nc, Config{})
-	sess := r.Session(nil, nil)
+	sess := r.Session(nil, nil, origin.Trusted)
 	body := []byte(`{"action":"load_robot", "cmd_seq":7,"ttl_ms":500,"data":{"name":"go2","x":[1,2]}}`)
 	if reply := sess.Command(body); reply != nil {
 		t.Fatalf("valid command answered %v", ackOf(t, reply))
 	}
 	r.RequestKeyframe()
-	flush(t, nc, sim)
-	msgs := sink.take()
+	msgs := sink.sync(t, nc)
 	if len(msgs) != 2 {
 		t.Fatalf("published %d messages, want 2", len(msgs))
 	}
@@ -269,7 +312,7 @@ func TestCommandInjectionRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := startRelay(t, nc, Config{Rate: -1})
-	sess := r.Session(nil, nil)
+	sess := r.Session(nil, nil, origin.Trusted)
 	for _, c := range []struct {
 		name, body string
 		action     any
@@ -306,8 +349,7 @@ func TestCommandInjectionRejected(t *testing.T) {
 	if reply := sess.Command([]byte(`{"action":"set-mode_2","cmd_seq":9}`)); reply != nil {
 		t.Fatalf("valid action with - and _ answered %v", ackOf(t, reply))
 	}
-	flush(t, nc, sim)
-	msgs := sink.take()
+	msgs := sink.sync(t, nc)
 	if len(msgs) != 1 || msgs[0].Subject != "command.genesis.set-mode_2" {
 		var subs []string
 		for _, m := range msgs {
@@ -315,10 +357,63 @@ func TestCommandInjectionRejected(t *testing.T) {
 		}
 		t.Fatalf("published %v, want only command.genesis.set-mode_2", subs)
 	}
+	// The catch-all gets the marker too, after the sink has had it (both
+	// are one connection's subscriptions, served in order).
+	testwait.For(t, "the marker on the catch-all", func() bool {
+		all.Lock()
+		defer all.Unlock()
+		return len(leaked) > 0 && leaked[len(leaked)-1] == syncCmdSubject
+	})
 	all.Lock()
 	defer all.Unlock()
-	if len(leaked) != 1 {
-		t.Fatalf("the catch-all subscriber saw %v, want one message", leaked)
+	if len(leaked) != 2 || leaked[0] != "command.genesis.set-mode_2" {
+		t.Fatalf("the catch-all subscriber saw %v, want the one command and the marker", leaked)
+	}
+}
+
+// A client whose connection's Origin is not trusted has every command
+// refused with an ack naming the origin and SDR_ALLOWED_ORIGINS, estop
+// included, before its rate limit; nothing reaches NATS, the refusal is
+// counted apart and logged once per origin. A trusted client of the same
+// relay publishes.
+func TestUntrustedOriginCommandsRefused(t *testing.T) {
+	t.Parallel()
+	nc, sim := relayAndSim(t)
+	sink := sinkCommands(t, sim)
+	counts := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "t"}, []string{"status"})
+	var logged bytes.Buffer
+	r, err := New(nc, Config{Rate: 0.001, Burst: 1}, slog.New(slog.NewTextHandler(&logged, nil)), &Metrics{Commands: counts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	evil := r.Session(nil, nil, origin.Verdict{Origin: "http://evil.example"})
+	for i, body := range []string{`{"action":"estop","cmd_seq":1}`, `{"action":"pause","cmd_seq":2}`, `{"action":"set_cmd_vel","cmd_seq":3}`} {
+		a := ackOf(t, evil.Command([]byte(body)))
+		if a["status"] != StatusRejected || a["cmd_seq"] != float64(i+1) ||
+			a["detail"] != "origin http://evil.example not allowed; add it to SDR_ALLOWED_ORIGINS" {
+			t.Fatalf("command %s from an untrusted origin: ack %v", body, a)
+		}
+	}
+	evil2 := r.Session(nil, nil, origin.Verdict{Origin: "http://evil.example"})
+	if evil2.Command([]byte(`{"action":"reset"}`)) == nil {
+		t.Fatal("a second connection of the untrusted origin published")
+	}
+	ok := r.Session(nil, nil, origin.Trusted)
+	if reply := ok.Command([]byte(`{"action":"pause","cmd_seq":4}`)); reply != nil {
+		t.Fatalf("trusted client's command (within its burst) answered %v", ackOf(t, reply))
+	}
+	msgs := sink.sync(t, nc)
+	if len(msgs) != 1 || msgs[0].Subject != "command.genesis.pause" || !strings.Contains(string(msgs[0].Data), `"cmd_seq":4`) {
+		t.Fatalf("published %d commands, want only the trusted client's pause", len(msgs))
+	}
+	var m dto.Metric
+	if err := counts.WithLabelValues(StatusRejectedOrigin).Write(&m); err != nil || m.GetCounter().GetValue() != 4 {
+		n := m.GetCounter().GetValue()
+		t.Errorf("%v commands counted rejected_origin, want 4 (%v)", n, err)
+	}
+	if n := strings.Count(logged.String(), "http://evil.example"); n != 1 {
+		t.Errorf("the untrusted origin was logged %d times, want once:\n%s", n, logged.String())
 	}
 }
 
@@ -327,7 +422,7 @@ func TestActionAllowlist(t *testing.T) {
 	s := natstest.Server(t, nil)
 	nc := natstest.Connect(t, s)
 	r := startRelay(t, nc, Config{Actions: []string{"set_cmd_vel", "estop"}})
-	sess := r.Session(nil, nil)
+	sess := r.Session(nil, nil, origin.Trusted)
 	if reply := sess.Command([]byte(`{"action":"estop"}`)); reply != nil {
 		t.Fatalf("allowed action answered %v", ackOf(t, reply))
 	}
@@ -345,7 +440,7 @@ func TestRateLimitPerClient(t *testing.T) {
 	s := natstest.Server(t, nil)
 	nc := natstest.Connect(t, s)
 	r := startRelay(t, nc, Config{Rate: 0.001, Burst: 5})
-	a, b := r.Session(nil, nil), r.Session(nil, nil)
+	a, b := r.Session(nil, nil, origin.Trusted), r.Session(nil, nil, origin.Trusted)
 	for i := 0; i < 5; i++ {
 		if reply := a.Command([]byte(`{"action":"camera","cmd_seq":1}`)); reply != nil {
 			t.Fatalf("command %d within the burst answered %v", i, ackOf(t, reply))
@@ -372,7 +467,7 @@ func TestCommandsGated(t *testing.T) {
 	// No video yet, and the HOLD threshold already past: stale.
 	g := gate.New(gate.Config{Hold: time.Nanosecond, Estop: time.Hour}, nil, gate.Options{})
 	codec := 0
-	sess := r.Session(g, func() { codec++ })
+	sess := r.Session(g, func() { codec++ }, origin.Trusted)
 	for _, a := range []string{"set_cmd_vel", "set_alpha", "set_skill"} {
 		ack := ackOf(t, sess.Command([]byte(`{"action":"`+a+`","cmd_seq":11}`)))
 		if ack["status"] != StatusGated || ack["action"] != a || ack["cmd_seq"] != 11.0 {
@@ -393,8 +488,7 @@ func TestCommandsGated(t *testing.T) {
 	if codec != 1 {
 		t.Errorf("codec-change hook ran %d times, want 1 (only the settings naming a codec)", codec)
 	}
-	flush(t, nc, sim)
-	if n := len(sink.take()); n != 6 {
+	if n := len(sink.sync(t, nc)); n != 6 {
 		t.Errorf("published %d commands, want 6 (4 never-gated, 2 settings)", n)
 	}
 }
@@ -404,12 +498,9 @@ func TestCommandsUnavailableWhileDisconnected(t *testing.T) {
 	s := natstest.Server(t, nil)
 	nc := natstest.Connect(t, s, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	r := startRelay(t, nc, Config{})
-	sess := r.Session(nil, nil)
+	sess := r.Session(nil, nil, origin.Trusted)
 	s.Shutdown()
-	deadline := time.Now().Add(10 * time.Second)
-	for nc.Status() == nats.CONNECTED && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, "the connection to notice the shutdown", func() bool { return nc.Status() != nats.CONNECTED })
 	ack := ackOf(t, sess.Command([]byte(`{"action":"estop","cmd_seq":42}`)))
 	if ack["status"] != StatusUnavailable || ack["cmd_seq"] != 42.0 {
 		t.Fatalf("command with NATS down: %v, want unavailable", ack)
@@ -485,7 +576,7 @@ func TestTelemetryLingerBatchesPerClient(t *testing.T) {
 		for i := 0; i < n; i++ {
 			select {
 			case <-got:
-			case <-time.After(10 * time.Second):
+			case <-testwait.After(10 * time.Second):
 				t.Fatalf("got %d of %d deliveries", i, n)
 			}
 		}
@@ -532,21 +623,21 @@ func TestRelayStartsBeforeServer(t *testing.T) {
 	defer r.Close()
 	c := newCollector()
 	defer r.SubscribeTelemetry(c.fn)()
-	sess := r.Session(nil, nil)
+	sess := r.Session(nil, nil, origin.Trusted)
 	if a := ackOf(t, sess.Command([]byte(`{"action":"pause","cmd_seq":1}`))); a["status"] != StatusUnavailable {
 		t.Fatalf("command before the server is up: %v", a)
 	}
 
 	s := natstest.Server(t, &server.Options{Port: port})
 	sim := natstest.Connect(t, s)
-	deadline := time.Now().Add(10 * time.Second)
-	for len(c.subjects()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no telemetry within 10s of the server coming up")
-		}
-		_ = sim.Publish("telemetry.safety.state", []byte(`{}`))
-		time.Sleep(50 * time.Millisecond)
+	// Once connected, the client library has sent the subscriptions again
+	// ahead of anything else; a round trip makes sure the server has them.
+	testwait.For(t, "the relay's connection to come up", func() bool { return nc.Status() == nats.CONNECTED })
+	flush(t, nc)
+	if err := sim.Publish("telemetry.safety.state", []byte(`{}`)); err != nil {
+		t.Fatal(err)
 	}
+	testwait.For(t, "telemetry once the server is up", func() bool { return len(c.subjects()) == 1 })
 	if reply := sess.Command([]byte(`{"action":"pause","cmd_seq":2}`)); reply != nil {
 		t.Fatalf("command once connected: %v", ackOf(t, reply))
 	}
@@ -574,7 +665,7 @@ func TestTelemetryBatchSubscriber(t *testing.T) {
 		select {
 		case b := <-batches:
 			return b
-		case <-time.After(10 * time.Second):
+		case <-testwait.After(10 * time.Second):
 			t.Fatal("no batch within 10s")
 			return nil
 		}

@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/origin"
 )
 
 // Stream is the relay as one stream sees it (frame.Relay): the shared
@@ -22,8 +23,11 @@ func (r *Relay) Stream(gate frame.MotionGate, onCodec, release func()) *Stream {
 	return &Stream{r: r, gate: gate, onCodec: onCodec, release: release}
 }
 
-// Session returns the command path of one client of the stream.
-func (s *Stream) Session() frame.CommandSession { return s.r.Session(s.gate, s.onCodec) }
+// Session returns the command path of one client of the stream, whose
+// connection got the verdict trust.
+func (s *Stream) Session(trust origin.Verdict) frame.CommandSession {
+	return s.r.Session(s.gate, s.onCodec, trust)
+}
 
 // SubscribeTelemetry calls fn with every relayed telemetry message until
 // cancel is called; see Relay.SubscribeTelemetry.

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/sdr-os/sdr-caddy/internal/origin"
 )
 
 const (
@@ -97,6 +99,9 @@ type client struct {
 	m    *Mux
 	conn *websocket.Conn
 	id   uint64
+	// trust is the verdict on the connection's Origin: an untrusted client
+	// may subscribe but not advertise, publish or call services.
+	trust origin.Verdict
 
 	mu       sync.Mutex
 	topics   map[string]*topicState
@@ -114,10 +119,11 @@ type client struct {
 	closeOnce sync.Once
 }
 
-func newClient(m *Mux, conn *websocket.Conn) *client {
+func newClient(m *Mux, conn *websocket.Conn, trust origin.Verdict) *client {
 	c := &client{
 		m:       m,
 		conn:    conn,
+		trust:   trust,
 		id:      m.nextClient.Add(1),
 		topics:  map[string]*topicState{},
 		level:   levelWarning,
@@ -209,6 +215,10 @@ func (c *client) handle(data []byte, outer bool) {
 			c.refuse("invalid", msg.ID, "advertise: missing topic")
 			return
 		}
+		if !c.trust.Trusted {
+			c.refuseOrigin(msg.ID, "advertise "+msg.Topic)
+			return
+		}
 		if !m.opts.Publish.Allows(msg.Topic) {
 			c.refuse("publish", msg.ID, fmt.Sprintf("advertise %s refused: topic not in the publish allowlist", msg.Topic))
 			return
@@ -261,6 +271,10 @@ func (c *client) handle(data []byte, outer bool) {
 			c.refuse("invalid", msg.ID, "publish: missing topic or msg")
 			return
 		}
+		if !c.trust.Trusted {
+			c.refuseOrigin(msg.ID, "publish on "+msg.Topic)
+			return
+		}
 		if !m.opts.Publish.Allows(msg.Topic) {
 			c.refuse("publish", msg.ID, fmt.Sprintf("publish on %s refused: topic not in the publish allowlist", msg.Topic))
 			return
@@ -271,6 +285,13 @@ func (c *client) handle(data []byte, outer bool) {
 	case "call_service":
 		if msg.Service == "" {
 			c.refuse("invalid", msg.ID, "call_service: missing service")
+			return
+		}
+		if !c.trust.Trusted {
+			// A service can change state (rosapi/set_param, a robot's
+			// own): treated as a command. The caller's callback fires.
+			c.refuseOrigin(msg.ID, "call_service "+msg.Service)
+			c.enqueueControl(serviceFailure(msg.ID, msg.Service, c.trust.Refusal()), levelNone)
 			return
 		}
 		if !m.opts.Services.Allows(msg.Service) {
@@ -467,6 +488,13 @@ func (c *client) wake() {
 // sendStatus queues a status message if the client's level lets it through.
 func (c *client) sendStatus(level int, id, msg string) {
 	c.enqueueControl(statusMessage(level, id, msg), level)
+}
+
+// refuseOrigin refuses an op of an untrusted connection: counted as an
+// origin denial, logged once per origin, and told with a status message.
+func (c *client) refuseOrigin(id, what string) {
+	c.m.refusals.Refused(c.trust, what)
+	c.refuse("origin", id, what+" refused: "+c.trust.Refusal())
 }
 
 // refuse counts a denial of this kind and tells the client why.

@@ -20,11 +20,16 @@ type Metrics struct {
 	// publish the safety gate held back).
 	Drops *prometheus.CounterVec
 	// Denials counts refused ops by kind: subscribe, publish, service,
-	// motion, op (an op sdr_ros does not serve), origin, invalid.
+	// motion, op (an op sdr_ros does not serve), origin (advertise, publish
+	// or call_service from a connection whose Origin is not trusted),
+	// invalid.
 	Denials *prometheus.CounterVec
 	// ServiceTimeouts counts service calls answered with result false
 	// because the upstream did not answer in time.
 	ServiceTimeouts prometheus.Counter
+	// UpstreamRefused counts clients refused with 502 while the upstream
+	// was not connected.
+	UpstreamRefused prometheus.Counter
 }
 
 // NewMetrics creates the collectors, named caddy_sdr_ros_*.
@@ -46,12 +51,14 @@ func NewMetrics() *Metrics {
 			[]string{"kind"}),
 		ServiceTimeouts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "ros_service_timeouts_total", Help: "Service calls sdr_ros answered with result false after its timeout."}),
+		UpstreamRefused: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "ros_upstream_refused_total", Help: "Clients sdr_ros refused with 502 because rosbridge_server was not connected."}),
 	}
 }
 
 // Collectors lists the collectors for registration.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.Clients, m.UpstreamSubscriptions, m.Messages, m.Drops, m.Denials, m.ServiceTimeouts}
+	return []prometheus.Collector{m.Clients, m.UpstreamSubscriptions, m.Messages, m.Drops, m.Denials, m.ServiceTimeouts, m.UpstreamRefused}
 }
 
 // counters caches the labelled children the hot paths use.

@@ -8,7 +8,15 @@
 // client's throttle_rate, queue_length and fragment_size are applied here,
 // per client, so that the upstream is never blocked by a client. Ops are
 // checked against allowlists, and publishes on motion topics pass the video
-// safety gate (frame.MotionGate). The package imports nothing from Caddy.
+// safety gate (frame.MotionGate).
+//
+// Every browser may connect and subscribe (watching is harmless); what
+// changes the robot's state (advertise, publish, call_service) is refused
+// on a connection whose Origin is not trusted (internal/origin). While the
+// upstream is unreachable, new clients are refused with 502, as a plain
+// reverse proxy in front of rosbridge_server answered, so that a client
+// shows ROS as disconnected instead of connected to nothing. The package
+// imports nothing from Caddy.
 package rosbridge
 
 import (
@@ -28,6 +36,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/origin"
 )
 
 // Options configure a Mux. Zero values take the defaults named on each field.
@@ -72,8 +81,11 @@ type Options struct {
 	// RateBurst the bucket size; defaults 100 and 200. Negative disables.
 	RateLimit float64
 	RateBurst int
-	// Origins are the allowed Origin header values (glob patterns, "*"
-	// allows any). Empty: only same-host origins and clients that send none.
+	// Origins are the browser origins trusted to advertise, publish and
+	// call services besides the page's own host on any port, the host a
+	// proxy names in X-Forwarded-Host and loopback origins (see
+	// internal/origin: scheme://host[:port], "*" wildcards, "*" alone for
+	// any). Every origin may connect and subscribe.
 	Origins []string
 	// MinBackoff and MaxBackoff bound the upstream reconnect delay; defaults
 	// 100 ms and 5 s.
@@ -97,6 +109,8 @@ type Mux struct {
 
 	upgrader websocket.Upgrader
 	dialer   *websocket.Dialer
+	origins  *origin.Policy
+	refusals *origin.RefusalLog
 	main     *link // compression "none" topics, advertisements, publishes
 	services *servicePool
 
@@ -201,10 +215,9 @@ func New(opts Options) (*Mux, error) {
 	if err := json.Unmarshal(opts.StopMessage, &obj); err != nil {
 		return nil, fmt.Errorf("stop message %s: want a JSON object: %w", opts.StopMessage, err)
 	}
-	for _, o := range opts.Origins {
-		if o == "" {
-			return nil, errors.New("empty origin pattern")
-		}
+	origins, err := origin.NewPolicy(opts.Origins)
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Mux{
@@ -222,6 +235,8 @@ func New(opts Options) (*Mux, error) {
 		lastPass:  map[string]time.Time{},
 		kick:      make(chan struct{}, 1),
 		motionSet: map[string]struct{}{},
+		origins:   origins,
+		refusals:  origin.NewRefusalLog(opts.Logger),
 	}
 	for _, t := range opts.MotionTopics {
 		m.motionSet[t] = struct{}{}
@@ -229,7 +244,8 @@ func New(opts Options) (*Mux, error) {
 	if opts.Gate != nil {
 		m.gates = []ownedGate{{owner: nil, gate: opts.Gate}}
 	}
-	m.upgrader = websocket.Upgrader{CheckOrigin: m.checkOrigin, ReadBufferSize: 4096, WriteBufferSize: 4096}
+	// Every origin may connect; what it may do is judged (m.origins).
+	m.upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }, ReadBufferSize: 4096, WriteBufferSize: 4096}
 	m.dialer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 64 << 10, WriteBufferSize: 16 << 10}
 	m.mu.Lock()
 	m.main = m.lane("none")
@@ -282,39 +298,26 @@ func (m *Mux) UpstreamTopics() int {
 	return len(m.topics)
 }
 
-func (m *Mux) checkOrigin(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true // not a browser
-	}
-	if len(m.opts.Origins) == 0 {
-		u, err := url.Parse(origin)
-		return err == nil && u.Host == r.Host
-	}
-	for _, p := range m.opts.Origins {
-		if globMatch(p, origin) {
-			return true
-		}
-	}
-	return false
-}
-
 // ServeHTTP upgrades a rosbridge client and serves it until it leaves.
+// While the topic connection to rosbridge_server is down (never up yet, or
+// lost and not back) a new client gets 502 Bad Gateway; the clients already
+// connected stay, and their subscriptions are restored when it is back.
 func (m *Mux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !websocket.IsWebSocketUpgrade(r) {
 		http.Error(w, "sdr_ros: expected a rosbridge WebSocket upgrade", http.StatusBadRequest)
 		return
 	}
-	if !m.checkOrigin(r) {
-		m.cnt.deny("origin")
-		http.Error(w, "sdr_ros: origin not allowed", http.StatusForbidden)
+	if !m.main.connected() {
+		m.cnt.m.UpstreamRefused.Inc()
+		http.Error(w, "sdr_ros: rosbridge upstream "+m.opts.Upstream+" is not connected", http.StatusBadGateway)
 		return
 	}
+	trust := m.origins.Judge(r)
 	conn, err := m.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered
 	}
-	c := newClient(m, conn)
+	c := newClient(m, conn, trust)
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sdr-os/sdr-caddy/internal/rosbridge/rostest"
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 )
 
 // The upstream in these tests is rostest, a protocol-faithful rosbridge v2
@@ -72,13 +74,7 @@ func start(t *testing.T, mod func(*Options)) *fixture {
 
 func (f *fixture) eventually(what string, cond func() bool) {
 	f.t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			f.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.ForWithin(f.t, wait, what, cond)
 }
 
 // subscribed waits until n clients subscribe to topic through the mux and
@@ -102,10 +98,16 @@ type tclient struct {
 
 func (f *fixture) dial() *tclient {
 	f.t.Helper()
+	return f.dialWith(nil)
+}
+
+// dialWith dials with the request headers given (Origin, Host).
+func (f *fixture) dialWith(hdr http.Header) *tclient {
+	f.t.Helper()
 	url := "ws" + strings.TrimPrefix(f.http.URL, "http")
-	conn, _, err := websocket.DefaultDialer.Dial(url, nil)
+	conn, resp, err := websocket.DefaultDialer.Dial(url, hdr)
 	if err != nil {
-		f.t.Fatal(err)
+		f.t.Fatalf("dialing %s: %v (%v)", url, err, resp)
 	}
 	c := &tclient{t: f.t, conn: conn, in: make(chan map[string]any, 10000)}
 	go func() {
@@ -142,7 +144,7 @@ func (c *tclient) send(v map[string]any) {
 // next returns the next message with this op, skipping others.
 func (c *tclient) next(op string) map[string]any {
 	c.t.Helper()
-	timer := time.NewTimer(wait)
+	timer := time.NewTimer(testwait.Timeout(wait))
 	defer timer.Stop()
 	for {
 		select {
@@ -159,24 +161,26 @@ func (c *tclient) next(op string) map[string]any {
 	}
 }
 
-// quiet asserts that no message with this op arrives within d.
-func (c *tclient) quiet(op string, d time.Duration) {
+// nextAny returns the next message, whatever its op.
+func (c *tclient) nextAny() map[string]any {
 	c.t.Helper()
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	for {
-		select {
-		case m, ok := <-c.in:
-			if ok && m["op"] == op {
-				c.t.Fatalf("unexpected %s: %v", op, m)
-			}
-			if !ok {
-				return
-			}
-		case <-timer.C:
-			return
-		}
+	return testwait.RecvWithin(c.t, c.in, wait, "a message")
+}
+
+// marker subscribes c, the first subscriber of /mark, to it, publishes
+// {"seq":-1} on it upstream and returns what c gets next, whatever its op:
+// the mux handles a client's ops, and hands it upstream messages, in
+// order, so anything due to c before the marker comes first.
+func (f *fixture) marker(c *tclient) map[string]any {
+	f.t.Helper()
+	c.send(map[string]any{"op": "subscribe", "id": "mark", "topic": "/mark"})
+	// The mux adds c to /mark under the same lock as it subscribes
+	// upstream, and takes that lock to fan out what comes back.
+	f.eventually("the upstream /mark subscription", func() bool { n, _ := f.up.Subscribers("/mark"); return n == 1 })
+	if _, err := f.up.Publish("/mark", map[string]any{"seq": -1}); err != nil {
+		f.t.Fatal(err)
 	}
+	return c.nextAny()
 }
 
 func seqOf(m map[string]any) int {
@@ -542,7 +546,9 @@ func TestThrottleAndQueueLengthPerClient(t *testing.T) {
 	if got := seqOf(throttled.next("publish")); got != 1 {
 		t.Fatalf("throttled client got %d first", got)
 	}
-	throttled.quiet("publish", 500*time.Millisecond)
+	if m := f.marker(throttled); m["topic"] != "/mark" {
+		t.Fatalf("throttled client got %v after its first message, want nothing before the marker", m)
+	}
 	// queue_length 2, throttle 300 ms: the first goes at once (or is
 	// overtaken by the burst), then the newest two, one per 300 ms
 	var got []int
@@ -581,7 +587,7 @@ func TestSlowClientDoesNotHoldOthers(t *testing.T) {
 	}()
 	// the fast client sees the end of the stream in time although the slow
 	// one fills its socket and then its queue
-	deadline := time.Now().Add(wait)
+	deadline := testwait.Deadline(wait)
 	last := 0
 	for last != n && time.Now().Before(deadline) {
 		select {
@@ -589,7 +595,7 @@ func TestSlowClientDoesNotHoldOthers(t *testing.T) {
 			if m["op"] == "publish" {
 				last = seqOf(m)
 			}
-		case <-time.After(wait):
+		case <-testwait.After(wait):
 		}
 	}
 	if last != n {
@@ -649,7 +655,11 @@ func TestSizeCapAndRateLimit(t *testing.T) {
 	if !strings.Contains(s["msg"].(string), "rate limit") {
 		t.Fatalf("status %v", s)
 	}
-	time.Sleep(200 * time.Millisecond)
+	f.eventually("all 20 publishes handled (passed upstream or dropped)", func() bool {
+		var dropped dto.Metric
+		_ = f.mux.cnt.dropRate.Write(&dropped)
+		return f.up.Count("publish", "/chatter")+int(dropped.GetCounter().GetValue()) == 20
+	})
 	// the burst, plus what the bucket refilled while the ops were handled
 	most := 5 + int(math.Ceil(time.Since(began).Seconds()*5))
 	if n := f.up.Count("publish", "/chatter"); n < 5 || n > most {
@@ -672,19 +682,131 @@ func TestSizeCapAndRateLimit(t *testing.T) {
 	}
 }
 
-func TestOriginCheck(t *testing.T) {
+// Every origin may connect and subscribe; advertise, publish and
+// call_service from a connection whose Origin is not trusted are refused
+// with an error status (and a failed service_response), counted and kept
+// from the upstream. Trusted: listed origins, the page's own host on any
+// port, loopback pages, and clients without an Origin.
+func TestUntrustedOriginMaySubscribeNotCommand(t *testing.T) {
 	t.Parallel()
 	f := start(t, func(o *Options) { o.Origins = []string{"https://app.example.com"} })
-	url := "ws" + strings.TrimPrefix(f.http.URL, "http")
-	_, resp, err := websocket.DefaultDialer.Dial(url, map[string][]string{"Origin": {"https://evil.example.com"}})
-	if err == nil || resp == nil || resp.StatusCode != 403 {
-		t.Fatalf("foreign origin: err %v, resp %v", err, resp)
+	evil := f.dialWith(http.Header{"Origin": {"https://evil.example.com"}})
+	evil.send(map[string]any{"op": "subscribe", "id": "s", "topic": "/odom"})
+	f.subscribed("/odom", 1)
+	if _, err := f.up.Publish("/odom", map[string]any{"seq": 1}); err != nil {
+		t.Fatal(err)
 	}
-	conn, _, err := websocket.DefaultDialer.Dial(url, map[string][]string{"Origin": {"https://app.example.com"}})
+	if got := seqOf(evil.next("publish")); got != 1 {
+		t.Fatalf("untrusted subscriber got seq %d, want 1", got)
+	}
+	refusal := "origin https://evil.example.com not allowed; add it to SDR_ALLOWED_ORIGINS"
+	for _, op := range []map[string]any{
+		{"op": "advertise", "id": "a", "topic": "/chatter", "type": "std_msgs/String"},
+		{"op": "publish", "id": "p", "topic": "/chatter", "msg": map[string]any{"data": "x"}},
+		{"op": "call_service", "id": "c", "service": "/rosapi/topics"},
+	} {
+		evil.send(op)
+		s := evil.next("status")
+		if s["level"] != "error" || s["id"] != op["id"] || !strings.HasSuffix(s["msg"].(string), "refused: "+refusal) {
+			t.Fatalf("%s from an untrusted origin: status %v", op["op"], s)
+		}
+	}
+	if r := evil.next("service_response"); r["id"] != "c" || r["result"] != false || !strings.Contains(fmt.Sprint(r["values"]), refusal) {
+		t.Fatalf("service_response %v, want a failure naming the refusal", r)
+	}
+	var denied dto.Metric
+	if err := f.mux.cnt.m.Denials.WithLabelValues("origin").Write(&denied); err != nil || denied.GetCounter().GetValue() != 3 {
+		t.Fatalf("origin denials %v, want 3", denied.GetCounter().GetValue())
+	}
+
+	for i, hdr := range []http.Header{
+		{"Origin": {"https://app.example.com"}},
+		{"Origin": {"http://robot.lan:3000"}, "Host": {"robot.lan:8080"}},
+		{"Origin": {"http://localhost:5173"}},
+		nil,
+	} {
+		c := f.dialWith(hdr)
+		c.send(map[string]any{"op": "publish", "topic": "/chatter", "msg": map[string]any{"seq": i}})
+		if err := f.up.WaitFor(wait, func(ops []rostest.Op) bool { return countOps(ops, "publish", "/chatter") == i+1 }); err != nil {
+			t.Fatalf("publish with headers %v did not reach the upstream: %v", hdr, err)
+		}
+	}
+	for _, o := range f.up.Ops() {
+		if o.Op == "advertise" || o.Op == "call_service" {
+			t.Fatalf("a refused op reached the upstream: %s", o.Raw)
+		}
+	}
+}
+
+// While the upstream is unreachable (never connected, or lost and not
+// back) a new client gets 502, as a plain reverse proxy in front of a
+// stopped rosbridge_server answered, so the browser app shows ROS as
+// disconnected. Clients connected when it dropped stay, and their
+// subscriptions are restored when it is back. The upstream is rostest,
+// a protocol-faithful stand-in for rosbridge_server, stopped and started.
+func TestNewClientsRefusedWhileUpstreamDown(t *testing.T) {
+	t.Parallel()
+	up, err := rostest.Start("127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("allowed origin refused: %v", err)
+		t.Fatal(err)
 	}
-	_ = conn.Close()
+	t.Cleanup(up.Close)
+	up.Close() // rosbridge_server not started yet
+	metrics := NewMetrics()
+	mux, err := New(Options{
+		Upstream: up.URL(), Subscribe: Allowlist{"*"},
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: metrics,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() {
+		srv.Close()
+		mux.Close()
+	})
+	url := "ws" + strings.TrimPrefix(srv.URL, "http")
+	refused := func(what string) {
+		t.Helper()
+		c, resp, err := websocket.DefaultDialer.Dial(url, nil)
+		if err == nil {
+			c.Close()
+			t.Fatalf("%s: a new client was let in", what)
+		}
+		if resp == nil || resp.StatusCode != http.StatusBadGateway {
+			t.Fatalf("%s: %v (%v), want 502", what, err, resp)
+		}
+	}
+	refused("never connected")
+	var n dto.Metric
+	if err := metrics.UpstreamRefused.Write(&n); err != nil || n.GetCounter().GetValue() != 1 {
+		t.Fatalf("upstream refusals %v, want 1", n.GetCounter().GetValue())
+	}
+
+	if err := up.Listen(); err != nil { // rosbridge_server starts
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, up: up, mux: mux, http: srv}
+	f.eventually("the upstream connection", mux.Connected)
+	c := f.dial()
+	c.send(map[string]any{"op": "subscribe", "id": "s", "topic": "/odom"})
+	f.subscribed("/odom", 1)
+
+	up.Close() // rosbridge_server stops
+	f.eventually("the mux to notice", func() bool { return !mux.Connected() })
+	refused("connection lost")
+	if err := up.Listen(); err != nil { // and comes back
+		t.Fatal(err)
+	}
+	f.subscribed("/odom", 1) // restored for the client that stayed
+	if _, err := up.Publish("/odom", map[string]any{"seq": 5}); err != nil {
+		t.Fatal(err)
+	}
+	if got := seqOf(c.next("publish")); got != 5 {
+		t.Fatalf("the client that stayed got seq %d, want 5", got)
+	}
+	f.dial() // new clients are let in again
 }
 
 func TestUpstreamStatusReachesTheSubscribers(t *testing.T) {
@@ -725,7 +847,9 @@ func TestSetLevel(t *testing.T) {
 	c.send(map[string]any{"op": "set_level", "level": "none"})
 	c.send(map[string]any{"op": "subscribe", "id": "y", "topic": "/odom", "compression": "bson"})
 	c.send(map[string]any{"op": "set_level", "level": "bogus"})
-	c.quiet("status", 300*time.Millisecond)
+	if m := f.marker(c); m["op"] != "publish" {
+		t.Fatalf("got %v at level none, want nothing before the marker", m)
+	}
 	if gate.asked.Load() != 2 {
 		t.Fatalf("gate asked %d times, want 2", gate.asked.Load())
 	}
@@ -801,7 +925,11 @@ func TestLatchedTopicsReplayToLateSubscribers(t *testing.T) {
 	if m["topic"] != "/tf_static" || seqOf(m) != 1 {
 		t.Fatalf("late subscriber got %v first; want the latched /tf_static message", m)
 	}
-	late.quiet("publish", 300*time.Millisecond) // /odom is not latched: nothing replayed
+	// /odom is not latched: nothing replayed, the next /odom is live
+	_, _ = f.up.Publish("/odom", map[string]any{"seq": 3})
+	if m := late.next("publish"); m["topic"] != "/odom" || seqOf(m) != 3 {
+		t.Fatalf("late subscriber got %v, want the live /odom seq 3", m)
+	}
 	if n := f.up.Count("subscribe", "/tf_static"); n != 1 {
 		t.Fatalf("%d upstream subscribes for /tf_static", n)
 	}
@@ -852,7 +980,9 @@ func TestMalformedInputGetsStatusNotACrash(t *testing.T) {
 	if got := seqOf(c.next("publish")); got != 1 {
 		t.Fatalf("got seq %d", got)
 	}
-	c.quiet("publish", 300*time.Millisecond)
+	if m := f.marker(c); m["topic"] != "/mark" {
+		t.Fatalf("got %v after seq 1, want nothing before the marker (seq 2 throttled)", m)
+	}
 }
 
 func TestGateHandoverAcrossConfigs(t *testing.T) {
@@ -953,7 +1083,16 @@ func TestStaleVideoStopsADrivenRobotWithoutAnotherPublish(t *testing.T) {
 	if last := ops[len(ops)-1]; !strings.Contains(string(last.Raw), `"frame_id":"base"`) {
 		t.Fatalf("stop message %s, want the configured one", last.Raw)
 	}
-	time.Sleep(500 * time.Millisecond) // the watcher keeps asking: still one stop message
+	// the watcher keeps asking (every 100 ms): still one stop message
+	asked := gate.asked.Load()
+	f.eventually("the watcher to ask the gate five more times", func() bool { return gate.asked.Load() >= asked+5 })
+	if err := f.up.WaitFor(wait, func(ops []rostest.Op) bool { return true }); err != nil {
+		t.Fatal(err)
+	}
+	c.send(map[string]any{"op": "publish", "topic": "/chatter", "msg": map[string]any{"seq": 1}})
+	if err := f.up.WaitFor(wait, func(ops []rostest.Op) bool { return countOps(ops, "publish", "/chatter") == 1 }); err != nil {
+		t.Fatal(err) // a later op on the same upstream connection: the stop messages before it have arrived
+	}
 	if n := f.up.Count("publish", "/cmd_vel"); n != 2 {
 		t.Fatalf("%d publishes on /cmd_vel, want the drive and one stop", n)
 	}

@@ -8,6 +8,8 @@ import (
 
 	"github.com/pion/webrtc/v4"
 	"golang.org/x/time/rate"
+
+	"github.com/sdr-os/sdr-caddy/internal/origin"
 )
 
 // The browser's DataChannels and where their messages go.
@@ -138,9 +140,13 @@ func (s *Session) dataChannel(dc *webrtc.DataChannel) {
 	})
 }
 
-// forward publishes one checked message after the rate limit and the
-// gate; it returns the result counted.
+// forward publishes one checked message after the origin check, the rate
+// limit and the gate; it returns the result counted.
 func (s *Session) forward(lim *rate.Limiter, action, subject string, data []byte) string {
+	if o := s.cfg.UntrustedOrigin; o != "" {
+		s.refusals.Refused(origin.Verdict{Origin: o}, "datachannel "+subject)
+		return "origin"
+	}
 	if !lim.Allow() {
 		return "rate_limited"
 	}

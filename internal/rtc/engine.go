@@ -21,6 +21,8 @@ import (
 
 	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/sdr-os/sdr-caddy/internal/origin"
 )
 
 // Config is the WebRTC setup shared by every session of an Engine.
@@ -59,6 +61,9 @@ type Engine struct {
 	api     *webrtc.API
 	servers []webrtc.ICEServer
 	log     *slog.Logger
+	// refusals logs the first refused DataChannel message of each
+	// untrusted origin.
+	refusals *origin.RefusalLog
 
 	mu      sync.Mutex
 	udpConn net.PacketConn
@@ -96,7 +101,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 			return nil, fmt.Errorf("nat 1:1 addresses %v: %w", cfg.NAT1To1IPs, err)
 		}
 	}
-	e := &Engine{log: log}
+	e := &Engine{log: log, refusals: origin.NewRefusalLog(log)}
 	switch {
 	case cfg.UDPMuxPort != 0:
 		if cfg.UDPMuxPort < 0 || cfg.UDPMuxPort > 65535 {

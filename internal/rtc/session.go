@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
@@ -51,7 +52,7 @@ type Metrics struct {
 	KeyframeRequests  prometheus.Counter // PLI/FIR that became a request
 	// Messages counts DataChannel messages by channel ("control",
 	// "commands", "other") and result ("published", "malformed",
-	// "rate_limited", "gated", "unavailable", "error").
+	// "origin", "rate_limited", "gated", "unavailable", "error").
 	Messages *prometheus.CounterVec
 }
 
@@ -91,6 +92,10 @@ type SessionConfig struct {
 	// Publish sends a DataChannel message to NATS; nil drops them (counted
 	// "unavailable").
 	Publish func(subject string, data []byte) error
+	// UntrustedOrigin is the Origin of a connection that is not trusted to
+	// command the robot (internal/origin): its DataChannel messages are
+	// all refused (counted "origin"). Empty: trusted.
+	UntrustedOrigin string
 	// OnCandidate, when set, receives each local ICE candidate as it is
 	// gathered (trickle ICE) and nil at the end, and Answer returns at
 	// once. When nil, Answer waits for gathering and returns every
@@ -117,6 +122,8 @@ type Session struct {
 	track *webrtc.TrackLocalStaticRTP
 	log   *slog.Logger
 	m     Metrics
+	// refusals is the engine's log of refused origins.
+	refusals *origin.RefusalLog
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -161,7 +168,7 @@ func (e *Engine) NewSession(cfg SessionConfig) (*Session, error) {
 		_ = pc.Close()
 		return nil, fmt.Errorf("creating video track: %w", err)
 	}
-	s := &Session{cfg: cfg, pc: pc, track: track, log: log, m: cfg.Metrics}
+	s := &Session{cfg: cfg, pc: pc, track: track, log: log, m: cfg.Metrics, refusals: e.refusals}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.m.Sessions.Inc()
 	s.m.SessionsStarted.Inc()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/rtc/rtctest"
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
@@ -348,5 +349,69 @@ func TestSessionConnectTimeout(t *testing.T) {
 	case <-s.Done():
 	default:
 		t.Fatal("Done not closed")
+	}
+}
+
+// The DataChannels of a connection whose Origin is not trusted carry
+// nothing to NATS: gamepad and command messages are refused and counted
+// "origin", before the rate limit and the gate.
+func TestUntrustedOriginDataChannelsRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(30*time.Second))
+	defer cancel()
+	e, err := NewEngine(Config{IncludeLoopback: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	pubs := make(chan string, 100)
+	msgs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "m"}, []string{"channel", "result"})
+	s, err := e.NewSession(SessionConfig{
+		Source: &loopSource{subs: map[int]func(frame.Frame){}},
+		Publish: func(subject string, _ []byte) error {
+			pubs <- subject
+			return nil
+		},
+		UntrustedOrigin: "http://evil.example",
+		Metrics:         Metrics{Messages: msgs},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v, err := rtctest.NewViewer(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	offer, err := v.Offer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, err := s.Answer(ctx, offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Accept(answer); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, "both datachannels to open", func() bool {
+		return v.Control.ReadyState().String() == "open" && v.Commands.ReadyState().String() == "open"
+	})
+	if err := v.Control.Send(gamepad([]float32{0.5, -1}, 3)); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{`{"action":"estop","cmd_seq":1}`, `{"action":"pause","cmd_seq":2}`} {
+		if err := v.Commands.SendText(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testwait.For(t, "three refusals", func() bool {
+		return counterValue(msgs.WithLabelValues("control", "origin")) == 1 &&
+			counterValue(msgs.WithLabelValues("commands", "origin")) == 2
+	})
+	select {
+	case p := <-pubs:
+		t.Fatalf("a message of an untrusted connection was published on %s", p)
+	default:
 	}
 }

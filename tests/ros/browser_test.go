@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sdr-os/sdr-caddy/internal/rosbridge/rostest"
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/tests/browser"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
@@ -98,13 +99,10 @@ http://127.0.0.1:%d {
 	}
 }
 `, port, up.URL(), nm, site), nil, func() error {
-		if up.Connections() < 1 {
-			return fmt.Errorf("sdr_ros has not connected upstream yet")
-		}
-		return nil
+		return letsClientsIn(fmt.Sprintf("ws://127.0.0.1:%d/ros/", port))
 	})
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(2*time.Minute))
 	defer cancel()
 	d, err := browser.Start(ctx, t.TempDir())
 	if err != nil {
@@ -131,23 +129,19 @@ http://127.0.0.1:%d {
 	}
 	until := func(what, expr string) {
 		t.Helper()
-		deadline := time.Now().Add(wait)
-		for {
+		if testwait.Until(wait, func() bool {
 			var ok bool
 			eval(expr, &ok)
-			if ok {
-				return
-			}
-			if time.Now().After(deadline) {
-				var state, console string
-				eval("JSON.stringify(window.rosTest)", &state)
-				var lines struct{ Lines []string }
-				_ = d.Do("console", map[string]any{"name": "ros"}, &lines)
-				console = strings.Join(lines.Lines, "\n")
-				t.Fatalf("timed out waiting for %s; page state %s\nconsole:\n%s", what, state, console)
-			}
-			time.Sleep(50 * time.Millisecond)
+			return ok
+		}) {
+			return
 		}
+		var state, console string
+		eval("JSON.stringify(window.rosTest)", &state)
+		var lines struct{ Lines []string }
+		_ = d.Do("console", map[string]any{"name": "ros"}, &lines)
+		console = strings.Join(lines.Lines, "\n")
+		t.Fatalf("timed out waiting for %s; page state %s\nconsole:\n%s", what, state, console)
 	}
 	until("roslib to connect", "window.rosTest.connected")
 	waitUp(t, "both upstream subscriptions", func() bool {

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,7 +21,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/sdr-os/sdr-caddy/internal/rosbridge/rostest"
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -101,7 +105,7 @@ func startAgent(t *testing.T) *agent {
 		_ = stdin.Close()
 		select {
 		case <-a.exited:
-		case <-time.After(5 * time.Second):
+		case <-testwait.After(5 * time.Second):
 			_ = cmd.Process.Kill()
 			<-a.exited
 		}
@@ -135,7 +139,7 @@ func (a *agent) snapshot() []event {
 // waitFor waits until cond holds over every event so far.
 func (a *agent) waitFor(what string, cond func([]event) bool) []event {
 	a.t.Helper()
-	deadline := time.NewTimer(wait)
+	deadline := time.NewTimer(testwait.Timeout(wait))
 	defer deadline.Stop()
 	for {
 		a.mu.Lock()
@@ -153,6 +157,35 @@ func (a *agent) waitFor(what string, cond func([]event) bool) []event {
 			a.t.Fatalf("timed out after %v waiting for %s (%d events)", wait, what, len(evs))
 		}
 	}
+}
+
+// handled waits until sdr_ros has handled every op the clients sent so
+// far: each sends an op the proxy refuses (set_level with an unknown
+// level), and a client's ops are handled, and its replies sent, in order.
+func (a *agent) handled(clients ...int) {
+	a.t.Helper()
+	tag := fmt.Sprintf("handled-%d", time.Now().UnixNano())
+	for _, i := range clients {
+		a.send(map[string]any{"cmd": "raw", "client": i, "msg": map[string]any{"op": "set_level", "id": tag, "level": "handled"}})
+	}
+	a.waitFor(fmt.Sprintf("sdr_ros to handle the ops of %d clients", len(clients)), func(evs []event) bool {
+		seen := map[int]bool{}
+		for _, e := range evs {
+			if e.Ev == "status" && e.Status.ID == tag {
+				seen[e.Client] = true
+			}
+		}
+		return len(seen) == len(clients)
+	})
+}
+
+// all lists the clients 0 to n-1.
+func all(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
 }
 
 // sync waits until the agent has run every command sent so far.
@@ -211,7 +244,7 @@ func statuses(evs []event, client int) []event {
 
 // proxy starts rostest and the sdr-caddy binary with sdr_ros in front of
 // it; block is the body of the sdr_ros block. It returns the test server
-// and the ws:// URL of the endpoint.
+// and the ws:// URL of the endpoint, once sdr_ros lets clients in.
 func proxy(t *testing.T, block string) (*rostest.Server, string) {
 	t.Helper()
 	up, err := rostest.Start("127.0.0.1:0")
@@ -219,7 +252,17 @@ func proxy(t *testing.T, block string) (*rostest.Server, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(up.Close)
+	return up, startProxy(t, up.URL(), block, true)
+}
+
+// startProxy runs the sdr-caddy binary with sdr_ros in front of upstream
+// and returns the ws:// URL of the endpoint; with connected, once sdr_ros
+// lets clients in (it answers 502 until its upstream connection is up),
+// else once it answers HTTP.
+func startProxy(t *testing.T, upstream, block string, connected bool) string {
+	t.Helper()
 	port := testenv.FreePort(t)
+	url := fmt.Sprintf("ws://127.0.0.1:%d/ros/", port)
 	caddyfile := fmt.Sprintf(`{
 	admin {$SDR_TEST_ADMIN}
 }
@@ -231,25 +274,34 @@ http://127.0.0.1:%d {
 		}
 	}
 }
-`, port, up.URL(), block)
+`, port, upstream, block)
 	testenv.StartCaddy(t, caddyfile, nil, func() error {
-		if up.Connections() < 1 {
-			return fmt.Errorf("sdr_ros has not connected upstream yet")
+		if connected {
+			return letsClientsIn(url)
 		}
+		resp, err := http.Get("http" + strings.TrimPrefix(url, "ws"))
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
 		return nil
 	})
-	return up, fmt.Sprintf("ws://127.0.0.1:%d/ros/", port)
+	return url
+}
+
+// letsClientsIn reports, as an error, why sdr_ros at url does not let a
+// rosbridge client in now.
+func letsClientsIn(url string) error {
+	c, resp, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		return fmt.Errorf("dialing %s: %w (%v)", url, err, resp)
+	}
+	return c.Close()
 }
 
 func waitUp(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.ForWithin(t, wait, what, cond)
 }
 
 func TestROSFiftyClientsOneUpstreamSubscription(t *testing.T) {
@@ -258,15 +310,8 @@ func TestROSFiftyClientsOneUpstreamSubscription(t *testing.T) {
 	const n = 50
 	a.connect(url, n)
 	a.send(map[string]any{"cmd": "subscribe", "clients": "all", "topic": "/odom", "type": "nav_msgs/msg/Odometry"})
-	a.sync()
+	a.handled(all(n)...)
 	waitUp(t, "the upstream subscription", func() bool { c, _ := up.Subscribers("/odom"); return c == 1 })
-	// every client's subscribe has reached the proxy once its first message
-	// arrives: publish until all 50 have one, then count from a marker
-	waitUp(t, "all 50 clients subscribed", func() bool {
-		_, _ = up.Publish("/odom", map[string]any{"seq": 0})
-		time.Sleep(50 * time.Millisecond)
-		return len(messages(a.snapshot(), "/odom")) == n
-	})
 	if got := up.Count("subscribe", "/odom"); got != 1 {
 		t.Fatalf("upstream received %d subscribe ops for /odom from 50 clients, want 1", got)
 	}
@@ -290,11 +335,8 @@ func TestROSFiftyClientsOneUpstreamSubscription(t *testing.T) {
 		return true
 	})
 	for i, s := range messages(a.snapshot(), "/odom") {
-		k := len(s) - 5
-		for j := 0; j < 5; j++ {
-			if s[k+j] != j+1 {
-				t.Fatalf("client %d received %v; want ...1 2 3 4 5 in order, once each", i, s)
-			}
+		if fmt.Sprint(s) != "[1 2 3 4 5]" {
+			t.Fatalf("client %d received %v; want 1 2 3 4 5 in order, once each", i, s)
 		}
 	}
 }
@@ -304,21 +346,19 @@ func TestROSUnsubscribeBookkeeping(t *testing.T) {
 	a := startAgent(t)
 	a.connect(url, 3)
 	a.send(map[string]any{"cmd": "subscribe", "clients": "all", "topic": "/scan"})
-	a.sync()
+	a.handled(0, 1, 2)
 	waitUp(t, "subscription", func() bool { c, _ := up.Subscribers("/scan"); return c == 1 })
-	// The upstream subscription comes with the first client's subscribe;
-	// all three are in place at the proxy once a message published
-	// upstream reaches all three clients.
-	waitUp(t, "all three clients subscribed", func() bool {
-		_, _ = up.Publish("/scan", map[string]any{"seq": 0})
-		per := messages(a.snapshot(), "/scan")
-		return len(per[0]) > 0 && len(per[1]) > 0 && len(per[2]) > 0
-	})
 	for i := 0; i < 3; i++ {
 		a.send(map[string]any{"cmd": "unsubscribe", "clients": []int{i}, "topic": "/scan"})
-		a.sync()
 		if i < 2 {
-			time.Sleep(300 * time.Millisecond) // room for a wrong unsubscribe to arrive
+			// A subscribe to a new topic after the unsubscribe goes up the
+			// same connection: once it has arrived, a wrong unsubscribe
+			// would have too.
+			mark := fmt.Sprintf("/mark%d", i)
+			a.send(map[string]any{"cmd": "subscribe", "clients": []int{i}, "topic": mark})
+			if err := up.WaitFor(wait, func(ops []rostest.Op) bool { return countOps(ops, "subscribe", mark) == 1 }); err != nil {
+				t.Fatal(err)
+			}
 			if got := up.Count("unsubscribe", "/scan"); got != 0 {
 				t.Fatalf("upstream unsubscribed while %d clients still subscribe", 2-i)
 			}
@@ -354,9 +394,13 @@ func TestROSThrottleAndQueueLength(t *testing.T) {
 	a.send(map[string]any{"cmd": "subscribe", "clients": []int{0}, "topic": "/odom"})
 	a.send(map[string]any{"cmd": "subscribe", "clients": []int{1}, "topic": "/odom", "throttle_rate": 60000})
 	a.send(map[string]any{"cmd": "subscribe", "clients": []int{2}, "topic": "/odom", "throttle_rate": 400, "queue_length": 2})
-	a.sync()
-	waitUp(t, "subscription", func() bool { c, _ := up.Subscribers("/odom"); return c == 1 })
-	time.Sleep(time.Second) // the three subscribe ops reach the proxy
+	a.send(map[string]any{"cmd": "subscribe", "clients": "all", "topic": "/mark"})
+	a.handled(0, 1, 2)
+	waitUp(t, "subscriptions", func() bool {
+		c, _ := up.Subscribers("/odom")
+		m, _ := up.Subscribers("/mark")
+		return c == 1 && m == 1
+	})
 	began := time.Now()
 	for seq := 1; seq <= 20; seq++ {
 		_, _ = up.Publish("/odom", map[string]any{"seq": seq})
@@ -366,8 +410,10 @@ func TestROSThrottleAndQueueLength(t *testing.T) {
 		per := messages(evs, "/odom")
 		return len(per[0]) == 20 && len(per[2]) > 0 && per[2][len(per[2])-1] == 20
 	})
-	time.Sleep(time.Second) // anything late would show now
-	evs = a.snapshot()
+	// A marker on another topic after the burst: what the proxy passed on
+	// of the burst reached each client before it.
+	_, _ = up.Publish("/mark", map[string]any{"seq": 1})
+	evs = a.waitFor("the marker on every client", func(evs []event) bool { return len(messages(evs, "/mark")) == 3 })
 	per := messages(evs, "/odom")
 	if len(per[0]) != 20 {
 		t.Fatalf("unthrottled client got %v", per[0])
@@ -600,16 +646,11 @@ func TestROSCompressedSubscriptionsToRoslib(t *testing.T) {
 	a.send(map[string]any{"cmd": "subscribe", "clients": []int{0, 1}, "topic": "/odom", "compression": "cbor"})
 	a.send(map[string]any{"cmd": "subscribe", "clients": []int{2}, "topic": "/odom"})
 	a.send(map[string]any{"cmd": "subscribe", "clients": []int{3}, "topic": "/odom", "compression": "png"})
-	a.sync()
+	a.handled(0, 1, 2, 3)
 	// one upstream subscription per (topic, compression), each on a
 	// connection of its own, as rosbridge_server merges compressions per
 	// connection
 	waitUp(t, "three upstream subscriptions", func() bool { c, _ := up.Subscribers("/odom"); return c == 3 })
-	waitUp(t, "all four clients subscribed", func() bool {
-		_, _ = up.Publish("/odom", map[string]any{"seq": 0})
-		time.Sleep(50 * time.Millisecond)
-		return len(messages(a.snapshot(), "/odom")) == 4
-	})
 	if got := up.Count("subscribe", "/odom"); got != 3 {
 		t.Fatalf("%d upstream subscribes, want 3", got)
 	}
@@ -654,4 +695,63 @@ func TestROSLatchedTopicReachesLateRoslibClient(t *testing.T) {
 	if up.Sent() != sent || up.Count("subscribe", "/tf_static") != 1 {
 		t.Fatalf("the late client cost upstream traffic: %d messages, %d subscribes", up.Sent()-sent, up.Count("subscribe", "/tf_static"))
 	}
+}
+
+// With no allowlists sdr_ros lets every op through, as SDR_OS's edge
+// proxied /ros/ raw to rosbridge: the SDR_OS client's gamepad topics
+// (/controller/button_states, /controller/joystick_state, std_msgs/String)
+// published with roslibjs reach the upstream.
+func TestROSRoslibClientTopicsPassByDefault(t *testing.T) {
+	up, url := proxy(t, "")
+	a := startAgent(t)
+	a.connect(url, 1)
+	for _, topic := range []string{"/controller/button_states", "/controller/joystick_state"} {
+		a.send(map[string]any{"cmd": "publish", "client": 0, "topic": topic, "type": "std_msgs/String", "msg": map[string]any{"data": `{"a":1}`}})
+		if err := up.WaitFor(wait, func(ops []rostest.Op) bool {
+			return countOps(ops, "advertise", topic) == 1 && countOps(ops, "publish", topic) == 1
+		}); err != nil {
+			t.Fatalf("roslibjs publish on %s did not reach the upstream: %v", topic, err)
+		}
+	}
+	for _, s := range statuses(a.snapshot(), 0) {
+		t.Errorf("status %+v", s.Status)
+	}
+}
+
+// Without a running rosbridge_server roslibjs cannot connect (502, as the
+// raw proxy answered), so the SDR_OS app shows ROS disconnected rather than
+// connected to nothing; once rosbridge_server (rostest, its
+// protocol-faithful stand-in) runs, roslibjs connects and subscribes.
+func TestROSRoslibCannotConnectWithoutRosbridge(t *testing.T) {
+	up, err := rostest.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(up.Close)
+	up.Close() // rosbridge_server not started
+	url := startProxy(t, up.URL(), "", false)
+	a := startAgent(t)
+	a.send(map[string]any{"cmd": "connect", "url": url, "clients": 1})
+	evs := a.waitFor("roslibjs to fail to connect", func(evs []event) bool {
+		for _, e := range evs {
+			if e.Client == 0 && (e.Ev == "close" || e.Ev == "error") {
+				return true
+			}
+		}
+		return false
+	})
+	for _, e := range evs {
+		if e.Ev == "connected" {
+			t.Fatalf("roslibjs connected with no rosbridge_server behind sdr_ros")
+		}
+	}
+	if err := up.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	waitUp(t, "sdr_ros to let clients in", func() bool { return letsClientsIn(url) == nil })
+	a.connect(url, 1) // client 1
+	a.send(map[string]any{"cmd": "subscribe", "clients": []int{1}, "topic": "/odom"})
+	waitUp(t, "the upstream subscription", func() bool { c, _ := up.Subscribers("/odom"); return c == 1 })
+	_, _ = up.Publish("/odom", map[string]any{"seq": 1})
+	a.waitFor("the message on the connected client", func(evs []event) bool { return len(messages(evs, "/odom")[1]) == 1 })
 }

@@ -145,6 +145,12 @@ func (s *Server) Close() {
 func (s *Server) Restart(down time.Duration) error {
 	s.Close()
 	time.Sleep(down)
+	return s.Listen()
+}
+
+// Listen listens again on the server's address after Close, as a
+// rosbridge_server started again does. The recorded ops are kept.
+func (s *Server) Listen() error {
 	var err error
 	for i := 0; i < 50; i++ { // the port may linger for a moment
 		if err = s.listen(); err == nil {

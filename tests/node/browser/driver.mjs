@@ -20,7 +20,8 @@
 //   quit        {}
 //
 // Environment: CHROMIUM (default /usr/bin/chromium), SDR_BROWSER_PROFILE
-// (a fresh directory for --user-data-dir; required).
+// (a fresh directory for --user-data-dir; required), SDR_BROWSER_HOST_RULES
+// (optional: Chromium's --host-resolver-rules).
 import { chromium } from 'playwright-core';
 import { createInterface } from 'node:readline';
 
@@ -46,6 +47,10 @@ const context = await chromium.launchPersistentContext(profile, {
     '--disable-background-timer-throttling',
     '--disable-renderer-backgrounding',
     '--disable-backgrounding-occluded-windows',
+    // SDR_BROWSER_HOST_RULES, e.g. "MAP *.test 127.0.0.1": names that are
+    // this machine, for a page on one host name talking to a server on
+    // another (a cross-origin setup that loopback names cannot play).
+    ...(process.env.SDR_BROWSER_HOST_RULES ? [`--host-resolver-rules=${process.env.SDR_BROWSER_HOST_RULES}`] : []),
   ],
 });
 
