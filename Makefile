@@ -23,6 +23,8 @@ deps:
 
 build: deps
 	@mkdir -p bin $(XDG_CONFIG_HOME) $(XDG_DATA_HOME)
+	@[ -x $(BIN) ] || echo "build: the first build of $(BIN) compiles Caddy, NATS, pion and the FFmpeg bindings (cgo):" \
+		"2-3 minutes on 2 cores with an empty Go build cache, seconds afterwards"
 	$(GO) build -o $(BIN) ./cmd/caddy
 
 ## run: build, then serve the demo at http://localhost:8080 (embedded NATS, test pattern).
