@@ -63,19 +63,17 @@ func CaddyBin(t testing.TB) string {
 	return buildPath
 }
 
-// Tool returns the path of a tool that scripts/deps.sh installs into
-// .tools/bin (xcaddy, nats-server v2.15.2), falling back to PATH.
+// Tool returns the path of a tool that scripts/deps.sh installs, pinned,
+// into .tools/bin (xcaddy, nats-server v2.15.2, actionlint, shellcheck). It
+// never looks on PATH, where another version may be (Debian's nats-server
+// is 2.9): a test's result must not depend on what else is installed.
 func Tool(t testing.TB, name string) string {
 	t.Helper()
 	p := filepath.Join(Root(), ".tools", "bin", name)
-	if _, err := os.Stat(p); err == nil {
-		return p
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s is not in .tools/bin: run scripts/deps.sh (%v)", name, err)
 	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	t.Fatalf("%s not found: run scripts/deps.sh", name)
-	return ""
+	return p
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.
