@@ -13,7 +13,8 @@
 # runs scripts/deps.sh and builds once before the load starts. Then it starts
 # one busy loop per core (stopped when it ends, also on Ctrl-C), runs the
 # tests with `go test -json`, and prints how often each test failed. The JSON
-# logs stay in tmp/soak/. Exit status 1 when anything failed.
+# logs stay in tmp/soak/. Each run is `make -k test`: a failing go test does not
+# keep the xcaddy build from running. Exit status 1 when anything failed.
 #
 # caddytest's admin listener is the fixed localhost:2999: run one soak at a
 # time on a machine, and no other `make test` beside it.
@@ -88,7 +89,7 @@ say "a busy loop on each of $cores cores (pids ${hog[*]})"
 # --- the runs --------------------------------------------------------------
 # Each run's go test -json goes to run-I.json, everything else to run-I.log.
 run_suite() { # i
-	make -C "$src" --no-print-directory test GOTESTFLAGS=-json >"$logs/run-$1.out" 2>"$logs/run-$1.log"
+	make -k -C "$src" --no-print-directory test GOTESTFLAGS=-json >"$logs/run-$1.out" 2>"$logs/run-$1.log"
 }
 run_race() { # (one go test, -count=N)
 	(cd "$src" && go test -race -count="$n" -timeout 120m -json "${race_pkgs[@]}") >"$logs/run-1.out" 2>"$logs/run-1.log"
