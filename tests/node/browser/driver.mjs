@@ -46,6 +46,12 @@ const context = await chromium.launchPersistentContext(profile, {
     '--disable-background-timer-throttling',
     '--disable-renderer-backgrounding',
     '--disable-backgrounding-occluded-windows',
+    // WebRTC over loopback, with plain addresses: without these Chromium
+    // offers only an mDNS name for its host candidate, which the server
+    // cannot resolve where multicast does not reach it (a machine or
+    // network namespace whose only interface is lo).
+    '--allow-loopback-in-peer-connection',
+    '--disable-features=WebRtcHideLocalIpsWithMdns',
   ],
 });
 
