@@ -13,7 +13,7 @@ export CGO_ENABLED     := 1
 export PATH            := $(CURDIR)/.tools/bin:$(PATH)
 export SDR_CADDY_BIN   := $(CURDIR)/$(BIN)
 
-.PHONY: all deps build run test test-go test-nocgo test-xcaddy fuzz \
+.PHONY: all deps build run test test-go test-nocgo test-xcaddy soak soak-race fuzz \
 	bench bench-ring bench-stream bench-nats bench-encoder bench-ros bench-browser bench-scale bench-rtc
 
 all: build
@@ -23,6 +23,8 @@ deps:
 
 build: deps
 	@mkdir -p bin $(XDG_CONFIG_HOME) $(XDG_DATA_HOME)
+	@[ -x $(BIN) ] || echo "build: the first build of $(BIN) compiles Caddy, NATS, pion and the FFmpeg bindings (cgo):" \
+		"2-3 minutes on 2 cores with an empty Go build cache, seconds afterwards"
 	$(GO) build -o $(BIN) ./cmd/caddy
 
 ## run: build, then serve the demo at http://localhost:8080 (embedded NATS, test pattern).
@@ -36,12 +38,24 @@ test-nocgo:
 	CGO_ENABLED=0 $(GO) build ./...
 	CGO_ENABLED=0 $(GO) vet ./...
 
+# GOTESTFLAGS adds flags to go test (scripts/soak.sh sets -json).
+GOTESTFLAGS ?=
 test-go:
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 30m ./...
+	$(GO) test -count=1 -timeout 30m $(GOTESTFLAGS) ./...
 
 test-xcaddy:
 	@scripts/xcaddy-check.sh
+
+## soak: `make test` SOAK_N times (default 8) on a clean clone of HEAD with a busy
+## loop on every core; prints how often each test failed (scripts/soak.sh).
+## soak-race: `go test -race -count=20` of the packages with concurrency, under the same load.
+SOAK_N ?= 8
+soak:
+	@scripts/soak.sh $(SOAK_N)
+
+soak-race:
+	@scripts/soak.sh --race
 
 ## fuzz: run every fuzz target for a bounded time each (FUZZTIME, default 60s).
 ## The seed corpora run in plain `go test`, so `make test` covers them.

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdr-os/sdr-caddy/internal/testpattern"
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/nvenc"
 	"github.com/sdr-os/sdr-caddy/shmring"
@@ -95,7 +96,7 @@ func TestEncoderLivePatternToStream(t *testing.T) {
 		t.Fatalf("dialing: %v (%v)", err, resp)
 	}
 	defer c.Close()
-	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_ = c.SetReadDeadline(testwait.Deadline(30 * time.Second))
 
 	dec, err := nvenc.NewDecoder(shmring.CodecH264)
 	if err != nil {
@@ -164,7 +165,7 @@ func TestEncoderLivePatternToStream(t *testing.T) {
 				t.Errorf("frame stats %s lack %q", m.Data, k)
 			}
 		}
-	case <-time.After(5 * time.Second):
+	case <-testwait.After(5 * time.Second):
 		t.Fatal("no telemetry.frame.stats within 5s")
 	}
 
@@ -226,12 +227,8 @@ func TestEncoderReloadKeepsSession(t *testing.T) {
 	}
 	waitFrames := func(s *encoderShare, n uint64) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for s.session.Stats().Frames < n {
-			if time.Now().After(deadline) {
-				t.Fatalf("encoder made %d frames, want %d", s.session.Stats().Frames, n)
-			}
-			time.Sleep(20 * time.Millisecond)
+		if !testwait.Until(testwait.Default, func() bool { return s.session.Stats().Frames >= n }) {
+			t.Fatalf("encoder made %d frames, want %d", s.session.Stats().Frames, n)
 		}
 	}
 	if err := caddy.Load(cfg(1000), true); err != nil {
@@ -255,7 +252,7 @@ func TestEncoderReloadKeepsSession(t *testing.T) {
 	}
 	select {
 	case <-first.done:
-	case <-time.After(10 * time.Second):
+	case <-testwait.After(10 * time.Second):
 		t.Fatal("the old session did not stop")
 	}
 	waitFrames(second, 5)

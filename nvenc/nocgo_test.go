@@ -7,7 +7,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 )
 
 // TestNotCompiledIn: a build without cgo compiles, and says clearly that it
@@ -29,9 +30,7 @@ func TestNotCompiledIn(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		for s.Stats().Errors == 0 {
-			time.Sleep(5 * time.Millisecond)
-		}
+		testwait.Until(testwait.Default, func() bool { return s.Stats().Errors != 0 })
 		cancel()
 	}()
 	if err := s.Run(ctx); err != nil {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 )
 
 // TestProbeHere runs the probe on this machine, which has no NVIDIA
@@ -16,7 +18,7 @@ func TestProbeHere(t *testing.T) {
 	if _, err := os.Stat("/proc/driver/nvidia/version"); err == nil {
 		t.Skip("this machine has an NVIDIA driver; the GPU check covers it")
 	}
-	r := Probe(context.Background(), ProbeOptions{Timeout: 30 * time.Second})
+	r := Probe(context.Background(), ProbeOptions{Timeout: testwait.Timeout(30 * time.Second)})
 	if r.ExitCode != ExitNoDriver || r.Driver.Present || r.NVENC {
 		t.Fatalf("exit %d present %v nvenc %v: %s", r.ExitCode, r.Driver.Present, r.NVENC, r.Verdict)
 	}
@@ -76,7 +78,7 @@ func TestProbeDriverWithoutLibraries(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(proc, "driver", "nvidia", "version"), []byte("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := Probe(context.Background(), ProbeOptions{ProcRoot: proc, DevRoot: t.TempDir(), Timeout: 30 * time.Second})
+	r := Probe(context.Background(), ProbeOptions{ProcRoot: proc, DevRoot: t.TempDir(), Timeout: testwait.Timeout(30 * time.Second)})
 	if r.ExitCode != ExitNVENCUnusable || !r.Driver.Present || !strings.Contains(r.Driver.Version, "550.54.15") {
 		t.Fatalf("exit %d driver %+v", r.ExitCode, r.Driver)
 	}

@@ -11,10 +11,11 @@ import (
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/testpattern"
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
-// collect runs a session until n frames arrived (or 30 s passed), calling
+// collect runs a session until n frames arrived (or testwait.Default passed), calling
 // each(i, f) on the encoding goroutine for every frame.
 func collect(t *testing.T, s *Session, n int, each func(i int, f frame.Frame)) []frame.Frame {
 	t.Helper()
@@ -43,8 +44,10 @@ func collect(t *testing.T, s *Session, n int, each func(i int, f frame.Frame)) [
 	go func() { runErr <- s.Run(ctx) }()
 	select {
 	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Errorf("only %d of %d frames within 30s; stats %+v", len(frames), n, s.Stats())
+	case <-testwait.After(testwait.Default):
+		mu.Lock()
+		t.Errorf("only %d of %d frames within %s; stats %+v", len(frames), n, testwait.Timeout(testwait.Default), s.Stats())
+		mu.Unlock()
 	}
 	cancel()
 	select {
@@ -52,8 +55,8 @@ func collect(t *testing.T, s *Session, n int, each func(i int, f frame.Frame)) [
 		if err != nil {
 			t.Errorf("Run: %v", err)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return within 10s of cancel")
+	case <-testwait.After(10 * time.Second):
+		t.Fatalf("Run did not return within %s of cancel", testwait.Timeout(10*time.Second))
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -191,9 +194,11 @@ func (b *blockingEncoder) Config() Config      { return b.cfg }
 func (b *blockingEncoder) SPSPatched() bool    { return false }
 func (b *blockingEncoder) Close()              {}
 
-// burstInput offers n pictures as fast as it can, then waits for ctx.
+// burstInput offers n pictures as fast as it can, the second once the test
+// says that the encoder holds the first, then waits for ctx.
 type burstInput struct {
 	n        int
+	held     chan struct{} // closed by the test once the encoder holds picture 1
 	returned chan struct{}
 	released *int
 	mu       *sync.Mutex
@@ -204,8 +209,7 @@ func (in burstInput) Run(ctx context.Context, fn func(RawFrame)) error {
 		fn(RawFrame{Picture: Picture{Format: shmring.CodecI420, Width: 16, Height: 16, Stride: 16, Data: make([]byte, 384)},
 			FrameID: uint64(i + 1), Release: func() { in.mu.Lock(); *in.released++; in.mu.Unlock() }})
 		if i == 0 {
-			// Let the session start encoding the first picture.
-			time.Sleep(50 * time.Millisecond)
+			<-in.held
 		}
 	}
 	close(in.returned)
@@ -218,7 +222,7 @@ func TestSessionNeverBlocksInput(t *testing.T) {
 	be := &blockingEncoder{release: make(chan struct{}), entered: make(chan struct{}, 10)}
 	var mu sync.Mutex
 	released := 0
-	in := burstInput{n: 100, returned: make(chan struct{}), released: &released, mu: &mu}
+	in := burstInput{n: 100, held: make(chan struct{}), returned: make(chan struct{}), released: &released, mu: &mu}
 	s, err := NewSession(SessionConfig{Name: "t", Open: func(c Config) (FrameEncoder, error) { be.cfg = c; return be, nil }}, in)
 	if err != nil {
 		t.Fatal(err)
@@ -227,11 +231,13 @@ func TestSessionNeverBlocksInput(t *testing.T) {
 	defer cancel()
 	got := make(chan uint64, 10)
 	s.Subscribe(func(f frame.Frame) { got <- f.Header.FrameID })
-	go s.Run(ctx)
-	<-be.entered // the encoder holds picture 1
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(ctx) }()
+	testwait.Recv(t, be.entered, "the encoder to take picture 1")
+	close(in.held)
 	select {
 	case <-in.returned: // all 100 offers returned while the encoder was stuck
-	case <-time.After(20 * time.Second):
+	case <-testwait.After(20 * time.Second):
 		t.Fatal("the input blocked while the encoder was busy")
 	}
 	close(be.release)
@@ -246,7 +252,9 @@ func TestSessionNeverBlocksInput(t *testing.T) {
 		t.Fatalf("frames %d skipped %d, want 2 and 98", st.Frames, st.Skipped)
 	}
 	cancel()
-	time.Sleep(100 * time.Millisecond)
+	if err := testwait.Recv(t, ran, "Run to return"); err != nil {
+		t.Fatal(err)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if released != 100 {
@@ -289,7 +297,7 @@ func TestSessionRawRing(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			time.Sleep(33 * time.Millisecond)
+			time.Sleep(33 * time.Millisecond) // the subject: a writer at 30 frames/s
 		}
 	}()
 	frames := collect(t, s, 10, nil)

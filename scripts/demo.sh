@@ -52,6 +52,7 @@ healthy() {
 }
 
 pids=()
+# shellcheck disable=SC2317 # stop runs from the traps below
 stop() {
 	trap - INT TERM EXIT
 	for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done

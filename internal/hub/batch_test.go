@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 )
 
@@ -56,17 +57,29 @@ func runPiped(t *testing.T, h *Hub, cfg ClientConfig) (*Client, net.Conn) {
 		cancel()
 		<-done
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for h.Stats().Clients != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("client never joined")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	// Let the writer find nothing to send and wait in its select.
-	time.Sleep(50 * time.Millisecond)
-	_ = cli.SetReadDeadline(time.Now().Add(20 * time.Second))
+	// With one processor (TestWriterBatchesWhatWaits), the client's
+	// goroutines run while the test waits here, until the writer has found
+	// nothing to send and waits in its select.
+	testwait.For(t, "the client to join", func() bool { return h.Stats().Clients == 1 })
+	_ = cli.SetReadDeadline(testwait.Deadline(testwait.Default))
 	return c, cli
+}
+
+// framed is the size of msg framed as one unmasked binary WebSocket
+// message: what BytesOut counts for it once its write has returned.
+func framed(msgs ...[]byte) uint64 {
+	var n uint64
+	for _, m := range msgs {
+		n += uint64(len(wire.AppendBinaryFrame(nil, m)))
+	}
+	return n
+}
+
+// waitWritten waits until the writes of n bytes have returned: a write is
+// counted once it returns, after the reader has the bytes.
+func waitWritten(t *testing.T, h *Hub, n uint64) {
+	t.Helper()
+	testwait.For(t, fmt.Sprintf("%d bytes written", n), func() bool { return h.Stats().BytesOut >= n })
 }
 
 // A writer woken by one queued message sends everything else that waits
@@ -105,8 +118,7 @@ func TestWriterBatchesWhatWaits(t *testing.T) {
 			t.Fatalf("message %d: got % x..., want % x...", i, got[:min(len(got), 12)], w[:min(len(w), 12)])
 		}
 	}
-	// The writer counts a write once it returns: let it.
-	time.Sleep(50 * time.Millisecond)
+	waitWritten(t, h, framed(want...))
 	// One write, or two if the scheduler preempted the test once; a write
 	// per message, or the old cap of 16 queued messages per write, is 3 or
 	// more.
@@ -122,12 +134,16 @@ func TestWriterBatchBudget(t *testing.T) {
 	defer h.Close()
 	c, cli := runPiped(t, h, ClientConfig{KeyframeTimeout: time.Minute, BatchBytes: 1})
 	const n = 10
+	var sent []byte
 	for i := range n {
 		msg, _ := wire.Telemetry("telemetry.test", fmt.Appendf(nil, `{"i":%d}`, i))
 		c.Send(msg)
+		sent = append(sent, wire.AppendBinaryFrame(nil, msg)...)
 	}
 	for i := range 3 {
-		h.Publish(mkFrame(uint64(i+1), i == 0, 1000))
+		f := mkFrame(uint64(i+1), i == 0, 1000)
+		h.Publish(f)
+		sent = append(sent, wire.AppendBinaryFrame(nil, wire.AppendVideo(nil, f.Header, f.Payload))...)
 	}
 	for i := range n + 3 {
 		got, err := readServerMessage(cli)
@@ -142,11 +158,7 @@ func TestWriterBatchBudget(t *testing.T) {
 			t.Fatalf("message %d has type %#x, want %#x", i, got[0], wantType)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for h.Stats().Writes < n+3 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond) // a write is counted once it returns
-	}
-	time.Sleep(20 * time.Millisecond)
+	waitWritten(t, h, uint64(len(sent)))
 	if st := h.Stats(); st.Writes != n+3 {
 		t.Errorf("%d messages took %d writes with a 1-byte budget, want one each", n+3, st.Writes)
 	}

@@ -8,12 +8,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 )
 
@@ -97,14 +100,14 @@ func TestSendRoundWritesDirectAndHandsOver(t *testing.T) {
 	for i := uint64(51); i <= 350; i++ {
 		h.Publish(mkFrame(i, false, 200000))
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for h.Stats().Handovers == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no write left to the client's goroutine: %+v", h.Stats())
+	// Each look publishes a padding frame, to keep the rounds coming.
+	testwait.For(t, "a write left to the client's goroutine", func() bool {
+		if h.Stats().Handovers > 0 {
+			return true
 		}
-		h.Publish(mkFrame(0, false, 0)) // keep the rounds coming
-		time.Sleep(time.Millisecond)
-	}
+		h.Publish(mkFrame(0, false, 0))
+		return false
+	})
 	// (seq 0 frames are padding; the capacity of 1000 keeps every frame.)
 	var last uint64
 	for last < 350 {
@@ -148,7 +151,9 @@ func broadcastTelemetry(t *testing.T, h *Hub, body string) []byte {
 	return msg
 }
 
-// Queued telemetry waits for the next frame and goes out in the same write.
+// Queued telemetry waits for the next frame and goes out in the same write,
+// here the send round's direct write. (That nothing is written while it is
+// held is TestTelemetryHold's, on a fake clock.)
 func TestTelemetryRidesWithNextFrame(t *testing.T) {
 	t.Parallel()
 	h := New(Config{TelemetryHold: time.Minute})
@@ -156,60 +161,64 @@ func TestTelemetryRidesWithNextFrame(t *testing.T) {
 	url, clients := serveOne(t, h, ClientConfig{KeyframeTimeout: time.Minute})
 	ws := dial(t, url, nil)
 	<-clients
-	h.Publish(mkFrame(1, true, 100))
+	f1 := mkFrame(1, true, 100)
+	h.Publish(f1)
 	if got := readVideo(t, ws); got != 1 {
 		t.Fatalf("first frame %d", got)
 	}
-	time.Sleep(20 * time.Millisecond) // the write is counted once it returns
+	sent := framed(wire.AppendVideo(nil, f1.Header, f1.Payload))
+	waitWritten(t, h, sent)
 	writes := h.Stats().Writes
 	want := broadcastTelemetry(t, h, `{"a":1}`)
-	time.Sleep(200 * time.Millisecond)
-	if st := h.Stats(); st.Writes != writes {
-		t.Fatalf("telemetry was written before a frame came or the hold ended: %+v", st)
-	}
-	h.Publish(mkFrame(2, false, 100))
+	f2 := mkFrame(2, false, 100)
+	h.Publish(f2)
 	if _, msg, err := ws.ReadMessage(); err != nil || string(msg) != string(want) {
 		t.Fatalf("got %q, %v; want the telemetry first", msg, err)
 	}
 	if got := readVideo(t, ws); got != 2 {
 		t.Fatalf("frame %d after the telemetry, want 2", got)
 	}
-	time.Sleep(20 * time.Millisecond)
+	waitWritten(t, h, sent+framed(want, wire.AppendVideo(nil, f2.Header, f2.Payload)))
 	if st := h.Stats(); st.Writes != writes+1 {
 		t.Errorf("telemetry and frame took %d writes, want 1", st.Writes-writes)
 	}
 }
 
-// Without frames, queued telemetry goes out once the hold has passed; with
-// no hold, at once.
+// Without frames, queued telemetry is not written while it is held, and
+// goes out when the hold has passed, to the nanosecond of the fake clock;
+// with no hold, at once. (net.Pipe and the hub's timers run in the bubble.)
 func TestTelemetryHold(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		hold     time.Duration
-		min, max time.Duration
-	}{
-		{hold: 150 * time.Millisecond, min: 140 * time.Millisecond, max: 10 * time.Second},
-		{hold: -1, min: 0, max: 100 * time.Millisecond},
-	} {
-		h := New(Config{TelemetryHold: tc.hold})
-		defer h.Close()
-		url, clients := serveOne(t, h, ClientConfig{KeyframeTimeout: time.Minute})
-		ws := dial(t, url, nil)
-		<-clients
-		h.Publish(mkFrame(1, true, 100)) // read back: the client is in the send round
-		if got := readVideo(t, ws); got != 1 {
-			t.Fatalf("first frame %d", got)
-		}
-		start := time.Now()
-		want := broadcastTelemetry(t, h, `{"b":2}`)
-		_, msg, err := ws.ReadMessage()
-		took := time.Since(start)
-		if err != nil || string(msg) != string(want) {
-			t.Fatalf("hold %s: got %q, %v", tc.hold, msg, err)
-		}
-		if took < tc.min || took > tc.max {
-			t.Errorf("hold %s: telemetry took %s, want %s to %s", tc.hold, took, tc.min, tc.max)
-		}
+	for _, hold := range []time.Duration{150 * time.Millisecond, -1} {
+		synctest.Test(t, func(t *testing.T) {
+			h := New(Config{TelemetryHold: hold})
+			defer h.Close()
+			_, cli := runPiped(t, h, ClientConfig{KeyframeTimeout: time.Hour})
+			f := mkFrame(1, true, 100)
+			h.Publish(f)
+			if msg, err := readServerMessage(cli); err != nil || msg[0] != wire.TypeVideo {
+				t.Fatalf("hold %s: first message %v, %v", hold, msg, err)
+			}
+			start := time.Now()
+			want := broadcastTelemetry(t, h, `{"b":2}`)
+			if hold > 0 {
+				// Nothing comes while the telemetry is held: a read that
+				// ends 1ns later on the fake clock, which moves only once
+				// everything else waits, finds nothing.
+				_ = cli.SetReadDeadline(time.Now().Add(time.Nanosecond))
+				if msg, err := readServerMessage(cli); !errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Fatalf("hold %s: %q, %v before the hold ended, want nothing", hold, msg, err)
+				}
+				_ = cli.SetReadDeadline(testwait.Deadline(testwait.Default))
+			}
+			msg, err := readServerMessage(cli)
+			if err != nil || string(msg) != string(want) {
+				t.Fatalf("hold %s: got %q, %v", hold, msg, err)
+			}
+			if took, wantTook := time.Since(start), max(hold, 0); took != wantTook {
+				t.Errorf("hold %s: telemetry took %s, want %s", hold, took, wantTook)
+			}
+		})
 	}
 }
 
@@ -218,7 +227,7 @@ func TestTelemetryHold(t *testing.T) {
 func TestCloseAfterHandoverKeepsFraming(t *testing.T) {
 	h, ws, c := directClient(t)
 	h.Publish(mkFrame(1, true, 1000))
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := testwait.Deadline(testwait.Default)
 	for i := uint64(2); h.Stats().Handovers == 0; i++ {
 		if time.Now().After(deadline) {
 			t.Fatalf("the socket never filled: %+v", h.Stats())

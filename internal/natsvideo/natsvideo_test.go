@@ -15,6 +15,7 @@ import (
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/natstest"
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/shmring"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
@@ -101,7 +102,7 @@ func (s *sink) fn(f frame.Frame) {
 
 func (s *sink) wait(t *testing.T, n int) []frame.Frame {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
+	deadline := testwait.After(testwait.Default)
 	for {
 		s.mu.Lock()
 		if len(s.frames) >= n {
@@ -180,15 +181,12 @@ func subscribeSink(es *Source) *sink {
 	return k
 }
 
-// poll checks done every 10ms until it holds, failing the test with msg()
-// once deadline has passed.
-func poll(t *testing.T, deadline time.Time, done func() bool, msg func() string) {
+// poll waits until done holds, failing the test with msg() when it does
+// not within testwait.Timeout(testwait.Default).
+func poll(t *testing.T, done func() bool, msg func() string) {
 	t.Helper()
-	for !done() {
-		if time.Now().After(deadline) {
-			t.Fatal(msg())
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testwait.Until(testwait.Default, done) {
+		t.Fatal(msg())
 	}
 }
 
@@ -282,7 +280,7 @@ func TestGapHeldUntilKeyframe(t *testing.T) {
 		t.Fatalf("edge stats %+v: want 3 gaps, 3 frames held", st)
 	}
 	// The held frames asked the origin for a keyframe through NATS.
-	poll(t, time.Now().Add(10*time.Second), func() bool { return req.n.Load() != 0 }, func() string {
+	poll(t, func() bool { return req.n.Load() != 0 }, func() string {
 		return fmt.Sprintf("no keyframe request reached the origin; edge sent %d, origin received %d", es.Stats().IDRRequests, pub.Stats().IDRReceived)
 	})
 }
@@ -320,7 +318,7 @@ func TestOriginGapPassedOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = origin.Flush()
-	poll(t, time.Now().Add(10*time.Second), func() bool { return es.Stats().KeyframeWaits == 1 }, func() string {
+	poll(t, func() bool { return es.Stats().KeyframeWaits == 1 }, func() string {
 		return fmt.Sprintf("edge stats %+v: the unannounced gap was not gated", es.Stats())
 	})
 }
@@ -416,12 +414,22 @@ func TestIDRRequestsCoalescedAcrossEdges(t *testing.T) {
 			e.RequestKeyframe()
 		}
 	}
-	poll(t, time.Now().Add(10*time.Second), func() bool { return pub.Stats().IDRReceived >= 5 }, func() string {
-		return fmt.Sprintf("origin received %d keyframe requests, want 5 (one per edge)", pub.Stats().IDRReceived)
+	// Each edge's connection has sent what it will (Flush: the server has
+	// them, queued for the origin); then one more request, from the
+	// origin's connection, is the last the origin receives.
+	for _, e := range edges {
+		if err := e.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := origin.Publish(IDRSubject("video.idr"), []byte(IDRBody)); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, func() bool { return pub.Stats().IDRReceived >= 6 }, func() string {
+		return fmt.Sprintf("origin received %d keyframe requests, want 5 (one per edge) and the last one", pub.Stats().IDRReceived)
 	})
-	time.Sleep(100 * time.Millisecond)
-	if got := pub.Stats().IDRReceived; got != 5 {
-		t.Fatalf("origin received %d requests from 5 edges asking 10 times each, want 5", got)
+	if got := pub.Stats().IDRReceived; got != 6 {
+		t.Fatalf("origin received %d requests from 5 edges asking 10 times each and one more, want 6", got)
 	}
 	if req.n.Load() != 1 {
 		t.Fatalf("producer asked %d times, want 1", req.n.Load())
@@ -443,7 +451,7 @@ func TestDefaultRequesterPublishesForceIDR(t *testing.T) {
 		if string(m.Data) != IDRBody {
 			t.Fatalf("force_idr body %q", m.Data)
 		}
-	case <-time.After(10 * time.Second):
+	case <-testwait.After(testwait.Default):
 		t.Fatal("no command.genesis.force_idr")
 	}
 }
@@ -455,14 +463,13 @@ func TestPublisherDropsWhileDisconnected(t *testing.T) {
 	src := newPushSource()
 	pub := startPublisher(t, origin, src, PublisherConfig{Subject: "video.down"})
 	s.Shutdown()
-	deadline := time.Now().Add(10 * time.Second)
-	poll(t, deadline, func() bool { return !origin.IsConnected() }, func() string {
-		return "still connected 10s after the server shut down"
+	poll(t, func() bool { return !origin.IsConnected() }, func() string {
+		return "still connected long after the server shut down"
 	})
 	for range 5 {
 		src.push(true, 10, 0)
 	}
-	poll(t, deadline, func() bool { return pub.Stats().DroppedDisconnected == 5 }, func() string {
+	poll(t, func() bool { return pub.Stats().DroppedDisconnected == 5 }, func() string {
 		return fmt.Sprintf("publisher stats %+v: want 5 frames dropped while disconnected", pub.Stats())
 	})
 }
@@ -493,38 +500,31 @@ func TestThroughClusterAndLeaf(t *testing.T) {
 	}
 	lu, _ := url.Parse(fmt.Sprintf("nats-leaf://127.0.0.1:%d", leafPort))
 	leaf := natstest.Server(t, &server.Options{ServerName: "leaf", LeafNode: server.LeafNodeOpts{Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{lu}}}}})
-	deadline := time.Now().Add(20 * time.Second)
-	for nodes[0].NumRoutes() < 2 || nodes[2].NumLeafNodes() < 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("cluster not formed: routes %d, leafs %d", nodes[0].NumRoutes(), nodes[2].NumLeafNodes())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll(t, func() bool { return nodes[0].NumRoutes() >= 2 && nodes[2].NumLeafNodes() >= 1 }, func() string {
+		return fmt.Sprintf("cluster not formed: routes %d, leafs %d", nodes[0].NumRoutes(), nodes[2].NumLeafNodes())
+	})
 	origin, edge := natstest.Connect(t, nodes[0]), natstest.Connect(t, leaf)
 	req := &counter{}
 	src, _, es := startLink(t, origin, edge, PublisherConfig{Subject: "video.far", Requester: req}, SourceConfig{Subject: "video.far"})
 	k := subscribeSink(es)
-	// Interest propagates asynchronously: push keyframes until one arrives.
+	// Interest propagates asynchronously, both ways: the leaf's in the
+	// video subject to the origin's node, the publisher's in keyframe
+	// requests to the leaf.
+	poll(t, func() bool {
+		return nodes[0].GlobalAccount().SubscriptionInterest("video.far") &&
+			leaf.GlobalAccount().SubscriptionInterest(IDRSubject("video.far"))
+	}, func() string { return "the subscriptions did not cross the cluster and the leaf" })
 	var sent []frame.Frame
-	for len(k.wait(t, 0)) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no frame reached the leaf")
-		}
-		sent = append(sent, src.push(true, 2000, 0))
-		time.Sleep(20 * time.Millisecond)
-	}
+	sent = append(sent, src.push(true, 2000, 0))
 	for range 5 {
 		sent = append(sent, src.push(false, 3000, 0))
 	}
-	got := k.wait(t, 1)
-	first0 := got[0].Header.FrameSeq
-	want := sent[first0-1:]
-	got = k.wait(t, len(want))
-	for i := range want {
-		sameFrame(t, got[i], want[i])
+	got := k.wait(t, len(sent))
+	for i := range sent {
+		sameFrame(t, got[i], sent[i])
 	}
 	es.RequestKeyframe()
-	poll(t, deadline, func() bool { return req.n.Load() != 0 }, func() string {
+	poll(t, func() bool { return req.n.Load() != 0 }, func() string {
 		return "the leaf's keyframe request did not reach the origin"
 	})
 }
@@ -598,25 +598,28 @@ func TestSlowEdgeDropsAndResumesAtKeyframe(t *testing.T) {
 		src.push(false, 100, 0)
 	}
 	_ = origin.Flush()
-	deadline := time.Now().Add(10 * time.Second)
-	poll(t, deadline, func() bool { return pub.Stats().Frames >= uint64(3*PendingMessages+1) }, func() string {
+	poll(t, func() bool { return pub.Stats().Frames >= uint64(3*PendingMessages+1) }, func() string {
 		return fmt.Sprintf("publisher stats %+v", pub.Stats())
 	})
 	_ = origin.Flush()
-	time.Sleep(200 * time.Millisecond)
+	// Every message reached the edge's connection (InMsgs counts those the
+	// client library then drops as well) before the stall ends.
+	poll(t, func() bool { return edge.Stats().InMsgs >= uint64(3*PendingMessages+1) }, func() string {
+		return fmt.Sprintf("the edge's connection received %d of %d messages", edge.Stats().InMsgs, 3*PendingMessages+1)
+	})
 	close(release)
-	// Keyframes and deltas until they get through the drained backlog.
-	var after frame.Frame
-	for done := false; !done; {
-		src.push(true, 100, 0)
-		after = src.push(false, 100, 0)
-		time.Sleep(50 * time.Millisecond)
+	// Once the edge has handed on what waited, a keyframe and a delta get
+	// through.
+	poll(t, func() bool { n, _, _ := es.sub.Pending(); return n == 0 }, func() string {
+		n, _, err := es.sub.Pending()
+		return fmt.Sprintf("%d messages still wait at the edge (%v)", n, err)
+	})
+	src.push(true, 100, 0)
+	after := src.push(false, 100, 0)
+	poll(t, func() bool {
 		got := k.wait(t, 1)
-		done = got[len(got)-1].Header.FrameSeq == after.Header.FrameSeq
-		if !done && time.Now().After(deadline) {
-			t.Fatalf("the frames after the stall did not arrive; stats %+v", es.Stats())
-		}
-	}
+		return got[len(got)-1].Header.FrameSeq == after.Header.FrameSeq
+	}, func() string { return fmt.Sprintf("the frames after the stall did not arrive; stats %+v", es.Stats()) })
 	got := k.wait(t, 1)
 	st := es.Stats()
 	if st.Gaps == 0 {
@@ -649,20 +652,20 @@ func TestPublisherAsksForKeyframeWhileSourceHoldsFrames(t *testing.T) {
 	pub := startPublisher(t, natstest.Connect(t, s), src, PublisherConfig{Subject: "video.held", Requester: req, IDRCoalesce: time.Millisecond})
 	for range 10 {
 		src.push(false, 10, 0)
-		time.Sleep(30 * time.Millisecond)
+		time.Sleep(30 * time.Millisecond) // the subject: a live source, 33 frames/s
 	}
+	// The subject: a source that stopped, for three checks. An absence
+	// has no event to wait on; a correct publisher passes whatever it takes.
 	time.Sleep(3 * HeldCheck)
 	if n := req.n.Load(); n != 0 {
 		t.Fatalf("%d keyframe requests while the source handed every frame on, then stopped", n)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for req.n.Load() == 0 {
+	poll(t, func() bool {
 		src.read() // reading, holding back
-		if time.Now().After(deadline) {
-			t.Fatalf("no keyframe request while the source held frames; stats %+v", pub.Stats())
-		}
-		time.Sleep(30 * time.Millisecond)
-	}
+		return req.n.Load() != 0
+	}, func() string {
+		return fmt.Sprintf("no keyframe request while the source held frames; stats %+v", pub.Stats())
+	})
 	if pub.Stats().Held == 0 {
 		t.Fatalf("stats %+v: held not counted", pub.Stats())
 	}

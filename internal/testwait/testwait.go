@@ -48,9 +48,15 @@ func After(d time.Duration) <-chan time.Time { return time.After(Timeout(d)) }
 // context.WithDeadline.
 func Deadline(d time.Duration) time.Time { return time.Now().Add(Timeout(d)) }
 
-// poll is how often For looks at its condition: the condition is the event
-// waited for (a counter, a state), read until it holds.
-const poll = 2 * time.Millisecond
+// For looks at its condition (the event waited for: a counter, a state)
+// until it holds: first after poll, then twice as long each time up to
+// maxPoll, so that a cheap condition is seen at once and a costly one (an
+// HTTP scrape of /metrics) does not run 500 times a second on a loaded
+// machine.
+const (
+	poll    = 2 * time.Millisecond
+	maxPoll = 50 * time.Millisecond
+)
 
 // For waits until cond holds, failing the test when it does not within
 // Timeout(Default); what says what was waited for.
@@ -71,14 +77,14 @@ func ForWithin(t testing.TB, d time.Duration, what string, cond func() bool) {
 // in their own words.
 func Until(d time.Duration, cond func() bool) bool {
 	end := time.Now().Add(Timeout(d))
-	for {
+	for wait := poll; ; wait = min(2*wait, maxPoll) {
 		if cond() {
 			return true
 		}
 		if time.Now().After(end) {
 			return cond()
 		}
-		time.Sleep(poll)
+		time.Sleep(wait)
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -164,7 +165,7 @@ func (d *Driver) Close() error {
 	var err error
 	select {
 	case err = <-done:
-	case <-time.After(10 * time.Second):
+	case <-testwait.After(10 * time.Second):
 		d.cancel()
 		err = <-done
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -81,20 +82,24 @@ func startSource(t *testing.T, ring string, extra ...string) *source {
 			t.Logf("sdr-testsrc output:\n%s", s.output())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := os.Stat(ring); err == nil {
-			return s
-		}
+	gone := false
+	created := testwait.Until(20*time.Second, func() bool {
 		select {
 		case <-s.exited:
-			t.Fatalf("sdr-testsrc exited at start:\n%s", s.output())
-		case <-time.After(20 * time.Millisecond):
+			gone = true
+			return true
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sdr-testsrc did not create %s in 20s:\n%s", ring, s.output())
-		}
+		_, err := os.Stat(ring)
+		return err == nil
+	})
+	switch {
+	case gone:
+		t.Fatalf("sdr-testsrc exited at start:\n%s", s.output())
+	case !created:
+		t.Fatalf("sdr-testsrc did not create %s in %s:\n%s", ring, testwait.Timeout(20*time.Second), s.output())
 	}
+	return s
 }
 
 func (s *source) output() string {
@@ -111,7 +116,7 @@ func (s *source) stop(t *testing.T) time.Time {
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.exited:
-	case <-time.After(10 * time.Second):
+	case <-testwait.After(10 * time.Second):
 		_ = s.cmd.Process.Kill()
 		<-s.exited
 		t.Errorf("sdr-testsrc ignored SIGTERM for 10s")
@@ -205,14 +210,18 @@ func waitFrames(t *testing.T, d *Driver, name string, count int, timeout time.Du
 		Reached bool  `json:"reached"`
 		Stats   Stats `json:"stats"`
 	}
-	if err := d.Do("waitFrames", map[string]any{"name": name, "count": count, "timeoutMs": timeout.Milliseconds()}, &r); err != nil {
+	if err := d.Do("waitFrames", map[string]any{"name": name, "count": count, "timeoutMs": ms(timeout)}, &r); err != nil {
 		t.Fatal(err)
 	}
 	if !r.Reached {
-		t.Fatalf("page %s decoded %d frames in %v, want %d; stats %+v\nconsole: %s", name, r.Stats.FramesDecoded, timeout, count, r.Stats, consoleLines(d, name))
+		t.Fatalf("page %s decoded %d frames in %v, want %d; stats %+v\nconsole: %s", name, r.Stats.FramesDecoded, testwait.Timeout(timeout), count, r.Stats, consoleLines(d, name))
 	}
 	return r.Stats
 }
+
+// ms is a deadline for the page's side of the driver (waitFrames,
+// waitBanner): testwait.Timeout(d) in milliseconds.
+func ms(d time.Duration) int64 { return testwait.Timeout(d).Milliseconds() }
 
 func consoleLines(d *Driver, name string) string {
 	var r struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdr-os/sdr-caddy/internal/testpattern"
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -25,7 +27,7 @@ func TestPlayerModuleUnit(t *testing.T) {
 	if _, err := exec.LookPath("node"); err != nil {
 		t.Skipf("node not installed: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(time.Minute))
 	defer cancel()
 	out, err := testenv.Run(ctx, filepath.Join(testenv.Root(), "tests", "node"), "node", "--test", "browser/player_unit.test.mjs")
 	if err != nil {
@@ -78,26 +80,22 @@ func TestPlayerDecodesJPEG(t *testing.T) {
 	}
 }
 
-// checkPlays asserts what a person would see: at least 150 frames decoded
-// in 5 s with no decoder error, a canvas that is not blank and changes, and
-// the test pattern's stamped frame number advancing.
+// checkPlays asserts what a person would see: 150 more frames decoded with
+// no decoder error, a canvas that is not blank and changes, and the test
+// pattern's stamped frame number advancing. (How fast is bench/browser's
+// question: here the deadlines only detect a page that stopped.)
 func checkPlays(t *testing.T, d *Driver, page, codec, shot string) {
 	t.Helper()
 	st0, err := d.Stats(page)
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(5 * time.Second)
-	st1, err := d.Stats(page)
-	if err != nil {
-		t.Fatal(err)
-	}
+	start := time.Now()
+	st1 := waitFrames(t, d, page, st0.FramesDecoded+150, 20*time.Second)
+	took := time.Since(start)
 	decoded := st1.FramesDecoded - st0.FramesDecoded
-	t.Logf("%s: %d frames decoded in 5 s (%.1f fps), received %d, dropped %d, missed %d, age %.1f ms, %dx%d",
-		codec, decoded, st1.FPS, st1.FramesReceived-st0.FramesReceived, st1.Dropped, st1.Missed, st1.AgeMs, st1.Width, st1.Height)
-	if decoded < 150 {
-		t.Errorf("%d frames decoded in 5 s, want at least 150; stats %+v", decoded, st1)
-	}
+	t.Logf("%s: %d frames decoded in %v (%.1f fps), received %d, dropped %d, missed %d, age %.1f ms, %dx%d",
+		codec, decoded, took.Round(time.Millisecond), st1.FPS, st1.FramesReceived-st0.FramesReceived, st1.Dropped, st1.Missed, st1.AgeMs, st1.Width, st1.Height)
 	if st1.DecodeErrors != 0 || st1.ProtocolErrors != 0 {
 		t.Errorf("decode errors %d, protocol errors %d (last: %q)", st1.DecodeErrors, st1.ProtocolErrors, st1.LastError)
 	}
@@ -119,18 +117,8 @@ func checkPlays(t *testing.T, d *Driver, page, codec, shot string) {
 		t.Errorf("canvas looks blank: %d distinct colours in %d samples", c1.Distinct, len(c1.Samples))
 	}
 	s1 := readStamp(t, d, page)
-	time.Sleep(250 * time.Millisecond)
-	c2, err := d.Canvas(page)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if slices.Equal(c1.Samples, c2.Samples) {
-		t.Errorf("canvas did not change in 250 ms")
-	}
-	s2 := readStamp(t, d, page)
-	if s2.Frame <= s1.Frame {
-		t.Errorf("stamped frame number went from %d to %d in 250 ms", s1.Frame, s2.Frame)
-	}
+	canvasChanged(t, d, page, c1)
+	stampAdvances(t, d, page, s1)
 	if shot != "" {
 		screenshot(t, d, page, shot)
 	}
@@ -139,23 +127,51 @@ func checkPlays(t *testing.T, d *Driver, page, codec, shot string) {
 // readStamp reads the test pattern's barcode back from the canvas. A frame
 // decoded after one the server skipped can be smeared until the next IDR
 // (keyframe gating is off by default, as in the old service), so it tries
-// for up to 4 s.
+// until it can, for up to testwait.Timeout(10 s).
 func readStamp(t *testing.T, d *Driver, page string) testpattern.Stamp {
 	t.Helper()
-	var last error
-	for deadline := time.Now().Add(4 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	var (
+		s    testpattern.Stamp
+		last error
+	)
+	if !testwait.Until(10*time.Second, func() bool {
 		w, h, rgba, err := d.Pixels(page)
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := testpattern.Read(testpattern.RGBA, rgba, w, h, 0)
-		if err == nil {
-			return s
+		if s, err = testpattern.Read(testpattern.RGBA, rgba, w, h, 0); err != nil {
+			last = fmt.Errorf("reading the test pattern stamp from the %dx%d canvas: %w", w, h, err)
+			return false
 		}
-		last = fmt.Errorf("reading the test pattern stamp from the %dx%d canvas: %w", w, h, err)
+		return true
+	}) {
+		t.Fatal(last)
 	}
-	t.Fatal(last)
-	return testpattern.Stamp{}
+	return s
+}
+
+// stampAdvances waits until the canvas shows a stamped frame number after
+// s1's.
+func stampAdvances(t *testing.T, d *Driver, page string, s1 testpattern.Stamp) {
+	t.Helper()
+	var s2 testpattern.Stamp
+	if !testwait.Until(10*time.Second, func() bool { s2 = readStamp(t, d, page); return s2.Frame > s1.Frame }) {
+		t.Errorf("stamped frame number went from %d to %d, never past it", s1.Frame, s2.Frame)
+	}
+}
+
+// canvasChanged waits until the canvas's samples differ from c1's.
+func canvasChanged(t *testing.T, d *Driver, page string, c1 Canvas) {
+	t.Helper()
+	if !testwait.Until(10*time.Second, func() bool {
+		c2, err := d.Canvas(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return !slices.Equal(c1.Samples, c2.Samples)
+	}) {
+		t.Errorf("canvas did not change in %s", testwait.Timeout(10*time.Second))
+	}
 }
 
 // TestPlayerReconnects reloads the configuration (sdr_stream closes its
@@ -185,16 +201,14 @@ func TestPlayerReconnects(t *testing.T) {
 		t.Fatalf("POST /load: %s", resp.Status)
 	}
 	var st Stats
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	testwait.Until(10*time.Second, func() bool {
 		if st, err = d.Stats("main"); err != nil {
 			t.Fatal(err)
 		}
-		if st.Connects >= 2 && st.State == "live" {
-			break
-		}
-	}
+		return st.Connects >= 2 && st.State == "live"
+	})
 	if st.Connects < 2 {
-		t.Fatalf("connects = %d 10 s after a config reload, want 2", st.Connects)
+		t.Fatalf("connects = %d %s after a config reload, want 2", st.Connects, testwait.Timeout(10*time.Second))
 	}
 	waitFrames(t, d, "main", st.FramesDecoded+60, 10*time.Second)
 
@@ -203,11 +217,11 @@ func TestPlayerReconnects(t *testing.T) {
 		Seen bool   `json:"seen"`
 		Text string `json:"text"`
 	}
-	if err := d.Do("waitBanner", map[string]any{"name": "main", "visible": true, "timeoutMs": 5000}, &b); err != nil {
+	if err := d.Do("waitBanner", map[string]any{"name": "main", "visible": true, "timeoutMs": ms(5 * time.Second)}, &b); err != nil {
 		t.Fatal(err)
 	}
 	if !b.Seen {
-		t.Fatalf("no banner within 5 s of the server stopping")
+		t.Fatalf("no banner within %s of the server stopping", testwait.Timeout(5*time.Second))
 	}
 	t.Logf("banner while the server is down: %q", b.Text)
 	before, err := d.Stats("main")
@@ -223,7 +237,7 @@ func TestPlayerReconnects(t *testing.T) {
 	if st.DecodeErrors != 0 {
 		t.Errorf("decode errors after reconnecting: %d (%s)", st.DecodeErrors, st.LastError)
 	}
-	if err := d.Do("waitBanner", map[string]any{"name": "main", "visible": false, "timeoutMs": 2000}, &b); err != nil {
+	if err := d.Do("waitBanner", map[string]any{"name": "main", "visible": false, "timeoutMs": ms(5 * time.Second)}, &b); err != nil {
 		t.Fatal(err)
 	}
 	if !b.Seen {
@@ -232,35 +246,38 @@ func TestPlayerReconnects(t *testing.T) {
 	screenshot(t, d, "main", "player-reconnected.png")
 }
 
-// TestPlayerLateJoiner opens pages while the stream runs: they show video
-// within 200 ms of connecting (from the WebSocket's open; the handshake
-// before it is logged too), since the server starts them at the current
-// GOP's keyframe when it is fresh (within a second), and otherwise asks
-// the simulator for a keyframe, which `caddy sdr-testsrc --nats` answers
-// as SDR_OS's simulator does. With a 3 s GOP (90 frames, more than the
-// server's 64-frame queue depth, so the replay must not count as lag), a
-// joiner that waited for the next natural IDR instead would take 1.5 s on
-// average; the joins are spread over the GOP.
+// TestPlayerLateJoiner opens pages while the stream runs: each shows video
+// before the GOP that was current when it joined has ended, since the
+// server starts it at that GOP's keyframe, or, once the GOP is older than
+// the server replays (a second), asks the simulator for a keyframe, which
+// `caddy sdr-testsrc --nats` answers as SDR_OS's simulator does. With a 6 s GOP (180 frames,
+// more than the server's 64-frame queue depth, so the replay must not
+// count as lag), a server that made joiners wait for the next IDR would
+// have each joiner's first frame come with the stream's next scheduled
+// keyframe, a GOP after the last one. The joins are spread over the GOP;
+// the test judges by that order of events on the page clock, not by a
+// time limit (the times are logged; how fast is bench/browser's question).
 //
 // After a frame the ring reader missed, the server rightly has no
 // decodable GOP to replay until the next keyframe. On this shared machine
 // that happens now and then, so a join is only judged when the page that
 // watches all along saw no gap between the keyframe before the join and
-// the joiner's first frame. The median of the
-// judged joins must be within 200 ms (a server that made joiners wait for
-// the next IDR passes that with a chance under 1%) and none may take more
-// than 600 ms (a moment of CPU starvation on two shared cores is not what
-// this test is about).
+// the joiner's first frame. Two of the five judged joins must be early: a
+// join of a correct server is late only when it comes within the moment
+// it takes before the GOP ends (that moment over 6 s), and one of a
+// server that made joiners wait is early only when the watching page
+// received the GOP's keyframe over 100 ms late.
 func TestPlayerLateJoiner(t *testing.T) {
-	const fps, gopMs, want = 30, 3000, 5
+	const fps, gopMs, want = 30, 6000, 5
 	ring := filepath.Join(t.TempDir(), "frames")
 	e := startEdge(t, ring)
 	startSource(t, ring, "--fps", fmt.Sprint(fps), "--gop", fmt.Sprint(fps*gopMs/1000), "--nats", e.NATSURL())
 	d := startBrowser(t)
 	openPlayer(t, d, "main", e.URL())
 
-	var judged []float64
-	for i := 0; i < 20 && len(judged) < want; i++ {
+	judged, early := 0, 0
+	for i := 0; i < 20 && judged < want; i++ {
+		// The subject: joins at different points of the GOP.
 		time.Sleep(time.Duration(200+530*i%gopMs) * time.Millisecond)
 		name := fmt.Sprintf("joiner%d", i)
 		st := openPlayer(t, d, name, e.URL())
@@ -271,39 +288,43 @@ func TestPlayerLateJoiner(t *testing.T) {
 		if err := d.Do("close", map[string]any{"name": name}, nil); err != nil {
 			t.Fatal(err)
 		}
-		// A gap after the keyframe before the join (as the watcher saw
-		// it), up to the joiner's first frame, leaves the server nothing
-		// decodable to replay.
-		from, to := st.ConnectStartedAt-gopMs-100, st.ConnectStartedAt+st.FirstFrameMs
+		// The GOP current at the join began with the watcher's last
+		// keyframe before it.
+		gopStart := math.Inf(-1)
 		for _, k := range watcher.RecentKeys {
-			if k <= st.ConnectStartedAt-20 && k > from {
-				from = k
+			if k <= st.ConnectStartedAt && k > gopStart {
+				gopStart = k
 			}
 		}
-		if i := slices.IndexFunc(watcher.RecentGaps, func(g float64) bool { return g >= from && g <= to }); i >= 0 {
+		if math.IsInf(gopStart, -1) {
+			t.Logf("%s: not judged: the watcher saw no keyframe before it joined", name)
+			continue
+		}
+		// A gap after that keyframe, up to the joiner's first frame,
+		// leaves the server nothing decodable to replay.
+		to := st.ConnectStartedAt + st.FirstFrameMs
+		if i := slices.IndexFunc(watcher.RecentGaps, func(g float64) bool { return g > gopStart && g <= to }); i >= 0 {
 			t.Logf("%s: first frame after %.1f ms; not judged: the stream had a gap %.0f ms before it joined",
 				name, st.FirstFrameMs, st.ConnectStartedAt-watcher.RecentGaps[i])
 			continue
 		}
-		handshake := st.OpenedAt - st.ConnectStartedAt
-		shown := st.FirstFrameMs - handshake
-		t.Logf("%s: first frame %.1f ms after the WebSocket opened (handshake %.1f ms before; first video message %.1f ms after the open)",
-			name, shown, handshake, st.FirstVideoMs-handshake)
-		judged = append(judged, shown)
-		if shown > 600 {
-			t.Errorf("%s showed its first frame %.1f ms after connecting", name, shown)
+		judged++
+		first := st.ConnectStartedAt + st.FirstVideoMs
+		isEarly := first < gopStart+gopMs-100
+		if isEarly {
+			early++
 		}
+		handshake := st.OpenedAt - st.ConnectStartedAt
+		t.Logf("%s: joined %.0f ms into the GOP, first video message %.0f ms before its end (early %v); first frame %.1f ms after the WebSocket opened (handshake %.1f ms before)",
+			name, st.ConnectStartedAt-gopStart, gopStart+gopMs-first, isEarly, st.FirstFrameMs-handshake, handshake)
 	}
-	if len(judged) < want {
+	if judged < want {
 		// Only gaps in the stream keep joins from being judged: the ring
 		// reader misses frames when the machine is starved of CPU.
-		t.Skipf("only %d of the joins had no gap in the stream before them: this machine is too loaded to judge (load shown by the watcher's missed frames)", len(judged))
+		t.Skipf("only %d of the joins had no gap in the stream before them: this machine is too loaded to judge (load shown by the watcher's missed frames)", judged)
 	}
-	slices.Sort(judged)
-	median := judged[len(judged)/2]
-	t.Logf("time to first frame over %d joins: median %.1f ms, worst %.1f ms", len(judged), median, judged[len(judged)-1])
-	if median > 200 {
-		t.Errorf("median time to first frame %.1f ms, want <= 200 ms", median)
+	if early < 2 {
+		t.Errorf("%d of %d joiners showed video before the GOP they joined in ended: the server makes joiners wait for the next IDR", early, judged)
 	}
 }
 
@@ -323,16 +344,19 @@ func TestPlayerVideoLostBanner(t *testing.T) {
 		Seen bool   `json:"seen"`
 		Text string `json:"text"`
 	}
-	if err := d.Do("waitBanner", map[string]any{"name": "main", "visible": true, "timeoutMs": 3000, "pollMs": 10}, &b); err != nil {
+	if err := d.Do("waitBanner", map[string]any{"name": "main", "visible": true, "timeoutMs": ms(5 * time.Second), "pollMs": 10}, &b); err != nil {
 		t.Fatal(err)
 	}
 	if !b.Seen {
-		t.Fatalf("no video-lost banner within 3 s of the writer stopping")
+		t.Fatalf("no video-lost banner within %s of the writer stopping", testwait.Timeout(5*time.Second))
 	}
+	// The player's threshold is max(500 ms, 4 frames); the bound leaves a
+	// loaded machine room for the page's timers, and still fails a player
+	// that waited seconds.
 	after := time.UnixMilli(b.At).Sub(stopped)
 	t.Logf("banner %q %v after the writer stopped", b.Text, after)
-	if after > time.Second {
-		t.Errorf("video-lost banner came %v after the writer stopped, want within 1 s", after)
+	if limit := testwait.Timeout(2 * time.Second); after > limit {
+		t.Errorf("video-lost banner came %v after the writer stopped, want within %s", after, limit)
 	}
 	if !strings.Contains(b.Text, "VIDEO LOST") {
 		t.Errorf("banner text %q, want VIDEO LOST", b.Text)
@@ -345,7 +369,7 @@ func TestPlayerVideoLostBanner(t *testing.T) {
 	}
 	startSource(t, ring)
 	waitFrames(t, d, "main", before.FramesDecoded+30, 15*time.Second)
-	if err := d.Do("waitBanner", map[string]any{"name": "main", "visible": false, "timeoutMs": 2000}, &b); err != nil {
+	if err := d.Do("waitBanner", map[string]any{"name": "main", "visible": false, "timeoutMs": ms(5 * time.Second)}, &b); err != nil {
 		t.Fatal(err)
 	}
 	if !b.Seen {
@@ -386,7 +410,7 @@ func TestPlayerCommands(t *testing.T) {
 	}
 	next := func(action string) command {
 		t.Helper()
-		deadline := time.After(5 * time.Second)
+		deadline := testwait.After(5 * time.Second)
 		for {
 			select {
 			case m := <-cmds:
@@ -399,7 +423,7 @@ func TestPlayerCommands(t *testing.T) {
 				}
 				return c
 			case <-deadline:
-				t.Fatalf("no command.genesis.%s within 5 s", action)
+				t.Fatalf("no command.genesis.%s within %s", action, testwait.Timeout(5*time.Second))
 			}
 		}
 	}
@@ -438,6 +462,8 @@ func TestPlayerCommands(t *testing.T) {
 	if c := next("estop"); c.CmdSeq <= c2.CmdSeq {
 		t.Errorf("estop by Space: cmd_seq %d after %d", c.CmdSeq, c2.CmdSeq)
 	}
+	// An absence: no estop_clear comes in 700 ms (a correct page never
+	// sends one, so nothing to wait on).
 	for deadline := time.After(700 * time.Millisecond); ; {
 		select {
 		case m := <-cmds:
@@ -454,29 +480,25 @@ func TestPlayerCommands(t *testing.T) {
 	// and the refusal is listed.
 	src.stop(t)
 	mode := ""
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	testwait.Until(10*time.Second, func() bool {
 		mode = evalJS[string](t, d, "main", `document.querySelector('.sdr-safety').dataset.mode`)
-		if mode == "HOLD" || mode == "ESTOP" {
-			break
-		}
-	}
+		return mode == "HOLD" || mode == "ESTOP"
+	})
 	if mode != "HOLD" && mode != "ESTOP" {
-		t.Fatalf("safety badge %q 5 s after the video stopped, want HOLD", mode)
+		t.Fatalf("safety badge %q %s after the video stopped, want HOLD", mode, testwait.Timeout(10*time.Second))
 	}
 	if err := d.Do("down", map[string]any{"name": "main", "key": "KeyA"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // the subject: A held down for a while
 	if err := d.Do("up", map[string]any{"name": "main", "key": "KeyA"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	var rejected string
-	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	testwait.Until(10*time.Second, func() bool {
 		rejected = evalJS[string](t, d, "main", `(document.querySelector('.sdr-command-log li.rejected') || {}).textContent || ''`)
-		if rejected != "" {
-			break
-		}
-	}
+		return rejected != ""
+	})
 	if !strings.Contains(rejected, "set_cmd_vel") || !strings.Contains(rejected, "gated") {
 		t.Errorf("rejection shown: %q, want a gated set_cmd_vel", rejected)
 	}
@@ -499,27 +521,22 @@ func TestPlayerCodecSwitch(t *testing.T) {
 	follow := func(codec string, w, h int) {
 		t.Helper()
 		var st Stats
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		testwait.Until(10*time.Second, func() bool {
 			var err error
 			if st, err = d.Stats("main"); err != nil {
 				t.Fatal(err)
 			}
-			if st.Codec == codec && st.Width == w && st.Height == h {
-				break
-			}
-		}
+			return st.Codec == codec && st.Width == w && st.Height == h
+		})
 		if st.Codec != codec || st.Width != w || st.Height != h {
-			t.Fatalf("page shows %s %dx%d 10 s after the settings, want %s %dx%d (last error %q)", st.Codec, st.Width, st.Height, codec, w, h, st.LastError)
+			t.Fatalf("page shows %s %dx%d %s after the settings, want %s %dx%d (last error %q)",
+				st.Codec, st.Width, st.Height, testwait.Timeout(10*time.Second), codec, w, h, st.LastError)
 		}
 		after := waitFrames(t, d, "main", st.FramesDecoded+60, 10*time.Second)
 		if after.DecodeErrors != 0 {
 			t.Errorf("%s: decode errors %d (%s)", codec, after.DecodeErrors, after.LastError)
 		}
-		s1 := readStamp(t, d, "main")
-		time.Sleep(200 * time.Millisecond)
-		if s2 := readStamp(t, d, "main"); s2.Frame <= s1.Frame {
-			t.Errorf("%s: stamped frame number went from %d to %d", codec, s1.Frame, s2.Frame)
-		}
+		stampAdvances(t, d, "main", readStamp(t, d, "main"))
 		t.Logf("playing %s %dx%d: %d frames decoded, dropped %d", codec, w, h, after.FramesDecoded, after.Dropped)
 	}
 
@@ -618,11 +635,12 @@ func TestPlayerWithoutWebCodecs(t *testing.T) {
 		Seen bool   `json:"seen"`
 		Text string `json:"text"`
 	}
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !strings.Contains(b.Text, "NO WEBCODECS"); time.Sleep(100 * time.Millisecond) {
-		if err := d.Do("waitBanner", map[string]any{"name": "main", "visible": true, "timeoutMs": 1000}, &b); err != nil {
+	testwait.Until(10*time.Second, func() bool {
+		if err := d.Do("waitBanner", map[string]any{"name": "main", "visible": true, "timeoutMs": ms(time.Second)}, &b); err != nil {
 			t.Fatal(err)
 		}
-	}
+		return strings.Contains(b.Text, "NO WEBCODECS")
+	})
 	st, err := d.Stats("main")
 	if err != nil {
 		t.Fatal(err)

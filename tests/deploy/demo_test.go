@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/shmring"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
@@ -56,7 +57,7 @@ func TestDemoScript(t *testing.T) {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		select {
 		case <-exited:
-		case <-time.After(5 * time.Second):
+		case <-testwait.After(5 * time.Second):
 		}
 		if t.Failed() {
 			t.Logf("demo output:\n%s", out.String())
@@ -64,17 +65,22 @@ func TestDemoScript(t *testing.T) {
 	})
 
 	edge := fmt.Sprintf("http://127.0.0.1:%d", port)
-	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(out.String(), fmt.Sprintf("http://localhost:%d/", port)) {
+	var exitErr error
+	gone := false
+	printed := testwait.Until(60*time.Second, func() bool {
 		select {
-		case err := <-exited:
-			t.Fatalf("demo exited during start-up: %v", err)
+		case exitErr = <-exited:
+			gone = true
+			return true
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the demo did not print its URL within 60 s")
-		}
-		time.Sleep(100 * time.Millisecond)
+		return strings.Contains(out.String(), fmt.Sprintf("http://localhost:%d/", port))
+	})
+	switch {
+	case gone:
+		t.Fatalf("demo exited during start-up: %v", exitErr)
+	case !printed:
+		t.Fatalf("the demo did not print its URL within %s", testwait.Timeout(60*time.Second))
 	}
 	if code, body, _ := get(t, edge+"/health"); code != 200 || body != "OK" {
 		t.Errorf("/health = %d %q, want 200 OK", code, body)
@@ -88,7 +94,7 @@ func TestDemoScript(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	_ = conn.SetReadDeadline(testwait.Deadline(20 * time.Second))
 	for frames := 0; frames < 10; {
 		_, msg, err := conn.ReadMessage()
 		if err != nil {
@@ -124,7 +130,7 @@ func TestDemoScript(t *testing.T) {
 		if err != nil {
 			t.Errorf("demo exit after Ctrl-C: %v", err)
 		}
-	case <-time.After(20 * time.Second):
+	case <-testwait.After(20 * time.Second):
 		t.Error("demo still running 20 s after Ctrl-C")
 	}
 	if _, err := os.Stat(ring); err != nil {

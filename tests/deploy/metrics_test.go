@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/prometheus/promql/parser"
 
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -63,7 +64,7 @@ func newMetricCatalog(t *testing.T) *metricCatalog {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	_ = conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	_ = conn.SetReadDeadline(testwait.Deadline(15 * time.Second))
 	for i := 0; i < 3; i++ {
 		if _, _, err := conn.ReadMessage(); err != nil {
 			t.Fatal(err)

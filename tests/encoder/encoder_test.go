@@ -22,6 +22,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/sdr-os/sdr-caddy/internal/testpattern"
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/nvenc"
 	"github.com/sdr-os/sdr-caddy/shmring"
@@ -35,7 +36,7 @@ func TestProbeCommandNoDriver(t *testing.T) {
 		t.Skip("this machine has an NVIDIA driver: see scripts in tests/encoder/gpu_check.sh")
 	}
 	bin := testenv.CaddyBin(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(2*time.Minute))
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "sdr-nvenc-probe", "--compact")
 	var stdout, stderr bytes.Buffer
@@ -135,19 +136,14 @@ func dialVideo(t *testing.T, url string) *websocket.Conn {
 		c   *websocket.Conn
 		err error
 	)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	if !testwait.Until(20*time.Second, func() bool {
 		c, _, err = websocket.DefaultDialer.Dial(url, nil)
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
+		return err == nil
+	}) {
 		t.Fatalf("dialing %s: %v", url, err)
 	}
 	t.Cleanup(func() { c.Close() })
-	_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	_ = c.SetReadDeadline(testwait.Deadline(60 * time.Second))
 	return c
 }
 
@@ -277,7 +273,7 @@ http://127.0.0.1:%[2]d {
 	if err := os.WriteFile(in, h264, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(2*time.Minute))
 	defer cancel()
 	out := filepath.Join(dir, "out.y")
 	if msg, err := testenv.Run(ctx, dir, "ffmpeg", "-v", "error", "-f", "h264", "-i", in, "-f", "rawvideo", "-pix_fmt", "yuv420p", out); err != nil {

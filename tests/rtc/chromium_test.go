@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/tests/browser"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
@@ -86,7 +87,7 @@ func TestChromiumUpgrade(t *testing.T) {
 	}`, path))
 	testenv.StartCaddy(t, cf, nil, nil)
 
-	bctx, bcancel := context.WithTimeout(context.Background(), 90*time.Second)
+	bctx, bcancel := context.WithTimeout(context.Background(), testwait.Timeout(90*time.Second))
 	defer bcancel()
 	d, err := browser.Start(bctx, t.TempDir())
 	if err != nil {

@@ -20,13 +20,14 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdr-os/sdr-caddy/internal/rtc/rtctest"
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/shmring"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
 // h264 is real H.264 from ffmpeg, encoded once per test process.
 var h264 = sync.OnceValues(func() ([][]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(60*time.Second))
 	defer cancel()
 	units, keys, err := rtctest.EncodeH264(ctx, 60, 30, "320x240")
 	if err != nil {
@@ -110,7 +111,7 @@ func startServer(t *testing.T, natsURL, path string) *server {
 	return s
 }
 
-var client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+var client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: testwait.Timeout(30 * time.Second)}
 
 // metric returns the sum of the samples of a metric whose labels contain
 // every string of match, from the admin endpoint.
@@ -141,13 +142,7 @@ series:
 
 func (s *server) waitMetric(t *testing.T, what string, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testwait.For(t, what, ok)
 }
 
 // whep posts an offer; it returns the status, the body and the Location.
@@ -177,7 +172,7 @@ func (s *server) delete(t *testing.T, location string) int {
 // PPS and an IDR, and has ffmpeg decode them all.
 func receiveVideo(t *testing.T, v *rtctest.Viewer, n int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(30*time.Second))
 	defer cancel()
 	var stream []byte
 	for i := 0; i < n; i++ {
@@ -221,13 +216,9 @@ func gamepad(axes []float32, buttons uint32) []byte {
 
 func waitOpen(t *testing.T, v *rtctest.Viewer) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for v.Control.ReadyState().String() != "open" || v.Commands.ReadyState().String() != "open" {
-		if time.Now().After(deadline) {
-			t.Fatal("datachannels not open after 20s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, "the datachannels to open", func() bool {
+		return v.Control.ReadyState().String() == "open" && v.Commands.ReadyState().String() == "open"
+	})
 }
 
 // offerViewer makes a pion viewer, with the control and commands
@@ -238,7 +229,7 @@ func offerViewer(t *testing.T, channels bool) (*rtctest.Viewer, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(20*time.Second))
 	defer cancel()
 	offer, err := v.Offer(ctx)
 	if err != nil {

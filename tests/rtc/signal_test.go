@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -78,7 +79,7 @@ func (p *wsPeer) next(t *testing.T, what string) signalMsg {
 	select {
 	case m := <-p.signals:
 		return m
-	case <-time.After(20 * time.Second):
+	case <-testwait.After(20 * time.Second):
 		t.Fatalf("no 0x03 %s within 20s", what)
 		return signalMsg{}
 	}
@@ -109,7 +110,7 @@ func TestSignalingOverWebSocket(t *testing.T) {
 	}
 	select {
 	case <-bad.video:
-	case <-time.After(10 * time.Second):
+	case <-testwait.After(10 * time.Second):
 		t.Error("no video on the WebSocket after refused offers")
 	}
 
@@ -185,7 +186,7 @@ func TestSignalingOverWebSocket(t *testing.T) {
 	})
 	select {
 	case <-closed:
-	case <-time.After(20 * time.Second):
+	case <-testwait.After(20 * time.Second):
 		t.Error("viewer still connected 20s after the WebSocket closed")
 	}
 }

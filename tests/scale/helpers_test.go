@@ -25,6 +25,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/shmring"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
@@ -124,12 +125,8 @@ func (n *node) varz(key string) int {
 
 func (n *node) waitRoutes(want int) {
 	n.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for n.varz("routes") < want {
-		if time.Now().After(deadline) {
-			n.t.Fatalf("nats-server %s has %d routes after 20s, want %d", n.name, n.varz("routes"), want)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testwait.Until(20*time.Second, func() bool { return n.varz("routes") >= want }) {
+		n.t.Fatalf("nats-server %s has %d routes after %s, want %d", n.name, n.varz("routes"), testwait.Timeout(20*time.Second), want)
 	}
 }
 
@@ -149,6 +146,7 @@ type sim struct {
 	written  map[uint64][]byte // frame_seq -> the 0x01 message a client must receive
 	order    []uint64
 	forceKey bool
+	count    int // frames written
 	idrs     []time.Time
 	stop     chan struct{}
 	done     chan struct{}
@@ -213,6 +211,7 @@ func (s *sim) run() {
 			return
 		}
 		s.mu.Lock()
+		s.count++
 		s.written[stored.FrameSeq] = wire.AppendVideo(nil, stored, payload)
 		s.order = append(s.order, stored.FrameSeq)
 		if len(s.order) > 600 {
@@ -232,17 +231,25 @@ func (s *sim) run() {
 // A client can receive a frame before the writer's goroutine has recorded
 // it: a frame newer than the last recorded one is waited for.
 func (s *sim) expected(seq uint64) ([]byte, bool) {
-	deadline := time.Now().Add(2 * time.Second)
-	for {
+	var (
+		m  []byte
+		ok bool
+	)
+	testwait.Until(10*time.Second, func() bool {
 		s.mu.Lock()
-		m, ok := s.written[seq]
+		defer s.mu.Unlock()
+		m, ok = s.written[seq]
 		newer := len(s.order) == 0 || seq > s.order[len(s.order)-1]
-		s.mu.Unlock()
-		if ok || !newer || time.Now().After(deadline) {
-			return m, ok
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return ok || !newer
+	})
+	return m, ok
+}
+
+// frames returns how many frames the sim has written.
+func (s *sim) frames() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.count
 }
 
 // idrsSince counts the force_idr requests received since from.
@@ -277,6 +284,7 @@ type viewer struct {
 	mu       sync.Mutex
 	videos   []video
 	sessions []int // index into videos where each connection started
+	ended    int   // connections that ended
 	unknown  int   // frames no longer kept by the sim
 	stop     chan struct{}
 	done     chan struct{}
@@ -319,6 +327,9 @@ func (v *viewer) run(c *websocket.Conn) {
 		v.mu.Unlock()
 		v.read(c)
 		c.Close()
+		v.mu.Lock()
+		v.ended++
+		v.mu.Unlock()
 		if !v.redial {
 			return
 		}
@@ -326,7 +337,7 @@ func (v *viewer) run(c *websocket.Conn) {
 			select {
 			case <-v.stop:
 				return
-			case <-time.After(100 * time.Millisecond):
+			case <-time.After(100 * time.Millisecond): // the subject: a client that redials every 100 ms
 			}
 			var err error
 			c, _, err = websocket.DefaultDialer.Dial(v.url, nil)
@@ -368,26 +379,33 @@ func (v *viewer) snapshot() ([]video, []int) {
 	return append([]video(nil), v.videos...), append([]int(nil), v.sessions...)
 }
 
-// waitFrames waits until the viewer has n frames received after from.
+// waitFrames waits until the viewer has n frames received after from,
+// failing the test after testwait.Timeout(timeout).
 func (v *viewer) waitFrames(n int, from time.Time, timeout time.Duration) {
 	v.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		got := 0
+	got := 0
+	if !testwait.Until(timeout, func() bool {
+		got = 0
 		vs, _ := v.snapshot()
 		for _, f := range vs {
 			if !f.at.Before(from) {
 				got++
 			}
 		}
-		if got >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			v.t.Fatalf("client of %s: %d frames since %s, want %d within %s", v.url, got, from.Format("15:04:05.000"), n, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return got >= n
+	}) {
+		v.t.Fatalf("client of %s: %d frames since %s, want %d within %s", v.url, got, from.Format("15:04:05.000"), n, testwait.Timeout(timeout))
 	}
+}
+
+// waitEnded waits until n of the viewer's connections have ended.
+func (v *viewer) waitEnded(n int) {
+	v.t.Helper()
+	testwait.For(v.t, fmt.Sprintf("%d connections of a client of %s to end", n, v.url), func() bool {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return v.ended >= n
+	})
 }
 
 // check verifies the viewer's invariants: every frame byte-identical to
@@ -473,17 +491,13 @@ func metric(t *testing.T, admin, sample string) float64 {
 	return v
 }
 
+// waitMetric waits until ok holds for the sample's value, failing the test
+// after testwait.Timeout(timeout).
 func waitMetric(t *testing.T, admin, sample string, ok func(float64) bool, timeout time.Duration) float64 {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		v := metric(t, admin, sample)
-		if ok(v) {
-			return v
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("metric %s = %g after %s", sample, v, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var v float64
+	if !testwait.Until(timeout, func() bool { v = metric(t, admin, sample); return ok(v) }) {
+		t.Fatalf("metric %s = %g after %s", sample, v, testwait.Timeout(timeout))
 	}
+	return v
 }

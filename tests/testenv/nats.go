@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 )
 
 // StartNATS runs nats-server (v2.15.2 from scripts/deps.sh) on a free
@@ -27,23 +29,29 @@ func StartNATSOn(t testing.TB, port int) string {
 	}
 	exited := StopOnCleanup(t, cmd, 5*time.Second, nil)
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		nc, err := nats.Connect(url)
-		if err == nil {
-			nc.Close()
-			return url
-		}
+	var err error
+	gone := false
+	testwait.Until(testwait.Default, func() bool {
 		select {
 		case <-exited:
-			t.Fatalf("nats-server on %s exited before it was ready", url)
+			gone = true
+			return true
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nats-server on %s not ready after 15s: %v", url, err)
+		var nc *nats.Conn
+		if nc, err = nats.Connect(url); err != nil {
+			return false
 		}
-		time.Sleep(50 * time.Millisecond)
+		nc.Close()
+		return true
+	})
+	switch {
+	case gone:
+		t.Fatalf("nats-server on %s exited before it was ready", url)
+	case err != nil:
+		t.Fatalf("nats-server on %s not ready after %s: %v", url, testwait.Timeout(testwait.Default), err)
 	}
+	return url
 }
 
 // ConnectNATS connects to the NATS server at url with opts; the connection
@@ -75,10 +83,10 @@ func Collect(t testing.TB, nc *nats.Conn, subjects ...string) <-chan *nats.Msg {
 }
 
 // ExpectMsg returns the first message on ch for which ok is true, failing
-// the test when none comes within the given time; what names it.
+// the test when none comes within testwait.Timeout(within); what names it.
 func ExpectMsg(t testing.TB, ch <-chan *nats.Msg, what string, within time.Duration, ok func(*nats.Msg) bool) *nats.Msg {
 	t.Helper()
-	deadline := time.After(within)
+	deadline := testwait.After(within)
 	for {
 		select {
 		case m := <-ch:
@@ -86,14 +94,15 @@ func ExpectMsg(t testing.TB, ch <-chan *nats.Msg, what string, within time.Durat
 				return m
 			}
 		case <-deadline:
-			t.Fatalf("no %s within %v", what, within)
+			t.Fatalf("no %s within %v", what, testwait.Timeout(within))
 			return nil
 		}
 	}
 }
 
 // StartNATSProcess runs nats-server with args in its own process group and
-// waits up to timeout until it listens on addr; what names it in failures.
+// waits up to testwait.Timeout(timeout) until it listens on addr; what names
+// it in failures.
 // The caller stops it with KillGroup.
 func StartNATSProcess(t testing.TB, what, addr string, timeout time.Duration, args ...string) *exec.Cmd {
 	t.Helper()
@@ -116,7 +125,7 @@ func StartNATSProcess(t testing.TB, what, addr string, timeout time.Duration, ar
 // StopOnCleanup waits for the started cmd in the background and returns a
 // channel closed when it has exited. When the test ends it sends cmd
 // SIGTERM, kills it (and its process group, for a Setpgid child) after
-// grace, waits, and then runs after, if not nil.
+// testwait.Timeout(grace), waits, and then runs after, if not nil.
 func StopOnCleanup(t testing.TB, cmd *exec.Cmd, grace time.Duration, after func()) <-chan struct{} {
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
@@ -124,7 +133,7 @@ func StopOnCleanup(t testing.TB, cmd *exec.Cmd, grace time.Duration, after func(
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
-		case <-time.After(grace):
+		case <-testwait.After(grace):
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			_ = cmd.Process.Kill()
 			<-exited

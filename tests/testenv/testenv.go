@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 )
 
 // Root is the repository root.
@@ -63,19 +65,17 @@ func CaddyBin(t testing.TB) string {
 	return buildPath
 }
 
-// Tool returns the path of a tool that scripts/deps.sh installs into
-// .tools/bin (xcaddy, nats-server v2.15.2), falling back to PATH.
+// Tool returns the path of a tool that scripts/deps.sh installs, pinned,
+// into .tools/bin (xcaddy, nats-server v2.15.2, actionlint, shellcheck). It
+// never looks on PATH, where another version may be (Debian's nats-server
+// is 2.9): a test's result must not depend on what else is installed.
 func Tool(t testing.TB, name string) string {
 	t.Helper()
 	p := filepath.Join(Root(), ".tools", "bin", name)
-	if _, err := os.Stat(p); err == nil {
-		return p
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s is not in .tools/bin: run scripts/deps.sh (%v)", name, err)
 	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	t.Fatalf("%s not found: run scripts/deps.sh", name)
-	return ""
+	return p
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.
@@ -174,32 +174,36 @@ func StartCaddy(t testing.TB, caddyfile string, env []string, ready func() error
 			return nil
 		}
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var err error
+	gone := false
+	testwait.Until(testwait.Default, func() bool {
 		select {
 		case <-exited:
-			t.Fatalf("caddy exited before it was ready:\n%s", c.Output())
+			gone = true
+			return true
 		default:
 		}
-		err := ready()
-		if err == nil {
-			return c
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("caddy not ready after 30s: %v\n%s", err, c.Output())
-		}
-		time.Sleep(50 * time.Millisecond)
+		err = ready()
+		return err == nil
+	})
+	switch {
+	case gone:
+		t.Fatalf("caddy exited before it was ready:\n%s", c.Output())
+	case err != nil:
+		t.Fatalf("caddy not ready after %s: %v\n%s", testwait.Timeout(testwait.Default), err, c.Output())
 	}
+	return c
 }
 
-// Stop sends SIGTERM and waits up to 10 s for the process to exit.
+// Stop sends SIGTERM and waits up to testwait.Timeout(10 s) for the process
+// to exit.
 func (c *Caddy) Stop(t testing.TB) {
 	t.Helper()
 	_ = c.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-c.exited:
-	case <-time.After(10 * time.Second):
-		t.Errorf("caddy did not exit within 10s of SIGTERM")
+	case <-testwait.After(10 * time.Second):
+		t.Errorf("caddy did not exit within %s of SIGTERM", testwait.Timeout(10*time.Second))
 	}
 }
 
@@ -225,7 +229,7 @@ func NATSOptions(url string) string {
 }
 
 // adminClient talks to the admin API without keeping connections open.
-var adminClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+var adminClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: testwait.Timeout(30 * time.Second)}
 
 // Load replaces the running config with caddyfile through the admin API.
 func (c *Caddy) Load(t testing.TB, caddyfile string) {
@@ -297,19 +301,20 @@ func (l *LockedBuffer) String() string {
 }
 
 // WaitListening waits until a TCP connection to addr succeeds, failing the
-// test after timeout; what names the server in the failure.
+// test after testwait.Timeout(timeout); what names the server in the failure.
 func WaitListening(t testing.TB, what, addr string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
+	var err error
+	listening := testwait.Until(timeout, func() bool {
+		var c net.Conn
+		c, err = net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not listening on %s after %s: %v", what, addr, timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		c.Close()
+		return true
+	})
+	if !listening {
+		t.Fatalf("%s not listening on %s after %s: %v", what, addr, testwait.Timeout(timeout), err)
 	}
 }

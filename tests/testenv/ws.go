@@ -7,12 +7,13 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
 // DialWS opens a WebSocket to url, closed with the test, whose reads fail
-// after timeout.
+// after testwait.Timeout(timeout).
 func DialWS(t testing.TB, url string, hdr http.Header, timeout time.Duration) *websocket.Conn {
 	t.Helper()
 	c, resp, err := websocket.DefaultDialer.Dial(url, hdr)
@@ -20,7 +21,7 @@ func DialWS(t testing.TB, url string, hdr http.Header, timeout time.Duration) *w
 		t.Fatalf("dialing %s: %v (%v)", url, err, resp)
 	}
 	t.Cleanup(func() { c.Close() })
-	_ = c.SetReadDeadline(time.Now().Add(timeout))
+	_ = c.SetReadDeadline(testwait.Deadline(timeout))
 	return c
 }
 

@@ -51,6 +51,12 @@ const context = await chromium.launchPersistentContext(profile, {
     // this machine, for a page on one host name talking to a server on
     // another (a cross-origin setup that loopback names cannot play).
     ...(process.env.SDR_BROWSER_HOST_RULES ? [`--host-resolver-rules=${process.env.SDR_BROWSER_HOST_RULES}`] : []),
+    // WebRTC over loopback, with plain addresses: without these Chromium
+    // offers only an mDNS name for its host candidate, which the server
+    // cannot resolve where multicast does not reach it (a machine or
+    // network namespace whose only interface is lo).
+    '--allow-loopback-in-peer-connection',
+    '--disable-features=WebRtcHideLocalIpsWithMdns',
   ],
 });
 
