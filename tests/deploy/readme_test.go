@@ -650,14 +650,21 @@ func TestReadmeDocTestsCatchRot(t *testing.T) {
 	}
 }
 
-// TestReadmeDocumentsEveryVariable: every SDR_* setting Caddyfile.example
-// reads is explained in the README.
-func TestReadmeDocumentsEveryVariable(t *testing.T) {
+// TestConfigurationDocumentsEveryVariable: every SDR_* setting
+// Caddyfile.example reads is explained in docs/configuration.md.
+func TestConfigurationDocumentsEveryVariable(t *testing.T) {
 	t.Parallel()
-	md := readme(t)
-	for v := range caddyfileVars(t) {
-		if !strings.Contains(md, "`"+v+"`") {
-			t.Errorf("README.md does not document %s, which Caddyfile.example reads", v)
+	b, err := os.ReadFile(filepath.Join(testenv.Root(), "docs/configuration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := caddyfileVars(t)
+	if len(vars) < 20 {
+		t.Fatalf("only %d variables found in Caddyfile.example", len(vars))
+	}
+	for v := range vars {
+		if !strings.Contains(string(b), "`"+v+"`") {
+			t.Errorf("docs/configuration.md does not document %s, which Caddyfile.example reads", v)
 		}
 	}
 }
