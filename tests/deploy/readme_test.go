@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -766,50 +767,77 @@ var (
 	jsonTag      = regexp.MustCompile(`json:"([a-z0-9_]+)`)
 )
 
-// TestReadmeJSONKeysExist: every key in the README's JSON key tables is a
-// JSON field of a module (a `json:"..."` tag in caddymodule), so a renamed
-// or removed option cannot stay documented.
-func TestReadmeJSONKeysExist(t *testing.T) {
+// TestDocsJSONKeysExist: every key in a JSON key table of the README or
+// docs/ (a table whose header begins "| JSON key") is a JSON field of a
+// module (a `json:"..."` tag under caddymodule), so a renamed or removed
+// option cannot stay documented.
+func TestDocsJSONKeysExist(t *testing.T) {
 	t.Parallel()
 	tags := map[string]bool{}
-	files, err := filepath.Glob(filepath.Join(testenv.Root(), "caddymodule", "*.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
+	err := filepath.WalkDir(filepath.Join(testenv.Root(), "caddymodule"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+			return err
 		}
-		b, err := os.ReadFile(f)
+		b, err := os.ReadFile(p)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		for _, m := range jsonTag.FindAllStringSubmatch(string(b), -1) {
 			tags[m[1]] = true
 		}
-	}
-	tables := jsonKeyTable.FindAllStringSubmatch(readme(t), -1)
-	if len(tables) == 0 {
-		t.Fatal("no JSON key table in README.md")
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	n := 0
-	for _, tb := range tables {
-		for _, row := range strings.Split(strings.TrimSpace(tb[1]), "\n") {
-			cells := strings.Split(row, "|")
-			if len(cells) < 3 {
-				continue
-			}
-			for _, m := range backtickKey.FindAllStringSubmatch(cells[1], -1) {
-				for _, seg := range strings.Split(m[1], ".") {
-					n++
-					if !tags[seg] {
-						t.Errorf("README.md documents the JSON key %s (%s), which no module has", m[1], seg)
+	for _, doc := range docFiles(t) {
+		for _, tb := range jsonKeyTable.FindAllStringSubmatch(doc.text, -1) {
+			for _, row := range strings.Split(strings.TrimSpace(tb[1]), "\n") {
+				cells := strings.Split(row, "|")
+				if len(cells) < 3 {
+					continue
+				}
+				for _, m := range backtickKey.FindAllStringSubmatch(cells[1], -1) {
+					for _, seg := range strings.Split(m[1], ".") {
+						n++
+						if !tags[seg] {
+							t.Errorf("%s documents the JSON key %s (%s), which no module has", doc.name, m[1], seg)
+						}
 					}
 				}
 			}
 		}
 	}
-	if n < 20 {
-		t.Errorf("only %d JSON keys found in the README's tables", n)
+	if n < 100 {
+		t.Errorf("only %d JSON keys found in the tables of README.md and docs/", n)
 	}
+}
+
+// docFile is one Markdown file of the documentation.
+type docFile struct {
+	name string // relative to the repository root: README.md, docs/x.md
+	text string
+}
+
+// docFiles returns README.md and every docs/*.md.
+func docFiles(t *testing.T) []docFile {
+	t.Helper()
+	root := testenv.Root()
+	names, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(names) < 10 {
+		t.Fatalf("only %d pages in docs/", len(names))
+	}
+	files := []docFile{{name: "README.md", text: readme(t)}}
+	for _, p := range names {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, docFile{name: "docs/" + filepath.Base(p), text: string(b)})
+	}
+	return files
 }
