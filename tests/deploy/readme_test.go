@@ -49,6 +49,9 @@ import (
 //	                exported by web/<file>, which node parses as a module
 //	docker-build    `docker build` lines: Dockerfile, target and context exist
 //	compose         `docker compose` lines: the files load with those profiles
+//	sdr-os-compose  `[VAR=value ...] docker compose ...` lines run in an SDR_OS
+//	                checkout with sdr-caddy in ../sdr-caddy (checkComposeDocBlock)
+//	sdr-os-dotenv   lines of SDR_OS's .env (checkComposeDocBlock)
 //
 // A block without a marker, or with an unknown kind, fails the test.
 
@@ -167,6 +170,8 @@ func (r *readmeRun) check(b docBlock) error {
 		return r.jsModule(b)
 	case "compose":
 		return r.compose(b)
+	case "sdr-os-compose", "sdr-os-dotenv":
+		return checkComposeDocBlock(r.t, r, b)
 	}
 	return fmt.Errorf("unknown doc-test kind %q", b.kind)
 }
