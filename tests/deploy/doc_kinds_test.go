@@ -200,6 +200,10 @@ func (r *readmeRun) caddyfileSyntax(b docBlock) error {
 	if err != nil {
 		return fmt.Errorf("caddyfile-syntax: %w", err)
 	}
+	// What can fail the test runs here, on the test's goroutine: the probes
+	// below only run the binary.
+	testenv.CaddyBin(r.t)
+	env := r.xdgEnv()
 	errs := make([]error, len(probes))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 4)
@@ -207,7 +211,7 @@ func (r *readmeRun) caddyfileSyntax(b docBlock) error {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			out, _ := runCaddy(r.t, r.xdgEnv(), probes[i], "adapt", "--config", "-", "--adapter", "caddyfile")
+			out, _ := runCaddy(r.t, env, probes[i], "adapt", "--config", "-", "--adapter", "caddyfile")
 			for _, re := range []*regexp.Regexp{unknownSub, unknownDir} {
 				if m := re.FindStringSubmatch(out); m != nil && slices.Contains(names[i], strings.TrimSuffix(m[1], ",")) {
 					errs[i] = fmt.Errorf("%s: %s", strings.Join(names[i], " > "), strings.ReplaceAll(m[0], `\"`, `"`))
