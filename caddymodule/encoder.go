@@ -25,7 +25,7 @@ func init() {
 	caddy.RegisterModule(new(EncoderApp))
 }
 
-// NATS subjects the encoder app uses (PROTOCOL.md section 5).
+// NATS subjects the encoder app uses (docs/protocol.md, "NATS subjects").
 const (
 	subjectForceIDR   = "command.genesis.force_idr"
 	subjectSettings   = "command.genesis.settings"
@@ -99,7 +99,7 @@ type EncoderConfig struct {
 	// Backends replaces the preference order, e.g. ["libx264"].
 	Backends []string `json:"backends,omitempty"`
 	// Output, when set, also writes the encoded frames to an encoded-frame
-	// ring (PROTOCOL.md section 1) for other readers.
+	// ring (docs/protocol.md, "Encoded-frame ring") for other readers.
 	Output *EncoderOutput `json:"output,omitempty"`
 	// NATS turns the NATS commands and telemetry off when false; default
 	// on when the sdr_nats app is configured.

@@ -47,7 +47,7 @@ type testFrameStats struct {
 	FrameBytes int     `json:"frame_bytes"`
 }
 
-// Subjects of PROTOCOL.md section 5 that the stand-in speaks.
+// Subjects of docs/protocol.md ("NATS subjects") that the stand-in speaks.
 const (
 	testsrcCommands     = "command.genesis.>"
 	testsrcCommandPfx   = "command.genesis."

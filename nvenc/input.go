@@ -28,7 +28,7 @@ type Input interface {
 	Run(ctx context.Context, fn func(RawFrame)) error
 }
 
-// RingInput reads the raw-frame ring (PROTOCOL.md section 2) through a
+// RingInput reads the raw-frame ring (docs/protocol.md, "Raw-frame ring") through a
 // shmring.Reader.
 type RingInput struct {
 	Reader *shmring.Reader

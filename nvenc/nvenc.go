@@ -213,7 +213,7 @@ func jpegQScale(q int) int {
 }
 
 // Picture is one raw frame: the pixel format, size and first-plane stride
-// of the raw-ring descriptor (PROTOCOL.md section 2) and the planes. For
+// of the raw-ring descriptor (docs/protocol.md, "Raw-frame ring") and the planes. For
 // I420 the chroma planes follow the luma plane with a stride of
 // (Stride+1)/2 and (Height+1)/2 rows each; for NV12 the interleaved chroma
 // plane follows with a stride of Stride.

@@ -10,7 +10,7 @@ import (
 )
 
 // ParseSettings reads the body of a command.genesis.settings message
-// (PROTOCOL.md section 5: codec, jpeg_quality, stream_fps, camera_res,
+// (docs/protocol.md, "NATS subjects": codec, jpeg_quality, stream_fps, camera_res,
 // h264_bitrate, h264_preset). Keys the encoder does not act on (camera_res
 // is the simulator's) and unknown keys are ignored; a known key with a value
 // of the wrong kind is an error.

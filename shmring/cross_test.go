@@ -16,7 +16,7 @@ import (
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 )
 
-// The Python 3 writer and reader of tests/python, written from PROTOCOL.md
+// The Python 3 writer and reader of tests/python, written from docs/ring.md
 // with the standard library only: an implementation independent of this one.
 const pyRing = "../tests/python/sdr_ring.py"
 

@@ -63,7 +63,7 @@ func TestNewReaderRejects(t *testing.T) {
 	}
 }
 
-// TestReaderOrderCatchesTornPayload builds the hazard PROTOCOL.md names: a
+// TestReaderOrderCatchesTornPayload builds the hazard docs/ring.md names: a
 // slot overwritten during the copy while the sequence stayed the same. Only
 // the CRC catches it.
 func TestReaderOrderCatchesTornPayload(t *testing.T) {

@@ -80,7 +80,7 @@ type slotRead struct {
 	payload  []byte // slotOK: freshly allocated; slotCRC: the copy, in the scratch buffer
 }
 
-// readSlot follows PROTOCOL.md section 1 to the letter: load sequence (s1);
+// readSlot follows the reader order of docs/ring.md to the letter: load sequence (s1);
 // stop if 0 or equal to last; load write_len and bound it; copy the slot;
 // load sequence again (s2) and discard on s1 != s2 (or on a write_len that
 // changed meanwhile: the writer started the next frame); parse; require

@@ -4,7 +4,7 @@
 //   const player = new Player(document.getElementById('video'));
 //   player.start();
 //
-// It speaks the /stream/ws protocol (docs/player.md, PROTOCOL.md section 3):
+// It speaks the /stream/ws protocol (docs/player.md, docs/protocol.md):
 // 0x01 VIDEO (32-byte ring header + access unit) is decoded with WebCodecs
 // (H.264 with optimizeForLatency, keyframe gating, deltas dropped while the
 // decoder lags) or createImageBitmap (JPEG) and drawn to a canvas; 0x02

@@ -1,7 +1,8 @@
 // Package relay is the NATS side of /stream/ws and of the sdr_nats endpoint:
 // telemetry from NATS to WebSocket clients as ready-to-send 0x02 messages,
 // and 0x04 commands from one client to command.genesis.<action>, checked,
-// rate limited and passed through the safety gate (PROTOCOL.md sections 3-5).
+// rate limited and passed through the safety gate (docs/protocol.md:
+// "WebSocket messages on /stream/ws", "Safety gate", "NATS subjects").
 //
 // The package imports nothing from Caddy.
 package relay

@@ -12,7 +12,7 @@ import (
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 )
 
-// Signal types of 0x03 messages (PROTOCOL.md section 3).
+// Signal types of 0x03 messages (docs/protocol.md, "Signalling").
 const (
 	SignalOffer  = "offer"
 	SignalAnswer = "answer"

@@ -21,7 +21,7 @@ import (
 )
 
 // Format is a raw pixel layout; the values are the raw codec numbers of
-// the raw-frame ring (PROTOCOL.md section 2).
+// the raw-frame ring (docs/protocol.md, "Raw-frame ring").
 type Format uint16
 
 // The pixel layouts Render writes.

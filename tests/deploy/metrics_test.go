@@ -148,17 +148,34 @@ func readAlertRules(t *testing.T) []alertRule {
 }
 
 // TestMetricNamesExist: every caddy_sdr_* name the dashboard, the alert
-// rules and the README use is one the binary has, so none of them watches a
-// metric that was renamed or never existed.
+// rules, the README and docs/ use is one the binary has, so none of them
+// watches or documents a metric that was renamed or never existed.
 func TestMetricNamesExist(t *testing.T) {
 	root := testenv.Root()
 	cat := newMetricCatalog(t)
-	for _, f := range []string{"deploy/grafana/dashboards/sdr-caddy.json", "deploy/prometheus/alerts.yml", "README.md"} {
+	docs, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil || len(docs) == 0 {
+		t.Fatalf("docs/*.md: %v", err)
+	}
+	files := []string{"deploy/grafana/dashboards/sdr-caddy.json", "deploy/prometheus/alerts.yml", "README.md"}
+	for _, d := range docs {
+		files = append(files, filepath.Join("docs", filepath.Base(d)))
+	}
+	documented := map[string]bool{}
+	prefixes := map[string]string{} // family -> the file naming it
+	for _, f := range files {
 		b, err := os.ReadFile(filepath.Join(root, f))
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, name := range sdrMetric.FindAllString(string(b), -1) {
+			if strings.HasPrefix(f, "docs") {
+				documented[name] = true
+			}
+			if strings.HasSuffix(name, "_") { // a family: caddy_sdr_nats_*
+				prefixes[name] = f
+				continue
+			}
 			base := name
 			for _, suf := range []string{"_bucket", "_sum", "_count"} {
 				if s, ok := strings.CutSuffix(name, suf); ok && cat.has(s) {
@@ -168,6 +185,22 @@ func TestMetricNamesExist(t *testing.T) {
 			if !cat.has(base) {
 				t.Errorf("%s uses %s, which sdr-caddy does not expose", f, name)
 			}
+		}
+	}
+	for p, f := range prefixes {
+		found := false
+		for name := range documented {
+			found = found || (strings.HasPrefix(name, p) && cat.has(name))
+		}
+		if !found {
+			t.Errorf("%s names the family %s*, of which docs/ documents no metric sdr-caddy exposes", f, p)
+		}
+	}
+	// And every metric Caddyfile.example exposes is documented by its full
+	// name, so that a search of docs/ finds it.
+	for name := range cat.scraped {
+		if !documented[name] {
+			t.Errorf("docs/ does not document %s, which Caddyfile.example exposes", name)
 		}
 	}
 	// The check can fail.
@@ -250,21 +283,25 @@ func TestAlertRules(t *testing.T) {
 	}
 }
 
-// TestReadmeListsEveryAlert: the README's alert table and alerts.yml name
-// the same alerts.
-func TestReadmeListsEveryAlert(t *testing.T) {
+// TestDocsListEveryAlert: the alert table of docs/metrics.md and
+// alerts.yml name the same alerts.
+func TestDocsListEveryAlert(t *testing.T) {
 	t.Parallel()
-	md := readme(t)
+	b, err := os.ReadFile(filepath.Join(testenv.Root(), "docs/metrics.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := string(b)
 	inRules := map[string]bool{}
 	for _, rule := range readAlertRules(t) {
 		inRules[rule.Alert] = true
 		if !strings.Contains(md, "| `"+rule.Alert+"` |") {
-			t.Errorf("README.md's alert table lacks %s", rule.Alert)
+			t.Errorf("docs/metrics.md's alert table lacks %s", rule.Alert)
 		}
 	}
 	for _, m := range regexp.MustCompile("(?m)^\\| `(Sdr\\w+)` \\|").FindAllStringSubmatch(md, -1) {
 		if !inRules[m[1]] {
-			t.Errorf("README.md lists the alert %s, which alerts.yml does not have", m[1])
+			t.Errorf("docs/metrics.md lists the alert %s, which alerts.yml does not have", m[1])
 		}
 	}
 }

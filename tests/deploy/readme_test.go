@@ -6,22 +6,27 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
-// The README's code blocks are tests. Each fenced block is preceded by a
-// marker `<!-- doc-test: KIND -->` that says how it is checked:
+// The code blocks of README.md and docs/*.md are tests. Each fenced block is
+// preceded by a marker `<!-- doc-test: KIND -->` that says how it is checked,
+// and carries the fence language of its kind (blockLang). Every ```sh block
+// also parses with `bash -n`, and the plain shell kinds (caddy-run, live,
+// run, shell, gpu, env) pass the pinned shellcheck.
 //
-//	prose           a ```text diagram; nothing to run
+//	prose           a ```text diagram or exchange; nothing to run
 //	tree            a directory listing: every path named exists
 //	make            `make TARGET` lines: `make -n TARGET` succeeds
 //	xcaddy          an xcaddy build line: same Caddy version and module as
@@ -31,7 +36,9 @@ import (
 //	caddyfile-site  site-block contents: adapted inside a site block
 //	caddyfile-global global options: adapted as the global options block
 //	json-app NAME   an app's JSON config: `caddy validate` accepts it as apps.NAME
-//	json-handler    a handler's JSON config: validated inside an HTTP route
+//	json-handler [app=NAME...]
+//	                one or more handlers' JSON configs: each validated inside
+//	                an HTTP route, beside the named apps with their defaults
 //	caddy-run       a `[SDR_X=v ...] bin/caddy run` line: run as written,
 //	                listening addresses moved to free ports, for the live
 //	                blocks below
@@ -46,8 +53,40 @@ import (
 //	                listed statuses), and with json print one JSON document
 //	js-module       browser code: every name it imports from /sdr/<file> is
 //	                exported by web/<file>, which node parses as a module
-//	docker-build    `docker build` lines: Dockerfile, target and context exist
+//	docker-build [sdr-os]
+//	                `docker build` lines: Dockerfile, target and context exist;
+//	                with sdr-os the tag is the image the SDR_OS override runs
 //	compose         `docker compose` lines: the files load with those profiles
+//	caddyfile-syntax site|global
+//	                a syntax synopsis (<placeholders>, [optional], a|b): each
+//	                directive and subdirective it names is adapted alone in
+//	                its place, and the parser must not call it unknown
+//	usage           a command synopsis (`caddy sdr-ring watch [--count N]`,
+//	                `python3 tests/python/sdr_ring.py ...`): every --flag is
+//	                one the command's --help lists
+//	output PATH...  a sample of what the program in PATH (files, or
+//	                directories of .go/.sh/.py) prints: every key= it shows
+//	                is printed there, and the first word of each other line
+//	json            a JSON message: it parses
+//	json-config     a whole Caddy JSON config: `caddy validate` accepts it
+//	health-json     the health JSON: the same fields in the same order as the
+//	                running Caddyfile.example answers
+//	ack-json        a telemetry.command.ack payload: the same fields in the
+//	                same order as the running Caddyfile.example's acks
+//	env             VAR=value lines: each a variable Caddyfile.example or the
+//	                SDR_OS override reads
+//	shell           shell lines that are not run: bash -n and shellcheck
+//	gpu             lines that need an NVIDIA GPU, so cannot run here: bash -n,
+//	                shellcheck, and each runs an executable script of the
+//	                repository that has the branch its first argument names
+//	compose-yaml [FILE...]
+//	                a Compose file: compose-go loads it after FILE..., with
+//	                every profile, and its references resolve
+//	dockerfile      a Dockerfile: BuildKit's parser reads it; FROM sdr-caddy's
+//	                image names the version containers/caddy/Dockerfile builds
+//	sdr-os-compose  `[VAR=value ...] docker compose ...` lines run in an SDR_OS
+//	                checkout with sdr-caddy in ../sdr-caddy (checkComposeDocBlock)
+//	sdr-os-dotenv   lines of SDR_OS's .env (checkComposeDocBlock)
 //
 // A block without a marker, or with an unknown kind, fails the test.
 
@@ -126,9 +165,27 @@ type readmeRun struct {
 	root    string
 	example *example
 	ports   map[string]string // the caddy-run line's VAR=value settings
+	shared  docShared
 }
 
+// docShared is what the documents of one test share: one running
+// Caddyfile.example for every caddy-run, live, health-json and ack-json block.
+type docShared struct {
+	example *example
+}
+
+// needsExample are the kinds that need a running Caddyfile.example.
+var needsExample = map[string]bool{"caddy-run": true, "health-json": true, "ack-json": true}
+
 func (r *readmeRun) check(b docBlock) error {
+	if want, ok := blockLang[b.kind]; ok && b.lang != want {
+		return fmt.Errorf("a %s block is a ```%s block, not %q", b.kind, want, b.lang)
+	}
+	if b.lang == "sh" {
+		if err := r.checkShell(b); err != nil {
+			return err
+		}
+	}
 	switch b.kind {
 	case "prose":
 		if b.lang != "text" {
@@ -153,7 +210,7 @@ func (r *readmeRun) check(b docBlock) error {
 		}
 		return r.validateJSON(fmt.Sprintf(`{"apps":{%q:%s}}`, b.args[0], b.body))
 	case "json-handler":
-		return r.validateJSON(`{"apps":{"http":{"servers":{"s":{"listen":["127.0.0.1:0"],"routes":[{"handle":[` + b.body + `]}]}}}}}`)
+		return r.jsonHandlers(b)
 	case "caddy-run":
 		return r.caddyRun(b)
 	case "live":
@@ -161,11 +218,44 @@ func (r *readmeRun) check(b docBlock) error {
 	case "run":
 		return r.run(b)
 	case "docker-build":
+		if slices.Equal(b.args, []string{"sdr-os"}) {
+			return checkComposeDocBlock(r.t, r, b)
+		}
+		if len(b.args) > 0 {
+			return fmt.Errorf("docker-build: unknown argument %v", b.args)
+		}
 		return r.dockerBuild(b)
 	case "js-module":
 		return r.jsModule(b)
 	case "compose":
 		return r.compose(b)
+	case "sdr-os-compose", "sdr-os-dotenv":
+		return checkComposeDocBlock(r.t, r, b)
+	case "caddyfile-syntax":
+		return r.caddyfileSyntax(b)
+	case "usage":
+		return r.usage(b)
+	case "output":
+		return r.output(b)
+	case "json":
+		_, err := jsonValues(b.body)
+		return err
+	case "json-config":
+		return r.validateJSON(b.body)
+	case "health-json":
+		return r.healthJSON(b)
+	case "ack-json":
+		return r.ackJSON(b)
+	case "env":
+		return r.env(b)
+	case "shell":
+		return nil // bash -n and shellcheck above
+	case "gpu":
+		return r.gpu(b)
+	case "compose-yaml":
+		return r.composeYAML(b)
+	case "dockerfile":
+		return r.dockerfileBlock(b)
 	}
 	return fmt.Errorf("unknown doc-test kind %q", b.kind)
 }
@@ -311,7 +401,10 @@ func (r *readmeRun) caddyRun(b docBlock) error {
 	if !slices.Equal(f, want) {
 		return fmt.Errorf("caddy-run: %q is not %q (the line startExample runs)", lines[0], strings.Join(want, " "))
 	}
-	r.example = startExample(r.t)
+	if r.shared.example == nil {
+		return fmt.Errorf("caddy-run: the test started no instance to run the live blocks against")
+	}
+	r.example = r.shared.example
 	return nil
 }
 
@@ -603,22 +696,61 @@ func readme(t *testing.T) string {
 	return string(b)
 }
 
-// TestReadmeBlocks runs or adapts every code block of the README.
-func TestReadmeBlocks(t *testing.T) {
-	blocks, err := parseDocBlocks(readme(t))
-	if err != nil {
-		t.Fatal(err)
+// TestDocBlocks runs, adapts or parses every code block of README.md and
+// docs/*.md, as its marker says.
+func TestDocBlocks(t *testing.T) {
+	root := testenv.Root()
+	type doc struct {
+		name   string
+		blocks []docBlock
 	}
-	r := &readmeRun{t: t, root: testenv.Root()}
-	for _, b := range blocks {
-		if err := r.check(b); err != nil {
-			t.Errorf("README.md:%d (%s): %v", b.line, b.kind, err)
+	var docs []doc
+	var shared docShared
+	for _, f := range docFiles(t) {
+		blocks, err := parseDocBlocks(f.text)
+		if err != nil {
+			t.Fatalf("%s: %v", f.name, err)
+		}
+		docs = append(docs, doc{f.name, blocks})
+		for _, b := range blocks {
+			if needsExample[b.kind] && shared.example == nil {
+				shared.example = startExample(t)
+			}
 		}
 	}
+	n := 0
+	for _, d := range docs {
+		t.Run(filepath.Base(d.name), func(t *testing.T) {
+			r := &readmeRun{t: t, root: root, shared: shared}
+			for _, b := range d.blocks {
+				n++
+				if err := r.check(b); err != nil {
+					t.Errorf("%s:%d (%s): %v", d.name, b.line, b.kind, err)
+				}
+			}
+		})
+	}
+	if n < 80 {
+		t.Errorf("only %d blocks checked in README.md and docs/", n)
+	}
+	// The checks against the running instance can fail.
+	t.Run("stale", func(t *testing.T) {
+		r := &readmeRun{t: t, root: root, shared: shared}
+		for _, b := range []docBlock{
+			{kind: "health-json", lang: "json", body: `{"status":"ok","clients":1,"uptime_s":1}`},
+			{kind: "health-json", lang: "json", body: `{"clients":0,"status":"ok","shm_seq":0,"last_frame_age_ms":null,"uptime_s":1,"frames_broadcast":0,"client_lag_total":0,"avg_frame_size_bytes":0,"nats":"connected"}`},
+			{kind: "ack-json", lang: "json", body: `{"action":"estop","cmd_seq":1,"status":"rejected"}`},
+			{kind: "ack-json", lang: "json", body: `{"action":"estop","cmd_seq":1,"status":"refused","detail":"x"}`},
+		} {
+			if err := r.check(b); err == nil {
+				t.Errorf("stale %s block accepted: %s", b.kind, b.body)
+			}
+		}
+	})
 }
 
-// TestReadmeDocTestsCatchRot proves that the checks fail on stale docs.
-func TestReadmeDocTestsCatchRot(t *testing.T) {
+// TestDocTestsCatchRot proves that the checks fail on stale docs.
+func TestDocTestsCatchRot(t *testing.T) {
 	t.Parallel()
 	if _, err := parseDocBlocks("text\n\n```sh\nmake run\n```\n"); err == nil {
 		t.Error("a block without a marker was accepted")
@@ -642,22 +774,58 @@ func TestReadmeDocTestsCatchRot(t *testing.T) {
 		{kind: "live", body: "curl -fsS http://localhost/health"},
 		{kind: "js-module", body: "import { NoSuchThing } from '/sdr/player.js';"},
 		{kind: "bogus"},
+		{kind: "caddyfile", lang: "json", body: ":8089 {\n}"},
+		{kind: "make", body: "make run )"},
+		{kind: "caddyfile-syntax", args: []string{"site"}, body: "sdr_stream [<name>] {\n\tno_such_option <n>\n}"},
+		{kind: "caddyfile-syntax", args: []string{"global"}, body: "sdr_nats {\n\tgate {\n\t\tno_such <ms>\n\t}\n}"},
+		{kind: "caddyfile-syntax", args: []string{"global"}, body: "sdr_encoder {\n\tencoder <name> {\n\t\toutput [<path>] {\n\t\t\tno_such <n>\n\t\t}\n\t}\n}"},
+		{kind: "caddyfile-syntax", args: []string{"site"}, body: "no_such_directive [<matcher>] {\n}"},
+		{kind: "caddyfile-syntax", body: "sdr_stream"},
+		{kind: "usage", body: "caddy sdr-ring inspect [--no-such-flag] [<path>]"},
+		{kind: "usage", body: "caddy sdr-no-such-command [--json]"},
+		{kind: "usage", body: "python3 tests/python/sdr_ring.py write PATH [--size N]\n        [--no-such N]"},
+		{kind: "output", args: []string{"bench/stream"}, body: "BENCH stream clients=100 no_such_key=1"},
+		{kind: "output", args: []string{"shmring"}, body: "no_such_label  12"},
+		{kind: "json", body: `{"action": }`},
+		{kind: "json-config", body: `{"apps":{"sdr_encoder":{"encoders":{"x":{"no_such_key":1}}}}}`},
+		{kind: "json-handler", body: "{\"handler\":\"sdr_player\"}\n{\"handler\":\"sdr_player\",\"stream_url\":\"http://wrong\"}"},
+		{kind: "env", body: "SDR_NO_SUCH_SETTING=1"},
+		{kind: "shell", body: "cd /somewhere\nls"},
+		{kind: "shell", body: "if then"},
+		{kind: "gpu", body: "tests/encoder/gpu_check.sh no-such-mode"},
+		{kind: "gpu", body: "tests/encoder/no_such_check.sh run"},
+		{kind: "compose-yaml", args: []string{"docker-compose.yml"}, body: "services:\n  caddy:\n    networks: [no_such_network]"},
+		{kind: "compose-yaml", body: "services:\n  x:\n    image: y\n    no_such_key: 1"},
+		{kind: "dockerfile", body: "FROM ghcr.io/sdr-os/sdr-caddy:9.9.9\nCOPY Caddyfile /etc/caddy/Caddyfile"},
+		{kind: "dockerfile", body: "COPY Caddyfile /etc/caddy/Caddyfile"},
+		{kind: "docker-build", args: []string{"sdr-os"}, body: "docker build -f containers/caddy/Dockerfile -t ghcr.io/sdr-os/sdr-caddy:latest ."},
+		{kind: "caddy-run", body: "SDR_HTTP_ADDR=:8081 bin/caddy run --config Caddyfile.example --adapter caddyfile"},
 	}
 	for _, b := range stale {
+		if b.lang == "" {
+			b.lang = blockLang[b.kind]
+		}
 		if err := r.check(b); err == nil {
 			t.Errorf("stale %s block accepted: %q", b.kind, b.body)
 		}
 	}
 }
 
-// TestReadmeDocumentsEveryVariable: every SDR_* setting Caddyfile.example
-// reads is explained in the README.
-func TestReadmeDocumentsEveryVariable(t *testing.T) {
+// TestConfigurationDocumentsEveryVariable: every SDR_* setting
+// Caddyfile.example reads is explained in docs/configuration.md.
+func TestConfigurationDocumentsEveryVariable(t *testing.T) {
 	t.Parallel()
-	md := readme(t)
-	for v := range caddyfileVars(t) {
-		if !strings.Contains(md, "`"+v+"`") {
-			t.Errorf("README.md does not document %s, which Caddyfile.example reads", v)
+	b, err := os.ReadFile(filepath.Join(testenv.Root(), "docs/configuration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := caddyfileVars(t)
+	if len(vars) < 20 {
+		t.Fatalf("only %d variables found in Caddyfile.example", len(vars))
+	}
+	for v := range vars {
+		if !strings.Contains(string(b), "`"+v+"`") {
+			t.Errorf("docs/configuration.md does not document %s, which Caddyfile.example reads", v)
 		}
 	}
 }
@@ -684,36 +852,58 @@ func githubSlug(h string) string {
 	return b.String()
 }
 
-// TestReadmeLinks: relative links point at files that exist, anchors at
-// headings that exist.
-func TestReadmeLinks(t *testing.T) {
-	t.Parallel()
-	md := readme(t)
+// headingAnchors returns the anchors GitHub gives the headings of a
+// Markdown text.
+func headingAnchors(md string) map[string]bool {
 	anchors := map[string]bool{}
 	for _, m := range mdHeading.FindAllStringSubmatch(md, -1) {
 		anchors[githubSlug(m[1])] = true
 	}
-	for _, m := range mdLink.FindAllStringSubmatch(md, -1) {
-		link := m[1]
-		switch {
-		case strings.HasPrefix(link, "http://"), strings.HasPrefix(link, "https://"):
-		case strings.HasPrefix(link, "#"):
-			if !anchors[link[1:]] {
-				t.Errorf("README.md links to #%s, which is no heading", link[1:])
+	return anchors
+}
+
+// TestDocsLinks: the relative links of README.md and docs/*.md point at
+// files that exist, and their anchors at headings that exist, in the same
+// page or in the page linked.
+func TestDocsLinks(t *testing.T) {
+	t.Parallel()
+	root := testenv.Root()
+	n := 0
+	for _, doc := range docFiles(t) {
+		for _, m := range mdLink.FindAllStringSubmatch(doc.text, -1) {
+			link := m[1]
+			if strings.HasPrefix(link, "http://") || strings.HasPrefix(link, "https://") {
+				continue
 			}
-		default:
-			path, _, _ := strings.Cut(link, "#")
-			if _, err := os.Stat(filepath.Join(testenv.Root(), path)); err != nil {
-				t.Errorf("README.md links to %s: %v", link, err)
+			n++
+			path, anchor, _ := strings.Cut(link, "#")
+			target := doc.text
+			if path != "" {
+				p := filepath.Join(root, filepath.Dir(doc.name), path)
+				b, err := os.ReadFile(p)
+				if errors.Is(err, syscall.EISDIR) {
+					continue // a directory: exists
+				}
+				if err != nil {
+					t.Errorf("%s links to %s: %v", doc.name, link, err)
+					continue
+				}
+				target = string(b)
+			}
+			if anchor != "" && !headingAnchors(target)[anchor] {
+				t.Errorf("%s links to %s: #%s is no heading there", doc.name, link, anchor)
 			}
 		}
 	}
+	if n < 80 {
+		t.Errorf("only %d relative links found", n)
+	}
 }
 
-// TestReadmeModulesExist: every sdr module, directive and subcommand the
-// README names is in the built binary, so the README never documents a
-// module that did not land.
-func TestReadmeModulesExist(t *testing.T) {
+// TestDocsModulesExist: every sdr module, directive and subcommand that
+// README.md and docs/ name is in the built binary, so the docs never
+// document a module that did not land.
+func TestDocsModulesExist(t *testing.T) {
 	t.Parallel()
 	out, err := runCaddy(t, cleanEnv(), "", "list-modules")
 	if err != nil {
@@ -739,16 +929,35 @@ func TestReadmeModulesExist(t *testing.T) {
 	for v := range p.Volumes {
 		known[v] = true
 	}
-	md := readme(t)
-	for _, m := range subcommand.FindAllStringSubmatch(md, -1) {
-		if !regexp.MustCompile(`(?m)^\s+` + regexp.QuoteMeta(m[1]) + `\s`).MatchString(help) {
-			t.Errorf("README.md names the subcommand %s, which caddy help does not list", m[1])
+	for _, doc := range docFiles(t) {
+		for _, m := range subcommand.FindAllStringSubmatch(doc.text, -1) {
+			if !regexp.MustCompile(`(?m)^\s+` + regexp.QuoteMeta(m[1]) + `\s`).MatchString(help) {
+				t.Errorf("%s names the subcommand %s, which caddy help does not list", doc.name, m[1])
+			}
+		}
+		for _, m := range moduleName.FindAllStringSubmatch(doc.text, -1) {
+			if name := m[1]; !known[name] && !notModules[name] {
+				t.Errorf("%s names %s, which the built binary does not have", doc.name, name)
+			}
 		}
 	}
-	for _, m := range moduleName.FindAllStringSubmatch(md, -1) {
-		name := m[1]
-		if !known[name] {
-			t.Errorf("README.md names %s, which the built binary does not have", name)
+}
+
+// notModules are names that look like a module's and are not one: the
+// logger of the environment preparation, the Compose project name.
+var notModules = map[string]bool{"sdr_env": true, "sdr_os": true}
+
+// TestReadmeIsAnIndex: the README stays an index of at most 12 KB that links
+// every page of docs/; the reference lives in those pages.
+func TestReadmeIsAnIndex(t *testing.T) {
+	t.Parallel()
+	md := readme(t)
+	if len(md) > 12<<10 {
+		t.Errorf("README.md is %d bytes; keep it under %d and move reference into docs/", len(md), 12<<10)
+	}
+	for _, doc := range docFiles(t)[1:] {
+		if !strings.Contains(md, "| ["+doc.name+"]("+doc.name+") |") {
+			t.Errorf("README.md's table of pages lacks %s", doc.name)
 		}
 	}
 }
@@ -759,50 +968,77 @@ var (
 	jsonTag      = regexp.MustCompile(`json:"([a-z0-9_]+)`)
 )
 
-// TestReadmeJSONKeysExist: every key in the README's JSON key tables is a
-// JSON field of a module (a `json:"..."` tag in caddymodule), so a renamed
-// or removed option cannot stay documented.
-func TestReadmeJSONKeysExist(t *testing.T) {
+// TestDocsJSONKeysExist: every key in a JSON key table of the README or
+// docs/ (a table whose header begins "| JSON key") is a JSON field of a
+// module (a `json:"..."` tag under caddymodule), so a renamed or removed
+// option cannot stay documented.
+func TestDocsJSONKeysExist(t *testing.T) {
 	t.Parallel()
 	tags := map[string]bool{}
-	files, err := filepath.Glob(filepath.Join(testenv.Root(), "caddymodule", "*.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
+	err := filepath.WalkDir(filepath.Join(testenv.Root(), "caddymodule"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+			return err
 		}
-		b, err := os.ReadFile(f)
+		b, err := os.ReadFile(p)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		for _, m := range jsonTag.FindAllStringSubmatch(string(b), -1) {
 			tags[m[1]] = true
 		}
-	}
-	tables := jsonKeyTable.FindAllStringSubmatch(readme(t), -1)
-	if len(tables) == 0 {
-		t.Fatal("no JSON key table in README.md")
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	n := 0
-	for _, tb := range tables {
-		for _, row := range strings.Split(strings.TrimSpace(tb[1]), "\n") {
-			cells := strings.Split(row, "|")
-			if len(cells) < 3 {
-				continue
-			}
-			for _, m := range backtickKey.FindAllStringSubmatch(cells[1], -1) {
-				for _, seg := range strings.Split(m[1], ".") {
-					n++
-					if !tags[seg] {
-						t.Errorf("README.md documents the JSON key %s (%s), which no module has", m[1], seg)
+	for _, doc := range docFiles(t) {
+		for _, tb := range jsonKeyTable.FindAllStringSubmatch(doc.text, -1) {
+			for _, row := range strings.Split(strings.TrimSpace(tb[1]), "\n") {
+				cells := strings.Split(row, "|")
+				if len(cells) < 3 {
+					continue
+				}
+				for _, m := range backtickKey.FindAllStringSubmatch(cells[1], -1) {
+					for _, seg := range strings.Split(m[1], ".") {
+						n++
+						if !tags[seg] {
+							t.Errorf("%s documents the JSON key %s (%s), which no module has", doc.name, m[1], seg)
+						}
 					}
 				}
 			}
 		}
 	}
-	if n < 20 {
-		t.Errorf("only %d JSON keys found in the README's tables", n)
+	if n < 100 {
+		t.Errorf("only %d JSON keys found in the tables of README.md and docs/", n)
 	}
+}
+
+// docFile is one Markdown file of the documentation.
+type docFile struct {
+	name string // relative to the repository root: README.md, docs/x.md
+	text string
+}
+
+// docFiles returns README.md and every docs/*.md.
+func docFiles(t *testing.T) []docFile {
+	t.Helper()
+	root := testenv.Root()
+	names, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(names) < 10 {
+		t.Fatalf("only %d pages in docs/", len(names))
+	}
+	files := []docFile{{name: "README.md", text: readme(t)}}
+	for _, p := range names {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, docFile{name: "docs/" + filepath.Base(p), text: string(b)})
+	}
+	return files
 }

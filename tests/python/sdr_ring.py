@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writer and reader of the sdr-caddy shared-memory frame ring.
 
-Written from PROTOCOL.md section 1 with the Python standard library only
+Written from docs/protocol.md and docs/ring.md with the Python standard library only
 (mmap, struct, zlib), the way the simulator writes the ring, so that the Go
 package shmring can be tested against an independent implementation.
 

@@ -112,8 +112,8 @@ func TestStreamWithNATS(t *testing.T) {
 }
 
 // checkHealthOrder reads the health JSON at path raw and checks its keys:
-// PROTOCOL.md section 6's, in that order, then "nats" with state nats
-// ("" for none).
+// the old service's fields (docs/protocol.md, "Health"), in that order, then
+// "nats" with state nats ("" for none).
 func checkHealthOrder(t *testing.T, s *server, path, nats string) {
 	t.Helper()
 	resp, err := plainClient.Get(s.base + path)
