@@ -62,7 +62,8 @@ soak-race:
 FUZZTIME ?= 60s
 FUZZ_TARGETS := shmring:FuzzParseRegion nvenc:FuzzParseSPS \
 	internal/rosbridge:FuzzFragments internal/rosbridge:FuzzGlob \
-	internal/rtc:FuzzParseGamepad internal/rtc:FuzzParseCommand internal/rtc:FuzzSignalHandle
+	internal/rtc:FuzzParseGamepad internal/rtc:FuzzParseCommand internal/rtc:FuzzSignalHandle \
+	internal/strictjson:FuzzCheck
 fuzz: deps
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \

@@ -32,7 +32,7 @@ var natsMetrics = struct {
 	telemetry: prometheus.NewCounterVec(prometheus.CounterOpts(metricOpts("nats_telemetry_messages_total",
 		"Telemetry messages from NATS by result: relayed, oversize, subject_too_long.")), []string{"result"}),
 	commands: prometheus.NewCounterVec(prometheus.CounterOpts(metricOpts("nats_commands_total",
-		"Client commands by status: published, rejected, gated, unavailable, and rejected_origin (refused for the connection's untrusted Origin, acked rejected).")), []string{"status"}),
+		"Client commands by status: published, rejected, gated, unavailable, and, acked rejected, rejected_origin (the connection's Origin is not trusted) and rejected_duplicate_key, rejected_invalid_utf8, rejected_too_deep (the body fails the strict JSON check).")), []string{"status"}),
 	gateMode: prometheus.NewGaugeVec(prometheus.GaugeOpts(metricOpts("gate_mode",
 		"Safety gate of each stream: 0 ARMED, 1 HOLD, 2 ESTOP.")), []string{"stream"}),
 	gateArmed: prometheus.NewGaugeVec(prometheus.GaugeOpts(metricOpts("gate_armed",

@@ -92,7 +92,7 @@ var ringDescs = func() map[string]*prometheus.Desc {
 		"bytes":         d("bytes_total", "Payload bytes the ring reader delivered."),
 		"torn":          d("torn_reads_total", "Copies discarded because the slot changed during the copy: the sequence or write_len changed, or a header size that disagrees with write_len."),
 		"crc":           d("crc_failures_total", "Copies discarded for a failed CRC (a torn frame the sequence check missed)."),
-		"malformed":     d("malformed_total", "Commits discarded for a write_len out of bounds (read twice)."),
+		"malformed":     d("malformed_total", "Commits discarded for a write_len out of bounds (read twice) or an empty payload."),
 		"gaps":          d("gaps_total", "Frames the reader missed (forward frame_seq gaps)."),
 		"restarts":      d("restarts_total", "Writer restarts detected."),
 		"remaps":        d("remaps_total", "Mappings after the first (file replaced or resized)."),

@@ -247,6 +247,27 @@ func TestReaderGapsAndRestarts(t *testing.T) {
 	}
 }
 
+// A frame whose payload is empty carries no picture: it is dropped and
+// counted malformed, never delivered, and the next frame counts it missed
+// (with keyframe gating, it waits for a keyframe as after any loss).
+func TestReaderDropsZeroLengthFrames(t *testing.T) {
+	t.Parallel()
+	path, w := createRing(t, 8192)
+	frames, r := collect(t, ReaderConfig{Path: path}, 64)
+	writeAndWait(t, w, frames, Header{Flags: FlagKeyframe}, 1)
+	if _, err := w.WriteFrame(Header{FrameSeq: 2, Flags: FlagKeyframe}, nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the empty frame counted malformed", func() bool { return r.Stats().Malformed == 1 })
+	f := writeAndWait(t, w, frames, Header{}, 3)
+	if f.Gap != 1 {
+		t.Errorf("frame after the empty one: Gap %d, want 1", f.Gap)
+	}
+	if st := r.Stats(); st.Frames != 2 || st.Malformed != 1 || len(frames) != 0 {
+		t.Errorf("delivered %d frames (%d more waiting), %d malformed; want 2 and 1", st.Frames, len(frames), st.Malformed)
+	}
+}
+
 func TestReaderKeyframeGating(t *testing.T) {
 	t.Parallel()
 	path, w := createRing(t, 8192)

@@ -77,7 +77,7 @@ type Stats struct {
 	Bytes         uint64 // payload bytes delivered
 	TornReads     uint64 // copies discarded because the slot changed during the copy: sequence, write_len, or a header size that disagrees with write_len
 	CRCFailures   uint64 // copies discarded because the payload failed its CRC
-	Malformed     uint64 // commits discarded for a write_len out of bounds (read twice)
+	Malformed     uint64 // commits discarded for a write_len out of bounds (read twice) or an empty payload
 	Gaps          uint64 // frames missed: the sum of forward frame_seq gaps
 	Restarts      uint64 // writer restarts detected
 	Remaps        uint64 // mappings after the first (new inode, new size, after a fault)
@@ -527,6 +527,12 @@ func (r *Reader) commit(res slotRead, now time.Time, fn func(Frame)) {
 		r.torn.Add(1)
 		return
 	case slotWriteLen:
+		r.malformed.Add(1)
+		return
+	}
+	if len(res.payload) == 0 {
+		// A frame with no payload carries no picture: malformed, and lost
+		// (the next frame counts it as a gap).
 		r.malformed.Add(1)
 		return
 	}

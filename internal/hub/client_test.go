@@ -442,3 +442,32 @@ func TestStuckClientDisconnectedAtWriteTimeout(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A close frame with a code no peer may send (999, 1005, 2999) or a reason
+// that is not UTF-8 is a protocol error: answered with 1002 (RFC 6455 7.4),
+// not with the 1000 of a normal close, which a valid close still gets.
+func TestClientInvalidCloseAnswered1002(t *testing.T) {
+	t.Parallel()
+	h := New(Config{})
+	defer h.Close()
+	url, _, _ := serve(t, h, ClientConfig{})
+	for _, tc := range []struct {
+		name    string
+		payload []byte
+		want    int
+	}{
+		{"code 999", websocket.FormatCloseMessage(999, ""), websocket.CloseProtocolError},
+		{"code 1005", []byte{0x03, 0xed}, websocket.CloseProtocolError},
+		{"code 2999", websocket.FormatCloseMessage(2999, "x"), websocket.CloseProtocolError},
+		{"reason not UTF-8", append(websocket.FormatCloseMessage(websocket.CloseNormalClosure, "ok"), 0xff), websocket.CloseProtocolError},
+		{"valid", websocket.FormatCloseMessage(websocket.CloseGoingAway, "bye"), websocket.CloseNormalClosure},
+	} {
+		c := dial(t, url, nil)
+		if err := c.WriteControl(websocket.CloseMessage, tc.payload, testwait.Deadline(10*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if code, reason := closeCode(t, c); code != tc.want {
+			t.Errorf("%s: answered %d %q, want %d", tc.name, code, reason, tc.want)
+		}
+	}
+}

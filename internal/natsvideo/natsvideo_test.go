@@ -387,13 +387,15 @@ func TestMalformedMessagesAreCounted(t *testing.T) {
 	pub(good(4, 10)[:36], "5") // part that does not start at 0
 	huge := shmring.Header{FrameSeq: 5, Size: 1 << 30}
 	pub(append(huge.Bytes(), 1, 2), "0") // claims 1 GiB
-	pub(good(6, 10), "")
+	empty := shmring.Header{FrameSeq: 6, Flags: shmring.FlagKeyframe}
+	pub(empty.Bytes(), "") // a frame with no payload carries no picture
+	pub(good(7, 10), "")
 	got := k.wait(t, 1)
-	if got[0].Header.FrameSeq != 6 {
-		t.Fatalf("delivered frame_seq %d, want 6", got[0].Header.FrameSeq)
+	if got[0].Header.FrameSeq != 7 {
+		t.Fatalf("delivered frame_seq %d, want 7", got[0].Header.FrameSeq)
 	}
 	st := es.Stats()
-	if st.Malformed != 4 || st.CRCFailures != 1 || st.PartsDropped != 1 || st.Frames != 1 {
+	if st.Malformed != 5 || st.CRCFailures != 1 || st.PartsDropped != 1 || st.Frames != 1 {
 		t.Fatalf("edge stats %+v", st)
 	}
 }

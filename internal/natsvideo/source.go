@@ -53,7 +53,7 @@ type SourceStats struct {
 	Gaps          uint64 // frames missed: forward frame_seq gaps, summed
 	Restarts      uint64 // frame_seq going backwards (the writer restarted)
 	KeyframeWaits uint64 // frames held back waiting for a keyframe
-	Malformed     uint64 // messages that are not a header and a payload of its size
+	Malformed     uint64 // messages that are not a header and a payload of its size, or whose payload is empty
 	CRCFailures   uint64 // frames whose payload does not match the header's CRC
 	PartsDropped  uint64 // parts of split frames that could not be reassembled
 	IDRRequests   uint64 // keyframe requests sent to the origin, after coalescing
@@ -151,7 +151,8 @@ func (s *Source) onMsg(m *nats.Msg) {
 		return
 	}
 	body := m.Data[shmring.HeaderSize:]
-	if int(h.Size) > s.cfg.MaxFrameBytes {
+	if int(h.Size) > s.cfg.MaxFrameBytes || h.Size == 0 {
+		// too large, or empty: a frame with no payload carries no picture
 		s.malformed.Add(1)
 		return
 	}

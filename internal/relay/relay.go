@@ -9,6 +9,7 @@ package relay
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/sdr-os/sdr-caddy/internal/cow"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
+	"github.com/sdr-os/sdr-caddy/internal/strictjson"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 )
 
@@ -47,6 +49,10 @@ const (
 	// StatusRejectedOrigin only labels metrics: a command refused for its
 	// connection's Origin, acked StatusRejected.
 	StatusRejectedOrigin = "rejected_origin"
+	// StatusRejectedStrict prefixes the metrics label of a command refused
+	// by the strict JSON check, acked StatusRejected: the label is
+	// rejected_duplicate_key, rejected_invalid_utf8 or rejected_too_deep.
+	StatusRejectedStrict = "rejected_"
 )
 
 // Config holds the relay's limits. Zero fields take the defaults.
@@ -116,7 +122,9 @@ type Metrics struct {
 	// subject_too_long.
 	Telemetry *prometheus.CounterVec
 	// Commands counts commands by status: published, rejected, gated,
-	// unavailable, and rejected_origin (acked rejected).
+	// unavailable, and, acked rejected, rejected_origin and the strict JSON
+	// check's rejected_duplicate_key, rejected_invalid_utf8 and
+	// rejected_too_deep.
 	Commands *prometheus.CounterVec
 }
 
@@ -369,13 +377,25 @@ type Session struct {
 	trust   origin.Verdict
 }
 
-// command is what the relay reads of a 0x04 body; the body itself is
-// published unchanged.
+// command is what the relay reads of a 0x04 body, each member found by
+// its exact name; the body itself is published unchanged.
 type command struct {
-	Action json.RawMessage `json:"action"`
-	CmdSeq json.RawMessage `json:"cmd_seq"`
-	Codec  json.RawMessage `json:"codec"`
-	Data   json.RawMessage `json:"data"`
+	Action json.RawMessage
+	CmdSeq json.RawMessage
+	Codec  json.RawMessage
+	Data   json.RawMessage
+}
+
+// parseCommand reads the members of a body that passed strictjson.Check.
+// Members are matched by their exact names, as the simulator's Python
+// reads them: "ACTION" is not "action". It fails when the body is not an
+// object.
+func parseCommand(body []byte) (command, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(body, &m); err != nil {
+		return command{}, err
+	}
+	return command{Action: m["action"], CmdSeq: m["cmd_seq"], Codec: m["codec"], Data: m["data"]}, nil
 }
 
 // ack is the payload on telemetry.command.ack.
@@ -389,12 +409,27 @@ type ack struct {
 // Command takes the JSON body of one 0x04 message. It returns nil when the
 // command was published on command.genesis.<action>, unchanged, or else the
 // 0x02 message on telemetry.command.ack to send to this client alone.
+//
+// The body must pass strictjson.Check: a body with duplicate keys, keys
+// equal but for case, invalid UTF-8 or nesting deeper than 32 reads
+// differently to the relay (Go), the simulator (Python) and other readers,
+// so it is refused with an ack saying why, and never published.
 func (s *Session) Command(body []byte) []byte {
-	var c command
-	if !json.Valid(body) {
-		return s.reply(nil, nil, StatusRejected, "command is not valid JSON")
+	if err := strictjson.Check(body); err != nil {
+		var e *strictjson.Error
+		if !errors.As(err, &e) || e.Reason == strictjson.ReasonSyntax {
+			return s.reply(nil, nil, StatusRejected, "command is not valid JSON")
+		}
+		// The action is what may be ambiguous: not echoed. The cmd_seq is,
+		// as Go reads it, so that the client can match the ack.
+		var seq json.RawMessage
+		if c, err := parseCommand(body); err == nil && isNumber(c.CmdSeq) {
+			seq = c.CmdSeq
+		}
+		return s.replyCounted(nil, seq, StatusRejected, StatusRejectedStrict+e.Reason, "command refused: "+err.Error())
 	}
-	if err := json.Unmarshal(body, &c); err != nil {
+	c, err := parseCommand(body)
+	if err != nil {
 		return s.reply(nil, nil, StatusRejected, "command is not a JSON object")
 	}
 	seq := c.CmdSeq
@@ -481,8 +516,6 @@ func dataHasCodec(raw json.RawMessage) bool {
 	if len(raw) == 0 || raw[0] != '{' {
 		return false
 	}
-	var d struct {
-		Codec json.RawMessage `json:"codec"`
-	}
-	return json.Unmarshal(raw, &d) == nil && len(d.Codec) > 0 && string(d.Codec) != "null"
+	var d map[string]json.RawMessage
+	return json.Unmarshal(raw, &d) == nil && len(d["codec"]) > 0 && string(d["codec"]) != "null"
 }

@@ -678,3 +678,96 @@ func TestTelemetryBatchSubscriber(t *testing.T) {
 		t.Fatalf("second batch %v, want [1 2 3] within the linger", b)
 	}
 }
+
+// TestCommandStrictJSON: with the gate in ESTOP, a body that Go and the
+// simulator's Python would read differently (keys equal but for case,
+// duplicate keys, invalid UTF-8, a lone surrogate escape) or that Python
+// cannot read (nesting deeper than 32) is refused with an ack saying why,
+// counted by reason, and never published; a body read by its exact-case
+// names only is judged by them; and an unambiguous body, however it is
+// spelled, is published byte for byte.
+func TestCommandStrictJSON(t *testing.T) {
+	t.Parallel()
+	nc, sim := relayAndSim(t)
+	sink := sinkCommands(t, sim)
+	counts := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "t"}, []string{"status"})
+	r, err := New(nc, Config{Rate: -1}, nil, &Metrics{Commands: counts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	// No video yet and both thresholds past: ESTOP, every motion gated.
+	g := gate.New(gate.Config{Hold: time.Nanosecond, Estop: 2 * time.Nanosecond}, nil, gate.Options{})
+	sess := r.Session(g, nil, origin.Trusted)
+	if ok, mode := g.Allow("set_cmd_vel"); ok || mode != "ESTOP" {
+		t.Fatalf("gate %v %s, want ESTOP", ok, mode)
+	}
+	deep := func(n int) string {
+		return `{"action":"pause","cmd_seq":9,"data":` + strings.Repeat("[", n-1) + strings.Repeat("]", n-1) + `}`
+	}
+	for _, c := range []struct {
+		name, body, label, detail string
+		seq                       any
+	}{
+		{"case-colliding key", `{"action":"set_cmd_vel","ACTION":"pause","cmd_seq":1}`, "rejected_duplicate_key",
+			`command refused: duplicate key "ACTION" (same as "action" but for case) at byte 24`, 1.0},
+		{"case-colliding key first", `{"ACTION":"pause","action":"set_cmd_vel"}`, "rejected_duplicate_key",
+			`command refused: duplicate key "action" (same as "ACTION" but for case) at byte 18`, nil},
+		{"escaped key", `{"action":"set_cmd_vel","\u0041CTION":"pause","cmd_seq":2}`, "rejected_duplicate_key",
+			`duplicate key "ACTION"`, 2.0},
+		{"duplicate key", `{"action":"pause","action":"set_cmd_vel","cmd_seq":3}`, "rejected_duplicate_key",
+			`command refused: duplicate key "action" at byte 18`, 3.0},
+		{"nested duplicate", `{"action":"pause","data":{"speed":1,"Speed":9}}`, "rejected_duplicate_key",
+			`duplicate key "Speed"`, nil},
+		{"invalid UTF-8", "{\"action\":\"pause\",\"cmd_seq\":4,\"data\":\"\xff\"}", "rejected_invalid_utf8",
+			"command refused: invalid UTF-8 at byte 38", 4.0},
+		{"lone surrogate", `{"action":"pause","data":"\ud800"}`, "rejected_invalid_utf8",
+			`command refused: lone surrogate \ud800 at byte 26`, nil},
+		{"33 deep", deep(33), "rejected_too_deep", "command refused: nesting deeper than 32 at byte", 9.0},
+		{"9990 deep", deep(9990), "rejected_too_deep", "nesting deeper than 32", 9.0},
+	} {
+		reply := sess.Command([]byte(c.body))
+		if reply == nil {
+			t.Errorf("%s: published", c.name)
+			continue
+		}
+		a := ackOf(t, reply)
+		if a["status"] != StatusRejected || a["action"] != nil || a["cmd_seq"] != c.seq ||
+			!strings.Contains(a["detail"].(string), c.detail) {
+			t.Errorf("%s: ack %v, want rejected, no action, cmd_seq %v, detail %q", c.name, a, c.seq, c.detail)
+		}
+	}
+	// Only the exact-case name counts: no action, so nothing to publish.
+	a := ackOf(t, sess.Command([]byte(`{"ACTION":"pause","cmd_seq":5}`)))
+	if a["status"] != StatusRejected || a["detail"] != "command has no action" {
+		t.Errorf(`{"ACTION":"pause"}: ack %v, want rejected: command has no action`, a)
+	}
+	if a := ackOf(t, sess.Command([]byte(`{"action":"set_cmd_vel","cmd_seq":6}`))); a["status"] != StatusGated {
+		t.Errorf("set_cmd_vel in ESTOP: %v, want gated", a)
+	}
+	valid := [][]byte{
+		[]byte(deep(32)),
+		[]byte(" {\"cmd_seq\" : 7 ,\n\"action\":\"pause\", \"data\":{\"x\":1.50e0,\"s\":\"\\u00e9\u00e9\\ud83d\\ude00\",\"n\":[]}, \"Action2\":1}\t"),
+		[]byte(`{"action":"estop","data":{"a":{"a":{"A":1}}}}`),
+	}
+	for _, body := range valid {
+		if reply := sess.Command(body); reply != nil {
+			t.Errorf("%.60q answered %v, want published", body, ackOf(t, reply))
+		}
+	}
+	msgs := sink.sync(t, nc)
+	if len(msgs) != len(valid) {
+		t.Fatalf("published %d commands, want the %d valid ones", len(msgs), len(valid))
+	}
+	for i, m := range msgs {
+		if !bytes.Equal(m.Data, valid[i]) {
+			t.Errorf("published %s %q, want %q byte for byte", m.Subject, m.Data, valid[i])
+		}
+	}
+	for label, want := range map[string]float64{"rejected_duplicate_key": 5, "rejected_invalid_utf8": 2, "rejected_too_deep": 2, "rejected": 1, "gated": 1, "published": 3} {
+		var m dto.Metric
+		if err := counts.WithLabelValues(label).Write(&m); err != nil || m.GetCounter().GetValue() != want {
+			t.Errorf("%v commands counted %s, want %v (%v)", m.GetCounter().GetValue(), label, want, err)
+		}
+	}
+}

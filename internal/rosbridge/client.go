@@ -3,14 +3,17 @@ package rosbridge
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/sdr-os/sdr-caddy/internal/origin"
+	"github.com/sdr-os/sdr-caddy/internal/strictjson"
 )
 
 const (
@@ -177,6 +180,13 @@ func (c *client) serve(ctx context.Context) {
 			c.sendStatus(levelError, "", "sdr_ros accepts JSON text messages only")
 			continue
 		}
+		if !utf8.Valid(data) {
+			// RFC 6455 8.1: an endpoint receiving text that is not UTF-8
+			// fails the connection, with 1007.
+			c.m.cnt.deny(strictjson.ReasonInvalidUTF8)
+			c.close(websocket.CloseInvalidFramePayloadData, "text message not valid UTF-8")
+			break
+		}
 		c.handle(data, true)
 	}
 	cancel()
@@ -192,20 +202,57 @@ func (c *client) handle(data []byte, outer bool) {
 	if outer && !c.allowRate() {
 		return
 	}
-	var msg message
-	if err := json.Unmarshal(data, &msg); err != nil || msg.Op == "" {
-		c.m.cnt.deny("invalid")
-		why := "missing op"
+	msg, err := parseMessage(data)
+	if err != nil || msg.Op == "" {
+		kind, why := "invalid", "missing op"
 		if err != nil {
 			why = err.Error()
+			var e *strictjson.Error
+			if errors.As(err, &e) && e.Reason != strictjson.ReasonSyntax {
+				kind = e.Reason
+			}
 		}
+		c.m.cnt.deny(kind)
 		c.sendStatus(levelError, "", "invalid rosbridge message: "+why)
 		return
+	}
+	// Names are checked, and judged fully qualified, before any allowlist:
+	// a name the allowlists cannot judge never reaches the upstream.
+	// advertise, unadvertise, publish and call_service go upstream under
+	// the name judged; subscribe under the name given, which the upstream
+	// echoes in every message it sends (judged as the qualified one).
+	var judged string
+	switch msg.Op {
+	case "subscribe", "advertise", "publish", "unadvertise":
+		if msg.Topic == "" {
+			break // refused below, as before
+		}
+		if judged, err = qualifyName(msg.Topic); err != nil {
+			if msg.Op == "unadvertise" {
+				return // nothing can be advertised under it
+			}
+			c.refuse("name", msg.ID, msg.Op+": "+err.Error())
+			return
+		}
+		if msg.Op != "subscribe" {
+			msg.Topic = judged
+		}
+	case "call_service":
+		if msg.Service == "" {
+			break
+		}
+		if judged, err = qualifyName(msg.Service); err != nil {
+			c.m.cnt.deny("name")
+			c.enqueueControl(statusMessage(levelError, msg.ID, "call_service: "+err.Error()), levelError)
+			c.enqueueControl(serviceFailure(msg.ID, truncateName(msg.Service), err.Error()), levelNone)
+			return
+		}
+		msg.Service = judged
 	}
 	m := c.m
 	switch msg.Op {
 	case "subscribe":
-		c.subscribe(&msg)
+		c.subscribe(msg, judged)
 	case "unsubscribe":
 		if gone, compression := c.removeSub(msg.Topic, msg.ID); gone {
 			m.unsubscribe(c, topicKey{msg.Topic, compression})
@@ -300,7 +347,7 @@ func (c *client) handle(data []byte, outer bool) {
 			c.enqueueControl(serviceFailure(msg.ID, msg.Service, "service not in the sdr_ros services allowlist"), levelNone)
 			return
 		}
-		m.services.call(c, &msg)
+		m.services.call(c, msg)
 	case "set_level":
 		l, ok := parseLevel(msg.Level)
 		if !ok {
@@ -316,7 +363,7 @@ func (c *client) handle(data []byte, outer bool) {
 			return
 		}
 		c.mu.Lock()
-		whole, err := c.frags.add(&msg, int(m.opts.MaxMessageSize))
+		whole, err := c.frags.add(msg, int(m.opts.MaxMessageSize))
 		c.mu.Unlock()
 		if err != nil {
 			c.refuse("invalid", msg.ID, err.Error())
@@ -330,13 +377,14 @@ func (c *client) handle(data []byte, outer bool) {
 	}
 }
 
-func (c *client) subscribe(msg *message) {
+// subscribe runs a subscribe op; judged is its topic fully qualified.
+func (c *client) subscribe(msg *message, judged string) {
 	m := c.m
 	if msg.Topic == "" {
 		c.refuse("invalid", msg.ID, "subscribe: missing topic")
 		return
 	}
-	if !m.opts.Subscribe.Allows(msg.Topic) {
+	if !m.opts.Subscribe.Allows(judged) {
 		c.refuse("subscribe", msg.ID, fmt.Sprintf("subscribe %s refused: topic not in the subscribe allowlist", msg.Topic))
 		return
 	}
@@ -379,7 +427,7 @@ func (c *client) subscribe(msg *message) {
 	t.ids[msg.ID] = p
 	t.merge()
 	c.mu.Unlock()
-	if err := m.subscribe(c, msg.Topic, msg.Type, compression); err != nil {
+	if err := m.subscribe(c, msg.Topic, msg.Type, compression, m.opts.Latched.Allows(judged)); err != nil {
 		if gone, _ := c.removeSub(msg.Topic, msg.ID); gone && !fresh {
 			m.unsubscribe(c, topicKey{msg.Topic, compression})
 		}

@@ -239,7 +239,13 @@ func New(opts Options) (*Mux, error) {
 		refusals:  origin.NewRefusalLog(opts.Logger),
 	}
 	for _, t := range opts.MotionTopics {
-		m.motionSet[t] = struct{}{}
+		// publishes are judged by their fully qualified topic
+		full, err := qualifyName(t)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("motion topic: %w", err)
+		}
+		m.motionSet[full] = struct{}{}
 	}
 	if opts.Gate != nil {
 		m.gates = []ownedGate{{owner: nil, gate: opts.Gate}}
@@ -421,9 +427,9 @@ func advertiseMsg(a *upAdvert) []byte {
 }
 
 // subscribe adds c as a subscriber of topic with this compression,
-// subscribing upstream when it is the first. It runs under the client's op
-// loop.
-func (m *Mux) subscribe(c *client, topic, typ, compression string) error {
+// subscribing upstream when it is the first; latched says whether the
+// topic is one of Options.Latched. It runs under the client's op loop.
+func (m *Mux) subscribe(c *client, topic, typ, compression string, latched bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -432,7 +438,7 @@ func (m *Mux) subscribe(c *client, topic, typ, compression string) error {
 	key := topicKey{topic, compression}
 	t := m.topics[key]
 	if t == nil {
-		t = &upTopic{key: key, typ: typ, upID: m.newUpID("sub"), subs: map[*client]struct{}{}, latched: m.opts.Latched.Allows(topic)}
+		t = &upTopic{key: key, typ: typ, upID: m.newUpID("sub"), subs: map[*client]struct{}{}, latched: latched}
 		m.topics[key] = t
 		m.byUpID[t.upID] = upRef{key: key}
 		m.cnt.m.UpstreamSubscriptions.Inc()

@@ -3,12 +3,16 @@ package rosbridge
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/sdr-os/sdr-caddy/internal/strictjson"
 )
 
 // message holds the fields of a rosbridge v2 op that the mux reads. Msg and
-// Args stay raw: the mux forwards them without decoding.
+// Args stay raw: the mux forwards them without decoding. A client's op is
+// read with parseMessage; the json tags serve the ops the mux writes.
 type message struct {
 	Op           string          `json:"op"`
 	ID           string          `json:"id,omitempty"`
@@ -28,6 +32,140 @@ type message struct {
 	Data         string          `json:"data,omitempty"`
 	Num          int             `json:"num,omitempty"`
 	Total        int             `json:"total,omitempty"`
+}
+
+// parseMessage reads one op from a client. The text must pass
+// strictjson.Check: rosbridge_server reads it with Python's json module,
+// which keeps the last of duplicate keys and matches them by case, while
+// Go matches keys without case; an op with keys equal but for case,
+// duplicate keys, invalid UTF-8 or nesting deeper than 32 could be judged
+// here as one thing and done upstream as another, so it is refused (the
+// error is then a *strictjson.Error). Members are matched by their exact
+// names, as rosbridge_server matches them: "OP" is not "op".
+func parseMessage(data []byte) (*message, error) {
+	if err := strictjson.Check(data); err != nil {
+		return nil, err
+	}
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(data, &members); err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(members))
+	for name := range members {
+		names = append(names, name)
+	}
+	slices.Sort(names) // the same error for the same op
+	var m message
+	for _, name := range names {
+		dst := m.member(name)
+		if dst == nil {
+			continue // rosbridge ignores what it does not know
+		}
+		if err := json.Unmarshal(members[name], dst); err != nil {
+			return nil, fmt.Errorf("member %q: %w", name, err)
+		}
+	}
+	return &m, nil
+}
+
+// member returns where the op member of this exact name goes, or nil.
+func (m *message) member(name string) any {
+	switch name {
+	case "op":
+		return &m.Op
+	case "id":
+		return &m.ID
+	case "topic":
+		return &m.Topic
+	case "type":
+		return &m.Type
+	case "service":
+		return &m.Service
+	case "msg":
+		return &m.Msg
+	case "args":
+		return &m.Args
+	case "compression":
+		return &m.Compression
+	case "throttle_rate":
+		return &m.ThrottleRate
+	case "queue_length":
+		return &m.QueueLength
+	case "fragment_size":
+		return &m.FragmentSize
+	case "timeout":
+		return &m.Timeout
+	case "level":
+		return &m.Level
+	case "latch":
+		return &m.Latch
+	case "queue_size":
+		return &m.QueueSize
+	case "data":
+		return &m.Data
+	case "num":
+		return &m.Num
+	case "total":
+		return &m.Total
+	}
+	return nil
+}
+
+// qualifyName checks a topic or service name a client gave by the ROS 2
+// naming rules and returns the fully qualified name that sdr_ros judges it
+// by: its allowlists and motion topics name fully qualified names. A
+// relative name ("cmd_vel") is qualified in the root namespace
+// ("/cmd_vel"), where rosbridge_server runs as SDR_OS launches it. A valid
+// name is tokens of letters, digits and '_', none starting with a digit,
+// each after a '/': no empty token ("//", a trailing '/', "/" alone), no
+// "." or "..", nothing else. Private names ("~/x") and substitutions
+// ("{node}") name different topics for different nodes and are refused.
+func qualifyName(name string) (string, error) {
+	full := name
+	if !strings.HasPrefix(name, "/") {
+		full = "/" + name
+	}
+	bad := func(why string) (string, error) {
+		return "", fmt.Errorf("invalid ROS name %q: %s", truncateName(name), why)
+	}
+	switch {
+	case name == "":
+		return bad("empty")
+	case name[0] == '~':
+		return bad("private names (~) are not served by sdr_ros")
+	case strings.ContainsAny(name, "{}"):
+		return bad("substitutions ({...}) are not served by sdr_ros")
+	case full == "/":
+		return bad("the root namespace is not a name")
+	case strings.HasSuffix(full, "/"):
+		return bad("ends with '/'")
+	}
+	for _, tok := range strings.Split(full[1:], "/") {
+		if tok == "" {
+			return bad("empty segment ('//')")
+		}
+		if tok[0] >= '0' && tok[0] <= '9' {
+			return bad(fmt.Sprintf("segment %q starts with a digit", truncateName(tok)))
+		}
+		for _, r := range tok {
+			if !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+				return bad(fmt.Sprintf("character %q not allowed (letters, digits, '_' and '/' only)", r))
+			}
+		}
+	}
+	return full, nil
+}
+
+// truncateName cuts a name echoed in a status message to 128 bytes.
+func truncateName(name string) string {
+	if len(name) <= 128 {
+		return name
+	}
+	n := 128
+	for n > 0 && !utf8.RuneStart(name[n]) {
+		n--
+	}
+	return name[:n] + "..."
 }
 
 // Status levels, in rosbridge's order: a client at level L receives status

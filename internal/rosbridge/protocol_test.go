@@ -109,3 +109,39 @@ func TestSameType(t *testing.T) {
 		t.Fatal("sameType")
 	}
 }
+
+func TestQualifyName(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ name, full string }{
+		{"/cmd_vel", "/cmd_vel"},
+		{"cmd_vel", "/cmd_vel"},
+		{"/rosapi/get_topics", "/rosapi/get_topics"},
+		{"rosapi/get_topics", "/rosapi/get_topics"},
+		{"/robot/imu_2/Data", "/robot/imu_2/Data"},
+		{"/_private_ok", "/_private_ok"},
+		{"", ""},
+		{"/", ""},
+		{"//x", ""},
+		{"/x//y", ""},
+		{"/x/", ""},
+		{"x/", ""},
+		{"/rosapi/../secret", ""},
+		{"/.", ""},
+		{"/a.b", ""},
+		{"/1x", ""},
+		{"/x/2", ""},
+		{"2x", ""},
+		{"~/x", ""},
+		{"~x", ""},
+		{"/{node}/x", ""},
+		{"/x y", ""},
+		{"/é", ""},
+		{"/x-y", ""},
+		{"/x*", ""},
+	} {
+		full, err := qualifyName(c.name)
+		if full != c.full || (err == nil) != (c.full != "") {
+			t.Errorf("qualifyName(%q) = %q, %v; want %q", c.name, full, err, c.full)
+		}
+	}
+}

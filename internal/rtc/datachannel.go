@@ -3,6 +3,7 @@ package rtc
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 
@@ -10,6 +11,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/sdr-os/sdr-caddy/internal/origin"
+	"github.com/sdr-os/sdr-caddy/internal/strictjson"
 )
 
 // The browser's DataChannels and where their messages go.
@@ -84,11 +86,16 @@ func ParseGamepad(msg []byte) (axes []float32, buttons uint32, err error) {
 }
 
 // ParseCommand checks a `commands` message: a JSON object of at most
-// MaxCommandMessage bytes whose "action", when present, is a string. It
-// returns the action.
+// MaxCommandMessage bytes that passes strictjson.Check (no duplicate keys
+// or keys equal but for case, valid UTF-8, at most 32 deep), whose
+// "action", when present, is a string. It returns the action, read by its
+// exact name. A strict check failure is returned as a *strictjson.Error.
 func ParseCommand(msg []byte) (action string, err error) {
 	if len(msg) > MaxCommandMessage {
 		return "", fmt.Errorf("command of %d bytes, over %d", len(msg), MaxCommandMessage)
+	}
+	if err := strictjson.Check(msg); err != nil {
+		return "", fmt.Errorf("command refused: %w", err)
 	}
 	var cmd map[string]json.RawMessage
 	if err := json.Unmarshal(msg, &cmd); err != nil {
@@ -100,6 +107,17 @@ func ParseCommand(msg []byte) (action string, err error) {
 		}
 	}
 	return action, nil
+}
+
+// commandRefusal is the result counted for a `commands` message
+// ParseCommand refused: the strict check's reason (duplicate_key,
+// invalid_utf8, too_deep), else malformed.
+func commandRefusal(err error) string {
+	var e *strictjson.Error
+	if errors.As(err, &e) && e.Reason != strictjson.ReasonSyntax {
+		return e.Reason
+	}
+	return "malformed"
 }
 
 // dataChannel takes a DataChannel the browser opened.
@@ -123,7 +141,7 @@ func (s *Session) dataChannel(dc *webrtc.DataChannel) {
 		handle = func(msg webrtc.DataChannelMessage) string {
 			action, err := ParseCommand(msg.Data)
 			if err != nil {
-				return "malformed"
+				return commandRefusal(err)
 			}
 			return s.forward(lim, action, SubjectCommands, msg.Data)
 		}

@@ -3,6 +3,7 @@ package rtc
 import (
 	"errors"
 	"math"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -53,6 +54,13 @@ func TestParseCommand(t *testing.T) {
 		{`[1,2]`, false, ""},
 		{`nope`, false, ""},
 		{big, false, ""},
+		// the strict JSON check: read alike by every consumer
+		{`{"action":"pause","ACTION":"set_cmd_vel"}`, false, ""},
+		{`{"action":"set_cmd_vel","action":"pause"}`, false, ""},
+		{"{\"action\":\"pause\",\"data\":\"\xff\"}", false, ""},
+		{`{"action":"pause","data":` + strings.Repeat("[", 32) + strings.Repeat("]", 32) + `}`, false, ""},
+		{`{"action":"pause","data":` + strings.Repeat("[", 31) + strings.Repeat("]", 31) + `}`, true, "pause"},
+		{`{"ACTION":"set_cmd_vel"}`, true, ""},
 	} {
 		a, err := ParseCommand([]byte(c.msg))
 		if (err == nil) != c.ok || a != c.action {

@@ -2,8 +2,11 @@ package rtc
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"math"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 )
@@ -33,14 +36,37 @@ func FuzzParseGamepad(f *testing.F) {
 	})
 }
 
-// FuzzParseCommand: no input panics, and nothing over the limit passes.
+// FuzzParseCommand: no input panics; nothing over the limit, nothing that
+// is not valid JSON and UTF-8, and no object with keys equal but for case
+// passes; the action returned is the member named exactly "action".
 func FuzzParseCommand(f *testing.F) {
 	f.Add([]byte(`{"action":"set_cmd_vel","data":{}}`))
 	f.Add([]byte(`{"action":null}`))
 	f.Add([]byte(`[]`))
+	f.Add([]byte(`{"action":"pause","ACTION":"set_cmd_vel"}`))
+	f.Add([]byte(`{"Action":"pause"}`))
+	f.Add([]byte("{\"action\":\"p\xffause\"}"))
 	f.Fuzz(func(t *testing.T, msg []byte) {
-		if _, err := ParseCommand(msg); err == nil && len(msg) > MaxCommandMessage {
-			t.Fatalf("accepted %d bytes", len(msg))
+		action, err := ParseCommand(msg)
+		if err != nil {
+			return
+		}
+		if len(msg) > MaxCommandMessage || !json.Valid(msg) || !utf8.Valid(msg) {
+			t.Fatalf("accepted %q", msg)
+		}
+		var all map[string]any
+		if err := json.Unmarshal(msg, &all); err != nil {
+			t.Fatalf("accepted %q, not an object: %v", msg, err)
+		}
+		for k := range all {
+			for k2 := range all {
+				if k != k2 && strings.EqualFold(k, k2) {
+					t.Fatalf("accepted %q with keys %q and %q", msg, k, k2)
+				}
+			}
+		}
+		if want, _ := all["action"].(string); action != want {
+			t.Fatalf("%q: action %q, want %q", msg, action, want)
 		}
 	})
 }

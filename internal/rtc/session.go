@@ -52,7 +52,8 @@ type Metrics struct {
 	KeyframeRequests  prometheus.Counter // PLI/FIR that became a request
 	// Messages counts DataChannel messages by channel ("control",
 	// "commands", "other") and result ("published", "malformed",
-	// "origin", "rate_limited", "gated", "unavailable", "error").
+	// "origin", "rate_limited", "gated", "unavailable", "error", and the
+	// strict JSON check's "duplicate_key", "invalid_utf8", "too_deep").
 	Messages *prometheus.CounterVec
 }
 

@@ -3,7 +3,9 @@ package rtc
 import (
 	"context"
 	"encoding/binary"
+	"maps"
 	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -445,5 +447,95 @@ func TestUntrustedOriginDataChannelsRefused(t *testing.T) {
 	case p := <-pubs:
 		t.Fatalf("a message of an untrusted connection was published on %s", p)
 	default:
+	}
+}
+
+// TestDataChannelCommandsStrictJSON: a `commands` message that consumers
+// could read differently (keys equal but for case, duplicate keys, invalid
+// UTF-8) or that the simulator's Python cannot read (nesting deeper than
+// 32) is dropped and counted by reason, though the action the session
+// reads would pass the gate; an unambiguous one, however it is spelled, is
+// published byte for byte. DataChannel messages get no answer.
+func TestDataChannelCommandsStrictJSON(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(30*time.Second))
+	defer cancel()
+	e, err := NewEngine(Config{IncludeLoopback: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	pubs := make(chan published, 100)
+	msgs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "m"}, []string{"channel", "result"})
+	s, err := e.NewSession(SessionConfig{
+		Source: &loopSource{subs: map[int]func(frame.Frame){}},
+		Gate:   fixedGate{"set_cmd_vel": true},
+		Publish: func(subject string, data []byte) error {
+			pubs <- published{subject, data}
+			return nil
+		},
+		Limits:  Limits{CommandRate: 1000},
+		Metrics: Metrics{Messages: msgs},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v, err := rtctest.NewViewer(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	offer, err := v.Offer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, err := s.Answer(ctx, offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Accept(answer); err != nil {
+		t.Fatal(err)
+	}
+	waitOpen(t, ctx, v)
+	for _, m := range []string{
+		// judged "pause" here; a reader that matches keys without case
+		// and keeps the last reads set_cmd_vel
+		`{"action":"pause","ACTION":"set_cmd_vel"}`,
+		// judged "pause" here (the last); a reader keeping the first
+		// reads set_cmd_vel
+		`{"action":"set_cmd_vel","action":"pause"}`,
+		"{\"action\":\"pause\",\"data\":\"\xff\"}",
+		`{"action":"pause","data":` + strings.Repeat("[", 32) + strings.Repeat("]", 32) + `}`,
+	} {
+		if err := v.Commands.Send([]byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	valid := " {\"cmd_seq\" : 7 ,\"action\":\"pause\", \"data\":{\"s\":\"\\u00e9\u00e9\",\"x\":1.50e0}}\n"
+	if err := v.Commands.SendText(valid); err != nil {
+		t.Fatal(err)
+	}
+	// One channel, in order: what went before the valid message has been
+	// judged when it arrives.
+	p := testwait.Recv(t, pubs, "the valid command")
+	if p.subject != SubjectCommands || p.data == nil || string(p.data) != valid {
+		t.Fatalf("published %s %q, want %q byte for byte", p.subject, p.data, valid)
+	}
+	select {
+	case p := <-pubs:
+		t.Fatalf("also published %s %q", p.subject, p.data)
+	default:
+	}
+	want := map[string]float64{"duplicate_key": 2, "invalid_utf8": 1, "too_deep": 1, "published": 1}
+	counted := func() map[string]float64 {
+		got := map[string]float64{}
+		for result := range want {
+			got[result] = counterValue(msgs.WithLabelValues(ChannelCommands, result))
+		}
+		return got
+	}
+	// the count follows the publish
+	if !testwait.Until(testwait.Default, func() bool { return maps.Equal(counted(), want) }) {
+		t.Errorf("counted %v, want %v", counted(), want)
 	}
 }

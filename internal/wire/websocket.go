@@ -42,6 +42,21 @@ const (
 	CloseKeyframeTimeout uint16 = 4000 // application code: no keyframe within the IDR timeout
 )
 
+// ValidCloseCode reports whether a peer may send code in a close frame
+// (RFC 6455 7.4 and the IANA registry): 1000-1003, 1007-1014 and the
+// 3000-4999 left to libraries and applications. 1004-1006 and 1015 are
+// reserved or never sent, the rest of 0-2999 is unassigned, and a close
+// frame carrying one of them is answered with 1002.
+func ValidCloseCode(code uint16) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
+}
+
 // maxFrameHeader is the longest server frame header: 2 bytes and a 64-bit length.
 const maxFrameHeader = 10
 
@@ -76,10 +91,15 @@ func VideoFrame(h shmring.Header, payload []byte) []byte {
 }
 
 // CloseFrame returns a close frame with code and reason; the reason is cut
-// to fit the 125-byte limit of control frames.
+// to fit the 125-byte limit of control frames, between two characters (a
+// reason that is not UTF-8 makes the peer fail the connection).
 func CloseFrame(code uint16, reason string) []byte {
 	if len(reason) > 123 {
-		reason = reason[:123]
+		n := 123
+		for n > 0 && !utf8.RuneStart(reason[n]) {
+			n--
+		}
+		reason = reason[:n]
 	}
 	dst := AppendFrameHeader(make([]byte, 0, 4+len(reason)), OpClose, 2+len(reason))
 	dst = binary.BigEndian.AppendUint16(dst, code)
@@ -184,6 +204,14 @@ func (c *ClientReader) Next() (Message, error) {
 			case OpClose:
 				if n == 1 {
 					return Message{}, &ProtocolError{CloseProtocolError, "close frame with a 1-byte body"}
+				}
+				if n >= 2 {
+					if code := binary.BigEndian.Uint16(b); !ValidCloseCode(code) {
+						return Message{}, &ProtocolError{CloseProtocolError, fmt.Sprintf("close code %d may not be sent", code)}
+					}
+					if !utf8.Valid(b[2:]) {
+						return Message{}, &ProtocolError{CloseProtocolError, "close reason not valid UTF-8"}
+					}
 				}
 				return Message{Opcode: OpClose, Data: b}, nil
 			case OpPing, OpPong:

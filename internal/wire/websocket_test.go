@@ -6,7 +6,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
@@ -104,6 +106,15 @@ func TestClientReaderRejects(t *testing.T) {
 		{"unknown opcode", AppendClientFrame(nil, 0x3, true, key, nil), CloseProtocolError},
 		{"bad utf-8", AppendClientFrame(nil, OpText, true, key, []byte{0xff, 0xfe}), CloseInvalidData},
 		{"huge length", append([]byte{0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0}, key[:]...), CloseProtocolError},
+		{"close code 999", AppendClientFrame(nil, OpClose, true, key, []byte{0x03, 0xe7}), CloseProtocolError},
+		{"close code 0", AppendClientFrame(nil, OpClose, true, key, []byte{0, 0}), CloseProtocolError},
+		{"close code 1004", AppendClientFrame(nil, OpClose, true, key, []byte{0x03, 0xec}), CloseProtocolError},
+		{"close code 1005", AppendClientFrame(nil, OpClose, true, key, []byte{0x03, 0xed}), CloseProtocolError},
+		{"close code 1006", AppendClientFrame(nil, OpClose, true, key, []byte{0x03, 0xee}), CloseProtocolError},
+		{"close code 1015", AppendClientFrame(nil, OpClose, true, key, []byte{0x03, 0xf7}), CloseProtocolError},
+		{"close code 2999", AppendClientFrame(nil, OpClose, true, key, []byte{0x0b, 0xb7}), CloseProtocolError},
+		{"close code 5000", AppendClientFrame(nil, OpClose, true, key, []byte{0x13, 0x88}), CloseProtocolError},
+		{"close reason not UTF-8", AppendClientFrame(nil, OpClose, true, key, []byte{0x03, 0xe8, 'o', 0xff}), CloseProtocolError},
 	} {
 		r := NewClientReader(bufio.NewReader(bytes.NewReader(tc.in)), 1024)
 		_, err := r.Next()
@@ -111,6 +122,24 @@ func TestClientReaderRejects(t *testing.T) {
 		if !errors.As(err, &pe) || pe.Code != tc.code {
 			t.Errorf("%s: %v, want close code %d", tc.name, err, tc.code)
 		}
+	}
+}
+
+func TestValidCloseCodes(t *testing.T) {
+	t.Parallel()
+	key := [4]byte{5, 6, 7, 8}
+	for _, code := range []uint16{1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4000, 4999} {
+		body := binary.BigEndian.AppendUint16(nil, code)
+		body = append(body, "bye é"...)
+		r := NewClientReader(bufio.NewReader(bytes.NewReader(AppendClientFrame(nil, OpClose, true, key, body))), 1024)
+		if m, err := r.Next(); err != nil || m.Opcode != OpClose || !bytes.Equal(m.Data, body) {
+			t.Errorf("close code %d: %v %q, want the close frame", code, err, m.Data)
+		}
+	}
+	// no body at all: no code, which is allowed
+	r := NewClientReader(bufio.NewReader(bytes.NewReader(AppendClientFrame(nil, OpClose, true, key, nil))), 1024)
+	if m, err := r.Next(); err != nil || m.Opcode != OpClose {
+		t.Errorf("empty close frame: %v", err)
 	}
 }
 
@@ -123,5 +152,10 @@ func TestCloseFrame(t *testing.T) {
 	long := CloseFrame(CloseNormal, string(bytes.Repeat([]byte("x"), 300)))
 	if len(long) != 2+125 {
 		t.Fatalf("long close frame is %d bytes, want 127", len(long))
+	}
+	// cut between characters: 61 two-byte characters fit in 123 bytes
+	cut := CloseFrame(CloseNormal, strings.Repeat("é", 100))
+	if len(cut) != 2+2+122 || !utf8.Valid(cut[4:]) {
+		t.Fatalf("close frame of a long non-ASCII reason: %d bytes, valid UTF-8 %t", len(cut), utf8.Valid(cut[4:]))
 	}
 }
