@@ -7,6 +7,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
 )
 
 func init() {
@@ -88,7 +90,7 @@ func (a *EncoderApp) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 func (ec *EncoderConfig) unmarshal(d *caddyfile.Dispenser) error {
-	return eachSubdirective(d, "subdirective", func(key string) error {
+	return sdrcaddyfile.EachSubdirective(d, "subdirective", func(key string) error {
 		args := d.RemainingArgs()
 		one := func() (string, error) {
 			if len(args) != 1 {
@@ -211,7 +213,7 @@ func (ec *EncoderConfig) unmarshal(d *caddyfile.Dispenser) error {
 }
 
 func (o *EncoderOutput) unmarshal(d *caddyfile.Dispenser) error {
-	return eachSubdirective(d, "output subdirective", func(key string) error {
+	return sdrcaddyfile.EachSubdirective(d, "output subdirective", func(key string) error {
 		args := d.RemainingArgs()
 		if len(args) != 1 {
 			return d.ArgErr()

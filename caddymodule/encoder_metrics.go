@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrmetrics"
 	"github.com/sdr-os/sdr-caddy/nvenc"
 )
 
@@ -22,7 +23,7 @@ type encoderMetrics struct {
 
 var encoderMetricsOnce = func() *encoderMetrics {
 	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
-		return prometheus.NewCounterVec(prometheus.CounterOpts(metricOpts("encoder_"+name, help)), append([]string{"encoder"}, labels...))
+		return prometheus.NewCounterVec(prometheus.CounterOpts(sdrmetrics.Opts("encoder_"+name, help)), append([]string{"encoder"}, labels...))
 	}
 	return &encoderMetrics{
 		encode: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -35,7 +36,7 @@ var encoderMetricsOnce = func() *encoderMetrics {
 		bytes:     counter("bytes_total", "Encoded bytes."),
 		fallbacks: counter("fallbacks_total", "Encoder openings where a preferred backend failed and a later one was used; backend is the one that failed.", "backend"),
 		invalid:   counter("raw_invalid_total", "Raw-ring frames rejected (not a raw pixel format, bad descriptor or size)."),
-		backend: prometheus.NewGaugeVec(prometheus.GaugeOpts(metricOpts("encoder_backend",
+		backend: prometheus.NewGaugeVec(prometheus.GaugeOpts(sdrmetrics.Opts("encoder_backend",
 			"1 for the FFmpeg encoder each encoder uses now (h264_nvenc, libx264, ...), 0 for those it used before.")), []string{"encoder", "backend"}),
 		sessions: &encoderCollector{},
 	}
@@ -43,7 +44,7 @@ var encoderMetricsOnce = func() *encoderMetrics {
 
 func registerEncoderMetrics(reg *prometheus.Registry, log *zap.Logger) *encoderMetrics {
 	m := encoderMetricsOnce
-	if err := registerMetrics(reg, m.encode, m.frames, m.keyframes, m.bytes, m.fallbacks, m.invalid, m.backend, m.sessions); err != nil {
+	if err := sdrmetrics.Register(reg, m.encode, m.frames, m.keyframes, m.bytes, m.fallbacks, m.invalid, m.backend, m.sessions); err != nil {
 		log.Warn("registering sdr_encoder metrics", zap.Error(err))
 	}
 	return m

@@ -9,6 +9,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
 )
 
 func init() {
@@ -75,7 +77,7 @@ func (a *NATSApp) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	return eachSubdirective(d, "subdirective", func(key string) error {
+	return sdrcaddyfile.EachSubdirective(d, "subdirective", func(key string) error {
 		var err error
 		switch key {
 		case "url", "urls":
@@ -118,7 +120,7 @@ func (a *NATSApp) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			var s string
 			if err = natsOneArg(d, &s); err == nil {
 				var perr error
-				a.TelemetryLinger, perr = parseOff(s, func(s string) (caddy.Duration, error) {
+				a.TelemetryLinger, perr = sdrcaddyfile.ParseOff(s, func(s string) (caddy.Duration, error) {
 					v, err := caddy.ParseDuration(s)
 					if err == nil && (v < 0 || v > time.Second) {
 						err = strconv.ErrRange
@@ -177,7 +179,7 @@ func natsParseTLS(d *caddyfile.Dispenser) (*NATSTLS, error) {
 		return nil, d.ArgErr()
 	}
 	t := new(NATSTLS)
-	if err := eachSubdirective(d, "tls subdirective", func(key string) error {
+	if err := sdrcaddyfile.EachSubdirective(d, "tls subdirective", func(key string) error {
 		var err error
 		switch key {
 		case "ca":
@@ -208,7 +210,7 @@ func natsParseEmbedded(d *caddyfile.Dispenser) (*NATSEmbedded, error) {
 		return nil, d.ArgErr()
 	}
 	e := new(NATSEmbedded)
-	if err := eachSubdirective(d, "embedded subdirective", func(key string) error {
+	if err := sdrcaddyfile.EachSubdirective(d, "embedded subdirective", func(key string) error {
 		var err error
 		switch key {
 		case "listen":
@@ -265,7 +267,7 @@ func natsParseGate(d *caddyfile.Dispenser) (*NATSGate, error) {
 		return nil, d.ArgErr()
 	}
 	g := new(NATSGate)
-	if err := eachSubdirective(d, "gate subdirective", func(key string) error {
+	if err := sdrcaddyfile.EachSubdirective(d, "gate subdirective", func(key string) error {
 		var dst *caddy.Duration
 		switch key {
 		case "hold":
@@ -284,7 +286,7 @@ func natsParseGate(d *caddyfile.Dispenser) (*NATSGate, error) {
 			if err := natsOneArg(d, &s); err != nil {
 				return err
 			}
-			v, err := parseOff(s, parseMillis)
+			v, err := sdrcaddyfile.ParseOff(s, sdrcaddyfile.ParseMillis)
 			if err != nil {
 				return d.Errf("codec_grace: %q is not off, a duration or a number of milliseconds", s)
 			}
@@ -350,7 +352,7 @@ func natsDurationArg(d *caddyfile.Dispenser) (time.Duration, error) {
 	if err := natsOneArg(d, &s); err != nil {
 		return 0, err
 	}
-	v, err := parseMillis(s)
+	v, err := sdrcaddyfile.ParseMillis(s)
 	if err != nil || v <= 0 {
 		return 0, d.Errf("%s: %q is not a positive duration or number of milliseconds", key, s)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
 
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
 	"github.com/sdr-os/sdr-caddy/internal/gate"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
@@ -23,7 +24,7 @@ import (
 
 func init() {
 	caddy.RegisterModule(new(NATSHandler))
-	httpcaddyfile.RegisterHandlerDirective("sdr_nats", parseHandler[NATSHandler])
+	httpcaddyfile.RegisterHandlerDirective("sdr_nats", sdrcaddyfile.ParseHandler[NATSHandler])
 	httpcaddyfile.RegisterDirectiveOrder("sdr_nats", httpcaddyfile.Before, "reverse_proxy")
 }
 
@@ -286,7 +287,7 @@ func (h *NATSHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	return eachSubdirective(d, "subdirective", func(key string) error {
+	return sdrcaddyfile.EachSubdirective(d, "subdirective", func(key string) error {
 		var err error
 		switch key {
 		case "stream":

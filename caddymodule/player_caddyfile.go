@@ -3,10 +3,12 @@ package caddymodule
 import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("sdr_player", parseHandler[Player])
+	httpcaddyfile.RegisterHandlerDirective("sdr_player", sdrcaddyfile.ParseHandler[Player])
 	// It hands the paths it does not own on, so it goes in front of the
 	// terminal handlers (respond, reverse_proxy, file_server) of a route.
 	httpcaddyfile.RegisterDirectiveOrder("sdr_player", httpcaddyfile.Before, "respond")

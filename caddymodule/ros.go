@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrmetrics"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/rosbridge"
@@ -160,7 +161,7 @@ func (r *ROS) Provision(ctx caddy.Context) error {
 	if err := r.Validate(); err != nil {
 		return err
 	}
-	if err := registerMetrics(ctx.GetMetricsRegistry(), rosMetrics.Collectors()...); err != nil {
+	if err := sdrmetrics.Register(ctx.GetMetricsRegistry(), rosMetrics.Collectors()...); err != nil {
 		return fmt.Errorf("sdr_ros: registering metrics: %w", err)
 	}
 	sub, _ := rosbridge.ParseAllowlist(r.SubscribeTopics)

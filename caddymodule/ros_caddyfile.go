@@ -10,11 +10,12 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/dustin/go-humanize"
 
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("sdr_ros", parseHandler[ROS])
+	httpcaddyfile.RegisterHandlerDirective("sdr_ros", sdrcaddyfile.ParseHandler[ROS])
 	// A terminal handler (it replaces reverse_proxy for /ros/*); ordered
 	// before respond so that a fallback respond in the same block never
 	// shadows it.
@@ -44,10 +45,10 @@ func init() {
 //
 // Every subdirective may appear once.
 func (r *ROS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	if err := directiveArg(d, &r.Upstream, "the upstream"); err != nil {
+	if err := sdrcaddyfile.DirectiveArg(d, &r.Upstream, "the upstream"); err != nil {
 		return err
 	}
-	if err := eachSubdirective(d, "subdirective", func(sub string) error {
+	if err := sdrcaddyfile.EachSubdirective(d, "subdirective", func(sub string) error {
 		args := d.RemainingArgs()
 		one := func() (string, error) {
 			if len(args) != 1 {

@@ -7,10 +7,12 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/dustin/go-humanize"
+
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("sdr_whep", parseHandler[WHEP])
+	httpcaddyfile.RegisterHandlerDirective("sdr_whep", sdrcaddyfile.ParseHandler[WHEP])
 	// A terminal handler, like sdr_stream: it answers every request it gets.
 	httpcaddyfile.RegisterDirectiveOrder("sdr_whep", httpcaddyfile.Before, "reverse_proxy")
 }
@@ -37,11 +39,11 @@ func init() {
 // Location it returned, so match it with a wildcard: `sdr_whep /whep*`.
 // ice_server may be given more than once.
 func (w *WHEP) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	if err := directiveArg(d, &w.Name, "the stream name"); err != nil {
+	if err := sdrcaddyfile.DirectiveArg(d, &w.Name, "the stream name"); err != nil {
 		return err
 	}
 	cfg, rtcSet := &RTCConfig{}, false
-	if err := eachSubdirective(d, "subdirective", func(sub string) error {
+	if err := sdrcaddyfile.EachSubdirective(d, "subdirective", func(sub string) error {
 		args := d.RemainingArgs()
 		switch sub {
 		case "name":
@@ -71,7 +73,7 @@ func (w *WHEP) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(args) != 1 {
 				return d.Errf("%s takes one argument, got %d", sub, len(args))
 			}
-			dur, err := parseMillis(args[0])
+			dur, err := sdrcaddyfile.ParseMillis(args[0])
 			if err != nil {
 				return d.Errf("%s %q: %v", sub, args[0], err)
 			}
@@ -99,7 +101,7 @@ func parseRTCBlock(d *caddyfile.Dispenser, args []string) (*RTCConfig, error) {
 		return nil, d.Errf("webrtc takes no arguments, got %d (options go in its block)", len(args))
 	}
 	cfg := &RTCConfig{}
-	if err := eachSubdirective(d, "webrtc option", func(sub string) error {
+	if err := sdrcaddyfile.EachSubdirective(d, "webrtc option", func(sub string) error {
 		return parseRTCOption(d, sub, d.RemainingArgs(), cfg)
 	}, "ice_server"); err != nil {
 		return nil, err
@@ -158,7 +160,7 @@ func parseRTCOption(d *caddyfile.Dispenser, sub string, args []string, cfg *RTCC
 			if err != nil {
 				return err
 			}
-			if b, err = parseBool(v); err != nil {
+			if b, err = sdrcaddyfile.ParseBool(v); err != nil {
 				return d.Errf("include_loopback %q: %v", v, err)
 			}
 		}

@@ -5,6 +5,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrmetrics"
 )
 
 // scaleCollector reports the counters of the process's NATS video sources
@@ -39,7 +41,7 @@ var scaleDescs = func() map[string]*prometheus.Desc {
 var scaleCollectorOnce = &scaleCollector{}
 
 func registerScaleMetrics(reg *prometheus.Registry, log *zap.Logger) {
-	if err := registerMetrics(reg, scaleCollectorOnce); err != nil {
+	if err := sdrmetrics.Register(reg, scaleCollectorOnce); err != nil {
 		log.Warn("registering sdr_stream scale-out metrics", zap.Error(err))
 	}
 }

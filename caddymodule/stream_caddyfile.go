@@ -7,11 +7,12 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/dustin/go-humanize"
 
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("sdr_stream", parseHandler[Stream])
+	httpcaddyfile.RegisterHandlerDirective("sdr_stream", sdrcaddyfile.ParseHandler[Stream])
 	// A terminal handler: it answers every request it gets (WebSocket or
 	// health JSON), so it sits with reverse_proxy and file_server.
 	httpcaddyfile.RegisterDirectiveOrder("sdr_stream", httpcaddyfile.Before, "reverse_proxy")
@@ -49,11 +50,11 @@ func init() {
 // sdr_nats global option. keyframe_gating applies to shm and nats sources
 // (on by default for nats), crc to shm only.
 func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	if err := directiveArg(d, &s.Name, "the stream name"); err != nil {
+	if err := sdrcaddyfile.DirectiveArg(d, &s.Name, "the stream name"); err != nil {
 		return err
 	}
 	var crc, gating *bool
-	if err := eachSubdirective(d, "subdirective", func(sub string) error {
+	if err := sdrcaddyfile.EachSubdirective(d, "subdirective", func(sub string) error {
 		args := d.RemainingArgs()
 		one := func() (string, error) {
 			if len(args) != 1 {
@@ -82,7 +83,7 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			b, err := parseBool(v)
+			b, err := sdrcaddyfile.ParseBool(v)
 			if err != nil {
 				return d.Errf("%s %q: %v", sub, v, err)
 			}
@@ -96,7 +97,7 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			dur, err := parseMillis(v)
+			dur, err := sdrcaddyfile.ParseMillis(v)
 			if err != nil {
 				return d.Errf("%s %q: %v", sub, v, err)
 			}
@@ -117,7 +118,7 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			if s.TelemetryHold, err = parseOff(v, parseMillis); err != nil {
+			if s.TelemetryHold, err = sdrcaddyfile.ParseOff(v, sdrcaddyfile.ParseMillis); err != nil {
 				return d.Errf("%s %q: %v", sub, v, err)
 			}
 		case "queue_depth", "max_clients":

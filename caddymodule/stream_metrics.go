@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrmetrics"
 	"github.com/sdr-os/sdr-caddy/internal/hub"
 )
 
@@ -21,10 +22,10 @@ type streamMetrics struct {
 
 var streamMetricsOnce = func() *streamMetrics {
 	counter := func(name, help string) *prometheus.CounterVec {
-		return prometheus.NewCounterVec(prometheus.CounterOpts(metricOpts("stream_"+name, help)), []string{"stream"})
+		return prometheus.NewCounterVec(prometheus.CounterOpts(sdrmetrics.Opts("stream_"+name, help)), []string{"stream"})
 	}
 	return &streamMetrics{
-		clients: prometheus.NewGaugeVec(prometheus.GaugeOpts(metricOpts("stream_clients",
+		clients: prometheus.NewGaugeVec(prometheus.GaugeOpts(sdrmetrics.Opts("stream_clients",
 			"WebSocket clients connected to the stream.")), []string{"stream"}),
 		framesIn:         counter("frames_in_total", "Frames the stream received from its source."),
 		framesOut:        counter("frames_out_total", "Frames written to clients (one per client per frame)."),
@@ -51,7 +52,7 @@ var streamMetricsOnce = func() *streamMetrics {
 // config load) and returns them; a collector registered already is reused.
 func registerStreamMetrics(reg *prometheus.Registry, log *zap.Logger) *streamMetrics {
 	m := streamMetricsOnce
-	if err := registerMetrics(reg, m.clients, m.framesIn, m.framesOut, m.bytesOut, m.lagSkips,
+	if err := sdrmetrics.Register(reg, m.clients, m.framesIn, m.framesOut, m.bytesOut, m.lagSkips,
 		m.keyframeWaits, m.keyframeTimeouts, m.idrRequests, m.ignored, m.telemetryDropped, m.handovers,
 		m.originRejected, m.clientsRejected, m.delivery, m.ring); err != nil {
 		log.Warn("registering sdr_stream metrics", zap.Error(err))

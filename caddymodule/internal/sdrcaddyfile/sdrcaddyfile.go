@@ -1,4 +1,9 @@
-package caddymodule
+// Package sdrcaddyfile is the Caddyfile syntax shared by the sdr_* directives
+// and global options: walking a directive's block, reading its arguments,
+// and the value forms that let the old SDR_* environment variables stand as
+// {$VAR:default} placeholders (booleans as 1/0, bare numbers as
+// milliseconds).
+package sdrcaddyfile
 
 import (
 	"math"
@@ -12,9 +17,9 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
-// parseHandler is the Caddyfile parser of a handler module that reads its
+// ParseHandler is the Caddyfile parser of a handler module that reads its
 // own tokens (httpcaddyfile.RegisterHandlerDirective).
-func parseHandler[T any, P interface {
+func ParseHandler[T any, P interface {
 	*T
 	caddyhttp.MiddlewareHandler
 	caddyfile.Unmarshaler
@@ -26,9 +31,9 @@ func parseHandler[T any, P interface {
 	return m, nil
 }
 
-// directiveArg reads the directive's name and its one optional argument,
+// DirectiveArg reads the directive's name and its one optional argument,
 // which goes to dst; what says what the argument is, for the error.
-func directiveArg(d *caddyfile.Dispenser, dst *string, what string) error {
+func DirectiveArg(d *caddyfile.Dispenser, dst *string, what string) error {
 	d.Next() // the directive name
 	name := d.Val()
 	if d.NextArg() {
@@ -40,11 +45,11 @@ func directiveArg(d *caddyfile.Dispenser, dst *string, what string) error {
 	return nil
 }
 
-// eachSubdirective calls fn with the name of each subdirective in the block
+// EachSubdirective calls fn with the name of each subdirective in the block
 // that opens after the current token, its arguments still to read. A
 // subdirective given twice is refused ("duplicate <what> <name>") unless it
 // is one of repeatable.
-func eachSubdirective(d *caddyfile.Dispenser, what string, fn func(sub string) error, repeatable ...string) error {
+func EachSubdirective(d *caddyfile.Dispenser, what string, fn func(sub string) error, repeatable ...string) error {
 	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		sub := d.Val()
@@ -59,11 +64,11 @@ func eachSubdirective(d *caddyfile.Dispenser, what string, fn func(sub string) e
 	return nil
 }
 
-// Value parsers shared by the modules' Caddyfile parsers, so that the old
-// SDR_* environment variables fit as {$VAR:default} placeholders.
+// Value parsers, so that the old SDR_* environment variables fit as
+// {$VAR:default} placeholders.
 
-// parseBool reads true/false, on/off, yes/no or 1/0.
-func parseBool(v string) (bool, error) {
+// ParseBool reads true/false, on/off, yes/no or 1/0.
+func ParseBool(v string) (bool, error) {
 	switch strings.ToLower(v) {
 	case "true", "on", "yes", "1":
 		return true, nil
@@ -73,9 +78,9 @@ func parseBool(v string) (bool, error) {
 	return false, strconv.ErrSyntax
 }
 
-// parseMillis reads a Caddy duration; a bare number is milliseconds, the
+// ParseMillis reads a Caddy duration; a bare number is milliseconds, the
 // unit of the old environment variables.
-func parseMillis(v string) (caddy.Duration, error) {
+func ParseMillis(v string) (caddy.Duration, error) {
 	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
 		if n < 0 || n > math.MaxInt64/1_000_000 {
 			return 0, strconv.ErrRange
@@ -92,9 +97,9 @@ func parseMillis(v string) (caddy.Duration, error) {
 	return caddy.Duration(dur), nil
 }
 
-// parseOff reads "off", or a duration through parse; "off" and a zero
+// ParseOff reads "off", or a duration through parse; "off" and a zero
 // duration both mean none, -1 in JSON.
-func parseOff(v string, parse func(string) (caddy.Duration, error)) (caddy.Duration, error) {
+func ParseOff(v string, parse func(string) (caddy.Duration, error)) (caddy.Duration, error) {
 	if v == "off" {
 		return -1, nil
 	}

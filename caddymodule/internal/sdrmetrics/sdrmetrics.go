@@ -1,4 +1,8 @@
-package caddymodule
+// Package sdrmetrics names the sdr modules' Prometheus collectors and
+// registers them into each config's registry. The collectors themselves are
+// created once per process by the package that owns them, so that counters
+// keep counting across config reloads.
+package sdrmetrics
 
 import (
 	"errors"
@@ -6,15 +10,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metricOpts names a metric caddy_sdr_<name>, beside Caddy's own.
-func metricOpts(name, help string) prometheus.Opts {
+// Opts names a metric caddy_sdr_<name>, beside Caddy's own.
+func Opts(name, help string) prometheus.Opts {
 	return prometheus.Opts{Namespace: "caddy", Subsystem: "sdr", Name: name, Help: help}
 }
 
-// registerMetrics registers the process-wide collectors into a config's
+// Register registers the process-wide collectors into a config's
 // registry (a new one on every load); one registered already is kept. It
 // returns the other errors, joined.
-func registerMetrics(reg *prometheus.Registry, cs ...prometheus.Collector) error {
+func Register(reg *prometheus.Registry, cs ...prometheus.Collector) error {
 	if reg == nil {
 		return nil
 	}
