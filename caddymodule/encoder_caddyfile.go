@@ -91,118 +91,84 @@ func (a *EncoderApp) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 func (ec *EncoderConfig) unmarshal(d *caddyfile.Dispenser) error {
 	return sdrcaddyfile.EachSubdirective(d, "subdirective", func(key string) error {
-		args := d.RemainingArgs()
-		one := func() (string, error) {
-			if len(args) != 1 {
-				return "", d.ArgErr()
-			}
-			return args[0], nil
-		}
-		num := func() (int, error) {
-			s, err := one()
-			if err != nil {
-				return 0, err
-			}
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 0 {
-				return 0, d.Errf("%s: %q is not a non-negative integer", key, s)
-			}
-			return n, nil
-		}
-		onOff := func(def bool) (bool, error) {
-			if len(args) == 0 {
-				return def, nil
-			}
-			if len(args) > 1 {
-				return false, d.ArgErr()
-			}
-			switch args[0] {
-			case "on", "true":
-				return true, nil
-			case "off", "false":
-				return false, nil
-			}
-			return false, d.Errf("%s: %q, want on or off", key, args[0])
-		}
+		args := sdrcaddyfile.ReadArgs(d)
 		var err error
 		switch key {
 		case "input":
-			if len(args) < 1 || len(args) > 2 {
+			vals := args.Values()
+			if len(vals) < 1 || len(vals) > 2 {
 				return d.ArgErr()
 			}
-			ec.Input = args[0]
-			switch args[0] {
+			ec.Input = vals[0]
+			switch vals[0] {
 			case "shm":
-				if len(args) == 2 {
-					ec.Path = args[1]
+				if len(vals) == 2 {
+					ec.Path = vals[1]
 				}
 			case "pattern":
-				if len(args) == 2 {
-					w, h, ok := strings.Cut(strings.ToLower(args[1]), "x")
+				if len(vals) == 2 {
+					w, h, ok := strings.Cut(strings.ToLower(vals[1]), "x")
 					wi, err1 := strconv.Atoi(w)
 					hi, err2 := strconv.Atoi(h)
 					if !ok || err1 != nil || err2 != nil {
-						return d.Errf("input pattern: size %q, want <width>x<height>", args[1])
+						return d.Errf("input pattern: size %q, want <width>x<height>", vals[1])
 					}
 					ec.Width, ec.Height = wi, hi
 				}
 			default:
-				return d.Errf("input %q: want shm or pattern", args[0])
+				return d.Errf("input %q: want shm or pattern", vals[0])
 			}
 		case "size":
 			var n int
-			if n, err = num(); err == nil {
+			if n, err = args.WholeNumber(); err == nil {
 				ec.Size = int64(n)
 			}
 		case "crc":
 			var on bool
-			if on, err = onOff(true); err == nil {
+			if on, err = onOff(d, args, true); err == nil {
 				ec.DisableCRC = !on
 			}
 		case "pixel_format":
-			ec.PixelFormat, err = one()
+			ec.PixelFormat, err = args.One()
 		case "codec":
-			ec.Codec, err = one()
+			ec.Codec, err = args.One()
 		case "fps":
-			ec.FPS, err = num()
+			ec.FPS, err = args.WholeNumber()
 		case "max_fps":
-			ec.MaxFPS, err = num()
+			ec.MaxFPS, err = args.WholeNumber()
 		case "bitrate":
 			var s string
-			if s, err = one(); err == nil {
+			if s, err = args.One(); err == nil {
 				ec.BitrateKbps, err = encoderParseKbps(d, s)
 			}
 		case "gop":
-			ec.GOP, err = num()
+			ec.GOP, err = args.WholeNumber()
 		case "preset":
-			ec.Preset, err = one()
+			ec.Preset, err = args.One()
 		case "profile":
-			ec.Profile, err = one()
+			ec.Profile, err = args.One()
 		case "intra_refresh":
-			ec.IntraRefresh, err = onOff(true)
+			ec.IntraRefresh, err = onOff(d, args, true)
 		case "jpeg_quality":
-			ec.JPEGQuality, err = num()
+			ec.JPEGQuality, err = args.WholeNumber()
 		case "threads":
-			ec.Threads, err = num()
+			ec.Threads, err = args.WholeNumber()
 		case "backends":
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			ec.Backends = args
+			ec.Backends, err = args.Some()
 		case "output":
-			if len(args) > 1 {
-				return d.ArgErr()
+			if args.Len() > 1 {
+				return d.Errf("output takes at most one argument (the path), got %d", args.Len())
 			}
 			ec.Output = &EncoderOutput{}
-			if len(args) == 1 {
-				ec.Output.Path = args[0]
+			if args.Len() == 1 {
+				ec.Output.Path = args.Values()[0]
 			}
 			if err := ec.Output.unmarshal(d); err != nil {
 				return err
 			}
 		case "nats":
 			var on bool
-			if on, err = onOff(true); err == nil {
+			if on, err = onOff(d, args, true); err == nil {
 				ec.NATS = &on
 			}
 		default:
@@ -214,25 +180,25 @@ func (ec *EncoderConfig) unmarshal(d *caddyfile.Dispenser) error {
 
 func (o *EncoderOutput) unmarshal(d *caddyfile.Dispenser) error {
 	return sdrcaddyfile.EachSubdirective(d, "output subdirective", func(key string) error {
-		args := d.RemainingArgs()
-		if len(args) != 1 {
-			return d.ArgErr()
+		v, err := sdrcaddyfile.ReadArgs(d).One()
+		if err != nil {
+			return err
 		}
 		switch key {
 		case "size":
-			n, err := strconv.ParseInt(args[0], 10, 64)
+			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || n <= 0 {
-				return d.Errf("output size %q is not a positive integer", args[0])
+				return d.Errf("output size %q is not a positive integer", v)
 			}
 			o.Size = n
 		case "crc":
-			switch args[0] {
+			switch v {
 			case "on":
 				o.DisableCRC = false
 			case "off":
 				o.DisableCRC = true
 			default:
-				return d.Errf("output crc %q, want on or off", args[0])
+				return d.Errf("output crc %q, want on or off", v)
 			}
 		default:
 			return d.Errf("output: unknown subdirective %q", key)
@@ -256,4 +222,23 @@ func encoderParseKbps(d *caddyfile.Dispenser, s string) (int, error) {
 		return 0, d.Errf("bitrate %q: want kbit/s, or a number with k or M", s)
 	}
 	return int(f * mul), nil
+}
+
+// onOff reads an optional on/off (or true/false) argument; def when none is
+// given.
+func onOff(d *caddyfile.Dispenser, args sdrcaddyfile.Args, def bool) (bool, error) {
+	if args.Len() == 0 {
+		return def, nil
+	}
+	v, err := args.One()
+	if err != nil {
+		return false, err
+	}
+	switch v {
+	case "on", "true":
+		return true, nil
+	case "off", "false":
+		return false, nil
+	}
+	return false, d.Errf("%s: %q, want on or off", args.Name(), v)
 }

@@ -83,13 +83,13 @@ func (a *NATSApp) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "url", "urls":
 			a.URLs = natsSplitArgs(d.RemainingArgs())
 		case "name":
-			err = natsOneArg(d, &a.Name)
+			a.Name, err = sdrcaddyfile.ReadArgs(d).One()
 		case "credentials":
-			err = natsOneArg(d, &a.Credentials)
+			a.Credentials, err = sdrcaddyfile.ReadArgs(d).One()
 		case "nkey_seed":
-			err = natsOneArg(d, &a.NKeySeed)
+			a.NKeySeed, err = sdrcaddyfile.ReadArgs(d).One()
 		case "token":
-			err = natsOneArg(d, &a.Token)
+			a.Token, err = sdrcaddyfile.ReadArgs(d).One()
 		case "user":
 			args := d.RemainingArgs()
 			if len(args) < 1 || len(args) > 2 {
@@ -113,12 +113,12 @@ func (a *NATSApp) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 		case "telemetry_max_size":
-			a.TelemetryMaxSize, err = natsIntArg(d)
+			a.TelemetryMaxSize, err = sdrcaddyfile.ReadArgs(d).PositiveInt()
 		case "telemetry_max_subject":
-			a.TelemetryMaxSubject, err = natsIntArg(d)
+			a.TelemetryMaxSubject, err = sdrcaddyfile.ReadArgs(d).PositiveInt()
 		case "telemetry_linger":
 			var s string
-			if err = natsOneArg(d, &s); err == nil {
+			if s, err = sdrcaddyfile.ReadArgs(d).One(); err == nil {
 				var perr error
 				a.TelemetryLinger, perr = sdrcaddyfile.ParseOff(s, func(s string) (caddy.Duration, error) {
 					v, err := caddy.ParseDuration(s)
@@ -183,13 +183,13 @@ func natsParseTLS(d *caddyfile.Dispenser) (*NATSTLS, error) {
 		var err error
 		switch key {
 		case "ca":
-			err = natsOneArg(d, &t.CA)
+			t.CA, err = sdrcaddyfile.ReadArgs(d).One()
 		case "cert":
-			err = natsOneArg(d, &t.Cert)
+			t.Cert, err = sdrcaddyfile.ReadArgs(d).One()
 		case "key":
-			err = natsOneArg(d, &t.Key)
+			t.Key, err = sdrcaddyfile.ReadArgs(d).One()
 		case "server_name":
-			err = natsOneArg(d, &t.ServerName)
+			t.ServerName, err = sdrcaddyfile.ReadArgs(d).One()
 		case "insecure_skip_verify":
 			if d.NextArg() {
 				return d.ArgErr()
@@ -214,9 +214,9 @@ func natsParseEmbedded(d *caddyfile.Dispenser) (*NATSEmbedded, error) {
 		var err error
 		switch key {
 		case "listen":
-			err = natsOneArg(d, &e.Listen)
+			e.Listen, err = sdrcaddyfile.ReadArgs(d).One()
 		case "server_name":
-			err = natsOneArg(d, &e.ServerName)
+			e.ServerName, err = sdrcaddyfile.ReadArgs(d).One()
 		case "jetstream":
 			e.JetStream = true
 			if d.NextArg() {
@@ -232,7 +232,7 @@ func natsParseEmbedded(d *caddyfile.Dispenser) (*NATSEmbedded, error) {
 				}
 			}
 		case "store_dir":
-			err = natsOneArg(d, &e.StoreDir)
+			e.StoreDir, err = sdrcaddyfile.ReadArgs(d).One()
 		case "leaf_remote":
 			r := NATSLeafRemote{URLs: natsSplitArgs(d.RemainingArgs())}
 			if len(r.URLs) == 0 {
@@ -244,9 +244,11 @@ func natsParseEmbedded(d *caddyfile.Dispenser) (*NATSEmbedded, error) {
 					if r.Credentials != "" {
 						return d.Errf("duplicate leaf_remote subdirective %q", d.Val())
 					}
-					if err := natsOneArg(d, &r.Credentials); err != nil {
+					v, err := sdrcaddyfile.ReadArgs(d).One()
+					if err != nil {
 						return err
 					}
+					r.Credentials = v
 				default:
 					return d.Errf("unknown leaf_remote subdirective %q", d.Val())
 				}
@@ -282,8 +284,8 @@ func natsParseGate(d *caddyfile.Dispenser) (*NATSGate, error) {
 		if key == "codec_grace" {
 			// 0 is no grace, as SDR_VIDEO_GATE_CODEC_CHANGE_GRACE_MS=0
 			// was for the old transport-server (JSON: negative).
-			var s string
-			if err := natsOneArg(d, &s); err != nil {
+			s, err := sdrcaddyfile.ReadArgs(d).One()
+			if err != nil {
 				return err
 			}
 			v, err := sdrcaddyfile.ParseOff(s, sdrcaddyfile.ParseMillis)
@@ -319,37 +321,12 @@ func natsSplitArgs(args []string) []string {
 	return out
 }
 
-func natsOneArg(d *caddyfile.Dispenser, dst *string) error {
-	key := d.Val()
-	if !d.NextArg() {
-		return d.Errf("%s: missing value", key)
-	}
-	*dst = d.Val()
-	if d.NextArg() {
-		return d.Errf("%s: one value expected, got another: %q", key, d.Val())
-	}
-	return nil
-}
-
-func natsIntArg(d *caddyfile.Dispenser) (int, error) {
-	key := d.Val()
-	var s string
-	if err := natsOneArg(d, &s); err != nil {
-		return 0, err
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n <= 0 {
-		return 0, d.Errf("%s: %q is not a positive integer", key, s)
-	}
-	return n, nil
-}
-
 // natsDurationArg reads a duration; a bare integer is milliseconds, as in
 // the old SDR_VIDEO_GATE_*_MS variables.
 func natsDurationArg(d *caddyfile.Dispenser) (time.Duration, error) {
 	key := d.Val()
-	var s string
-	if err := natsOneArg(d, &s); err != nil {
+	s, err := sdrcaddyfile.ReadArgs(d).One()
+	if err != nil {
 		return 0, err
 	}
 	v, err := sdrcaddyfile.ParseMillis(s)

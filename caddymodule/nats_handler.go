@@ -291,7 +291,7 @@ func (h *NATSHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		var err error
 		switch key {
 		case "stream":
-			err = natsOneArg(d, &h.Stream)
+			h.Stream, err = sdrcaddyfile.ReadArgs(d).One()
 		case "origins":
 			// No value (an empty {$SDR_ALLOWED_ORIGINS}): none listed.
 			h.Origins = natsSplitArgs(d.RemainingArgs())
@@ -301,10 +301,10 @@ func (h *NATSHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 		case "send_buffer":
-			h.SendBuffer, err = natsIntArg(d)
+			h.SendBuffer, err = sdrcaddyfile.ReadArgs(d).PositiveInt()
 		case "write_timeout":
 			var s string
-			if err = natsOneArg(d, &s); err == nil {
+			if s, err = sdrcaddyfile.ReadArgs(d).One(); err == nil {
 				v, perr := caddy.ParseDuration(s)
 				if perr != nil || v <= 0 {
 					return d.Errf("write_timeout: %q is not a positive duration", s)

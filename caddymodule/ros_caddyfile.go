@@ -8,7 +8,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	"github.com/dustin/go-humanize"
 
 	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
@@ -49,51 +48,39 @@ func (r *ROS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return err
 	}
 	if err := sdrcaddyfile.EachSubdirective(d, "subdirective", func(sub string) error {
-		args := d.RemainingArgs()
-		one := func() (string, error) {
-			if len(args) != 1 {
-				return "", d.Errf("%s takes one argument, got %d", sub, len(args))
-			}
-			return args[0], nil
-		}
-		some := func() ([]string, error) {
-			if len(args) == 0 {
-				return nil, d.Errf("%s needs at least one argument", sub)
-			}
-			return args, nil
-		}
+		args := sdrcaddyfile.ReadArgs(d)
 		var err error
 		switch sub {
 		case "upstream":
 			if r.Upstream != "" {
 				return d.Errf("upstream given twice")
 			}
-			r.Upstream, err = one()
+			r.Upstream, err = args.One()
 		case "subscribe":
-			r.SubscribeTopics, err = some()
+			r.SubscribeTopics, err = args.Some()
 		case "publish":
-			r.PublishTopics, err = some()
+			r.PublishTopics, err = args.Some()
 		case "services":
-			r.Services, err = some()
+			r.Services, err = args.Some()
 		case "latched_topics":
-			r.LatchedTopics, err = some()
+			r.LatchedTopics, err = args.Some()
 		case "motion_topics":
-			r.MotionTopics, err = some()
+			r.MotionTopics, err = args.Some()
 		case "gate_stream":
-			r.GateStream, err = one()
+			r.GateStream, err = args.One()
 		case "stop_message":
 			var v string
-			if v, err = one(); err == nil {
+			if v, err = args.One(); err == nil {
 				r.StopMessage = json.RawMessage(v)
 			}
 		case "allow_motion_without_gate":
-			if len(args) != 0 {
-				return d.Errf("allow_motion_without_gate takes no arguments, got %q", args[0])
+			if err := args.None(); err != nil {
+				return err
 			}
 			r.AllowMotionWithoutGate = true
 		case "service_timeout":
 			var v string
-			if v, err = one(); err == nil {
+			if v, err = args.One(); err == nil {
 				var dur time.Duration
 				if dur, err = caddy.ParseDuration(v); err != nil {
 					return d.Errf("service_timeout %q: %v", v, err)
@@ -101,12 +88,8 @@ func (r *ROS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				r.ServiceTimeout = caddy.Duration(dur)
 			}
 		case "service_connections", "client_queue":
-			var v string
-			if v, err = one(); err == nil {
-				n, perr := strconv.Atoi(v)
-				if perr != nil || n <= 0 {
-					return d.Errf("%s %q: want a positive integer", sub, v)
-				}
+			var n int
+			if n, err = args.PositiveInt(); err == nil {
 				if sub == "service_connections" {
 					r.ServiceConnections = n
 				} else {
@@ -114,53 +97,54 @@ func (r *ROS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 		case "max_message_size":
-			var v string
-			if v, err = one(); err == nil {
-				n, perr := humanize.ParseBytes(v)
-				if perr != nil || n == 0 || n > 1<<40 {
-					return d.Errf("max_message_size %q: want a size such as 1MiB", v)
+			var n int64
+			if n, err = args.Size(); err == nil {
+				if n == 0 {
+					return d.Errf("max_message_size %q: want a size above 0, such as 1MiB", args.Values()[0])
 				}
-				r.MaxMessageSize = int64(n)
+				r.MaxMessageSize = n
 			}
 		case "rate_limit":
-			if len(args) < 1 || len(args) > 2 {
-				return d.Errf("rate_limit takes <ops-per-second>|off [<burst>], got %d arguments", len(args))
+			vals := args.Values()
+			if len(vals) < 1 || len(vals) > 2 {
+				return d.Errf("rate_limit takes <ops-per-second>|off [<burst>], got %d arguments", len(vals))
 			}
-			if args[0] == "off" {
-				if len(args) == 2 {
-					return d.Errf("rate_limit off takes no burst, got %q", args[1])
+			if vals[0] == "off" {
+				if len(vals) == 2 {
+					return d.Errf("rate_limit off takes no burst, got %q", vals[1])
 				}
 				r.RateLimit = -1
 				break
 			}
-			f, perr := strconv.ParseFloat(args[0], 64)
+			f, perr := strconv.ParseFloat(vals[0], 64)
 			if perr != nil || f <= 0 {
-				return d.Errf("rate_limit %q: want a positive number of ops per second, or off", args[0])
+				return d.Errf("rate_limit %q: want a positive number of ops per second, or off", vals[0])
 			}
 			r.RateLimit = f
-			if len(args) == 2 {
-				b, perr := strconv.Atoi(args[1])
+			if len(vals) == 2 {
+				b, perr := strconv.Atoi(vals[1])
 				if perr != nil || b <= 0 {
-					return d.Errf("rate_limit burst %q: want a positive integer", args[1])
+					return d.Errf("rate_limit burst %q: want a positive integer", vals[1])
 				}
 				r.RateBurst = b
 			}
 		case "origins":
 			// No value (an empty {$SDR_ALLOWED_ORIGINS}): none listed.
-			for _, a := range args {
+			for _, a := range args.Values() {
 				if err := origin.Validate(a); err != nil {
 					return d.Err(err.Error())
 				}
 			}
-			r.Origins = args
+			r.Origins = args.Values()
 		case "reconnect":
-			if len(args) != 2 {
-				return d.Errf("reconnect takes <min> <max>, got %d arguments", len(args))
+			vals := args.Values()
+			if len(vals) != 2 {
+				return d.Errf("reconnect takes <min> <max>, got %d arguments", len(vals))
 			}
-			lo, err1 := caddy.ParseDuration(args[0])
-			hi, err2 := caddy.ParseDuration(args[1])
+			lo, err1 := caddy.ParseDuration(vals[0])
+			hi, err2 := caddy.ParseDuration(vals[1])
 			if err1 != nil || err2 != nil || lo <= 0 || hi < lo {
-				return d.Errf("reconnect %q %q: want two durations, min <= max", args[0], args[1])
+				return d.Errf("reconnect %q %q: want two durations, min <= max", vals[0], vals[1])
 			}
 			r.ReconnectMin, r.ReconnectMax = caddy.Duration(lo), caddy.Duration(hi)
 		default:

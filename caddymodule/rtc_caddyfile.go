@@ -6,7 +6,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	"github.com/dustin/go-humanize"
 
 	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
 )
@@ -44,42 +43,37 @@ func (w *WHEP) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	cfg, rtcSet := &RTCConfig{}, false
 	if err := sdrcaddyfile.EachSubdirective(d, "subdirective", func(sub string) error {
-		args := d.RemainingArgs()
+		args := sdrcaddyfile.ReadArgs(d)
 		switch sub {
 		case "name":
 			if w.Name != "" {
 				return d.Errf("stream name given twice (%q and name)", w.Name)
 			}
-			if len(args) != 1 {
-				return d.Errf("name takes one argument, got %d", len(args))
+			v, err := args.One()
+			if err != nil {
+				return err
 			}
-			w.Name = args[0]
+			w.Name = v
 		case "source":
-			src, err := parseStreamSource(d, args)
+			src, err := parseStreamSource(d, args.Values())
 			if err != nil {
 				return err
 			}
 			w.Source = src
 		case "max_gop_bytes":
-			if len(args) != 1 {
-				return d.Errf("%s takes one argument, got %d", sub, len(args))
-			}
-			n, err := humanize.ParseBytes(args[0])
-			if err != nil || n > 1<<40 {
-				return d.Errf("%s %q: want a size in bytes (33554432, 32MiB)", sub, args[0])
+			n, err := args.Size()
+			if err != nil {
+				return err
 			}
 			w.MaxGOPBytes = int(n)
 		case "idr_coalesce":
-			if len(args) != 1 {
-				return d.Errf("%s takes one argument, got %d", sub, len(args))
-			}
-			dur, err := sdrcaddyfile.ParseMillis(args[0])
+			dur, err := args.Millis()
 			if err != nil {
-				return d.Errf("%s %q: %v", sub, args[0], err)
+				return err
 			}
 			w.IDRCoalesce = dur
 		default:
-			if err := parseRTCOption(d, sub, args, cfg); err != nil {
+			if err := parseRTCOption(d, args, cfg); err != nil {
 				return err
 			}
 			rtcSet = true
@@ -96,39 +90,35 @@ func (w *WHEP) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // parseRTCBlock reads a `webrtc { ... }` block (sdr_stream's subdirective)
 // whose name token has been read and whose arguments are args.
-func parseRTCBlock(d *caddyfile.Dispenser, args []string) (*RTCConfig, error) {
-	if len(args) != 0 {
-		return nil, d.Errf("webrtc takes no arguments, got %d (options go in its block)", len(args))
+func parseRTCBlock(d *caddyfile.Dispenser, args sdrcaddyfile.Args) (*RTCConfig, error) {
+	if args.Len() != 0 {
+		return nil, d.Errf("webrtc takes no arguments, got %d (options go in its block)", args.Len())
 	}
 	cfg := &RTCConfig{}
-	if err := sdrcaddyfile.EachSubdirective(d, "webrtc option", func(sub string) error {
-		return parseRTCOption(d, sub, d.RemainingArgs(), cfg)
+	if err := sdrcaddyfile.EachSubdirective(d, "webrtc option", func(string) error {
+		return parseRTCOption(d, sdrcaddyfile.ReadArgs(d), cfg)
 	}, "ice_server"); err != nil {
 		return nil, err
 	}
 	return cfg, nil
 }
 
-// parseRTCOption reads one WebRTC option into cfg.
-func parseRTCOption(d *caddyfile.Dispenser, sub string, args []string, cfg *RTCConfig) error {
-	one := func() (string, error) {
-		if len(args) != 1 {
-			return "", d.Errf("%s takes one argument, got %d", sub, len(args))
-		}
-		return args[0], nil
-	}
-	switch sub {
+// parseRTCOption reads one WebRTC option, whose arguments are args, into
+// cfg.
+func parseRTCOption(d *caddyfile.Dispenser, args sdrcaddyfile.Args, cfg *RTCConfig) error {
+	switch sub := args.Name(); sub {
 	case "ice_server":
-		if len(args) != 1 && len(args) != 3 {
-			return d.Errf("ice_server takes a url and optionally a username and credential, got %d arguments", len(args))
+		v := args.Values()
+		if len(v) != 1 && len(v) != 3 {
+			return d.Errf("ice_server takes a url and optionally a username and credential, got %d arguments", len(v))
 		}
-		s := RTCICEServer{URLs: []string{args[0]}}
-		if len(args) == 3 {
-			s.Username, s.Credential = args[1], args[2]
+		s := RTCICEServer{URLs: []string{v[0]}}
+		if len(v) == 3 {
+			s.Username, s.Credential = v[1], v[2]
 		}
 		cfg.ICEServers = append(cfg.ICEServers, s)
 	case "udp_ports":
-		v, err := one()
+		v, err := args.One()
 		if err != nil {
 			return err
 		}
@@ -140,12 +130,13 @@ func parseRTCOption(d *caddyfile.Dispenser, sub string, args []string, cfg *RTCC
 		}
 		cfg.UDPPortMin, cfg.UDPPortMax = lo1, hi1
 	case "nat_1to1":
-		if len(args) == 0 {
-			return d.ArgErr()
+		ips, err := args.Some()
+		if err != nil {
+			return err
 		}
-		cfg.NAT1To1IPs = args
+		cfg.NAT1To1IPs = ips
 	case "udp_mux":
-		v, err := one()
+		v, err := args.One()
 		if err != nil {
 			return err
 		}
@@ -155,28 +146,21 @@ func parseRTCOption(d *caddyfile.Dispenser, sub string, args []string, cfg *RTCC
 		cfg.UDPMux = v
 	case "include_loopback":
 		b := true
-		if len(args) > 0 {
-			v, err := one()
-			if err != nil {
+		if args.Len() > 0 {
+			var err error
+			if b, err = args.Bool(); err != nil {
 				return err
-			}
-			if b, err = sdrcaddyfile.ParseBool(v); err != nil {
-				return d.Errf("include_loopback %q: %v", v, err)
 			}
 		}
 		cfg.IncludeLoopback = b
 	case "max_sessions":
-		v, err := one()
+		n, err := args.WholeNumber()
 		if err != nil {
 			return err
 		}
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return d.Errf("max_sessions %q: want a whole number >= 0", v)
-		}
 		cfg.MaxSessions = n
 	case "control_rate", "command_rate":
-		v, err := one()
+		v, err := args.One()
 		if err != nil {
 			return err
 		}

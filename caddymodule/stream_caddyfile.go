@@ -1,11 +1,8 @@
 package caddymodule
 
 import (
-	"strconv"
-
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	"github.com/dustin/go-humanize"
 
 	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
@@ -55,37 +52,27 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	var crc, gating *bool
 	if err := sdrcaddyfile.EachSubdirective(d, "subdirective", func(sub string) error {
-		args := d.RemainingArgs()
-		one := func() (string, error) {
-			if len(args) != 1 {
-				return "", d.Errf("%s takes one argument, got %d", sub, len(args))
-			}
-			return args[0], nil
-		}
+		args := sdrcaddyfile.ReadArgs(d)
 		switch sub {
 		case "name":
 			if s.Name != "" {
 				return d.Errf("stream name given twice (%q and name)", s.Name)
 			}
-			v, err := one()
+			v, err := args.One()
 			if err != nil {
 				return err
 			}
 			s.Name = v
 		case "source":
-			src, err := parseStreamSource(d, args)
+			src, err := parseStreamSource(d, args.Values())
 			if err != nil {
 				return err
 			}
 			s.Source = src
 		case "crc", "keyframe_gating":
-			v, err := one()
+			b, err := args.Bool()
 			if err != nil {
 				return err
-			}
-			b, err := sdrcaddyfile.ParseBool(v)
-			if err != nil {
-				return d.Errf("%s %q: %v", sub, v, err)
 			}
 			if sub == "crc" {
 				crc = &b
@@ -93,13 +80,9 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				gating = &b
 			}
 		case "idr_coalesce", "idr_timeout", "write_timeout", "join_max_age", "join_max_replay":
-			v, err := one()
+			dur, err := args.Millis()
 			if err != nil {
 				return err
-			}
-			dur, err := sdrcaddyfile.ParseMillis(v)
-			if err != nil {
-				return d.Errf("%s %q: %v", sub, v, err)
 			}
 			switch sub {
 			case "idr_coalesce":
@@ -114,7 +97,7 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				s.WriteTimeout = dur
 			}
 		case "telemetry_hold":
-			v, err := one()
+			v, err := args.One()
 			if err != nil {
 				return err
 			}
@@ -122,13 +105,9 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("%s %q: %v", sub, v, err)
 			}
 		case "queue_depth", "max_clients":
-			v, err := one()
+			n, err := args.WholeNumber()
 			if err != nil {
 				return err
-			}
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
-				return d.Errf("%s %q: want a whole number >= 0", sub, v)
 			}
 			if sub == "queue_depth" {
 				s.QueueDepth = n
@@ -136,13 +115,9 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				s.MaxClients = n
 			}
 		case "max_gop_bytes", "max_message_size", "join_max_replay_bytes":
-			v, err := one()
+			n, err := args.Size()
 			if err != nil {
 				return err
-			}
-			n, err := humanize.ParseBytes(v)
-			if err != nil || n > 1<<40 {
-				return d.Errf("%s %q: want a size in bytes (65536, 64KiB)", sub, v)
 			}
 			switch sub {
 			case "max_gop_bytes":
@@ -154,19 +129,19 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "allowed_origins":
 			// No value (an empty {$SDR_ALLOWED_ORIGINS}): none listed.
-			for _, a := range args {
+			for _, a := range args.Values() {
 				if err := origin.Validate(a); err != nil {
 					return d.Err(err.Error())
 				}
 			}
-			s.AllowedOrigins = args
+			s.AllowedOrigins = args.Values()
 		case "publish":
-			if len(args) > 1 {
-				return d.Errf("publish takes at most one argument (the subject), got %d", len(args))
+			if args.Len() > 1 {
+				return d.Errf("publish takes at most one argument (the subject), got %d", args.Len())
 			}
 			s.Publish = &StreamPublish{}
-			if len(args) == 1 {
-				s.Publish.Subject = args[0]
+			if args.Len() == 1 {
+				s.Publish.Subject = args.Values()[0]
 			}
 		case "webrtc":
 			cfg, err := parseRTCBlock(d, args)
@@ -216,11 +191,11 @@ func parseStreamSource(d *caddyfile.Dispenser, args []string) (*StreamSource, er
 		}
 		sh := &SHMSource{Path: args[1]}
 		if len(args) == 3 {
-			n, err := humanize.ParseBytes(args[2])
-			if err != nil || n > 1<<40 {
+			n, err := sdrcaddyfile.ParseSize(args[2])
+			if err != nil {
 				return nil, d.Errf("source shm size %q: want a size in bytes (4194304, 4MiB)", args[2])
 			}
-			sh.Size = int64(n)
+			sh.Size = n
 		}
 		return &StreamSource{SHM: sh}, nil
 	case "encoder":
