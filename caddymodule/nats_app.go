@@ -31,33 +31,10 @@ func init() {
 // config reloads as long as its parameters do not change; it reconnects
 // forever with backoff.
 type NATSApp struct {
-	// URLs are the NATS servers to connect to, e.g. "nats://nats:4222".
-	// Empty: run the embedded server and connect to it in-process.
-	URLs []string `json:"urls,omitempty"`
-	// Name is the client connection name the server shows. Default "sdr-caddy".
-	Name string `json:"name,omitempty"`
-	// Credentials is a NATS credentials file (JWT and NKey seed) for an
-	// external server.
-	Credentials string `json:"credentials,omitempty"`
-	// NKeySeed is a file holding an NKey seed to authenticate with.
-	NKeySeed string `json:"nkey_seed,omitempty"`
-	// Token is an authentication token. With the embedded server it is also
-	// the token that server requires.
-	Token string `json:"token,omitempty"`
-	// User and Password authenticate by name. With the embedded server they
-	// are also what that server requires.
-	User     string `json:"user,omitempty"`
-	Password string `json:"password,omitempty"`
-	// TLS configures TLS to an external server.
-	TLS *NATSTLS `json:"tls,omitempty"`
-	// Embedded configures the embedded nats-server used when URLs is empty.
-	// With URLs given it is not used (and a log line says so), so that one
-	// configuration can take an external server from an environment
-	// variable and fall back to the embedded one when it is unset.
-	Embedded *NATSEmbedded `json:"embedded,omitempty"`
-	// ReconnectWaitMax caps the backoff between reconnection attempts
-	// (from 100ms doubling, with jitter). Default 5s.
-	ReconnectWaitMax caddy.Duration `json:"reconnect_wait_max,omitempty"`
+	// ConnConfig is the connection: servers, authentication, TLS, the
+	// embedded server and reconnection. Its fields are at the top level of
+	// the app's JSON.
+	ConnConfig
 
 	// TelemetrySubjects is the telemetry allowlist: NATS subscription
 	// patterns relayed to WebSocket clients as 0x02. Default ["telemetry.>"]
@@ -177,7 +154,7 @@ func (a *NATSApp) Provision(ctx caddy.Context) error {
 	if len(a.URLs) > 0 && a.Embedded != nil {
 		a.log.Info("url given: the embedded nats-server options are not used", zap.Strings("urls", a.URLs))
 	}
-	params := a.connParams()
+	params := a.connConfig()
 	key, err := params.key()
 	if err != nil {
 		return err

@@ -15,14 +15,14 @@ func TestNATSAppValidate(t *testing.T) {
 		err  string
 	}{
 		{"defaults", &NATSApp{}, ""},
-		{"external", &NATSApp{URLs: []string{"nats://a:4222"}, Credentials: "x.creds", TLS: &NATSTLS{CA: "ca.pem"}}, ""},
-		{"embedded with url is not used", &NATSApp{URLs: []string{"nats://a:4222"}, Embedded: &NATSEmbedded{Listen: "127.0.0.1:4223"}}, ""},
-		{"credentials embedded", &NATSApp{Credentials: "x.creds"}, "credentials and nkey_seed need an external server"},
-		{"tls embedded", &NATSApp{TLS: &NATSTLS{}}, "tls applies to external servers"},
-		{"bad listen", &NATSApp{Embedded: &NATSEmbedded{Listen: "4222"}}, `parsing "4222" as host:port`},
-		{"bad port", &NATSApp{Embedded: &NATSEmbedded{Listen: "127.0.0.1:99999"}}, "is not a number from 0 to 65535"},
-		{"store dir without jetstream", &NATSApp{Embedded: &NATSEmbedded{StoreDir: "/x"}}, "given with JetStream off"},
-		{"leaf without url", &NATSApp{Embedded: &NATSEmbedded{LeafRemotes: []NATSLeafRemote{{}}}}, "leaf remote 0 has no url"},
+		{"external", &NATSApp{ConnConfig: ConnConfig{URLs: []string{"nats://a:4222"}, Credentials: "x.creds", TLS: &NATSTLS{CA: "ca.pem"}}}, ""},
+		{"embedded with url is not used", &NATSApp{ConnConfig: ConnConfig{URLs: []string{"nats://a:4222"}, Embedded: &NATSEmbedded{Listen: "127.0.0.1:4223"}}}, ""},
+		{"credentials embedded", &NATSApp{ConnConfig: ConnConfig{Credentials: "x.creds"}}, "credentials and nkey_seed need an external server"},
+		{"tls embedded", &NATSApp{ConnConfig: ConnConfig{TLS: &NATSTLS{}}}, "tls applies to external servers"},
+		{"bad listen", &NATSApp{ConnConfig: ConnConfig{Embedded: &NATSEmbedded{Listen: "4222"}}}, `parsing "4222" as host:port`},
+		{"bad port", &NATSApp{ConnConfig: ConnConfig{Embedded: &NATSEmbedded{Listen: "127.0.0.1:99999"}}}, "is not a number from 0 to 65535"},
+		{"store dir without jetstream", &NATSApp{ConnConfig: ConnConfig{Embedded: &NATSEmbedded{StoreDir: "/x"}}}, "given with JetStream off"},
+		{"leaf without url", &NATSApp{ConnConfig: ConnConfig{Embedded: &NATSEmbedded{LeafRemotes: []NATSLeafRemote{{}}}}}, "leaf remote 0 has no url"},
 		{"bad subject", &NATSApp{TelemetrySubjects: []string{"telemetry.>.x"}}, "'>' before its last token"},
 		{"bad action", &NATSApp{Actions: []string{"set cmd"}}, "is not one token"},
 		{"bad rate", &NATSApp{CommandRate: -2}, "command_rate -2"},
@@ -53,25 +53,28 @@ func TestNATSHandlerValidate(t *testing.T) {
 func TestNATSConnKeyCoversParameters(t *testing.T) {
 	t.Parallel()
 	base := &NATSApp{}
-	k0, _ := base.connParams().key()
+	k0, _ := base.connConfig().key()
 	for name, a := range map[string]*NATSApp{
-		"url":      &NATSApp{URLs: []string{"nats://x:1"}},
-		"token":    &NATSApp{Token: "t"},
-		"listen":   &NATSApp{Embedded: &NATSEmbedded{Listen: "127.0.0.1:5000"}},
-		"js":       &NATSApp{Embedded: &NATSEmbedded{JetStream: true}},
-		"leaf":     &NATSApp{Embedded: &NATSEmbedded{LeafRemotes: []NATSLeafRemote{{URLs: []string{"nats-leaf://h:7422"}}}}},
-		"name":     &NATSApp{Name: "other"},
-		"backoff":  &NATSApp{ReconnectWaitMax: caddy.Duration(time.Second)},
-		"password": &NATSApp{User: "u", Password: "p"},
+		"url":      &NATSApp{ConnConfig: ConnConfig{URLs: []string{"nats://x:1"}}},
+		"token":    &NATSApp{ConnConfig: ConnConfig{Token: "t"}},
+		"listen":   &NATSApp{ConnConfig: ConnConfig{Embedded: &NATSEmbedded{Listen: "127.0.0.1:5000"}}},
+		"js":       &NATSApp{ConnConfig: ConnConfig{Embedded: &NATSEmbedded{JetStream: true}}},
+		"leaf":     &NATSApp{ConnConfig: ConnConfig{Embedded: &NATSEmbedded{LeafRemotes: []NATSLeafRemote{{URLs: []string{"nats-leaf://h:7422"}}}}}},
+		"name":     &NATSApp{ConnConfig: ConnConfig{Name: "other"}},
+		"backoff":  &NATSApp{ConnConfig: ConnConfig{ReconnectWaitMax: caddy.Duration(time.Second)}},
+		"password": &NATSApp{ConnConfig: ConnConfig{User: "u", Password: "p"}},
+		"creds":    &NATSApp{ConnConfig: ConnConfig{Credentials: "x.creds"}},
+		"nkey":     &NATSApp{ConnConfig: ConnConfig{NKeySeed: "x.nk"}},
+		"tls":      &NATSApp{ConnConfig: ConnConfig{TLS: &NATSTLS{CA: "ca.pem"}}},
 	} {
-		k, err := a.connParams().key()
+		k, err := a.connConfig().key()
 		if err != nil || k == k0 {
 			t.Errorf("%s: key %q equals the default's (err %v)", name, k, err)
 		}
 	}
 	// Limits that do not change the connection keep it.
-	same := &NATSApp{TelemetryMaxSize: 10, CommandRate: 5, Embedded: &NATSEmbedded{Listen: DefaultNATSListen}}
-	if k, _ := same.connParams().key(); k != k0 {
+	same := &NATSApp{ConnConfig: ConnConfig{Embedded: &NATSEmbedded{Listen: DefaultNATSListen}}, TelemetryMaxSize: 10, CommandRate: 5}
+	if k, _ := same.connConfig().key(); k != k0 {
 		t.Errorf("relay limits changed the connection key")
 	}
 }
@@ -80,12 +83,12 @@ func TestNATSConnKeyCoversParameters(t *testing.T) {
 // the example takes SDR_NATS_URL and falls back to the embedded server.
 func TestNATSEmbeddedOptionsUnusedWithURL(t *testing.T) {
 	t.Parallel()
-	a := &NATSApp{URLs: []string{"nats://127.0.0.1:4222"}, Embedded: &NATSEmbedded{Listen: "127.0.0.1:4223"}}
-	if p := a.connParams(); p.Embedded != nil {
+	a := &NATSApp{ConnConfig: ConnConfig{URLs: []string{"nats://127.0.0.1:4222"}, Embedded: &NATSEmbedded{Listen: "127.0.0.1:4223"}}}
+	if p := a.connConfig(); p.Embedded != nil {
 		t.Fatalf("url given, but the embedded server would start: %+v", p.Embedded)
 	}
 	a.URLs = nil
-	if p := a.connParams(); p.Embedded == nil || p.Embedded.Listen != "127.0.0.1:4223" {
+	if p := a.connConfig(); p.Embedded == nil || p.Embedded.Listen != "127.0.0.1:4223" {
 		t.Fatalf("no url: embedded server %+v, want one on 127.0.0.1:4223", p.Embedded)
 	}
 }

@@ -29,33 +29,45 @@ var (
 	natsGates = caddy.NewUsagePool()
 )
 
-// natsConnParams is everything that changes how the connection (and the
-// embedded server) is built; its JSON is the pool key.
-type natsConnParams struct {
-	URLs             []string       `json:"urls,omitempty"`
-	Name             string         `json:"name"`
-	Credentials      string         `json:"credentials,omitempty"`
-	NKeySeed         string         `json:"nkey_seed,omitempty"`
-	Token            string         `json:"token,omitempty"`
-	User             string         `json:"user,omitempty"`
-	Password         string         `json:"password,omitempty"`
-	TLS              *NATSTLS       `json:"tls,omitempty"`
-	Embedded         *NATSEmbedded  `json:"embedded,omitempty"`
-	ReconnectWaitMax caddy.Duration `json:"reconnect_wait_max"`
+// ConnConfig is how the sdr_nats app connects to NATS: every setting that
+// changes how the process's shared connection, and the embedded server
+// behind it, is built. Its JSON, defaults applied, is the key under which
+// that connection is shared across config reloads.
+type ConnConfig struct {
+	// URLs are the NATS servers to connect to, e.g. "nats://nats:4222".
+	// Empty: run the embedded server and connect to it in-process.
+	URLs []string `json:"urls,omitempty"`
+	// Name is the client connection name the server shows. Default "sdr-caddy".
+	Name string `json:"name,omitempty"`
+	// Credentials is a NATS credentials file (JWT and NKey seed) for an
+	// external server.
+	Credentials string `json:"credentials,omitempty"`
+	// NKeySeed is a file holding an NKey seed to authenticate with.
+	NKeySeed string `json:"nkey_seed,omitempty"`
+	// Token is an authentication token. With the embedded server it is also
+	// the token that server requires.
+	Token string `json:"token,omitempty"`
+	// User and Password authenticate by name. With the embedded server they
+	// are also what that server requires.
+	User     string `json:"user,omitempty"`
+	Password string `json:"password,omitempty"`
+	// TLS configures TLS to an external server.
+	TLS *NATSTLS `json:"tls,omitempty"`
+	// Embedded configures the embedded nats-server used when URLs is empty.
+	// With URLs given it is not used (and a log line says so), so that one
+	// configuration can take an external server from an environment
+	// variable and fall back to the embedded one when it is unset.
+	Embedded *NATSEmbedded `json:"embedded,omitempty"`
+	// ReconnectWaitMax caps the backoff between reconnection attempts
+	// (from 100ms doubling, with jitter). Default 5s.
+	ReconnectWaitMax caddy.Duration `json:"reconnect_wait_max,omitempty"`
 }
 
-func (a *NATSApp) connParams() natsConnParams {
-	p := natsConnParams{
-		URLs:             a.URLs,
-		Name:             a.Name,
-		Credentials:      a.Credentials,
-		NKeySeed:         a.NKeySeed,
-		Token:            a.Token,
-		User:             a.User,
-		Password:         a.Password,
-		TLS:              a.TLS,
-		ReconnectWaitMax: a.ReconnectWaitMax,
-	}
+// connConfig returns the app's connection settings with the defaults
+// applied; the embedded server's only when no URL is given.
+func (a *NATSApp) connConfig() ConnConfig {
+	p := a.ConnConfig
+	p.Embedded = nil
 	if p.Name == "" {
 		p.Name = "sdr-caddy"
 	}
@@ -75,7 +87,7 @@ func (a *NATSApp) connParams() natsConnParams {
 	return p
 }
 
-func (p natsConnParams) key() (string, error) {
+func (p ConnConfig) key() (string, error) {
 	b, err := json.Marshal(p)
 	if err != nil {
 		return "", fmt.Errorf("sdr_nats: building connection key: %w", err)
@@ -91,7 +103,7 @@ type natsConn struct {
 	urls   string
 }
 
-func newNATSConn(p natsConnParams, log *zap.Logger) (*natsConn, error) {
+func newNATSConn(p ConnConfig, log *zap.Logger) (*natsConn, error) {
 	c := &natsConn{log: log}
 	maxWait := time.Duration(p.ReconnectWaitMax)
 	opts := []nats.Option{
@@ -245,7 +257,7 @@ func natsTLSConfig(t *NATSTLS) (*tls.Config, error) {
 	return tc, nil
 }
 
-func startEmbeddedNATS(p natsConnParams, log *zap.Logger) (*server.Server, error) {
+func startEmbeddedNATS(p ConnConfig, log *zap.Logger) (*server.Server, error) {
 	e := p.Embedded
 	host, port, err := natsSplitListen(e.Listen)
 	if err != nil {

@@ -33,16 +33,16 @@ func TestNATSEmbeddedJetStreamAndLeaf(t *testing.T) {
 		t.Fatal("hub not ready")
 	}
 
-	a := &NATSApp{Embedded: &NATSEmbedded{
+	a := &NATSApp{ConnConfig: ConnConfig{Embedded: &NATSEmbedded{
 		Listen:      fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
 		JetStream:   true,
 		StoreDir:    t.TempDir(),
 		LeafRemotes: []NATSLeafRemote{{URLs: []string{fmt.Sprintf("nats-leaf://127.0.0.1:%d", leafPort)}}},
-	}}
+	}}}
 	if err := a.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	c, err := newNATSConn(a.connParams(), zap.NewNop())
+	c, err := newNATSConn(a.connConfig(), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
