@@ -39,7 +39,7 @@ func (s *Stream) provisionRTC(ctx caddy.Context) error {
 		return fmt.Errorf("sdr_stream %s: %w", s.name, err)
 	}
 	s.rtc = &streamRTC{engine: eng, key: key, base: rtc.SessionConfig{
-		Source:    s.src,
+		Source:    s.source.src,
 		Keyframes: s.hub,
 		Gate:      gate,
 		Publish:   publish,

@@ -56,7 +56,7 @@ func TestWHEPProvisionBusyPort(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "binding udp mux "+mux) {
 		t.Fatalf("Provision: %v, want an error binding %s", err, mux)
 	}
-	key := h.st.ringKey
+	key := h.source.ringKey
 	if n, ok := ringPool.References(key); !ok || n != 1 {
 		t.Fatalf("ring reader %s: %d references (%t), want 1 before Cleanup", key, n, ok)
 	}
@@ -65,6 +65,49 @@ func TestWHEPProvisionBusyPort(t *testing.T) {
 	}
 	if n, ok := ringPool.References(key); ok {
 		t.Fatalf("ring reader still held after Cleanup: %d references", n)
+	}
+}
+
+// sdr_stream and sdr_whep of one ring take the same shared reader the same
+// way, and each one's Cleanup gives back its own reference and no other.
+func TestStreamAndWHEPShareOneRingReader(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "frames")
+	createRing(t, path, 1<<16)
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+	defer cancel()
+	src := &StreamSource{SHM: &SHMSource{Path: path}}
+	s := &Stream{Name: "shared", Source: src}
+	if err := s.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w := &WHEP{Name: "shared", Source: src}
+	if err := w.Provision(ctx); err != nil {
+		_ = s.Cleanup()
+		t.Fatal(err)
+	}
+	key := s.source.ringKey
+	if w.source.ringKey != key || w.source.ring.Ring != s.source.ring.Ring {
+		t.Fatalf("whep reads ring %s (%p), the stream %s (%p): want one shared reader", w.source.ringKey, w.source.ring.Ring, key, s.source.ring.Ring)
+	}
+	refs := func() int {
+		n, _ := ringPool.References(key)
+		return n
+	}
+	if n := refs(); n != 2 {
+		t.Fatalf("%d references to the ring reader, want 2", n)
+	}
+	if err := w.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if n := refs(); n != 1 {
+		t.Fatalf("%d references after the whep's Cleanup, want the stream's 1", n)
+	}
+	if err := s.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := ringPool.References(key); ok {
+		t.Fatalf("ring reader still held after both Cleanups: %d references", n)
 	}
 }
 

@@ -60,7 +60,8 @@ type WHEP struct {
 	// WebRTC is the ICE and DataChannel setup.
 	WebRTC *RTCConfig `json:"webrtc,omitempty"`
 
-	st        *Stream // the source, opened as sdr_stream opens it
+	name      string
+	source    *sourceHandle // the frames, taken as sdr_stream takes them
 	log       *zap.Logger
 	engine    *rtc.Engine
 	engineKey string
@@ -92,19 +93,22 @@ func (w *WHEP) rtcConfig() *RTCConfig {
 // sdr_nats app, the stream's gate, relay and connection.
 func (w *WHEP) Provision(ctx caddy.Context) error {
 	w.log = ctx.Logger()
-	name := w.Name
-	if name == "" {
-		name = "default"
+	w.name = w.Name
+	if w.name == "" {
+		w.name = "default"
 	}
+	name := w.name
 	w.sessions = make(map[string]*rtc.Session)
-	w.st = &Stream{Name: name, Source: w.Source, MaxGOPBytes: w.MaxGOPBytes, IDRCoalesce: w.IDRCoalesce}
-	w.st.name, w.st.log = name, w.log
 	if err := w.Validate(); err != nil {
 		return err
 	}
-	if err := w.st.openSource(ctx); err != nil {
-		return fmt.Errorf("sdr_whep: %w", err)
+	source, err := openSource(ctx, w.Source, sourceSettings{
+		who: "sdr_whep " + name, log: w.log, maxGOPBytes: w.MaxGOPBytes, idrCoalesce: idrCoalesce(w.IDRCoalesce),
+	})
+	if err != nil {
+		return err
 	}
+	w.source = source
 	eng, key, err := w.rtcConfig().takeEngine()
 	if err != nil {
 		return fmt.Errorf("sdr_whep %s: %w", name, err)
@@ -112,7 +116,7 @@ func (w *WHEP) Provision(ctx caddy.Context) error {
 	w.engine, w.engineKey = eng, key
 
 	var requester frame.KeyframeRequester
-	if kr, ok := w.st.src.(frame.KeyframeRequester); ok {
+	if kr, ok := w.source.src.(frame.KeyframeRequester); ok {
 		requester = kr
 	}
 	gate, publish, err := rtcBus(ctx, name)
@@ -122,7 +126,7 @@ func (w *WHEP) Provision(ctx caddy.Context) error {
 	if gate != nil {
 		app, _ := ctx.AppIfConfigured("sdr_nats")
 		if bus, ok := app.(frame.Bus); ok {
-			relay, err := bus.Attach(name, w.st.src)
+			relay, err := bus.Attach(name, w.source.src)
 			if err != nil {
 				return fmt.Errorf("sdr_whep %s: attaching to sdr_nats: %w", name, err)
 			}
@@ -136,7 +140,7 @@ func (w *WHEP) Provision(ctx caddy.Context) error {
 		w.keyframes = rtc.NewKeyframeCoalescer(requester, time.Duration(w.IDRCoalesce))
 	}
 	w.base = rtc.SessionConfig{
-		Source:  w.st.src,
+		Source:  w.source.src,
 		Gate:    gate,
 		Publish: publish,
 		Limits:  w.rtcConfig().limits(),
@@ -146,16 +150,16 @@ func (w *WHEP) Provision(ctx caddy.Context) error {
 	if w.keyframes != nil {
 		w.base.Keyframes = w.keyframes
 	}
-	w.log.Info("whep ready", zap.String("stream", name), zap.String("source", w.st.sourceString()),
+	w.log.Info("whep ready", zap.String("stream", name), zap.String("source", w.source.desc),
 		zap.Bool("nats", publish != nil))
 	return nil
 }
 
 // Validate checks the configuration.
 func (w *WHEP) Validate() error {
-	if w.st != nil {
-		if err := w.st.Validate(); err != nil {
-			return fmt.Errorf("sdr_whep: %w", err)
+	if w.Source != nil {
+		if err := w.Source.validate(); err != nil {
+			return fmt.Errorf("sdr_whep %s: %w", w.name, err)
 		}
 	}
 	if w.MaxGOPBytes < 0 || w.IDRCoalesce < 0 {
@@ -191,14 +195,9 @@ func (w *WHEP) Cleanup() error {
 			errs = append(errs, fmt.Errorf("sdr_whep: releasing webrtc engine: %w", err))
 		}
 	}
-	if w.st != nil {
-		if err := w.st.releaseScale(); err != nil {
+	if w.source != nil {
+		if err := w.source.release("sdr_whep " + w.name); err != nil {
 			errs = append(errs, err)
-		}
-		if w.st.ring != nil {
-			if _, err := ringPool.Delete(w.st.ringKey); err != nil {
-				errs = append(errs, fmt.Errorf("sdr_whep: releasing ring reader %s: %w", w.st.ringKey, err))
-			}
 		}
 	}
 	return errors.Join(errs...)
@@ -218,12 +217,12 @@ func (w *WHEP) ServeHTTP(rw http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 		return nil
 	default:
 		rw.Header().Set("Allow", "OPTIONS, POST, DELETE")
-		return caddyhttp.Error(http.StatusMethodNotAllowed, fmt.Errorf("sdr_whep %s: method %s", w.st.name, r.Method))
+		return caddyhttp.Error(http.StatusMethodNotAllowed, fmt.Errorf("sdr_whep %s: method %s", w.name, r.Method))
 	}
 }
 
 func (w *WHEP) create(rw http.ResponseWriter, r *http.Request) error {
-	name := w.st.name
+	name := w.name
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/sdp" {
 		return caddyhttp.Error(http.StatusUnsupportedMediaType,
 			fmt.Errorf("sdr_whep %s: content type %q, want application/sdp", name, r.Header.Get("Content-Type")))
@@ -289,7 +288,7 @@ func (w *WHEP) remove(rw http.ResponseWriter, r *http.Request) error {
 	sess := w.sessions[id]
 	w.mu.Unlock()
 	if sess == nil {
-		return caddyhttp.Error(http.StatusNotFound, fmt.Errorf("sdr_whep %s: no session %q", w.st.name, id))
+		return caddyhttp.Error(http.StatusNotFound, fmt.Errorf("sdr_whep %s: no session %q", w.name, id))
 	}
 	if err := sess.Close(); err != nil {
 		w.log.Debug("closing whep session", zap.String("session", id), zap.Error(err))

@@ -49,14 +49,6 @@ type StreamPublish struct {
 	Subject string `json:"subject,omitempty"`
 }
 
-// streamScale is what one handler took from the scale-out pools.
-type streamScale struct {
-	natsKey string
-	nats    *natsvideo.Source
-	pubKey  string
-	pub     *natsvideo.Publisher
-}
-
 // The process's NATS video sources and publishers, shared by handlers and
 // across config reloads like the ring readers.
 var (
@@ -87,61 +79,56 @@ func (s *Stream) publishSubject() string {
 	return natsvideo.DefaultSubject(name)
 }
 
-// validateScale checks the nats source and publish settings.
-func (s *Stream) validateScale() error {
-	if s.Source != nil && s.Source.NATS != nil {
-		if err := natsvideo.ValidateSubject(s.Source.NATS.Subject); err != nil {
-			return fmt.Errorf("sdr_stream %s: source nats: %w", s.name, err)
-		}
+// validatePublish checks the publish settings.
+func (s *Stream) validatePublish() error {
+	if s.Publish == nil {
+		return nil
 	}
-	if s.Publish != nil {
-		subj := s.publishSubject()
-		if err := natsvideo.ValidateSubject(subj); err != nil {
-			return fmt.Errorf("sdr_stream %s: publish: %w", s.name, err)
-		}
-		if s.Source != nil && s.Source.NATS != nil && s.Source.NATS.Subject == subj {
-			return fmt.Errorf("sdr_stream %s: publish subject %q is the stream's own nats source", s.name, subj)
-		}
+	subj := s.publishSubject()
+	if err := natsvideo.ValidateSubject(subj); err != nil {
+		return fmt.Errorf("sdr_stream %s: publish: %w", s.name, err)
+	}
+	if s.Source != nil && s.Source.NATS != nil && s.Source.NATS.Subject == subj {
+		return fmt.Errorf("sdr_stream %s: publish subject %q is the stream's own nats source", s.name, subj)
 	}
 	return nil
 }
 
-// natsConn returns the sdr_nats app's connection.
-func (s *Stream) natsConn(ctx caddy.Context, what string) (*nats.Conn, error) {
+// natsAppConn returns the sdr_nats app's connection; who and what name the
+// handler and what needs it, in errors.
+func natsAppConn(ctx caddy.Context, who, what string) (*nats.Conn, error) {
 	app, err := ctx.AppIfConfigured("sdr_nats")
 	if errors.Is(err, caddy.ErrNotConfigured) {
-		return nil, fmt.Errorf("sdr_stream %s: %s needs the sdr_nats app (the sdr_nats global option)", s.name, what)
+		return nil, fmt.Errorf("%s: %s needs the sdr_nats app (the sdr_nats global option)", who, what)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("sdr_stream %s: %s: loading the sdr_nats app: %w", s.name, what, err)
+		return nil, fmt.Errorf("%s: %s: loading the sdr_nats app: %w", who, what, err)
 	}
 	c, ok := app.(interface{ Conn() *nats.Conn })
 	if !ok {
-		return nil, fmt.Errorf("sdr_stream %s: %s: the sdr_nats app (%T) offers no connection", s.name, what, app)
+		return nil, fmt.Errorf("%s: %s: the sdr_nats app (%T) offers no connection", who, what, app)
 	}
 	nc := c.Conn()
 	if nc == nil {
-		return nil, fmt.Errorf("sdr_stream %s: %s: the sdr_nats app has no connection", s.name, what)
+		return nil, fmt.Errorf("%s: %s: the sdr_nats app has no connection", who, what)
 	}
 	return nc, nil
 }
 
-// openNATSSource takes the shared subscription to the stream's video
-// subject.
-func (s *Stream) openNATSSource(ctx caddy.Context) error {
-	ns := s.Source.NATS
+// openNATSSource takes the shared subscription to a video subject.
+func openNATSSource(ctx caddy.Context, ns *NATSSource, set sourceSettings) (*sourceHandle, error) {
 	what := "source nats " + ns.Subject
-	nc, err := s.natsConn(ctx, what)
+	nc, err := natsAppConn(ctx, set.who, what)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	registerScaleMetrics(ctx.GetMetricsRegistry(), s.log)
+	registerScaleMetrics(ctx.GetMetricsRegistry(), set.log)
 	cfg := natsvideo.SourceConfig{
 		Subject:          ns.Subject,
 		NoKeyframeGating: ns.KeyframeGating != nil && !*ns.KeyframeGating,
 		DisableCRC:       ns.DisableCRC,
-		MaxGOPBytes:      s.MaxGOPBytes,
-		IDRCoalesce:      s.idrCoalesce(),
+		MaxGOPBytes:      set.maxGOPBytes,
+		IDRCoalesce:      set.idrCoalesce,
 	}
 	key := fmt.Sprintf("%p|%s|gating=%t|crc=%t|gop=%d|idr=%d", nc, cfg.Subject, !cfg.NoKeyframeGating, !cfg.DisableCRC, cfg.MaxGOPBytes, cfg.IDRCoalesce)
 	v, _, err := natsSourcePool.LoadOrNew(key, func() (caddy.Destructor, error) {
@@ -154,16 +141,16 @@ func (s *Stream) openNATSSource(ctx caddy.Context) error {
 		return natsSourceShare{src}, nil
 	})
 	if err != nil {
-		return fmt.Errorf("sdr_stream %s: %s: %w", s.name, what, err)
+		return nil, fmt.Errorf("%s: %s: %w", set.who, what, err)
 	}
-	s.scale.natsKey, s.scale.nats = key, v.(natsSourceShare).Source
-	s.src = s.scale.nats
-	return nil
+	src := v.(natsSourceShare).Source
+	return &sourceHandle{src: src, desc: "nats " + ns.Subject, nats: src, natsKey: key}, nil
 }
 
-func (s *Stream) idrCoalesce() time.Duration {
-	if s.IDRCoalesce > 0 {
-		return time.Duration(s.IDRCoalesce)
+// idrCoalesce resolves a handler's idr_coalesce: 0 takes the default.
+func idrCoalesce(d caddy.Duration) time.Duration {
+	if d > 0 {
+		return time.Duration(d)
 	}
 	return natsvideo.DefaultIDRCoalesce
 }
@@ -176,13 +163,13 @@ func (s *Stream) startPublish(ctx caddy.Context) error {
 	}
 	subj := s.publishSubject()
 	what := "publish " + subj
-	nc, err := s.natsConn(ctx, what)
+	nc, err := natsAppConn(ctx, "sdr_stream "+s.name, what)
 	if err != nil {
 		return err
 	}
 	registerScaleMetrics(ctx.GetMetricsRegistry(), s.log)
-	src := s.src
-	cfg := natsvideo.PublisherConfig{Subject: subj, IDRCoalesce: s.idrCoalesce()}
+	src := s.source.src
+	cfg := natsvideo.PublisherConfig{Subject: subj, IDRCoalesce: idrCoalesce(s.IDRCoalesce)}
 	if kr, ok := src.(frame.KeyframeRequester); ok {
 		// An in-process encoder (or an upstream origin): ask it directly.
 		cfg.Requester = kr
@@ -199,7 +186,7 @@ func (s *Stream) startPublish(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("sdr_stream %s: %s: %w", s.name, what, err)
 	}
-	s.scale.pubKey, s.scale.pub = key, v.(publisherShare).Publisher
+	s.pubKey, s.pub = key, v.(publisherShare).Publisher
 	s.log.Info("publishing stream on nats", zap.String("stream", s.name), zap.String("subject", subj),
 		zap.String("keyframe_requests", natsvideo.IDRSubject(subj)))
 	return nil
@@ -220,20 +207,14 @@ func sourceIdentity(src frame.Source) string {
 	return fmt.Sprintf("%T:%v", src, src)
 }
 
-// releaseScale gives back what Provision took from the pools.
-func (s *Stream) releaseScale() error {
-	var errs []error
-	if s.scale.pub != nil {
-		if _, err := publisherPool.Delete(s.scale.pubKey); err != nil {
-			errs = append(errs, fmt.Errorf("sdr_stream %s: releasing publisher %s: %w", s.name, s.scale.pubKey, err))
-		}
-		s.scale.pub = nil
+// stopPublish gives the publisher back, if startPublish took it.
+func (s *Stream) stopPublish() error {
+	if s.pub == nil {
+		return nil
 	}
-	if s.scale.nats != nil {
-		if _, err := natsSourcePool.Delete(s.scale.natsKey); err != nil {
-			errs = append(errs, fmt.Errorf("sdr_stream %s: releasing nats source %s: %w", s.name, s.scale.natsKey, err))
-		}
-		s.scale.nats = nil
+	s.pub = nil
+	if _, err := publisherPool.Delete(s.pubKey); err != nil {
+		return fmt.Errorf("sdr_stream %s: releasing publisher %s: %w", s.name, s.pubKey, err)
 	}
-	return errors.Join(errs...)
+	return nil
 }

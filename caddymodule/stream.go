@@ -18,6 +18,7 @@ import (
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/hub"
+	"github.com/sdr-os/sdr-caddy/internal/natsvideo"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 )
@@ -123,9 +124,7 @@ type Stream struct {
 
 	name     string
 	log      *zap.Logger
-	src      frame.Source
-	ring     *ringShare // the shared ring reader, when the source is a ring
-	ringKey  string
+	source   *sourceHandle // the frames
 	hub      *hub.Hub
 	unsub    func()
 	unbreak  func()     // from the source's breaks
@@ -137,7 +136,8 @@ type Stream struct {
 	telemUn  func()
 	// busConn is the sdr_nats connection state, for the health JSON.
 	busConn func() string
-	scale   streamScale    // the NATS source or publisher, when configured
+	pub     *natsvideo.Publisher // the frames on NATS, when publish is set
+	pubKey  string
 	rtc     *streamRTC     // the WebRTC engine, when webrtc is configured
 	origins *origin.Policy // who may command
 	metrics *streamMetrics
@@ -206,7 +206,10 @@ func (s *Stream) Provision(ctx caddy.Context) error {
 	}
 	s.origins = origins
 
-	if err := s.openSource(ctx); err != nil {
+	s.source, err = openSource(ctx, s.Source, sourceSettings{
+		who: "sdr_stream " + s.name, log: s.log, maxGOPBytes: s.MaxGOPBytes, idrCoalesce: idrCoalesce(s.IDRCoalesce),
+	})
+	if err != nil {
 		return err
 	}
 	s.hub = hub.New(hub.Config{
@@ -220,7 +223,7 @@ func (s *Stream) Provision(ctx caddy.Context) error {
 		Logger:             ctx.Slogger().With(slog.String("stream", s.name)),
 		Metrics:            s.metrics.forStream(s.name),
 	})
-	if kr, ok := s.src.(frame.KeyframeRequester); ok {
+	if kr, ok := s.source.src.(frame.KeyframeRequester); ok {
 		s.hub.SetKeyframeRequester(kr)
 	}
 	if err := s.joinGroup(); err != nil {
@@ -235,30 +238,19 @@ func (s *Stream) Provision(ctx caddy.Context) error {
 	if err := s.provisionRTC(ctx); err != nil {
 		return err
 	}
-	s.unsub = s.src.Subscribe(s.hub.Publish)
-	if bn, ok := s.src.(frame.BreakNotifier); ok {
+	s.unsub = s.source.src.Subscribe(s.hub.Publish)
+	if bn, ok := s.source.src.(frame.BreakNotifier); ok {
 		// A writer restart drops the hub's GOP at once; restarts and gaps
 		// ask for a keyframe.
 		s.unbreak = bn.NotifyBreaks(s.hub.Break)
 	}
-	if s.ring != nil && s.Publish != nil {
+	if s.source.ring != nil && s.Publish != nil {
 		// Edges' clients watch too, unseen from here.
-		s.unwatch = s.ring.Watch()
+		s.unwatch = s.source.ring.Watch()
 	}
-	s.log.Info("stream ready", zap.String("stream", s.name), zap.String("source", s.sourceString()),
+	s.log.Info("stream ready", zap.String("stream", s.name), zap.String("source", s.source.desc),
 		zap.Bool("nats", s.relay != nil))
 	return nil
-}
-
-func (s *Stream) sourceString() string {
-	switch {
-	case s.Source != nil && s.Source.Encoder != "":
-		return "encoder " + s.Source.Encoder
-	case s.Source != nil && s.Source.NATS != nil:
-		return "nats " + s.Source.NATS.Subject
-	default:
-		return "shm " + s.shm().Path
-	}
 }
 
 // attachBus binds the stream to the sdr_nats app when it is configured: the
@@ -276,7 +268,7 @@ func (s *Stream) attachBus(ctx caddy.Context) error {
 	if !ok {
 		return fmt.Errorf("sdr_stream %s: the sdr_nats app (%T) does not offer a frame.Bus", s.name, app)
 	}
-	relay, err := bus.Attach(s.name, s.src)
+	relay, err := bus.Attach(s.name, s.source.src)
 	if err != nil {
 		return fmt.Errorf("sdr_stream %s: attaching to sdr_nats: %w", s.name, err)
 	}
@@ -284,7 +276,7 @@ func (s *Stream) attachBus(ctx caddy.Context) error {
 	if cs, ok := app.(interface{ ConnState() string }); ok {
 		s.busConn = cs.ConnState
 	}
-	if _, inProcess := s.src.(frame.KeyframeRequester); !inProcess {
+	if _, inProcess := s.source.src.(frame.KeyframeRequester); !inProcess {
 		s.hub.SetKeyframeRequester(relay)
 	}
 	s.telemUn = s.subscribeTelemetry(relay)
@@ -335,24 +327,11 @@ func (s *Stream) sendToClients(f []byte) { s.hub.Broadcast(f) }
 // Validate checks the configuration.
 func (s *Stream) Validate() error {
 	if s.Source != nil {
-		n := 0
-		if s.Source.SHM != nil {
-			n++
-		}
-		if s.Source.Encoder != "" {
-			n++
-		}
-		if s.Source.NATS != nil {
-			n++
-		}
-		if n != 1 {
-			return fmt.Errorf("sdr_stream %s: source: set exactly one of shm, encoder and nats, got %d", s.name, n)
-		}
-		if sh := s.Source.SHM; sh != nil && sh.Size != 0 && sh.Size < 48 {
-			return fmt.Errorf("sdr_stream %s: shm size %d: want 0 (the file's size) or at least 48 bytes", s.name, sh.Size)
+		if err := s.Source.validate(); err != nil {
+			return fmt.Errorf("sdr_stream %s: %w", s.name, err)
 		}
 	}
-	if err := s.validateScale(); err != nil {
+	if err := s.validatePublish(); err != nil {
 		return err
 	}
 	for _, o := range s.AllowedOrigins {
@@ -421,12 +400,12 @@ func (s *Stream) Cleanup() error {
 	if err := s.cleanupRTC(); err != nil {
 		errs = append(errs, err)
 	}
-	if err := s.releaseScale(); err != nil {
+	if err := s.stopPublish(); err != nil {
 		errs = append(errs, err)
 	}
-	if s.ring != nil {
-		if _, err := ringPool.Delete(s.ringKey); err != nil {
-			errs = append(errs, fmt.Errorf("sdr_stream %s: releasing ring reader %s: %w", s.name, s.ringKey, err))
+	if s.source != nil {
+		if err := s.source.release("sdr_stream " + s.name); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
@@ -497,9 +476,9 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	// which is most of what an idle client would otherwise cost.
 	remote := r.RemoteAddr
 	go func() {
-		if s.ring != nil {
+		if s.source.ring != nil {
 			// A paused writer's next frame must not be lost to a client.
-			defer s.ring.Watch()()
+			defer s.source.ring.Watch()()
 		}
 		defer func() {
 			if v := recover(); v != nil {
@@ -591,16 +570,16 @@ func (s *Stream) serveHealth(w http.ResponseWriter, _ *http.Request) error {
 		AvgFrameSizeBytes: st.AvgFrameSize(),
 	}
 	switch {
-	case s.ring != nil:
-		h.SHMSeq = s.ring.Reader().Sequence()
-	case s.scale.nats != nil:
+	case s.source.ring != nil:
+		h.SHMSeq = s.source.ring.Reader().Sequence()
+	case s.source.nats != nil:
 		// An edge: the frame_seq of the origin's ring, as received.
-		h.SHMSeq = s.scale.nats.Stats().LastSeq
+		h.SHMSeq = s.source.nats.Stats().LastSeq
 	}
 	if s.busConn != nil {
 		h.NATS = s.busConn()
 	}
-	if t := s.src.LastArrival(); !t.IsZero() {
+	if t := s.source.src.LastArrival(); !t.IsZero() {
 		age := time.Since(t).Milliseconds()
 		h.LastFrameAgeMS = &age
 	}

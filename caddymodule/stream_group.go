@@ -30,10 +30,10 @@ func (g streamGroup) Destruct() error {
 // joinGroup takes the stream's group (making it, subscribed to the source,
 // for the first handler) and adds this handler's hub to it.
 func (s *Stream) joinGroup() error {
-	key := s.name + "|" + sourceIdentity(s.src)
+	key := s.name + "|" + sourceIdentity(s.source.src)
 	v, _, err := streamGroups.LoadOrNew(key, func() (caddy.Destructor, error) {
 		t := hub.NewTally(s.metrics.framesIn.WithLabelValues(s.name))
-		return streamGroup{Tally: t, unsub: s.src.Subscribe(t.Frame)}, nil
+		return streamGroup{Tally: t, unsub: s.source.src.Subscribe(t.Frame)}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("sdr_stream %s: counting the stream: %w", s.name, err)

@@ -36,7 +36,7 @@ func TestStreamProvisionRefusesBadConfig(t *testing.T) {
 	if err := s.Provision(ctx); err == nil || !strings.Contains(err.Error(), "set exactly one") {
 		t.Fatalf("Provision: %v", err)
 	}
-	if s.ring != nil || s.src != nil {
+	if s.source != nil {
 		t.Fatal("Provision took a source before refusing the config")
 	}
 	if err := s.Cleanup(); err != nil {
