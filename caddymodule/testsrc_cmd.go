@@ -7,12 +7,12 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"syscall"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
+	"github.com/sdr-os/sdr-caddy/internal/simulator"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
@@ -68,14 +68,14 @@ func cmdTestSource(fl caddycmd.Flags) (int, error) {
 	defer stop()
 	src.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	if url := fl.String("nats"); url != "" {
-		bus, err := connectTestSourceBus(url, src, src.Logger)
+		bus, err := simulator.ConnectBus(url, src, src.Logger)
 		if err != nil {
 			return exitFailed, err
 		}
-		src.OnFrame = bus.frame
+		src.OnFrame = bus.Frame
 		busCtx, busStop := context.WithCancel(ctx)
 		done := make(chan struct{})
-		go func() { defer close(done); bus.run(busCtx) }()
+		go func() { defer close(done); bus.Run(busCtx) }()
 		defer func() { busStop(); <-done }()
 	}
 	if err := src.Run(ctx); err != nil {
@@ -87,16 +87,16 @@ func cmdTestSource(fl caddycmd.Flags) (int, error) {
 // exitFailed is the exit status of a failed command.
 const exitFailed = 1
 
-func testSourceFromFlags(fl caddycmd.Flags) (*TestSource, error) {
-	codec, err := parseCodec(fl.String("codec"))
+func testSourceFromFlags(fl caddycmd.Flags) (*simulator.Writer, error) {
+	codec, err := simulator.ParseCodec(fl.String("codec"))
 	if err != nil {
 		return nil, err
 	}
-	w, h, err := parseResolution(fl.String("resolution"))
+	w, h, err := simulator.ParseResolution(fl.String("resolution"))
 	if err != nil {
 		return nil, err
 	}
-	src := &TestSource{
+	src := &simulator.Writer{
 		Codec:       codec,
 		Width:       w,
 		Height:      h,
@@ -137,28 +137,4 @@ func testSourceFromFlags(fl caddycmd.Flags) (*TestSource, error) {
 		return nil, err
 	}
 	return src, nil
-}
-
-func parseCodec(s string) (shmring.Codec, error) {
-	for _, c := range []shmring.Codec{shmring.CodecH264, shmring.CodecHEVC, shmring.CodecJPEG,
-		shmring.CodecI420, shmring.CodecNV12, shmring.CodecRGBA, shmring.CodecBGRA, shmring.CodecRGB24} {
-		if strings.EqualFold(s, c.String()) {
-			return c, nil
-		}
-	}
-	return 0, fmt.Errorf("codec %q: want h264, hevc, jpeg, i420, nv12, rgba, bgra or rgb24", s)
-}
-
-func parseResolution(s string) (w, h int, err error) {
-	ws, hs, ok := strings.Cut(strings.ToLower(s), "x")
-	if ok {
-		w, err = strconv.Atoi(ws)
-		if err == nil {
-			h, err = strconv.Atoi(hs)
-		}
-	}
-	if !ok || err != nil || w <= 0 || h <= 0 {
-		return 0, 0, fmt.Errorf("resolution %q: want WxH, e.g. 1280x720", s)
-	}
-	return w, h, nil
 }

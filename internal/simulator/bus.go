@@ -1,4 +1,4 @@
-package caddymodule
+package simulator
 
 import (
 	"context"
@@ -13,9 +13,9 @@ import (
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
-// testSourceBus is the simulator's side of NATS for `caddy sdr-testsrc
-// --nats`: it takes command.genesis.* as the simulator does, so that the
-// demo page's buttons get answers.
+// Bus is the simulator's side of NATS for `caddy sdr-testsrc --nats`: it
+// takes command.genesis.* as the simulator does, so that the demo page's
+// buttons get answers.
 //
 //   - force_idr: the next frame is an IDR.
 //   - every command with a cmd_seq: telemetry.command.ack
@@ -30,17 +30,17 @@ import (
 //
 // It publishes telemetry.frame.stats {frame_id, encode_ms, codec,
 // frame_bytes} once a second.
-type testSourceBus struct {
+type Bus struct {
 	nc  *nats.Conn
-	src *TestSource
+	src *Writer
 	log *slog.Logger
 
 	mu    sync.Mutex
 	state string
-	last  testFrameStats
+	last  frameStats
 }
 
-type testFrameStats struct {
+type frameStats struct {
 	FrameID    uint64  `json:"frame_id"`
 	EncodeMs   float64 `json:"encode_ms"`
 	Codec      string  `json:"codec"`
@@ -49,21 +49,22 @@ type testFrameStats struct {
 
 // Subjects of PROTOCOL.md section 5 that the stand-in speaks.
 const (
-	testsrcCommands     = "command.genesis.>"
-	testsrcCommandPfx   = "command.genesis."
-	testsrcAck          = "telemetry.command.ack"
-	testsrcSafetyState  = "telemetry.safety.state"
-	testsrcVelocity     = "telemetry.velocity.command"
-	testsrcFrameStats   = "telemetry.frame.stats"
-	testsrcStatsPeriod  = time.Second
-	testsrcStateRunning = "RUNNING"
+	subjectCommands    = "command.genesis.>"
+	commandPrefix      = "command.genesis."
+	subjectAck         = "telemetry.command.ack"
+	subjectSafetyState = "telemetry.safety.state"
+	subjectVelocity    = "telemetry.velocity.command"
+	subjectFrameStats  = "telemetry.frame.stats"
+	statsPeriod        = time.Second
+	stateRunning       = "RUNNING"
 )
 
-// connectTestSourceBus connects to url (retrying in the background until
-// the server is up, as the demo starts the server after the source) and
-// subscribes to the commands.
-func connectTestSourceBus(url string, src *TestSource, log *slog.Logger) (*testSourceBus, error) {
-	b := &testSourceBus{src: src, log: log, state: testsrcStateRunning}
+// ConnectBus connects to url (retrying in the background until the server
+// is up, as the demo starts the server after the source) and subscribes to
+// the commands that src answers. Run publishes the frame statistics that
+// Frame records; set Frame as src's OnFrame.
+func ConnectBus(url string, src *Writer, log *slog.Logger) (*Bus, error) {
+	b := &Bus{src: src, log: log, state: stateRunning}
 	nc, err := nats.Connect(url,
 		nats.Name("sdr-testsrc"),
 		nats.RetryOnFailedConnect(true),
@@ -76,24 +77,24 @@ func connectTestSourceBus(url string, src *TestSource, log *slog.Logger) (*testS
 		return nil, fmt.Errorf("test source: connecting to nats %s: %w", url, err)
 	}
 	b.nc = nc
-	if _, err := nc.Subscribe(testsrcCommands, b.command); err != nil {
+	if _, err := nc.Subscribe(subjectCommands, b.command); err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("test source: subscribing to %s: %w", testsrcCommands, err)
+		return nil, fmt.Errorf("test source: subscribing to %s: %w", subjectCommands, err)
 	}
 	return b, nil
 }
 
-// frame records the latest frame for the stats.
-func (b *testSourceBus) frame(h shmring.Header, encode time.Duration) {
+// Frame records the latest frame for the stats (the Writer's OnFrame).
+func (b *Bus) Frame(h shmring.Header, encode time.Duration) {
 	b.mu.Lock()
-	b.last = testFrameStats{FrameID: h.FrameID, EncodeMs: float64(encode.Microseconds()) / 1000, Codec: h.Codec.String(), FrameBytes: int(h.Size)}
+	b.last = frameStats{FrameID: h.FrameID, EncodeMs: float64(encode.Microseconds()) / 1000, Codec: h.Codec.String(), FrameBytes: int(h.Size)}
 	b.mu.Unlock()
 }
 
-// run publishes the frame stats until ctx ends, then closes the connection.
-func (b *testSourceBus) run(ctx context.Context) {
+// Run publishes the frame stats until ctx ends, then closes the connection.
+func (b *Bus) Run(ctx context.Context) {
 	defer b.nc.Close()
-	t := time.NewTicker(testsrcStatsPeriod)
+	t := time.NewTicker(statsPeriod)
 	defer t.Stop()
 	for {
 		select {
@@ -107,12 +108,12 @@ func (b *testSourceBus) run(ctx context.Context) {
 		if st.FrameID == 0 {
 			continue
 		}
-		b.publish(testsrcFrameStats, st)
+		b.publish(subjectFrameStats, st)
 	}
 }
 
-func (b *testSourceBus) command(m *nats.Msg) {
-	action := m.Subject[len(testsrcCommandPfx):]
+func (b *Bus) command(m *nats.Msg) {
+	action := m.Subject[len(commandPrefix):]
 	if action == "force_idr" {
 		b.src.RequestKeyframe()
 		return
@@ -132,19 +133,19 @@ func (b *testSourceBus) command(m *nats.Msg) {
 	case "estop":
 		state = "ESTOP"
 	case "estop_clear", "reset":
-		state = testsrcStateRunning
+		state = stateRunning
 	case "pause":
 		state = "PAUSED"
 	case "set_cmd_vel":
 		if len(c.Data) > 0 {
-			b.publish(testsrcVelocity, c.Data)
+			b.publish(subjectVelocity, c.Data)
 		}
 	case "settings":
-		set, err := parseTestSourceSettings(m.Data)
+		set, err := ParseSettings(m.Data)
 		if err != nil {
 			b.log.Warn("settings not understood", "error", err)
 			if c.CmdSeq != nil {
-				b.publish(testsrcAck, map[string]any{"action": action, "cmd_seq": c.CmdSeq, "status": "rejected", "detail": err.Error()})
+				b.publish(subjectAck, map[string]any{"action": action, "cmd_seq": c.CmdSeq, "status": "rejected", "detail": err.Error()})
 			}
 			return
 		}
@@ -158,15 +159,15 @@ func (b *testSourceBus) command(m *nats.Msg) {
 		if reason == "" {
 			reason = action
 		}
-		b.publish(testsrcSafetyState, map[string]string{"state": state, "reason": reason})
+		b.publish(subjectSafetyState, map[string]string{"state": state, "reason": reason})
 	}
 	// The safety gate's own commands carry no cmd_seq and get no ack.
 	if c.CmdSeq != nil && c.Safety == "" {
-		b.publish(testsrcAck, map[string]any{"action": action, "cmd_seq": c.CmdSeq, "status": "ok", "detail": "sdr-testsrc"})
+		b.publish(subjectAck, map[string]any{"action": action, "cmd_seq": c.CmdSeq, "status": "ok", "detail": "sdr-testsrc"})
 	}
 }
 
-func (b *testSourceBus) publish(subject string, v any) {
+func (b *Bus) publish(subject string, v any) {
 	body, err := json.Marshal(v)
 	if err != nil {
 		b.log.Warn("encoding telemetry", "subject", subject, "error", err)
@@ -177,8 +178,8 @@ func (b *testSourceBus) publish(subject string, v any) {
 	}
 }
 
-// parseTestSourceSettings reads a command.genesis.settings body.
-func parseTestSourceSettings(body []byte) (TestSourceSettings, error) {
+// ParseSettings reads a command.genesis.settings body.
+func ParseSettings(body []byte) (Settings, error) {
 	type fields struct {
 		Codec       *string         `json:"codec"`
 		FPS         *float64        `json:"stream_fps"`
@@ -191,7 +192,7 @@ func parseTestSourceSettings(body []byte) (TestSourceSettings, error) {
 		Data *fields `json:"data"`
 	}
 	if err := json.Unmarshal(body, &top); err != nil {
-		return TestSourceSettings{}, fmt.Errorf("settings: %w", err)
+		return Settings{}, fmt.Errorf("settings: %w", err)
 	}
 	f := top.fields
 	if top.Data != nil {
@@ -212,9 +213,9 @@ func parseTestSourceSettings(body []byte) (TestSourceSettings, error) {
 			f.Bitrate = d.Bitrate
 		}
 	}
-	var set TestSourceSettings
+	var set Settings
 	if f.Codec != nil {
-		c, err := parseCodec(*f.Codec)
+		c, err := ParseCodec(*f.Codec)
 		if err != nil || c.IsRaw() {
 			return set, fmt.Errorf("settings: codec %q: want h264, hevc or jpeg", *f.Codec)
 		}
@@ -231,7 +232,7 @@ func parseTestSourceSettings(body []byte) (TestSourceSettings, error) {
 		var wh []int
 		switch {
 		case json.Unmarshal(f.Res, &s) == nil:
-			w, h, err := parseResolution(s)
+			w, h, err := ParseResolution(s)
 			if err != nil {
 				return set, fmt.Errorf("settings: camera_res: %w", err)
 			}

@@ -1,10 +1,19 @@
-package caddymodule
+// Package simulator stands in for SDR_OS's simulator where video is
+// concerned: Writer renders the moving test pattern (package testpattern)
+// and commits frames into a ring as the simulator does, encoded (through
+// package nvenc) or raw; Bus answers the simulator's NATS commands
+// (command.genesis.*) and publishes its frame statistics. It is what
+// `caddy sdr-testsrc` runs, so that the demo and the tests have video and a
+// peer on NATS without the simulator. It imports nothing from Caddy.
+package simulator
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -13,7 +22,7 @@ import (
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
-// TestSource stands in for the simulator: it renders the moving test
+// Writer stands in for the simulator's camera: it renders the moving test
 // pattern (internal/testpattern) at a fixed frame rate and commits every
 // frame into a ring the way the simulator does. With an encoded codec (h264,
 // hevc, jpeg) it encodes through package nvenc and writes the encoded ring;
@@ -21,7 +30,7 @@ import (
 // ring that the sdr_encoder app reads. frame_id is the commit time in Unix
 // ns; the picture carries the frame number and render time (barcode and
 // digits).
-type TestSource struct {
+type Writer struct {
 	// Path of the ring file.
 	Path string
 	// Size of the ring file in bytes, control region included.
@@ -54,12 +63,12 @@ type TestSource struct {
 	OnFrame func(h shmring.Header, encode time.Duration)
 
 	keyframe atomic.Bool
-	pending  atomic.Pointer[TestSourceSettings]
+	pending  atomic.Pointer[Settings]
 }
 
-// TestSourceSettings changes what an encoding test source produces, as the
+// Settings changes what an encoding test source produces, as the
 // simulator's command.genesis.settings does. Zero fields keep their value.
-type TestSourceSettings struct {
+type Settings struct {
 	// Codec: shmring.CodecH264, CodecHEVC or CodecJPEG.
 	Codec shmring.Codec
 	// FPS is the new frame rate.
@@ -73,15 +82,15 @@ type TestSourceSettings struct {
 }
 
 // RequestKeyframe makes the next encoded frame an IDR.
-func (s *TestSource) RequestKeyframe() { s.keyframe.Store(true) }
+func (s *Writer) RequestKeyframe() { s.keyframe.Store(true) }
 
 // Apply changes the settings from the next frame on: the encoder is opened
 // again, so that frame is a keyframe. A raw source ignores it; settings
 // that cannot be applied are logged and the old ones kept.
-func (s *TestSource) Apply(set TestSourceSettings) { s.pending.Store(&set) }
+func (s *Writer) Apply(set Settings) { s.pending.Store(&set) }
 
 // Validate checks the configuration.
-func (s *TestSource) Validate() error {
+func (s *Writer) Validate() error {
 	if s.Path == "" {
 		return errors.New("test source: ring path is empty")
 	}
@@ -105,7 +114,7 @@ func (s *TestSource) Validate() error {
 
 // Run writes frames until ctx ends or Frames have been written. It returns
 // nil when ctx ends.
-func (s *TestSource) Run(ctx context.Context) error {
+func (s *Writer) Run(ctx context.Context) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
@@ -122,7 +131,7 @@ func (s *TestSource) Run(ctx context.Context) error {
 		return fmt.Errorf("test source: %w", err)
 	}
 
-	cur := TestSourceSettings{Codec: s.Codec, FPS: s.FPS, Width: s.Width, Height: s.Height,
+	cur := Settings{Codec: s.Codec, FPS: s.FPS, Width: s.Width, Height: s.Height,
 		JPEGQuality: s.JPEGQuality, BitrateKbps: s.BitrateKbps}
 	var enc *nvenc.Encoder
 	if !s.Codec.IsRaw() {
@@ -260,7 +269,7 @@ func (s *TestSource) Run(ctx context.Context) error {
 }
 
 // openEncoder opens the encoder for settings set.
-func (s *TestSource) openEncoder(set TestSourceSettings) (*nvenc.Encoder, error) {
+func (s *Writer) openEncoder(set Settings) (*nvenc.Encoder, error) {
 	enc, err := nvenc.Open(nvenc.Config{
 		Codec:       set.Codec,
 		Width:       set.Width,
@@ -280,7 +289,7 @@ func (s *TestSource) openEncoder(set TestSourceSettings) (*nvenc.Encoder, error)
 
 // backendsFor keeps the configured backends for the codec they were given
 // for; another codec gets nvenc's default order.
-func (s *TestSource) backendsFor(c shmring.Codec) []string {
+func (s *Writer) backendsFor(c shmring.Codec) []string {
 	if c == s.Codec {
 		return s.Backends
 	}
@@ -288,7 +297,7 @@ func (s *TestSource) backendsFor(c shmring.Codec) []string {
 }
 
 // reopen merges set into cur and opens the pattern and encoder for it.
-func (s *TestSource) reopen(cur, set TestSourceSettings) (TestSourceSettings, *nvenc.Encoder, *testpattern.Pattern, error) {
+func (s *Writer) reopen(cur, set Settings) (Settings, *nvenc.Encoder, *testpattern.Pattern, error) {
 	next := cur
 	if set.Codec != 0 {
 		if set.Codec.IsRaw() {
@@ -320,4 +329,31 @@ func (s *TestSource) reopen(cur, set TestSourceSettings) (TestSourceSettings, *n
 		return cur, nil, nil, fmt.Errorf("settings: %w", err)
 	}
 	return next, enc, pattern, nil
+}
+
+// ParseCodec reads a codec or raw pixel format by its name (h264, jpeg,
+// i420, ...), in any case.
+func ParseCodec(s string) (shmring.Codec, error) {
+	for _, c := range []shmring.Codec{shmring.CodecH264, shmring.CodecHEVC, shmring.CodecJPEG,
+		shmring.CodecI420, shmring.CodecNV12, shmring.CodecRGBA, shmring.CodecBGRA, shmring.CodecRGB24} {
+		if strings.EqualFold(s, c.String()) {
+			return c, nil
+		}
+	}
+	return 0, fmt.Errorf("codec %q: want h264, hevc, jpeg, i420, nv12, rgba, bgra or rgb24", s)
+}
+
+// ParseResolution reads a picture size WxH.
+func ParseResolution(s string) (w, h int, err error) {
+	ws, hs, ok := strings.Cut(strings.ToLower(s), "x")
+	if ok {
+		w, err = strconv.Atoi(ws)
+		if err == nil {
+			h, err = strconv.Atoi(hs)
+		}
+	}
+	if !ok || err != nil || w <= 0 || h <= 0 {
+		return 0, 0, fmt.Errorf("resolution %q: want WxH, e.g. 1280x720", s)
+	}
+	return w, h, nil
 }

@@ -1,6 +1,6 @@
 //go:build cgo
 
-package caddymodule
+package simulator
 
 import (
 	"context"
@@ -45,7 +45,7 @@ func readCommitted(t *testing.T, path string) committed {
 	return committed{seq: binary.LittleEndian.Uint64(b[shmring.OffSequence:]), header: h, payload: append([]byte(nil), p...)}
 }
 
-func TestTestSourceWritesRings(t *testing.T) {
+func TestWriterWritesRings(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		codec shmring.Codec
@@ -61,7 +61,7 @@ func TestTestSourceWritesRings(t *testing.T) {
 			const frames, fps = 12, 60
 			path := filepath.Join(t.TempDir(), "ring")
 			var got []committed
-			src := &TestSource{
+			src := &Writer{
 				Path: path, Size: 8 << 20, Codec: tc.codec, Width: 320, Height: 180, FPS: fps, GOP: tc.gop,
 				Backends: nvencSoftware(tc.codec), Frames: frames, StatusEvery: -1,
 			}
@@ -153,22 +153,22 @@ func nvencSoftware(c shmring.Codec) []string {
 	return nil
 }
 
-// TestTestSourceApply switches codec and size mid-run, as command.genesis.settings does.
-func TestTestSourceApply(t *testing.T) {
+// TestWriterApply switches codec and size mid-run, as command.genesis.settings does.
+func TestWriterApply(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "ring")
 	var got []committed
-	src := &TestSource{Path: path, Size: 8 << 20, Codec: shmring.CodecH264, Width: 320, Height: 180, FPS: 120, GOP: 100,
+	src := &Writer{Path: path, Size: 8 << 20, Codec: shmring.CodecH264, Width: 320, Height: 180, FPS: 120, GOP: 100,
 		Backends: []string{"libx264"}, Frames: 12, StatusEvery: -1}
 	src.OnFrame = func(h shmring.Header, _ time.Duration) {
 		got = append(got, readCommitted(t, path))
 		switch h.FrameSeq {
 		case 4:
-			src.Apply(TestSourceSettings{Codec: shmring.CodecJPEG, Width: 256, Height: 144})
+			src.Apply(Settings{Codec: shmring.CodecJPEG, Width: 256, Height: 144})
 		case 8:
-			src.Apply(TestSourceSettings{Codec: shmring.CodecH264})
+			src.Apply(Settings{Codec: shmring.CodecH264})
 		case 10:
-			src.Apply(TestSourceSettings{Width: 100, Height: 10}) // refused, logged
+			src.Apply(Settings{Width: 100, Height: 10}) // refused, logged
 		}
 	}
 	if err := src.Run(context.Background()); err != nil {
