@@ -3,7 +3,6 @@ package caddymodule
 import (
 	"io"
 	"net/http"
-	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
@@ -11,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdr-os/sdr-caddy/internal/rosbridge/rostest"
-	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
 // localhostOptions is the global options block of the tests that serve
@@ -55,17 +53,6 @@ func adminMetrics(t *testing.T) string {
 	return string(body)
 }
 
-// createRing creates a ring of size bytes at path, closed when t ends.
-func createRing(t *testing.T, path string, size int64) *shmring.Writer {
-	t.Helper()
-	w, err := shmring.CreateWriter(path, size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.Close() })
-	return w
-}
-
 // subscribeChan subscribes nc to subject into a new channel of the size given.
 func subscribeChan(t *testing.T, nc *nats.Conn, subject string, size int) chan *nats.Msg {
 	t.Helper()
@@ -85,35 +72,4 @@ func startROSBridge(t *testing.T) *rostest.Server {
 	}
 	t.Cleanup(up.Close)
 	return up
-}
-
-// checkValidation fails t unless err is nil where want is empty, or an
-// error containing want otherwise; name says which case it was.
-func checkValidation(t *testing.T, name string, err error, want string) {
-	t.Helper()
-	if want == "" {
-		if err != nil {
-			t.Errorf("%s: %v", name, err)
-		}
-		return
-	}
-	if err == nil || !strings.Contains(err.Error(), want) {
-		t.Errorf("%s: error %v, want one containing %q", name, err, want)
-	}
-}
-
-// checkParseError reports whether a parse was meant to fail (want is not
-// empty), and stops t unless err is the error meant, or nil where none was.
-func checkParseError(t *testing.T, err error, want string) bool {
-	t.Helper()
-	if want != "" {
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Fatalf("error = %v, want one containing %q", err, want)
-		}
-		return true
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return false
 }

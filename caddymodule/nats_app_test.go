@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/moduletest"
 )
 
 func TestNATSAppValidate(t *testing.T) {
@@ -33,7 +35,7 @@ func TestNATSAppValidate(t *testing.T) {
 		{"linger negative", &NATSApp{TelemetryLinger: -2}, "telemetry_linger -2ns"},
 		{"linger off", &NATSApp{TelemetryLinger: -1}, ""},
 	} {
-		checkValidation(t, c.name, c.app.Validate(), c.err)
+		moduletest.CheckError(t, c.name, c.app.Validate(), c.err)
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/moduletest"
 )
 
 func TestPlayerCaddyfile(t *testing.T) {
@@ -32,7 +34,7 @@ func TestPlayerCaddyfile(t *testing.T) {
 			t.Parallel()
 			var p Player
 			err := p.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.in))
-			if checkParseError(t, err, tc.err) {
+			if moduletest.ParseFailed(t, err, tc.err) {
 				return
 			}
 			if p.StreamURL != tc.want.StreamURL {

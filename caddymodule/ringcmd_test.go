@@ -12,6 +12,7 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/moduletest"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
@@ -41,7 +42,7 @@ func TestRingCmdInspect(t *testing.T) {
 	if _, err := runRingCmd(t, "inspect", path); err == nil {
 		t.Error("inspect of an absent file succeeded")
 	}
-	w := createRing(t, path, 1<<16)
+	w := moduletest.CreateRing(t, path, 1<<16)
 	out, err := runRingCmd(t, "inspect", path)
 	if err == nil || !strings.Contains(out, "EMPTY") {
 		t.Errorf("empty ring: err %v, output:\n%s", err, out)
@@ -67,7 +68,7 @@ func TestRingCmdInspect(t *testing.T) {
 func TestRingCmdWatch(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "frames")
-	w := createRing(t, path, 1<<16)
+	w := moduletest.CreateRing(t, path, 1<<16)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {

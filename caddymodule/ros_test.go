@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/gorilla/websocket"
 
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/moduletest"
 	"github.com/sdr-os/sdr-caddy/internal/rosbridge/rostest"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 )
@@ -51,7 +52,7 @@ func TestROSCaddyfile(t *testing.T) {
 			t.Parallel()
 			var r ROS
 			err := r.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.in))
-			if checkParseError(t, err, tc.err) {
+			if moduletest.ParseFailed(t, err, tc.err) {
 				return
 			}
 			if !tc.check(&r) {

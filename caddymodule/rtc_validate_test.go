@@ -11,6 +11,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/moduletest"
 )
 
 func TestRTCConfigValidate(t *testing.T) {
@@ -32,7 +34,7 @@ func TestRTCConfigValidate(t *testing.T) {
 		{"ice without urls", RTCConfig{ICEServers: []RTCICEServer{{}}}, "ice server 0 has no urls"},
 		{"negative rate", RTCConfig{ControlRate: -1}, "must not be negative"},
 	} {
-		checkValidation(t, tc.name, tc.c.Validate(), tc.err)
+		moduletest.CheckError(t, tc.name, tc.c.Validate(), tc.err)
 	}
 }
 
@@ -41,7 +43,7 @@ func TestRTCConfigValidate(t *testing.T) {
 func TestWHEPProvisionBusyPort(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "frames")
-	createRing(t, path, 1<<16)
+	moduletest.CreateRing(t, path, 1<<16)
 	busy, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +75,7 @@ func TestWHEPProvisionBusyPort(t *testing.T) {
 func TestStreamAndWHEPShareOneRingReader(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "frames")
-	createRing(t, path, 1<<16)
+	moduletest.CreateRing(t, path, 1<<16)
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
 	defer cancel()
 	src := &StreamSource{SHM: &SHMSource{Path: path}}
@@ -115,7 +117,7 @@ func TestStreamAndWHEPShareOneRingReader(t *testing.T) {
 func TestWHEPRefusals(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "frames")
-	createRing(t, path, 1<<16)
+	moduletest.CreateRing(t, path, 1<<16)
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
 	defer cancel()
 	h := &WHEP{Name: "refusals", Source: &StreamSource{SHM: &SHMSource{Path: path}}}

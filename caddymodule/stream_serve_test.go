@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/moduletest"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/hub"
 	"github.com/sdr-os/sdr-caddy/internal/natstest"
@@ -39,7 +40,7 @@ type streamWriter struct {
 
 func newStreamWriter(t *testing.T, path string) *streamWriter {
 	t.Helper()
-	return &streamWriter{w: createRing(t, path, 1<<20)}
+	return &streamWriter{w: moduletest.CreateRing(t, path, 1<<20)}
 }
 
 // write commits one frame and returns its frame_seq.

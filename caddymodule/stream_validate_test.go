@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/moduletest"
 )
 
 func TestStreamValidate(t *testing.T) {
@@ -22,7 +24,7 @@ func TestStreamValidate(t *testing.T) {
 		{"negative timeout", &Stream{IDRTimeout: caddy.Duration(-1)}, "idr_timeout is negative"},
 		{"negative depth", &Stream{QueueDepth: -1}, "queue_depth is negative"},
 	} {
-		checkValidation(t, tc.name, tc.s.Validate(), tc.err)
+		moduletest.CheckError(t, tc.name, tc.s.Validate(), tc.err)
 	}
 }
 
