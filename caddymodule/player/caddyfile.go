@@ -1,4 +1,4 @@
-package caddymodule
+package player
 
 import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"

@@ -1,4 +1,6 @@
-package caddymodule
+// Package player is the sdr_player handler: the browser player, embedded in
+// the binary, served at a route of the site.
+package player
 
 import (
 	"bytes"
