@@ -3,6 +3,8 @@ package caddymodule
 import (
 	"io"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
@@ -51,6 +53,24 @@ func adminMetrics(t *testing.T) string {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	return string(body)
+}
+
+// metricValue returns the value of one series of the admin endpoint's
+// metrics page (series is the name and the labels as the page writes them,
+// e.g. caddy_sdr_ros_denials_total{kind="origin"}), or 0 while the page does
+// not have it: a counter that was never raised.
+func metricValue(t *testing.T, series string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(adminMetrics(t), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: value %q: %v", series, v, err)
+			}
+			return f
+		}
+	}
+	return 0
 }
 
 // subscribeChan subscribes nc to subject into a new channel of the size given.

@@ -1,4 +1,4 @@
-package caddymodule
+package ros
 
 import (
 	"encoding/json"

@@ -1,4 +1,7 @@
-package caddymodule
+// Package ros is the sdr_ros handler: a rosbridge v2 endpoint for roslibjs
+// on one multiplexed upstream connection (package internal/rosbridge), with
+// motion publishes passing the sdr_nats app's safety gate.
+package ros
 
 import (
 	"bufio"
