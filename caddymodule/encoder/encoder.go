@@ -1,4 +1,7 @@
-package caddymodule
+// Package encoder is the sdr_encoder app: named FFmpeg encoders (package
+// nvenc) that turn raw frames into streams sdr_stream serves, its admin
+// endpoint /sdr/encoders, and the sdr-nvenc-probe subcommand.
+package encoder
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package caddymodule
+package encoder
 
 import (
 	"github.com/prometheus/client_golang/prometheus"

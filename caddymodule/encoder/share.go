@@ -1,4 +1,4 @@
-package caddymodule
+package encoder
 
 import (
 	"context"
