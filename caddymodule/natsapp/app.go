@@ -1,4 +1,9 @@
-package caddymodule
+// Package natsapp is the sdr_nats app and handler: the process's NATS
+// connection (an external server or an embedded nats-server), the safety
+// gate of each stream, and the telemetry relay and command path
+// (internal/relay) that sdr_stream and the sdr_nats handler share. Other
+// families find it through ctx.App and the interfaces of internal/frame.
+package natsapp
 
 import (
 	"errors"
