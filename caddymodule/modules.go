@@ -7,4 +7,5 @@ import (
 	_ "github.com/sdr-os/sdr-caddy/caddymodule/natsapp"
 	_ "github.com/sdr-os/sdr-caddy/caddymodule/player"
 	_ "github.com/sdr-os/sdr-caddy/caddymodule/ros"
+	_ "github.com/sdr-os/sdr-caddy/caddymodule/stream"
 )

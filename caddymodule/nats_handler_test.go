@@ -14,8 +14,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sdr-os/sdr-caddy/caddymodule/natsapp"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
@@ -564,13 +562,4 @@ func TestNATSHandlerOriginJudgedOnCommands(t *testing.T) {
 	if m := testwait.Recv(t, cmds, "the marker"); string(m.Data) != "marker" {
 		t.Fatalf("an untrusted command reached NATS: %s", m.Data)
 	}
-}
-
-// counterOf reads a counter's value.
-func counterOf(c prometheus.Counter) float64 {
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		return -1
-	}
-	return m.GetCounter().GetValue()
 }

@@ -1,4 +1,4 @@
-package caddymodule
+package stream
 
 import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -9,9 +9,13 @@ import (
 )
 
 func init() {
+	// Both are terminal handlers: each answers every request it gets
+	// (sdr_stream a WebSocket or the health JSON), so they sit with
+	// reverse_proxy and file_server. Each goes just before reverse_proxy
+	// when it is registered: sdr_whep, then sdr_stream, in this order.
+	httpcaddyfile.RegisterHandlerDirective("sdr_whep", sdrcaddyfile.ParseHandler[WHEP])
+	httpcaddyfile.RegisterDirectiveOrder("sdr_whep", httpcaddyfile.Before, "reverse_proxy")
 	httpcaddyfile.RegisterHandlerDirective("sdr_stream", sdrcaddyfile.ParseHandler[Stream])
-	// A terminal handler: it answers every request it gets (WebSocket or
-	// health JSON), so it sits with reverse_proxy and file_server.
 	httpcaddyfile.RegisterDirectiveOrder("sdr_stream", httpcaddyfile.Before, "reverse_proxy")
 }
 

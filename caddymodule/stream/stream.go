@@ -1,4 +1,10 @@
-package caddymodule
+// Package stream is the sdr_stream and sdr_whep handlers: video from a frame
+// source (a shared-memory ring, an sdr_encoder stream, or a NATS subject an
+// origin publishes) fanned out to WebSocket clients (internal/hub) and to
+// WebRTC players (internal/rtc), with telemetry and commands through the
+// sdr_nats app when it is configured. The sdr-ring and sdr-testsrc
+// subcommands inspect and feed the ring.
+package stream
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package caddymodule
+package stream
 
 import (
 	"strings"

@@ -1,20 +1,13 @@
-package caddymodule
+package stream
 
 import (
 	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
 	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
 )
-
-func init() {
-	httpcaddyfile.RegisterHandlerDirective("sdr_whep", sdrcaddyfile.ParseHandler[WHEP])
-	// A terminal handler, like sdr_stream: it answers every request it gets.
-	httpcaddyfile.RegisterDirectiveOrder("sdr_whep", httpcaddyfile.Before, "reverse_proxy")
-}
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
