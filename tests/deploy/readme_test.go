@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -760,26 +761,26 @@ var (
 )
 
 // TestReadmeJSONKeysExist: every key in the README's JSON key tables is a
-// JSON field of a module (a `json:"..."` tag in caddymodule), so a renamed
-// or removed option cannot stay documented.
+// JSON field of a module (a `json:"..."` tag in caddymodule or a package
+// under it), so a renamed or removed option cannot stay documented.
 func TestReadmeJSONKeysExist(t *testing.T) {
 	t.Parallel()
 	tags := map[string]bool{}
-	files, err := filepath.Glob(filepath.Join(testenv.Root(), "caddymodule", "*.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
+	err := filepath.WalkDir(filepath.Join(testenv.Root(), "caddymodule"), func(f string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(f, ".go") || strings.HasSuffix(f, "_test.go") {
+			return err
 		}
 		b, err := os.ReadFile(f)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		for _, m := range jsonTag.FindAllStringSubmatch(string(b), -1) {
 			tags[m[1]] = true
 		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	tables := jsonKeyTable.FindAllStringSubmatch(readme(t), -1)
 	if len(tables) == 0 {
