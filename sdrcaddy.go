@@ -4,7 +4,8 @@
 //
 //	xcaddy build v2.11.9 --with github.com/sdr-os/sdr-caddy
 //
-// Importing it registers every module in package caddymodule.
+// Importing it registers every module: it imports package caddymodule,
+// which imports each module family.
 package sdrcaddy
 
 import (

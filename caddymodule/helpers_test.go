@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -11,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdr-os/sdr-caddy/internal/rosbridge/rostest"
-	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
 // localhostOptions is the global options block of the tests that serve
@@ -55,15 +55,22 @@ func adminMetrics(t *testing.T) string {
 	return string(body)
 }
 
-// createRing creates a ring of size bytes at path, closed when t ends.
-func createRing(t *testing.T, path string, size int64) *shmring.Writer {
+// metricValue returns the value of one series of the admin endpoint's
+// metrics page (series is the name and the labels as the page writes them,
+// e.g. caddy_sdr_ros_denials_total{kind="origin"}), or 0 while the page does
+// not have it: a counter that was never raised.
+func metricValue(t *testing.T, series string) float64 {
 	t.Helper()
-	w, err := shmring.CreateWriter(path, size)
-	if err != nil {
-		t.Fatal(err)
+	for _, line := range strings.Split(adminMetrics(t), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: value %q: %v", series, v, err)
+			}
+			return f
+		}
 	}
-	t.Cleanup(func() { w.Close() })
-	return w
+	return 0
 }
 
 // subscribeChan subscribes nc to subject into a new channel of the size given.
@@ -85,35 +92,4 @@ func startROSBridge(t *testing.T) *rostest.Server {
 	}
 	t.Cleanup(up.Close)
 	return up
-}
-
-// checkValidation fails t unless err is nil where want is empty, or an
-// error containing want otherwise; name says which case it was.
-func checkValidation(t *testing.T, name string, err error, want string) {
-	t.Helper()
-	if want == "" {
-		if err != nil {
-			t.Errorf("%s: %v", name, err)
-		}
-		return
-	}
-	if err == nil || !strings.Contains(err.Error(), want) {
-		t.Errorf("%s: error %v, want one containing %q", name, err, want)
-	}
-}
-
-// checkParseError reports whether a parse was meant to fail (want is not
-// empty), and stops t unless err is the error meant, or nil where none was.
-func checkParseError(t *testing.T, err error, want string) bool {
-	t.Helper()
-	if want != "" {
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Fatalf("error = %v, want one containing %q", err, want)
-		}
-		return true
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return false
 }

@@ -14,9 +14,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
+	"github.com/sdr-os/sdr-caddy/caddymodule/natsapp"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
@@ -139,7 +138,7 @@ func TestNATSLiveEmbeddedHandler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	app := appIface.(*NATSApp)
+	app := appIface.(*natsapp.NATSApp)
 	if st := app.ConnState(); st != "connected" {
 		t.Fatalf("ConnState = %s, want connected", st)
 	}
@@ -412,7 +411,7 @@ func TestNATSLiveReloadKeepsConnectionAndGate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := appIface.(*NATSApp).Gate("cam")
+	g, err := appIface.(*natsapp.NATSApp).Gate("cam")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,7 +431,7 @@ func TestNATSLiveReloadKeepsConnectionAndGate(t *testing.T) {
 	if appIface2 == appIface {
 		t.Fatal("reload did not create a new app")
 	}
-	g2, _ := appIface2.(*NATSApp).Gate("cam")
+	g2, _ := appIface2.(*natsapp.NATSApp).Gate("cam")
 	if g2 != g {
 		t.Error("reload created a new gate for the same stream")
 	}
@@ -509,7 +508,7 @@ func TestNATSHandlerOriginJudgedOnCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := appIface.(*NATSApp).Conn().Flush(); err != nil { // the relay's subscriptions are on the server
+	if err := appIface.(*natsapp.NATSApp).Conn().Flush(); err != nil { // the relay's subscriptions are on the server
 		t.Fatal(err)
 	}
 	for i, tc := range []struct {
@@ -557,19 +556,10 @@ func TestNATSHandlerOriginJudgedOnCommands(t *testing.T) {
 		}
 		ws.Close()
 	}
-	if err := appIface.(*NATSApp).Conn().Publish("command.genesis.pause", []byte("marker")); err != nil {
+	if err := appIface.(*natsapp.NATSApp).Conn().Publish("command.genesis.pause", []byte("marker")); err != nil {
 		t.Fatal(err)
 	}
 	if m := testwait.Recv(t, cmds, "the marker"); string(m.Data) != "marker" {
 		t.Fatalf("an untrusted command reached NATS: %s", m.Data)
 	}
-}
-
-// counterOf reads a counter's value.
-func counterOf(c prometheus.Counter) float64 {
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		return -1
-	}
-	return m.GetCounter().GetValue()
 }

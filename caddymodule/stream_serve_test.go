@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,12 +17,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sdr-os/sdr-caddy/internal/frame"
-	"github.com/sdr-os/sdr-caddy/internal/hub"
-	"github.com/sdr-os/sdr-caddy/internal/natstest"
-	"github.com/sdr-os/sdr-caddy/internal/relay"
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/moduletest"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/shmring"
@@ -39,7 +34,7 @@ type streamWriter struct {
 
 func newStreamWriter(t *testing.T, path string) *streamWriter {
 	t.Helper()
-	return &streamWriter{w: createRing(t, path, 1<<20)}
+	return &streamWriter{w: moduletest.CreateRing(t, path, 1<<20)}
 }
 
 // write commits one frame and returns its frame_seq.
@@ -455,8 +450,8 @@ func TestStreamServeOriginJudgedOnCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.write(t, true, 100)
-	refused := streamMetricsOnce.originRejected.WithLabelValues("default") // process-wide
-	refusedBefore := counterOf(refused)
+	const refused = `caddy_sdr_stream_origin_rejected_total{stream="default"}` // process-wide
+	refusedBefore := metricValue(t, refused)
 
 	for i, tc := range []struct {
 		path, origin, host, fwd string
@@ -514,11 +509,8 @@ func TestStreamServeOriginJudgedOnCommands(t *testing.T) {
 	if m := testwait.Recv(t, cmds, "the marker"); string(m.Data) != "marker" {
 		t.Fatalf("an untrusted command reached NATS: %s %s", m.Subject, m.Data)
 	}
-	if n := counterOf(refused) - refusedBefore; n != 3 {
+	if n := metricValue(t, refused) - refusedBefore; n != 3 {
 		t.Errorf("caddy_sdr_stream_origin_rejected_total rose by %v, want 3", n)
-	}
-	if body := adminMetrics(t); !strings.Contains(body, `caddy_sdr_stream_origin_rejected_total{stream="default"}`) {
-		t.Errorf("the admin endpoint does not expose caddy_sdr_stream_origin_rejected_total")
 	}
 }
 
@@ -642,76 +634,5 @@ func TestStreamServeManyStreamsAndMetrics(t *testing.T) {
 		if n := strings.Count(string(maps), front); n != 2 {
 			t.Errorf("%d mappings of %s, want 2 (one writer, one shared reader)", n, front)
 		}
-	}
-}
-
-// A burst of telemetry that the relay hands on as one batch is queued to
-// each client as one item: a client whose writer has not run yet (its
-// queue holds 32 items) loses none of 40 messages, and then gets them all,
-// in order, as separate 0x02 messages. Queued one item per message, 8 would
-// be dropped.
-// A burst of telemetry reaches a client whole and in order: the relay
-// hands it on in batches, the hub seals what came between two rounds into
-// one buffer per round, and nothing is dropped.
-func TestStreamTelemetryBurstReachesClient(t *testing.T) {
-	ns := natstest.Server(t, nil)
-	nc := natstest.Connect(t, ns)
-	relayed := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "t"}, []string{"result"})
-	r, err := relay.New(nc, relay.Config{Linger: 300 * time.Millisecond}, nil, &relay.Metrics{Telemetry: relayed})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-
-	s := &Stream{name: "t", hub: hub.New(hub.Config{})}
-	defer s.hub.Close()
-	srv, cli := net.Pipe()
-	defer cli.Close()
-	c := s.hub.NewClient(srv, nil, hub.ClientConfig{KeyframeTimeout: time.Minute})
-	defer s.subscribeTelemetry(r.Stream(nil, nil, nil))()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() { _ = cli.Close(); cancel(); <-done }()
-	_ = cli.SetReadDeadline(testwait.Deadline(20 * time.Second))
-
-	readMsg := func(what string) []byte {
-		t.Helper()
-		var hdr [2]byte
-		if _, err := io.ReadFull(cli, hdr[:]); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		if hdr[0] != 0x82 || hdr[1] >= 126 {
-			t.Fatalf("%s: frame header % x, want a short final binary frame", what, hdr)
-		}
-		msg := make([]byte, hdr[1])
-		if _, err := io.ReadFull(cli, msg); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		return msg
-	}
-	// A frame read back: the client is in the hub's send round.
-	s.hub.Publish(frame.Frame{Header: shmring.Header{FrameSeq: 1, Flags: shmring.FlagKeyframe, Codec: shmring.CodecH264}, Payload: []byte{1}})
-	if msg := readMsg("first frame"); msg[0] != wire.TypeVideo {
-		t.Fatalf("first message of type %#x", msg[0])
-	}
-
-	const n = 40
-	for i := range n {
-		if err := nc.Publish("telemetry.burst", fmt.Appendf(nil, `{"i":%d}`, i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	for i := range n {
-		subj, payload, err := wire.ParseTelemetry(readMsg(fmt.Sprintf("message %d", i)))
-		if err != nil || subj != "telemetry.burst" || string(payload) != fmt.Sprintf(`{"i":%d}`, i) {
-			t.Fatalf("message %d: %q %q %v", i, subj, payload, err)
-		}
-	}
-	if d := s.hub.Stats().TelemetryDropped; d != 0 {
-		t.Fatalf("%d telemetry batches dropped, want none", d)
 	}
 }

@@ -1,0 +1,447 @@
+package natsapp
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/sdr-os/sdr-caddy/internal/gate"
+	"github.com/sdr-os/sdr-caddy/internal/relay"
+)
+
+// The process's NATS connections and gates, shared across config reloads.
+var (
+	natsConns = caddy.NewUsagePool()
+	natsGates = caddy.NewUsagePool()
+)
+
+// ConnConfig is how the sdr_nats app connects to NATS: every setting that
+// changes how the process's shared connection, and the embedded server
+// behind it, is built. Its JSON, defaults applied, is the key under which
+// that connection is shared across config reloads.
+type ConnConfig struct {
+	// URLs are the NATS servers to connect to, e.g. "nats://nats:4222".
+	// Empty: run the embedded server and connect to it in-process.
+	URLs []string `json:"urls,omitempty"`
+	// Name is the client connection name the server shows. Default "sdr-caddy".
+	Name string `json:"name,omitempty"`
+	// Credentials is a NATS credentials file (JWT and NKey seed) for an
+	// external server.
+	Credentials string `json:"credentials,omitempty"`
+	// NKeySeed is a file holding an NKey seed to authenticate with.
+	NKeySeed string `json:"nkey_seed,omitempty"`
+	// Token is an authentication token. With the embedded server it is also
+	// the token that server requires.
+	Token string `json:"token,omitempty"`
+	// User and Password authenticate by name. With the embedded server they
+	// are also what that server requires.
+	User     string `json:"user,omitempty"`
+	Password string `json:"password,omitempty"`
+	// TLS configures TLS to an external server.
+	TLS *NATSTLS `json:"tls,omitempty"`
+	// Embedded configures the embedded nats-server used when URLs is empty.
+	// With URLs given it is not used (and a log line says so), so that one
+	// configuration can take an external server from an environment
+	// variable and fall back to the embedded one when it is unset.
+	Embedded *NATSEmbedded `json:"embedded,omitempty"`
+	// ReconnectWaitMax caps the backoff between reconnection attempts
+	// (from 100ms doubling, with jitter). Default 5s.
+	ReconnectWaitMax caddy.Duration `json:"reconnect_wait_max,omitempty"`
+}
+
+// connConfig returns the app's connection settings with the defaults
+// applied; the embedded server's only when no URL is given.
+func (a *NATSApp) connConfig() ConnConfig {
+	p := a.ConnConfig
+	p.Embedded = nil
+	if p.Name == "" {
+		p.Name = "sdr-caddy"
+	}
+	if p.ReconnectWaitMax <= 0 {
+		p.ReconnectWaitMax = caddy.Duration(5 * time.Second)
+	}
+	if len(p.URLs) == 0 {
+		e := NATSEmbedded{}
+		if a.Embedded != nil {
+			e = *a.Embedded
+		}
+		if e.Listen == "" {
+			e.Listen = DefaultNATSListen
+		}
+		p.Embedded = &e
+	}
+	return p
+}
+
+func (p ConnConfig) key() (string, error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return "", fmt.Errorf("sdr_nats: building connection key: %w", err)
+	}
+	return string(b), nil
+}
+
+// natsConn is the shared connection, and the embedded server behind it.
+type natsConn struct {
+	nc     *nats.Conn
+	server *server.Server
+	log    *zap.Logger
+	urls   string
+}
+
+func newNATSConn(p ConnConfig, log *zap.Logger) (*natsConn, error) {
+	c := &natsConn{log: log}
+	maxWait := time.Duration(p.ReconnectWaitMax)
+	opts := []nats.Option{
+		nats.Name(p.Name),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectJitter(0, 0),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			// 100ms doubling up to maxWait, with up to 20% jitter.
+			d := 100 * time.Millisecond
+			for i := 1; i < attempts && d < maxWait; i++ {
+				d *= 2
+			}
+			d = min(d, maxWait)
+			return d + time.Duration(rand.Int64N(int64(d)/5+1))
+		}),
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			natsMetrics.connected.Set(1)
+			log.Info("nats connected", zap.String("server", nc.ConnectedUrlRedacted()))
+		}),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			natsMetrics.connected.Set(0)
+			natsMetrics.disconnects.Inc()
+			log.Warn("nats disconnected; reconnecting", zap.Error(err))
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			natsMetrics.connected.Set(1)
+			natsMetrics.reconnects.Inc()
+			log.Info("nats reconnected", zap.String("server", nc.ConnectedUrlRedacted()))
+		}),
+		nats.ClosedHandler(func(*nats.Conn) {
+			natsMetrics.connected.Set(0)
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			natsMetrics.errors.Inc()
+			if ce := log.Check(zap.DebugLevel, "nats asynchronous error"); ce != nil {
+				subj := ""
+				if sub != nil {
+					subj = sub.Subject
+				}
+				ce.Write(zap.String("subject", subj), zap.Error(err))
+			}
+		}),
+	}
+	if p.Token != "" {
+		opts = append(opts, nats.Token(p.Token))
+	}
+	if p.User != "" {
+		opts = append(opts, nats.UserInfo(p.User, p.Password))
+	}
+	if p.Credentials != "" {
+		opts = append(opts, nats.UserCredentials(p.Credentials))
+	}
+	if p.NKeySeed != "" {
+		o, err := nats.NkeyOptionFromSeed(p.NKeySeed)
+		if err != nil {
+			return nil, fmt.Errorf("reading nkey seed %q: %w", p.NKeySeed, err)
+		}
+		opts = append(opts, o)
+	}
+	if p.TLS != nil {
+		tc, err := natsTLSConfig(p.TLS)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.Secure(tc))
+	}
+
+	url := strings.Join(p.URLs, ",")
+	if p.Embedded != nil {
+		s, err := startEmbeddedNATS(p, log.Named("server"))
+		if err != nil {
+			return nil, err
+		}
+		c.server = s
+		opts = append(opts, nats.InProcessServer(s))
+		url = s.ClientURL()
+	}
+	c.urls = url
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		c.shutdownServer()
+		return nil, fmt.Errorf("connecting to nats %s: %w", url, err)
+	}
+	c.nc = nc
+	if nc.Status() == nats.CONNECTED {
+		natsMetrics.connected.Set(1)
+	} else {
+		log.Warn("nats not reachable yet; retrying in the background", zap.String("urls", url))
+	}
+	return c, nil
+}
+
+func (c *natsConn) describe() string {
+	if c.server != nil {
+		return "embedded " + c.urls
+	}
+	return c.urls
+}
+
+// Destruct closes the connection and stops the embedded server when the
+// last config using them is gone.
+func (c *natsConn) Destruct() error {
+	if c.nc != nil {
+		// Send what is buffered (a last safety message) before closing.
+		if c.nc.Status() == nats.CONNECTED {
+			_ = c.nc.FlushTimeout(time.Second)
+		}
+		c.nc.Close()
+	}
+	c.shutdownServer()
+	natsMetrics.connected.Set(0)
+	return nil
+}
+
+func (c *natsConn) shutdownServer() {
+	if c.server != nil {
+		c.server.Shutdown()
+		c.server.WaitForShutdown()
+		c.server = nil
+	}
+}
+
+func natsTLSConfig(t *NATSTLS) (*tls.Config, error) {
+	tc := &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		ServerName:         t.ServerName,
+		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // opt-in, documented as test-only
+	}
+	if t.CA != "" {
+		pem, err := os.ReadFile(t.CA)
+		if err != nil {
+			return nil, fmt.Errorf("reading nats tls ca %q: %w", t.CA, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("nats tls ca %q holds no PEM certificate", t.CA)
+		}
+		tc.RootCAs = pool
+	}
+	if t.Cert != "" || t.Key != "" {
+		if t.Cert == "" || t.Key == "" {
+			return nil, fmt.Errorf("nats tls needs both cert and key (cert %q, key %q)", t.Cert, t.Key)
+		}
+		cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+		if err != nil {
+			return nil, fmt.Errorf("loading nats tls client certificate %q: %w", t.Cert, err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+func startEmbeddedNATS(p ConnConfig, log *zap.Logger) (*server.Server, error) {
+	e := p.Embedded
+	host, port, err := natsSplitListen(e.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats listen: %w", err)
+	}
+	opts := &server.Options{
+		ServerName:    e.ServerName,
+		Host:          host,
+		Port:          port,
+		NoSigs:        true,
+		Authorization: p.Token,
+		Username:      p.User,
+		Password:      p.Password,
+		JetStream:     e.JetStream,
+		StoreDir:      e.StoreDir,
+	}
+	if e.JetStream && opts.StoreDir == "" {
+		opts.StoreDir = filepath.Join(os.TempDir(), "sdr-caddy-nats-jetstream")
+	}
+	for i, r := range e.LeafRemotes {
+		var urls []*url.URL
+		for _, s := range r.URLs {
+			u, err := url.Parse(s)
+			if err != nil {
+				return nil, fmt.Errorf("embedded nats leaf remote %d url %q: %w", i, s, err)
+			}
+			urls = append(urls, u)
+		}
+		opts.LeafNode.Remotes = append(opts.LeafNode.Remotes, &server.RemoteLeafOpts{URLs: urls, Credentials: r.Credentials})
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("creating embedded nats-server on %s: %w", e.Listen, err)
+	}
+	s.SetLoggerV2(natsServerLogger{log.Sugar()}, false, false, false)
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, fmt.Errorf("embedded nats-server not ready on %s after 10s (is the port in use?)", e.Listen)
+	}
+	log.Info("embedded nats-server listening", zap.String("addr", s.Addr().String()), zap.Bool("jetstream", e.JetStream))
+	return s, nil
+}
+
+// natsServerLogger routes the embedded server's log into Caddy's.
+type natsServerLogger struct{ l *zap.SugaredLogger }
+
+func (n natsServerLogger) Noticef(format string, v ...any) { n.l.Debugf(format, v...) }
+func (n natsServerLogger) Warnf(format string, v ...any)   { n.l.Warnf(format, v...) }
+func (n natsServerLogger) Fatalf(format string, v ...any)  { n.l.Errorf(format, v...) }
+func (n natsServerLogger) Errorf(format string, v ...any)  { n.l.Errorf(format, v...) }
+func (n natsServerLogger) Debugf(format string, v ...any)  { n.l.Debugf(format, v...) }
+func (n natsServerLogger) Tracef(format string, v ...any)  {}
+
+func natsStateName(s nats.Status) string {
+	switch s {
+	case nats.CONNECTED:
+		return "connected"
+	case nats.CONNECTING:
+		return "connecting"
+	case nats.RECONNECTING:
+		return "reconnecting"
+	case nats.DISCONNECTED:
+		return "disconnected"
+	case nats.CLOSED:
+		return "closed"
+	case nats.DRAINING_SUBS, nats.DRAINING_PUBS:
+		return "draining"
+	}
+	return strings.ToLower(s.String())
+}
+
+// natsGateEntry is one stream's gate, its timer goroutine, its own
+// reference to the connection it publishes on, and its subscriptions to the
+// motion commands that others publish.
+type natsGateEntry struct {
+	gate    *gate.Gate
+	cancel  context.CancelFunc
+	done    chan struct{}
+	connKey string
+	nc      *nats.Conn
+	log     *zap.Logger
+
+	mu        sync.Mutex
+	listening bool
+	closed    bool
+	subs      []*nats.Subscription
+}
+
+// natsGateRef is one config's reference to a gate.
+type natsGateRef struct {
+	key    string
+	stream string
+	entry  *natsGateEntry
+}
+
+func newNATSGate(stream string, cfg gate.Config, connKey string, log *zap.Logger) (*natsGateEntry, error) {
+	v, ok, err := natsConns.LoadOrNew(connKey, func() (caddy.Destructor, error) {
+		return nil, fmt.Errorf("nats connection gone")
+	})
+	if err != nil || !ok {
+		return nil, fmt.Errorf("gate of stream %q: taking the nats connection: %w", stream, err)
+	}
+	nc := v.(*natsConn).nc
+	log = log.With(zap.String("stream", stream))
+	g := gate.New(cfg, func(subject string, payload []byte) error {
+		// While disconnected the client buffers this and sends it on
+		// reconnect: a late stop is better than none.
+		return nc.Publish(subject, payload)
+	}, gate.Options{
+		OnArmed: func() {
+			natsMetrics.gateArmed.WithLabelValues(stream).Set(1)
+			log.Info("first video frame: safety gate armed")
+		},
+		OnTransition: func(from, to gate.Mode, stale time.Duration) {
+			natsMetrics.gateMode.WithLabelValues(stream).Set(float64(to))
+			natsMetrics.gateTransitions.WithLabelValues(stream, to.String()).Inc()
+			if to == gate.Armed {
+				log.Info("video back: gate open", zap.String("from", from.String()))
+			} else {
+				log.Warn("video stale: gate closed", zap.String("mode", to.String()), zap.Duration("stale", stale))
+			}
+		},
+		OnError: func(subject string, err error) {
+			log.Error("publishing safety message", zap.String("subject", subject), zap.Error(err))
+		},
+	})
+	natsMetrics.gateMode.WithLabelValues(stream).Set(float64(gate.Armed))
+	natsMetrics.gateArmed.WithLabelValues(stream).Set(0)
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &natsGateEntry{gate: g, cancel: cancel, done: make(chan struct{}), connKey: connKey, nc: nc, log: log}
+	go func() {
+		defer close(e.done)
+		// The gate must keep running: restart its timer after a panic.
+		for ctx.Err() == nil {
+			func() {
+				defer func() {
+					if r := recover(); r != nil {
+						log.Error("gate timer panicked; restarting it", zap.Any("panic", r))
+					}
+				}()
+				g.Run(ctx)
+			}()
+		}
+	}()
+	return e, nil
+}
+
+// listen subscribes the gate to command.genesis.<motion action>, so that a
+// motion command someone else publishes (a script, another service) while
+// there is no video is answered on telemetry.safety.video_gate. It runs
+// once per gate, when an app holding it starts: `caddy validate` provisions
+// apps but starts none, and must not answer on a live bus.
+func (e *natsGateEntry) listen() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.listening || e.closed {
+		return
+	}
+	e.listening = true
+	for _, action := range gate.MotionActions() {
+		subject := relay.CommandPrefix + action
+		sub, err := e.nc.Subscribe(subject, func(m *nats.Msg) { e.gate.Observe(action, m.Data) })
+		if err != nil {
+			e.log.Error("safety gate not listening for motion commands", zap.String("subject", subject), zap.Error(err))
+			continue
+		}
+		e.subs = append(e.subs, sub)
+	}
+}
+
+// Destruct stops the gate's timer and subscriptions and gives back its
+// connection reference.
+func (e *natsGateEntry) Destruct() error {
+	e.mu.Lock()
+	e.closed = true
+	subs := e.subs
+	e.subs = nil
+	e.mu.Unlock()
+	for _, sub := range subs {
+		_ = sub.Unsubscribe()
+	}
+	e.cancel()
+	<-e.done
+	_, err := natsConns.Delete(e.connKey)
+	return err
+}

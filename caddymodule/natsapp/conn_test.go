@@ -1,0 +1,92 @@
+package natsapp
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
+)
+
+// TestNATSEmbeddedJetStreamAndLeaf builds the shared connection the way the
+// app does, with an embedded server that has JetStream on and joins a hub
+// (a real nats-server in the test) as a leaf node: a message published on
+// the hub reaches sdr-caddy's connection, and JetStream answers.
+func TestNATSEmbeddedJetStreamAndLeaf(t *testing.T) {
+	t.Parallel()
+	leafPort := testenv.FreePort(t)
+	hub, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		LeafNode: server.LeafNodeOpts{Host: "127.0.0.1", Port: leafPort},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go hub.Start()
+	defer hub.Shutdown()
+	if !hub.ReadyForConnections(10 * time.Second) {
+		t.Fatal("hub not ready")
+	}
+
+	a := &NATSApp{ConnConfig: ConnConfig{Embedded: &NATSEmbedded{
+		Listen:      fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
+		JetStream:   true,
+		StoreDir:    t.TempDir(),
+		LeafRemotes: []NATSLeafRemote{{URLs: []string{fmt.Sprintf("nats-leaf://127.0.0.1:%d", leafPort)}}},
+	}}}
+	if err := a.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := newNATSConn(a.connConfig(), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Destruct()
+	if c.server == nil || !c.server.JetStreamEnabled() {
+		t.Fatal("embedded server without JetStream")
+	}
+	testwait.For(t, "the embedded server joining the hub as a leaf node", func() bool { return c.server.NumLeafNodes() > 0 })
+
+	got := make(chan *nats.Msg, 4)
+	if _, err := c.nc.ChanSubscribe("telemetry.from.hub", got); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	remote, err := nats.Connect(hub.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remote.Close()
+	// Interest crosses the leaf connection asynchronously: publish until
+	// the message arrives.
+	deadline := time.Now().Add(testwait.Timeout(10 * time.Second))
+	for received := false; !received; {
+		_ = remote.Publish("telemetry.from.hub", []byte("hi"))
+		select {
+		case m := <-got:
+			received = string(m.Data) == "hi"
+		case <-time.After(100 * time.Millisecond):
+		}
+		if !received && time.Now().After(deadline) {
+			t.Fatal("message from the hub did not reach the embedded server within 10s")
+		}
+	}
+
+	js, err := c.nc.JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.AddStream(&nats.StreamConfig{Name: "SDR", Subjects: []string{"rec.>"}}); err != nil {
+		t.Fatalf("JetStream on the embedded server: %v", err)
+	}
+	if _, err := js.Publish("rec.x", []byte("1")); err != nil {
+		t.Fatalf("JetStream publish: %v", err)
+	}
+}

@@ -1,0 +1,328 @@
+package natsapp
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/gorilla/websocket"
+	"go.uber.org/zap"
+
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
+	"github.com/sdr-os/sdr-caddy/internal/gate"
+	"github.com/sdr-os/sdr-caddy/internal/origin"
+	"github.com/sdr-os/sdr-caddy/internal/wire"
+)
+
+func init() {
+	caddy.RegisterModule(new(NATSHandler))
+	httpcaddyfile.RegisterHandlerDirective("sdr_nats", sdrcaddyfile.ParseHandler[NATSHandler])
+	httpcaddyfile.RegisterDirectiveOrder("sdr_nats", httpcaddyfile.Before, "reverse_proxy")
+}
+
+// NATSHandler is `http.handlers.sdr_nats`: the telemetry relay and command
+// path of /stream/ws on a WebSocket route of its own, without video, for
+// dashboards and second operators. Telemetry arrives as 0x02 messages;
+// 0x04 commands go to NATS through the same checks, rate limit and safety
+// gate as on /stream/ws. Requests that are not WebSocket upgrades pass to
+// the next handler.
+type NATSHandler struct {
+	// Stream names the stream whose safety gate filters motion commands.
+	// Default "default".
+	Stream string `json:"stream,omitempty"`
+	// Origins are the browser origins (scheme://host[:port], "*"
+	// wildcards allowed; "*" alone: any) trusted to send commands besides
+	// the page's own host on any port, the host a proxy names in
+	// X-Forwarded-Host, loopback origins and clients that send no Origin
+	// (SDR_ALLOWED_ORIGINS). Every origin may connect and read telemetry;
+	// a connection from another origin has each command answered
+	// `rejected` ("origin ... not allowed").
+	Origins []string `json:"origins,omitempty"`
+	// SendBuffer is how many messages may wait for one slow client before
+	// telemetry for it is dropped. Default 256.
+	SendBuffer int `json:"send_buffer,omitempty"`
+	// WriteTimeout bounds each write to a client. Default 10s.
+	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
+
+	app      *NATSApp
+	gate     *gate.Gate
+	log      *zap.Logger
+	upgrader websocket.Upgrader
+	origins  *origin.Policy
+
+	mu      sync.Mutex
+	conns   map[*websocket.Conn]struct{}
+	closing bool
+	wg      sync.WaitGroup
+}
+
+// natsMaxCommand bounds one client message: a 0x04 command is small JSON.
+const natsMaxCommand = 64 << 10
+
+// CaddyModule returns the Caddy module information.
+func (*NATSHandler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.sdr_nats",
+		New: func() caddy.Module { return new(NATSHandler) },
+	}
+}
+
+// Provision finds the sdr_nats app and the stream's gate. Without the
+// sdr_nats global option the app is loaded with its defaults (the embedded
+// server on 127.0.0.1:4222).
+func (h *NATSHandler) Provision(ctx caddy.Context) error {
+	h.log = ctx.Logger()
+	h.conns = map[*websocket.Conn]struct{}{}
+	if h.Stream == "" {
+		h.Stream = "default"
+	}
+	if h.SendBuffer <= 0 {
+		h.SendBuffer = 256
+	}
+	if h.WriteTimeout <= 0 {
+		h.WriteTimeout = caddy.Duration(10 * time.Second)
+	}
+	if err := h.Validate(); err != nil {
+		return err
+	}
+	origins, err := origin.NewPolicy(h.Origins)
+	if err != nil {
+		return fmt.Errorf("sdr_nats handler: %w", err)
+	}
+	h.origins = origins
+	appIface, err := ctx.AppIfConfigured("sdr_nats")
+	if errors.Is(err, caddy.ErrNotConfigured) {
+		appIface, err = ctx.App("sdr_nats")
+	}
+	if err != nil {
+		return fmt.Errorf("sdr_nats handler: getting the sdr_nats app: %w", err)
+	}
+	app, ok := appIface.(*NATSApp)
+	if !ok {
+		return fmt.Errorf("sdr_nats handler: app sdr_nats is %T, not *NATSApp", appIface)
+	}
+	h.app = app
+	h.gate, err = app.gate(h.Stream)
+	if err != nil {
+		return err
+	}
+	h.upgrader = websocket.Upgrader{
+		ReadBufferSize:  4096,
+		WriteBufferSize: 16 << 10,
+		// Every origin may connect; commands are judged (h.origins).
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	return nil
+}
+
+// Validate checks the configuration.
+func (h *NATSHandler) Validate() error {
+	for _, o := range h.Origins {
+		if err := origin.Validate(o); err != nil {
+			return fmt.Errorf("sdr_nats handler: %w", err)
+		}
+	}
+	return nil
+}
+
+// Cleanup closes the WebSocket connections this handler still holds.
+func (h *NATSHandler) Cleanup() error {
+	h.mu.Lock()
+	h.closing = true
+	conns := make([]*websocket.Conn, 0, len(h.conns))
+	for c := range h.conns {
+		conns = append(conns, c)
+	}
+	h.mu.Unlock()
+	for _, c := range conns {
+		_ = c.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.CloseGoingAway, "server reloading"),
+			time.Now().Add(time.Second))
+		_ = c.Close()
+	}
+	h.wg.Wait()
+	return nil
+}
+
+// ServeHTTP upgrades to WebSocket and relays until the client goes away.
+func (h *NATSHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if !websocket.IsWebSocketUpgrade(r) {
+		return next.ServeHTTP(w, r)
+	}
+	h.mu.Lock()
+	closing := h.closing
+	h.mu.Unlock()
+	if closing {
+		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("sdr_nats handler is shutting down"))
+	}
+	trust := h.origins.Judge(r)
+	conn, err := h.upgrader.Upgrade(natsHijacker{w}, r, nil)
+	if err != nil {
+		// The upgrader has answered the client already.
+		if ce := h.log.Check(zap.DebugLevel, "websocket upgrade failed"); ce != nil {
+			ce.Write(zap.Error(err))
+		}
+		return nil
+	}
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		_ = conn.Close()
+		return nil
+	}
+	h.conns[conn] = struct{}{}
+	h.wg.Add(1)
+	h.mu.Unlock()
+	natsMetrics.wsClients.Inc()
+	defer func() {
+		natsMetrics.wsClients.Dec()
+		h.mu.Lock()
+		delete(h.conns, conn)
+		h.mu.Unlock()
+		h.wg.Done()
+	}()
+	h.serveClient(conn, trust)
+	return nil
+}
+
+// serveClient runs one client: telemetry into a bounded queue drained by a
+// writer goroutine, commands from the read loop, answered to this client
+// alone (all refused when its connection got an untrusted verdict).
+func (h *NATSHandler) serveClient(conn *websocket.Conn, trust origin.Verdict) {
+	defer conn.Close()
+	rl := h.app.Relay()
+	session := rl.Session(h.gate, h.gate.CodecChanging, trust)
+	out := make(chan []byte, h.SendBuffer)
+	replies := make(chan []byte, 16)
+	done := make(chan struct{})
+	cancel := rl.SubscribeTelemetry(func(m []byte) {
+		select {
+		case out <- m:
+		default:
+			natsMetrics.wsDropped.Inc()
+		}
+	})
+	defer cancel()
+
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		defer conn.Close() // unblocks the reader when a write fails
+		ping := time.NewTicker(30 * time.Second)
+		defer ping.Stop()
+		wt := time.Duration(h.WriteTimeout)
+		for {
+			var m []byte
+			select {
+			case <-done:
+				return
+			case m = <-replies:
+			case m = <-out:
+			case <-ping.C:
+				if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wt)); err != nil {
+					return
+				}
+				continue
+			}
+			_ = conn.SetWriteDeadline(time.Now().Add(wt))
+			if err := conn.WriteMessage(websocket.BinaryMessage, m); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(done)
+		<-writerDone
+	}()
+
+	conn.SetReadLimit(natsMaxCommand)
+	for {
+		typ, msg, err := conn.ReadMessage()
+		if err != nil {
+			return
+		}
+		if typ != websocket.BinaryMessage || len(msg) == 0 || msg[0] != wire.TypeCommand {
+			continue // only 0x04 is for us; signaling has no peer here
+		}
+		if reply := session.Command(msg[1:]); reply != nil {
+			select {
+			case replies <- reply:
+			default:
+				// A client that floods commands faster than it reads its
+				// acks loses acks, not the connection.
+			}
+		}
+	}
+}
+
+// natsHijacker lets gorilla/websocket hijack a ResponseWriter that Caddy's
+// middleware wrapped: gorilla asserts http.Hijacker, the wrappers offer
+// Unwrap, which http.ResponseController follows.
+type natsHijacker struct{ http.ResponseWriter }
+
+func (h natsHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(h.ResponseWriter).Hijack()
+}
+
+func (h natsHijacker) Unwrap() http.ResponseWriter { return h.ResponseWriter }
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	sdr_nats [<matcher>] {
+//	    stream <name>              # whose safety gate applies; default "default"
+//	    origins [<origin...>|*]   # trusted to command; none: own host and loopback
+//	    send_buffer <messages>
+//	    write_timeout <duration>
+//	}
+func (h *NATSHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return sdrcaddyfile.EachSubdirective(d, "subdirective", func(key string) error {
+		var err error
+		switch key {
+		case "stream":
+			h.Stream, err = sdrcaddyfile.ReadArgs(d).One()
+		case "origins":
+			// No value (an empty {$SDR_ALLOWED_ORIGINS}): none listed.
+			h.Origins = natsSplitArgs(d.RemainingArgs())
+			for _, o := range h.Origins {
+				if err := origin.Validate(o); err != nil {
+					return d.Err(err.Error())
+				}
+			}
+		case "send_buffer":
+			h.SendBuffer, err = sdrcaddyfile.ReadArgs(d).PositiveInt()
+		case "write_timeout":
+			var s string
+			if s, err = sdrcaddyfile.ReadArgs(d).One(); err == nil {
+				v, perr := caddy.ParseDuration(s)
+				if perr != nil || v <= 0 {
+					return d.Errf("write_timeout: %q is not a positive duration", s)
+				}
+				h.WriteTimeout = caddy.Duration(v)
+			}
+		default:
+			return d.Errf("unknown subdirective %q", key)
+		}
+		return err
+	})
+}
+
+// Interface guards.
+var (
+	_ caddyhttp.MiddlewareHandler = (*NATSHandler)(nil)
+	_ caddy.Provisioner           = (*NATSHandler)(nil)
+	_ caddy.Validator             = (*NATSHandler)(nil)
+	_ caddy.CleanerUpper          = (*NATSHandler)(nil)
+	_ caddyfile.Unmarshaler       = (*NATSHandler)(nil)
+)

@@ -1,0 +1,47 @@
+package stream
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/moduletest"
+)
+
+func TestStreamValidate(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		s    *Stream
+		err  string
+	}{
+		{"defaults", &Stream{}, ""},
+		{"shm", &Stream{Source: &StreamSource{SHM: &SHMSource{Path: "/x", Size: 4096}}}, ""},
+		{"two sources", &Stream{Source: &StreamSource{SHM: &SHMSource{}, Encoder: "cam"}}, "set exactly one"},
+		{"no source", &Stream{Source: &StreamSource{}}, "set exactly one"},
+		{"tiny ring", &Stream{Source: &StreamSource{SHM: &SHMSource{Size: 10}}}, "shm size 10"},
+		{"negative timeout", &Stream{IDRTimeout: caddy.Duration(-1)}, "idr_timeout is negative"},
+		{"negative depth", &Stream{QueueDepth: -1}, "queue_depth is negative"},
+	} {
+		moduletest.CheckError(t, tc.name, tc.s.Validate(), tc.err)
+	}
+}
+
+// A bad config is refused before Provision opens anything, and Cleanup
+// after the failed Provision releases nothing it did not take.
+func TestStreamProvisionRefusesBadConfig(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+	defer cancel()
+	s := &Stream{Source: &StreamSource{SHM: &SHMSource{Path: "/nonexistent"}, Encoder: "cam"}}
+	if err := s.Provision(ctx); err == nil || !strings.Contains(err.Error(), "set exactly one") {
+		t.Fatalf("Provision: %v", err)
+	}
+	if s.source != nil {
+		t.Fatal("Provision took a source before refusing the config")
+	}
+	if err := s.Cleanup(); err != nil {
+		t.Fatalf("Cleanup after a failed Provision: %v", err)
+	}
+}
