@@ -38,7 +38,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/sdr-os/sdr-caddy/bench/internal/host"
-	"github.com/sdr-os/sdr-caddy/tests/browser"
+	"github.com/sdr-os/sdr-caddy/internal/chromium"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -65,7 +65,7 @@ func main() {
 var dumpPath string
 
 func run(resolution string, fps, frames, warmup int) (string, error) {
-	if err := browser.Available(); err != nil {
+	if err := chromium.Available(); err != nil {
 		return "", err
 	}
 	bin := os.Getenv("SDR_CADDY_BIN")
@@ -149,7 +149,7 @@ http://127.0.0.1:%d {
 	wsDone := make(chan error, 1)
 	go func() { wsDone <- receiveAges(wsCtx, "ws://"+base+"/stream/ws", wsAges) }()
 
-	d, err := browser.Start(ctx, filepath.Join(dir, "profile"))
+	d, err := chromium.Start(ctx, filepath.Join(dir, "profile"), 10*time.Second)
 	if err != nil {
 		return "", err
 	}
@@ -200,7 +200,7 @@ http://127.0.0.1:%d {
 	dropped := after.Dropped - before.Dropped
 	missed := after.Missed - before.Missed
 	fmt.Printf("browser benchmark: %s at %d fps (libx264 via sdr-testsrc, GOP %d), chromium %s software decoding, %d frames after %d warm-up\n",
-		resolution, fps, fps, browser.Chromium, frames, warmup)
+		resolution, fps, fps, chromium.Path, frames, warmup)
 	fmt.Printf("  commit -> VideoDecoder output         p50 %6.2f ms  p95 %6.2f ms  max %6.2f ms  (target p95 <= %.1f ms = 1.5 frame intervals)\n",
 		p50, p95, pmax, 1500/float64(fps))
 	fmt.Printf("  then drawImage onto the canvas        %6.2f ms (smoothed)\n", after.DrawMs)

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sdr-os/sdr-caddy/internal/chromium"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
@@ -25,7 +26,7 @@ import (
 // in 5 s; the edge answers OK at /health and the admin listener serves
 // metrics. A screenshot of the page is kept in tests/artifacts.
 func TestDemo(t *testing.T) {
-	if err := Available(); err != nil {
+	if err := chromium.Available(); err != nil {
 		t.Skipf("browser tests need chromium and tests/node: %v", err)
 	}
 	bin := testenv.CaddyBin(t)

@@ -3,15 +3,18 @@ package browser
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sdr-os/sdr-caddy/internal/chromium"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
@@ -36,13 +39,13 @@ func artifacts(t testing.TB) string {
 
 // startBrowser starts chromium with a fresh profile, or skips the test when
 // chromium, node or playwright-core is missing.
-func startBrowser(t *testing.T) *Driver {
+func startBrowser(t *testing.T) *chromium.Driver {
 	t.Helper()
-	if err := Available(); err != nil {
+	if err := chromium.Available(); err != nil {
 		t.Skipf("browser tests need chromium and tests/node: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := Start(ctx, t.TempDir())
+	d, err := chromium.Start(ctx, t.TempDir(), testwait.Timeout(10*time.Second))
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -194,7 +197,7 @@ func (e *edge) start(t *testing.T) {
 }
 
 // openPlayer opens url in page name and waits for its first decoded frame.
-func openPlayer(t *testing.T, d *Driver, name, url string) Stats {
+func openPlayer(t *testing.T, d *chromium.Driver, name, url string) chromium.Stats {
 	t.Helper()
 	if err := d.Do("open", map[string]any{"name": name, "url": url}, nil); err != nil {
 		t.Fatal(err)
@@ -204,11 +207,11 @@ func openPlayer(t *testing.T, d *Driver, name, url string) Stats {
 }
 
 // waitFrames waits until the page has decoded count frames in all.
-func waitFrames(t *testing.T, d *Driver, name string, count int, timeout time.Duration) Stats {
+func waitFrames(t *testing.T, d *chromium.Driver, name string, count int, timeout time.Duration) chromium.Stats {
 	t.Helper()
 	var r struct {
-		Reached bool  `json:"reached"`
-		Stats   Stats `json:"stats"`
+		Reached bool           `json:"reached"`
+		Stats   chromium.Stats `json:"stats"`
 	}
 	if err := d.Do("waitFrames", map[string]any{"name": name, "count": count, "timeoutMs": ms(timeout)}, &r); err != nil {
 		t.Fatal(err)
@@ -223,7 +226,7 @@ func waitFrames(t *testing.T, d *Driver, name string, count int, timeout time.Du
 // waitBanner): testwait.Timeout(d) in milliseconds.
 func ms(d time.Duration) int64 { return testwait.Timeout(d).Milliseconds() }
 
-func consoleLines(d *Driver, name string) string {
+func consoleLines(d *chromium.Driver, name string) string {
 	var r struct {
 		Lines []string `json:"lines"`
 	}
@@ -233,7 +236,7 @@ func consoleLines(d *Driver, name string) string {
 	return strings.Join(r.Lines, "\n")
 }
 
-func screenshot(t *testing.T, d *Driver, name, file string) string {
+func screenshot(t *testing.T, d *chromium.Driver, name, file string) string {
 	t.Helper()
 	path := filepath.Join(artifacts(t), file)
 	if err := d.Do("screenshot", map[string]any{"name": name, "path": path}, nil); err != nil {
@@ -243,7 +246,7 @@ func screenshot(t *testing.T, d *Driver, name, file string) string {
 	return path
 }
 
-func evalJS[T any](t *testing.T, d *Driver, name, expr string) T {
+func evalJS[T any](t *testing.T, d *chromium.Driver, name, expr string) T {
 	t.Helper()
 	var r struct {
 		Value T `json:"value"`
@@ -252,4 +255,16 @@ func evalJS[T any](t *testing.T, d *Driver, name, expr string) T {
 		t.Fatal(err)
 	}
 	return r.Value
+}
+
+// lockedWriter serializes writes to w and the reads the test makes of it.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
