@@ -23,9 +23,9 @@ import (
 
 	"github.com/sdr-os/sdr-caddy/internal/testpattern"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
-	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/nvenc"
 	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/shmring/shmringtest"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -147,24 +147,6 @@ func dialVideo(t *testing.T, url string) *websocket.Conn {
 	return c
 }
 
-func readVideo(t *testing.T, c *websocket.Conn) (shmring.Header, []byte) {
-	t.Helper()
-	for {
-		_, msg, err := c.ReadMessage()
-		if err != nil {
-			t.Fatalf("reading video: %v", err)
-		}
-		if len(msg) == 0 || msg[0] != wire.TypeVideo {
-			continue
-		}
-		h, p, err := wire.ParseVideo(msg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return h, p
-	}
-}
-
 func lumaPSNR(a []byte, as int, b []byte, bs, w, h int) float64 {
 	var se float64
 	for y := 0; y < h; y++ {
@@ -234,7 +216,7 @@ http://127.0.0.1:%[2]d {
 		}
 		defer dec.Close()
 		for i := 0; i < n; i++ {
-			h, p := readVideo(t, c)
+			h, p := shmringtest.ReadVideo(t, c)
 			if h.Codec != codec || h.CRC32 != shmring.Checksum(p) || (i == 0 && !h.Keyframe()) {
 				t.Fatalf("%s frame %d: header %+v", codec, i, h)
 			}
