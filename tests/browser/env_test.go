@@ -3,18 +3,16 @@ package browser
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sdr-os/sdr-caddy/internal/chromium"
+	"github.com/sdr-os/sdr-caddy/internal/harness"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
@@ -60,11 +58,7 @@ func startBrowser(t *testing.T) *chromium.Driver {
 }
 
 // source is a running `caddy sdr-testsrc`.
-type source struct {
-	cmd    *exec.Cmd
-	out    *strings.Builder
-	exited chan struct{}
-}
+type source struct{ *harness.Process }
 
 // startSource runs `caddy sdr-testsrc --path ring` with the test picture
 // size and rate and extra flags, and waits until the ring file exists.
@@ -72,57 +66,17 @@ func startSource(t *testing.T, ring string, extra ...string) *source {
 	t.Helper()
 	args := append([]string{"sdr-testsrc", "--path", ring, "--resolution", testResolution,
 		"--fps", fmt.Sprint(testFPS)}, extra...)
-	cmd := exec.Command(testenv.CaddyBin(t), args...)
-	s := &source{cmd: cmd, out: &strings.Builder{}, exited: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = &lockedWriter{w: s.out}, &lockedWriter{w: s.out}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = cmd.Wait(); close(s.exited) }()
-	t.Cleanup(func() {
-		s.stop(t)
-		if t.Failed() {
-			t.Logf("sdr-testsrc output:\n%s", s.output())
-		}
-	})
-	gone := false
-	created := testwait.Until(20*time.Second, func() bool {
-		select {
-		case <-s.exited:
-			gone = true
-			return true
-		default:
-		}
-		_, err := os.Stat(ring)
-		return err == nil
-	})
-	switch {
-	case gone:
-		t.Fatalf("sdr-testsrc exited at start:\n%s", s.output())
-	case !created:
-		t.Fatalf("sdr-testsrc did not create %s in %s:\n%s", ring, testwait.Timeout(20*time.Second), s.output())
-	}
+	s := &source{testenv.Start(t, "sdr-testsrc", exec.Command(testenv.CaddyBin(t), args...), 10*time.Second)}
+	testenv.WaitReady(t, s.Process, 20*time.Second, func(context.Context) error { _, err := os.Stat(ring); return err })
 	return s
-}
-
-func (s *source) output() string {
-	lw := s.cmd.Stdout.(*lockedWriter)
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	return s.out.String()
 }
 
 // stop ends the source with SIGTERM and waits; the time it returns is
 // after the last frame was committed.
 func (s *source) stop(t *testing.T) time.Time {
 	t.Helper()
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-testwait.After(10 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-		t.Errorf("sdr-testsrc ignored SIGTERM for 10s")
+	if err := s.Stop(testwait.Timeout(10 * time.Second)); err != nil {
+		t.Error(err)
 	}
 	return time.Now()
 }
@@ -255,16 +209,4 @@ func evalJS[T any](t *testing.T, d *chromium.Driver, name, expr string) T {
 		t.Fatal(err)
 	}
 	return r.Value
-}
-
-// lockedWriter serializes writes to w and the reads the test makes of it.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

@@ -113,20 +113,7 @@ with open(%q, "rb") as f:
 w.close()
 `, filepath.Join(testenv.Root(), "tests", "python"), filepath.Join(dir, "ids.json"), path,
 		rawW, rawH, rawW, rawH, rawW, filepath.Join(dir, "frames.yuv"))
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, "python3", "-c", script)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("python writer output:\n%s", out.String())
-		}
-	})
+	testenv.Start(t, "python writer", exec.Command("python3", "-c", script), 5*time.Second)
 	return stamps
 }
 

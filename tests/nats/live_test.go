@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 
+	"github.com/sdr-os/sdr-caddy/internal/harness"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/shmring/shmringtest"
@@ -32,7 +32,7 @@ var simulator = shmringtest.Cadence{Period: 33 * time.Millisecond, GOP: 30, Size
 type natsServer struct {
 	t    *testing.T
 	port int
-	cmd  *exec.Cmd
+	proc *harness.Process
 }
 
 func startNATSServer(t *testing.T, port int) *natsServer {
@@ -47,17 +47,17 @@ func (s *natsServer) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.
 
 func (s *natsServer) Start() {
 	s.t.Helper()
-	s.cmd = testenv.StartNATSProcess(s.t, "nats-server", fmt.Sprintf("127.0.0.1:%d", s.port), 10*time.Second,
+	s.proc = testenv.StartNATSProcess(s.t, "nats-server", fmt.Sprintf("127.0.0.1:%d", s.port), 10*time.Second,
 		"-a", "127.0.0.1", "-p", fmt.Sprint(s.port))
 }
 
 // Kill stops the server at once, as a crash would.
 func (s *natsServer) Kill() {
-	if s.cmd == nil {
+	if s.proc == nil {
 		return
 	}
-	testenv.KillGroup(s.cmd)
-	s.cmd = nil
+	s.proc.Kill()
+	s.proc = nil
 }
 
 // metric reads one sample from the admin endpoint's Prometheus metrics.
