@@ -25,7 +25,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"os"
@@ -248,7 +247,7 @@ func run(n, rate, cmdRate int, warmup, window, segment, linger time.Duration, ho
 	}()
 	defer func() { close(stopWriter); writerDone.Wait() }()
 
-	natsPort, httpPort := freePort(), freePort()
+	natsPort, httpPort := harness.MustFreePort(), harness.MustFreePort()
 	srv, err := startCaddy(dir, fmt.Sprintf(`{
 	admin {$SDR_TEST_ADMIN}
 	sdr_nats {
@@ -565,13 +564,4 @@ func startCaddy(dir, caddyfile string) (*caddyProc, error) {
 		return nil, fmt.Errorf("%w\n%s", err, p.Output())
 	}
 	return p, nil
-}
-
-// freePort is harness.FreePort for set-up code, where no port is fatal.
-func freePort() int {
-	p, err := harness.FreePort()
-	if err != nil {
-		log.Fatal(err)
-	}
-	return p
 }

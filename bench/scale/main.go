@@ -115,7 +115,7 @@ func run(clients int, window, warmup time.Duration, fps, gop int) error {
 
 	// Single node.
 	single, err := func() (result, error) {
-		port := freePort()
+		port := harness.MustFreePort()
 		p, err := startCaddy(bin, dir, "single", fmt.Sprintf(`{
 	admin %s
 }
@@ -148,7 +148,7 @@ http://127.0.0.1:%d {
 			return result{}, err
 		}
 		servers := append([]*proc(nil), nodes...)
-		originPort := freePort()
+		originPort := harness.MustFreePort()
 		origin, err := startCaddy(bin, dir, "origin", fmt.Sprintf(`{
 	admin %s
 	sdr_nats {
@@ -172,7 +172,7 @@ http://127.0.0.1:%d {
 		servers = append(servers, origin)
 		var urls []string
 		for i := 1; i <= 2; i++ {
-			port := freePort()
+			port := harness.MustFreePort()
 			e, err := startCaddy(bin, dir, fmt.Sprintf("edge%d", i), fmt.Sprintf(`{
 	admin %s
 	sdr_nats {
@@ -316,16 +316,7 @@ func start(name string, dir string, port int, bin string, args ...string) (*proc
 	return p, nil
 }
 
-// freePort is harness.FreePort for set-up code, where no port is fatal.
-func freePort() int {
-	p, err := harness.FreePort()
-	if err != nil {
-		log.Fatal(err)
-	}
-	return p
-}
-
-func adminAddr() string { return fmt.Sprintf("127.0.0.1:%d", freePort()) }
+func adminAddr() string { return fmt.Sprintf("127.0.0.1:%d", harness.MustFreePort()) }
 
 // counters prints the stream's loss counters of a caddy process: ring gaps
 // at a reader, NATS gaps and held frames at an edge, lag skips.
@@ -370,7 +361,7 @@ func startCluster(bin, dir string) ([]*proc, error) {
 	var ports, cports []int
 	var routes []string
 	for range 3 {
-		ports, cports = append(ports, freePort()), append(cports, freePort())
+		ports, cports = append(ports, harness.MustFreePort()), append(cports, harness.MustFreePort())
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", cports[len(cports)-1]))
 	}
 	var nodes []*proc

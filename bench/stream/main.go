@@ -292,10 +292,10 @@ func (b *bench) run(sys string, n int) (*result, error) {
 	var target, kind = "", "ws"
 	switch sys {
 	case "ours", "twohop":
-		port := freePort()
+		port := harness.MustFreePort()
 		admin := "off"
 		if sys == "ours" { // profiles and the hub's counters
-			b.adminPort = freePort()
+			b.adminPort = harness.MustFreePort()
 			admin = fmt.Sprintf("127.0.0.1:%d", b.adminPort)
 		}
 		p, err := b.caddy(port, fmt.Sprintf("\thandle /stream/* {\n\t\tsdr_stream {\n\t\t\tsource shm %s %d\n\t\t}\n\t}", b.ringPath, ringSize), admin)
@@ -305,7 +305,7 @@ func (b *bench) run(sys string, n int) (*result, error) {
 		procs = append(procs, p)
 		target = fmt.Sprintf("ws://127.0.0.1:%d/stream/ws", port)
 		if sys == "twohop" {
-			front := freePort()
+			front := harness.MustFreePort()
 			p2, err := b.caddy(front, fmt.Sprintf("\treverse_proxy 127.0.0.1:%d", port), "off")
 			if err != nil {
 				return nil, err
@@ -315,7 +315,7 @@ func (b *bench) run(sys string, n int) (*result, error) {
 		}
 	case "nats":
 		kind = "nats"
-		port, wsPort := freePort(), freePort()
+		port, wsPort := harness.MustFreePort(), harness.MustFreePort()
 		conf := filepath.Join(b.dir, "nats.conf")
 		if err := os.WriteFile(conf, []byte(fmt.Sprintf("listen: \"127.0.0.1:%d\"\nmax_payload: 2MB\nwebsocket {\n  listen: \"127.0.0.1:%d\"\n  no_tls: true\n  compression: false\n}\n", port, wsPort)), 0o644); err != nil {
 			return nil, err
@@ -486,13 +486,4 @@ func percentiles(us []int32) (p50, p99, p999 float64) {
 	slices.Sort(us)
 	at := func(q float64) float64 { return float64(us[min(len(us)-1, int(q*float64(len(us))))]) / 1000 }
 	return at(0.50), at(0.99), at(0.999)
-}
-
-// freePort is harness.FreePort for set-up code, where no port is fatal.
-func freePort() int {
-	p, err := harness.FreePort()
-	if err != nil {
-		log.Fatal(err)
-	}
-	return p
 }

@@ -12,6 +12,16 @@ import (
 // on one port).
 func FreePort() (int, error) { return ports.next(kernelPort) }
 
+// MustFreePort is FreePort for a benchmark's set-up, where no free port is
+// fatal: it panics.
+func MustFreePort() int {
+	p, err := FreePort()
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
+
 // kernelPort is a port the kernel picks for a loopback listener, closed
 // again at once.
 func kernelPort() (int, error) {
