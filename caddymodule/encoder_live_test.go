@@ -14,30 +14,11 @@ import (
 
 	"github.com/sdr-os/sdr-caddy/internal/testpattern"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
-	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/nvenc"
 	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/shmring/shmringtest"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
-
-// encoderReadVideo reads the next VIDEO message within the deadline.
-func encoderReadVideo(t *testing.T, c *websocket.Conn) (shmring.Header, []byte) {
-	t.Helper()
-	for {
-		_, msg, err := c.ReadMessage()
-		if err != nil {
-			t.Fatalf("reading video: %v", err)
-		}
-		if len(msg) == 0 || msg[0] != wire.TypeVideo {
-			continue
-		}
-		h, p, err := wire.ParseVideo(msg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return h, p
-	}
-}
 
 // TestEncoderLivePatternToStream runs the sdr_encoder app with the test
 // pattern as the source of an sdr_stream, with embedded NATS: a WebSocket
@@ -104,7 +85,7 @@ func TestEncoderLivePatternToStream(t *testing.T) {
 	defer dec.Close()
 	// The client starts at a keyframe and decodes every frame at once.
 	for i := 0; i < 10; i++ {
-		h, p := encoderReadVideo(t, c)
+		h, p := shmringtest.ReadVideo(t, c)
 		if i == 0 && !h.Keyframe() {
 			t.Fatalf("first frame is not a keyframe: %+v", h)
 		}
@@ -127,7 +108,7 @@ func TestEncoderLivePatternToStream(t *testing.T) {
 	}
 	gotKey := false
 	for i := 0; i < 30 && !gotKey; i++ {
-		h, _ := encoderReadVideo(t, c)
+		h, _ := shmringtest.ReadVideo(t, c)
 		gotKey = h.Keyframe()
 	}
 	if !gotKey {
@@ -140,7 +121,7 @@ func TestEncoderLivePatternToStream(t *testing.T) {
 	}
 	switched := false
 	for i := 0; i < 60 && !switched; i++ {
-		h, p := encoderReadVideo(t, c)
+		h, p := shmringtest.ReadVideo(t, c)
 		if h.Codec == shmring.CodecJPEG {
 			switched = true
 			if !h.Keyframe() || len(p) < 2 || p[0] != 0xff || p[1] != 0xd8 {

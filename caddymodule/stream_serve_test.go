@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,56 +17,11 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 
-	"github.com/sdr-os/sdr-caddy/caddymodule/internal/moduletest"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
-	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/shmring/shmringtest"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
-
-// streamWriter plays the simulator: it commits frames into a real ring.
-type streamWriter struct {
-	w   *shmring.Writer
-	mu  sync.Mutex
-	seq uint64
-}
-
-func newStreamWriter(t *testing.T, path string) *streamWriter {
-	t.Helper()
-	return &streamWriter{w: moduletest.CreateRing(t, path, 1<<20)}
-}
-
-// write commits one frame and returns its frame_seq.
-func (s *streamWriter) write(t *testing.T, key bool, size int) uint64 {
-	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.seq++
-	h := shmring.Header{FrameSeq: s.seq, Codec: shmring.CodecH264}
-	if key {
-		h.Flags = shmring.FlagKeyframe
-	}
-	payload := make([]byte, size)
-	payload[0] = byte(s.seq)
-	if _, err := s.w.WriteFrame(h, payload); err != nil {
-		t.Fatal(err)
-	}
-	return s.seq
-}
-
-// run writes frames every period (a keyframe every gop) until ctx ends.
-func (s *streamWriter) run(ctx context.Context, t *testing.T, period time.Duration, gop int) {
-	tick := time.NewTicker(period)
-	defer tick.Stop()
-	for i := 0; ; i++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		s.write(t, gop > 0 && i%gop == 0, 2000)
-	}
-}
 
 func streamDial(t *testing.T, url string, hdr http.Header) *websocket.Conn {
 	t.Helper()
@@ -92,10 +46,10 @@ func waitHealth(t *testing.T, url string, ok func(map[string]any) bool) map[stri
 
 // startStream runs Caddy with one sdr_stream at /stream/* on a new ring,
 // with the extra subdirectives given, and returns the ring's writer.
-func startStream(t *testing.T, extra string) *streamWriter {
+func startStream(t *testing.T, extra string) *shmringtest.Writer {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "frames")
-	w := newStreamWriter(t, path)
+	w := shmringtest.NewWriter(t, path, 1<<20)
 	localhostTester(t, fmt.Sprintf(`
 	http://localhost:9080 {
 		handle /stream/* {
@@ -113,17 +67,17 @@ func TestStreamServeGOPStartAndHealth(t *testing.T) {
 	health := "http://localhost:9080/stream/health"
 	// A keyframe and two deltas, each taken by the reader before the next.
 	for i := range 3 {
-		seq := w.write(t, i == 0, 1000+i)
+		seq := w.Write(t, i == 0, 1000+i)
 		waitHealth(t, health, func(h map[string]any) bool { return h["shm_seq"] == float64(seq) })
 	}
 	c := streamDial(t, "ws://localhost:9080/stream/ws", nil)
 	for want := uint64(1); want <= 3; want++ {
-		if h := testenv.ReadVideo(t, c); h.FrameSeq != want {
+		if h, _ := shmringtest.ReadVideo(t, c); h.FrameSeq != want {
 			t.Fatalf("joining client got frame %d, want %d (the current GOP from its keyframe)", h.FrameSeq, want)
 		}
 	}
-	w.write(t, false, 10)
-	if h := testenv.ReadVideo(t, c); h.FrameSeq != 4 {
+	w.Write(t, false, 10)
+	if h, _ := shmringtest.ReadVideo(t, c); h.FrameSeq != 4 {
 		t.Fatalf("live frame %d, want 4", h.FrameSeq)
 	}
 
@@ -179,7 +133,7 @@ func TestStreamServeGOPStartAndHealth(t *testing.T) {
 
 func TestStreamServeKeyframeFirstAndTimeout(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "frames")
-	w := newStreamWriter(t, path)
+	w := shmringtest.NewWriter(t, path, 1<<20)
 	localhostTester(t, fmt.Sprintf(`
 	http://localhost:9080 {
 		handle /stream/* {
@@ -196,17 +150,15 @@ func TestStreamServeKeyframeFirstAndTimeout(t *testing.T) {
 		}
 	}`, path, path))
 	health := "http://localhost:9080/stream/health"
-	seq := w.write(t, false, 100)
+	seq := w.Write(t, false, 100)
 	waitHealth(t, health, func(h map[string]any) bool { return h["shm_seq"] == float64(seq) })
 
 	// Deltas flow and no keyframe comes: closed with 4000 once they have
 	// flowed for the IDR timeout.
 	c := streamDial(t, "ws://localhost:9080/stream/ws", nil)
 	waitHealth(t, health, func(h map[string]any) bool { return h["clients"] == float64(1) })
-	ctx, cancel := context.WithCancel(context.Background())
-	deltas := make(chan struct{})
-	go func() { defer close(deltas); w.run(ctx, t, 10*time.Millisecond, 0) }()
 	start := time.Now()
+	stopDeltas := w.Start(t, shmringtest.Cadence{Period: 10 * time.Millisecond, Size: 2000})
 	_, _, err := c.ReadMessage()
 	var ce *websocket.CloseError
 	if !errors.As(err, &ce) || ce.Code != int(wire.CloseKeyframeTimeout) {
@@ -215,18 +167,17 @@ func TestStreamServeKeyframeFirstAndTimeout(t *testing.T) {
 	if d := time.Since(start); d < 700*time.Millisecond {
 		t.Errorf("closed after %v, before the 800ms IDR timeout", d)
 	}
-	cancel()
-	<-deltas
+	stopDeltas()
 
 	// Deltas first, then a keyframe: the client sees the keyframe first.
 	c2 := streamDial(t, "ws://localhost:9080/patient/ws", nil)
 	waitHealth(t, "http://localhost:9080/patient/health", func(h map[string]any) bool { return h["clients"] == float64(1) })
 	for range 3 {
-		seq = w.write(t, false, 100)
+		seq = w.Write(t, false, 100)
 		waitHealth(t, health, func(h map[string]any) bool { return h["shm_seq"] == float64(seq) })
 	}
-	key := w.write(t, true, 100)
-	if h := testenv.ReadVideo(t, c2); h.FrameSeq != key || !h.Keyframe() {
+	key := w.Write(t, true, 100)
+	if h, _ := shmringtest.ReadVideo(t, c2); h.FrameSeq != key || !h.Keyframe() {
 		t.Fatalf("first frame %d (keyframe %v), want keyframe %d", h.FrameSeq, h.Keyframe(), key)
 	}
 }
@@ -236,7 +187,7 @@ func TestStreamServeKeyframeFirstAndTimeout(t *testing.T) {
 // given back takes a new client.
 func TestStreamServeMaxClientsConcurrent(t *testing.T) {
 	w := startStream(t, "max_clients 3")
-	w.write(t, true, 100)
+	w.Write(t, true, 100)
 	const tries = 16
 	var (
 		mu       sync.Mutex
@@ -282,7 +233,7 @@ func TestStreamServeMaxClientsConcurrent(t *testing.T) {
 func TestStreamServeOriginsAndCommands(t *testing.T) {
 	w := startStream(t, `allowed_origins https://app.example.com
 				max_message_size 1KiB`)
-	w.write(t, true, 100)
+	w.Write(t, true, 100)
 	url := "ws://localhost:9080/stream/ws"
 	for _, origin := range []string{"", "http://localhost:9080", "https://app.example.com", "https://evil.example.com", "http://localhost:9081"} {
 		hdr := http.Header{}
@@ -295,7 +246,7 @@ func TestStreamServeOriginsAndCommands(t *testing.T) {
 			continue
 		}
 		_ = c.SetReadDeadline(testwait.Deadline(20 * time.Second))
-		if h := testenv.ReadVideo(t, c); !h.Keyframe() {
+		if h, _ := shmringtest.ReadVideo(t, c); !h.Keyframe() {
 			t.Errorf("origin %q: first frame is not the keyframe", origin)
 		}
 		c.Close()
@@ -429,7 +380,7 @@ func streamAck(t *testing.T, c *websocket.Conn) map[string]any {
 // page, or when listed.
 func TestStreamServeOriginJudgedOnCommands(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "frames")
-	w := newStreamWriter(t, path)
+	w := shmringtest.NewWriter(t, path, 1<<20)
 	nc := natsStream(t, fmt.Sprintf(`
 	:9080 {
 		handle /stream/* {
@@ -449,7 +400,7 @@ func TestStreamServeOriginJudgedOnCommands(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	w.write(t, true, 100)
+	w.Write(t, true, 100)
 	const refused = `caddy_sdr_stream_origin_rejected_total{stream="default"}` // process-wide
 	refusedBefore := metricValue(t, refused)
 
@@ -482,7 +433,7 @@ func TestStreamServeOriginJudgedOnCommands(t *testing.T) {
 			t.Fatalf("%s: upgrade refused: %v (%v)", what, err, resp)
 		}
 		_ = c.SetReadDeadline(testwait.Deadline(20 * time.Second))
-		if h := testenv.ReadVideo(t, c); !h.Keyframe() {
+		if h, _ := shmringtest.ReadVideo(t, c); !h.Keyframe() {
 			t.Fatalf("%s: no video", what)
 		}
 		seq := i + 1
@@ -522,8 +473,8 @@ func TestStreamServeOriginJudgedOnCommands(t *testing.T) {
 func TestStreamServeCommandsWithoutVideo(t *testing.T) {
 	dir := t.TempDir()
 	quiet, flowing := filepath.Join(dir, "quiet"), filepath.Join(dir, "flowing")
-	newStreamWriter(t, quiet) // a ring nobody writes
-	wf := newStreamWriter(t, flowing)
+	shmringtest.NewWriter(t, quiet, 1<<20) // a ring nobody writes
+	wf := shmringtest.NewWriter(t, flowing, 1<<20)
 	nc := natsStream(t, fmt.Sprintf(`
 	http://localhost:9080 {
 		handle /stream/* {
@@ -547,12 +498,9 @@ func TestStreamServeCommandsWithoutVideo(t *testing.T) {
 	waitHealth(t, "http://localhost:9080/stream/health", func(h map[string]any) bool { return h["clients"] == float64(1) })
 
 	clock := streamDial(t, "ws://localhost:9080/flowing/ws", nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	deltas := make(chan struct{})
-	go func() { defer close(deltas); wf.run(ctx, t, 10*time.Millisecond, 0) }()
+	stopDeltas := wf.Start(t, shmringtest.Cadence{Period: 10 * time.Millisecond, Size: 2000})
 	_, _, err := clock.ReadMessage()
-	cancel()
-	<-deltas
+	stopDeltas()
 	var ce *websocket.CloseError
 	if !errors.As(err, &ce) || ce.Code != int(wire.CloseKeyframeTimeout) {
 		t.Fatalf("client among deltas without a keyframe: %v, want close 4000", err)
@@ -578,7 +526,7 @@ func TestStreamServeCommandsWithoutVideo(t *testing.T) {
 func TestStreamServeManyStreamsAndMetrics(t *testing.T) {
 	dir := t.TempDir()
 	front, wrist := filepath.Join(dir, "front"), filepath.Join(dir, "wrist")
-	wf, ww := newStreamWriter(t, front), newStreamWriter(t, wrist)
+	wf, ww := shmringtest.NewWriter(t, front, 1<<20), shmringtest.NewWriter(t, wrist, 1<<20)
 	localhostTester(t, fmt.Sprintf(`
 	http://localhost:9080 {
 		handle /stream/front/* {
@@ -597,22 +545,21 @@ func TestStreamServeManyStreamsAndMetrics(t *testing.T) {
 			}
 		}
 	}`, front, wrist, front))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go wf.run(ctx, t, 5*time.Millisecond, 10)
-	go ww.run(ctx, t, 5*time.Millisecond, 10)
+	stopFront := wf.Start(t, shmringtest.Cadence{Period: 5 * time.Millisecond, GOP: 10, Size: 2000})
+	stopWrist := ww.Start(t, shmringtest.Cadence{Period: 5 * time.Millisecond, GOP: 10, Size: 2000})
 	cf := streamDial(t, "ws://localhost:9080/stream/front/ws", nil)
 	cw := streamDial(t, "ws://localhost:9080/stream/wrist/ws", nil)
 	ca := streamDial(t, "ws://localhost:9080/stream/again/ws", nil)
 	for _, c := range []*websocket.Conn{cf, cw, ca} {
-		if h := testenv.ReadVideo(t, c); !h.Keyframe() {
+		if h, _ := shmringtest.ReadVideo(t, c); !h.Keyframe() {
 			t.Fatalf("first frame %d is not a keyframe", h.FrameSeq)
 		}
 		for range 20 {
-			testenv.ReadVideo(t, c)
+			shmringtest.ReadVideo(t, c)
 		}
 	}
-	cancel()
+	stopFront()
+	stopWrist()
 	body := adminMetrics(t)
 	for _, want := range []string{
 		`caddy_sdr_stream_frames_out_total{stream="front"}`,

@@ -21,7 +21,6 @@ package main
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"flag"
 	"fmt"
 	"net/http"
@@ -32,14 +31,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
 
-	"github.com/sdr-os/sdr-caddy/bench/internal/host"
-	"github.com/sdr-os/sdr-caddy/tests/browser"
-	"github.com/sdr-os/sdr-caddy/tests/testenv"
+	"github.com/sdr-os/sdr-caddy/internal/chromium"
+	"github.com/sdr-os/sdr-caddy/internal/harness"
 )
 
 func main() {
@@ -65,15 +62,12 @@ func main() {
 var dumpPath string
 
 func run(resolution string, fps, frames, warmup int) (string, error) {
-	if err := browser.Available(); err != nil {
+	if err := chromium.Available(); err != nil {
 		return "", err
 	}
-	bin := os.Getenv("SDR_CADDY_BIN")
-	if bin == "" {
-		bin = filepath.Join(testenv.Root(), "bin", "caddy")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		return "", fmt.Errorf("the sdr-caddy binary %s: %w (run make build, or set SDR_CADDY_BIN)", bin, err)
+	bin, err := harness.CaddyBin()
+	if err != nil {
+		return "", err
 	}
 	dir, err := os.MkdirTemp("", "sdr-bench-browser-")
 	if err != nil {
@@ -84,40 +78,18 @@ func run(resolution string, fps, frames, warmup int) (string, error) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var procs []*exec.Cmd
-	defer func() {
-		for _, p := range procs {
-			_ = p.Process.Signal(syscall.SIGTERM)
-		}
-		for _, p := range procs {
-			_ = p.Wait()
-		}
-	}()
-	start := func(name string, args ...string) (*exec.Cmd, error) {
-		cmd := exec.Command(bin, args...)
-		cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"), "XDG_DATA_HOME="+filepath.Join(dir, "data"))
-		log, err := os.Create(filepath.Join(dir, name+".log"))
-		if err != nil {
-			return nil, err
-		}
-		cmd.Stdout, cmd.Stderr = log, log
-		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("starting %s: %w", name, err)
-		}
-		procs = append(procs, cmd)
-		return cmd, nil
-	}
-
-	if _, err := start("testsrc", "sdr-testsrc", "--path", ring, "--resolution", resolution,
-		"--fps", fmt.Sprint(fps), "--gop", fmt.Sprint(fps)); err != nil {
-		return "", err
-	}
-	port, err := host.FreePort()
+	cmd := exec.Command(bin, "sdr-testsrc", "--path", ring, "--resolution", resolution,
+		"--fps", fmt.Sprint(fps), "--gop", fmt.Sprint(fps))
+	testsrc, err := harness.Start("testsrc", cmd)
 	if err != nil {
 		return "", err
 	}
-	caddyfile := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(caddyfile, []byte(fmt.Sprintf(`{
+	defer func() { _ = testsrc.Stop(10 * time.Second) }()
+	port, err := harness.FreePort()
+	if err != nil {
+		return "", err
+	}
+	srv, err := harness.StartCaddy("caddy", bin, dir, fmt.Sprintf(`{
 	admin off
 }
 http://127.0.0.1:%d {
@@ -130,15 +102,14 @@ http://127.0.0.1:%d {
 		sdr_player
 	}
 }
-`, port, ring)), 0o644); err != nil {
+`, port, ring))
+	if err != nil {
 		return "", err
 	}
-	if _, err := start("caddy", "run", "--config", caddyfile, "--adapter", "caddyfile"); err != nil {
-		return "", err
-	}
+	defer func() { _ = srv.Stop(10 * time.Second) }()
 	base := fmt.Sprintf("127.0.0.1:%d", port)
-	if err := waitHTTP("http://"+base+"/", 30*time.Second); err != nil {
-		return "", fmt.Errorf("%w\n%s", err, readFile(filepath.Join(dir, "caddy.log")))
+	if err := srv.WaitReady(30*time.Second, harness.AnswersWith("http://"+base+"/", http.StatusOK)); err != nil {
+		return "", fmt.Errorf("%w\n%s", err, srv.Output())
 	}
 
 	// Baseline: ages at receipt in a Go WebSocket client, over the same
@@ -149,7 +120,7 @@ http://127.0.0.1:%d {
 	wsDone := make(chan error, 1)
 	go func() { wsDone <- receiveAges(wsCtx, "ws://"+base+"/stream/ws", wsAges) }()
 
-	d, err := browser.Start(ctx, filepath.Join(dir, "profile"))
+	d, err := chromium.Start(ctx, filepath.Join(dir, "profile"), 10*time.Second)
 	if err != nil {
 		return "", err
 	}
@@ -171,7 +142,7 @@ http://127.0.0.1:%d {
 	timeout := (time.Duration(frames+warmup)*time.Second/time.Duration(fps))*6 + 20*time.Second
 	if err := d.Do("ages", map[string]any{"skip": warmup, "count": frames, "timeoutMs": timeout.Milliseconds()}, &r); err != nil {
 		st, _ := d.Stats("main")
-		return "", fmt.Errorf("%w; player stats %+v\ntestsrc: %s", err, st, readFile(filepath.Join(dir, "testsrc.log")))
+		return "", fmt.Errorf("%w; player stats %+v\ntestsrc: %s", err, st, testsrc.Output())
 	}
 	after, err := d.Stats("main")
 	if err != nil {
@@ -200,7 +171,7 @@ http://127.0.0.1:%d {
 	dropped := after.Dropped - before.Dropped
 	missed := after.Missed - before.Missed
 	fmt.Printf("browser benchmark: %s at %d fps (libx264 via sdr-testsrc, GOP %d), chromium %s software decoding, %d frames after %d warm-up\n",
-		resolution, fps, fps, browser.Chromium, frames, warmup)
+		resolution, fps, fps, chromium.Path, frames, warmup)
 	fmt.Printf("  commit -> VideoDecoder output         p50 %6.2f ms  p95 %6.2f ms  max %6.2f ms  (target p95 <= %.1f ms = 1.5 frame intervals)\n",
 		p50, p95, pmax, 1500/float64(fps))
 	fmt.Printf("  then drawImage onto the canvas        %6.2f ms (smoothed)\n", after.DrawMs)
@@ -283,24 +254,6 @@ func stats(v []float64) (p50, p95, maxV float64) {
 		return s[max(0, min(len(s)-1, i))]
 	}
 	return at(0.50), at(0.95), s[len(s)-1]
-}
-
-func waitHTTP(url string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = errors.New(resp.Status)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("GET %s: %w", url, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // loadAverage is the 1-minute load average (Linux), or "?".

@@ -28,20 +28,18 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 
-	"github.com/sdr-os/sdr-caddy/bench/internal/host"
+	"github.com/sdr-os/sdr-caddy/internal/harness"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
@@ -249,7 +247,7 @@ func run(n, rate, cmdRate int, warmup, window, segment, linger time.Duration, ho
 	}()
 	defer func() { close(stopWriter); writerDone.Wait() }()
 
-	natsPort, httpPort := host.MustFreePort(), host.MustFreePort()
+	natsPort, httpPort := harness.MustFreePort(), harness.MustFreePort()
 	srv, err := startCaddy(dir, fmt.Sprintf(`{
 	admin {$SDR_TEST_ADMIN}
 	sdr_nats {
@@ -334,8 +332,8 @@ http://127.0.0.1:%d {
 
 	fmt.Printf("bench nats: %d clients, telemetry %d msg/s (linger %s), commands %d/s, warm-up %s, %s measured in alternating %s segments\n",
 		n, rate, linger, cmdRate, warmup, window, segment)
-	cpu0, _ := host.CPUSeconds(srv.cmd.Process.Pid)
-	self0, _ := host.CPUSeconds(os.Getpid())
+	cpu0, _ := harness.CPUSeconds(srv.Pid())
+	self0, _ := harness.CPUSeconds(os.Getpid())
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var publishing atomic.Bool
@@ -376,12 +374,12 @@ http://127.0.0.1:%d {
 			} else {
 				phase.Store(phaseBase)
 			}
-			s0, _ := host.CPUSeconds(srv.cmd.Process.Pid)
-			l0, _ := host.CPUSeconds(os.Getpid())
+			s0, _ := harness.CPUSeconds(srv.Pid())
+			l0, _ := harness.CPUSeconds(os.Getpid())
 			t0 := time.Now()
 			time.Sleep(segment - settle)
-			s1, _ := host.CPUSeconds(srv.cmd.Process.Pid)
-			l1, _ := host.CPUSeconds(os.Getpid())
+			s1, _ := harness.CPUSeconds(srv.Pid())
+			l1, _ := harness.CPUSeconds(os.Getpid())
 			phaseCPU[i][0] += s1 - s0
 			phaseCPU[i][1] += l1 - l0
 			phaseTime[i] += time.Since(t0)
@@ -391,8 +389,8 @@ http://127.0.0.1:%d {
 	close(stop)
 	wg.Wait()
 	pubN := published.Load()
-	cpu1, _ := host.CPUSeconds(srv.cmd.Process.Pid)
-	self1, _ := host.CPUSeconds(os.Getpid())
+	cpu1, _ := harness.CPUSeconds(srv.Pid())
+	self1, _ := harness.CPUSeconds(os.Getpid())
 
 	var base, withTel, tel []int32
 	lost := 0
@@ -409,7 +407,7 @@ http://127.0.0.1:%d {
 	cmdMu.Unlock()
 	if len(base) == 0 || len(withTel) == 0 || len(tel) == 0 || len(cmds) == 0 {
 		return fmt.Errorf("no samples: video %d/%d, telemetry %d, commands %d (clients lost: %d)\n%s",
-			len(base), len(withTel), len(tel), len(cmds), lost, srv.output())
+			len(base), len(withTel), len(tel), len(cmds), lost, srv.Output())
 	}
 	b50, b99 := pct(base, 50), pct(base, 99)
 	v50, v99 := pct(withTel, 50), pct(withTel, 99)
@@ -423,7 +421,7 @@ http://127.0.0.1:%d {
 		r50, r99, len(tel), int64(expected), 100*float64(len(tel))/max(expected, 1))
 	fmt.Printf("command path:    p50 %.2f ms  p99 %.2f ms  (%d commands)\n", c50, c99, len(cmds))
 	fmt.Printf("CPU over the measured run: server %.1f s, load generator %.1f s; clients disconnected: %d\n", cpu1-cpu0, self1-self0, lost)
-	if c, err := host.Counters("http://"+srv.admin+"/metrics", "caddy_sdr_stream_"); err == nil {
+	if c, err := harness.Counters(http.DefaultClient, "http://"+srv.admin+"/metrics", "caddy_sdr_stream_"); err == nil {
 		fmt.Printf("server counters over the run: %.0f telemetry batches dropped for clients too far behind, %.0f writes handed to client goroutines\n",
 			c["telemetry_dropped_total"], c["handovers_total"])
 	}
@@ -538,78 +536,32 @@ func pct(xs []int32, p float64) float64 {
 }
 
 type caddyProc struct {
+	*harness.Process
 	admin string
-	cmd   *exec.Cmd
-	out   *syncBuf
-	done  <-chan struct{}
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
+func (c *caddyProc) stop() { _ = c.Stop(10 * time.Second) }
 
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.b.Len() > 1<<20 {
-		return len(p), nil
-	}
-	return s.b.Write(p)
-}
-
-func (c *caddyProc) output() string {
-	c.out.mu.Lock()
-	defer c.out.mu.Unlock()
-	return c.out.b.String()
-}
-
-func (c *caddyProc) stop() { host.Stop(c.cmd.Process, c.done) }
-
-// startCaddy runs $SDR_CADDY_BIN (make sets it), else bin/caddy, else a
-// fresh build, with the Caddyfile, and waits for its admin endpoint.
+// startCaddy runs $SDR_CADDY_BIN (make sets it), else a fresh build, with
+// the Caddyfile, and waits for its admin endpoint.
 func startCaddy(dir, caddyfile string) (*caddyProc, error) {
-	bin := os.Getenv("SDR_CADDY_BIN")
-	if bin == "" {
-		bin = "bin/caddy"
-	}
-	if _, err := os.Stat(bin); err != nil {
-		bin = filepath.Join(dir, "caddy")
-		if out, err := exec.Command("go", "build", "-o", bin, "./cmd/caddy").CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("building caddy: %w\n%s", err, out)
-		}
-	}
-	cf := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(cf, []byte(caddyfile), 0o644); err != nil {
+	bin, err := harness.CaddyBin()
+	if err != nil {
 		return nil, err
 	}
-	admin := fmt.Sprintf("127.0.0.1:%d", host.MustFreePort())
-	cmd := exec.Command(bin, "run", "--config", cf, "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(), "SDR_TEST_ADMIN="+admin,
-		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"), "XDG_DATA_HOME="+filepath.Join(dir, "data"))
-	out := &syncBuf{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	port, err := harness.FreePort()
+	if err != nil {
 		return nil, err
 	}
-	p := &caddyProc{admin: admin, cmd: cmd, out: out, done: host.Exited(cmd)}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		select {
-		case <-p.done:
-			return nil, fmt.Errorf("caddy exited before it was ready:\n%s", p.output())
-		default:
-		}
-		resp, err := http.Get("http://" + admin + "/config/")
-		if err == nil {
-			resp.Body.Close()
-			return p, nil
-		}
-		if time.Now().After(deadline) {
-			p.stop()
-			return nil, fmt.Errorf("caddy not ready after 30s: %v\n%s", err, p.output())
-		}
-		time.Sleep(50 * time.Millisecond)
+	admin := fmt.Sprintf("127.0.0.1:%d", port)
+	hp, err := harness.StartCaddy("caddy", bin, dir, caddyfile, "SDR_TEST_ADMIN="+admin)
+	if err != nil {
+		return nil, err
 	}
+	p := &caddyProc{Process: hp, admin: admin}
+	if err := p.WaitReady(30*time.Second, harness.Answers("http://"+admin+"/config/")); err != nil {
+		p.stop()
+		return nil, fmt.Errorf("%w\n%s", err, p.Output())
+	}
+	return p, nil
 }

@@ -26,8 +26,6 @@ import (
 	"log"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -37,7 +35,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/sdr-os/sdr-caddy/bench/internal/host"
+	"github.com/sdr-os/sdr-caddy/internal/harness"
 	"github.com/sdr-os/sdr-caddy/internal/rosbridge/rostest"
 )
 
@@ -198,7 +196,7 @@ func run(up *rostest.Server, url string, n, rate int, warmup, window time.Durati
 	mu.Lock()
 	measuring = true
 	mu.Unlock()
-	cpu0, _ := host.CPUSeconds(pid)
+	cpu0, _ := harness.CPUSeconds(pid)
 	sent0 := up.Sent()
 	start := time.Now()
 	published := 0
@@ -211,7 +209,7 @@ func run(up *rostest.Server, url string, n, rate int, warmup, window time.Durati
 	}
 	elapsed := time.Since(start)
 	sent := up.Sent() - sent0
-	cpu1, _ := host.CPUSeconds(pid)
+	cpu1, _ := harness.CPUSeconds(pid)
 	time.Sleep(300 * time.Millisecond) // let the last messages land
 	mu.Lock()
 	measuring = false
@@ -262,7 +260,7 @@ func sentAt(data []byte) (int64, bool) {
 }
 
 type proxy struct {
-	cmd   *exec.Cmd
+	*harness.Process
 	pid   int
 	url   string
 	dir   string
@@ -290,32 +288,31 @@ func (p *proxy) profile(file string, d time.Duration) func() {
 }
 
 func (p *proxy) stop() {
-	host.Stop(p.cmd.Process, host.Exited(p.cmd))
+	_ = p.Stop(10 * time.Second)
 	_ = os.RemoveAll(p.dir)
 }
 
-// startProxy runs the sdr-caddy binary ($SDR_CADDY_BIN, else bin/caddy,
-// else one built now) with sdr_ros in front of upstream.
+// startProxy runs the sdr-caddy binary ($SDR_CADDY_BIN, else one built
+// now) with sdr_ros in front of upstream.
 func startProxy(upstream string, admin bool) (*proxy, error) {
-	bin := os.Getenv("SDR_CADDY_BIN")
+	bin, err := harness.CaddyBin()
+	if err != nil {
+		return nil, err
+	}
 	dir, err := os.MkdirTemp("", "sdr-bench-ros-")
 	if err != nil {
 		return nil, err
 	}
-	if bin == "" {
-		if _, err := os.Stat("bin/caddy"); err == nil {
-			bin, _ = filepath.Abs("bin/caddy")
-		} else {
-			bin = filepath.Join(dir, "caddy")
-			out, err := exec.Command("go", "build", "-o", bin, "./cmd/caddy").CombinedOutput()
-			if err != nil {
-				return nil, fmt.Errorf("building caddy: %w\n%s", err, out)
-			}
-		}
+	port, err := harness.FreePort()
+	if err != nil {
+		return nil, err
 	}
-	port, adminPort := host.MustFreePort(), host.MustFreePort()
 	adminAddr := "off"
 	if admin {
+		adminPort, err := harness.FreePort()
+		if err != nil {
+			return nil, err
+		}
 		adminAddr = fmt.Sprintf("127.0.0.1:%d", adminPort)
 	}
 	caddyfile := fmt.Sprintf(`{
@@ -329,31 +326,22 @@ http://127.0.0.1:%d {
 	}
 }
 `, adminAddr, port, upstream)
-	cf := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(cf, []byte(caddyfile), 0o644); err != nil {
+	hp, err := harness.StartCaddy("caddy", bin, dir, caddyfile)
+	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "run", "--config", cf, "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"), "XDG_DATA_HOME="+filepath.Join(dir, "data"))
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
-	}
-	p := &proxy{cmd: cmd, pid: cmd.Process.Pid, url: fmt.Sprintf("ws://127.0.0.1:%d/ros/", port), dir: dir, admin: adminAddr}
+	p := &proxy{Process: hp, pid: hp.Pid(), url: fmt.Sprintf("ws://127.0.0.1:%d/ros/", port), dir: dir, admin: adminAddr}
 	// Ready once a client is let in: sdr_ros answers 502 until its
 	// upstream connection is up.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, _, err := websocket.DefaultDialer.Dial(p.url, nil)
-		if err == nil {
-			c.Close()
-			return p, nil
+	if err := p.WaitReady(30*time.Second, func(ctx context.Context) error {
+		c, _, err := websocket.DefaultDialer.DialContext(ctx, p.url, nil)
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			p.stop()
-			return nil, fmt.Errorf("proxy not letting clients in after 30s (%v):\n%s", err, out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+		return c.Close()
+	}); err != nil {
+		p.stop()
+		return nil, fmt.Errorf("proxy not letting clients in: %w\n%s", err, p.Output())
 	}
+	return p, nil
 }

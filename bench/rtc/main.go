@@ -8,7 +8,7 @@
 // receiver (for WebRTC: after depacketization of its last RTP packet).
 //
 // Flags: -window (default 10s, or $SDR_BENCH_WINDOW), -fps, -gop. The
-// binary is $SDR_CADDY_BIN or built into a temporary directory. Last line:
+// binary is $SDR_CADDY_BIN or one built now. Last line:
 //
 //	BENCH webrtc p50_ms=.. p99_ms=.. ws_p50_ms=.. ws_p99_ms=.. p99_vs_ws=.. webrtc_frames=.. ws_frames=.. sent=..
 package main
@@ -21,18 +21,16 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
 
-	"github.com/sdr-os/sdr-caddy/bench/internal/host"
+	"github.com/sdr-os/sdr-caddy/internal/harness"
 	"github.com/sdr-os/sdr-caddy/internal/rtc/rtctest"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
@@ -130,14 +128,9 @@ func run(window time.Duration, fps, gop int) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	bin := os.Getenv("SDR_CADDY_BIN")
-	if _, err := os.Stat(bin); bin == "" || err != nil {
-		bin = filepath.Join(dir, "caddy")
-		cmd := exec.Command("go", "build", "-o", bin, "./cmd/caddy")
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("building caddy: %w", err)
-		}
+	bin, err := harness.CaddyBin()
+	if err != nil {
+		return err
 	}
 	ringPath := filepath.Join(dir, "frames")
 	ring, err := shmring.CreateWriter(ringPath, 1<<20)
@@ -178,8 +171,10 @@ func run(window time.Duration, fps, gop int) error {
 	defer wg.Wait()
 	defer cancel()
 
-	port := host.MustFreePort()
-	cf := filepath.Join(dir, "Caddyfile")
+	port, err := harness.FreePort()
+	if err != nil {
+		return err
+	}
 	conf := fmt.Sprintf(`{
 	admin off
 	grace_period 1ns
@@ -196,21 +191,14 @@ http://127.0.0.1:%d {
 	}
 }
 `, port, ringPath)
-	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
+	srv, err := harness.StartCaddy("caddy", bin, dir, conf)
+	if err != nil {
 		return err
 	}
-	var out bytes.Buffer
-	srv := exec.Command(bin, "run", "--config", cf, "--adapter", "caddyfile")
-	srv.Dir, srv.Stdout, srv.Stderr = dir, &out, &out
-	srv.Env = append(os.Environ(), "XDG_CONFIG_HOME="+dir+"/xdg", "XDG_DATA_HOME="+dir+"/xdg")
-	srv.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := srv.Start(); err != nil {
-		return err
-	}
-	defer func() { host.Stop(srv.Process, host.Exited(srv)) }()
+	defer func() { _ = srv.Stop(10 * time.Second) }()
 	wsURL := fmt.Sprintf("ws://127.0.0.1:%d/stream/ws", port)
-	if err := host.WaitHTTP(fmt.Sprintf("http://127.0.0.1:%d/stream/ws", port), 30*time.Second); err != nil {
-		return fmt.Errorf("%w\n%s", err, out.Bytes())
+	if err := srv.WaitReady(30*time.Second, harness.Answers(fmt.Sprintf("http://127.0.0.1:%d/stream/ws", port))); err != nil {
+		return fmt.Errorf("%w\n%s", err, srv.Output())
 	}
 
 	var wsAges, rtcAges ages
@@ -258,7 +246,7 @@ http://127.0.0.1:%d {
 	select {
 	case <-v.Connected:
 	case <-time.After(20 * time.Second):
-		return fmt.Errorf("webrtc not connected after 20s\n%s", out.Bytes())
+		return fmt.Errorf("webrtc not connected after 20s\n%s", srv.Output())
 	}
 
 	time.Sleep(warmUp)
@@ -275,7 +263,7 @@ http://127.0.0.1:%d {
 	sentMu.Unlock()
 
 	if len(rtcMS) == 0 || len(wsMS) == 0 {
-		return fmt.Errorf("no frames measured: webrtc %d, websocket %d\n%s", len(rtcMS), len(wsMS), out.Bytes())
+		return fmt.Errorf("no frames measured: webrtc %d, websocket %d\n%s", len(rtcMS), len(wsMS), srv.Output())
 	}
 	p50, p99 := pct(rtcMS, 0.5), pct(rtcMS, 0.99)
 	wp50, wp99 := pct(wsMS, 0.5), pct(wsMS, 0.99)

@@ -33,7 +33,6 @@ import (
 	"flag"
 	"fmt"
 	"log"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -41,10 +40,9 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/sdr-os/sdr-caddy/bench/internal/host"
+	"github.com/sdr-os/sdr-caddy/internal/harness"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
@@ -94,11 +92,11 @@ func run(clients int, window, warmup time.Duration, fps, gop int) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	bin, err := caddyBin(dir)
+	bin, err := harness.CaddyBin()
 	if err != nil {
 		return err
 	}
-	natsBin, err := tool("nats-server")
+	natsBin, err := harness.Tool("nats-server")
 	if err != nil {
 		return err
 	}
@@ -117,7 +115,7 @@ func run(clients int, window, warmup time.Duration, fps, gop int) error {
 
 	// Single node.
 	single, err := func() (result, error) {
-		port := host.MustFreePort()
+		port := harness.MustFreePort()
 		p, err := startCaddy(bin, dir, "single", fmt.Sprintf(`{
 	admin %s
 }
@@ -150,7 +148,7 @@ http://127.0.0.1:%d {
 			return result{}, err
 		}
 		servers := append([]*proc(nil), nodes...)
-		originPort := host.MustFreePort()
+		originPort := harness.MustFreePort()
 		origin, err := startCaddy(bin, dir, "origin", fmt.Sprintf(`{
 	admin %s
 	sdr_nats {
@@ -174,7 +172,7 @@ http://127.0.0.1:%d {
 		servers = append(servers, origin)
 		var urls []string
 		for i := 1; i <= 2; i++ {
-			port := host.MustFreePort()
+			port := harness.MustFreePort()
 			e, err := startCaddy(bin, dir, fmt.Sprintf("edge%d", i), fmt.Sprintf(`{
 	admin %s
 	sdr_nats {
@@ -290,57 +288,35 @@ func measure(urls []string, clients int, window, warmup time.Duration, fps int, 
 
 // proc is a server process of the benchmark.
 type proc struct {
-	name   string
-	cmd    *exec.Cmd
-	port   int
-	admin  string
-	exited <-chan struct{}
+	*harness.Process
+	port  int
+	admin string
 }
 
 func (p *proc) stop() {
-	if p == nil || p.cmd == nil || p.cmd.Process == nil {
+	if p == nil {
 		return
 	}
-	host.Stop(p.cmd.Process, p.exited)
+	_ = p.Stop(10 * time.Second)
 }
 
+// start runs bin with args, named name, and waits until it listens on port.
 func start(name string, dir string, port int, bin string, args ...string) (*proc, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+filepath.Join(dir, "xdg"), "XDG_DATA_HOME="+filepath.Join(dir, "xdg"))
-	logf, err := os.Create(filepath.Join(dir, name+".log"))
+	hp, err := harness.Start(name, cmd)
 	if err != nil {
 		return nil, err
 	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", name, err)
+	p := &proc{Process: hp, port: port}
+	if err := p.WaitReady(60*time.Second, harness.Listening(fmt.Sprintf("127.0.0.1:%d", port))); err != nil {
+		p.stop()
+		return nil, fmt.Errorf("%w\n%s", err, p.Output())
 	}
-	p := &proc{name: name, cmd: cmd, port: port, exited: host.Exited(cmd)}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-		if err == nil {
-			c.Close()
-			return p, nil
-		}
-		select {
-		case <-p.exited:
-			b, _ := os.ReadFile(logf.Name())
-			return nil, fmt.Errorf("%s exited before listening on %d:\n%s", name, port, b)
-		default:
-		}
-		if time.Now().After(deadline) {
-			p.stop()
-			b, _ := os.ReadFile(logf.Name())
-			return nil, fmt.Errorf("%s not listening on %d after 60s:\n%s", name, port, b)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return p, nil
 }
 
-func adminAddr() string { return fmt.Sprintf("127.0.0.1:%d", host.MustFreePort()) }
+func adminAddr() string { return fmt.Sprintf("127.0.0.1:%d", harness.MustFreePort()) }
 
 // counters prints the stream's loss counters of a caddy process: ring gaps
 // at a reader, NATS gaps and held frames at an edge, lag skips.
@@ -348,57 +324,36 @@ func counters(p *proc) string {
 	if p.admin == "" {
 		return ""
 	}
-	resp, err := http.Get("http://" + p.admin + "/metrics")
+	c, err := harness.Counters(http.DefaultClient, "http://"+p.admin+"/metrics", "caddy_sdr_stream_")
 	if err != nil {
 		return err.Error()
 	}
-	defer resp.Body.Close()
 	var out []string
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		for _, name := range []string{"caddy_sdr_stream_ring_gaps_total", "caddy_sdr_stream_nats_gaps_total",
-			"caddy_sdr_stream_nats_keyframe_waits_total", "caddy_sdr_stream_nats_origin_discontinuities_total",
-			"caddy_sdr_stream_lag_skips_total", "caddy_sdr_stream_keyframe_timeouts_total"} {
-			if strings.HasPrefix(l, name) {
-				f := strings.Fields(l)
-				out = append(out, strings.TrimPrefix(name, "caddy_sdr_stream_")+"="+f[len(f)-1])
-			}
+	for _, name := range []string{"ring_gaps_total", "nats_gaps_total", "nats_keyframe_waits_total",
+		"nats_origin_discontinuities_total", "lag_skips_total", "keyframe_timeouts_total"} {
+		if v, ok := c[name]; ok {
+			out = append(out, fmt.Sprintf("%s=%g", name, v))
 		}
 	}
-	return p.name + ": " + strings.Join(out, " ")
+	return p.Name + ": " + strings.Join(out, " ")
 }
 
+// startCaddy runs caddy with caddyfile and waits until its stream at
+// /stream/ws on port answers 200 (the health JSON).
 func startCaddy(bin, dir, name, caddyfile string, port int) (*proc, error) {
-	cf := filepath.Join(dir, name+".Caddyfile")
-	if err := os.WriteFile(cf, []byte(caddyfile), 0o644); err != nil {
-		return nil, err
-	}
-	p, err := start(name, dir, port, bin, "run", "--config", cf, "--adapter", "caddyfile")
+	hp, err := harness.StartCaddy(name, bin, dir, caddyfile)
 	if err != nil {
 		return nil, err
 	}
+	p := &proc{Process: hp, port: port}
 	if i := strings.Index(caddyfile, "admin "); i >= 0 {
 		p.admin = strings.Fields(caddyfile[i+len("admin "):])[0]
 	}
-	// Wait until the stream answers (health JSON).
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/stream/ws", port))
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p, nil
-			}
-		}
-		if time.Now().After(deadline) {
-			p.stop()
-			b, _ := os.ReadFile(filepath.Join(dir, name+".log"))
-			return nil, fmt.Errorf("%s: stream not answering after 30s: %v\n%s", name, err, b)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := p.WaitReady(60*time.Second, harness.AnswersWith(fmt.Sprintf("http://127.0.0.1:%d/stream/ws", port), http.StatusOK)); err != nil {
+		p.stop()
+		return nil, fmt.Errorf("%w\n%s", err, p.Output())
 	}
+	return p, nil
 }
 
 // startCluster runs three nats-server processes joined by routes.
@@ -406,7 +361,7 @@ func startCluster(bin, dir string) ([]*proc, error) {
 	var ports, cports []int
 	var routes []string
 	for range 3 {
-		ports, cports = append(ports, host.MustFreePort()), append(cports, host.MustFreePort())
+		ports, cports = append(ports, harness.MustFreePort()), append(cports, harness.MustFreePort())
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", cports[len(cports)-1]))
 	}
 	var nodes []*proc
@@ -429,33 +384,9 @@ func startCluster(bin, dir string) ([]*proc, error) {
 
 // cpuOf sums user+system seconds of the processes (those already gone count 0).
 func cpuOf(ps []*proc) float64 {
-	return host.TotalCPUSeconds(ps, func(p *proc) int { return p.cmd.Process.Pid })
-}
-
-// caddyBin is $SDR_CADDY_BIN (make sets it to the binary it built), else a
-// fresh build.
-func caddyBin(dir string) (string, error) {
-	if p := os.Getenv("SDR_CADDY_BIN"); p != "" {
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
+	pids := make([]int, len(ps))
+	for i, p := range ps {
+		pids[i] = p.Pid()
 	}
-	out := filepath.Join(dir, "caddy")
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/caddy")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building caddy: %v\n%s", err, b)
-	}
-	return out, nil
-}
-
-func tool(name string) (string, error) {
-	p := filepath.Join(".tools", "bin", name)
-	if _, err := os.Stat(p); err == nil {
-		return filepath.Abs(p)
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	return "", fmt.Errorf("%s not found: run scripts/deps.sh", name)
+	return harness.TotalCPUSeconds(pids...)
 }

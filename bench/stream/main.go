@@ -45,12 +45,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/sdr-os/sdr-caddy/bench/internal/host"
+	"github.com/sdr-os/sdr-caddy/internal/harness"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
@@ -154,7 +153,7 @@ func main() {
 // hubCounters reads sdr_stream's counters from the admin endpoint's
 // metrics, by name without the caddy_sdr_stream_ prefix; missing ones are 0.
 func (b *bench) hubCounters() map[string]float64 {
-	c, err := host.Counters(fmt.Sprintf("http://127.0.0.1:%d/metrics", b.adminPort), "caddy_sdr_stream_")
+	c, err := harness.Counters(http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/metrics", b.adminPort), "caddy_sdr_stream_")
 	if err != nil {
 		log.Printf("metrics: %v", err)
 		return map[string]float64{}
@@ -194,14 +193,9 @@ func (b *bench) setup() error {
 	if err != nil {
 		return err
 	}
-	b.caddyBin = os.Getenv("SDR_CADDY_BIN")
-	if _, err := os.Stat(b.caddyBin); b.caddyBin == "" || err != nil {
-		b.caddyBin = filepath.Join(b.dir, "caddy")
-		cmd := exec.Command("go", "build", "-o", b.caddyBin, "./cmd/caddy")
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("building caddy: %w", err)
-		}
+	b.caddyBin, err = harness.CaddyBin()
+	if err != nil {
+		return err
 	}
 	b.ringPath = filepath.Join(b.dir, "frames")
 	b.ring, err = shmring.CreateWriter(b.ringPath, ringSize)
@@ -256,56 +250,32 @@ func (b *bench) produce(ctx context.Context) {
 }
 
 // proc is a server process.
-type proc struct {
-	cmd *exec.Cmd
-	out *bytes
-}
-
-type bytes struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (w *bytes) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.b) < 1<<20 {
-		w.b = append(w.b, p...)
-	}
-	return len(p), nil
-}
+type proc struct{ *harness.Process }
 
 func (b *bench) start(name string, args ...string) (*proc, error) {
 	cmd := exec.Command(name, args...)
 	cmd.Dir = b.dir
-	out := &bytes{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+b.dir+"/xdg", "XDG_DATA_HOME="+b.dir+"/xdg")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	p, err := harness.Start(filepath.Base(name), cmd)
+	if err != nil {
 		return nil, err
 	}
-	return &proc{cmd: cmd, out: out}, nil
+	return &proc{p}, nil
 }
 
-func (p *proc) kill() { host.Stop(p.cmd.Process, host.Exited(p.cmd)) }
+func (p *proc) kill() { _ = p.Stop(10 * time.Second) }
 
 // caddy runs caddy with the site on port and waits for /stream/health
 // there.
 func (b *bench) caddy(port int, site string, admin string) (*proc, error) {
-	cf := filepath.Join(b.dir, fmt.Sprintf("Caddyfile.%d", port))
 	conf := fmt.Sprintf("{\n\tadmin "+admin+"\n\tgrace_period 1ns\n\tlog {\n\t\tlevel ERROR\n\t}\n}\nhttp://127.0.0.1:%d {\n%s\n}\n", port, site)
-	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
-		return nil, err
-	}
-	p, err := b.start(b.caddyBin, "run", "--config", cf, "--adapter", "caddyfile")
+	hp, err := harness.StartCaddy("caddy", b.caddyBin, b.dir, conf)
 	if err != nil {
 		return nil, err
 	}
-	if err := host.WaitHTTP(fmt.Sprintf("http://127.0.0.1:%d/stream/health", port), 30*time.Second); err != nil {
-		err = fmt.Errorf("%v\n%s", err, p.out.b)
+	p := &proc{hp}
+	if err := p.WaitReady(30*time.Second, harness.Answers(fmt.Sprintf("http://127.0.0.1:%d/stream/health", port))); err != nil {
 		p.kill()
-		return nil, err
+		return nil, fmt.Errorf("%w\n%s", err, p.Output())
 	}
 	return p, nil
 }
@@ -322,10 +292,10 @@ func (b *bench) run(sys string, n int) (*result, error) {
 	var target, kind = "", "ws"
 	switch sys {
 	case "ours", "twohop":
-		port := host.MustFreePort()
+		port := harness.MustFreePort()
 		admin := "off"
 		if sys == "ours" { // profiles and the hub's counters
-			b.adminPort = host.MustFreePort()
+			b.adminPort = harness.MustFreePort()
 			admin = fmt.Sprintf("127.0.0.1:%d", b.adminPort)
 		}
 		p, err := b.caddy(port, fmt.Sprintf("\thandle /stream/* {\n\t\tsdr_stream {\n\t\t\tsource shm %s %d\n\t\t}\n\t}", b.ringPath, ringSize), admin)
@@ -335,7 +305,7 @@ func (b *bench) run(sys string, n int) (*result, error) {
 		procs = append(procs, p)
 		target = fmt.Sprintf("ws://127.0.0.1:%d/stream/ws", port)
 		if sys == "twohop" {
-			front := host.MustFreePort()
+			front := harness.MustFreePort()
 			p2, err := b.caddy(front, fmt.Sprintf("\treverse_proxy 127.0.0.1:%d", port), "off")
 			if err != nil {
 				return nil, err
@@ -345,33 +315,27 @@ func (b *bench) run(sys string, n int) (*result, error) {
 		}
 	case "nats":
 		kind = "nats"
-		port, wsPort := host.MustFreePort(), host.MustFreePort()
+		port, wsPort := harness.MustFreePort(), harness.MustFreePort()
 		conf := filepath.Join(b.dir, "nats.conf")
 		if err := os.WriteFile(conf, []byte(fmt.Sprintf("listen: \"127.0.0.1:%d\"\nmax_payload: 2MB\nwebsocket {\n  listen: \"127.0.0.1:%d\"\n  no_tls: true\n  compression: false\n}\n", port, wsPort)), 0o644); err != nil {
 			return nil, err
 		}
-		bin := "nats-server"
-		if p, err := filepath.Abs(".tools/bin/nats-server"); err == nil {
-			if _, err := os.Stat(p); err == nil {
-				bin = p
-			}
+		bin, err := harness.Tool("nats-server")
+		if err != nil {
+			return nil, err
 		}
 		p, err := b.start(bin, "-c", conf)
 		if err != nil {
 			return nil, err
 		}
 		procs = append(procs, p)
-		var nc *nats.Conn
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			nc, err = nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", port))
-			if err == nil || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
+		url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+		if err := p.WaitReady(20*time.Second, harness.Listening(fmt.Sprintf("127.0.0.1:%d", port))); err != nil {
+			return nil, fmt.Errorf("%w\n%s", err, p.Output())
 		}
+		nc, err := nats.Connect(url)
 		if err != nil {
-			return nil, fmt.Errorf("connecting to nats-server: %w", err)
+			return nil, fmt.Errorf("connecting to nats-server at %s: %w", url, err)
 		}
 		defer nc.Close()
 		b.nc.Store(nc)
@@ -490,14 +454,18 @@ func (b *bench) run(sys string, n int) (*result, error) {
 // cpuSeconds is the user+system time of the processes, from /proc/<pid>/stat
 // (those already gone count 0).
 func cpuSeconds(ps []*proc) float64 {
-	return host.TotalCPUSeconds(ps, func(p *proc) int { return p.cmd.Process.Pid })
+	pids := make([]int, len(ps))
+	for i, p := range ps {
+		pids[i] = p.Pid()
+	}
+	return harness.TotalCPUSeconds(pids...)
 }
 
 // rssKiB is the resident memory of the processes.
 func rssKiB(ps []*proc) int64 {
 	var total int64
 	for _, p := range ps {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))
 		if err != nil {
 			continue
 		}

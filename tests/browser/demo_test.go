@@ -1,7 +1,8 @@
 package browser
 
 import (
-	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sdr-os/sdr-caddy/internal/chromium"
+	"github.com/sdr-os/sdr-caddy/internal/harness"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
@@ -25,7 +28,7 @@ import (
 // in 5 s; the edge answers OK at /health and the admin listener serves
 // metrics. A screenshot of the page is kept in tests/artifacts.
 func TestDemo(t *testing.T) {
-	if err := Available(); err != nil {
+	if err := chromium.Available(); err != nil {
 		t.Skipf("browser tests need chromium and tests/node: %v", err)
 	}
 	bin := testenv.CaddyBin(t)
@@ -46,51 +49,29 @@ func TestDemo(t *testing.T) {
 		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
 		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
 	)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
+	demo, err := harness.Start("demo.sh", cmd)
+	if err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait(); pw.Close() }()
-	var out strings.Builder
-	urlLine := make(chan string, 1)
-	go func() {
-		re := regexp.MustCompile(`player\s+(http://\S+)`)
-		sc := bufio.NewScanner(pr)
-		sent := false
-		for sc.Scan() {
-			out.WriteString(sc.Text() + "\n")
-			if m := re.FindStringSubmatch(sc.Text()); m != nil && !sent {
-				urlLine <- m[1]
-				sent = true
-			}
-		}
-	}()
 	t.Cleanup(func() {
 		// Ctrl-C: the script stops both processes.
-		_ = cmd.Process.Signal(syscall.SIGINT)
-		select {
-		case <-exited:
-		case <-testwait.After(15 * time.Second):
-			t.Errorf("demo.sh did not stop within 15 s of SIGINT")
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
+		if err := demo.StopWith(syscall.SIGINT, testwait.Timeout(15*time.Second)); err != nil {
+			t.Error(err)
 		}
 		if t.Failed() {
-			t.Logf("demo output:\n%s", out.String())
+			t.Logf("demo.sh output:\n%s", demo.Output())
 		}
 	})
-
 	var url string
-	select {
-	case url = <-urlLine:
-	case err := <-exited:
-		t.Fatalf("demo.sh exited before printing the URL: %v\n%s", err, out.String())
-	case <-testwait.After(60 * time.Second):
-		t.Fatalf("demo.sh printed no URL within 60 s:\n%s", out.String())
-	}
+	re := regexp.MustCompile(`player\s+(http://\S+)`)
+	testenv.WaitReady(t, demo, 60*time.Second, func(context.Context) error {
+		m := re.FindStringSubmatch(demo.Output())
+		if m == nil {
+			return errors.New("demo.sh has printed no player URL")
+		}
+		url = m[1]
+		return nil
+	})
 	if want := fmt.Sprintf("http://localhost:%d/", port); url != want {
 		t.Errorf("demo printed %s, want %s", url, want)
 	}
@@ -148,16 +129,9 @@ func TestPlayerRawRingThroughEncoder(t *testing.T) {
 		t.Skipf("python3 not installed: %v", err)
 	}
 	raw := filepath.Join(t.TempDir(), "raw")
-	writer := exec.Command("python3", filepath.Join(testenv.Root(), "tests", "browser", "raw_writer.py"), raw, "--fps", "30")
-	var wout strings.Builder
-	writer.Stdout, writer.Stderr = &lockedWriter{w: &wout}, &lockedWriter{w: &wout}
-	if err := writer.Start(); err != nil {
-		t.Fatal(err)
-	}
-	testenv.StopOnCleanup(t, writer, 5*time.Second, nil)
-	if !testwait.Until(10*time.Second, func() bool { _, err := os.Stat(raw); return err == nil }) {
-		t.Fatalf("the Python writer did not create %s in %s", raw, testwait.Timeout(10*time.Second))
-	}
+	writer := testenv.Start(t, "raw_writer.py",
+		exec.Command("python3", filepath.Join(testenv.Root(), "tests", "browser", "raw_writer.py"), raw, "--fps", "30"), 5*time.Second)
+	testenv.WaitReady(t, writer, 10*time.Second, func(context.Context) error { _, err := os.Stat(raw); return err })
 
 	e := &edge{HTTPPort: testenv.FreePort(t), NATSPort: testenv.FreePort(t), Ring: raw}
 	e.caddyfile = strings.Replace(edgeCaddyfile(e.HTTPPort, e.NATSPort, "encoder cam"), "\tsdr_nats {", fmt.Sprintf(`	sdr_encoder {

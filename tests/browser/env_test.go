@@ -8,10 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sdr-os/sdr-caddy/internal/chromium"
+	"github.com/sdr-os/sdr-caddy/internal/harness"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
@@ -36,13 +37,13 @@ func artifacts(t testing.TB) string {
 
 // startBrowser starts chromium with a fresh profile, or skips the test when
 // chromium, node or playwright-core is missing.
-func startBrowser(t *testing.T) *Driver {
+func startBrowser(t *testing.T) *chromium.Driver {
 	t.Helper()
-	if err := Available(); err != nil {
+	if err := chromium.Available(); err != nil {
 		t.Skipf("browser tests need chromium and tests/node: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := Start(ctx, t.TempDir())
+	d, err := chromium.Start(ctx, t.TempDir(), testwait.Timeout(10*time.Second))
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -57,11 +58,7 @@ func startBrowser(t *testing.T) *Driver {
 }
 
 // source is a running `caddy sdr-testsrc`.
-type source struct {
-	cmd    *exec.Cmd
-	out    *strings.Builder
-	exited chan struct{}
-}
+type source struct{ *harness.Process }
 
 // startSource runs `caddy sdr-testsrc --path ring` with the test picture
 // size and rate and extra flags, and waits until the ring file exists.
@@ -69,57 +66,17 @@ func startSource(t *testing.T, ring string, extra ...string) *source {
 	t.Helper()
 	args := append([]string{"sdr-testsrc", "--path", ring, "--resolution", testResolution,
 		"--fps", fmt.Sprint(testFPS)}, extra...)
-	cmd := exec.Command(testenv.CaddyBin(t), args...)
-	s := &source{cmd: cmd, out: &strings.Builder{}, exited: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = &lockedWriter{w: s.out}, &lockedWriter{w: s.out}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = cmd.Wait(); close(s.exited) }()
-	t.Cleanup(func() {
-		s.stop(t)
-		if t.Failed() {
-			t.Logf("sdr-testsrc output:\n%s", s.output())
-		}
-	})
-	gone := false
-	created := testwait.Until(20*time.Second, func() bool {
-		select {
-		case <-s.exited:
-			gone = true
-			return true
-		default:
-		}
-		_, err := os.Stat(ring)
-		return err == nil
-	})
-	switch {
-	case gone:
-		t.Fatalf("sdr-testsrc exited at start:\n%s", s.output())
-	case !created:
-		t.Fatalf("sdr-testsrc did not create %s in %s:\n%s", ring, testwait.Timeout(20*time.Second), s.output())
-	}
+	s := &source{testenv.Start(t, "sdr-testsrc", exec.Command(testenv.CaddyBin(t), args...), 10*time.Second)}
+	testenv.WaitReady(t, s.Process, 20*time.Second, func(context.Context) error { _, err := os.Stat(ring); return err })
 	return s
-}
-
-func (s *source) output() string {
-	lw := s.cmd.Stdout.(*lockedWriter)
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	return s.out.String()
 }
 
 // stop ends the source with SIGTERM and waits; the time it returns is
 // after the last frame was committed.
 func (s *source) stop(t *testing.T) time.Time {
 	t.Helper()
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-testwait.After(10 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-		t.Errorf("sdr-testsrc ignored SIGTERM for 10s")
+	if err := s.Stop(testwait.Timeout(10 * time.Second)); err != nil {
+		t.Error(err)
 	}
 	return time.Now()
 }
@@ -194,7 +151,7 @@ func (e *edge) start(t *testing.T) {
 }
 
 // openPlayer opens url in page name and waits for its first decoded frame.
-func openPlayer(t *testing.T, d *Driver, name, url string) Stats {
+func openPlayer(t *testing.T, d *chromium.Driver, name, url string) chromium.Stats {
 	t.Helper()
 	if err := d.Do("open", map[string]any{"name": name, "url": url}, nil); err != nil {
 		t.Fatal(err)
@@ -204,11 +161,11 @@ func openPlayer(t *testing.T, d *Driver, name, url string) Stats {
 }
 
 // waitFrames waits until the page has decoded count frames in all.
-func waitFrames(t *testing.T, d *Driver, name string, count int, timeout time.Duration) Stats {
+func waitFrames(t *testing.T, d *chromium.Driver, name string, count int, timeout time.Duration) chromium.Stats {
 	t.Helper()
 	var r struct {
-		Reached bool  `json:"reached"`
-		Stats   Stats `json:"stats"`
+		Reached bool           `json:"reached"`
+		Stats   chromium.Stats `json:"stats"`
 	}
 	if err := d.Do("waitFrames", map[string]any{"name": name, "count": count, "timeoutMs": ms(timeout)}, &r); err != nil {
 		t.Fatal(err)
@@ -223,7 +180,7 @@ func waitFrames(t *testing.T, d *Driver, name string, count int, timeout time.Du
 // waitBanner): testwait.Timeout(d) in milliseconds.
 func ms(d time.Duration) int64 { return testwait.Timeout(d).Milliseconds() }
 
-func consoleLines(d *Driver, name string) string {
+func consoleLines(d *chromium.Driver, name string) string {
 	var r struct {
 		Lines []string `json:"lines"`
 	}
@@ -233,7 +190,7 @@ func consoleLines(d *Driver, name string) string {
 	return strings.Join(r.Lines, "\n")
 }
 
-func screenshot(t *testing.T, d *Driver, name, file string) string {
+func screenshot(t *testing.T, d *chromium.Driver, name, file string) string {
 	t.Helper()
 	path := filepath.Join(artifacts(t), file)
 	if err := d.Do("screenshot", map[string]any{"name": name, "path": path}, nil); err != nil {
@@ -243,7 +200,7 @@ func screenshot(t *testing.T, d *Driver, name, file string) string {
 	return path
 }
 
-func evalJS[T any](t *testing.T, d *Driver, name, expr string) T {
+func evalJS[T any](t *testing.T, d *chromium.Driver, name, expr string) T {
 	t.Helper()
 	var r struct {
 		Value T `json:"value"`

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/sdr-os/sdr-caddy/internal/chromium"
 	"github.com/sdr-os/sdr-caddy/internal/testpattern"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
@@ -84,7 +85,7 @@ func TestPlayerDecodesJPEG(t *testing.T) {
 // no decoder error, a canvas that is not blank and changes, and the test
 // pattern's stamped frame number advancing. (How fast is bench/browser's
 // question: here the deadlines only detect a page that stopped.)
-func checkPlays(t *testing.T, d *Driver, page, codec, shot string) {
+func checkPlays(t *testing.T, d *chromium.Driver, page, codec, shot string) {
 	t.Helper()
 	st0, err := d.Stats(page)
 	if err != nil {
@@ -128,7 +129,7 @@ func checkPlays(t *testing.T, d *Driver, page, codec, shot string) {
 // decoded after one the server skipped can be smeared until the next IDR
 // (keyframe gating is off by default, as in the old service), so it tries
 // until it can, for up to testwait.Timeout(10 s).
-func readStamp(t *testing.T, d *Driver, page string) testpattern.Stamp {
+func readStamp(t *testing.T, d *chromium.Driver, page string) testpattern.Stamp {
 	t.Helper()
 	var (
 		s    testpattern.Stamp
@@ -152,7 +153,7 @@ func readStamp(t *testing.T, d *Driver, page string) testpattern.Stamp {
 
 // stampAdvances waits until the canvas shows a stamped frame number after
 // s1's.
-func stampAdvances(t *testing.T, d *Driver, page string, s1 testpattern.Stamp) {
+func stampAdvances(t *testing.T, d *chromium.Driver, page string, s1 testpattern.Stamp) {
 	t.Helper()
 	var s2 testpattern.Stamp
 	if !testwait.Until(10*time.Second, func() bool { s2 = readStamp(t, d, page); return s2.Frame > s1.Frame }) {
@@ -161,7 +162,7 @@ func stampAdvances(t *testing.T, d *Driver, page string, s1 testpattern.Stamp) {
 }
 
 // canvasChanged waits until the canvas's samples differ from c1's.
-func canvasChanged(t *testing.T, d *Driver, page string, c1 Canvas) {
+func canvasChanged(t *testing.T, d *chromium.Driver, page string, c1 chromium.Canvas) {
 	t.Helper()
 	if !testwait.Until(10*time.Second, func() bool {
 		c2, err := d.Canvas(page)
@@ -200,7 +201,7 @@ func TestPlayerReconnects(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("POST /load: %s", resp.Status)
 	}
-	var st Stats
+	var st chromium.Stats
 	testwait.Until(10*time.Second, func() bool {
 		if st, err = d.Stats("main"); err != nil {
 			t.Fatal(err)
@@ -520,7 +521,7 @@ func TestPlayerCodecSwitch(t *testing.T) {
 
 	follow := func(codec string, w, h int) {
 		t.Helper()
-		var st Stats
+		var st chromium.Stats
 		testwait.Until(10*time.Second, func() bool {
 			var err error
 			if st, err = d.Stats("main"); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/shmring/shmringtest"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -301,46 +302,8 @@ func TestCaddyfileExampleStreams(t *testing.T) {
 // new ring at path every 20 ms until the returned stop is called.
 func writeFrames(t *testing.T, path string) (stop func()) {
 	t.Helper()
-	w, err := shmring.CreateWriter(path, shmring.DefaultSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	written := make(chan error, 1)
-	go func() {
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for n := 0; ; n++ {
-			select {
-			case <-ctx.Done():
-				written <- nil
-				return
-			case <-tick.C:
-			}
-			h := shmring.Header{Codec: shmring.CodecH264}
-			if n%10 == 0 {
-				h.Flags = shmring.FlagKeyframe
-			}
-			if _, err := w.WriteFrame(h, bytes.Repeat([]byte{byte(n)}, 1000+n%7)); err != nil {
-				written <- err
-				return
-			}
-		}
-	}()
-	var once bool
-	stop = func() {
-		if once {
-			return
-		}
-		once = true
-		cancel()
-		if err := <-written; err != nil {
-			t.Errorf("writing frames: %v", err)
-		}
-		w.Close()
-	}
-	t.Cleanup(stop)
-	return stop
+	w := shmringtest.NewWriter(t, path, shmring.DefaultSize)
+	return w.Start(t, shmringtest.Cadence{Period: 20 * time.Millisecond, GOP: 10, Size: 1000})
 }
 
 // TestCaddyfileExampleNATS: commands sent as 0x04 on /stream/ws reach NATS

@@ -2,6 +2,8 @@ package deploy
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -45,43 +47,15 @@ func TestDemoScript(t *testing.T) {
 	cmd := exec.Command("bash", "scripts/demo.sh")
 	cmd.Dir = root
 	cmd.Env = env
-	var out testenv.LockedBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		select {
-		case <-exited:
-		case <-testwait.After(5 * time.Second):
-		}
-		if t.Failed() {
-			t.Logf("demo output:\n%s", out.String())
-		}
-	})
+	demo := testenv.Start(t, "demo", cmd, 5*time.Second)
 
 	edge := fmt.Sprintf("http://127.0.0.1:%d", port)
-	var exitErr error
-	gone := false
-	printed := testwait.Until(60*time.Second, func() bool {
-		select {
-		case exitErr = <-exited:
-			gone = true
-			return true
-		default:
+	testenv.WaitReady(t, demo, 60*time.Second, func(context.Context) error {
+		if !strings.Contains(demo.Output(), fmt.Sprintf("http://localhost:%d/", port)) {
+			return errors.New("the demo has not printed its URL")
 		}
-		return strings.Contains(out.String(), fmt.Sprintf("http://localhost:%d/", port))
+		return nil
 	})
-	switch {
-	case gone:
-		t.Fatalf("demo exited during start-up: %v", exitErr)
-	case !printed:
-		t.Fatalf("the demo did not print its URL within %s", testwait.Timeout(60*time.Second))
-	}
 	if code, body, _ := get(t, edge+"/health"); code != 200 || body != "OK" {
 		t.Errorf("/health = %d %q, want 200 OK", code, body)
 	}
@@ -122,12 +96,12 @@ func TestDemoScript(t *testing.T) {
 	}
 
 	// Ctrl-C stops both processes and the script exits 0.
-	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+	if err := syscall.Kill(-demo.Pid(), syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-exited:
-		if err != nil {
+	case <-demo.Exited():
+		if err := demo.ExitErr(); err != nil {
 			t.Errorf("demo exit after Ctrl-C: %v", err)
 		}
 	case <-testwait.After(20 * time.Second):

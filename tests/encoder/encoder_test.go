@@ -23,9 +23,9 @@ import (
 
 	"github.com/sdr-os/sdr-caddy/internal/testpattern"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
-	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/nvenc"
 	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/shmring/shmringtest"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -113,20 +113,7 @@ with open(%q, "rb") as f:
 w.close()
 `, filepath.Join(testenv.Root(), "tests", "python"), filepath.Join(dir, "ids.json"), path,
 		rawW, rawH, rawW, rawH, rawW, filepath.Join(dir, "frames.yuv"))
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, "python3", "-c", script)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("python writer output:\n%s", out.String())
-		}
-	})
+	testenv.Start(t, "python writer", exec.Command("python3", "-c", script), 5*time.Second)
 	return stamps
 }
 
@@ -145,24 +132,6 @@ func dialVideo(t *testing.T, url string) *websocket.Conn {
 	t.Cleanup(func() { c.Close() })
 	_ = c.SetReadDeadline(testwait.Deadline(60 * time.Second))
 	return c
-}
-
-func readVideo(t *testing.T, c *websocket.Conn) (shmring.Header, []byte) {
-	t.Helper()
-	for {
-		_, msg, err := c.ReadMessage()
-		if err != nil {
-			t.Fatalf("reading video: %v", err)
-		}
-		if len(msg) == 0 || msg[0] != wire.TypeVideo {
-			continue
-		}
-		h, p, err := wire.ParseVideo(msg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return h, p
-	}
 }
 
 func lumaPSNR(a []byte, as int, b []byte, bs, w, h int) float64 {
@@ -234,7 +203,7 @@ http://127.0.0.1:%[2]d {
 		}
 		defer dec.Close()
 		for i := 0; i < n; i++ {
-			h, p := readVideo(t, c)
+			h, p := shmringtest.ReadVideo(t, c)
 			if h.Codec != codec || h.CRC32 != shmring.Checksum(p) || (i == 0 && !h.Keyframe()) {
 				t.Fatalf("%s frame %d: header %+v", codec, i, h)
 			}

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,89 +17,22 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 
+	"github.com/sdr-os/sdr-caddy/internal/harness"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
-	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/shmring/shmringtest"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
-// ringWriter writes a 30 fps H.264-like stream (a keyframe every 30th
-// frame) into a ring while it runs.
-type ringWriter struct {
-	path string
-	w    *shmring.Writer
-	mu   sync.Mutex
-	stop chan struct{}
-	done chan struct{}
-}
-
-// startRingWriter creates a ring in a temporary directory and runs a
-// ringWriter on it until the test ends.
-func startRingWriter(t *testing.T) *ringWriter {
-	t.Helper()
-	return startRingWriterAt(t, filepath.Join(t.TempDir(), "frames"))
-}
-
-// startRingWriterAt is startRingWriter on a given path.
-func startRingWriterAt(t *testing.T, path string) *ringWriter {
-	t.Helper()
-	w, err := shmring.CreateWriter(path, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rw := &ringWriter{path: path, w: w}
-	t.Cleanup(func() { rw.Pause(); _ = w.Close() })
-	rw.Run()
-	return rw
-}
-
-// Run starts writing.
-func (rw *ringWriter) Run() {
-	rw.mu.Lock()
-	defer rw.mu.Unlock()
-	if rw.stop != nil {
-		return
-	}
-	rw.stop, rw.done = make(chan struct{}), make(chan struct{})
-	stop, done := rw.stop, rw.done
-	go func() {
-		defer close(done)
-		payload := make([]byte, 4000)
-		tk := time.NewTicker(33 * time.Millisecond)
-		defer tk.Stop()
-		for i := 0; ; i++ {
-			var flags uint16
-			if i%30 == 0 {
-				flags = shmring.FlagKeyframe
-			}
-			payload[0] = byte(i)
-			_, _ = rw.w.WriteFrame(shmring.Header{Flags: flags, Codec: shmring.CodecH264}, payload)
-			select {
-			case <-stop:
-				return
-			case <-tk.C:
-			}
-		}
-	}()
-}
-
-// Pause stops writing and returns when the last frame is committed.
-func (rw *ringWriter) Pause() {
-	rw.mu.Lock()
-	stop, done := rw.stop, rw.done
-	rw.stop, rw.done = nil, nil
-	rw.mu.Unlock()
-	if stop != nil {
-		close(stop)
-		<-done
-	}
-}
+// simulator is the stream the simulator writes: 30 frames/s, a keyframe
+// every 30th.
+var simulator = shmringtest.Cadence{Period: 33 * time.Millisecond, GOP: 30, Size: 4000}
 
 // natsServer is .tools/bin/nats-server as a process on a fixed port.
 type natsServer struct {
 	t    *testing.T
 	port int
-	cmd  *exec.Cmd
+	proc *harness.Process
 }
 
 func startNATSServer(t *testing.T, port int) *natsServer {
@@ -115,17 +47,17 @@ func (s *natsServer) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.
 
 func (s *natsServer) Start() {
 	s.t.Helper()
-	s.cmd = testenv.StartNATSProcess(s.t, "nats-server", fmt.Sprintf("127.0.0.1:%d", s.port), 10*time.Second,
+	s.proc = testenv.StartNATSProcess(s.t, "nats-server", fmt.Sprintf("127.0.0.1:%d", s.port), 10*time.Second,
 		"-a", "127.0.0.1", "-p", fmt.Sprint(s.port))
 }
 
 // Kill stops the server at once, as a crash would.
 func (s *natsServer) Kill() {
-	if s.cmd == nil {
+	if s.proc == nil {
 		return
 	}
-	testenv.KillGroup(s.cmd)
-	s.cmd = nil
+	s.proc.Kill()
+	s.proc = nil
 }
 
 // metric reads one sample from the admin endpoint's Prometheus metrics.
@@ -249,7 +181,8 @@ func ackWith(seq int, status string) func(string) bool {
 func TestNATSOutageVideoNeverStops(t *testing.T) {
 	natsPort, httpPort := testenv.FreePort(t), testenv.FreePort(t)
 	ns := startNATSServer(t, natsPort)
-	rw := startRingWriter(t)
+	rw := shmringtest.NewWriter(t, "", 1<<20)
+	rw.Start(t, simulator)
 
 	caddy := testenv.StartCaddy(t, fmt.Sprintf(`{
 	admin {$SDR_TEST_ADMIN}
@@ -269,7 +202,7 @@ http://127.0.0.1:%d {
 		sdr_nats
 	}
 }
-`, ns.URL(), httpPort, rw.path), nil, nil)
+`, ns.URL(), httpPort, rw.Path), nil, nil)
 	admin := caddy.AdminAddr
 	waitMetric(t, admin, "caddy_sdr_nats_connected", "1", 10*time.Second)
 
@@ -347,7 +280,8 @@ http://127.0.0.1:%d {
 // {"gated":false} when video is back. An ordinary NATS client listens.
 func TestGateWithoutBrowser(t *testing.T) {
 	natsPort, httpPort := testenv.FreePort(t), testenv.FreePort(t)
-	rw := startRingWriter(t)
+	rw := shmringtest.NewWriter(t, "", 1<<20)
+	pause := rw.Start(t, simulator)
 	caddy := testenv.StartCaddy(t, fmt.Sprintf(`{
 	admin {$SDR_TEST_ADMIN}
 	sdr_nats {
@@ -362,7 +296,7 @@ http://127.0.0.1:%d {
 		source shm %s 1MiB
 	}
 }
-`, natsPort, httpPort, rw.path), nil, nil)
+`, natsPort, httpPort, rw.Path), nil, nil)
 
 	sim, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", natsPort))
 	if err != nil {
@@ -392,7 +326,7 @@ http://127.0.0.1:%d {
 	}
 	drain()
 
-	rw.Pause()
+	pause()
 	stopped := time.Now()
 	type seen struct {
 		at      time.Duration
@@ -440,7 +374,7 @@ collect:
 		t.Errorf("zero set_cmd_vel published: %v, estop published: %v; want both", zeroVel, estopCmd)
 	}
 
-	rw.Run()
+	rw.Start(t, simulator)
 	// ESTOP repeats itself every second until the video is back.
 	testenv.ExpectMsg(t, gate, `{"gated":false}`, testwait.Timeout(5*time.Second), func(m *nats.Msg) bool {
 		if string(m.Data) != `{"gated":false}` && !strings.Contains(string(m.Data), `"gated":true,"mode":"ESTOP"`) {
@@ -515,7 +449,7 @@ http://127.0.0.1:%d {
 	answer("an answer to a motion command with no video")
 	answer("an answer to a second command")
 
-	startRingWriterAt(t, ring)
+	shmringtest.NewWriter(t, ring, 1<<20).Start(t, simulator)
 	m := testwait.Recv(t, gate, `{"gated":false} once the first frame armed the gate`)
 	if string(m.Data) != `{"gated":false}` {
 		t.Fatalf("when the video appeared published %s", m.Data)

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
+	"github.com/sdr-os/sdr-caddy/shmring/shmringtest"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -27,7 +28,8 @@ import (
 func TestCommandsStrictJSONLive(t *testing.T) {
 	natsPort, httpPort := testenv.FreePort(t), testenv.FreePort(t)
 	ns := startNATSServer(t, natsPort)
-	rw := startRingWriter(t)
+	rw := shmringtest.NewWriter(t, "", 1<<20)
+	pause := rw.Start(t, simulator)
 	caddy := testenv.StartCaddy(t, fmt.Sprintf(`{
 	admin {$SDR_TEST_ADMIN}
 	sdr_nats {
@@ -50,13 +52,13 @@ http://127.0.0.1:%d {
 		sdr_nats
 	}
 }
-`, ns.URL(), httpPort, rw.path), nil, nil)
+`, ns.URL(), httpPort, rw.Path), nil, nil)
 	admin := caddy.AdminAddr
 	waitMetric(t, admin, "caddy_sdr_nats_connected", "1", 10*time.Second)
 	sim := testenv.ConnectNATS(t, ns.URL())
 	cmds := testenv.Collect(t, sim, "command.genesis.>")
 	waitMetric(t, admin, `caddy_sdr_gate_armed{stream="default"}`, "1", 10*time.Second)
-	rw.Pause()
+	pause()
 	waitMetric(t, admin, `caddy_sdr_gate_mode{stream="default"}`, "2", 10*time.Second) // ESTOP
 
 	deep := func(n, seq int) string {

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sdr-os/sdr-caddy/internal/chromium"
 	"github.com/sdr-os/sdr-caddy/internal/rosbridge/rostest"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
-	"github.com/sdr-os/sdr-caddy/tests/browser"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -65,7 +65,7 @@ const rosPage = `<!doctype html>
 // rostest upstream (ROS 2 and rosbridge_server cannot be installed here):
 // JSON and CBOR subscriptions, a rosapi call, and a refused /cmd_vel.
 func TestROSRoslibInChromium(t *testing.T) {
-	if err := browser.Available(); err != nil {
+	if err := chromium.Available(); err != nil {
 		t.Fatal(err)
 	}
 	up, err := rostest.Start("127.0.0.1:0")
@@ -104,7 +104,7 @@ http://127.0.0.1:%d {
 
 	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(2*time.Minute))
 	defer cancel()
-	d, err := browser.Start(ctx, t.TempDir())
+	d, err := chromium.Start(ctx, t.TempDir(), testwait.Timeout(10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

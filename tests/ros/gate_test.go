@@ -6,12 +6,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/sdr-os/sdr-caddy/internal/harness"
 	"github.com/sdr-os/sdr-caddy/internal/rosbridge/rostest"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
@@ -242,34 +242,18 @@ func zeroTwists(ops []rostest.Op) int {
 	return n
 }
 
-func startWriter(t *testing.T, bin, ring string) *exec.Cmd {
+// startWriter runs `caddy sdr-testsrc` writing JPEG frames into ring until
+// the test ends.
+func startWriter(t *testing.T, bin, ring string) *harness.Process {
 	t.Helper()
-	cmd := exec.Command(bin, "sdr-testsrc", "--codec", "jpeg", "--path", ring, "--resolution", "320x240", "--fps", "30")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("test source output:\n%s", out.String())
-		}
-	})
-	return cmd
+	return testenv.Start(t, "test source",
+		exec.Command(bin, "sdr-testsrc", "--codec", "jpeg", "--path", ring, "--resolution", "320x240", "--fps", "30"), 5*time.Second)
 }
 
-func stopWriter(t *testing.T, cmd *exec.Cmd) {
+// stopWriter stops the test source: video stops.
+func stopWriter(t *testing.T, p *harness.Process) {
 	t.Helper()
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
+	if err := p.Stop(testwait.Timeout(5 * time.Second)); err != nil {
+		t.Log(err)
 	}
 }

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sdr-os/sdr-caddy/internal/chromium"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
-	"github.com/sdr-os/sdr-caddy/tests/browser"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -67,7 +67,7 @@ const chromiumUpgrade = `(async () => {
 // server answers its 0x03 offer, Chromium decodes the H.264 track, and its
 // DataChannel messages arrive on NATS.
 func TestChromiumUpgrade(t *testing.T) {
-	if err := browser.Available(); err != nil {
+	if err := chromium.Available(); err != nil {
 		t.Skip(err)
 	}
 	natsURL := testenv.StartNATS(t)
@@ -89,7 +89,7 @@ func TestChromiumUpgrade(t *testing.T) {
 
 	bctx, bcancel := context.WithTimeout(context.Background(), testwait.Timeout(90*time.Second))
 	defer bcancel()
-	d, err := browser.Start(bctx, t.TempDir())
+	d, err := chromium.Start(bctx, t.TempDir(), testwait.Timeout(10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,7 +20,7 @@ import (
 
 	"github.com/sdr-os/sdr-caddy/internal/rtc/rtctest"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
-	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/shmring/shmringtest"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -48,38 +47,9 @@ func playRing(t *testing.T) (path string, stop func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path = filepath.Join(t.TempDir(), "frames")
-	w, err := shmring.CreateWriter(path, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer w.Close()
-		tick := time.NewTicker(time.Second / 30)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			k := i % len(units)
-			h := shmring.Header{FrameSeq: uint64(i + 1), Codec: shmring.CodecH264}
-			if k%30 == 0 {
-				h.Flags = shmring.FlagKeyframe
-			}
-			if _, err := w.WriteFrame(h, units[k]); err != nil {
-				t.Error(err)
-				return
-			}
-		}
-	}()
-	stop = func() { cancel(); <-done }
-	t.Cleanup(stop)
-	return path, stop
+	w := shmringtest.NewWriter(t, "", 1<<20)
+	return w.Path, w.Start(t, shmringtest.Cadence{Period: time.Second / 30, GOP: 30,
+		Payload: func(i int) []byte { return units[i%len(units)] }})
 }
 
 type server struct {

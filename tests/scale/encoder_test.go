@@ -8,7 +8,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
-	"github.com/sdr-os/sdr-caddy/internal/wire"
+	"github.com/sdr-os/sdr-caddy/shmring/shmringtest"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -62,17 +62,7 @@ http://127.0.0.1:%d {
 	joined := time.Now()
 	_ = c.SetReadDeadline(testwait.Deadline(20 * time.Second))
 	for n := 0; n < 30; {
-		_, msg, err := c.ReadMessage()
-		if err != nil {
-			t.Fatalf("reading from the edge after %s: %v", time.Since(joined), err)
-		}
-		if len(msg) == 0 || msg[0] != wire.TypeVideo {
-			continue
-		}
-		h, _, err := wire.ParseVideo(msg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		h, _ := shmringtest.ReadVideo(t, c)
 		if n == 0 {
 			if !h.Keyframe() {
 				t.Fatalf("first frame on the edge: frame_seq %d is not a keyframe", h.FrameSeq)

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -25,6 +24,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 
+	"github.com/sdr-os/sdr-caddy/internal/harness"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/shmring"
@@ -37,7 +37,7 @@ type node struct {
 	name                         string
 	port, cluster, leaf, monitor int
 	conf                         string
-	cmd                          *exec.Cmd
+	proc                         *harness.Process
 }
 
 // cluster is three nats-server processes with routes between them; the
@@ -92,17 +92,17 @@ func (n *node) LeafURL() string { return fmt.Sprintf("nats-leaf://127.0.0.1:%d",
 
 func (n *node) Start() {
 	n.t.Helper()
-	n.cmd = testenv.StartNATSProcess(n.t, "nats-server "+n.name, fmt.Sprintf("127.0.0.1:%d", n.port), 15*time.Second,
+	n.proc = testenv.StartNATSProcess(n.t, "nats-server "+n.name, fmt.Sprintf("127.0.0.1:%d", n.port), 15*time.Second,
 		"-c", n.conf)
 }
 
 // Kill stops the node at once, as a crash would.
 func (n *node) Kill() {
-	if n.cmd == nil {
+	if n.proc == nil {
 		return
 	}
-	testenv.KillGroup(n.cmd)
-	n.cmd = nil
+	n.proc.Kill()
+	n.proc = nil
 }
 
 // varz reads a number from the node's /varz monitoring endpoint.

@@ -5,73 +5,20 @@ package stream
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
-	"github.com/sdr-os/sdr-caddy/shmring"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
-
-// ringWriter plays the simulator.
-type ringWriter struct {
-	path string
-	w    *shmring.Writer
-	mu   sync.Mutex
-	seq  uint64
-}
-
-// newRingWriter creates a ring in a temporary directory, closed when the
-// test ends.
-func newRingWriter(t *testing.T) *ringWriter {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "frames")
-	w, err := shmring.CreateWriter(path, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.Close() })
-	return &ringWriter{path: path, w: w}
-}
-
-func (r *ringWriter) write(t *testing.T, key bool, size int) uint64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.seq++
-	h := shmring.Header{FrameSeq: r.seq, Codec: shmring.CodecH264}
-	if key {
-		h.Flags = shmring.FlagKeyframe
-	}
-	if _, err := r.w.WriteFrame(h, make([]byte, size)); err != nil {
-		t.Error(err)
-	}
-	return r.seq
-}
-
-// run writes a frame every period, a keyframe every gop frames, until ctx ends.
-func (r *ringWriter) run(ctx context.Context, t *testing.T, period time.Duration, gop, size int) {
-	tick := time.NewTicker(period)
-	defer tick.Stop()
-	for i := 0; ; i++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		r.write(t, i%gop == 0, size)
-	}
-}
 
 // server is a running binary with one site.
 type server struct {

@@ -1,14 +1,13 @@
 package stream
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/sdr-os/sdr-caddy/internal/wire"
-	"github.com/sdr-os/sdr-caddy/tests/testenv"
+	"github.com/sdr-os/sdr-caddy/shmring/shmringtest"
 )
 
 // A client that stops reading falls behind, skips to a keyframe when it
@@ -16,7 +15,7 @@ import (
 // Keyframe gating is on so that a frame the ring reader itself misses on a
 // loaded machine also resumes at a keyframe: every gap a client sees must.
 func TestLaggingClientSkipsToKeyframe(t *testing.T) {
-	w := newRingWriter(t)
+	w := shmringtest.NewWriter(t, "", 1<<20)
 	s := startServer(t, "", fmt.Sprintf(`	handle /stream/* {
 		sdr_stream {
 			source shm %s
@@ -24,22 +23,19 @@ func TestLaggingClientSkipsToKeyframe(t *testing.T) {
 			queue_depth 32
 			write_timeout 60s
 		}
-	}`, w.path))
+	}`, w.Path))
 	slow := dial(t, s.ws+"/stream/ws")
 	fast := dial(t, s.ws+"/stream/ws")
 	s.waitHealth(t, "/stream/health", "2 clients", func(h map[string]any) bool { return h["clients"] == float64(2) })
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); w.run(ctx, t, 8*time.Millisecond, 30, 100000) }()
-	defer func() { cancel(); <-done }()
+	defer w.Start(t, shmringtest.Cadence{Period: 8 * time.Millisecond, GOP: 30, Size: 100000})()
 
 	// The fast client keeps up with 300 frames (30 MB at 125 frames/s; the
 	// ring reader is built for 60) while the slow one reads nothing.
 	for i := range 300 {
 		_ = fast.SetReadDeadline(time.Now().Add(30 * time.Second))
 		if _, _, err := fast.ReadMessage(); err != nil {
-			t.Fatalf("fast client, frame %d: %v; health %v; writer at %d", i, err, s.health(t, "/stream/health"), w.seq)
+			t.Fatalf("fast client, frame %d: %v; health %v; writer at %d", i, err, s.health(t, "/stream/health"), w.Ring().Sequence())
 		}
 	}
 	// The slow client reads now. What it missed (about 30 MB) cannot all
@@ -51,7 +47,7 @@ func TestLaggingClientSkipsToKeyframe(t *testing.T) {
 		if n == 3000 {
 			t.Fatalf("the slow client read 3000 frames and no skip was counted: %v", s.health(t, "/stream/health"))
 		}
-		h := testenv.ReadVideo(t, slow)
+		h, _ := shmringtest.ReadVideo(t, slow)
 		if last != 0 && h.FrameSeq != last+1 {
 			if !h.Keyframe() {
 				t.Fatalf("slow client resumed at delta %d after %d", h.FrameSeq, last)
@@ -65,14 +61,14 @@ func TestLaggingClientSkipsToKeyframe(t *testing.T) {
 // Bytes that are not WebSocket, and a handshake that never completes, do
 // not disturb the server.
 func TestHostileConnections(t *testing.T) {
-	w := newRingWriter(t)
+	w := shmringtest.NewWriter(t, "", 1<<20)
 	s := startServer(t, "", fmt.Sprintf(`	handle /stream/* {
 		sdr_stream {
 			source shm %s
 			max_message_size 4KiB
 		}
-	}`, w.path))
-	w.write(t, true, 100)
+	}`, w.Path))
+	w.Write(t, true, 100)
 	s.waitHealth(t, "/stream/health", "a frame", func(h map[string]any) bool { return h["shm_seq"] == float64(1) })
 
 	// An upgraded connection that sends an unmasked frame, then one with a
@@ -123,8 +119,8 @@ func TestHostileConnections(t *testing.T) {
 	// first (the one written above, when the junk took under a second, else
 	// the one written now).
 	c := dial(t, s.ws+"/stream/ws")
-	w.write(t, true, 100)
-	if h := testenv.ReadVideo(t, c); !h.Keyframe() {
+	w.Write(t, true, 100)
+	if h, _ := shmringtest.ReadVideo(t, c); !h.Keyframe() {
 		t.Fatalf("first frame %d not a keyframe", h.FrameSeq)
 	}
 	select {

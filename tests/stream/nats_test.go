@@ -1,7 +1,6 @@
 package stream
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,30 +14,33 @@ import (
 
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
+	"github.com/sdr-os/sdr-caddy/shmring/shmringtest"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
 // With sdr_nats configured, the stream's safety gate runs from startup with
 // no browser attached, keyframe requests go to command.genesis.force_idr,
 // telemetry reaches the clients and each client's commands reach NATS.
+// videoCadence is 100 frames/s, a keyframe every tenth.
+var videoCadence = shmringtest.Cadence{Period: 10 * time.Millisecond, GOP: 10, Size: 1000}
+
 func TestStreamWithNATS(t *testing.T) {
 	natsURL := testenv.StartNATS(t)
 	nc := testenv.ConnectNATS(t, natsURL)
 	msgs := testenv.Collect(t, nc, "command.genesis.>", "telemetry.safety.video_gate")
 
-	w := newRingWriter(t)
+	w := shmringtest.NewWriter(t, "", 1<<20)
 	s := startServer(t, testenv.NATSOptions(natsURL), fmt.Sprintf(`	handle /stream/* {
 		sdr_stream cam {
 			source shm %s
 		}
-	}`, w.path))
+	}`, w.Path))
 
 	// Video for a moment, then none: the gate holds within about a second,
 	// with no client connected.
-	ctx, cancel := context.WithCancel(context.Background())
-	go w.run(ctx, t, 10*time.Millisecond, 10, 1000)
+	stop := w.Start(t, videoCadence)
 	s.waitHealth(t, "/stream/health", "frames", func(h map[string]any) bool { return h["shm_seq"].(float64) > 10 })
-	cancel()
+	stop()
 	stopped := time.Now()
 	m := testenv.ExpectMsg(t, msgs, "telemetry.safety.video_gate gated:true", 5*time.Second, func(m *nats.Msg) bool {
 		return m.Subject == "telemetry.safety.video_gate" && strings.Contains(string(m.Data), `"gated":true`)
@@ -53,10 +55,7 @@ func TestStreamWithNATS(t *testing.T) {
 	checkHealthOrder(t, s, "/stream/health", "connected")
 
 	// A client connects: a keyframe request goes to NATS.
-	ctx2, cancel2 := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); w.run(ctx2, t, 10*time.Millisecond, 10, 1000) }()
-	defer func() { cancel2(); <-done }()
+	defer w.Start(t, videoCadence)()
 	c := dial(t, s.ws+"/stream/ws")
 	testenv.ExpectMsg(t, msgs, "command.genesis.force_idr", 5*time.Second, func(m *nats.Msg) bool {
 		return m.Subject == "command.genesis.force_idr"
@@ -160,7 +159,7 @@ func checkHealthOrder(t *testing.T, s *server, path, nats string) {
 // from the origin, and both report the NATS connection state.
 func TestStreamEdgeHealthFromNATS(t *testing.T) {
 	natsURL := testenv.StartNATS(t)
-	w := newRingWriter(t)
+	w := shmringtest.NewWriter(t, "", 1<<20)
 	s := startServer(t, testenv.NATSOptions(natsURL), fmt.Sprintf(`	handle /stream/* {
 		sdr_stream cam {
 			source shm %s
@@ -171,17 +170,14 @@ func TestStreamEdgeHealthFromNATS(t *testing.T) {
 		sdr_stream edge {
 			source nats video.cam
 		}
-	}`, w.path))
+	}`, w.Path))
 	checkHealthOrder(t, s, "/edge/health", "connected")
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); w.run(ctx, t, 10*time.Millisecond, 10, 1000) }()
+	stop := w.Start(t, videoCadence)
 	s.waitHealth(t, "/edge/health", "frames at the edge", func(h map[string]any) bool {
 		return h["shm_seq"].(float64) > 20
 	})
-	cancel()
-	<-done
+	stop()
 	// With the writer stopped, the edge catches up with the ring's last
 	// frame_seq.
 	origin := s.health(t, "/stream/health")["shm_seq"].(float64)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
+	"github.com/sdr-os/sdr-caddy/shmring/shmringtest"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -86,13 +87,11 @@ func (c *reloadingClient) run(ctx context.Context) {
 }
 
 func TestReloadUnderLoadLeavesNothingBehind(t *testing.T) {
-	w := newRingWriter(t)
-	path := w.path
+	w := shmringtest.NewWriter(t, "", 1<<20)
+	path := w.Path
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); w.run(ctx, t, 10*time.Millisecond, 20, 4000) }()
+	stopWriter := w.Start(t, shmringtest.Cadence{Period: 10 * time.Millisecond, GOP: 20, Size: 4000})
 
 	body := func(i int) string {
 		// Every reload changes the handler; every 10th also the reader's
@@ -116,7 +115,7 @@ func TestReloadUnderLoadLeavesNothingBehind(t *testing.T) {
 	// no client.
 	s.caddy.Load(t, testenv.Caddyfile(s.port, "", body(1)))
 	warm := dial(t, s.ws+"/stream/ws")
-	testenv.ReadVideo(t, warm)
+	shmringtest.ReadVideo(t, warm)
 	warm.Close()
 	s.waitHealth(t, "/stream/health", "no clients", func(h map[string]any) bool { return h["clients"] == float64(0) })
 	// The baseline, once the warm-up client's goroutines have ended: the
@@ -200,5 +199,5 @@ func TestReloadUnderLoadLeavesNothingBehind(t *testing.T) {
 		t.Errorf("%d mappings of the ring after %d reloads, want 1", m1, reloads)
 	}
 	cancel()
-	wg.Wait()
+	stopWriter()
 }

@@ -1,14 +1,15 @@
 package testenv
 
 import (
+	"context"
 	"fmt"
 	"os/exec"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/sdr-os/sdr-caddy/internal/harness"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 )
 
@@ -24,34 +25,22 @@ func StartNATS(t testing.TB) string {
 func StartNATSOn(t testing.TB, port int) string {
 	t.Helper()
 	cmd := exec.Command(Tool(t, "nats-server"), "-a", "127.0.0.1", "-p", fmt.Sprint(port))
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting nats-server on port %d: %v", port, err)
-	}
-	exited := StopOnCleanup(t, cmd, 5*time.Second, nil)
+	p := Start(t, fmt.Sprintf("nats-server on port %d", port), cmd, 5*time.Second)
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	var err error
-	gone := false
-	testwait.Until(testwait.Default, func() bool {
-		select {
-		case <-exited:
-			gone = true
-			return true
-		default:
-		}
-		var nc *nats.Conn
-		if nc, err = nats.Connect(url); err != nil {
-			return false
+	WaitReady(t, p, testwait.Default, natsAnswers(url))
+	return url
+}
+
+// natsAnswers is ready once a NATS client can connect to url.
+func natsAnswers(url string) harness.Ready {
+	return func(context.Context) error {
+		nc, err := nats.Connect(url)
+		if err != nil {
+			return err
 		}
 		nc.Close()
-		return true
-	})
-	switch {
-	case gone:
-		t.Fatalf("nats-server on %s exited before it was ready", url)
-	case err != nil:
-		t.Fatalf("nats-server on %s not ready after %s: %v", url, testwait.Timeout(testwait.Default), err)
+		return nil
 	}
-	return url
 }
 
 // ConnectNATS connects to the NATS server at url with opts; the connection
@@ -102,52 +91,11 @@ func ExpectMsg(t testing.TB, ch <-chan *nats.Msg, what string, within time.Durat
 
 // StartNATSProcess runs nats-server with args in its own process group and
 // waits up to testwait.Timeout(timeout) until it listens on addr; what names
-// it in failures.
-// The caller stops it with KillGroup.
-func StartNATSProcess(t testing.TB, what, addr string, timeout time.Duration, args ...string) *exec.Cmd {
+// it in failures. The caller stops it (Kill: as a crash would); it is
+// stopped when the test ends in any case.
+func StartNATSProcess(t testing.TB, what, addr string, timeout time.Duration, args ...string) *harness.Process {
 	t.Helper()
-	cmd := exec.Command(Tool(t, "nats-server"), args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", what, err)
-	}
-	ready := false
-	defer func() {
-		if !ready {
-			KillGroup(cmd)
-		}
-	}()
-	WaitListening(t, what, addr, timeout)
-	ready = true
-	return cmd
-}
-
-// StopOnCleanup waits for the started cmd in the background and returns a
-// channel closed when it has exited. When the test ends it sends cmd
-// SIGTERM, kills it (and its process group, for a Setpgid child) after
-// testwait.Timeout(grace), waits, and then runs after, if not nil.
-func StopOnCleanup(t testing.TB, cmd *exec.Cmd, grace time.Duration, after func()) <-chan struct{} {
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-testwait.After(grace):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if after != nil {
-			after()
-		}
-	})
-	return exited
-}
-
-// KillGroup kills the process group of cmd at once, as a crash would, and
-// waits for cmd to exit.
-func KillGroup(cmd *exec.Cmd) {
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	_ = cmd.Wait()
+	p := Start(t, what, exec.Command(Tool(t, "nats-server"), args...), 5*time.Second)
+	WaitReady(t, p, timeout, harness.Listening(addr))
+	return p
 }

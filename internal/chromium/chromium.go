@@ -1,8 +1,8 @@
-// Package browser drives Debian's headless chromium (through the Node.js
+// Package chromium drives Debian's headless chromium (through the Node.js
 // playwright-core script tests/node/browser/driver.mjs) against the player
-// that sdr-caddy serves. The live tests in this directory and
-// bench/browser use it.
-package browser
+// that sdr-caddy serves. The live tests in tests/browser, tests/rtc and
+// tests/ros use it, and so does bench/browser.
+package chromium
 
 import (
 	"bufio"
@@ -19,23 +19,22 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sdr-os/sdr-caddy/internal/testwait"
-	"github.com/sdr-os/sdr-caddy/tests/testenv"
+	"github.com/sdr-os/sdr-caddy/internal/harness"
 )
 
-// Chromium is the browser the tests drive.
-const Chromium = "/usr/bin/chromium"
+// Path is the browser driven: Debian's chromium.
+const Path = "/usr/bin/chromium"
 
 // Available reports why the browser tests cannot run here, or nil: they
 // need chromium, node and tests/node/node_modules (scripts/deps.sh).
 func Available() error {
-	if _, err := os.Stat(Chromium); err != nil {
-		return fmt.Errorf("%s not installed (scripts/deps.sh installs it): %w", Chromium, err)
+	if _, err := os.Stat(Path); err != nil {
+		return fmt.Errorf("%s not installed (scripts/deps.sh installs it): %w", Path, err)
 	}
 	if _, err := exec.LookPath("node"); err != nil {
 		return fmt.Errorf("node not on PATH: %w", err)
 	}
-	pw := filepath.Join(testenv.Root(), "tests", "node", "node_modules", "playwright-core")
+	pw := filepath.Join(harness.Root(), "tests", "node", "node_modules", "playwright-core")
 	if _, err := os.Stat(pw); err != nil {
 		return fmt.Errorf("playwright-core not installed in tests/node (run scripts/deps.sh): %w", err)
 	}
@@ -49,21 +48,23 @@ type Driver struct {
 	out    *bufio.Reader
 	stderr *strings.Builder
 	cancel context.CancelFunc
+	quit   time.Duration // how long Close waits for chromium to quit
 
 	mu sync.Mutex
 	id int
 }
 
 // Start launches chromium headless with a fresh profile in profileDir.
-func Start(ctx context.Context, profileDir string) (*Driver, error) {
+// Close waits up to quit for it to quit before it kills it.
+func Start(ctx context.Context, profileDir string, quit time.Duration) (*Driver, error) {
 	if err := Available(); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	script := filepath.Join(testenv.Root(), "tests", "node", "browser", "driver.mjs")
+	script := filepath.Join(harness.Root(), "tests", "node", "browser", "driver.mjs")
 	cmd := exec.CommandContext(ctx, "node", script)
 	cmd.Dir = filepath.Dir(script)
-	cmd.Env = append(os.Environ(), "SDR_BROWSER_PROFILE="+profileDir, "CHROMIUM="+Chromium)
+	cmd.Env = append(os.Environ(), "SDR_BROWSER_PROFILE="+profileDir, "CHROMIUM="+Path)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// Chromium is node's child: end the whole process group.
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
@@ -78,7 +79,7 @@ func Start(ctx context.Context, profileDir string) (*Driver, error) {
 		cancel()
 		return nil, fmt.Errorf("starting browser driver: %w", err)
 	}
-	d := &Driver{cmd: cmd, in: in, out: bufio.NewReaderSize(outPipe, 1<<20), stderr: &strings.Builder{}, cancel: cancel}
+	d := &Driver{cmd: cmd, in: in, out: bufio.NewReaderSize(outPipe, 1<<20), stderr: &strings.Builder{}, cancel: cancel, quit: quit}
 	cmd.Stderr = &lockedWriter{w: d.stderr}
 	if err := cmd.Start(); err != nil {
 		cancel()
@@ -154,7 +155,8 @@ func (d *Driver) read(v any) error {
 	return json.Unmarshal(line, v)
 }
 
-// Close quits chromium and waits for it.
+// Close quits chromium and waits for it; after the quit time given to
+// Start it kills it.
 func (d *Driver) Close() error {
 	d.mu.Lock()
 	_, _ = d.in.Write([]byte(`{"id":-1,"op":"quit"}` + "\n"))
@@ -165,7 +167,7 @@ func (d *Driver) Close() error {
 	var err error
 	select {
 	case err = <-done:
-	case <-testwait.After(10 * time.Second):
+	case <-time.After(d.quit):
 		d.cancel()
 		err = <-done
 	}

@@ -1,0 +1,47 @@
+package harness
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// userHZ is the unit of the times in /proc/<pid>/stat on Linux.
+const userHZ = 100
+
+// CPUSeconds returns the user+system CPU time of a process so far.
+func CPUSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("reading cpu time of pid %d: %w", pid, err)
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 > len(s) {
+		return 0, fmt.Errorf("parsing /proc/%d/stat: no command field", pid)
+	}
+	// Fields 14 and 15 of the line (utime, stime) are 11 and 12 after the command.
+	f := strings.Fields(s[i+2:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("parsing /proc/%d/stat: %d fields after the command", pid, len(f))
+	}
+	ut, err1 := strconv.ParseFloat(f[11], 64)
+	st, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("parsing /proc/%d/stat: utime %q stime %q", pid, f[11], f[12])
+	}
+	return (ut + st) / userHZ, nil
+}
+
+// TotalCPUSeconds sums the user+system CPU time of the processes (those
+// already gone count 0).
+func TotalCPUSeconds(pids ...int) float64 {
+	total := 0.0
+	for _, pid := range pids {
+		if c, err := CPUSeconds(pid); err == nil {
+			total += c
+		}
+	}
+	return total
+}
