@@ -39,6 +39,10 @@ func init() {
 //	    max_message_size          <size>
 //	    rate_limit                <ops-per-second>|off [<burst>]
 //	    origins                   [<origin...>|*]
+//	    hosts                     [<host...>|*]
+//	    max_fragments             <n>
+//	    frame_rate                <frames-per-second>|off [<burst>]
+//	    ping_interval             <duration>|off
 //	    reconnect                 <min> <max>
 //	}
 //
@@ -152,6 +156,8 @@ func (r *ROS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 			r.Origins = args
+		case "hosts":
+			r.Hosts, err = parseHosts(d, args)
 		case "reconnect":
 			if len(args) != 2 {
 				return d.Errf("reconnect takes <min> <max>, got %d arguments", len(args))
@@ -163,6 +169,9 @@ func (r *ROS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			r.ReconnectMin, r.ReconnectMax = caddy.Duration(lo), caddy.Duration(hi)
 		default:
+			if ok, lerr := r.unmarshalLimit(d, sub, args); ok {
+				return lerr
+			}
 			return d.Errf("unknown subdirective %q", sub)
 		}
 		return err

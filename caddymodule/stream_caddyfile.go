@@ -37,6 +37,10 @@ func init() {
 //	    write_timeout    <duration>
 //	    telemetry_hold   <duration>|off
 //	    allowed_origins  [<origin...>|*]  # trusted to command; none: own host and loopback
+//	    allowed_hosts    [<host...>|*]    # Host names trusted to command besides IPs and LAN names
+//	    max_fragments    <n>
+//	    frame_rate       <frames-per-second>|off [<burst>]
+//	    ping_interval    <duration>|off
 //	    webrtc { ... }   (docs/webrtc.md)
 //	}
 //
@@ -159,6 +163,12 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 			s.AllowedOrigins = args
+		case "allowed_hosts":
+			hosts, err := parseHosts(d, args)
+			if err != nil {
+				return err
+			}
+			s.AllowedHosts = hosts
 		case "publish":
 			if len(args) > 1 {
 				return d.Errf("publish takes at most one argument (the subject), got %d", len(args))
@@ -174,6 +184,9 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			s.WebRTC = cfg
 		default:
+			if ok, err := s.unmarshalLimit(d, sub, args); ok {
+				return err
+			}
 			return d.Errf("unknown subdirective %q", sub)
 		}
 		return nil
