@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -137,6 +138,20 @@ func (c *Caddy) Stdout() string { return c.stdout.String() }
 // when the test ends.
 func StartCaddy(t testing.TB, caddyfile string, env []string, ready func() error) *Caddy {
 	t.Helper()
+	return StartCaddyWith(t, caddyfile, env, ready, StartOptions{})
+}
+
+// StartOptions change how StartCaddyWith runs the process.
+type StartOptions struct {
+	// NoFile, when above 0, is the process's file descriptor limit (soft
+	// and hard RLIMIT_NOFILE, so that Go cannot raise it), set by the
+	// shell's ulimit before caddy starts.
+	NoFile int
+}
+
+// StartCaddyWith is StartCaddy with options.
+func StartCaddyWith(t testing.TB, caddyfile string, env []string, ready func() error, o StartOptions) *Caddy {
+	t.Helper()
 	dir := t.TempDir()
 	cf := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(cf, []byte(caddyfile), 0o644); err != nil {
@@ -145,6 +160,10 @@ func StartCaddy(t testing.TB, caddyfile string, env []string, ready func() error
 	admin := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
 	c := &Caddy{AdminAddr: admin, Dir: dir, out: &LockedBuffer{}, stdout: &LockedBuffer{}}
 	cmd := exec.Command(CaddyBin(t), "run", "--config", cf, "--adapter", "caddyfile")
+	if o.NoFile > 0 {
+		// sh -c 'script' $0 $@...: the limit, then caddy's command line.
+		cmd = exec.Command("/bin/sh", append([]string{"-c", `ulimit -n "$0" && exec "$@"`, strconv.Itoa(o.NoFile)}, cmd.Args...)...)
+	}
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(),
 		"SDR_TEST_ADMIN="+admin,
