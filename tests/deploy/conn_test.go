@@ -502,3 +502,76 @@ func TestWebSocketPingsDropDeadPeers(t *testing.T) {
 		}
 	}
 }
+
+// floodClosed dials url, writes first and then next over and over on the
+// raw socket, and returns the close code the server answers with; the read
+// deadline detects a hang (a flood the server never ends).
+func floodClosed(t *testing.T, url string, first, next []byte) int {
+	t.Helper()
+	c, resp, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatalf("dialing %s: %v (%v)", url, err, resp)
+	}
+	defer c.Close()
+	go func() {
+		raw := c.UnderlyingConn()
+		if _, err := raw.Write(first); err != nil {
+			return
+		}
+		for {
+			if _, err := raw.Write(next); err != nil {
+				return
+			}
+		}
+	}()
+	_ = c.SetReadDeadline(testwait.Deadline(20 * time.Second))
+	for {
+		_, _, err := c.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) {
+			t.Fatalf("%s: the flood was not closed with a close frame: %v", url, err)
+		}
+		return ce.Code
+	}
+}
+
+// TestCaddyfileExampleFrameFloods is the CPU break-in on Caddyfile.example:
+// an endless message of empty continuation frames (never FIN), which held a
+// core and was never closed, is closed with 1009 on /stream/ws, /nats/ws
+// and /ros/; a flood of pongs with 1008. Meanwhile a viewer keeps its
+// video. The rosbridge upstream is rostest, a protocol-faithful stand-in
+// for rosbridge_server.
+func TestCaddyfileExampleFrameFloods(t *testing.T) {
+	up, err := rostest.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(up.Close)
+	e := startExample(t, "SDR_ROS_UPSTREAM="+up.URL())
+	writeFrames(t, e.ring)
+	viewer := testenv.DialWS(t, wsURL(e.edge, "/stream/ws"), nil, 30*time.Second)
+	testenv.ReadVideo(t, viewer)
+	testwait.For(t, "/ros/ to accept a client (rosbridge connected)", func() bool {
+		c, _, err := websocket.DefaultDialer.Dial(wsURL(e.edge, "/ros/"), nil)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	key := [4]byte{1, 9, 8, 4}
+	start := wire.AppendClientFrame(nil, wire.OpBinary, false, key, nil)
+	cont := wire.AppendClientFrame(nil, wire.OpContinuation, false, key, nil)
+	pong := wire.AppendClientFrame(nil, wire.OpPong, true, key, nil)
+	for _, path := range []string{"/stream/ws", "/nats/ws", "/ros/"} {
+		if code := floodClosed(t, wsURL(e.edge, path), start, cont); code != websocket.CloseMessageTooBig {
+			t.Errorf("%s: endless continuation closed with %d, want 1009", path, code)
+		}
+		if code := floodClosed(t, wsURL(e.edge, path), pong, pong); code != websocket.ClosePolicyViolation {
+			t.Errorf("%s: pong flood closed with %d, want 1008", path, code)
+		}
+		testenv.ReadVideo(t, viewer)
+	}
+}
