@@ -55,6 +55,7 @@ type ConnLimit struct {
 	Reserve int `json:"reserve,omitempty"`
 
 	log *zap.Logger
+	max int // the cap Provision computed; 0: none
 }
 
 // CaddyModule returns the Caddy module information.
@@ -65,7 +66,8 @@ func (*ConnLimit) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision computes the cap and sets it for the process.
+// Provision computes the cap; WrapListener, when the server starts
+// listening, sets it for the process (`caddy validate` changes nothing).
 func (c *ConnLimit) Provision(ctx caddy.Context) error {
 	c.log = ctx.Logger()
 	if err := c.Validate(); err != nil {
@@ -85,7 +87,7 @@ func (c *ConnLimit) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("sdr_limit: a descriptor limit of %d leaves no connection after a reserve of %d", limit, reserve)
 		}
 	}
-	processConns.SetMax(max)
+	c.max = max
 	registerConnMetrics(ctx.GetMetricsRegistry(), c.log)
 	c.log.Info("connection cap", zap.Int("max_connections", max), zap.Int("descriptor_limit", limit), zap.Int("reserve", reserve))
 	return nil
@@ -112,6 +114,7 @@ func (c *ConnLimit) WrapListener(ln net.Listener) net.Listener {
 			zap.String("address", ln.Addr().String()))
 		return ln
 	}
+	processConns.SetMax(c.max)
 	return processConns.Wrap(ln)
 }
 
