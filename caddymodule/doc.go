@@ -12,6 +12,8 @@
 //   - ros: sdr_ros
 //   - encoder: the sdr_encoder app, its admin endpoint, sdr-nvenc-probe
 //   - player: sdr_player
+//   - limit: the listener wrapper sdr_limit (caddy.listeners.sdr_limit),
+//     the process-wide connection cap
 //
 // The families find each other only through Caddy's apps and the small
 // interfaces of internal/frame, never by importing one another. This package

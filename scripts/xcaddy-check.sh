@@ -27,7 +27,7 @@ check() {
 	local bin=$1 what=$2 mods cmds adapted
 	mods=$("$bin" list-modules)
 	for m in http.handlers.sdr_stream http.handlers.sdr_nats http.handlers.sdr_ros http.handlers.sdr_player \
-		http.handlers.sdr_whep sdr_nats sdr_encoder admin.api.sdr_encoders; do
+		http.handlers.sdr_whep sdr_nats sdr_encoder admin.api.sdr_encoders caddy.listeners.sdr_limit; do
 		grep -qx "$m" <<<"$mods" || { echo "xcaddy-check: module $m missing from the xcaddy build $what" >&2; exit 1; }
 	done
 	cmds=$("$bin" help)

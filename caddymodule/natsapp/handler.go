@@ -46,11 +46,22 @@ type NATSHandler struct {
 	// a connection from another origin has each command answered
 	// `rejected` ("origin ... not allowed").
 	Origins []string `json:"origins,omitempty"`
+	// Hosts are the names (host names, "*" wildcards; "*" alone: any)
+	// that a browser's Host header may carry for its commands to be taken,
+	// besides IP addresses, localhost, single-label names and *.local,
+	// *.ts.net, *.lan, *.home.arpa and *.internal names
+	// (SDR_ALLOWED_HOSTS): the DNS rebinding guard. A browser connection
+	// with another Host has each command answered `rejected` ("host ...
+	// not allowed").
+	Hosts []string `json:"hosts,omitempty"`
 	// SendBuffer is how many messages may wait for one slow client before
 	// telemetry for it is dropped. Default 256.
 	SendBuffer int `json:"send_buffer,omitempty"`
 	// WriteTimeout bounds each write to a client. Default 10s.
 	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
+	// ClientLimits bound the frames a client sends and set the pings that
+	// find dead peers.
+	sdrcaddyfile.ClientLimits
 
 	app      *NATSApp
 	gate     *gate.Gate
@@ -66,6 +77,9 @@ type NATSHandler struct {
 
 // natsMaxCommand bounds one client message: a 0x04 command is small JSON.
 const natsMaxCommand = 64 << 10
+
+// natsPingInterval is the default ping_interval.
+const natsPingInterval = 20 * time.Second
 
 // CaddyModule returns the Caddy module information.
 func (*NATSHandler) CaddyModule() caddy.ModuleInfo {
@@ -93,7 +107,7 @@ func (h *NATSHandler) Provision(ctx caddy.Context) error {
 	if err := h.Validate(); err != nil {
 		return err
 	}
-	origins, err := origin.NewPolicy(h.Origins)
+	origins, err := origin.NewPolicy(h.Origins, h.Hosts...)
 	if err != nil {
 		return fmt.Errorf("sdr_nats handler: %w", err)
 	}
@@ -130,6 +144,14 @@ func (h *NATSHandler) Validate() error {
 			return fmt.Errorf("sdr_nats handler: %w", err)
 		}
 	}
+	for _, o := range h.Hosts {
+		if err := origin.ValidateHost(o); err != nil {
+			return fmt.Errorf("sdr_nats handler: %w", err)
+		}
+	}
+	if err := h.ClientLimits.ValidateLimits(); err != nil {
+		return fmt.Errorf("sdr_nats handler: %w", err)
+	}
 	return nil
 }
 
@@ -164,7 +186,8 @@ func (h *NATSHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("sdr_nats handler is shutting down"))
 	}
 	trust := h.origins.Judge(r)
-	conn, err := h.upgrader.Upgrade(natsHijacker{w}, r, nil)
+	guard := wire.NewFrameGuard(h.FrameLimits())
+	conn, err := h.upgrader.Upgrade(natsHijacker{w, guard}, r, nil)
 	if err != nil {
 		// The upgrader has answered the client already.
 		if ce := h.log.Check(zap.DebugLevel, "websocket upgrade failed"); ce != nil {
@@ -189,14 +212,16 @@ func (h *NATSHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 		h.mu.Unlock()
 		h.wg.Done()
 	}()
-	h.serveClient(conn, trust)
+	h.serveClient(conn, trust, guard)
 	return nil
 }
 
 // serveClient runs one client: telemetry into a bounded queue drained by a
 // writer goroutine, commands from the read loop, answered to this client
-// alone (all refused when its connection got an untrusted verdict).
-func (h *NATSHandler) serveClient(conn *websocket.Conn, trust origin.Verdict) {
+// alone (all refused when its connection got an untrusted verdict). The
+// writer pings, and closes a client that sent nothing since the previous
+// ping; guard closes one over its frame limits.
+func (h *NATSHandler) serveClient(conn *websocket.Conn, trust origin.Verdict, guard *wire.FrameGuard) {
 	defer conn.Close()
 	rl := h.app.Relay()
 	session := rl.Session(h.gate, h.gate.CodecChanging, trust)
@@ -216,8 +241,19 @@ func (h *NATSHandler) serveClient(conn *websocket.Conn, trust origin.Verdict) {
 	go func() {
 		defer close(writerDone)
 		defer conn.Close() // unblocks the reader when a write fails
-		ping := time.NewTicker(30 * time.Second)
-		defer ping.Stop()
+		var (
+			pings  <-chan time.Time
+			pinged time.Time
+		)
+		every := h.PingEvery()
+		if every == 0 {
+			every = natsPingInterval
+		}
+		if every > 0 {
+			ping := time.NewTicker(every)
+			defer ping.Stop()
+			pings = ping.C
+		}
 		wt := time.Duration(h.WriteTimeout)
 		for {
 			var m []byte
@@ -226,7 +262,15 @@ func (h *NATSHandler) serveClient(conn *websocket.Conn, trust origin.Verdict) {
 				return
 			case m = <-replies:
 			case m = <-out:
-			case <-ping.C:
+			case now := <-pings:
+				if !pinged.IsZero() && guard.SilentSince(pinged) {
+					natsMetrics.wsCloses.WithLabelValues("ping_timeout").Inc()
+					_ = conn.WriteControl(websocket.CloseMessage,
+						websocket.FormatCloseMessage(websocket.CloseGoingAway, fmt.Sprintf("no pong or message for %s", now.Sub(pinged).Round(time.Millisecond))),
+						time.Now().Add(time.Second))
+					return
+				}
+				pinged = now
 				if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wt)); err != nil {
 					return
 				}
@@ -247,6 +291,12 @@ func (h *NATSHandler) serveClient(conn *websocket.Conn, trust origin.Verdict) {
 	for {
 		typ, msg, err := conn.ReadMessage()
 		if err != nil {
+			var le *wire.LimitError
+			if errors.As(err, &le) {
+				natsMetrics.wsCloses.WithLabelValues(le.Reason).Inc()
+				_ = conn.WriteControl(websocket.CloseMessage,
+					websocket.FormatCloseMessage(int(le.Code), le.Reason), time.Now().Add(time.Second))
+			}
 			return
 		}
 		if typ != websocket.BinaryMessage || len(msg) == 0 || msg[0] != wire.TypeCommand {
@@ -264,12 +314,20 @@ func (h *NATSHandler) serveClient(conn *websocket.Conn, trust origin.Verdict) {
 }
 
 // natsHijacker lets gorilla/websocket hijack a ResponseWriter that Caddy's
-// middleware wrapped: gorilla asserts http.Hijacker, the wrappers offer
-// Unwrap, which http.ResponseController follows.
-type natsHijacker struct{ http.ResponseWriter }
+// middleware wrapped (gorilla asserts http.Hijacker, the wrappers offer
+// Unwrap, which http.ResponseController follows), and hands it the
+// connection with its reads going through guard.
+type natsHijacker struct {
+	http.ResponseWriter
+	guard *wire.FrameGuard
+}
 
 func (h natsHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	return http.NewResponseController(h.ResponseWriter).Hijack()
+	conn, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	return wire.GuardConn(conn, h.guard), brw, nil
 }
 
 func (h natsHijacker) Unwrap() http.ResponseWriter { return h.ResponseWriter }
@@ -279,8 +337,12 @@ func (h natsHijacker) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 //	sdr_nats [<matcher>] {
 //	    stream <name>              # whose safety gate applies; default "default"
 //	    origins [<origin...>|*]   # trusted to command; none: own host and loopback
+//	    hosts [<host...>|*]       # Host names trusted to command besides IPs and LAN names
 //	    send_buffer <messages>
 //	    write_timeout <duration>
+//	    max_fragments <n>
+//	    frame_rate <frames-per-second>|off [<burst>]
+//	    ping_interval <duration>|off
 //	}
 func (h *NATSHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -300,6 +362,8 @@ func (h *NATSHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return d.Err(err.Error())
 				}
 			}
+		case "hosts":
+			h.Hosts, err = sdrcaddyfile.ParseHosts(d, natsSplitArgs(d.RemainingArgs()))
 		case "send_buffer":
 			h.SendBuffer, err = sdrcaddyfile.ReadArgs(d).PositiveInt()
 		case "write_timeout":
@@ -311,6 +375,8 @@ func (h *NATSHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 				h.WriteTimeout = caddy.Duration(v)
 			}
+		case "max_fragments", "frame_rate", "ping_interval":
+			_, err = h.UnmarshalLimit(sdrcaddyfile.ReadArgs(d))
 		default:
 			return d.Errf("unknown subdirective %q", key)
 		}

@@ -22,6 +22,7 @@ var natsMetrics = struct {
 	gateTransitions *prometheus.CounterVec
 	wsClients       prometheus.Gauge
 	wsDropped       prometheus.Counter
+	wsCloses        *prometheus.CounterVec
 }{
 	connected: prometheus.NewGauge(prometheus.GaugeOpts(sdrmetrics.Opts("nats_connected",
 		"1 while the NATS connection is up, 0 while it is down or reconnecting."))),
@@ -45,12 +46,14 @@ var natsMetrics = struct {
 		"WebSocket clients of the sdr_nats handler."))),
 	wsDropped: prometheus.NewCounter(prometheus.CounterOpts(sdrmetrics.Opts("nats_ws_telemetry_dropped_total",
 		"Telemetry messages dropped for sdr_nats handler clients that fell behind."))),
+	wsCloses: prometheus.NewCounterVec(prometheus.CounterOpts(sdrmetrics.Opts("nats_ws_closes_total",
+		"sdr_nats handler clients closed for a limit, by reason (fragments, frame_rate, ping_timeout).")), []string{"reason"}),
 }
 
 func natsRegisterMetrics(reg *prometheus.Registry) error {
 	m := natsMetrics
 	if err := sdrmetrics.Register(reg, m.connected, m.reconnects, m.disconnects, m.errors, m.telemetry,
-		m.commands, m.gateMode, m.gateArmed, m.gateTransitions, m.wsClients, m.wsDropped); err != nil {
+		m.commands, m.gateMode, m.gateArmed, m.gateTransitions, m.wsClients, m.wsDropped, m.wsCloses); err != nil {
 		return fmt.Errorf("sdr_nats: registering metrics: %w", err)
 	}
 	return nil

@@ -39,6 +39,10 @@ func init() {
 //	    max_message_size          <size>
 //	    rate_limit                <ops-per-second>|off [<burst>]
 //	    origins                   [<origin...>|*]
+//	    hosts                     [<host...>|*]
+//	    max_fragments             <n>
+//	    frame_rate                <frames-per-second>|off [<burst>]
+//	    ping_interval             <duration>|off
 //	    reconnect                 <min> <max>
 //	}
 //
@@ -136,6 +140,8 @@ func (r *ROS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 			r.Origins = args.Values()
+		case "hosts":
+			r.Hosts, err = sdrcaddyfile.ParseHosts(d, args.Values())
 		case "reconnect":
 			vals := args.Values()
 			if len(vals) != 2 {
@@ -148,6 +154,9 @@ func (r *ROS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			r.ReconnectMin, r.ReconnectMax = caddy.Duration(lo), caddy.Duration(hi)
 		default:
+			if ok, lerr := r.UnmarshalLimit(args); ok {
+				return lerr
+			}
 			return d.Errf("unknown subdirective %q", sub)
 		}
 		return err

@@ -18,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
 	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrmetrics"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
@@ -119,6 +120,18 @@ type ROS struct {
 	// publish and call_service get an error status ("origin ... not
 	// allowed").
 	Origins []string `json:"origins,omitempty"`
+	// Hosts are the names (host names, `*` wildcards as in
+	// `*.example.com`; `*` alone: any) that a browser's Host header may
+	// carry for its advertise, publish and call_service to be taken,
+	// besides IP addresses, localhost, single-label names and *.local,
+	// *.ts.net, *.lan, *.home.arpa and *.internal names
+	// (SDR_ALLOWED_HOSTS): the DNS rebinding guard. A browser connection
+	// with another Host gets an error status ("host ... not allowed") for
+	// them, and may still subscribe.
+	Hosts []string `json:"hosts,omitempty"`
+	// ClientLimits bound the frames a client sends and set the pings that
+	// find dead peers.
+	sdrcaddyfile.ClientLimits
 	// ReconnectMin and ReconnectMax bound the upstream reconnect backoff.
 	// Defaults 100ms and 5s.
 	ReconnectMin caddy.Duration `json:"reconnect_min,omitempty"`
@@ -187,6 +200,9 @@ func (r *ROS) Provision(ctx caddy.Context) error {
 		RateLimit:              r.RateLimit,
 		RateBurst:              r.RateBurst,
 		Origins:                r.Origins,
+		Hosts:                  r.Hosts,
+		FrameLimits:            r.FrameLimits(),
+		PingInterval:           r.PingEvery(),
 		MinBackoff:             time.Duration(r.ReconnectMin),
 		MaxBackoff:             time.Duration(r.ReconnectMax),
 		Logger:                 ctx.Slogger(),
@@ -281,6 +297,14 @@ func (r *ROS) Validate() error {
 		if err := origin.Validate(o); err != nil {
 			return fmt.Errorf("sdr_ros: %w", err)
 		}
+	}
+	for _, h := range r.Hosts {
+		if err := origin.ValidateHost(h); err != nil {
+			return fmt.Errorf("sdr_ros: %w", err)
+		}
+	}
+	if err := r.ClientLimits.ValidateLimits(); err != nil {
+		return fmt.Errorf("sdr_ros: %w", err)
 	}
 	return nil
 }

@@ -39,6 +39,10 @@ func init() {
 //	    write_timeout    <duration>
 //	    telemetry_hold   <duration>|off
 //	    allowed_origins  [<origin...>|*]  # trusted to command; none: own host and loopback
+//	    allowed_hosts    [<host...>|*]    # Host names trusted to command besides IPs and LAN names
+//	    max_fragments    <n>
+//	    frame_rate       <frames-per-second>|off [<burst>]
+//	    ping_interval    <duration>|off
 //	    webrtc { ... }   (docs/webrtc.md)
 //	}
 //
@@ -139,6 +143,12 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 			s.AllowedOrigins = args.Values()
+		case "allowed_hosts":
+			hosts, err := sdrcaddyfile.ParseHosts(d, args.Values())
+			if err != nil {
+				return err
+			}
+			s.AllowedHosts = hosts
 		case "publish":
 			if args.Len() > 1 {
 				return d.Errf("publish takes at most one argument (the subject), got %d", args.Len())
@@ -154,6 +164,9 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			s.WebRTC = cfg
 		default:
+			if ok, err := s.UnmarshalLimit(args); ok {
+				return err
+			}
 			return d.Errf("unknown subdirective %q", sub)
 		}
 		return nil

@@ -16,6 +16,7 @@ type streamMetrics struct {
 	framesIn, framesOut, bytesOut, lagSkips, keyframeWaits,
 	keyframeTimeouts, idrRequests, ignored, telemetryDropped, handovers,
 	originRejected, clientsRejected *prometheus.CounterVec
+	closes   *prometheus.CounterVec
 	delivery *prometheus.HistogramVec
 	ring     *ringCollector
 }
@@ -39,6 +40,9 @@ var streamMetricsOnce = func() *streamMetrics {
 		handovers:        counter("handovers_total", "Writes the send round left to a client's own goroutine because the client's socket was full."),
 		originRejected:   counter("origin_rejected_total", "Commands (0x04) from connections whose Origin is not trusted, each refused."),
 		clientsRejected:  counter("clients_rejected_total", "WebSocket upgrades refused at max_clients."),
+		closes: prometheus.NewCounterVec(prometheus.CounterOpts(sdrmetrics.Opts("stream_closes_total",
+			"Clients closed for a limit, by reason: fragments (a message in too many frames), frame_rate (frames faster than the limit), ping_timeout (no reply to pings).")),
+			[]string{"stream", "reason"}),
 		delivery: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "caddy", Subsystem: "sdr", Name: "stream_delivery_seconds",
 			Help:    "Time from reading a frame from the source to writing it to a client's socket.",
@@ -54,7 +58,7 @@ func registerStreamMetrics(reg *prometheus.Registry, log *zap.Logger) *streamMet
 	m := streamMetricsOnce
 	if err := sdrmetrics.Register(reg, m.clients, m.framesIn, m.framesOut, m.bytesOut, m.lagSkips,
 		m.keyframeWaits, m.keyframeTimeouts, m.idrRequests, m.ignored, m.telemetryDropped, m.handovers,
-		m.originRejected, m.clientsRejected, m.delivery, m.ring); err != nil {
+		m.originRejected, m.clientsRejected, m.closes, m.delivery, m.ring); err != nil {
 		log.Warn("registering sdr_stream metrics", zap.Error(err))
 	}
 	return m
@@ -77,6 +81,7 @@ func (m *streamMetrics) forStream(name string) hub.Metrics {
 		TelemetryDropped: cv(m.telemetryDropped),
 		Handovers:        cv(m.handovers),
 		Delivery:         m.delivery.WithLabelValues(name),
+		Closes:           m.closes.MustCurryWith(prometheus.Labels{"stream": name}),
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
 
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/hub"
 	"github.com/sdr-os/sdr-caddy/internal/natsvideo"
@@ -107,6 +108,21 @@ type Stream struct {
 	// origin may connect and watch; a connection from another origin has
 	// each command answered `rejected` ("origin ... not allowed").
 	AllowedOrigins []string `json:"allowed_origins,omitempty"`
+
+	// AllowedHosts lists the names (host names, "*" wildcards as in
+	// "*.example.com"; "*" alone: any) that a browser's Host header may
+	// carry for its commands to be taken, besides IP addresses, localhost,
+	// single-label names and *.local, *.ts.net, *.lan, *.home.arpa and
+	// *.internal names (SDR_ALLOWED_HOSTS; Caddyfile.example adds the
+	// configured site names). It guards against DNS rebinding: a page
+	// whose own name was rebound to this machine's address has its
+	// commands answered `rejected` ("host ... not allowed"), and may still
+	// watch.
+	AllowedHosts []string `json:"allowed_hosts,omitempty"`
+
+	// ClientLimits bound the frames a client sends and set the pings that
+	// find dead peers.
+	sdrcaddyfile.ClientLimits
 
 	// MaxMessageSize is the largest message a client may send; a larger one
 	// closes it with code 1009. Default: 65536.
@@ -206,7 +222,7 @@ func (s *Stream) Provision(ctx caddy.Context) error {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.metrics = registerStreamMetrics(ctx.GetMetricsRegistry(), s.log)
-	origins, err := origin.NewPolicy(s.AllowedOrigins)
+	origins, err := origin.NewPolicy(s.AllowedOrigins, s.AllowedHosts...)
 	if err != nil {
 		return fmt.Errorf("sdr_stream %s: %w", s.name, err)
 	}
@@ -345,6 +361,14 @@ func (s *Stream) Validate() error {
 			return fmt.Errorf("sdr_stream %s: %w", s.name, err)
 		}
 	}
+	for _, h := range s.AllowedHosts {
+		if err := origin.ValidateHost(h); err != nil {
+			return fmt.Errorf("sdr_stream %s: %w", s.name, err)
+		}
+	}
+	if err := s.ClientLimits.ValidateLimits(); err != nil {
+		return fmt.Errorf("sdr_stream %s: %w", s.name, err)
+	}
 	for _, c := range []struct {
 		what string
 		v    int64
@@ -456,6 +480,8 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		KeyframeTimeout: time.Duration(s.IDRTimeout),
 		WriteTimeout:    time.Duration(s.WriteTimeout),
 		MaxMessage:      s.MaxMessageSize,
+		Limits:          s.FrameLimits(),
+		PingInterval:    s.PingEvery(),
 		OnCommand:       s.commandPath(trust),
 	}
 	var c *hub.Client

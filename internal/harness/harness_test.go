@@ -69,6 +69,25 @@ func TestStartFailsForAMissingProgram(t *testing.T) {
 	}
 }
 
+func TestLimitFiles(t *testing.T) {
+	t.Parallel()
+	// The program and its arguments pass through the shell unchanged,
+	// spaces and quotes included.
+	cmd := exec.Command("sh", "-c", `ulimit -Sn; ulimit -Hn; echo "$0"`, `a 'b' "c"`)
+	LimitFiles(cmd, 200)
+	p, err := Start("sh", cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testwait.Closed(t, p.Exited(), "the script to exit")
+	if err := p.ExitErr(); err != nil {
+		t.Fatalf("%v: %s", err, p.Output())
+	}
+	if out := p.Stdout(); out != "200\n200\na 'b' \"c\"\n" {
+		t.Errorf("soft limit, hard limit, argument: %q, want 200, 200 and the argument as given", out)
+	}
+}
+
 func TestWaitReadyOnceTheCheckHolds(t *testing.T) {
 	t.Parallel()
 	p := start(t, "exec sleep 60")

@@ -22,6 +22,7 @@ const (
 	DefaultMaxMessage      = 64 << 10
 	DefaultBatchBytes      = 1 << 20
 	DefaultQueue           = 32
+	DefaultPingInterval    = 20 * time.Second
 )
 
 // ClientConfig sets up one client connection. Zero fields take the defaults.
@@ -42,6 +43,15 @@ type ClientConfig struct {
 	// Queue is the depth of the client's queue of replies and pongs
 	// (Send); messages beyond it are dropped.
 	Queue int
+	// Limits bound the frames the client sends: fragments per message and
+	// frames per second (wire.FrameLimits; closes with 1009 or 1008).
+	Limits wire.FrameLimits
+	// PingInterval is how often the client is sent a ping; a client that
+	// has sent nothing (no pong, no message) since the previous ping is
+	// closed (code 1001), so that a dead peer goes within about two
+	// intervals even while video fills its socket buffer. Negative: no
+	// pings.
+	PingInterval time.Duration
 	// OnCommand takes the body of each 0x04 message (the bytes after the
 	// type byte) from the client's reading goroutine, and returns a
 	// complete message to send to this client alone, or nil.
@@ -67,6 +77,9 @@ func (c *ClientConfig) fill() {
 	if c.Queue <= 0 {
 		c.Queue = DefaultQueue
 	}
+	if c.PingInterval == 0 {
+		c.PingInterval = DefaultPingInterval
+	}
 }
 
 // Client is one WebSocket connection fed by a hub.
@@ -83,6 +96,8 @@ type Client struct {
 	raw  syscall.RawConn // nil: every write goes through the client's goroutine
 	br   *bufio.Reader
 	cfg  ClientConfig
+	// guard watches what the client sends (wire.FrameLimits) and when.
+	guard *wire.FrameGuard
 
 	queue   chan []byte   // replies and pongs: written at once by the goroutine
 	kick    chan struct{} // the send round hands a write to the goroutine
@@ -112,10 +127,13 @@ type Client struct {
 // (as returned by a hijack); it must hold no bytes beyond the handshake.
 func (h *Hub) NewClient(conn net.Conn, br *bufio.Reader, cfg ClientConfig) *Client {
 	cfg.fill()
-	if br == nil {
-		br = bufio.NewReaderSize(conn, 512)
+	var in io.Reader = conn
+	if br != nil {
+		in = br
 	}
-	c := &Client{hub: h, conn: conn, br: br, cfg: cfg,
+	guard := wire.NewFrameGuard(cfg.Limits)
+	br = bufio.NewReaderSize(wire.GuardReader(in, guard), 512)
+	c := &Client{hub: h, conn: conn, br: br, cfg: cfg, guard: guard,
 		queue: make(chan []byte, cfg.Queue),
 		kick:  make(chan struct{}, 1), stop: make(chan struct{}), readEnded: make(chan struct{})}
 	if sc, ok := conn.(syscall.Conn); ok && directSupported {
@@ -242,9 +260,16 @@ func (c *Client) runWriter(ctx context.Context) error {
 // followed by a send round, which wakes this goroutine when it is.
 func (c *Client) write(ctx context.Context) error {
 	var (
-		sc    scratch
-		first []byte
+		sc     scratch
+		first  []byte
+		pings  <-chan time.Time
+		pinged time.Time // when the last ping went out
 	)
+	if c.cfg.PingInterval > 0 {
+		t := time.NewTicker(c.cfg.PingInterval)
+		defer t.Stop()
+		pings = t.C
+	}
 	for {
 		c.wmu.Lock()
 		err := c.drain(&sc, first)
@@ -273,9 +298,27 @@ func (c *Client) write(ctx context.Context) error {
 		case <-ctx.Done():
 			c.Close(wire.CloseServiceRestart, "sdr_stream stopped or reloaded; reconnect")
 			return nil
+		case now := <-pings:
+			if !pinged.IsZero() && c.guard.SilentSince(pinged) {
+				c.hub.pingTimeouts.Add(1)
+				c.hub.m.Closes.WithLabelValues(ReasonPingTimeout).Inc()
+				reason := fmt.Sprintf("no pong or message for %s", now.Sub(pinged).Round(time.Millisecond))
+				c.Close(wire.CloseGoingAway, reason)
+				return &CloseError{wire.CloseGoingAway, reason}
+			}
+			pinged = now
+			// Written by this goroutine with whatever else waits, whole:
+			// never inside a frame the send round left half written.
+			first = pingFrame
 		}
 	}
 }
+
+// ReasonPingTimeout is the Closes reason of a client that answered no ping.
+const ReasonPingTimeout = "ping_timeout"
+
+// pingFrame is the ping every client is sent (no payload).
+var pingFrame = wire.ControlFrame(wire.OpPing, nil)
 
 // scratch holds a writer's reusable slices.
 type scratch struct {
@@ -482,7 +525,14 @@ func (c *Client) account(batch []*Entry, n int) {
 // closeForRead turns the end of the reading goroutine into the close frame
 // the writer sends.
 func (c *Client) closeForRead(err error) {
-	var pe *wire.ProtocolError
+	var (
+		pe *wire.ProtocolError
+		le *wire.LimitError
+	)
+	if errors.As(err, &le) {
+		c.hub.limitCloses.Add(1)
+		c.hub.m.Closes.WithLabelValues(le.Reason).Inc()
+	}
 	switch {
 	case errors.As(err, &pe):
 		c.Close(pe.Code, pe.Reason)

@@ -187,6 +187,9 @@ func TestClientWithoutVideoStaysAndCommands(t *testing.T) {
 		cmds := make(chan string, 1)
 		cli, done, cancel := pipeClient(h, ClientConfig{
 			KeyframeTimeout: 300 * time.Millisecond,
+			// The subject is the keyframe timeout: this peer reads nothing
+			// for a minute, which pings would rightly end.
+			PingInterval: -1,
 			OnCommand: func(body []byte) []byte {
 				cmds <- string(body)
 				r, _ := wire.Telemetry("telemetry.command.ack", []byte(`{"status":"seen"}`))

@@ -100,6 +100,9 @@ type Metrics struct {
 	TelemetryDropped prometheus.Counter // telemetry and replies dropped for a full client queue
 	Handovers        prometheus.Counter // full sockets the send round left to a client's goroutine
 	Delivery         prometheus.Observer
+	// Closes counts clients closed by a limit, by the label "reason":
+	// fragments, frame_rate (wire.LimitError) and ping_timeout.
+	Closes *prometheus.CounterVec
 }
 
 func (m *Metrics) fill() {
@@ -117,6 +120,9 @@ func (m *Metrics) fill() {
 	}
 	if m.Delivery == nil {
 		m.Delivery = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "unregistered"})
+	}
+	if m.Closes == nil {
+		m.Closes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "unregistered"}, []string{"reason"})
 	}
 }
 
@@ -178,6 +184,8 @@ type Hub struct {
 	lagTotal     atomic.Uint64
 	keyWaits     atomic.Uint64
 	keyTimeouts  atomic.Uint64
+	pingTimeouts atomic.Uint64
+	limitCloses  atomic.Uint64
 	idrAsked     atomic.Uint64
 	idrSent      atomic.Uint64
 	framesOut    atomic.Uint64
@@ -689,6 +697,8 @@ type Stats struct {
 	LagSkips         uint64 // "client_lag_total"
 	KeyframeWaits    uint64
 	KeyframeTimeouts uint64
+	PingTimeouts     uint64 // clients closed for not answering pings
+	LimitCloses      uint64 // clients closed for too many fragments or frames
 	IDRAsked         uint64 // keyframe requests before coalescing
 	IDRSent          uint64 // after coalescing
 	MessagesIgnored  uint64
@@ -722,6 +732,8 @@ func (h *Hub) Stats() Stats {
 		LagSkips:         h.lagTotal.Load(),
 		KeyframeWaits:    h.keyWaits.Load(),
 		KeyframeTimeouts: h.keyTimeouts.Load(),
+		PingTimeouts:     h.pingTimeouts.Load(),
+		LimitCloses:      h.limitCloses.Load(),
 		IDRAsked:         h.idrAsked.Load(),
 		IDRSent:          h.idrSent.Load(),
 		MessagesIgnored:  h.ignored.Load(),

@@ -14,12 +14,12 @@ import (
 
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/strictjson"
+	"github.com/sdr-os/sdr-caddy/internal/wire"
 )
 
 const (
-	clientWriteWait = 10 * time.Second
-	clientPingEvery = 30 * time.Second
-	clientReadWait  = clientPingEvery*2 + 15*time.Second
+	clientWriteWait     = 10 * time.Second
+	defaultPingInterval = 20 * time.Second
 	// maxControl bounds the replies (status, service responses) waiting for
 	// one client; a client that lets more pile up is disconnected.
 	maxControl = 256
@@ -102,9 +102,12 @@ type client struct {
 	m    *Mux
 	conn *websocket.Conn
 	id   uint64
-	// trust is the verdict on the connection's Origin: an untrusted client
-	// may subscribe but not advertise, publish or call services.
+	// trust is the verdict on the connection's Origin and Host: an
+	// untrusted client may subscribe but not advertise, publish or call
+	// services.
 	trust origin.Verdict
+	// guard watches the frames the client sends and when it last sent.
+	guard *wire.FrameGuard
 
 	mu       sync.Mutex
 	topics   map[string]*topicState
@@ -122,11 +125,12 @@ type client struct {
 	closeOnce sync.Once
 }
 
-func newClient(m *Mux, conn *websocket.Conn, trust origin.Verdict) *client {
+func newClient(m *Mux, conn *websocket.Conn, trust origin.Verdict, guard *wire.FrameGuard) *client {
 	c := &client{
 		m:       m,
 		conn:    conn,
 		trust:   trust,
+		guard:   guard,
 		id:      m.nextClient.Add(1),
 		topics:  map[string]*topicState{},
 		level:   levelWarning,
@@ -161,19 +165,19 @@ func (c *client) serve(ctx context.Context) {
 		c.writeLoop(ctx)
 	}()
 	c.conn.SetReadLimit(c.m.opts.MaxMessageSize)
-	_ = c.conn.SetReadDeadline(time.Now().Add(clientReadWait))
-	c.conn.SetPongHandler(func(string) error {
-		return c.conn.SetReadDeadline(time.Now().Add(clientReadWait))
-	})
 	for ctx.Err() == nil {
 		typ, data, err := c.conn.ReadMessage()
 		if err != nil {
-			if websocket.IsCloseError(err, websocket.CloseMessageTooBig) || err == websocket.ErrReadLimit {
+			var le *wire.LimitError
+			switch {
+			case errors.As(err, &le):
+				c.m.cnt.m.Closes.WithLabelValues(le.Reason).Inc()
+				c.close(int(le.Code), le.Reason)
+			case websocket.IsCloseError(err, websocket.CloseMessageTooBig) || err == websocket.ErrReadLimit:
 				c.m.cnt.deny("invalid")
 			}
 			break
 		}
-		_ = c.conn.SetReadDeadline(time.Now().Add(clientReadWait))
 		c.m.cnt.clientIn.Inc()
 		if typ != websocket.TextMessage {
 			c.m.cnt.deny("invalid")
@@ -615,10 +619,19 @@ func (c *client) allowRate() bool {
 	return ok
 }
 
-// writeLoop sends what is queued, pings, and releases throttled queues.
+// writeLoop sends what is queued, pings, and releases throttled queues. A
+// client that sent nothing since the previous ping (no pong, no op) is
+// closed: its peer is gone, even if its socket still takes writes.
 func (c *client) writeLoop(ctx context.Context) {
-	ping := time.NewTicker(clientPingEvery)
-	defer ping.Stop()
+	var (
+		pings  <-chan time.Time
+		pinged time.Time
+	)
+	if every := c.m.opts.PingInterval; every > 0 {
+		ping := time.NewTicker(every)
+		defer ping.Stop()
+		pings = ping.C
+	}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -626,7 +639,13 @@ func (c *client) writeLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-ping.C:
+		case now := <-pings:
+			if !pinged.IsZero() && c.guard.SilentSince(pinged) {
+				c.m.cnt.m.Closes.WithLabelValues(reasonPingTimeout).Inc()
+				c.close(websocket.CloseGoingAway, fmt.Sprintf("no pong or message for %s", now.Sub(pinged).Round(time.Millisecond)))
+				return
+			}
+			pinged = now
 			if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(clientWriteWait)); err != nil {
 				return
 			}
@@ -652,6 +671,9 @@ func (c *client) writeLoop(ctx context.Context) {
 		}
 	}
 }
+
+// reasonPingTimeout is the Closes reason of a client that answered no ping.
+const reasonPingTimeout = "ping_timeout"
 
 // take removes what may be sent now and returns when a throttled queue is
 // next due (zero if none is).

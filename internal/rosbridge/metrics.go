@@ -32,6 +32,10 @@ type Metrics struct {
 	// UpstreamRefused counts clients refused with 502 while the upstream
 	// was not connected.
 	UpstreamRefused prometheus.Counter
+	// Closes counts clients closed by a limit, by reason: fragments (a
+	// message in too many frames), frame_rate (frames faster than the
+	// frame limit), ping_timeout (no reply to a ping).
+	Closes *prometheus.CounterVec
 }
 
 // NewMetrics creates the collectors, named caddy_sdr_ros_*.
@@ -55,12 +59,15 @@ func NewMetrics() *Metrics {
 			Name: "ros_service_timeouts_total", Help: "Service calls sdr_ros answered with result false after its timeout."}),
 		UpstreamRefused: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "ros_upstream_refused_total", Help: "Clients sdr_ros refused with 502 because rosbridge_server was not connected."}),
+		Closes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "ros_closes_total", Help: "Clients sdr_ros closed for a limit, by reason (fragments, frame_rate, ping_timeout)."},
+			[]string{"reason"}),
 	}
 }
 
 // Collectors lists the collectors for registration.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.Clients, m.UpstreamSubscriptions, m.Messages, m.Drops, m.Denials, m.ServiceTimeouts, m.UpstreamRefused}
+	return []prometheus.Collector{m.Clients, m.UpstreamSubscriptions, m.Messages, m.Drops, m.Denials, m.ServiceTimeouts, m.UpstreamRefused, m.Closes}
 }
 
 // counters caches the labelled children the hot paths use.

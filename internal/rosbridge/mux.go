@@ -20,11 +20,13 @@
 package rosbridge
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -37,6 +39,7 @@ import (
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
+	"github.com/sdr-os/sdr-caddy/internal/wire"
 )
 
 // Options configure a Mux. Zero values take the defaults named on each field.
@@ -87,6 +90,18 @@ type Options struct {
 	// internal/origin: scheme://host[:port], "*" wildcards, "*" alone for
 	// any). Every origin may connect and subscribe.
 	Origins []string
+	// Hosts are the names in a browser's Host header trusted besides IP
+	// addresses, loopback, single-label, *.local and *.ts.net names (the
+	// DNS rebinding guard, see internal/origin): host names, "*"
+	// wildcards, "*" alone for any.
+	Hosts []string
+	// FrameLimits bound the frames a client sends (fragments per message,
+	// frames per second); over them it is closed with 1009 or 1008.
+	FrameLimits wire.FrameLimits
+	// PingInterval is how often each client is pinged; a client that sent
+	// nothing since the previous ping is closed. Default 20 s; negative:
+	// no pings.
+	PingInterval time.Duration
 	// MinBackoff and MaxBackoff bound the upstream reconnect delay; defaults
 	// 100 ms and 5 s.
 	MinBackoff, MaxBackoff time.Duration
@@ -215,7 +230,10 @@ func New(opts Options) (*Mux, error) {
 	if err := json.Unmarshal(opts.StopMessage, &obj); err != nil {
 		return nil, fmt.Errorf("stop message %s: want a JSON object: %w", opts.StopMessage, err)
 	}
-	origins, err := origin.NewPolicy(opts.Origins)
+	if opts.PingInterval == 0 {
+		opts.PingInterval = defaultPingInterval
+	}
+	origins, err := origin.NewPolicy(opts.Origins, opts.Hosts...)
 	if err != nil {
 		return nil, err
 	}
@@ -319,11 +337,12 @@ func (m *Mux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	trust := m.origins.Judge(r)
-	conn, err := m.upgrader.Upgrade(w, r, nil)
+	guard := wire.NewFrameGuard(m.opts.FrameLimits)
+	conn, err := m.upgrader.Upgrade(guardedHijacker{w, guard}, r, nil)
 	if err != nil {
 		return // the upgrader has answered
 	}
-	c := newClient(m, conn, trust)
+	c := newClient(m, conn, trust, guard)
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -337,6 +356,25 @@ func (m *Mux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.serve(m.ctx)
 	m.forget(c)
 }
+
+// guardedHijacker hands the upgrader the hijacked connection with its
+// reads going through a wire.FrameGuard, below gorilla/websocket's framing.
+// It hijacks through the wrappers of a ResponseWriter (Caddy's), which
+// offer Unwrap.
+type guardedHijacker struct {
+	http.ResponseWriter
+	guard *wire.FrameGuard
+}
+
+func (h guardedHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	return wire.GuardConn(conn, h.guard), brw, nil
+}
+
+func (h guardedHijacker) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 
 // forget removes everything a departed client held.
 func (m *Mux) forget(c *client) {

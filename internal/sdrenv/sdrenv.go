@@ -21,6 +21,10 @@
 //     a local certificate authority.
 //   - SDR_TLS_SITE, SDR_TLS_CERT and SDR_TLS_KEY select the HTTPS site
 //     (SDR_TLS_MODE: off, files or auto).
+//   - The host names of the sites (SDR_HTTP_ADDR, SDR_LISTEN_ADDR and
+//     SDR_TLS_SITE, when they name one) become SDR_SITE_HOSTS, which the
+//     Caddyfile adds to the hosts trusted to command (the DNS rebinding
+//     guard of package origin).
 //
 // Derived variables are always computed from their inputs: a value found in
 // the environment is replaced, because a process that inherited it from
@@ -72,6 +76,11 @@ const (
 	// (SDR_TLS_CERT and SDR_TLS_KEY name the certificate and key) or auto
 	// (Caddy obtains the certificate).
 	TLSMode = "SDR_TLS_MODE"
+	// SiteHosts is the space-separated host names of the configured
+	// sites: what a browser's Host header carries when it reaches this
+	// machine by a site's name, which the Caddyfile adds to the host
+	// allowlist.
+	SiteHosts = "SDR_SITE_HOSTS"
 )
 
 // Derived maps each derived variable to the variables it is computed from.
@@ -82,6 +91,7 @@ var Derived = map[string][]string{
 	ListenSite: {"SDR_LISTEN_ADDR"},
 	ListenBind: {"SDR_LISTEN_ADDR", "SDR_BIND_HOST"},
 	TLSMode:    {"SDR_TLS_SITE", "SDR_TLS_CERT", "SDR_TLS_KEY"},
+	SiteHosts:  {"SDR_HTTP_ADDR", "SDR_LISTEN_ADDR", "SDR_TLS_SITE"},
 }
 
 // Default ports of the two sites when their variable names no port.
@@ -293,6 +303,42 @@ func TLSModeFor(site, cert, key string) (string, []Warning) {
 	return TLSFiles, warnings
 }
 
+// SiteHostsFor returns the host names that the site addresses name,
+// space-separated, each once: "robot.example.com" from
+// robot.example.com, https://robot.example.com:8443 or
+// robot.example.com:8080, "*.example.com" from a wildcard site. Ports,
+// socket addresses, IP addresses and localhost name no host to add (an IP
+// and localhost are trusted anyway); a value may list several addresses,
+// separated by commas or spaces, as a Caddy site block's key does.
+func SiteHostsFor(addrs ...string) string {
+	var hosts []string
+	seen := map[string]bool{}
+	for _, v := range addrs {
+		for _, a := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }) {
+			if _, rest, ok := strings.Cut(a, "://"); ok {
+				a = rest
+			}
+			a, _, _ = strings.Cut(a, "/")
+			if strings.HasPrefix(a, "[") { // [v6] or [v6]:port
+				continue
+			}
+			if h, p, ok := strings.Cut(a, ":"); ok && (p == "" || isPort(p)) {
+				a = h
+			}
+			h := strings.ToLower(strings.TrimSuffix(a, "."))
+			if h == "" || h == "localhost" || strings.Contains(h, ":") || seen[h] {
+				continue
+			}
+			if _, err := netip.ParseAddr(h); err == nil {
+				continue
+			}
+			seen[h] = true
+			hosts = append(hosts, h)
+		}
+	}
+	return strings.Join(hosts, " ")
+}
+
 // Resolve computes, from the variables lookup finds, the variables to set
 // (normalised old values and every derived variable) and the warnings.
 func Resolve(lookup func(string) (string, bool)) (map[string]string, []Warning) {
@@ -326,6 +372,7 @@ func Resolve(lookup func(string) (string, bool)) (map[string]string, []Warning) 
 	mode, w := TLSModeFor(get("SDR_TLS_SITE"), get("SDR_TLS_CERT"), get("SDR_TLS_KEY"))
 	set[TLSMode] = mode
 	warnings = append(warnings, w...)
+	set[SiteHosts] = SiteHostsFor(get("SDR_HTTP_ADDR"), get("SDR_LISTEN_ADDR"), get("SDR_TLS_SITE"))
 	return set, warnings
 }
 

@@ -206,7 +206,7 @@ func TestResolveListenAddr(t *testing.T) {
 	want := map[string]string{
 		ListenSite: "http://:8080", ListenBind: "127.0.0.1",
 		HTTPSite: "http://:8081", HTTPBind: "10.0.0.1", HTTPPort: "8081",
-		TLSMode: TLSOff,
+		TLSMode: TLSOff, SiteHosts: "",
 	}
 	if !maps.Equal(set, want) || len(warnings) != 0 {
 		t.Errorf("Resolve = %v %v, want %v and no warnings", set, warnings, want)
@@ -219,7 +219,7 @@ func TestResolveDefaults(t *testing.T) {
 	want := map[string]string{
 		ListenSite: "http://:8080", ListenBind: "tcp/",
 		HTTPSite: "http://:80", HTTPBind: "tcp/", HTTPPort: "80",
-		TLSMode: TLSOff,
+		TLSMode: TLSOff, SiteHosts: "",
 	}
 	if !maps.Equal(set, want) || len(warnings) != 0 {
 		t.Errorf("Resolve of an empty environment = %v %v, want %v", set, warnings, want)
@@ -257,6 +257,33 @@ func TestResolveNormalizesOnlyWhatIsSet(t *testing.T) {
 	}
 	if len(warnings) != 1 || warnings[0].Var != "SDR_IDR_TIMEOUT_MS" {
 		t.Errorf("warnings = %v, want one about SDR_IDR_TIMEOUT_MS", warnings)
+	}
+}
+
+// TestSiteHosts: the names of the configured sites, for the host allowlist
+// of the DNS rebinding guard; addresses that name no host add nothing.
+func TestSiteHosts(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		addrs []string
+		want  string
+	}{
+		{nil, ""},
+		{[]string{"", ":8080", "0.0.0.0:8080", "[::]:8080", "127.0.0.1", "::1", "localhost:8080", "http://:80"}, ""},
+		{[]string{"robot.example.com"}, "robot.example.com"},
+		{[]string{"https://Robot.Example.com:8443/"}, "robot.example.com"},
+		{[]string{"robot.example.com:8080", "amd-rtx.tail09c99.ts.net"}, "robot.example.com amd-rtx.tail09c99.ts.net"},
+		{[]string{"a.example.com, b.example.com", "a.example.com"}, "a.example.com b.example.com"},
+		{[]string{"*.example.com"}, "*.example.com"},
+		{[]string{"http://[fd00::1]:8080", "10.0.0.5:80"}, ""},
+	} {
+		if got := SiteHostsFor(c.addrs...); got != c.want {
+			t.Errorf("SiteHostsFor(%q) = %q, want %q", c.addrs, got, c.want)
+		}
+	}
+	set, _ := Resolve(env("SDR_HTTP_ADDR=robot.example.com", "SDR_LISTEN_ADDR=:8080", "SDR_TLS_SITE=amd-rtx.tail09c99.ts.net", "SDR_SITE_HOSTS=inherited.example"))
+	if got := set[SiteHosts]; got != "robot.example.com amd-rtx.tail09c99.ts.net" {
+		t.Errorf("Resolve: %s = %q", SiteHosts, got)
 	}
 }
 

@@ -50,6 +50,9 @@ http://:%d {
 		sdr_stream {
 			source shm %s
 			allowed_origins {$SDR_ALLOWED_ORIGINS:}
+			# The robot's own name (a site name in production): the
+			# subject here is the Origin.
+			allowed_hosts robot.test
 		}
 	}
 }

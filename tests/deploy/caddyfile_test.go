@@ -129,6 +129,12 @@ func freePorts(t *testing.T, n int) []int {
 // moved to free loopback ports through the environment, as the demo does.
 func startExample(t *testing.T, extra ...string) *example {
 	t.Helper()
+	return startExampleWith(t, testenv.StartOptions{}, extra...)
+}
+
+// startExampleWith is startExample with options for the process.
+func startExampleWith(t *testing.T, o testenv.StartOptions, extra ...string) *example {
+	t.Helper()
 	src, err := os.ReadFile(filepath.Join(testenv.Root(), "Caddyfile.example"))
 	if err != nil {
 		t.Fatal(err)
@@ -153,14 +159,14 @@ func startExample(t *testing.T, extra ...string) *example {
 	}
 	env = append(env, extra...)
 	e.env = env
-	e.caddy = testenv.StartCaddy(t, string(src), env, func() error {
+	e.caddy = testenv.StartCaddyWith(t, string(src), env, func() error {
 		resp, err := http.Get(e.edge + "/health")
 		if err != nil {
 			return err
 		}
 		resp.Body.Close()
 		return nil
-	})
+	}, o)
 	return e
 }
 

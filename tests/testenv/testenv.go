@@ -107,9 +107,30 @@ type Caddy struct {
 // when the test ends.
 func StartCaddy(t testing.TB, caddyfile string, env []string, ready func() error) *Caddy {
 	t.Helper()
+	return StartCaddyWith(t, caddyfile, env, ready, StartOptions{})
+}
+
+// StartOptions change how StartCaddyWith runs the process.
+type StartOptions struct {
+	// NoFile, when above 0, is the process's file descriptor limit (soft
+	// and hard RLIMIT_NOFILE, so that Go cannot raise it), set by the
+	// shell's ulimit before caddy starts.
+	NoFile int
+}
+
+// StartCaddyWith is StartCaddy with options.
+func StartCaddyWith(t testing.TB, caddyfile string, env []string, ready func() error, o StartOptions) *Caddy {
+	t.Helper()
 	dir := t.TempDir()
 	admin := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
-	p, err := harness.StartCaddy("caddy", CaddyBin(t), dir, caddyfile, append([]string{"SDR_TEST_ADMIN=" + admin}, env...)...)
+	cmd, err := harness.CaddyCommand("caddy", CaddyBin(t), dir, caddyfile, append([]string{"SDR_TEST_ADMIN=" + admin}, env...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.NoFile > 0 {
+		harness.LimitFiles(cmd, o.NoFile)
+	}
+	p, err := harness.Start("caddy", cmd)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,9 @@
 // and global options: walking a directive's block, reading its arguments,
 // and the value forms that let the old SDR_* environment variables stand as
 // {$VAR:default} placeholders (booleans as 1/0, bare numbers as
-// milliseconds).
+// milliseconds). It also holds the settings that several modules embed
+// with their subdirectives: the per-client WebSocket limits (ClientLimits)
+// and the Host allowlists (ParseHosts).
 package sdrcaddyfile
 
 import (
