@@ -21,10 +21,6 @@ func (c *ConnLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	return sdrcaddyfile.EachSubdirective(d, "subdirective", func(sub string) error {
 		var dst *int
-		v, err := sdrcaddyfile.ReadArgs(d).One()
-		if err != nil {
-			return err
-		}
 		switch sub {
 		case "max_connections":
 			dst = &c.MaxConnections
@@ -32,6 +28,10 @@ func (c *ConnLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			dst = &c.Reserve
 		default:
 			return d.Errf("unknown subdirective %q", sub)
+		}
+		v, err := sdrcaddyfile.ReadArgs(d).One()
+		if err != nil {
+			return err
 		}
 		n, err := strconv.Atoi(v)
 		if err != nil || n <= 0 {
