@@ -135,3 +135,9 @@ type MotionGate interface {
 type Gates interface {
 	Gate(stream string) (MotionGate, error)
 }
+
+// Leases is implemented by the sdr_nats app: the control lease of each
+// stream, by stream name; nil when the lease is off (docs/control.md).
+type Leases interface {
+	Lease(stream string) (*lease.Lease, error)
+}

@@ -61,8 +61,8 @@ type Config struct {
 	// long. 0 takes DefaultIdle; negative: never.
 	Idle time.Duration
 	// ViewerActions are the actions that pass for every connection, holder
-	// or not (estop always passes). Nil takes DefaultViewerActions; an empty,
-	// non-nil list: none.
+	// or not, besides estop, which always passes. Empty takes
+	// DefaultViewerActions.
 	ViewerActions []string
 }
 
@@ -71,7 +71,7 @@ func (c Config) WithDefaults() Config {
 	if c.Idle == 0 {
 		c.Idle = DefaultIdle
 	}
-	if c.ViewerActions == nil {
+	if len(c.ViewerActions) == 0 {
 		c.ViewerActions = DefaultViewerActions
 	}
 	return c
