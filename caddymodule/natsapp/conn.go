@@ -475,7 +475,7 @@ func newNATSLease(cfg lease.Config, connKey string, log *slog.Logger) (*natsLeas
 	}
 	nc := v.(*natsConn).nc
 	labels := prometheus.Labels{"stream": cfg.Stream}
-	l, err := lease.New(cfg, nc.Publish, log.With("stream", cfg.Stream), &lease.Metrics{
+	l, err := lease.New(cfg, nc.Publish, log, &lease.Metrics{
 		Held:     natsMetrics.leaseHeld.With(labels),
 		Takes:    natsMetrics.leaseTakes.MustCurryWith(labels),
 		Releases: natsMetrics.leaseReleases.MustCurryWith(labels),
