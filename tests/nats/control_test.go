@@ -89,7 +89,8 @@ func (in *inbox) ack(t *testing.T, seq int) ack {
 // controller" and reach no NATS subscriber, B's take_control is refused
 // naming A, B's estop is published; A's set_cmd_vel is published. A
 // closes: everyone sees the lease released, and B takes it. B then sends
-// nothing: the lease is released after the idle timeout, not before.
+// nothing: the lease is released after the idle timeout, not before. C on
+// /nats/ws takes it and closes: released again.
 func TestControlLeaseLive(t *testing.T) {
 	natsPort, httpPort := testenv.FreePort(t), testenv.FreePort(t)
 	ns := startNATSServer(t, natsPort)
@@ -195,8 +196,9 @@ http://127.0.0.1:%d {
 	// B goes quiet: after idle, the lease is released (a deadline far
 	// beyond idle detects a hang; the release must not come before idle).
 	c := &inbox{w: dialWS(t, fmt.Sprintf("ws://127.0.0.1:%d/nats/ws", httpPort))}
-	if w := c.lease(t, "C's welcome", func(s leaseState) bool { return s.You != "" }); !w.Held || w.Holder != bID {
-		t.Fatalf("C's welcome while B holds control: %+v", w)
+	welcomeC := c.lease(t, "C's welcome", func(s leaseState) bool { return s.You != "" })
+	if !welcomeC.Held || welcomeC.Holder != bID {
+		t.Fatalf("C's welcome while B holds control: %+v", welcomeC)
 	}
 	c.await(t, "telemetry.control.lease", func(p string) bool { return strings.Contains(p, `"held":false`) }, idle+20*time.Second)
 	if since := time.Since(lastB); since < idle {
@@ -206,11 +208,19 @@ http://127.0.0.1:%d {
 	if got := c.ack(t, 9); got.Detail != "not the controller" {
 		t.Errorf("C's set_cmd_vel with nobody in control: %+v", got)
 	}
+	// A holder on /nats/ws releases by closing too.
+	c.w.send(t, `{"action":"take_control","cmd_seq":10}`)
+	if got := c.ack(t, 10); got.Status != "ok" {
+		t.Fatalf("C's take_control: %+v", got)
+	}
+	b.lease(t, "C's hold seen by B", func(s leaseState) bool { return s.Held && s.Holder == welcomeC.You })
+	_ = c.w.c.Close()
+	b.lease(t, "the release when C left", func(s leaseState) bool { return !s.Held })
 	for name, want := range map[string]string{
 		`caddy_sdr_control_lease_held{stream="default"}`:                           "0",
-		`caddy_sdr_control_lease_takes_total{result="taken",stream="default"}`:     "2",
+		`caddy_sdr_control_lease_takes_total{result="taken",stream="default"}`:     "3",
 		`caddy_sdr_control_lease_takes_total{result="refused",stream="default"}`:   "1",
-		`caddy_sdr_control_lease_releases_total{reason="closed",stream="default"}`: "1",
+		`caddy_sdr_control_lease_releases_total{reason="closed",stream="default"}`: "2",
 		`caddy_sdr_control_lease_releases_total{reason="idle",stream="default"}`:   "1",
 		`caddy_sdr_control_lease_refused_total{stream="default"}`:                  "3",
 		`caddy_sdr_nats_commands_total{status="rejected_not_controller"}`:          "4",
