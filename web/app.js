@@ -3,7 +3,7 @@
 // the sdr-stream-url meta tag (sdr_player's stream_url), else /stream/ws.
 // ?await_key_on_gap=1 sets the Player option of that name.
 import { Player } from './player.js';
-import { KeyboardDriver, TelemetryPanel, CommandLog } from './controls.js';
+import { KeyboardDriver, TelemetryPanel, CommandLog, ControlPanel } from './controls.js';
 
 const params = new URLSearchParams(location.search);
 const options = {};
@@ -16,6 +16,7 @@ const player = new Player(document.getElementById('video'), options);
 const driver = new KeyboardDriver(player);
 new TelemetryPanel(player, document.getElementById('telemetry'));
 const acks = new CommandLog(player, document.getElementById('acks'));
+new ControlPanel(player, document.getElementById('control'));
 
 const stateEl = document.getElementById('state');
 player.addEventListener('state', (e) => {

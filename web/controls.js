@@ -4,6 +4,8 @@
 //   import { Player } from '/sdr/player.js';
 //   import { KeyboardDriver, TelemetryPanel } from '/sdr/controls.js';
 
+import { controlText } from './player.js';
+
 /** Motion keys: [linear_x, linear_y, angular_z] per unit of speed. */
 const KEYS = {
   KeyW: [1, 0, 0],
@@ -188,5 +190,41 @@ export class CommandLog {
     }
     const n = Number(li.dataset.count);
     li.textContent = `#${a.cmd_seq} ${a.action}: ${a.status}${detail}${n > 1 ? ` (×${n})` : ''}`;
+  }
+}
+
+/**
+ * ControlPanel shows who holds the control lease and offers Take and
+ * Release buttons; it stays hidden unless the server has a lease (the
+ * player's 'control' event).
+ */
+export class ControlPanel {
+  constructor(player, container) {
+    this.player = player;
+    this.container = container;
+    this.status = document.createElement('div');
+    this.status.className = 'sdr-control-status';
+    this.take = document.createElement('button');
+    this.take.textContent = 'Take control';
+    this.take.className = 'take-control';
+    this.take.onclick = () => player.takeControl();
+    this.release = document.createElement('button');
+    this.release.textContent = 'Release control';
+    this.release.className = 'release-control';
+    this.release.onclick = () => player.releaseControl();
+    const buttons = document.createElement('div');
+    buttons.className = 'buttons';
+    buttons.append(this.take, this.release);
+    container.append(this.status, buttons);
+    container.hidden = true;
+    player.addEventListener('control', (e) => this.update(e.detail));
+  }
+
+  update(c) {
+    this.container.hidden = !c;
+    if (!c) return;
+    this.status.textContent = controlText(c);
+    this.take.hidden = c.mine;
+    this.release.hidden = !c.mine;
   }
 }

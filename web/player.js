@@ -166,6 +166,7 @@ const DEFAULTS = {
  *   'telemetry' {subject, payload (Uint8Array), text, json, at}
  *   'ack'       {action, cmd_seq, status, detail, rejected}
  *   'safety'    {gate, sim}
+ *   'control'   {stream, you, held, holder, mine}  the control lease, when the server has one
  *   'state'     {state}   connecting | live | reconnecting | stopped
  *   'frame'     {frameSeq, ageMs, width, height, codec}  after each drawn frame
  */
@@ -201,6 +202,10 @@ export class Player extends EventTarget {
       this.safetyEl = el('div', 'sdr-safety', 'gate —');
       this.safetyEl.title = 'video safety gate (telemetry.safety.video_gate) · simulator safety state (telemetry.safety.state)';
       container.appendChild(this.safetyEl);
+      this.controlEl = el('div', 'sdr-control', '');
+      this.controlEl.title = 'control lease (telemetry.control.lease): who may drive';
+      this.controlEl.hidden = true;
+      container.appendChild(this.controlEl);
     }
 
     this.ws = null;
@@ -210,6 +215,9 @@ export class Player extends EventTarget {
     this.tickTimer = 0;
     this.cmdSeq = 0;
     this.safety = { gate: null, sim: null };
+    // The control lease, once the server says it has one (its first message
+    // on telemetry.control.lease names this connection: "you").
+    this.control = null;
     this.telemetry = new Map(); // subject -> latest event detail
 
     this.decoder = null;
@@ -298,6 +306,15 @@ export class Player extends EventTarget {
     return seq;
   }
 
+  /** takeControl asks for the control lease; releaseControl gives it back. */
+  takeControl() {
+    return this.command('take_control');
+  }
+
+  releaseControl() {
+    return this.command('release_control');
+  }
+
   /** frameAges returns the recorded frame ages in ms, oldest first. */
   frameAges() {
     const n = Math.min(this.agesN, this.ages.length);
@@ -327,6 +344,7 @@ export class Player extends EventTarget {
       this.stats.openedAt = nowMs();
       this.lastSeq = null;
       this.resetDecoder();
+      this.setControl(null); // a new connection has a new id, told in its first message
       this.setState('live');
     };
     ws.onmessage = (ev) => this.onMessage(ev.data);
@@ -405,10 +423,21 @@ export class Player extends EventTarget {
     } else if (subject === 'telemetry.safety.state') {
       this.safety.sim = summarizeState(json, text);
       this.dispatchEvent(new CustomEvent('safety', { detail: { ...this.safety } }));
+    } else if (subject === 'telemetry.control.lease' && json && typeof json === 'object') {
+      // The first names this connection ("you"); later ones are changes.
+      const base = typeof json.you === 'string' ? { stream: json.stream, you: json.you } : this.control;
+      if (base && json.stream === base.stream) {
+        this.setControl({ ...base, held: !!json.held, holder: json.held ? String(json.holder) : '' });
+      }
     } else if (subject === 'telemetry.command.ack' && json && typeof json === 'object') {
       const ok = ['ok', 'accepted', 'published', 'applied', 'success', 'done'].includes(String(json.status).toLowerCase());
       this.dispatchEvent(new CustomEvent('ack', { detail: { ...json, rejected: !ok } }));
     }
+  }
+
+  setControl(c) {
+    this.control = c && { ...c, mine: !!c.held && c.holder === c.you };
+    this.dispatchEvent(new CustomEvent('control', { detail: this.control ? { ...this.control } : null }));
   }
 
   // --- video ---------------------------------------------------------------
@@ -696,6 +725,13 @@ export class Player extends EventTarget {
     const s = `gate ${gate}${sim}`;
     if (this.safetyEl.textContent !== s) this.safetyEl.textContent = s;
     this.safetyEl.dataset.mode = badgeMode(this.safety.gate, this.safety.sim);
+    const c = this.control;
+    this.controlEl.hidden = !c;
+    if (c) {
+      const t = controlText(c);
+      if (this.controlEl.textContent !== t) this.controlEl.textContent = t;
+      this.controlEl.dataset.mine = String(c.mine);
+    }
   }
 }
 
@@ -707,6 +743,12 @@ function badgeMode(gate, sim) {
   if (gate === 'HOLD' || s.includes('HOLD') || s.includes('PAUSE')) return 'HOLD';
   if (gate === 'ARMED') return 'ARMED';
   return 'unknown';
+}
+
+/** controlText says who holds the control lease, as the player shows it. */
+export function controlText(c) {
+  if (c.mine) return 'you have control';
+  return c.held ? `viewer · ${c.holder} has control` : 'viewer · nobody has control';
 }
 
 function fmt(v) {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/gate"
+	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/relay"
 )
 
@@ -71,6 +72,9 @@ type NATSApp struct {
 	CommandBurst int `json:"command_burst,omitempty"`
 	// SafetyGate sets the thresholds of the safety gates.
 	SafetyGate *NATSGate `json:"gate,omitempty"`
+	// Control sets up the control lease of every stream: one connection at
+	// a time may drive (docs/control.md). Off by default.
+	Control *NATSControl `json:"control,omitempty"`
 
 	ctx     caddy.Context
 	log     *zap.Logger
@@ -80,7 +84,23 @@ type NATSApp struct {
 
 	mu      sync.Mutex
 	gates   map[string]*natsGateRef
+	leases  map[string]*natsLeaseRef
 	started bool
+}
+
+// NATSControl is the control lease (docs/control.md).
+type NATSControl struct {
+	// Lease turns the control lease on: each stream's commands that move
+	// or change the robot pass only from the one connection that took
+	// control (take_control); estop passes from anyone, always.
+	Lease bool `json:"lease,omitempty"`
+	// Idle releases the lease when its holder has sent no command for this
+	// long. Default 30s; -1 (off in the Caddyfile): never.
+	Idle caddy.Duration `json:"idle,omitempty"`
+	// ViewerActions are the actions every connection may send without
+	// holding the lease, besides estop. Default ["force_idr",
+	// "list_policies"].
+	ViewerActions []string `json:"viewer_actions,omitempty"`
 }
 
 // NATSTLS configures TLS to external NATS servers.
@@ -150,6 +170,7 @@ func (a *NATSApp) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.log = ctx.Logger()
 	a.gates = map[string]*natsGateRef{}
+	a.leases = map[string]*natsLeaseRef{}
 	if err := natsRegisterMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
@@ -218,6 +239,14 @@ func (a *NATSApp) gateConfig() gate.Config {
 	return c
 }
 
+// leaseConfig returns the lease's settings and whether it is on.
+func (a *NATSApp) leaseConfig() (lease.Config, bool) {
+	if a.Control == nil || !a.Control.Lease {
+		return lease.Config{}, false
+	}
+	return lease.Config{Idle: time.Duration(a.Control.Idle), ViewerActions: a.Control.ViewerActions}.WithDefaults(), true
+}
+
 // Validate checks the configuration without opening anything.
 func (a *NATSApp) Validate() error {
 	if err := a.relayConfig().Validate(); err != nil {
@@ -234,6 +263,14 @@ func (a *NATSApp) Validate() error {
 	}
 	if err := a.gateConfig().Validate(); err != nil {
 		return fmt.Errorf("sdr_nats: %w", err)
+	}
+	if c := a.Control; c != nil {
+		if c.Idle < 0 && c.Idle != -1 {
+			return fmt.Errorf("sdr_nats: control idle %s: want a positive duration, or -1 for none", time.Duration(c.Idle))
+		}
+		if err := (lease.Config{ViewerActions: c.ViewerActions}).Validate(); err != nil {
+			return fmt.Errorf("sdr_nats: control: %w", err)
+		}
 	}
 	if len(a.URLs) > 0 {
 		return nil
@@ -300,10 +337,17 @@ func (a *NATSApp) Cleanup() error {
 	a.mu.Lock()
 	gates := a.gates
 	a.gates = nil
+	leases := a.leases
+	a.leases = nil
 	a.mu.Unlock()
 	for _, g := range gates {
 		if _, err := natsGates.Delete(g.key); err != nil {
 			errs = append(errs, fmt.Errorf("releasing gate of stream %q: %w", g.stream, err))
+		}
+	}
+	for _, l := range leases {
+		if _, err := natsLeases.Delete(l.key); err != nil {
+			errs = append(errs, fmt.Errorf("releasing control lease of stream %q: %w", l.stream, err))
 		}
 	}
 	if a.conn != nil {
@@ -387,8 +431,47 @@ func (a *NATSApp) Attach(stream string, src frame.Source) (frame.Relay, error) {
 	if err != nil {
 		return nil, err
 	}
+	l, err := a.lease(stream)
+	if err != nil {
+		return nil, err
+	}
 	unbind := g.Bind(src)
-	return a.relay.Stream(g, g.CodecChanging, unbind), nil
+	return a.relay.Stream(g, g.CodecChanging, unbind).WithLease(l), nil
+}
+
+// Lease returns the control lease of a stream, creating it on first use;
+// nil when the lease is off (docs/control.md). A lease is shared across
+// config reloads that keep its settings, so that a holder on a connection
+// that outlives the reload (sdr_ros) keeps control.
+func (a *NATSApp) Lease(stream string) (*lease.Lease, error) { return a.lease(stream) }
+
+func (a *NATSApp) lease(stream string) (*lease.Lease, error) {
+	cfg, on := a.leaseConfig()
+	if !on {
+		return nil, nil
+	}
+	if stream == "" {
+		return nil, errors.New("sdr_nats: control lease of an unnamed stream")
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.leases == nil || a.conn == nil {
+		return nil, fmt.Errorf("sdr_nats: control lease of stream %q requested from an app that is not provisioned", stream)
+	}
+	if ref, ok := a.leases[stream]; ok {
+		return ref.entry.lease, nil
+	}
+	cfg.Stream = stream
+	key := fmt.Sprintf("%s\x00%s\x00%d\x00%q", a.connKey, stream, cfg.Idle, cfg.ViewerActions)
+	v, _, err := natsLeases.LoadOrNew(key, func() (caddy.Destructor, error) {
+		return newNATSLease(cfg, a.connKey, a.ctx.Slogger())
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sdr_nats: control lease of stream %q: %w", stream, err)
+	}
+	e := v.(*natsLeaseEntry)
+	a.leases[stream] = &natsLeaseRef{key: key, stream: stream, entry: e}
+	return e.lease, nil
 }
 
 // Interface guards.
@@ -399,4 +482,5 @@ var (
 	_ caddy.CleanerUpper = (*NATSApp)(nil)
 	_ frame.Bus          = (*NATSApp)(nil)
 	_ frame.Gates        = (*NATSApp)(nil)
+	_ frame.Leases       = (*NATSApp)(nil)
 )

@@ -34,6 +34,11 @@ func TestNATSAppValidate(t *testing.T) {
 		{"linger", &NATSApp{TelemetryLinger: caddy.Duration(2 * time.Second)}, "telemetry_linger 2s"},
 		{"linger negative", &NATSApp{TelemetryLinger: -2}, "telemetry_linger -2ns"},
 		{"linger off", &NATSApp{TelemetryLinger: -1}, ""},
+		{"control lease", &NATSApp{Control: &NATSControl{Lease: true, Idle: caddy.Duration(time.Minute), ViewerActions: []string{"camera"}}}, ""},
+		{"control idle off", &NATSApp{Control: &NATSControl{Lease: true, Idle: -1}}, ""},
+		{"control idle negative", &NATSApp{Control: &NATSControl{Lease: true, Idle: -2}}, "control idle -2ns"},
+		{"control viewer estop", &NATSApp{Control: &NATSControl{Lease: true, ViewerActions: []string{"estop"}}}, `viewer action "estop"`},
+		{"control viewer token", &NATSApp{Control: &NATSControl{ViewerActions: []string{"a b"}}}, "is not one token"},
 	} {
 		moduletest.CheckError(t, c.name, c.app.Validate(), c.err)
 	}
@@ -111,5 +116,23 @@ func TestNATSTelemetryLinger(t *testing.T) {
 		if got := a.relayConfig().Linger; got != c.want {
 			t.Errorf("telemetry_linger %d: relay linger %v, want %v", c.set, got, c.want)
 		}
+	}
+}
+
+// The control lease is off unless asked for; on, its settings take their
+// defaults.
+func TestNATSLeaseConfig(t *testing.T) {
+	t.Parallel()
+	for _, a := range []*NATSApp{{}, {Control: &NATSControl{}}, {Control: &NATSControl{Idle: caddy.Duration(time.Second)}}} {
+		if _, on := a.leaseConfig(); on {
+			t.Errorf("control %+v: lease on", a.Control)
+		}
+	}
+	cfg, on := (&NATSApp{Control: &NATSControl{Lease: true}}).leaseConfig()
+	if !on || cfg.Idle != 30*time.Second || len(cfg.ViewerActions) != 2 {
+		t.Errorf("lease on with defaults: %v %+v", on, cfg)
+	}
+	if cfg, _ := (&NATSApp{Control: &NATSControl{Lease: true, Idle: -1}}).leaseConfig(); cfg.Idle >= 0 {
+		t.Errorf("idle off: %v, want negative (never)", cfg.Idle)
 	}
 }

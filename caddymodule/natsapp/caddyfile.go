@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
 	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
+	"github.com/sdr-os/sdr-caddy/internal/lease"
 )
 
 func init() {
@@ -54,6 +55,11 @@ func init() {
 //	        hold <ms|duration>            # default 1000
 //	        estop <ms|duration>           # default 5000
 //	        codec_grace <ms|duration>|off # default 2000; 0 or off: none
+//	    }
+//	    control {
+//	        lease [on|off]                # default off
+//	        idle <duration>|off           # default 30s
+//	        viewer_actions <action...>    # default force_idr list_policies
 //	    }
 //	}
 //
@@ -140,6 +146,8 @@ func (a *NATSApp) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = a.parseCommandRate(d)
 		case "gate":
 			a.SafetyGate, err = natsParseGate(d)
+		case "control":
+			a.Control, err = natsParseControl(d)
 		default:
 			return d.Errf("unknown subdirective %q", key)
 		}
@@ -305,6 +313,57 @@ func natsParseGate(d *caddyfile.Dispenser) (*NATSGate, error) {
 		return nil, err
 	}
 	return g, nil
+}
+
+func natsParseControl(d *caddyfile.Dispenser) (*NATSControl, error) {
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	c := new(NATSControl)
+	if err := sdrcaddyfile.EachSubdirective(d, "control subdirective", func(key string) error {
+		switch key {
+		case "lease":
+			args := d.RemainingArgs()
+			c.Lease = len(args) == 0
+			if len(args) > 0 {
+				on, err := sdrcaddyfile.ParseBool(args[0])
+				if err != nil || len(args) > 1 {
+					return d.Errf("lease: want on or off, got %q", strings.Join(args, " "))
+				}
+				c.Lease = on
+			}
+		case "idle":
+			s, err := sdrcaddyfile.ReadArgs(d).One()
+			if err != nil {
+				return err
+			}
+			v, err := sdrcaddyfile.ParseOff(s, func(s string) (caddy.Duration, error) {
+				v, err := caddy.ParseDuration(s)
+				if err == nil && v <= 0 {
+					err = strconv.ErrRange
+				}
+				return caddy.Duration(v), err
+			})
+			if err != nil {
+				return d.Errf("idle: %q is not off or a positive duration", s)
+			}
+			c.Idle = v
+		case "viewer_actions":
+			c.ViewerActions = natsSplitArgs(d.RemainingArgs())
+			if len(c.ViewerActions) == 0 {
+				return d.ArgErr()
+			}
+		default:
+			return d.Errf("unknown control subdirective %q", key)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := (lease.Config{ViewerActions: c.ViewerActions}).Validate(); err != nil {
+		return nil, d.Errf("control: %v", err)
+	}
+	return c, nil
 }
 
 // natsSplitArgs also splits arguments on commas, as the old environment

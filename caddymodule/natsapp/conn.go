@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/url"
 	"os"
@@ -17,9 +18,11 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/sdr-os/sdr-caddy/internal/gate"
+	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/relay"
 )
 
@@ -27,6 +30,9 @@ import (
 var (
 	natsConns = caddy.NewUsagePool()
 	natsGates = caddy.NewUsagePool()
+	// natsLeases are the control leases, by connection, stream and
+	// settings.
+	natsLeases = caddy.NewUsagePool()
 )
 
 // ConnConfig is how the sdr_nats app connects to NATS: every setting that
@@ -442,6 +448,50 @@ func (e *natsGateEntry) Destruct() error {
 	}
 	e.cancel()
 	<-e.done
+	_, err := natsConns.Delete(e.connKey)
+	return err
+}
+
+// natsLeaseEntry is one stream's control lease and its own reference to the
+// connection it publishes its state on.
+type natsLeaseEntry struct {
+	lease   *lease.Lease
+	connKey string
+}
+
+// natsLeaseRef is one config's reference to a lease.
+type natsLeaseRef struct {
+	key    string
+	stream string
+	entry  *natsLeaseEntry
+}
+
+func newNATSLease(cfg lease.Config, connKey string, log *slog.Logger) (*natsLeaseEntry, error) {
+	v, ok, err := natsConns.LoadOrNew(connKey, func() (caddy.Destructor, error) {
+		return nil, fmt.Errorf("nats connection gone")
+	})
+	if err != nil || !ok {
+		return nil, fmt.Errorf("control lease of stream %q: taking the nats connection: %w", cfg.Stream, err)
+	}
+	nc := v.(*natsConn).nc
+	labels := prometheus.Labels{"stream": cfg.Stream}
+	l, err := lease.New(cfg, nc.Publish, log, &lease.Metrics{
+		Held:     natsMetrics.leaseHeld.With(labels),
+		Takes:    natsMetrics.leaseTakes.MustCurryWith(labels),
+		Releases: natsMetrics.leaseReleases.MustCurryWith(labels),
+		Refused:  natsMetrics.leaseRefused.With(labels),
+	})
+	if err != nil {
+		_, _ = natsConns.Delete(connKey)
+		return nil, err
+	}
+	return &natsLeaseEntry{lease: l, connKey: connKey}, nil
+}
+
+// Destruct ends the lease (its holder loses control, silently) and gives
+// back its connection reference.
+func (e *natsLeaseEntry) Destruct() error {
+	e.lease.Close()
 	_, err := natsConns.Delete(e.connKey)
 	return err
 }

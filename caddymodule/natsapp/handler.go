@@ -18,6 +18,7 @@ import (
 
 	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
 	"github.com/sdr-os/sdr-caddy/internal/gate"
+	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 )
@@ -65,6 +66,7 @@ type NATSHandler struct {
 
 	app      *NATSApp
 	gate     *gate.Gate
+	lease    *lease.Lease // nil: the control lease is off
 	log      *zap.Logger
 	upgrader websocket.Upgrader
 	origins  *origin.Policy
@@ -126,6 +128,9 @@ func (h *NATSHandler) Provision(ctx caddy.Context) error {
 	h.app = app
 	h.gate, err = app.gate(h.Stream)
 	if err != nil {
+		return err
+	}
+	if h.lease, err = app.lease(h.Stream); err != nil {
 		return err
 	}
 	h.upgrader = websocket.Upgrader{
@@ -220,13 +225,23 @@ func (h *NATSHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 // writer goroutine, commands from the read loop, answered to this client
 // alone (all refused when its connection got an untrusted verdict). The
 // writer pings, and closes a client that sent nothing since the previous
-// ping; guard closes one over its frame limits.
+// ping; guard closes one over its frame limits. With the control lease on,
+// the client has its own place in it, released when it leaves, and learns
+// the lease's state first.
 func (h *NATSHandler) serveClient(conn *websocket.Conn, trust origin.Verdict, guard *wire.FrameGuard) {
 	defer conn.Close()
 	rl := h.app.Relay()
-	session := rl.Session(h.gate, h.gate.CodecChanging, trust)
+	var control *lease.Conn
+	if h.lease != nil {
+		control = h.lease.Conn()
+		defer control.Close()
+	}
+	session := rl.Session(h.gate, h.gate.CodecChanging, trust).WithControl(control)
 	out := make(chan []byte, h.SendBuffer)
 	replies := make(chan []byte, 16)
+	if w := control.Welcome(); w != nil {
+		replies <- w
+	}
 	done := make(chan struct{})
 	cancel := rl.SubscribeTelemetry(func(m []byte) {
 		select {

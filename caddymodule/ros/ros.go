@@ -21,6 +21,7 @@ import (
 	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
 	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrmetrics"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/rosbridge"
 )
@@ -209,6 +210,7 @@ func (r *ROS) Provision(ctx caddy.Context) error {
 		Metrics:                rosMetrics,
 	}
 	var gate frame.MotionGate
+	var control *lease.Lease
 	app, err := ctx.AppIfConfigured("sdr_nats")
 	switch {
 	case err == nil && app != nil:
@@ -224,6 +226,14 @@ func (r *ROS) Provision(ctx caddy.Context) error {
 		}
 		gate = sg
 		r.log.Info("motion publishes pass the video safety gate", zap.Strings("motion_topics", r.MotionTopics), zap.String("stream", r.GateStream))
+		if leases, ok := app.(frame.Leases); ok {
+			// The stream's control lease, nil when it is off
+			// (docs/control.md): motion publishes then pass only from
+			// the client that called /sdr/take_control.
+			if control, err = leases.Lease(r.GateStream); err != nil {
+				return fmt.Errorf("sdr_ros: %w", err)
+			}
+		}
 	case r.AllowMotionWithoutGate:
 		r.log.Warn("sdr_nats is not configured: there is no video safety gate, and motion publishes pass UNGATED (allow_motion_without_gate)",
 			zap.Strings("motion_topics", r.MotionTopics))
@@ -249,6 +259,7 @@ func (r *ROS) Provision(ctx caddy.Context) error {
 	r.mux = val.(*rosMuxEntry).mux
 	// this config's gate (or none) applies from now on; Cleanup drops it
 	r.mux.SetGate(r, gate)
+	r.mux.SetLease(r, control)
 	if loaded {
 		r.log.Info("kept the running rosbridge mux: its settings did not change", zap.String("upstream", r.Upstream))
 	}
@@ -316,6 +327,7 @@ func (r *ROS) Cleanup() error {
 		return nil
 	}
 	r.mux.DropGate(r)
+	r.mux.DropLease(r)
 	r.mux = nil
 	if _, err := rosMuxes.Delete(r.poolKey); err != nil {
 		return fmt.Errorf("sdr_ros: releasing the mux for %s: %w", r.Upstream, err)

@@ -25,6 +25,7 @@ import (
 	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/hub"
+	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/natsvideo"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
@@ -476,20 +477,24 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		s.log.Debug("websocket upgrade failed", zap.String("stream", s.name), zap.Error(err))
 		return nil
 	}
+	command, control := s.commandPath(trust)
 	cfg := hub.ClientConfig{
 		KeyframeTimeout: time.Duration(s.IDRTimeout),
 		WriteTimeout:    time.Duration(s.WriteTimeout),
 		MaxMessage:      s.MaxMessageSize,
 		Limits:          s.FrameLimits(),
 		PingInterval:    s.PingEvery(),
-		OnCommand:       s.commandPath(trust),
+		OnCommand:       command,
 	}
 	var c *hub.Client
-	sig := s.rtcSignal(trust, func(msg []byte) bool { return c.Send(msg) })
+	sig := s.rtcSignal(trust, control, func(msg []byte) bool { return c.Send(msg) })
 	if sig != nil {
 		cfg.OnSignal = sig.Handle
 	}
 	c = s.hub.NewClient(conn, nil, cfg)
+	if w := control.Welcome(); w != nil {
+		c.Send(w) // the control lease's state and the client's own id
+	}
 	s.mu.Lock()
 	if s.ctx.Err() != nil {
 		s.mu.Unlock()
@@ -498,6 +503,7 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		if sig != nil {
 			sig.Close()
 		}
+		control.Close()
 		return nil
 	}
 	s.wg.Add(1)
@@ -520,6 +526,7 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 			if sig != nil {
 				sig.Close() // the WebRTC session ends with its WebSocket
 			}
+			control.Close() // control the client held is released
 			s.admitted.Add(-1)
 			s.wg.Done()
 		}()
@@ -534,20 +541,23 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 // commandPath returns the 0x04 handler of one client whose connection got
 // the verdict trust: its own session of the relay, which refuses every
 // command of an untrusted connection (counted here per stream), or,
-// without sdr_nats, an "unavailable" acknowledgement.
-func (s *Stream) commandPath(trust origin.Verdict) func([]byte) []byte {
+// without sdr_nats, an "unavailable" acknowledgement. control is the
+// client's place in the stream's control lease (nil without one), which
+// its DataChannels share and which the caller closes when it leaves.
+func (s *Stream) commandPath(trust origin.Verdict) (command func([]byte) []byte, control *lease.Conn) {
 	if s.relay == nil {
-		return unavailableAck
+		return unavailableAck, nil
 	}
-	command := s.relay.Session(trust).Command
+	session := s.relay.Session(trust)
+	command, control = session.Command, session.Control()
 	if trust.Trusted {
-		return command
+		return command, control
 	}
 	refused := s.metrics.originRejected.WithLabelValues(s.name)
 	return func(body []byte) []byte {
 		refused.Inc()
-		return command(body)
-	}
+		return session.Command(body)
+	}, control
 }
 
 // unavailableAck answers a command when no NATS is configured.

@@ -5,6 +5,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/rtc"
 )
@@ -52,9 +53,11 @@ func (s *Stream) provisionRTC(ctx caddy.Context) error {
 
 // rtcSignal returns the 0x03 signaling of one WebSocket client, or nil when
 // the stream has no webrtc block. trust is the verdict on the client's
-// Origin: an untrusted client's DataChannel messages are refused. send
-// queues a message for that client.
-func (s *Stream) rtcSignal(trust origin.Verdict, send func([]byte) bool) *rtc.Signal {
+// Origin: an untrusted client's DataChannel messages are refused. control
+// is the client's place in the control lease (nil: none): its
+// DataChannels drive only while it holds control. send queues a message
+// for that client.
+func (s *Stream) rtcSignal(trust origin.Verdict, control *lease.Conn, send func([]byte) bool) *rtc.Signal {
 	if s.rtc == nil {
 		return nil
 	}
@@ -62,6 +65,7 @@ func (s *Stream) rtcSignal(trust origin.Verdict, send func([]byte) bool) *rtc.Si
 	if !trust.Trusted {
 		base.UntrustedOrigin = trust.Origin
 	}
+	base.Control = control
 	return s.rtc.engine.NewSignal(base, send)
 }
 

@@ -250,13 +250,22 @@ func (w *WHEP) create(rw http.ResponseWriter, r *http.Request) error {
 		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("sdr_whep %s: %d sessions, the maximum", name, limit))
 	}
 	cfg := w.base
+	if w.relay != nil {
+		if l := w.relay.Lease(); l != nil {
+			// A session is a connection of its own in the control lease:
+			// its commands channel takes and gives back control.
+			cfg.Control = l.Conn()
+		}
+	}
 	cfg.OnClose = func() {
+		cfg.Control.Close()
 		w.mu.Lock()
 		delete(w.sessions, id)
 		w.mu.Unlock()
 	}
 	sess, err := w.engine.NewSession(cfg)
 	if err != nil {
+		cfg.Control.Close()
 		w.mu.Unlock()
 		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("sdr_whep %s: %w", name, err))
 	}

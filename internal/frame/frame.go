@@ -7,6 +7,7 @@ package frame
 import (
 	"time"
 
+	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
@@ -91,6 +92,9 @@ type Relay interface {
 	SubscribeTelemetry(fn func(msg []byte)) (cancel func())
 	// RequestKeyframe publishes command.genesis.force_idr; callers coalesce.
 	KeyframeRequester
+	// Lease returns the stream's control lease, nil when it has none
+	// (docs/control.md).
+	Lease() *lease.Lease
 	// Release gives the relay back.
 	Release()
 }
@@ -100,8 +104,14 @@ type CommandSession interface {
 	// Command takes the JSON body of a 0x04 message (the bytes after the type
 	// byte). It returns nil when the command was published, or the reply to
 	// send to that client alone: a complete 0x02 message on
-	// telemetry.command.ack saying why it was not.
+	// telemetry.command.ack saying why it was not (or answering
+	// take_control and release_control).
 	Command(body []byte) (reply []byte)
+	// Control returns the client's place in the stream's control lease,
+	// nil when there is none. Its other paths (the WebRTC DataChannels of
+	// the same WebSocket) share it; the caller closes it when the client
+	// leaves, which releases control the client held.
+	Control() *lease.Conn
 }
 
 // MotionGate is the safety gate of one video source as the command paths
@@ -124,4 +134,10 @@ type MotionGate interface {
 // by stream name.
 type Gates interface {
 	Gate(stream string) (MotionGate, error)
+}
+
+// Leases is implemented by the sdr_nats app: the control lease of each
+// stream, by stream name; nil when the lease is off (docs/control.md).
+type Leases interface {
+	Lease(stream string) (*lease.Lease, error)
 }

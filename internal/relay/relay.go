@@ -21,6 +21,7 @@ import (
 
 	"github.com/sdr-os/sdr-caddy/internal/cow"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/strictjson"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
@@ -53,6 +54,15 @@ const (
 	// by the strict JSON check, acked StatusRejected: the label is
 	// rejected_duplicate_key, rejected_invalid_utf8 or rejected_too_deep.
 	StatusRejectedStrict = "rejected_"
+	// StatusOK acks take_control and release_control when they succeed
+	// (the control lease, docs/control.md).
+	StatusOK = "ok"
+	// StatusControl only labels metrics: take_control or release_control
+	// answered ok.
+	StatusControl = "control"
+	// StatusRejectedNotController only labels metrics: a command refused by
+	// the control lease, acked StatusRejected.
+	StatusRejectedNotController = "rejected_not_controller"
 )
 
 // Config holds the relay's limits. Zero fields take the defaults.
@@ -122,9 +132,10 @@ type Metrics struct {
 	// subject_too_long.
 	Telemetry *prometheus.CounterVec
 	// Commands counts commands by status: published, rejected, gated,
-	// unavailable, and, acked rejected, rejected_origin and the strict JSON
+	// unavailable, and, acked rejected, rejected_origin, the strict JSON
 	// check's rejected_duplicate_key, rejected_invalid_utf8 and
-	// rejected_too_deep.
+	// rejected_too_deep, and the control lease's rejected_not_controller;
+	// control counts take_control and release_control answered ok.
 	Commands *prometheus.CounterVec
 }
 
@@ -375,7 +386,21 @@ type Session struct {
 	onCodec func()
 	limiter *rate.Limiter
 	trust   origin.Verdict
+	control *lease.Conn // nil: the stream has no control lease
 }
+
+// WithControl puts the session's client in a stream's control lease:
+// take_control and release_control are answered by the session, and the
+// client's other commands pass only as the lease allows (docs/control.md).
+// The caller closes c when the client leaves. A nil c: no lease.
+func (s *Session) WithControl(c *lease.Conn) *Session {
+	s.control = c
+	return s
+}
+
+// Control returns the client's place in the stream's control lease, nil
+// when the stream has none.
+func (s *Session) Control() *lease.Conn { return s.control }
 
 // command is what the relay reads of a 0x04 body, each member found by
 // its exact name; the body itself is published unchanged.
@@ -404,6 +429,9 @@ type ack struct {
 	CmdSeq json.RawMessage `json:"cmd_seq"`
 	Status string          `json:"status"`
 	Detail string          `json:"detail"`
+	// Holder is the id of the connection that holds the control lease, in
+	// the answer to take_control only.
+	Holder string `json:"holder,omitempty"`
 }
 
 // Command takes the JSON body of one 0x04 message. It returns nil when the
@@ -455,6 +483,9 @@ func (s *Session) Command(body []byte) []byte {
 	if !ValidAction(action) {
 		return s.reply(action, seq, StatusRejected, "action must be one token of [A-Za-z0-9_-]{1,64}")
 	}
+	if reply, done := s.controlStep(action, seq); done {
+		return reply
+	}
 	if s.r.actions != nil && !s.r.actions[action] {
 		return s.reply(action, seq, StatusRejected, "action not allowed")
 	}
@@ -476,21 +507,61 @@ func (s *Session) Command(body []byte) []byte {
 	return nil
 }
 
+// controlStep is the control lease's step (docs/control.md), after the
+// origin, the rate limit and the action's form, before the action
+// allowlist (the lease's own actions need no listing) and the gate:
+// take_control and release_control are answered here and never published;
+// any other action goes on only when the client may send it (the holder,
+// estop, the viewer actions). Without a lease, everything goes on as
+// before, take_control and release_control included.
+func (s *Session) controlStep(action string, seq json.RawMessage) (reply []byte, done bool) {
+	c := s.control
+	if c == nil {
+		return nil, false
+	}
+	switch action {
+	case lease.ActionTake:
+		ok, holder := c.Take()
+		switch {
+		case ok:
+			return s.replyAck(ack{Action: action, CmdSeq: seq, Status: StatusOK, Detail: "you have control", Holder: holder}, StatusControl), true
+		case holder == "":
+			return s.reply(action, seq, StatusUnavailable, "control lease closed"), true
+		}
+		return s.replyAck(ack{Action: action, CmdSeq: seq, Status: StatusRejected, Detail: "control held by " + holder, Holder: holder},
+			StatusRejectedNotController), true
+	case lease.ActionRelease:
+		if !c.Release() {
+			return s.replyCounted(action, seq, StatusRejected, StatusRejectedNotController, lease.NotController), true
+		}
+		return s.replyAck(ack{Action: action, CmdSeq: seq, Status: StatusOK, Detail: "control released"}, StatusControl), true
+	}
+	if !c.Allow(action) {
+		return s.replyCounted(action, seq, StatusRejected, StatusRejectedNotController, lease.NotController), true
+	}
+	return nil, false
+}
+
 func (s *Session) reply(action any, seq json.RawMessage, status, detail string) []byte {
 	return s.replyCounted(action, seq, status, status, detail)
 }
 
 // replyCounted is reply with the metrics label apart from the ack's status.
 func (s *Session) replyCounted(action any, seq json.RawMessage, status, label, detail string) []byte {
+	return s.replyAck(ack{Action: action, CmdSeq: seq, Status: status, Detail: detail}, label)
+}
+
+// replyAck counts label and returns a as the 0x02 ack message.
+func (s *Session) replyAck(a ack, label string) []byte {
 	s.r.metrics.command(label)
-	if a, ok := action.(string); ok {
-		action = truncate(a)
+	if action, ok := a.Action.(string); ok {
+		a.Action = truncate(action)
 	}
-	p, err := json.Marshal(ack{Action: action, CmdSeq: seq, Status: status, Detail: detail})
+	p, err := json.Marshal(a)
 	if err != nil {
 		// Only invalid UTF-8 gets here; json.Marshal replaces it, so this
 		// does not happen, but never answer nothing.
-		p = fmt.Appendf(nil, `{"action":null,"cmd_seq":null,"status":%q,"detail":%q}`, status, detail)
+		p = fmt.Appendf(nil, `{"action":null,"cmd_seq":null,"status":%q,"detail":%q}`, a.Status, a.Detail)
 	}
 	msg, _ := wire.Telemetry(SubjectAck, p)
 	return msg

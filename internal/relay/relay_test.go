@@ -17,6 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sdr-os/sdr-caddy/internal/gate"
+	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/natstest"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
@@ -769,5 +770,113 @@ func TestCommandStrictJSON(t *testing.T) {
 		if err := counts.WithLabelValues(label).Write(&m); err != nil || m.GetCounter().GetValue() != want {
 			t.Errorf("%v commands counted %s, want %v (%v)", m.GetCounter().GetValue(), label, want, err)
 		}
+	}
+}
+
+// TestCommandControlLease: with a control lease, take_control and
+// release_control are answered by the session and never published; a
+// viewer's motion and estop_clear are refused "not the controller" and never
+// published, its estop is; the holder's commands are; allowlist and origin
+// still come first for their own refusals.
+func TestCommandControlLease(t *testing.T) {
+	t.Parallel()
+	nc, sim := relayAndSim(t)
+	sink := sinkCommands(t, sim)
+	states := make(chan *nats.Msg, 16)
+	if _, err := sim.ChanSubscribe(lease.Subject, states); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, sim)
+	counts := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "c"}, []string{"status"})
+	r, err := New(nc, Config{Actions: []string{"set_cmd_vel", "estop", "estop_clear"}}, nil, &Metrics{Commands: counts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	l, err := lease.New(lease.Config{Stream: "default"}, nc.Publish, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	st := r.Stream(nil, nil, nil).WithLease(l)
+	a, b := st.Session(origin.Trusted), st.Session(origin.Trusted)
+	if a.Control() == nil || b.Control() == nil || a.Control().ID() == b.Control().ID() {
+		t.Fatal("sessions of a stream with a lease have no place of their own in it")
+	}
+
+	take := ackOf(t, a.Command([]byte(`{"action":"take_control","cmd_seq":1}`)))
+	if take["status"] != StatusOK || take["holder"] != a.Control().ID() || take["cmd_seq"] != 1.0 || take["detail"] != "you have control" {
+		t.Fatalf("A's take_control: %v", take)
+	}
+	if m := testwait.Recv(t, states, "the lease state after A's take"); !strings.Contains(string(m.Data), `"held":true,"holder":"`+a.Control().ID()+`"`) {
+		t.Fatalf("state after A's take: %s", m.Data)
+	}
+	refused := ackOf(t, b.Command([]byte(`{"action":"take_control","cmd_seq":2}`)))
+	if refused["status"] != StatusRejected || refused["holder"] != a.Control().ID() || refused["detail"] != "control held by "+a.Control().ID() {
+		t.Fatalf("B's take_control while A holds it: %v", refused)
+	}
+	for _, action := range []string{"set_cmd_vel", "estop_clear", "release_control"} {
+		ack := ackOf(t, b.Command([]byte(`{"action":"`+action+`","cmd_seq":3}`)))
+		if ack["status"] != StatusRejected || ack["detail"] != lease.NotController || ack["action"] != action {
+			t.Errorf("viewer's %s: %v, want rejected %q", action, ack, lease.NotController)
+		}
+		if _, ok := ack["holder"]; ok {
+			t.Errorf("viewer's %s: ack names a holder: %v", action, ack)
+		}
+	}
+	// The allowlist still answers for actions outside it, before the lease.
+	if ack := ackOf(t, b.Command([]byte(`{"action":"pause"}`))); ack["detail"] != lease.NotController {
+		t.Errorf("viewer's pause: %v", ack)
+	}
+	estopB := []byte(`{"action":"estop","cmd_seq":4,"data":{"reason":"viewer"}}`)
+	if reply := b.Command(estopB); reply != nil {
+		t.Fatalf("viewer's estop answered %v, want published", ackOf(t, reply))
+	}
+	driveA := []byte(`{"action":"set_cmd_vel","cmd_seq":5,"data":{"linear_x":0.5}}`)
+	if reply := a.Command(driveA); reply != nil {
+		t.Fatalf("holder's set_cmd_vel answered %v, want published", ackOf(t, reply))
+	}
+	msgs := sink.sync(t, nc)
+	if len(msgs) != 2 || msgs[0].Subject != "command.genesis.estop" || !bytes.Equal(msgs[0].Data, estopB) ||
+		msgs[1].Subject != "command.genesis.set_cmd_vel" || !bytes.Equal(msgs[1].Data, driveA) {
+		var got []string
+		for _, m := range msgs {
+			got = append(got, m.Subject+" "+string(m.Data))
+		}
+		t.Fatalf("published %q, want only B's estop and A's set_cmd_vel", got)
+	}
+
+	rel := ackOf(t, a.Command([]byte(`{"action":"release_control","cmd_seq":6}`)))
+	if rel["status"] != StatusOK || rel["detail"] != "control released" {
+		t.Fatalf("A's release_control: %v", rel)
+	}
+	if m := testwait.Recv(t, states, "the lease state after A's release"); string(m.Data) != `{"stream":"default","held":false}` {
+		t.Fatalf("state after A's release: %s", m.Data)
+	}
+	if ack := ackOf(t, a.Command([]byte(`{"action":"set_cmd_vel","cmd_seq":7}`))); ack["detail"] != lease.NotController {
+		t.Errorf("A's set_cmd_vel after its release: %v", ack)
+	}
+	for label, want := range map[string]float64{StatusControl: 2, StatusRejectedNotController: 6, StatusPublished: 2} {
+		var m dto.Metric
+		if err := counts.WithLabelValues(label).Write(&m); err != nil || m.GetCounter().GetValue() != want {
+			t.Errorf("commands %s: %v, want %v", label, m.GetCounter().GetValue(), want)
+		}
+	}
+
+	// Without a lease, take_control is an action like any other, as before.
+	plain := r.Session(nil, nil, origin.Trusted)
+	if plain.Control() != nil {
+		t.Fatal("a session without a lease has a place in one")
+	}
+	if ack := ackOf(t, plain.Command([]byte(`{"action":"take_control"}`))); ack["detail"] != "action not allowed" {
+		t.Errorf("take_control without a lease: %v, want the allowlist's answer", ack)
+	}
+	// An untrusted origin cannot take control.
+	evil := st.Session(origin.Verdict{Origin: "http://evil.example"})
+	if ack := ackOf(t, evil.Command([]byte(`{"action":"take_control"}`))); !strings.Contains(ack["detail"].(string), "not allowed") {
+		t.Errorf("take_control from an untrusted origin: %v", ack)
+	}
+	if l.State().Held {
+		t.Error("the lease is held after the untrusted take_control")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 )
 
@@ -14,6 +15,7 @@ type Stream struct {
 	gate    frame.MotionGate
 	onCodec func()
 	release func()
+	lease   *lease.Lease
 	once    sync.Once
 }
 
@@ -23,10 +25,25 @@ func (r *Relay) Stream(gate frame.MotionGate, onCodec, release func()) *Stream {
 	return &Stream{r: r, gate: gate, onCodec: onCodec, release: release}
 }
 
+// WithLease gives the stream's clients a control lease (docs/control.md);
+// nil: none.
+func (s *Stream) WithLease(l *lease.Lease) *Stream {
+	s.lease = l
+	return s
+}
+
+// Lease returns the stream's control lease, nil when it has none.
+func (s *Stream) Lease() *lease.Lease { return s.lease }
+
 // Session returns the command path of one client of the stream, whose
-// connection got the verdict trust.
+// connection got the verdict trust. With a control lease, the client gets
+// its own place in it (Session.Control), which the caller closes.
 func (s *Stream) Session(trust origin.Verdict) frame.CommandSession {
-	return s.r.Session(s.gate, s.onCodec, trust)
+	var c *lease.Conn
+	if s.lease != nil {
+		c = s.lease.Conn()
+	}
+	return s.r.Session(s.gate, s.onCodec, trust).WithControl(c)
 }
 
 // SubscribeTelemetry calls fn with every relayed telemetry message until

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/strictjson"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
@@ -121,6 +122,7 @@ type client struct {
 	frags    reassembly
 	adverts  map[string]map[string]struct{} // topic -> advertise ids
 	nextFrag uint64
+	ctl      *lease.Conn // the client's place in the control lease (control.go)
 
 	closeOnce sync.Once
 }
@@ -330,6 +332,9 @@ func (c *client) handle(data []byte, outer bool) {
 			c.refuse("publish", msg.ID, fmt.Sprintf("publish on %s refused: topic not in the publish allowlist", msg.Topic))
 			return
 		}
+		if _, motion := m.motionSet[msg.Topic]; motion && !c.motionAllowed(msg.Topic, msg.ID) {
+			return
+		}
 		if reply := m.publish(msg.Topic, msg.Msg, msg.ID); reply != nil {
 			c.enqueueControl(reply, levelOf(reply))
 		}
@@ -343,6 +348,9 @@ func (c *client) handle(data []byte, outer bool) {
 			// own): treated as a command. The caller's callback fires.
 			c.refuseOrigin(msg.ID, "call_service "+msg.Service)
 			c.enqueueControl(serviceFailure(msg.ID, msg.Service, c.trust.Refusal()), levelNone)
+			return
+		}
+		if c.controlService(msg) {
 			return
 		}
 		if !m.opts.Services.Allows(msg.Service) {

@@ -22,9 +22,11 @@ type Metrics struct {
 	// Denials counts refused ops by kind: subscribe, publish, service,
 	// motion, op (an op sdr_ros does not serve), origin (advertise, publish
 	// or call_service from a connection whose Origin is not trusted), name
-	// (a topic or service name outside the ROS naming rules), invalid, and
-	// the strict JSON check's duplicate_key, invalid_utf8 (also text that
-	// is not UTF-8, which closes the connection with 1007) and too_deep.
+	// (a topic or service name outside the ROS naming rules), invalid,
+	// not_controller (a motion publish of a client that does not hold the
+	// control lease), and the strict JSON check's duplicate_key,
+	// invalid_utf8 (also text that is not UTF-8, which closes the
+	// connection with 1007) and too_deep.
 	Denials *prometheus.CounterVec
 	// ServiceTimeouts counts service calls answered with result false
 	// because the upstream did not answer in time.
@@ -53,7 +55,7 @@ func NewMetrics() *Metrics {
 			Name: "ros_drops_total", Help: "Messages sdr_ros dropped, by reason (queue, throttle, rate_limit, gated)."},
 			[]string{"reason"}),
 		Denials: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "ros_denials_total", Help: "Ops sdr_ros refused, by kind (subscribe, publish, service, motion, op, origin, name, invalid, duplicate_key, invalid_utf8, too_deep)."},
+			Name: "ros_denials_total", Help: "Ops sdr_ros refused, by kind (subscribe, publish, service, motion, op, origin, name, invalid, not_controller, duplicate_key, invalid_utf8, too_deep)."},
 			[]string{"kind"}),
 		ServiceTimeouts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "ros_service_timeouts_total", Help: "Service calls sdr_ros answered with result false after its timeout."}),

@@ -140,6 +140,7 @@ type Mux struct {
 	gatedMu   sync.Mutex
 	gated     map[string]bool // motion topic -> in a gated episode
 	gates     []ownedGate     // the newest is the gate in force
+	leases    []ownedLease    // the newest is the control lease in force
 	lastPass  map[string]time.Time
 	kick      chan struct{} // wakes the motion watcher
 	motionSet map[string]struct{}
@@ -378,6 +379,7 @@ func (h guardedHijacker) Unwrap() http.ResponseWriter { return h.ResponseWriter 
 
 // forget removes everything a departed client held.
 func (m *Mux) forget(c *client) {
+	c.leaveControl()
 	m.services.cancelClient(c)
 	m.mu.Lock()
 	defer m.mu.Unlock()

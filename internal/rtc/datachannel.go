@@ -10,6 +10,7 @@ import (
 	"github.com/pion/webrtc/v4"
 	"golang.org/x/time/rate"
 
+	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/strictjson"
 )
@@ -143,6 +144,9 @@ func (s *Session) dataChannel(dc *webrtc.DataChannel) {
 			if err != nil {
 				return commandRefusal(err)
 			}
+			if c := s.cfg.Control; c != nil && (action == lease.ActionTake || action == lease.ActionRelease) {
+				return s.control(lim, c, action)
+			}
 			return s.forward(lim, action, SubjectCommands, msg.Data)
 		}
 	default:
@@ -168,6 +172,9 @@ func (s *Session) forward(lim *rate.Limiter, action, subject string, data []byte
 	if !lim.Allow() {
 		return "rate_limited"
 	}
+	if !s.cfg.Control.Allow(action) {
+		return "not_controller"
+	}
 	if s.cfg.Gate != nil {
 		if ok, _ := s.cfg.Gate.Allow(action); !ok {
 			return "gated"
@@ -183,4 +190,29 @@ func (s *Session) forward(lim *rate.Limiter, action, subject string, data []byte
 		return "error"
 	}
 	return "published"
+}
+
+// control answers take_control and release_control on the commands
+// channel with the session's place in the control lease: never published,
+// counted control_taken, control_released or not_controller (a take refused
+// while another connection holds control, or a release of control not
+// held). The state message on telemetry.control.lease tells everyone.
+func (s *Session) control(lim *rate.Limiter, c *lease.Conn, action string) string {
+	if o := s.cfg.UntrustedOrigin; o != "" {
+		s.refusals.Refused(origin.Verdict{Origin: o}, "datachannel "+action)
+		return "origin"
+	}
+	if !lim.Allow() {
+		return "rate_limited"
+	}
+	if action == lease.ActionTake {
+		if ok, _ := c.Take(); ok {
+			return "control_taken"
+		}
+		return "not_controller"
+	}
+	if c.Release() {
+		return "control_released"
+	}
+	return "not_controller"
 }

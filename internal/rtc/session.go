@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
@@ -52,8 +53,10 @@ type Metrics struct {
 	KeyframeRequests  prometheus.Counter // PLI/FIR that became a request
 	// Messages counts DataChannel messages by channel ("control",
 	// "commands", "other") and result ("published", "malformed",
-	// "origin", "rate_limited", "gated", "unavailable", "error", and the
-	// strict JSON check's "duplicate_key", "invalid_utf8", "too_deep").
+	// "origin", "rate_limited", "gated", "unavailable", "error", the
+	// strict JSON check's "duplicate_key", "invalid_utf8", "too_deep", and
+	// the control lease's "not_controller", "control_taken",
+	// "control_released").
 	Messages *prometheus.CounterVec
 }
 
@@ -97,6 +100,13 @@ type SessionConfig struct {
 	// command the robot (internal/origin): its DataChannel messages are
 	// all refused (counted "origin"). Empty: trusted.
 	UntrustedOrigin string
+	// Control is the session's place in the stream's control lease
+	// (docs/control.md); nil: the stream has none. A session of a
+	// /stream/ws WebSocket shares the WebSocket's (whose owner closes it);
+	// a WHEP session has its own. Its DataChannel messages other than
+	// estop pass only while it holds control; take_control and
+	// release_control on the commands channel take and give it back.
+	Control *lease.Conn
 	// OnCandidate, when set, receives each local ICE candidate as it is
 	// gathered (trickle ICE) and nil at the end, and Answer returns at
 	// once. When nil, Answer waits for gathering and returns every

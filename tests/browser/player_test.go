@@ -402,6 +402,11 @@ func TestPlayerCommands(t *testing.T) {
 
 	d := startBrowser(t)
 	openPlayer(t, d, "main", e.URL())
+	// Without a control lease (the default), nothing of it shows: the
+	// server sends no lease state, before or with the first frame.
+	if hidden := evalJS[bool](t, d, "main", `document.getElementById('control').hidden && document.querySelector('.sdr-control').hidden`); !hidden {
+		t.Error("the control section or badge shows on a server without a control lease")
+	}
 
 	type command struct {
 		Action string          `json:"action"`
