@@ -106,6 +106,7 @@ type Reader struct {
 	period      atomic.Int64 // learned frame period in ns, 0 = unknown
 
 	// State of the Run goroutine only.
+	clock          func() time.Time // time.Now; tests drive step with their own
 	m              *mapping
 	prev           fileID // the last file mapped
 	maps           uint64
@@ -123,6 +124,7 @@ type Reader struct {
 	nextCheck      time.Time
 	waitLogged     bool
 	zeroSince      time.Time // when the polls began to read sequence 0 after a non-zero one
+	jumpLogged     time.Time // when an absurd sequence jump was last logged
 	tornRun        int       // consecutive torn copies
 	scratch        []byte    // the slot is copied here first (see readSlotInto)
 	prevSlot       []byte    // header and payload of the frame lastFrameSeq names, as read
@@ -130,6 +132,9 @@ type Reader struct {
 
 // How often the reader stats the path to notice a replaced or resized file.
 const checkEvery = 200 * time.Millisecond
+
+// An absurd sequence jump (cadence.observe) is logged at most this often.
+const jumpLogEvery = time.Minute
 
 // NewReader validates cfg and returns a Reader. It opens nothing: Run maps
 // the file, and waits for it when it does not exist yet.
@@ -147,7 +152,7 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Reader{cfg: cfg, log: log.With("ring", cfg.Path), awaitKeyframe: cfg.KeyframeGating}, nil
+	return &Reader{cfg: cfg, log: log.With("ring", cfg.Path), awaitKeyframe: cfg.KeyframeGating, clock: time.Now}, nil
 }
 
 // Config returns the configuration the reader was created with.
@@ -357,6 +362,12 @@ func (r *Reader) attach() error {
 	if err != nil {
 		return err
 	}
+	r.install(m)
+	return nil
+}
+
+// install makes m the reader's mapping.
+func (r *Reader) install(m *mapping) {
 	r.waitLogged = false
 	r.maps++
 	if r.maps > 1 {
@@ -374,13 +385,12 @@ func (r *Reader) attach() error {
 	}
 	r.m, r.prev = m, m.id
 	r.attached.Store(true)
-	now := time.Now()
+	now := r.clock()
 	r.cad.reset(now)
 	r.mode, r.slept = modeCoarse, 0
 	r.zeroSince = time.Time{}
 	r.nextCheck = now.Add(checkEvery)
 	r.log.Info("attached to ring file", "size", m.id.size, "inode", m.id.ino, "remap", r.maps > 1)
-	return nil
 }
 
 func (r *Reader) detach() {
@@ -439,7 +449,7 @@ func readGuarded(mem []byte, last uint64, verifyCRC bool, scratch *[]byte) (res 
 
 // step polls once, handles what it found and returns how long to sleep.
 func (r *Reader) step(fn func(Frame)) time.Duration {
-	now := time.Now()
+	now := r.clock()
 	if !now.Before(r.nextCheck) {
 		r.nextCheck = now.Add(checkEvery)
 		if r.fileChanged() {
@@ -497,7 +507,7 @@ func (r *Reader) step(fn func(Frame)) time.Duration {
 		r.commit(res, now, fn)
 	}
 	r.cad.idleCap = r.idleCap()
-	d, mode := r.cad.next(time.Now())
+	d, mode := r.cad.next(r.clock())
 	r.mode = mode
 	return d
 }
@@ -512,9 +522,13 @@ func (r *Reader) commit(res slotRead, now time.Time, fn func(Frame)) {
 			steps = res.sequence - r.lastSeq
 		}
 	}
+	if r.cad.observe(now, steps, r.mode, r.slept) && now.Sub(r.jumpLogged) >= jumpLogEvery {
+		r.jumpLogged = now
+		r.log.Warn("ring sequence jumped further than any writer commits; taken as one commit",
+			"from", r.lastSeq, "to", res.sequence)
+	}
 	r.lastSeq = res.sequence
 	r.sequence.Store(res.sequence)
-	r.cad.observe(now, steps, r.mode, r.slept)
 	r.period.Store(int64(r.cad.period))
 
 	switch res.status {
