@@ -122,7 +122,7 @@ type Reader struct {
 	hrFailed       bool          // no timerfd: precise sleeps use nanosleep
 	cad            cadence
 	nextCheck      time.Time
-	waitLogged     bool
+	waitReason     string    // why the file could not be mapped, as last logged
 	zeroSince      time.Time // when the polls began to read sequence 0 after a non-zero one
 	jumpLogged     time.Time // when an absurd sequence jump was last logged
 	tornRun        int       // consecutive torn copies
@@ -343,16 +343,22 @@ func preciseSleep(d time.Duration) {
 	runtime.UnlockOSThread()
 }
 
+// logWaiting logs why the reader cannot map the file yet: once, and again
+// when the reason changes.
 func (r *Reader) logWaiting(err error) {
-	if r.waitLogged {
+	reason := err.Error()
+	if reason == r.waitReason {
 		return
 	}
-	r.waitLogged = true
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errShort) {
-		r.log.Info("waiting for ring file", "reason", err.Error())
-		return
+	r.waitReason = reason
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, errShort):
+		r.log.Info("waiting for ring file", "reason", reason)
+	case errors.Is(err, ErrNotRegular):
+		r.log.Warn("ring path is not a regular file; waiting for one", "error", reason)
+	default:
+		r.log.Warn("cannot map ring file; retrying", "error", reason)
 	}
-	r.log.Warn("cannot map ring file; retrying", "error", err)
 }
 
 // attach maps the file. A file with another inode than the last one mapped
@@ -368,7 +374,7 @@ func (r *Reader) attach() error {
 
 // install makes m the reader's mapping.
 func (r *Reader) install(m *mapping) {
-	r.waitLogged = false
+	r.waitReason = ""
 	r.maps++
 	if r.maps > 1 {
 		r.remaps.Add(1)

@@ -22,6 +22,10 @@ var (
 	ErrCRC = errors.New("payload CRC-32 mismatch")
 	// ErrTorn means the sequence changed while the slot was being copied.
 	ErrTorn = errors.New("torn read (sequence changed during copy)")
+	// ErrNotRegular means the ring path names something other than a
+	// regular file (after symbolic links): a FIFO, a socket, a device or a
+	// directory. It is never opened in a way that could block or act on it.
+	ErrNotRegular = errors.New("not a regular file")
 )
 
 // maxMapSize bounds a mapping: 1 GiB is far above any frame ring.
