@@ -54,6 +54,7 @@ func FuzzParseRegion(f *testing.F) {
 type pollScript struct{ b []byte }
 
 const (
+	fuzzFrameCap   = 2048 // of a 4096-byte region
 	pollRecordSize = 26
 	maxGapPolls    = 64
 	maxRecords     = 512
@@ -129,7 +130,7 @@ func frames60(n int, op uint8, v uint64) []byte {
 //   - a frame it delivers is exactly what the region holds, and what the
 //     region holds is a valid commit: a sequence not 0, write_len within
 //     the region, the header's size write_len - 32, a matching CRC when
-//     checked;
+//     checked, and a payload within the frame cap (half the region);
 //   - progress: a valid commit under a sequence the reader has not seen,
 //     whose bytes differ from the last frame delivered, is delivered by the
 //     first poll after it; and a last commit after the whole script is.
@@ -157,7 +158,8 @@ func FuzzReaderPolls(f *testing.F) {
 		{op: recCommit | wlSizeBy<<6, plen: 10, wait: 1000},
 		{op: recCommit | 1<<5, plen: 10, wait: 1000},
 		{op: recCommit | seqStays<<2, plen: 11, wait: 1000},
-		{op: recCommit, plen: 4000, unit: 3, wait: 60},
+		{op: recCommit, plen: 4000, unit: 3, wait: 60}, // over the cap
+		{op: recCommit, plen: 2048, wait: 100},
 		{op: recCommit | seqJump<<2, v: 1 << 63, plen: 12, unit: 10 << 2, wait: 3000},
 	} {
 		bad = append(bad, r.bytes()...)
@@ -169,7 +171,7 @@ func FuzzReaderPolls(f *testing.F) {
 	f.Fuzz(func(t *testing.T, script []byte, verifyCRC bool) {
 		const regionSize = 4096
 		region := alignedCopy(make([]byte, regionSize))
-		r, err := NewReader(ReaderConfig{Path: filepath.Join(dir, "absent"), DisableCRC: !verifyCRC})
+		r, err := NewReader(ReaderConfig{Path: filepath.Join(dir, "absent"), DisableCRC: !verifyCRC, MaxFrameSize: fuzzFrameCap})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -230,7 +232,8 @@ func (p *pollPlayer) poll() bool {
 	if valid {
 		slot = region[OffSlot : OffSlot+int(wl)]
 		h, _ = ParseHeader(slot)
-		valid = uint64(h.Size) == wl-HeaderSize && (!p.verifyCRC || Checksum(slot[HeaderSize:]) == h.CRC32)
+		valid = uint64(h.Size) == wl-HeaderSize && (!p.verifyCRC || Checksum(slot[HeaderSize:]) == h.CRC32) &&
+			wl-HeaderSize <= fuzzFrameCap
 	}
 	switch {
 	case len(p.got) > 1:

@@ -46,7 +46,7 @@ func Inspect(path string, verifyCRC bool) (Inspection, error) {
 	var res slotRead
 	for range 50 {
 		var fault bool
-		res, fault = readGuarded(m.mem, 0, verifyCRC, nil)
+		res, fault = readGuarded(m.mem, 0, verifyCRC, 0, nil)
 		if fault {
 			return in, fmt.Errorf("reading ring %s: %w", path, errFault)
 		}

@@ -41,9 +41,28 @@ type ReaderConfig struct {
 	// forward frame_seq gap), before the frame that shows it is delivered or
 	// held back. It must not block.
 	OnBreak func(restart bool)
+	// MaxFrameSize is the largest payload, in bytes, the reader copies and
+	// delivers. A frame with a larger payload is dropped before any of it
+	// is copied, counted in Stats.Oversize and logged; the ring file itself
+	// may be larger (it is mapped whole). 0 takes DefaultMaxFrameSize.
+	MaxFrameSize int64
+	// OnOversize, when set, is called from Run's goroutine with the payload
+	// size of each frame dropped for exceeding MaxFrameSize. It must not
+	// block.
+	OnOversize func(size uint64)
 	// Logger receives attach, remap, restart and fault events. nil discards them.
 	Logger *slog.Logger
 }
+
+// DefaultMaxFrameSize is the default ReaderConfig.MaxFrameSize: 32 MiB, far
+// above any encoded frame (a 4K H.264 keyframe is a few MB) and the most one
+// frame of the encoded-frame ring may pin in memory.
+const DefaultMaxFrameSize = 32 << 20
+
+// DefaultRawMaxFrameSize is the frame cap sdr_encoder gives its raw-frame
+// ring reader: the whole default raw ring (64 MiB), so that every frame
+// that ring holds passes; 4K RGBA is about 33 MB.
+const DefaultRawMaxFrameSize = DefaultRawSize
 
 // Frame is one verified frame as the Reader delivers it.
 type Frame struct {
@@ -84,6 +103,7 @@ type Stats struct {
 	Faults        uint64 // memory faults (SIGBUS of a truncated mapping) contained
 	SizeMismatch  uint64 // mappings of a file whose size differs from ReaderConfig.Size
 	KeyframeWaits uint64 // verified frames held back by keyframe or restart gating
+	Oversize      uint64 // frames dropped, before any copy, for a payload over ReaderConfig.MaxFrameSize
 	Polls         uint64 // times the control region was read (the cost of waiting)
 	Attached      bool   // a mapping is held now
 }
@@ -92,13 +112,14 @@ type Stats struct {
 // with Run; Stats, LastArrival, Sequence and Period may be called from any
 // goroutine at any time.
 type Reader struct {
-	cfg ReaderConfig
-	log *slog.Logger
+	cfg        ReaderConfig
+	log        *slog.Logger
+	maxPayload uint64 // the frame cap in force
 
 	running atomic.Bool
 
 	frames, bytes, torn, crc, malformed, gaps, restarts, remaps,
-	faults, sizeMismatch, keyframeWaits, polls atomic.Uint64
+	faults, sizeMismatch, keyframeWaits, polls, oversize atomic.Uint64
 	attached    atomic.Bool
 	watchers    atomic.Int64
 	sequence    atomic.Uint64
@@ -125,16 +146,24 @@ type Reader struct {
 	waitReason     string    // why the file could not be mapped, as last logged
 	zeroSince      time.Time // when the polls began to read sequence 0 after a non-zero one
 	jumpLogged     time.Time // when an absurd sequence jump was last logged
+	oversizeLogged time.Time // when a frame over the cap was last logged
+	oversizeAt     uint64    // Stats.Oversize then
 	tornRun        int       // consecutive torn copies
 	scratch        []byte    // the slot is copied here first (see readSlotInto)
 	prevSlot       []byte    // header and payload of the frame lastFrameSeq names, as read
+	slotPeak       uint64    // the largest slot copied since the last trimBuffers
 }
 
 // How often the reader stats the path to notice a replaced or resized file.
 const checkEvery = 200 * time.Millisecond
 
-// An absurd sequence jump (cadence.observe) is logged at most this often.
+// An absurd sequence jump (cadence.observe), and a frame over the cap, are
+// logged at most this often.
 const jumpLogEvery = time.Minute
+
+// keepBuffer is the largest copy buffer the reader keeps when frames no
+// longer need it (trimBuffers).
+const keepBuffer = 4 << 20
 
 // NewReader validates cfg and returns a Reader. It opens nothing: Run maps
 // the file, and waits for it when it does not exist yet.
@@ -148,11 +177,19 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 	if cfg.Size > maxMapSize {
 		return nil, fmt.Errorf("ring reader for %s: size %d exceeds %d", cfg.Path, cfg.Size, int64(maxMapSize))
 	}
+	if cfg.MaxFrameSize < 0 {
+		return nil, fmt.Errorf("ring reader for %s: max frame size %d is negative", cfg.Path, cfg.MaxFrameSize)
+	}
+	maxPayload := uint64(cfg.MaxFrameSize)
+	if maxPayload == 0 {
+		maxPayload = DefaultMaxFrameSize
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Reader{cfg: cfg, log: log.With("ring", cfg.Path), awaitKeyframe: cfg.KeyframeGating, clock: time.Now}, nil
+	return &Reader{cfg: cfg, log: log.With("ring", cfg.Path), maxPayload: maxPayload,
+		awaitKeyframe: cfg.KeyframeGating, clock: time.Now}, nil
 }
 
 // Config returns the configuration the reader was created with.
@@ -172,6 +209,7 @@ func (r *Reader) Stats() Stats {
 		Faults:        r.faults.Load(),
 		SizeMismatch:  r.sizeMismatch.Load(),
 		KeyframeWaits: r.keyframeWaits.Load(),
+		Oversize:      r.oversize.Load(),
 		Polls:         r.polls.Load(),
 		Attached:      r.attached.Load(),
 	}
@@ -234,6 +272,7 @@ func (r *Reader) Run(ctx context.Context, fn func(Frame)) error {
 	}
 	defer r.detach()
 	defer func() {
+		r.scratch, r.prevSlot = nil, nil
 		if r.hr != nil {
 			r.hr.close()
 			r.hr = nil
@@ -438,7 +477,7 @@ func (r *Reader) noteRestart(why string) {
 // readGuarded runs one pass of the reader order over mem with memory faults
 // turned into panics, and contains them: a file truncated under the mapping
 // raises SIGBUS on the next touch, which must not kill the process.
-func readGuarded(mem []byte, last uint64, verifyCRC bool, scratch *[]byte) (res slotRead, fault bool) {
+func readGuarded(mem []byte, last uint64, verifyCRC bool, maxPayload uint64, scratch *[]byte) (res slotRead, fault bool) {
 	defer func() {
 		if e := recover(); e != nil {
 			if _, ok := e.(interface{ Addr() uintptr }); ok {
@@ -450,7 +489,7 @@ func readGuarded(mem []byte, last uint64, verifyCRC bool, scratch *[]byte) (res 
 	}()
 	old := debug.SetPanicOnFault(true)
 	defer debug.SetPanicOnFault(old)
-	return readSlotInto(mem, last, verifyCRC, scratch), false
+	return readSlotInto(mem, last, verifyCRC, maxPayload, scratch), false
 }
 
 // step polls once, handles what it found and returns how long to sleep.
@@ -458,13 +497,14 @@ func (r *Reader) step(fn func(Frame)) time.Duration {
 	now := r.clock()
 	if !now.Before(r.nextCheck) {
 		r.nextCheck = now.Add(checkEvery)
+		r.trimBuffers()
 		if r.fileChanged() {
 			r.log.Info("ring file replaced or resized; remapping")
 			r.detach()
 			return 0
 		}
 	}
-	res, fault := readGuarded(r.m.mem, r.lastSeq, !r.cfg.DisableCRC, &r.scratch)
+	res, fault := readGuarded(r.m.mem, r.lastSeq, !r.cfg.DisableCRC, r.maxPayload, &r.scratch)
 	r.polls.Add(1)
 	if fault {
 		r.faults.Add(1)
@@ -477,6 +517,10 @@ func (r *Reader) step(fn func(Frame)) time.Duration {
 	}
 	if res.status != slotTorn {
 		r.tornRun = 0
+	}
+	switch res.status {
+	case slotOK, slotTorn, slotSizeMismatch, slotCRC: // copied into scratch (or torn before)
+		r.slotPeak = max(r.slotPeak, res.writeLen)
 	}
 	switch res.status {
 	case slotUnchanged:
@@ -549,6 +593,9 @@ func (r *Reader) commit(res slotRead, now time.Time, fn func(Frame)) {
 	case slotWriteLen:
 		r.malformed.Add(1)
 		return
+	case slotOversize:
+		r.dropOversize(res.writeLen-HeaderSize, now)
+		return
 	}
 	h := res.header
 	slot := r.scratch[:res.writeLen]
@@ -593,4 +640,35 @@ func (r *Reader) commit(res slotRead, now time.Time, fn func(Frame)) {
 	r.frames.Add(1)
 	r.bytes.Add(uint64(len(res.payload)))
 	fn(f)
+}
+
+// dropOversize counts a frame of size payload bytes dropped for the cap,
+// and logs it (the first, then at most once a minute).
+func (r *Reader) dropOversize(size uint64, now time.Time) {
+	n := r.oversize.Add(1)
+	if r.oversizeLogged.IsZero() || now.Sub(r.oversizeLogged) >= jumpLogEvery {
+		r.log.Warn("frame larger than the cap dropped", "payload_bytes", size, "max_frame_size", r.maxPayload,
+			"dropped_since_last_log", n-r.oversizeAt)
+		r.oversizeLogged, r.oversizeAt = now, n
+	}
+	if r.cfg.OnOversize != nil {
+		r.cfg.OnOversize(size)
+	}
+}
+
+// trimBuffers lets go of copy buffers larger than the frames of the last
+// check interval need (twice the largest, at least keepBuffer), so that a
+// one-off large frame does not keep its size pinned; buffers that frames
+// keep needing are kept, and no allocation lands in the copy window. The
+// last frame's bytes (prevSlot, for telling its own late commit) are kept,
+// moved into a buffer of their size.
+func (r *Reader) trimBuffers() {
+	limit := max(keepBuffer, 2*r.slotPeak)
+	r.slotPeak = 0
+	if uint64(cap(r.scratch)) > limit {
+		r.scratch = nil
+	}
+	if uint64(cap(r.prevSlot)) > max(limit, 2*uint64(len(r.prevSlot))) {
+		r.prevSlot = bytes.Clone(r.prevSlot)
+	}
 }
