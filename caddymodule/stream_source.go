@@ -27,7 +27,7 @@ func (r ringShare) Destruct() error { return r.Close() }
 
 // ringKey names a ring reader by everything that changes its construction.
 func ringKey(c shmring.ReaderConfig, maxGOP int) string {
-	return fmt.Sprintf("%s|size=%d|crc=%t|gating=%t|gop=%d", c.Path, c.Size, !c.DisableCRC, c.KeyframeGating, maxGOP)
+	return fmt.Sprintf("%s|size=%d|crc=%t|gating=%t|maxframe=%d|gop=%d", c.Path, c.Size, !c.DisableCRC, c.KeyframeGating, c.MaxFrameSize, maxGOP)
 }
 
 // shm returns the SHM source with defaults filled in.
@@ -78,6 +78,7 @@ func (s *Stream) openSource(ctx caddy.Context) error {
 		Size:           sh.Size,
 		DisableCRC:     sh.DisableCRC,
 		KeyframeGating: sh.KeyframeGating,
+		MaxFrameSize:   sh.MaxFrameSize,
 	}
 	key := ringKey(cfg, s.MaxGOPBytes)
 	v, _, err := ringPool.LoadOrNew(key, func() (caddy.Destructor, error) {
