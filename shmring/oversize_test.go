@@ -174,3 +174,16 @@ func TestReaderConfigMaxFrameSize(t *testing.T) {
 		t.Errorf("default cap %d (%v), want %d", r.maxPayload, err, DefaultMaxFrameSize)
 	}
 }
+
+// `caddy sdr-ring watch` shows the frames dropped for the cap per interval.
+func TestWindowShowsOversize(t *testing.T) {
+	t.Parallel()
+	d := Stats{Oversize: 5, Frames: 9}.sub(Stats{Oversize: 3, Frames: 1})
+	if d.Oversize != 2 {
+		t.Fatalf("oversize in the interval %d, want 2", d.Oversize)
+	}
+	w := Window{Total: Stats{Oversize: 5, Attached: true}, Delta: d, Age: -1}
+	if s := w.String(); !strings.Contains(s, " oversize=2 ") {
+		t.Errorf("window line %q lacks oversize=2", s)
+	}
+}
