@@ -31,7 +31,7 @@ func (r ringShare) Destruct() error { return r.Close() }
 
 // ringKey names a ring reader by everything that changes its construction.
 func ringKey(c shmring.ReaderConfig, maxGOP int) string {
-	return fmt.Sprintf("%s|size=%d|crc=%t|gating=%t|gop=%d", c.Path, c.Size, !c.DisableCRC, c.KeyframeGating, maxGOP)
+	return fmt.Sprintf("%s|size=%d|crc=%t|gating=%t|maxframe=%d|gop=%d", c.Path, c.Size, !c.DisableCRC, c.KeyframeGating, c.MaxFrameSize, maxGOP)
 }
 
 // sourceHandle is what a handler (sdr_stream or sdr_whep) took to get its
@@ -111,6 +111,7 @@ func openRingSource(sh SHMSource, set sourceSettings) (*sourceHandle, error) {
 		Size:           sh.Size,
 		DisableCRC:     sh.DisableCRC,
 		KeyframeGating: sh.KeyframeGating,
+		MaxFrameSize:   sh.MaxFrameSize,
 	}
 	key := ringKey(cfg, set.maxGOPBytes)
 	v, _, err := ringPool.LoadOrNew(key, func() (caddy.Destructor, error) {

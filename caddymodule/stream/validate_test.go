@@ -21,6 +21,7 @@ func TestStreamValidate(t *testing.T) {
 		{"two sources", &Stream{Source: &StreamSource{SHM: &SHMSource{}, Encoder: "cam"}}, "set exactly one"},
 		{"no source", &Stream{Source: &StreamSource{}}, "set exactly one"},
 		{"tiny ring", &Stream{Source: &StreamSource{SHM: &SHMSource{Size: 10}}}, "shm size 10"},
+		{"negative frame cap", &Stream{Source: &StreamSource{SHM: &SHMSource{MaxFrameSize: -1}}}, "max_frame_size -1 is negative"},
 		{"negative timeout", &Stream{IDRTimeout: caddy.Duration(-1)}, "idr_timeout is negative"},
 		{"negative depth", &Stream{QueueDepth: -1}, "queue_depth is negative"},
 	} {
