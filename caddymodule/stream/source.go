@@ -166,6 +166,9 @@ func (c *StreamSource) validate() error {
 	if sh := c.SHM; sh != nil && sh.Size != 0 && sh.Size < 48 {
 		return fmt.Errorf("shm size %d: want 0 (the file's size) or at least 48 bytes", sh.Size)
 	}
+	if sh := c.SHM; sh != nil && sh.MaxFrameSize < 0 {
+		return fmt.Errorf("shm max_frame_size %d is negative", sh.MaxFrameSize)
+	}
 	if c.NATS != nil {
 		if err := natsvideo.ValidateSubject(c.NATS.Subject); err != nil {
 			return fmt.Errorf("source nats: %w", err)

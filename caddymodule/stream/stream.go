@@ -342,9 +342,6 @@ func (s *Stream) Validate() error {
 		if err := s.Source.validate(); err != nil {
 			return fmt.Errorf("sdr_stream %s: %w", s.name, err)
 		}
-		if sh := s.Source.SHM; sh != nil && sh.MaxFrameSize < 0 {
-			return fmt.Errorf("sdr_stream %s: shm max_frame_size %d is negative", s.name, sh.MaxFrameSize)
-		}
 	}
 	if err := s.validatePublish(); err != nil {
 		return err

@@ -29,6 +29,23 @@ func TestStreamValidate(t *testing.T) {
 	}
 }
 
+// sdr_whep takes the same source as sdr_stream, and refuses the same bad
+// source settings.
+func TestWHEPValidateSource(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		w    *WHEP
+		err  string
+	}{
+		{"shm", &WHEP{Source: &StreamSource{SHM: &SHMSource{Path: "/x", MaxFrameSize: 1 << 20}}}, ""},
+		{"tiny ring", &WHEP{Source: &StreamSource{SHM: &SHMSource{Size: 10}}}, "shm size 10"},
+		{"negative frame cap", &WHEP{Source: &StreamSource{SHM: &SHMSource{MaxFrameSize: -1}}}, "max_frame_size -1 is negative"},
+	} {
+		moduletest.CheckError(t, tc.name, tc.w.Validate(), tc.err)
+	}
+}
+
 // A bad config is refused before Provision opens anything, and Cleanup
 // after the failed Provision releases nothing it did not take.
 func TestStreamProvisionRefusesBadConfig(t *testing.T) {
