@@ -130,7 +130,8 @@ func frames60(n int, op uint8, v uint64) []byte {
 //   - a frame it delivers is exactly what the region holds, and what the
 //     region holds is a valid commit: a sequence not 0, write_len within
 //     the region, the header's size write_len - 32, a matching CRC when
-//     checked, and a payload within the frame cap (half the region);
+//     checked, and a payload that is not empty (an empty one is dropped as
+//     malformed) and within the frame cap (half the region);
 //   - progress: a valid commit under a sequence the reader has not seen,
 //     whose bytes differ from the last frame delivered, is delivered by the
 //     first poll after it; and a last commit after the whole script is.
@@ -151,9 +152,11 @@ func FuzzReaderPolls(f *testing.F) {
 	back = append(back, frames60(3, recCommit, 0)...)
 	f.Add(back, false)
 	// Malformed slots (write_len out of range, a size that disagrees, a
-	// bad CRC, a sequence that stays), an hour's stall, a wrapping jump.
+	// bad CRC, a sequence that stays, an empty payload), an hour's stall,
+	// a wrapping jump.
 	var bad []byte
 	for _, r := range []pollRecord{
+		{op: recCommit, plen: 0, wait: 1000},
 		{op: recCommit | wlRaw<<6, v: 1 << 40, plen: 10, wait: 1000},
 		{op: recCommit | wlSizeBy<<6, plen: 10, wait: 1000},
 		{op: recCommit | 1<<5, plen: 10, wait: 1000},
@@ -226,7 +229,7 @@ func (p *pollPlayer) poll() bool {
 		return false
 	}
 	wl := loadU64(region, OffWriteLen)
-	valid := p.seq != 0 && wl >= HeaderSize && wl <= uint64(len(region)-ControlSize)
+	valid := p.seq != 0 && wl > HeaderSize && wl <= uint64(len(region)-ControlSize)
 	var slot []byte
 	var h Header
 	if valid {
