@@ -71,7 +71,7 @@ soak-race:
 ## fuzz: run every fuzz target for a bounded time each (FUZZTIME, default 60s).
 ## The seed corpora run in plain `go test`, so `make test` covers them.
 FUZZTIME ?= 60s
-FUZZ_TARGETS := shmring:FuzzParseRegion nvenc:FuzzParseSPS \
+FUZZ_TARGETS := shmring:FuzzParseRegion shmring:FuzzReaderPolls nvenc:FuzzParseSPS \
 	internal/rosbridge:FuzzFragments internal/rosbridge:FuzzGlob \
 	internal/rtc:FuzzParseGamepad internal/rtc:FuzzParseCommand internal/rtc:FuzzSignalHandle \
 	internal/strictjson:FuzzCheck

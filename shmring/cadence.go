@@ -14,7 +14,9 @@ const (
 	unknownFor     = time.Second            // ...for this long after the last commit
 	overdueSlots   = 4                      // due times without a commit before the writer counts as stalled...
 	stalledAfter   = 50 * time.Millisecond  // ...and at least this long without one
-	minPeriod      = 100 * time.Microsecond // no frame writer commits faster than 10 kHz
+	minPeriod      = 100 * time.Microsecond // no frame writer commits faster than 10 kHz...
+	maxBurst       = 1024                   // ...except in bursts of at most this many commits
+	maxPeriod      = 10 * time.Second       // a slower writer is stalled, not periodic
 	maxWakeGuard   = time.Millisecond       // most the window opens earlier for the reader's own late wake-ups
 	maxCoarseSleep = 4 * time.Millisecond   // longest sleep while the writer commits: bounds what an unforeseen commit waits
 	stalledMinPoll = 5 * time.Millisecond   // first poll interval of a stalled writer
@@ -71,9 +73,17 @@ func (c *cadence) overslept(over time.Duration) {
 func (c *cadence) reset(now time.Time) { *c = cadence{start: now, wake: c.wake} }
 
 // observe records that steps commits (sequence increments) were observed at
-// now, by a poll made in mode after a sleep of slept.
-func (c *cadence) observe(now time.Time, steps uint64, mode pollMode, slept time.Duration) {
+// now, by a poll made in mode after a sleep of slept. It reports whether
+// steps was absurd: more commits than any writer can have made since the
+// last one observed (maxSteps). Such a jump (a corrupt or hostile write of
+// the sequence) is taken as one commit of unknown place in the schedule:
+// the period stays, the phase is found again from the next commit.
+func (c *cadence) observe(now time.Time, steps uint64, mode pollMode, slept time.Duration) (absurd bool) {
 	steps = max(steps, 1)
+	if steps > c.maxSteps(now) {
+		c.discontinuity(now, mode, slept)
+		return true
+	}
 	prev, overdue, searching := c.lastObs, c.overdue, c.search > 0
 	c.overdue, c.catchup, c.search = 0, false, 0
 	if c.period == 0 {
@@ -84,7 +94,7 @@ func (c *cadence) observe(now time.Time, steps uint64, mode pollMode, slept time
 			c.setPeriod(now.Sub(prev) / time.Duration(steps))
 			c.due = now.Add(c.period)
 		}
-		return
+		return false
 	}
 	if mode == modeCoarse {
 		// Found by the first poll after a long sleep: the commit came at
@@ -95,12 +105,12 @@ func (c *cadence) observe(now time.Time, steps uint64, mode pollMode, slept time
 		c.lastObs = est
 		if iv := est.Sub(prev) / time.Duration(steps); iv < c.period/2 || iv > 2*c.period {
 			if c.miss(est, steps) {
-				return
+				return false
 			}
 		}
 		c.search = slept / 2
 		c.due = est.Add(c.period)
-		return
+		return false
 	}
 	est := now
 	if mode == modeLate {
@@ -111,11 +121,11 @@ func (c *cadence) observe(now time.Time, steps uint64, mode pollMode, slept time
 		// The due time was a guess; this observation is not.
 		c.misses = 0
 		c.due = est.Add(c.period)
-		return
+		return false
 	}
 	// The commit seen is the steps-th since the last one expected; the
 	// overdue due times were already rolled forward by next.
-	expected := c.due.Add(time.Duration(steps-1) * c.period)
+	expected := c.due.Add(mulDur(steps-1, c.period))
 	err := est.Sub(expected)
 	// A commit that comes only after due times passed without one is a
 	// miss too: a writer that skips a frame now and then costs one, but
@@ -128,13 +138,18 @@ func (c *cadence) observe(now time.Time, steps uint64, mode pollMode, slept time
 		// three in a row and the period and phase are learned again.
 		c.catchup = err > 0
 		if c.miss(est, steps) {
-			return
+			return false
 		}
 		c.due = expected.Add(c.period)
-		for c.due.Before(est) {
-			c.due = c.due.Add(c.period)
+		if behind := est.Sub(c.due); behind > 0 {
+			// The first due time of the schedule not before est.
+			c.due = est.Add((c.period - behind%c.period) % c.period)
+		} else if -behind > overdueSlots*c.period {
+			// Several frames more than the time allows at this period:
+			// nothing of the schedule is left to keep.
+			c.due = est.Add(c.period)
 		}
-		return
+		return false
 	}
 	c.misses = 0
 	// A writer that fell behind its schedule often commits the next frame
@@ -142,8 +157,53 @@ func (c *cadence) observe(now time.Time, steps uint64, mode pollMode, slept time
 	c.catchup = err > c.guard()
 	abs := max(err, -err)
 	c.jitter += (abs - c.jitter) / 8
-	c.period = max(c.period+err/16, minPeriod)
+	c.period = clampDur(c.period+err/16, minPeriod, maxPeriod)
 	c.due = expected.Add(err / 4).Add(c.period)
+	return false
+}
+
+// maxSteps is the most commits a writer can have made between the last
+// commit observed (or the start of observing) and now: one per minPeriod,
+// plus a burst.
+func (c *cadence) maxSteps(now time.Time) uint64 {
+	since := c.lastObs
+	if since.IsZero() {
+		since = c.start
+	}
+	d := now.Sub(since)
+	if since.IsZero() || d < 0 {
+		d = 0
+	}
+	return uint64(d/minPeriod) + maxBurst
+}
+
+// discontinuity records a commit observed at now whose place in the
+// schedule is unknown: the period stays, the next window spans a whole
+// period around the next due time, and the commit after it sets the phase
+// again.
+func (c *cadence) discontinuity(now time.Time, mode pollMode, slept time.Duration) {
+	est := now
+	if mode != modeFine {
+		est = now.Add(-slept / 2)
+	}
+	c.lastObs = est
+	c.overdue, c.catchup, c.misses, c.missIv = 0, false, 0, 0
+	if c.period > 0 {
+		c.due = est.Add(c.period)
+		c.search = c.period / 2
+	}
+}
+
+// mulDur is n*d, saturated at the largest Duration (d >= 0).
+func mulDur(n uint64, d time.Duration) time.Duration {
+	const maxDur = time.Duration(1<<63 - 1)
+	if d <= 0 || n == 0 {
+		return 0
+	}
+	if n > uint64(maxDur/d) {
+		return maxDur
+	}
+	return time.Duration(n) * d
 }
 
 // miss counts an observation far from the schedule. When two consecutive
@@ -170,7 +230,7 @@ func (c *cadence) miss(est time.Time, steps uint64) bool {
 }
 
 func (c *cadence) setPeriod(p time.Duration) {
-	c.period = max(p, minPeriod)
+	c.period = clampDur(p, minPeriod, maxPeriod)
 	c.jitter = c.period / 16
 }
 

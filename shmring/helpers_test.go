@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -112,19 +113,44 @@ func attachReaderWith(t testing.TB, path string, cfg ReaderConfig) *Reader {
 	return r
 }
 
-// logLines is a slog.Handler that keeps the messages logged through it.
+// logLines is a slog.Handler that keeps the messages logged through it,
+// and each record as a line of text (message, then key=value attributes).
 type logLines struct {
-	mu   sync.Mutex
-	msgs []string
+	mu    sync.Mutex
+	msgs  []string
+	lines []string
 }
 
 func (l *logLines) Enabled(context.Context, slog.Level) bool { return true }
 
 func (l *logLines) Handle(_ context.Context, r slog.Record) error {
+	line := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		line += " " + a.String()
+		return true
+	})
 	l.mu.Lock()
 	l.msgs = append(l.msgs, r.Message)
+	l.lines = append(l.lines, line)
 	l.mu.Unlock()
 	return nil
+}
+
+// count reports how many records logged so far contain all of parts.
+func (l *logLines) count(parts ...string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range l.lines {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(line, p)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
 }
 
 func (l *logLines) WithAttrs([]slog.Attr) slog.Handler { return l }

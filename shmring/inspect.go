@@ -46,7 +46,7 @@ func Inspect(path string, verifyCRC bool) (Inspection, error) {
 	var res slotRead
 	for range 50 {
 		var fault bool
-		res, fault = readGuarded(m.mem, 0, verifyCRC, nil)
+		res, fault = readGuarded(m.mem, 0, verifyCRC, 0, nil)
 		if fault {
 			return in, fmt.Errorf("reading ring %s: %w", path, errFault)
 		}
@@ -170,10 +170,10 @@ func (w Window) String() string {
 	if !w.Total.Attached {
 		state = "NOT ATTACHED"
 	}
-	return fmt.Sprintf("%s fps=%.1f avg_bytes=%d max_bytes=%d keyframes=%d keyint=%d codec=%s seq=%d age=%s period=%v crc_fail=%d torn=%d gaps=%d restarts=%d faults=%d (total crc_fail=%d gaps=%d)",
+	return fmt.Sprintf("%s fps=%.1f avg_bytes=%d max_bytes=%d keyframes=%d keyint=%d codec=%s seq=%d age=%s period=%v crc_fail=%d torn=%d gaps=%d restarts=%d faults=%d oversize=%d (total crc_fail=%d gaps=%d)",
 		state, w.FPS(), avg, w.MaxSize, w.Keyframes, w.KeyframeInterval, w.Codec, w.Sequence, age,
 		w.Period.Round(10*time.Microsecond), w.Delta.CRCFailures, w.Delta.TornReads, w.Delta.Gaps, w.Delta.Restarts, w.Delta.Faults,
-		w.Total.CRCFailures, w.Total.Gaps)
+		w.Delta.Oversize, w.Total.CRCFailures, w.Total.Gaps)
 }
 
 // Watch reads the ring with a Reader configured by cfg and calls report
@@ -256,6 +256,7 @@ func (s Stats) sub(prev Stats) Stats {
 		Faults:        s.Faults - prev.Faults,
 		SizeMismatch:  s.SizeMismatch - prev.SizeMismatch,
 		KeyframeWaits: s.KeyframeWaits - prev.KeyframeWaits,
+		Oversize:      s.Oversize - prev.Oversize,
 		Polls:         s.Polls - prev.Polls,
 		Attached:      s.Attached,
 	}

@@ -41,9 +41,28 @@ type ReaderConfig struct {
 	// forward frame_seq gap), before the frame that shows it is delivered or
 	// held back. It must not block.
 	OnBreak func(restart bool)
+	// MaxFrameSize is the largest payload, in bytes, the reader copies and
+	// delivers. A frame with a larger payload is dropped before any of it
+	// is copied, counted in Stats.Oversize and logged; the ring file itself
+	// may be larger (it is mapped whole). 0 takes DefaultMaxFrameSize.
+	MaxFrameSize int64
+	// OnOversize, when set, is called from Run's goroutine with the payload
+	// size of each frame dropped for exceeding MaxFrameSize. It must not
+	// block.
+	OnOversize func(size uint64)
 	// Logger receives attach, remap, restart and fault events. nil discards them.
 	Logger *slog.Logger
 }
+
+// DefaultMaxFrameSize is the default ReaderConfig.MaxFrameSize: 32 MiB, far
+// above any encoded frame (a 4K H.264 keyframe is a few MB) and the most one
+// frame of the encoded-frame ring may pin in memory.
+const DefaultMaxFrameSize = 32 << 20
+
+// DefaultRawMaxFrameSize is the frame cap sdr_encoder gives its raw-frame
+// ring reader: the whole default raw ring (64 MiB), so that every frame
+// that ring holds passes; 4K RGBA is about 33 MB.
+const DefaultRawMaxFrameSize = DefaultRawSize
 
 // Frame is one verified frame as the Reader delivers it.
 type Frame struct {
@@ -84,6 +103,7 @@ type Stats struct {
 	Faults        uint64 // memory faults (SIGBUS of a truncated mapping) contained
 	SizeMismatch  uint64 // mappings of a file whose size differs from ReaderConfig.Size
 	KeyframeWaits uint64 // verified frames held back by keyframe or restart gating
+	Oversize      uint64 // frames dropped, before any copy, for a payload over ReaderConfig.MaxFrameSize
 	Polls         uint64 // times the control region was read (the cost of waiting)
 	Attached      bool   // a mapping is held now
 }
@@ -92,13 +112,14 @@ type Stats struct {
 // with Run; Stats, LastArrival, Sequence and Period may be called from any
 // goroutine at any time.
 type Reader struct {
-	cfg ReaderConfig
-	log *slog.Logger
+	cfg        ReaderConfig
+	log        *slog.Logger
+	maxPayload uint64 // the frame cap in force
 
 	running atomic.Bool
 
 	frames, bytes, torn, crc, malformed, gaps, restarts, remaps,
-	faults, sizeMismatch, keyframeWaits, polls atomic.Uint64
+	faults, sizeMismatch, keyframeWaits, polls, oversize atomic.Uint64
 	attached    atomic.Bool
 	watchers    atomic.Int64
 	sequence    atomic.Uint64
@@ -106,6 +127,7 @@ type Reader struct {
 	period      atomic.Int64 // learned frame period in ns, 0 = unknown
 
 	// State of the Run goroutine only.
+	clock          func() time.Time // time.Now; tests drive step with their own
 	m              *mapping
 	prev           fileID // the last file mapped
 	maps           uint64
@@ -121,15 +143,27 @@ type Reader struct {
 	hrFailed       bool          // no timerfd: precise sleeps use nanosleep
 	cad            cadence
 	nextCheck      time.Time
-	waitLogged     bool
+	waitReason     string    // why the file could not be mapped, as last logged
 	zeroSince      time.Time // when the polls began to read sequence 0 after a non-zero one
+	jumpLogged     time.Time // when an absurd sequence jump was last logged
+	oversizeLogged time.Time // when a frame over the cap was last logged
+	oversizeAt     uint64    // Stats.Oversize then
 	tornRun        int       // consecutive torn copies
 	scratch        []byte    // the slot is copied here first (see readSlotInto)
 	prevSlot       []byte    // header and payload of the frame lastFrameSeq names, as read
+	slotPeak       uint64    // the largest slot copied since the last trimBuffers
 }
 
 // How often the reader stats the path to notice a replaced or resized file.
 const checkEvery = 200 * time.Millisecond
+
+// An absurd sequence jump (cadence.observe), and a frame over the cap, are
+// logged at most this often.
+const jumpLogEvery = time.Minute
+
+// keepBuffer is the largest copy buffer the reader keeps when frames no
+// longer need it (trimBuffers).
+const keepBuffer = 4 << 20
 
 // NewReader validates cfg and returns a Reader. It opens nothing: Run maps
 // the file, and waits for it when it does not exist yet.
@@ -143,11 +177,19 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 	if cfg.Size > maxMapSize {
 		return nil, fmt.Errorf("ring reader for %s: size %d exceeds %d", cfg.Path, cfg.Size, int64(maxMapSize))
 	}
+	if cfg.MaxFrameSize < 0 {
+		return nil, fmt.Errorf("ring reader for %s: max frame size %d is negative", cfg.Path, cfg.MaxFrameSize)
+	}
+	maxPayload := uint64(cfg.MaxFrameSize)
+	if maxPayload == 0 {
+		maxPayload = DefaultMaxFrameSize
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Reader{cfg: cfg, log: log.With("ring", cfg.Path), awaitKeyframe: cfg.KeyframeGating}, nil
+	return &Reader{cfg: cfg, log: log.With("ring", cfg.Path), maxPayload: maxPayload,
+		awaitKeyframe: cfg.KeyframeGating, clock: time.Now}, nil
 }
 
 // Config returns the configuration the reader was created with.
@@ -167,6 +209,7 @@ func (r *Reader) Stats() Stats {
 		Faults:        r.faults.Load(),
 		SizeMismatch:  r.sizeMismatch.Load(),
 		KeyframeWaits: r.keyframeWaits.Load(),
+		Oversize:      r.oversize.Load(),
 		Polls:         r.polls.Load(),
 		Attached:      r.attached.Load(),
 	}
@@ -229,6 +272,7 @@ func (r *Reader) Run(ctx context.Context, fn func(Frame)) error {
 	}
 	defer r.detach()
 	defer func() {
+		r.scratch, r.prevSlot = nil, nil
 		if r.hr != nil {
 			r.hr.close()
 			r.hr = nil
@@ -338,16 +382,22 @@ func preciseSleep(d time.Duration) {
 	runtime.UnlockOSThread()
 }
 
+// logWaiting logs why the reader cannot map the file yet: once, and again
+// when the reason changes.
 func (r *Reader) logWaiting(err error) {
-	if r.waitLogged {
+	reason := err.Error()
+	if reason == r.waitReason {
 		return
 	}
-	r.waitLogged = true
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errShort) {
-		r.log.Info("waiting for ring file", "reason", err.Error())
-		return
+	r.waitReason = reason
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, errShort):
+		r.log.Info("waiting for ring file", "reason", reason)
+	case errors.Is(err, ErrNotRegular):
+		r.log.Warn("ring path is not a regular file; waiting for one", "error", reason)
+	default:
+		r.log.Warn("cannot map ring file; retrying", "error", reason)
 	}
-	r.log.Warn("cannot map ring file; retrying", "error", err)
 }
 
 // attach maps the file. A file with another inode than the last one mapped
@@ -357,7 +407,13 @@ func (r *Reader) attach() error {
 	if err != nil {
 		return err
 	}
-	r.waitLogged = false
+	r.install(m)
+	return nil
+}
+
+// install makes m the reader's mapping.
+func (r *Reader) install(m *mapping) {
+	r.waitReason = ""
 	r.maps++
 	if r.maps > 1 {
 		r.remaps.Add(1)
@@ -374,13 +430,12 @@ func (r *Reader) attach() error {
 	}
 	r.m, r.prev = m, m.id
 	r.attached.Store(true)
-	now := time.Now()
+	now := r.clock()
 	r.cad.reset(now)
 	r.mode, r.slept = modeCoarse, 0
 	r.zeroSince = time.Time{}
 	r.nextCheck = now.Add(checkEvery)
 	r.log.Info("attached to ring file", "size", m.id.size, "inode", m.id.ino, "remap", r.maps > 1)
-	return nil
 }
 
 func (r *Reader) detach() {
@@ -422,7 +477,7 @@ func (r *Reader) noteRestart(why string) {
 // readGuarded runs one pass of the reader order over mem with memory faults
 // turned into panics, and contains them: a file truncated under the mapping
 // raises SIGBUS on the next touch, which must not kill the process.
-func readGuarded(mem []byte, last uint64, verifyCRC bool, scratch *[]byte) (res slotRead, fault bool) {
+func readGuarded(mem []byte, last uint64, verifyCRC bool, maxPayload uint64, scratch *[]byte) (res slotRead, fault bool) {
 	defer func() {
 		if e := recover(); e != nil {
 			if _, ok := e.(interface{ Addr() uintptr }); ok {
@@ -434,21 +489,22 @@ func readGuarded(mem []byte, last uint64, verifyCRC bool, scratch *[]byte) (res 
 	}()
 	old := debug.SetPanicOnFault(true)
 	defer debug.SetPanicOnFault(old)
-	return readSlotInto(mem, last, verifyCRC, scratch), false
+	return readSlotInto(mem, last, verifyCRC, maxPayload, scratch), false
 }
 
 // step polls once, handles what it found and returns how long to sleep.
 func (r *Reader) step(fn func(Frame)) time.Duration {
-	now := time.Now()
+	now := r.clock()
 	if !now.Before(r.nextCheck) {
 		r.nextCheck = now.Add(checkEvery)
+		r.trimBuffers()
 		if r.fileChanged() {
 			r.log.Info("ring file replaced or resized; remapping")
 			r.detach()
 			return 0
 		}
 	}
-	res, fault := readGuarded(r.m.mem, r.lastSeq, !r.cfg.DisableCRC, &r.scratch)
+	res, fault := readGuarded(r.m.mem, r.lastSeq, !r.cfg.DisableCRC, r.maxPayload, &r.scratch)
 	r.polls.Add(1)
 	if fault {
 		r.faults.Add(1)
@@ -461,6 +517,10 @@ func (r *Reader) step(fn func(Frame)) time.Duration {
 	}
 	if res.status != slotTorn {
 		r.tornRun = 0
+	}
+	switch res.status {
+	case slotOK, slotTorn, slotSizeMismatch, slotCRC: // copied into scratch (or torn before)
+		r.slotPeak = max(r.slotPeak, res.writeLen)
 	}
 	switch res.status {
 	case slotUnchanged:
@@ -497,7 +557,7 @@ func (r *Reader) step(fn func(Frame)) time.Duration {
 		r.commit(res, now, fn)
 	}
 	r.cad.idleCap = r.idleCap()
-	d, mode := r.cad.next(time.Now())
+	d, mode := r.cad.next(r.clock())
 	r.mode = mode
 	return d
 }
@@ -512,9 +572,13 @@ func (r *Reader) commit(res slotRead, now time.Time, fn func(Frame)) {
 			steps = res.sequence - r.lastSeq
 		}
 	}
+	if r.cad.observe(now, steps, r.mode, r.slept) && now.Sub(r.jumpLogged) >= jumpLogEvery {
+		r.jumpLogged = now
+		r.log.Warn("ring sequence jumped further than any writer commits; taken as one commit",
+			"from", r.lastSeq, "to", res.sequence)
+	}
 	r.lastSeq = res.sequence
 	r.sequence.Store(res.sequence)
-	r.cad.observe(now, steps, r.mode, r.slept)
 	r.period.Store(int64(r.cad.period))
 
 	switch res.status {
@@ -528,6 +592,9 @@ func (r *Reader) commit(res slotRead, now time.Time, fn func(Frame)) {
 		return
 	case slotWriteLen:
 		r.malformed.Add(1)
+		return
+	case slotOversize:
+		r.dropOversize(res.writeLen-HeaderSize, now)
 		return
 	}
 	if len(res.payload) == 0 {
@@ -579,4 +646,35 @@ func (r *Reader) commit(res slotRead, now time.Time, fn func(Frame)) {
 	r.frames.Add(1)
 	r.bytes.Add(uint64(len(res.payload)))
 	fn(f)
+}
+
+// dropOversize counts a frame of size payload bytes dropped for the cap,
+// and logs it (the first, then at most once a minute).
+func (r *Reader) dropOversize(size uint64, now time.Time) {
+	n := r.oversize.Add(1)
+	if r.oversizeLogged.IsZero() || now.Sub(r.oversizeLogged) >= jumpLogEvery {
+		r.log.Warn("frame larger than the cap dropped", "payload_bytes", size, "max_frame_size", r.maxPayload,
+			"dropped_since_last_log", n-r.oversizeAt)
+		r.oversizeLogged, r.oversizeAt = now, n
+	}
+	if r.cfg.OnOversize != nil {
+		r.cfg.OnOversize(size)
+	}
+}
+
+// trimBuffers lets go of copy buffers larger than the frames of the last
+// check interval need (twice the largest, at least keepBuffer), so that a
+// one-off large frame does not keep its size pinned; buffers that frames
+// keep needing are kept, and no allocation lands in the copy window. The
+// last frame's bytes (prevSlot, for telling its own late commit) are kept,
+// moved into a buffer of their size.
+func (r *Reader) trimBuffers() {
+	limit := max(keepBuffer, 2*r.slotPeak)
+	r.slotPeak = 0
+	if uint64(cap(r.scratch)) > limit {
+		r.scratch = nil
+	}
+	if uint64(cap(r.prevSlot)) > max(limit, 2*uint64(len(r.prevSlot))) {
+		r.prevSlot = bytes.Clone(r.prevSlot)
+	}
 }

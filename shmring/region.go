@@ -22,6 +22,10 @@ var (
 	ErrCRC = errors.New("payload CRC-32 mismatch")
 	// ErrTorn means the sequence changed while the slot was being copied.
 	ErrTorn = errors.New("torn read (sequence changed during copy)")
+	// ErrNotRegular means the ring path names something other than a
+	// regular file (after symbolic links): a FIFO, a socket, a device or a
+	// directory. It is never opened in a way that could block or act on it.
+	ErrNotRegular = errors.New("not a regular file")
 )
 
 // maxMapSize bounds a mapping: 1 GiB is far above any frame ring.
@@ -38,6 +42,7 @@ const (
 	slotWriteLen
 	slotSizeMismatch
 	slotCRC
+	slotOversize
 )
 
 func (s slotStatus) err() error {
@@ -90,7 +95,7 @@ type slotRead struct {
 // region is a mapping of a file that shrinks, the loads and the copy can
 // fault: the caller contains that (see readGuarded).
 func readSlot(region []byte, last uint64, verifyCRC bool) slotRead {
-	return readSlotInto(region, last, verifyCRC, nil)
+	return readSlotInto(region, last, verifyCRC, 0, nil)
 }
 
 // readSlotInto is readSlot copying the slot into *scratch, which it grows
@@ -103,7 +108,10 @@ func readSlot(region []byte, last uint64, verifyCRC bool) slotRead {
 // copy's garbage feeds the collector that tears the next one. The payload
 // is allocated at its exact size, and copied out of scratch, only for a
 // copy that verified.
-func readSlotInto(region []byte, last uint64, verifyCRC bool, scratch *[]byte) slotRead {
+//
+// A frame whose payload exceeds maxPayload (0: no cap) is not copied:
+// slotOversize, unless the control region changed meanwhile (slotTorn).
+func readSlotInto(region []byte, last uint64, verifyCRC bool, maxPayload uint64, scratch *[]byte) slotRead {
 	s1 := loadU64(region, OffSequence)
 	if s1 == 0 {
 		return slotRead{status: slotEmpty}
@@ -120,6 +128,12 @@ func readSlotInto(region []byte, last uint64, verifyCRC bool, scratch *[]byte) s
 			return slotRead{status: slotTorn, sequence: s1, writeLen: wl}
 		}
 		return slotRead{status: slotWriteLen, sequence: s1, writeLen: wl}
+	}
+	if maxPayload > 0 && wl-HeaderSize > maxPayload {
+		if loadU64(region, OffSequence) != s1 || loadU64(region, OffWriteLen) != wl {
+			return slotRead{status: slotTorn, sequence: s1, writeLen: wl}
+		}
+		return slotRead{status: slotOversize, sequence: s1, writeLen: wl}
 	}
 	if scratch == nil {
 		scratch = new([]byte)

@@ -180,15 +180,15 @@ func TestReadSlotAllocatesOutsideTheCopy(t *testing.T) {
 	storeU64(region, OffWriteLen, uint64(HeaderSize+len(p)))
 	storeU64(region, OffSequence, 3)
 	var scratch []byte
-	if s := readSlotInto(region, 0, true, &scratch); s.status != slotOK || len(s.payload) != len(p) || cap(s.payload) != len(p) {
+	if s := readSlotInto(region, 0, true, 0, &scratch); s.status != slotOK || len(s.payload) != len(p) || cap(s.payload) != len(p) {
 		t.Fatalf("first read: status %d, payload %d bytes (cap %d)", s.status, len(s.payload), cap(s.payload))
 	}
-	if n := testing.AllocsPerRun(20, func() { readSlotInto(region, 0, true, &scratch) }); n != 1 {
+	if n := testing.AllocsPerRun(20, func() { readSlotInto(region, 0, true, 0, &scratch) }); n != 1 {
 		t.Errorf("a verified read allocated %v times, want 1 (its payload)", n)
 	}
 	region[OffPayload+100] ^= 0xff
 	if n := testing.AllocsPerRun(20, func() {
-		if s := readSlotInto(region, 0, true, &scratch); s.status != slotCRC {
+		if s := readSlotInto(region, 0, true, 0, &scratch); s.status != slotCRC {
 			t.Fatalf("status %d, want a CRC failure", s.status)
 		}
 	}); n != 0 {

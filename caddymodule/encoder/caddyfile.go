@@ -24,6 +24,7 @@ func init() {
 //	        input pattern [<W>x<H>]         # built-in test pattern, default 1280x720
 //	        size <bytes>                    # raw ring size (shm), default: the file's
 //	        crc on|off                      # raw ring CRC check (shm), default on
+//	        max_frame_size <size>           # largest raw frame read (shm), default 64MiB
 //	        pixel_format i420|nv12|rgba|bgra|rgb24   # pattern only, default i420
 //	        codec h264|hevc|jpeg            # default h264
 //	        fps <n>                         # default 30
@@ -127,6 +128,15 @@ func (ec *EncoderConfig) unmarshal(d *caddyfile.Dispenser) error {
 			var on bool
 			if on, err = onOff(d, args, true); err == nil {
 				ec.DisableCRC = !on
+			}
+		case "max_frame_size":
+			var s string
+			if s, err = args.One(); err == nil {
+				n, perr := sdrcaddyfile.ParseSize(s)
+				if perr != nil || n == 0 || n > 1<<30 {
+					return d.Errf("max_frame_size %q: want a size in bytes from 1 to 1GiB (67108864, 64MiB)", s)
+				}
+				ec.MaxFrameSize = n
 			}
 		case "pixel_format":
 			ec.PixelFormat, err = args.One()

@@ -72,6 +72,12 @@ type EncoderConfig struct {
 	Size int64 `json:"size,omitempty"`
 	// DisableCRC skips the CRC check of raw frames (for writers with CRC off).
 	DisableCRC bool `json:"disable_crc,omitempty"`
+	// MaxFrameSize is the largest raw frame payload, in bytes, the encoder
+	// reads from the raw-frame ring; a larger frame is dropped before any
+	// copy and counted in caddy_sdr_encoder_raw_invalid_total. 0 takes the
+	// default: 67108864 (64 MiB, the whole default raw ring; 4K RGBA is
+	// about 33 MB).
+	MaxFrameSize int64 `json:"max_frame_size,omitempty"`
 	// Width and Height of the test pattern; default 1280x720.
 	Width  int `json:"width,omitempty"`
 	Height int `json:"height,omitempty"`
@@ -216,9 +222,12 @@ func (ec *EncoderConfig) sessionConfig(name string) (nvenc.SessionConfig, error)
 		if ec.Size < 0 {
 			return sc, fmt.Errorf("raw ring size %d is negative", ec.Size)
 		}
+		if ec.MaxFrameSize < 0 {
+			return sc, fmt.Errorf("raw ring max_frame_size %d is negative", ec.MaxFrameSize)
+		}
 	case "pattern":
-		if ec.Path != "" || ec.Size != 0 || ec.DisableCRC {
-			return sc, errors.New("path, size and crc apply to the shm input, not to the pattern")
+		if ec.Path != "" || ec.Size != 0 || ec.DisableCRC || ec.MaxFrameSize != 0 {
+			return sc, errors.New("path, size, crc and max_frame_size apply to the shm input, not to the pattern")
 		}
 		w, h := ec.patternSize()
 		pf, err := encoderPixelFormat(ec.PixelFormat)

@@ -65,11 +65,7 @@ func newEncoderShare(name string, ec *EncoderConfig, m *encoderMetrics, log *slo
 	if ec.Input == "pattern" {
 		in = nvenc.PatternInput{Width: sc.Encoder.Width, Height: sc.Encoder.Height, Format: sc.Encoder.Input, FPS: sc.Encoder.FPS}
 	} else {
-		path := ec.Path
-		if path == "" {
-			path = shmring.DefaultRawPath
-		}
-		r, err := shmring.NewReader(shmring.ReaderConfig{Path: path, Size: ec.Size, DisableCRC: ec.DisableCRC, Logger: log.With("ring", path)})
+		r, err := rawRingReader(name, ec, m, log)
 		if err != nil {
 			return nil, err
 		}
@@ -125,6 +121,23 @@ func newEncoderShare(name string, ec *EncoderConfig, m *encoderMetrics, log *slo
 	runningEncoders.m[name] = s
 	runningEncoders.Unlock()
 	return s, nil
+}
+
+// rawRingReader creates the reader of an encoder's raw-frame ring. Frames
+// over max_frame_size (default: the whole default raw ring) are dropped
+// before any copy and counted as invalid raw frames.
+func rawRingReader(name string, ec *EncoderConfig, m *encoderMetrics, log *slog.Logger) (*shmring.Reader, error) {
+	path := ec.Path
+	if path == "" {
+		path = shmring.DefaultRawPath
+	}
+	maxFrame := ec.MaxFrameSize
+	if maxFrame == 0 {
+		maxFrame = shmring.DefaultRawMaxFrameSize
+	}
+	return shmring.NewReader(shmring.ReaderConfig{Path: path, Size: ec.Size, DisableCRC: ec.DisableCRC,
+		MaxFrameSize: maxFrame, OnOversize: func(uint64) { m.invalid.WithLabelValues(name).Inc() },
+		Logger: log.With("ring", path)})
 }
 
 // Destruct stops the session and closes the output ring.

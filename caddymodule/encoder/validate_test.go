@@ -17,6 +17,8 @@ func TestEncoderValidate(t *testing.T) {
 		{EncoderConfig{Codec: "vp9"}, "codec \"vp9\""},
 		{EncoderConfig{Width: 640, Height: 480}, "apply to the pattern input"},
 		{EncoderConfig{Input: "pattern", Path: "/x"}, "apply to the shm input"},
+		{EncoderConfig{Input: "pattern", MaxFrameSize: 1 << 20}, "max_frame_size apply to the shm input"},
+		{EncoderConfig{MaxFrameSize: -1}, "max_frame_size -1 is negative"},
 		{EncoderConfig{Input: "pattern", Width: 100, Height: 100}, "pattern size 100x100"},
 		{EncoderConfig{Input: "pattern", PixelFormat: "yuv444"}, "pixel format \"yuv444\""},
 		{EncoderConfig{BitrateKbps: 1}, "bitrate 1 kbit/s"},

@@ -27,6 +27,7 @@ func init() {
 //	    publish          [<subject>]
 //	    crc              <bool>
 //	    keyframe_gating  <bool>
+//	    max_frame_size   <size>
 //	    idr_coalesce     <duration>
 //	    idr_timeout      <duration>
 //	    queue_depth      <frames>
@@ -53,12 +54,13 @@ func init() {
 // (4MiB). `publish` puts the stream on a NATS subject (default
 // video.<name>) for edges whose source is `nats <subject>`; both need the
 // sdr_nats global option. keyframe_gating applies to shm and nats sources
-// (on by default for nats), crc to shm only.
+// (on by default for nats), crc and max_frame_size to shm only.
 func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if err := sdrcaddyfile.DirectiveArg(d, &s.Name, "the stream name"); err != nil {
 		return err
 	}
 	var crc, gating *bool
+	var maxFrame int64
 	if err := sdrcaddyfile.EachSubdirective(d, "subdirective", func(sub string) error {
 		args := sdrcaddyfile.ReadArgs(d)
 		switch sub {
@@ -104,6 +106,16 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			default:
 				s.WriteTimeout = dur
 			}
+		case "max_frame_size":
+			v, err := args.One()
+			if err != nil {
+				return err
+			}
+			n, err := sdrcaddyfile.ParseSize(v)
+			if err != nil || n == 0 || n > 1<<30 {
+				return d.Errf("%s %q: want a size in bytes from 1 to 1GiB (33554432, 32MiB)", sub, v)
+			}
+			maxFrame = n
 		case "telemetry_hold":
 			v, err := args.One()
 			if err != nil {
@@ -172,6 +184,17 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return nil
 	}); err != nil {
 		return err
+	}
+	if maxFrame != 0 {
+		switch {
+		case s.Source != nil && s.Source.NATS != nil:
+			return d.Errf("max_frame_size applies to an shm source, not to nats %q", s.Source.NATS.Subject)
+		case s.Source != nil && s.Source.Encoder != "":
+			return d.Errf("max_frame_size applies to an shm source, not to encoder %q", s.Source.Encoder)
+		case s.Source == nil:
+			s.Source = &StreamSource{SHM: &SHMSource{}}
+		}
+		s.Source.SHM.MaxFrameSize = maxFrame
 	}
 	if s.Source != nil && s.Source.NATS != nil && (crc != nil || gating != nil) {
 		if crc != nil {

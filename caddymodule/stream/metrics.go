@@ -105,6 +105,7 @@ var ringDescs = func() map[string]*prometheus.Desc {
 		"faults":        d("faults_total", "Memory faults of a truncated mapping, contained."),
 		"sizeMismatch":  d("size_mismatch_total", "Mappings of a ring file whose size differs from the configured size."),
 		"keyframeWaits": d("keyframe_waits_total", "Frames held back by keyframe gating, or after a writer restart until its keyframe."),
+		"oversize":      d("oversize_total", "Frames dropped, before any copy, for a payload over max_frame_size."),
 		"polls":         d("polls_total", "Reads of the control region (the cost of waiting)."),
 		"attached":      d("attached", "1 while the reader holds a mapping of the ring."),
 	}
@@ -143,6 +144,7 @@ func (ringCollector) Collect(ch chan<- prometheus.Metric) {
 		c("faults", st.Faults)
 		c("sizeMismatch", st.SizeMismatch)
 		c("keyframeWaits", st.KeyframeWaits)
+		c("oversize", st.Oversize)
 		c("polls", st.Polls)
 		att := 0.0
 		if st.Attached {

@@ -31,7 +31,7 @@ func (r ringShare) Destruct() error { return r.Close() }
 
 // ringKey names a ring reader by everything that changes its construction.
 func ringKey(c shmring.ReaderConfig, maxGOP int) string {
-	return fmt.Sprintf("%s|size=%d|crc=%t|gating=%t|gop=%d", c.Path, c.Size, !c.DisableCRC, c.KeyframeGating, maxGOP)
+	return fmt.Sprintf("%s|size=%d|crc=%t|gating=%t|maxframe=%d|gop=%d", c.Path, c.Size, !c.DisableCRC, c.KeyframeGating, c.MaxFrameSize, maxGOP)
 }
 
 // sourceHandle is what a handler (sdr_stream or sdr_whep) took to get its
@@ -111,6 +111,7 @@ func openRingSource(sh SHMSource, set sourceSettings) (*sourceHandle, error) {
 		Size:           sh.Size,
 		DisableCRC:     sh.DisableCRC,
 		KeyframeGating: sh.KeyframeGating,
+		MaxFrameSize:   sh.MaxFrameSize,
 	}
 	key := ringKey(cfg, set.maxGOPBytes)
 	v, _, err := ringPool.LoadOrNew(key, func() (caddy.Destructor, error) {
@@ -164,6 +165,9 @@ func (c *StreamSource) validate() error {
 	}
 	if sh := c.SHM; sh != nil && sh.Size != 0 && sh.Size < 48 {
 		return fmt.Errorf("shm size %d: want 0 (the file's size) or at least 48 bytes", sh.Size)
+	}
+	if sh := c.SHM; sh != nil && sh.MaxFrameSize < 0 {
+		return fmt.Errorf("shm max_frame_size %d is negative", sh.MaxFrameSize)
 	}
 	if c.NATS != nil {
 		if err := natsvideo.ValidateSubject(c.NATS.Subject); err != nil {

@@ -198,6 +198,12 @@ type SHMSource struct {
 	// KeyframeGating forwards nothing after a gap or writer restart until
 	// a keyframe (SDR_SHM_KEYFRAME_GATING). Default: false.
 	KeyframeGating bool `json:"keyframe_gating,omitempty"`
+	// MaxFrameSize is the largest frame payload, in bytes, the reader
+	// copies and forwards; a larger frame is dropped before any copy and
+	// counted (caddy_sdr_stream_ring_oversize_total). A ring file larger
+	// than Size is still mapped whole. 0 takes the default: 33554432
+	// (32 MiB).
+	MaxFrameSize int64 `json:"max_frame_size,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.

@@ -21,10 +21,28 @@ func TestStreamValidate(t *testing.T) {
 		{"two sources", &Stream{Source: &StreamSource{SHM: &SHMSource{}, Encoder: "cam"}}, "set exactly one"},
 		{"no source", &Stream{Source: &StreamSource{}}, "set exactly one"},
 		{"tiny ring", &Stream{Source: &StreamSource{SHM: &SHMSource{Size: 10}}}, "shm size 10"},
+		{"negative frame cap", &Stream{Source: &StreamSource{SHM: &SHMSource{MaxFrameSize: -1}}}, "max_frame_size -1 is negative"},
 		{"negative timeout", &Stream{IDRTimeout: caddy.Duration(-1)}, "idr_timeout is negative"},
 		{"negative depth", &Stream{QueueDepth: -1}, "queue_depth is negative"},
 	} {
 		moduletest.CheckError(t, tc.name, tc.s.Validate(), tc.err)
+	}
+}
+
+// sdr_whep takes the same source as sdr_stream, and refuses the same bad
+// source settings.
+func TestWHEPValidateSource(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		w    *WHEP
+		err  string
+	}{
+		{"shm", &WHEP{Source: &StreamSource{SHM: &SHMSource{Path: "/x", MaxFrameSize: 1 << 20}}}, ""},
+		{"tiny ring", &WHEP{Source: &StreamSource{SHM: &SHMSource{Size: 10}}}, "shm size 10"},
+		{"negative frame cap", &WHEP{Source: &StreamSource{SHM: &SHMSource{MaxFrameSize: -1}}}, "max_frame_size -1 is negative"},
+	} {
+		moduletest.CheckError(t, tc.name, tc.w.Validate(), tc.err)
 	}
 }
 

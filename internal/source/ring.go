@@ -18,16 +18,20 @@ import (
 // DefaultMaxGOPBytes bounds the GOP a Ring keeps for new subscribers.
 const DefaultMaxGOPBytes = 32 << 20
 
+// StopWait is how long Ring.Close waits for its reader to stop.
+const StopWait = 5 * time.Second
+
 // Ring is a frame.Source reading one ring file. It runs one shmring.Reader
 // for all its subscribers, and keeps the current GOP (the latest keyframe
 // and the frames since) so that a subscriber that comes later, such as the
 // hub of a reloaded configuration, starts with a decodable picture at once.
 type Ring struct {
-	reader *shmring.Reader
-	fan    *Fanout
-	cancel context.CancelFunc
-	done   chan struct{}
-	log    *slog.Logger
+	reader   *shmring.Reader
+	fan      *Fanout
+	cancel   context.CancelFunc
+	done     chan struct{}
+	log      *slog.Logger
+	stopWait time.Duration // how long Close waits for the reader
 
 	mu     sync.Mutex
 	runErr error
@@ -44,7 +48,7 @@ func OpenRing(cfg shmring.ReaderConfig, maxGOPBytes int) (*Ring, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Ring{fan: NewFanout(maxGOPBytes, lg.With("ring", cfg.Path)), cancel: cancel,
-		done: make(chan struct{}), log: lg}
+		done: make(chan struct{}), log: lg, stopWait: StopWait}
 	// The deltas of a new writer run do not continue the old run's
 	// pictures: after a restart nothing is forwarded until the new run's
 	// keyframe, and the kept GOP goes at once (Fanout.Break).
@@ -117,10 +121,28 @@ func (s *Ring) Err() error {
 	return s.runErr
 }
 
-// Close stops the reader and waits until it has released its mapping.
+// Close stops the reader and waits until it has released its mapping, for
+// at most StopWait: a reader held up by something that blocks (a
+// subscriber that breaks its promise not to, a system call that hangs)
+// must not hold up a config unload or the process's shutdown. Such a reader
+// is left to stop, and unmap the ring, when what holds it up returns;
+// Close then returns an error that says so.
 func (s *Ring) Close() error {
 	s.cancel()
-	<-s.done
+	t := time.NewTimer(s.stopWait)
+	defer t.Stop()
+	select {
+	case <-s.done:
+	case <-t.C:
+		path := s.reader.Config().Path
+		s.log.Error("ring reader did not stop; left to stop on its own", "ring", path, "waited", s.stopWait)
+		// The blocked reader may hold the fan-out's lock: close it after.
+		go func() {
+			<-s.done
+			s.fan.Close()
+		}()
+		return fmt.Errorf("closing ring source %s: the reader did not stop within %s; it stops when what holds it up returns", path, s.stopWait)
+	}
 	s.fan.Close()
 	return nil
 }
