@@ -5,7 +5,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
 	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
-	"github.com/sdr-os/sdr-caddy/internal/origin"
 )
 
 func init() {
@@ -147,20 +146,6 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			default:
 				s.MaxMessageSize = int(n)
 			}
-		case "allowed_origins":
-			// No value (an empty {$SDR_ALLOWED_ORIGINS}): none listed.
-			for _, a := range args.Values() {
-				if err := origin.Validate(a); err != nil {
-					return d.Err(err.Error())
-				}
-			}
-			s.AllowedOrigins = args.Values()
-		case "allowed_hosts":
-			hosts, err := sdrcaddyfile.ParseHosts(d, args.Values())
-			if err != nil {
-				return err
-			}
-			s.AllowedHosts = hosts
 		case "publish":
 			if args.Len() > 1 {
 				return d.Errf("publish takes at most one argument (the subject), got %d", args.Len())
@@ -177,6 +162,9 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			s.WebRTC = cfg
 		default:
 			if ok, err := s.UnmarshalLimit(args); ok {
+				return err
+			}
+			if ok, err := s.UnmarshalTrust(args); ok {
 				return err
 			}
 			return d.Errf("unknown subdirective %q", sub)

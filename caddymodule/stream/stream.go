@@ -102,24 +102,9 @@ type Stream struct {
 	// 503. Default: 0, no limit.
 	MaxClients int `json:"max_clients,omitempty"`
 
-	// AllowedOrigins lists the browser origins (scheme://host[:port],
-	// "*" wildcards allowed; "*" alone: any) trusted to send commands
-	// besides the page's own host on any port, the host a proxy names in
-	// X-Forwarded-Host, and loopback origins (SDR_ALLOWED_ORIGINS). Every
-	// origin may connect and watch; a connection from another origin has
-	// each command answered `rejected` ("origin ... not allowed").
-	AllowedOrigins []string `json:"allowed_origins,omitempty"`
-
-	// AllowedHosts lists the names (host names, "*" wildcards as in
-	// "*.example.com"; "*" alone: any) that a browser's Host header may
-	// carry for its commands to be taken, besides IP addresses, localhost,
-	// single-label names and *.local, *.ts.net, *.lan, *.home.arpa and
-	// *.internal names (SDR_ALLOWED_HOSTS; Caddyfile.example adds the
-	// configured site names). It guards against DNS rebinding: a page
-	// whose own name was rebound to this machine's address has its
-	// commands answered `rejected` ("host ... not allowed"), and may still
-	// watch.
-	AllowedHosts []string `json:"allowed_hosts,omitempty"`
+	// CommandTrust holds the origins and hosts whose browsers may send
+	// commands: allowed_origins, allowed_hosts.
+	sdrcaddyfile.CommandTrust
 
 	// ClientLimits bound the frames a client sends and set the pings that
 	// find dead peers.
@@ -229,7 +214,7 @@ func (s *Stream) Provision(ctx caddy.Context) error {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.metrics = registerStreamMetrics(ctx.GetMetricsRegistry(), s.log)
-	origins, err := origin.NewPolicy(s.AllowedOrigins, s.AllowedHosts...)
+	origins, err := s.Policy()
 	if err != nil {
 		return fmt.Errorf("sdr_stream %s: %w", s.name, err)
 	}
@@ -363,15 +348,8 @@ func (s *Stream) Validate() error {
 	if err := s.validatePublish(); err != nil {
 		return err
 	}
-	for _, o := range s.AllowedOrigins {
-		if err := origin.Validate(o); err != nil {
-			return fmt.Errorf("sdr_stream %s: %w", s.name, err)
-		}
-	}
-	for _, h := range s.AllowedHosts {
-		if err := origin.ValidateHost(h); err != nil {
-			return fmt.Errorf("sdr_stream %s: %w", s.name, err)
-		}
+	if err := s.ValidateTrust(); err != nil {
+		return fmt.Errorf("sdr_stream %s: %w", s.name, err)
 	}
 	if err := s.ClientLimits.ValidateLimits(); err != nil {
 		return fmt.Errorf("sdr_stream %s: %w", s.name, err)

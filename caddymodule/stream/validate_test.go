@@ -7,6 +7,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/sdr-os/sdr-caddy/caddymodule/internal/moduletest"
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
 )
 
 func TestStreamValidate(t *testing.T) {
@@ -30,7 +31,7 @@ func TestStreamValidate(t *testing.T) {
 }
 
 // sdr_whep takes the same source as sdr_stream, and refuses the same bad
-// source settings.
+// source settings and the same bad allowlists, as JSON may give them.
 func TestWHEPValidateSource(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -41,6 +42,9 @@ func TestWHEPValidateSource(t *testing.T) {
 		{"shm", &WHEP{Source: &StreamSource{SHM: &SHMSource{Path: "/x", MaxFrameSize: 1 << 20}}}, ""},
 		{"tiny ring", &WHEP{Source: &StreamSource{SHM: &SHMSource{Size: 10}}}, "shm size 10"},
 		{"negative frame cap", &WHEP{Source: &StreamSource{SHM: &SHMSource{MaxFrameSize: -1}}}, "max_frame_size -1 is negative"},
+		{"allowlists", &WHEP{CommandTrust: sdrcaddyfile.CommandTrust{AllowedOrigins: []string{"https://*.example.com"}, AllowedHosts: []string{"robot.example.com"}}}, ""},
+		{"bad origin", &WHEP{CommandTrust: sdrcaddyfile.CommandTrust{AllowedOrigins: []string{"app.example.com"}}}, `allowed origin "app.example.com"`},
+		{"bad host", &WHEP{CommandTrust: sdrcaddyfile.CommandTrust{AllowedHosts: []string{"http://robot"}}}, `allowed host "http://robot"`},
 	} {
 		moduletest.CheckError(t, tc.name, tc.w.Validate(), tc.err)
 	}

@@ -53,7 +53,7 @@ func (s *Stream) provisionRTC(ctx caddy.Context) error {
 
 // rtcSignal returns the 0x03 signaling of one WebSocket client, or nil when
 // the stream has no webrtc block. trust is the verdict on the client's
-// Origin: an untrusted client's DataChannel messages are refused. control
+// Origin and Host: an untrusted client's DataChannel messages are refused. control
 // is the client's place in the control lease (nil: none): its
 // DataChannels drive only while it holds control. send queues a message
 // for that client.
@@ -62,9 +62,7 @@ func (s *Stream) rtcSignal(trust origin.Verdict, control *lease.Conn, send func(
 		return nil
 	}
 	base := s.rtc.base
-	if !trust.Trusted {
-		base.UntrustedOrigin = trust.Origin
-	}
+	base.Verdict = &trust
 	base.Control = control
 	return s.rtc.engine.NewSignal(base, send)
 }

@@ -18,7 +18,9 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/rtc"
 )
 
@@ -35,7 +37,9 @@ const whepMaxOffer = 64 << 10
 // included, and a Location naming the session; a DELETE of that location
 // ends it. Standard players (GStreamer whepsrc, OBS, browsers) watch the
 // stream's H.264 video; the browser's `control` and `commands`
-// DataChannels, when opened, go to NATS through the stream's safety gate.
+// DataChannels, when opened, go to NATS through the stream's safety gate,
+// from a browser whose POST passed the same Origin and Host rules as
+// sdr_stream's WebSockets (package origin); every session gets the video.
 //
 // The handler takes its frames from the same shared source as sdr_stream
 // (one ring reader per ring file in the process).
@@ -60,6 +64,13 @@ type WHEP struct {
 	// WebRTC is the ICE and DataChannel setup.
 	WebRTC *RTCConfig `json:"webrtc,omitempty"`
 
+	// CommandTrust holds the origins and hosts whose browsers' sessions
+	// may send commands on their DataChannels (allowed_origins,
+	// allowed_hosts), judged on the POST that creates the session, as
+	// sdr_stream judges a WebSocket's upgrade. Players that send no Origin
+	// header (GStreamer, OBS) are not browsers and are trusted.
+	sdrcaddyfile.CommandTrust
+
 	name      string
 	source    *sourceHandle // the frames, taken as sdr_stream takes them
 	log       *zap.Logger
@@ -68,6 +79,7 @@ type WHEP struct {
 	relay     frame.Relay
 	keyframes *rtc.KeyframeCoalescer
 	base      rtc.SessionConfig
+	origins   *origin.Policy // who may command
 
 	mu       sync.Mutex
 	sessions map[string]*rtc.Session
@@ -102,6 +114,11 @@ func (w *WHEP) Provision(ctx caddy.Context) error {
 	if err := w.Validate(); err != nil {
 		return err
 	}
+	origins, err := w.Policy()
+	if err != nil {
+		return fmt.Errorf("sdr_whep %s: %w", name, err)
+	}
+	w.origins = origins
 	source, err := openSource(ctx, w.Source, sourceSettings{
 		who: "sdr_whep " + name, log: w.log, maxGOPBytes: w.MaxGOPBytes, idrCoalesce: idrCoalesce(w.IDRCoalesce),
 	})
@@ -167,6 +184,9 @@ func (w *WHEP) Validate() error {
 	}
 	if err := w.rtcConfig().Validate(); err != nil {
 		return fmt.Errorf("sdr_whep: %w", err)
+	}
+	if err := w.ValidateTrust(); err != nil {
+		return fmt.Errorf("sdr_whep %s: %w", w.name, err)
 	}
 	return nil
 }
@@ -250,6 +270,10 @@ func (w *WHEP) create(rw http.ResponseWriter, r *http.Request) error {
 		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("sdr_whep %s: %d sessions, the maximum", name, limit))
 	}
 	cfg := w.base
+	// The verdict on the POST is the session's: viewing is open to every
+	// page, commands only to the trusted (before the control lease).
+	trust := w.origins.Judge(r)
+	cfg.Verdict = &trust
 	if w.relay != nil {
 		if l := w.relay.Lease(); l != nil {
 			// A session is a connection of its own in the control lease:

@@ -16,6 +16,8 @@ import (
 //	    source           shm <path> [<size>] | encoder <stream> | nats <subject>
 //	    max_gop_bytes    <size>
 //	    idr_coalesce     <duration>
+//	    allowed_origins  [<origin...>|*]  # trusted to command; none: own host and loopback
+//	    allowed_hosts    [<host...>|*]    # besides IPs, localhost, single-label, *.local, ...
 //	    # the WebRTC options, as in sdr_stream's webrtc block:
 //	    ice_server       <url> [<username> <credential>]
 //	    udp_ports        <min>-<max>
@@ -66,6 +68,9 @@ func (w *WHEP) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			w.IDRCoalesce = dur
 		default:
+			if ok, err := w.UnmarshalTrust(args); ok {
+				return err
+			}
 			if err := parseRTCOption(d, args, cfg); err != nil {
 				return err
 			}

@@ -3,7 +3,8 @@
 // harmless, and the old transport-server accepted any Origin); what a
 // connection may send that changes state (0x04 commands, DataChannel
 // messages, ROS publishes and service calls) depends on the verdict this
-// package gives once, at the upgrade.
+// package gives once, at the upgrade (for a WHEP session, on the POST that
+// creates it).
 //
 // A connection is trusted when its request has no Origin header (not a
 // browser), or when both of these hold:

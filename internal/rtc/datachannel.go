@@ -11,7 +11,6 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/sdr-os/sdr-caddy/internal/lease"
-	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/strictjson"
 )
 
@@ -162,11 +161,22 @@ func (s *Session) dataChannel(dc *webrtc.DataChannel) {
 	})
 }
 
-// forward publishes one checked message after the origin check, the rate
-// limit and the gate; it returns the result counted.
+// untrusted reports whether the session's connection is not trusted to
+// command, and then notes the refusal of what in the engine's log, which
+// names the rule that refused it (the Origin or the Host).
+func (s *Session) untrusted(what string) bool {
+	v := s.cfg.Verdict
+	if v == nil || v.Trusted {
+		return false
+	}
+	s.refusals.Refused(*v, what)
+	return true
+}
+
+// forward publishes one checked message after the connection's verdict,
+// the rate limit and the gate; it returns the result counted.
 func (s *Session) forward(lim *rate.Limiter, action, subject string, data []byte) string {
-	if o := s.cfg.UntrustedOrigin; o != "" {
-		s.refusals.Refused(origin.Verdict{Origin: o}, "datachannel "+subject)
+	if s.untrusted("datachannel " + subject) {
 		return "origin"
 	}
 	if !lim.Allow() {
@@ -198,8 +208,7 @@ func (s *Session) forward(lim *rate.Limiter, action, subject string, data []byte
 // while another connection holds control, or a release of control not
 // held). The state message on telemetry.control.lease tells everyone.
 func (s *Session) control(lim *rate.Limiter, c *lease.Conn, action string) string {
-	if o := s.cfg.UntrustedOrigin; o != "" {
-		s.refusals.Refused(origin.Verdict{Origin: o}, "datachannel "+action)
+	if s.untrusted("datachannel " + action) {
 		return "origin"
 	}
 	if !lim.Allow() {

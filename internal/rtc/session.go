@@ -96,10 +96,13 @@ type SessionConfig struct {
 	// Publish sends a DataChannel message to NATS; nil drops them (counted
 	// "unavailable").
 	Publish func(subject string, data []byte) error
-	// UntrustedOrigin is the Origin of a connection that is not trusted to
-	// command the robot (internal/origin): its DataChannel messages are
-	// all refused (counted "origin"). Empty: trusted.
-	UntrustedOrigin string
+	// Verdict is the judgement on the connection that opened the session
+	// (internal/origin: its Origin and its Host). When it does not trust
+	// the connection, every DataChannel message is refused (counted
+	// "origin", whichever rule refused) and the first refusal of each
+	// origin or host is logged naming that rule. Nil: trusted (a caller
+	// that judges nothing).
+	Verdict *origin.Verdict
 	// Control is the session's place in the stream's control lease
 	// (docs/control.md); nil: the stream has none. A session of a
 	// /stream/ws WebSocket shares the WebSocket's (whose owner closes it);

@@ -3,6 +3,7 @@ package rtc
 import (
 	"context"
 	"encoding/binary"
+	"log/slog"
 	"maps"
 	"math"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/rtc/rtctest"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/shmring"
@@ -386,10 +388,111 @@ func TestSessionConnectTimeout(t *testing.T) {
 	}
 }
 
-// The DataChannels of a connection whose Origin is not trusted carry
+// The DataChannels of a connection that is not trusted to command carry
 // nothing to NATS: gamepad and command messages are refused and counted
-// "origin", before the rate limit and the gate.
+// "origin", before the rate limit and the gate, whichever rule refused the
+// connection; the log names that rule (its Origin, or its Host with
+// SDR_ALLOWED_HOSTS), once.
 func TestUntrustedOriginDataChannelsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		verdict origin.Verdict
+		log     []string // in the log line
+		notLog  string
+	}{
+		{
+			name:    "origin",
+			verdict: origin.Verdict{Origin: "http://evil.example"},
+			log:     []string{"origin is not trusted", "origin=http://evil.example", origin.EnvVar},
+			notLog:  origin.HostEnvVar,
+		},
+		{
+			name:    "host",
+			verdict: origin.Verdict{Origin: "http://evil.example", Host: "evil.example", HostRefused: true},
+			log:     []string{"Host is not trusted", "host=evil.example", origin.HostEnvVar},
+			notLog:  origin.EnvVar + " if it is yours",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(30*time.Second))
+			defer cancel()
+			var logs lockedBuffer
+			e, err := NewEngine(Config{IncludeLoopback: true, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			pubs := make(chan string, 100)
+			msgs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "m"}, []string{"channel", "result"})
+			verdict := tc.verdict
+			s, err := e.NewSession(SessionConfig{
+				Source: &loopSource{subs: map[int]func(frame.Frame){}},
+				Publish: func(subject string, _ []byte) error {
+					pubs <- subject
+					return nil
+				},
+				Verdict: &verdict,
+				Metrics: Metrics{Messages: msgs},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			v, err := rtctest.NewViewer(true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer v.Close()
+			offer, err := v.Offer(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			answer, err := s.Answer(ctx, offer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := v.Accept(answer); err != nil {
+				t.Fatal(err)
+			}
+			testwait.For(t, "both datachannels to open", func() bool {
+				return v.Control.ReadyState().String() == "open" && v.Commands.ReadyState().String() == "open"
+			})
+			if err := v.Control.Send(gamepad([]float32{0.5, -1}, 3)); err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range []string{`{"action":"estop","cmd_seq":1}`, `{"action":"pause","cmd_seq":2}`} {
+				if err := v.Commands.SendText(m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			testwait.For(t, "three refusals", func() bool {
+				return counterValue(msgs.WithLabelValues("control", "origin")) == 1 &&
+					counterValue(msgs.WithLabelValues("commands", "origin")) == 2
+			})
+			select {
+			case p := <-pubs:
+				t.Fatalf("a message of an untrusted connection was published on %s", p)
+			default:
+			}
+			out := logs.String()
+			if n := strings.Count(out, "refused a command"); n != 1 {
+				t.Errorf("%d refusals logged for three of one connection, want 1:\n%s", n, out)
+			}
+			for _, want := range tc.log {
+				if !strings.Contains(out, want) {
+					t.Errorf("log lacks %q:\n%s", want, out)
+				}
+			}
+			if strings.Contains(out, tc.notLog) {
+				t.Errorf("log names the other rule (%q):\n%s", tc.notLog, out)
+			}
+		})
+	}
+}
+
+// A trusted verdict (a judged connection that may command) refuses
+// nothing: its messages are published.
+func TestTrustedVerdictDataChannelsPublish(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(30*time.Second))
 	defer cancel()
 	e, err := NewEngine(Config{IncludeLoopback: true})
@@ -405,8 +508,8 @@ func TestUntrustedOriginDataChannelsRefused(t *testing.T) {
 			pubs <- subject
 			return nil
 		},
-		UntrustedOrigin: "http://evil.example",
-		Metrics:         Metrics{Messages: msgs},
+		Verdict: &origin.Verdict{Origin: "http://127.0.0.1:8080", Trusted: true},
+		Metrics: Metrics{Messages: msgs},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -431,23 +534,34 @@ func TestUntrustedOriginDataChannelsRefused(t *testing.T) {
 	testwait.For(t, "both datachannels to open", func() bool {
 		return v.Control.ReadyState().String() == "open" && v.Commands.ReadyState().String() == "open"
 	})
-	if err := v.Control.Send(gamepad([]float32{0.5, -1}, 3)); err != nil {
+	if err := v.Commands.SendText(`{"action":"estop","cmd_seq":1}`); err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range []string{`{"action":"estop","cmd_seq":1}`, `{"action":"pause","cmd_seq":2}`} {
-		if err := v.Commands.SendText(m); err != nil {
-			t.Fatal(err)
-		}
+	if p := testwait.Recv(t, pubs, "the estop published"); p != SubjectCommands {
+		t.Fatalf("published on %s, want %s", p, SubjectCommands)
 	}
-	testwait.For(t, "three refusals", func() bool {
-		return counterValue(msgs.WithLabelValues("control", "origin")) == 1 &&
-			counterValue(msgs.WithLabelValues("commands", "origin")) == 2
-	})
-	select {
-	case p := <-pubs:
-		t.Fatalf("a message of an untrusted connection was published on %s", p)
-	default:
+	if n := counterValue(msgs.WithLabelValues("commands", "origin")); n != 0 {
+		t.Fatalf("%v messages of a trusted connection counted origin", n)
 	}
+}
+
+// lockedBuffer is a log sink that pion's goroutines may write while the
+// test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // TestDataChannelCommandsStrictJSON: a `commands` message that consumers

@@ -3,8 +3,9 @@
 // and the value forms that let the old SDR_* environment variables stand as
 // {$VAR:default} placeholders (booleans as 1/0, bare numbers as
 // milliseconds). It also holds the settings that several modules embed
-// with their subdirectives: the per-client WebSocket limits (ClientLimits)
-// and the Host allowlists (ParseHosts).
+// with their subdirectives: the per-client WebSocket limits (ClientLimits),
+// the Host allowlists (ParseHosts) and the origins and hosts trusted to
+// command through sdr_stream and sdr_whep (CommandTrust).
 package sdrcaddyfile
 
 import (
