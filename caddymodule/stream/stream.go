@@ -22,6 +22,7 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
 
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrstart"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/hub"
 	"github.com/sdr-os/sdr-caddy/internal/natsvideo"
@@ -147,6 +148,7 @@ type Stream struct {
 	rtc     *streamRTC     // the WebRTC engine, when webrtc is configured
 	origins *origin.Policy // who may command
 	metrics *streamMetrics
+	starter *sdrstart.App // starts the source's reader with the config
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -191,8 +193,10 @@ func (*Stream) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision opens the source (or takes the shared ring reader), builds the
-// hub and, when the sdr_nats app is configured, attaches the stream to it.
+// Provision takes the source (the shared ring reader, which the sdr_start
+// app starts with the config), builds the hub and, when the sdr_nats app is
+// configured, attaches the stream to it. It opens nothing: caddy validate
+// provisions the handler and starts no app.
 func (s *Stream) Provision(ctx caddy.Context) error {
 	s.log = ctx.Logger()
 	s.name = s.Name
@@ -211,6 +215,9 @@ func (s *Stream) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("sdr_stream %s: %w", s.name, err)
 	}
 	s.origins = origins
+	if s.starter, err = sdrstart.Of(ctx); err != nil {
+		return fmt.Errorf("sdr_stream %s: %w", s.name, err)
+	}
 
 	s.source, err = openSource(ctx, s.Source, sourceSettings{
 		who: "sdr_stream " + s.name, log: s.log, maxGOPBytes: s.MaxGOPBytes, idrCoalesce: idrCoalesce(s.IDRCoalesce),
@@ -421,6 +428,9 @@ func (s *Stream) Cleanup() error {
 // client leaves or the handler is cleaned up; any other GET gets the health
 // JSON.
 func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if err := s.starter.Wait(r.Context()); err != nil {
+		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("sdr_stream %s: not started: %w", s.name, err))
+	}
 	if !websocket.IsWebSocketUpgrade(r) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
