@@ -66,9 +66,10 @@ func TestCaddyfileExampleValidates(t *testing.T) {
 			composeEnv = append(composeEnv, k+"="+*v)
 		}
 	}
-	// Validation provisions every module: with no SDR_NATS_URL that starts
-	// the embedded nats-server, here on a free port (SDR_NATS_EMBEDDED_ADDR);
-	// with a URL it connects to a real nats-server instead.
+	// Validation provisions every module and starts none of them: with no
+	// SDR_NATS_URL the embedded nats-server is configured (here on a free
+	// port, SDR_NATS_EMBEDDED_ADDR) but not started; with a URL nothing
+	// dials it (TestValidateLiveConfig).
 	embedded := append(append([]string(nil), base...),
 		fmt.Sprintf("SDR_NATS_EMBEDDED_ADDR=127.0.0.1:%d", testenv.FreePort(t)))
 	withNATS := append(append([]string(nil), base...), "SDR_NATS_URL="+testenv.StartNATS(t))
