@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -295,22 +296,33 @@ services:
 	}
 }
 
-// TestPrometheusScrapesCaddyAdmin checks that Prometheus scrapes the caddy
-// service on the admin port that docker-compose.yml opens.
-func TestPrometheusScrapesCaddyAdmin(t *testing.T) {
+// TestPrometheusScrapesCaddyMetricsSite checks that Prometheus scrapes the
+// caddy service's metrics site (SDR_METRICS_ADDR) and that the admin API,
+// with /load and /stop, stays on the container's loopback: Caddyfile.example
+// puts it on localhost:2019 unless SDR_ADMIN_ADDR says otherwise.
+func TestPrometheusScrapesCaddyMetricsSite(t *testing.T) {
 	t.Parallel()
 	root := testenv.Root()
 	p, err := loadCompose(t, root, []string{"docker-compose.yml"}, []string{"sim", "obs"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin := p.Services["caddy"].Environment["SDR_ADMIN_ADDR"]
-	if admin == nil {
-		t.Fatal("caddy service does not set SDR_ADMIN_ADDR")
+	env := p.Services["caddy"].Environment
+	if admin := env["SDR_ADMIN_ADDR"]; admin != nil && !strings.HasPrefix(*admin, "localhost:") && !strings.HasPrefix(*admin, "127.0.0.1:") {
+		t.Errorf("caddy service sets SDR_ADMIN_ADDR=%s: the admin API leaves loopback", *admin)
 	}
-	_, port, ok := strings.Cut(*admin, ":")
+	metrics := env["SDR_METRICS_ADDR"]
+	if metrics == nil {
+		t.Fatal("caddy service does not set SDR_METRICS_ADDR: the metrics site stays on loopback, out of Prometheus's reach")
+	}
+	port, ok := strings.CutPrefix(*metrics, ":")
 	if !ok {
-		t.Fatalf("SDR_ADMIN_ADDR %q has no port", *admin)
+		t.Fatalf("SDR_METRICS_ADDR %q: want :<port>, every interface of the container (it publishes no port)", *metrics)
+	}
+	for _, pc := range p.Services["caddy"].Ports {
+		if pc.Published == port || pc.Target == mustAtoi(t, port) {
+			t.Errorf("caddy publishes the metrics port %s on the host", port)
+		}
 	}
 	var cfg struct {
 		RuleFiles     []string `yaml:"rule_files"`
@@ -349,4 +361,13 @@ func TestPrometheusScrapesCaddyAdmin(t *testing.T) {
 			t.Errorf("rule file %s is not mounted into the prometheus service", rf)
 		}
 	}
+}
+
+func mustAtoi(t *testing.T, s string) uint32 {
+	t.Helper()
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		t.Fatalf("%q is not a port: %v", s, err)
+	}
+	return uint32(n)
 }

@@ -70,16 +70,16 @@ func newMetricCatalog(t *testing.T) *metricCatalog {
 			t.Fatal(err)
 		}
 	}
-	code, body, _ := get(t, "http://"+e.admin+"/metrics")
+	code, body, _ := get(t, "http://"+e.metrics+"/metrics")
 	if code != 200 {
-		t.Fatalf("admin /metrics = %d", code)
+		t.Fatalf("metrics site /metrics = %d", code)
 	}
 	c := &metricCatalog{scraped: map[string]bool{}, literals: map[string]bool{}}
 	for _, m := range scrapeLine.FindAllStringSubmatch(body, -1) {
 		c.scraped[m[1]] = true
 	}
 	if len(c.scraped) == 0 {
-		t.Fatal("no caddy_sdr_* metric on the admin listener")
+		t.Fatal("no caddy_sdr_* metric on the metrics site")
 	}
 	root := testenv.Root()
 	for _, dir := range []string{"caddymodule", "internal", "shmring", "nvenc"} {

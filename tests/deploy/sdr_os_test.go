@@ -48,6 +48,7 @@ var sdrOSCaddyEnv = map[string]string{
 	"SDR_ROS_UPSTREAM":  "ws://host.docker.internal:9090",
 	"SDR_HTTP_ADDR":     ":80",
 	"SDR_LISTEN_ADDR":   "0.0.0.0:8080",
+	"SDR_METRICS_ADDR":  ":9100",
 	"SDR_TLS_SITE":      "",
 	"SDR_TLS_CERT":      "",
 	"SDR_TLS_KEY":       "",
