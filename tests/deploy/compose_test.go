@@ -176,8 +176,9 @@ func TestComposeCaddyService(t *testing.T) {
 		if o := p.Volumes["sdr_ipc"].DriverOpts; o["type"] != "tmpfs" {
 			t.Errorf("volume sdr_ipc is not tmpfs: %v", o)
 		}
-		if c.HealthCheck == nil || !strings.Contains(strings.Join(c.HealthCheck.Test, " "), "/health") {
-			t.Errorf("caddy health check does not call /health: %+v", c.HealthCheck)
+		// Both sites' health, with the image's own client (it has no curl).
+		if c.HealthCheck == nil || !slices.Equal(c.HealthCheck.Test, []string{"CMD", "caddy", "sdr-health", "http://127.0.0.1:80/health", "http://127.0.0.1:8080/health"}) {
+			t.Errorf("caddy health check %+v, want caddy sdr-health of both sites' /health", c.HealthCheck)
 		}
 		// The Node app reaches the transport, now in caddy, on the
 		// transport-compatible site's port, over a network they share.
@@ -370,4 +371,25 @@ func mustAtoi(t *testing.T, s string) uint32 {
 		t.Fatalf("%q is not a port: %v", s, err)
 	}
 	return uint32(n)
+}
+
+// TestComposeRestartPolicies: every long-running service comes back after a
+// crash or a reboot of the Docker daemon, unless it was stopped; jobs
+// (training, the CI image targets) run once.
+func TestComposeRestartPolicies(t *testing.T) {
+	t.Parallel()
+	p, err := loadCompose(t, testenv.Root(), []string{"docker-compose.yml"}, []string{"*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs := map[string]bool{"training-runner": true, "app-cuda": true, "app-rocm": true, "app-mlx": true}
+	for name, svc := range p.Services {
+		want := "unless-stopped"
+		if jobs[name] {
+			want = ""
+		}
+		if svc.Restart != want {
+			t.Errorf("service %s: restart %q, want %q", name, svc.Restart, want)
+		}
+	}
 }
