@@ -100,7 +100,8 @@ func TestStreamServeGOPStartAndHealth(t *testing.T) {
 		var v any
 		_ = dec.Decode(&v)
 	}
-	want := "status clients shm_seq last_frame_age_ms uptime_s frames_broadcast client_lag_total avg_frame_size_bytes"
+	// The old service's fields first, in its order, then the ring's.
+	want := "status clients shm_seq last_frame_age_ms uptime_s frames_broadcast client_lag_total avg_frame_size_bytes ring reader_heartbeat_age_ms"
 	if strings.Join(keys, " ") != want {
 		t.Fatalf("health fields %v, want %s", keys, want)
 	}

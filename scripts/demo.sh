@@ -8,7 +8,8 @@
 #   SDR_DEMO_PORT        HTTP port of the edge (default 8080)
 #   SDR_LISTEN_ADDR      the transport-compatible site (default :<port+1>)
 #   SDR_BIND_HOST        interface to listen on (default 127.0.0.1; empty: all)
-#   SDR_ADMIN_ADDR       admin API and /metrics (default localhost:2019)
+#   SDR_ADMIN_ADDR       admin API (default localhost:2019)
+#   SDR_METRICS_ADDR     Prometheus /metrics (default localhost:9180)
 #   SDR_SHM_PATH         encoded ring (default /dev/shm/sdr_os_ipc/frames)
 #   SDR_NATS_URL         NATS (default: the server's embedded one, SDR_NATS_EMBEDDED_ADDR or 127.0.0.1:4222)
 #   SDR_DEMO_CODEC       h264 (default) or jpeg
@@ -33,6 +34,7 @@ export SDR_HTTP_ADDR=":$port"
 export SDR_LISTEN_ADDR=${SDR_LISTEN_ADDR:-:$((port + 1))}
 export SDR_BIND_HOST=${SDR_BIND_HOST-127.0.0.1}
 export SDR_ADMIN_ADDR=${SDR_ADMIN_ADDR:-localhost:2019}
+export SDR_METRICS_ADDR=${SDR_METRICS_ADDR:-localhost:9180}
 export SDR_SHM_PATH=${SDR_SHM_PATH:-/dev/shm/sdr_os_ipc/frames}
 export XDG_CONFIG_HOME=${XDG_CONFIG_HOME:-$(pwd)/tmp/xdg/config}
 export XDG_DATA_HOME=${XDG_DATA_HOME:-$(pwd)/tmp/xdg/data}
@@ -89,7 +91,7 @@ cat >&2 <<EOF
   sdr-caddy demo
     player   $url
     health   http://localhost:$port/health
-    metrics  http://$SDR_ADMIN_ADDR/metrics
+    metrics  http://$SDR_METRICS_ADDR/metrics
     ring     $SDR_SHM_PATH (written by 'caddy sdr-testsrc')
 
   Ctrl-C stops both processes.

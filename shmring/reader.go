@@ -124,6 +124,8 @@ type Reader struct {
 	watchers    atomic.Int64
 	sequence    atomic.Uint64
 	lastArrival atomic.Int64 // Unix ns, 0 = never
+	heartbeat   atomic.Int64 // Unix ns of Run's last loop, 0 = never
+	attachErr   atomic.Pointer[error]
 	period      atomic.Int64 // learned frame period in ns, 0 = unknown
 
 	// State of the Run goroutine only.
@@ -226,6 +228,35 @@ func (r *Reader) LastArrival() time.Time {
 	return time.Unix(0, ns)
 }
 
+// Heartbeat is when Run last went round its loop: while it runs it polls
+// the ring, or tries to map the file, at least every 500 ms, so an older
+// heartbeat means the reader is stuck (or Run has returned). Zero before
+// Run.
+func (r *Reader) Heartbeat() time.Time {
+	ns := r.heartbeat.Load()
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
+
+// AttachError is why the last attempt to map the ring file failed (an
+// fs.ErrNotExist while the writer has not created it); nil once the file
+// is mapped, and before the first attempt.
+func (r *Reader) AttachError() error {
+	if e := r.attachErr.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+// WaitingForWriter reports whether err, an AttachError, means that the
+// writer has not created the ring yet (the file is absent or shorter than a
+// control region), as opposed to a fault such as a permission error.
+func WaitingForWriter(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, errShort)
+}
+
 // Sequence is the last control-region sequence the reader saw (the health
 // JSON's shm_seq); 0 before the first commit.
 func (r *Reader) Sequence() uint64 { return r.sequence.Load() }
@@ -281,14 +312,17 @@ func (r *Reader) Run(ctx context.Context, fn func(Frame)) error {
 
 	var timer *time.Timer
 	absentWait := 10 * time.Millisecond
+	r.heartbeat.Store(time.Now().UnixNano())
 	for ctx.Err() == nil {
 		var d time.Duration
 		if r.m == nil {
 			if err := r.attach(); err != nil {
+				r.attachErr.Store(&err)
 				r.logWaiting(err)
 				d = absentWait
 				absentWait = min(2*absentWait, absentMaxPoll)
 			} else {
+				r.attachErr.Store(nil)
 				absentWait = 10 * time.Millisecond
 			}
 		}
@@ -303,6 +337,7 @@ func (r *Reader) Run(ctx context.Context, fn func(Frame)) error {
 			precise = r.m != nil && (!r.cad.idle() || r.watchers.Load() > 0)
 		}
 		t0 := time.Now()
+		r.heartbeat.Store(t0.UnixNano())
 		if !r.sleep(ctx, &timer, d, precise) {
 			break
 		}
@@ -391,7 +426,7 @@ func (r *Reader) logWaiting(err error) {
 	}
 	r.waitReason = reason
 	switch {
-	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, errShort):
+	case WaitingForWriter(err):
 		r.log.Info("waiting for ring file", "reason", reason)
 	case errors.Is(err, ErrNotRegular):
 		r.log.Warn("ring path is not a regular file; waiting for one", "error", reason)

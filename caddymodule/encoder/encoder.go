@@ -134,7 +134,8 @@ func (*EncoderApp) CaddyModule() caddy.ModuleInfo {
 }
 
 // Provision validates the encoders and takes (or shares, across config
-// reloads) one running encoding session per encoder.
+// reloads) one encoding session per encoder; Start runs it, so that caddy
+// validate opens no ring.
 func (a *EncoderApp) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.log = ctx.Logger()
@@ -283,9 +284,15 @@ func encoderPixelFormat(s string) (shmring.Codec, error) {
 	return 0, fmt.Errorf("pixel format %q: want i420, nv12, rgba, bgra or rgb24", s)
 }
 
-// Start subscribes to the NATS commands and starts the telemetry publisher.
-// The encoding sessions already run (they are shared across reloads).
+// Start runs the encoding sessions (a session kept from the previous config
+// already runs), subscribes to the NATS commands and starts the telemetry
+// publisher.
 func (a *EncoderApp) Start() error {
+	for _, name := range a.names() {
+		if err := a.shares[name].start(); err != nil {
+			return fmt.Errorf("sdr_encoder %s: %w", name, err)
+		}
+	}
 	if a.natsConn == nil {
 		if len(a.Encoders) > 0 {
 			a.log.Info("sdr_nats is not configured: no NATS force_idr/settings, no telemetry.frame.stats")

@@ -1,7 +1,12 @@
 package encoder
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -70,5 +75,40 @@ func TestEncoderReloadKeepsSession(t *testing.T) {
 	waitFrames(second, 5)
 	if second.session.Stats().Config.BitrateKbps != 2000 {
 		t.Fatalf("new session config %+v", second.session.Stats().Config)
+	}
+}
+
+// TestEncoderValidateOpensNothing: caddy validate provisions the app but
+// starts nothing: no session runs and the output ring is not created; the
+// same config loaded creates it.
+func TestEncoderValidateOpensNothing(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "frames")
+	raw := []byte(fmt.Sprintf(`{"admin":{"disabled":true},"apps":{"sdr_encoder":{"encoders":{"v":{"input":"pattern","width":256,"height":192,"fps":30,"codec":"jpeg","output":{"path":%q}}}}}}`, out))
+	var cfg caddy.Config
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Validate(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(out); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("validate created the output ring: %v", err)
+	}
+	if l := listEncoders(); len(l) != 0 {
+		t.Fatalf("validate left encoders running: %v", l)
+	}
+	if !nvenc.Compiled {
+		return // the encoder cannot run: validate is what this build checks
+	}
+	t.Cleanup(func() {
+		if err := caddy.Load([]byte(`{"admin":{"disabled":true}}`), true); err != nil {
+			t.Logf("unloading: %v", err)
+		}
+	})
+	if err := caddy.Load(raw, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(out); err != nil {
+		t.Fatalf("the loaded config has no output ring: %v", err)
 	}
 }

@@ -28,13 +28,27 @@ func encoderKey(name string, ec *EncoderConfig) (string, error) {
 	return name + "\x00" + string(b), nil
 }
 
-// encoderShare is one running session with the resources it holds.
+// encoderShare is one session with the resources it holds. It is made in
+// Provision and runs from start, which the app's Start calls: `caddy
+// validate` provisions the app but must not create the output ring or
+// attach the raw one.
 type encoderShare struct {
 	name    string
 	session *nvenc.Session
+	out     *EncoderOutput // the output ring to create at start, or nil
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	started bool
 	writer  *shmring.Writer
 	cancel  context.CancelFunc
 	done    chan struct{}
+}
+
+// WriteFrame hands an encoded frame to the output ring; the session calls
+// it only once start has created the ring.
+func (s *encoderShare) WriteFrame(h shmring.Header, payload []byte) (shmring.Header, error) {
+	return s.writer.WriteFrame(h, payload)
 }
 
 // runningEncoders lists the live sessions by name, for the admin endpoint
@@ -56,6 +70,8 @@ func listEncoders() []*encoderShare {
 	return out
 }
 
+// newEncoderShare builds the session of one encoder; it opens nothing
+// until start.
 func newEncoderShare(name string, ec *EncoderConfig, m *encoderMetrics, log *slog.Logger) (*encoderShare, error) {
 	sc, err := ec.sessionConfig(name)
 	if err != nil {
@@ -77,35 +93,47 @@ func newEncoderShare(name string, ec *EncoderConfig, m *encoderMetrics, log *slo
 			log.Warn("raw ring frame rejected", "error", err)
 		}}
 	}
-	s := &encoderShare{name: name, done: make(chan struct{})}
+	s := &encoderShare{name: name, out: ec.Output, log: log, done: make(chan struct{})}
 	if ec.Output != nil {
-		path, size := ec.Output.Path, ec.Output.Size
-		if path == "" {
-			path = shmring.DefaultPath
-		}
-		if size == 0 {
-			size = shmring.DefaultSize
-		}
-		w, err := shmring.CreateWriter(path, size, shmring.WithCRC(!ec.Output.DisableCRC))
-		if err != nil {
-			return nil, fmt.Errorf("opening output ring: %w", err)
-		}
-		s.writer = w
-		sc.Output = w
+		sc.Output = s
 	}
 	sc.Logger = log
 	sc.OnFrame = func(fs nvenc.FrameStats) { m.observe(name, fs) }
 	sc.OnOpen = func(backend string, att []nvenc.Attempt) { m.opened(name, backend, att) }
 	sess, err := nvenc.NewSession(sc, in)
 	if err != nil {
-		if s.writer != nil {
-			_ = s.writer.Close()
-		}
 		return nil, err
 	}
 	s.session = sess
+	return s, nil
+}
+
+// start creates the output ring and runs the session. Calls after the
+// first (a reloaded config that keeps the session) do nothing.
+func (s *encoderShare) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return nil
+	}
+	if s.out != nil {
+		path, size := s.out.Path, s.out.Size
+		if path == "" {
+			path = shmring.DefaultPath
+		}
+		if size == 0 {
+			size = shmring.DefaultSize
+		}
+		w, err := shmring.CreateWriter(path, size, shmring.WithCRC(!s.out.DisableCRC))
+		if err != nil {
+			return fmt.Errorf("opening output ring: %w", err)
+		}
+		s.writer = w
+	}
+	s.started = true
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
+	log := s.log
 	go func() {
 		defer close(s.done)
 		defer func() {
@@ -113,14 +141,14 @@ func newEncoderShare(name string, ec *EncoderConfig, m *encoderMetrics, log *slo
 				log.Error("encoder session panicked", "panic", fmt.Sprint(r))
 			}
 		}()
-		if err := sess.Run(ctx); err != nil {
+		if err := s.session.Run(ctx); err != nil {
 			log.Error("encoder session ended", "error", err)
 		}
 	}()
 	runningEncoders.Lock()
-	runningEncoders.m[name] = s
+	runningEncoders.m[s.name] = s
 	runningEncoders.Unlock()
-	return s, nil
+	return nil
 }
 
 // rawRingReader creates the reader of an encoder's raw-frame ring. Frames
@@ -142,6 +170,11 @@ func rawRingReader(name string, ec *EncoderConfig, m *encoderMetrics, log *slog.
 
 // Destruct stops the session and closes the output ring.
 func (s *encoderShare) Destruct() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.started {
+		return nil
+	}
 	s.cancel()
 	select {
 	case <-s.done:

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrstart"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/gate"
 	"github.com/sdr-os/sdr-caddy/internal/lease"
@@ -35,7 +36,8 @@ func init() {
 // simulator can connect and the demo needs no external service. One
 // connection (and embedded server) serves the whole process and survives
 // config reloads as long as its parameters do not change; it reconnects
-// forever with backoff.
+// forever with backoff. Both start when Caddy starts the config, never for
+// `caddy validate`.
 type NATSApp struct {
 	// ConnConfig is the connection: servers, authentication, TLS, the
 	// embedded server and reconnection. Its fields are at the top level of
@@ -81,6 +83,7 @@ type NATSApp struct {
 	conn    *natsConn
 	connKey string
 	relay   *relay.Relay
+	starter *sdrstart.App
 
 	mu      sync.Mutex
 	gates   map[string]*natsGateRef
@@ -164,8 +167,10 @@ func (*NATSApp) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision takes the process's NATS connection (starting the embedded
-// server if needed) and subscribes to telemetry.
+// Provision takes the process's NATS connection and subscribes to
+// telemetry on it. A new connection dials nothing, and the embedded server
+// does not start, until Start: `caddy validate` provisions the app but
+// starts none.
 func (a *NATSApp) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.log = ctx.Logger()
@@ -192,6 +197,14 @@ func (a *NATSApp) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("sdr_nats: %w", err)
 	}
 	a.conn, a.connKey = c.(*natsConn), key
+	// The connection starts with the sdr_start app, which the handlers
+	// wait for: whichever app Caddy starts first, a request finds it up.
+	if a.starter, err = sdrstart.Of(ctx); err != nil {
+		return fmt.Errorf("sdr_nats: %w", err)
+	}
+	if err := a.starter.OnStart("sdr_nats", a.conn.start); err != nil {
+		return err
+	}
 	a.relay, err = relay.New(a.conn.nc, a.relayConfig(), ctx.Slogger(), &relay.Metrics{
 		Telemetry: natsMetrics.telemetry,
 		Commands:  natsMetrics.commands,
@@ -311,9 +324,13 @@ func natsSplitListen(s string) (string, int, error) {
 	return host, port, nil
 }
 
-// Start implements caddy.App. The connection is already up (or retrying)
-// since Provision; the gates start listening for motion commands on NATS.
+// Start implements caddy.App: it starts the embedded server (unless an
+// earlier config started it), lets the connection connect, and has the
+// gates listen for motion commands on NATS.
 func (a *NATSApp) Start() error {
+	if err := a.conn.start(); err != nil {
+		return fmt.Errorf("sdr_nats: %w", err)
+	}
 	a.mu.Lock()
 	a.started = true
 	for _, ref := range a.gates {

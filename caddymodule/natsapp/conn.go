@@ -5,14 +5,17 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -102,15 +105,66 @@ func (p ConnConfig) key() (string, error) {
 }
 
 // natsConn is the shared connection, and the embedded server behind it.
+//
+// It is made in Provision and dials nothing, starts no server, until start,
+// which the sdr_nats app's Start calls: `caddy validate` provisions the app
+// but starts none. Until then the client retries through a dialer (and an
+// in-process provider) that refuses; subscriptions and publishes made
+// meanwhile are kept and go out when it connects, as after a reconnect.
 type natsConn struct {
 	nc     *nats.Conn
-	server *server.Server
+	params ConnConfig
 	log    *zap.Logger
-	urls   string
+
+	// started opens the dialer and the in-process provider.
+	started atomic.Bool
+	server  atomic.Pointer[server.Server] // the embedded server, once started
+	// attempt receives a signal when a connection attempt after start
+	// succeeded or failed.
+	attempt chan struct{}
+
+	mu        sync.Mutex // orders start
+	startDone bool
+	startErr  error
+	urls      string
+}
+
+// errNotStarted is what the dialer answers before start.
+var errNotStarted = errors.New("sdr_nats not started")
+
+// Dial implements nats.CustomDialer: it refuses until start, then dials as
+// the client's default dialer does.
+func (c *natsConn) Dial(network, address string) (net.Conn, error) {
+	if !c.started.Load() {
+		return nil, errNotStarted
+	}
+	d := net.Dialer{Timeout: nats.DefaultTimeout}
+	return d.Dial(network, address)
+}
+
+// InProcessConn implements nats.InProcessConnProvider for the embedded
+// server: it refuses until start has started the server.
+func (c *natsConn) InProcessConn() (net.Conn, error) {
+	s := c.server.Load()
+	if s == nil || !c.started.Load() {
+		return nil, errNotStarted
+	}
+	return s.InProcessConn()
+}
+
+// attempted signals the end of a connection attempt after start.
+func (c *natsConn) attempted(err error) {
+	if !c.started.Load() || errors.Is(err, errNotStarted) {
+		return
+	}
+	select {
+	case c.attempt <- struct{}{}:
+	default:
+	}
 }
 
 func newNATSConn(p ConnConfig, log *zap.Logger) (*natsConn, error) {
-	c := &natsConn{log: log}
+	c := &natsConn{params: p, log: log, attempt: make(chan struct{}, 1)}
 	maxWait := time.Duration(p.ReconnectWaitMax)
 	opts := []nats.Option{
 		nats.Name(p.Name),
@@ -129,7 +183,9 @@ func newNATSConn(p ConnConfig, log *zap.Logger) (*natsConn, error) {
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			natsMetrics.connected.Set(1)
 			log.Info("nats connected", zap.String("server", nc.ConnectedUrlRedacted()))
+			c.attempted(nil)
 		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { c.attempted(err) }),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			natsMetrics.connected.Set(0)
 			natsMetrics.disconnects.Inc()
@@ -139,6 +195,7 @@ func newNATSConn(p ConnConfig, log *zap.Logger) (*natsConn, error) {
 			natsMetrics.connected.Set(1)
 			natsMetrics.reconnects.Inc()
 			log.Info("nats reconnected", zap.String("server", nc.ConnectedUrlRedacted()))
+			c.attempted(nil)
 		}),
 		nats.ClosedHandler(func(*nats.Conn) {
 			natsMetrics.connected.Set(0)
@@ -178,33 +235,66 @@ func newNATSConn(p ConnConfig, log *zap.Logger) (*natsConn, error) {
 		opts = append(opts, nats.Secure(tc))
 	}
 
+	// Nothing is dialed (and no name looked up) before start.
+	opts = append(opts, nats.SetCustomDialer(c), nats.SkipHostLookup())
 	url := strings.Join(p.URLs, ",")
 	if p.Embedded != nil {
-		s, err := startEmbeddedNATS(p, log.Named("server"))
-		if err != nil {
-			return nil, err
+		if _, _, err := natsSplitListen(p.Embedded.Listen); err != nil {
+			return nil, fmt.Errorf("embedded nats listen: %w", err)
 		}
-		c.server = s
-		opts = append(opts, nats.InProcessServer(s))
-		url = s.ClientURL()
+		opts = append(opts, nats.InProcessServer(c))
+		url = "nats://" + p.Embedded.Listen
 	}
 	c.urls = url
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		c.shutdownServer()
-		return nil, fmt.Errorf("connecting to nats %s: %w", url, err)
+		return nil, fmt.Errorf("preparing the nats connection to %s: %w", url, err)
 	}
 	c.nc = nc
-	if nc.Status() == nats.CONNECTED {
-		natsMetrics.connected.Set(1)
-	} else {
-		log.Warn("nats not reachable yet; retrying in the background", zap.String("urls", url))
-	}
 	return c, nil
 }
 
+// start starts the embedded server, if any, and lets the client connect,
+// waiting for its first attempt as nats.Connect does (an unreachable
+// server is retried in the background). Calls after the first return the
+// first one's result: the connection is shared across config reloads.
+func (c *natsConn) start() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.startDone {
+		return c.startErr
+	}
+	c.startDone = true
+	if c.params.Embedded != nil {
+		s, err := startEmbeddedNATS(c.params, c.log.Named("server"))
+		if err != nil {
+			c.startErr = err
+			return err
+		}
+		c.server.Store(s)
+		c.urls = s.ClientURL()
+	}
+	c.started.Store(true)
+	if err := c.nc.ForceReconnect(); err != nil {
+		c.startErr = fmt.Errorf("connecting to nats %s: %w", c.urls, err)
+		return c.startErr
+	}
+	select {
+	case <-c.attempt:
+	case <-time.After(2 * nats.DefaultTimeout):
+	}
+	if c.nc.Status() == nats.CONNECTED {
+		natsMetrics.connected.Set(1)
+	} else {
+		c.log.Warn("nats not reachable yet; retrying in the background", zap.String("urls", c.urls))
+	}
+	return nil
+}
+
 func (c *natsConn) describe() string {
-	if c.server != nil {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.params.Embedded != nil {
 		return "embedded " + c.urls
 	}
 	return c.urls
@@ -226,10 +316,9 @@ func (c *natsConn) Destruct() error {
 }
 
 func (c *natsConn) shutdownServer() {
-	if c.server != nil {
-		c.server.Shutdown()
-		c.server.WaitForShutdown()
-		c.server = nil
+	if s := c.server.Swap(nil); s != nil {
+		s.Shutdown()
+		s.WaitForShutdown()
 	}
 }
 

@@ -2,6 +2,7 @@ package natsapp
 
 import (
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -47,10 +48,14 @@ func TestNATSEmbeddedJetStreamAndLeaf(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Destruct()
-	if c.server == nil || !c.server.JetStreamEnabled() {
+	if err := c.start(); err != nil {
+		t.Fatal(err)
+	}
+	srv := c.server.Load()
+	if srv == nil || !srv.JetStreamEnabled() {
 		t.Fatal("embedded server without JetStream")
 	}
-	testwait.For(t, "the embedded server joining the hub as a leaf node", func() bool { return c.server.NumLeafNodes() > 0 })
+	testwait.For(t, "the embedded server joining the hub as a leaf node", func() bool { return srv.NumLeafNodes() > 0 })
 
 	got := make(chan *nats.Msg, 4)
 	if _, err := c.nc.ChanSubscribe("telemetry.from.hub", got); err != nil {
@@ -89,4 +94,56 @@ func TestNATSEmbeddedJetStreamAndLeaf(t *testing.T) {
 	if _, err := js.Publish("rec.x", []byte("1")); err != nil {
 		t.Fatalf("JetStream publish: %v", err)
 	}
+}
+
+// TestNATSConnStartsOnStart: the shared connection is made in Provision
+// without dialing or starting the embedded server (caddy validate
+// provisions the app and must not bind its port, nor connect to a live
+// server); start does both, once.
+func TestNATSConnStartsOnStart(t *testing.T) {
+	t.Parallel()
+	listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	a := &NATSApp{ConnConfig: ConnConfig{Embedded: &NATSEmbedded{Listen: listen}}}
+	c, err := newNATSConn(a.connConfig(), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Destruct()
+	if conn, err := net.Dial("tcp", listen); err == nil {
+		conn.Close()
+		t.Fatalf("the embedded server listens on %s before start", listen)
+	}
+	if c.nc.Status() == nats.CONNECTED || c.server.Load() != nil {
+		t.Fatalf("connected (%v) or server running before start", c.nc.Status())
+	}
+	if err := c.start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.start(); err != nil { // a reloaded config's Start: nothing more
+		t.Fatal(err)
+	}
+	if c.nc.Status() != nats.CONNECTED {
+		t.Fatalf("after start: %v", c.nc.Status())
+	}
+	probe, err := nats.Connect("nats://" + listen)
+	if err != nil {
+		t.Fatalf("the embedded server does not listen on %s after start: %v", listen, err)
+	}
+	probe.Close()
+
+	// An external server: nothing dials it before start.
+	ext := testenv.StartNATS(t)
+	b := &NATSApp{ConnConfig: ConnConfig{URLs: []string{ext}}}
+	d, err := newNATSConn(b.connConfig(), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Destruct()
+	if d.nc.Status() == nats.CONNECTED {
+		t.Fatal("connected to the external server before start")
+	}
+	if err := d.start(); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, "the connection to the external server", func() bool { return d.nc.Status() == nats.CONNECTED })
 }

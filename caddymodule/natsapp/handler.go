@@ -184,6 +184,9 @@ func (h *NATSHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 	if !websocket.IsWebSocketUpgrade(r) {
 		return next.ServeHTTP(w, r)
 	}
+	if err := h.app.starter.Wait(r.Context()); err != nil {
+		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("sdr_nats handler: not started: %w", err))
+	}
 	h.mu.Lock()
 	closing := h.closing
 	h.mu.Unlock()

@@ -20,6 +20,7 @@ import (
 
 	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
 	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrmetrics"
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrstart"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
@@ -140,6 +141,7 @@ type ROS struct {
 
 	mux     *rosbridge.Mux
 	poolKey string
+	starter *sdrstart.App
 	log     *zap.Logger
 }
 
@@ -151,7 +153,8 @@ func (ROS) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision registers the metrics, finds the safety gate and starts the mux.
+// Provision registers the metrics, finds the safety gate and takes the mux;
+// the sdr_start app connects it when Caddy starts the config.
 func (r *ROS) Provision(ctx caddy.Context) error {
 	r.log = ctx.Logger()
 	if r.Upstream == "" {
@@ -263,7 +266,15 @@ func (r *ROS) Provision(ctx caddy.Context) error {
 	if loaded {
 		r.log.Info("kept the running rosbridge mux: its settings did not change", zap.String("upstream", r.Upstream))
 	}
-	return nil
+	// The upstream is dialed when Caddy starts the config, never for
+	// caddy validate.
+	starter, err := sdrstart.Of(ctx)
+	if err != nil {
+		return fmt.Errorf("sdr_ros: %w", err)
+	}
+	mux := r.mux
+	r.starter = starter
+	return starter.OnStart("sdr_ros "+r.Upstream, func() error { mux.Start(); return nil })
 }
 
 // Validate checks the configuration.
@@ -339,6 +350,9 @@ func (r *ROS) Cleanup() error {
 // request gets 400, and an upgrade while rosbridge_server is not connected
 // 502.
 func (r *ROS) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp.Handler) error {
+	if err := r.starter.Wait(req.Context()); err != nil {
+		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("sdr_ros: not started: %w", err))
+	}
 	if _, ok := w.(http.Hijacker); !ok {
 		w = hijackable{w}
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcmd"
 	"github.com/sdr-os/sdr-caddy/internal/simulator"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
@@ -34,31 +34,44 @@ default ` + shmring.DefaultPath + `, or the raw-frame ring, default
       and computed CRC, age (when frame_id is a commit time), raw layout.
       Exit status 0 when the slot holds a verified frame, 1 otherwise.
 
-  caddy sdr-ring watch [--interval 1s] [--count N] [--no-crc] [--size N] [<path>]
+  caddy sdr-ring watch [--interval 1s] [--count N] [--timeout D] [--no-crc] [--size N] [<path>]
       Reads the ring live and prints one line per interval: fps, average and
       largest frame, keyframes and keyframe interval, codec, sequence, age of
       the last frame, the writer's learned period, and the CRC failures, torn
       reads, gaps, restarts and faults of the interval; attach, remap,
-      restart and fault events go to stderr as they happen. Stops on Ctrl-C
-      or after --count lines.
+      restart and fault events are logged as they happen. Stops on Ctrl-C,
+      after --count lines or after --timeout. Exit status 0 when the ring
+      was attached at some line, 1 when it never was.
+
+An unknown subcommand, argument or flag exits 2.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
+			sdrcmd.Group(cmd)
 			inspect := &cobra.Command{
 				Use:   "inspect [<path>]",
 				Short: "Prints the frame committed in a ring file",
-				Args:  cobra.MaximumNArgs(1),
-				RunE:  runRingInspect,
+				RunE:  sdrcmd.Run(runRingInspect),
 			}
+			sdrcmd.Strict(inspect, cobra.MaximumNArgs(1))
 			inspect.Flags().Bool("no-crc", false, "do not verify the payload CRC (for writers running with CRC off)")
 			inspect.Flags().Bool("json", false, "print JSON")
 			watch := &cobra.Command{
 				Use:   "watch [<path>]",
 				Short: "Prints live fps, sizes, keyframe interval and CRC failures of a ring",
-				Args:  cobra.MaximumNArgs(1),
-				RunE:  runRingWatch,
+				RunE:  sdrcmd.Run(runRingWatch),
 			}
+			sdrcmd.Strict(watch, cobra.MaximumNArgs(1))
 			watch.Flags().Duration("interval", time.Second, "time between lines")
 			watch.Flags().Int("count", 0, "stop after this many lines (0: until interrupted)")
+			watch.Flags().Duration("timeout", 0, "stop after this long (0: until interrupted)")
+			watch.PreRunE = func(c *cobra.Command, _ []string) error {
+				interval, _ := c.Flags().GetDuration("interval")
+				timeout, _ := c.Flags().GetDuration("timeout")
+				if timeout < 0 || (timeout > 0 && timeout < interval) {
+					return sdrcmd.UsageError(c, fmt.Errorf("--timeout %v: want 0 or at least --interval (%v), so that a line is printed", timeout, interval))
+				}
+				return nil
+			}
 			watch.Flags().Bool("no-crc", false, "do not verify the payload CRC")
 			watch.Flags().Int64("size", 0, "expected file size; a different size is reported (0: the file's)")
 			cmd.AddCommand(inspect, watch)
@@ -101,6 +114,7 @@ the command runs until interrupted or until --frames frames are written.
 			f.Bool("no-crc", false, "write 0 instead of the payload CRC-32")
 			f.Uint64("frames", 0, "stop after this many frames (default: run until interrupted)")
 			f.String("nats", "", "NATS server to take command.genesis.* from, as the simulator does (force_idr, acks, safety state, frame stats)")
+			sdrcmd.Strict(cmd, nil)
 			cmd.RunE = caddycmd.WrapCommandFuncForCobra(cmdTestSource)
 		},
 	})
@@ -113,74 +127,85 @@ func ringPath(args []string) string {
 	return shmring.DefaultPath
 }
 
-func runRingInspect(cmd *cobra.Command, args []string) error {
-	cmd.SilenceUsage = true // the arguments were fine; what follows is about the ring
-	noCRC, _ := cmd.Flags().GetBool("no-crc")
-	asJSON, _ := cmd.Flags().GetBool("json")
-	in, err := shmring.Inspect(ringPath(args), !noCRC)
-	if err != nil {
-		return fmt.Errorf("inspecting ring: %w", err)
-	}
+func runRingInspect(cmd *cobra.Command, args []string) (int, error) {
+	fl := caddycmd.Flags{FlagSet: cmd.Flags()}
 	out := cmd.OutOrStdout()
-	if asJSON {
-		b, err := json.MarshalIndent(in, "", "  ")
+	in, err := shmring.Inspect(ringPath(args), !fl.Bool("no-crc"))
+	if err != nil {
+		return exitFailed, fmt.Errorf("inspecting ring: %w", err)
+	}
+	if fl.Bool("json") {
+		b, err := json.MarshalIndent(inspectionView(in), "", "  ")
 		if err != nil {
-			return fmt.Errorf("encoding inspection: %w", err)
+			return exitFailed, fmt.Errorf("encoding inspection: %w", err)
 		}
 		if _, err := fmt.Fprintln(out, string(b)); err != nil {
-			return err
+			return exitFailed, err
 		}
 	} else if err := in.WriteText(out); err != nil {
-		return err
+		return exitFailed, err
 	}
 	if !in.Verified {
 		if in.Problem == "" {
-			return errors.New("ring holds no verified frame")
+			return exitFailed, errors.New("ring holds no verified frame")
 		}
-		return fmt.Errorf("ring holds no verified frame: %s", in.Problem)
+		return exitFailed, fmt.Errorf("ring holds no verified frame: %s", in.Problem)
 	}
-	return nil
+	return 0, nil
 }
 
-func runRingWatch(cmd *cobra.Command, args []string) error {
-	cmd.SilenceUsage = true
-	interval, _ := cmd.Flags().GetDuration("interval")
-	count, _ := cmd.Flags().GetInt("count")
-	noCRC, _ := cmd.Flags().GetBool("no-crc")
-	size, _ := cmd.Flags().GetInt64("size")
+func runRingWatch(cmd *cobra.Command, args []string) (int, error) {
+	fl := caddycmd.Flags{FlagSet: cmd.Flags()}
+	out := cmd.OutOrStdout()
+	interval, count, timeout := fl.Duration("interval"), fl.Int("count"), fl.Duration("timeout")
+	size, err := fl.GetInt64("size")
+	if err != nil {
+		return exitFailed, err
+	}
 	parent := cmd.Context()
 	if parent == nil {
 		parent = context.Background()
 	}
 	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if timeout > 0 {
+		var cancelTimeout context.CancelFunc
+		ctx, cancelTimeout = context.WithTimeout(ctx, timeout)
+		defer cancelTimeout()
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	out := cmd.OutOrStdout()
 	path := ringPath(args)
 	if _, err := fmt.Fprintf(out, "watching %s every %v (Ctrl-C stops)\n", path, interval); err != nil {
-		return err
+		return exitFailed, err
 	}
 	lines := 0
+	attached := false
 	var werr error
-	// Attach, remap, restart and fault events go to stderr between the lines.
-	events := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
-	cfg := shmring.ReaderConfig{Path: path, Size: size, DisableCRC: noCRC, Logger: events}
-	err := shmring.Watch(ctx, cfg, interval, func(w shmring.Window) {
+	// Attach, remap, restart and fault events are logged between the lines.
+	cfg := shmring.ReaderConfig{Path: path, Size: size, DisableCRC: fl.Bool("no-crc"), Logger: sdrcmd.Logger("sdr-ring")}
+	err = shmring.Watch(ctx, cfg, interval, func(w shmring.Window) {
 		if _, err := fmt.Fprintf(out, "%s %s\n", w.End.Format("15:04:05"), w); err != nil {
 			werr = err
 			cancel()
 			return
 		}
+		attached = attached || w.Total.Attached
 		lines++
 		if count > 0 && lines >= count {
 			cancel()
 		}
 	})
 	if err != nil {
-		return fmt.Errorf("watching ring: %w", err)
+		return exitFailed, fmt.Errorf("watching ring: %w", err)
 	}
-	return werr
+	if werr != nil {
+		return exitFailed, werr
+	}
+	if !attached {
+		return exitFailed, fmt.Errorf("ring %s was not attached during the watch (%d lines): does the file exist?", path, lines)
+	}
+	return 0, nil
 }
 
 func cmdTestSource(fl caddycmd.Flags) (int, error) {
@@ -190,7 +215,7 @@ func cmdTestSource(fl caddycmd.Flags) (int, error) {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	src.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	src.Logger = sdrcmd.Logger("sdr-testsrc")
 	if url := fl.String("nats"); url != "" {
 		bus, err := simulator.ConnectBus(url, src, src.Logger)
 		if err != nil {

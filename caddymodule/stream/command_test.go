@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -56,10 +57,24 @@ func TestRingCmdInspect(t *testing.T) {
 		t.Errorf("one frame: err %v, output:\n%s", err, out)
 	}
 	out, err = runRingCmd(t, "inspect", "--json", path)
-	var in shmring.Inspection
-	if err != nil || json.Unmarshal([]byte(out), &in) != nil || !in.Verified || in.Header != h {
+	var in struct {
+		Verified bool           `json:"verified"`
+		Header   map[string]any `json:"header"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &in) != nil || !in.Verified {
 		t.Errorf("--json: err %v, output:\n%s", err, out)
 	}
+	// snake_case names, the codec by name.
+	want := map[string]any{"frame_id": float64(h.FrameID), "frame_seq": float64(h.FrameSeq), "size": float64(h.Size),
+		"flags": float64(h.Flags), "keyframe": true, "codec": "h264", "crc32": float64(h.CRC32), "reserved": float64(0)}
+	if !maps.Equal(in.Header, want) {
+		t.Errorf("--json header %v, want %v", in.Header, want)
+	}
+	var all map[string]any
+	if err := json.Unmarshal([]byte(out), &all); err != nil {
+		t.Fatal(err)
+	}
+	checkSnakeCase(t, all)
 	if _, err := runRingCmd(t, "inspect", "a", "b"); err == nil {
 		t.Error("two paths accepted")
 	}
@@ -99,5 +114,24 @@ func TestRingCmdWatch(t *testing.T) {
 	}
 	if _, err := runRingCmd(t, "watch", "--interval", "0s", "--count", "1", path); err == nil {
 		t.Error("zero interval accepted")
+	}
+}
+
+// checkSnakeCase fails t for every key of v, at any depth, that is not
+// snake_case.
+func checkSnakeCase(t *testing.T, v any) {
+	t.Helper()
+	switch v := v.(type) {
+	case map[string]any:
+		for k, e := range v {
+			if k != strings.ToLower(k) || strings.ContainsAny(k, "- ") {
+				t.Errorf("key %q is not snake_case", k)
+			}
+			checkSnakeCase(t, e)
+		}
+	case []any:
+		for _, e := range v {
+			checkSnakeCase(t, e)
+		}
 	}
 }

@@ -1,12 +1,11 @@
 package stream
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
 
-	"github.com/caddyserver/caddy/v2"
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/moduletest"
 )
 
 func TestStreamScaleValidate(t *testing.T) {
@@ -72,7 +71,7 @@ func TestStreamScaleNeedsNATS(t *testing.T) {
 		if err := json.Unmarshal([]byte(js), &s); err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		ctx, cancel := moduletest.Context(t)
 		err := s.Provision(ctx)
 		if err == nil || !strings.Contains(err.Error(), "needs the sdr_nats app") {
 			t.Fatalf("Provision = %v, want an error naming the sdr_nats app", err)

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/exp/zapslog"
 
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrstart"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/natsvideo"
 	"github.com/sdr-os/sdr-caddy/internal/source"
@@ -80,7 +81,7 @@ func openSource(ctx caddy.Context, cfg *StreamSource, set sourceSettings) (*sour
 	case cfg != nil && cfg.Encoder != "":
 		return openEncoderSource(ctx, cfg.Encoder, set)
 	}
-	return openRingSource(shmSource(cfg), set)
+	return openRingSource(ctx, shmSource(cfg), set)
 }
 
 // openEncoderSource takes a stream of the sdr_encoder app.
@@ -103,8 +104,13 @@ func openEncoderSource(ctx caddy.Context, name string, set sourceSettings) (*sou
 	return &sourceHandle{src: src, desc: "encoder " + name}, nil
 }
 
-// openRingSource takes the shared reader of a ring file.
-func openRingSource(sh SHMSource, set sourceSettings) (*sourceHandle, error) {
+// openRingSource takes the shared reader of a ring file. The reader starts
+// when Caddy starts the config (the sdr_start app), not for caddy validate.
+func openRingSource(ctx caddy.Context, sh SHMSource, set sourceSettings) (*sourceHandle, error) {
+	starter, err := sdrstart.Of(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", set.who, err)
+	}
 	repl := caddy.NewReplacer()
 	cfg := shmring.ReaderConfig{
 		Path:           repl.ReplaceKnown(sh.Path, ""),
@@ -117,7 +123,7 @@ func openRingSource(sh SHMSource, set sourceSettings) (*sourceHandle, error) {
 	v, _, err := ringPool.LoadOrNew(key, func() (caddy.Destructor, error) {
 		// The reader outlives this config: log through the process logger.
 		cfg.Logger = slog.New(zapslog.NewHandler(caddy.Log().Named("sdr_stream.ring").Core()))
-		r, err := source.OpenRing(cfg, set.maxGOPBytes)
+		r, err := source.NewRing(cfg, set.maxGOPBytes)
 		if err != nil {
 			return nil, err
 		}
@@ -127,7 +133,11 @@ func openRingSource(sh SHMSource, set sourceSettings) (*sourceHandle, error) {
 		return nil, fmt.Errorf("%s: %w", set.who, err)
 	}
 	rs := v.(ringShare)
-	return &sourceHandle{src: rs, desc: "shm " + sh.Path, ring: &rs, ringKey: key}, nil
+	h := &sourceHandle{src: rs, desc: "shm " + sh.Path, ring: &rs, ringKey: key}
+	if err := starter.OnStart(set.who+": ring "+cfg.Path, func() error { rs.Start(); return nil }); err != nil {
+		return nil, errors.Join(err, h.release(set.who))
+	}
+	return h, nil
 }
 
 // release gives back what openSource took.

@@ -23,12 +23,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrstart"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/hub"
 	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/natsvideo"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
+	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
 func init() {
@@ -149,6 +151,9 @@ type Stream struct {
 	rtc     *streamRTC     // the WebRTC engine, when webrtc is configured
 	origins *origin.Policy // who may command
 	metrics *streamMetrics
+	starter *sdrstart.App // starts the source's reader with the config
+	// stuckAfter overrides readerStuckAfter (tests).
+	stuckAfter time.Duration
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -199,8 +204,10 @@ func (*Stream) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision opens the source (or takes the shared ring reader), builds the
-// hub and, when the sdr_nats app is configured, attaches the stream to it.
+// Provision takes the source (the shared ring reader, which the sdr_start
+// app starts with the config), builds the hub and, when the sdr_nats app is
+// configured, attaches the stream to it. It opens nothing: caddy validate
+// provisions the handler and starts no app.
 func (s *Stream) Provision(ctx caddy.Context) error {
 	s.log = ctx.Logger()
 	s.name = s.Name
@@ -219,6 +226,9 @@ func (s *Stream) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("sdr_stream %s: %w", s.name, err)
 	}
 	s.origins = origins
+	if s.starter, err = sdrstart.Of(ctx); err != nil {
+		return fmt.Errorf("sdr_stream %s: %w", s.name, err)
+	}
 
 	s.source, err = openSource(ctx, s.Source, sourceSettings{
 		who: "sdr_stream " + s.name, log: s.log, maxGOPBytes: s.MaxGOPBytes, idrCoalesce: idrCoalesce(s.IDRCoalesce),
@@ -430,6 +440,9 @@ func (s *Stream) Cleanup() error {
 // client leaves or the handler is cleaned up; any other GET gets the health
 // JSON.
 func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if err := s.starter.Wait(r.Context()); err != nil {
+		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("sdr_stream %s: not started: %w", s.name, err))
+	}
 	if !websocket.IsWebSocketUpgrade(r) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
@@ -580,12 +593,74 @@ type health struct {
 	// NATS is the sdr_nats connection state ("connected", "reconnecting",
 	// ...), after the old service's fields; absent without sdr_nats.
 	NATS string `json:"nats,omitempty"`
+	// Ring is the state of the ring reader; absent for other sources.
+	Ring *ringHealth `json:"ring,omitempty"`
+	// ReaderHeartbeatAgeMS is the time since the ring reader last went
+	// round its loop (it does at least every 500 ms while it runs); absent
+	// for other sources.
+	ReaderHeartbeatAgeMS *int64 `json:"reader_heartbeat_age_ms,omitempty"`
+}
+
+// ringHealth is the ring reader's state in the health JSON.
+type ringHealth struct {
+	// Path is the ring file.
+	Path string `json:"path"`
+	// State is "attached" (the file is mapped), "waiting" (for the writer
+	// to create it) or "failing" (it cannot be mapped, or the reader is
+	// stuck or stopped).
+	State string `json:"state"`
+	// Reason says why the ring is not attached.
+	Reason string `json:"reason,omitempty"`
+}
+
+// readerStuckAfter is how long the ring reader may go without a heartbeat
+// before the health JSON calls it stuck and answers 503: ten times its
+// longest wait between two polls.
+const readerStuckAfter = 5 * time.Second
+
+// ringState reports the ring reader's state, and whether it is a fault of
+// the process (a reader stuck or stopped), which the health answers with
+// 503. A ring the writer has not created yet is no fault.
+func (s *Stream) ringState(now time.Time) (rh *ringHealth, heartbeatAge *int64, fault bool) {
+	ring := s.source.ring
+	rd := ring.Reader()
+	rh = &ringHealth{Path: rd.Config().Path}
+	hb := rd.Heartbeat()
+	var age time.Duration
+	if !hb.IsZero() {
+		age = max(now.Sub(hb), 0)
+		ms := age.Milliseconds()
+		heartbeatAge = &ms
+	}
+	stuckAfter := s.stuckAfter
+	if stuckAfter == 0 {
+		stuckAfter = readerStuckAfter
+	}
+	attachErr := rd.AttachError()
+	switch {
+	case ring.Err() != nil:
+		rh.State, rh.Reason, fault = "failing", "reader stopped: "+ring.Err().Error(), true
+	case age > stuckAfter:
+		rh.State, rh.Reason, fault = "failing", fmt.Sprintf("reader stuck: no poll for %s", age.Round(time.Millisecond)), true
+	case rd.Stats().Attached:
+		rh.State = "attached"
+	case attachErr == nil:
+		rh.State, rh.Reason = "waiting", "reader starting"
+	case shmring.WaitingForWriter(attachErr):
+		rh.State, rh.Reason = "waiting", attachErr.Error()
+	default:
+		rh.State, rh.Reason = "failing", attachErr.Error()
+	}
+	return rh, heartbeatAge, fault
 }
 
 // serveHealth answers the health JSON. Its counts are the stream's, over
 // every handler that serves it (each site that imports it), as the old
-// service had one fan-out for all its clients.
+// service had one fan-out for all its clients. It answers 503, status
+// "error", while the ring reader is stuck or stopped: a fault of this
+// process, not a simulator that has not started.
 func (s *Stream) serveHealth(w http.ResponseWriter, _ *http.Request) error {
+	now := time.Now()
 	st := s.group.Stats()
 	h := health{
 		Status:            "ok",
@@ -605,8 +680,16 @@ func (s *Stream) serveHealth(w http.ResponseWriter, _ *http.Request) error {
 	if s.busConn != nil {
 		h.NATS = s.busConn()
 	}
+	code := http.StatusOK
+	if s.source.ring != nil {
+		var fault bool
+		h.Ring, h.ReaderHeartbeatAgeMS, fault = s.ringState(now)
+		if fault {
+			h.Status, code = "error", http.StatusServiceUnavailable
+		}
+	}
 	if t := s.source.src.LastArrival(); !t.IsZero() {
-		age := time.Since(t).Milliseconds()
+		age := now.Sub(t).Milliseconds()
 		h.LastFrameAgeMS = &age
 	}
 	body, err := json.Marshal(h)
@@ -615,6 +698,7 @@ func (s *Stream) serveHealth(w http.ResponseWriter, _ *http.Request) error {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
 	_, err = w.Write(body)
 	return err
 }

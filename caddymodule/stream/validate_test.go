@@ -54,7 +54,7 @@ func TestWHEPValidateSource(t *testing.T) {
 // after the failed Provision releases nothing it did not take.
 func TestStreamProvisionRefusesBadConfig(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+	ctx, cancel := moduletest.Context(t)
 	defer cancel()
 	s := &Stream{Source: &StreamSource{SHM: &SHMSource{Path: "/nonexistent"}, Encoder: "cam"}}
 	if err := s.Provision(ctx); err == nil || !strings.Contains(err.Error(), "set exactly one") {

@@ -2,9 +2,11 @@ package stream
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrstart"
 	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/rtc"
@@ -14,13 +16,17 @@ import (
 // block: it answers each WebSocket client's 0x03 offer with a session fed
 // from the handler's own source, keyframe requests coalesced by its hub.
 type streamRTC struct {
-	engine *rtc.Engine
+	base rtc.SessionConfig
+
+	mu     sync.Mutex
+	engine *rtc.Engine // taken when Caddy starts the config
 	key    string
-	base   rtc.SessionConfig
 }
 
-// provisionRTC takes the shared WebRTC engine and the stream's gate and
-// NATS connection; it runs after the hub and the bus are set up.
+// provisionRTC finds the stream's gate and NATS connection, and has the
+// sdr_start app take the shared WebRTC engine (which may bind the
+// single-port UDP socket) when Caddy starts the config; it runs after the
+// hub and the bus are set up.
 func (s *Stream) provisionRTC(ctx caddy.Context) error {
 	if s.WebRTC == nil {
 		return nil
@@ -35,11 +41,11 @@ func (s *Stream) provisionRTC(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("sdr_stream %s: webrtc: %w", s.name, err)
 	}
-	eng, key, err := s.WebRTC.takeEngine()
+	starter, err := sdrstart.Of(ctx)
 	if err != nil {
-		return fmt.Errorf("sdr_stream %s: %w", s.name, err)
+		return fmt.Errorf("sdr_stream %s: webrtc: %w", s.name, err)
 	}
-	s.rtc = &streamRTC{engine: eng, key: key, base: rtc.SessionConfig{
+	s.rtc = &streamRTC{base: rtc.SessionConfig{
 		Source:    s.source.src,
 		Keyframes: s.hub,
 		Gate:      gate,
@@ -48,7 +54,17 @@ func (s *Stream) provisionRTC(ctx caddy.Context) error {
 		Metrics:   registerRTCMetrics(ctx.GetMetricsRegistry(), s.log).forStream(s.name),
 		Logger:    ctx.Slogger().With("stream", s.name),
 	}}
-	return nil
+	rt, cfg := s.rtc, s.WebRTC
+	return starter.OnStart("sdr_stream "+s.name+": webrtc", func() error {
+		eng, key, err := cfg.takeEngine()
+		if err != nil {
+			return err
+		}
+		rt.mu.Lock()
+		rt.engine, rt.key = eng, key
+		rt.mu.Unlock()
+		return nil
+	})
 }
 
 // rtcSignal returns the 0x03 signaling of one WebSocket client, or nil when
@@ -61,10 +77,16 @@ func (s *Stream) rtcSignal(trust origin.Verdict, control *lease.Conn, send func(
 	if s.rtc == nil {
 		return nil
 	}
+	s.rtc.mu.Lock()
+	eng := s.rtc.engine
+	s.rtc.mu.Unlock()
+	if eng == nil {
+		return nil // the config is not started yet
+	}
 	base := s.rtc.base
 	base.Verdict = &trust
 	base.Control = control
-	return s.rtc.engine.NewSignal(base, send)
+	return eng.NewSignal(base, send)
 }
 
 // cleanupRTC gives the engine back; the sessions have ended with their
@@ -73,9 +95,17 @@ func (s *Stream) cleanupRTC() error {
 	if s.rtc == nil {
 		return nil
 	}
-	if _, err := rtcEngines.Delete(s.rtc.key); err != nil {
+	rt := s.rtc
+	s.rtc = nil
+	rt.mu.Lock()
+	key, taken := rt.key, rt.engine != nil
+	rt.engine, rt.key = nil, ""
+	rt.mu.Unlock()
+	if !taken {
+		return nil
+	}
+	if _, err := rtcEngines.Delete(key); err != nil {
 		return fmt.Errorf("sdr_stream %s: releasing webrtc engine: %w", s.name, err)
 	}
-	s.rtc = nil
 	return nil
 }

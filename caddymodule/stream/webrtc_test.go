@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/sdr-os/sdr-caddy/caddymodule/internal/moduletest"
@@ -38,8 +37,9 @@ func TestRTCConfigValidate(t *testing.T) {
 	}
 }
 
-// A WHEP handler whose UDP port is taken fails to provision with an error
-// naming it, and Cleanup gives the ring reader back.
+// A WHEP handler whose UDP port is taken provisions (caddy validate binds
+// nothing), fails to start with an error naming the port, and Cleanup
+// gives the ring reader back.
 func TestWHEPProvisionBusyPort(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "frames")
@@ -51,12 +51,20 @@ func TestWHEPProvisionBusyPort(t *testing.T) {
 	defer busy.Close()
 	mux := busy.LocalAddr().String()
 
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+	ctx, cancel := moduletest.Context(t)
 	defer cancel()
 	h := &WHEP{Name: "busy", Source: &StreamSource{SHM: &SHMSource{Path: path}}, WebRTC: &RTCConfig{UDPMux: mux}}
-	err = h.Provision(ctx)
+	// Provision binds nothing (caddy validate of a live config must
+	// succeed); the start of the config does, and fails.
+	if err := h.Provision(ctx); err != nil {
+		t.Fatalf("Provision: %v", err)
+	}
+	err = moduletest.Start(ctx)
 	if err == nil || !strings.Contains(err.Error(), "binding udp mux "+mux) {
-		t.Fatalf("Provision: %v, want an error binding %s", err, mux)
+		t.Fatalf("start: %v, want an error binding %s", err, mux)
+	}
+	if n, ok := rtcEngines.References(h.rtcConfig().engineKey()); ok {
+		t.Fatalf("the engine that failed to bind is held: %d references", n)
 	}
 	key := h.source.ringKey
 	if n, ok := ringPool.References(key); !ok || n != 1 {
@@ -76,7 +84,7 @@ func TestStreamAndWHEPShareOneRingReader(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "frames")
 	moduletest.CreateRing(t, path, 1<<16)
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+	ctx, cancel := moduletest.Context(t)
 	defer cancel()
 	src := &StreamSource{SHM: &SHMSource{Path: path}}
 	s := &Stream{Name: "shared", Source: src}
@@ -118,13 +126,16 @@ func TestWHEPRefusals(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "frames")
 	moduletest.CreateRing(t, path, 1<<16)
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+	ctx, cancel := moduletest.Context(t)
 	defer cancel()
 	h := &WHEP{Name: "refusals", Source: &StreamSource{SHM: &SHMSource{Path: path}}}
 	if err := h.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}
 	defer h.Cleanup()
+	if err := moduletest.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		method, ctype, body string
 		status              int

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrstart"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/rtc"
@@ -74,16 +75,17 @@ type WHEP struct {
 	name      string
 	source    *sourceHandle // the frames, taken as sdr_stream takes them
 	log       *zap.Logger
-	engine    *rtc.Engine
-	engineKey string
 	relay     frame.Relay
+	starter   *sdrstart.App
 	keyframes *rtc.KeyframeCoalescer
 	base      rtc.SessionConfig
 	origins   *origin.Policy // who may command
 
-	mu       sync.Mutex
-	sessions map[string]*rtc.Session
-	stopped  bool
+	mu        sync.Mutex
+	engine    *rtc.Engine // taken when Caddy starts the config
+	engineKey string
+	sessions  map[string]*rtc.Session
+	stopped   bool
 }
 
 // CaddyModule returns the Caddy module information.
@@ -101,8 +103,9 @@ func (w *WHEP) rtcConfig() *RTCConfig {
 	return w.WebRTC
 }
 
-// Provision opens the source, takes the shared WebRTC engine and, with the
-// sdr_nats app, the stream's gate, relay and connection.
+// Provision takes the source and, with the sdr_nats app, the stream's gate,
+// relay and connection; the shared WebRTC engine is taken when Caddy starts
+// the config (the sdr_start app).
 func (w *WHEP) Provision(ctx caddy.Context) error {
 	w.log = ctx.Logger()
 	w.name = w.Name
@@ -126,11 +129,6 @@ func (w *WHEP) Provision(ctx caddy.Context) error {
 		return err
 	}
 	w.source = source
-	eng, key, err := w.rtcConfig().takeEngine()
-	if err != nil {
-		return fmt.Errorf("sdr_whep %s: %w", name, err)
-	}
-	w.engine, w.engineKey = eng, key
 
 	var requester frame.KeyframeRequester
 	if kr, ok := w.source.src.(frame.KeyframeRequester); ok {
@@ -169,7 +167,23 @@ func (w *WHEP) Provision(ctx caddy.Context) error {
 	}
 	w.log.Info("whep ready", zap.String("stream", name), zap.String("source", w.source.desc),
 		zap.Bool("nats", publish != nil))
-	return nil
+	// The shared engine (which may bind the single-port UDP socket) is
+	// taken when Caddy starts the config, never for caddy validate.
+	starter, err := sdrstart.Of(ctx)
+	if err != nil {
+		return fmt.Errorf("sdr_whep %s: %w", name, err)
+	}
+	w.starter = starter
+	return starter.OnStart("sdr_whep "+name+": webrtc", func() error {
+		eng, key, err := w.rtcConfig().takeEngine()
+		if err != nil {
+			return err
+		}
+		w.mu.Lock()
+		w.engine, w.engineKey = eng, key
+		w.mu.Unlock()
+		return nil
+	})
 }
 
 // Validate checks the configuration.
@@ -210,8 +224,12 @@ func (w *WHEP) Cleanup() error {
 		w.relay.Release()
 	}
 	var errs []error
-	if w.engine != nil {
-		if _, err := rtcEngines.Delete(w.engineKey); err != nil {
+	w.mu.Lock()
+	eng, key := w.engine, w.engineKey
+	w.engine = nil
+	w.mu.Unlock()
+	if eng != nil {
+		if _, err := rtcEngines.Delete(key); err != nil {
 			errs = append(errs, fmt.Errorf("sdr_whep: releasing webrtc engine: %w", err))
 		}
 	}
@@ -225,6 +243,9 @@ func (w *WHEP) Cleanup() error {
 
 // ServeHTTP creates sessions on POST and ends them on DELETE.
 func (w *WHEP) ServeHTTP(rw http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if err := w.starter.Wait(r.Context()); err != nil {
+		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("sdr_whep %s: not started: %w", w.name, err))
+	}
 	switch r.Method {
 	case http.MethodPost:
 		return w.create(rw, r)
@@ -268,6 +289,10 @@ func (w *WHEP) create(rw http.ResponseWriter, r *http.Request) error {
 		w.mu.Unlock()
 		rw.Header().Set("Retry-After", "5")
 		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("sdr_whep %s: %d sessions, the maximum", name, limit))
+	}
+	if w.engine == nil {
+		w.mu.Unlock()
+		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("sdr_whep %s: not started", name))
 	}
 	cfg := w.base
 	// The verdict on the POST is the session's: viewing is open to every

@@ -2,9 +2,35 @@
 # Writes deploy/grafana/dashboards/sdr-caddy.json (the sdr-caddy Grafana dashboard).
 # Edit the rows here, then: python3 deploy/grafana/gen_dashboard.py > deploy/grafana/dashboards/sdr-caddy.json
 # (tests/deploy checks that the committed JSON is this script's output).
+#
+# Portable: every panel queries the data source of the $datasource variable (any Prometheus
+# the importing Grafana has; the provisioned one by default), and every selector is narrowed
+# to the $instance variable (the sdr-caddy instances that source scrapes).
 import json
-DS = {"type": "prometheus", "uid": "prometheus"}
+import re
+DS = {"type": "prometheus", "uid": "${datasource}"}
+
+
+def narrow(expr):
+    """Adds instance=~"$instance" to every caddy_* selector of expr."""
+    def sel(m):
+        inner = m.group(3)
+        return '%s{%sinstance=~"$instance"}' % (m.group(1), inner + ", " if inner else "")
+    return re.sub(r'\b(caddy_[a-z0-9_]+)(\{([^}]*)\})?', sel, expr)
+
+
+# Value mappings of panels whose values are states, by panel title.
+GATE_MODES = [{"type": "value", "options": {
+    "0": {"text": "ARMED", "color": "green", "index": 0},
+    "1": {"text": "HOLD", "color": "orange", "index": 1},
+    "2": {"text": "ESTOP", "color": "red", "index": 2},
+}}]
 rows = []  # (row title, [(panel title, unit, [(expr, legend)], description)])
+rows.append(("HTTP (Caddy)", [
+  ("Requests per second by server", "reqps", [("sum by (server) (rate(caddy_http_requests_total[$__rate_interval]))", "{{server}}")], "Requests the HTTP servers handled: the edge, the transport-compatible site, the metrics site."),
+  ("Request duration p99 by server", "s", [("histogram_quantile(0.99, sum by (le, server) (rate(caddy_http_request_duration_seconds_bucket[$__rate_interval])))", "p99 {{server}}")], "Time to handle a request; WebSocket upgrades count until the connection closes."),
+  ("Responses by code", "reqps", [("sum by (code) (rate(caddy_http_request_duration_seconds_count[$__rate_interval]))", "{{code}}"), ("sum(caddy_http_requests_in_flight)", "in flight")], "5xx from reverse_proxy: the Node service or rosbridge is down; 503 on /health: the ring reader is stuck."),
+]))
 rows.append(("Video stream (sdr_stream)", [
   ("Clients", "short", [("sum by (stream) (caddy_sdr_stream_clients)", "{{stream}}")], "WebSocket clients per stream."),
   ("Frames in / out per second", "short", [("sum by (stream) (rate(caddy_sdr_stream_frames_in_total[$__rate_interval]))", "in {{stream}}"), ("sum by (stream) (rate(caddy_sdr_stream_frames_out_total[$__rate_interval]))", "out {{stream}}")], "Frames read from the source, and frames written to clients (one per client)."),
@@ -20,7 +46,7 @@ rows.append(("Shared-memory ring", [
   ("Gaps, restarts, remaps", "short", [("sum by (path) (increase(caddy_sdr_stream_ring_gaps_total[$__rate_interval]))", "gaps {{path}}"), ("sum by (path) (increase(caddy_sdr_stream_ring_restarts_total[$__rate_interval]))", "writer restarts {{path}}"), ("sum by (path) (increase(caddy_sdr_stream_ring_remaps_total[$__rate_interval]))", "remaps {{path}}")], "Frames the reader missed, writer restarts and file replacements."),
 ]))
 rows.append(("NATS and the safety gate (sdr_nats)", [
-  ("Safety gate mode (0 ARMED, 1 HOLD, 2 ESTOP)", "short", [("max by (stream) (caddy_sdr_gate_mode)", "{{stream}}")], "HOLD: video older than hold, motion commands dropped. ESTOP: video older than estop, estop published."),
+  ("Safety gate mode", "short", [("max by (stream) (caddy_sdr_gate_mode)", "{{stream}}")], "HOLD: video older than hold, motion commands dropped. ESTOP: video older than estop, estop published."),
   ("NATS connected", "short", [("min(caddy_sdr_nats_connected)", "connected")], "0: commands are answered unavailable, telemetry stops."),
   ("Commands per second by status", "short", [("sum by (status) (rate(caddy_sdr_nats_commands_total[$__rate_interval]))", "{{status}}")], "published, rejected (invalid, not allowed, rate), gated (safety gate), unavailable (NATS down)."),
   ("Telemetry per second by result", "short", [("sum by (result) (rate(caddy_sdr_nats_telemetry_messages_total[$__rate_interval]))", "{{result}}"), ("sum(rate(caddy_sdr_nats_ws_telemetry_dropped_total[$__rate_interval]))", "dropped (/nats/ws clients)")], "Relayed, and dropped for size or subject length."),
@@ -54,19 +80,34 @@ for title, ps in rows:
     panels.append({"type": "row", "title": title, "id": pid, "collapsed": False, "gridPos": {"x": 0, "y": y, "w": 24, "h": 1}, "panels": []})
     pid += 1; y += 1
     for i, (pt, unit, targets, desc) in enumerate(ps):
+        defaults = {"unit": unit}
+        kind = "timeseries"
+        if pt == "Safety gate mode":
+            defaults = {"unit": "none", "mappings": GATE_MODES, "min": 0, "max": 2,
+                        "thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": None}, {"color": "orange", "value": 1}, {"color": "red", "value": 2}]}}
+            kind = "state-timeline"
         panels.append({
-            "type": "timeseries", "title": pt, "description": desc, "id": pid, "datasource": DS,
+            "type": kind, "title": pt, "description": desc, "id": pid, "datasource": DS,
             "gridPos": {"x": (i % 3) * 8, "y": y + (i // 3) * 8, "w": 8, "h": 8},
-            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+            "fieldConfig": {"defaults": defaults, "overrides": []},
             "options": {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}},
-            "targets": [{"refId": chr(65 + j), "datasource": DS, "expr": e, "legendFormat": l} for j, (e, l) in enumerate(targets)],
+            "targets": [{"refId": chr(65 + j), "datasource": DS, "expr": narrow(e), "legendFormat": l} for j, (e, l) in enumerate(targets)],
         })
         pid += 1
     y += ((len(ps) + 2) // 3) * 8
+INSTANCES = "label_values(caddy_config_last_reload_successful, instance)"
+TEMPLATING = [
+    {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
+     "current": {}, "hide": 0, "includeAll": False, "multi": False, "options": [], "refresh": 1, "regex": ""},
+    {"name": "instance", "label": "Instance", "type": "query", "datasource": DS,
+     "query": {"query": INSTANCES, "refId": "instances"}, "definition": INSTANCES,
+     "current": {}, "hide": 0, "includeAll": True, "allValue": ".*", "multi": True, "options": [],
+     "refresh": 2, "regex": "", "sort": 1},
+]
 dash = {
     "uid": "sdr-caddy", "title": "sdr-caddy", "tags": ["sdr-caddy", "SDR_OS"], "timezone": "browser",
     "schemaVersion": 39, "version": 1, "editable": True, "refresh": "10s",
-    "time": {"from": "now-1h", "to": "now"}, "templating": {"list": []}, "annotations": {"list": []},
+    "time": {"from": "now-1h", "to": "now"}, "templating": {"list": TEMPLATING}, "annotations": {"list": []},
     "panels": panels,
 }
 print(json.dumps(dash, indent=2))

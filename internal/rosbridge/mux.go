@@ -137,6 +137,7 @@ type Mux struct {
 	clients   map[*client]struct{}
 	nextUpID  uint64
 	closed    bool
+	started   bool // Start has run: the lanes connect
 	gatedMu   sync.Mutex
 	gated     map[string]bool // motion topic -> in a gated episode
 	gates     []ownedGate     // the newest is the gate in force
@@ -188,7 +189,7 @@ type upAdvert struct {
 	holders          map[*client]int
 }
 
-// New checks opts, starts the upstream connections and returns the Mux.
+// New checks opts and returns the Mux; Start connects it.
 func New(opts Options) (*Mux, error) {
 	u, err := url.Parse(opts.Upstream)
 	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
@@ -276,13 +277,29 @@ func New(opts Options) (*Mux, error) {
 	m.main = m.lane("none")
 	m.mu.Unlock()
 	m.services = newServicePool(m, m.dialer)
-	m.services.start(ctx, &m.wg)
+	return m, nil
+}
+
+// Start connects to rosbridge_server (and keeps reconnecting) and starts
+// the motion watch. New dials nothing, so that a configuration can be
+// checked without touching the upstream. Calls after the first, and calls
+// after Close, do nothing.
+func (m *Mux) Start() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.started || m.closed {
+		return
+	}
+	m.started = true
+	for _, l := range m.lanes {
+		m.runLane(l)
+	}
+	m.services.start(m.ctx, &m.wg)
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		m.watchMotion(ctx)
+		m.watchMotion(m.ctx)
 	}()
-	return m, nil
 }
 
 // Close disconnects every client and the upstream and waits for the mux's
@@ -417,12 +434,19 @@ func (m *Mux) lane(compression string) *link {
 		onMessage: func(typ int, data []byte) { m.fromUpstream(compression, typ, data) },
 	}
 	m.lanes[compression] = l
+	if m.started {
+		m.runLane(l)
+	}
+	return l
+}
+
+// runLane connects a topic lane; under m.mu.
+func (m *Mux) runLane(l *link) {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
 		l.run(m.ctx)
 	}()
-	return l
 }
 
 // restore runs under m.mu on every new topic connection: it subscribes and

@@ -62,6 +62,7 @@ func start(t *testing.T, mod func(*Options)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mux.Start()
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() {
 		srv.Close()
@@ -761,6 +762,7 @@ func TestNewClientsRefusedWhileUpstreamDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mux.Start()
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() {
 		srv.Close()
@@ -1156,4 +1158,39 @@ func TestCBORRawSubscriptions(t *testing.T) {
 	if m["_binary"] != true || m["topic"] != "/scan" || !ok || !strings.Contains(string(raw), `"seq":6`) {
 		t.Fatalf("cbor-raw client got %v", m)
 	}
+}
+
+// TestMuxDialsOnStart: New dials nothing (caddy validate provisions sdr_ros
+// and must not touch rosbridge_server); Start connects, once.
+func TestMuxDialsOnStart(t *testing.T) {
+	t.Parallel()
+	up, err := rostest.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(up.Close)
+	opts := Options{Upstream: up.URL(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	idle, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	running, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer running.Close()
+	running.Start()
+	running.Start()
+	// The topic connection and the two service connections of the one
+	// started mux, made after the idle one was created.
+	testwait.For(t, "the started mux to connect", func() bool { return running.Connected() && up.Connections() == 3 })
+	if idle.Connected() || up.Connections() != 3 {
+		t.Fatalf("the mux that was not started is connected (%t), or more connections than the started one's: %d", idle.Connected(), up.Connections())
+	}
+	idle.Start()
+	testwait.For(t, "the second mux to connect once started", func() bool { return idle.Connected() && up.Connections() == 6 })
+	idle.Close()
+	idle.Start() // after Close: nothing
+	testwait.For(t, "the closed mux's connections to end", func() bool { return up.Connections() == 3 })
 }

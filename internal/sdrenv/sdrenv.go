@@ -19,6 +19,9 @@
 //     (SDR_HTTP_SITE, SDR_HTTP_BIND, SDR_LISTEN_SITE, SDR_LISTEN_BIND), so
 //     that an IP address never turns into a host matcher, automatic HTTPS or
 //     a local certificate authority.
+//   - SDR_METRICS_ADDR (default localhost:9180) becomes the metrics site's
+//     address and interfaces the same way (SDR_METRICS_SITE,
+//     SDR_METRICS_BIND).
 //   - SDR_TLS_SITE, SDR_TLS_CERT and SDR_TLS_KEY select the HTTPS site
 //     (SDR_TLS_MODE: off, files or auto).
 //   - The host names of the sites (SDR_HTTP_ADDR, SDR_LISTEN_ADDR and
@@ -72,6 +75,11 @@ const (
 	ListenSite = "SDR_LISTEN_SITE"
 	// ListenBind is its bind arguments, as HTTPBind.
 	ListenBind = "SDR_LISTEN_BIND"
+	// MetricsSite is the metrics site's address, from SDR_METRICS_ADDR as
+	// HTTPSite is from SDR_HTTP_ADDR; unset, localhost:9180.
+	MetricsSite = "SDR_METRICS_SITE"
+	// MetricsBind is its bind arguments, as HTTPBind.
+	MetricsBind = "SDR_METRICS_BIND"
 	// TLSMode selects the HTTPS site: off (SDR_TLS_SITE empty), files
 	// (SDR_TLS_CERT and SDR_TLS_KEY name the certificate and key) or auto
 	// (Caddy obtains the certificate).
@@ -85,20 +93,27 @@ const (
 
 // Derived maps each derived variable to the variables it is computed from.
 var Derived = map[string][]string{
-	HTTPSite:   {"SDR_HTTP_ADDR"},
-	HTTPBind:   {"SDR_HTTP_ADDR", "SDR_BIND_HOST"},
-	HTTPPort:   {"SDR_HTTP_ADDR"},
-	ListenSite: {"SDR_LISTEN_ADDR"},
-	ListenBind: {"SDR_LISTEN_ADDR", "SDR_BIND_HOST"},
-	TLSMode:    {"SDR_TLS_SITE", "SDR_TLS_CERT", "SDR_TLS_KEY"},
-	SiteHosts:  {"SDR_HTTP_ADDR", "SDR_LISTEN_ADDR", "SDR_TLS_SITE"},
+	HTTPSite:    {"SDR_HTTP_ADDR"},
+	HTTPBind:    {"SDR_HTTP_ADDR", "SDR_BIND_HOST"},
+	HTTPPort:    {"SDR_HTTP_ADDR"},
+	ListenSite:  {"SDR_LISTEN_ADDR"},
+	ListenBind:  {"SDR_LISTEN_ADDR", "SDR_BIND_HOST"},
+	MetricsSite: {"SDR_METRICS_ADDR"},
+	MetricsBind: {"SDR_METRICS_ADDR", "SDR_BIND_HOST"},
+	TLSMode:     {"SDR_TLS_SITE", "SDR_TLS_CERT", "SDR_TLS_KEY"},
+	SiteHosts:   {"SDR_HTTP_ADDR", "SDR_LISTEN_ADDR", "SDR_TLS_SITE"},
 }
 
-// Default ports of the two sites when their variable names no port.
+// Default ports of the sites when their variable names no port.
 const (
-	HTTPDefaultPort   = "80"
-	ListenDefaultPort = "8080"
+	HTTPDefaultPort    = "80"
+	ListenDefaultPort  = "8080"
+	MetricsDefaultPort = "9180"
 )
+
+// MetricsDefaultAddr is SDR_METRICS_ADDR when it is unset or empty: the
+// metrics are served on loopback only unless asked.
+const MetricsDefaultAddr = "localhost:" + MetricsDefaultPort
 
 // Kind is how the old transport-server read a variable (its config.rs).
 type Kind int
@@ -369,6 +384,12 @@ func Resolve(lookup func(string) (string, bool)) (map[string]string, []Warning) 
 	}
 	listen := SiteFor(get("SDR_LISTEN_ADDR"), ListenDefaultPort, bindHost)
 	set[ListenSite], set[ListenBind] = listen.Addr, listen.Bind
+	metricsAddr := get("SDR_METRICS_ADDR")
+	if strings.TrimSpace(metricsAddr) == "" {
+		metricsAddr = MetricsDefaultAddr
+	}
+	metrics := SiteFor(metricsAddr, MetricsDefaultPort, bindHost)
+	set[MetricsSite], set[MetricsBind] = metrics.Addr, metrics.Bind
 	mode, w := TLSModeFor(get("SDR_TLS_SITE"), get("SDR_TLS_CERT"), get("SDR_TLS_KEY"))
 	set[TLSMode] = mode
 	warnings = append(warnings, w...)

@@ -206,6 +206,7 @@ func TestResolveListenAddr(t *testing.T) {
 	want := map[string]string{
 		ListenSite: "http://:8080", ListenBind: "127.0.0.1",
 		HTTPSite: "http://:8081", HTTPBind: "10.0.0.1", HTTPPort: "8081",
+		MetricsSite: "http://:9180", MetricsBind: "127.0.0.1",
 		TLSMode: TLSOff, SiteHosts: "",
 	}
 	if !maps.Equal(set, want) || len(warnings) != 0 {
@@ -219,6 +220,8 @@ func TestResolveDefaults(t *testing.T) {
 	want := map[string]string{
 		ListenSite: "http://:8080", ListenBind: "tcp/",
 		HTTPSite: "http://:80", HTTPBind: "tcp/", HTTPPort: "80",
+		// The metrics on loopback unless SDR_METRICS_ADDR says otherwise.
+		MetricsSite: "http://:9180", MetricsBind: "127.0.0.1",
 		TLSMode: TLSOff, SiteHosts: "",
 	}
 	if !maps.Equal(set, want) || len(warnings) != 0 {
@@ -297,5 +300,23 @@ func TestDerivedCoversEveryDerivedVariable(t *testing.T) {
 	}
 	if len(Derived) != len(set) {
 		t.Errorf("Derived has %d variables, Resolve sets %d", len(Derived), len(set))
+	}
+}
+
+// TestResolveMetricsAddr: SDR_METRICS_ADDR is read as SDR_HTTP_ADDR is; a
+// port alone opens the metrics on SDR_BIND_HOST or every interface (the
+// compose backplane), and empty is loopback.
+func TestResolveMetricsAddr(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ env, site, bind string }{
+		{"SDR_METRICS_ADDR=:9180", "http://:9180", "tcp/"},
+		{"SDR_METRICS_ADDR=0.0.0.0:9100", "http://:9100", "tcp4/0.0.0.0"},
+		{"SDR_METRICS_ADDR=", "http://:9180", "127.0.0.1"},
+		{"SDR_METRICS_ADDR=127.0.0.1:9300", "http://:9300", "127.0.0.1"},
+	} {
+		set, _ := Resolve(env(c.env))
+		if set[MetricsSite] != c.site || set[MetricsBind] != c.bind {
+			t.Errorf("%s: site %q bind %q, want %q %q", c.env, set[MetricsSite], set[MetricsBind], c.site, c.bind)
+		}
 	}
 }

@@ -28,26 +28,38 @@ const StopWait = 5 * time.Second
 type Ring struct {
 	reader   *shmring.Reader
 	fan      *Fanout
+	ctx      context.Context
 	cancel   context.CancelFunc
 	done     chan struct{}
 	log      *slog.Logger
 	stopWait time.Duration // how long Close waits for the reader
 
-	mu     sync.Mutex
-	runErr error
+	mu      sync.Mutex
+	started bool
+	runErr  error
 }
 
-// OpenRing creates the reader for cfg and starts reading. maxGOPBytes <= 0
-// takes DefaultMaxGOPBytes. Close stops it. The reader runs with
-// RestartGating, and its breaks go to NotifyBreaks (cfg's OnBreak is
-// replaced).
+// OpenRing is NewRing and Start.
 func OpenRing(cfg shmring.ReaderConfig, maxGOPBytes int) (*Ring, error) {
+	s, err := NewRing(cfg, maxGOPBytes)
+	if err != nil {
+		return nil, err
+	}
+	s.Start()
+	return s, nil
+}
+
+// NewRing creates the reader for cfg; it opens nothing until Start.
+// maxGOPBytes <= 0 takes DefaultMaxGOPBytes. Close stops it. The reader
+// runs with RestartGating, and its breaks go to NotifyBreaks (cfg's OnBreak
+// is replaced).
+func NewRing(cfg shmring.ReaderConfig, maxGOPBytes int) (*Ring, error) {
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Ring{fan: NewFanout(maxGOPBytes, lg.With("ring", cfg.Path)), cancel: cancel,
+	s := &Ring{fan: NewFanout(maxGOPBytes, lg.With("ring", cfg.Path)), ctx: ctx, cancel: cancel,
 		done: make(chan struct{}), log: lg, stopWait: StopWait}
 	// The deltas of a new writer run do not continue the old run's
 	// pictures: after a restart nothing is forwarded until the new run's
@@ -60,8 +72,19 @@ func OpenRing(cfg shmring.ReaderConfig, maxGOPBytes int) (*Ring, error) {
 		return nil, fmt.Errorf("opening ring source %s: %w", cfg.Path, err)
 	}
 	s.reader = r
-	go s.run(ctx)
 	return s, nil
+}
+
+// Start starts reading: the reader maps the ring file, or waits for it.
+// Calls after the first, and calls after Close, do nothing.
+func (s *Ring) Start() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started || s.ctx.Err() != nil {
+		return
+	}
+	s.started = true
+	go s.run(s.ctx)
 }
 
 func (s *Ring) run(ctx context.Context) {
@@ -128,7 +151,14 @@ func (s *Ring) Err() error {
 // is left to stop, and unmap the ring, when what holds it up returns;
 // Close then returns an error that says so.
 func (s *Ring) Close() error {
+	s.mu.Lock()
 	s.cancel()
+	started := s.started
+	s.mu.Unlock()
+	if !started {
+		s.fan.Close()
+		return nil
+	}
 	t := time.NewTimer(s.stopWait)
 	defer t.Stop()
 	select {

@@ -260,3 +260,41 @@ func TestRingGapNotifies(t *testing.T) {
 	}
 	waitFor(t, "frame 5", func() bool { return len(all.seqs()) == 2 })
 }
+
+// TestRingStartsOnStart: NewRing maps nothing and reads nothing (caddy
+// validate provisions the reader and must not attach it); Start does, once;
+// a ring closed before it started stays closed.
+func TestRingStartsOnStart(t *testing.T) {
+	t.Parallel()
+	path, w := createRing(t)
+	writerMaps := mapped(t, path)
+	src, err := NewRing(shmring.ReaderConfig{Path: path}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	writeH264(t, w, 1, true, []byte{1, 2, 3})
+	if st := src.Reader().Stats(); st.Polls != 0 || st.Attached || mapped(t, path) != writerMaps {
+		t.Fatalf("before Start: %+v, %d mappings (the writer's: %d)", st, mapped(t, path), writerMaps)
+	}
+	src.Start()
+	src.Start() // a second Start (a reloaded config) starts nothing more
+	waitFor(t, "the frame", func() bool { return src.Reader().Stats().Frames == 1 })
+	if n := mapped(t, path); n != writerMaps+1 {
+		t.Errorf("%d mappings after Start, want the writer's %d and one", n, writerMaps)
+	}
+	src.Close()
+	if n := mapped(t, path); n != writerMaps {
+		t.Errorf("%d mappings after Close, want the writer's %d", n, writerMaps)
+	}
+
+	idle, err := NewRing(shmring.ReaderConfig{Path: path}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle.Close() // returns: there is no reader to wait for
+	idle.Start()
+	if st := idle.Reader().Stats(); st.Polls != 0 || mapped(t, path) != writerMaps {
+		t.Errorf("Start after Close read the ring: %+v", st)
+	}
+}

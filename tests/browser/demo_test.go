@@ -25,7 +25,7 @@ import (
 // TestDemo runs what `make run` runs after building: scripts/demo.sh, that
 // is Caddyfile.example unchanged plus `caddy sdr-testsrc`, on free ports.
 // The URL it prints serves the player, which decodes at least 150 frames
-// in 5 s; the edge answers OK at /health and the admin listener serves
+// in 5 s; the edge answers OK at /health and the metrics site serves
 // metrics. A screenshot of the page is kept in tests/artifacts.
 func TestDemo(t *testing.T) {
 	if err := chromium.Available(); err != nil {
@@ -33,6 +33,7 @@ func TestDemo(t *testing.T) {
 	}
 	bin := testenv.CaddyBin(t)
 	port, admin := testenv.FreePort(t), fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	metrics := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	nats := testenv.StartNATS(t)
 	cmd := exec.Command(filepath.Join(testenv.Root(), "scripts", "demo.sh"))
 	cmd.Dir = testenv.Root()
@@ -42,6 +43,7 @@ func TestDemo(t *testing.T) {
 		fmt.Sprintf("SDR_DEMO_PORT=%d", port),
 		fmt.Sprintf("SDR_LISTEN_ADDR=:%d", testenv.FreePort(t)),
 		"SDR_ADMIN_ADDR="+admin,
+		"SDR_METRICS_ADDR="+metrics,
 		"SDR_SHM_PATH="+filepath.Join(dir, "frames"),
 		"SDR_DEMO_RESOLUTION="+testResolution,
 		"SDR_NATS_URL="+nats,
@@ -89,8 +91,8 @@ func TestDemo(t *testing.T) {
 	if code, body := get(fmt.Sprintf("http://127.0.0.1:%d/health", port)); code != 200 || body != "OK" {
 		t.Errorf("GET /health: %d %q, want 200 OK", code, body)
 	}
-	if code, body := get("http://" + admin + "/metrics"); code != 200 || !strings.Contains(body, "caddy_sdr_") {
-		t.Errorf("GET admin /metrics: %d, caddy_sdr_ metrics present: %v", code, strings.Contains(body, "caddy_sdr_"))
+	if code, body := get("http://" + metrics + "/metrics"); code != 200 || !strings.Contains(body, "caddy_sdr_") {
+		t.Errorf("GET the metrics site's /metrics: %d, caddy_sdr_ metrics present: %v", code, strings.Contains(body, "caddy_sdr_"))
 	}
 
 	d := startBrowser(t)

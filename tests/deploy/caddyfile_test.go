@@ -67,9 +67,10 @@ func TestCaddyfileExampleValidates(t *testing.T) {
 			composeEnv = append(composeEnv, k+"="+*v)
 		}
 	}
-	// Validation provisions every module: with no SDR_NATS_URL that starts
-	// the embedded nats-server, here on a free port (SDR_NATS_EMBEDDED_ADDR);
-	// with a URL it connects to a real nats-server instead.
+	// Validation provisions every module and starts none of them: with no
+	// SDR_NATS_URL the embedded nats-server is configured (here on a free
+	// port, SDR_NATS_EMBEDDED_ADDR) but not started; with a URL nothing
+	// dials it (TestValidateLiveConfig).
 	embedded := append(append([]string(nil), base...),
 		fmt.Sprintf("SDR_NATS_EMBEDDED_ADDR=127.0.0.1:%d", testenv.FreePort(t)))
 	withNATS := append(append([]string(nil), base...), "SDR_NATS_URL="+testenv.StartNATS(t))
@@ -103,6 +104,7 @@ func TestCaddyfileExampleFormatted(t *testing.T) {
 // example is Caddyfile.example running on free loopback ports.
 type example struct {
 	edge, transport, admin string   // base URLs / host:port
+	metrics                string   // host:port of the metrics site
 	ring                   string   // the encoded-frame ring file it reads
 	nats                   string   // URL of the nats-server it connects to
 	env                    []string // the SDR_* settings it runs with
@@ -139,11 +141,12 @@ func startExampleWith(t *testing.T, o testenv.StartOptions, extra ...string) *ex
 	if err != nil {
 		t.Fatal(err)
 	}
-	ports := freePorts(t, 5)
+	ports := freePorts(t, 6)
 	e := &example{
 		edge:      fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
 		transport: fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
 		admin:     fmt.Sprintf("127.0.0.1:%d", ports[2]),
+		metrics:   fmt.Sprintf("127.0.0.1:%d", ports[5]),
 		ring:      filepath.Join(t.TempDir(), "frames"),
 		nats:      testenv.StartNATSOn(t, ports[3]),
 	}
@@ -156,6 +159,8 @@ func startExampleWith(t *testing.T, o testenv.StartOptions, extra ...string) *ex
 		"SDR_HTTP_ADDR=:" + e.edge[strings.LastIndex(e.edge, ":")+1:],
 		"SDR_LISTEN_ADDR=:" + e.transport[strings.LastIndex(e.transport, ":")+1:],
 		"SDR_ADMIN_ADDR=" + e.admin,
+		// A port alone: on SDR_BIND_HOST, as docker-compose.yml's :9180.
+		fmt.Sprintf("SDR_METRICS_ADDR=:%d", ports[5]),
 	}
 	env = append(env, extra...)
 	e.env = env
@@ -210,9 +215,16 @@ func TestCaddyfileExampleServesEdgeRoutes(t *testing.T) {
 			t.Errorf("%s = %d, want 502 from reverse_proxy to the absent Node service", p, code)
 		}
 	}
-	// Prometheus metrics on the admin listener.
-	if code, body, _ := get(t, "http://"+e.admin+"/metrics"); code != 200 || !strings.Contains(body, "caddy_") {
-		t.Errorf("admin /metrics = %d, no caddy_ metrics", code)
+	// Prometheus metrics on the metrics site: ours and Caddy's per-route
+	// HTTP metrics (the edge has served requests by now), and nothing else
+	// there.
+	if code, body, _ := get(t, "http://"+e.metrics+"/metrics"); code != 200 || !strings.Contains(body, "caddy_sdr_stream_clients") || !strings.Contains(body, "caddy_http_requests_total") {
+		t.Errorf("metrics site /metrics = %d, without caddy_sdr_stream_clients or caddy_http_requests_total:\n%.500s", code, body)
+	}
+	for _, p := range []string{"/", "/config/", "/load"} {
+		if code, _, _ := get(t, "http://"+e.metrics+p); code != 404 {
+			t.Errorf("metrics site %s = %d, want 404: it serves /metrics only", p, code)
+		}
 	}
 }
 

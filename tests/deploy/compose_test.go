@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -175,8 +176,9 @@ func TestComposeCaddyService(t *testing.T) {
 		if o := p.Volumes["sdr_ipc"].DriverOpts; o["type"] != "tmpfs" {
 			t.Errorf("volume sdr_ipc is not tmpfs: %v", o)
 		}
-		if c.HealthCheck == nil || !strings.Contains(strings.Join(c.HealthCheck.Test, " "), "/health") {
-			t.Errorf("caddy health check does not call /health: %+v", c.HealthCheck)
+		// Both sites' health, with the image's own client (it has no curl).
+		if c.HealthCheck == nil || !slices.Equal(c.HealthCheck.Test, []string{"CMD", "caddy", "sdr-health", "http://127.0.0.1:80/health", "http://127.0.0.1:8080/health"}) {
+			t.Errorf("caddy health check %+v, want caddy sdr-health of both sites' /health", c.HealthCheck)
 		}
 		// The Node app reaches the transport, now in caddy, on the
 		// transport-compatible site's port, over a network they share.
@@ -295,22 +297,33 @@ services:
 	}
 }
 
-// TestPrometheusScrapesCaddyAdmin checks that Prometheus scrapes the caddy
-// service on the admin port that docker-compose.yml opens.
-func TestPrometheusScrapesCaddyAdmin(t *testing.T) {
+// TestPrometheusScrapesCaddyMetricsSite checks that Prometheus scrapes the
+// caddy service's metrics site (SDR_METRICS_ADDR) and that the admin API,
+// with /load and /stop, stays on the container's loopback: Caddyfile.example
+// puts it on localhost:2019 unless SDR_ADMIN_ADDR says otherwise.
+func TestPrometheusScrapesCaddyMetricsSite(t *testing.T) {
 	t.Parallel()
 	root := testenv.Root()
 	p, err := loadCompose(t, root, []string{"docker-compose.yml"}, []string{"sim", "obs"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin := p.Services["caddy"].Environment["SDR_ADMIN_ADDR"]
-	if admin == nil {
-		t.Fatal("caddy service does not set SDR_ADMIN_ADDR")
+	env := p.Services["caddy"].Environment
+	if admin := env["SDR_ADMIN_ADDR"]; admin != nil && !strings.HasPrefix(*admin, "localhost:") && !strings.HasPrefix(*admin, "127.0.0.1:") {
+		t.Errorf("caddy service sets SDR_ADMIN_ADDR=%s: the admin API leaves loopback", *admin)
 	}
-	_, port, ok := strings.Cut(*admin, ":")
+	metrics := env["SDR_METRICS_ADDR"]
+	if metrics == nil {
+		t.Fatal("caddy service does not set SDR_METRICS_ADDR: the metrics site stays on loopback, out of Prometheus's reach")
+	}
+	port, ok := strings.CutPrefix(*metrics, ":")
 	if !ok {
-		t.Fatalf("SDR_ADMIN_ADDR %q has no port", *admin)
+		t.Fatalf("SDR_METRICS_ADDR %q: want :<port>, every interface of the container (it publishes no port)", *metrics)
+	}
+	for _, pc := range p.Services["caddy"].Ports {
+		if pc.Published == port || pc.Target == mustAtoi(t, port) {
+			t.Errorf("caddy publishes the metrics port %s on the host", port)
+		}
 	}
 	var cfg struct {
 		RuleFiles     []string `yaml:"rule_files"`
@@ -347,6 +360,36 @@ func TestPrometheusScrapesCaddyAdmin(t *testing.T) {
 	for _, rf := range cfg.RuleFiles {
 		if _, ok := mounted[rf]; !ok {
 			t.Errorf("rule file %s is not mounted into the prometheus service", rf)
+		}
+	}
+}
+
+func mustAtoi(t *testing.T, s string) uint32 {
+	t.Helper()
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		t.Fatalf("%q is not a port: %v", s, err)
+	}
+	return uint32(n)
+}
+
+// TestComposeRestartPolicies: every long-running service comes back after a
+// crash or a reboot of the Docker daemon, unless it was stopped; jobs
+// (training, the CI image targets) run once.
+func TestComposeRestartPolicies(t *testing.T) {
+	t.Parallel()
+	p, err := loadCompose(t, testenv.Root(), []string{"docker-compose.yml"}, []string{"*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs := map[string]bool{"training-runner": true, "app-cuda": true, "app-rocm": true, "app-mlx": true}
+	for name, svc := range p.Services {
+		want := "unless-stopped"
+		if jobs[name] {
+			want = ""
+		}
+		if svc.Restart != want {
+			t.Errorf("service %s: restart %q, want %q", name, svc.Restart, want)
 		}
 	}
 }

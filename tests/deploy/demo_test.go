@@ -27,7 +27,7 @@ import (
 // /stream/ws starting at a keyframe, and a clean stop on Ctrl-C.
 func TestDemoScript(t *testing.T) {
 	root := testenv.Root()
-	ports := freePorts(t, 5)
+	ports := freePorts(t, 6)
 	port := ports[0]
 	dir := t.TempDir()
 	ring := filepath.Join(dir, "frames")
@@ -36,6 +36,7 @@ func TestDemoScript(t *testing.T) {
 		fmt.Sprintf("SDR_DEMO_PORT=%d", port),
 		fmt.Sprintf("SDR_LISTEN_ADDR=:%d", ports[1]),
 		fmt.Sprintf("SDR_ADMIN_ADDR=127.0.0.1:%d", ports[2]),
+		fmt.Sprintf("SDR_METRICS_ADDR=:%d", ports[5]),
 		"SDR_SHM_PATH="+ring,
 		"SDR_NATS_URL="+testenv.StartNATSOn(t, ports[3]),
 		fmt.Sprintf("SDR_ROS_UPSTREAM=ws://127.0.0.1:%d", ports[4]),

@@ -135,8 +135,8 @@ func TestCaddyfileExampleAddressForms(t *testing.T) {
 		if strings.Contains(routes, `"host":`) {
 			t.Errorf("%v: the site has a host matcher: %s", c.env, routes)
 		}
-		if cfg.Apps.TLS != nil || cfg.Apps.PKI != nil || len(cfg.Apps.HTTP.Servers) != 2 {
-			t.Errorf("%v: want the two plain HTTP sites and no tls or pki app: tls %s, pki %s, servers %+v",
+		if cfg.Apps.TLS != nil || cfg.Apps.PKI != nil || len(cfg.Apps.HTTP.Servers) != 3 {
+			t.Errorf("%v: want the three plain HTTP sites (edge, transport, metrics) and no tls or pki app: tls %s, pki %s, servers %+v",
 				c.env, cfg.Apps.TLS, cfg.Apps.PKI, cfg.Apps.HTTP.Servers)
 		}
 	}
@@ -191,6 +191,7 @@ func startEdge(t *testing.T, ready func() error, env ...string) *testenv.Caddy {
 	closed := testenv.FreePort(t)
 	base := []string{
 		fmt.Sprintf("SDR_ADMIN_ADDR=127.0.0.1:%d", testenv.FreePort(t)),
+		fmt.Sprintf("SDR_METRICS_ADDR=:%d", testenv.FreePort(t)),
 		"SDR_NATS_URL=",
 		fmt.Sprintf("SDR_NATS_EMBEDDED_ADDR=127.0.0.1:%d", testenv.FreePort(t)),
 		fmt.Sprintf("SDR_ROS_UPSTREAM=ws://127.0.0.1:%d", closed),
@@ -330,7 +331,7 @@ func TestCaddyfileExampleSocketAddresses(t *testing.T) {
 			if !strings.Contains(caddy.Output(), "SDR_TLS_CERT is set but SDR_TLS_SITE is not") {
 				t.Errorf("no warning that SDR_TLS_CERT has no effect without SDR_TLS_SITE")
 			}
-			// No HTTPS site: the two plain HTTP servers only.
+			// No HTTPS site: the three plain HTTP servers only.
 			resp, body = getHost(t, client, "http://"+adminAddr(t, caddy)+"/config/apps", "")
 			var apps struct {
 				HTTP struct {
@@ -338,8 +339,8 @@ func TestCaddyfileExampleSocketAddresses(t *testing.T) {
 				} `json:"http"`
 				TLS json.RawMessage `json:"tls"`
 			}
-			if err := json.Unmarshal([]byte(body), &apps); err != nil || apps.TLS != nil || len(apps.HTTP.Servers) != 2 {
-				t.Errorf("running config: %v; want two servers and no tls app: %s", err, body)
+			if err := json.Unmarshal([]byte(body), &apps); err != nil || apps.TLS != nil || len(apps.HTTP.Servers) != 3 {
+				t.Errorf("running config: %v; want three servers (edge, transport, metrics) and no tls app: %s", err, body)
 			}
 		})
 	}

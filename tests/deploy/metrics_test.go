@@ -3,6 +3,7 @@ package deploy
 import (
 	"encoding/json"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 
 var (
 	sdrMetric  = regexp.MustCompile(`caddy_sdr_[a-z0-9_]+`)
+	anyMetric  = regexp.MustCompile(`(?m)^([a-z_:][a-z0-9_:]*)[{ ]`)
 	scrapeLine = regexp.MustCompile(`(?m)^(caddy_sdr_[a-z0-9_]+?)(?:_bucket|_sum|_count)?[{ ]`)
 	goString   = regexp.MustCompile(`"([a-z0-9_]+)"`)
 )
@@ -32,6 +34,9 @@ var (
 type metricCatalog struct {
 	scraped  map[string]bool
 	literals map[string]bool
+	// all is every series name the metrics site exposes (Caddy's own
+	// caddy_http_* included), histogram suffixes and all.
+	all map[string]bool
 }
 
 func (c *metricCatalog) has(name string) bool {
@@ -70,16 +75,19 @@ func newMetricCatalog(t *testing.T) *metricCatalog {
 			t.Fatal(err)
 		}
 	}
-	code, body, _ := get(t, "http://"+e.admin+"/metrics")
+	code, body, _ := get(t, "http://"+e.metrics+"/metrics")
 	if code != 200 {
-		t.Fatalf("admin /metrics = %d", code)
+		t.Fatalf("metrics site /metrics = %d", code)
 	}
-	c := &metricCatalog{scraped: map[string]bool{}, literals: map[string]bool{}}
+	c := &metricCatalog{scraped: map[string]bool{}, literals: map[string]bool{}, all: map[string]bool{}}
 	for _, m := range scrapeLine.FindAllStringSubmatch(body, -1) {
 		c.scraped[m[1]] = true
 	}
+	for _, m := range anyMetric.FindAllStringSubmatch(body, -1) {
+		c.all[m[1]] = true
+	}
 	if len(c.scraped) == 0 {
-		t.Fatal("no caddy_sdr_* metric on the admin listener")
+		t.Fatal("no caddy_sdr_* metric on the metrics site")
 	}
 	root := testenv.Root()
 	for _, dir := range []string{"caddymodule", "internal", "shmring", "nvenc"} {
@@ -99,9 +107,29 @@ func newMetricCatalog(t *testing.T) *metricCatalog {
 	return c
 }
 
+type grafanaVariable struct {
+	Name       string `json:"name"`
+	Type       string `json:"type"`
+	Query      any    `json:"query"`
+	Definition string `json:"definition"`
+	Datasource *struct {
+		UID string `json:"uid"`
+	} `json:"datasource"`
+}
+
+type grafanaMapping struct {
+	Type    string `json:"type"`
+	Options map[string]struct {
+		Text string `json:"text"`
+	} `json:"options"`
+}
+
 type grafanaDashboard struct {
-	UID    string `json:"uid"`
-	Title  string `json:"title"`
+	UID        string `json:"uid"`
+	Title      string `json:"title"`
+	Templating struct {
+		List []grafanaVariable `json:"list"`
+	} `json:"templating"`
 	Panels []struct {
 		ID         int    `json:"id"`
 		Type       string `json:"type"`
@@ -109,7 +137,12 @@ type grafanaDashboard struct {
 		Datasource *struct {
 			UID string `json:"uid"`
 		} `json:"datasource"`
-		GridPos *struct{ X, Y, W, H int } `json:"gridPos"`
+		GridPos     *struct{ X, Y, W, H int } `json:"gridPos"`
+		FieldConfig struct {
+			Defaults struct {
+				Mappings []grafanaMapping `json:"mappings"`
+			} `json:"defaults"`
+		} `json:"fieldConfig"`
 		Targets []struct {
 			RefID string `json:"refId"`
 			Expr  string `json:"expr"`
@@ -122,6 +155,7 @@ type alertRule struct {
 	group       string            // the name of the rule's group
 	Alert       string            `yaml:"alert"`
 	Expr        string            `yaml:"expr"`
+	For         string            `yaml:"for"`
 	Labels      map[string]string `yaml:"labels"`
 	Annotations map[string]string `yaml:"annotations"`
 }
@@ -203,14 +237,34 @@ func TestMetricNamesExist(t *testing.T) {
 			t.Errorf("docs/ does not document %s, which Caddyfile.example exposes", name)
 		}
 	}
+	// Every metric a dashboard query selects exists: sdr-caddy's by the
+	// catalog, Caddy's own (caddy_http_*, caddy_config_*) on the metrics
+	// site of the running example, which has served requests by now.
+	for _, e := range dashboardExprs(t) {
+		names, err := promQLMetrics(e)
+		if err != nil {
+			t.Errorf("%s: %v", e, err)
+		}
+		for _, n := range names {
+			base := n
+			for _, suf := range []string{"_bucket", "_sum", "_count"} {
+				if b, ok := strings.CutSuffix(n, suf); ok && cat.has(b) {
+					base = b
+				}
+			}
+			if !cat.has(base) && !cat.all[n] {
+				t.Errorf("the dashboard queries %s, which the metrics site does not expose: %s", n, e)
+			}
+		}
+	}
 	// The check can fail.
 	if cat.has("caddy_sdr_stream_no_such_metric_total") || cat.has("caddy_sdr_encoder_no_such_total") {
 		t.Error("the catalog accepts a metric that does not exist")
 	}
 }
 
-// TestGrafanaDashboard checks the dashboard's structure and that it uses the
-// data source Grafana is provisioned with.
+// TestGrafanaDashboard checks the dashboard's structure and that Grafana is
+// provisioned with the kind of data source it asks for.
 func TestGrafanaDashboard(t *testing.T) {
 	t.Parallel()
 	root := testenv.Root()
@@ -249,8 +303,10 @@ func TestGrafanaDashboard(t *testing.T) {
 		if p.Type == "row" {
 			continue
 		}
-		if p.Datasource == nil || p.Datasource.UID != ds.Datasources[0].UID {
-			t.Errorf("panel %q does not use the provisioned data source %q", p.Title, ds.Datasources[0].UID)
+		// The provisioned Prometheus is what the datasource variable offers
+		// (TestGrafanaDashboardPortable).
+		if p.Datasource == nil || p.Datasource.UID != "${datasource}" {
+			t.Errorf("panel %q does not use the data source variable", p.Title)
 		}
 		refs := map[string]bool{}
 		for _, tg := range p.Targets {
@@ -333,20 +389,8 @@ func promQLMetrics(expr string) ([]string, error) {
 func TestPromQLParses(t *testing.T) {
 	t.Parallel()
 	root := testenv.Root()
-	var exprs []string
-	b, err := os.ReadFile(filepath.Join(root, "deploy/grafana/dashboards/sdr-caddy.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var d grafanaDashboard
-	if err := json.Unmarshal(b, &d); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range d.Panels {
-		for _, tg := range p.Targets {
-			exprs = append(exprs, tg.Expr)
-		}
-	}
+	_ = root
+	exprs := dashboardExprs(t)
 	for _, rule := range readAlertRules(t) {
 		exprs = append(exprs, rule.Expr)
 	}
@@ -360,8 +404,8 @@ func TestPromQLParses(t *testing.T) {
 			t.Errorf("%s selects no metric", e)
 		}
 		for _, n := range names {
-			if n != "up" && !strings.HasPrefix(n, "caddy_sdr_") {
-				t.Errorf("%s selects %s, neither up nor a caddy_sdr_ metric", e, n)
+			if n != "up" && !strings.HasPrefix(n, "caddy_sdr_") && !strings.HasPrefix(n, "caddy_http_") {
+				t.Errorf("%s selects %s, neither up nor a caddy_sdr_ or caddy_http_ metric", e, n)
 			}
 		}
 	}
@@ -390,5 +434,110 @@ func TestGrafanaDashboardGenerated(t *testing.T) {
 	}
 	if string(out) != string(want) {
 		t.Error("deploy/grafana/dashboards/sdr-caddy.json differs from what deploy/grafana/gen_dashboard.py writes; regenerate it")
+	}
+}
+
+// readDashboard reads the committed dashboard.
+func readDashboard(t *testing.T) grafanaDashboard {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(testenv.Root(), "deploy/grafana/dashboards/sdr-caddy.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d grafanaDashboard
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	return d
+}
+
+// dashboardExprs returns every query of the dashboard.
+func dashboardExprs(t *testing.T) []string {
+	t.Helper()
+	var exprs []string
+	for _, p := range readDashboard(t).Panels {
+		for _, tg := range p.Targets {
+			exprs = append(exprs, tg.Expr)
+		}
+	}
+	return exprs
+}
+
+// TestGrafanaDashboardPortable: the dashboard imports into any Grafana: its
+// panels query the data source of a datasource variable (a Prometheus), and
+// every selector of every query is narrowed to an instance variable; the
+// gate mode shows as ARMED, HOLD and ESTOP; Caddy's own HTTP metrics have
+// panels.
+func TestGrafanaDashboardPortable(t *testing.T) {
+	t.Parallel()
+	d := readDashboard(t)
+	vars := map[string]grafanaVariable{}
+	for _, v := range d.Templating.List {
+		vars[v.Name] = v
+	}
+	if v := vars["datasource"]; v.Type != "datasource" || v.Query != "prometheus" {
+		t.Errorf("datasource variable %+v, want a prometheus data source variable", v)
+	}
+	if v := vars["instance"]; v.Type != "query" || v.Datasource == nil || v.Datasource.UID != "${datasource}" || !strings.Contains(v.Definition, "instance") {
+		t.Errorf("instance variable %+v, want a query of the instance label on ${datasource}", v)
+	} else if names, err := promQLMetrics(strings.TrimSuffix(strings.TrimPrefix(v.Definition, "label_values("), ", instance)")); err != nil || len(names) != 1 {
+		t.Errorf("instance variable query %q: %v", v.Definition, err)
+	}
+	http := false
+	for _, p := range d.Panels {
+		if p.Type == "row" {
+			continue
+		}
+		if p.Datasource == nil || p.Datasource.UID != "${datasource}" {
+			t.Errorf("panel %q does not query ${datasource}", p.Title)
+		}
+		for _, tg := range p.Targets {
+			e, err := parser.ParseExpr(grafanaMacros.Replace(tg.Expr))
+			if err != nil {
+				t.Errorf("%s: %v", tg.Expr, err)
+				continue
+			}
+			parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+				vs, ok := n.(*parser.VectorSelector)
+				if !ok {
+					return nil
+				}
+				narrowed := false
+				for _, m := range vs.LabelMatchers {
+					narrowed = narrowed || (m.Name == "instance" && m.Value == "$instance")
+				}
+				if !narrowed {
+					t.Errorf("panel %q: %s is not narrowed to $instance", p.Title, vs)
+				}
+				if strings.HasPrefix(vs.Name, "caddy_http_") {
+					http = true
+				}
+				if vs.Name == "caddy_sdr_gate_mode" {
+					checkGateMappings(t, p.Title, p.FieldConfig.Defaults.Mappings)
+				}
+				return nil
+			})
+		}
+	}
+	if !http {
+		t.Error("no panel shows Caddy's caddy_http_* metrics")
+	}
+}
+
+// checkGateMappings: the gate mode's values read as the protocol's names.
+func checkGateMappings(t *testing.T, panel string, mappings []grafanaMapping) {
+	t.Helper()
+	want := map[string]string{"0": "ARMED", "1": "HOLD", "2": "ESTOP"}
+	got := map[string]string{}
+	for _, m := range mappings {
+		if m.Type != "value" {
+			continue
+		}
+		for v, o := range m.Options {
+			got[v] = o.Text
+		}
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("panel %q maps the gate mode %v, want %v", panel, got, want)
 	}
 }

@@ -43,8 +43,9 @@ import (
 //	                listening addresses moved to free ports, for the live
 //	                blocks below
 //	live            shell lines run against that process: the edge,
-//	                transport and admin addresses the caddy-run line implies
-//	                (defaults :80, :8080, localhost:2019) are mapped onto
+//	                transport, admin and metrics addresses the caddy-run line
+//	                implies (defaults :80, :8080, localhost:2019,
+//	                localhost:9180) are mapped onto
 //	                it; any other localhost address fails
 //	run [exit=N,M] [json]
 //	                shell lines run in the repository root (bin/caddy is
@@ -430,6 +431,7 @@ func (r *readmeRun) live(b docBlock) error {
 		"http://localhost:"+port("SDR_LISTEN_ADDR", ":8080")+"/", r.example.transport+"/",
 		"http://localhost:"+port("SDR_ADMIN_ADDR", "localhost:2019")+"/", "http://"+r.example.admin+"/",
 		"localhost:"+port("SDR_ADMIN_ADDR", "localhost:2019"), r.example.admin,
+		"http://localhost:"+port("SDR_METRICS_ADDR", "localhost:9180")+"/", "http://"+r.example.metrics+"/",
 	)
 	for _, l := range commandLines(b.body) {
 		// The caddy-run line's own settings are in the instance's

@@ -52,7 +52,7 @@ func TestStreamWithNATS(t *testing.T) {
 
 	// The health JSON keeps the old service's fields in their order and
 	// adds the NATS connection state after them.
-	checkHealthOrder(t, s, "/stream/health", "connected")
+	checkHealthOrder(t, s, "/stream/health", "connected", true)
 
 	// A client connects: a keyframe request goes to NATS.
 	defer w.Start(t, videoCadence)()
@@ -112,8 +112,9 @@ func TestStreamWithNATS(t *testing.T) {
 
 // checkHealthOrder reads the health JSON at path raw and checks its keys:
 // the old service's fields (docs/protocol.md, "Health"), in that order, then
-// "nats" with state nats ("" for none).
-func checkHealthOrder(t *testing.T, s *server, path, nats string) {
+// "nats" with state nats ("" for none), then, for a ring source, "ring" and
+// "reader_heartbeat_age_ms".
+func checkHealthOrder(t *testing.T, s *server, path, nats string, ring bool) {
 	t.Helper()
 	resp, err := plainClient.Get(s.base + path)
 	if err != nil {
@@ -128,6 +129,9 @@ func checkHealthOrder(t *testing.T, s *server, path, nats string) {
 		"frames_broadcast", "client_lag_total", "avg_frame_size_bytes"}
 	if nats != "" {
 		want = append(want, "nats")
+	}
+	if ring {
+		want = append(want, "ring", "reader_heartbeat_age_ms")
 	}
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	var keys []string
@@ -171,7 +175,7 @@ func TestStreamEdgeHealthFromNATS(t *testing.T) {
 			source nats video.cam
 		}
 	}`, w.Path))
-	checkHealthOrder(t, s, "/edge/health", "connected")
+	checkHealthOrder(t, s, "/edge/health", "connected", false)
 
 	stop := w.Start(t, videoCadence)
 	s.waitHealth(t, "/edge/health", "frames at the edge", func(h map[string]any) bool {
@@ -184,6 +188,6 @@ func TestStreamEdgeHealthFromNATS(t *testing.T) {
 	s.waitHealth(t, "/edge/health", "the edge's shm_seq at the origin's", func(h map[string]any) bool {
 		return h["shm_seq"].(float64) == origin
 	})
-	checkHealthOrder(t, s, "/stream/health", "connected")
-	checkHealthOrder(t, s, "/edge/health", "connected")
+	checkHealthOrder(t, s, "/stream/health", "connected", true)
+	checkHealthOrder(t, s, "/edge/health", "connected", false)
 }

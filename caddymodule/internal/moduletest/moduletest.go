@@ -3,9 +3,13 @@
 package moduletest
 
 import (
+	"context"
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrstart"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
@@ -49,4 +53,27 @@ func CreateRing(t testing.TB, path string, size int64) *shmring.Writer {
 	}
 	t.Cleanup(func() { w.Close() })
 	return w
+}
+
+// Context returns a Caddy context with an empty config of its own, as a
+// config load gives its modules: apps load through it (ctx.App), and
+// cancel cleans up every module provisioned in it. Nothing is started, as
+// for caddy validate; Start starts what the handlers registered.
+func Context(t testing.TB) (caddy.Context, context.CancelFunc) {
+	t.Helper()
+	base, err := caddy.ProvisionContext(&caddy.Config{Admin: &caddy.AdminConfig{Disabled: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return caddy.NewContext(base)
+}
+
+// Start runs the sdr_start app of ctx, as Caddy does when it starts the
+// config: the handlers' ring readers, upstream connections and sockets.
+func Start(ctx caddy.Context) error {
+	a, err := sdrstart.Of(ctx)
+	if err != nil {
+		return err
+	}
+	return a.Start()
 }
