@@ -27,11 +27,11 @@ check() {
 	local bin=$1 what=$2 mods cmds adapted
 	mods=$("$bin" list-modules)
 	for m in http.handlers.sdr_stream http.handlers.sdr_nats http.handlers.sdr_ros http.handlers.sdr_player \
-		http.handlers.sdr_whep sdr_nats sdr_encoder admin.api.sdr_encoders caddy.listeners.sdr_limit; do
+		http.handlers.sdr_whep sdr_nats sdr_encoder sdr_start admin.api.sdr_encoders caddy.listeners.sdr_limit; do
 		grep -qx "$m" <<<"$mods" || { echo "xcaddy-check: module $m missing from the xcaddy build $what" >&2; exit 1; }
 	done
 	cmds=$("$bin" help)
-	for c in sdr-ring sdr-nvenc-probe sdr-testsrc; do
+	for c in sdr-ring sdr-nvenc-probe sdr-testsrc sdr-health; do
 		grep -q "^  $c " <<<"$cmds" || { echo "xcaddy-check: subcommand $c missing from the xcaddy build $what" >&2; exit 1; }
 	done
 	# The environment is prepared in this build too: an old socket address in
