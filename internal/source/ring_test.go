@@ -292,7 +292,11 @@ func TestRingStartsOnStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	idle.Close() // returns: there is no reader to wait for
+	// Close returns at once, and without the error of a reader that did
+	// not stop: there is no reader to wait for.
+	if err := idle.Close(); err != nil {
+		t.Fatalf("Close of a ring never started: %v", err)
+	}
 	idle.Start()
 	if st := idle.Reader().Stats(); st.Polls != 0 || mapped(t, path) != writerMaps {
 		t.Errorf("Start after Close read the ring: %+v", st)
