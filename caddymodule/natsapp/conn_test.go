@@ -3,6 +3,7 @@ package natsapp
 import (
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +11,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/moduletest"
+	"github.com/sdr-os/sdr-caddy/internal/lease"
+	"github.com/sdr-os/sdr-caddy/internal/natstest"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
@@ -146,4 +150,81 @@ func TestNATSConnStartsOnStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	testwait.For(t, "the connection to the external server", func() bool { return d.nc.Status() == nats.CONNECTED })
+}
+
+// TestNATSAppLeaseAndGateStartWithTheApp: the gate and the control lease a
+// handler takes in Provision (as Attach does) dial nothing and put nothing
+// on the bus before the app starts, even when someone takes control (the
+// lease publishes its state); the config that never starts (caddy
+// validate) never connects. After Start the lease's state reaches the bus.
+// The server is a real nats-server, in process.
+func TestNATSAppLeaseAndGateStartWithTheApp(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Server(t, nil)
+	watch := natstest.Connect(t, srv)
+	states := make(chan *nats.Msg, 8)
+	if _, err := watch.ChanSubscribe(lease.Subject, states); err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	clients := srv.NumClients() // the watcher
+
+	provision := func() (*NATSApp, func()) {
+		ctx, cancel := moduletest.Context(t)
+		// A name of its own: the shared connection of another test's app
+		// must not be this one.
+		a := &NATSApp{ConnConfig: ConnConfig{URLs: []string{srv.ClientURL()}, Name: t.Name()},
+			Control: &NATSControl{Lease: true}}
+		if err := a.Provision(ctx); err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		if _, err := a.Gate("front"); err != nil {
+			t.Fatal(err)
+		}
+		l, err := a.Lease("front")
+		if err != nil || l == nil {
+			t.Fatalf("lease: %v, %v", l, err)
+		}
+		if ok, _ := l.Conn().Take(); !ok {
+			t.Fatal("taking control of a free lease")
+		}
+		return a, func() {
+			if err := a.Cleanup(); err != nil {
+				t.Error(err)
+			}
+			cancel()
+		}
+	}
+
+	// caddy validate: provisioned, cleaned up, never started.
+	_, cleanup := provision()
+	if n := srv.NumClients(); n != clients {
+		t.Errorf("%d clients before start, want the watcher's %d", n, clients)
+	}
+	cleanup()
+	if err := watch.Flush(); err != nil { // everything the server got so far has reached the watcher
+		t.Fatal(err)
+	}
+	select {
+	case m := <-states:
+		t.Fatalf("a config that never started published %s", m.Data)
+	default:
+	}
+
+	// A config that starts: the lease's state goes out once connected.
+	a, cleanup := provision()
+	defer cleanup()
+	if n := srv.NumClients(); n != clients {
+		t.Errorf("%d clients before start, want the watcher's %d", n, clients)
+	}
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	m := testwait.Recv(t, states, "the lease state after start")
+	if !strings.Contains(string(m.Data), `"held":true`) {
+		t.Errorf("lease state %s, want held", m.Data)
+	}
 }
