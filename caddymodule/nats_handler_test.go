@@ -415,6 +415,10 @@ func TestNATSLiveReloadKeepsConnectionAndGate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The gate counts each transition after publishing its messages; the
+	// counter is process-wide: take it before this gate's first HOLD.
+	holds := `caddy_sdr_gate_transitions_total{mode="HOLD",stream="cam"}`
+	holdsBefore := metricValue(t, holds)
 	testwait.For(t, "the gate of stream cam in HOLD", func() bool {
 		_, mode := g.Allow("set_skill")
 		return mode == "HOLD"
@@ -422,6 +426,7 @@ func TestNATSLiveReloadKeepsConnectionAndGate(t *testing.T) {
 	testenv.ExpectMsg(t, gateMsgs, "video_gate HOLD", testwait.Timeout(10*time.Second), func(m *nats.Msg) bool {
 		return strings.Contains(string(m.Data), `"mode":"HOLD"`)
 	})
+	testwait.For(t, "the HOLD transition counted", func() bool { return metricValue(t, holds) == holdsBefore+1 })
 
 	tester.InitServer(config("/two"), "caddyfile")
 	appIface2, err := caddy.ActiveContext().AppIfConfigured("sdr_nats")
@@ -448,12 +453,20 @@ func TestNATSLiveReloadKeepsConnectionAndGate(t *testing.T) {
 	if !strings.Contains(string(p), `"status":"gated"`) {
 		t.Errorf("motion after reload with the gate in HOLD: %s", p)
 	}
-	// A quiet period is what is tested: a new gate would HOLD 300ms after
-	// the reload.
-	select {
-	case m := <-gateMsgs:
+	// The same gate kept its episode: no second HOLD transition, and nothing
+	// on video_gate since the first HOLD. A gate that no frame has armed
+	// publishes only what Allow and Observe call for, once per threshold
+	// (it has no repeats: those are an armed gate's), so any message here
+	// would be a new episode. Whatever the gate published went out on the
+	// app's connection before a marker sent there now.
+	if err := appIface2.(*natsapp.NATSApp).Conn().Publish("telemetry.safety.video_gate", []byte("marker")); err != nil {
+		t.Fatal(err)
+	}
+	for m := testwait.Recv(t, gateMsgs, "the marker"); string(m.Data) != "marker"; m = testwait.Recv(t, gateMsgs, "the marker") {
 		t.Errorf("the reload made the gate publish again: %s", m.Data)
-	case <-time.After(1500 * time.Millisecond):
+	}
+	if n := metricValue(t, holds) - holdsBefore; n != 1 {
+		t.Errorf("%s rose by %v over the reload, want 1 (the first HOLD only)", holds, n)
 	}
 	if _, lost := disconnects.Load("lost"); lost || sim.Status() != nats.CONNECTED {
 		t.Error("the reload disconnected a client of the embedded server")
