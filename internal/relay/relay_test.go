@@ -81,6 +81,14 @@ func (c *collector) sync(t *testing.T, sim *nats.Conn) {
 	if err := sim.Publish(syncSubject, nil); err != nil {
 		t.Fatal(err)
 	}
+	c.awaitMarker(t)
+}
+
+// awaitMarker waits until c has received one marker that sim published and
+// takes it out of c. Collectors of the same relay get the same markers:
+// publish one marker for all of them, not one each.
+func (c *collector) awaitMarker(t *testing.T) {
+	t.Helper()
 	testwait.For(t, "the telemetry marker", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -156,6 +164,7 @@ func TestTelemetryAllowlistAndCaps(t *testing.T) {
 	pub("telemetry."+strings.Repeat("s", 31), 1) // 41 bytes: over the cap
 	pub("telemetry."+strings.Repeat("s", 30), 1) // 40 bytes
 	c.sync(t, sim)
+	stays.awaitMarker(t) // the same marker: stays must not keep it for later
 
 	got := strings.Join(c.subjects(), ",")
 	want := "telemetry.frame.stats,extra.ok,telemetry." + strings.Repeat("s", 30)
@@ -192,8 +201,14 @@ func TestTelemetryFanOutToManySubscribers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// One marker for all: every subscriber sees every marker, so one sync
+	// per subscriber would leave the markers of the others in the later
+	// ones, counted as messages once they had arrived.
+	if err := sim.Publish(syncSubject, nil); err != nil {
+		t.Fatal(err)
+	}
 	for i, c := range cs {
-		c.sync(t, sim)
+		c.awaitMarker(t)
 		if n := len(c.subjects()); n != 50 {
 			t.Errorf("subscriber %d got %d messages, want 50", i, n)
 		}
@@ -557,7 +572,9 @@ func TestValidAction(t *testing.T) {
 func TestTelemetryLingerBatchesPerClient(t *testing.T) {
 	t.Parallel()
 	nc, sim := relayAndSim(t)
-	r := startRelay(t, nc, Config{Linger: 2 * time.Second})
+	// The burst must reach the relay within the linger after the first
+	// hand-off to be one batch: a busy machine gets a longer linger.
+	r := startRelay(t, nc, Config{Linger: testwait.Timeout(2 * time.Second)})
 	var mu sync.Mutex
 	var calls []string
 	got := make(chan struct{}, 16)
@@ -646,7 +663,9 @@ func TestRelayStartsBeforeServer(t *testing.T) {
 func TestTelemetryBatchSubscriber(t *testing.T) {
 	t.Parallel()
 	nc, sim := relayAndSim(t)
-	r := startRelay(t, nc, Config{Linger: 2 * time.Second})
+	// The burst must reach the relay within the linger after the first
+	// hand-off to be one batch: a busy machine gets a longer linger.
+	r := startRelay(t, nc, Config{Linger: testwait.Timeout(2 * time.Second)})
 	batches := make(chan []string, 16)
 	defer r.SubscribeTelemetryBatch(func(msgs [][]byte) {
 		var b []string
