@@ -2,11 +2,13 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -440,10 +442,22 @@ func TestNATSLiveReloadKeepsConnectionAndGate(t *testing.T) {
 	if g2 != g {
 		t.Error("reload created a new gate for the same stream")
 	}
-	ws, _, err := websocket.DefaultDialer.Dial(fmt.Sprintf("ws://127.0.0.1:%d/two", httpPort), nil)
-	if err != nil {
-		t.Fatalf("new route after reload: %v", err)
-	}
+	// A fresh connection can be reset right after a reload: Caddy listens
+	// with SO_REUSEPORT, and one that waited in the old config's socket when
+	// its shutdown closed it is reset (tests/rtc's reload test says more). A
+	// client dials again.
+	var ws *websocket.Conn
+	testwait.For(t, "the new route after the reload", func() bool {
+		ws, _, err = websocket.DefaultDialer.Dial(fmt.Sprintf("ws://127.0.0.1:%d/two", httpPort), nil)
+		if errors.Is(err, syscall.ECONNRESET) {
+			t.Logf("dialing the new route: %v; again", err)
+			return false
+		}
+		if err != nil {
+			t.Fatalf("new route after reload: %v", err)
+		}
+		return true
+	})
 	defer ws.Close()
 	send := append([]byte{wire.TypeCommand}, `{"action":"set_skill","cmd_seq":3}`...)
 	if err := ws.WriteMessage(websocket.BinaryMessage, send); err != nil {
