@@ -50,7 +50,7 @@ func start(t *testing.T, mod func(*Options)) *fixture {
 		Publish:        Allowlist{"/chatter", "/cmd_vel"},
 		Services:       Allowlist{"/rosapi/*", "/echo", "/hang"},
 		MotionTopics:   []string{"/cmd_vel"},
-		ServiceTimeout: 2 * time.Second,
+		ServiceTimeout: testwait.Timeout(wait), // a hang detector; the tests of the timeout set theirs
 		MinBackoff:     20 * time.Millisecond,
 		MaxBackoff:     200 * time.Millisecond,
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -313,8 +313,14 @@ func TestUpstreamRestartRestores(t *testing.T) {
 func TestServiceCallsRouteByID(t *testing.T) {
 	t.Parallel()
 	f := start(t, nil)
-	f.up.HandleService("/echo", func(_ context.Context, args json.RawMessage) (any, bool) {
-		time.Sleep(20 * time.Millisecond) // make calls overlap
+	// The calls overlap: the first ones wait upstream until every client
+	// has sent all of its calls.
+	sent := make(chan struct{})
+	f.up.HandleService("/echo", func(ctx context.Context, args json.RawMessage) (any, bool) {
+		select {
+		case <-sent:
+		case <-ctx.Done():
+		}
 		return json.RawMessage(args), true
 	})
 	const n = 8
@@ -329,12 +335,13 @@ func TestServiceCallsRouteByID(t *testing.T) {
 				"args": map[string]any{"client": i, "k": k}})
 		}
 	}
+	close(sent)
 	for i, c := range clients {
 		seen := map[string]bool{}
 		for k := 0; k < 3; k++ {
 			r := c.next("service_response")
-			vals := r["values"].(map[string]any)
-			if r["result"] != true || int(vals["client"].(float64)) != i {
+			vals, ok := r["values"].(map[string]any)
+			if !ok || r["result"] != true || vals["client"] != float64(i) {
 				t.Fatalf("client %d got %v", i, r)
 			}
 			want := fmt.Sprintf("call:%d", int(vals["k"].(float64)))
