@@ -195,8 +195,7 @@ func TestClientWithoutVideoStaysAndCommands(t *testing.T) {
 			},
 		})
 		defer cli.Close()
-		time.Sleep(time.Minute) // 200 keyframe timeouts without a frame
-		synctest.Wait()
+		elapse(time.Minute) // 200 keyframe timeouts without a frame
 		select {
 		case err := <-done:
 			t.Fatalf("client without video ended after a minute: %v", err)
@@ -239,8 +238,7 @@ func TestClientKeyframeTimeoutCountsFromTheFirstFrame(t *testing.T) {
 		cli, done, cancel := pipeClient(h, ClientConfig{KeyframeTimeout: timeout})
 		defer cancel()
 		defer cli.Close()
-		time.Sleep(10 * timeout) // no video: the simulator starts
-		synctest.Wait()
+		elapse(10 * timeout) // no video: the simulator starts
 		first := time.Now()
 		stop := make(chan struct{})
 		defer close(stop)
@@ -435,7 +433,7 @@ func TestStuckClientDisconnectedAtWriteTimeout(t *testing.T) {
 			t.Fatalf("stuck client still connected after %d frames: %+v", i, h.Stats())
 		}
 		h.Publish(mkFrame(uint64(i+1), i%10 == 0, 100000))
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // the subject: the pacing writer
 	}
 }
 
