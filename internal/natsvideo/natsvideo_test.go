@@ -543,26 +543,33 @@ func TestCoalescer(t *testing.T) {
 		for range 10 {
 			c.request()
 		}
-		time.Sleep(499 * time.Millisecond)
+		elapse(499 * time.Millisecond)
 		if n.Load() != 1 {
 			t.Fatalf("inside the interval: %d sends", n.Load())
 		}
-		time.Sleep(2 * time.Millisecond)
+		elapse(2 * time.Millisecond)
 		if n.Load() != 2 {
 			t.Fatalf("end of the interval: %d sends, want 2", n.Load())
 		}
-		time.Sleep(time.Second)
+		elapse(time.Second)
 		c.request() // interval passed: at once
 		if n.Load() != 3 {
 			t.Fatalf("after a quiet second: %d sends, want 3", n.Load())
 		}
 		c.request()
 		c.close()
-		time.Sleep(time.Second)
+		elapse(time.Second)
 		if n.Load() != 3 {
 			t.Fatalf("after close: %d sends, want 3", n.Load())
 		}
 	})
+}
+
+// elapse lets d pass on a synctest bubble's clock, then waits until the
+// bubble's goroutines have done all that this time called for.
+func elapse(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
 }
 
 func TestValidateSubject(t *testing.T) {
