@@ -64,7 +64,7 @@ func TestReaderKeepsUpWithFastLargeFrames(t *testing.T) {
 		for ctx.Err() == nil {
 			b := make([]byte, size)
 			copy(b, b)
-			time.Sleep(100 * time.Microsecond)
+			time.Sleep(100 * time.Microsecond) // the subject: the busy process allocates all the time
 		}
 	}()
 
