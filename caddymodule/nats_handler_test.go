@@ -328,18 +328,21 @@ func TestNATSLiveEmbeddedHandler(t *testing.T) {
 				if m.Subject == "command.genesis.set_cmd_vel" && strings.Contains(string(m.Data), `"_safety":"hold"`) {
 					holdCmd = true
 				}
-			case <-testwait.After(15 * time.Second):
-				t.Fatalf("no ESTOP within 15s of video stopping (HOLD after %s)", hold)
+			case <-testwait.After(testwait.Default):
+				t.Fatalf("no ESTOP within %v of video stopping (HOLD after %s)", testwait.Timeout(testwait.Default), hold)
 			}
 		}
-		if hold < 900*time.Millisecond || hold > 2*time.Second {
-			t.Errorf("HOLD on telemetry.safety.video_gate %s after video stopped, want 1s (at most 2s)", hold)
+		// How soon is the gate timer's business, judged on a fake clock in
+		// internal/gate; here: not before the thresholds, and logged.
+		t.Logf("HOLD %s and ESTOP %s after video stopped", hold, estop)
+		if hold < 900*time.Millisecond {
+			t.Errorf("HOLD on telemetry.safety.video_gate %s after video stopped, before the 1s threshold", hold)
 		}
 		if !holdCmd {
 			t.Errorf("no zero set_cmd_vel with _safety hold published")
 		}
-		if estop < 4900*time.Millisecond || estop > 7*time.Second {
-			t.Errorf("ESTOP %s after video stopped, want about 5s", estop)
+		if estop < 4900*time.Millisecond {
+			t.Errorf("ESTOP %s after video stopped, before the 5s threshold", estop)
 		}
 		send(`{"action":"set_cmd_vel","cmd_seq":10}`)
 		if a := ack(10); a["status"] != "gated" || !strings.Contains(a["detail"].(string), "ESTOP") {
