@@ -217,6 +217,9 @@ func TestFramesArriveByteIdentical(t *testing.T) {
 	if st.Frames != 20 || st.Gaps != 0 || st.Malformed != 0 || st.LastSeq != 20 {
 		t.Fatalf("edge stats %+v", st)
 	}
+	// The publisher counts a frame after its last publish returns: the edge
+	// can have it first.
+	testwait.For(t, "the publisher to count 20 frames", func() bool { return pub.Stats().Frames >= 20 })
 	if ps := pub.Stats(); ps.Frames != 20 || ps.SplitFrames != 0 {
 		t.Fatalf("publisher stats %+v", ps)
 	}
@@ -237,6 +240,9 @@ func TestFramesLargerThanMaxPayloadAreSplit(t *testing.T) {
 	for i := range sent {
 		sameFrame(t, got[i], sent[i])
 	}
+	// The publisher counts a frame after its last part's publish returns:
+	// the edge can have it first.
+	testwait.For(t, "the publisher to count every frame", func() bool { return pub.Stats().Frames >= uint64(len(sizes)) })
 	ps := pub.Stats()
 	if ps.SplitFrames != 4 || ps.Errors != 0 {
 		t.Fatalf("publisher stats %+v: want 4 split frames", ps)
