@@ -2,11 +2,13 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -326,18 +328,21 @@ func TestNATSLiveEmbeddedHandler(t *testing.T) {
 				if m.Subject == "command.genesis.set_cmd_vel" && strings.Contains(string(m.Data), `"_safety":"hold"`) {
 					holdCmd = true
 				}
-			case <-testwait.After(15 * time.Second):
-				t.Fatalf("no ESTOP within 15s of video stopping (HOLD after %s)", hold)
+			case <-testwait.After(testwait.Default):
+				t.Fatalf("no ESTOP within %v of video stopping (HOLD after %s)", testwait.Timeout(testwait.Default), hold)
 			}
 		}
-		if hold < 900*time.Millisecond || hold > 2*time.Second {
-			t.Errorf("HOLD on telemetry.safety.video_gate %s after video stopped, want 1s (at most 2s)", hold)
+		// How soon is the gate timer's business, judged on a fake clock in
+		// internal/gate; here: not before the thresholds, and logged.
+		t.Logf("HOLD %s and ESTOP %s after video stopped", hold, estop)
+		if hold < 900*time.Millisecond {
+			t.Errorf("HOLD on telemetry.safety.video_gate %s after video stopped, before the 1s threshold", hold)
 		}
 		if !holdCmd {
 			t.Errorf("no zero set_cmd_vel with _safety hold published")
 		}
-		if estop < 4900*time.Millisecond || estop > 7*time.Second {
-			t.Errorf("ESTOP %s after video stopped, want about 5s", estop)
+		if estop < 4900*time.Millisecond {
+			t.Errorf("ESTOP %s after video stopped, before the 5s threshold", estop)
 		}
 		send(`{"action":"set_cmd_vel","cmd_seq":10}`)
 		if a := ack(10); a["status"] != "gated" || !strings.Contains(a["detail"].(string), "ESTOP") {
@@ -415,6 +420,10 @@ func TestNATSLiveReloadKeepsConnectionAndGate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The gate counts each transition after publishing its messages; the
+	// counter is process-wide: take it before this gate's first HOLD.
+	holds := `caddy_sdr_gate_transitions_total{mode="HOLD",stream="cam"}`
+	holdsBefore := metricValue(t, holds)
 	testwait.For(t, "the gate of stream cam in HOLD", func() bool {
 		_, mode := g.Allow("set_skill")
 		return mode == "HOLD"
@@ -422,6 +431,7 @@ func TestNATSLiveReloadKeepsConnectionAndGate(t *testing.T) {
 	testenv.ExpectMsg(t, gateMsgs, "video_gate HOLD", testwait.Timeout(10*time.Second), func(m *nats.Msg) bool {
 		return strings.Contains(string(m.Data), `"mode":"HOLD"`)
 	})
+	testwait.For(t, "the HOLD transition counted", func() bool { return metricValue(t, holds) == holdsBefore+1 })
 
 	tester.InitServer(config("/two"), "caddyfile")
 	appIface2, err := caddy.ActiveContext().AppIfConfigured("sdr_nats")
@@ -435,10 +445,22 @@ func TestNATSLiveReloadKeepsConnectionAndGate(t *testing.T) {
 	if g2 != g {
 		t.Error("reload created a new gate for the same stream")
 	}
-	ws, _, err := websocket.DefaultDialer.Dial(fmt.Sprintf("ws://127.0.0.1:%d/two", httpPort), nil)
-	if err != nil {
-		t.Fatalf("new route after reload: %v", err)
-	}
+	// A fresh connection can be reset right after a reload: Caddy listens
+	// with SO_REUSEPORT, and one that waited in the old config's socket when
+	// its shutdown closed it is reset (tests/rtc's reload test says more). A
+	// client dials again.
+	var ws *websocket.Conn
+	testwait.For(t, "the new route after the reload", func() bool {
+		ws, _, err = websocket.DefaultDialer.Dial(fmt.Sprintf("ws://127.0.0.1:%d/two", httpPort), nil)
+		if errors.Is(err, syscall.ECONNRESET) {
+			t.Logf("dialing the new route: %v; again", err)
+			return false
+		}
+		if err != nil {
+			t.Fatalf("new route after reload: %v", err)
+		}
+		return true
+	})
 	defer ws.Close()
 	send := append([]byte{wire.TypeCommand}, `{"action":"set_skill","cmd_seq":3}`...)
 	if err := ws.WriteMessage(websocket.BinaryMessage, send); err != nil {
@@ -448,12 +470,20 @@ func TestNATSLiveReloadKeepsConnectionAndGate(t *testing.T) {
 	if !strings.Contains(string(p), `"status":"gated"`) {
 		t.Errorf("motion after reload with the gate in HOLD: %s", p)
 	}
-	// A quiet period is what is tested: a new gate would HOLD 300ms after
-	// the reload.
-	select {
-	case m := <-gateMsgs:
+	// The same gate kept its episode: no second HOLD transition, and nothing
+	// on video_gate since the first HOLD. A gate that no frame has armed
+	// publishes only what Allow and Observe call for, once per threshold
+	// (it has no repeats: those are an armed gate's), so any message here
+	// would be a new episode. Whatever the gate published went out on the
+	// app's connection before a marker sent there now.
+	if err := appIface2.(*natsapp.NATSApp).Conn().Publish("telemetry.safety.video_gate", []byte("marker")); err != nil {
+		t.Fatal(err)
+	}
+	for m := testwait.Recv(t, gateMsgs, "the marker"); string(m.Data) != "marker"; m = testwait.Recv(t, gateMsgs, "the marker") {
 		t.Errorf("the reload made the gate publish again: %s", m.Data)
-	case <-time.After(1500 * time.Millisecond):
+	}
+	if n := metricValue(t, holds) - holdsBefore; n != 1 {
+		t.Errorf("%s rose by %v over the reload, want 1 (the first HOLD only)", holds, n)
 	}
 	if _, lost := disconnects.Load("lost"); lost || sim.Status() != nats.CONNECTED {
 		t.Error("the reload disconnected a client of the embedded server")

@@ -146,11 +146,21 @@ func TestReaderWatchCapsBackoff(t *testing.T) {
 // frame replaces it, 33 ms later at 30 fps: a watched reader reads it every
 // time. (Unwatched, it polls a writer paused for a second every 100 ms and
 // misses about two thirds of them.)
+//
+// This is a real-time property: it holds while the process runs. A frame
+// after a pause is judged only when the writer's next commit came on time
+// (within 50 ms): one that came late means the process was not running (a
+// CPU quota spent, a busy machine), and a reader cannot read what it was
+// given no time to read. Such frames are logged, not judged; so are the
+// frames before the pauses, which only teach the reader the period. That a watched reader polls a
+// paused writer every 5 ms at most is TestReaderWatchCapsBackoff's and the
+// cadence tests', on no clock.
 func TestReaderWatchedReadsFrameAfterPause(t *testing.T) {
 	if testing.Short() {
 		t.Skip("pauses 6 x 1.1 s")
 	}
 	t.Parallel()
+	const onTime = 50 * time.Millisecond
 	path, w := createRing(t, 1<<16)
 	frames, r := collect(t, ReaderConfig{Path: path}, 256)
 	defer r.Watch()()
@@ -173,26 +183,39 @@ func TestReaderWatchedReadsFrameAfterPause(t *testing.T) {
 	}
 	const pauses = 6
 	var keys []uint64
+	judged := map[uint64]bool{} // frames after a pause replaced on time
 	for range pauses {
-		time.Sleep(1100 * time.Millisecond) // the pause
+		time.Sleep(1100 * time.Millisecond) // the subject: the pause
 		write(true)
+		committed := time.Now()
 		keys = append(keys, seq)
-		time.Sleep(33 * time.Millisecond)
+		time.Sleep(33 * time.Millisecond) // the subject: the next frame 33 ms later
+		if time.Since(committed) <= onTime {
+			judged[seq] = true
+		}
 		write(false)
 	}
 	last := seq
-	var missed []uint64
+	var missed, late []uint64
 	for got := uint64(0); got != last; {
 		f := next(t, frames, 10*time.Second)
 		got = f.Header.FrameSeq
-		if f.Gap > 0 {
-			missed = append(missed, got-f.Gap)
+		for s := got - f.Gap; s < got; s++ {
+			if judged[s] {
+				missed = append(missed, s)
+			} else {
+				late = append(late, s)
+			}
 		}
 		if f.Header.Keyframe() && !bytes.Equal(f.Payload, payloadFor(got, 1000)) {
 			t.Fatalf("keyframe %d payload differs", got)
 		}
 	}
+	t.Logf("%d of the %d frames after a pause replaced on time and judged", len(judged), pauses)
+	if len(late) > 0 {
+		t.Logf("missed frames not judged (not after a pause, or replaced late: the process was not running): %v", late)
+	}
 	if len(missed) > 0 {
-		t.Fatalf("missed the frames before %v (keyframes after the pauses: %v)", missed, keys)
+		t.Fatalf("missed frames %v (keyframes after the pauses: %v)", missed, keys)
 	}
 }

@@ -178,11 +178,42 @@ func commitGuarded(mem []byte, h Header, payload []byte, seq uint64) (err error)
 	}()
 	old := debug.SetPanicOnFault(true)
 	defer debug.SetPanicOnFault(old)
-	h.Put(mem[OffSlot:OffPayload])
-	copy(mem[OffPayload:], payload)
-	storeU64(mem, OffWriteLen, uint64(HeaderSize+len(payload)))
-	storeU64(mem, OffSequence, seq)
+	c := commit{mem, h, payload, seq}
+	for i := range commitStores {
+		c.store(i)
+	}
 	return nil
+}
+
+// commit is one frame on its way into the ring.
+type commit struct {
+	mem     []byte
+	h       Header
+	payload []byte
+	seq     uint64
+}
+
+// commitStores is how many stores a commit makes.
+const commitStores = 4
+
+// store makes the i-th store of the commit, in the writer order of
+// docs/ring.md, the payload before the header: a reader that copies the
+// slot meanwhile then holds the old header over part of the new payload, or
+// a header whose crc32 (stored after every other field but reserved) is
+// still the old one over the new payload, and drops it for its CRC. Stored
+// the other way, the next frame's frame_id, frame_seq or flags over the old
+// payload would verify (TestCommitCaughtMidwayNeverVerifies).
+func (c *commit) store(i int) {
+	switch i {
+	case 0:
+		copy(c.mem[OffPayload:], c.payload)
+	case 1:
+		c.h.Put(c.mem[OffSlot:OffPayload])
+	case 2:
+		storeU64(c.mem, OffWriteLen, uint64(HeaderSize+len(c.payload)))
+	case 3:
+		storeU64(c.mem, OffSequence, c.seq)
+	}
 }
 
 // Close unmaps the file. The file stays, with its last frame, for readers.

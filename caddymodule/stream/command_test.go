@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"maps"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sdr-os/sdr-caddy/caddymodule/internal/moduletest"
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
@@ -21,20 +24,47 @@ import (
 // runs it with args.
 func runRingCmd(t *testing.T, args ...string) (string, error) {
 	t.Helper()
+	var out syncBuffer
+	err := runRingCmdTo(t, context.Background(), &out, args...)
+	return out.String(), err
+}
+
+// runRingCmdTo runs the sdr-ring command with args until it returns or ctx
+// ends, writing its standard output to out.
+func runRingCmdTo(t *testing.T, ctx context.Context, out io.Writer, args ...string) error {
+	t.Helper()
 	c, ok := caddycmd.Commands()["sdr-ring"]
 	if !ok {
 		t.Fatal("sdr-ring is not registered")
 	}
 	root := &cobra.Command{Use: "sdr-ring", SilenceErrors: true}
 	c.CobraFunc(root)
-	var out bytes.Buffer
-	var stderr bytes.Buffer
-	root.SetOut(&out)
+	var stderr syncBuffer
+	root.SetOut(out)
 	root.SetErr(&stderr)
 	root.SetArgs(args)
-	err := root.ExecuteContext(context.Background())
+	err := root.ExecuteContext(ctx)
 	t.Logf("stderr of %v:\n%s", args, stderr.String())
-	return out.String(), err
+	return err
+}
+
+// syncBuffer is a bytes.Buffer that a running command writes while the
+// test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func TestRingCmdInspect(t *testing.T) {
@@ -80,6 +110,12 @@ func TestRingCmdInspect(t *testing.T) {
 	}
 }
 
+// TestRingCmdWatch: watch prints a header and one line per interval, each
+// with what the reader saw in it; --count stops it. How many frames a
+// window holds depends on how much CPU the writer and the reader got (a
+// busy machine starves both), so the test waits for the line that follows
+// two keyframes in a row, however many windows that takes, and judges that
+// line.
 func TestRingCmdWatch(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "frames")
@@ -87,7 +123,7 @@ func TestRingCmdWatch(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
-		tick := time.NewTicker(10 * time.Millisecond)
+		tick := time.NewTicker(10 * time.Millisecond) // the subject: a live writer, 100 frames/s
 		defer tick.Stop()
 		for i := 0; ctx.Err() == nil; i++ {
 			<-tick.C
@@ -98,19 +134,42 @@ func TestRingCmdWatch(t *testing.T) {
 			w.WriteFrame(shmring.Header{Flags: flags, Codec: shmring.CodecH264}, make([]byte, 2000))
 		}
 	}()
-	out, err := runRingCmd(t, "watch", "--interval", "400ms", "--count", "4", path)
-	if err != nil {
-		t.Fatalf("watch: %v\n%s", err, out)
-	}
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 5 {
-		t.Fatalf("want a header and 4 lines, got:\n%s", out)
-	}
-	last := lines[len(lines)-1]
-	for _, want := range []string{"attached", "fps=", "max_bytes=2000", "keyint=25", "codec=h264", "crc_fail=0"} {
-		if !strings.Contains(last, want) {
-			t.Errorf("last line lacks %q: %s", want, last)
+
+	var out syncBuffer
+	watchCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- runRingCmdTo(t, watchCtx, &out, "watch", "--interval", "200ms", path) }()
+	var line string
+	testwait.For(t, "a watch line after two keyframes 25 frames apart", func() bool {
+		lines := strings.Split(out.String(), "\n")
+		for _, l := range lines[:len(lines)-1] { // complete lines only
+			if strings.Contains(l, " keyint=25 ") {
+				line = l
+				return true
+			}
 		}
+		return false
+	})
+	stop()
+	if err := testwait.Recv(t, done, "watch to end with its context"); err != nil {
+		t.Fatalf("watch: %v\n%s", err, out.String())
+	}
+	if first := strings.SplitN(out.String(), "\n", 2)[0]; !strings.HasPrefix(first, "watching "+path+" every 200ms") {
+		t.Errorf("header %q", first)
+	}
+	// The window in which the second keyframe was read had frames.
+	for _, want := range []string{"attached", "fps=", "max_bytes=2000", "codec=h264", "crc_fail=0"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("line lacks %q: %s", want, line)
+		}
+	}
+
+	counted, err := runRingCmd(t, "watch", "--interval", "50ms", "--count", "3", path)
+	if err != nil {
+		t.Fatalf("watch --count 3: %v\n%s", err, counted)
+	}
+	if lines := strings.Split(strings.TrimSpace(counted), "\n"); len(lines) != 4 {
+		t.Errorf("--count 3: want a header and 3 lines, got:\n%s", counted)
 	}
 	if _, err := runRingCmd(t, "watch", "--interval", "0s", "--count", "1", path); err == nil {
 		t.Error("zero interval accepted")

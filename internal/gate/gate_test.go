@@ -128,8 +128,16 @@ func feed(src *testSource, codec shmring.Codec, period, d time.Duration) {
 	end := time.Now().Add(d)
 	for time.Now().Before(end) {
 		src.Emit(codec)
-		time.Sleep(period)
+		time.Sleep(period) // the subject: a source's pace, on the bubble's clock
 	}
+}
+
+// elapse lets d pass on the bubble's clock, then waits until the gate has
+// done all that this time called for: what a test of a timer means by
+// "later".
+func elapse(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
 }
 
 // transitions drops the state repeats of a closed gate: a video_gate
@@ -183,8 +191,7 @@ func TestGateHoldThenEstopOnceEach(t *testing.T) {
 			t.Fatalf("Allow(set_cmd_vel) with fresh video = %v %s, want true ARMED", ok, mode)
 		}
 		stopped := time.Now()
-		time.Sleep(10 * time.Second)
-		synctest.Wait()
+		elapse(10 * time.Second)
 		msgs := transitions(rec.take())
 		want := []string{
 			SubjectCmdVel + " " + holdCmdVel,
@@ -232,8 +239,7 @@ func TestGateRecoveryPublishesUngatedOnce(t *testing.T) {
 		src := newTestSource()
 		g.Bind(src)
 		feed(src, shmring.CodecH264, 20*time.Millisecond, 200*time.Millisecond)
-		time.Sleep(1500 * time.Millisecond)
-		synctest.Wait()
+		elapse(1500 * time.Millisecond)
 		if g.Mode() != Hold {
 			t.Fatalf("mode after 1.5s without video = %s, want HOLD", g.Mode())
 		}
@@ -270,8 +276,7 @@ func TestGateCodecChangeGrace(t *testing.T) {
 		src.Emit(shmring.CodecJPEG)
 		src.Emit(shmring.CodecJPEG)
 		stopped := time.Now()
-		time.Sleep(6 * time.Second)
-		synctest.Wait()
+		elapse(6 * time.Second)
 		for _, m := range rec.take() {
 			if m.subject == SubjectEstop {
 				t.Fatalf("ESTOP published %s after a codec change, want none within 7s", m.at-stopped.Sub(rec.t0))
@@ -280,8 +285,7 @@ func TestGateCodecChangeGrace(t *testing.T) {
 		if g.Mode() != Hold {
 			t.Fatalf("mode 6s into a codec change = %s, want HOLD", g.Mode())
 		}
-		time.Sleep(2 * time.Second)
-		synctest.Wait()
+		elapse(2 * time.Second)
 		// The threshold is 5s + 2s of grace: ESTOP 7s after the last frame
 		// (between the HOLD state's repeats).
 		var estops []published
@@ -300,8 +304,7 @@ func TestGateCodecChangeGrace(t *testing.T) {
 		feed(src, shmring.CodecJPEG, 20*time.Millisecond, 5*time.Second)
 		rec.take()
 		stopped = time.Now()
-		time.Sleep(6 * time.Second)
-		synctest.Wait()
+		elapse(6 * time.Second)
 		for _, m := range rec.take() {
 			if m.subject == SubjectEstop {
 				if d := m.at - stopped.Sub(rec.t0); d > 5100*time.Millisecond {
@@ -322,8 +325,7 @@ func TestGateCodecChangingRaisesEstopThreshold(t *testing.T) {
 		feed(src, shmring.CodecH264, 20*time.Millisecond, 100*time.Millisecond)
 		g.CodecChanging()
 		start := time.Now()
-		time.Sleep(8 * time.Second)
-		synctest.Wait()
+		elapse(8 * time.Second)
 		var estopAt time.Duration = -1
 		for _, m := range rec.take() {
 			if m.subject == SubjectEstop {
@@ -350,8 +352,7 @@ func TestGateRebindAndStaleUnbind(t *testing.T) {
 		// The old binding going away must not unbind the new one.
 		unbindA()
 		go feed(b, shmring.CodecH264, 20*time.Millisecond, 3*time.Second)
-		time.Sleep(2 * time.Second)
-		synctest.Wait()
+		elapse(2 * time.Second)
 		if ok, mode := g.Allow("set_cmd_vel"); !ok {
 			t.Fatalf("Allow(set_cmd_vel) after stale unbind = false %s, want true", mode)
 		}
@@ -363,8 +364,7 @@ func TestGateRebindAndStaleUnbind(t *testing.T) {
 		if b.subscribers() != 0 {
 			t.Fatalf("unbind left %d subscribers", b.subscribers())
 		}
-		time.Sleep(2 * time.Second)
-		synctest.Wait()
+		elapse(2 * time.Second)
 		if g.Mode() != Hold {
 			t.Errorf("mode 1s after unbinding a stopped source = %s, want HOLD", g.Mode())
 		}
@@ -381,7 +381,7 @@ func TestGateAllowStaleBeforeTimer(t *testing.T) {
 		if ok, _ := g.Allow("set_cmd_vel"); !ok {
 			t.Fatal("Allow with a fresh frame = false")
 		}
-		time.Sleep(1100 * time.Millisecond)
+		elapse(1100 * time.Millisecond)
 		if ok, mode := g.Allow("set_cmd_vel"); ok || mode != "HOLD" {
 			t.Fatalf("Allow 1.1s after the last frame (gate not running) = %v %s, want false HOLD", ok, mode)
 		}
@@ -440,10 +440,9 @@ func (r *recorder) transitions() string {
 func TestGateWithoutVideoPublishesNothing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g, rec, _ := startGate(t, Config{})
-		time.Sleep(3 * time.Second)
+		elapse(3 * time.Second)
 		g.Bind(newTestSource()) // a ring with no writer
-		time.Sleep(10 * time.Second)
-		synctest.Wait()
+		elapse(10 * time.Second)
 		wantMessages(t, "13s without video", rec.take())
 		if g.Armed() || g.Mode() != Armed {
 			t.Errorf("without video: armed %v, mode %s; want not armed, ARMED", g.Armed(), g.Mode())
@@ -463,12 +462,11 @@ func TestGateWithoutVideoPublishesNothing(t *testing.T) {
 func TestGateBeforeArmingJudgesCommandsLikeTheOldServer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g, rec, _ := startGate(t, Config{})
-		time.Sleep(500 * time.Millisecond)
+		elapse(500 * time.Millisecond)
 		if ok, mode := g.Allow("set_cmd_vel"); !ok || mode != "ARMED" {
 			t.Fatalf("Allow(set_cmd_vel) 0.5s after start = %v %s, want true ARMED", ok, mode)
 		}
-		time.Sleep(time.Second)
-		synctest.Wait()
+		elapse(time.Second)
 		wantMessages(t, "1.5s after start, before any refusal", rec.take())
 		for _, a := range []string{"set_cmd_vel", "set_alpha", "set_skill"} {
 			if ok, mode := g.Allow(a); ok || mode != "HOLD" {
@@ -487,14 +485,14 @@ func TestGateBeforeArmingJudgesCommandsLikeTheOldServer(t *testing.T) {
 		if msgs[0].at != 1500*time.Millisecond {
 			t.Errorf("HOLD published %s after start, want at once (1.5s)", msgs[0].at)
 		}
-		time.Sleep(4 * time.Second)
+		elapse(4 * time.Second)
 		if ok, mode := g.Allow("set_cmd_vel"); ok || mode != "ESTOP" {
 			t.Fatalf("Allow(set_cmd_vel) 5.5s after start = %v %s, want false ESTOP", ok, mode)
 		}
 		synctest.Wait()
 		wantMessages(t, "the first refusal for ESTOP", rec.take(),
 			SubjectEstop+" "+estopCommand, videoGate("ESTOP", 5500))
-		time.Sleep(3 * time.Second)
+		elapse(3 * time.Second)
 		if ok, _ := g.Allow("set_skill"); ok {
 			t.Fatal("Allow(set_skill) 8.5s after start = true")
 		}
@@ -525,13 +523,12 @@ func TestGateBeforeArmingJudgesCommandsLikeTheOldServer(t *testing.T) {
 func TestGateEstopFirstIsClearedByTheFirstFrame(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g, rec, _ := startGate(t, Config{})
-		time.Sleep(6 * time.Second)
-		synctest.Wait()
+		elapse(6 * time.Second)
 		wantMessages(t, "6s without video or command", rec.take())
 		if ok, mode := g.Allow("set_cmd_vel"); ok || mode != "ESTOP" {
 			t.Fatalf("Allow 6s after start = %v %s, want false ESTOP", ok, mode)
 		}
-		time.Sleep(500 * time.Millisecond)
+		elapse(500 * time.Millisecond)
 		if ok, mode := g.Allow("set_cmd_vel"); ok || mode != "ESTOP" {
 			t.Fatalf("Allow 6.5s after start = %v %s, want false ESTOP", ok, mode)
 		}
@@ -560,13 +557,12 @@ func TestGateArmedRepeatsStateWhileClosed(t *testing.T) {
 		src.Emit(shmring.CodecH264)
 		synctest.Wait()
 		g.Observe("set_cmd_vel", []byte(`{"action":"set_cmd_vel","data":{"linear_x":1}}`)) // fresh: nothing to say
-		time.Sleep(2500 * time.Millisecond)
+		elapse(2500 * time.Millisecond)
 		for range 5 {
 			g.Observe("set_cmd_vel", []byte(`{"action":"set_cmd_vel","data":{"linear_x":1}}`))
-			time.Sleep(100 * time.Millisecond)
+			elapse(100 * time.Millisecond)
 		}
-		time.Sleep(5500 * time.Millisecond) // 8.5s after the frame
-		synctest.Wait()
+		elapse(5500 * time.Millisecond) // 8.5s after the frame
 		msgs := rec.take()
 		wantMessages(t, "8.5s after the last frame", msgs,
 			SubjectCmdVel+" "+holdCmdVel, videoGate("HOLD", 1001),
@@ -583,8 +579,7 @@ func TestGateArmedRepeatsStateWhileClosed(t *testing.T) {
 		go feed(src, shmring.CodecH264, 20*time.Millisecond, 3*time.Second)
 		synctest.Wait()
 		wantMessages(t, "video back after ESTOP", rec.take(), SubjectVideoGate+" "+ungated)
-		time.Sleep(3 * time.Second)
-		synctest.Wait()
+		elapse(3 * time.Second)
 		wantMessages(t, "fresh video", rec.take())
 	})
 }
@@ -598,7 +593,7 @@ func TestGateAnswersCommandsSeenBeforeArming(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g, rec, _ := startGate(t, Config{})
 		cmd := []byte(`{"action":"set_cmd_vel","cmd_seq":999,"data":{"linear_x":1.0,"linear_y":0,"angular_z":0}}`)
-		time.Sleep(2 * time.Second)
+		elapse(2 * time.Second)
 		g.Observe("set_cmd_vel", cmd)
 		synctest.Wait()
 		msgs := rec.take()
@@ -607,7 +602,7 @@ func TestGateAnswersCommandsSeenBeforeArming(t *testing.T) {
 			t.Errorf("answered %s after start, want at once (2s)", msgs[0].at)
 		}
 
-		time.Sleep(1500 * time.Millisecond)
+		elapse(1500 * time.Millisecond)
 		g.Observe("set_cmd_vel", []byte(holdCmdVel))
 		g.Observe("estop", []byte(estopCommand))
 		g.Observe("estop", []byte(`{"action":"estop"}`))
@@ -619,11 +614,10 @@ func TestGateAnswersCommandsSeenBeforeArming(t *testing.T) {
 		// answer, a second after the last.
 		g.Observe("set_alpha", []byte(`{"action":"set_alpha","data":{"alpha":1}}`))
 		for range 5 {
-			time.Sleep(100 * time.Millisecond)
+			elapse(100 * time.Millisecond)
 			g.Observe("set_skill", []byte(`{"action":"set_skill"}`))
 		}
-		time.Sleep(6 * time.Second) // 10s
-		synctest.Wait()
+		elapse(6 * time.Second) // 10s
 		msgs = rec.take()
 		wantMessages(t, "six commands from 3.5s", msgs, videoGate("HOLD", 3500), videoGate("HOLD", 4500))
 
@@ -649,25 +643,23 @@ func TestGateAnswersEarlyCommandsAtTheHoldThreshold(t *testing.T) {
 	cmd := []byte(`{"action":"set_cmd_vel","data":{"linear_x":1}}`)
 	synctest.Test(t, func(t *testing.T) {
 		g, rec, _ := startGate(t, Config{})
-		time.Sleep(300 * time.Millisecond)
+		elapse(300 * time.Millisecond)
 		g.Observe("set_cmd_vel", cmd)
 		synctest.Wait()
 		wantMessages(t, "a command at 0.3s", rec.take())
-		time.Sleep(time.Second)
-		synctest.Wait()
+		elapse(time.Second)
 		msgs := rec.take()
 		wantMessages(t, "1.3s", msgs, videoGate("HOLD", 1001))
 	})
 	synctest.Test(t, func(t *testing.T) {
 		g, rec, _ := startGate(t, Config{})
-		time.Sleep(300 * time.Millisecond)
+		elapse(300 * time.Millisecond)
 		g.Observe("set_cmd_vel", cmd)
-		time.Sleep(200 * time.Millisecond)
+		elapse(200 * time.Millisecond)
 		src := newTestSource()
 		g.Bind(src)
 		go feed(src, shmring.CodecH264, 20*time.Millisecond, 3*time.Second)
-		time.Sleep(3 * time.Second)
-		synctest.Wait()
+		elapse(3 * time.Second)
 		wantMessages(t, "a command at 0.3s, video from 0.5s", rec.take())
 	})
 }
@@ -698,8 +690,7 @@ func TestGateStaysArmed(t *testing.T) {
 			t.Errorf("armed, no source: Allow = %v %s, want false HOLD", ok, mode)
 		}
 		g.Bind(newTestSource())
-		time.Sleep(1500 * time.Millisecond)
-		synctest.Wait()
+		elapse(1500 * time.Millisecond)
 		if g.Mode() != Hold || !g.Armed() {
 			t.Errorf("armed, rebound to a silent source, 1.5s: mode %s, armed %v; want HOLD, armed", g.Mode(), g.Armed())
 		}
@@ -736,13 +727,12 @@ func TestGateArmedByFramesHeldBack(t *testing.T) {
 		go g.Run(ctx)
 		src := newTestSource()
 		g.Bind(src)
-		time.Sleep(2 * time.Second)
+		elapse(2 * time.Second)
 		g.Observe("set_cmd_vel", []byte(`{"action":"set_cmd_vel"}`))
 		synctest.Wait()
 		wantMessages(t, "a command 2s after start", rec.take(), videoGate("HOLD", 2000))
 		src.HoldBack()
-		time.Sleep(DefaultPoll)
-		synctest.Wait()
+		elapse(DefaultPoll)
 		wantMessages(t, "a frame held back", rec.take(), SubjectVideoGate+" "+ungated)
 		if !armed {
 			t.Error("OnArmed not called for a frame held back")

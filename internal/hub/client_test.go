@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -197,8 +198,7 @@ func TestClientWithoutVideoStaysAndCommands(t *testing.T) {
 			},
 		})
 		defer cli.Close()
-		time.Sleep(time.Minute) // 200 keyframe timeouts without a frame
-		synctest.Wait()
+		elapse(time.Minute) // 200 keyframe timeouts without a frame
 		select {
 		case err := <-done:
 			t.Fatalf("client without video ended after a minute: %v", err)
@@ -241,8 +241,7 @@ func TestClientKeyframeTimeoutCountsFromTheFirstFrame(t *testing.T) {
 		cli, done, cancel := pipeClient(h, ClientConfig{KeyframeTimeout: timeout})
 		defer cancel()
 		defer cli.Close()
-		time.Sleep(10 * timeout) // no video: the simulator starts
-		synctest.Wait()
+		elapse(10 * timeout) // no video: the simulator starts
 		first := time.Now()
 		stop := make(chan struct{})
 		defer close(stop)
@@ -350,8 +349,6 @@ func TestClientClosedOnStop(t *testing.T) {
 
 func TestSlowClientSkipsWithoutSlowingOthers(t *testing.T) {
 	t.Parallel()
-	// Capacity 64 at a frame every 2 ms: the fast client may be 128 ms late
-	// on a loaded machine without skipping.
 	h := New(Config{Capacity: 64})
 	defer h.Close()
 	url, _, _ := serve(t, h, ClientConfig{WriteTimeout: 30 * time.Second})
@@ -359,70 +356,67 @@ func TestSlowClientSkipsWithoutSlowingOthers(t *testing.T) {
 	// handshake, so the server's socket buffers fill.
 	slow := dial(t, url, nil)
 	fast := dial(t, url, nil)
-	got := make(chan int, 1)
-	go func() {
-		n := 0
-		for {
-			if _, _, err := fast.ReadMessage(); err != nil {
-				got <- n
-				return
-			}
-			n++
-			if n == 300 {
-				got <- n
-				return
-			}
-		}
-	}()
-	for i := range 300 {
-		h.Publish(mkFrame(uint64(i+1), i%30 == 0, 200000))
-		time.Sleep(2 * time.Millisecond)
-	}
-	select {
-	case n := <-got:
-		if n != 300 {
-			t.Fatalf("fast client got %d of 300 frames", n)
-		}
-	case <-testwait.After(30 * time.Second):
-		t.Fatal("fast client stalled")
-	}
-	// Now the slow client reads while frames keep coming: after what its
-	// socket buffers held it must jump ahead, and land on a keyframe.
+	// A pacing writer, a frame every 2 ms (the subject: a live stream), of
+	// 200 KB until the fast client has had 300 frames, then of 20 KB.
+	var small atomic.Bool
 	done := make(chan struct{})
+	defer close(done)
 	go func() {
-		for i := 300; ; i++ {
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			size := 200000
+			if small.Load() {
+				size = 20000
+			}
+			h.Publish(mkFrame(uint64(i+1), i%30 == 0, size))
 			select {
 			case <-done:
 				return
-			case <-time.After(2 * time.Millisecond):
+			case <-tick.C:
 			}
-			h.Publish(mkFrame(uint64(i+1), i%30 == 0, 20000))
 		}
 	}()
-	defer close(done)
-	var last uint64
-	gaps := 0
-	for gaps == 0 || last <= 300 {
-		_, msg, err := slow.ReadMessage()
-		if err != nil {
-			t.Fatalf("slow client after frame %d: %v", last, err)
-		}
-		hdr, _, err := wire.ParseVideo(msg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if hdr.FrameSeq <= last {
-			t.Fatalf("frame %d after %d", hdr.FrameSeq, last)
-		}
-		if hdr.FrameSeq != last+1 && last != 0 {
-			gaps++
-			if !hdr.Keyframe() {
-				t.Fatalf("slow client resumed at delta %d after %d", hdr.FrameSeq, last)
+	// read reads c while more says so: frames in order, and the one after
+	// a jump (a skip of frames the client was too late for) a keyframe. It
+	// returns how many jumps there were.
+	read := func(c *websocket.Conn, who string, more func(last uint64, gaps int) bool) (gaps int) {
+		var last uint64
+		for more(last, gaps) {
+			_ = c.SetReadDeadline(testwait.Deadline(30 * time.Second))
+			_, msg, err := c.ReadMessage()
+			if err != nil {
+				t.Fatalf("%s client after frame %d: %v", who, last, err)
 			}
+			hdr, _, err := wire.ParseVideo(msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if hdr.FrameSeq <= last {
+				t.Fatalf("%s client: frame %d after %d", who, hdr.FrameSeq, last)
+			}
+			if hdr.FrameSeq != last+1 && last != 0 {
+				gaps++
+				if !hdr.Keyframe() {
+					t.Fatalf("%s client resumed at delta %d after %d", who, hdr.FrameSeq, last)
+				}
+			}
+			last = hdr.FrameSeq
 		}
-		last = hdr.FrameSeq
+		return gaps
 	}
-	if gaps == 0 || h.Stats().LagSkips == 0 {
+	// The fast client goes on while the slow one reads nothing. (It may
+	// skip too if a loaded machine leaves it more than 64 frames behind:
+	// how fast it reads is not what is tested, that the slow client does
+	// not hold it back is.)
+	if gaps := read(fast, "fast", func(last uint64, _ int) bool { return last < 300 }); gaps > 0 {
+		t.Logf("the fast client skipped %d times (a loaded machine)", gaps)
+	}
+	// Now the slow client reads while frames keep coming: after what its
+	// socket buffers held it must jump ahead, and land on a keyframe.
+	small.Store(true)
+	gaps := read(slow, "slow", func(last uint64, gaps int) bool { return gaps == 0 || last <= 300 })
+	if h.Stats().LagSkips == 0 {
 		t.Errorf("slow client never skipped: %d gaps, %+v", gaps, h.Stats())
 	}
 }
@@ -442,7 +436,7 @@ func TestStuckClientDisconnectedAtWriteTimeout(t *testing.T) {
 			t.Fatalf("stuck client still connected after %d frames: %+v", i, h.Stats())
 		}
 		h.Publish(mkFrame(uint64(i+1), i%10 == 0, 100000))
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // the subject: the pacing writer
 	}
 }
 

@@ -196,6 +196,13 @@ func TestBatchBytes(t *testing.T) {
 	}
 }
 
+// elapse lets d pass on a synctest bubble's clock, then waits until the
+// bubble's goroutines have done all that this time called for.
+func elapse(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
+}
+
 type countingRequester struct{ n atomic.Int64 }
 
 func (r *countingRequester) RequestKeyframe() { r.n.Add(1) }
@@ -212,19 +219,17 @@ func TestKeyframeRequestsCoalesce(t *testing.T) {
 			t.Fatalf("first request not sent at once: %d", r.n.Load())
 		}
 		for range 10 {
-			time.Sleep(20 * time.Millisecond)
+			elapse(20 * time.Millisecond)
 			h.RequestKeyframe()
 		}
 		if r.n.Load() != 1 {
 			t.Fatalf("requests inside the interval sent: %d", r.n.Load())
 		}
-		time.Sleep(400 * time.Millisecond)
-		synctest.Wait()
+		elapse(400 * time.Millisecond)
 		if r.n.Load() != 2 {
 			t.Fatalf("trailing request not sent when the interval ended: %d", r.n.Load())
 		}
-		time.Sleep(time.Second)
-		synctest.Wait()
+		elapse(time.Second)
 		if r.n.Load() != 2 {
 			t.Fatalf("extra requests with nobody asking: %d", r.n.Load())
 		}
@@ -247,8 +252,7 @@ func TestCloseDropsPendingRequest(t *testing.T) {
 		h.RequestKeyframe()
 		h.RequestKeyframe()
 		h.Close()
-		time.Sleep(2 * time.Second)
-		synctest.Wait()
+		elapse(2 * time.Second)
 		if r.n.Load() != 1 {
 			t.Fatalf("%d requests sent, want 1 (the pending one dropped on Close)", r.n.Load())
 		}

@@ -22,12 +22,12 @@ func TestJoinSendsNothingStale(t *testing.T) {
 		defer h.Close()
 		h.Publish(mkFrame(1, true, 10))
 		h.Publish(mkFrame(2, false, 10))
-		time.Sleep(DefaultJoinMaxAge / 2)
+		elapse(DefaultJoinMaxAge / 2)
 		early := h.Join()
 		if got := seqs(t, h.Next(&early, nil, 1<<20)); fmt.Sprint(got) != "[1 2]" {
 			t.Fatalf("client joining %v after the keyframe got %v, want the GOP [1 2]", DefaultJoinMaxAge/2, got)
 		}
-		time.Sleep(DefaultJoinMaxAge) // the writer stopped: the GOP is stale
+		elapse(DefaultJoinMaxAge) // the writer stopped: the GOP is stale
 		sent := h.Stats().IDRSent
 		late := h.Join()
 		if w, _ := late.WaitingForKeyframe(); !w {
@@ -78,7 +78,7 @@ func TestJoinReplayCaps(t *testing.T) {
 				defer h.Close()
 				for i := range c.frames {
 					h.Publish(mkFrame(uint64(i+1), i == 0, c.size))
-					time.Sleep(c.every)
+					time.Sleep(c.every) // the subject: the writer's pace, on the bubble's clock
 				}
 				j := h.Join()
 				got := h.Next(&j, nil, 1<<30)
@@ -130,8 +130,7 @@ func TestBreakRestartDropsGOP(t *testing.T) {
 		if got := seqs(t, h.Next(&j, nil, 1<<20)); fmt.Sprint(got) != "[1]" {
 			t.Fatalf("the streaming client got %v, want the new run's keyframe", got)
 		}
-		time.Sleep(time.Second)
-		synctest.Wait()
+		elapse(time.Second)
 		if st := h.Stats(); st.IDRAsked != 4 || st.IDRSent < 2 {
 			t.Errorf("keyframe requests asked %d sent %d, want 4 asked (2 breaks, 2 joins)", st.IDRAsked, st.IDRSent)
 		}
@@ -148,7 +147,7 @@ func TestTallyCountsAcrossHubs(t *testing.T) {
 		defer a.Close()
 		defer b.Close()
 		old := mkFrame(1, true, 10) // arrived before the tally: a GOP replayed to it
-		time.Sleep(time.Millisecond)
+		elapse(time.Millisecond)
 		tl := NewTally(in)
 		removeA := tl.Add(a)
 		defer tl.Add(b)()

@@ -217,6 +217,9 @@ func TestFramesArriveByteIdentical(t *testing.T) {
 	if st.Frames != 20 || st.Gaps != 0 || st.Malformed != 0 || st.LastSeq != 20 {
 		t.Fatalf("edge stats %+v", st)
 	}
+	// The publisher counts a frame after its last publish returns: the edge
+	// can have it first.
+	testwait.For(t, "the publisher to count 20 frames", func() bool { return pub.Stats().Frames >= 20 })
 	if ps := pub.Stats(); ps.Frames != 20 || ps.SplitFrames != 0 {
 		t.Fatalf("publisher stats %+v", ps)
 	}
@@ -237,6 +240,9 @@ func TestFramesLargerThanMaxPayloadAreSplit(t *testing.T) {
 	for i := range sent {
 		sameFrame(t, got[i], sent[i])
 	}
+	// The publisher counts a frame after its last part's publish returns:
+	// the edge can have it first.
+	testwait.For(t, "the publisher to count every frame", func() bool { return pub.Stats().Frames >= uint64(len(sizes)) })
 	ps := pub.Stats()
 	if ps.SplitFrames != 4 || ps.Errors != 0 {
 		t.Fatalf("publisher stats %+v: want 4 split frames", ps)
@@ -543,26 +549,33 @@ func TestCoalescer(t *testing.T) {
 		for range 10 {
 			c.request()
 		}
-		time.Sleep(499 * time.Millisecond)
+		elapse(499 * time.Millisecond)
 		if n.Load() != 1 {
 			t.Fatalf("inside the interval: %d sends", n.Load())
 		}
-		time.Sleep(2 * time.Millisecond)
+		elapse(2 * time.Millisecond)
 		if n.Load() != 2 {
 			t.Fatalf("end of the interval: %d sends, want 2", n.Load())
 		}
-		time.Sleep(time.Second)
+		elapse(time.Second)
 		c.request() // interval passed: at once
 		if n.Load() != 3 {
 			t.Fatalf("after a quiet second: %d sends, want 3", n.Load())
 		}
 		c.request()
 		c.close()
-		time.Sleep(time.Second)
+		elapse(time.Second)
 		if n.Load() != 3 {
 			t.Fatalf("after close: %d sends, want 3", n.Load())
 		}
 	})
+}
+
+// elapse lets d pass on a synctest bubble's clock, then waits until the
+// bubble's goroutines have done all that this time called for.
+func elapse(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
 }
 
 func TestValidateSubject(t *testing.T) {

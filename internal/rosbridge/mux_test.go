@@ -50,7 +50,7 @@ func start(t *testing.T, mod func(*Options)) *fixture {
 		Publish:        Allowlist{"/chatter", "/cmd_vel"},
 		Services:       Allowlist{"/rosapi/*", "/echo", "/hang"},
 		MotionTopics:   []string{"/cmd_vel"},
-		ServiceTimeout: 2 * time.Second,
+		ServiceTimeout: testwait.Timeout(wait), // a hang detector; the tests of the timeout set theirs
 		MinBackoff:     20 * time.Millisecond,
 		MaxBackoff:     200 * time.Millisecond,
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -314,8 +314,14 @@ func TestUpstreamRestartRestores(t *testing.T) {
 func TestServiceCallsRouteByID(t *testing.T) {
 	t.Parallel()
 	f := start(t, nil)
-	f.up.HandleService("/echo", func(_ context.Context, args json.RawMessage) (any, bool) {
-		time.Sleep(20 * time.Millisecond) // make calls overlap
+	// The calls overlap: the first ones wait upstream until every client
+	// has sent all of its calls.
+	sent := make(chan struct{})
+	f.up.HandleService("/echo", func(ctx context.Context, args json.RawMessage) (any, bool) {
+		select {
+		case <-sent:
+		case <-ctx.Done():
+		}
 		return json.RawMessage(args), true
 	})
 	const n = 8
@@ -330,12 +336,13 @@ func TestServiceCallsRouteByID(t *testing.T) {
 				"args": map[string]any{"client": i, "k": k}})
 		}
 	}
+	close(sent)
 	for i, c := range clients {
 		seen := map[string]bool{}
 		for k := 0; k < 3; k++ {
 			r := c.next("service_response")
-			vals := r["values"].(map[string]any)
-			if r["result"] != true || int(vals["client"].(float64)) != i {
+			vals, ok := r["values"].(map[string]any)
+			if !ok || r["result"] != true || vals["client"] != float64(i) {
 				t.Fatalf("client %d got %v", i, r)
 			}
 			want := fmt.Sprintf("call:%d", int(vals["k"].(float64)))
@@ -354,13 +361,22 @@ func TestServiceCallsRouteByID(t *testing.T) {
 
 func TestHungServiceTimesOutWithoutStallingTopics(t *testing.T) {
 	t.Parallel()
-	f := start(t, func(o *Options) { o.ServiceTimeout = 500 * time.Millisecond; o.ServiceConnections = 1 })
-	f.up.HandleService("/hang", rostest.Hang)
+	// Topics go on while a call hangs: the call waits upstream until the
+	// topic traffic has been seen, so it is pending for certain, however
+	// slow the machine (the service timeout is a hang detector here).
+	f := start(t, func(o *Options) { o.ServiceConnections = 1 })
+	release := make(chan struct{})
+	f.up.HandleService("/hang", func(ctx context.Context, _ json.RawMessage) (any, bool) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return map[string]any{}, true
+	})
 	caller := f.dial()
 	sub := f.dial()
 	sub.send(map[string]any{"op": "subscribe", "id": "s", "topic": "/odom"})
 	f.eventually("subscribed upstream", func() bool { n, _ := f.up.Subscribers("/odom"); return n == 1 })
-	start := time.Now()
 	caller.send(map[string]any{"op": "call_service", "id": "h1", "service": "/hang", "args": map[string]any{}})
 	if err := f.up.WaitFor(wait, func(ops []rostest.Op) bool { return countOps(ops, "call_service", "/hang") == 1 }); err != nil {
 		t.Fatal(err)
@@ -378,11 +394,23 @@ func TestHungServiceTimesOutWithoutStallingTopics(t *testing.T) {
 	if got := seqOf(sub.next("publish")); got != 2 {
 		t.Fatalf("odom seq %d", got)
 	}
-	r := caller.next("service_response")
-	if r["result"] != false || r["id"] != "h1" || r["service"] != "/hang" {
+	close(release)
+	if r := caller.next("service_response"); r["result"] != true || r["id"] != "h1" {
+		t.Fatalf("released call answered %v", r)
+	}
+
+	// A call that hangs past the service timeout is answered result false,
+	// not before the timeout.
+	g := start(t, func(o *Options) { o.ServiceTimeout = 500 * time.Millisecond; o.ServiceConnections = 1 })
+	g.up.HandleService("/hang", rostest.Hang)
+	c := g.dial()
+	begun := time.Now()
+	c.send(map[string]any{"op": "call_service", "id": "h2", "service": "/hang", "args": map[string]any{}})
+	r := c.next("service_response")
+	if r["result"] != false || r["id"] != "h2" || r["service"] != "/hang" {
 		t.Fatalf("timeout response %v", r)
 	}
-	if el := time.Since(start); el < 400*time.Millisecond {
+	if el := time.Since(begun); el < 400*time.Millisecond {
 		t.Fatalf("timeout answered after %v, before the 500ms timeout", el)
 	}
 }

@@ -69,6 +69,13 @@ func TestParseCommand(t *testing.T) {
 	}
 }
 
+// elapse lets d pass on a synctest bubble's clock, then waits until the
+// bubble's goroutines have done all that this time called for.
+func elapse(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
+}
+
 func TestKeyframeCoalescer(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
@@ -80,20 +87,17 @@ func TestKeyframeCoalescer(t *testing.T) {
 		if len(r.n) != 1 {
 			t.Fatalf("%d requests at once, want 1", len(r.n))
 		}
-		time.Sleep(499 * time.Millisecond)
-		synctest.Wait()
+		elapse(499 * time.Millisecond)
 		if len(r.n) != 1 {
 			t.Fatalf("%d requests before the interval ended, want 1", len(r.n))
 		}
-		time.Sleep(2 * time.Millisecond)
-		synctest.Wait()
+		elapse(2 * time.Millisecond)
 		if len(r.n) != 2 {
 			t.Fatalf("%d requests after the interval, want 2 (the deferred one)", len(r.n))
 		}
 		k.RequestKeyframe()
 		k.Close()
-		time.Sleep(time.Second)
-		synctest.Wait()
+		elapse(time.Second)
 		if len(r.n) != 2 {
 			t.Fatalf("%d requests after Close, want 2", len(r.n))
 		}

@@ -462,8 +462,14 @@ func TestROSUpstreamRestartRestoresSubscriptions(t *testing.T) {
 
 func TestROSServiceCallsRoutedByID(t *testing.T) {
 	up, url := proxy(t, "services /echo /rosapi/*")
-	up.HandleService("/echo", func(_ context.Context, args json.RawMessage) (any, bool) {
-		time.Sleep(10 * time.Millisecond)
+	// The calls overlap: the first ones wait upstream until the agent has
+	// sent every call.
+	sent := make(chan struct{})
+	up.HandleService("/echo", func(ctx context.Context, args json.RawMessage) (any, bool) {
+		select {
+		case <-sent:
+		case <-ctx.Done():
+		}
 		return args, true
 	})
 	a := startAgent(t)
@@ -475,6 +481,8 @@ func TestROSServiceCallsRoutedByID(t *testing.T) {
 				"tag": fmt.Sprintf("%d/%d", i, k)})
 		}
 	}
+	a.sync()
+	close(sent)
 	evs := a.waitFor("30 service responses", func(evs []event) bool {
 		n := 0
 		for _, e := range evs {
@@ -523,7 +531,7 @@ func TestROSHungServiceDoesNotDelayTopics(t *testing.T) {
 	a.send(map[string]any{"cmd": "publish", "client": 0, "topic": "/chatter", "type": "std_msgs/String", "msg": map[string]any{"seq": 7}})
 	for seq := 1; seq <= 10; seq++ {
 		_, _ = up.Publish("/odom", map[string]any{"seq": seq})
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // the subject: topic traffic spread over the hung call
 	}
 	evs := a.waitFor("topic traffic during the hung call", func(evs []event) bool {
 		return len(messages(evs, "/odom")[1]) == 10 && len(messages(evs, "/chatter")[0]) >= 1

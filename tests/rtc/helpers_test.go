@@ -4,6 +4,7 @@
 package rtc
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -138,33 +139,102 @@ func (s *server) delete(t *testing.T, location string) int {
 	return resp.StatusCode
 }
 
-// receiveVideo reads n access units, checks that the first carries SPS,
-// PPS and an IDR, and has ffmpeg decode them all.
+// receiveVideo reads access units until it holds n in a row that follow
+// the clip without a gap, from a keyframe on, and has ffmpeg decode them
+// all. The first unit the viewer gets must carry SPS, PPS and an IDR.
+//
+// A loaded machine loses frames: the server's ring reader may miss some
+// (the session goes on and asks for a keyframe, as documented) and UDP on
+// loopback may drop packets (the viewer drops the unit). What follows a gap
+// cannot be decoded until the next keyframe, so a gap starts the run
+// again; only the hang detector limits how long that may take. Each unit is
+// recognised by its slices, which differ in every frame of the clip.
 func receiveVideo(t *testing.T, v *rtctest.Viewer, n int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(30*time.Second))
-	defer cancel()
-	var stream []byte
-	for i := 0; i < n; i++ {
-		select {
-		case au := <-v.Units:
-			types := rtctest.NALTypes(au.Data)
-			if i == 0 && !(has(types, 7) && has(types, 8) && has(types, 5)) {
-				t.Fatalf("first access unit has NAL types %v, want SPS (7), PPS (8) and IDR (5)", types)
-			}
-			stream = append(stream, au.Data...)
-		case <-ctx.Done():
-			t.Fatalf("received %d access units of %d", i, n)
-		}
-	}
-	decoded, err := rtctest.Decode(ctx, stream)
+	units, err := h264()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if decoded < n-2 {
-		t.Fatalf("ffmpeg decoded %d frames of %d received", decoded, n)
+	index := make(map[string]int, len(units))
+	for k, u := range units {
+		index[string(slices(u))] = k
 	}
-	t.Logf("received %d access units, ffmpeg decoded %d frames", n, decoded)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(30*time.Second))
+	defer cancel()
+	var (
+		run      [][]byte // the units of the current run
+		last     int      // the clip index of the run's last unit
+		received int
+		restarts int
+	)
+	for len(run) < n {
+		var au rtctest.AccessUnit
+		select {
+		case au = <-v.Units:
+		case <-ctx.Done():
+			t.Fatalf("received %d access units (%d lost to the viewer), no %d in a row without a gap from a keyframe (%d gaps)",
+				received, v.Broken.Load(), n, restarts)
+		}
+		received++
+		types := rtctest.NALTypes(au.Data)
+		if received == 1 && v.Broken.Load() == 0 && !(has(types, 7) && has(types, 8) && has(types, 5)) {
+			t.Fatalf("first access unit has NAL types %v, want SPS (7), PPS (8) and IDR (5)", types)
+		}
+		k, ok := index[string(slices(au.Data))]
+		if !ok {
+			t.Fatalf("access unit %d (NAL types %v) is none of the clip's", received, types)
+		}
+		switch {
+		case len(run) > 0 && k == (last+1)%len(units):
+		case has(types, 5):
+			if len(run) > 0 {
+				restarts++
+			}
+			run = run[:0]
+		default:
+			if len(run) > 0 {
+				restarts++
+				run = run[:0]
+			}
+			continue // wait for a keyframe
+		}
+		run, last = append(run, au.Data), k
+	}
+	decoded, err := rtctest.Decode(ctx, bytes.Join(run, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if decoded != n {
+		t.Fatalf("ffmpeg decoded %d frames of %d received in a row", decoded, n)
+	}
+	t.Logf("received %d access units (%d lost to the viewer, %d gaps), ffmpeg decoded the last %d in a row", received, v.Broken.Load(), restarts, decoded)
+}
+
+// slices returns the slice NAL units (types 1 and 5) of an Annex-B access
+// unit, without their start codes: what identifies a frame whatever the
+// packetizer did with the parameter sets and delimiters around it.
+func slices(au []byte) []byte {
+	var out []byte
+	var starts []int // where each NAL begins, after its start code
+	for i := 0; i+3 <= len(au); i++ {
+		if au[i] == 0 && au[i+1] == 0 && au[i+2] == 1 {
+			starts = append(starts, i+3)
+			i += 2
+		}
+	}
+	for j, b := range starts {
+		e := len(au)
+		if j+1 < len(starts) {
+			e = starts[j+1] - 3
+			for e > b && au[e-1] == 0 { // a 4-byte start code's leading zero
+				e--
+			}
+		}
+		if b < e && (au[b]&0x1f == 1 || au[b]&0x1f == 5) {
+			out = append(out, au[b:e]...)
+		}
+	}
+	return out
 }
 
 func has(s []int, v int) bool {

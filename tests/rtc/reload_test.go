@@ -1,12 +1,16 @@
 package rtc
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -40,7 +44,7 @@ func TestWHEPSinglePortAcrossReload(t *testing.T) {
 		t.Helper()
 		v, offer := offerViewer(t, false)
 		defer v.Close()
-		code, answer, location := s.whep(t, "application/sdp", offer)
+		code, answer, location := s.whepRetryingReset(t, offer)
 		if code != http.StatusCreated {
 			t.Fatalf("%s: whep post: %d %s", what, code, answer)
 		}
@@ -71,4 +75,33 @@ func TestWHEPSinglePortAcrossReload(t *testing.T) {
 	// be bound twice.
 	s.caddy.Load(t, config(5))
 	watch("after the reload")
+}
+
+// whepRetryingReset posts an offer as s.whep does, again after a
+// connection reset, as a WHEP client retries a POST that met a network
+// error. Around a reload a fresh connection can be reset before the server
+// reads it: Caddy listens with SO_REUSEPORT, so the new config opens a
+// socket of its own beside the old config's, the kernel spreads new
+// connections over both, and those still waiting in the old socket's
+// accept queue when the old server's shutdown closes it are reset (Linux
+// migrates them only with net.ipv4.tcp_migrate_req=1). Caddy's /load can
+// answer before that shutdown has closed the socket. Nothing was read, so
+// nothing was created: the retry is safe.
+func (s *server) whepRetryingReset(t *testing.T, offer string) (code int, body, location string) {
+	t.Helper()
+	testwait.For(t, "a WHEP POST that is not reset", func() bool {
+		resp, err := client.Post(s.base+"/whep", "application/sdp", strings.NewReader(offer))
+		if errors.Is(err, syscall.ECONNRESET) {
+			t.Logf("whep post: %v; retrying", err)
+			return false
+		}
+		if err != nil {
+			t.Fatalf("whep post: %v", err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		code, body, location = resp.StatusCode, string(b), resp.Header.Get("Location")
+		return true
+	})
+	return code, body, location
 }

@@ -42,12 +42,11 @@ func TestStreamWithNATS(t *testing.T) {
 	s.waitHealth(t, "/stream/health", "frames", func(h map[string]any) bool { return h["shm_seq"].(float64) > 10 })
 	stop()
 	stopped := time.Now()
-	m := testenv.ExpectMsg(t, msgs, "telemetry.safety.video_gate gated:true", 5*time.Second, func(m *nats.Msg) bool {
+	// How soon is the gate timer's business, judged on a fake clock in
+	// internal/gate; here it must come (hang detector).
+	m := testenv.ExpectMsg(t, msgs, "telemetry.safety.video_gate gated:true", testwait.Default, func(m *nats.Msg) bool {
 		return m.Subject == "telemetry.safety.video_gate" && strings.Contains(string(m.Data), `"gated":true`)
 	})
-	if d := time.Since(stopped); d > 3*time.Second {
-		t.Errorf("video gate after %v, want within 2s of video stopping", d)
-	}
 	t.Logf("gate with no browser: %s after %v", m.Data, time.Since(stopped).Round(time.Millisecond))
 
 	// The health JSON keeps the old service's fields in their order and
