@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/keyreq"
 	"github.com/sdr-os/sdr-caddy/internal/source"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
@@ -69,7 +70,7 @@ type Source struct {
 	cfg  SourceConfig
 	log  *slog.Logger
 	sub  *nats.Subscription
-	idr  *coalescer
+	idr  *keyreq.Coalescer
 	last atomic.Int64 // LastArrival, Unix ns
 
 	fan *source.Fanout // subscribers and the current GOP
@@ -117,7 +118,7 @@ func OpenSource(nc *nats.Conn, cfg SourceConfig) (*Source, error) {
 	s := &Source{nc: nc, cfg: cfg, log: lg, fan: source.NewFanout(cfg.MaxGOPBytes, lg.With("subject", cfg.Subject)),
 		waitKey: !cfg.NoKeyframeGating}
 	idrSubject := IDRSubject(cfg.Subject)
-	s.idr = newCoalescer(cfg.IDRCoalesce, func() {
+	s.idr = keyreq.New(cfg.IDRCoalesce, func() {
 		s.idrSent.Add(1)
 		if err := nc.Publish(idrSubject, []byte(IDRBody)); err != nil {
 			s.log.Warn("sending a keyframe request", "subject", idrSubject, "error", err)
@@ -125,7 +126,7 @@ func OpenSource(nc *nats.Conn, cfg SourceConfig) (*Source, error) {
 	})
 	sub, err := nc.Subscribe(cfg.Subject, s.onMsg)
 	if err != nil {
-		s.idr.close()
+		s.idr.Close()
 		return nil, fmt.Errorf("subscribing to video on %q: %w", cfg.Subject, err)
 	}
 	// An edge that falls behind drops (a gap: it resumes at a keyframe)
@@ -133,7 +134,7 @@ func OpenSource(nc *nats.Conn, cfg SourceConfig) (*Source, error) {
 	// messages (about 4 s at 60 fps) or 64 MiB wait.
 	if err := sub.SetPendingLimits(PendingMessages, 64<<20); err != nil {
 		_ = sub.Unsubscribe()
-		s.idr.close()
+		s.idr.Close()
 		return nil, fmt.Errorf("setting pending limits on %q: %w", cfg.Subject, err)
 	}
 	s.sub = sub
@@ -286,7 +287,7 @@ func (s *Source) LastArrival() time.Time {
 
 // RequestKeyframe asks the origin for a keyframe on <subject>.force_idr,
 // at most once per IDRCoalesce.
-func (s *Source) RequestKeyframe() { s.idr.request() }
+func (s *Source) RequestKeyframe() { s.idr.RequestKeyframe() }
 
 // Subject returns the video subject.
 func (s *Source) Subject() string { return s.cfg.Subject }
@@ -311,7 +312,7 @@ func (s *Source) Close() error {
 	s.closed = true
 	s.fan.Close()
 	s.mu.Unlock()
-	s.idr.close()
+	s.idr.Close()
 	if err := s.sub.Unsubscribe(); err != nil && s.nc.Status() != nats.CLOSED {
 		return fmt.Errorf("unsubscribing from video on %q: %w", s.cfg.Subject, err)
 	}

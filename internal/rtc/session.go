@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/keyreq"
 	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/shmring"
@@ -28,7 +29,7 @@ var ErrBadOffer = errors.New("bad sdp offer")
 const (
 	// DefaultKeyframeCoalesce is the shortest interval between two
 	// keyframe requests a session makes on RTCP PLI/FIR.
-	DefaultKeyframeCoalesce = 500 * time.Millisecond
+	DefaultKeyframeCoalesce = keyreq.DefaultInterval
 	// DefaultConnectTimeout ends a session whose connection is not up this
 	// long after the answer (a player that never connects holds nothing).
 	DefaultConnectTimeout = 30 * time.Second
