@@ -28,13 +28,13 @@ import (
 	"github.com/sdr-os/sdr-caddy/internal/cow"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/keyreq"
+	"github.com/sdr-os/sdr-caddy/internal/source"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 )
 
 // Defaults, the old transport-server's values where it had one.
 const (
 	DefaultCapacity    = 64                     // SDR_BROADCAST_CAPACITY
-	DefaultMaxGOPBytes = 32 << 20               // current GOP kept for joining clients
 	DefaultIDRCoalesce = keyreq.DefaultInterval // SDR_IDR_COALESCE_MS
 	// DefaultTelemetryHold is how long queued telemetry waits for a frame
 	// to share its write with: a frame interval at 50 fps.
@@ -54,9 +54,10 @@ type Config struct {
 	// Capacity is how many frames a client may fall behind the head before
 	// it skips to a keyframe.
 	Capacity int
-	// MaxGOPBytes bounds the current GOP kept for joining clients. A GOP that
-	// grows beyond it is dropped, and joining clients wait for the next
-	// keyframe.
+	// MaxGOPBytes bounds the current GOP kept for joining clients
+	// (default source.DefaultMaxGOPBytes, the bound of the source's GOP). A
+	// GOP that grows beyond it is dropped, and joining clients wait for the
+	// next keyframe.
 	MaxGOPBytes int
 	// IDRCoalesce is the shortest interval between two keyframe requests
 	// sent to the producer.
@@ -203,7 +204,7 @@ func New(cfg Config) *Hub {
 		cfg.Capacity = DefaultCapacity
 	}
 	if cfg.MaxGOPBytes <= 0 {
-		cfg.MaxGOPBytes = DefaultMaxGOPBytes
+		cfg.MaxGOPBytes = source.DefaultMaxGOPBytes
 	}
 	if cfg.IDRCoalesce <= 0 {
 		cfg.IDRCoalesce = DefaultIDRCoalesce

@@ -20,9 +20,6 @@ import (
 // before the client library drops new ones (NATS slow consumer).
 const PendingMessages = 256
 
-// DefaultMaxGOPBytes bounds the GOP a Source keeps for late subscribers.
-const DefaultMaxGOPBytes = 32 << 20
-
 // SourceConfig sets up a Source. Zero fields take the defaults.
 type SourceConfig struct {
 	// Subject is the video subject; required.
@@ -34,7 +31,8 @@ type SourceConfig struct {
 	// DisableCRC skips the payload CRC-32 check. By default a frame whose
 	// header carries a CRC (not 0) that does not match is discarded.
 	DisableCRC bool
-	// MaxGOPBytes bounds the current GOP kept for late subscribers.
+	// MaxGOPBytes bounds the current GOP kept for late subscribers;
+	// default source.DefaultMaxGOPBytes.
 	MaxGOPBytes int
 	// MaxFrameBytes bounds the payload of one frame; larger claims are
 	// discarded as malformed. Default DefaultMaxFrameBytes.
@@ -104,9 +102,6 @@ func OpenSource(nc *nats.Conn, cfg SourceConfig) (*Source, error) {
 	}
 	if err := ValidateSubject(cfg.Subject); err != nil {
 		return nil, fmt.Errorf("receiving video: %w", err)
-	}
-	if cfg.MaxGOPBytes <= 0 {
-		cfg.MaxGOPBytes = DefaultMaxGOPBytes
 	}
 	if cfg.MaxFrameBytes <= 0 {
 		cfg.MaxFrameBytes = DefaultMaxFrameBytes
