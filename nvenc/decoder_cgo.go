@@ -9,7 +9,7 @@ import (
 
 	"github.com/asticode/go-astiav"
 
-	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/frame"
 )
 
 // Decoder decodes what Encoder produces, for tests, benchmarks and the
@@ -21,13 +21,13 @@ type Decoder struct {
 }
 
 // NewDecoder opens FFmpeg's decoder for an encoded codec.
-func NewDecoder(codec shmring.Codec) (*Decoder, error) {
+func NewDecoder(codec frame.Codec) (*Decoder, error) {
 	id := astiav.CodecIDH264
 	switch codec {
-	case shmring.CodecH264:
-	case shmring.CodecHEVC:
+	case frame.CodecH264:
+	case frame.CodecHEVC:
 		id = astiav.CodecIDHevc
-	case shmring.CodecJPEG:
+	case frame.CodecJPEG:
 		id = astiav.CodecIDMjpeg
 	default:
 		return nil, fmt.Errorf("opening decoder: codec %s is not h264, hevc or jpeg", codec)

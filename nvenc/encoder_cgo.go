@@ -9,7 +9,7 @@ import (
 
 	"github.com/asticode/go-astiav"
 
-	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/frame"
 )
 
 // Compiled reports whether this build can encode (it was built with cgo).
@@ -81,7 +81,7 @@ func (e *Encoder) open() error {
 	// NVENC reads RGBA/BGRA directly as RGB0/BGR0 (the alpha byte is ignored).
 	encFmt := astiav.PixelFormatNone
 	switch {
-	case cfg.Codec == shmring.CodecJPEG:
+	case cfg.Codec == frame.CodecJPEG:
 		encFmt = astiav.PixelFormatYuvj420P
 	case has(in):
 		encFmt = in
@@ -279,7 +279,7 @@ func (e *Encoder) Encode(p Picture, keyframe bool) ([]Packet, error) {
 		key := e.pkt.Flags().Has(astiav.PacketFlagKey)
 		e.pkt.Unref()
 		p := Packet{Data: data, Keyframe: e.isKeyframe(data, key)}
-		if p.Keyframe && e.cfg.Codec == shmring.CodecH264 {
+		if p.Keyframe && e.cfg.Codec == frame.CodecH264 {
 			patched, changed, err := patchAccessUnit(p.Data)
 			if err != nil {
 				return out, fmt.Errorf("checking the sps of %s: %w", e.backend, err)
@@ -297,16 +297,16 @@ func (e *Encoder) Encode(p Picture, keyframe bool) ([]Packet, error) {
 // isKeyframe decides from the bitstream: an IDR NAL unit for H.264/HEVC.
 func (e *Encoder) isKeyframe(data []byte, flagged bool) bool {
 	switch e.cfg.Codec {
-	case shmring.CodecJPEG:
+	case frame.CodecJPEG:
 		return true
-	case shmring.CodecH264:
+	case frame.CodecH264:
 		for _, n := range SplitNALUnits(data) {
 			if len(n) > 0 && n[0]&0x1f == 5 {
 				return true
 			}
 		}
 		return false
-	case shmring.CodecHEVC:
+	case frame.CodecHEVC:
 		for _, n := range SplitNALUnits(data) {
 			if len(n) > 0 {
 				if t := (n[0] >> 1) & 0x3f; t == 19 || t == 20 {

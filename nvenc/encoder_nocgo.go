@@ -6,7 +6,7 @@ import (
 	"errors"
 	"image"
 
-	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/frame"
 )
 
 // Compiled reports whether this build can encode; this one was built
@@ -52,7 +52,7 @@ func (e *Encoder) Close() {}
 type Decoder struct{}
 
 // NewDecoder fails with ErrNotCompiled.
-func NewDecoder(shmring.Codec) (*Decoder, error) { return nil, ErrNotCompiled }
+func NewDecoder(frame.Codec) (*Decoder, error) { return nil, ErrNotCompiled }
 
 // Decode fails with ErrNotCompiled.
 func (d *Decoder) Decode([]byte) ([]*image.YCbCr, error) { return nil, ErrNotCompiled }

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sdr-os/sdr-caddy/frame"
 	"github.com/sdr-os/sdr-caddy/internal/testpattern"
-	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
 // psnr compares two luma planes.
@@ -67,7 +67,7 @@ func encodePattern(t *testing.T, cfg Config, n int, idrAt map[int]bool) (*Encode
 }
 
 // decodeAll decodes every packet, requiring one picture per packet.
-func decodeAll(t *testing.T, codec shmring.Codec, pkts []Packet) []*image.YCbCr {
+func decodeAll(t *testing.T, codec frame.Codec, pkts []Packet) []*image.YCbCr {
 	t.Helper()
 	dec, err := NewDecoder(codec)
 	if err != nil {
@@ -105,7 +105,7 @@ func TestEncodeH264FallsBackToLibx264(t *testing.T) {
 	}
 	t.Logf("h264_nvenc not used: %s (log %q)", att[0].Reason(), att[0].Log)
 
-	pics := decodeAll(t, shmring.CodecH264, out.packets)
+	pics := decodeAll(t, frame.CodecH264, out.packets)
 	if len(pics) != 30 {
 		t.Fatalf("decoded %d pictures, want 30", len(pics))
 	}
@@ -173,15 +173,15 @@ func TestForcedIDRLandsOnThatFrame(t *testing.T) {
 			t.Errorf("packet %d: keyframe %v, want %v", i, p.Keyframe, want)
 		}
 	}
-	if pics := decodeAll(t, shmring.CodecH264, out.packets); len(pics) != 20 {
+	if pics := decodeAll(t, frame.CodecH264, out.packets); len(pics) != 20 {
 		t.Fatalf("decoded %d pictures, want 20", len(pics))
 	}
 }
 
 func TestEncodeEveryInputFormat(t *testing.T) {
 	t.Parallel()
-	for _, f := range []shmring.Codec{shmring.CodecRGBA, shmring.CodecBGRA, shmring.CodecNV12, shmring.CodecI420, shmring.CodecRGB24} {
-		for _, codec := range []shmring.Codec{shmring.CodecH264, shmring.CodecJPEG} {
+	for _, f := range []frame.Codec{frame.CodecRGBA, frame.CodecBGRA, frame.CodecNV12, frame.CodecI420, frame.CodecRGB24} {
+		for _, codec := range []frame.Codec{frame.CodecH264, frame.CodecJPEG} {
 			cfg := Config{Codec: codec, Width: 320, Height: 240, Input: f, Backends: DefaultBackends(codec)[len(DefaultBackends(codec))-1:]}
 			_, out := encodePattern(t, cfg, 5, nil)
 			pics := decodeAll(t, codec, out.packets)
@@ -193,7 +193,7 @@ func TestEncodeEveryInputFormat(t *testing.T) {
 				src := ref.Render(nil, out.stamps[i].Frame, out.stamps[i].Time)
 				// JPEG decodes to full range; compare the stamp, and PSNR
 				// only where ranges match.
-				if codec == shmring.CodecH264 {
+				if codec == frame.CodecH264 {
 					if db := psnr(pic.Y, pic.YStride, src, 320, 320, 240); db < 28 {
 						t.Errorf("%s/%s frame %d: PSNR %.1f dB", f, codec, i, db)
 					}
@@ -210,7 +210,7 @@ func TestEncodeJPEGQuality(t *testing.T) {
 	t.Parallel()
 	sizes := map[int]int{}
 	for _, q := range []int{20, 95} {
-		enc, out := encodePattern(t, Config{Codec: shmring.CodecJPEG, Width: 320, Height: 240, JPEGQuality: q}, 3, nil)
+		enc, out := encodePattern(t, Config{Codec: frame.CodecJPEG, Width: 320, Height: 240, JPEGQuality: q}, 3, nil)
 		if enc.Backend() != "mjpeg" {
 			t.Fatalf("backend %s", enc.Backend())
 		}
@@ -220,7 +220,7 @@ func TestEncodeJPEGQuality(t *testing.T) {
 			}
 		}
 		sizes[q] = len(out.packets[2].Data)
-		pics := decodeAll(t, shmring.CodecJPEG, out.packets)
+		pics := decodeAll(t, frame.CodecJPEG, out.packets)
 		if len(pics) != 3 {
 			t.Fatalf("decoded %d", len(pics))
 		}
@@ -237,19 +237,19 @@ func TestEncodeRejectsBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer enc.Close()
-	if _, err := enc.Encode(Picture{Format: shmring.CodecI420, Width: 640, Height: 480, Stride: 640, Data: make([]byte, 640*480*3/2)}, false); !errors.Is(err, ErrPictureMismatch) {
+	if _, err := enc.Encode(Picture{Format: frame.CodecI420, Width: 640, Height: 480, Stride: 640, Data: make([]byte, 640*480*3/2)}, false); !errors.Is(err, ErrPictureMismatch) {
 		t.Errorf("other size: %v", err)
 	}
-	if _, err := enc.Encode(Picture{Format: shmring.CodecI420, Width: 320, Height: 240, Stride: 320, Data: make([]byte, 1000)}, false); err == nil {
+	if _, err := enc.Encode(Picture{Format: frame.CodecI420, Width: 320, Height: 240, Stride: 320, Data: make([]byte, 1000)}, false); err == nil {
 		t.Error("short picture: no error")
 	}
-	if _, err := enc.Encode(Picture{Format: shmring.CodecI420, Width: 320, Height: 240, Stride: 100, Data: make([]byte, 320*240*2)}, false); err == nil {
+	if _, err := enc.Encode(Picture{Format: frame.CodecI420, Width: 320, Height: 240, Stride: 100, Data: make([]byte, 320*240*2)}, false); err == nil {
 		t.Error("stride below width: no error")
 	}
 	for _, cfg := range []Config{
 		{Width: 0, Height: 240}, {Width: 321, Height: 240}, {Width: 320, Height: 240, Codec: 9},
 		{Width: 320, Height: 240, Preset: "warp"}, {Width: 320, Height: 240, Backends: []string{"mjpeg"}},
-		{Width: 320, Height: 240, Profile: "extended"}, {Width: 320, Height: 240, Input: shmring.CodecH264},
+		{Width: 320, Height: 240, Profile: "extended"}, {Width: 320, Height: 240, Input: frame.CodecH264},
 	} {
 		if e, err := Open(cfg); err == nil {
 			e.Close()
@@ -260,7 +260,7 @@ func TestEncodeRejectsBadInput(t *testing.T) {
 
 func TestEncodeHEVC(t *testing.T) {
 	t.Parallel()
-	enc, out := encodePattern(t, Config{Codec: shmring.CodecHEVC, Width: 320, Height: 240, GOP: 5, Preset: "ultrafast"}, 10, map[int]bool{7: true})
+	enc, out := encodePattern(t, Config{Codec: frame.CodecHEVC, Width: 320, Height: 240, GOP: 5, Preset: "ultrafast"}, 10, map[int]bool{7: true})
 	if enc.Backend() != "libx265" {
 		t.Fatalf("backend %s", enc.Backend())
 	}
@@ -270,7 +270,7 @@ func TestEncodeHEVC(t *testing.T) {
 			t.Errorf("packet %d keyframe %v want %v", i, p.Keyframe, want)
 		}
 	}
-	if pics := decodeAll(t, shmring.CodecHEVC, out.packets); len(pics) != 10 {
+	if pics := decodeAll(t, frame.CodecHEVC, out.packets); len(pics) != 10 {
 		t.Fatalf("decoded %d", len(pics))
 	}
 }

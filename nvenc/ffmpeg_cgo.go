@@ -65,7 +65,7 @@ import (
 
 	"github.com/asticode/go-astiav"
 
-	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/frame"
 )
 
 // ffmpegVersions names the linked FFmpeg libraries.
@@ -201,17 +201,17 @@ func capturing(fn func() error) (lines []string, err error) {
 }
 
 // pixelFormat maps a raw codec onto FFmpeg's pixel format.
-func pixelFormat(c shmring.Codec) astiav.PixelFormat {
+func pixelFormat(c frame.Codec) astiav.PixelFormat {
 	switch c {
-	case shmring.CodecRGBA:
+	case frame.CodecRGBA:
 		return astiav.PixelFormatRgba
-	case shmring.CodecBGRA:
+	case frame.CodecBGRA:
 		return astiav.PixelFormatBgra
-	case shmring.CodecNV12:
+	case frame.CodecNV12:
 		return astiav.PixelFormatNv12
-	case shmring.CodecI420:
+	case frame.CodecI420:
 		return astiav.PixelFormatYuv420P
-	case shmring.CodecRGB24:
+	case frame.CodecRGB24:
 		return astiav.PixelFormatRgb24
 	}
 	return astiav.PixelFormatNone

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sdr-os/sdr-caddy/frame"
 	"github.com/sdr-os/sdr-caddy/internal/testpattern"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
@@ -63,15 +64,15 @@ func (in RingInput) Run(ctx context.Context, fn func(RawFrame)) error {
 // each picture with its frame number and commit time (its FrameID).
 type PatternInput struct {
 	Width, Height int
-	Format        shmring.Codec // default I420
-	FPS           int           // default 30
+	Format        frame.Codec // default I420
+	FPS           int         // default 30
 }
 
 // Run renders pictures until ctx is done.
 func (in PatternInput) Run(ctx context.Context, fn func(RawFrame)) error {
 	format := in.Format
 	if format == 0 {
-		format = shmring.CodecI420
+		format = frame.CodecI420
 	}
 	fps := in.FPS
 	if fps <= 0 {

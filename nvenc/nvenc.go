@@ -19,7 +19,7 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/frame"
 )
 
 // ErrNotCompiled is returned by Open in a build without cgo.
@@ -44,14 +44,14 @@ const (
 // Config says what to encode and how. The zero value of every field but the
 // picture size means its default.
 type Config struct {
-	// Codec is shmring.CodecH264 (default), CodecHEVC or CodecJPEG.
-	Codec shmring.Codec `json:"codec,omitempty"`
+	// Codec is frame.CodecH264 (default), CodecHEVC or CodecJPEG.
+	Codec frame.Codec `json:"codec,omitempty"`
 	// Width and Height of the pictures; each must be even.
 	Width  int `json:"width"`
 	Height int `json:"height"`
-	// Input is the raw pixel format of the pictures: shmring.CodecRGBA,
+	// Input is the raw pixel format of the pictures: frame.CodecRGBA,
 	// CodecBGRA, CodecNV12, CodecI420 or CodecRGB24. Default I420.
-	Input shmring.Codec `json:"input,omitempty"`
+	Input frame.Codec `json:"input,omitempty"`
 	// FPS is the nominal frame rate (rate control and time base).
 	FPS int `json:"fps,omitempty"`
 	// BitrateKbps is the constant bit rate in kbit/s (H.264, HEVC).
@@ -81,10 +81,10 @@ type Config struct {
 // WithDefaults returns c with every zero field set to its default.
 func (c Config) WithDefaults() Config {
 	if c.Codec == 0 {
-		c.Codec = shmring.CodecH264
+		c.Codec = frame.CodecH264
 	}
 	if c.Input == 0 {
-		c.Input = shmring.CodecI420
+		c.Input = frame.CodecI420
 	}
 	if c.FPS == 0 {
 		c.FPS = DefaultFPS
@@ -110,12 +110,12 @@ func (c Config) WithDefaults() Config {
 // Validate reports the first problem of a config with defaults applied.
 func (c Config) Validate() error {
 	switch c.Codec {
-	case shmring.CodecH264, shmring.CodecHEVC, shmring.CodecJPEG:
+	case frame.CodecH264, frame.CodecHEVC, frame.CodecJPEG:
 	default:
 		return fmt.Errorf("encoder codec %s: want h264, hevc or jpeg", c.Codec)
 	}
 	switch c.Input {
-	case shmring.CodecRGBA, shmring.CodecBGRA, shmring.CodecNV12, shmring.CodecI420, shmring.CodecRGB24:
+	case frame.CodecRGBA, frame.CodecBGRA, frame.CodecNV12, frame.CodecI420, frame.CodecRGB24:
 	default:
 		return fmt.Errorf("encoder input pixel format %s: want rgba, bgra, nv12, i420 or rgb24", c.Input)
 	}
@@ -154,19 +154,19 @@ func (c Config) Validate() error {
 }
 
 // DefaultBackends is the preference order for a codec.
-func DefaultBackends(codec shmring.Codec) []string {
+func DefaultBackends(codec frame.Codec) []string {
 	switch codec {
-	case shmring.CodecH264:
+	case frame.CodecH264:
 		return []string{"h264_nvenc", "libx264"}
-	case shmring.CodecHEVC:
+	case frame.CodecHEVC:
 		return []string{"hevc_nvenc", "libx265"}
-	case shmring.CodecJPEG:
+	case frame.CodecJPEG:
 		return []string{"mjpeg"}
 	}
 	return nil
 }
 
-func backendFor(codec shmring.Codec, name string) bool {
+func backendFor(codec frame.Codec, name string) bool {
 	for _, b := range DefaultBackends(codec) {
 		if b == name {
 			return true
@@ -218,7 +218,7 @@ func jpegQScale(q int) int {
 // (Stride+1)/2 and (Height+1)/2 rows each; for NV12 the interleaved chroma
 // plane follows with a stride of Stride.
 type Picture struct {
-	Format shmring.Codec
+	Format frame.Codec
 	Width  int
 	Height int
 	Stride int
@@ -230,19 +230,19 @@ func (p Picture) planes() (planes [3][]byte, strides [3]int, err error) {
 	h2 := (p.Height + 1) / 2
 	need := 0
 	switch p.Format {
-	case shmring.CodecRGBA, shmring.CodecBGRA:
+	case frame.CodecRGBA, frame.CodecBGRA:
 		if p.Stride < p.Width*4 {
 			break
 		}
 		need = p.Stride * p.Height
 		planes[0], strides[0] = p.Data[:min(need, len(p.Data))], p.Stride
-	case shmring.CodecRGB24:
+	case frame.CodecRGB24:
 		if p.Stride < p.Width*3 {
 			break
 		}
 		need = p.Stride * p.Height
 		planes[0], strides[0] = p.Data[:min(need, len(p.Data))], p.Stride
-	case shmring.CodecI420:
+	case frame.CodecI420:
 		if p.Stride < p.Width {
 			break
 		}
@@ -253,7 +253,7 @@ func (p Picture) planes() (planes [3][]byte, strides [3]int, err error) {
 			planes = [3][]byte{p.Data[:y], p.Data[y : y+cs*h2], p.Data[y+cs*h2 : need]}
 			strides = [3]int{p.Stride, cs, cs}
 		}
-	case shmring.CodecNV12:
+	case frame.CodecNV12:
 		if p.Stride < p.Width {
 			break
 		}

@@ -11,8 +11,8 @@ import (
 
 	"github.com/asticode/go-astiav"
 
+	"github.com/sdr-os/sdr-caddy/frame"
 	"github.com/sdr-os/sdr-caddy/internal/testpattern"
-	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
 func probeFFmpeg(ctx context.Context, o ProbeOptions, r *ProbeReport) {
@@ -28,7 +28,7 @@ func probeFFmpeg(ctx context.Context, o ProbeOptions, r *ProbeReport) {
 			have[c.Name()] = true
 		}
 	}
-	for _, codec := range []shmring.Codec{shmring.CodecH264, shmring.CodecHEVC, shmring.CodecJPEG} {
+	for _, codec := range []frame.Codec{frame.CodecH264, frame.CodecHEVC, frame.CodecJPEG} {
 		for _, b := range DefaultBackends(codec) {
 			r.Encoders = append(r.Encoders, EncoderInfo{Name: b, Codec: codec.String(), Available: have[b], Hardware: IsNVENC(b)})
 		}
@@ -37,9 +37,9 @@ func probeFFmpeg(ctx context.Context, o ProbeOptions, r *ProbeReport) {
 		r.Encoders = append(r.Encoders, EncoderInfo{Name: "av1_nvenc", Codec: "av1", Available: true, Hardware: true})
 	}
 	for _, b := range []string{"h264_nvenc", "hevc_nvenc"} {
-		codec := shmring.CodecH264
+		codec := frame.CodecH264
 		if b == "hevc_nvenc" {
-			codec = shmring.CodecHEVC
+			codec = frame.CodecHEVC
 		}
 		f := FunctionalProbe{Backend: b}
 		if !have[b] {
@@ -54,7 +54,7 @@ func probeFFmpeg(ctx context.Context, o ProbeOptions, r *ProbeReport) {
 		}
 	}
 	r.Fallback = map[string]string{}
-	for _, codec := range []shmring.Codec{shmring.CodecH264, shmring.CodecHEVC, shmring.CodecJPEG} {
+	for _, codec := range []frame.Codec{frame.CodecH264, frame.CodecHEVC, frame.CodecJPEG} {
 		f := functionalProbe(ctx, o.Timeout, Config{Codec: codec, Width: 256, Height: 256})
 		if f.OK {
 			r.Fallback[codec.String()] = f.Backend
@@ -91,7 +91,7 @@ func functionalProbe(ctx context.Context, timeout time.Duration, cfg Config) Fun
 			return
 		}
 		pix := pat.Render(nil, 0, time.Now())
-		pkts, err := enc.Encode(Picture{Format: shmring.CodecI420, Width: cfg.Width, Height: cfg.Height, Stride: pat.Stride(), Data: pix}, true)
+		pkts, err := enc.Encode(Picture{Format: frame.CodecI420, Width: cfg.Width, Height: cfg.Height, Stride: pat.Stride(), Data: pix}, true)
 		switch {
 		case err != nil:
 			f.Error = err.Error()

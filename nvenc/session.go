@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/frame"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
@@ -27,7 +27,7 @@ type FrameEncoder interface {
 // FrameWriter takes encoded frames for an encoded-frame ring;
 // *shmring.Writer implements it.
 type FrameWriter interface {
-	WriteFrame(h shmring.Header, payload []byte) (shmring.Header, error)
+	WriteFrame(h frame.Header, payload []byte) (frame.Header, error)
 }
 
 // FrameStats describes one encoded frame; it is also the JSON body of
@@ -156,7 +156,7 @@ func NewSession(cfg SessionConfig, in Input) (*Session, error) {
 func checkSettings(c Config) error {
 	c.Width, c.Height = 16, 16
 	if c.Input == 0 {
-		c.Input = shmring.CodecI420
+		c.Input = frame.CodecI420
 	}
 	return c.WithDefaults().Validate()
 }
@@ -198,7 +198,7 @@ func (s *Session) RequestKeyframe() {
 
 // Settings are run-time changes; nil fields stay as they are.
 type Settings struct {
-	Codec       *shmring.Codec
+	Codec       *frame.Codec
 	BitrateKbps *int
 	FPS         *int
 	Preset      *string
@@ -397,9 +397,9 @@ func (s *Session) Run(ctx context.Context) error {
 		codec := enc.Config().Codec
 		for _, pk := range pkts {
 			seq++
-			h := shmring.Header{FrameID: rf.FrameID, FrameSeq: seq, Size: uint32(len(pk.Data)), Codec: codec, CRC32: shmring.Checksum(pk.Data)}
+			h := frame.Header{FrameID: rf.FrameID, FrameSeq: seq, Size: uint32(len(pk.Data)), Codec: codec, CRC32: frame.Checksum(pk.Data)}
 			if pk.Keyframe {
-				h.Flags |= shmring.FlagKeyframe
+				h.Flags |= frame.FlagKeyframe
 			}
 			now := time.Now()
 			s.lastArr.Store(now.UnixNano())

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/frame"
 	"github.com/sdr-os/sdr-caddy/internal/testpattern"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/shmring"
@@ -70,7 +70,7 @@ func checkHeaders(t *testing.T, frames []frame.Frame) {
 		if h.FrameSeq != frames[0].Header.FrameSeq+uint64(i) {
 			t.Errorf("frame %d: frame_seq %d, want %d", i, h.FrameSeq, frames[0].Header.FrameSeq+uint64(i))
 		}
-		if int(h.Size) != len(f.Payload) || h.CRC32 != shmring.Checksum(f.Payload) {
+		if int(h.Size) != len(f.Payload) || h.CRC32 != frame.Checksum(f.Payload) {
 			t.Errorf("frame %d: size %d crc %08x for %d bytes", i, h.Size, h.CRC32, len(f.Payload))
 		}
 		if i > 0 && h.FrameID <= frames[i-1].Header.FrameID {
@@ -91,10 +91,10 @@ func TestSessionPatternH264(t *testing.T) {
 		t.Fatalf("%d frames", len(frames))
 	}
 	checkHeaders(t, frames)
-	if !frames[0].Header.Keyframe() || frames[0].Header.Codec != shmring.CodecH264 {
+	if !frames[0].Header.Keyframe() || frames[0].Header.Codec != frame.CodecH264 {
 		t.Fatalf("first frame %+v: want an H.264 keyframe", frames[0].Header)
 	}
-	dec, err := NewDecoder(shmring.CodecH264)
+	dec, err := NewDecoder(frame.CodecH264)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestSessionKeyframeRequestAndSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	jpeg, h264, rate := shmring.CodecJPEG, shmring.CodecH264, 800
+	jpeg, h264, rate := frame.CodecJPEG, frame.CodecH264, 800
 	bad := "warp"
 	frames := collect(t, s, 30, func(i int, f frame.Frame) {
 		switch i {
@@ -156,15 +156,15 @@ func TestSessionKeyframeRequestAndSettings(t *testing.T) {
 	checkHeaders(t, frames)
 	for i, f := range frames {
 		wantKey := i == 0 || i == 6 || (i >= 11 && i <= 20) || i == 21
-		wantCodec := shmring.CodecH264
+		wantCodec := frame.CodecH264
 		if i >= 11 && i <= 20 {
-			wantCodec = shmring.CodecJPEG
+			wantCodec = frame.CodecJPEG
 		}
 		if f.Header.Keyframe() != wantKey || f.Header.Codec != wantCodec {
 			t.Errorf("frame %d: keyframe %v codec %s, want %v %s", i, f.Header.Keyframe(), f.Header.Codec, wantKey, wantCodec)
 		}
 	}
-	if st := s.Stats(); st.Reopens != 2 || st.Config.BitrateKbps != 800 || st.Config.Codec != shmring.CodecH264 {
+	if st := s.Stats(); st.Reopens != 2 || st.Config.BitrateKbps != 800 || st.Config.Codec != frame.CodecH264 {
 		t.Errorf("stats %+v", st)
 	}
 	// Back on H.264, the configured backends apply again (no NVENC attempt).
@@ -206,7 +206,7 @@ type burstInput struct {
 
 func (in burstInput) Run(ctx context.Context, fn func(RawFrame)) error {
 	for i := 0; i < in.n; i++ {
-		fn(RawFrame{Picture: Picture{Format: shmring.CodecI420, Width: 16, Height: 16, Stride: 16, Data: make([]byte, 384)},
+		fn(RawFrame{Picture: Picture{Format: frame.CodecI420, Width: 16, Height: 16, Stride: 16, Data: make([]byte, 384)},
 			FrameID: uint64(i + 1), Release: func() { in.mu.Lock(); *in.released++; in.mu.Unlock() }})
 		if i == 0 {
 			<-in.held
@@ -281,7 +281,7 @@ func TestSessionRawRing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ow.Close()
-	s, err := NewSession(SessionConfig{Name: "ring", Encoder: Config{Codec: shmring.CodecJPEG}, Output: ow}, RingInput{Reader: rd})
+	s, err := NewSession(SessionConfig{Name: "ring", Encoder: Config{Codec: frame.CodecJPEG}, Output: ow}, RingInput{Reader: rd})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,9 +291,9 @@ func TestSessionRawRing(t *testing.T) {
 	go func() { // the writer: 30 fps until the test ends
 		for n := uint64(0); ctx.Err() == nil; n++ {
 			now := time.Now()
-			payload, l, _ := shmring.NewRawPayload(shmring.CodecNV12, shmring.RawDescriptor{Width: w, Height: h, Stride: w})
+			payload, l, _ := shmring.NewRawPayload(frame.CodecNV12, shmring.RawDescriptor{Width: w, Height: h, Stride: w})
 			copy(payload[l.Planes[0].Offset:], pat.Render(nil, n, now))
-			if _, err := wr.WriteFrame(shmring.Header{FrameID: uint64(now.UnixNano()), Codec: shmring.CodecNV12}, payload); err != nil {
+			if _, err := wr.WriteFrame(frame.Header{FrameID: uint64(now.UnixNano()), Codec: frame.CodecNV12}, payload); err != nil {
 				t.Error(err)
 				return
 			}
@@ -302,10 +302,10 @@ func TestSessionRawRing(t *testing.T) {
 	}()
 	frames := collect(t, s, 10, nil)
 	checkHeaders(t, frames)
-	dec, _ := NewDecoder(shmring.CodecJPEG)
+	dec, _ := NewDecoder(frame.CodecJPEG)
 	defer dec.Close()
 	for i, f := range frames {
-		if f.Header.Codec != shmring.CodecJPEG || !f.Header.Keyframe() {
+		if f.Header.Codec != frame.CodecJPEG || !f.Header.Keyframe() {
 			t.Fatalf("frame %d: %+v", i, f.Header)
 		}
 		pics, err := dec.Decode(f.Payload)

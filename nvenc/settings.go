@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/frame"
 )
 
 // ParseSettings reads the body of a command.genesis.settings message
@@ -82,11 +82,11 @@ func ParseSettings(body []byte) (Settings, error) {
 	return st, nil
 }
 
-func parseCodec(v json.RawMessage) (shmring.Codec, error) {
+func parseCodec(v json.RawMessage) (frame.Codec, error) {
 	var n int
 	if json.Unmarshal(v, &n) == nil {
-		switch c := shmring.Codec(n); c {
-		case shmring.CodecH264, shmring.CodecHEVC, shmring.CodecJPEG:
+		switch c := frame.Codec(n); c {
+		case frame.CodecH264, frame.CodecHEVC, frame.CodecJPEG:
 			return c, nil
 		}
 		return 0, fmt.Errorf("parsing settings: codec %d, want 1 (h264), 2 (hevc) or 3 (jpeg)", n)
@@ -99,14 +99,14 @@ func parseCodec(v json.RawMessage) (shmring.Codec, error) {
 }
 
 // ParseCodec names an encoded codec: h264 (avc), hevc (h265), jpeg (mjpeg).
-func ParseCodec(s string) (shmring.Codec, error) {
+func ParseCodec(s string) (frame.Codec, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "h264", "avc", "h.264":
-		return shmring.CodecH264, nil
+		return frame.CodecH264, nil
 	case "hevc", "h265", "h.265":
-		return shmring.CodecHEVC, nil
+		return frame.CodecHEVC, nil
 	case "jpeg", "mjpeg", "jpg":
-		return shmring.CodecJPEG, nil
+		return frame.CodecJPEG, nil
 	}
 	return 0, fmt.Errorf("codec %q: want h264, hevc or jpeg", s)
 }

@@ -3,7 +3,7 @@ package nvenc
 import (
 	"testing"
 
-	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/frame"
 )
 
 func TestParseSettings(t *testing.T) {
@@ -12,7 +12,7 @@ func TestParseSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *st.Codec != shmring.CodecJPEG || *st.JPEGQuality != 70 || *st.FPS != 25 || *st.BitrateKbps != 4000 || *st.Preset != "ultrafast" || st.GOP != nil {
+	if *st.Codec != frame.CodecJPEG || *st.JPEGQuality != 70 || *st.FPS != 25 || *st.BitrateKbps != 4000 || *st.Preset != "ultrafast" || st.GOP != nil {
 		t.Fatalf("%+v", st)
 	}
 	for body, kbps := range map[string]int{`{"h264_bitrate":2500}`: 2500, `{"h264_bitrate":"4M"}`: 4000, `{"h264_bitrate":"2500k"}`: 2500, `{"data":{"h264_bitrate":6000000}}`: 6000} {
@@ -21,7 +21,7 @@ func TestParseSettings(t *testing.T) {
 			t.Errorf("%s: %v %v", body, st.BitrateKbps, err)
 		}
 	}
-	if st, err := ParseSettings([]byte(`{"codec":1}`)); err != nil || *st.Codec != shmring.CodecH264 {
+	if st, err := ParseSettings([]byte(`{"codec":1}`)); err != nil || *st.Codec != frame.CodecH264 {
 		t.Errorf("codec 1: %v", err)
 	}
 	for _, bad := range []string{`nope`, `{"codec":"vp9"}`, `{"codec":7}`, `{"jpeg_quality":"high"}`, `{"h264_bitrate":"fast"}`, `{"h264_preset":5}`, `{"codec":{}}`} {

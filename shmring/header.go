@@ -28,11 +28,7 @@
 // The package imports nothing from Caddy.
 package shmring
 
-import (
-	"encoding/binary"
-	"fmt"
-	"hash/crc32"
-)
+import "github.com/sdr-os/sdr-caddy/frame"
 
 // Layout of the mapped file. All integers are little-endian.
 const (
@@ -44,8 +40,8 @@ const (
 	OffSlot = 16
 	// ControlSize is the size of the control region (sequence and write_len).
 	ControlSize = 16
-	// HeaderSize is the size of the frame header.
-	HeaderSize = 32
+	// HeaderSize is the size of the frame header (frame.HeaderSize).
+	HeaderSize = frame.HeaderSize
 	// OffPayload is where the payload starts.
 	OffPayload = OffSlot + HeaderSize
 )
@@ -58,103 +54,37 @@ const (
 	DefaultRawSize = 64 << 20
 )
 
-// Flags of a frame header.
-const (
-	FlagKeyframe   uint16 = 0x0001
-	FlagWrapMarker uint16 = 0x0002
+// The frame header and its codec field belong to the frame, not to the ring:
+// package frame defines them, and the names below are the same types and
+// values, kept so that code written against shmring goes on compiling.
+type (
+	// Header is frame.Header.
+	Header = frame.Header
+	// Codec is frame.Codec.
+	Codec = frame.Codec
 )
 
-// Codec is the codec field of a frame header.
-type Codec uint16
-
-// Encoded codecs (the encoded-frame ring) and raw pixel formats (the raw ring).
+// Flags of a frame header (frame.FlagKeyframe, frame.FlagWrapMarker).
 const (
-	CodecH264 Codec = 1
-	CodecHEVC Codec = 2
-	CodecJPEG Codec = 3
-
-	CodecRGBA  Codec = 16
-	CodecBGRA  Codec = 17
-	CodecNV12  Codec = 18
-	CodecI420  Codec = 19
-	CodecRGB24 Codec = 20
+	FlagKeyframe   = frame.FlagKeyframe
+	FlagWrapMarker = frame.FlagWrapMarker
 )
 
-// IsRaw reports whether c is one of the raw pixel formats (16..31).
-func (c Codec) IsRaw() bool { return c >= 16 && c <= 31 }
+// Codecs (frame.CodecH264 and the others).
+const (
+	CodecH264 = frame.CodecH264
+	CodecHEVC = frame.CodecHEVC
+	CodecJPEG = frame.CodecJPEG
 
-// String names the codec the way logs and metrics show it.
-func (c Codec) String() string {
-	switch c {
-	case CodecH264:
-		return "h264"
-	case CodecHEVC:
-		return "hevc"
-	case CodecJPEG:
-		return "jpeg"
-	case CodecRGBA:
-		return "rgba"
-	case CodecBGRA:
-		return "bgra"
-	case CodecNV12:
-		return "nv12"
-	case CodecI420:
-		return "i420"
-	case CodecRGB24:
-		return "rgb24"
-	}
-	return fmt.Sprintf("codec(%d)", uint16(c))
-}
+	CodecRGBA  = frame.CodecRGBA
+	CodecBGRA  = frame.CodecBGRA
+	CodecNV12  = frame.CodecNV12
+	CodecI420  = frame.CodecI420
+	CodecRGB24 = frame.CodecRGB24
+)
 
-// Header is the 32-byte frame header that precedes every payload in the ring
-// and, unchanged, every 0x01 VIDEO message on /stream/ws.
-type Header struct {
-	FrameID  uint64 // application id; sdr-caddy's writers put the commit time in Unix ns here
-	FrameSeq uint64 // monotonic per writer run
-	Size     uint32 // payload bytes
-	Flags    uint16
-	Codec    Codec
-	CRC32    uint32 // IEEE CRC-32 of the payload, 0 when the writer runs with CRC off
-	Reserved uint32
-}
+// ParseHeader is frame.ParseHeader.
+func ParseHeader(b []byte) (Header, error) { return frame.ParseHeader(b) }
 
-// Keyframe reports whether the KEYFRAME flag is set.
-func (h Header) Keyframe() bool { return h.Flags&FlagKeyframe != 0 }
-
-// Put encodes h into b, which must hold at least HeaderSize bytes.
-func (h Header) Put(b []byte) {
-	_ = b[HeaderSize-1]
-	binary.LittleEndian.PutUint64(b[0:], h.FrameID)
-	binary.LittleEndian.PutUint64(b[8:], h.FrameSeq)
-	binary.LittleEndian.PutUint32(b[16:], h.Size)
-	binary.LittleEndian.PutUint16(b[20:], h.Flags)
-	binary.LittleEndian.PutUint16(b[22:], uint16(h.Codec))
-	binary.LittleEndian.PutUint32(b[24:], h.CRC32)
-	binary.LittleEndian.PutUint32(b[28:], h.Reserved)
-}
-
-// Bytes returns the 32-byte encoding of h.
-func (h Header) Bytes() []byte {
-	b := make([]byte, HeaderSize)
-	h.Put(b)
-	return b
-}
-
-// ParseHeader decodes a header from the first HeaderSize bytes of b.
-func ParseHeader(b []byte) (Header, error) {
-	if len(b) < HeaderSize {
-		return Header{}, fmt.Errorf("parsing frame header: %d bytes, need %d", len(b), HeaderSize)
-	}
-	return Header{
-		FrameID:  binary.LittleEndian.Uint64(b[0:]),
-		FrameSeq: binary.LittleEndian.Uint64(b[8:]),
-		Size:     binary.LittleEndian.Uint32(b[16:]),
-		Flags:    binary.LittleEndian.Uint16(b[20:]),
-		Codec:    Codec(binary.LittleEndian.Uint16(b[22:])),
-		CRC32:    binary.LittleEndian.Uint32(b[24:]),
-		Reserved: binary.LittleEndian.Uint32(b[28:]),
-	}, nil
-}
-
-// Checksum is the CRC the header carries: zlib's (IEEE) CRC-32 of the payload.
-func Checksum(payload []byte) uint32 { return crc32.ChecksumIEEE(payload) }
+// Checksum is frame.Checksum.
+func Checksum(payload []byte) uint32 { return frame.Checksum(payload) }

@@ -1,10 +1,8 @@
 package natsapp
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -137,7 +135,7 @@ func (h *NATSHandler) Provision(ctx caddy.Context) error {
 		ReadBufferSize:  4096,
 		WriteBufferSize: 16 << 10,
 		// Every origin may connect; commands are judged (h.origins).
-		CheckOrigin: func(*http.Request) bool { return true },
+		CheckOrigin: wire.AnyOrigin,
 	}
 	return nil
 }
@@ -195,7 +193,7 @@ func (h *NATSHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 	}
 	trust := h.origins.Judge(r)
 	guard := wire.NewFrameGuard(h.FrameLimits())
-	conn, err := h.upgrader.Upgrade(natsHijacker{w, guard}, r, nil)
+	conn, err := h.upgrader.Upgrade(wire.Hijackable(w, guard), r, nil)
 	if err != nil {
 		// The upgrader has answered the client already.
 		if ce := h.log.Check(zap.DebugLevel, "websocket upgrade failed"); ce != nil {
@@ -330,25 +328,6 @@ func (h *NATSHandler) serveClient(conn *websocket.Conn, trust origin.Verdict, gu
 		}
 	}
 }
-
-// natsHijacker lets gorilla/websocket hijack a ResponseWriter that Caddy's
-// middleware wrapped (gorilla asserts http.Hijacker, the wrappers offer
-// Unwrap, which http.ResponseController follows), and hands it the
-// connection with its reads going through guard.
-type natsHijacker struct {
-	http.ResponseWriter
-	guard *wire.FrameGuard
-}
-
-func (h natsHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	conn, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	return wire.GuardConn(conn, h.guard), brw, nil
-}
-
-func (h natsHijacker) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //

@@ -4,11 +4,9 @@
 package ros
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"sync"
@@ -353,22 +351,9 @@ func (r *ROS) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp.Ha
 	if err := r.starter.Wait(req.Context()); err != nil {
 		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("sdr_ros: not started: %w", err))
 	}
-	if _, ok := w.(http.Hijacker); !ok {
-		w = hijackable{w}
-	}
 	r.mux.ServeHTTP(w, req)
 	return nil
 }
-
-// hijackable lets the WebSocket upgrader hijack through Caddy's response
-// writer wrappers.
-type hijackable struct{ http.ResponseWriter }
-
-func (h hijackable) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	return http.NewResponseController(h.ResponseWriter).Hijack()
-}
-
-func (h hijackable) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 
 // streamGate finds the gate of a stream in the sdr_nats app when it is first
 // asked: the stream may attach to the app after this handler is provisioned.

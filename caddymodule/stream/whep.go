@@ -21,6 +21,7 @@ import (
 	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
 	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrstart"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/keyreq"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/rtc"
 )
@@ -77,7 +78,7 @@ type WHEP struct {
 	log       *zap.Logger
 	relay     frame.Relay
 	starter   *sdrstart.App
-	keyframes *rtc.KeyframeCoalescer
+	keyframes *keyreq.Coalescer
 	base      rtc.SessionConfig
 	origins   *origin.Policy // who may command
 
@@ -152,7 +153,7 @@ func (w *WHEP) Provision(ctx caddy.Context) error {
 		}
 	}
 	if requester != nil {
-		w.keyframes = rtc.NewKeyframeCoalescer(requester, time.Duration(w.IDRCoalesce))
+		w.keyframes = keyreq.New(time.Duration(w.IDRCoalesce), requester.RequestKeyframe)
 	}
 	w.base = rtc.SessionConfig{
 		Source:  w.source.src,

@@ -1,44 +1,30 @@
 // Package frame defines what moves between the parts of sdr-caddy: a Frame as
 // read from a ring (or produced by the encoder, or received over NATS), and the
 // small interfaces through which sources, the stream hub, the NATS relay and
-// the safety gate meet without importing each other or Caddy.
+// the safety gate meet without importing each other or Caddy. The frame
+// itself (Frame, its Header and Codec, Source, KeyframeRequester) is defined
+// by the public package github.com/sdr-os/sdr-caddy/frame; this package
+// names Frame, Source and KeyframeRequester again and adds what stays inside
+// sdr-caddy (breaks, the NATS bus and relay, the safety gate, the lease).
 package frame
 
 import (
-	"time"
-
+	"github.com/sdr-os/sdr-caddy/frame"
 	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
-	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
-// Frame is one encoded access unit with its 32-byte header exactly as the
-// writer stored it.
-type Frame struct {
-	// Header is the decoded frame header; Header.Put reproduces the bytes read.
-	Header shmring.Header
-	// Payload is the encoded access unit. It is owned by the frame and must
-	// not be modified once the frame has been handed on.
-	Payload []byte
-	// Arrived is when this process read (or produced) the frame.
-	Arrived time.Time
-	// Discontinuity is set on the first frame after a writer restart or a
-	// frame-sequence gap: whatever came before it can no longer be decoded
-	// together with what follows.
-	Discontinuity bool
-}
-
-// Source is a stream of frames: a ring reader, an in-process encoder, or a
-// NATS subject.
-type Source interface {
-	// Subscribe calls fn for every frame, in order, from one goroutine, until
-	// cancel is called. fn must not block.
-	Subscribe(fn func(Frame)) (cancel func())
-	// LastArrival is when the source last read a frame, including frames it
-	// held back while waiting for a keyframe; zero if it never read one. The
-	// safety gate measures video age from it.
-	LastArrival() time.Time
-}
+// Frame, Source and KeyframeRequester are the public package frame's (with
+// the frame header and codec); they are named here too so that a core needs
+// one import for all it meets.
+type (
+	// Frame is frame.Frame: one encoded access unit with its header.
+	Frame = frame.Frame
+	// Source is frame.Source: a stream of frames.
+	Source = frame.Source
+	// KeyframeRequester is frame.KeyframeRequester.
+	KeyframeRequester = frame.KeyframeRequester
+)
 
 // Break is a discontinuity a source detected as it happened, before any
 // frame shows it (with keyframe gating, the frames after it are held back
@@ -57,12 +43,6 @@ type BreakNotifier interface {
 	// (never concurrently with a frame handed to Subscribe's fn), until
 	// cancel is called. fn must not block.
 	NotifyBreaks(fn func(Break)) (cancel func())
-}
-
-// KeyframeRequester asks the producer of a stream for an IDR frame. Callers
-// coalesce; implementations may coalesce again.
-type KeyframeRequester interface {
-	RequestKeyframe()
 }
 
 // Provider is implemented by Caddy apps that own named in-process streams

@@ -30,8 +30,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sdr-os/sdr-caddy/internal/frame"
-	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/frame"
+	sdrframe "github.com/sdr-os/sdr-caddy/internal/frame"
 )
 
 // Mode is the state of a gate.
@@ -178,7 +178,7 @@ type Gate struct {
 	binding   uint64
 	last      time.Time // latest arrival seen, kept when the source goes away
 	start     time.Time // creation: the reference while no frame ever arrived
-	codec     shmring.Codec
+	codec     frame.Codec
 	graceTill time.Time
 
 	// Before arming, Allow judges motion commands as the old server did and
@@ -621,4 +621,4 @@ func (g *Gate) send(subject string, payload []byte) {
 }
 
 // Interface guard.
-var _ frame.MotionGate = (*Gate)(nil)
+var _ sdrframe.MotionGate = (*Gate)(nil)

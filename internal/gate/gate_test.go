@@ -10,8 +10,7 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/sdr-os/sdr-caddy/internal/frame"
-	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/frame"
 )
 
 // testSource is a frame source driven by the test: Emit delivers a frame
@@ -44,7 +43,7 @@ func (s *testSource) LastArrival() time.Time {
 	return s.last
 }
 
-func (s *testSource) Emit(codec shmring.Codec) {
+func (s *testSource) Emit(codec frame.Codec) {
 	now := time.Now()
 	s.mu.Lock()
 	s.last = now
@@ -54,7 +53,7 @@ func (s *testSource) Emit(codec shmring.Codec) {
 	}
 	s.mu.Unlock()
 	for _, fn := range fns {
-		fn(frame.Frame{Header: shmring.Header{Codec: codec}, Arrived: now})
+		fn(frame.Frame{Header: frame.Header{Codec: codec}, Arrived: now})
 	}
 }
 
@@ -124,7 +123,7 @@ func startGate(t *testing.T, cfg Config) (*Gate, *recorder, context.CancelFunc) 
 }
 
 // feed emits frames every period for d (bubble time).
-func feed(src *testSource, codec shmring.Codec, period, d time.Duration) {
+func feed(src *testSource, codec frame.Codec, period, d time.Duration) {
 	end := time.Now().Add(d)
 	for time.Now().Before(end) {
 		src.Emit(codec)
@@ -182,7 +181,7 @@ func TestGateHoldThenEstopOnceEach(t *testing.T) {
 		g, rec, _ := startGate(t, Config{})
 		src := newTestSource()
 		g.Bind(src)
-		feed(src, shmring.CodecH264, 16*time.Millisecond, 500*time.Millisecond)
+		feed(src, frame.CodecH264, 16*time.Millisecond, 500*time.Millisecond)
 		synctest.Wait()
 		if m := rec.take(); len(m) != 0 {
 			t.Fatalf("published while video was fresh: %v", subjects(m))
@@ -238,14 +237,14 @@ func TestGateRecoveryPublishesUngatedOnce(t *testing.T) {
 		g, rec, _ := startGate(t, Config{})
 		src := newTestSource()
 		g.Bind(src)
-		feed(src, shmring.CodecH264, 20*time.Millisecond, 200*time.Millisecond)
+		feed(src, frame.CodecH264, 20*time.Millisecond, 200*time.Millisecond)
 		elapse(1500 * time.Millisecond)
 		if g.Mode() != Hold {
 			t.Fatalf("mode after 1.5s without video = %s, want HOLD", g.Mode())
 		}
 		rec.take()
 		back := time.Now()
-		feed(src, shmring.CodecH264, 20*time.Millisecond, 2*time.Second)
+		feed(src, frame.CodecH264, 20*time.Millisecond, 2*time.Second)
 		synctest.Wait()
 		msgs := rec.take()
 		if got := subjects(msgs); len(got) != 1 || got[0] != SubjectVideoGate+` {"gated":false}` {
@@ -271,10 +270,10 @@ func TestGateCodecChangeGrace(t *testing.T) {
 		g, rec, _ := startGate(t, Config{})
 		src := newTestSource()
 		g.Bind(src)
-		feed(src, shmring.CodecH264, 20*time.Millisecond, 200*time.Millisecond)
+		feed(src, frame.CodecH264, 20*time.Millisecond, 200*time.Millisecond)
 		// The codec switches to JPEG: two frames, then the new encoder stalls.
-		src.Emit(shmring.CodecJPEG)
-		src.Emit(shmring.CodecJPEG)
+		src.Emit(frame.CodecJPEG)
+		src.Emit(frame.CodecJPEG)
 		stopped := time.Now()
 		elapse(6 * time.Second)
 		for _, m := range rec.take() {
@@ -301,7 +300,7 @@ func TestGateCodecChangeGrace(t *testing.T) {
 			t.Errorf("ESTOP %s after the stall, want 7s", d)
 		}
 		// A later episode, long after the change, gets the plain threshold.
-		feed(src, shmring.CodecJPEG, 20*time.Millisecond, 5*time.Second)
+		feed(src, frame.CodecJPEG, 20*time.Millisecond, 5*time.Second)
 		rec.take()
 		stopped = time.Now()
 		elapse(6 * time.Second)
@@ -322,7 +321,7 @@ func TestGateCodecChangingRaisesEstopThreshold(t *testing.T) {
 		g, rec, _ := startGate(t, Config{Hold: time.Second, Estop: 3 * time.Second, CodecGrace: 4 * time.Second})
 		src := newTestSource()
 		g.Bind(src)
-		feed(src, shmring.CodecH264, 20*time.Millisecond, 100*time.Millisecond)
+		feed(src, frame.CodecH264, 20*time.Millisecond, 100*time.Millisecond)
 		g.CodecChanging()
 		start := time.Now()
 		elapse(8 * time.Second)
@@ -351,7 +350,7 @@ func TestGateRebindAndStaleUnbind(t *testing.T) {
 		}
 		// The old binding going away must not unbind the new one.
 		unbindA()
-		go feed(b, shmring.CodecH264, 20*time.Millisecond, 3*time.Second)
+		go feed(b, frame.CodecH264, 20*time.Millisecond, 3*time.Second)
 		elapse(2 * time.Second)
 		if ok, mode := g.Allow("set_cmd_vel"); !ok {
 			t.Fatalf("Allow(set_cmd_vel) after stale unbind = false %s, want true", mode)
@@ -377,7 +376,7 @@ func TestGateAllowStaleBeforeTimer(t *testing.T) {
 		g := New(Config{}, nil, Options{})
 		src := newTestSource()
 		g.Bind(src)
-		src.Emit(shmring.CodecH264)
+		src.Emit(frame.CodecH264)
 		if ok, _ := g.Allow("set_cmd_vel"); !ok {
 			t.Fatal("Allow with a fresh frame = false")
 		}
@@ -504,7 +503,7 @@ func TestGateBeforeArmingJudgesCommandsLikeTheOldServer(t *testing.T) {
 
 		src := newTestSource()
 		g.Bind(src)
-		src.Emit(shmring.CodecH264)
+		src.Emit(frame.CodecH264)
 		synctest.Wait()
 		wantMessages(t, "the first frame", rec.take(), SubjectVideoGate+" "+ungated)
 		if ok, mode := g.Allow("set_cmd_vel"); !ok || mode != "ARMED" || !g.Armed() {
@@ -536,7 +535,7 @@ func TestGateEstopFirstIsClearedByTheFirstFrame(t *testing.T) {
 		wantMessages(t, "ESTOP first", rec.take(), SubjectEstop+" "+estopCommand, videoGate("ESTOP", 6000))
 		src := newTestSource()
 		g.Bind(src)
-		src.Emit(shmring.CodecJPEG)
+		src.Emit(frame.CodecJPEG)
 		synctest.Wait()
 		wantMessages(t, "the first frame after ESTOP first", rec.take(), SubjectVideoGate+" "+ungated)
 		if tr := rec.transitions(); tr != "ARMED>ESTOP,ESTOP>ARMED" {
@@ -554,7 +553,7 @@ func TestGateArmedRepeatsStateWhileClosed(t *testing.T) {
 		g, rec, _ := startGate(t, Config{})
 		src := newTestSource()
 		g.Bind(src)
-		src.Emit(shmring.CodecH264)
+		src.Emit(frame.CodecH264)
 		synctest.Wait()
 		g.Observe("set_cmd_vel", []byte(`{"action":"set_cmd_vel","data":{"linear_x":1}}`)) // fresh: nothing to say
 		elapse(2500 * time.Millisecond)
@@ -576,7 +575,7 @@ func TestGateArmedRepeatsStateWhileClosed(t *testing.T) {
 				}
 			}
 		}
-		go feed(src, shmring.CodecH264, 20*time.Millisecond, 3*time.Second)
+		go feed(src, frame.CodecH264, 20*time.Millisecond, 3*time.Second)
 		synctest.Wait()
 		wantMessages(t, "video back after ESTOP", rec.take(), SubjectVideoGate+" "+ungated)
 		elapse(3 * time.Second)
@@ -630,7 +629,7 @@ func TestGateAnswersCommandsSeenBeforeArming(t *testing.T) {
 
 		src := newTestSource()
 		g.Bind(src)
-		src.Emit(shmring.CodecH264)
+		src.Emit(frame.CodecH264)
 		synctest.Wait()
 		wantMessages(t, "the first frame after answers", rec.take(), SubjectVideoGate+" "+ungated)
 	})
@@ -658,7 +657,7 @@ func TestGateAnswersEarlyCommandsAtTheHoldThreshold(t *testing.T) {
 		elapse(200 * time.Millisecond)
 		src := newTestSource()
 		g.Bind(src)
-		go feed(src, shmring.CodecH264, 20*time.Millisecond, 3*time.Second)
+		go feed(src, frame.CodecH264, 20*time.Millisecond, 3*time.Second)
 		elapse(3 * time.Second)
 		wantMessages(t, "a command at 0.3s, video from 0.5s", rec.take())
 	})
@@ -680,7 +679,7 @@ func TestGateStaysArmed(t *testing.T) {
 		go g.Run(ctx)
 		a := newTestSource()
 		unbind := g.Bind(a)
-		a.Emit(shmring.CodecH264)
+		a.Emit(frame.CodecH264)
 		synctest.Wait()
 		unbind()
 		if !g.Armed() {

@@ -27,14 +27,15 @@ import (
 
 	"github.com/sdr-os/sdr-caddy/internal/cow"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/keyreq"
+	"github.com/sdr-os/sdr-caddy/internal/source"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 )
 
 // Defaults, the old transport-server's values where it had one.
 const (
 	DefaultCapacity    = 64                     // SDR_BROADCAST_CAPACITY
-	DefaultMaxGOPBytes = 32 << 20               // current GOP kept for joining clients
-	DefaultIDRCoalesce = 500 * time.Millisecond // SDR_IDR_COALESCE_MS
+	DefaultIDRCoalesce = keyreq.DefaultInterval // SDR_IDR_COALESCE_MS
 	// DefaultTelemetryHold is how long queued telemetry waits for a frame
 	// to share its write with: a frame interval at 50 fps.
 	DefaultTelemetryHold = 20 * time.Millisecond
@@ -53,9 +54,10 @@ type Config struct {
 	// Capacity is how many frames a client may fall behind the head before
 	// it skips to a keyframe.
 	Capacity int
-	// MaxGOPBytes bounds the current GOP kept for joining clients. A GOP that
-	// grows beyond it is dropped, and joining clients wait for the next
-	// keyframe.
+	// MaxGOPBytes bounds the current GOP kept for joining clients
+	// (default source.DefaultMaxGOPBytes, the bound of the source's GOP). A
+	// GOP that grows beyond it is dropped, and joining clients wait for the
+	// next keyframe.
 	MaxGOPBytes int
 	// IDRCoalesce is the shortest interval between two keyframe requests
 	// sent to the producer.
@@ -173,10 +175,7 @@ type Hub struct {
 	tlog     atomic.Pointer[telemetryLog]
 
 	requester atomic.Pointer[requesterBox]
-	idrMu     sync.Mutex
-	idrLast   time.Time
-	idrTimer  *time.Timer
-	idrClosed bool
+	idr       *keyreq.Coalescer
 
 	clients      atomic.Int64
 	framesIn     atomic.Uint64
@@ -205,7 +204,7 @@ func New(cfg Config) *Hub {
 		cfg.Capacity = DefaultCapacity
 	}
 	if cfg.MaxGOPBytes <= 0 {
-		cfg.MaxGOPBytes = DefaultMaxGOPBytes
+		cfg.MaxGOPBytes = source.DefaultMaxGOPBytes
 	}
 	if cfg.IDRCoalesce <= 0 {
 		cfg.IDRCoalesce = DefaultIDRCoalesce
@@ -228,6 +227,7 @@ func New(cfg Config) *Hub {
 	}
 	cfg.Metrics.fill()
 	h := &Hub{cfg: cfg, log: lg, m: cfg.Metrics, workDone: make(chan struct{})}
+	h.idr = keyreq.New(cfg.IDRCoalesce, h.sendKeyframeRequest)
 	h.tlog.Store(&telemetryLog{})
 	return h
 }
@@ -461,29 +461,7 @@ func (h *Hub) Next(c *Cursor, dst []*Entry, maxBytes int) []*Entry {
 // IDRCoalesce: a request inside the interval is sent when it ends.
 func (h *Hub) RequestKeyframe() {
 	h.idrAsked.Add(1)
-	h.idrMu.Lock()
-	if h.idrClosed || h.idrTimer != nil {
-		h.idrMu.Unlock()
-		return
-	}
-	now := time.Now()
-	if wait := h.cfg.IDRCoalesce - now.Sub(h.idrLast); !h.idrLast.IsZero() && wait > 0 {
-		h.idrTimer = time.AfterFunc(wait, func() {
-			h.idrMu.Lock()
-			h.idrTimer = nil
-			closed := h.idrClosed
-			h.idrLast = time.Now()
-			h.idrMu.Unlock()
-			if !closed {
-				h.sendKeyframeRequest()
-			}
-		})
-		h.idrMu.Unlock()
-		return
-	}
-	h.idrLast = now
-	h.idrMu.Unlock()
-	h.sendKeyframeRequest()
+	h.idr.RequestKeyframe()
 }
 
 func (h *Hub) sendKeyframeRequest() {
@@ -668,13 +646,7 @@ func (h *Hub) Close() {
 		h.holdTimer.Stop()
 	}
 	h.regMu.Unlock()
-	h.idrMu.Lock()
-	h.idrClosed = true
-	if h.idrTimer != nil {
-		h.idrTimer.Stop()
-		h.idrTimer = nil
-	}
-	h.idrMu.Unlock()
+	h.idr.Close()
 	h.mu.Lock()
 	h.closed = true
 	clear(h.entries)

@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/sdr-os/sdr-caddy/internal/keyreq"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
@@ -57,6 +58,10 @@ const (
 	// keyframe requests.
 	ForceIDRSubject = "command.genesis.force_idr"
 )
+
+// DefaultIDRCoalesce is the shortest interval between two keyframe requests
+// sent on, the old service's SDR_IDR_COALESCE_MS.
+const DefaultIDRCoalesce = keyreq.DefaultInterval
 
 // partOverhead is room left in each part for the NATS header block
 // ("NATS/1.0\r\nSdr-Part: <offset>\r\n\r\n", about 40 bytes).

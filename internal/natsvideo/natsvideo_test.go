@@ -7,7 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -535,47 +534,6 @@ func TestThroughClusterAndLeaf(t *testing.T) {
 	poll(t, func() bool { return req.n.Load() != 0 }, func() string {
 		return "the leaf's keyframe request did not reach the origin"
 	})
-}
-
-func TestCoalescer(t *testing.T) {
-	t.Parallel()
-	synctest.Test(t, func(t *testing.T) {
-		var n atomic.Int64
-		c := newCoalescer(500*time.Millisecond, func() { n.Add(1) })
-		c.request() // sent at once
-		if n.Load() != 1 {
-			t.Fatalf("first request: %d sends", n.Load())
-		}
-		for range 10 {
-			c.request()
-		}
-		elapse(499 * time.Millisecond)
-		if n.Load() != 1 {
-			t.Fatalf("inside the interval: %d sends", n.Load())
-		}
-		elapse(2 * time.Millisecond)
-		if n.Load() != 2 {
-			t.Fatalf("end of the interval: %d sends, want 2", n.Load())
-		}
-		elapse(time.Second)
-		c.request() // interval passed: at once
-		if n.Load() != 3 {
-			t.Fatalf("after a quiet second: %d sends, want 3", n.Load())
-		}
-		c.request()
-		c.close()
-		elapse(time.Second)
-		if n.Load() != 3 {
-			t.Fatalf("after close: %d sends, want 3", n.Load())
-		}
-	})
-}
-
-// elapse lets d pass on a synctest bubble's clock, then waits until the
-// bubble's goroutines have done all that this time called for.
-func elapse(d time.Duration) {
-	time.Sleep(d)
-	synctest.Wait()
 }
 
 func TestValidateSubject(t *testing.T) {

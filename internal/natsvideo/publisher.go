@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/keyreq"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
@@ -60,7 +61,7 @@ type Publisher struct {
 	cfg  PublisherConfig
 	log  *slog.Logger
 	ch   chan frame.Frame
-	idr  *coalescer
+	idr  *keyreq.Coalescer
 	sub  *nats.Subscription
 	stop func()
 
@@ -101,7 +102,7 @@ func NewPublisher(nc *nats.Conn, src frame.Source, cfg PublisherConfig) (*Publis
 	p := &Publisher{nc: nc, src: src, cfg: cfg, log: lg, ch: make(chan frame.Frame, cfg.Queue), done: make(chan struct{})}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	req := cfg.Requester
-	p.idr = newCoalescer(cfg.IDRCoalesce, func() {
+	p.idr = keyreq.New(cfg.IDRCoalesce, func() {
 		p.idrOut.Add(1)
 		if req != nil {
 			req.RequestKeyframe()
@@ -113,10 +114,10 @@ func NewPublisher(nc *nats.Conn, src frame.Source, cfg PublisherConfig) (*Publis
 	})
 	sub, err := nc.Subscribe(IDRSubject(cfg.Subject), func(*nats.Msg) {
 		p.idrIn.Add(1)
-		p.idr.request()
+		p.idr.RequestKeyframe()
 	})
 	if err != nil {
-		p.idr.close()
+		p.idr.Close()
 		return nil, fmt.Errorf("subscribing to keyframe requests on %q: %w", IDRSubject(cfg.Subject), err)
 	}
 	p.sub = sub
@@ -175,7 +176,7 @@ func (p *Publisher) checkHeld() {
 	in := time.Unix(0, p.lastIn.Load())
 	if la.Sub(in) > HeldCheck {
 		p.held.Add(1)
-		p.idr.request()
+		p.idr.RequestKeyframe()
 	}
 }
 
@@ -267,7 +268,7 @@ func (p *Publisher) fail(f frame.Frame, err error) {
 
 // RequestKeyframe passes one keyframe request to the producer, coalesced
 // with the edges' requests.
-func (p *Publisher) RequestKeyframe() { p.idr.request() }
+func (p *Publisher) RequestKeyframe() { p.idr.RequestKeyframe() }
 
 // Subject returns the video subject.
 func (p *Publisher) Subject() string { return p.cfg.Subject }
@@ -290,7 +291,7 @@ func (p *Publisher) Close() error {
 		if e := p.sub.Unsubscribe(); e != nil && p.nc.Status() != nats.CLOSED {
 			err = fmt.Errorf("unsubscribing from %q: %w", p.sub.Subject, e)
 		}
-		p.idr.close()
+		p.idr.Close()
 		p.cancel()
 		<-p.done
 	})

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/keyreq"
 	"github.com/sdr-os/sdr-caddy/internal/source"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
@@ -18,9 +19,6 @@ import (
 // PendingMessages is how many received messages may wait for a Source
 // before the client library drops new ones (NATS slow consumer).
 const PendingMessages = 256
-
-// DefaultMaxGOPBytes bounds the GOP a Source keeps for late subscribers.
-const DefaultMaxGOPBytes = 32 << 20
 
 // SourceConfig sets up a Source. Zero fields take the defaults.
 type SourceConfig struct {
@@ -33,7 +31,8 @@ type SourceConfig struct {
 	// DisableCRC skips the payload CRC-32 check. By default a frame whose
 	// header carries a CRC (not 0) that does not match is discarded.
 	DisableCRC bool
-	// MaxGOPBytes bounds the current GOP kept for late subscribers.
+	// MaxGOPBytes bounds the current GOP kept for late subscribers;
+	// default source.DefaultMaxGOPBytes.
 	MaxGOPBytes int
 	// MaxFrameBytes bounds the payload of one frame; larger claims are
 	// discarded as malformed. Default DefaultMaxFrameBytes.
@@ -69,7 +68,7 @@ type Source struct {
 	cfg  SourceConfig
 	log  *slog.Logger
 	sub  *nats.Subscription
-	idr  *coalescer
+	idr  *keyreq.Coalescer
 	last atomic.Int64 // LastArrival, Unix ns
 
 	fan *source.Fanout // subscribers and the current GOP
@@ -104,9 +103,6 @@ func OpenSource(nc *nats.Conn, cfg SourceConfig) (*Source, error) {
 	if err := ValidateSubject(cfg.Subject); err != nil {
 		return nil, fmt.Errorf("receiving video: %w", err)
 	}
-	if cfg.MaxGOPBytes <= 0 {
-		cfg.MaxGOPBytes = DefaultMaxGOPBytes
-	}
 	if cfg.MaxFrameBytes <= 0 {
 		cfg.MaxFrameBytes = DefaultMaxFrameBytes
 	}
@@ -117,7 +113,7 @@ func OpenSource(nc *nats.Conn, cfg SourceConfig) (*Source, error) {
 	s := &Source{nc: nc, cfg: cfg, log: lg, fan: source.NewFanout(cfg.MaxGOPBytes, lg.With("subject", cfg.Subject)),
 		waitKey: !cfg.NoKeyframeGating}
 	idrSubject := IDRSubject(cfg.Subject)
-	s.idr = newCoalescer(cfg.IDRCoalesce, func() {
+	s.idr = keyreq.New(cfg.IDRCoalesce, func() {
 		s.idrSent.Add(1)
 		if err := nc.Publish(idrSubject, []byte(IDRBody)); err != nil {
 			s.log.Warn("sending a keyframe request", "subject", idrSubject, "error", err)
@@ -125,7 +121,7 @@ func OpenSource(nc *nats.Conn, cfg SourceConfig) (*Source, error) {
 	})
 	sub, err := nc.Subscribe(cfg.Subject, s.onMsg)
 	if err != nil {
-		s.idr.close()
+		s.idr.Close()
 		return nil, fmt.Errorf("subscribing to video on %q: %w", cfg.Subject, err)
 	}
 	// An edge that falls behind drops (a gap: it resumes at a keyframe)
@@ -133,7 +129,7 @@ func OpenSource(nc *nats.Conn, cfg SourceConfig) (*Source, error) {
 	// messages (about 4 s at 60 fps) or 64 MiB wait.
 	if err := sub.SetPendingLimits(PendingMessages, 64<<20); err != nil {
 		_ = sub.Unsubscribe()
-		s.idr.close()
+		s.idr.Close()
 		return nil, fmt.Errorf("setting pending limits on %q: %w", cfg.Subject, err)
 	}
 	s.sub = sub
@@ -286,7 +282,7 @@ func (s *Source) LastArrival() time.Time {
 
 // RequestKeyframe asks the origin for a keyframe on <subject>.force_idr,
 // at most once per IDRCoalesce.
-func (s *Source) RequestKeyframe() { s.idr.request() }
+func (s *Source) RequestKeyframe() { s.idr.RequestKeyframe() }
 
 // Subject returns the video subject.
 func (s *Source) Subject() string { return s.cfg.Subject }
@@ -311,7 +307,7 @@ func (s *Source) Close() error {
 	s.closed = true
 	s.fan.Close()
 	s.mu.Unlock()
-	s.idr.close()
+	s.idr.Close()
 	if err := s.sub.Unsubscribe(); err != nil && s.nc.Status() != nats.CLOSED {
 		return fmt.Errorf("unsubscribing from video on %q: %w", s.cfg.Subject, err)
 	}

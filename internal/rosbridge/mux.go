@@ -20,13 +20,11 @@
 package rosbridge
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -271,7 +269,7 @@ func New(opts Options) (*Mux, error) {
 		m.gates = []ownedGate{{owner: nil, gate: opts.Gate}}
 	}
 	// Every origin may connect; what it may do is judged (m.origins).
-	m.upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }, ReadBufferSize: 4096, WriteBufferSize: 4096}
+	m.upgrader = websocket.Upgrader{CheckOrigin: wire.AnyOrigin, ReadBufferSize: 4096, WriteBufferSize: 4096}
 	m.dialer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 64 << 10, WriteBufferSize: 16 << 10}
 	m.mu.Lock()
 	m.main = m.lane("none")
@@ -356,7 +354,7 @@ func (m *Mux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	trust := m.origins.Judge(r)
 	guard := wire.NewFrameGuard(m.opts.FrameLimits)
-	conn, err := m.upgrader.Upgrade(guardedHijacker{w, guard}, r, nil)
+	conn, err := m.upgrader.Upgrade(wire.Hijackable(w, guard), r, nil)
 	if err != nil {
 		return // the upgrader has answered
 	}
@@ -374,25 +372,6 @@ func (m *Mux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.serve(m.ctx)
 	m.forget(c)
 }
-
-// guardedHijacker hands the upgrader the hijacked connection with its
-// reads going through a wire.FrameGuard, below gorilla/websocket's framing.
-// It hijacks through the wrappers of a ResponseWriter (Caddy's), which
-// offer Unwrap.
-type guardedHijacker struct {
-	http.ResponseWriter
-	guard *wire.FrameGuard
-}
-
-func (h guardedHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	conn, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	return wire.GuardConn(conn, h.guard), brw, nil
-}
-
-func (h guardedHijacker) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 
 // forget removes everything a departed client held.
 func (m *Mux) forget(c *client) {

@@ -5,8 +5,6 @@ import (
 	"math"
 	"strings"
 	"testing"
-	"testing/synctest"
-	"time"
 )
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
@@ -67,39 +65,4 @@ func TestParseCommand(t *testing.T) {
 			t.Errorf("%.40q: action %q, err %v; want ok=%t action %q", c.msg, a, err, c.ok, c.action)
 		}
 	}
-}
-
-// elapse lets d pass on a synctest bubble's clock, then waits until the
-// bubble's goroutines have done all that this time called for.
-func elapse(d time.Duration) {
-	time.Sleep(d)
-	synctest.Wait()
-}
-
-func TestKeyframeCoalescer(t *testing.T) {
-	t.Parallel()
-	synctest.Test(t, func(t *testing.T) {
-		r := countingRequester{make(chanCount, 100)}
-		k := NewKeyframeCoalescer(r, 500*time.Millisecond)
-		for range 10 {
-			k.RequestKeyframe()
-		}
-		if len(r.n) != 1 {
-			t.Fatalf("%d requests at once, want 1", len(r.n))
-		}
-		elapse(499 * time.Millisecond)
-		if len(r.n) != 1 {
-			t.Fatalf("%d requests before the interval ended, want 1", len(r.n))
-		}
-		elapse(2 * time.Millisecond)
-		if len(r.n) != 2 {
-			t.Fatalf("%d requests after the interval, want 2 (the deferred one)", len(r.n))
-		}
-		k.RequestKeyframe()
-		k.Close()
-		elapse(time.Second)
-		if len(r.n) != 2 {
-			t.Fatalf("%d requests after Close, want 2", len(r.n))
-		}
-	})
 }

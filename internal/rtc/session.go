@@ -15,10 +15,11 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/frame"
+	sdrframe "github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/keyreq"
 	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
-	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
 // ErrBadOffer wraps every error caused by the remote description.
@@ -28,7 +29,7 @@ var ErrBadOffer = errors.New("bad sdp offer")
 const (
 	// DefaultKeyframeCoalesce is the shortest interval between two
 	// keyframe requests a session makes on RTCP PLI/FIR.
-	DefaultKeyframeCoalesce = 500 * time.Millisecond
+	DefaultKeyframeCoalesce = keyreq.DefaultInterval
 	// DefaultConnectTimeout ends a session whose connection is not up this
 	// long after the answer (a player that never connects holds nothing).
 	DefaultConnectTimeout = 30 * time.Second
@@ -92,7 +93,7 @@ type SessionConfig struct {
 	Keyframes frame.KeyframeRequester
 	// Gate filters DataChannel messages that move the robot; nil lets
 	// every message through.
-	Gate frame.MotionGate
+	Gate sdrframe.MotionGate
 	// Publish sends a DataChannel message to NATS; nil drops them (counted
 	// "unavailable").
 	Publish func(subject string, data []byte) error
@@ -394,7 +395,7 @@ func (s *Session) writeVideo(frames <-chan frame.Frame) {
 			return
 		case f = <-frames:
 		}
-		if f.Header.Codec != shmring.CodecH264 {
+		if f.Header.Codec != frame.CodecH264 {
 			s.m.FramesUnsupported.Inc()
 			continue
 		}

@@ -15,11 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/frame"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
 	"github.com/sdr-os/sdr-caddy/internal/rtc/rtctest"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
-	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
 // loopSource plays real H.264 access units in a loop at 30 frames/s, and
@@ -56,9 +55,9 @@ func (s *loopSource) run(ctx context.Context, units [][]byte, keys []bool) {
 		case <-tick.C:
 		}
 		k := i % len(units)
-		h := shmring.Header{FrameSeq: uint64(i + 1), Codec: shmring.CodecH264, Size: uint32(len(units[k]))}
+		h := frame.Header{FrameSeq: uint64(i + 1), Codec: frame.CodecH264, Size: uint32(len(units[k]))}
 		if keys[k] {
-			h.Flags = shmring.FlagKeyframe
+			h.Flags = frame.FlagKeyframe
 		}
 		f := frame.Frame{Header: h, Payload: units[k], Arrived: time.Now()}
 		s.mu.Lock()

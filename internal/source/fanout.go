@@ -8,6 +8,11 @@ import (
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 )
 
+// DefaultMaxGOPBytes bounds the payload of the current GOP kept for late
+// subscribers: by a Fanout (a ring or a NATS video source), and by the
+// stream hub for joining clients.
+const DefaultMaxGOPBytes = 32 << 20
+
 // Fanout hands every frame of a source to each subscriber, in order and
 // never concurrently, and keeps the current GOP (the latest keyframe and the
 // frames since, up to a byte cap) so that a subscriber that comes later,

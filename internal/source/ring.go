@@ -15,9 +15,6 @@ import (
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
-// DefaultMaxGOPBytes bounds the GOP a Ring keeps for new subscribers.
-const DefaultMaxGOPBytes = 32 << 20
-
 // StopWait is how long Ring.Close waits for its reader to stop.
 const StopWait = 5 * time.Second
 

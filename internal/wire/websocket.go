@@ -17,7 +17,7 @@ import (
 	"io"
 	"unicode/utf8"
 
-	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/frame"
 )
 
 // WebSocket opcodes.
@@ -83,7 +83,7 @@ func AppendBinaryFrame(dst, msg []byte) []byte {
 
 // VideoFrame returns a complete binary WebSocket frame carrying the VIDEO
 // message for h and payload, built with one allocation.
-func VideoFrame(h shmring.Header, payload []byte) []byte {
+func VideoFrame(h frame.Header, payload []byte) []byte {
 	n := VideoSize(len(payload))
 	dst := make([]byte, 0, maxFrameHeader+n)
 	dst = AppendFrameHeader(dst, OpBinary, n)

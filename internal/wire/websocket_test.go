@@ -10,7 +10,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/frame"
 )
 
 func TestFrameHeaderLengths(t *testing.T) {
@@ -33,7 +33,7 @@ func TestFrameHeaderLengths(t *testing.T) {
 
 func TestVideoFrameCarriesVideoMessage(t *testing.T) {
 	t.Parallel()
-	h := shmring.Header{FrameID: 1, FrameSeq: 2, Size: 100000, Flags: shmring.FlagKeyframe, Codec: shmring.CodecH264}
+	h := frame.Header{FrameID: 1, FrameSeq: 2, Size: 100000, Flags: frame.FlagKeyframe, Codec: frame.CodecH264}
 	payload := bytes.Repeat([]byte{7}, 100000)
 	f := VideoFrame(h, payload)
 	if f[0] != 0x82 || f[1] != 127 {

@@ -8,7 +8,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/frame"
 )
 
 // Message types: the first byte of every message.
@@ -26,13 +26,13 @@ const MaxSubjectLen = 256
 var ErrSubjectTooLong = errors.New("telemetry subject longer than 256 bytes")
 
 // VideoSize is the length of the VIDEO message for a payload of n bytes.
-func VideoSize(n int) int { return 1 + shmring.HeaderSize + n }
+func VideoSize(n int) int { return 1 + frame.HeaderSize + n }
 
 // AppendVideo appends a VIDEO message to dst: the type byte, the header
 // exactly as given, and the payload.
-func AppendVideo(dst []byte, h shmring.Header, payload []byte) []byte {
+func AppendVideo(dst []byte, h frame.Header, payload []byte) []byte {
 	dst = append(dst, TypeVideo)
-	var hb [shmring.HeaderSize]byte
+	var hb [frame.HeaderSize]byte
 	h.Put(hb[:])
 	dst = append(dst, hb[:]...)
 	return append(dst, payload...)
@@ -70,13 +70,13 @@ func ParseTelemetry(msg []byte) (subject string, payload []byte, err error) {
 }
 
 // ParseVideo splits a VIDEO message into header and payload.
-func ParseVideo(msg []byte) (shmring.Header, []byte, error) {
-	if len(msg) < 1+shmring.HeaderSize || msg[0] != TypeVideo {
-		return shmring.Header{}, nil, fmt.Errorf("parsing video message: not a 0x01 message of at least 33 bytes (%d bytes)", len(msg))
+func ParseVideo(msg []byte) (frame.Header, []byte, error) {
+	if len(msg) < 1+frame.HeaderSize || msg[0] != TypeVideo {
+		return frame.Header{}, nil, fmt.Errorf("parsing video message: not a 0x01 message of at least 33 bytes (%d bytes)", len(msg))
 	}
-	h, err := shmring.ParseHeader(msg[1:])
+	h, err := frame.ParseHeader(msg[1:])
 	if err != nil {
-		return shmring.Header{}, nil, err
+		return frame.Header{}, nil, err
 	}
-	return h, msg[1+shmring.HeaderSize:], nil
+	return h, msg[1+frame.HeaderSize:], nil
 }

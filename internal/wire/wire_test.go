@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sdr-os/sdr-caddy/shmring"
+	"github.com/sdr-os/sdr-caddy/frame"
 )
 
 // The vectors the peers in production were checked against.
@@ -45,7 +45,7 @@ func TestTelemetryVector(t *testing.T) {
 
 func TestVideoRoundTrip(t *testing.T) {
 	t.Parallel()
-	h := shmring.Header{FrameID: 7, FrameSeq: 3, Size: 4, Flags: shmring.FlagKeyframe, Codec: shmring.CodecH264, CRC32: 9}
+	h := frame.Header{FrameID: 7, FrameSeq: 3, Size: 4, Flags: frame.FlagKeyframe, Codec: frame.CodecH264, CRC32: 9}
 	msg := AppendVideo(nil, h, []byte{0, 0, 0, 1})
 	if len(msg) != VideoSize(4) || msg[0] != TypeVideo || !bytes.Equal(msg[1:33], h.Bytes()) {
 		t.Fatalf("bad video message %x", msg)
