@@ -31,7 +31,7 @@ const (
 // rawReaderConfig is the raw-ring reader as sdr_encoder configures it
 // (caddymodule/encoder, rawRingReader).
 func rawReaderConfig(path string) shmring.ReaderConfig {
-	return shmring.ReaderConfig{Path: path, MaxFrameSize: shmring.DefaultRawMaxFrameSize}
+	return shmring.ReaderConfig{Path: path, MaxFrameSize: shmring.DefaultRawMaxFrameSize, PooledPayloads: true}
 }
 
 // rawRun returns the BENCH encoder_raw line.
