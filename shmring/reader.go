@@ -116,7 +116,8 @@ func (f Frame) Release() {
 // Retain returns the frame with a reference of its own to a pooled
 // payload, for a receiver that hands one frame to several consumers: the
 // payload stays valid until the original and every retained frame are
-// released. Without PooledPayloads it returns f.
+// released. Call it before f is released. Without PooledPayloads it
+// returns f.
 func (f Frame) Retain() Frame {
 	if f.ref != nil {
 		f.ref.buf.refs.Add(1)
