@@ -30,7 +30,10 @@ type Input interface {
 }
 
 // RingInput reads the raw-frame ring (docs/protocol.md, "Raw-frame ring") through a
-// shmring.Reader.
+// shmring.Reader. A reader with PooledPayloads (what sdr_encoder runs)
+// hands each picture over in one of its copy buffers: the session's
+// Release gives it back once the picture is encoded or skipped, so a raw
+// ring allocates no picture-sized buffer per frame.
 type RingInput struct {
 	Reader *shmring.Reader
 	// OnInvalid, when set, is told about frames that are not valid raw
@@ -43,6 +46,7 @@ func (in RingInput) Run(ctx context.Context, fn func(RawFrame)) error {
 	return in.Reader.Run(ctx, func(f shmring.Frame) {
 		l, err := shmring.ParseRaw(f.Header, f.Payload)
 		if err != nil {
+			f.Release()
 			if in.OnInvalid != nil {
 				in.OnInvalid(fmt.Errorf("raw frame %d: %w", f.Header.FrameSeq, err))
 			}
@@ -56,6 +60,7 @@ func (in RingInput) Run(ctx context.Context, fn func(RawFrame)) error {
 			},
 			FrameID: f.Header.FrameID,
 			Arrived: f.Arrived,
+			Release: f.Release,
 		})
 	})
 }

@@ -174,7 +174,12 @@ func FuzzReaderPolls(f *testing.F) {
 	f.Fuzz(func(t *testing.T, script []byte, verifyCRC bool) {
 		const regionSize = 4096
 		region := alignedCopy(make([]byte, regionSize))
-		r, err := NewReader(ReaderConfig{Path: filepath.Join(dir, "absent"), DisableCRC: !verifyCRC, MaxFrameSize: fuzzFrameCap})
+		// Scripts of odd length run with pooled payloads: the player holds
+		// each delivered frame until the next one and checks that its
+		// bytes stayed.
+		pooled := len(script)%2 == 1
+		r, err := NewReader(ReaderConfig{Path: filepath.Join(dir, "absent"), DisableCRC: !verifyCRC, MaxFrameSize: fuzzFrameCap,
+			PooledPayloads: pooled})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -215,6 +220,7 @@ type pollPlayer struct {
 	lastFS   uint64
 	polls    int
 	got      []Frame
+	held     Frame // the last frame delivered, until the next (pooled payloads are released then)
 }
 
 // poll runs one step at p.now and checks it; false after a failure.
@@ -244,6 +250,14 @@ func (p *pollPlayer) poll() bool {
 		return false
 	case len(p.got) == 1:
 		f := p.got[0]
+		if p.held.Payload != nil {
+			if !bytes.Equal(p.held.Payload, p.lastSlot[HeaderSize:]) {
+				t.Errorf("poll %d: frame_seq %d, still held, lost its payload when the next frame was read", p.polls, p.held.Header.FrameSeq)
+				return false
+			}
+			p.held.Release()
+		}
+		p.held = f
 		if !valid {
 			t.Errorf("poll %d delivered frame_seq %d from a region that holds no valid commit (sequence %d, write_len %d)",
 				p.polls, f.Header.FrameSeq, p.seq, wl)

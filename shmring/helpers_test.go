@@ -162,3 +162,8 @@ func (l *logLines) has(msg string) bool {
 	defer l.mu.Unlock()
 	return slices.Contains(l.msgs, msg)
 }
+
+// Every test of this package runs with released ring buffers poisoned
+// (PoisonByte): a payload read after its release, or a buffer reused while
+// a frame still references it, shows up as wrong bytes.
+func init() { poisonOnRelease = true }

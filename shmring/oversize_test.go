@@ -108,8 +108,20 @@ func TestReaderDropsOversizeFrame(t *testing.T) {
 	}
 }
 
-// bufferCaps returns the capacities of the reader's two copy buffers.
-func bufferCaps(r *Reader) (int, int) { return cap(r.scratch), cap(r.prevSlot) }
+// bufferCaps returns the capacities of the reader's copy buffers: the one
+// it copies into next, the last frame's, and the largest in its pool.
+func bufferCaps(r *Reader) (scratch, prev, pooled int) {
+	if r.scratch != nil {
+		scratch = cap(r.scratch.b)
+	}
+	prev = cap(r.prevBytes())
+	r.pool.mu.Lock()
+	defer r.pool.mu.Unlock()
+	for _, b := range r.pool.free {
+		pooled = max(pooled, cap(b.b))
+	}
+	return scratch, prev, pooled
+}
 
 // A frame under the cap but larger than keepBuffer is copied; the reader
 // does not keep buffers of its size once frames stop needing them, and
@@ -142,9 +154,9 @@ func TestReaderReleasesLargeBuffers(t *testing.T) {
 	arrays := map[unsafe.Pointer]bool{}
 	for range 30 {
 		write(large)
-		for _, b := range [][]byte{r.scratch, r.prevSlot} {
-			if cap(b) > 0 {
-				arrays[unsafe.Pointer(unsafe.SliceData(b[:1]))] = true
+		for _, b := range []*slotBuffer{r.scratch, r.prevSlot} {
+			if b != nil && cap(b.b) > 0 {
+				arrays[unsafe.Pointer(unsafe.SliceData(b.b[:1]))] = true
 			}
 		}
 	}
@@ -155,12 +167,12 @@ func TestReaderReleasesLargeBuffers(t *testing.T) {
 	for range 30 {
 		write(1000)
 	}
-	if s, p := bufferCaps(r); s > keepBuffer || p > keepBuffer {
-		t.Errorf("after a second of small frames the reader keeps buffers of %d and %d bytes, want at most %d", s, p, keepBuffer)
+	if s, p, f := bufferCaps(r); s > keepBuffer || p > keepBuffer || f > keepBuffer {
+		t.Errorf("after a second of small frames the reader keeps buffers of %d, %d and %d (pooled) bytes, want at most %d", s, p, f, keepBuffer)
 	}
 	// The last frame's bytes are still there to tell its own late commit.
-	if len(r.prevSlot) != HeaderSize+1000 {
-		t.Errorf("prevSlot holds %d bytes, want the last frame's %d", len(r.prevSlot), HeaderSize+1000)
+	if n := len(r.prevBytes()); n != HeaderSize+1000 {
+		t.Errorf("prevSlot holds %d bytes, want the last frame's %d", n, HeaderSize+1000)
 	}
 }
 

@@ -50,6 +50,15 @@ type ReaderConfig struct {
 	// size of each frame dropped for exceeding MaxFrameSize. It must not
 	// block.
 	OnOversize func(size uint64)
+	// PooledPayloads delivers each payload in the buffer the reader copied
+	// and verified the frame in, instead of a fresh copy: no payload-sized
+	// allocation per frame in steady state (a raw frame is megabytes). The
+	// receiver must call Frame.Release once it is done with the payload
+	// and must not touch it after; the buffer goes back to the reader when
+	// the last reference (Frame.Retain adds one) is released. A frame that
+	// is never released only costs the reader a new buffer later: the
+	// reader never copies into a buffer that a frame still references.
+	PooledPayloads bool
 	// Logger receives attach, remap, restart and fault events. nil discards them.
 	Logger *slog.Logger
 }
@@ -68,7 +77,9 @@ const DefaultRawMaxFrameSize = DefaultRawSize
 type Frame struct {
 	// Header is the 32-byte frame header as the writer stored it.
 	Header Header
-	// Payload is freshly allocated for this frame; the receiver owns it.
+	// Payload is freshly allocated for this frame and the receiver owns
+	// it; with ReaderConfig.PooledPayloads it lies in a buffer of the
+	// reader, valid until Release.
 	Payload []byte
 	// Sequence is the control region's commit counter read with this frame.
 	// A writer that has already stored the next frame whole (write_len
@@ -87,6 +98,32 @@ type Frame struct {
 	// (sequence or frame_seq went backwards, the control region was zeroed,
 	// or the file was replaced by a new one).
 	Restart bool
+
+	ref *payloadRef // the payload's buffer (PooledPayloads), else nil
+}
+
+// Release hands a pooled payload back (ReaderConfig.PooledPayloads): once
+// every reference is released the reader copies later frames into its
+// buffer, so Payload must not be touched after. Calls after the first on
+// the same frame do nothing, and so does Release on a frame of a reader
+// without PooledPayloads, whose payload the receiver owns.
+func (f Frame) Release() {
+	if f.ref != nil {
+		f.ref.release()
+	}
+}
+
+// Retain returns the frame with a reference of its own to a pooled
+// payload, for a receiver that hands one frame to several consumers: the
+// payload stays valid until the original and every retained frame are
+// released. Call it before f is released. Without PooledPayloads it
+// returns f.
+func (f Frame) Retain() Frame {
+	if f.ref != nil {
+		f.ref.buf.refs.Add(1)
+		f.ref = &payloadRef{buf: f.ref.buf}
+	}
+	return f
 }
 
 // Stats is a snapshot of a Reader's counters, all monotonic since NewReader
@@ -145,15 +182,16 @@ type Reader struct {
 	hrFailed       bool          // no timerfd: precise sleeps use nanosleep
 	cad            cadence
 	nextCheck      time.Time
-	waitReason     string    // why the file could not be mapped, as last logged
-	zeroSince      time.Time // when the polls began to read sequence 0 after a non-zero one
-	jumpLogged     time.Time // when an absurd sequence jump was last logged
-	oversizeLogged time.Time // when a frame over the cap was last logged
-	oversizeAt     uint64    // Stats.Oversize then
-	tornRun        int       // consecutive torn copies
-	scratch        []byte    // the slot is copied here first (see readSlotInto)
-	prevSlot       []byte    // header and payload of the frame lastFrameSeq names, as read
-	slotPeak       uint64    // the largest slot copied since the last trimBuffers
+	waitReason     string      // why the file could not be mapped, as last logged
+	zeroSince      time.Time   // when the polls began to read sequence 0 after a non-zero one
+	jumpLogged     time.Time   // when an absurd sequence jump was last logged
+	oversizeLogged time.Time   // when a frame over the cap was last logged
+	oversizeAt     uint64      // Stats.Oversize then
+	tornRun        int         // consecutive torn copies
+	pool           slotPool    // copy buffers no one references
+	scratch        *slotBuffer // the slot is copied here first (see readSlotInto); nil: take one from pool
+	prevSlot       *slotBuffer // header and payload of the frame lastFrameSeq names, as read; nil before the first
+	slotPeak       uint64      // the largest slot copied since the last trimBuffers
 }
 
 // How often the reader stats the path to notice a replaced or resized file.
@@ -303,7 +341,7 @@ func (r *Reader) Run(ctx context.Context, fn func(Frame)) error {
 	}
 	defer r.detach()
 	defer func() {
-		r.scratch, r.prevSlot = nil, nil
+		r.dropBuffers()
 		if r.hr != nil {
 			r.hr.close()
 			r.hr = nil
@@ -539,7 +577,12 @@ func (r *Reader) step(fn func(Frame)) time.Duration {
 			return 0
 		}
 	}
-	res, fault := readGuarded(r.m.mem, r.lastSeq, !r.cfg.DisableCRC, r.maxPayload, &r.scratch)
+	if r.scratch == nil {
+		// Taken before the copy window, at the size of the last frame, so
+		// that the copy of a frame of that size allocates nothing.
+		r.scratch = r.pool.get(max(int(r.slotPeak), len(r.prevBytes())))
+	}
+	res, fault := readGuarded(r.m.mem, r.lastSeq, !r.cfg.DisableCRC, r.maxPayload, &r.scratch.b)
 	r.polls.Add(1)
 	if fault {
 		r.faults.Add(1)
@@ -639,10 +682,10 @@ func (r *Reader) commit(res slotRead, now time.Time, fn func(Frame)) {
 		return
 	}
 	h := res.header
-	slot := r.scratch[:res.writeLen]
+	slot := r.scratch.b[:res.writeLen]
 	if r.haveFrameSeq {
 		switch {
-		case h.FrameSeq == r.lastFrameSeq && bytes.Equal(slot, r.prevSlot):
+		case h.FrameSeq == r.lastFrameSeq && bytes.Equal(slot, r.prevBytes()):
 			// The writer had already stored this frame whole (header,
 			// payload and write_len) when the previous sequence was read,
 			// so it was handled then; its own commit changes nothing.
@@ -666,8 +709,14 @@ func (r *Reader) commit(res slotRead, now time.Time, fn func(Frame)) {
 	}
 	r.lastFrameSeq, r.haveFrameSeq = h.FrameSeq, true
 	// Keep this frame's bytes to tell its own late commit from another
-	// frame under its frame_seq; the next read copies into the other buffer.
-	r.scratch, r.prevSlot = r.prevSlot, slot
+	// frame under its frame_seq; the next read copies into a buffer that
+	// nothing references (the previous frame's, once its receivers have
+	// released it).
+	r.scratch.b = slot
+	if r.prevSlot != nil {
+		r.prevSlot.release()
+	}
+	r.prevSlot, r.scratch = r.scratch, nil
 	r.lastArrival.Store(now.UnixNano())
 	if r.awaitKeyframe && !h.Keyframe() {
 		r.keyframeWaits.Add(1)
@@ -675,8 +724,16 @@ func (r *Reader) commit(res slotRead, now time.Time, fn func(Frame)) {
 		return
 	}
 	r.awaitKeyframe = false
-	f := Frame{Header: h, Payload: res.payload, Sequence: res.sequence, Arrived: now,
+	f := Frame{Header: h, Sequence: res.sequence, Arrived: now,
 		Gap: r.pendingGap, Restart: r.pendingRestart}
+	if r.cfg.PooledPayloads {
+		r.prevSlot.refs.Add(1)
+		f.Payload, f.ref = res.payload, &payloadRef{buf: r.prevSlot}
+	} else {
+		// Copied out only now, after the copy window and for a frame
+		// that is delivered.
+		f.Payload = append(make([]byte, 0, len(res.payload)), res.payload...)
+	}
 	r.pendingGap, r.pendingRestart = 0, false
 	r.frames.Add(1)
 	r.bytes.Add(uint64(len(res.payload)))
@@ -706,10 +763,30 @@ func (r *Reader) dropOversize(size uint64, now time.Time) {
 func (r *Reader) trimBuffers() {
 	limit := max(keepBuffer, 2*r.slotPeak)
 	r.slotPeak = 0
-	if uint64(cap(r.scratch)) > limit {
-		r.scratch = nil
+	if r.scratch != nil && uint64(cap(r.scratch.b)) > limit {
+		r.scratch = nil // referenced by the reader alone
 	}
-	if uint64(cap(r.prevSlot)) > max(limit, 2*uint64(len(r.prevSlot))) {
-		r.prevSlot = bytes.Clone(r.prevSlot)
+	if p := r.prevSlot; p != nil && uint64(cap(p.b)) > max(limit, 2*uint64(len(p.b))) {
+		r.prevSlot = r.pool.fresh(p.b)
+		p.release()
 	}
+	r.pool.trim(limit)
+}
+
+// prevBytes is the last frame's slot as read, nil before the first.
+func (r *Reader) prevBytes() []byte {
+	if r.prevSlot == nil {
+		return nil
+	}
+	return r.prevSlot.b
+}
+
+// dropBuffers releases the reader's references to its buffers when Run
+// ends; frames still held keep theirs.
+func (r *Reader) dropBuffers() {
+	if r.prevSlot != nil {
+		r.prevSlot.release()
+	}
+	r.scratch, r.prevSlot = nil, nil
+	r.pool.trim(0)
 }

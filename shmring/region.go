@@ -82,7 +82,7 @@ type slotRead struct {
 	sequence uint64 // s1, valid unless status is slotEmpty
 	writeLen uint64
 	header   Header
-	payload  []byte // slotOK: freshly allocated; slotCRC: the copy, in the scratch buffer
+	payload  []byte // slotOK, slotCRC: the payload as copied, in the scratch buffer
 }
 
 // readSlot follows the reader order of docs/ring.md to the letter: load sequence (s1);
@@ -106,8 +106,8 @@ func readSlot(region []byte, last uint64, verifyCRC bool) slotRead {
 // busy process), and a copy that spans the writer's next commit is torn. A
 // reader whose every copy is torn that way never delivers, and each torn
 // copy's garbage feeds the collector that tears the next one. The payload
-// is allocated at its exact size, and copied out of scratch, only for a
-// copy that verified.
+// it returns lies in scratch: the Reader copies it out, or delivers
+// scratch itself (PooledPayloads), only for a copy that verified.
 //
 // A frame whose payload exceeds maxPayload (0: no cap) is not copied:
 // slotOversize, unless the control region changed meanwhile (slotTorn).
@@ -156,13 +156,11 @@ func readSlotInto(region []byte, last uint64, verifyCRC bool, maxPayload uint64,
 		return out
 	}
 	body := buf[HeaderSize:len(buf):len(buf)]
+	out.payload = body
 	if verifyCRC && Checksum(body) != h.CRC32 {
-		// Kept for Inspect's report; it lies in scratch (the next read
-		// overwrites it), and the Reader drops it.
-		out.status, out.payload = slotCRC, body
-		return out
+		// Kept for Inspect's report; the Reader drops it.
+		out.status = slotCRC
 	}
-	out.payload = append(make([]byte, 0, len(body)), body...)
 	return out
 }
 

@@ -45,32 +45,56 @@ func main() {
 	frames := flag.Int("frames", 300, "frames per free-running run")
 	paced := flag.Int("paced", 150, "frames of the paced (30 fps) latency run")
 	rounds := flag.Int("rounds", 2, "alternating rounds of ours and ffmpeg; the best of each counts")
+	run := flag.String("run", "all", "which runs: all, compare (ours against ffmpeg) or raw (the raw-ring path)")
+	rawSeconds := flag.Float64("raw-seconds", 10, "seconds the raw-ring run is measured, after a warm-up")
+	writerPath := flag.String("raw-writer", "", "internal: be the raw-ring writer process for the ring at this path")
 	flag.Parse()
+	if *writerPath != "" {
+		rawWriterMain(*writerPath)
+		return
+	}
+	if *run != "all" && *run != "compare" && *run != "raw" {
+		fmt.Fprintf(os.Stderr, "encoder benchmark: -run %q: want all, compare or raw\n", *run)
+		os.Exit(2)
+	}
 	if !nvenc.Compiled {
 		fmt.Fprintln(os.Stderr, "encoder benchmark: "+nvenc.ErrNotCompiled.Error())
 		os.Exit(1)
 	}
-	if _, err := exec.LookPath("ffmpeg"); err != nil {
+	if _, err := exec.LookPath("ffmpeg"); err != nil && *run != "raw" {
 		fmt.Fprintln(os.Stderr, "encoder benchmark: ffmpeg not found (scripts/deps.sh installs it)")
 		os.Exit(1)
 	}
+	if *run != "raw" {
+		compare(*frames, *paced, *rounds)
+	}
+	if *run != "compare" {
+		fmt.Printf("encoder_raw: %dx%d NV12 at %d fps through a raw ring into libx264 ultrafast, %d CPUs\n", rawWidth, rawHeight, rawFPS, runtime.NumCPU())
+		line, err := rawRun(3*time.Second, time.Duration(*rawSeconds*float64(time.Second)))
+		check(err)
+		fmt.Println("BENCH encoder_raw " + line)
+	}
+}
+
+// compare runs ours against the ffmpeg command line at 720p and 1080p.
+func compare(frames, paced, rounds int) {
 	fmt.Printf("encoder benchmark: libx264 preset ultrafast tune zerolatency, %d kbit/s CBR, gop %d, no B-frames, %d CPUs, %d frames x %d rounds\n",
-		bitrateKbps, gop, runtime.NumCPU(), *frames, *rounds)
+		bitrateKbps, gop, runtime.NumCPU(), frames, rounds)
 	var last string
 	for _, res := range [][2]int{{1280, 720}, {1920, 1080}} {
 		w, h := res[0], res[1]
 		raw := render(w, h)
 		var ours, theirs float64
 		oursCPU, theirsCPU := math.Inf(1), math.Inf(1)
-		for r := 0; r < *rounds; r++ {
-			f, cpu, err := oursFPS(w, h, raw, *frames)
+		for r := 0; r < rounds; r++ {
+			f, cpu, err := oursFPS(w, h, raw, frames)
 			check(err)
 			ours, oursCPU = max(ours, f), min(oursCPU, cpu)
-			f, cpu, err = ffmpegFPS(w, h, raw, *frames)
+			f, cpu, err = ffmpegFPS(w, h, raw, frames)
 			check(err)
 			theirs, theirsCPU = max(theirs, f), min(theirsCPU, cpu)
 		}
-		p50, p99, err := pacedLatency(w, h, raw, *paced)
+		p50, p99, err := pacedLatency(w, h, raw, paced)
 		check(err)
 		line := fmt.Sprintf("res=%dx%d fps=%.1f ffmpeg_fps=%.1f ratio=%.3f p50_ms=%.2f p99_ms=%.2f cpu_ms_per_frame=%.2f ffmpeg_cpu_ms_per_frame=%.2f cpu_ratio=%.3f",
 			w, h, ours, theirs, ours/theirs, p50, p99, oursCPU, theirsCPU, theirsCPU/oursCPU)

@@ -153,7 +153,9 @@ func (s *encoderShare) start() error {
 
 // rawRingReader creates the reader of an encoder's raw-frame ring. Frames
 // over max_frame_size (default: the whole default raw ring) are dropped
-// before any copy and counted as invalid raw frames.
+// before any copy and counted as invalid raw frames. Pictures reach the
+// session in the reader's own copy buffers (PooledPayloads), which the
+// session gives back once each is encoded or skipped.
 func rawRingReader(name string, ec *EncoderConfig, m *encoderMetrics, log *slog.Logger) (*shmring.Reader, error) {
 	path := ec.Path
 	if path == "" {
@@ -165,7 +167,7 @@ func rawRingReader(name string, ec *EncoderConfig, m *encoderMetrics, log *slog.
 	}
 	return shmring.NewReader(shmring.ReaderConfig{Path: path, Size: ec.Size, DisableCRC: ec.DisableCRC,
 		MaxFrameSize: maxFrame, OnOversize: func(uint64) { m.invalid.WithLabelValues(name).Inc() },
-		Logger: log.With("ring", path)})
+		PooledPayloads: true, Logger: log.With("ring", path)})
 }
 
 // Destruct stops the session and closes the output ring.
