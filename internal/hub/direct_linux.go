@@ -17,12 +17,18 @@ type directWriter struct {
 	n    int
 	err  error
 	call func(fd uintptr)
+	// buf holds iov while a write has at most two buffers (a frame, and
+	// telemetry or a tail), beside the fields the send round reads anyway.
+	buf [2]syscall.Iovec
 }
 
 // write writes what the socket takes of bufs at once and returns how much
 // that was: syscall.EAGAIN (or a short count) when the socket is full, or
 // the error of the write or of the connection (closed, deadline passed).
 func (d *directWriter) write(rc syscall.RawConn, bufs net.Buffers) (int, error) {
+	if d.iov == nil {
+		d.iov = d.buf[:0]
+	}
 	d.iov = d.iov[:0]
 	for _, b := range bufs {
 		if len(b) == 0 {
