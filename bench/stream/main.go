@@ -34,7 +34,7 @@
 // joining during the window, and the machine's load average.
 //
 //	go run ./bench/stream [-clients 100,500,1000] [-window 20s] [-warmup 3s]
-//	                      [-systems ours,floor] [-repeat 1]
+//	                      [-systems ours,floor] [-repeat 1] [-cpuprofile f] [-perf dir]
 //
 // A short run for development: -clients 100 -window 5s. -repeat k runs each
 // server k times per N, alternating their order; the BENCH line then has
@@ -43,6 +43,13 @@
 // BENCH line per N; the last line is that of the largest N:
 //
 //	BENCH stream clients=.. p50_ms=.. p99_ms=.. cpu_s_per_gb=.. vs_floor_cpu=.. vs_floor_p99=.. ...
+//
+// vs_floor_cpu and vs_floor_p99 are ours / floor; with ringfloor in
+// -systems, vs_ringfloor_cpu and vs_ringfloor_p99 are ours / ringfloor:
+// what the hub and Caddy add to the ring reader and a minimal fan-out
+// (ringfloor / floor is then the ring reader's share). -perf DIR records
+// every server with perf(1) during the window, for telling where the
+// difference goes.
 package main
 
 import (
@@ -103,6 +110,7 @@ func main() {
 	joins := flag.Int("joins", 20, "clients joining during each window (time to first frame)")
 	repeat := flag.Int("repeat", 1, "runs of each server per N, alternating; the BENCH line has the medians, and ratios are medians of each run's ratio to the run beside it")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of sdr_stream's caddy (server ours) during the window to this file")
+	perfDir := flag.String("perf", "", "record every server process during the window with perf (kernel and user, call graphs) into DIR/<server>-<N>-<run>.data")
 	flag.Parse()
 	if v := os.Getenv("SDR_BENCH_WINDOW"); v != "" {
 		if d, err := time.ParseDuration(v); err == nil {
@@ -120,7 +128,7 @@ func main() {
 		}
 		ns = append(ns, n)
 	}
-	b := &bench{window: *window, warmup: *warmup, fps: *fps, gop: *gop, joins: *joins, profile: *profile}
+	b := &bench{window: *window, warmup: *warmup, fps: *fps, gop: *gop, joins: *joins, profile: *profile, perfDir: *perfDir}
 	if err := b.setup(); err != nil {
 		log.Fatal(err)
 	}
@@ -174,14 +182,19 @@ func main() {
 			vsFloorCPU = ratio(res["ours"], fs, func(r *result) float64 { return r.CPUPerGB })
 			vsFloorP99 = ratio(res["ours"], fs, func(r *result) float64 { return r.P99 })
 		}
+		vsRingCPU, vsRingP99 := "na", "na"
+		if rs := res["ringfloor"]; len(rs) > 0 {
+			vsRingCPU = ratio(res["ours"], rs, func(r *result) float64 { return r.CPUPerGB })
+			vsRingP99 = ratio(res["ours"], rs, func(r *result) float64 { return r.P99 })
+		}
 		if ts := res["twohop"]; len(ts) > 0 {
 			vsTwo = ratio(res["ours"], ts, func(r *result) float64 { return r.P99 })
 		}
 		if ts := res["nats"]; len(ts) > 0 {
 			vsNats = ratio(res["ours"], ts, func(r *result) float64 { return r.CPUPerGB })
 		}
-		lines = append(lines, fmt.Sprintf("BENCH stream clients=%d p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f cpu_s_per_gb=%.3f rss_kib_per_client=%.1f ttff_ms=%.1f vs_floor_cpu=%s vs_floor_p99=%s floor_cpu_s_per_gb=%s floor_p99_ms=%s vs_twohop_p99=%s vs_nats_cpu=%s key_p99_ms=%.2f delta_p99_ms=%.2f runs=%d load1=%s",
-			n, o.P50, o.P99, o.P999, o.CPUPerGB, o.IdleKiB, o.TTFF, vsFloorCPU, vsFloorP99, floorCPU, floorP99, vsTwo, vsNats, o.KeyP99, o.DeltaP99, len(res["ours"]), loadAvg()))
+		lines = append(lines, fmt.Sprintf("BENCH stream clients=%d p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f cpu_s_per_gb=%.3f rss_kib_per_client=%.1f ttff_ms=%.1f vs_floor_cpu=%s vs_floor_p99=%s floor_cpu_s_per_gb=%s floor_p99_ms=%s vs_ringfloor_cpu=%s vs_ringfloor_p99=%s vs_twohop_p99=%s vs_nats_cpu=%s key_p99_ms=%.2f delta_p99_ms=%.2f runs=%d load1=%s",
+			n, o.P50, o.P99, o.P999, o.CPUPerGB, o.IdleKiB, o.TTFF, vsFloorCPU, vsFloorP99, floorCPU, floorP99, vsRingCPU, vsRingP99, vsTwo, vsNats, o.KeyP99, o.DeltaP99, len(res["ours"]), loadAvg()))
 	}
 	fmt.Println("targets: vs_floor_cpu <= 1.3 at 100 clients, <= 1.15 at 500 and 1000; vs_floor_p99 <= 1.25; <= 32 KiB per idle client; ttff <= 50 ms")
 	for _, l := range lines {
@@ -269,6 +282,8 @@ type bench struct {
 	fps, gop       int
 	joins          int
 	profile        string
+	perfDir        string
+	perfRuns       map[string]int // recordings so far per server and N
 	adminPort      int
 
 	dir      string
@@ -558,6 +573,14 @@ func (b *bench) run(sys string, n int) (*result, error) {
 		}()
 	}
 	defer prof.Wait()
+	if b.perfDir != "" && sys != "nats" {
+		rec, err := b.perf(sys, n, procs)
+		if err != nil {
+			log.Printf("perf: %v", err)
+		} else {
+			defer rec()
+		}
+	}
 	if _, err := expect("END"); err != nil {
 		return nil, err
 	}
@@ -602,6 +625,36 @@ func (b *bench) run(sys string, n int) (*result, error) {
 		r.Handshake = s[len(s)/2]
 	}
 	return &r, nil
+}
+
+// perf records the processes with perf(1) for the window (less a
+// second) into b.perfDir; the returned function waits for the recording.
+func (b *bench) perf(sys string, n int, ps []*proc) (wait func(), err error) {
+	if err := os.MkdirAll(b.perfDir, 0o755); err != nil {
+		return nil, err
+	}
+	if b.perfRuns == nil {
+		b.perfRuns = map[string]int{}
+	}
+	key := fmt.Sprintf("%s-%d", sys, n)
+	b.perfRuns[key]++
+	out := filepath.Join(b.perfDir, fmt.Sprintf("%s-%d.data", key, b.perfRuns[key]))
+	pids := make([]string, len(ps))
+	for i, p := range ps {
+		pids[i] = strconv.Itoa(p.Pid())
+	}
+	secs := max(1, b.window.Seconds()-1)
+	cmd := exec.Command("perf", "record", "-q", "-F", "999", "-g", "-p", strings.Join(pids, ","), "-o", out,
+		"--", "sleep", strconv.FormatFloat(secs, 'f', 1, 64))
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting perf record: %w", err)
+	}
+	return func() {
+		if err := cmd.Wait(); err != nil {
+			log.Printf("perf record %s: %v", out, err)
+		}
+	}, nil
 }
 
 // cpuSeconds is the user+system time of the processes, from /proc/<pid>/stat
