@@ -13,7 +13,13 @@
 // Meanwhile one more client sends 0x04 commands at -cmd-rate/s and a NATS
 // subscriber times their delivery (recorded in telemetry segments).
 //
+// The target is telemetry's share: video p99 with telemetry at most
+// (1 + telemetry bytes / video bytes) x video p99 without, both byte counts
+// those the clients received in the telemetry segments, so that telemetry
+// costs video no more than its bytes.
+//
 // Last line: BENCH nats clients=.. relay_p99_ms=.. video_p99_delta_pct=.. cmd_p99_ms=..
+// ... telemetry_bytes_ratio=.. video_p99_allowed_ms=.. vs_allowed=.. telemetry_share_ok=..
 package main
 
 import (
@@ -77,7 +83,9 @@ func main() {
 type client struct {
 	video     [phaseCount][]int32
 	telemetry [phaseCount][]int32
-	lost      atomic.Bool
+	// Bytes received (WebSocket frames whole) by kind and phase.
+	videoBytes, telemetryBytes [phaseCount]atomic.Int64
+	lost                       atomic.Bool
 }
 
 func (c *client) read(conn *websocket.Conn) {
@@ -93,7 +101,7 @@ func (c *client) read(conn *websocket.Conn) {
 			c.lost.Store(true)
 			return
 		}
-		c.record(buf[:n])
+		c.record(buf[:n], 0)
 		for {
 			if _, err := r.Read(buf); err != nil {
 				break
@@ -102,8 +110,9 @@ func (c *client) read(conn *websocket.Conn) {
 	}
 }
 
-// record takes the first bytes of one message.
-func (c *client) record(head []byte) {
+// record takes the first bytes of one message, and the size of the
+// WebSocket frame that carried it.
+func (c *client) record(head []byte, size int64) {
 	now := time.Now().UnixNano()
 	p := phase.Load()
 	switch {
@@ -111,8 +120,10 @@ func (c *client) record(head []byte) {
 		sent := int64(binary.LittleEndian.Uint64(head[1:9])) // frame_id: commit time
 		if p == phaseBase || p == phaseTelemetry {
 			c.video[p] = append(c.video[p], int32((now-sent)/1000))
+			c.videoBytes[p].Add(size)
 		}
-	case len(head) >= 3 && head[0] == wire.TypeTelemetry:
+	case len(head) >= 1 && head[0] == wire.TypeTelemetry:
+		c.telemetryBytes[p].Add(size)
 		if sent, ok := telemetrySent(head); ok && p == phaseTelemetry {
 			c.telemetry[p] = append(c.telemetry[p], int32((now-sent)/1000))
 		}
@@ -159,7 +170,7 @@ func (c *client) readRaw(br *bufio.Reader) {
 				c.lost.Store(true)
 				return
 			}
-			c.record(head)
+			c.record(head, int64(hl)+n)
 		}
 		if _, err := br.Discard(int(n)); err != nil {
 			c.lost.Store(true)
@@ -393,11 +404,14 @@ http://127.0.0.1:%d {
 	self1, _ := harness.CPUSeconds(os.Getpid())
 
 	var base, withTel, tel []int32
+	var videoBytes, telemetryBytes int64
 	lost := 0
 	for _, c := range cs {
 		base = append(base, c.video[phaseBase]...)
 		withTel = append(withTel, c.video[phaseTelemetry]...)
 		tel = append(tel, c.telemetry[phaseTelemetry]...)
+		videoBytes += c.videoBytes[phaseTelemetry].Load()
+		telemetryBytes += c.telemetryBytes[phaseTelemetry].Load()
 		if c.lost.Load() {
 			lost++
 		}
@@ -414,12 +428,17 @@ http://127.0.0.1:%d {
 	r50, r99 := pct(tel, 50), pct(tel, 99)
 	c50, c99 := pct(cmds, 50), pct(cmds, 99)
 	delta := (v99 - b99) / b99 * 100
+	// Telemetry's share: it may cost video as much as its bytes add.
+	share := float64(telemetryBytes) / float64(max(videoBytes, 1))
+	allowed := (1 + share) * b99
 	expected := float64(pubN) * float64(n)
 	fmt.Printf("video only:      p50 %.2f ms  p99 %.2f ms  (%d samples)\n", b50, b99, len(base))
 	fmt.Printf("video+telemetry: p50 %.2f ms  p99 %.2f ms  (%d samples)\n", v50, v99, len(withTel))
 	fmt.Printf("telemetry relay: p50 %.2f ms  p99 %.2f ms  delivered %d of %d (%.1f%%; lossy by design)\n",
 		r50, r99, len(tel), int64(expected), 100*float64(len(tel))/max(expected, 1))
 	fmt.Printf("command path:    p50 %.2f ms  p99 %.2f ms  (%d commands)\n", c50, c99, len(cmds))
+	fmt.Printf("telemetry share: %.1f MB of telemetry to %.1f MB of video in the telemetry segments (%.1f%%): video p99 allowed %.2f ms, measured %.2f ms\n",
+		float64(telemetryBytes)/1e6, float64(videoBytes)/1e6, 100*share, allowed, v99)
 	fmt.Printf("CPU over the measured run: server %.1f s, load generator %.1f s; clients disconnected: %d\n", cpu1-cpu0, self1-self0, lost)
 	if c, err := harness.Counters(http.DefaultClient, "http://"+srv.admin+"/metrics", "caddy_sdr_stream_"); err == nil {
 		fmt.Printf("server counters over the run: %.0f telemetry batches dropped for clients too far behind, %.0f writes handed to client goroutines\n",
@@ -431,9 +450,23 @@ http://127.0.0.1:%d {
 	if hold == "" {
 		hold = "default"
 	}
-	fmt.Printf("BENCH nats clients=%d relay_p99_ms=%.2f video_p99_delta_pct=%.1f cmd_p99_ms=%.2f relay_p50_ms=%.2f cmd_p50_ms=%.2f video_p99_base_ms=%.2f video_p99_telemetry_ms=%.2f telemetry_rate=%d linger_ms=%g hold=%s\n",
-		n, r99, delta, c99, r50, c50, b99, v99, rate, float64(linger)/float64(time.Millisecond), hold)
+	fmt.Println("target: video p99 with telemetry <= (1 + telemetry bytes / video bytes) x video p99 without (vs_allowed <= 1)")
+	fmt.Printf("BENCH nats clients=%d relay_p99_ms=%.2f video_p99_delta_pct=%.1f cmd_p99_ms=%.2f relay_p50_ms=%.2f cmd_p50_ms=%.2f video_p99_base_ms=%.2f video_p99_telemetry_ms=%.2f telemetry_rate=%d linger_ms=%g hold=%s telemetry_bytes_ratio=%.3f video_p99_allowed_ms=%.2f vs_allowed=%.2f telemetry_share_ok=%t load1=%s\n",
+		n, r99, delta, c99, r50, c50, b99, v99, rate, float64(linger)/float64(time.Millisecond), hold, share, allowed, v99/allowed, v99 <= allowed, loadAvg())
 	return nil
+}
+
+// loadAvg is the machine's load average over the last minute.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "na"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "na"
+	}
+	return f[0]
 }
 
 // saveProfile fetches the server's CPU profile over d from its admin

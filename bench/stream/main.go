@@ -1,29 +1,55 @@
-// Command stream benchmarks sdr_stream's fan-out against the old two-hop
-// topology (stock Caddy reverse_proxy in front of sdr_stream, two caddy
-// processes) and against nats-server's WebSocket listener with nats.go
-// WebSocket clients, all in one run on this machine.
+// Command stream benchmarks sdr_stream's fan-out against the floor: what a
+// WebSocket fan-out of the same frames costs this machine at the least,
+// measured in the same run.
 //
 // The stream is 1080p60-like: 60 frames/s, a 100,000-byte keyframe every
 // 60th frame, 15,000-byte deltas, the commit time in frame_id (Unix ns).
-// This process writes the frames into a real ring (sdr_stream reads it) and
-// publishes the same frames to nats-server; the clients live in a separate
-// load-generator process (this binary re-executed) and read cheaply (one
-// reused buffer, no per-message allocation).
+// This process writes the frames into a real ring (sdr_stream reads it);
+// the clients live in a separate load-generator process (this binary
+// re-executed) and read cheaply (one reused buffer, no per-message
+// allocation).
+//
+// The servers (-systems):
+//
+//   - ours: sdr_stream in the built caddy, reading the ring.
+//   - floor: a minimal program (this binary re-executed, floor.go): the
+//     WebSocket handshake, then each frame framed once and written to each
+//     client with one writev, from memory; no hub, no Caddy, no ring. This
+//     process hands it each frame's header as it commits the frame, so the
+//     floor sends the same bytes with the same frame_id. Its CPU and
+//     latency are those of the kernel and the load generator: the physical
+//     limit of a WebSocket fan-out on this machine.
+//   - ringfloor: the floor fed by sdr_stream's ring reader instead (for
+//     telling the ring reader's share from the hub's).
+//   - twohop: the old topology, stock Caddy reverse_proxy in front of
+//     sdr_stream (two caddy processes).
+//   - nats: nats-server's WebSocket listener with nats.go WebSocket clients,
+//     the frames published to it by this process.
 //
 // Per server and N: delivery latency p50/p99/p99.9 (receive time minus
 // frame_id, in the clients), server CPU seconds (user+sys from
 // /proc/<pid>/stat, both processes for the two-hop setup) per GB delivered,
 // RSS per idle client ((RSS with N idle clients - RSS before) / N), total
-// RSS / N while streaming, and time to first decodable frame of clients
-// joining during the window.
+// RSS / N while streaming, time to first decodable frame of clients
+// joining during the window, and the machine's load average.
 //
 //	go run ./bench/stream [-clients 100,500,1000] [-window 20s] [-warmup 3s]
-//	                      [-systems ours,twohop,nats]
+//	                      [-systems ours,floor] [-repeat 1] [-cpuprofile f] [-perf dir]
 //
-// A short run for development: -clients 100 -window 5s. One BENCH line per
-// N; the last line is that of the largest N:
+// A short run for development: -clients 100 -window 5s. -repeat k runs each
+// server k times per N, alternating their order; the BENCH line then has
+// the medians, and its ratios are the medians of each run's ratio to the
+// run beside it, which holds better on a machine whose load drifts. One
+// BENCH line per N; the last line is that of the largest N:
 //
-//	BENCH stream clients=.. p50_ms=.. p99_ms=.. cpu_s_per_gb=.. rss_kib_per_client=.. ttff_ms=.. vs_twohop_p99=.. vs_nats_cpu=..
+//	BENCH stream clients=.. p50_ms=.. p99_ms=.. cpu_s_per_gb=.. vs_floor_cpu=.. vs_floor_p99=.. ...
+//
+// vs_floor_cpu and vs_floor_p99 are ours / floor; with ringfloor in
+// -systems, vs_ringfloor_cpu and vs_ringfloor_p99 are ours / ringfloor:
+// what the hub and Caddy add to the ring reader and a minimal fan-out
+// (ringfloor / floor is then the ring reader's share). -perf DIR records
+// every server with perf(1) during the window, for telling where the
+// difference goes.
 package main
 
 import (
@@ -69,14 +95,22 @@ func main() {
 		}
 		return
 	}
+	if os.Getenv(floorEnv) == "1" {
+		if err := runFloor(os.Args[1:]); err != nil {
+			log.Fatalf("floor: %v", err)
+		}
+		return
+	}
 	clients := flag.String("clients", "100,500,1000", "comma-separated client counts")
 	window := flag.Duration("window", 20*time.Second, "measurement window per server and N")
 	warmup := flag.Duration("warmup", 3*time.Second, "warm-up before each window")
-	systems := flag.String("systems", "ours,twohop,nats", "servers to run")
+	systems := flag.String("systems", "ours,floor", "servers to run: ours, floor, ringfloor, twohop, nats")
 	fps := flag.Int("fps", 60, "frames per second")
 	gop := flag.Int("gop", 60, "frames from one keyframe to the next")
 	joins := flag.Int("joins", 20, "clients joining during each window (time to first frame)")
+	repeat := flag.Int("repeat", 1, "runs of each server per N, alternating; the BENCH line has the medians, and ratios are medians of each run's ratio to the run beside it")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of sdr_stream's caddy (server ours) during the window to this file")
+	perfDir := flag.String("perf", "", "record every server process during the window with perf (kernel and user, call graphs) into DIR/<server>-<N>-<run>.data")
 	flag.Parse()
 	if v := os.Getenv("SDR_BENCH_WINDOW"); v != "" {
 		if d, err := time.ParseDuration(v); err == nil {
@@ -94,7 +128,7 @@ func main() {
 		}
 		ns = append(ns, n)
 	}
-	b := &bench{window: *window, warmup: *warmup, fps: *fps, gop: *gop, joins: *joins, profile: *profile}
+	b := &bench{window: *window, warmup: *warmup, fps: *fps, gop: *gop, joins: *joins, profile: *profile, perfDir: *perfDir}
 	if err := b.setup(); err != nil {
 		log.Fatal(err)
 	}
@@ -105,46 +139,64 @@ func main() {
 	}
 	fmt.Printf("stream benchmark: %d fps, GOP %d, keyframe %d B, delta %d B, window %v after %v warm-up; caddy %s\n",
 		*fps, *gop, keyBytes, deltaBytes, *window, *warmup, b.caddyBin)
-	fmt.Printf("%-7s %5s %8s %8s %9s %9s %10s %12s %10s %9s %6s\n",
-		"server", "N", "p50_ms", "p99_ms", "p99.9_ms", "cpu_s/GB", "idle_KiB/c", "stream_KiB/c", "ttff_ms", "GB", "errs")
+	fmt.Printf("%-9s %5s %8s %8s %9s %9s %10s %12s %10s %9s %6s %6s\n",
+		"server", "N", "p50_ms", "p99_ms", "p99.9_ms", "cpu_s/GB", "idle_KiB/c", "stream_KiB/c", "ttff_ms", "GB", "errs", "load1")
 	var lines []string
 	for _, n := range ns {
-		res := map[string]*result{}
-		for _, sys := range []string{"ours", "twohop", "nats"} {
-			if !want[sys] {
-				continue
+		res := map[string][]*result{}
+		for rep := range *repeat {
+			order := []string{"ours", "floor", "ringfloor", "twohop", "nats"}
+			if rep%2 == 1 { // alternate, so that drift in the machine's load falls on both alike
+				order[0], order[1] = order[1], order[0]
 			}
-			r, err := b.run(sys, n)
-			if err != nil {
-				log.Printf("%s N=%d: %v", sys, n, err)
-				continue
-			}
-			res[sys] = r
-			fmt.Printf("%-7s %5d %8.2f %8.2f %9.2f %9.3f %10.1f %12.1f %10.1f %9.2f %6d\n",
-				sys, n, r.P50, r.P99, r.P999, r.CPUPerGB, r.IdleKiB, r.StreamKiB, r.TTFF, r.GB, r.Errors)
-			fmt.Printf("        keyframes p50 %.2f ms, p99 %.2f ms; deltas p99 %.2f ms\n", r.KeyP50, r.KeyP99, r.DeltaP99)
-			if r.TTFF > 0 {
-				fmt.Printf("        time to first frame %.1f ms, of which connect+handshake %.1f ms (medians of %d joins)\n", r.TTFF, r.Handshake, len(r.TTFFms))
-			}
-			if r.FirstErr != "" {
-				fmt.Printf("        first error: %s\n", r.FirstErr)
+			for _, sys := range order {
+				if !want[sys] {
+					continue
+				}
+				r, err := b.run(sys, n)
+				if err != nil {
+					log.Printf("%s N=%d: %v", sys, n, err)
+					continue
+				}
+				res[sys] = append(res[sys], r)
+				fmt.Printf("%-9s %5d %8.2f %8.2f %9.2f %9.3f %10.1f %12.1f %10.1f %9.2f %6d %6s\n",
+					sys, n, r.P50, r.P99, r.P999, r.CPUPerGB, r.IdleKiB, r.StreamKiB, r.TTFF, r.GB, r.Errors, r.Load)
+				fmt.Printf("        keyframes p50 %.2f ms, p99 %.2f ms; deltas p99 %.2f ms\n", r.KeyP50, r.KeyP99, r.DeltaP99)
+				if r.TTFF > 0 {
+					fmt.Printf("        time to first frame %.1f ms, of which connect+handshake %.1f ms (medians of %d joins)\n", r.TTFF, r.Handshake, len(r.TTFFms))
+				}
+				if r.FirstErr != "" {
+					fmt.Printf("        first error: %s\n", r.FirstErr)
+				}
 			}
 		}
-		o := res["ours"]
-		if o == nil {
+		if len(res["ours"]) == 0 {
 			continue
 		}
-		vsTwo, vsNats := "na", "na"
-		if t := res["twohop"]; t != nil && t.P99 > 0 {
-			vsTwo = fmt.Sprintf("%.2f", o.P99/t.P99)
+		o := median(res["ours"])
+		vsTwo, vsNats, vsFloorCPU, vsFloorP99 := "na", "na", "na", "na"
+		floorCPU, floorP99 := "na", "na"
+		if fs := res["floor"]; len(fs) > 0 {
+			f := median(fs)
+			floorCPU, floorP99 = fmt.Sprintf("%.3f", f.CPUPerGB), fmt.Sprintf("%.2f", f.P99)
+			vsFloorCPU = ratio(res["ours"], fs, func(r *result) float64 { return r.CPUPerGB })
+			vsFloorP99 = ratio(res["ours"], fs, func(r *result) float64 { return r.P99 })
 		}
-		if t := res["nats"]; t != nil && t.CPUPerGB > 0 {
-			vsNats = fmt.Sprintf("%.2f", o.CPUPerGB/t.CPUPerGB)
+		vsRingCPU, vsRingP99 := "na", "na"
+		if rs := res["ringfloor"]; len(rs) > 0 {
+			vsRingCPU = ratio(res["ours"], rs, func(r *result) float64 { return r.CPUPerGB })
+			vsRingP99 = ratio(res["ours"], rs, func(r *result) float64 { return r.P99 })
 		}
-		lines = append(lines, fmt.Sprintf("BENCH stream clients=%d p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f cpu_s_per_gb=%.3f rss_kib_per_client=%.1f ttff_ms=%.1f vs_twohop_p99=%s vs_nats_cpu=%s key_p99_ms=%.2f delta_p99_ms=%.2f",
-			n, o.P50, o.P99, o.P999, o.CPUPerGB, o.IdleKiB, o.TTFF, vsTwo, vsNats, o.KeyP99, o.DeltaP99))
+		if ts := res["twohop"]; len(ts) > 0 {
+			vsTwo = ratio(res["ours"], ts, func(r *result) float64 { return r.P99 })
+		}
+		if ts := res["nats"]; len(ts) > 0 {
+			vsNats = ratio(res["ours"], ts, func(r *result) float64 { return r.CPUPerGB })
+		}
+		lines = append(lines, fmt.Sprintf("BENCH stream clients=%d p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f cpu_s_per_gb=%.3f rss_kib_per_client=%.1f ttff_ms=%.1f vs_floor_cpu=%s vs_floor_p99=%s floor_cpu_s_per_gb=%s floor_p99_ms=%s vs_ringfloor_cpu=%s vs_ringfloor_p99=%s vs_twohop_p99=%s vs_nats_cpu=%s key_p99_ms=%.2f delta_p99_ms=%.2f runs=%d load1=%s",
+			n, o.P50, o.P99, o.P999, o.CPUPerGB, o.IdleKiB, o.TTFF, vsFloorCPU, vsFloorP99, floorCPU, floorP99, vsRingCPU, vsRingP99, vsTwo, vsNats, o.KeyP99, o.DeltaP99, len(res["ours"]), loadAvg()))
 	}
-	fmt.Println("targets: p99 <= 5 ms at 100, < 16.7 ms at 1000; cpu <= 0.5x NATS; p99 <= 0.5x two-hop; <= 32 KiB per idle client; ttff <= 50 ms")
+	fmt.Println("targets: vs_floor_cpu <= 1.3 at 100 clients, <= 1.15 at 500 and 1000; vs_floor_p99 <= 1.25; <= 32 KiB per idle client; ttff <= 50 ms")
 	for _, l := range lines {
 		fmt.Println(l)
 	}
@@ -161,10 +213,68 @@ func (b *bench) hubCounters() map[string]float64 {
 	return c
 }
 
+// floorCounters reads the floor's counters (floorCountersPath).
+func (b *bench) floorCounters() map[string]float64 {
+	resp, err := http.Get("http://" + b.floorAddr + floorCountersPath)
+	if err != nil {
+		log.Printf("floor counters: %v", err)
+		return map[string]float64{}
+	}
+	defer resp.Body.Close()
+	c := map[string]float64{}
+	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
+		log.Printf("floor counters: %v", err)
+	}
+	return c
+}
+
 type result struct {
 	loadResult
 	CPUPerGB, IdleKiB, StreamKiB, TTFF, GB float64
 	Handshake                              float64 // median of the joins' connect+handshake
+	Load                                   string  // the machine's load average (1 min) at the end
+}
+
+// median returns a result whose figures are the medians of rs's.
+func median(rs []*result) *result {
+	m := *rs[0]
+	for _, f := range []func(*result) *float64{
+		func(r *result) *float64 { return &r.P50 }, func(r *result) *float64 { return &r.P99 },
+		func(r *result) *float64 { return &r.P999 }, func(r *result) *float64 { return &r.KeyP99 },
+		func(r *result) *float64 { return &r.DeltaP99 }, func(r *result) *float64 { return &r.CPUPerGB },
+		func(r *result) *float64 { return &r.IdleKiB }, func(r *result) *float64 { return &r.TTFF },
+	} {
+		vs := make([]float64, len(rs))
+		for i, r := range rs {
+			vs[i] = *f(r)
+		}
+		*f(&m) = med(vs)
+	}
+	return &m
+}
+
+// ratio is the median of a[i]/b[i] over the runs i of both (a run of one
+// beside the run of the other), as text.
+func ratio(a, b []*result, f func(*result) float64) string {
+	var rs []float64
+	for i := range min(len(a), len(b)) {
+		if d := f(b[i]); d > 0 {
+			rs = append(rs, f(a[i])/d)
+		}
+	}
+	if len(rs) == 0 {
+		return "na"
+	}
+	return fmt.Sprintf("%.2f", med(rs))
+}
+
+func med(vs []float64) float64 {
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 type bench struct {
@@ -172,6 +282,8 @@ type bench struct {
 	fps, gop       int
 	joins          int
 	profile        string
+	perfDir        string
+	perfRuns       map[string]int // recordings so far per server and N
 	adminPort      int
 
 	dir      string
@@ -181,10 +293,12 @@ type bench struct {
 	key      []byte
 	delta    []byte
 
-	paused atomic.Bool
-	nc     atomic.Pointer[nats.Conn] // where frames are also published, when set
-	stop   context.CancelFunc
-	wg     sync.WaitGroup
+	paused    atomic.Bool
+	nc        atomic.Pointer[nats.Conn] // where frames are also published, when set
+	floor     atomic.Pointer[floorPipe] // where frame headers also go, when set
+	floorAddr string                    // the floor's address while it runs
+	stop      context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 func (b *bench) setup() error {
@@ -219,13 +333,18 @@ func (b *bench) teardown() {
 	os.RemoveAll(b.dir)
 }
 
+// floorPipe is the floor's standard input.
+type floorPipe struct{ w io.WriteCloser }
+
 // produce writes the stream into the ring and, when a NATS connection is
-// set, publishes each frame as the same 0x01 message.
+// set, publishes each frame as the same 0x01 message; when the floor runs,
+// it hands it each frame's header as committed.
 func (b *bench) produce(ctx context.Context) {
 	defer b.wg.Done()
 	period := time.Second / time.Duration(b.fps)
 	next := time.Now()
 	msg := make([]byte, 0, wire.VideoSize(keyBytes))
+	var hb [shmring.HeaderSize]byte
 	for i := 0; ctx.Err() == nil; i++ {
 		next = next.Add(period)
 		time.Sleep(time.Until(next))
@@ -241,6 +360,13 @@ func (b *bench) produce(ctx context.Context) {
 		h, err := b.ring.WriteFrame(h, payload)
 		if err != nil {
 			log.Printf("writing frame: %v", err)
+			continue
+		}
+		if fp := b.floor.Load(); fp != nil {
+			h.Put(hb[:])
+			if _, err := fp.w.Write(hb[:]); err != nil {
+				b.floor.CompareAndSwap(fp, nil)
+			}
 		}
 		if nc := b.nc.Load(); nc != nil {
 			msg = wire.AppendVideo(msg[:0], h, payload)
@@ -313,6 +439,38 @@ func (b *bench) run(sys string, n int) (*result, error) {
 			procs = append(procs, p2)
 			target = fmt.Sprintf("ws://127.0.0.1:%d/stream/ws", front)
 		}
+	case "floor", "ringfloor":
+		port := harness.MustFreePort()
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		b.floorAddr = fmt.Sprintf("127.0.0.1:%d", port)
+		cmd := exec.Command(exe, "-listen", b.floorAddr)
+		if sys == "ringfloor" {
+			cmd.Args = append(cmd.Args, "-ring", b.ringPath)
+		}
+		cmd.Env = append(os.Environ(), floorEnv+"=1")
+		cmd.Dir = b.dir
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			return nil, err
+		}
+		hp, err := harness.Start("floor", cmd)
+		if err != nil {
+			return nil, err
+		}
+		p := &proc{hp}
+		procs = append(procs, p)
+		if err := p.WaitReady(20*time.Second, harness.Answers("http://"+b.floorAddr+"/stream/health")); err != nil {
+			return nil, fmt.Errorf("%w\n%s", err, p.Output())
+		}
+		fp := &floorPipe{in}
+		if sys == "floor" {
+			b.floor.Store(fp)
+		}
+		defer func() { b.floor.Store(nil); fp.w.Close() }()
+		target = "ws://" + b.floorAddr + "/stream/ws"
 	case "nats":
 		kind = "nats"
 		port, wsPort := harness.MustFreePort(), harness.MustFreePort()
@@ -387,8 +545,11 @@ func (b *bench) run(sys string, n int) (*result, error) {
 	}
 	cpu0 := cpuSeconds(procs)
 	var hub0 map[string]float64
-	if sys == "ours" {
+	switch sys {
+	case "ours":
 		hub0 = b.hubCounters()
+	case "floor", "ringfloor":
+		hub0 = b.floorCounters()
 	}
 	var prof sync.WaitGroup
 	if b.profile != "" && sys == "ours" {
@@ -412,16 +573,30 @@ func (b *bench) run(sys string, n int) (*result, error) {
 		}()
 	}
 	defer prof.Wait()
+	if b.perfDir != "" && sys != "nats" {
+		rec, err := b.perf(sys, n, procs)
+		if err != nil {
+			log.Printf("perf: %v", err)
+		} else {
+			defer rec()
+		}
+	}
 	if _, err := expect("END"); err != nil {
 		return nil, err
 	}
 	cpu1 := cpuSeconds(procs)
 	rssStream := rssKiB(procs)
-	if sys == "ours" {
+	switch sys {
+	case "ours":
 		hub1 := b.hubCounters()
 		r0 := hub1["frames_out_total"] - hub0["frames_out_total"]
-		fmt.Printf("        over the window: %.0f frames written to clients, %.0f writes handed to client goroutines (full socket), %.0f lag skips\n",
-			r0, hub1["handovers_total"]-hub0["handovers_total"], hub1["lag_skips_total"]-hub0["lag_skips_total"])
+		fmt.Printf("        over the window: %.0f frames written to clients, %.0f writes handed to client goroutines (full socket), %.0f lag skips, %.1f ring polls per frame\n",
+			r0, hub1["handovers_total"]-hub0["handovers_total"], hub1["lag_skips_total"]-hub0["lag_skips_total"],
+			(hub1["ring_polls_total"]-hub0["ring_polls_total"])/max(1, hub1["ring_frames_total"]-hub0["ring_frames_total"]))
+	case "floor", "ringfloor":
+		f1 := b.floorCounters()
+		fmt.Printf("        over the window: %.0f frames written to clients, %.0f writes the socket did not take whole (the rest went with the next frame)\n",
+			f1["frames"]-hub0["frames"], f1["partial"]-hub0["partial"])
 	}
 	l, err := expect("RESULT ")
 	if err != nil {
@@ -434,6 +609,7 @@ func (b *bench) run(sys string, n int) (*result, error) {
 	if r.Samples == 0 {
 		return &r, errors.New("no samples: " + r.FirstErr)
 	}
+	r.Load = loadAvg()
 	r.GB = float64(r.Bytes) / 1e9
 	r.CPUPerGB = (cpu1 - cpu0) / r.GB
 	r.IdleKiB = float64(rssIdle-rss0) / float64(n)
@@ -451,6 +627,36 @@ func (b *bench) run(sys string, n int) (*result, error) {
 	return &r, nil
 }
 
+// perf records the processes with perf(1) for the window (less a
+// second) into b.perfDir; the returned function waits for the recording.
+func (b *bench) perf(sys string, n int, ps []*proc) (wait func(), err error) {
+	if err := os.MkdirAll(b.perfDir, 0o755); err != nil {
+		return nil, err
+	}
+	if b.perfRuns == nil {
+		b.perfRuns = map[string]int{}
+	}
+	key := fmt.Sprintf("%s-%d", sys, n)
+	b.perfRuns[key]++
+	out := filepath.Join(b.perfDir, fmt.Sprintf("%s-%d.data", key, b.perfRuns[key]))
+	pids := make([]string, len(ps))
+	for i, p := range ps {
+		pids[i] = strconv.Itoa(p.Pid())
+	}
+	secs := max(1, b.window.Seconds()-1)
+	cmd := exec.Command("perf", "record", "-q", "-F", "999", "-g", "-p", strings.Join(pids, ","), "-o", out,
+		"--", "sleep", strconv.FormatFloat(secs, 'f', 1, 64))
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting perf record: %w", err)
+	}
+	return func() {
+		if err := cmd.Wait(); err != nil {
+			log.Printf("perf record %s: %v", out, err)
+		}
+	}, nil
+}
+
 // cpuSeconds is the user+system time of the processes, from /proc/<pid>/stat
 // (those already gone count 0).
 func cpuSeconds(ps []*proc) float64 {
@@ -459,6 +665,19 @@ func cpuSeconds(ps []*proc) float64 {
 		pids[i] = p.Pid()
 	}
 	return harness.TotalCPUSeconds(pids...)
+}
+
+// loadAvg is the machine's load average over the last minute.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "na"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "na"
+	}
+	return f[0]
 }
 
 // rssKiB is the resident memory of the processes.

@@ -90,12 +90,32 @@ func (c *ClientConfig) fill() {
 // which takes over with blocking writes and a deadline when the socket is
 // full (a partial write, the rest of which it finishes), for replies, and
 // for connections without a socket of their own (TLS).
+//
+// The fields the send round reads for every client in every round come
+// first, in one run of memory (cfg's first fields, wmu, the cursor's
+// position): the round visits hundreds of clients between two visits to
+// this one, and each cache line of the client it touches is a miss.
 type Client struct {
-	hub  *Hub
+	cfg ClientConfig
+
+	// Guarded by wmu, and read by the send round.
+	wmu    sync.Mutex
+	gone   bool   // Run is ending: nothing more is written
+	slow   bool   // the goroutine writes (set until it has caught up)
+	tnext  uint64 // the next broadcast telemetry batch to send
+	hub    *Hub
+	raw    syscall.RawConn // nil: every write goes through the client's goroutine
+	direct directWriter
+	cur    Cursor // its position first, the rest only while it waits for a keyframe
+
+	// The rest guarded by wmu.
+	rest      net.Buffers // the unwritten tail of a partial direct write
+	restBatch []*Entry    // the frames that tail completes
+	deadline  time.Time   // the write deadline set on the connection
+	wbuf      net.Buffers // the batch being written with writev
+
 	conn net.Conn
-	raw  syscall.RawConn // nil: every write goes through the client's goroutine
 	br   *bufio.Reader
-	cfg  ClientConfig
 	// guard watches what the client sends (wire.FrameLimits) and when.
 	guard *wire.FrameGuard
 
@@ -105,18 +125,6 @@ type Client struct {
 	closing []byte // the close frame to send, once set
 	stop    chan struct{}
 	stopped atomic.Bool
-
-	// Guarded by wmu.
-	wmu       sync.Mutex
-	cur       Cursor
-	tnext     uint64      // the next broadcast telemetry batch to send
-	slow      bool        // the goroutine writes (set until it has caught up)
-	rest      net.Buffers // the unwritten tail of a partial direct write
-	restBatch []*Entry    // the frames that tail completes
-	gone      bool        // Run is ending: nothing more is written
-	deadline  time.Time   // the write deadline set on the connection
-	wbuf      net.Buffers // the batch being written with writev
-	direct    directWriter
 
 	readEnded chan struct{} // closed when the reading goroutine ends
 	readErr   error         // why it ended; read after readEnded

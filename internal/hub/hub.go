@@ -307,13 +307,13 @@ func (h *Hub) trimLocked() {
 
 // Cursor is a client's position in the log.
 type Cursor struct {
-	next      uint64
-	needKey   bool
-	waitSince time.Time
+	next    uint64
+	needKey bool
 	// liveFrom is the head when the client joined or skipped: the entries
 	// before it are the GOP it catches up through, exempt from the lag
 	// check and from the delivery histogram.
-	liveFrom uint64
+	liveFrom  uint64
+	waitSince time.Time
 	// flowSince and flowLast are when video first and last flowed past the
 	// cursor while it waited for a keyframe (zero: none has since it began
 	// waiting).
