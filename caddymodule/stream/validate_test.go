@@ -23,6 +23,9 @@ func TestStreamValidate(t *testing.T) {
 		{"tiny ring", &Stream{Source: &StreamSource{SHM: &SHMSource{Size: 10}}}, "shm size 10"},
 		{"negative timeout", &Stream{IDRTimeout: caddy.Duration(-1)}, "idr_timeout is negative"},
 		{"negative depth", &Stream{QueueDepth: -1}, "queue_depth is negative"},
+		{"send queue off", &Stream{SendQueue: -1}, ""},
+		{"send queue below off", &Stream{SendQueue: -2}, "send_queue -2"},
+		{"send queue too large", &Stream{SendQueue: 2 << 30}, "up to 1GiB"},
 	} {
 		moduletest.CheckError(t, tc.name, tc.s.Validate(), tc.err)
 	}
