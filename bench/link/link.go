@@ -32,6 +32,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"strings"
@@ -239,12 +240,19 @@ func (s *shaper) proxy(upstream string) (*linkProxy, error) {
 			lp.conns = append(lp.conns, client, up)
 			lp.mu.Unlock()
 			c := fmt.Sprintf("%s-%d", name, i)
-			p.Toxics.StartLink(s.server, c+"upstream", client, up, stream.Upstream)
-			p.Toxics.StartLink(s.server, c+"downstream", up, client, stream.Downstream)
+			p.Toxics.StartLink(s.server, c+"upstream", segmentReader{client}, up, stream.Upstream)
+			p.Toxics.StartLink(s.server, c+"downstream", segmentReader{up}, client, stream.Downstream)
 		}
 	}()
 	return lp, nil
 }
+
+// segmentReader reads at most a segment at a time: Toxiproxy's link reads
+// into 32 KiB chunks and holds one in its reader and one in its first
+// stage, 64 KiB (130 ms at 4 Mbit/s) of queue that no real path has.
+type segmentReader struct{ r io.Reader }
+
+func (s segmentReader) Read(p []byte) (int, error) { return s.r.Read(p[:min(len(p), mss)]) }
 
 // Stop closes the listener and every connection through it.
 func (lp *linkProxy) Stop() {

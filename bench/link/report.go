@@ -22,7 +22,7 @@ type report struct {
 // shapedSummary is the worst shaped client's age p95 and stall, and the
 // mean of their decodable frame rates.
 type shapedSummary struct {
-	ran                     bool
+	ran, decoded            bool // the phase ran; some frame was decodable
 	p95, stall, fps, minFPS float64
 	undecodable             int
 }
@@ -41,6 +41,7 @@ func summarise(fs []*flow) shapedSummary {
 			s.minFPS = st.fps
 		}
 		s.undecodable += st.undecodable
+		s.decoded = s.decoded || st.frames > 0
 	}
 	return s
 }
@@ -48,6 +49,9 @@ func summarise(fs []*flow) shapedSummary {
 func (s shapedSummary) field(prefix string) string {
 	if !s.ran {
 		return fmt.Sprintf("%sshaped_age_p95_ms=na %sshaped_max_stall_ms=na %sshaped_fps=na", prefix, prefix, prefix)
+	}
+	if !s.decoded { // no frame to take an age of
+		return fmt.Sprintf("%sshaped_age_p95_ms=na %sshaped_max_stall_ms=%.0f %sshaped_fps=0.0", prefix, prefix, s.stall, prefix)
 	}
 	return fmt.Sprintf("%sshaped_age_p95_ms=%.0f %sshaped_max_stall_ms=%.0f %sshaped_fps=%.1f",
 		prefix, s.p95, prefix, s.stall, prefix, s.fps)
