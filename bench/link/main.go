@@ -267,7 +267,7 @@ http://127.0.0.1:%d {
 		}
 	}
 	r.load = [2]string{load0, loadavg()}
-	r.print(c)
+	r.print(os.Stdout, c)
 	return nil
 }
 
