@@ -14,7 +14,9 @@
 // sdr_link (link.go); the WebRTC viewers' UDP sockets are shaped with the
 // same model. tc netem is not used: it needs the sch_netem module, which
 // the development machine does not have. -queue-depth and -send-queue set
-// sdr_stream's options of those names.
+// sdr_stream's options of those names; -queue-depth defaults to 12, what
+// docs/sdr_stream.md advises for links slower than the stream (0 runs
+// sdr_stream's default, 64).
 //
 // Per shaped client: the age of each decodable frame (arrival minus send
 // time) and its p95, the longest time without a decodable frame (stall),
@@ -25,7 +27,7 @@
 //
 //	go run . [-window 20s] [-warmup 3s] [-healthy 15] [-shaped 5]
 //	         [-rate 4e6] [-rtt 40ms] [-loss 0.01] [-queue 100ms]
-//	         [-queue-depth N] [-send-queue SIZE] [-systems ws,webrtc,nats]
+//	         [-queue-depth 12] [-send-queue SIZE] [-systems ws,webrtc,nats]
 //	         [-rtc-wait 200ms]
 //
 // (from bench/link, its own module; make bench-link). The last line:
@@ -88,7 +90,7 @@ func main() {
 	rtt := flag.Duration("rtt", 40*time.Millisecond, "the shaped link's round-trip time")
 	flag.Float64Var(&c.link.Loss, "loss", 0.01, "the shaped link's packet loss")
 	flag.DurationVar(&c.link.Queue, "queue", 100*time.Millisecond, "the shaped link's bottleneck queue, in time at its rate")
-	flag.IntVar(&c.queueDepth, "queue-depth", 0, "sdr_stream queue_depth (0: its default)")
+	flag.IntVar(&c.queueDepth, "queue-depth", 12, "sdr_stream queue_depth (0: its default, 64): 12 is what docs/sdr_stream.md advises for links slower than the stream")
 	flag.StringVar(&c.sendQueue, "send-queue", "", "sdr_stream send_queue (empty: its default)")
 	systems := flag.String("systems", "ws,webrtc,nats", "phases to run besides base")
 	flag.DurationVar(&c.rtcWait, "rtc-wait", 200*time.Millisecond, "how long the WebRTC viewer waits for a lost packet's retransmission")
@@ -128,6 +130,11 @@ type bench struct {
 	port     int
 	admin    int
 	shaper   *shaper
+	// ringPct is the lowest share of the stream's frames, in percent,
+	// that the server's ring reader got in a phase: well under 100, the
+	// machine starved the server or the writer, and the phase measured
+	// that.
+	ringPct float64
 }
 
 func run(c config) error {
@@ -267,6 +274,7 @@ http://127.0.0.1:%d {
 		}
 	}
 	r.load = [2]string{load0, loadavg()}
+	r.ringPct = b.ringPct
 	r.print(os.Stdout, c)
 	return nil
 }
@@ -422,6 +430,11 @@ wait:
 		printGroup(phase, kind, g.flows)
 	}
 	c1 := b.counters("caddy_sdr_stream_ring_")
+	if got, want := c1["frames_total"]-c0["frames_total"], t1.Sub(t0).Seconds()*fps; want > 0 {
+		if pctRead := 100 * got / want; b.ringPct == 0 || pctRead < b.ringPct {
+			b.ringPct = pctRead
+		}
+	}
 	fmt.Printf("        the ring reader over the window: %.0f frames, %.0f missed (gaps: a delta after one cannot be decoded until the next keyframe); load average %s\n",
 		c1["frames_total"]-c0["frames_total"], c1["gaps_total"]-c0["gaps_total"], loadavg())
 }

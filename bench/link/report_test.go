@@ -36,11 +36,15 @@ func TestBenchLine(t *testing.T) {
 			return time.Duration(i) * 100 * time.Millisecond
 		})},
 		rssPerShaped: 40,
+		ringPct:      50,
 		load:         [2]string{"1.00,1.00,1.00", "2.00,2.00,2.00"},
 	}
 	c := config{window: 5 * time.Second, link: Link{Rate: 4e6, Delay: 20 * time.Millisecond, Loss: 0.01, Queue: 100 * time.Millisecond}}
 	var out bytes.Buffer
 	r.print(&out, c)
+	if !strings.Contains(out.String(), "ring reader got only 50%") {
+		t.Errorf("no note of the starved phase in\n%s", out.String())
+	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	line := lines[len(lines)-1]
 	want := []string{"BENCH link", "shaper=toxiproxy", "healthy_p99_ratio=1.50", "shaped_age_p95_ms=450",
@@ -55,7 +59,7 @@ func TestBenchLine(t *testing.T) {
 		}
 		rest = rest[i+len(w):]
 	}
-	for _, w := range []string{" shaped_age_growth_ms=0 ", " nats_shaped_age_growth_ms=5000 ", " queue_depth=64 ", " send_queue=64KiB ", " load_start=1.00,1.00,1.00 "} {
+	for _, w := range []string{" shaped_age_growth_ms=0 ", " nats_shaped_age_growth_ms=5000 ", " queue_depth=64 ", " send_queue=64KiB ", " ring_read_min_pct=50 ", " load_start=1.00,1.00,1.00 "} {
 		if !strings.Contains(line, w) {
 			t.Errorf("%q missing in\n%s", w, line)
 		}
