@@ -14,7 +14,7 @@ export PATH            := $(CURDIR)/.tools/bin:$(PATH)
 export SDR_CADDY_BIN   := $(CURDIR)/$(BIN)
 
 .PHONY: all deps build run test test-go test-deploy test-nocgo test-xcaddy soak soak-race fuzz \
-	bench bench-ring bench-stream bench-nats bench-encoder bench-ros bench-browser bench-scale bench-rtc
+	bench bench-ring bench-stream bench-nats bench-encoder bench-ros bench-browser bench-scale bench-rtc bench-link
 
 all: build
 
@@ -39,17 +39,21 @@ test: build test-nocgo test-go test-deploy test-xcaddy
 # Prometheus) stay out of the module graph of every xcaddy build of
 # sdr-caddy. `./...` from here does not reach it; test-deploy does.
 DEPLOY := tests/deploy
+# bench/link is one too, for Toxiproxy; test-nocgo vets it, test-go tests it.
+LINKBENCH := bench/link
 
 test-nocgo:
 	CGO_ENABLED=0 $(GO) build ./...
 	CGO_ENABLED=0 $(GO) vet ./...
 	cd $(DEPLOY) && CGO_ENABLED=0 $(GO) vet ./...
+	cd $(LINKBENCH) && CGO_ENABLED=0 $(GO) vet ./...
 
 # GOTESTFLAGS adds flags to go test (scripts/soak.sh sets -json).
 GOTESTFLAGS ?=
 test-go:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m $(GOTESTFLAGS) ./...
+	cd $(LINKBENCH) && $(GO) test -count=1 -timeout 5m $(GOTESTFLAGS) ./...
 
 test-deploy:
 	cd $(DEPLOY) && $(GO) vet ./...
@@ -85,7 +89,11 @@ fuzz: deps
 ## bench: every benchmark program; each ends with a BENCH line.
 ## bench-<name>: the one in bench/<name>.
 BENCHES := ring stream nats encoder ros browser scale rtc
-bench: $(addprefix bench-,$(BENCHES))
+bench: $(addprefix bench-,$(BENCHES)) bench-link
 
 $(addprefix bench-,$(BENCHES)): bench-%: build
 	$(GO) run ./bench/$*
+
+# bench/link is a module of its own: go run from its directory.
+bench-link: build
+	cd $(LINKBENCH) && $(GO) run .

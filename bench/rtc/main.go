@@ -14,7 +14,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -23,13 +22,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/sdr-os/sdr-caddy/internal/benchstream"
 	"github.com/sdr-os/sdr-caddy/internal/harness"
 	"github.com/sdr-os/sdr-caddy/internal/rtc/rtctest"
 	"github.com/sdr-os/sdr-caddy/shmring"
@@ -59,32 +58,6 @@ func main() {
 	if err := run(*window, *fps, *gop); err != nil {
 		log.Fatal(err)
 	}
-}
-
-// payload is an Annex-B access unit of one NAL unit of the given type,
-// carrying the send time as 16 hex digits after the NAL header, padded
-// with bytes that never form a start code.
-func payload(size int, nalType byte, sent time.Time) []byte {
-	p := make([]byte, size)
-	copy(p, []byte{0, 0, 0, 1, 0x60 | nalType})
-	copy(p[5:], fmt.Sprintf("%016x", sent.UnixNano()))
-	for i := 21; i < size; i++ {
-		p[i] = 0xAA
-	}
-	return p
-}
-
-// sentAt reads the send time from an Annex-B access unit.
-func sentAt(au []byte) (time.Time, bool) {
-	i := bytes.Index(au, []byte{0, 0, 1})
-	if i < 0 || len(au) < i+4+16 {
-		return time.Time{}, false
-	}
-	n, err := strconv.ParseUint(string(au[i+4:i+20]), 16, 64)
-	if err != nil {
-		return time.Time{}, false
-	}
-	return time.Unix(0, int64(n)), true
 }
 
 // ages collects frame ages once measuring has started.
@@ -158,7 +131,7 @@ func run(window time.Duration, fps, gop int) error {
 			if i%gop == 0 {
 				h.Flags, size, nal = shmring.FlagKeyframe, keyBytes, 5
 			}
-			if _, err := ring.WriteFrame(h, payload(size, nal, time.Now())); err != nil {
+			if _, err := ring.WriteFrame(h, benchstream.AccessUnit(size, nal, time.Now())); err != nil {
 				log.Printf("writing frame: %v", err)
 			}
 			sentMu.Lock()
@@ -215,7 +188,7 @@ http://127.0.0.1:%d {
 				return
 			}
 			if len(msg) > 33 && msg[0] == 0x01 {
-				if t, ok := sentAt(msg[33:]); ok {
+				if t, ok := benchstream.SentAt(msg[33:]); ok {
 					wsAges.add(t)
 				}
 			}
@@ -237,7 +210,7 @@ http://127.0.0.1:%d {
 			case <-ctx.Done():
 				return
 			case au := <-v.Units:
-				if t, ok := sentAt(au.Data); ok {
+				if t, ok := benchstream.SentAt(au.Data); ok {
 					rtcAges.add(t)
 				}
 			}

@@ -13,8 +13,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -22,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/sdr-os/sdr-caddy/internal/benchstream"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
 
@@ -202,7 +201,7 @@ func sample(ns int64, flags uint16) int32 {
 // discards the rest through one reused buffer and records the latency when
 // the whole message is in.
 func wsClient(target string, rec *recorder, lat *[]int32, stop <-chan struct{}, connected chan<- error) error {
-	conn, br, err := wsDial(target)
+	conn, br, err := benchstream.Dial(target, 30*time.Second)
 	connected <- err
 	if err != nil {
 		return err
@@ -210,7 +209,7 @@ func wsClient(target string, rec *recorder, lat *[]int32, stop <-chan struct{}, 
 	go func() { <-stop; conn.Close() }()
 	var hdr [1 + shmring.HeaderSize]byte
 	for {
-		op, n, err := readFrameHeader(br)
+		op, n, err := benchstream.ReadFrameHeader(br)
 		if err != nil {
 			return err
 		}
@@ -236,61 +235,6 @@ func wsClient(target string, rec *recorder, lat *[]int32, stop <-chan struct{}, 
 			rec.bytes.Add(n)
 		}
 	}
-}
-
-func wsDial(target string) (net.Conn, *bufio.Reader, error) {
-	u, err := url.Parse(target)
-	if err != nil {
-		return nil, nil, err
-	}
-	conn, err := net.DialTimeout("tcp", u.Host, 30*time.Second)
-	if err != nil {
-		return nil, nil, err
-	}
-	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", u.RequestURI(), u.Host)
-	br := bufio.NewReaderSize(conn, 32<<10)
-	status, err := br.ReadString('\n')
-	if err != nil {
-		conn.Close()
-		return nil, nil, fmt.Errorf("handshake with %s: %w", target, err)
-	}
-	if len(status) < 12 || status[9:12] != "101" {
-		conn.Close()
-		return nil, nil, fmt.Errorf("handshake with %s: %q", target, status)
-	}
-	for {
-		l, err := br.ReadString('\n')
-		if err != nil {
-			conn.Close()
-			return nil, nil, err
-		}
-		if l == "\r\n" {
-			break
-		}
-	}
-	_ = conn.SetDeadline(time.Time{})
-	return conn, br, nil
-}
-
-func readFrameHeader(br *bufio.Reader) (op byte, n uint64, err error) {
-	var h [2]byte
-	if _, err = io.ReadFull(br, h[:]); err != nil {
-		return
-	}
-	op, n = h[0]&0x0f, uint64(h[1]&0x7f)
-	switch n {
-	case 126:
-		var b [2]byte
-		_, err = io.ReadFull(br, b[:])
-		n = uint64(binary.BigEndian.Uint16(b[:]))
-	case 127:
-		var b [8]byte
-		_, err = io.ReadFull(br, b[:])
-		n = binary.BigEndian.Uint64(b[:])
-	}
-	return
 }
 
 func natsClient(target string, rec *recorder, lat *[]int32, stop <-chan struct{}, connected chan<- error) error {
@@ -351,7 +295,7 @@ func join(kind, target string) (ttff, handshake time.Duration, err error) {
 			return 0, 0, errors.New("no keyframe within 10s")
 		}
 	}
-	conn, br, err := wsDial(target)
+	conn, br, err := benchstream.Dial(target, 30*time.Second)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -360,7 +304,7 @@ func join(kind, target string) (ttff, handshake time.Duration, err error) {
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 	var hdr [1 + shmring.HeaderSize]byte
 	for {
-		op, n, err := readFrameHeader(br)
+		op, n, err := benchstream.ReadFrameHeader(br)
 		if err != nil {
 			return 0, 0, err
 		}

@@ -37,6 +37,7 @@ func init() {
 //	    max_clients      <n>
 //	    max_message_size <size>
 //	    write_timeout    <duration>
+//	    send_queue       <size>|off
 //	    telemetry_hold   <duration>|off
 //	    allowed_origins  [<origin...>|*]  # trusted to command; none: own host and loopback
 //	    allowed_hosts    [<host...>|*]    # Host names trusted to command besides IPs and LAN names
@@ -115,6 +116,23 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("%s %q: want a size in bytes from 1 to 1GiB (33554432, 32MiB)", sub, v)
 			}
 			maxFrame = n
+		case "send_queue":
+			v, err := args.One()
+			if err != nil {
+				return err
+			}
+			if v == "off" {
+				s.SendQueue = -1
+				break
+			}
+			n, err := sdrcaddyfile.ParseSize(v)
+			if err != nil {
+				return d.Errf("%s %q: %v", sub, v, err)
+			}
+			s.SendQueue = int(n)
+			if n == 0 {
+				s.SendQueue = -1
+			}
 		case "telemetry_hold":
 			v, err := args.One()
 			if err != nil {

@@ -120,6 +120,18 @@ type Stream struct {
 	// client that cannot take it is disconnected. Default: 10s.
 	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
 
+	// SendQueue bounds, in bytes, the video each client has on its way to
+	// the network: the kernel keeps at most about this much unsent on the
+	// client's TCP socket (TCP_NOTSENT_LOWAT, Linux; one segment buffer
+	// more may be in it), and one write takes at most this much from the
+	// stream (at least one frame). A client on a link slower than the
+	// stream then falls behind in the stream's queue, where it skips to a
+	// keyframe after queue_depth frames, instead of in its socket's send
+	// buffer, which Linux grows to 4 MiB: seconds of video on a slow link,
+	// that nothing skips. -1: no limit (the kernel's buffers, 1 MiB
+	// writes). Default: 64 KiB.
+	SendQueue int `json:"send_queue,omitempty"`
+
 	// TelemetryHold is the longest time relayed telemetry waits for the
 	// next video frame, so that it reaches each client in the same write
 	// as the frame rather than in one of its own (at 500 clients those
@@ -381,6 +393,9 @@ func (s *Stream) Validate() error {
 	if s.TelemetryHold < -1 || time.Duration(s.TelemetryHold) > time.Second {
 		return fmt.Errorf("sdr_stream %s: telemetry_hold %s: want up to 1s, or -1 for none", s.name, time.Duration(s.TelemetryHold))
 	}
+	if s.SendQueue < -1 || s.SendQueue > 1<<30 {
+		return fmt.Errorf("sdr_stream %s: send_queue %d: want a size up to 1GiB, or -1 for no limit", s.name, s.SendQueue)
+	}
 	return nil
 }
 
@@ -478,6 +493,7 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	cfg := hub.ClientConfig{
 		KeyframeTimeout: time.Duration(s.IDRTimeout),
 		WriteTimeout:    time.Duration(s.WriteTimeout),
+		SendQueue:       s.SendQueue,
 		MaxMessage:      s.MaxMessageSize,
 		Limits:          s.FrameLimits(),
 		PingInterval:    s.PingEvery(),

@@ -25,6 +25,9 @@ func TestStreamValidate(t *testing.T) {
 		{"negative frame cap", &Stream{Source: &StreamSource{SHM: &SHMSource{MaxFrameSize: -1}}}, "max_frame_size -1 is negative"},
 		{"negative timeout", &Stream{IDRTimeout: caddy.Duration(-1)}, "idr_timeout is negative"},
 		{"negative depth", &Stream{QueueDepth: -1}, "queue_depth is negative"},
+		{"send queue off", &Stream{SendQueue: -1}, ""},
+		{"send queue below off", &Stream{SendQueue: -2}, "send_queue -2"},
+		{"send queue too large", &Stream{SendQueue: 2 << 30}, "up to 1GiB"},
 	} {
 		moduletest.CheckError(t, tc.name, tc.s.Validate(), tc.err)
 	}

@@ -45,3 +45,22 @@ func TotalCPUSeconds(pids ...int) float64 {
 	}
 	return total
 }
+
+// RSSKiB returns the resident memory of a process (VmRSS in
+// /proc/<pid>/status), in KiB.
+func RSSKiB(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("reading resident memory of pid %d: %w", pid, err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("parsing /proc/%d/status: VmRSS %q", pid, v)
+			}
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("parsing /proc/%d/status: no VmRSS (a kernel thread?)", pid)
+}

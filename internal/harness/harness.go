@@ -2,7 +2,8 @@
 // and the benchmark programs run: the sdr-caddy binary, nats-server, the
 // test source. It finds the repository's pinned tools, builds the binary
 // when make has not, hands out free loopback ports, and reads what a
-// process costs (CPU time from /proc) and counts (Prometheus metrics).
+// process costs (CPU time and resident memory from /proc) and counts
+// (Prometheus metrics).
 //
 // It knows nothing of testing.TB: every function returns an error, and
 // every deadline is a parameter. The tests reach it through tests/testenv,

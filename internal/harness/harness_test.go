@@ -244,6 +244,29 @@ func TestCPUSeconds(t *testing.T) {
 	}
 }
 
+func TestRSSKiB(t *testing.T) {
+	t.Parallel()
+	r0, err := RSSKiB(os.Getpid())
+	if err != nil || r0 <= 0 {
+		t.Fatalf("RSSKiB of this process = %d, %v", r0, err)
+	}
+	// 64 MiB touched page by page is resident.
+	b := make([]byte, 64<<20)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	r1, err := RSSKiB(os.Getpid())
+	if err != nil || r1-r0 < 32<<10 {
+		t.Errorf("RSSKiB after touching 64 MiB = %d (before %d), %v", r1, r0, err)
+	}
+	b[len(b)-1] = b[0] // keep b alive past the read
+	p := start(t, "exit 0")
+	testwait.Closed(t, p.Exited(), "the script to exit")
+	if _, err := RSSKiB(p.Pid()); err == nil {
+		t.Errorf("RSSKiB of a reaped process: nil error")
+	}
+}
+
 func TestMetricsAndCounters(t *testing.T) {
 	t.Parallel()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -21,6 +21,7 @@ const (
 	DefaultWriteTimeout    = 10 * time.Second
 	DefaultMaxMessage      = 64 << 10
 	DefaultBatchBytes      = 1 << 20
+	DefaultSendQueue       = 64 << 10
 	DefaultQueue           = 32
 	DefaultPingInterval    = 20 * time.Second
 )
@@ -38,8 +39,20 @@ type ClientConfig struct {
 	// MaxMessage is the largest message a client may send (close code 1009
 	// beyond it).
 	MaxMessage int
-	// BatchBytes bounds the frames written with one writev.
+	// BatchBytes bounds the frames written with one writev; it is never
+	// more than SendQueue.
 	BatchBytes int
+	// SendQueue bounds the video a client has below the hub, in bytes: on
+	// a TCP socket on Linux the kernel keeps at most about SendQueue bytes
+	// unsent for it (TCP_NOTSENT_LOWAT; the socket takes more only once
+	// less than that waits, and a write may add one segment buffer), and
+	// one write takes at most SendQueue bytes of frames from the hub (at
+	// least one frame). A client whose network is slower than the stream
+	// then falls behind in the hub, where it skips to a keyframe
+	// (Config.Capacity), instead of in its socket's send buffer, which
+	// Linux grows to megabytes (net.ipv4.tcp_wmem) and from which nothing
+	// is skipped. Negative: no limit (the kernel's buffers, BatchBytes).
+	SendQueue int
 	// Queue is the depth of the client's queue of replies and pongs
 	// (Send); messages beyond it are dropped.
 	Queue int
@@ -73,6 +86,12 @@ func (c *ClientConfig) fill() {
 	}
 	if c.BatchBytes <= 0 {
 		c.BatchBytes = DefaultBatchBytes
+	}
+	if c.SendQueue == 0 {
+		c.SendQueue = DefaultSendQueue
+	}
+	if c.SendQueue > 0 {
+		c.BatchBytes = min(c.BatchBytes, c.SendQueue)
 	}
 	if c.Queue <= 0 {
 		c.Queue = DefaultQueue
@@ -150,7 +169,31 @@ func (h *Hub) NewClient(conn net.Conn, br *bufio.Reader, cfg ClientConfig) *Clie
 		}
 	}
 	c.slow = c.raw == nil
+	if cfg.SendQueue > 0 {
+		// Not a TCP socket (a pipe, a Unix socket), or not Linux: the
+		// write budget alone bounds what is taken from the hub.
+		_ = setSendQueue(socketOf(conn), cfg.SendQueue)
+	}
 	return c
+}
+
+// socketOf returns the socket under conn: its own, or that of the
+// connection a TLS connection runs on; nil when there is none.
+func socketOf(conn net.Conn) syscall.RawConn {
+	for range 4 {
+		if sc, ok := conn.(syscall.Conn); ok {
+			if rc, err := sc.SyscallConn(); err == nil {
+				return rc
+			}
+			return nil
+		}
+		nc, ok := conn.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil
+		}
+		conn = nc.NetConn()
+	}
+	return nil
 }
 
 // Send queues a complete message (a reply) for this client alone; the
@@ -434,18 +477,29 @@ func (c *Client) serve(sc *scratch) {
 		c.wakeWriter()
 		return
 	}
-	sc.bufs, sc.batch = c.gather(sc.bufs[:0], sc.batch[:0], false)
-	if c.cur.KeyframeOverdue(c.cfg.KeyframeTimeout) {
-		c.wakeWriter() // to close it
-	}
-	if len(sc.bufs) == 0 {
-		return
-	}
-	n, err := c.direct.write(c.raw, sc.bufs)
-	if err == nil && n == size(sc.bufs) {
+	var n int
+	var err error
+	for {
+		sc.bufs, sc.batch = c.gather(sc.bufs[:0], sc.batch[:0], false)
+		if c.cur.KeyframeOverdue(c.cfg.KeyframeTimeout) {
+			c.wakeWriter() // to close it
+		}
+		if len(sc.bufs) == 0 {
+			return
+		}
+		taken := size(sc.bufs)
+		n, err = c.direct.write(c.raw, sc.bufs)
+		if err != nil || n != taken {
+			break
+		}
 		c.hub.direct.Add(1)
 		c.account(sc.batch, n)
-		return
+		if taken < c.cfg.BatchBytes {
+			return // all that waited
+		}
+		// The budget was used up and the socket took it all: more may wait.
+		clear(sc.bufs)
+		clear(sc.batch)
 	}
 	// A full socket (EAGAIN or a short write), or an error the goroutine's
 	// blocking write meets again and ends the client with.

@@ -1,9 +1,12 @@
 package hub
 
 import (
+	"errors"
 	"net"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // directSupported: the send round writes to sockets itself on Linux.
@@ -80,4 +83,21 @@ func (d *directWriter) writev(fd uintptr) {
 		}
 		return
 	}
+}
+
+// setSendQueue makes a TCP socket keep at most about n bytes unsent
+// (TCP_NOTSENT_LOWAT): a write takes more only while less than n wait, and
+// the socket polls writable only then. It fails on other sockets.
+func setSendQueue(rc syscall.RawConn, n int) error {
+	if rc == nil {
+		return errors.New("no socket")
+	}
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, n)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }

@@ -17,3 +17,7 @@ type directWriter struct{}
 func (directWriter) write(syscall.RawConn, net.Buffers) (int, error) {
 	return 0, errors.ErrUnsupported
 }
+
+// setSendQueue is Linux's TCP_NOTSENT_LOWAT; elsewhere the write budget
+// alone bounds what a client takes from the hub.
+func setSendQueue(syscall.RawConn, int) error { return errors.ErrUnsupported }
