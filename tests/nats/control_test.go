@@ -189,11 +189,13 @@ http://127.0.0.1:%d {
 		t.Fatalf("B's take_control after A left: %+v", got)
 	}
 	driveB := `{"action":"set_cmd_vel","cmd_seq":8,"data":{"linear_x":0.2}}`
+	// Taken before the send: the server reads the command later, so its
+	// idle time starts at or after lastB, never before.
+	lastB := time.Now()
 	b.w.send(t, driveB)
 	testenv.ExpectMsg(t, cmds, "B's set_cmd_vel once it holds control", 10*time.Second, func(m *nats.Msg) bool {
 		return string(m.Data) == driveB
 	})
-	lastB := time.Now()
 
 	// B goes quiet: after idle, the lease is released (a deadline far
 	// beyond idle detects a hang; the release must not come before idle).
