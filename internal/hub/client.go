@@ -132,6 +132,7 @@ type Client struct {
 	restBatch []*Entry    // the frames that tail completes
 	deadline  time.Time   // the write deadline set on the connection
 	wbuf      net.Buffers // the batch being written with writev
+	vectored  bool        // net.Buffers go to conn with writev (a bare socket)
 
 	conn net.Conn
 	br   *bufio.Reader
@@ -169,6 +170,10 @@ func (h *Hub) NewClient(conn net.Conn, br *bufio.Reader, cfg ClientConfig) *Clie
 		}
 	}
 	c.slow = c.raw == nil
+	switch conn.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		c.vectored = true
+	}
 	if cfg.SendQueue > 0 {
 		// Not a TCP socket (a pipe, a Unix socket), or not Linux: the
 		// write budget alone bounds what is taken from the hub.
@@ -442,7 +447,10 @@ func (c *Client) gather(bufs net.Buffers, batch []*Entry, urgent bool) (net.Buff
 	n := len(batch)
 	batch = c.hub.Next(&c.cur, batch, c.cfg.BatchBytes-taken)
 	for _, e := range batch[n:] {
-		bufs = append(bufs, e.Wire)
+		bufs = append(bufs, e.Head)
+		if len(e.Body) > 0 {
+			bufs = append(bufs, e.Body)
+		}
 	}
 	return bufs, batch
 }
@@ -553,18 +561,50 @@ func (c *Client) flush(bufs net.Buffers, batch []*Entry) error {
 		}
 	}
 	var err error
-	if len(bufs) == 1 {
+	switch {
+	case len(bufs) == 1:
 		_, err = c.conn.Write(bufs[0]) // one write(2), no writev setup
-	} else {
+	case c.vectored:
 		c.wbuf = bufs // WriteTo consumes it; a field does not escape per call
 		_, err = c.wbuf.WriteTo(c.conn)
 		c.wbuf = nil
+	default:
+		err = writeCoalesced(c.conn, bufs)
 	}
 	if err != nil {
 		return fmt.Errorf("writing %d bytes to client: %w", n, err)
 	}
 	c.account(batch, n)
 	return nil
+}
+
+// coalesceSize is the most writeCoalesced gathers for one write: the
+// plaintext of one full TLS record.
+const coalesceSize = 16 << 10
+
+// coalescers are writeCoalesced's buffers, shared by every client: one is
+// taken only for the length of a write.
+var coalescers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, coalesceSize) }}
+
+// writeCoalesced writes bufs to a connection that would take each buffer
+// in a write of its own (TLS, where each write makes at least one record
+// and one system call; a pipe; a socket behind a wrapper), so that a
+// frame's head never goes alone: it is copied into a pooled buffer with
+// what follows it, up to coalesceSize, and the rest of a large payload is
+// written from where it lies. The bytes written are bufs', in order.
+func writeCoalesced(w io.Writer, bufs net.Buffers) error {
+	bw := coalescers.Get().(*bufio.Writer)
+	bw.Reset(w)
+	defer func() {
+		bw.Reset(nil) // no reference to the connection stays in the pool
+		coalescers.Put(bw)
+	}()
+	for _, b := range bufs {
+		if _, err := bw.Write(b); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
 }
 
 // account counts one completed write of n bytes carrying batch.

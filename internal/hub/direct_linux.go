@@ -20,9 +20,10 @@ type directWriter struct {
 	n    int
 	err  error
 	call func(fd uintptr)
-	// buf holds iov while a write has at most two buffers (a frame, and
-	// telemetry or a tail), beside the fields the send round reads anyway.
-	buf [2]syscall.Iovec
+	// buf holds iov while a write has at most three buffers (a frame's
+	// head and payload, and telemetry), beside the fields the send round
+	// reads anyway.
+	buf [3]syscall.Iovec
 }
 
 // write writes what the socket takes of bufs at once and returns how much

@@ -1,10 +1,14 @@
 // Package hub fans one stream of encoded frames out to many WebSocket
 // clients. It is the core of sdr_stream and imports nothing from Caddy.
 //
-// Every frame is framed once into a complete WebSocket message and appended
-// to a bounded log. The log keeps the current GOP (the latest keyframe and
-// the deltas since) so that a joining client starts decoding at once, plus
-// the last Capacity frames so that a client a little behind can catch up.
+// Every frame is framed once for every client and appended to a bounded
+// log: the log holds the head of the frame's WebSocket message (at most
+// wire.MaxVideoFrameHead bytes) and the frame's payload as the source handed
+// it on, shared with the source's own GOP and never copied; a write sends
+// the two with the same writev. The log keeps the current GOP (the latest
+// keyframe and the deltas since) so that a joining client starts decoding
+// at once, plus the last Capacity frames so that a client a little behind
+// can catch up.
 // Each client holds a Cursor into the log. After each frame a send round
 // writes to every client what lies between its cursor and the head, with
 // one non-blocking writev per client; a client whose socket is full is
@@ -128,14 +132,26 @@ func (m *Metrics) fill() {
 	}
 }
 
-// Entry is one frame in the log, framed once for every client.
+// Entry is one frame in the log, framed once for every client: the
+// complete WebSocket frame carrying its 0x01 message is Head followed by
+// Body.
 type Entry struct {
 	Seq      uint64    // position in the hub's log
 	Keyframe bool      // the frame is a KEYFRAME
-	Wire     []byte    // the complete WebSocket frame carrying the 0x01 message
 	Arrived  time.Time // when the source read the frame
-	Payload  int       // payload bytes of the frame
+	// Head is the WebSocket frame header, the type byte and the frame
+	// header (wire.AppendVideoFrameHead), in head.
+	Head []byte
+	// Body is the frame's payload: the source's own bytes, which the
+	// source's GOP and its other subscribers share (frame.Frame's payload
+	// is never modified once handed on).
+	Body []byte
+	head [wire.MaxVideoFrameHead]byte
 }
+
+// Size is the length of the entry's WebSocket frame: what a write of it
+// sends, and what it counts for in the GOP's and a write's byte bounds.
+func (e *Entry) Size() int { return len(e.Head) + len(e.Body) }
 
 // Hub is the fan-out of one stream.
 //
@@ -239,15 +255,16 @@ func (h *Hub) SetKeyframeRequester(r frame.KeyframeRequester) {
 }
 
 // Publish appends a frame to the log and starts a send round. It never waits
-// for a client. Publish takes its own copy of the payload (inside the framed
-// message), so the caller may reuse f.Payload afterwards.
+// for a client. The log keeps f.Payload itself, uncopied, for as long as the
+// frame is in it: like every receiver of a frame.Frame, the caller must not
+// modify the payload afterwards.
 func (h *Hub) Publish(f frame.Frame) {
 	e := &Entry{
 		Keyframe: f.Header.Keyframe(),
-		Wire:     wire.VideoFrame(f.Header, f.Payload),
+		Body:     f.Payload,
 		Arrived:  f.Arrived,
-		Payload:  len(f.Payload),
 	}
+	e.Head = wire.AppendVideoFrameHead(e.head[:0], f.Header, len(f.Payload))
 	if e.Arrived.IsZero() {
 		e.Arrived = time.Now()
 	}
@@ -272,9 +289,9 @@ func (h *Hub) Publish(f frame.Frame) {
 	// the new run's keyframe.
 	switch {
 	case e.Keyframe:
-		h.key, h.hasKey, h.gopBytes = e.Seq, true, len(e.Wire)
+		h.key, h.hasKey, h.gopBytes = e.Seq, true, e.Size()
 	case h.hasKey:
-		h.gopBytes += len(e.Wire)
+		h.gopBytes += e.Size()
 		if h.gopBytes > h.cfg.MaxGOPBytes {
 			h.hasKey = false
 			h.log.Warn("GOP larger than the log keeps; joining clients wait for the next keyframe",
@@ -441,7 +458,7 @@ func (h *Hub) Next(c *Cursor, dst []*Entry, maxBytes int) []*Entry {
 	for c.next < h.head && (taken == 0 || taken < maxBytes) {
 		e := h.entries[c.next-h.start]
 		dst = append(dst, e)
-		taken += len(e.Wire)
+		taken += e.Size()
 		c.next++
 	}
 	h.mu.RUnlock()

@@ -25,12 +25,12 @@ func seqs(t *testing.T, es []*Entry) []uint64 {
 	t.Helper()
 	var out []uint64
 	for _, e := range es {
-		body := e.Wire[2:]
-		switch e.Wire[1] {
+		body := e.Head[2:]
+		switch e.Head[1] {
 		case 126:
-			body = e.Wire[4:]
+			body = e.Head[4:]
 		case 127:
-			body = e.Wire[10:]
+			body = e.Head[10:]
 		}
 		h, _, err := wire.ParseVideo(body)
 		if err != nil {

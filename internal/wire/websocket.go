@@ -84,10 +84,21 @@ func AppendBinaryFrame(dst, msg []byte) []byte {
 // VideoFrame returns a complete binary WebSocket frame carrying the VIDEO
 // message for h and payload, built with one allocation.
 func VideoFrame(h frame.Header, payload []byte) []byte {
-	n := VideoSize(len(payload))
-	dst := make([]byte, 0, maxFrameHeader+n)
-	dst = AppendFrameHeader(dst, OpBinary, n)
-	return AppendVideo(dst, h, payload)
+	dst := make([]byte, 0, MaxVideoFrameHead+len(payload))
+	return append(AppendVideoFrameHead(dst, h, len(payload)), payload...)
+}
+
+// MaxVideoFrameHead is the longest VideoFrameHead: a frame header with a
+// 64-bit length, the type byte and the 32-byte frame header.
+const MaxVideoFrameHead = maxFrameHeader + 1 + frame.HeaderSize
+
+// AppendVideoFrameHead appends what a binary WebSocket frame carrying the
+// VIDEO message for h and a payload of n bytes holds before the payload:
+// the frame header, the type byte and h. That followed by the payload is
+// VideoFrame, byte for byte.
+func AppendVideoFrameHead(dst []byte, h frame.Header, n int) []byte {
+	dst = AppendFrameHeader(dst, OpBinary, VideoSize(n))
+	return AppendVideo(dst, h, nil)
 }
 
 // CloseFrame returns a close frame with code and reason; the reason is cut

@@ -52,6 +52,25 @@ func TestVideoFrameCarriesVideoMessage(t *testing.T) {
 	}
 }
 
+// The head of a video frame followed by its payload is VideoFrame, for
+// every length encoding of the WebSocket frame header.
+func TestVideoFrameHead(t *testing.T) {
+	t.Parallel()
+	h := frame.Header{FrameID: 1, FrameSeq: 2, Flags: frame.FlagKeyframe, Codec: frame.CodecH264}
+	// Messages of 125, 126, 65535 and 65536 bytes are the edges.
+	for _, n := range []int{0, 1, 92, 93, 65502, 65503, 1 << 20} {
+		payload := bytes.Repeat([]byte{byte(n)}, n)
+		h.Size = uint32(n)
+		head := AppendVideoFrameHead(nil, h, n)
+		if len(head) > MaxVideoFrameHead {
+			t.Errorf("%d bytes: head of %d bytes, more than MaxVideoFrameHead %d", n, len(head), MaxVideoFrameHead)
+		}
+		if got, want := append(head, payload...), VideoFrame(h, payload); !bytes.Equal(got, want) {
+			t.Errorf("%d bytes: head and payload differ from VideoFrame (% x... against % x...)", n, got[:len(head)], want[:len(head)])
+		}
+	}
+}
+
 func TestClientReader(t *testing.T) {
 	t.Parallel()
 	key := [4]byte{1, 2, 3, 4}
