@@ -5,6 +5,7 @@ package moduletest
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
@@ -55,13 +56,20 @@ func CreateRing(t testing.TB, path string, size int64) *shmring.Writer {
 	return w
 }
 
+// provisionMu serializes caddy.ProvisionContext, which sets a package
+// variable of certmagic's (certmagic.Default.Storage) on every call: the
+// race detector finds parallel tests writing it together.
+var provisionMu sync.Mutex
+
 // Context returns a Caddy context with an empty config of its own, as a
 // config load gives its modules: apps load through it (ctx.App), and
 // cancel cleans up every module provisioned in it. Nothing is started, as
 // for caddy validate; Start starts what the handlers registered.
 func Context(t testing.TB) (caddy.Context, context.CancelFunc) {
 	t.Helper()
+	provisionMu.Lock()
 	base, err := caddy.ProvisionContext(&caddy.Config{Admin: &caddy.AdminConfig{Disabled: true}})
+	provisionMu.Unlock()
 	if err != nil {
 		t.Fatal(err)
 	}
