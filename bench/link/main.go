@@ -112,14 +112,6 @@ func main() {
 	}
 }
 
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "na"
-	}
-	return strings.Join(strings.Fields(string(b))[:3], ",")
-}
-
 type bench struct {
 	config
 	dir      string
@@ -196,7 +188,7 @@ http://127.0.0.1:%d {
 	}
 	b.shaper = newShaper(c.link)
 
-	load0 := loadavg()
+	load0 := harness.LoadAvg(3)
 	fmt.Printf("link benchmark: %d fps, keyframe %d B every %d, deltas %d B (%.1f Mbit/s); %d healthy clients, %d shaped (%v each, shaper toxiproxy + the viewer's UDP socket); window %v after %v; caddy %s; load average %s\n",
 		fps, keyBytes, gop, deltaBytes, float64(keyBytes+(gop-1)*deltaBytes)*8/1e6, c.healthy, c.shaped, c.link, c.window, c.warmup, bin, load0)
 	r := &report{}
@@ -273,7 +265,7 @@ http://127.0.0.1:%d {
 			log.Printf("nats phase: %v", err)
 		}
 	}
-	r.load = [2]string{load0, loadavg()}
+	r.load = [2]string{load0, harness.LoadAvg(3)}
 	r.ringPct = b.ringPct
 	r.print(os.Stdout, c)
 	return nil
@@ -436,7 +428,7 @@ wait:
 		}
 	}
 	fmt.Printf("        the ring reader over the window: %.0f frames, %.0f missed (gaps: a delta after one cannot be decoded until the next keyframe); load average %s\n",
-		c1["frames_total"]-c0["frames_total"], c1["gaps_total"]-c0["gaps_total"], loadavg())
+		c1["frames_total"]-c0["frames_total"], c1["gaps_total"]-c0["gaps_total"], harness.LoadAvg(3))
 }
 
 // copyFlows returns the flows' recorded frames as they are now.

@@ -452,21 +452,8 @@ http://127.0.0.1:%d {
 	}
 	fmt.Println("target: video p99 with telemetry <= (1 + telemetry bytes / video bytes) x video p99 without (vs_allowed <= 1)")
 	fmt.Printf("BENCH nats clients=%d relay_p99_ms=%.2f video_p99_delta_pct=%.1f cmd_p99_ms=%.2f relay_p50_ms=%.2f cmd_p50_ms=%.2f video_p99_base_ms=%.2f video_p99_telemetry_ms=%.2f telemetry_rate=%d linger_ms=%g hold=%s telemetry_bytes_ratio=%.3f video_p99_allowed_ms=%.2f vs_allowed=%.2f telemetry_share_ok=%t load1=%s\n",
-		n, r99, delta, c99, r50, c50, b99, v99, rate, float64(linger)/float64(time.Millisecond), hold, share, allowed, v99/allowed, v99 <= allowed, loadAvg())
+		n, r99, delta, c99, r50, c50, b99, v99, rate, float64(linger)/float64(time.Millisecond), hold, share, allowed, v99/allowed, v99 <= allowed, harness.LoadAvg(1))
 	return nil
-}
-
-// loadAvg is the machine's load average over the last minute.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "na"
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return "na"
-	}
-	return f[0]
 }
 
 // saveProfile fetches the server's CPU profile over d from its admin

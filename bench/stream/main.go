@@ -194,7 +194,7 @@ func main() {
 			vsNats = ratio(res["ours"], ts, func(r *result) float64 { return r.CPUPerGB })
 		}
 		lines = append(lines, fmt.Sprintf("BENCH stream clients=%d p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f cpu_s_per_gb=%.3f rss_kib_per_client=%.1f ttff_ms=%.1f vs_floor_cpu=%s vs_floor_p99=%s floor_cpu_s_per_gb=%s floor_p99_ms=%s vs_ringfloor_cpu=%s vs_ringfloor_p99=%s vs_twohop_p99=%s vs_nats_cpu=%s key_p99_ms=%.2f delta_p99_ms=%.2f runs=%d load1=%s",
-			n, o.P50, o.P99, o.P999, o.CPUPerGB, o.IdleKiB, o.TTFF, vsFloorCPU, vsFloorP99, floorCPU, floorP99, vsRingCPU, vsRingP99, vsTwo, vsNats, o.KeyP99, o.DeltaP99, len(res["ours"]), loadAvg()))
+			n, o.P50, o.P99, o.P999, o.CPUPerGB, o.IdleKiB, o.TTFF, vsFloorCPU, vsFloorP99, floorCPU, floorP99, vsRingCPU, vsRingP99, vsTwo, vsNats, o.KeyP99, o.DeltaP99, len(res["ours"]), harness.LoadAvg(1)))
 	}
 	fmt.Println("targets: vs_floor_cpu <= 1.3 at 100 clients, <= 1.15 at 500 and 1000; vs_floor_p99 <= 1.25; <= 32 KiB per idle client; ttff <= 50 ms")
 	for _, l := range lines {
@@ -609,7 +609,7 @@ func (b *bench) run(sys string, n int) (*result, error) {
 	if r.Samples == 0 {
 		return &r, errors.New("no samples: " + r.FirstErr)
 	}
-	r.Load = loadAvg()
+	r.Load = harness.LoadAvg(1)
 	r.GB = float64(r.Bytes) / 1e9
 	r.CPUPerGB = (cpu1 - cpu0) / r.GB
 	r.IdleKiB = float64(rssIdle-rss0) / float64(n)
@@ -665,19 +665,6 @@ func cpuSeconds(ps []*proc) float64 {
 		pids[i] = p.Pid()
 	}
 	return harness.TotalCPUSeconds(pids...)
-}
-
-// loadAvg is the machine's load average over the last minute.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "na"
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return "na"
-	}
-	return f[0]
 }
 
 // rssKiB is the resident memory of the processes.

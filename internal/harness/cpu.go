@@ -64,3 +64,18 @@ func RSSKiB(pid int) (int64, error) {
 	}
 	return 0, fmt.Errorf("parsing /proc/%d/status: no VmRSS (a kernel thread?)", pid)
 }
+
+// LoadAvg returns the first n (1 to 3) of the machine's load averages over
+// 1, 5 and 15 minutes, from /proc/loadavg, joined by commas; "na" where they
+// cannot be read.
+func LoadAvg(n int) string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "na"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < n {
+		return "na"
+	}
+	return strings.Join(f[:n], ",")
+}
