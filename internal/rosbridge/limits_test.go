@@ -2,7 +2,6 @@ package rosbridge
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,7 +10,6 @@ import (
 	"github.com/gorilla/websocket"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/sdr-os/sdr-caddy/internal/rosbridge/rostest"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 )
@@ -139,40 +137,11 @@ func TestRebindingHostMaySubscribeNotCommand(t *testing.T) {
 	t.Parallel()
 	f := start(t, func(o *Options) { o.Hosts = []string{"robot.example.com"} })
 	evil := f.dialWith(http.Header{"Origin": {"http://evil.example"}, "Host": {"evil.example"}})
-	evil.send(map[string]any{"op": "subscribe", "id": "s", "topic": "/odom"})
-	f.subscribed("/odom", 1)
-	if _, err := f.up.Publish("/odom", map[string]any{"seq": 1}); err != nil {
-		t.Fatal(err)
-	}
-	if got := seqOf(evil.next("publish")); got != 1 {
-		t.Fatalf("rebound page's subscriber got seq %d, want 1", got)
-	}
-	refusal := "host evil.example not allowed; add it to SDR_ALLOWED_HOSTS"
-	for _, op := range []map[string]any{
-		{"op": "advertise", "id": "a", "topic": "/chatter", "type": "std_msgs/String"},
-		{"op": "publish", "id": "p", "topic": "/chatter", "msg": map[string]any{"data": "x"}},
-		{"op": "call_service", "id": "c", "service": "/rosapi/topics"},
-	} {
-		evil.send(op)
-		s := evil.next("status")
-		if s["level"] != "error" || s["id"] != op["id"] || !strings.HasSuffix(s["msg"].(string), "refused: "+refusal) {
-			t.Fatalf("%s from a rebound page: status %v", op["op"], s)
-		}
-	}
-	if r := evil.next("service_response"); r["id"] != "c" || r["result"] != false || !strings.Contains(fmt.Sprint(r["values"]), refusal) {
-		t.Fatalf("service_response %v, want a failure naming the refusal", r)
-	}
+	f.viewsNotCommands(evil, "host evil.example not allowed; add it to SDR_ALLOWED_HOSTS", "a rebound page")
 
-	for i, host := range []string{"robot.local", "robot.tail1.ts.net", "192.168.1.5:8080", "transport-server:8080", "robot.example.com"} {
-		c := f.dialWith(http.Header{"Origin": {"http://" + host}, "Host": {host}})
-		c.send(map[string]any{"op": "publish", "topic": "/chatter", "msg": map[string]any{"seq": i}})
-		if err := f.up.WaitFor(wait, func(ops []rostest.Op) bool { return countOps(ops, "publish", "/chatter") == i+1 }); err != nil {
-			t.Fatalf("publish with Host %s did not reach the upstream: %v", host, err)
-		}
+	var hdrs []http.Header
+	for _, host := range []string{"robot.local", "robot.tail1.ts.net", "192.168.1.5:8080", "transport-server:8080", "robot.example.com"} {
+		hdrs = append(hdrs, http.Header{"Origin": {"http://" + host}, "Host": {host}})
 	}
-	for _, o := range f.up.Ops() {
-		if o.Op == "advertise" || o.Op == "call_service" {
-			t.Fatalf("a refused op reached the upstream: %s", o.Raw)
-		}
-	}
+	f.commandsReach(hdrs)
 }

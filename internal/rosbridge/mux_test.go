@@ -83,6 +83,53 @@ func start(t *testing.T, mod func(*Options)) *fixture {
 	return f
 }
 
+// viewsNotCommands checks that evil, a client whose commands are refused,
+// still subscribes and receives, and that each command op is refused with a
+// status (and the call with a service_response) that ends in refusal.
+func (f *fixture) viewsNotCommands(evil *tclient, refusal, who string) {
+	f.t.Helper()
+	evil.send(map[string]any{"op": "subscribe", "id": "s", "topic": "/odom"})
+	f.subscribed("/odom", 1)
+	if _, err := f.up.Publish("/odom", map[string]any{"seq": 1}); err != nil {
+		f.t.Fatal(err)
+	}
+	if got := seqOf(evil.next("publish")); got != 1 {
+		f.t.Fatalf("subscriber from %s got seq %d, want 1", who, got)
+	}
+	for _, op := range []map[string]any{
+		{"op": "advertise", "id": "a", "topic": "/chatter", "type": "std_msgs/String"},
+		{"op": "publish", "id": "p", "topic": "/chatter", "msg": map[string]any{"data": "x"}},
+		{"op": "call_service", "id": "c", "service": "/rosapi/topics"},
+	} {
+		evil.send(op)
+		s := evil.next("status")
+		if s["level"] != "error" || s["id"] != op["id"] || !strings.HasSuffix(s["msg"].(string), "refused: "+refusal) {
+			f.t.Fatalf("%s from %s: status %v", op["op"], who, s)
+		}
+	}
+	if r := evil.next("service_response"); r["id"] != "c" || r["result"] != false || !strings.Contains(fmt.Sprint(r["values"]), refusal) {
+		f.t.Fatalf("service_response %v, want a failure naming the refusal", r)
+	}
+}
+
+// commandsReach checks that a client dialed with each of hdrs publishes
+// upstream, and that none of the ops refused before reached the upstream.
+func (f *fixture) commandsReach(hdrs []http.Header) {
+	f.t.Helper()
+	for i, hdr := range hdrs {
+		c := f.dialWith(hdr)
+		c.send(map[string]any{"op": "publish", "topic": "/chatter", "msg": map[string]any{"seq": i}})
+		if err := f.up.WaitFor(wait, func(ops []rostest.Op) bool { return countOps(ops, "publish", "/chatter") == i+1 }); err != nil {
+			f.t.Fatalf("publish with headers %v did not reach the upstream: %v", hdr, err)
+		}
+	}
+	for _, o := range f.up.Ops() {
+		if o.Op == "advertise" || o.Op == "call_service" {
+			f.t.Fatalf("a refused op reached the upstream: %s", o.Raw)
+		}
+	}
+}
+
 func (f *fixture) eventually(what string, cond func() bool) {
 	f.t.Helper()
 	testwait.ForWithin(f.t, wait, what, cond)
@@ -730,51 +777,18 @@ func TestUntrustedOriginMaySubscribeNotCommand(t *testing.T) {
 	t.Parallel()
 	f := start(t, func(o *Options) { o.Origins = []string{"https://app.example.com"} })
 	evil := f.dialWith(http.Header{"Origin": {"https://evil.example.com"}})
-	evil.send(map[string]any{"op": "subscribe", "id": "s", "topic": "/odom"})
-	f.subscribed("/odom", 1)
-	if _, err := f.up.Publish("/odom", map[string]any{"seq": 1}); err != nil {
-		t.Fatal(err)
-	}
-	if got := seqOf(evil.next("publish")); got != 1 {
-		t.Fatalf("untrusted subscriber got seq %d, want 1", got)
-	}
-	refusal := "origin https://evil.example.com not allowed; add it to SDR_ALLOWED_ORIGINS"
-	for _, op := range []map[string]any{
-		{"op": "advertise", "id": "a", "topic": "/chatter", "type": "std_msgs/String"},
-		{"op": "publish", "id": "p", "topic": "/chatter", "msg": map[string]any{"data": "x"}},
-		{"op": "call_service", "id": "c", "service": "/rosapi/topics"},
-	} {
-		evil.send(op)
-		s := evil.next("status")
-		if s["level"] != "error" || s["id"] != op["id"] || !strings.HasSuffix(s["msg"].(string), "refused: "+refusal) {
-			t.Fatalf("%s from an untrusted origin: status %v", op["op"], s)
-		}
-	}
-	if r := evil.next("service_response"); r["id"] != "c" || r["result"] != false || !strings.Contains(fmt.Sprint(r["values"]), refusal) {
-		t.Fatalf("service_response %v, want a failure naming the refusal", r)
-	}
+	f.viewsNotCommands(evil, "origin https://evil.example.com not allowed; add it to SDR_ALLOWED_ORIGINS", "an untrusted origin")
 	var denied dto.Metric
 	if err := f.mux.cnt.m.Denials.WithLabelValues("origin").Write(&denied); err != nil || denied.GetCounter().GetValue() != 3 {
 		t.Fatalf("origin denials %v, want 3", denied.GetCounter().GetValue())
 	}
 
-	for i, hdr := range []http.Header{
+	f.commandsReach([]http.Header{
 		{"Origin": {"https://app.example.com"}},
 		{"Origin": {"http://robot.lan:3000"}, "Host": {"robot.lan:8080"}},
 		{"Origin": {"http://localhost:5173"}},
 		nil,
-	} {
-		c := f.dialWith(hdr)
-		c.send(map[string]any{"op": "publish", "topic": "/chatter", "msg": map[string]any{"seq": i}})
-		if err := f.up.WaitFor(wait, func(ops []rostest.Op) bool { return countOps(ops, "publish", "/chatter") == i+1 }); err != nil {
-			t.Fatalf("publish with headers %v did not reach the upstream: %v", hdr, err)
-		}
-	}
-	for _, o := range f.up.Ops() {
-		if o.Op == "advertise" || o.Op == "call_service" {
-			t.Fatalf("a refused op reached the upstream: %s", o.Raw)
-		}
-	}
+	})
 }
 
 // While the upstream is unreachable (never connected, or lost and not
