@@ -168,22 +168,8 @@ func TestSessionVideoAndDataChannels(t *testing.T) {
 	}
 	defer s.Close()
 
-	v, err := rtctest.NewViewer(true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := connect(t, ctx, s)
 	defer v.Close()
-	offer, err := v.Offer(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	answer, err := s.Answer(ctx, offer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := v.Accept(answer); err != nil {
-		t.Fatal(err)
-	}
 
 	// Video: the first access unit carries SPS, PPS and an IDR; ffmpeg
 	// decodes what arrived.
@@ -300,6 +286,28 @@ func TestSessionVideoAndDataChannels(t *testing.T) {
 	case <-testwait.After(45 * time.Second):
 		t.Fatalf("session still open %s after the viewer closed", testwait.Timeout(45*time.Second))
 	}
+}
+
+// connect negotiates a WebRTC viewer with s: the viewer's offer, the
+// session's answer. Close the viewer when done.
+func connect(t *testing.T, ctx context.Context, s *Session) *rtctest.Viewer {
+	t.Helper()
+	v, err := rtctest.NewViewer(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offer, err := v.Offer(ctx)
+	if err == nil {
+		var answer string
+		if answer, err = s.Answer(ctx, offer); err == nil {
+			err = v.Accept(answer)
+		}
+	}
+	if err != nil {
+		v.Close()
+		t.Fatal(err)
+	}
+	return v
 }
 
 func waitOpen(t *testing.T, ctx context.Context, v *rtctest.Viewer) {
@@ -437,25 +445,9 @@ func TestUntrustedOriginDataChannelsRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			v, err := rtctest.NewViewer(true)
-			if err != nil {
-				t.Fatal(err)
-			}
+			v := connect(t, ctx, s)
 			defer v.Close()
-			offer, err := v.Offer(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			answer, err := s.Answer(ctx, offer)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := v.Accept(answer); err != nil {
-				t.Fatal(err)
-			}
-			testwait.For(t, "both datachannels to open", func() bool {
-				return v.Control.ReadyState().String() == "open" && v.Commands.ReadyState().String() == "open"
-			})
+			waitOpen(t, ctx, v)
 			if err := v.Control.Send(gamepad([]float32{0.5, -1}, 3)); err != nil {
 				t.Fatal(err)
 			}
@@ -514,25 +506,9 @@ func TestTrustedVerdictDataChannelsPublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	v, err := rtctest.NewViewer(true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := connect(t, ctx, s)
 	defer v.Close()
-	offer, err := v.Offer(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	answer, err := s.Answer(ctx, offer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := v.Accept(answer); err != nil {
-		t.Fatal(err)
-	}
-	testwait.For(t, "both datachannels to open", func() bool {
-		return v.Control.ReadyState().String() == "open" && v.Commands.ReadyState().String() == "open"
-	})
+	waitOpen(t, ctx, v)
 	if err := v.Commands.SendText(`{"action":"estop","cmd_seq":1}`); err != nil {
 		t.Fatal(err)
 	}
@@ -593,22 +569,8 @@ func TestDataChannelCommandsStrictJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	v, err := rtctest.NewViewer(true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := connect(t, ctx, s)
 	defer v.Close()
-	offer, err := v.Offer(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	answer, err := s.Answer(ctx, offer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := v.Accept(answer); err != nil {
-		t.Fatal(err)
-	}
 	waitOpen(t, ctx, v)
 	for _, m := range []string{
 		// judged "pause" here; a reader that matches keys without case
