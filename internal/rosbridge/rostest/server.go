@@ -77,6 +77,7 @@ type Server struct {
 	services map[string]ServiceHandler
 	types    map[string]string // topic -> type, as the ROS graph knows it
 	changed  chan struct{}     // closed and replaced whenever ops change
+	seen     func(Op)          // called as each op is recorded (this package's tests)
 
 	sent atomic.Uint64 // publish messages written to connections
 }
@@ -335,7 +336,11 @@ func (s *Server) record(o Op) {
 	s.ops = append(s.ops, o)
 	close(s.changed)
 	s.changed = make(chan struct{})
+	seen := s.seen
 	s.mu.Unlock()
+	if seen != nil {
+		seen(o)
+	}
 }
 
 func (s *Server) rosapiTopics(context.Context, json.RawMessage) (any, bool) {
@@ -492,8 +497,17 @@ func (c *conn) handle(ctx context.Context, data []byte) {
 		c.status(levelError, "", fmt.Sprintf("invalid rosbridge message: %v", err))
 		return
 	}
-	c.s.record(Op{Conn: c.n, Op: m.Op, ID: m.ID, Topic: m.Topic, Type: m.Type, Service: m.Service,
-		Raw: append(json.RawMessage(nil), data...), At: time.Now()})
+	op := Op{Conn: c.n, Op: m.Op, ID: m.ID, Topic: m.Topic, Type: m.Type, Service: m.Service,
+		Raw: append(json.RawMessage(nil), data...), At: time.Now()}
+	if m.Op == "call_service" || m.Op == "fragment" {
+		// recorded when received: a service handler may block, and a
+		// fragment's whole message is recorded once it is put together
+		c.s.record(op)
+	} else {
+		// recorded once it took effect, so that a test waiting for an op
+		// (an unsubscribe, say) finds the server's state changed by it
+		defer c.s.record(op)
+	}
 	switch m.Op {
 	case "subscribe":
 		if m.Topic == "" {
