@@ -14,8 +14,9 @@
 // one non-blocking writev per client; a client whose socket is full is
 // finished by its own goroutine, batched, with a write deadline. A client
 // that falls further behind than Capacity frames skips to the newest
-// keyframe (or waits for the next one), and the skip is counted. The
-// producer never waits for a client.
+// keyframe (or waits for the next one), and the skip is counted; with
+// MaxLag set, so does one whose next frame is older than MaxLag while a
+// newer keyframe is in the log. The producer never waits for a client.
 package hub
 
 import (
@@ -58,6 +59,13 @@ type Config struct {
 	// Capacity is how many frames a client may fall behind the head before
 	// it skips to a keyframe.
 	Capacity int
+	// MaxLag, when positive, bounds the age of the frames a client is sent
+	// by their arrival (Entry.Arrived): when the next frame for a client
+	// is older than MaxLag and a newer keyframe is in the log, the client
+	// skips to the newest keyframe, counted as a lag skip like one by
+	// Capacity. Without a newer keyframe it goes on where it is (it never
+	// waits for one for its age). Zero: no age limit, only Capacity.
+	MaxLag time.Duration
 	// MaxGOPBytes bounds the current GOP kept for joining clients
 	// (default source.DefaultMaxGOPBytes, the bound of the source's GOP). A
 	// GOP that grows beyond it is dropped, and joining clients wait for the
@@ -422,8 +430,25 @@ func (h *Hub) Leave() {
 // Next moves the cursor over the entries waiting for this client, appending
 // them to dst until maxBytes of frames are taken (at least one); with
 // nothing to send it returns dst unchanged. Each Publish is followed by a
-// send round, which calls Next for every client.
+// send round, which does the same for every client. Frame ages (MaxLag)
+// are judged at the time of the call.
 func (h *Hub) Next(c *Cursor, dst []*Entry, maxBytes int) []*Entry {
+	return h.next(c, dst, maxBytes, h.lagClock())
+}
+
+// lagClock returns the time by which frame ages are judged: now when
+// MaxLag is set, else the zero time, which no age is judged by (and no
+// clock is read for).
+func (h *Hub) lagClock() time.Time {
+	if h.cfg.MaxLag <= 0 {
+		return time.Time{}
+	}
+	return time.Now()
+}
+
+// next is Next with the ages judged at now (lagClock's, taken once per
+// send round).
+func (h *Hub) next(c *Cursor, dst []*Entry, maxBytes int, now time.Time) []*Entry {
 	h.mu.RLock()
 	lagged := false
 	catchingUp := c.next < c.liveFrom
@@ -453,6 +478,16 @@ func (h *Hub) Next(c *Cursor, dst []*Entry, maxBytes int) []*Entry {
 		} else if passed {
 			c.markFlow(time.Now())
 		}
+	}
+	if h.cfg.MaxLag > 0 && !c.needKey && h.hasKey && h.key > c.next &&
+		now.Sub(h.entries[c.next-h.start].Arrived) > h.cfg.MaxLag {
+		// The next frame (a keyframe, when the client waited for one) is
+		// older than MaxLag and a newer keyframe is kept: skip to the
+		// newest, as a skip by Capacity does. (c.next lies in the log,
+		// below that keyframe and so below the head.)
+		lagged = true
+		c.liveFrom = h.head
+		c.next = h.key
 	}
 	taken := 0
 	for c.next < h.head && (taken == 0 || taken < maxBytes) {
@@ -552,6 +587,7 @@ func (h *Hub) work(i, workers int, wake <-chan struct{}) {
 			continue
 		}
 		off := h.rounds.Add(1)
+		sc.now = h.lagClock()
 		for k := uint64(0); k < mine; k++ {
 			cs[uint64(i)+n*((k+off)%mine)].serve(&sc)
 		}
