@@ -15,8 +15,8 @@
 // finished by its own goroutine, batched, with a write deadline. A client
 // that falls further behind than Capacity frames skips to the newest
 // keyframe (or waits for the next one), and the skip is counted; with
-// MaxLag set, so does one whose next frame is older than MaxLag while a
-// newer keyframe is in the log. The producer never waits for a client.
+// MaxLag set, so does one whose next frame is older than MaxLag. The
+// producer never waits for a client.
 package hub
 
 import (
@@ -62,9 +62,12 @@ type Config struct {
 	// MaxLag, when positive, bounds the age of the frames a client is sent
 	// by their arrival (Entry.Arrived): when the next frame for a client
 	// is older than MaxLag and a newer keyframe is in the log, the client
-	// skips to the newest keyframe, counted as a lag skip like one by
-	// Capacity. Without a newer keyframe it goes on where it is (it never
-	// waits for one for its age). Zero: no age limit, only Capacity.
+	// skips to the newest keyframe; without a newer keyframe, when that
+	// frame is a live delta, the client drops the rest of the GOP and
+	// waits for the next keyframe (which is requested). Either counts as a
+	// lag skip like one by Capacity. The newest keyframe is sent however
+	// old, and so is the GOP a joining client catches up through. Zero: no
+	// age limit, only Capacity.
 	MaxLag time.Duration
 	// MaxGOPBytes bounds the current GOP kept for joining clients
 	// (default source.DefaultMaxGOPBytes, the bound of the source's GOP). A
@@ -479,15 +482,33 @@ func (h *Hub) next(c *Cursor, dst []*Entry, maxBytes int, now time.Time) []*Entr
 			c.markFlow(time.Now())
 		}
 	}
-	if h.cfg.MaxLag > 0 && !c.needKey && h.hasKey && h.key > c.next &&
+	if h.cfg.MaxLag > 0 && !c.needKey && c.next < h.head &&
 		now.Sub(h.entries[c.next-h.start].Arrived) > h.cfg.MaxLag {
-		// The next frame (a keyframe, when the client waited for one) is
-		// older than MaxLag and a newer keyframe is kept: skip to the
-		// newest, as a skip by Capacity does. (c.next lies in the log,
-		// below that keyframe and so below the head.)
-		lagged = true
-		c.liveFrom = h.head
-		c.next = h.key
+		switch {
+		case h.hasKey && h.key > c.next:
+			// The next frame (a keyframe, when the client waited for
+			// one) is older than MaxLag and a newer keyframe is kept:
+			// skip to the newest, as a skip by Capacity does. (c.next
+			// lies in the log, below that keyframe and so below the
+			// head.)
+			lagged = true
+			c.liveFrom = h.head
+			c.next = h.key
+		case !h.entries[c.next-h.start].Keyframe && c.next >= c.liveFrom:
+			// A live delta older than MaxLag and no newer keyframe: the
+			// rest of this GOP is dropped and the client waits for the
+			// next keyframe, as after a skip by Capacity with none to
+			// skip to (the wait counts as video flowing, so that only a
+			// source that stops sending keyframes times it out). The
+			// newest keyframe itself is sent however old (it is the
+			// newest picture there is), and so is the GOP a joining
+			// client catches up through (Join bounds its age).
+			lagged = true
+			c.liveFrom = h.head
+			c.next, c.needKey, c.waitSince = h.head, true, now
+			c.flowSince, c.flowLast = time.Time{}, time.Time{}
+			c.markFlow(now)
+		}
 	}
 	taken := 0
 	for c.next < h.head && (taken == 0 || taken < maxBytes) {

@@ -13,20 +13,24 @@ import (
 
 // With MaxLag set, a client whose next frame arrived more than MaxLag ago
 // skips to the newest keyframe when one is newer, counted as a lag skip
-// and waiting for nothing; a frame exactly MaxLag old is still sent, and
-// with no newer keyframe the client goes on where it is. Without MaxLag
-// (the default) only Capacity skips, and the same client gets every
-// frame. (Capacity is the default 64: no skip here is by depth.)
+// and waiting for nothing; a frame exactly MaxLag old is still sent. With
+// no newer keyframe, a delta older than MaxLag and the rest of its GOP are
+// dropped and the client waits for the next keyframe, counted as a lag
+// skip and a keyframe wait. Without MaxLag (the default) only Capacity
+// skips, and the same client gets every frame. (Capacity is the default
+// 64: no skip here is by depth.)
 func TestMaxLagSkipsToNewerKeyframe(t *testing.T) {
 	t.Parallel()
 	const lag = 100 * time.Millisecond
 	for _, tc := range []struct {
 		maxLag   time.Duration
 		late     string // what the client gets once frame 3 is older than lag
+		old      string // once frame 7 is older than lag, with no newer keyframe
+		after    string // then, up to the next keyframe and a delta after it
 		lagSkips uint64
 	}{
-		{0, "[3 4 5]", 0},
-		{lag, "[4 5]", 1},
+		{0, "[3 4 5]", "[7]", "[8 9 10]", 0},
+		{lag, "[4 5]", "[]", "[9 10]", 2},
 	} {
 		synctest.Test(t, func(t *testing.T) {
 			h := New(Config{MaxLag: tc.maxLag})
@@ -49,22 +53,94 @@ func TestMaxLagSkipsToNewerKeyframe(t *testing.T) {
 			if got := next(1 << 20); got != tc.late {
 				t.Fatalf("max lag %v: got %v with frame 3 older than %v, want %v", tc.maxLag, got, lag, tc.late)
 			}
-			// Old deltas and no newer keyframe: they are sent.
+			// Old deltas and no newer keyframe: one exactly MaxLag old is
+			// sent, one older is dropped with the rest of the GOP.
 			h.Publish(mkFrame(6, false, 10))
 			h.Publish(mkFrame(7, false, 10))
-			elapse(10 * lag)
-			if got := next(1 << 20); got != "[6 7]" {
-				t.Fatalf("max lag %v: got %v with no newer keyframe, want [6 7]", tc.maxLag, got)
+			elapse(lag)
+			if got := next(1); got != "[6]" {
+				t.Fatalf("max lag %v: got %v with frame 6 exactly %v old and no newer keyframe, want [6]", tc.maxLag, got, lag)
+			}
+			elapse(time.Millisecond)
+			if got := next(1 << 20); got != tc.old {
+				t.Fatalf("max lag %v: got %v with frame 7 older than %v and no newer keyframe, want %v", tc.maxLag, got, lag, tc.old)
+			}
+			if w, _ := c.WaitingForKeyframe(); w != (tc.maxLag > 0) {
+				t.Errorf("max lag %v: waiting for a keyframe %v, want %v", tc.maxLag, w, tc.maxLag > 0)
+			}
+			var got []uint64
+			for seq := uint64(8); seq <= 10; seq++ {
+				h.Publish(mkFrame(seq, seq == 9, 10))
+				got = append(got, seqs(t, h.Next(&c, nil, 1<<20))...)
+			}
+			if fmt.Sprint(got) != tc.after {
+				t.Fatalf("max lag %v: got %v after frame 7, want %v", tc.maxLag, got, tc.after)
 			}
 			if w, _ := c.WaitingForKeyframe(); w {
-				t.Errorf("max lag %v: client waits for a keyframe", tc.maxLag)
+				t.Errorf("max lag %v: client still waits for a keyframe", tc.maxLag)
 			}
-			if st := h.Stats(); st.LagSkips != tc.lagSkips || st.KeyframeWaits != 0 {
-				t.Errorf("max lag %v: lag skips %d (want %d), keyframe waits %d (want 0)",
-					tc.maxLag, st.LagSkips, tc.lagSkips, st.KeyframeWaits)
+			waits := uint64(0)
+			if tc.maxLag > 0 {
+				waits = 1
+			}
+			if st := h.Stats(); st.LagSkips != tc.lagSkips || st.KeyframeWaits != waits {
+				t.Errorf("max lag %v: lag skips %d (want %d), keyframe waits %d (want %d)",
+					tc.maxLag, st.LagSkips, tc.lagSkips, st.KeyframeWaits, waits)
 			}
 		})
 	}
+}
+
+// A client that waits for a keyframe because its next delta was too old
+// (MaxLag) is not given up on while keyframes come: the keyframe timeout
+// counts only the video that passes it while it waits, as after a skip by
+// Capacity, and so closes it only when the source stops sending keyframes.
+// The newest keyframe is sent however old it is when the client gets to
+// it.
+func TestMaxLagWaitTimesOutOnlyWithoutKeyframes(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		const lag, timeout = 100 * time.Millisecond, time.Second
+		h := New(Config{MaxLag: lag})
+		defer h.Close()
+		h.Publish(mkFrame(1, true, 10))
+		c := h.Join()
+		h.Next(&c, nil, 1<<20)
+		var seq uint64 = 1
+		publish := func(key bool) {
+			seq++
+			h.Publish(mkFrame(seq, key, 10))
+		}
+		// Ten GOPs of 10 frames, 100 ms apart, the client always too late
+		// for the deltas: 9 s of video, each wait ending at a keyframe
+		// within the timeout.
+		for gop := 0; gop < 10; gop++ {
+			for i := 0; i < 10; i++ {
+				publish(i == 9)
+				elapse(lag + time.Millisecond)
+				got := seqs(t, h.Next(&c, nil, 1<<20))
+				if i < 9 && len(got) != 0 {
+					t.Fatalf("GOP %d: got %v, deltas older than %v", gop, got, lag)
+				}
+				if i == 9 && fmt.Sprint(got) != fmt.Sprint([]uint64{seq}) {
+					t.Fatalf("GOP %d: got %v, want the keyframe %d, older than %v but the newest", gop, got, seq, lag)
+				}
+				if c.KeyframeOverdue(timeout) {
+					t.Fatalf("GOP %d, frame %d: keyframe overdue while keyframes come every %v", gop, seq, 10*(lag+time.Millisecond))
+				}
+			}
+		}
+		// The source stops sending keyframes: past the timeout of video
+		// the wait is overdue.
+		for i := 0; i < 15 && !c.KeyframeOverdue(timeout); i++ {
+			publish(false)
+			elapse(lag + time.Millisecond)
+			h.Next(&c, nil, 1<<20)
+		}
+		if !c.KeyframeOverdue(timeout) {
+			t.Fatalf("no keyframe in 1.5 s of video: the wait is not overdue (timeout %v)", timeout)
+		}
+	})
 }
 
 // A client that joined and catches up through the kept GOP skips to a
@@ -91,6 +167,34 @@ func TestMaxLagAppliesWhileCatchingUp(t *testing.T) {
 		}
 		if n := h.Stats().LagSkips; n != 1 {
 			t.Errorf("lag skips %d, want 1", n)
+		}
+	})
+}
+
+// A joining client is sent the kept GOP whole, one frame a call, though
+// its deltas are older than MaxLag and no newer keyframe is kept: Join
+// bounds the replay's age (JoinMaxAge), and a client catching up is not
+// made to wait for the next keyframe for it.
+func TestMaxLagKeepsJoinReplay(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		const lag = 50 * time.Millisecond
+		h := New(Config{MaxLag: lag})
+		defer h.Close()
+		for seq := uint64(1); seq <= 6; seq++ {
+			h.Publish(mkFrame(seq, seq == 1, 10))
+		}
+		elapse(4 * lag)
+		c := h.Join()
+		var got []uint64
+		for i := 0; i < 7; i++ {
+			got = append(got, seqs(t, h.Next(&c, nil, 1))...)
+		}
+		if fmt.Sprint(got) != "[1 2 3 4 5 6]" {
+			t.Fatalf("joining client got %v, want the kept GOP [1 2 3 4 5 6]", got)
+		}
+		if st := h.Stats(); st.LagSkips != 0 {
+			t.Errorf("lag skips %d, want 0", st.LagSkips)
 		}
 	})
 }
