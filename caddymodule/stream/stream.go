@@ -82,8 +82,11 @@ type Stream struct {
 	// when the next frame it would be sent arrived at the handler longer
 	// ago than MaxLag and a newer keyframe is kept, it starts there (a lag
 	// skip, counted in client_lag_total like one by queue_depth). Without
-	// a newer keyframe it goes on where it is. For viewers on links slower
-	// than the stream (docs/link.md). Default: 0, off.
+	// a newer keyframe, when that frame is a delta, the client drops the
+	// rest of the GOP and waits for the next keyframe (a lag skip and a
+	// keyframe wait, as after a skip by queue_depth). The newest keyframe
+	// and a joining client's replay are sent however old. For viewers on
+	// links slower than the stream (docs/link.md). Default: 0, off.
 	MaxLag caddy.Duration `json:"max_lag,omitempty"`
 
 	// MaxGOPBytes bounds the current GOP kept for joining clients; a longer
