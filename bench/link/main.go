@@ -13,10 +13,11 @@
 // The TCP links are Toxiproxy proxies in this process with the toxic
 // sdr_link (link.go); the WebRTC viewers' UDP sockets are shaped with the
 // same model. tc netem is not used: it needs the sch_netem module, which
-// the development machine does not have. -queue-depth and -send-queue set
-// sdr_stream's options of those names; -queue-depth defaults to 12, what
-// docs/sdr_stream.md advises for links slower than the stream (0 runs
-// sdr_stream's default, 64).
+// the development machine does not have. -queue-depth, -max-lag and
+// -send-queue set sdr_stream's options of those names; -queue-depth
+// defaults to 12, what docs/sdr_stream.md advises for links slower than
+// the stream (0 runs sdr_stream's default, 64), -max-lag to 0 (off, as in
+// sdr_stream).
 //
 // Per shaped client: the age of each decodable frame (arrival minus send
 // time) and its p95, the longest time without a decodable frame (stall),
@@ -27,7 +28,7 @@
 //
 //	go run . [-window 20s] [-warmup 3s] [-healthy 15] [-shaped 5]
 //	         [-rate 4e6] [-rtt 40ms] [-loss 0.01] [-queue 100ms]
-//	         [-queue-depth 12] [-send-queue SIZE] [-systems ws,webrtc,nats]
+//	         [-queue-depth 12] [-max-lag 0] [-send-queue SIZE] [-systems ws,webrtc,nats]
 //	         [-rtc-wait 200ms]
 //
 // (from bench/link, its own module; make bench-link). The last line:
@@ -75,6 +76,7 @@ type config struct {
 	shaped         int
 	link           Link
 	queueDepth     int
+	maxLag         time.Duration
 	sendQueue      string
 	systems        map[string]bool
 	rtcWait        time.Duration
@@ -91,6 +93,7 @@ func main() {
 	flag.Float64Var(&c.link.Loss, "loss", 0.01, "the shaped link's packet loss")
 	flag.DurationVar(&c.link.Queue, "queue", 100*time.Millisecond, "the shaped link's bottleneck queue, in time at its rate")
 	flag.IntVar(&c.queueDepth, "queue-depth", 12, "sdr_stream queue_depth (0: its default, 64): 12 is what docs/sdr_stream.md advises for links slower than the stream")
+	flag.DurationVar(&c.maxLag, "max-lag", 0, "sdr_stream max_lag (0: off, its default)")
 	flag.StringVar(&c.sendQueue, "send-queue", "", "sdr_stream send_queue (empty: its default)")
 	systems := flag.String("systems", "ws,webrtc,nats", "phases to run besides base")
 	flag.DurationVar(&c.rtcWait, "rtc-wait", 200*time.Millisecond, "how long the WebRTC viewer waits for a lost packet's retransmission")
@@ -156,6 +159,9 @@ func run(c config) error {
 	depth := ""
 	if c.queueDepth > 0 {
 		depth = fmt.Sprintf("\n\t\t\tqueue_depth %d", c.queueDepth)
+	}
+	if c.maxLag > 0 {
+		depth += "\n\t\t\tmax_lag " + c.maxLag.String()
 	}
 	if c.sendQueue != "" {
 		depth += "\n\t\t\tsend_queue " + c.sendQueue

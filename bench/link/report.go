@@ -107,12 +107,16 @@ func (r *report) print(w io.Writer, c config) {
 	if c.queueDepth > 0 {
 		depth = fmt.Sprint(c.queueDepth)
 	}
+	maxLag := "off"
+	if c.maxLag > 0 {
+		maxLag = c.maxLag.String()
+	}
 	send := "64KiB"
 	if c.sendQueue != "" {
 		send = c.sendQueue
 	}
-	fields = append(fields, fmt.Sprintf("rate_mbit=%g rtt_ms=%g loss=%g link_queue_ms=%g loss_model=fast_retransmit queue_depth=%s send_queue=%s window_s=%g ring_read_min_pct=%.0f load_start=%s load_end=%s",
-		c.link.Rate/1e6, float64(2*c.link.Delay)/1e6, c.link.Loss, float64(c.link.Queue)/1e6, depth, send, c.window.Seconds(), r.ringPct, r.load[0], r.load[1]))
+	fields = append(fields, fmt.Sprintf("rate_mbit=%g rtt_ms=%g loss=%g link_queue_ms=%g loss_model=fast_retransmit queue_depth=%s max_lag=%s send_queue=%s window_s=%g ring_read_min_pct=%.0f load_start=%s load_end=%s",
+		c.link.Rate/1e6, float64(2*c.link.Delay)/1e6, c.link.Loss, float64(c.link.Queue)/1e6, depth, maxLag, send, c.window.Seconds(), r.ringPct, r.load[0], r.load[1]))
 	fmt.Fprintln(w, "targets: healthy p99 <= 1.2x base; shaped age p95 <= 500 ms, never a stall over 2 s, decodable throughout")
 	if r.ringPct > 0 && r.ringPct < 90 {
 		fmt.Fprintf(w, "note: in one phase the server's ring reader got only %.0f%% of the stream's frames: the machine starved the server or the writer, and the figures show that more than the link\n", r.ringPct)

@@ -59,9 +59,25 @@ func TestBenchLine(t *testing.T) {
 		}
 		rest = rest[i+len(w):]
 	}
-	for _, w := range []string{" shaped_age_growth_ms=0 ", " nats_shaped_age_growth_ms=5000 ", " queue_depth=64 ", " send_queue=64KiB ", " ring_read_min_pct=50 ", " load_start=1.00,1.00,1.00 "} {
+	for _, w := range []string{" shaped_age_growth_ms=0 ", " nats_shaped_age_growth_ms=5000 ", " queue_depth=64 ", " max_lag=off ", " send_queue=64KiB ", " ring_read_min_pct=50 ", " load_start=1.00,1.00,1.00 "} {
 		if !strings.Contains(line, w) {
 			t.Errorf("%q missing in\n%s", w, line)
+		}
+	}
+}
+
+// The line names the max_lag the server ran with: off by default, else the
+// duration as -max-lag gave it.
+func TestBenchLineMaxLag(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		maxLag time.Duration
+		want   string
+	}{{0, " max_lag=off "}, {250 * time.Millisecond, " max_lag=250ms "}} {
+		var out bytes.Buffer
+		(&report{load: [2]string{"na", "na"}}).print(&out, config{maxLag: tc.maxLag, window: time.Second})
+		if !strings.Contains(out.String(), tc.want) {
+			t.Errorf("max lag %v: %q missing in\n%s", tc.maxLag, tc.want, out.String())
 		}
 	}
 }

@@ -30,6 +30,7 @@ func init() {
 //	    idr_coalesce     <duration>
 //	    idr_timeout      <duration>
 //	    queue_depth      <frames>
+//	    max_lag          <duration>|off
 //	    max_gop_bytes    <size>
 //	    join_max_age     <duration>
 //	    join_max_replay  <duration>
@@ -132,6 +133,18 @@ func (s *Stream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			s.SendQueue = int(n)
 			if n == 0 {
 				s.SendQueue = -1
+			}
+		case "max_lag":
+			v, err := args.One()
+			if err != nil {
+				return err
+			}
+			if v == "off" {
+				s.MaxLag = 0
+				break
+			}
+			if s.MaxLag, err = sdrcaddyfile.ParseMillis(v); err != nil {
+				return d.Errf("%s %q: %v", sub, v, err)
 			}
 		case "telemetry_hold":
 			v, err := args.One()

@@ -78,6 +78,17 @@ type Stream struct {
 	// skips to the newest keyframe (SDR_BROADCAST_CAPACITY). Default: 64.
 	QueueDepth int `json:"queue_depth,omitempty"`
 
+	// MaxLag, when set, also skips a client to the newest keyframe by age:
+	// when the next frame it would be sent arrived at the handler longer
+	// ago than MaxLag and a newer keyframe is kept, it starts there (a lag
+	// skip, counted in client_lag_total like one by queue_depth). Without
+	// a newer keyframe, when that frame is a delta, the client drops the
+	// rest of the GOP and waits for the next keyframe (a lag skip and a
+	// keyframe wait, as after a skip by queue_depth). The newest keyframe
+	// and a joining client's replay are sent however old. For viewers on
+	// links slower than the stream (docs/link.md). Default: 0, off.
+	MaxLag caddy.Duration `json:"max_lag,omitempty"`
+
 	// MaxGOPBytes bounds the current GOP kept for joining clients; a longer
 	// GOP makes joining clients wait for the next keyframe. Default: 32 MiB.
 	MaxGOPBytes int `json:"max_gop_bytes,omitempty"`
@@ -250,6 +261,7 @@ func (s *Stream) Provision(ctx caddy.Context) error {
 	}
 	s.hub = hub.New(hub.Config{
 		Capacity:           s.QueueDepth,
+		MaxLag:             time.Duration(s.MaxLag),
 		MaxGOPBytes:        s.MaxGOPBytes,
 		IDRCoalesce:        time.Duration(s.IDRCoalesce),
 		TelemetryHold:      time.Duration(s.TelemetryHold),
@@ -381,7 +393,7 @@ func (s *Stream) Validate() error {
 		v    int64
 	}{
 		{"idr_coalesce", int64(s.IDRCoalesce)}, {"idr_timeout", int64(s.IDRTimeout)},
-		{"queue_depth", int64(s.QueueDepth)}, {"max_gop_bytes", int64(s.MaxGOPBytes)},
+		{"queue_depth", int64(s.QueueDepth)}, {"max_lag", int64(s.MaxLag)}, {"max_gop_bytes", int64(s.MaxGOPBytes)},
 		{"max_clients", int64(s.MaxClients)}, {"max_message_size", int64(s.MaxMessageSize)},
 		{"write_timeout", int64(s.WriteTimeout)}, {"join_max_age", int64(s.JoinMaxAge)},
 		{"join_max_replay", int64(s.JoinMaxReplay)}, {"join_max_replay_bytes", int64(s.JoinMaxReplayBytes)},

@@ -3,6 +3,7 @@ package stream
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -25,6 +26,8 @@ func TestStreamValidate(t *testing.T) {
 		{"negative frame cap", &Stream{Source: &StreamSource{SHM: &SHMSource{MaxFrameSize: -1}}}, "max_frame_size -1 is negative"},
 		{"negative timeout", &Stream{IDRTimeout: caddy.Duration(-1)}, "idr_timeout is negative"},
 		{"negative depth", &Stream{QueueDepth: -1}, "queue_depth is negative"},
+		{"max lag", &Stream{MaxLag: caddy.Duration(250 * time.Millisecond)}, ""},
+		{"negative max lag", &Stream{MaxLag: caddy.Duration(-1)}, "max_lag is negative"},
 		{"send queue off", &Stream{SendQueue: -1}, ""},
 		{"send queue below off", &Stream{SendQueue: -2}, "send_queue -2"},
 		{"send queue too large", &Stream{SendQueue: 2 << 30}, "up to 1GiB"},

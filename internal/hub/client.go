@@ -376,10 +376,11 @@ const ReasonPingTimeout = "ping_timeout"
 // pingFrame is the ping every client is sent (no payload).
 var pingFrame = wire.ControlFrame(wire.OpPing, nil)
 
-// scratch holds a writer's reusable slices.
+// scratch holds a writer's reusable slices, and a send round's time.
 type scratch struct {
 	bufs  net.Buffers
 	batch []*Entry
+	now   time.Time // the round's Hub.lagClock, read once per round
 }
 
 // reset drops the references to frames, which may then be freed.
@@ -407,7 +408,7 @@ func (c *Client) drain(sc *scratch, first []byte) error {
 			sc.bufs = append(sc.bufs, first)
 			first = nil
 		}
-		sc.bufs, sc.batch = c.gather(sc.bufs, sc.batch, true)
+		sc.bufs, sc.batch = c.gather(sc.bufs, sc.batch, true, c.hub.lagClock())
 		if len(sc.bufs) == 0 {
 			break
 		}
@@ -434,8 +435,8 @@ func (c *Client) drain(sc *scratch, first []byte) error {
 // telemetry first, then the frames the hub has for the cursor
 // (keyframe-first and lag skips as Next decides). Gathering stops once
 // BatchBytes are taken; Next gets what is left of the budget (it takes at
-// least one frame). Called with wmu held.
-func (c *Client) gather(bufs net.Buffers, batch []*Entry, urgent bool) (net.Buffers, []*Entry) {
+// least one frame), and judges frame ages at now. Called with wmu held.
+func (c *Client) gather(bufs net.Buffers, batch []*Entry, urgent bool, now time.Time) (net.Buffers, []*Entry) {
 	taken := size(bufs)
 	if urgent {
 		taken, bufs = drainQueue(c.queue, bufs, taken, c.cfg.BatchBytes)
@@ -445,7 +446,7 @@ func (c *Client) gather(bufs net.Buffers, batch []*Entry, urgent bool) (net.Buff
 		return bufs, batch // the frames go in the next write
 	}
 	n := len(batch)
-	batch = c.hub.Next(&c.cur, batch, c.cfg.BatchBytes-taken)
+	batch = c.hub.next(&c.cur, batch, c.cfg.BatchBytes-taken, now)
 	for _, e := range batch[n:] {
 		bufs = append(bufs, e.Head)
 		if len(e.Body) > 0 {
@@ -488,7 +489,7 @@ func (c *Client) serve(sc *scratch) {
 	var n int
 	var err error
 	for {
-		sc.bufs, sc.batch = c.gather(sc.bufs[:0], sc.batch[:0], false)
+		sc.bufs, sc.batch = c.gather(sc.bufs[:0], sc.batch[:0], false, sc.now)
 		if c.cur.KeyframeOverdue(c.cfg.KeyframeTimeout) {
 			c.wakeWriter() // to close it
 		}

@@ -14,7 +14,8 @@
 // one non-blocking writev per client; a client whose socket is full is
 // finished by its own goroutine, batched, with a write deadline. A client
 // that falls further behind than Capacity frames skips to the newest
-// keyframe (or waits for the next one), and the skip is counted. The
+// keyframe (or waits for the next one), and the skip is counted; with
+// MaxLag set, so does one whose next frame is older than MaxLag. The
 // producer never waits for a client.
 package hub
 
@@ -58,6 +59,16 @@ type Config struct {
 	// Capacity is how many frames a client may fall behind the head before
 	// it skips to a keyframe.
 	Capacity int
+	// MaxLag, when positive, bounds the age of the frames a client is sent
+	// by their arrival (Entry.Arrived): when the next frame for a client
+	// is older than MaxLag and a newer keyframe is in the log, the client
+	// skips to the newest keyframe; without a newer keyframe, when that
+	// frame is a live delta, the client drops the rest of the GOP and
+	// waits for the next keyframe (which is requested). Either counts as a
+	// lag skip like one by Capacity. The newest keyframe is sent however
+	// old, and so is the GOP a joining client catches up through. Zero: no
+	// age limit, only Capacity.
+	MaxLag time.Duration
 	// MaxGOPBytes bounds the current GOP kept for joining clients
 	// (default source.DefaultMaxGOPBytes, the bound of the source's GOP). A
 	// GOP that grows beyond it is dropped, and joining clients wait for the
@@ -422,8 +433,25 @@ func (h *Hub) Leave() {
 // Next moves the cursor over the entries waiting for this client, appending
 // them to dst until maxBytes of frames are taken (at least one); with
 // nothing to send it returns dst unchanged. Each Publish is followed by a
-// send round, which calls Next for every client.
+// send round, which does the same for every client. Frame ages (MaxLag)
+// are judged at the time of the call.
 func (h *Hub) Next(c *Cursor, dst []*Entry, maxBytes int) []*Entry {
+	return h.next(c, dst, maxBytes, h.lagClock())
+}
+
+// lagClock returns the time by which frame ages are judged: now when
+// MaxLag is set, else the zero time, which no age is judged by (and no
+// clock is read for).
+func (h *Hub) lagClock() time.Time {
+	if h.cfg.MaxLag <= 0 {
+		return time.Time{}
+	}
+	return time.Now()
+}
+
+// next is Next with the ages judged at now (lagClock's, taken once per
+// send round).
+func (h *Hub) next(c *Cursor, dst []*Entry, maxBytes int, now time.Time) []*Entry {
 	h.mu.RLock()
 	lagged := false
 	catchingUp := c.next < c.liveFrom
@@ -452,6 +480,34 @@ func (h *Hub) Next(c *Cursor, dst []*Entry, maxBytes int) []*Entry {
 			c.flowSince, c.flowLast = time.Time{}, time.Time{}
 		} else if passed {
 			c.markFlow(time.Now())
+		}
+	}
+	if h.cfg.MaxLag > 0 && !c.needKey && c.next < h.head &&
+		now.Sub(h.entries[c.next-h.start].Arrived) > h.cfg.MaxLag {
+		switch {
+		case h.hasKey && h.key > c.next:
+			// The next frame (a keyframe, when the client waited for
+			// one) is older than MaxLag and a newer keyframe is kept:
+			// skip to the newest, as a skip by Capacity does. (c.next
+			// lies in the log, below that keyframe and so below the
+			// head.)
+			lagged = true
+			c.liveFrom = h.head
+			c.next = h.key
+		case !h.entries[c.next-h.start].Keyframe && c.next >= c.liveFrom:
+			// A live delta older than MaxLag and no newer keyframe: the
+			// rest of this GOP is dropped and the client waits for the
+			// next keyframe, as after a skip by Capacity with none to
+			// skip to (the wait counts as video flowing, so that only a
+			// source that stops sending keyframes times it out). The
+			// newest keyframe itself is sent however old (it is the
+			// newest picture there is), and so is the GOP a joining
+			// client catches up through (Join bounds its age).
+			lagged = true
+			c.liveFrom = h.head
+			c.next, c.needKey, c.waitSince = h.head, true, now
+			c.flowSince, c.flowLast = time.Time{}, time.Time{}
+			c.markFlow(now)
 		}
 	}
 	taken := 0
@@ -552,6 +608,7 @@ func (h *Hub) work(i, workers int, wake <-chan struct{}) {
 			continue
 		}
 		off := h.rounds.Add(1)
+		sc.now = h.lagClock()
 		for k := uint64(0); k < mine; k++ {
 			cs[uint64(i)+n*((k+off)%mine)].serve(&sc)
 		}

@@ -99,10 +99,21 @@ const stressFrames = 1500
 // while still connected would be closed by the hub's WriteTimeout, which is
 // the hub doing its job, not a failure.
 func TestSendRoundStress(t *testing.T) {
+	sendRoundStress(t, Config{Capacity: 24, TelemetryHold: 2 * time.Millisecond})
+}
+
+// The same with the lag skips by age: a log of a second (500 frames) that
+// the slow readers seldom fall out of, and a MaxLag of 10 frames, after
+// which they skip to the newest keyframe (one every 16 frames).
+func TestSendRoundStressMaxLag(t *testing.T) {
+	sendRoundStress(t, Config{Capacity: 500, MaxLag: 20 * time.Millisecond, TelemetryHold: 2 * time.Millisecond})
+}
+
+func sendRoundStress(t *testing.T, cfg Config) {
 	if testing.Short() {
 		t.Skip("stress test")
 	}
-	h := New(Config{Capacity: 24, TelemetryHold: 2 * time.Millisecond})
+	h := New(cfg)
 	t.Cleanup(h.Close)
 	// A small send buffer on the server's side (and a small receive buffer
 	// on the slow readers'), so that a slow reader's socket fills within a
