@@ -364,6 +364,16 @@ func (c *Cursor) Live(e *Entry) bool { return e.Seq >= c.liveFrom }
 // since when.
 func (c *Cursor) WaitingForKeyframe() (bool, time.Time) { return c.needKey, c.waitSince }
 
+// lagWait starts a wait for the next keyframe after a lag skip (by
+// Capacity or MaxLag) with none to skip to: the cursor moves to head, and
+// the wait counts as video flowing from now, so that only a source that
+// stops sending keyframes makes it overdue.
+func (c *Cursor) lagWait(head uint64, now time.Time) {
+	c.next, c.needKey, c.waitSince = head, true, now
+	c.flowSince, c.flowLast = time.Time{}, time.Time{}
+	c.markFlow(now)
+}
+
 // KeyframeOverdue reports whether the client waits for a keyframe while
 // video has flowed past it for longer than timeout: from the first frame
 // that passed it while it waited to the latest one. Time without frames
@@ -461,9 +471,7 @@ func (h *Hub) next(c *Cursor, dst []*Entry, maxBytes int, now time.Time) []*Entr
 		if h.hasKey && h.key > c.next && h.head-h.key <= uint64(h.cfg.Capacity) {
 			c.next, c.needKey = h.key, false
 		} else if !c.needKey {
-			c.next, c.needKey, c.waitSince = h.head, true, time.Now()
-			c.flowSince, c.flowLast = time.Time{}, time.Time{}
-			c.markFlow(c.waitSince) // it lagged: video flows
+			c.lagWait(h.head, time.Now())
 		} else {
 			c.next = h.head
 			c.markFlow(time.Now())
@@ -505,9 +513,7 @@ func (h *Hub) next(c *Cursor, dst []*Entry, maxBytes int, now time.Time) []*Entr
 			// client catches up through (Join bounds its age).
 			lagged = true
 			c.liveFrom = h.head
-			c.next, c.needKey, c.waitSince = h.head, true, now
-			c.flowSince, c.flowLast = time.Time{}, time.Time{}
-			c.markFlow(now)
+			c.lagWait(h.head, now)
 		}
 	}
 	taken := 0
