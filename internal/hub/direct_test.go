@@ -79,7 +79,7 @@ func readVideo(t *testing.T, c *websocket.Conn) uint64 {
 // socket fills is handed to its goroutine, loses nothing it was sent, and
 // goes back to the send round once it has caught up.
 func TestSendRoundWritesDirectAndHandsOver(t *testing.T) {
-	h, c, _ := directClient(t)
+	h, c, cl := directClient(t)
 	h.Publish(mkFrame(1, true, 1000))
 	if got := readVideo(t, c); got != 1 {
 		t.Fatalf("first frame %d", got)
@@ -123,6 +123,13 @@ func TestSendRoundWritesDirectAndHandsOver(t *testing.T) {
 		}
 		last = seq
 	}
+	// Frame 350 read, the goroutine may still be writing the padding:
+	// the client is back with the send round once it has caught up.
+	testwait.For(t, "the client's goroutine caught up", func() bool {
+		cl.wmu.Lock()
+		defer cl.wmu.Unlock()
+		return !cl.slow
+	})
 	before := h.Stats().DirectWrites
 	for i := uint64(351); i <= 360; i++ {
 		h.Publish(mkFrame(i, false, 1000))
