@@ -9,7 +9,7 @@
 #   Go tools        : xcaddy v0.4.5, nats-server v2.15.2 (the only nats-server the
 #                     tests run; Debian's older one is not installed) and
 #                     actionlint v1.7.7 (the workflow test), into .tools/bin
-#   npm packages    : tests/node (roslib, playwright-core, ws)
+#   npm packages    : tests/node (roslib, playwright-core, ws, @mcap/core)
 #
 # When another apt-get holds the package locks (unattended-upgrades often does
 # on a fresh machine right after boot), it waits up to 5 minutes, saying so.
@@ -151,7 +151,7 @@ if [ -f tests/node/package.json ]; then
 			# npm ci would empty the directory it points to, and replace the link.
 			say "WARNING: $nm is a link to $(readlink "$nm") whose packages are not this package-lock.json's; run scripts/deps.sh there"
 		else
-			say "npm ci in tests/node (downloads roslib, playwright-core and ws: about a minute)"
+			say "npm ci in tests/node (downloads roslib, playwright-core, ws and @mcap/core: about a minute)"
 			(cd tests/node && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci in tests/node failed (needs the npm registry)"
 			echo "$sum" >"$stamp"
 		fi
