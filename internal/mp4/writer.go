@@ -29,9 +29,11 @@ type sample struct {
 	data     []byte
 }
 
-// NewWriter prepares an MP4 file of width x height pixels at path. Nothing
-// appears at path before Close succeeds; the temporary file beside it is
-// created now, so an unwritable directory fails here.
+// NewWriter prepares an MP4 file of width x height pixels at path, for
+// H.264 frames only: the caller checks the recording's codec (an HEVC or
+// JPEG recording cannot go through it). Nothing appears at path before
+// Close succeeds; the temporary file beside it is created now, so an
+// unwritable directory fails here. The file is created with mode 0644.
 func NewWriter(path string, width, height int) (*Writer, error) {
 	if !compiled {
 		return nil, ErrNotCompiled
