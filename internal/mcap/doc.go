@@ -44,7 +44,8 @@
 // Video frames use the foxglove.CompressedVideo schema (schema encoding
 // jsonschema, message encoding json, see CompressedVideoSchema and
 // MarshalCompressedVideo): one message per access unit, Annex B H.264 bytes
-// in the base64 field data, format "h264". Foxglove decodes these directly.
+// in the base64 field data, format "h264": the schema Foxglove's image panel
+// plays.
 //
 // Telemetry, commands and gate events are JSON objects on channels with
 // message encoding json and schema id 0 (AddJSONChannel). The specification

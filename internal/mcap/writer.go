@@ -373,6 +373,9 @@ func (w *Writer) flushChunk() {
 	}
 	w.chunks = append(w.chunks, ci)
 	w.chunk = w.chunk[:0]
+	if cap(w.chunk) > 2*w.chunkSize {
+		w.chunk = nil // a message far over the target grew it: do not keep that
+	}
 	clear(w.chunkIndex)
 }
 

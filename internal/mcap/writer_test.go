@@ -255,3 +255,32 @@ func TestMarshalCompressedVideo(t *testing.T) {
 		t.Errorf("data's contentEncoding %v, want base64", enc)
 	}
 }
+
+// TestLargeMessageBufferReleased: a message far over the chunk size gets a
+// chunk of its own, and the writer does not keep its buffer afterwards.
+func TestLargeMessageBufferReleased(t *testing.T) {
+	t.Parallel()
+	mw, err := NewWriter(io.Discard, Options{ChunkSize: 1 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := mw.AddJSONChannel("/a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mw.WriteMessage(ch, 0, 0, 0, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := mw.WriteMessage(ch, 1, 1, 1, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if len(mw.chunks) != 2 || mw.chunks[1].start != 1 || len(mw.chunks[1].indexOffsets) != 1 {
+		t.Fatalf("chunks %+v: the large message should close the open chunk and fill one of its own", mw.chunks)
+	}
+	if c := cap(mw.chunk); c > 2<<10 {
+		t.Errorf("chunk buffer keeps %d bytes after a large message, for a 1 KiB target", c)
+	}
+	if err := mw.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
