@@ -262,6 +262,16 @@ func TestReadStartsAtFirstKeyframeWithoutEarlierOne(t *testing.T) {
 	if fmt.Sprint(got) != "[6 7 8]" || st.Undecodable != 3 {
 		t.Errorf("frames %v, stats %+v: want 6 7 8 (from the keyframe), 3 undecodable", got, st)
 	}
+	// From just after the keyframe: it comes first, found by the keyframe
+	// scan before the start by time.
+	recs, st = readAll(t, ctx, js, ReadOptions{From: times[6]})
+	got = got[:0]
+	for _, r := range recs {
+		got = append(got, r.Frame.Header.FrameSeq)
+	}
+	if fmt.Sprint(got) != "[6 7 8]" || st.LeadIn != 1 {
+		t.Errorf("frames %v, stats %+v: want 6 7 8, the keyframe 6 before From", got, st)
+	}
 	// From after everything: nothing, at once.
 	recs, _ = readAll(t, ctx, js, ReadOptions{From: time.Now().Add(time.Hour)})
 	if len(recs) != 0 {
