@@ -18,14 +18,14 @@ import (
 func TestParseTime(t *testing.T) {
 	now := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
 	for in, want := range map[string]time.Time{
-		"":                               {},
-		"now":                            now,
-		"-2m":                            now.Add(-2 * time.Minute),
-		"90s":                            now.Add(-90 * time.Second),
-		"-1h30m":                         now.Add(-90 * time.Minute),
-		"2026-12-04T09:00:00Z":           now.Add(-time.Hour),
-		"2026-12-04T09:00:00.5+01:00":    time.Date(2026, 12, 4, 8, 0, 0, 5e8, time.UTC),
-		"1796378400000000000":            time.Unix(0, 1796378400000000000),
+		"":                                {},
+		"now":                             now,
+		"-2m":                             now.Add(-2 * time.Minute),
+		"90s":                             now.Add(-90 * time.Second),
+		"-1h30m":                          now.Add(-90 * time.Minute),
+		"2026-12-04T09:00:00Z":            now.Add(-time.Hour),
+		"2026-12-04T09:00:00.5+01:00":     time.Date(2026, 12, 4, 8, 0, 0, 5e8, time.UTC),
+		"1796378400000000000":             time.Unix(0, 1796378400000000000),
 		" 2026-12-04T09:00:00.000000001Z": time.Date(2026, 12, 4, 9, 0, 0, 1, time.UTC),
 	} {
 		got, err := ParseTime(in, now)
