@@ -29,6 +29,7 @@ import (
 	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/natsvideo"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
+	"github.com/sdr-os/sdr-caddy/internal/replay"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
@@ -178,6 +179,9 @@ type Stream struct {
 	// stuckAfter overrides readerStuckAfter (tests).
 	stuckAfter time.Duration
 
+	// recordings is the sdr_recorder app's, for replay; nil without it.
+	recordings Recordings
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	mu     sync.Mutex // orders a new client's wg.Add before Cleanup's cancel and Wait
@@ -281,6 +285,9 @@ func (s *Stream) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if err := s.startPublish(ctx); err != nil {
+		return err
+	}
+	if err := s.findRecordings(ctx); err != nil {
 		return err
 	}
 	if err := s.provisionRTC(ctx); err != nil {
@@ -478,6 +485,15 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		}
 		return s.serveHealth(w, r)
 	}
+	// ?replay= replays the recording instead (internal/replay); without
+	// it nothing changes.
+	rp, isReplay, err := replay.ParseQuery(r.URL.Query(), time.Now())
+	if err != nil {
+		return s.refuseReplay(w, http.StatusBadRequest, err)
+	}
+	if isReplay && s.recordings == nil {
+		return s.refuseReplay(w, http.StatusNotImplemented, errNoRecorder)
+	}
 	if s.admitted.Add(1) > int64(s.MaxClients) && s.MaxClients > 0 {
 		s.admitted.Add(-1)
 		s.metrics.clientsRejected.WithLabelValues(s.name).Inc()
@@ -493,6 +509,10 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	}()
 	if s.ctx.Err() != nil {
 		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("sdr_stream %s: stopping", s.name))
+	}
+	if isReplay {
+		admitted = false // serveReplay gives the place back
+		return s.serveReplay(w, r, rp)
 	}
 	trust := s.origins.Judge(r)
 	conn, err := hub.Upgrade(w, r)

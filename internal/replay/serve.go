@@ -63,6 +63,10 @@ type Stats struct {
 	Close     uint16 // the close code sent; 0 when none was
 }
 
+// ErrRecording is the error of a replay that ended because its recording
+// could not be read.
+var ErrRecording = errors.New("reading the recording")
+
 // errClient ends the replay when the client's side of the connection does.
 type errClient struct{ err error }
 
@@ -151,7 +155,7 @@ func Serve(ctx context.Context, conn net.Conn, cfg Config, read ReadFunc) (Stats
 		// The connection is broken: no close frame.
 	default:
 		code, reason = CloseInternalError, "replay failed: reading the recording"
-		err = fmt.Errorf("reading the recording: %w", err)
+		err = fmt.Errorf("%w: %w", ErrRecording, err)
 	}
 	if code != 0 {
 		s.wmu.Lock()
