@@ -1,0 +1,155 @@
+package replay
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sdr-os/sdr-caddy/frame"
+	"github.com/sdr-os/sdr-caddy/internal/natstest"
+	"github.com/sdr-os/sdr-caddy/internal/recording"
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
+	"github.com/sdr-os/sdr-caddy/internal/wire"
+)
+
+// A replay of a recording on a real JetStream server (embedded
+// nats-server, max_payload 64 KiB): frames recorded by internal/recording's
+// format, one of them split in three parts, two streams, telemetry,
+// commands and gate records. The client gets stream front's frames from
+// the keyframe before the requested time, each 0x01 message the recorded
+// frame byte for byte, with the telemetry from the requested time in
+// recorded order, and a normal close at the end.
+func TestServeFromJetStream(t *testing.T) {
+	t.Parallel()
+	s := natstest.Server(t, &server.Options{JetStream: true, StoreDir: t.TempDir(), MaxPayload: 64 << 10})
+	nc := natstest.Connect(t, s)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(testwait.Default))
+	defer cancel()
+	if _, err := recording.EnsureStream(ctx, js, recording.StreamConfig{MaxAge: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(msgs ...*nats.Msg) {
+		t.Helper()
+		for _, m := range msgs {
+			if _, err := js.PublishMsg(ctx, m); err != nil {
+				t.Fatalf("publishing %s: %v", m.Subject, err)
+			}
+		}
+	}
+	base := time.Now().Add(-time.Minute).Truncate(time.Second)
+	from := base.Add(1250 * time.Millisecond) // frame 10, a keyframe, is at 1 s
+	var want [][]byte
+	for i := range 30 {
+		n := 500 + i
+		if i == 17 {
+			n = 150_000
+		}
+		p := make([]byte, n)
+		for j := range p {
+			p[j] = byte(i*7 + j*13)
+		}
+		at := base.Add(time.Duration(i) * 100 * time.Millisecond)
+		h := frame.Header{FrameID: uint64(at.UnixNano()), FrameSeq: uint64(i + 1), Size: uint32(n), Codec: frame.CodecH264, CRC32: frame.Checksum(p)}
+		if i%10 == 0 {
+			h.Flags = frame.FlagKeyframe
+		}
+		f := frame.Frame{Header: h, Payload: p}
+		msgs, err := recording.VideoMsgs("", "front", f, at, nc.MaxPayload())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 17 && len(msgs) < 3 {
+			t.Fatalf("frame 17 in %d messages, want it split", len(msgs))
+		}
+		publish(msgs...)
+		if i >= 10 {
+			want = append(want, wire.AppendVideo(nil, h, p))
+		}
+		hb := h // stream back's frame: another payload
+		hb.Size, hb.CRC32 = 10, frame.Checksum(p[:10])
+		other, err := recording.VideoMsgs("", "back", frame.Frame{Header: hb, Payload: p[:10]}, at.Add(time.Millisecond), nc.MaxPayload())
+		if err != nil {
+			t.Fatal(err)
+		}
+		publish(other...)
+		if i%5 == 0 {
+			body := fmt.Appendf(nil, `{"i":%d}`, i)
+			publish(recording.TelemetryMsg("", "telemetry.odom", body, at.Add(2*time.Millisecond)))
+			if !at.Add(2 * time.Millisecond).Before(from) {
+				m, err := wire.Telemetry("telemetry.odom", body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, m)
+			}
+		}
+		if i == 16 {
+			m, err := recording.CommandMsg("", "front", recording.CommandBody{Action: "estop", Payload: []byte(`{"action":"estop"}`), Outcome: recording.OutcomePublished}, at.Add(3*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			publish(m, recording.GateMsg("", "front", []byte(`{"gated":true}`), at.Add(4*time.Millisecond)))
+		}
+	}
+
+	// ReadRecording itself hands over front's video only, and no commands
+	// or gate records.
+	var kinds [4]int
+	if err := (JetStream{JS: js}).ReadRecording(ctx, "front", from, func(r recording.Record) error {
+		if r.Kind == recording.KindVideo && r.Subject != "front" {
+			t.Errorf("record of stream %q", r.Subject)
+		}
+		kinds[r.Kind]++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if kinds != [4]int{20, 3, 0, 0} {
+		t.Fatalf("records read by kind (video, telemetry, command, gate): %v, want [20 3 0 0]", kinds)
+	}
+
+	srv, cli := net.Pipe()
+	c := newClient(cli)
+	done := make(chan error, 1)
+	go func() {
+		src := JetStream{JS: js}
+		_, err := Serve(ctx, srv, Config{Stream: "front", Params: Params{From: from, Speed: 4}},
+			func(ctx context.Context, fn func(recording.Record) error) error {
+				return src.ReadRecording(ctx, "front", from, fn)
+			})
+		done <- err
+	}()
+	for i, w := range want {
+		f := testwait.Recv(t, c.frames, fmt.Sprintf("message %d", i))
+		if f.err != nil {
+			t.Fatalf("message %d: %v", i, f.err)
+		}
+		if f.op != wire.OpBinary || !bytes.Equal(f.data, w) {
+			t.Fatalf("message %d: opcode %#x % x... (%d bytes), want % x... (%d bytes)", i, f.op, head(f.data), len(f.data), head(w), len(w))
+		}
+		if i == 0 {
+			if h, _, err := wire.ParseVideo(f.data); err != nil || !h.Keyframe() {
+				t.Fatalf("first message %+v (%v), want a keyframe", h, err)
+			}
+		}
+	}
+	f := testwait.Recv(t, c.frames, "the close frame")
+	if f.op != wire.OpClose || len(f.data) < 2 || binary.BigEndian.Uint16(f.data) != wire.CloseNormal || string(f.data[2:]) != ReasonEnd {
+		t.Fatalf("after the recording: opcode %#x % x, want close 1000 %q", f.op, f.data, ReasonEnd)
+	}
+	if err := testwait.Recv(t, done, "Serve to return"); err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+}
