@@ -92,6 +92,7 @@ func (s *Stream) serveReplay(w http.ResponseWriter, r *http.Request, p replay.Pa
 		WriteTimeout: time.Duration(s.WriteTimeout),
 		MaxMessage:   s.MaxMessageSize,
 		Limits:       s.FrameLimits(),
+		PingInterval: s.PingEvery(),
 	}
 	read := func(ctx context.Context, fn func(recording.Record) error) error {
 		return s.recordings.ReadRecording(ctx, s.name, p.From, fn)

@@ -52,8 +52,9 @@
 // of recording" ("nothing recorded at or after <time>" when there was
 // nothing to send); a client that reconnects without replay is live again.
 // A configuration reload closes it with 1012, like a live client; a failure
-// to read the recording with 1011. The frame limits, message size limit and
-// write timeout of the stream apply as to a live client.
+// to read the recording with 1011. The frame limits, message size limit,
+// write timeout and pings of the stream apply as to a live client (a client
+// that answers no ping is closed with 1001).
 package replay
 
 import (

@@ -20,6 +20,7 @@ import (
 const (
 	DefaultWriteTimeout = 10 * time.Second
 	DefaultMaxMessage   = 64 << 10
+	DefaultPingInterval = 20 * time.Second
 )
 
 // Close codes and reasons of a replay connection.
@@ -53,6 +54,10 @@ type Config struct {
 	MaxMessage int
 	// Limits bound the frames the client sends.
 	Limits wire.FrameLimits
+	// PingInterval is how often the client is sent a ping; a client that
+	// has sent nothing (no pong, no message) since the previous ping is
+	// closed (code 1001), as a live client is. Negative: no pings.
+	PingInterval time.Duration
 }
 
 // Stats count what one replay sent and refused.
@@ -72,6 +77,13 @@ type errClient struct{ err error }
 
 func (e errClient) Error() string { return "client ended: " + fmt.Sprint(e.err) }
 
+// errSilent ends the replay of a client that answered no ping.
+type errSilent struct{ for_ time.Duration }
+
+func (e errSilent) Error() string {
+	return fmt.Sprintf("no pong or message for %s", e.for_.Round(time.Millisecond))
+}
+
 // errWrite is a failed write to the client.
 type errWrite struct{ err error }
 
@@ -82,7 +94,8 @@ func (e errWrite) Unwrap() error { return e.err }
 type session struct {
 	cfg   Config
 	conn  net.Conn
-	wmu   sync.Mutex // one writer at a time: the replay or a reply
+	guard *wire.FrameGuard // what the client sends, and when
+	wmu   sync.Mutex       // one writer at a time: the replay, a reply or a ping
 	stats Stats
 	// commands is read after the reader ends.
 	commands uint64
@@ -104,8 +117,13 @@ func Serve(ctx context.Context, conn net.Conn, cfg Config, read ReadFunc) (Stats
 	if cfg.Speed <= 0 {
 		cfg.Speed = DefaultSpeed
 	}
-	s := &session{cfg: cfg, conn: conn}
+	if cfg.PingInterval == 0 {
+		cfg.PingInterval = DefaultPingInterval
+	}
+	s := &session{cfg: cfg, conn: conn, guard: wire.NewFrameGuard(cfg.Limits)}
 	rctx, cancel := context.WithCancelCause(ctx)
+	var pinger sync.WaitGroup
+	defer pinger.Wait()
 	defer cancel(nil)
 	readEnded := make(chan error, 1)
 	go func() {
@@ -113,6 +131,9 @@ func Serve(ctx context.Context, conn net.Conn, cfg Config, read ReadFunc) (Stats
 		readEnded <- err
 		cancel(errClient{err})
 	}()
+	if cfg.PingInterval > 0 {
+		pinger.Go(func() { s.ping(rctx, cancel) })
+	}
 
 	pacer := NewPacer(cfg.From, cfg.Speed)
 	keyed := false // the stream's first keyframe was sent
@@ -132,6 +153,7 @@ func Serve(ctx context.Context, conn net.Conn, cfg Config, read ReadFunc) (Stats
 		reason string
 		werr   errWrite
 		ce     errClient
+		silent errSilent
 	)
 	cause := context.Cause(rctx)
 	switch {
@@ -144,6 +166,8 @@ func Serve(ctx context.Context, conn net.Conn, cfg Config, read ReadFunc) (Stats
 		case errors.Is(ce.err, wire.ErrClosed):
 			code = wire.CloseNormal
 		}
+	case errors.As(cause, &silent):
+		code, reason, err = wire.CloseGoingAway, silent.Error(), silent
 	case ctx.Err() != nil:
 		code, reason, err = wire.CloseServiceRestart, "sdr_stream stopped or reloaded; reconnect", nil
 	case err == nil:
@@ -157,6 +181,8 @@ func Serve(ctx context.Context, conn net.Conn, cfg Config, read ReadFunc) (Stats
 		code, reason = CloseInternalError, "replay failed: reading the recording"
 		err = fmt.Errorf("%w: %w", ErrRecording, err)
 	}
+	cancel(nil)
+	pinger.Wait() // no ping after the close frame
 	if code != 0 {
 		s.wmu.Lock()
 		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
@@ -217,8 +243,7 @@ func (s *session) write(f []byte) error {
 // refused, the rest ignored. It ends with the client's close (wire.ErrClosed),
 // a protocol error, or the end of the connection (nil).
 func (s *session) read() error {
-	guard := wire.NewFrameGuard(s.cfg.Limits)
-	r := wire.NewClientReader(bufio.NewReaderSize(wire.GuardReader(s.conn, guard), 512), s.cfg.MaxMessage)
+	r := wire.NewClientReader(bufio.NewReaderSize(wire.GuardReader(s.conn, s.guard), 512), s.cfg.MaxMessage)
 	for {
 		m, err := r.Next()
 		if err != nil {
@@ -240,6 +265,32 @@ func (s *session) read() error {
 				if err := s.write(wire.AppendBinaryFrame(nil, RejectCommand(m.Data[1:]))); err != nil {
 					return nil
 				}
+			}
+		}
+	}
+}
+
+// pingFrame is the ping a replay client is sent (no payload).
+var pingFrame = wire.ControlFrame(wire.OpPing, nil)
+
+// ping sends a ping every PingInterval, and ends the replay (errSilent)
+// when the client has sent nothing since the previous one.
+func (s *session) ping(ctx context.Context, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(s.cfg.PingInterval)
+	defer t.Stop()
+	var pinged time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if !pinged.IsZero() && s.guard.SilentSince(pinged) {
+				cancel(errSilent{now.Sub(pinged)})
+				return
+			}
+			pinged = now
+			if s.write(pingFrame) != nil {
+				return // the replay's writes see it too
 			}
 		}
 	}

@@ -306,3 +306,37 @@ func TestServeEnds(t *testing.T) {
 		})
 	}
 }
+
+// A replay client is pinged every 20 s, as a live one is; a client that
+// answered nothing since the last ping is closed with 1001.
+func TestServePingsAndClosesSilentClient(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		srv, cli := net.Pipe()
+		c := newClient(cli)
+		done := make(chan error, 1)
+		go func() {
+			_, err := Serve(t.Context(), srv, Config{Stream: "front", Params: Params{From: t0, Speed: 1}}, hold(videoRec("front", t0, 1, true)))
+			done <- err
+		}()
+		if f := c.next(t); f.data[0] != wire.TypeVideo {
+			t.Fatalf("first message of type %#x", f.data[0])
+		}
+		for _, at := range []time.Duration{20 * time.Second, 40 * time.Second} {
+			f := c.next(t)
+			if f.op != wire.OpPing || f.at != at {
+				t.Fatalf("opcode %#x after %v, want a ping after %v", f.op, f.at, at)
+			}
+			if at == 20*time.Second {
+				c.send(t, wire.OpPong, nil)
+			}
+		}
+		f := c.next(t)
+		if f.op != wire.OpClose || f.at != 60*time.Second || binary.BigEndian.Uint16(f.data) != wire.CloseGoingAway || string(f.data[2:]) != "no pong or message for 20s" {
+			t.Fatalf("opcode %#x % x after %v, want close 1001 after 60s", f.op, f.data, f.at)
+		}
+		if err := <-done; err == nil || err.Error() != "no pong or message for 20s" {
+			t.Fatalf("Serve: %v, want the silent client's error", err)
+		}
+	})
+}
