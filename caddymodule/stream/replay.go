@@ -22,7 +22,8 @@ import (
 // implements it on a recording in JetStream.
 type Recordings interface {
 	// ReadRecording calls fn with the recorded video of the sdr_stream
-	// stream named stream and the recorded telemetry, from from on (video
+	// stream named stream and the recorded telemetry and gate records
+	// (recording.KindGate, Subject the gate's subject), from from on (video
 	// from the keyframe at or before from), in recorded order, to the end
 	// of the recording as it is when called. It returns fn's error, or
 	// ctx's.

@@ -112,8 +112,8 @@ func recVideo(stream string, at time.Time, seq uint64, key bool) recording.Recor
 
 // A replay connection gets the stream's recorded frames, each 0x01 message
 // byte for byte the recorded frame's, from the keyframe before the
-// requested time on, and the recorded telemetry; not other streams' video,
-// commands or gate records; then a normal close.
+// requested time on, and the recorded telemetry and gate messages; not
+// other streams' video or commands; then a normal close.
 func TestReplayServesRecordedFrames(t *testing.T) {
 	from := time.Now().Add(-time.Minute).Truncate(time.Millisecond).UTC()
 	at := func(d time.Duration) time.Time { return from.Add(d) }
@@ -124,14 +124,14 @@ func TestReplayServesRecordedFrames(t *testing.T) {
 		{Kind: recording.KindTelemetry, Time: at(0), Subject: "telemetry.odom", Data: []byte(`{"x":2}`)},
 		recVideo("front", at(20*time.Millisecond), 22, false),
 		{Kind: recording.KindCommand, Time: at(30 * time.Millisecond), Subject: "front", Data: []byte(`{"action":"set_cmd_vel"}`)},
-		{Kind: recording.KindGate, Time: at(35 * time.Millisecond), Subject: "front", Data: []byte(`{"gated":true}`)},
+		{Kind: recording.KindGate, Time: at(35 * time.Millisecond), Subject: "telemetry.safety.video_gate", Data: []byte(`{"gated":true}`)},
 		recVideo("front", at(60*time.Millisecond), 23, true),
 	}}
 	_, u := replayHandler(t, recs, nil)
 	c := dial(t, u+"?replay="+url.QueryEscape(from.Format(time.RFC3339Nano))+"&speed=4")
 
 	var want [][]byte
-	for _, i := range []int{0, 1, 3, 4, 7} {
+	for _, i := range []int{0, 1, 3, 4, 6, 7} {
 		r := recs.recs[i]
 		if r.Kind == recording.KindVideo {
 			want = append(want, wire.AppendVideo(nil, r.Frame.Header, r.Frame.Payload))

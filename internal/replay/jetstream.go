@@ -21,15 +21,15 @@ type JetStream struct {
 }
 
 // ReadRecording calls fn with the recorded video of stream and all recorded
-// telemetry from from on (video from the keyframe at or before from), in
-// recorded order, to the end of the recording as it is now. Commands and
-// gate records are not read.
+// telemetry and gate records from from on (video from the keyframe at or
+// before from), in recorded order, to the end of the recording as it is
+// now. Commands are not read.
 func (j JetStream) ReadRecording(ctx context.Context, stream string, from time.Time, fn func(recording.Record) error) error {
 	_, err := recording.Read(ctx, j.JS, recording.ReadOptions{
 		Stream: j.Recording,
 		Prefix: j.Prefix,
 		From:   from,
-		Kinds:  []recording.Kind{recording.KindVideo, recording.KindTelemetry},
+		Kinds:  []recording.Kind{recording.KindVideo, recording.KindTelemetry, recording.KindGate},
 	}, func(r recording.Record) error {
 		if r.Kind == recording.KindVideo && r.Subject != stream {
 			return nil

@@ -25,8 +25,8 @@ import (
 // format, one of them split in three parts, two streams, telemetry,
 // commands and gate records. The client gets stream front's frames from
 // the keyframe before the requested time, each 0x01 message the recorded
-// frame byte for byte, with the telemetry from the requested time in
-// recorded order, and a normal close at the end.
+// frame byte for byte, with the telemetry and the gate's messages from the
+// requested time in recorded order, and a normal close at the end.
 func TestServeFromJetStream(t *testing.T) {
 	t.Parallel()
 	s := natstest.Server(t, &server.Options{JetStream: true, StoreDir: t.TempDir(), MaxPayload: 64 << 10})
@@ -100,12 +100,16 @@ func TestServeFromJetStream(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			publish(m, recording.GateMsg("", "front", []byte(`{"gated":true}`), at.Add(4*time.Millisecond)))
+			publish(m, recording.GateMsg("", "telemetry.safety.video_gate", []byte(`{"gated":true}`), at.Add(4*time.Millisecond)))
+			g, err := wire.Telemetry("telemetry.safety.video_gate", []byte(`{"gated":true}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, g)
 		}
 	}
 
-	// ReadRecording itself hands over front's video only, and no commands
-	// or gate records.
+	// ReadRecording itself hands over front's video only, and no commands.
 	var kinds [4]int
 	if err := (JetStream{JS: js}).ReadRecording(ctx, "front", from, func(r recording.Record) error {
 		if r.Kind == recording.KindVideo && r.Subject != "front" {
@@ -116,8 +120,8 @@ func TestServeFromJetStream(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if kinds != [4]int{20, 3, 0, 0} {
-		t.Fatalf("records read by kind (video, telemetry, command, gate): %v, want [20 3 0 0]", kinds)
+	if kinds != [4]int{20, 3, 0, 1} {
+		t.Fatalf("records read by kind (video, telemetry, command, gate): %v, want [20 3 0 1]", kinds)
 	}
 
 	srv, cli := net.Pipe()

@@ -34,11 +34,11 @@
 // slower than the recording is not skipped: what is due goes out as fast as
 // it takes it, until it has caught up.
 //
-// Recorded commands and gate records are not sent: a live client never got
-// commands, and the gate's messages reached it as telemetry
-// (telemetry.safety.*), which the recorder records as telemetry. The acks
+// The safety gate's recorded transitions are sent as the 0x02 messages on
+// telemetry.safety.video_gate that live clients got. Recorded commands are
+// not sent: a live client never got other clients' commands. The acks
 // sdr-caddy sent to one client alone were never on NATS and are not in the
-// recording; the simulator's acks are, as telemetry.
+// recording; the simulator's acks are, as telemetry, and are sent.
 //
 // Commands are never accepted on a replay connection: every 0x04 message is
 // answered, to that client alone, with the ack a refused live command gets

@@ -199,8 +199,9 @@ func Serve(ctx context.Context, conn net.Conn, cfg Config, read ReadFunc) (Stats
 
 // message returns the WebSocket frame that replays rec, or nil when rec is
 // not sent: another stream's video, a delta before the stream's first
-// keyframe, a command or gate record, or telemetry whose subject the
-// protocol cannot carry.
+// keyframe, a command, or telemetry whose subject the protocol cannot
+// carry. A gate record is the gate's message on the subject it came on
+// (telemetry.safety.video_gate), which live clients got as telemetry.
 func (s *session) message(rec recording.Record, keyed *bool) []byte {
 	switch rec.Kind {
 	case recording.KindVideo:
@@ -215,7 +216,7 @@ func (s *session) message(rec recording.Record, keyed *bool) []byte {
 		}
 		s.stats.Frames++
 		return wire.VideoFrame(rec.Frame.Header, rec.Frame.Payload)
-	case recording.KindTelemetry:
+	case recording.KindTelemetry, recording.KindGate:
 		msg, err := wire.Telemetry(rec.Subject, rec.Data)
 		if err != nil {
 			return nil

@@ -130,9 +130,9 @@ func records(recs []recording.Record) ReadFunc {
 
 // The stream's recorded frames reach the client byte for byte as 0x01
 // messages, and telemetry as 0x02, starting at the keyframe before From:
-// the lead-in at once, the rest at recorded time / speed. Other streams'
-// video, commands and gate records are not sent; the end of the recording
-// closes with 1000.
+// the lead-in at once, the rest at recorded time / speed. Gate records go
+// as telemetry on their subject; other streams' video and commands are not
+// sent; the end of the recording closes with 1000.
 func TestServeReplaysRecording(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
@@ -146,8 +146,8 @@ func TestServeReplaysRecording(t *testing.T) {
 			{Kind: recording.KindTelemetry, Time: at(0), Subject: "telemetry.odom", Data: []byte(`{"x":1}`)},
 			videoRec("front", at(40*ms), 13, false),
 			{Kind: recording.KindCommand, Time: at(50 * ms), Subject: "front", Data: []byte(`{"action":"set_cmd_vel"}`)},
-			{Kind: recording.KindGate, Time: at(60 * ms), Subject: "front", Data: []byte(`{"gated":true}`)},
-			{Kind: recording.KindTelemetry, Time: at(80 * ms), Subject: "telemetry.safety.video_gate", Data: []byte(`{"gated":true}`)},
+			{Kind: recording.KindGate, Time: at(60 * ms), Subject: "telemetry.safety.video_gate", Data: []byte(`{"gated":true}`)},
+			{Kind: recording.KindTelemetry, Time: at(80 * ms), Subject: "telemetry.odom", Data: []byte(`{"x":2}`)},
 			videoRec("front", at(120*ms), 14, false),
 			videoRec("back", at(130*ms), 2, false),
 			videoRec("front", at(200*ms), 15, true),
@@ -169,7 +169,7 @@ func TestServeReplaysRecording(t *testing.T) {
 		}
 		wants := []want{ // at speed 2
 			video(2, 0), video(3, 0), video(4, 0), telem(5, 0),
-			video(6, 20*ms), telem(9, 40*ms), video(10, 60*ms), video(12, 100*ms),
+			video(6, 20*ms), telem(8, 30*ms), telem(9, 40*ms), video(10, 60*ms), video(12, 100*ms),
 		}
 		srv, cli := net.Pipe()
 		c := newClient(cli)
@@ -193,8 +193,8 @@ func TestServeReplaysRecording(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatalf("Serve: %v", err)
 		}
-		if st.Frames != 6 || st.Telemetry != 2 || st.Close != wire.CloseNormal {
-			t.Fatalf("stats %+v, want 6 frames, 2 telemetry, close 1000", st)
+		if st.Frames != 6 || st.Telemetry != 3 || st.Close != wire.CloseNormal {
+			t.Fatalf("stats %+v, want 6 frames, 3 telemetry, close 1000", st)
 		}
 	})
 }
