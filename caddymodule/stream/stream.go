@@ -45,7 +45,9 @@ var processStart = time.Now()
 // SDR_OS's transport-server: 0x01 video frames from a frame source, fanned
 // out to every client from one framed copy; 0x02 telemetry and 0x04
 // commands through the sdr_nats app when one is configured. A plain GET
-// (no WebSocket upgrade) returns the old service's health JSON.
+// (no WebSocket upgrade) returns the old service's health JSON. A WebSocket
+// with ?replay=<time>&speed=<x> gets the stream's flight recording instead,
+// paced, and may not command (internal/replay; needs the sdr_recorder app).
 //
 // Each handler owns a hub (the fan-out) and shares its source: one ring
 // reader per ring file in the process, kept across config reloads. On a
