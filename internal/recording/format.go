@@ -8,7 +8,7 @@
 //	rec.video.<stream>               video frames of one sdr_stream stream
 //	rec.telemetry.<original subject> relayed telemetry, the body as it came
 //	rec.command.<stream>             every command after validation (CommandBody, JSON)
-//	rec.gate.<stream>                the safety gate's transitions, the body it published
+//	rec.gate.<original subject>      the safety gate's state (telemetry.safety.video_gate), the body it published
 //
 // A video message's body is exactly the natsvideo wire form: the 32-byte
 // frame header followed by the payload, split into parts (each again the
@@ -73,6 +73,9 @@ const (
 	OutcomePublished = "published"
 	OutcomeRejected  = "rejected"
 	OutcomeGated     = "gated"
+	// OutcomeControl is take_control or release_control answered by the
+	// stream's control lease: never published.
+	OutcomeControl = "control"
 )
 
 // Kind is the kind of a record.
@@ -221,10 +224,11 @@ func TelemetryMsg(prefix, subject string, body []byte, t time.Time) *nats.Msg {
 	return &nats.Msg{Subject: Subject(prefix, KindTelemetry, subject), Header: recTimeHeader(t), Data: body}
 }
 
-// GateMsg returns the record of a gate transition of stream, the body as
-// the gate published it, seen at t.
-func GateMsg(prefix, stream string, body []byte, t time.Time) *nats.Msg {
-	return &nats.Msg{Subject: Subject(prefix, KindGate, stream), Header: recTimeHeader(t), Data: body}
+// GateMsg returns the record of a gate message on subject (the gates of
+// every stream publish on telemetry.safety.video_gate), the body as the
+// gate published it, seen at t.
+func GateMsg(prefix, subject string, body []byte, t time.Time) *nats.Msg {
+	return &nats.Msg{Subject: Subject(prefix, KindGate, subject), Header: recTimeHeader(t), Data: body}
 }
 
 // CommandMsg returns the record of a command of stream, judged at t.

@@ -19,9 +19,9 @@ type Record struct {
 	// Time is when sdr-caddy saw it (Sdr-Rec-Time; JetStream's timestamp
 	// when the message has none).
 	Time time.Time
-	// Subject is the original subject: for telemetry the subject it came
-	// on (telemetry.odom), for video, commands and gate transitions the
-	// stream's name.
+	// Subject is the original subject: for telemetry and the gate the
+	// subject it came on (telemetry.odom, telemetry.safety.video_gate),
+	// for video and commands the stream's name.
 	Subject string
 	// Seq is the JetStream stream sequence of the message (of the first
 	// part of a split frame).

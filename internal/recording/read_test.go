@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,12 +18,16 @@ import (
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 )
 
+// servers are the servers jetStream started, by connection.
+var servers sync.Map
+
 // jetStream starts an embedded nats-server with JetStream on (max_payload
 // maxPayload when not 0) and returns a JetStream client on it.
 func jetStream(t *testing.T, maxPayload int32) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	s := natstest.Server(t, &server.Options{JetStream: true, StoreDir: t.TempDir(), MaxPayload: maxPayload})
 	nc := natstest.Connect(t, s)
+	servers.Store(nc, s)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
