@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -79,6 +80,10 @@ func replayHandler(t *testing.T, recs Recordings, rl iframe.Relay) (*Stream, str
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := s.ServeHTTP(w, r, nil); err != nil {
 			t.Logf("ServeHTTP: %v", err)
+			var he caddyhttp.HandlerError
+			if errors.As(err, &he) {
+				w.WriteHeader(he.StatusCode) // as Caddy answers it
+			}
 		}
 	}))
 	t.Cleanup(func() {
@@ -272,4 +277,29 @@ func TestReplayRefusals(t *testing.T) {
 			t.Fatalf("%s: %d %q, want %d with %q", c.query, resp.StatusCode, body, c.code, c.body)
 		}
 	}
+}
+
+// A replay connection takes a place under max_clients like a live one,
+// and gives it back when it ends.
+func TestReplayCountsAgainstMaxClients(t *testing.T) {
+	recs := &fakeRecordings{hold: true, recs: []recording.Record{recVideo("front", time.Now().Add(-time.Second), 1, true)}}
+	s, u := replayHandler(t, recs, nil)
+	s.MaxClients = 1
+	rc := dial(t, u+"?replay=-2s&speed=0.25")
+	if _, msg, err := rc.ReadMessage(); err != nil || msg[0] != wire.TypeVideo {
+		t.Fatalf("first replay message: %v", err)
+	}
+	for _, q := range []string{"", "?replay=-2s"} {
+		ws, resp, err := websocket.DefaultDialer.Dial(u+q, nil)
+		if err == nil {
+			_ = ws.Close()
+			t.Fatalf("%q: upgraded beside the replay, want 503 (max_clients 1)", q)
+		}
+		if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("%q: %v (%v), want 503", q, err, resp)
+		}
+	}
+	_ = rc.Close()
+	testwait.For(t, "the replay's place to be given back", func() bool { return s.admitted.Load() == 0 })
+	dial(t, u+"?replay=-2s")
 }
