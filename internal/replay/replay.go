@@ -23,7 +23,10 @@
 // The client gets the stream's recorded video frames as 0x01 messages,
 // byte for byte what a live client got (the frame header as the writer
 // stored it, then the payload), and the recorded telemetry as 0x02
-// messages, as the live relay sent it. Video starts at the keyframe at or
+// messages, as the live relay sent it. Frames are not rewritten: their
+// frame_id (the commit time, with sdr-caddy's writers) is the recorded one,
+// so a player that shows the age of each frame shows the recording's age.
+// Video starts at the keyframe at or
 // before the requested time, so that the first frame is decodable: the
 // frames from that keyframe up to the requested time (the lead-in) are sent
 // as fast as the connection takes them, so that the decoder reaches the
