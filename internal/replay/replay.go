@@ -19,6 +19,10 @@
 //     parameter and what it takes, before the upgrade. A handler whose
 //     Caddy config has no sdr_recorder app answers 501 "replay needs the
 //     sdr_recorder app".
+//   - Only WebSocket upgrades read these parameters: a plain GET with them
+//     gets the health JSON, and speed without replay is a live connection.
+//   - A replay connection takes a place under max_clients like a live one;
+//     the health JSON's clients count only live clients.
 //
 // The client gets the stream's recorded video frames as 0x01 messages,
 // byte for byte what a live client got (the frame header as the writer
