@@ -174,10 +174,14 @@ type Stream struct {
 	busConn func() string
 	pub     *natsvideo.Publisher // the frames on NATS, when publish is set
 	pubKey  string
-	rtc     *streamRTC     // the WebRTC engine, when webrtc is configured
-	origins *origin.Policy // who may command
-	metrics *streamMetrics
-	starter *sdrstart.App // starts the source's reader with the config
+	// recorder is the sdr_recorder app, nil when it is not configured;
+	// unrecord stops recording the stream.
+	recorder frame.Recorder
+	unrecord func()
+	rtc      *streamRTC     // the WebRTC engine, when webrtc is configured
+	origins  *origin.Policy // who may command
+	metrics  *streamMetrics
+	starter  *sdrstart.App // starts the source's reader with the config
 	// stuckAfter overrides readerStuckAfter (tests).
 	stuckAfter time.Duration
 
@@ -287,6 +291,9 @@ func (s *Stream) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if err := s.startPublish(ctx); err != nil {
+		return err
+	}
+	if err := s.attachRecorder(ctx); err != nil {
 		return err
 	}
 	if err := s.findRecordings(ctx); err != nil {
@@ -436,6 +443,9 @@ func (s *Stream) Cleanup() error {
 	case <-time.After(5 * time.Second):
 		s.log.Warn("clients still closing after 5s", zap.String("stream", s.name))
 	}
+	if s.unrecord != nil {
+		s.unrecord()
+	}
 	if s.unsub != nil {
 		s.unsub()
 	}
@@ -524,6 +534,7 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		return nil
 	}
 	command, control := s.commandPath(trust)
+	command = s.recordCommands(command, r.RemoteAddr)
 	cfg := hub.ClientConfig{
 		KeyframeTimeout: time.Duration(s.IDRTimeout),
 		WriteTimeout:    time.Duration(s.WriteTimeout),

@@ -226,7 +226,7 @@ func (r *Recorder) subscribe() error {
 		if err := add(subj, r.telemetry); err != nil {
 			return err
 		}
-		if subjectMatches(subj, GateSubject) {
+		if SubjectMatches(subj, GateSubject) {
 			gateCovered = true
 		}
 	}
@@ -252,15 +252,15 @@ func (r *Recorder) telemetry(m *nats.Msg) {
 
 func (r *Recorder) covered(subject string) bool {
 	for _, p := range r.cfg.Subjects {
-		if subjectMatches(p, subject) {
+		if SubjectMatches(p, subject) {
 			return true
 		}
 	}
 	return false
 }
 
-// subjectMatches reports whether the NATS pattern p matches subject.
-func subjectMatches(p, subject string) bool {
+// SubjectMatches reports whether the NATS pattern p (with * and >) matches subject.
+func SubjectMatches(p, subject string) bool {
 	pt, st := splitTokens(p), splitTokens(subject)
 	for i, t := range pt {
 		if t == ">" {
