@@ -95,10 +95,14 @@ func (s *Stream) serveReplay(w http.ResponseWriter, r *http.Request, p replay.Pa
 		Limits:       s.FrameLimits(),
 		PingInterval: s.PingEvery(),
 	}
+	remote := r.RemoteAddr
+	if rec := s.recorder; rec != nil {
+		// Refused commands are recorded like a live client's.
+		cfg.OnRefused = func(body, reply []byte) { rec.RecordCommand(s.name, remote, body, reply) }
+	}
 	read := func(ctx context.Context, fn func(recording.Record) error) error {
 		return s.recordings.ReadRecording(ctx, s.name, p.From, fn)
 	}
-	remote := r.RemoteAddr
 	go func() {
 		defer func() {
 			if v := recover(); v != nil {

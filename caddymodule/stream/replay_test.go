@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -58,6 +59,24 @@ func (f *fakeRecordings) ReadRecording(ctx context.Context, stream string, from 
 		return ctx.Err()
 	}
 	return nil
+}
+
+// commandLog is a frame.Recorder that notes the commands recorded.
+type commandLog struct {
+	mu   sync.Mutex
+	cmds []string // stream, client host, body and the ack's payload
+}
+
+func (*commandLog) AttachStream(string, iframe.Source, iframe.KeyframeRequester) (func(), error) {
+	return func() {}, nil
+}
+
+func (l *commandLog) RecordCommand(stream, client string, body, reply []byte) {
+	_, payload, _ := wire.ParseTelemetry(reply)
+	host, _, _ := strings.Cut(client, ":")
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cmds = append(l.cmds, stream+" "+host+" "+string(body)+" "+string(payload))
 }
 
 // replayHandler returns a started sdr_stream handler "front" without a
@@ -177,7 +196,8 @@ func TestReplayServesRecordedFrames(t *testing.T) {
 
 // A command on a replay connection is answered with a rejected ack and
 // never published, estop included; the same command on a live connection
-// of the same handler is published. Cleanup closes the replay with 1012.
+// of the same handler is published. The refused commands are recorded with
+// their acks. Cleanup closes the replay with 1012.
 func TestReplayRejectsCommands(t *testing.T) {
 	ns := natstest.Server(t, nil)
 	nc := natstest.Connect(t, ns)
@@ -195,6 +215,8 @@ func TestReplayRejectsCommands(t *testing.T) {
 	t.Cleanup(r.Close)
 	recs := &fakeRecordings{hold: true, recs: []recording.Record{recVideo("front", time.Now().Add(-time.Second), 1, true)}}
 	s, u := replayHandler(t, recs, r.Stream(nil, nil, nil))
+	cmdLog := &commandLog{}
+	s.recorder = cmdLog
 
 	rc := dial(t, u+"?replay=-1s")
 	if _, msg, err := rc.ReadMessage(); err != nil || msg[0] != wire.TypeVideo {
@@ -217,6 +239,16 @@ func TestReplayRejectsCommands(t *testing.T) {
 			t.Fatalf("answer to %s: %s %s (%v), want a rejected ack", body, subj, payload, err)
 		}
 	}
+
+	cmdLog.mu.Lock()
+	want := []string{
+		`front 127.0.0.1 {"action":"estop","cmd_seq":1} {"action":"estop","cmd_seq":1,"status":"rejected","detail":"replay connection: commands are not accepted"}`,
+		`front 127.0.0.1 {"action":"set_cmd_vel","cmd_seq":2,"data":{"linear":{"x":1}}} {"action":"set_cmd_vel","cmd_seq":2,"status":"rejected","detail":"replay connection: commands are not accepted"}`,
+	}
+	if !slices.Equal(cmdLog.cmds, want) {
+		t.Errorf("commands recorded:\n%s\nwant:\n%s", strings.Join(cmdLog.cmds, "\n"), strings.Join(want, "\n"))
+	}
+	cmdLog.mu.Unlock()
 
 	lc := dial(t, u) // live
 	if err := lc.WriteMessage(websocket.BinaryMessage, append([]byte{wire.TypeCommand}, `{"action":"estop","cmd_seq":3}`...)); err != nil {

@@ -51,8 +51,9 @@
 // answered, to that client alone, with the ack a refused live command gets
 // (telemetry.command.ack, status "rejected", detail "replay connection:
 // commands are not accepted"; action and cmd_seq echoed as for a live
-// command), and nothing is published on NATS, estop included. 0x03
-// (WebRTC) messages are ignored.
+// command), and nothing is published on NATS, estop included. With the
+// recorder running, each refused command is recorded like a live client's,
+// with its ack (outcome rejected). 0x03 (WebRTC) messages are ignored.
 //
 // The replay reads the recording as it is when the connection opens. At its
 // end the server closes the connection with code 1000 and the reason "end

@@ -58,6 +58,10 @@ type Config struct {
 	// has sent nothing (no pong, no message) since the previous ping is
 	// closed (code 1001), as a live client is. Negative: no pings.
 	PingInterval time.Duration
+	// OnRefused, when set, is called with each command refused (the bytes
+	// after the 0x04 type byte) and the ack sent for it, from the
+	// connection's reading goroutine; it must not keep them or block.
+	OnRefused func(body, reply []byte)
 }
 
 // Stats count what one replay sent and refused.
@@ -263,7 +267,11 @@ func (s *session) read() error {
 		case wire.OpBinary:
 			if len(m.Data) > 0 && m.Data[0] == wire.TypeCommand {
 				s.commands++
-				if err := s.write(wire.AppendBinaryFrame(nil, RejectCommand(m.Data[1:]))); err != nil {
+				reply := RejectCommand(m.Data[1:])
+				if s.cfg.OnRefused != nil {
+					s.cfg.OnRefused(m.Data[1:], reply)
+				}
+				if err := s.write(wire.AppendBinaryFrame(nil, reply)); err != nil {
 					return nil
 				}
 			}
