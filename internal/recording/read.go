@@ -53,6 +53,7 @@ type ReadStats struct {
 	Incomplete  uint64 // split frames skipped because a part was missing
 	Undecodable uint64 // video frames skipped because no keyframe came before them in the window
 	Malformed   uint64 // messages that are not records (skipped)
+	Duplicates  uint64 // video frames recorded twice in a row (two configurations overlapping in a reload), skipped
 	Messages    uint64 // JetStream messages read
 }
 
@@ -146,7 +147,7 @@ func Read(ctx context.Context, js jetstream.JetStream, opts ReadOptions, fn func
 	if err != nil {
 		return st, fmt.Errorf("reading recording %q: %w", opts.Stream, err)
 	}
-	r := reader{opts: opts, prefix: prefix, keySeq: keySeq, asm: map[string]*assembly{}, started: map[string]bool{}, st: &st, fn: fn}
+	r := reader{opts: opts, prefix: prefix, keySeq: keySeq, asm: map[string]*assembly{}, started: map[string]bool{}, last: map[string]frame.Header{}, st: &st, fn: fn}
 	err = consume(ctx, cons, lastSeq, r.msg)
 	return st, err
 }
@@ -288,7 +289,8 @@ type reader struct {
 	prefix  string
 	keySeq  map[string]uint64
 	asm     map[string]*assembly
-	started map[string]bool // video streams that delivered their first keyframe
+	started map[string]bool         // video streams that delivered their first keyframe
+	last    map[string]frame.Header // the header of each video stream's last frame
 	st      *ReadStats
 	fn      func(Record) error
 }
@@ -383,6 +385,11 @@ func (r *reader) video(m jetstream.Msg, meta *jetstream.MsgMetadata, name string
 	if ks, ok := r.keySeq[name]; leadIn && (!ok || seq < ks) {
 		return nil // before this stream's keyframe at or before From
 	}
+	if last, ok := r.last[name]; ok && last == f.Header {
+		r.st.Duplicates++
+		return nil
+	}
+	r.last[name] = f.Header
 	if !r.started[name] {
 		if !f.Header.Keyframe() {
 			r.st.Undecodable++

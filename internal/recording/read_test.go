@@ -236,6 +236,33 @@ func TestReadSkipsFrameWithMissingPart(t *testing.T) {
 	}
 }
 
+// TestReadSkipsDuplicateFrames: a frame recorded twice in a row (the
+// recorders of two configurations overlapping in a reload) is read once.
+func TestReadSkipsDuplicateFrames(t *testing.T) {
+	t.Parallel()
+	nc, js := jetStream(t, 0)
+	ctx := testCtx(t)
+	if _, err := EnsureStream(ctx, js, StreamConfig{Memory: true}); err != nil {
+		t.Fatal(err)
+	}
+	base := time.Now().Add(-time.Minute)
+	for _, i := range []int{0, 1, 1, 2} {
+		msgs, err := VideoMsgs("", "front", testFrame(i, 10, 100), base.Add(time.Duration(i)*time.Millisecond), nc.MaxPayload())
+		if err != nil {
+			t.Fatal(err)
+		}
+		publish(t, ctx, js, msgs...)
+	}
+	recs, st := readAll(t, ctx, js, ReadOptions{})
+	var got []uint64
+	for _, r := range recs {
+		got = append(got, r.Frame.Header.FrameSeq)
+	}
+	if fmt.Sprint(got) != "[1 2 3]" || st.Duplicates != 1 {
+		t.Errorf("frames %v, stats %+v: want 1 2 3, one duplicate", got, st)
+	}
+}
+
 func TestReadStartsAtFirstKeyframeWithoutEarlierOne(t *testing.T) {
 	t.Parallel()
 	nc, js := jetStream(t, 0)
