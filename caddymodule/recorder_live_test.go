@@ -27,7 +27,8 @@ import (
 // sends a published and a rejected command on /stream/ws, publishes
 // telemetry and a gate message on NATS, and reads the recording back with
 // recording.Read: the frames' bytes as the ring's writer wrote them, the
-// commands with their outcomes, the telemetry and the gate's message.
+// commands with their outcomes, the telemetry and the gate's message; then
+// it waits for the recorder's periodic keyframe requests.
 func TestRecorderLiveRecordsStream(t *testing.T) {
 	natsPort, httpPort := testenv.FreePort(t), testenv.FreePort(t)
 	path := filepath.Join(t.TempDir(), "frames")
@@ -48,7 +49,7 @@ func TestRecorderLiveRecordsStream(t *testing.T) {
 		sdr_recorder {
 			storage memory
 			max_bytes 64MiB
-			idr_interval off
+			idr_interval 300ms
 		}
 	}
 	http://localhost:%d {
@@ -155,5 +156,19 @@ func TestRecorderLiveRecordsStream(t *testing.T) {
 	}
 	if strings.Join(others, "\n") != strings.Join(want, "\n") {
 		t.Errorf("records:\n%s\nwant\n%s", strings.Join(others, "\n"), strings.Join(want, "\n"))
+	}
+
+	// No keyframe comes from the writer now: the recorder asks the
+	// producer for one (command.genesis.force_idr, through the stream's
+	// coalesced requests), and again while none comes.
+	idr := subscribeChan(t, nc, "command.genesis.force_idr", 16)
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		testwait.Recv(t, idr, "a keyframe request from the recorder")
+	}
+	if metricValue(t, "caddy_sdr_recorder_keyframe_requests_total") < 2 {
+		t.Error("caddy_sdr_recorder_keyframe_requests_total below 2")
 	}
 }
