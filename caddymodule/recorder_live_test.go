@@ -24,7 +24,8 @@ import (
 
 // TestRecorderLiveRecordsStream runs Caddy with the embedded nats-server
 // (JetStream on), sdr_recorder and an sdr_stream on a ring, writes frames,
-// sends a published and a rejected command on /stream/ws, publishes
+// sends a published and a rejected command on /stream/ws and one on the
+// sdr_nats handler's /nats/ws, publishes
 // telemetry and a gate message on NATS, and reads the recording back with
 // recording.Read: the frames' bytes as the ring's writer wrote them, the
 // commands with their outcomes, the telemetry and the gate's message; then
@@ -57,6 +58,9 @@ func TestRecorderLiveRecordsStream(t *testing.T) {
 			sdr_stream {
 				source shm %s
 			}
+		}
+		handle /nats/* {
+			sdr_nats
 		}
 	}`, httpPort, natsPort, t.TempDir(), httpPort, path), "caddyfile")
 	unloadOnCleanup(t)
@@ -98,6 +102,14 @@ func TestRecorderLiveRecordsStream(t *testing.T) {
 	testwait.For(t, "the 2 commands recorded", func() bool {
 		return metricValue(t, `caddy_sdr_recorder_records_total{kind="command"}`) >= 2
 	})
+	// The sdr_nats handler's commands are recorded too.
+	cn := streamDial(t, fmt.Sprintf("ws://localhost:%d/nats/ws", httpPort), nil)
+	if err := cn.WriteMessage(websocket.BinaryMessage, append([]byte{wire.TypeCommand}, `{"action":"pause","cmd_seq":3}`...)); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, "the third command recorded", func() bool {
+		return metricValue(t, `caddy_sdr_recorder_records_total{kind="command"}`) >= 3
+	})
 	if err := nc.Publish("telemetry.odom", []byte(`{"x":1.5}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -107,9 +119,9 @@ func TestRecorderLiveRecordsStream(t *testing.T) {
 	for i := range 6 {
 		write(i == 0, 300_000) // larger than one message at most: a split frame
 	}
-	testwait.For(t, "12 frames, 2 commands, telemetry and the gate recorded", func() bool {
+	testwait.For(t, "12 frames, 3 commands, telemetry and the gate recorded", func() bool {
 		return metricValue(t, `caddy_sdr_recorder_frames_total{stream="default"}`) == 12 &&
-			metricValue(t, `caddy_sdr_recorder_records_total{kind="command"}`) >= 2 &&
+			metricValue(t, `caddy_sdr_recorder_records_total{kind="command"}`) >= 3 &&
 			metricValue(t, `caddy_sdr_recorder_records_total{kind="telemetry"}`) >= 1 &&
 			metricValue(t, `caddy_sdr_recorder_records_total{kind="gate"}`) >= 1
 	})
@@ -140,11 +152,12 @@ func TestRecorderLiveRecordsStream(t *testing.T) {
 			}
 			return nil
 		})
-		return err == nil && video == 12 && len(got) >= 4
+		return err == nil && video == 12 && len(got) >= 5
 	})
 	want := []string{
 		`command estop published {"action":"estop","cmd_seq":1}`,
 		`command not an action rejected {"action":"not an action","cmd_seq":2}`,
+		`command pause published {"action":"pause","cmd_seq":3}`,
 		`telemetry telemetry.odom {"x":1.5}`,
 		`gate telemetry.safety.video_gate {"gated":true,"mode":"HOLD","stale_ms":1500}`,
 	}
