@@ -205,6 +205,19 @@ func TestReadKindsAndWholeRecording(t *testing.T) {
 	if st.Frames != uint64(len(frames)) || len(recs) != len(frames)+6+3 {
 		t.Errorf("whole recording: %d records, stats %+v; want %d frames, 6 telemetry, 3 others", len(recs), st, len(frames))
 	}
+	// A window (with its keyframe scan) too; no consumer is left behind.
+	readAll(t, ctx, js, ReadOptions{From: time.Now().Add(-time.Minute).Add(time.Second)})
+	s, err := js.Stream(ctx, DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Consumers != 0 {
+		t.Errorf("%d consumers left after the reads, want 0", info.State.Consumers)
+	}
 }
 
 func TestReadSkipsFrameWithMissingPart(t *testing.T) {
