@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
@@ -183,5 +185,27 @@ func TestRecorderLiveRecordsStream(t *testing.T) {
 	}
 	if metricValue(t, "caddy_sdr_recorder_keyframe_requests_total") < 2 {
 		t.Error("caddy_sdr_recorder_keyframe_requests_total below 2")
+	}
+}
+
+// TestRecorderNeedsJetStream: sdr_recorder with the embedded nats-server
+// running without JetStream is refused with the fix in the error.
+func TestRecorderNeedsJetStream(t *testing.T) {
+	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(`{
+	admin localhost:2999
+	sdr_nats
+	sdr_recorder
+}
+http://localhost:9080 {
+	respond ok
+}
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unloadOnCleanup(t)
+	err = caddy.Load(cfg, true)
+	if err == nil || !strings.Contains(err.Error(), "jetstream on") {
+		t.Errorf("loading: %v, want an error saying to turn jetstream on", err)
 	}
 }
