@@ -56,7 +56,6 @@ package recorder
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"time"
 
@@ -162,7 +161,7 @@ func (a *App) config(ctx caddy.Context) recording.Config {
 		IDRInterval: time.Duration(a.IDRInterval),
 		Queue:       a.Queue,
 		Subjects:    a.Subjects,
-		Logger:      ctx.Slogger().With(slog.String("stream", a.streamName())),
+		Logger:      ctx.Slogger(),
 	}
 	if cfg.Stream.MaxAge == 0 {
 		cfg.Stream.MaxAge = recording.DefaultMaxAge
@@ -171,13 +170,6 @@ func (a *App) config(ctx caddy.Context) recording.Config {
 		cfg.Stream.MaxBytes = recording.DefaultMaxBytes
 	}
 	return cfg
-}
-
-func (a *App) streamName() string {
-	if a.Stream == "" {
-		return recording.DefaultStream
-	}
-	return a.Stream
 }
 
 // Validate checks the settings.
