@@ -19,5 +19,5 @@ func (a *App) ReadRecording(ctx context.Context, stream string, from time.Time, 
 	if r == nil {
 		return errors.New("sdr_recorder: not provisioned")
 	}
-	return replay.JetStream{JS: r.JetStream(), Recording: a.streamName(), Prefix: a.Prefix}.ReadRecording(ctx, stream, from, fn)
+	return replay.JetStream{JS: r.JetStream(), Recording: a.Stream, Prefix: a.Prefix}.ReadRecording(ctx, stream, from, fn)
 }
