@@ -11,6 +11,7 @@ import (
 	_ "github.com/sdr-os/sdr-caddy/caddymodule/limit"
 	_ "github.com/sdr-os/sdr-caddy/caddymodule/natsapp"
 	_ "github.com/sdr-os/sdr-caddy/caddymodule/player"
+	_ "github.com/sdr-os/sdr-caddy/caddymodule/recorder"
 	_ "github.com/sdr-os/sdr-caddy/caddymodule/ros"
 	_ "github.com/sdr-os/sdr-caddy/caddymodule/stream"
 )

@@ -53,6 +53,7 @@ type ReadStats struct {
 	Incomplete  uint64 // split frames skipped because a part was missing
 	Undecodable uint64 // video frames skipped because no keyframe came before them in the window
 	Malformed   uint64 // messages that are not records (skipped)
+	Duplicates  uint64 // video frames recorded twice in a row (two configurations overlapping in a reload), skipped
 	Messages    uint64 // JetStream messages read
 }
 
@@ -146,8 +147,8 @@ func Read(ctx context.Context, js jetstream.JetStream, opts ReadOptions, fn func
 	if err != nil {
 		return st, fmt.Errorf("reading recording %q: %w", opts.Stream, err)
 	}
-	r := reader{opts: opts, prefix: prefix, keySeq: keySeq, asm: map[string]*assembly{}, started: map[string]bool{}, st: &st, fn: fn}
-	err = consume(ctx, cons, lastSeq, r.msg)
+	r := reader{opts: opts, prefix: prefix, keySeq: keySeq, asm: map[string]*assembly{}, started: map[string]bool{}, last: map[string]frame.Header{}, st: &st, fn: fn}
+	err = consume(ctx, js, opts.Stream, cons, lastSeq, r.msg)
 	return st, err
 }
 
@@ -156,13 +157,23 @@ var errStop = errors.New("stop")
 
 // consume calls fn with the consumer's messages up to sequence lastSeq,
 // until fn returns an error (errStop: none) or ctx ends.
-func consume(ctx context.Context, cons jetstream.Consumer, lastSeq uint64, fn func(jetstream.Msg, *jetstream.MsgMetadata) error) error {
+//
+// The consumer is deleted when consume returns, so that a reader that
+// seeks often (a replay) leaves no consumers behind on the server.
+func consume(ctx context.Context, js jetstream.JetStream, stream string, cons jetstream.Consumer, lastSeq uint64, fn func(jetstream.Msg, *jetstream.MsgMetadata) error) error {
 	it, err := cons.Messages(jetstream.PullMaxMessages(512))
 	if err != nil {
 		return fmt.Errorf("reading recording: %w", err)
 	}
-	if ci := cons.CachedInfo(); ci != nil && ci.NumPending == 0 {
+	defer func() {
 		it.Stop()
+		if ci := cons.CachedInfo(); ci != nil {
+			dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = js.DeleteConsumer(dctx, stream, ci.Name) // else the server drops it after 5 minutes
+			cancel()
+		}
+	}()
+	if ci := cons.CachedInfo(); ci != nil && ci.NumPending == 0 {
 		return nil // nothing from the start position on
 	}
 	stopped := make(chan struct{})
@@ -221,7 +232,7 @@ func findKeyframes(ctx context.Context, js jetstream.JetStream, stream, prefix s
 			return nil, fmt.Errorf("looking for keyframes in recording %q: %w", stream, err)
 		}
 		seen := map[string]bool{}
-		err = consume(ctx, cons, lastSeq, func(m jetstream.Msg, meta *jetstream.MsgMetadata) error {
+		err = consume(ctx, js, stream, cons, lastSeq, func(m jetstream.Msg, meta *jetstream.MsgMetadata) error {
 			st.Messages++
 			t := recTime(m.Headers(), meta)
 			if t.After(from.Add(MaxStoreDelay)) {
@@ -288,7 +299,8 @@ type reader struct {
 	prefix  string
 	keySeq  map[string]uint64
 	asm     map[string]*assembly
-	started map[string]bool // video streams that delivered their first keyframe
+	started map[string]bool         // video streams that delivered their first keyframe
+	last    map[string]frame.Header // the header of each video stream's last frame
 	st      *ReadStats
 	fn      func(Record) error
 }
@@ -383,6 +395,11 @@ func (r *reader) video(m jetstream.Msg, meta *jetstream.MsgMetadata, name string
 	if ks, ok := r.keySeq[name]; leadIn && (!ok || seq < ks) {
 		return nil // before this stream's keyframe at or before From
 	}
+	if last, ok := r.last[name]; ok && last == f.Header {
+		r.st.Duplicates++
+		return nil
+	}
+	r.last[name] = f.Header
 	if !r.started[name] {
 		if !f.Header.Keyframe() {
 			r.st.Undecodable++

@@ -205,6 +205,19 @@ func TestReadKindsAndWholeRecording(t *testing.T) {
 	if st.Frames != uint64(len(frames)) || len(recs) != len(frames)+6+3 {
 		t.Errorf("whole recording: %d records, stats %+v; want %d frames, 6 telemetry, 3 others", len(recs), st, len(frames))
 	}
+	// A window (with its keyframe scan) too; no consumer is left behind.
+	readAll(t, ctx, js, ReadOptions{From: time.Now().Add(-time.Minute).Add(time.Second)})
+	s, err := js.Stream(ctx, DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Consumers != 0 {
+		t.Errorf("%d consumers left after the reads, want 0", info.State.Consumers)
+	}
 }
 
 func TestReadSkipsFrameWithMissingPart(t *testing.T) {
@@ -233,6 +246,33 @@ func TestReadSkipsFrameWithMissingPart(t *testing.T) {
 	}
 	if fmt.Sprint(got) != "[1 3 4]" || st.Incomplete != 1 {
 		t.Errorf("frames %v, stats %+v: want 1 3 4 and one incomplete", got, st)
+	}
+}
+
+// TestReadSkipsDuplicateFrames: a frame recorded twice in a row (the
+// recorders of two configurations overlapping in a reload) is read once.
+func TestReadSkipsDuplicateFrames(t *testing.T) {
+	t.Parallel()
+	nc, js := jetStream(t, 0)
+	ctx := testCtx(t)
+	if _, err := EnsureStream(ctx, js, StreamConfig{Memory: true}); err != nil {
+		t.Fatal(err)
+	}
+	base := time.Now().Add(-time.Minute)
+	for _, i := range []int{0, 1, 1, 2} {
+		msgs, err := VideoMsgs("", "front", testFrame(i, 10, 100), base.Add(time.Duration(i)*time.Millisecond), nc.MaxPayload())
+		if err != nil {
+			t.Fatal(err)
+		}
+		publish(t, ctx, js, msgs...)
+	}
+	recs, st := readAll(t, ctx, js, ReadOptions{})
+	var got []uint64
+	for _, r := range recs {
+		got = append(got, r.Frame.Header.FrameSeq)
+	}
+	if fmt.Sprint(got) != "[1 2 3]" || st.Duplicates != 1 {
+		t.Errorf("frames %v, stats %+v: want 1 2 3, one duplicate", got, st)
 	}
 }
 

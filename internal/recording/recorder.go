@@ -118,11 +118,12 @@ type Recorder struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	state   atomic.Int32
-	events  chan *nats.Msg
-	subs    []*nats.Subscription
-	subsMu  sync.Mutex
-	streams sync.Map // name -> *videoStream
+	state    atomic.Int32
+	events   chan *nats.Msg
+	subs     []*nats.Subscription
+	subsMu   sync.Mutex
+	streams  sync.Map // name -> *videoStream
+	attachMu sync.Mutex
 
 	records, dropped       [4]atomic.Uint64
 	bytes, errs, keyframes atomic.Uint64
@@ -226,7 +227,7 @@ func (r *Recorder) subscribe() error {
 		if err := add(subj, r.telemetry); err != nil {
 			return err
 		}
-		if subjectMatches(subj, GateSubject) {
+		if SubjectMatches(subj, GateSubject) {
 			gateCovered = true
 		}
 	}
@@ -252,15 +253,15 @@ func (r *Recorder) telemetry(m *nats.Msg) {
 
 func (r *Recorder) covered(subject string) bool {
 	for _, p := range r.cfg.Subjects {
-		if subjectMatches(p, subject) {
+		if SubjectMatches(p, subject) {
 			return true
 		}
 	}
 	return false
 }
 
-// subjectMatches reports whether the NATS pattern p matches subject.
-func subjectMatches(p, subject string) bool {
+// SubjectMatches reports whether the NATS pattern p (with * and >) matches subject.
+func SubjectMatches(p, subject string) bool {
 	pt, st := splitTokens(p), splitTokens(subject)
 	for i, t := range pt {
 		if t == ">" {
@@ -372,32 +373,56 @@ type videoStream struct {
 	stop    func()
 	cancel  context.CancelFunc
 	done    chan struct{}
+	refs    int // handlers attached; guarded by Recorder.attachMu
 }
 
 // AttachStream records the frames of a stream's source under name, and
 // asks kr (nil: nobody) for a keyframe every IDRInterval when none came.
 // The source's goroutine never waits: a frame that finds the stream's
 // queue full is dropped and counted. detach stops recording the stream.
+//
+// Several handlers may serve one stream (the same name on two sites):
+// each attaches, the first one's source is recorded, and the stream is
+// recorded until the last of them detaches.
 func (r *Recorder) AttachStream(name string, src frame.Source, kr frame.KeyframeRequester) (detach func(), err error) {
 	if err := ValidateName(name); err != nil {
 		return nil, fmt.Errorf("recording stream: %w", err)
 	}
-	ctx, cancel := context.WithCancel(r.ctx)
-	v := &videoStream{r: r, name: name, ch: make(chan frame.Frame, r.cfg.Queue), kr: kr, cancel: cancel, done: make(chan struct{})}
-	if _, loaded := r.streams.LoadOrStore(name, v); loaded {
-		cancel()
-		return nil, fmt.Errorf("recording stream %q: already attached", name)
+	if src == nil {
+		return nil, fmt.Errorf("recording stream %q: no source", name)
 	}
-	v.lastKey.Store(time.Now().UnixNano())
-	go v.run(ctx)
-	v.stop = src.Subscribe(v.enqueue)
+	r.attachMu.Lock()
+	defer r.attachMu.Unlock()
+	if r.ctx.Err() != nil {
+		return nil, fmt.Errorf("recording stream %q: the recorder is closed", name)
+	}
+	var v *videoStream
+	if old, ok := r.streams.Load(name); ok {
+		v = old.(*videoStream)
+	} else {
+		ctx, cancel := context.WithCancel(r.ctx)
+		v = &videoStream{r: r, name: name, ch: make(chan frame.Frame, r.cfg.Queue), kr: kr, cancel: cancel, done: make(chan struct{})}
+		r.streams.Store(name, v)
+		v.lastKey.Store(time.Now().UnixNano())
+		go v.run(ctx)
+		v.stop = src.Subscribe(v.enqueue)
+	}
+	v.refs++
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			v.stop()
-			cancel()
-			<-v.done
-			r.streams.CompareAndDelete(name, v)
+			r.attachMu.Lock()
+			v.refs--
+			last := v.refs == 0
+			if last {
+				r.streams.CompareAndDelete(name, v)
+			}
+			r.attachMu.Unlock()
+			if last {
+				v.stop()
+				v.cancel()
+				<-v.done
+			}
 		})
 	}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sdr-os/sdr-caddy/frame"
 	"github.com/sdr-os/sdr-caddy/internal/natstest"
@@ -116,9 +118,13 @@ func TestRecorderRecordsEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer detach()
-	if _, err := r.AttachStream("front", src, kr); err == nil {
-		t.Error("the same stream attached twice")
+	// A second handler of the same stream shares the recording: its
+	// detach leaves the first one's in place, and frames are recorded once.
+	detach2, err := r.AttachStream("front", &testSource{}, kr)
+	if err != nil {
+		t.Fatal(err)
 	}
+	detach2()
 	pub := natstest.Connect(t, natsServerOf(t, nc))
 
 	var frames []frame.Frame
@@ -318,3 +324,68 @@ func TestRecorderStopsWhenStorageIsFull(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestRecorderResumesAfterJetStreamRestart records frames, restarts the
+// nats-server (same port, same store), and records more: the frames after
+// the restart are in the recording with those before it.
+func TestRecorderResumesAfterJetStreamRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	opts := func(port int) *server.Options {
+		return &server.Options{JetStream: true, StoreDir: dir, Port: port}
+	}
+	s := natstest.Server(t, opts(0))
+	port := s.Addr().(*net.TCPAddr).Port
+	nc := natstest.Connect(t, s, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	r := startRecorder(t, nc, Config{IDRInterval: -1})
+	src := &testSource{}
+	detach, err := r.AttachStream("front", src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer detach()
+	push := func(i int) {
+		src.push(testFrame(i, 5, 1000))
+		testwait.For(t, fmt.Sprintf("frame %d recorded", i), func() bool { return r.Stats().Records[KindVideo] >= uint64(i+1) })
+	}
+	for i := range 5 {
+		push(i)
+	}
+	select {
+	case <-r.JetStream().PublishAsyncComplete():
+	case <-testwait.After(testwait.Default):
+		t.Fatal("publishes not acknowledged")
+	}
+	s.Shutdown()
+	s.WaitForShutdown()
+	testwait.For(t, "the connection noticing", func() bool { return !nc.IsConnected() })
+	natstest.Server(t, opts(port))
+	testwait.For(t, "the connection back", nc.IsConnected)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []Record
+	testwait.For(t, "frames 5..9 recorded after the restart", func() bool {
+		// Frames are pushed until JetStream (recovering its streams) takes
+		// them: those it refused meanwhile are counted as errors.
+		i := int(r.Stats().Records[KindVideo])
+		if i < 10 {
+			push(i)
+		}
+		select {
+		case <-r.JetStream().PublishAsyncComplete():
+		case <-testwait.After(testwait.Default):
+			return false
+		}
+		recs = recs[:0]
+		_, err := Read(testCtx(t), js, ReadOptions{}, func(rec Record) error {
+			recs = append(recs, rec)
+			return nil
+		})
+		return err == nil && len(recs) > 0 && recs[len(recs)-1].Frame.Header.FrameSeq >= 10
+	})
+	if recs[0].Frame.Header.FrameSeq != 1 {
+		t.Errorf("the recording starts at frame %d, want 1 (from before the restart)", recs[0].Frame.Header.FrameSeq)
+	}
+}
