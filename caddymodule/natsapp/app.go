@@ -127,8 +127,8 @@ type NATSEmbedded struct {
 	ServerName string `json:"server_name,omitempty"`
 	// JetStream turns JetStream on.
 	JetStream bool `json:"jetstream,omitempty"`
-	// StoreDir is where JetStream keeps its data. Default: a directory in
-	// the system's temporary directory.
+	// StoreDir is where JetStream keeps its data. Default: sdr-nats-jetstream
+	// in Caddy's data directory.
 	StoreDir string `json:"store_dir,omitempty"`
 	// LeafRemotes join this server to a cluster as a leaf node.
 	LeafRemotes []NATSLeafRemote `json:"leaf_remotes,omitempty"`
@@ -383,6 +383,15 @@ func (a *NATSApp) Conn() *nats.Conn {
 		return nil
 	}
 	return a.conn.nc
+}
+
+// EmbeddedJetStream reports whether the connection goes to the embedded
+// nats-server (no url given), and whether that server runs JetStream.
+func (a *NATSApp) EmbeddedJetStream() (embedded, on bool) {
+	if len(a.URLs) > 0 {
+		return false, false
+	}
+	return true, a.Embedded != nil && a.Embedded.JetStream
 }
 
 // ConnState returns the connection state as the health JSON shows it:

@@ -370,7 +370,9 @@ func startEmbeddedNATS(p ConnConfig, log *zap.Logger) (*server.Server, error) {
 		StoreDir:      e.StoreDir,
 	}
 	if e.JetStream && opts.StoreDir == "" {
-		opts.StoreDir = filepath.Join(os.TempDir(), "sdr-caddy-nats-jetstream")
+		// Caddy's data directory, which outlives a reboot ($XDG_DATA_HOME/caddy,
+		// ~/.local/share/caddy): a recording (sdr_recorder) must.
+		opts.StoreDir = filepath.Join(caddy.AppDataDir(), "sdr-nats-jetstream")
 	}
 	for i, r := range e.LeafRemotes {
 		var urls []*url.URL

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
+	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/gate"
 	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
@@ -68,6 +69,7 @@ type NATSHandler struct {
 	log      *zap.Logger
 	upgrader websocket.Upgrader
 	origins  *origin.Policy
+	recorder frame.Recorder // the sdr_recorder app; nil when not configured
 
 	mu      sync.Mutex
 	conns   map[*websocket.Conn]struct{}
@@ -130,6 +132,13 @@ func (h *NATSHandler) Provision(ctx caddy.Context) error {
 	}
 	if h.lease, err = app.lease(h.Stream); err != nil {
 		return err
+	}
+	if rec, err := ctx.AppIfConfigured("sdr_recorder"); err == nil {
+		if r, ok := rec.(frame.Recorder); ok {
+			h.recorder = r
+		}
+	} else if !errors.Is(err, caddy.ErrNotConfigured) {
+		return fmt.Errorf("sdr_nats handler: loading the sdr_recorder app: %w", err)
 	}
 	h.upgrader = websocket.Upgrader{
 		ReadBufferSize:  4096,
@@ -318,7 +327,11 @@ func (h *NATSHandler) serveClient(conn *websocket.Conn, trust origin.Verdict, gu
 		if typ != websocket.BinaryMessage || len(msg) == 0 || msg[0] != wire.TypeCommand {
 			continue // only 0x04 is for us; signaling has no peer here
 		}
-		if reply := session.Command(msg[1:]); reply != nil {
+		reply := session.Command(msg[1:])
+		if h.recorder != nil {
+			h.recorder.RecordCommand(h.Stream, conn.RemoteAddr().String(), msg[1:], reply)
+		}
+		if reply != nil {
 			select {
 			case replies <- reply:
 			default:

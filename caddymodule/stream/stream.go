@@ -29,6 +29,7 @@ import (
 	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/natsvideo"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
+	"github.com/sdr-os/sdr-caddy/internal/replay"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
@@ -44,7 +45,9 @@ var processStart = time.Now()
 // SDR_OS's transport-server: 0x01 video frames from a frame source, fanned
 // out to every client from one framed copy; 0x02 telemetry and 0x04
 // commands through the sdr_nats app when one is configured. A plain GET
-// (no WebSocket upgrade) returns the old service's health JSON.
+// (no WebSocket upgrade) returns the old service's health JSON. A WebSocket
+// with ?replay=<time>&speed=<x> gets the stream's flight recording instead,
+// paced, and may not command (internal/replay; needs the sdr_recorder app).
 //
 // Each handler owns a hub (the fan-out) and shares its source: one ring
 // reader per ring file in the process, kept across config reloads. On a
@@ -171,12 +174,19 @@ type Stream struct {
 	busConn func() string
 	pub     *natsvideo.Publisher // the frames on NATS, when publish is set
 	pubKey  string
-	rtc     *streamRTC     // the WebRTC engine, when webrtc is configured
-	origins *origin.Policy // who may command
-	metrics *streamMetrics
-	starter *sdrstart.App // starts the source's reader with the config
+	// recorder is the sdr_recorder app, nil when it is not configured;
+	// unrecord stops recording the stream.
+	recorder frame.Recorder
+	unrecord func()
+	rtc      *streamRTC     // the WebRTC engine, when webrtc is configured
+	origins  *origin.Policy // who may command
+	metrics  *streamMetrics
+	starter  *sdrstart.App // starts the source's reader with the config
 	// stuckAfter overrides readerStuckAfter (tests).
 	stuckAfter time.Duration
+
+	// recordings is the sdr_recorder app's, for replay; nil without it.
+	recordings Recordings
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -281,6 +291,12 @@ func (s *Stream) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if err := s.startPublish(ctx); err != nil {
+		return err
+	}
+	if err := s.attachRecorder(ctx); err != nil {
+		return err
+	}
+	if err := s.findRecordings(ctx); err != nil {
 		return err
 	}
 	if err := s.provisionRTC(ctx); err != nil {
@@ -427,6 +443,9 @@ func (s *Stream) Cleanup() error {
 	case <-time.After(5 * time.Second):
 		s.log.Warn("clients still closing after 5s", zap.String("stream", s.name))
 	}
+	if s.unrecord != nil {
+		s.unrecord()
+	}
 	if s.unsub != nil {
 		s.unsub()
 	}
@@ -478,6 +497,15 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		}
 		return s.serveHealth(w, r)
 	}
+	// ?replay= replays the recording instead (internal/replay); without
+	// it nothing changes.
+	rp, isReplay, err := replay.ParseQuery(r.URL.Query(), time.Now())
+	if err != nil {
+		return s.refuseReplay(w, http.StatusBadRequest, err)
+	}
+	if isReplay && s.recordings == nil {
+		return s.refuseReplay(w, http.StatusNotImplemented, errNoRecorder)
+	}
 	if s.admitted.Add(1) > int64(s.MaxClients) && s.MaxClients > 0 {
 		s.admitted.Add(-1)
 		s.metrics.clientsRejected.WithLabelValues(s.name).Inc()
@@ -494,6 +522,10 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	if s.ctx.Err() != nil {
 		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("sdr_stream %s: stopping", s.name))
 	}
+	if isReplay {
+		admitted = false // serveReplay gives the place back
+		return s.serveReplay(w, r, rp)
+	}
 	trust := s.origins.Judge(r)
 	conn, err := hub.Upgrade(w, r)
 	if err != nil {
@@ -502,6 +534,7 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		return nil
 	}
 	command, control := s.commandPath(trust)
+	command = s.recordCommands(command, r.RemoteAddr)
 	cfg := hub.ClientConfig{
 		KeyframeTimeout: time.Duration(s.IDRTimeout),
 		WriteTimeout:    time.Duration(s.WriteTimeout),

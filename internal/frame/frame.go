@@ -121,3 +121,18 @@ type Gates interface {
 type Leases interface {
 	Lease(stream string) (*lease.Lease, error)
 }
+
+// Recorder is implemented by the sdr_recorder app (the flight recorder):
+// sdr_stream hands it each stream's frames and its clients' commands. It
+// never makes a caller wait: what it cannot take at once it drops.
+type Recorder interface {
+	// AttachStream records the frames of a stream's source; kr asks the
+	// stream's producer for a keyframe, coalesced with the stream's other
+	// requests. The caller calls detach when the stream goes.
+	AttachStream(stream string, src Source, kr KeyframeRequester) (detach func(), err error)
+	// RecordCommand records a command of one of stream's clients after
+	// the command path judged it: body is the 0x04 body, reply what the
+	// path answered (nil: published; else the 0x02 ack). It must not keep
+	// body or reply.
+	RecordCommand(stream, client string, body, reply []byte)
+}

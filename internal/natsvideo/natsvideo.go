@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/keyreq"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
@@ -107,4 +108,33 @@ func partRoom(maxPayload int64) (int, error) {
 		return 0, fmt.Errorf("nats server max_payload %d leaves %d bytes per part, need at least %d", maxPayload, room, minPartPayload)
 	}
 	return room, nil
+}
+
+// Fits reports whether f goes on the wire as one message (the frame header
+// and the payload) under maxPayload, with headerBytes of NATS headers.
+func Fits(f frame.Frame, maxPayload int64, headerBytes int) bool {
+	return int64(shmring.HeaderSize+len(f.Payload)+headerBytes) <= maxPayload
+}
+
+// SplitFrame cuts f into the parts of the wire form for a server whose
+// max_payload is maxPayload, each leaving room for headerBytes of NATS
+// headers besides HeaderPart, and calls fn with each part in order: off is
+// the byte offset of its slice of the payload (the value of HeaderPart),
+// data the frame header followed by the slice; data is fn's to keep. It
+// stops at fn's first error and returns it.
+func SplitFrame(f frame.Frame, maxPayload int64, headerBytes int, fn func(off int, data []byte) error) error {
+	room, err := partRoom(maxPayload - int64(headerBytes))
+	if err != nil {
+		return err
+	}
+	for off := 0; off < len(f.Payload); off += room {
+		end := min(off+room, len(f.Payload))
+		data := make([]byte, shmring.HeaderSize, shmring.HeaderSize+end-off)
+		f.Header.Put(data)
+		data = append(data, f.Payload[off:end]...)
+		if err := fn(off, data); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -216,25 +216,20 @@ func (p *Publisher) publish(f frame.Frame, buf []byte) []byte {
 		p.sent(f)
 		return buf
 	}
-	room, err := partRoom(maxPayload)
-	if err != nil {
-		p.fail(f, err)
-		return buf
-	}
-	for off := 0; off < len(f.Payload); off += room {
-		end := min(off+room, len(f.Payload))
-		data := make([]byte, shmring.HeaderSize, shmring.HeaderSize+end-off)
-		f.Header.Put(data)
-		data = append(data, f.Payload[off:end]...)
+	err := SplitFrame(f, maxPayload, 0, func(off int, data []byte) error {
 		h := nats.Header{HeaderPart: []string{strconv.Itoa(off)}}
 		if off == 0 && hdr != nil {
 			h[HeaderPrev] = hdr[HeaderPrev]
 		}
 		if err := p.nc.PublishMsg(&nats.Msg{Subject: p.cfg.Subject, Header: h, Data: data}); err != nil {
-			p.fail(f, err)
-			return buf
+			return err
 		}
 		p.parts.Add(1)
+		return nil
+	})
+	if err != nil {
+		p.fail(f, err)
+		return buf
 	}
 	p.split.Add(1)
 	p.sent(f)

@@ -1,0 +1,263 @@
+// Package recorder is the sdr_recorder app, sdr-caddy's flight recorder:
+// while it runs, every sdr_stream stream's video frames, the relayed
+// telemetry, every command a WebSocket client sends (after the command
+// path judged it, with its outcome: published, rejected, gated, or control
+// for take_control and release_control) and the safety gate's state
+// messages are written into one JetStream stream, like a dashcam: the
+// oldest records go when the recording is older than max_age or larger
+// than max_bytes.
+//
+// It is off unless the sdr_recorder global option is given, and it needs
+// the sdr_nats app with JetStream: the embedded server with `jetstream on`
+// (its store is then under Caddy's data directory unless store_dir says
+// otherwise) or an external server or cluster with JetStream (replicas 3
+// on a 3-node cluster).
+//
+//	{
+//	    sdr_nats {
+//	        embedded {
+//	            jetstream on
+//	        }
+//	    }
+//	    sdr_recorder {
+//	        stream       SDR_REC      # the JetStream stream
+//	        prefix       rec.         # its subjects: rec.video.<stream>, rec.telemetry.<subject>, rec.command.<stream>, rec.gate.<subject>
+//	        max_age      10m          # dashcam: drop what is older
+//	        max_bytes    2GiB         # dashcam: drop the oldest beyond this
+//	        replicas     1            # copies in a JetStream cluster
+//	        storage      file         # file or memory
+//	        idr_interval 2s           # ask for a keyframe when none came for this long; off: never
+//	        queue        256          # frames per stream (and other records) waiting before drops
+//	        subjects     telemetry.>  # the telemetry recorded (NATS patterns)
+//	    }
+//	}
+//
+// Live video and commands never wait for the recorder: it takes each
+// stream's frames from the stream's source as the NATS publisher does,
+// through its own bounded queue, and a frame that finds the queue full is
+// dropped and counted (caddy_sdr_recorder_dropped_total). Publishes are
+// asynchronous, at most 256 awaiting JetStream's acknowledgement; a
+// publish JetStream refuses or does not acknowledge within 5 s is counted
+// in caddy_sdr_recorder_errors_total, and recording goes on (a JetStream
+// restart or leader change loses what was in flight). When JetStream runs
+// out of storage (the server's own limit below max_bytes, a full disk),
+// recording stops with one error log line and caddy_sdr_recorder_state
+// 2 until the configuration is loaded again.
+//
+// Every instant of a recording has a keyframe before it: while recording,
+// the recorder asks each stream's producer for a keyframe (through the
+// stream's coalesced keyframe requests) whenever none came for
+// idr_interval.
+//
+// The records' format, and the reader that export and replay use, are in
+// internal/recording.
+package recorder
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrstart"
+	"github.com/sdr-os/sdr-caddy/internal/frame"
+	"github.com/sdr-os/sdr-caddy/internal/recording"
+)
+
+func init() {
+	caddy.RegisterModule(new(App))
+}
+
+// App is the sdr_recorder app.
+type App struct {
+	// Stream is the JetStream stream holding the recording. Default SDR_REC.
+	Stream string `json:"stream,omitempty"`
+	// Prefix is the prefix of the recording's subjects. Default "rec.".
+	Prefix string `json:"prefix,omitempty"`
+	// MaxAge drops records older than this. Default 10m.
+	MaxAge caddy.Duration `json:"max_age,omitempty"`
+	// MaxBytes drops the oldest records beyond this size. Default 2GiB.
+	MaxBytes int64 `json:"max_bytes,omitempty"`
+	// Replicas is the number of copies of the stream in a JetStream
+	// cluster. Default 1.
+	Replicas int `json:"replicas,omitempty"`
+	// Storage is "file" (default) or "memory".
+	Storage string `json:"storage,omitempty"`
+	// IDRInterval is how long a stream may go without a keyframe before
+	// the recorder asks its producer for one. Default 2s; -1 never asks.
+	IDRInterval caddy.Duration `json:"idr_interval,omitempty"`
+	// Queue is how many frames of one stream, and how many other records,
+	// may wait for the recorder before new ones are dropped. Default 256.
+	Queue int `json:"queue,omitempty"`
+	// Subjects are the telemetry subjects recorded, NATS patterns. Default
+	// ["telemetry.>"], what the relay forwards by default.
+	Subjects []string `json:"subjects,omitempty"`
+
+	log *zap.Logger
+	rec *recording.Recorder
+}
+
+// CaddyModule returns the Caddy module information.
+func (*App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "sdr_recorder",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision sets up the recorder on the sdr_nats app's connection; it
+// records from Start on.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.log = ctx.Logger()
+	if err := a.Validate(); err != nil {
+		return err
+	}
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	app, err := ctx.AppIfConfigured("sdr_nats")
+	if errors.Is(err, caddy.ErrNotConfigured) {
+		return errors.New("sdr_recorder: needs the sdr_nats app with JetStream (sdr_nats { embedded { jetstream on } }, or a JetStream server)")
+	}
+	if err != nil {
+		return fmt.Errorf("sdr_recorder: loading the sdr_nats app: %w", err)
+	}
+	c, ok := app.(interface{ Conn() *nats.Conn })
+	if !ok || c.Conn() == nil {
+		return fmt.Errorf("sdr_recorder: the sdr_nats app (%T) offers no connection", app)
+	}
+	if js, ok := app.(interface{ EmbeddedJetStream() (embedded, on bool) }); ok {
+		if embedded, on := js.EmbeddedJetStream(); embedded && !on {
+			return errors.New("sdr_recorder: the embedded nats-server runs without JetStream: add `jetstream on` to sdr_nats { embedded { ... } }")
+		}
+	}
+	a.rec, err = recording.New(c.Conn(), a.config(ctx))
+	if err != nil {
+		return fmt.Errorf("sdr_recorder: %w", err)
+	}
+	// The connection starts with sdr_start (sdr_nats registered first, as
+	// it was loaded above): the recorder starts after it.
+	starter, err := sdrstart.Of(ctx)
+	if err != nil {
+		return fmt.Errorf("sdr_recorder: %w", err)
+	}
+	return starter.OnStart("sdr_recorder", func() error {
+		a.rec.Start()
+		track(a.rec)
+		return nil
+	})
+}
+
+func (a *App) config(ctx caddy.Context) recording.Config {
+	cfg := recording.Config{
+		Stream: recording.StreamConfig{
+			Name: a.Stream, Prefix: a.Prefix, MaxAge: time.Duration(a.MaxAge), MaxBytes: a.MaxBytes,
+			Replicas: a.Replicas, Memory: a.Storage == "memory",
+		},
+		IDRInterval: time.Duration(a.IDRInterval),
+		Queue:       a.Queue,
+		Subjects:    a.Subjects,
+		Logger:      ctx.Slogger(),
+	}
+	if cfg.Stream.MaxAge == 0 {
+		cfg.Stream.MaxAge = recording.DefaultMaxAge
+	}
+	if cfg.Stream.MaxBytes == 0 {
+		cfg.Stream.MaxBytes = recording.DefaultMaxBytes
+	}
+	return cfg
+}
+
+// Validate checks the settings.
+func (a *App) Validate() error {
+	if a.Stream != "" && (strings.ContainsAny(a.Stream, ".*> \t\r\n/\\") || len(a.Stream) > 255) {
+		return fmt.Errorf("sdr_recorder: stream %q: a JetStream stream name has no dots, wildcards, slashes or whitespace", a.Stream)
+	}
+	if a.Prefix != "" {
+		if err := recording.ValidateName(strings.TrimSuffix(a.Prefix, ".")); err != nil {
+			return fmt.Errorf("sdr_recorder: prefix: %w", err)
+		}
+	}
+	own := recording.Subject(a.Prefix, recording.KindVideo, "x")
+	for _, s := range a.subjects() {
+		if recording.SubjectMatches(s, own) {
+			return fmt.Errorf("sdr_recorder: the recorded subjects %q take the recording's own subjects (prefix %q): the recorder would record itself", s, recording.NormPrefix(a.Prefix))
+		}
+	}
+	switch a.Storage {
+	case "", "file", "memory":
+	default:
+		return fmt.Errorf("sdr_recorder: storage %q: want file or memory", a.Storage)
+	}
+	if a.MaxAge < 0 || a.MaxBytes < 0 || a.Replicas < 0 || a.Queue < 0 || a.IDRInterval < -1 {
+		return errors.New("sdr_recorder: max_age, max_bytes, replicas and queue must not be negative, idr_interval -1 at least")
+	}
+	if a.Replicas > 5 {
+		return fmt.Errorf("sdr_recorder: replicas %d: JetStream allows at most 5", a.Replicas)
+	}
+	for _, s := range a.Subjects {
+		if s == "" || strings.ContainsAny(s, " \t\r\n") {
+			return fmt.Errorf("sdr_recorder: subject %q is empty or has whitespace", s)
+		}
+	}
+	return nil
+}
+
+func (a *App) subjects() []string {
+	if a.Subjects == nil {
+		return recording.DefaultSubjects
+	}
+	return a.Subjects
+}
+
+// Start implements caddy.App; the recorder starts with sdr_start, after
+// the NATS connection.
+func (a *App) Start() error { return nil }
+
+// Stop implements caddy.App; the recorder stops in Cleanup.
+func (a *App) Stop() error { return nil }
+
+// Cleanup stops the recorder.
+func (a *App) Cleanup() error {
+	if a.rec == nil {
+		return nil
+	}
+	untrack(a.rec)
+	err := a.rec.Close()
+	a.rec = nil
+	if err != nil {
+		return fmt.Errorf("sdr_recorder: %w", err)
+	}
+	return nil
+}
+
+// AttachStream implements frame.Recorder.
+func (a *App) AttachStream(stream string, src frame.Source, kr frame.KeyframeRequester) (func(), error) {
+	if a.rec == nil {
+		return nil, errors.New("sdr_recorder: not provisioned")
+	}
+	return a.rec.AttachStream(stream, src, kr)
+}
+
+// RecordCommand implements frame.Recorder.
+func (a *App) RecordCommand(stream, client string, body, reply []byte) {
+	if r := a.rec; r != nil {
+		r.RecordCommand(stream, client, body, reply)
+	}
+}
+
+// Recorder returns the core, for tests and the export command.
+func (a *App) Recorder() *recording.Recorder { return a.rec }
+
+// Interface guards.
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.Validator    = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+	_ frame.Recorder     = (*App)(nil)
+)

@@ -1,0 +1,100 @@
+package recorder
+
+import (
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+
+	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrcaddyfile"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("sdr_recorder", parseGlobalOption)
+}
+
+// parseGlobalOption sets up the sdr_recorder app from the global option
+// block. Syntax (every subdirective optional):
+//
+//	sdr_recorder {
+//	    stream       <name>          # default SDR_REC
+//	    prefix       <prefix>        # default rec.
+//	    max_age      <duration>      # default 10m
+//	    max_bytes    <size>          # default 2GiB
+//	    replicas     <n>             # default 1
+//	    storage      file|memory     # default file
+//	    idr_interval <duration>|off  # default 2s
+//	    queue        <n>             # default 256
+//	    subjects     <pattern...>    # default telemetry.>
+//	}
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	if existing != nil {
+		return nil, d.Err("sdr_recorder global option given more than once")
+	}
+	app := new(App)
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "sdr_recorder", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// UnmarshalCaddyfile reads the sdr_recorder global option block; see
+// parseGlobalOption for the syntax.
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the option name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return sdrcaddyfile.EachSubdirective(d, "subdirective", func(key string) error {
+		args := sdrcaddyfile.ReadArgs(d)
+		var err error
+		switch key {
+		case "stream":
+			a.Stream, err = args.One()
+		case "prefix":
+			a.Prefix, err = args.One()
+		case "max_age":
+			a.MaxAge, err = duration(d, args)
+		case "max_bytes":
+			a.MaxBytes, err = args.Size()
+		case "replicas":
+			a.Replicas, err = args.PositiveInt()
+		case "storage":
+			a.Storage, err = args.One()
+			if err == nil && a.Storage != "file" && a.Storage != "memory" {
+				return d.Errf("storage %q: want file or memory", a.Storage)
+			}
+		case "idr_interval":
+			var v string
+			if v, err = args.One(); err == nil {
+				if v == "off" {
+					a.IDRInterval = -1
+				} else {
+					a.IDRInterval, err = duration(d, args)
+				}
+			}
+		case "queue":
+			a.Queue, err = args.PositiveInt()
+		case "subjects":
+			a.Subjects, err = args.Some()
+		default:
+			return d.Errf("unknown subdirective %q", key)
+		}
+		return err
+	})
+}
+
+// duration reads one positive duration.
+func duration(d *caddyfile.Dispenser, args sdrcaddyfile.Args) (caddy.Duration, error) {
+	v, err := args.One()
+	if err != nil {
+		return 0, err
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil || dur <= 0 {
+		return 0, d.Errf("%s %q: want a positive duration (2s, 10m)", args.Name(), v)
+	}
+	return caddy.Duration(dur), nil
+}
+
+var _ caddyfile.Unmarshaler = (*App)(nil)

@@ -1,0 +1,211 @@
+package caddymodule
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sdr-os/sdr-caddy/internal/recording"
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
+	"github.com/sdr-os/sdr-caddy/internal/wire"
+	"github.com/sdr-os/sdr-caddy/shmring/shmringtest"
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
+)
+
+// TestRecorderLiveRecordsStream runs Caddy with the embedded nats-server
+// (JetStream on), sdr_recorder and an sdr_stream on a ring, writes frames,
+// sends a published and a rejected command on /stream/ws and one on the
+// sdr_nats handler's /nats/ws, publishes
+// telemetry and a gate message on NATS, and reads the recording back with
+// recording.Read: the frames' bytes as the ring's writer wrote them, the
+// commands with their outcomes, the telemetry and the gate's message; then
+// it waits for the recorder's periodic keyframe requests.
+func TestRecorderLiveRecordsStream(t *testing.T) {
+	natsPort, httpPort := testenv.FreePort(t), testenv.FreePort(t)
+	path := filepath.Join(t.TempDir(), "frames")
+	w := shmringtest.NewWriter(t, path, 1<<20)
+	tester := caddytest.NewTester(t)
+	tester.InitServer(fmt.Sprintf(`
+	{
+		admin localhost:2999
+		skip_install_trust
+		http_port %d
+		sdr_nats {
+			embedded {
+				listen 127.0.0.1:%d
+				jetstream on
+				store_dir %s
+			}
+		}
+		sdr_recorder {
+			storage memory
+			max_bytes 64MiB
+			idr_interval 300ms
+		}
+	}
+	http://localhost:%d {
+		handle /stream/* {
+			sdr_stream {
+				source shm %s
+			}
+		}
+		handle /nats/* {
+			sdr_nats
+		}
+	}`, httpPort, natsPort, t.TempDir(), httpPort, path), "caddyfile")
+	unloadOnCleanup(t)
+
+	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", natsPort), nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(testwait.Default))
+	defer cancel()
+	testwait.For(t, "the recorder recording", func() bool {
+		return metricValue(t, "caddy_sdr_recorder_state") == 1
+	})
+
+	health := fmt.Sprintf("http://localhost:%d/stream/health", httpPort)
+	frames := map[uint64]int{} // frame_seq -> the writer's index
+	write := func(key bool, size int) {
+		i := len(frames)
+		seq := w.Write(t, key, size)
+		frames[seq] = i
+		waitHealth(t, health, func(h map[string]any) bool { return h["shm_seq"] == float64(seq) })
+	}
+	for i := range 6 {
+		write(i == 0, 2000+i)
+	}
+	c := streamDial(t, fmt.Sprintf("ws://localhost:%d/stream/ws", httpPort), nil)
+	send := func(body string) {
+		if err := c.WriteMessage(websocket.BinaryMessage, append([]byte{wire.TypeCommand}, body...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(`{"action":"estop","cmd_seq":1}`)
+	send(`{"action":"not an action","cmd_seq":2}`)
+	testwait.For(t, "the 2 commands recorded", func() bool {
+		return metricValue(t, `caddy_sdr_recorder_records_total{kind="command"}`) >= 2
+	})
+	// The sdr_nats handler's commands are recorded too.
+	cn := streamDial(t, fmt.Sprintf("ws://localhost:%d/nats/ws", httpPort), nil)
+	if err := cn.WriteMessage(websocket.BinaryMessage, append([]byte{wire.TypeCommand}, `{"action":"pause","cmd_seq":3}`...)); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, "the third command recorded", func() bool {
+		return metricValue(t, `caddy_sdr_recorder_records_total{kind="command"}`) >= 3
+	})
+	if err := nc.Publish("telemetry.odom", []byte(`{"x":1.5}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Publish(recording.GateSubject, []byte(`{"gated":true,"mode":"HOLD","stale_ms":1500}`)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		write(i == 0, 300_000) // larger than one message at most: a split frame
+	}
+	testwait.For(t, "12 frames, 3 commands, telemetry and the gate recorded", func() bool {
+		return metricValue(t, `caddy_sdr_recorder_frames_total{stream="default"}`) == 12 &&
+			metricValue(t, `caddy_sdr_recorder_records_total{kind="command"}`) >= 3 &&
+			metricValue(t, `caddy_sdr_recorder_records_total{kind="telemetry"}`) >= 1 &&
+			metricValue(t, `caddy_sdr_recorder_records_total{kind="gate"}`) >= 1
+	})
+	var got []string
+	var video int
+	testwait.For(t, "the records stored", func() bool {
+		got, video = nil, 0
+		_, err := recording.Read(ctx, js, recording.ReadOptions{}, func(r recording.Record) error {
+			switch r.Kind {
+			case recording.KindVideo:
+				i, ok := frames[r.Frame.Header.FrameSeq]
+				size := 2000 + i
+				if i >= 6 {
+					size = 300_000
+				}
+				if !ok || !bytes.Equal(r.Frame.Payload, bytes.Repeat([]byte{byte(i)}, size)) || r.Subject != "default" {
+					t.Errorf("frame %d: %d bytes differ from what the writer wrote", r.Frame.Header.FrameSeq, len(r.Frame.Payload))
+				}
+				video++
+			case recording.KindCommand:
+				var cb recording.CommandBody
+				if err := json.Unmarshal(r.Data, &cb); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, fmt.Sprintf("command %s %s %s", cb.Action, cb.Outcome, cb.Payload))
+			default:
+				got = append(got, r.Kind.String()+" "+r.Subject+" "+string(r.Data))
+			}
+			return nil
+		})
+		return err == nil && video == 12 && len(got) >= 5
+	})
+	want := []string{
+		`command estop published {"action":"estop","cmd_seq":1}`,
+		`command not an action rejected {"action":"not an action","cmd_seq":2}`,
+		`command pause published {"action":"pause","cmd_seq":3}`,
+		`telemetry telemetry.odom {"x":1.5}`,
+		`gate telemetry.safety.video_gate {"gated":true,"mode":"HOLD","stale_ms":1500}`,
+	}
+	var others []string
+	for _, g := range got {
+		if !strings.HasPrefix(g, "telemetry telemetry.frame") { // the stream's own telemetry, if any
+			others = append(others, g)
+		}
+	}
+	if strings.Join(others, "\n") != strings.Join(want, "\n") {
+		t.Errorf("records:\n%s\nwant\n%s", strings.Join(others, "\n"), strings.Join(want, "\n"))
+	}
+
+	// No keyframe comes from the writer now: the recorder asks the
+	// producer for one (command.genesis.force_idr, through the stream's
+	// coalesced requests), and again while none comes.
+	idr := subscribeChan(t, nc, "command.genesis.force_idr", 16)
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		testwait.Recv(t, idr, "a keyframe request from the recorder")
+	}
+	if metricValue(t, "caddy_sdr_recorder_keyframe_requests_total") < 2 {
+		t.Error("caddy_sdr_recorder_keyframe_requests_total below 2")
+	}
+}
+
+// TestRecorderNeedsJetStream: sdr_recorder with the embedded nats-server
+// running without JetStream is refused with the fix in the error.
+func TestRecorderNeedsJetStream(t *testing.T) {
+	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(`{
+	admin localhost:2999
+	sdr_nats
+	sdr_recorder
+}
+http://localhost:9080 {
+	respond ok
+}
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unloadOnCleanup(t)
+	err = caddy.Load(cfg, true)
+	if err == nil || !strings.Contains(err.Error(), "jetstream on") {
+		t.Errorf("loading: %v, want an error saying to turn jetstream on", err)
+	}
+}

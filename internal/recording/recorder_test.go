@@ -1,0 +1,391 @@
+package recording
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sdr-os/sdr-caddy/frame"
+	"github.com/sdr-os/sdr-caddy/internal/natstest"
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
+	"github.com/sdr-os/sdr-caddy/internal/wire"
+)
+
+// testSource is a frame.Source whose frames the test hands on, on the
+// test's goroutine, as a ring reader hands them on its own.
+type testSource struct {
+	mu  sync.Mutex
+	fns map[int]func(frame.Frame)
+	n   int
+}
+
+func (s *testSource) Subscribe(fn func(frame.Frame)) func() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fns == nil {
+		s.fns = map[int]func(frame.Frame){}
+	}
+	id := s.n
+	s.n++
+	s.fns[id] = fn
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.fns, id)
+	}
+}
+
+func (s *testSource) LastArrival() time.Time { return time.Time{} }
+
+func (s *testSource) push(f frame.Frame) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, fn := range s.fns {
+		fn(f)
+	}
+}
+
+// keyframeCounter counts keyframe requests; block, when set, holds the
+// requesting goroutine until it is closed.
+type keyframeCounter struct {
+	mu      sync.Mutex
+	n       int
+	entered chan struct{}
+	block   chan struct{}
+}
+
+func (k *keyframeCounter) RequestKeyframe() {
+	k.mu.Lock()
+	k.n++
+	first := k.n == 1
+	k.mu.Unlock()
+	if first && k.entered != nil {
+		k.entered <- struct{}{}
+	}
+	if k.block != nil {
+		<-k.block
+	}
+}
+
+func (k *keyframeCounter) count() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.n
+}
+
+func startRecorder(t *testing.T, nc *nats.Conn, cfg Config) *Recorder {
+	t.Helper()
+	r, err := New(nc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Start()
+	t.Cleanup(func() { _ = r.Close() })
+	testwait.For(t, "the recorder recording", func() bool { return r.Stats().State == StateRecording })
+	return r
+}
+
+func ack(status, detail string) []byte {
+	msg, err := wire.Telemetry("telemetry.command.ack", fmt.Appendf(nil, `{"action":"x","cmd_seq":null,"status":%q,"detail":%q}`, status, detail))
+	if err != nil {
+		panic(err)
+	}
+	return msg
+}
+
+// TestRecorderRecordsEverything records a stream of frames (one split in
+// parts), telemetry, a published, a rejected and a gated command and a
+// gate transition, and reads them back: every frame's bytes as the source
+// produced them, the kinds in the order they happened.
+func TestRecorderRecordsEverything(t *testing.T) {
+	t.Parallel()
+	nc, js := jetStream(t, 64<<10)
+	kr := &keyframeCounter{}
+	r := startRecorder(t, nc, Config{Stream: StreamConfig{Memory: true, MaxAge: time.Hour}, IDRInterval: -1})
+	src := &testSource{}
+	detach, err := r.AttachStream("front", src, kr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer detach()
+	// A second handler of the same stream shares the recording: its
+	// detach leaves the first one's in place, and frames are recorded once.
+	detach2, err := r.AttachStream("front", &testSource{}, kr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	detach2()
+	pub := natstest.Connect(t, natsServerOf(t, nc))
+
+	var frames []frame.Frame
+	waitRecords := func(k Kind, n uint64) {
+		t.Helper()
+		testwait.For(t, fmt.Sprintf("%d %s records", n, k), func() bool { return r.Stats().Records[k] >= n })
+	}
+	for i := range 20 {
+		n := 500 + i
+		if i == 7 {
+			n = 200_000
+		}
+		f := testFrame(i, 10, n)
+		f.Arrived = time.Now()
+		frames = append(frames, f)
+		src.push(f)
+		waitRecords(KindVideo, uint64(i+1))
+		switch i {
+		case 3:
+			if err := pub.Publish("telemetry.odom", []byte(`{"x":1}`)); err != nil {
+				t.Fatal(err)
+			}
+			waitRecords(KindTelemetry, 1)
+		case 5:
+			r.RecordCommand("front", "127.0.0.1:1", []byte(`{"action":"set_cmd_vel","cmd_seq":1}`), nil)
+			waitRecords(KindCommand, 1)
+		case 6:
+			r.RecordCommand("front", "127.0.0.1:1", []byte(`{"action":"fly"}`), ack("rejected", "action not allowed"))
+			waitRecords(KindCommand, 2)
+		case 8:
+			if err := pub.Publish(GateSubject, []byte(`{"gated":true,"mode":"HOLD","stale_ms":1200}`)); err != nil {
+				t.Fatal(err)
+			}
+			waitRecords(KindGate, 1)
+		case 9:
+			r.RecordCommand("front", "127.0.0.1:1", []byte(`{"action":"set_cmd_vel"}`), ack("gated", "video stale: safety gate HOLD"))
+			waitRecords(KindCommand, 3)
+		}
+	}
+	select {
+	case <-r.JetStream().PublishAsyncComplete():
+	case <-testwait.After(testwait.Default):
+		t.Fatal("publishes not acknowledged")
+	}
+
+	from := frames[12].Arrived
+	recs, st := readAll(t, testCtx(t), js, ReadOptions{})
+	var kinds []string
+	var video []int
+	for _, rec := range recs {
+		kinds = append(kinds, rec.Kind.String())
+		if rec.Kind == KindVideo {
+			i := int(rec.Frame.Header.FrameSeq) - 1
+			video = append(video, i)
+			if rec.Frame.Header != frames[i].Header || !bytes.Equal(rec.Frame.Payload, frames[i].Payload) || !rec.Time.Equal(frames[i].Arrived) {
+				t.Errorf("frame %d differs from what the source produced", i)
+			}
+			continue
+		}
+		switch rec.Kind {
+		case KindTelemetry:
+			if rec.Subject != "telemetry.odom" || string(rec.Data) != `{"x":1}` {
+				t.Errorf("telemetry %q %s", rec.Subject, rec.Data)
+			}
+		case KindGate:
+			if rec.Subject != GateSubject || !strings.Contains(string(rec.Data), `"mode":"HOLD"`) {
+				t.Errorf("gate %q %s", rec.Subject, rec.Data)
+			}
+		case KindCommand:
+			var c CommandBody
+			if err := json.Unmarshal(rec.Data, &c); err != nil {
+				t.Fatal(err)
+			}
+			kinds[len(kinds)-1] += " " + c.Action + " " + c.Outcome
+		}
+	}
+	want := "video video video video telemetry video video command set_cmd_vel published video command fly rejected " +
+		"video video gate video command set_cmd_vel gated video"
+	if got := strings.Join(kinds, " "); !strings.HasPrefix(got, want) {
+		t.Errorf("records:\n%s\nwant them to begin\n%s", got, want)
+	}
+	if len(video) != 20 || st.Frames != 20 {
+		t.Errorf("frames read %v", video)
+	}
+	// A window from frame 12: the keyframe 10 first.
+	recs, _ = readAll(t, testCtx(t), js, ReadOptions{From: from, Kinds: []Kind{KindVideo}})
+	if len(recs) == 0 || recs[0].Frame.Header.FrameSeq != 11 || !recs[0].Frame.Header.Keyframe() || recs[0].Time.After(from) {
+		t.Errorf("window from frame 12 starts with %+v, want the keyframe 10 at or before From", recs[0].Frame.Header)
+	}
+	if s := r.Stats(); s.Errors != 0 || s.Dropped != [4]uint64{} || s.Frames["front"] != 20 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// natsServerOf finds the embedded server behind nc: jetStream started it.
+func natsServerOf(t *testing.T, nc *nats.Conn) *server.Server {
+	t.Helper()
+	v, ok := servers.Load(nc)
+	if !ok {
+		t.Fatal("no server for this connection")
+	}
+	return v.(*server.Server)
+}
+
+// TestRecorderFullQueueDropsWithoutBlocking stalls the recorder's writer
+// (in a keyframe request it makes: the periodic IDR) and hands it more
+// frames than its queue holds: the source's goroutine goes on, the
+// surplus is dropped and counted, and what was queued is recorded once
+// the writer runs again.
+func TestRecorderFullQueueDropsWithoutBlocking(t *testing.T) {
+	t.Parallel()
+	nc, _ := jetStream(t, 0)
+	kr := &keyframeCounter{entered: make(chan struct{}, 1), block: make(chan struct{})}
+	var unblock sync.Once
+	release := func() { unblock.Do(func() { close(kr.block) }) }
+	r := startRecorder(t, nc, Config{Stream: StreamConfig{Memory: true}, Queue: 4, IDRInterval: time.Millisecond})
+	src := &testSource{}
+	detach, err := r.AttachStream("front", src, kr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer detach()
+	defer release() // before detach, which waits for the writer
+	testwait.Recv(t, kr.entered, "the periodic keyframe request")
+	pushed := make(chan struct{}, 1)
+	go func() {
+		defer func() { pushed <- struct{}{} }()
+		for i := range 10 {
+			src.push(testFrame(i+1, 100, 100)) // no keyframe: the recorder keeps asking
+		}
+	}()
+	testwait.Recv(t, pushed, "the source handing on 10 frames while the recorder is stalled")
+	if s := r.Stats(); s.Dropped[KindVideo] != 6 || s.Records[KindVideo] != 0 {
+		t.Errorf("stats %+v: want 6 frames dropped, none recorded yet", s)
+	}
+	release()
+	testwait.For(t, "the 4 queued frames recorded", func() bool { return r.Stats().Records[KindVideo] == 4 })
+	if kr.count() < 1 || r.Stats().KeyframeRequests < 1 {
+		t.Errorf("no periodic keyframe request")
+	}
+}
+
+// TestRecorderStopsWhenStorageIsFull fills a server whose JetStream may
+// hold 256 KiB: the recording stops with state stopped, and later frames
+// are dropped, not published.
+func TestRecorderStopsWhenStorageIsFull(t *testing.T) {
+	t.Parallel()
+	s := natstest.Server(t, &server.Options{JetStream: true, StoreDir: t.TempDir(), JetStreamMaxMemory: 256 << 10})
+	nc := natstest.Connect(t, s)
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	lg := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return logs.Write(p)
+	}), nil))
+	r := startRecorder(t, nc, Config{Stream: StreamConfig{Memory: true}, Logger: lg, IDRInterval: -1})
+	src := &testSource{}
+	detach, err := r.AttachStream("front", src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer detach()
+	for i := 0; r.Stats().State == StateRecording; i++ {
+		if i > 1000 {
+			t.Fatal("1000 frames of 20 KiB fit in 256 KiB")
+		}
+		src.push(testFrame(i, 1, 20<<10))
+		n := uint64(i + 1)
+		testwait.For(t, "the frame published or dropped", func() bool {
+			st := r.Stats()
+			return st.Records[KindVideo]+st.Dropped[KindVideo] >= n
+		})
+		select {
+		case <-r.JetStream().PublishAsyncComplete():
+		case <-testwait.After(testwait.Default):
+			t.Fatal("publishes not acknowledged")
+		}
+	}
+	st := r.Stats()
+	if st.State != StateStopped || st.Errors == 0 {
+		t.Errorf("stats %+v: want stopped with errors", st)
+	}
+	logMu.Lock()
+	out := logs.String()
+	logMu.Unlock()
+	if strings.Count(out, "out of storage") != 1 {
+		t.Errorf("log:\n%s\nwant one line saying JetStream is out of storage", out)
+	}
+	before := st.Records[KindVideo]
+	src.push(testFrame(0, 1, 100))
+	if st := r.Stats(); st.Records[KindVideo] != before {
+		t.Errorf("a frame recorded after the stop")
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestRecorderResumesAfterJetStreamRestart records frames, restarts the
+// nats-server (same port, same store), and records more: the frames after
+// the restart are in the recording with those before it.
+func TestRecorderResumesAfterJetStreamRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	opts := func(port int) *server.Options {
+		return &server.Options{JetStream: true, StoreDir: dir, Port: port}
+	}
+	s := natstest.Server(t, opts(0))
+	port := s.Addr().(*net.TCPAddr).Port
+	nc := natstest.Connect(t, s, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	r := startRecorder(t, nc, Config{IDRInterval: -1})
+	src := &testSource{}
+	detach, err := r.AttachStream("front", src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer detach()
+	push := func(i int) {
+		src.push(testFrame(i, 5, 1000))
+		testwait.For(t, fmt.Sprintf("frame %d recorded", i), func() bool { return r.Stats().Records[KindVideo] >= uint64(i+1) })
+	}
+	for i := range 5 {
+		push(i)
+	}
+	select {
+	case <-r.JetStream().PublishAsyncComplete():
+	case <-testwait.After(testwait.Default):
+		t.Fatal("publishes not acknowledged")
+	}
+	s.Shutdown()
+	s.WaitForShutdown()
+	testwait.For(t, "the connection noticing", func() bool { return !nc.IsConnected() })
+	natstest.Server(t, opts(port))
+	testwait.For(t, "the connection back", nc.IsConnected)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []Record
+	testwait.For(t, "frames 5..9 recorded after the restart", func() bool {
+		// Frames are pushed until JetStream (recovering its streams) takes
+		// them: those it refused meanwhile are counted as errors.
+		i := int(r.Stats().Records[KindVideo])
+		if i < 10 {
+			push(i)
+		}
+		select {
+		case <-r.JetStream().PublishAsyncComplete():
+		case <-testwait.After(testwait.Default):
+			return false
+		}
+		recs = recs[:0]
+		_, err := Read(testCtx(t), js, ReadOptions{}, func(rec Record) error {
+			recs = append(recs, rec)
+			return nil
+		})
+		return err == nil && len(recs) > 0 && recs[len(recs)-1].Frame.Header.FrameSeq >= 10
+	})
+	if recs[0].Frame.Header.FrameSeq != 1 {
+		t.Errorf("the recording starts at frame %d, want 1 (from before the restart)", recs[0].Frame.Header.FrameSeq)
+	}
+}
