@@ -17,6 +17,9 @@
 #   SDR_DEMO_FPS         frame rate (default 60)
 #   SDR_DEMO_GOP         frames per GOP (default 60)
 #   SDR_CADDY_BIN        the binary (default bin/caddy)
+#   SDR_RECORDER         the flight recorder: on (default with the embedded NATS
+#                        server, which then runs JetStream) or off; it keeps the
+#                        last SDR_RECORDER_MAX_AGE (2m), at most SDR_RECORDER_MAX_BYTES (256MiB)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +42,16 @@ export SDR_SHM_PATH=${SDR_SHM_PATH:-/dev/shm/sdr_os_ipc/frames}
 export XDG_CONFIG_HOME=${XDG_CONFIG_HOME:-$(pwd)/tmp/xdg/config}
 export XDG_DATA_HOME=${XDG_DATA_HOME:-$(pwd)/tmp/xdg/data}
 mkdir -p "$XDG_CONFIG_HOME" "$XDG_DATA_HOME"
+
+# The flight recorder, with small limits, so that a first run shows replay
+# and `caddy sdr-export`. It needs JetStream: the embedded server gets it; an
+# external SDR_NATS_URL is left as it is, and the recorder off unless asked.
+if [ -z "${SDR_NATS_URL:-}" ]; then
+	export SDR_RECORDER=${SDR_RECORDER:-on}
+	export SDR_NATS_JETSTREAM=${SDR_NATS_JETSTREAM:-on}
+fi
+export SDR_RECORDER_MAX_AGE=${SDR_RECORDER_MAX_AGE:-2m}
+export SDR_RECORDER_MAX_BYTES=${SDR_RECORDER_MAX_BYTES:-256MiB}
 
 if command -v ss >/dev/null && ss -Hltn "sport = :$port" | grep -q .; then
 	die "port $port is in use; set SDR_DEMO_PORT to another one"
@@ -93,6 +106,14 @@ cat >&2 <<EOF
     health   http://localhost:$port/health
     metrics  http://$SDR_METRICS_ADDR/metrics
     ring     $SDR_SHM_PATH (written by 'caddy sdr-testsrc')
+EOF
+if [ "${SDR_RECORDER:-off}" = on ]; then
+	cat >&2 <<EOF
+    recorder the last $SDR_RECORDER_MAX_AGE on JetStream: replay with /stream/ws?replay=-30s,
+             export with '$bin sdr-export --from -1m --out demo.mp4'
+EOF
+fi
+cat >&2 <<EOF
 
   Ctrl-C stops both processes.
 

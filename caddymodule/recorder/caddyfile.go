@@ -16,7 +16,7 @@ func init() {
 // parseGlobalOption sets up the sdr_recorder app from the global option
 // block. Syntax (every subdirective optional):
 //
-//	sdr_recorder {
+//	sdr_recorder [on|off] {
 //	    stream       <name>          # default SDR_REC
 //	    prefix       <prefix>        # default rec.
 //	    max_age      <duration>      # default 10m
@@ -27,16 +27,43 @@ func init() {
 //	    queue        <n>             # default 256
 //	    subjects     <pattern...>    # default telemetry.>
 //	}
+//
+// off leaves the app out of the configuration, as if the block were not
+// there (its subdirectives are still checked), so that one Caddyfile can
+// carry the block and an environment variable turn it on:
+// `sdr_recorder {$SDR_RECORDER:off} { ... }`. on, or nothing, turns it on.
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	if existing != nil {
 		return nil, d.Err("sdr_recorder global option given more than once")
 	}
+	d.Next() // the option name
+	on := true
+	if d.NextArg() {
+		switch d.Val() {
+		case "on":
+		case "off":
+			on = false
+		default:
+			return nil, d.Errf("sdr_recorder %q: want on or off before the block", d.Val())
+		}
+		if d.NextArg() {
+			return nil, d.ArgErr()
+		}
+	}
 	app := new(App)
-	if err := app.UnmarshalCaddyfile(d); err != nil {
+	if err := app.unmarshalBlock(d); err != nil {
 		return nil, err
+	}
+	if !on {
+		// Not an httpcaddyfile.App: no app is configured, and a second
+		// sdr_recorder option is still refused.
+		return recorderOff{}, nil
 	}
 	return httpcaddyfile.App{Name: "sdr_recorder", Value: caddyconfig.JSON(app, nil)}, nil
 }
+
+// recorderOff is the value of `sdr_recorder off`.
+type recorderOff struct{}
 
 // UnmarshalCaddyfile reads the sdr_recorder global option block; see
 // parseGlobalOption for the syntax.
@@ -45,6 +72,12 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	return a.unmarshalBlock(d)
+}
+
+// unmarshalBlock reads the block of the option whose name (and arguments)
+// d has read.
+func (a *App) unmarshalBlock(d *caddyfile.Dispenser) error {
 	return sdrcaddyfile.EachSubdirective(d, "subdirective", func(key string) error {
 		args := sdrcaddyfile.ReadArgs(d)
 		var err error

@@ -21,10 +21,12 @@ import (
 )
 
 // TestDemoScript runs what `make run` runs after building, scripts/demo.sh,
-// with its ports, ring and NATS moved off the defaults (so that it can run
-// beside anything else on the machine), and checks what the README promises:
-// the player at /, the edge's OK at /health, H.264 from the test pattern on
-// /stream/ws starting at a keyframe, and a clean stop on Ctrl-C.
+// with its ports, ring and embedded NATS server moved off the defaults (so
+// that it can run beside anything else on the machine), and checks what the
+// README promises: the player at /, the edge's OK at /health, H.264 from the
+// test pattern on /stream/ws starting at a keyframe, the flight recorder on
+// (a replay of the recording starts at a keyframe, and `caddy sdr-export`
+// writes an MP4 of it), and a clean stop on Ctrl-C.
 func TestDemoScript(t *testing.T) {
 	root := testenv.Root()
 	ports := freePorts(t, 6)
@@ -38,7 +40,8 @@ func TestDemoScript(t *testing.T) {
 		fmt.Sprintf("SDR_ADMIN_ADDR=127.0.0.1:%d", ports[2]),
 		fmt.Sprintf("SDR_METRICS_ADDR=:%d", ports[5]),
 		"SDR_SHM_PATH="+ring,
-		"SDR_NATS_URL="+testenv.StartNATSOn(t, ports[3]),
+		"SDR_NATS_URL=",
+		fmt.Sprintf("SDR_NATS_EMBEDDED_ADDR=127.0.0.1:%d", ports[3]),
 		fmt.Sprintf("SDR_ROS_UPSTREAM=ws://127.0.0.1:%d", ports[4]),
 		"SDR_DEMO_RESOLUTION=320x240",
 		"SDR_DEMO_FPS=30",
@@ -94,6 +97,39 @@ func TestDemoScript(t *testing.T) {
 			}
 		}
 		frames++
+	}
+	if !strings.Contains(demo.Output(), "sdr-export") {
+		t.Errorf("the demo does not say that it records:\n%s", demo.Output())
+	}
+
+	// The recorder has recorded what the live client got: a replay from a
+	// minute ago starts at the recording's first keyframe.
+	replay, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(edge, "http")+"/stream/ws?replay=-1m", nil)
+	if err != nil {
+		if resp != nil {
+			t.Fatalf("replay: %v (HTTP %d)", err, resp.StatusCode)
+		}
+		t.Fatalf("replay: %v", err)
+	}
+	defer replay.Close()
+	_ = replay.SetReadDeadline(testwait.Deadline(20 * time.Second))
+	for {
+		_, msg, err := replay.ReadMessage()
+		if err != nil {
+			t.Fatalf("replay: %v", err)
+		}
+		if len(msg) < 1+shmring.HeaderSize || msg[0] != 0x01 {
+			continue
+		}
+		if h, err := shmring.ParseHeader(msg[1:]); err != nil || !h.Keyframe() {
+			t.Errorf("replay's first frame: %+v, %v; want a keyframe", h, err)
+		}
+		break
+	}
+	mp4 := filepath.Join(dir, "demo.mp4")
+	export := exec.Command(testenv.CaddyBin(t), "sdr-export", "--nats", fmt.Sprintf("nats://127.0.0.1:%d", ports[3]), "--out", mp4)
+	if out, err := export.CombinedOutput(); err != nil || !strings.Contains(string(out), "wrote "+mp4) {
+		t.Errorf("caddy sdr-export of the demo's recording: %v\n%s", err, out)
 	}
 
 	// Ctrl-C stops both processes and the script exits 0.
