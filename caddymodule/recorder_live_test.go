@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -186,6 +188,48 @@ func TestRecorderLiveRecordsStream(t *testing.T) {
 	if metricValue(t, "caddy_sdr_recorder_keyframe_requests_total") < 2 {
 		t.Error("caddy_sdr_recorder_keyframe_requests_total below 2")
 	}
+
+	// The admin API exports the recording: an MCAP file with the stream's
+	// video channel and the 12 frames (the files themselves are read back
+	// by @mcap/core in tests/recorder); no MP4 of frames that are not
+	// H.264; bad parameters are refused.
+	code, hdr, body := adminGet(t, "/sdr/export?from=-10m&to=now")
+	if code != 200 || !bytes.HasPrefix(body, []byte("\x89MCAP0\r\n")) || !bytes.Contains(body, []byte("video.default")) ||
+		!strings.HasPrefix(hdr.Get("Content-Disposition"), "attachment;") || hdr.Get("Sdr-Export-Frames") != "12" {
+		t.Errorf("GET /sdr/export: %d %v, %d bytes %.40q", code, hdr, len(body), body)
+	}
+	if code, _, body := adminGet(t, "/sdr/export?format=mp4"); code != 404 || !bytes.Contains(body, []byte("no video")) {
+		t.Errorf("GET /sdr/export?format=mp4 of frames that are not H.264: %d %s", code, body)
+	}
+	for _, q := range []string{"format=avi", "from=yesterday", "from=-1m&to=-2m", "video=default", "stream=a.b"} {
+		if code, _, body := adminGet(t, "/sdr/export?"+q); code != 400 {
+			t.Errorf("GET /sdr/export?%s: %d %s, want 400", q, code, body)
+		}
+	}
+	if code, _, _ := adminGet(t, "/sdr/export?stream=NOPE"); code != 404 {
+		t.Errorf("GET /sdr/export?stream=NOPE: %d, want 404", code)
+	}
+}
+
+// adminGet gets path from caddytest's admin listener.
+func adminGet(t *testing.T, path string) (int, http.Header, []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(testwait.Default))
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://localhost:2999"+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, body
 }
 
 // TestRecorderNeedsJetStream: sdr_recorder with the embedded nats-server
@@ -207,5 +251,24 @@ http://localhost:9080 {
 	err = caddy.Load(cfg, true)
 	if err == nil || !strings.Contains(err.Error(), "jetstream on") {
 		t.Errorf("loading: %v, want an error saying to turn jetstream on", err)
+	}
+}
+
+// TestExportWithoutRecorder: the admin API's export says that no recorder
+// runs.
+func TestExportWithoutRecorder(t *testing.T) {
+	tester := caddytest.NewTester(t)
+	tester.InitServer(fmt.Sprintf(`
+	{
+		admin localhost:2999
+		skip_install_trust
+		http_port %d
+	}
+	http://localhost:%d {
+		respond ok
+	}`, testenv.FreePort(t), testenv.FreePort(t)), "caddyfile")
+	unloadOnCleanup(t)
+	if code, _, body := adminGet(t, "/sdr/export"); code != 503 || !bytes.Contains(body, []byte("no sdr_recorder is running")) {
+		t.Errorf("GET /sdr/export without sdr_recorder: %d %s, want 503", code, body)
 	}
 }

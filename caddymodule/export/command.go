@@ -108,7 +108,7 @@ func parseRequest(cmd *cobra.Command, now time.Time) (request, error) {
 	if !r.from.IsZero() && !r.to.IsZero() && r.to.Before(r.from) {
 		return r, fmt.Errorf("--to %s is before --from %s", r.to.Format(time.RFC3339Nano), r.from.Format(time.RFC3339Nano))
 	}
-	if err := recording.ValidateName(fl.String("stream")); err != nil {
+	if err := recording.ValidateStreamName(fl.String("stream")); err != nil {
 		return r, fmt.Errorf("--stream: %w", err)
 	}
 	r.video = fl.String("video")
@@ -147,46 +147,12 @@ func runExport(cmd *cobra.Command, _ []string) (int, error) {
 		return exitFailed, fmt.Errorf("recording %q on %s: %w", r.opts.Stream, url, err)
 	}
 	var rs recording.ReadStats
-	st, err := Write(ctx, export.FromJetStream(js, r.opts, &rs), r.out, r.format, r.video)
+	st, err := export.WriteFile(ctx, export.FromJetStream(js, r.opts, &rs), r.out, r.format, r.video)
 	if err != nil {
 		return exitFailed, fmt.Errorf("exporting %s: %w", r.out, err)
 	}
 	fmt.Fprintln(cmd.OutOrStdout(), Summary(r.out, st, rs))
 	return 0, nil
-}
-
-// Write exports recs to the file out in format (mcap or mp4). An MCAP file
-// is written beside out and renamed into place once complete, as an MP4 is.
-func Write(ctx context.Context, recs export.Records, out, format, video string) (export.Stats, error) {
-	if format == "mp4" {
-		return export.MP4(ctx, recs, out, video)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*.part")
-	if err != nil {
-		return export.Stats{}, err
-	}
-	done := false
-	defer func() {
-		if !done {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	st, err := export.MCAP(ctx, recs, tmp)
-	if err != nil {
-		return st, err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return st, err
-	}
-	if err := tmp.Close(); err != nil {
-		return st, err
-	}
-	if err := os.Rename(tmp.Name(), out); err != nil {
-		return st, err
-	}
-	done = true
-	return st, nil
 }
 
 // Summary is the line printed after an export.

@@ -148,6 +148,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	return starter.OnStart("sdr_recorder", func() error {
 		a.rec.Start()
 		track(a.rec)
+		setRunning(a)
 		return nil
 	})
 }
@@ -174,8 +175,10 @@ func (a *App) config(ctx caddy.Context) recording.Config {
 
 // Validate checks the settings.
 func (a *App) Validate() error {
-	if a.Stream != "" && (strings.ContainsAny(a.Stream, ".*> \t\r\n/\\") || len(a.Stream) > 255) {
-		return fmt.Errorf("sdr_recorder: stream %q: a JetStream stream name has no dots, wildcards, slashes or whitespace", a.Stream)
+	if a.Stream != "" {
+		if err := recording.ValidateStreamName(a.Stream); err != nil {
+			return fmt.Errorf("sdr_recorder: %w", err)
+		}
 	}
 	if a.Prefix != "" {
 		if err := recording.ValidateName(strings.TrimSuffix(a.Prefix, ".")); err != nil {
@@ -223,6 +226,7 @@ func (a *App) Stop() error { return nil }
 
 // Cleanup stops the recorder.
 func (a *App) Cleanup() error {
+	clearRunning(a)
 	if a.rec == nil {
 		return nil
 	}

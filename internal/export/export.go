@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -333,4 +335,44 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 		return time.Unix(0, ns), nil
 	}
 	return time.Time{}, fmt.Errorf("time %q: want RFC 3339 (2026-12-04T10:00:00Z), now, a duration before now (-2m), or Unix nanoseconds", s)
+}
+
+// WriteFile exports recs to the file out in format, "mcap" or "mp4" (video
+// names the MP4's stream, as for MP4). The file is written beside out and
+// renamed into place once complete: out is never left half-written, and an
+// existing out is replaced only by a complete export.
+func WriteFile(ctx context.Context, recs Records, out, format, video string) (Stats, error) {
+	switch format {
+	case "mp4":
+		return MP4(ctx, recs, out, video)
+	case "mcap":
+	default:
+		return Stats{}, fmt.Errorf("format %q: want mcap or mp4", format)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*.part")
+	if err != nil {
+		return Stats{}, err
+	}
+	done := false
+	defer func() {
+		if !done {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	st, err := MCAP(ctx, recs, tmp)
+	if err != nil {
+		return st, err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		return st, err
+	}
+	if err := tmp.Close(); err != nil {
+		return st, err
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		return st, err
+	}
+	done = true
+	return st, nil
 }

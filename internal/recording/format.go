@@ -142,6 +142,14 @@ func ParseSubject(prefix, subject string) (Kind, string, error) {
 	return k, name, nil
 }
 
+// ValidateStreamName checks the name of a recording's JetStream stream.
+func ValidateStreamName(name string) error {
+	if name == "" || strings.ContainsAny(name, ".*> \t\r\n/\\") || len(name) > 255 {
+		return fmt.Errorf("stream %q: a JetStream stream name is 1 to 255 characters without dots, wildcards, slashes or whitespace", name)
+	}
+	return nil
+}
+
 // ValidateName checks that a stream name or a telemetry subject can be
 // one or more subject tokens: no wildcards, whitespace or empty tokens.
 func ValidateName(name string) error {
