@@ -4,13 +4,11 @@ package mp4
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,8 +19,8 @@ import (
 	"github.com/asticode/go-astiav"
 
 	"github.com/sdr-os/sdr-caddy/internal/testpattern"
-	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/nvenc"
+	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
 const (
@@ -113,24 +111,9 @@ type probed struct {
 
 func ffprobe(t *testing.T, path string) probed {
 	t.Helper()
-	bin, err := exec.LookPath("ffprobe")
-	if err != nil {
-		t.Fatal("ffprobe not found: install Debian's ffmpeg package (apt-get install ffmpeg; scripts/deps.sh does)")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(testwait.Default))
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "-v", "error", "-count_frames", "-select_streams", "v:0",
+	out := testenv.FFprobe(t, "-count_frames", "-select_streams", "v:0",
 		"-show_entries", "stream=nb_read_frames,nb_frames,codec_name,width,height,duration:packet=pts_time,flags",
 		"-of", "json", path)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("ffprobe %s: %v: %s", path, err, stderr.String())
-	}
-	if stderr.Len() != 0 {
-		t.Errorf("ffprobe reported errors reading %s: %s", path, stderr.String())
-	}
 	var doc struct {
 		Packets []struct {
 			PTS   string `json:"pts_time"`

@@ -84,19 +84,29 @@ func IDRSubject(subject string) string { return subject + IDRSuffix }
 // ValidateSubject checks that subject can be published to: non-empty
 // tokens separated by dots, no wildcards, no whitespace.
 func ValidateSubject(subject string) error {
-	if subject == "" {
-		return fmt.Errorf("video subject is empty")
-	}
-	if strings.ContainsAny(subject, " \t\r\n*>") {
-		return fmt.Errorf("video subject %q: wildcards and whitespace are not allowed", subject)
-	}
-	for _, tok := range strings.Split(subject, ".") {
-		if tok == "" {
-			return fmt.Errorf("video subject %q has an empty token", subject)
-		}
+	if err := ValidateTokens("video subject", subject); err != nil {
+		return err
 	}
 	if strings.HasSuffix(subject, IDRSuffix) {
 		return fmt.Errorf("video subject %q ends in %s, the suffix of keyframe requests", subject, IDRSuffix)
+	}
+	return nil
+}
+
+// ValidateTokens checks that s can be one or more NATS subject tokens: not
+// empty, no wildcards, no whitespace, no empty token. what names s in the
+// error.
+func ValidateTokens(what, s string) error {
+	if s == "" {
+		return fmt.Errorf("%s is empty", what)
+	}
+	if strings.ContainsAny(s, " \t\r\n*>") {
+		return fmt.Errorf("%s %q: wildcards and whitespace are not allowed", what, s)
+	}
+	for _, tok := range strings.Split(s, ".") {
+		if tok == "" {
+			return fmt.Errorf("%s %q has an empty token", what, s)
+		}
 	}
 	return nil
 }

@@ -35,7 +35,6 @@ package recording
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -152,20 +151,7 @@ func ValidateStreamName(name string) error {
 
 // ValidateName checks that a stream name or a telemetry subject can be
 // one or more subject tokens: no wildcards, whitespace or empty tokens.
-func ValidateName(name string) error {
-	if name == "" {
-		return errors.New("name is empty")
-	}
-	if strings.ContainsAny(name, " \t\r\n*>") {
-		return fmt.Errorf("name %q: wildcards and whitespace are not allowed", name)
-	}
-	for _, tok := range strings.Split(name, ".") {
-		if tok == "" {
-			return fmt.Errorf("name %q has an empty token", name)
-		}
-	}
-	return nil
-}
+func ValidateName(name string) error { return natsvideo.ValidateTokens("name", name) }
 
 // CommandBody is the body of a recorded command.
 type CommandBody struct {

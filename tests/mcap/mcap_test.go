@@ -6,22 +6,18 @@ package mcap_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/sdr-os/sdr-caddy/internal/mcap"
-	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -132,24 +128,7 @@ type report struct {
 // check runs check.mjs on path.
 func check(t *testing.T, path string) report {
 	t.Helper()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatalf("node not found: %v", err)
-	}
-	dir := filepath.Join(testenv.Root(), "tests", "node")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@mcap", "core", "package.json")); err != nil {
-		t.Fatalf("@mcap/core is not installed in tests/node (run npm ci there): %v", err)
-	}
-	ctx, cancel := context.WithDeadline(context.Background(), testwait.Deadline(2*time.Minute))
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "mcap/check.mjs", path)
-	cmd.Dir = dir
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("check.mjs %s: %v\n%s", path, err, stderr.String())
-	}
+	out := testenv.MCAPCheck(t, path)
 	var r report
 	if err := json.Unmarshal(out, &r); err != nil {
 		t.Fatalf("check.mjs printed %.500q: %v", out, err)

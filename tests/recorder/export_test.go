@@ -9,7 +9,6 @@
 package recorder_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -226,24 +225,7 @@ type mcapReport struct {
 
 func checkMCAP(t *testing.T, path string) mcapReport {
 	t.Helper()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatalf("node not found (scripts/deps.sh installs it): %v", err)
-	}
-	dir := filepath.Join(testenv.Root(), "tests", "node")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@mcap", "core", "package.json")); err != nil {
-		t.Fatalf("@mcap/core is not installed in tests/node (scripts/deps.sh runs npm ci there): %v", err)
-	}
-	ctx, cancel := context.WithDeadline(context.Background(), testwait.Deadline(2*time.Minute))
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "mcap/check.mjs", path)
-	cmd.Dir = dir
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("check.mjs %s: %v\n%s", path, err, stderr.String())
-	}
+	out := testenv.MCAPCheck(t, path)
 	var r mcapReport
 	if err := json.Unmarshal(out, &r); err != nil {
 		t.Fatalf("check.mjs printed %.300q: %v", out, err)
@@ -378,23 +360,14 @@ func TestExportMCAP(t *testing.T) {
 // of the record times.
 func TestExportMP4(t *testing.T) {
 	rec := record(t)
-	ffprobe, err := exec.LookPath("ffprobe")
-	if err != nil {
-		t.Fatalf("ffprobe not found: install Debian's ffmpeg package (scripts/deps.sh does): %v", err)
-	}
 	path := filepath.Join(t.TempDir(), "front.mp4")
 	from := rec.frames[45].Arrived // the window starts at the keyframe 30
 	out, code := export(t, "--nats", rec.url, "--out", path, "--from", from.Format(time.RFC3339Nano), "--video", "front")
 	if code != 0 {
 		t.Fatalf("sdr-export exited %d:\n%s", code, out)
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), testwait.Deadline(time.Minute))
-	defer cancel()
-	b, err := exec.CommandContext(ctx, ffprobe, "-v", "error", "-count_frames", "-select_streams", "v:0",
-		"-show_entries", "stream=nb_read_frames,codec_name,width,height,duration", "-of", "json", path).Output()
-	if err != nil {
-		t.Fatalf("ffprobe: %v", err)
-	}
+	b := testenv.FFprobe(t, "-count_frames", "-select_streams", "v:0",
+		"-show_entries", "stream=nb_read_frames,codec_name,width,height,duration", "-of", "json", path)
 	var p struct {
 		Streams []struct {
 			Codec    string `json:"codec_name"`
