@@ -99,11 +99,11 @@ func parseRequest(cmd *cobra.Command, now time.Time) (request, error) {
 		return r, fmt.Errorf("--out %s: the extension must be .mcap or .mp4", r.out)
 	}
 	var err error
-	if r.from, err = export.ParseTime(fl.String("from"), now); err != nil {
-		return r, fmt.Errorf("--from: %w", err)
+	if r.from, err = export.ParseTime("--from", fl.String("from"), now); err != nil {
+		return r, err
 	}
-	if r.to, err = export.ParseTime(fl.String("to"), now); err != nil {
-		return r, fmt.Errorf("--to: %w", err)
+	if r.to, err = export.ParseTime("--to", fl.String("to"), now); err != nil {
+		return r, err
 	}
 	if !r.from.IsZero() && !r.to.IsZero() && r.to.Before(r.from) {
 		return r, fmt.Errorf("--to %s is before --from %s", r.to.Format(time.RFC3339Nano), r.from.Format(time.RFC3339Nano))

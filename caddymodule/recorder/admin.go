@@ -93,13 +93,13 @@ func serveExport(w http.ResponseWriter, r *http.Request) error {
 	if format != "mcap" && format != "mp4" {
 		return badRequest(fmt.Errorf("format %q: want mcap or mp4", format))
 	}
-	from, err := export.ParseTime(q.Get("from"), now)
+	from, err := export.ParseTime("from", q.Get("from"), now)
 	if err != nil {
-		return badRequest(fmt.Errorf("from: %w", err))
+		return badRequest(err)
 	}
-	to, err := export.ParseTime(q.Get("to"), now)
+	to, err := export.ParseTime("to", q.Get("to"), now)
 	if err != nil {
-		return badRequest(fmt.Errorf("to: %w", err))
+		return badRequest(err)
 	}
 	if !from.IsZero() && !to.IsZero() && to.Before(from) {
 		return badRequest(errors.New("to is before from"))

@@ -18,7 +18,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -313,28 +312,15 @@ func pictureSize(au []byte) (width, height int, ok bool) {
 	return 0, 0, false
 }
 
-// ParseTime reads a time of the export's window: RFC 3339 (with or without
-// fractions of a second), "now", or a duration relative to now such as
-// "-2m" or "-1h30m" (a duration without a sign is also before now). Empty
-// is the zero time: the recording's start for --from, its end for --to.
-func ParseTime(s string, now time.Time) (time.Time, error) {
-	s = strings.TrimSpace(s)
-	switch s {
-	case "":
+// ParseTime reads a bound of the export's window as recording.ParseTime
+// does (RFC 3339, now, or a negative duration before now); empty is the
+// zero time: the recording's start for from, its end for to. what names
+// the value in the error.
+func ParseTime(what, v string, now time.Time) (time.Time, error) {
+	if v = strings.TrimSpace(v); v == "" {
 		return time.Time{}, nil
-	case "now":
-		return now, nil
 	}
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return t, nil
-	}
-	if d, err := time.ParseDuration(strings.TrimPrefix(s, "-")); err == nil && !strings.HasPrefix(s, "+") {
-		return now.Add(-d), nil
-	}
-	if ns, err := strconv.ParseInt(s, 10, 64); err == nil && ns > 0 {
-		return time.Unix(0, ns), nil
-	}
-	return time.Time{}, fmt.Errorf("time %q: want RFC 3339 (2026-12-04T10:00:00Z), now, a duration before now (-2m), or Unix nanoseconds", s)
+	return recording.ParseTime(what, v, now)
 }
 
 // WriteFile exports recs to the file out in format, "mcap" or "mp4" (video

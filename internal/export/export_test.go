@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,21 +22,28 @@ func TestParseTime(t *testing.T) {
 		"":                                {},
 		"now":                             now,
 		"-2m":                             now.Add(-2 * time.Minute),
-		"90s":                             now.Add(-90 * time.Second),
 		"-1h30m":                          now.Add(-90 * time.Minute),
 		"2026-12-04T09:00:00Z":            now.Add(-time.Hour),
 		"2026-12-04T09:00:00.5+01:00":     time.Date(2026, 12, 4, 8, 0, 0, 5e8, time.UTC),
-		"1796378400000000000":             time.Unix(0, 1796378400000000000),
+		"2026-12-04T09:00:00.5 01:00":     time.Date(2026, 12, 4, 8, 0, 0, 5e8, time.UTC), // a + that a URL made a space
 		" 2026-12-04T09:00:00.000000001Z": time.Date(2026, 12, 4, 9, 0, 0, 1, time.UTC),
 	} {
-		got, err := ParseTime(in, now)
+		got, err := ParseTime("from", in, now)
 		if err != nil || !got.Equal(want) {
 			t.Errorf("ParseTime(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"yesterday", "+2m", "2026-12-04", "-0x10", "-5"} {
-		if _, err := ParseTime(in, now); err == nil {
-			t.Errorf("ParseTime(%q) accepted", in)
+	for in, why := range map[string]string{
+		"yesterday":            "not a time",
+		"90s":                  "not a time",
+		"+2m":                  "not a time",
+		"2026-12-04":           "not a time",
+		"-5":                   "not a duration",
+		"-0s":                  "not before now",
+		"2026-12-04T11:00:00Z": "in the future",
+	} {
+		if _, err := ParseTime("from", in, now); err == nil || !strings.HasPrefix(err.Error(), fmt.Sprintf("from %q: %s; want an RFC 3339 time", in, why)) {
+			t.Errorf("ParseTime(%q): %v, want %q", in, err, why)
 		}
 	}
 }

@@ -141,6 +141,43 @@ func ParseSubject(prefix, subject string) (Kind, string, error) {
 	return k, name, nil
 }
 
+// ParseTime reads a moment of a recording as replay, export and the admin
+// API take it: an RFC 3339 time (2026-12-04T02:30:00Z; a "+" of an offset
+// that a URL turned into a space is read back), "now", or a negative
+// duration before now (-30s, -2m). A time after now is refused. what names
+// the value in the error.
+func ParseTime(what, v string, now time.Time) (time.Time, error) {
+	bad := func(why string) error {
+		return fmt.Errorf("%s %q: %s; want an RFC 3339 time (2026-12-04T02:30:00Z), now, or a negative duration before now (-30s)", what, v, why)
+	}
+	switch {
+	case v == "":
+		return time.Time{}, bad("empty")
+	case v == "now":
+		return now, nil
+	case strings.HasPrefix(v, "-"):
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return time.Time{}, bad("not a duration")
+		}
+		if d >= 0 {
+			return time.Time{}, bad("not before now")
+		}
+		return now.Add(d), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil && strings.Contains(v, " ") {
+		t, err = time.Parse(time.RFC3339Nano, strings.ReplaceAll(v, " ", "+"))
+	}
+	if err != nil {
+		return time.Time{}, bad("not a time")
+	}
+	if t.After(now) {
+		return time.Time{}, bad("in the future")
+	}
+	return t, nil
+}
+
 // ValidateStreamName checks the name of a recording's JetStream stream.
 func ValidateStreamName(name string) error {
 	if name == "" || strings.ContainsAny(name, ".*> \t\r\n/\\") || len(name) > 255 {

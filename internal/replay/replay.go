@@ -70,8 +70,9 @@ import (
 	"math"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/sdr-os/sdr-caddy/internal/recording"
 )
 
 // Speed bounds and default.
@@ -109,37 +110,11 @@ func ParseQuery(q url.Values, now time.Time) (p Params, ok bool, err error) {
 	return p, true, nil
 }
 
-// ParseTime reads the replay parameter: an RFC 3339 time, or a negative
-// duration before now. A time after now is refused.
+// ParseTime reads the replay parameter: an RFC 3339 time, now, or a
+// negative duration before now (recording.ParseTime). A time after now is
+// refused.
 func ParseTime(v string, now time.Time) (time.Time, error) {
-	bad := func(why string) error {
-		return fmt.Errorf("replay %q: %s; want an RFC 3339 time (2026-12-04T02:30:00Z) or a negative duration before now (-30s)", v, why)
-	}
-	if v == "" {
-		return time.Time{}, bad("empty")
-	}
-	if strings.HasPrefix(v, "-") {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return time.Time{}, bad("not a duration")
-		}
-		if d >= 0 {
-			return time.Time{}, bad("not before now")
-		}
-		return now.Add(d), nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, v)
-	if err != nil && strings.Contains(v, " ") {
-		// A + of an offset left unencoded in the URL reads as a space.
-		t, err = time.Parse(time.RFC3339Nano, strings.ReplaceAll(v, " ", "+"))
-	}
-	if err != nil {
-		return time.Time{}, bad("not a time")
-	}
-	if t.After(now) {
-		return time.Time{}, bad("in the future")
-	}
-	return t, nil
+	return recording.ParseTime("replay", v, now)
 }
 
 // ParseSpeed reads the speed parameter: a number from MinSpeed to MaxSpeed.
