@@ -47,7 +47,7 @@ it to a file; the file's extension chooses the format.
          recorded. The file appears only once it is complete.
 
 --from and --to take RFC 3339 times (2026-12-04T10:00:00Z), "now", or a
-duration before now (-2m); without them the window runs from the start or to
+negative duration before now (-2m); without them the window runs from the start or to
 the end of the recording. Video starts at the keyframe at or before --from, so
 the first frame decodes. --stream names the JetStream stream (default
 ` + recording.DefaultStream + `, or a kept window's stream); --video chooses the video stream of
