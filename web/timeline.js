@@ -104,7 +104,10 @@ export class Timeline {
         return; // no recorder: no timeline, and no need to ask again
       }
     } catch (e) {
-      // The edge is unreachable: keep what was drawn and ask again.
+      // Unreachable (or another origin without CORS): keep what was drawn
+      // and ask again, less often.
+      this.refreshTimer = setTimeout(() => this.refresh(), 5 * this.refreshMs);
+      return;
     }
     this.render();
     this.refreshTimer = setTimeout(() => this.refresh(), this.refreshMs);
