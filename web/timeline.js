@@ -29,7 +29,7 @@ export class Timeline {
   constructor(player, container, options = {}) {
     this.player = player;
     this.container = container;
-    this.refreshMs = options.refreshMs ?? 2000;
+    this.refreshMs = options.refreshMs ?? 5000;
     this.url = recordingURL(player.url);
     this.extent = null; // {start: Date, end: Date, markers}
     container.hidden = true;

@@ -23,7 +23,8 @@ import (
 // Marker kinds.
 const (
 	// KindGate marks a gate record whose mode differs from the one before
-	// it (the first one when it is not ARMED).
+	// it (the first one when it is not ARMED). {"gated":false}, which the
+	// gate publishes when the video comes back, is mode ARMED.
 	KindGate = "gate"
 	// KindRejected marks a command that was rejected or gated.
 	KindRejected = "rejected"
@@ -102,10 +103,19 @@ func Read(ctx context.Context, js jetstream.JetStream, opts Options) (Timeline, 
 		switch r.Kind {
 		case recording.KindGate:
 			var g struct {
-				Mode string `json:"mode"`
+				Gated *bool  `json:"gated"`
+				Mode  string `json:"mode"`
 			}
-			if json.Unmarshal(r.Data, &g) != nil || g.Mode == "" {
+			if json.Unmarshal(r.Data, &g) != nil {
 				return nil // not a gate state: nothing to mark
+			}
+			if g.Mode == "" && g.Gated != nil && !*g.Gated {
+				// The gate says the video is back with {"gated":false}
+				// alone.
+				g.Mode = "ARMED"
+			}
+			if g.Mode == "" {
+				return nil
 			}
 			if g.Mode != mode && (mode != "" || g.Mode != "ARMED") {
 				tl.Markers = append(tl.Markers, Marker{Time: r.Time, Kind: KindGate, Mode: g.Mode})

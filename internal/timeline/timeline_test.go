@@ -81,8 +81,10 @@ func TestReadExtentAndMarkers(t *testing.T) {
 			publish(t, ctx, js, recording.GateMsg("", recording.GateSubject, []byte(`not json`), at(i)))
 		case 7:
 			publish(t, ctx, js, command(t, "front", "cmd_vel", recording.OutcomeGated, at(i)))
-		case 9:
-			publish(t, ctx, js, recording.GateMsg("", recording.GateSubject, []byte(`{"gated":false,"mode":"ARMED"}`), at(i)))
+		case 9: // the video back: the gate says so without a mode
+			publish(t, ctx, js, recording.GateMsg("", recording.GateSubject, []byte(`{"gated":false}`), at(i)))
+		case 10: // gated without a mode: not a state to mark
+			publish(t, ctx, js, recording.GateMsg("", recording.GateSubject, []byte(`{"gated":true}`), at(i)))
 		}
 	}
 	// Video of another stream after the end of front's.

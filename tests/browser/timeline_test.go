@@ -79,16 +79,17 @@ func TestPlayerTimeline(t *testing.T) {
 	})
 	restarted := time.Now()
 	startSource(t, ring, "--codec", "h264", "--gop", "30")
-	testwait.For(t, "2 s more recorded after the writer restarted", func() bool {
+	testwait.For(t, "2 s more recorded after the writer restarted, and the gate ARMED again", func() bool {
 		tl, _ := getTimeline(t, recURL)
-		return tl.End != nil && tl.End.Sub(restarted) >= 2*time.Second
+		return tl.End != nil && tl.End.Sub(restarted) >= 2*time.Second && tl.hasGate("ARMED")
 	})
 	tl, _ := getTimeline(t, recURL)
+	t.Logf("recording %v .. %v, markers %+v", tl.Start, tl.End, tl.Markers)
 
 	d := startBrowser(t)
 	openPlayer(t, d, "main", e.URL())
-	testwait.For(t, "the timeline shown with the gate's HOLD marker", func() bool {
-		return evalJS[bool](t, d, "main", `!document.getElementById('timeline').hidden && document.querySelectorAll('.sdr-tl-marker.gate[data-mode=HOLD]').length > 0`)
+	testwait.For(t, "the timeline shown with the gate's HOLD and ARMED markers", func() bool {
+		return evalJS[bool](t, d, "main", `!document.getElementById('timeline').hidden && document.querySelectorAll('.sdr-tl-marker.gate[data-mode=HOLD]').length > 0 && document.querySelectorAll('.sdr-tl-marker.gate[data-mode=ARMED]').length > 0`)
 	})
 	if got := evalJS[string](t, d, "main", `document.querySelector('.sdr-tl-mode').textContent`); got != "LIVE" {
 		t.Errorf("timeline mode %q before any replay, want LIVE", got)
