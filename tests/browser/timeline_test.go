@@ -142,6 +142,19 @@ func TestPlayerTimeline(t *testing.T) {
 	}
 	waitFrames(t, d, "main", before.FramesDecoded+10, 15*time.Second)
 
+	// At the end of the recording the replay stops there and says so; it
+	// does not start again.
+	evalJS[any](t, d, "main", `window.sdrPlayer.replayAt(new Date(Date.now() - 1000), 4)`)
+	testwait.For(t, "the replay to reach the end of the recording", func() bool {
+		return evalJS[bool](t, d, "main", `window.sdrPlayer.state === 'ended' && window.sdrPlayer.ws === null`)
+	})
+	if got := evalJS[string](t, d, "main", `document.querySelector('.sdr-banner').textContent`); got != "END OF RECORDING" {
+		t.Errorf("banner %q at the end of the replay, want END OF RECORDING", got)
+	}
+	if got := evalJS[string](t, d, "main", `document.querySelector('.sdr-tl-pause').textContent`); got != "Resume" {
+		t.Errorf("pause button %q at the end of the replay, want Resume", got)
+	}
+
 	// Live returns to the live stream.
 	evalJS[any](t, d, "main", `document.querySelector('.sdr-tl-live').click()`)
 	if url := evalJS[string](t, d, "main", `window.sdrPlayer.connectURL()`); strings.Contains(url, "replay=") {
