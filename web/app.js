@@ -4,6 +4,7 @@
 // ?await_key_on_gap=1 sets the Player option of that name.
 import { Player } from './player.js';
 import { KeyboardDriver, TelemetryPanel, CommandLog, ControlPanel } from './controls.js';
+import { Timeline } from './timeline.js';
 
 const params = new URLSearchParams(location.search);
 const options = {};
@@ -17,11 +18,20 @@ const driver = new KeyboardDriver(player);
 new TelemetryPanel(player, document.getElementById('telemetry'));
 const acks = new CommandLog(player, document.getElementById('acks'));
 new ControlPanel(player, document.getElementById('control'));
+// The timeline appears only when the stream has a flight recording.
+const timeline = new Timeline(player, document.getElementById('timeline'));
 
 const stateEl = document.getElementById('state');
-player.addEventListener('state', (e) => {
-  stateEl.textContent = `${e.detail.state} · ${player.url}`;
-});
+function showState() {
+  const state = player.replay && player.state === 'live' ? 'replay' : player.state;
+  stateEl.textContent = `${state} · ${player.url}`;
+  // A replay takes no commands: the command buttons are off while it plays.
+  const replay = !!player.replay;
+  for (const b of document.querySelectorAll('aside button, aside select')) b.disabled = replay;
+  document.getElementById('replay-note').hidden = !replay;
+}
+player.addEventListener('state', showState);
+player.addEventListener('replay', showState);
 
 // send shows a command that could not go out (no connection) in the log.
 function send(action, data) {
@@ -55,3 +65,4 @@ player.start();
 
 // For tests and the console.
 window.sdrPlayer = player;
+window.sdrTimeline = timeline;

@@ -167,7 +167,10 @@ const DEFAULTS = {
  *   'ack'       {action, cmd_seq, status, detail, rejected}
  *   'safety'    {gate, sim}
  *   'control'   {stream, you, held, holder, mine}  the control lease, when the server has one
- *   'state'     {state}   connecting | live | reconnecting | stopped
+ *   'state'     {state}   connecting | live | reconnecting | stopped, and in
+ *                         replay paused | ended
+ *   'replay'    {replay}  the replay ({from, speed}) or null when live, after
+ *                         replayAt, pause, resume and live
  *   'frame'     {frameSeq, ageMs, width, height, codec}  after each drawn frame
  */
 export class Player extends EventTarget {
@@ -210,6 +213,16 @@ export class Player extends EventTarget {
 
     this.ws = null;
     this.state = 'stopped';
+    // The replay (?replay=<from>&speed=<x>, needs the sdr_recorder app), or
+    // null when live: from is where the open connection started, openedAt
+    // when its first frame came.
+    this.replay = null;
+    if (this.overlayEl) {
+      this.modeEl = el('div', 'sdr-mode', 'REPLAY');
+      this.modeEl.title = 'playing the flight recording: commands are off';
+      this.modeEl.hidden = true;
+      container.appendChild(this.modeEl);
+    }
     this.attempt = 0;
     this.reconnectTimer = 0;
     this.tickTimer = 0;
@@ -282,13 +295,92 @@ export class Player extends EventTarget {
   stop() {
     clearTimeout(this.reconnectTimer);
     clearInterval(this.tickTimer);
+    this.closeSocket();
+    this.resetDecoder();
+    this.setState('stopped');
+  }
+
+  closeSocket() {
+    clearTimeout(this.reconnectTimer);
     if (this.ws) {
       this.ws.onclose = null;
       this.ws.close();
       this.ws = null;
     }
-    this.resetDecoder();
-    this.setState('stopped');
+  }
+
+  /**
+   * replayAt plays the flight recording from the moment from (a Date) at
+   * speed (0.25 to 4): it reopens the connection with ?replay=&speed=.
+   * Commands are not sent while replaying.
+   */
+  replayAt(from, speed = this.replay ? this.replay.speed : 1) {
+    this.closeSocket();
+    this.replay = { from: new Date(from), speed, openedAt: 0, paused: false };
+    this.emitReplay();
+    this.setState('connecting');
+    this.connect();
+  }
+
+  /** position returns the replay's current recorded time, or null when live. */
+  position() {
+    const r = this.replay;
+    if (!r) return null;
+    if (r.paused || !r.openedAt) return r.from;
+    return new Date(r.from.getTime() + (nowMs() - r.openedAt) * r.speed);
+  }
+
+  /** pause closes the replay's connection and keeps its position. */
+  pause() {
+    const r = this.replay;
+    if (!r || r.paused) return;
+    r.from = this.position();
+    r.paused = true;
+    r.openedAt = 0;
+    this.closeSocket();
+    this.setState('paused');
+    this.emitReplay();
+  }
+
+  /** resume reopens the replay where it was paused (or ended). */
+  resume() {
+    if (this.replay) this.replayAt(this.position(), this.replay.speed);
+  }
+
+  /** setSpeed changes the replay's speed from its current position. */
+  setSpeed(speed) {
+    if (!this.replay) return;
+    if (this.replay.paused) {
+      this.replay.speed = speed;
+      this.emitReplay();
+      return;
+    }
+    this.replayAt(this.position(), speed);
+  }
+
+  /** live leaves the replay: the connection is reopened live. */
+  live() {
+    if (!this.replay) return;
+    this.replay = null;
+    this.closeSocket();
+    this.emitReplay();
+    this.setState('connecting');
+    this.connect();
+  }
+
+  emitReplay() {
+    const r = this.replay;
+    this.dispatchEvent(new CustomEvent('replay', { detail: { replay: r && { from: r.from, speed: r.speed, paused: r.paused } } }));
+  }
+
+  // connectURL is the URL of the next connection: the stream's, with
+  // replay and speed when replaying.
+  connectURL() {
+    if (!this.replay) return this.url;
+    const u = new URL(this.url);
+    u.searchParams.set('replay', this.replay.from.toISOString());
+    u.searchParams.set('speed', String(this.replay.speed));
+    return u.href;
   }
 
   /**
@@ -300,6 +392,7 @@ export class Player extends EventTarget {
    */
   command(action, data = {}, o = {}) {
     validAction(action);
+    if (this.replay) return 0; // a replay connection takes no commands
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return 0;
     const seq = ++this.cmdSeq;
     this.ws.send(encodeCommand(action, seq, o.ttlMs ?? this.opts.ttlMs, data));
@@ -330,10 +423,11 @@ export class Player extends EventTarget {
     this.stats.firstFrameMs = NaN;
     this.stats.firstVideoMs = NaN;
     let ws;
+    const url = this.connectURL();
     try {
-      ws = new WebSocket(this.url);
+      ws = new WebSocket(url);
     } catch (e) {
-      this.fail(`connecting to ${this.url}: ${e.message}`);
+      this.fail(`connecting to ${url}: ${e.message}`);
       this.scheduleReconnect();
       return;
     }
@@ -345,6 +439,7 @@ export class Player extends EventTarget {
       this.lastSeq = null;
       this.resetDecoder();
       this.setControl(null); // a new connection has a new id, told in its first message
+      if (this.replay) this.replay.openedAt = nowMs();
       this.setState('live');
     };
     ws.onmessage = (ev) => this.onMessage(ev.data);
@@ -352,6 +447,23 @@ export class Player extends EventTarget {
       if (this.ws !== ws) return;
       this.ws = null;
       if (ev.code !== 1000 && ev.code !== 1005) this.stats.lastError = `connection closed (${ev.code}${ev.reason ? ' ' + ev.reason : ''})`;
+      const r = this.replay;
+      if (r) {
+        const opened = r.openedAt !== 0;
+        r.from = this.position();
+        r.openedAt = 0;
+        if (opened && ev.code !== 1000 && ev.code !== 1005) {
+          this.scheduleReconnect(); // a reload or a failure: go on from here
+          return;
+        }
+        // The end of the recording, or a refusal before the upgrade: stay
+        // there rather than replay it again.
+        if (!opened) this.stats.lastError = `replay refused or unreachable: ${url}`;
+        r.paused = true;
+        this.setState('ended');
+        this.emitReplay();
+        return;
+      }
       this.scheduleReconnect();
     };
     ws.onerror = () => {}; // onclose follows with the code
@@ -700,6 +812,8 @@ export class Player extends EventTarget {
       const s = Math.max(0, (this.reconnectAt - t) / 1000);
       text = `DISCONNECTED · reconnecting in ${s.toFixed(1)} s`;
     } else if (this.state === 'stopped') text = 'STOPPED';
+    else if (this.state === 'paused') text = 'REPLAY PAUSED';
+    else if (this.state === 'ended') text = 'END OF RECORDING';
     else if (this.bannerText) text = this.bannerText;
     else if (st.videoLost) {
       text = st.lastFrameAt ? `VIDEO LOST · last frame ${((t - st.lastFrameAt) / 1000).toFixed(1)} s ago` : 'WAITING FOR VIDEO';
@@ -720,6 +834,13 @@ export class Player extends EventTarget {
     if (st.lastError) lines.push(st.lastError);
     const text = lines.join('\n');
     if (this.overlayEl.textContent !== text) this.overlayEl.textContent = text;
+    const r = this.replay;
+    this.modeEl.hidden = !r;
+    if (r) {
+      const pos = this.position();
+      const m = `REPLAY ${r.speed}x · ${pos.toISOString().slice(11, 19)} UTC`;
+      if (this.modeEl.textContent !== m) this.modeEl.textContent = m;
+    }
     const gate = this.safety.gate || '—'; // the gate reports changes only
     const sim = this.safety.sim ? ` · sim ${this.safety.sim}` : '';
     const s = `gate ${gate}${sim}`;

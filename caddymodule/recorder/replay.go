@@ -7,6 +7,7 @@ import (
 
 	"github.com/sdr-os/sdr-caddy/internal/recording"
 	"github.com/sdr-os/sdr-caddy/internal/replay"
+	"github.com/sdr-os/sdr-caddy/internal/timeline"
 )
 
 // ReadRecording reads the recording back for sdr_stream's replay
@@ -20,4 +21,15 @@ func (a *App) ReadRecording(ctx context.Context, stream string, from time.Time, 
 		return errors.New("sdr_recorder: not provisioned")
 	}
 	return replay.JetStream{JS: r.JetStream(), Recording: a.Stream, Prefix: a.Prefix}.ReadRecording(ctx, stream, from, fn)
+}
+
+// RecordingTimeline summarises the recording for sdr_stream's
+// ?recording (internal/timeline): the extent of the recorded video of the
+// sdr_stream stream named stream and the markers of the recording.
+func (a *App) RecordingTimeline(ctx context.Context, stream string) (timeline.Timeline, error) {
+	r := a.rec
+	if r == nil {
+		return timeline.Timeline{}, errors.New("sdr_recorder: not provisioned")
+	}
+	return timeline.Read(ctx, r.JetStream(), timeline.Options{Recording: a.Stream, Prefix: a.Prefix, Stream: stream})
 }

@@ -48,6 +48,7 @@ func (s *Stream) findRecordings(ctx caddy.Context) error {
 		return fmt.Errorf("sdr_stream %s: the %s app (%T) does not offer recordings", s.name, recorderApp, app)
 	}
 	s.recordings = rec
+	s.timelines, _ = app.(Timelines)
 	return nil
 }
 

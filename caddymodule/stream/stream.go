@@ -48,6 +48,8 @@ var processStart = time.Now()
 // (no WebSocket upgrade) returns the old service's health JSON. A WebSocket
 // with ?replay=<time>&speed=<x> gets the stream's flight recording instead,
 // paced, and may not command (internal/replay; needs the sdr_recorder app).
+// A plain GET with ?recording returns the recording's timeline as JSON
+// (internal/timeline; 501 without the sdr_recorder app).
 //
 // Each handler owns a hub (the fan-out) and shares its source: one ring
 // reader per ring file in the process, kept across config reloads. On a
@@ -187,6 +189,9 @@ type Stream struct {
 
 	// recordings is the sdr_recorder app's, for replay; nil without it.
 	recordings Recordings
+	// timelines is the sdr_recorder app's too, for ?recording; nil
+	// without it.
+	timelines Timelines
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -494,6 +499,9 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 			w.Header().Set("Allow", "GET, HEAD")
 			return caddyhttp.Error(http.StatusMethodNotAllowed,
 				fmt.Errorf("sdr_stream %s: method %s", s.name, r.Method))
+		}
+		if _, ok := r.URL.Query()["recording"]; ok {
+			return s.serveTimeline(w, r)
 		}
 		return s.serveHealth(w, r)
 	}

@@ -120,3 +120,9 @@ test('percentile', () => {
   assert.equal(percentile(s, 0.95), 95);
   assert.equal(percentile(s, 1), 100);
 });
+
+test('recordingURL asks the stream URL for ?recording over http(s)', async () => {
+  const { recordingURL } = await import('../../../web/timeline.js');
+  assert.equal(recordingURL('ws://127.0.0.1:8080/stream/ws'), 'http://127.0.0.1:8080/stream/ws?recording=');
+  assert.equal(recordingURL('wss://edge.example/video/ws?replay=-30s'), 'https://edge.example/video/ws?recording=');
+});

@@ -1,0 +1,162 @@
+// The flight recorder's timeline for a Player: a live/replay switch, a scrub
+// bar over the recording with its markers (safety gate transitions, refused
+// commands), pause and speed. It asks the stream for the recording's extent
+// (a plain GET of the stream URL with ?recording) and stays hidden unless
+// that answers 200, so a stream without the sdr_recorder app looks as before.
+
+const SPEEDS = [0.25, 0.5, 1, 2, 4];
+
+/** recordingURL is the stream's ?recording URL (http(s)) for a ws(s) URL. */
+export function recordingURL(wsUrl) {
+  const u = new URL(wsUrl);
+  if (u.protocol === 'ws:') u.protocol = 'http:';
+  else if (u.protocol === 'wss:') u.protocol = 'https:';
+  u.search = '';
+  u.searchParams.set('recording', '');
+  return u.href;
+}
+
+/**
+ * Timeline draws the recording's timeline into container and drives
+ * player's replay. Events on the Player ('replay') keep it in step.
+ */
+export class Timeline {
+  /**
+   * @param {import('./player.js').Player} player
+   * @param {HTMLElement} container
+   * @param {{refreshMs?: number}} [options]
+   */
+  constructor(player, container, options = {}) {
+    this.player = player;
+    this.container = container;
+    this.refreshMs = options.refreshMs ?? 5000;
+    this.url = recordingURL(player.url);
+    this.extent = null; // {start: Date, end: Date, markers}
+    container.hidden = true;
+    container.classList.add('sdr-timeline');
+
+    this.modeEl = el('span', 'sdr-tl-mode', 'LIVE');
+    this.liveBtn = el('button', 'sdr-tl-live', 'Live');
+    this.liveBtn.title = 'back to the live video';
+    this.pauseBtn = el('button', 'sdr-tl-pause', 'Replay');
+    this.pauseBtn.title = 'pause or resume the replay';
+    this.speedSel = document.createElement('select');
+    this.speedSel.className = 'sdr-tl-speed';
+    this.speedSel.title = 'replay speed';
+    for (const s of SPEEDS) {
+      const o = document.createElement('option');
+      o.value = String(s);
+      o.textContent = `${s}x`;
+      if (s === 1) o.selected = true;
+      this.speedSel.appendChild(o);
+    }
+    this.bar = el('div', 'sdr-tl-bar', '');
+    this.bar.title = 'click to replay from that moment';
+    this.cursor = el('div', 'sdr-tl-cursor', '');
+    this.markersEl = el('div', 'sdr-tl-markers', '');
+    this.bar.append(this.markersEl, this.cursor);
+    this.timeEl = el('span', 'sdr-tl-time', '');
+    const row = el('div', 'sdr-tl-row', '');
+    row.append(this.modeEl, this.pauseBtn, this.speedSel, this.liveBtn, this.timeEl);
+    container.append(row, this.bar);
+
+    this.bar.addEventListener('click', (e) => {
+      if (!this.extent) return;
+      const r = this.bar.getBoundingClientRect();
+      const f = Math.min(1, Math.max(0, (e.clientX - r.left) / r.width));
+      this.seek(new Date(this.extent.start.getTime() + f * (this.extent.end - this.extent.start)));
+    });
+    this.pauseBtn.onclick = () => {
+      const rp = player.replay;
+      if (!rp) {
+        // From live: replay the last ten seconds.
+        if (this.extent) this.seek(new Date(Math.max(this.extent.start.getTime(), this.extent.end.getTime() - 10000)));
+      } else if (rp.paused) player.resume();
+      else player.pause();
+    };
+    this.speedSel.onchange = () => player.setSpeed(Number(this.speedSel.value));
+    this.liveBtn.onclick = () => player.live();
+    player.addEventListener('replay', () => this.render());
+    player.addEventListener('state', () => this.render());
+    this.timer = setInterval(() => this.render(), 250);
+    this.refresh();
+  }
+
+  /** seek replays from t at the selected speed. */
+  seek(t) {
+    this.player.replayAt(t, Number(this.speedSel.value));
+  }
+
+  /** refresh asks the stream for the recording's extent and markers again. */
+  async refresh() {
+    clearTimeout(this.refreshTimer);
+    try {
+      const resp = await fetch(this.url, { cache: 'no-store' });
+      if (resp.ok) {
+        const j = await resp.json();
+        if (j.start && j.end) {
+          this.extent = { start: new Date(j.start), end: new Date(j.end), markers: j.markers || [] };
+          this.drawMarkers();
+        }
+        this.container.hidden = !this.extent;
+      } else if (resp.status === 501 || resp.status === 404 || resp.status === 405) {
+        this.container.hidden = true;
+        return; // no recorder: no timeline, and no need to ask again
+      }
+    } catch (e) {
+      // Unreachable (or another origin without CORS): keep what was drawn
+      // and ask again, less often.
+      this.refreshTimer = setTimeout(() => this.refresh(), 5 * this.refreshMs);
+      return;
+    }
+    this.render();
+    this.refreshTimer = setTimeout(() => this.refresh(), this.refreshMs);
+  }
+
+  frac(t) {
+    const x = this.extent;
+    const span = x.end - x.start;
+    return span > 0 ? Math.min(1, Math.max(0, (t - x.start) / span)) : 1;
+  }
+
+  drawMarkers() {
+    const frag = document.createDocumentFragment();
+    for (const m of this.extent.markers) {
+      const d = el('div', `sdr-tl-marker ${m.kind === 'gate' ? 'gate' : 'rejected'}`, '');
+      d.dataset.kind = m.kind;
+      if (m.mode) d.dataset.mode = m.mode;
+      const what = m.kind === 'gate' ? `gate ${m.mode}` : `${m.outcome || 'rejected'} ${m.action}${m.reason ? ': ' + m.reason : ''}`;
+      d.title = `${new Date(m.time).toISOString().slice(11, 23)} UTC · ${what}`;
+      d.style.left = `${(this.frac(new Date(m.time)) * 100).toFixed(3)}%`;
+      d.addEventListener('click', (e) => {
+        e.stopPropagation();
+        this.seek(new Date(new Date(m.time).getTime() - 2000));
+      });
+      frag.appendChild(d);
+    }
+    this.markersEl.replaceChildren(frag);
+  }
+
+  render() {
+    const rp = this.player.replay;
+    this.container.dataset.mode = rp ? 'replay' : 'live';
+    this.modeEl.textContent = rp ? (rp.paused ? 'REPLAY · paused' : 'REPLAY') : 'LIVE';
+    this.pauseBtn.textContent = !rp ? 'Replay' : rp.paused ? 'Resume' : 'Pause';
+    this.liveBtn.disabled = !rp;
+    if (rp && this.speedSel.value !== String(rp.speed)) this.speedSel.value = String(rp.speed);
+    if (!this.extent) return;
+    const pos = rp ? this.player.position() : this.extent.end;
+    this.cursor.style.left = `${(this.frac(pos) * 100).toFixed(3)}%`;
+    const t = `${pos.toISOString().slice(11, 19)} UTC`;
+    const span = `${this.extent.start.toISOString().slice(11, 19)} – ${this.extent.end.toISOString().slice(11, 19)}`;
+    const text = rp ? `${t} (recorded ${span})` : `recorded ${span}`;
+    if (this.timeEl.textContent !== text) this.timeEl.textContent = text;
+  }
+}
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  e.className = cls;
+  e.textContent = text;
+  return e;
+}
