@@ -109,8 +109,8 @@ cat >&2 <<EOF
 EOF
 if [ "${SDR_RECORDER:-off}" = on ]; then
 	cat >&2 <<EOF
-    recorder the last $SDR_RECORDER_MAX_AGE on JetStream: replay with /stream/ws?replay=-30s,
-             export with '$bin sdr-export --from -1m --out demo.mp4'
+    recorder the last $SDR_RECORDER_MAX_AGE on JetStream: replay it on the player's timeline,
+             export it with '$bin sdr-export --from -1m --out demo.mp4'
 EOF
 fi
 cat >&2 <<EOF
