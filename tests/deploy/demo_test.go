@@ -102,30 +102,14 @@ func TestDemoScript(t *testing.T) {
 		t.Errorf("the demo does not say that it records:\n%s", demo.Output())
 	}
 
-	// The recorder has recorded what the live client got: a replay from a
-	// minute ago starts at the recording's first keyframe.
-	replay, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(edge, "http")+"/stream/ws?replay=-1m", nil)
-	if err != nil {
-		if resp != nil {
-			t.Fatalf("replay: %v (HTTP %d)", err, resp.StatusCode)
-		}
-		t.Fatalf("replay: %v", err)
-	}
-	defer replay.Close()
-	_ = replay.SetReadDeadline(testwait.Deadline(20 * time.Second))
-	for {
-		_, msg, err := replay.ReadMessage()
-		if err != nil {
-			t.Fatalf("replay: %v", err)
-		}
-		if len(msg) < 1+shmring.HeaderSize || msg[0] != 0x01 {
-			continue
-		}
-		if h, err := shmring.ParseHeader(msg[1:]); err != nil || !h.Keyframe() {
-			t.Errorf("replay's first frame: %+v, %v; want a keyframe", h, err)
-		}
-		break
-	}
+	// The recorder records what the live client got: once it has stored a
+	// keyframe, a replay from a minute ago starts at it (a replay that
+	// comes before that finds nothing recorded and ends with 1000).
+	var replayed string
+	testwait.For(t, "a replay of the recording that starts at a keyframe", func() bool {
+		replayed = replayFirstFrame(t, "ws"+strings.TrimPrefix(edge, "http")+"/stream/ws?replay=-1m")
+		return replayed == "keyframe" || replayed == "delta"
+	})
 	mp4 := filepath.Join(dir, "demo.mp4")
 	export := exec.Command(testenv.CaddyBin(t), "sdr-export", "--nats", fmt.Sprintf("nats://127.0.0.1:%d", ports[3]), "--out", mp4)
 	if out, err := export.CombinedOutput(); err != nil || !strings.Contains(string(out), "wrote "+mp4) {
@@ -146,5 +130,34 @@ func TestDemoScript(t *testing.T) {
 	}
 	if _, err := os.Stat(ring); err != nil {
 		t.Errorf("the test source wrote no ring at %s: %v", ring, err)
+	}
+}
+
+// replayFirstFrame opens a replay and says what its first video message
+// is: "keyframe", "delta", or why there was none.
+func replayFirstFrame(t *testing.T, url string) string {
+	t.Helper()
+	c, resp, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		if resp != nil {
+			t.Fatalf("replay: %v (HTTP %d)", err, resp.StatusCode)
+		}
+		t.Fatalf("replay: %v", err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(testwait.Deadline(20 * time.Second))
+	for {
+		_, msg, err := c.ReadMessage()
+		if err != nil {
+			return err.Error()
+		}
+		if len(msg) < 1+shmring.HeaderSize || msg[0] != 0x01 {
+			continue
+		}
+		if h, err := shmring.ParseHeader(msg[1:]); err != nil || !h.Keyframe() {
+			t.Errorf("replay's first frame: %+v, %v; want a keyframe", h, err)
+			return "delta"
+		}
+		return "keyframe"
 	}
 }
