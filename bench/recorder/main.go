@@ -16,25 +16,31 @@
 // H.264. The clients live in a child process (this binary re-executed)
 // and read cheaply (internal/benchstream).
 //
-// After the run with the recorder:
+// After each run with the recorder:
 //
-//   - lost frames: the frames the writer committed during the measured
+//   - lost_frames: the frames the writer committed during the measured
 //     window that are not in the recording, read back with
-//     internal/recording.Read (by frame_seq); the recorder's dropped and
-//     error counters are printed beside it.
-//   - seeks: -seeks replays (/stream/ws?replay=<t>) at random times t in
-//     the recording, one after another, while the recorder goes on
-//     recording; each is timed from the start of the TCP connect to the
-//     whole first 0x01 message (the keyframe at or before t, which the
-//     bench checks). That is the time to the first decodable frame as it
-//     arrives, not a decode: the payloads are not H.264.
+//     internal/recording.Read (by frame_seq), summed over the runs. It
+//     counts a frame the stream itself never read too (the ring reader
+//     fell a lap behind on a loaded machine): ring_gaps is those, over the
+//     same windows, so lost_frames - ring_gaps is what the recorder lost.
+//     The recorder's dropped and error counters are printed beside it.
+//   - write_mb_s: caddy_sdr_recorder_bytes_total's increase over the
+//     window (record bodies, MB = 10^6 bytes) per second.
 //
-// The recording is as long as the run with the recorder (warm-up, window,
-// the read-back) unless -record asks for more before the seeks; the issue's
-// 10-minute recording is -record 10m (the writer then goes on for that
-// long with no clients). rec_s is the recording's length at the seeks.
+// After the last run with the recorder, seeks: -seeks replays
+// (/stream/ws?replay=<t>) at random times t in the recording, one after
+// another, while the recorder goes on recording; each is timed from the
+// start of the TCP connect to the whole first 0x01 message, which must be
+// the keyframe at or before t (seek_bad counts those that are not). That
+// is the time to the first decodable frame as it arrives, not a decode:
+// the payloads are not H.264. The recording is as long as that run
+// (warm-up, window, the read-back) unless -record asks for more before the
+// seeks; the 10-minute recording is -record 10m (the writer then
+// goes on for that long with no clients). rec_s is the recording's length
+// at the seeks.
 //
-//	go run ./bench/recorder [-clients 100] [-window 30s] [-warmup 5s] [-seeks 20] [-record 0]
+//	go run ./bench/recorder [-clients 100] [-window 30s] [-warmup 5s] [-repeat 1] [-seeks 20] [-record 0]
 //
 // The last line:
 //
@@ -42,11 +48,12 @@
 //
 // cpu_overhead_pct is the caddy process's CPU seconds over the window with
 // the recorder over those without it, as a percentage increase;
-// live_p99_ratio the clients' p99 latency with it over without it; both
-// are ratios of two runs one after the other on this machine, so a
-// machine whose load changes between them moves them: compare load1, and
-// run again. write_mb_s is caddy_sdr_recorder_bytes_total's increase over
-// the window (record bodies, MB = 10^6 bytes) per second.
+// live_p99_ratio the clients' p99 latency with it over without it. Both
+// compare two runs one after the other on this machine, so a load that
+// changes between them moves them: -repeat k runs k pairs, alternating
+// their order, and the BENCH line has the medians of the pairs' figures
+// (p99_ms, cpu_s and the base_ ones are medians of the runs). Compare
+// load1, and run again.
 package main
 
 import (
@@ -86,7 +93,6 @@ const (
 	loadgenEnv = "SDR_RECORDER_BENCH_LOADGEN"
 	keyBytes   = 100_000
 	deltaBytes = 15_000
-	recPrefix  = "caddy_sdr_recorder_"
 )
 
 func main() {
@@ -104,7 +110,11 @@ func main() {
 	flag.IntVar(&o.gop, "gop", 60, "frames from one keyframe to the next")
 	flag.IntVar(&o.seeks, "seeks", 20, "replays at random times in the recording")
 	flag.DurationVar(&o.record, "record", 0, "least length of the recording before the seeks (the issue's figure: 10m)")
+	flag.IntVar(&o.repeat, "repeat", 1, "pairs of runs (without, with), alternating their order; the BENCH line has the medians")
 	flag.Parse()
+	if o.repeat < 1 || o.clients < 1 || o.seeks < 1 || o.fps < 1 || o.gop < 1 {
+		log.Fatal("-repeat, -clients, -seeks, -fps and -gop must be at least 1")
+	}
 	if err := run(o); err != nil {
 		log.Fatal(err)
 	}
@@ -116,6 +126,7 @@ type options struct {
 	fps, gop       int
 	seeks          int
 	record         time.Duration
+	repeat         int
 }
 
 // writer commits frames to the ring at fps and remembers the last frame_seq.
@@ -175,95 +186,186 @@ func run(o options) error {
 	fmt.Printf("stream: %d fps, keyframe %d B every %d frames, deltas %d B; %d clients; window %s after %s warm-up; %d cores; load average %s\n",
 		o.fps, keyBytes, o.gop, deltaBytes, o.clients, o.window, o.warmup, runtime.NumCPU(), harness.LoadAvg(3))
 
-	base, err := func() (liveResult, error) {
-		c, err := startCaddy(bin, dir, "without", ring, false)
-		if err != nil {
-			return liveResult{}, err
+	var (
+		bases, withs       []liveResult
+		cpuPcts, p99Ratios []float64
+		lost, gaps         uint64
+		writeMBs           []float64
+		seeks              []float64
+		bad                int
+		recLen             time.Duration
+	)
+	for i := range o.repeat {
+		// Alternate the order, so that a load that drifts over the run
+		// does not always favour the same one.
+		order := []bool{false, true}
+		if i%2 == 1 {
+			order = []bool{true, false}
 		}
-		defer c.stop()
-		return measure(c, o, nil, nil)
-	}()
-	if err != nil {
-		return fmt.Errorf("without the recorder: %w", err)
+		var base, withRec liveResult
+		for _, rec := range order {
+			if !rec {
+				r, err := runWithout(bin, dir, ring, o)
+				if err != nil {
+					return fmt.Errorf("without the recorder: %w", err)
+				}
+				report("without the recorder", r)
+				base = r
+				continue
+			}
+			r, err := runWith(bin, dir, ring, o, &wr, i == o.repeat-1)
+			if err != nil {
+				return fmt.Errorf("with the recorder: %w", err)
+			}
+			withRec = r.live
+			lost += r.lost
+			gaps += r.gaps
+			writeMBs = append(writeMBs, r.writeMBs)
+			if r.seeks != nil {
+				seeks, bad, recLen = r.seeks, r.bad, r.recLen
+			}
+		}
+		bases, withs = append(bases, base), append(withs, withRec)
+		if base.CPU > 0 {
+			cpuPcts = append(cpuPcts, (withRec.CPU/base.CPU-1)*100)
+		}
+		if base.P99 > 0 {
+			p99Ratios = append(p99Ratios, withRec.P99/base.P99)
+		}
 	}
-	report("without the recorder", base)
+	slices.Sort(seeks)
+	p99 := func(rs []liveResult) []float64 {
+		var v []float64
+		for _, r := range rs {
+			v = append(v, r.P99)
+		}
+		return v
+	}
+	cpu := func(rs []liveResult) []float64 {
+		var v []float64
+		for _, r := range rs {
+			v = append(v, r.CPU)
+		}
+		return v
+	}
+	errs := 0
+	for _, r := range append(bases, withs...) {
+		errs += r.Errors
+	}
+	fmt.Printf("BENCH recorder clients=%d cpu_overhead_pct=%.1f live_p99_ratio=%.2f seek_ms_p95=%.1f write_mb_s=%.2f lost_frames=%d rec_s=%.0f seeks=%d seek_ms_p50=%.1f seek_bad=%d ring_gaps=%d p99_ms=%.2f base_p99_ms=%.2f cpu_s=%.2f base_cpu_s=%.2f window_s=%.0f runs=%d live_errors=%d load1=%s\n",
+		o.clients, median(cpuPcts), median(p99Ratios), pct(seeks, 0.95), median(writeMBs), lost, recLen.Seconds(), len(seeks), pct(seeks, 0.5), bad, gaps,
+		median(p99(withs)), median(p99(bases)), median(cpu(withs)), median(cpu(bases)), o.window.Seconds(), o.repeat, errs, harness.LoadAvg(1))
+	return nil
+}
 
+// median of v (the mean of the middle two for an even count), 0 for none.
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// runWithout measures the stream without the recorder.
+func runWithout(bin, dir, ring string, o options) (liveResult, error) {
+	c, err := startCaddy(bin, dir, "without", ring, false)
+	if err != nil {
+		return liveResult{}, err
+	}
+	defer c.stop()
+	return measure(c, o, nil, nil)
+}
+
+// withResult is what a run with the recorder measured.
+type withResult struct {
+	live     liveResult
+	writeMBs float64
+	lost     uint64 // frames committed in the window, not in the recording
+	gaps     uint64 // of the ring reader in the window: frames the stream itself missed
+	// The seeks, when asked for: ms each, how many did not start where
+	// they should, and the recording's length then.
+	seeks  []float64
+	bad    int
+	recLen time.Duration
+}
+
+// runWith measures the stream with the recorder, reads the window's frames
+// back from the recording, and when seek is set, goes on recording until
+// the recording is o.record long and seeks in it.
+func runWith(bin, dir, ring string, o options, wr *writer, seek bool) (withResult, error) {
+	var res withResult
 	c, err := startCaddy(bin, dir, "with", ring, true)
 	if err != nil {
-		return fmt.Errorf("with the recorder: %w", err)
+		return res, err
 	}
 	defer c.stop()
 	recStart, err := c.waitRecording(60 * time.Second)
 	if err != nil {
-		return err
+		return res, err
 	}
 	var (
-		seq0, seq1     uint64
-		t0, t1         time.Time
-		m0, m1         map[string]float64
-		merr0, merr1   error
-		windowDuration time.Duration
+		seq0, seq1   uint64
+		t0, t1       time.Time
+		m0, m1       map[string]float64
+		merr0, merr1 error
 	)
-	withRec, err := measure(c, o, func() {
+	res.live, err = measure(c, o, func() {
 		seq0, t0 = wr.last.Load(), time.Now()
-		m0, merr0 = c.recorderCounters()
+		m0, merr0 = c.counters()
 	}, func() {
 		seq1, t1 = wr.last.Load(), time.Now()
-		m1, merr1 = c.recorderCounters()
-		windowDuration = t1.Sub(t0)
+		m1, merr1 = c.counters()
 	})
 	if err != nil {
-		return fmt.Errorf("with the recorder: %w", err)
+		return res, err
 	}
 	if err := errors.Join(merr0, merr1); err != nil {
-		return err
+		return res, err
 	}
-	report("with the recorder", withRec)
-	writeMBs := (m1["bytes_total"] - m0["bytes_total"]) / 1e6 / windowDuration.Seconds()
+	report("with the recorder", res.live)
+	res.writeMBs = (m1["recorder_bytes_total"] - m0["recorder_bytes_total"]) / 1e6 / t1.Sub(t0).Seconds()
+	res.gaps = uint64(m1["stream_ring_gaps_total"] - m0["stream_ring_gaps_total"])
 
 	nc, err := nats.Connect("nats://"+c.natsAddr, nats.Timeout(10*time.Second))
 	if err != nil {
-		return fmt.Errorf("connecting to the embedded nats-server: %w", err)
+		return res, fmt.Errorf("connecting to the embedded nats-server: %w", err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return err
+		return res, err
 	}
 	lost, rst, err := lostFrames(js, seq0, seq1, t0, 30*time.Second)
 	if err != nil {
-		return err
+		return res, err
 	}
-	fmt.Printf("recording: frames %d..%d committed in the window (%d), %d not in the recording; read back: %d frames (%d lead-in, %d incomplete, %d undecodable, %d duplicates); recorder counters over the window: %s\n",
-		seq0+1, seq1, seq1-seq0, lost, rst.Frames, rst.LeadIn, rst.Incomplete, rst.Undecodable, rst.Duplicates, counterDelta(m0, m1))
+	res.lost = lost
+	fmt.Printf("recording: frames %d..%d committed in the window (%d), %d not in the recording (ring gaps in the window: %d); read back: %d frames (%d lead-in, %d incomplete, %d undecodable, %d duplicates); over the window: %s\n",
+		seq0+1, seq1, seq1-seq0, lost, res.gaps, rst.Frames, rst.LeadIn, rst.Incomplete, rst.Undecodable, rst.Duplicates, counterDelta(m0, m1))
+	if !seek {
+		return res, nil
+	}
 
 	if wait := o.record - time.Since(recStart); wait > 0 {
 		fmt.Printf("recording on for %s more (-record %s), no clients\n", wait.Round(time.Second), o.record)
 		time.Sleep(wait)
 	}
-	recLen := time.Since(recStart)
-	seeks, bad, err := seekAll(c, recStart, o.seeks, time.Second*time.Duration(o.gop)/time.Duration(o.fps))
+	res.recLen = time.Since(recStart)
+	res.seeks, res.bad, err = seekAll(c, recStart, o.seeks, time.Second*time.Duration(o.gop)/time.Duration(o.fps))
 	if err != nil {
-		return err
+		return res, err
 	}
-	slices.Sort(seeks)
+	sorted := slices.Clone(res.seeks)
+	slices.Sort(sorted)
 	fmt.Printf("seeks in a %.0f s recording: %d, p50 %.1f ms, p95 %.1f ms, max %.1f ms; %d did not start with the keyframe at or before the time\n",
-		recLen.Seconds(), len(seeks), pct(seeks, 0.5), pct(seeks, 0.95), pct(seeks, 1), bad)
-	if total := counterTotal(c); total != "" {
-		fmt.Println("  " + total)
-	}
-
-	cpuPct, p99Ratio := 0.0, 0.0
-	if base.CPU > 0 {
-		cpuPct = (withRec.CPU/base.CPU - 1) * 100
-	}
-	if base.P99 > 0 {
-		p99Ratio = withRec.P99 / base.P99
-	}
-	fmt.Printf("BENCH recorder clients=%d cpu_overhead_pct=%.1f live_p99_ratio=%.2f seek_ms_p95=%.1f write_mb_s=%.2f lost_frames=%d rec_s=%.0f seeks=%d seek_ms_p50=%.1f seek_bad=%d p99_ms=%.2f base_p99_ms=%.2f cpu_s=%.2f base_cpu_s=%.2f live_errors=%d load1=%s\n",
-		o.clients, cpuPct, p99Ratio, pct(seeks, 0.95), writeMBs, lost, recLen.Seconds(), len(seeks), pct(seeks, 0.5), bad,
-		withRec.P99, base.P99, withRec.CPU, base.CPU, base.Errors+withRec.Errors, harness.LoadAvg(1))
-	return nil
+		res.recLen.Seconds(), len(sorted), pct(sorted, 0.5), pct(sorted, 0.95), pct(sorted, 1), res.bad)
+	fmt.Println("  " + counterTotal(c))
+	return res, nil
 }
 
 func report(what string, r liveResult) {
@@ -340,8 +442,10 @@ func (s *server) wsURL(query string) string {
 	return u
 }
 
-func (s *server) recorderCounters() (map[string]float64, error) {
-	return harness.Counters(http.DefaultClient, "http://"+s.admin+"/metrics", recPrefix)
+// counters reads the process's caddy_sdr_ counters, by name without that
+// prefix, summed over their labels.
+func (s *server) counters() (map[string]float64, error) {
+	return harness.Counters(http.DefaultClient, "http://"+s.admin+"/metrics", "caddy_sdr_")
 }
 
 // waitRecording waits until the recorder records (caddy_sdr_recorder_state
@@ -349,8 +453,8 @@ func (s *server) recorderCounters() (map[string]float64, error) {
 func (s *server) waitRecording(timeout time.Duration) (time.Time, error) {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		m, err := s.recorderCounters()
-		if err == nil && m["state"] == 1 {
+		m, err := s.counters()
+		if err == nil && m["recorder_state"] == 1 {
 			return time.Now(), nil
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -430,6 +534,15 @@ func lostFrames(js jetstream.JetStream, seq0, seq1 uint64, t0 time.Time, timeout
 			return 0, st, fmt.Errorf("reading the recording back: %w", err)
 		}
 		if maxSeq > seq1 || time.Now().After(deadline) {
+			var missing []string
+			for i, ok := range seen {
+				if !ok && len(missing) < 10 {
+					missing = append(missing, strconv.FormatUint(seq0+1+uint64(i), 10))
+				}
+			}
+			if len(missing) > 0 {
+				fmt.Printf("frames not in the recording (the first 10 at most): %s\n", strings.Join(missing, " "))
+			}
 			return seq1 - seq0 - found, st, nil
 		}
 		time.Sleep(500 * time.Millisecond)
@@ -509,7 +622,7 @@ func seek(s *server, t time.Time) (time.Duration, uint64, uint16, error) {
 // counterDelta formats the recorder's loss counters' increase from m0 to m1.
 func counterDelta(m0, m1 map[string]float64) string {
 	var out []string
-	for _, name := range []string{"frames_total", "dropped_total", "errors_total", "keyframe_requests_total"} {
+	for _, name := range []string{"recorder_frames_total", "recorder_dropped_total", "recorder_errors_total", "recorder_keyframe_requests_total"} {
 		out = append(out, fmt.Sprintf("%s=+%g", name, m1[name]-m0[name]))
 	}
 	return strings.Join(out, " ")
