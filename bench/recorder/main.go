@@ -32,9 +32,12 @@
 // (/stream/ws?replay=<t>) at random times t in the recording, one after
 // another, while the recorder goes on recording; each is timed from the
 // start of the TCP connect to the whole first 0x01 message, which must be
-// the keyframe at or before t (seek_bad counts those that are not). That
-// is the time to the first decodable frame as it arrives, not a decode:
-// the payloads are not H.264. The recording is as long as that run
+// the keyframe at or before t (seek_bad counts those that are not):
+// seek_ms_p95. seek_at_ms_p95 is the time to the whole frame at t, the last
+// one committed at or before t: the replay sends the lead-in from the
+// keyframe up to t at once, so that is what a player decoding forward from
+// the keyframe needs in hand. Both are times to frames as they arrive, not
+// decodes: the payloads are random bytes, not H.264. The recording is as long as that run
 // (warm-up, window, the read-back) unless -record asks for more before the
 // seeks; the 10-minute recording is -record 10m (the writer then
 // goes on for that long with no clients). rec_s is the recording's length
@@ -191,7 +194,7 @@ func run(o options) error {
 		cpuPcts, p99Ratios []float64
 		lost, gaps         uint64
 		writeMBs           []float64
-		seeks              []float64
+		seeks, seeksAt     []float64
 		bad                int
 		recLen             time.Duration
 	)
@@ -222,7 +225,7 @@ func run(o options) error {
 			gaps += r.gaps
 			writeMBs = append(writeMBs, r.writeMBs)
 			if r.seeks != nil {
-				seeks, bad, recLen = r.seeks, r.bad, r.recLen
+				seeks, seeksAt, bad, recLen = r.seeks, r.seeksAt, r.bad, r.recLen
 			}
 		}
 		bases, withs = append(bases, base), append(withs, withRec)
@@ -233,7 +236,6 @@ func run(o options) error {
 			p99Ratios = append(p99Ratios, withRec.P99/base.P99)
 		}
 	}
-	slices.Sort(seeks)
 	p99 := func(rs []liveResult) []float64 {
 		var v []float64
 		for _, r := range rs {
@@ -252,8 +254,8 @@ func run(o options) error {
 	for _, r := range append(bases, withs...) {
 		errs += r.Errors
 	}
-	fmt.Printf("BENCH recorder clients=%d cpu_overhead_pct=%.1f live_p99_ratio=%.2f seek_ms_p95=%.1f write_mb_s=%.2f lost_frames=%d rec_s=%.0f seeks=%d seek_ms_p50=%.1f seek_bad=%d ring_gaps=%d p99_ms=%.2f base_p99_ms=%.2f cpu_s=%.2f base_cpu_s=%.2f window_s=%.0f runs=%d live_errors=%d load1=%s\n",
-		o.clients, median(cpuPcts), median(p99Ratios), pct(seeks, 0.95), median(writeMBs), lost, recLen.Seconds(), len(seeks), pct(seeks, 0.5), bad, gaps,
+	fmt.Printf("BENCH recorder clients=%d cpu_overhead_pct=%.1f live_p99_ratio=%.2f seek_ms_p95=%.1f write_mb_s=%.2f lost_frames=%d rec_s=%.0f seeks=%d seek_ms_p50=%.1f seek_at_ms_p95=%.1f seek_bad=%d ring_gaps=%d p99_ms=%.2f base_p99_ms=%.2f cpu_s=%.2f base_cpu_s=%.2f window_s=%.0f runs=%d live_errors=%d load1=%s\n",
+		o.clients, median(cpuPcts), median(p99Ratios), pct(seeks, 0.95), median(writeMBs), lost, recLen.Seconds(), len(seeks), pct(seeks, 0.5), pct(seeksAt, 0.95), bad, gaps,
 		median(p99(withs)), median(p99(bases)), median(cpu(withs)), median(cpu(bases)), o.window.Seconds(), o.repeat, errs, harness.LoadAvg(1))
 	return nil
 }
@@ -289,9 +291,9 @@ type withResult struct {
 	gaps     uint64 // of the ring reader in the window: frames the stream itself missed
 	// The seeks, when asked for: ms each, how many did not start where
 	// they should, and the recording's length then.
-	seeks  []float64
-	bad    int
-	recLen time.Duration
+	seeks, seeksAt []float64
+	bad            int
+	recLen         time.Duration
 }
 
 // runWith measures the stream with the recorder, reads the window's frames
@@ -356,14 +358,15 @@ func runWith(bin, dir, ring string, o options, wr *writer, seek bool) (withResul
 		time.Sleep(wait)
 	}
 	res.recLen = time.Since(recStart)
-	res.seeks, res.bad, err = seekAll(c, recStart, o.seeks, time.Second*time.Duration(o.gop)/time.Duration(o.fps))
+	res.seeks, res.seeksAt, res.bad, err = seekAll(c, recStart, o.seeks, time.Second*time.Duration(o.gop)/time.Duration(o.fps))
 	if err != nil {
 		return res, err
 	}
-	sorted := slices.Clone(res.seeks)
-	slices.Sort(sorted)
-	fmt.Printf("seeks in a %.0f s recording: %d, p50 %.1f ms, p95 %.1f ms, max %.1f ms; %d did not start with the keyframe at or before the time\n",
-		res.recLen.Seconds(), len(sorted), pct(sorted, 0.5), pct(sorted, 0.95), pct(sorted, 1), res.bad)
+	slices.Sort(res.seeks)
+	slices.Sort(res.seeksAt)
+	fmt.Printf("seeks in a %.0f s recording: %d; to the keyframe: p50 %.1f ms, p95 %.1f ms, max %.1f ms; to the frame at the time: p50 %.1f ms, p95 %.1f ms, max %.1f ms; %d did not start with the keyframe at or before the time\n",
+		res.recLen.Seconds(), len(res.seeks), pct(res.seeks, 0.5), pct(res.seeks, 0.95), pct(res.seeks, 1),
+		pct(res.seeksAt, 0.5), pct(res.seeksAt, 0.95), pct(res.seeksAt, 1), res.bad)
 	fmt.Println("  " + counterTotal(c))
 	return res, nil
 }
@@ -549,73 +552,93 @@ func lostFrames(js jetstream.JetStream, seq0, seq1 uint64, t0 time.Time, timeout
 	}
 }
 
+// seekTimes are one seek's: to the first video message (the keyframe at or
+// before t), and to the frame at t, the last one committed at or before t
+// (the lead-in from the keyframe up to t comes at once).
+type seekTimes struct{ first, at time.Duration }
+
 // seekAll replays from n random times in the recording (after its first
-// 2 s, before its last 2 s), one after another, and returns each one's
-// time to its first video message in ms, and how many did not start with
-// a keyframe committed at or before the time and at most one GOP (plus a
-// second's slack) before it.
-func seekAll(s *server, recStart time.Time, n int, gop time.Duration) ([]float64, int, error) {
+// 2 s, before its last 2 s), one after another, and returns their times in
+// ms (to the first video message, to the frame at t), and how many did not
+// start with a keyframe committed at or before the time and at most one GOP
+// (plus a second's slack) before it.
+func seekAll(s *server, recStart time.Time, n int, gop time.Duration) (first, at []float64, bad int, err error) {
 	lo, hi := recStart.Add(2*time.Second), time.Now().Add(-2*time.Second)
 	if !hi.After(lo) {
-		return nil, 0, fmt.Errorf("the recording (%s) is too short to seek in", time.Since(recStart).Round(time.Second))
+		return nil, nil, 0, fmt.Errorf("the recording (%s) is too short to seek in", time.Since(recStart).Round(time.Second))
 	}
-	var ms []float64
-	bad := 0
 	for range n {
 		t := lo.Add(time.Duration(mrand.Int64N(int64(hi.Sub(lo)))))
 		d, id, flags, err := seek(s, t)
 		if err != nil {
-			return nil, 0, fmt.Errorf("seeking to %s: %w", t.Format(time.RFC3339Nano), err)
+			return nil, nil, 0, fmt.Errorf("seeking to %s: %w", t.Format(time.RFC3339Nano), err)
 		}
-		ms = append(ms, float64(d)/1e6)
-		at := time.Unix(0, int64(id))
-		if flags&shmring.FlagKeyframe == 0 || at.After(t) || t.Sub(at) > gop+time.Second {
+		first, at = append(first, float64(d.first)/1e6), append(at, float64(d.at)/1e6)
+		k := time.Unix(0, int64(id))
+		if flags&shmring.FlagKeyframe == 0 || k.After(t) || t.Sub(k) > gop+time.Second {
 			bad++
 		}
 	}
-	return ms, bad, nil
+	return first, at, bad, nil
 }
 
-// seek opens a replay from t and returns the time from the connect to its
-// whole first video message, and that message's frame_id and flags.
-func seek(s *server, t time.Time) (time.Duration, uint64, uint16, error) {
+// seek opens a replay from t and reads it until the first frame committed
+// after t; it returns the times from the connect to the whole first video
+// message and to the whole last one committed at or before t, and the
+// first one's frame_id and flags.
+func seek(s *server, t time.Time) (seekTimes, uint64, uint16, error) {
+	var st seekTimes
 	start := time.Now()
 	conn, br, err := benchstream.Dial(s.wsURL("replay="+url.QueryEscape(t.UTC().Format(time.RFC3339Nano))), 30*time.Second)
 	if err != nil {
-		return 0, 0, 0, err
+		return st, 0, 0, err
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-	var hdr [1 + shmring.HeaderSize]byte
+	var (
+		hdr      [1 + shmring.HeaderSize]byte
+		id0      uint64
+		flags0   uint16
+		gotFirst bool
+	)
 	for {
 		op, n, err := benchstream.ReadFrameHeader(br)
 		if err != nil {
-			return 0, 0, 0, err
+			return st, 0, 0, err
 		}
 		if op == benchstream.OpClose {
 			b := make([]byte, min(n, 125))
 			_, _ = io.ReadFull(br, b)
-			return 0, 0, 0, fmt.Errorf("closed before a video message: %q", b)
+			return st, 0, 0, fmt.Errorf("closed before the frame after the seek time: %q", b)
 		}
 		if op != benchstream.OpBinary || n < uint64(len(hdr)) {
 			if _, err := br.Discard(int(n)); err != nil {
-				return 0, 0, 0, err
+				return st, 0, 0, err
 			}
 			continue
 		}
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
-			return 0, 0, 0, err
-		}
-		if hdr[0] != 0x01 {
-			if _, err := br.Discard(int(n) - len(hdr)); err != nil {
-				return 0, 0, 0, err
-			}
-			continue
+			return st, 0, 0, err
 		}
 		if _, err := br.Discard(int(n) - len(hdr)); err != nil {
-			return 0, 0, 0, err
+			return st, 0, 0, err
 		}
-		return time.Since(start), binary.LittleEndian.Uint64(hdr[1:9]), binary.LittleEndian.Uint16(hdr[1+20:]), nil
+		if hdr[0] != 0x01 {
+			continue
+		}
+		d := time.Since(start)
+		id := binary.LittleEndian.Uint64(hdr[1:9])
+		if !gotFirst {
+			gotFirst, st.first = true, d
+			id0, flags0 = id, binary.LittleEndian.Uint16(hdr[1+20:])
+		}
+		if int64(id) > t.UnixNano() {
+			if st.at == 0 { // the first frame is after t: it is the frame at t
+				st.at = d
+			}
+			return st, id0, flags0, nil
+		}
+		st.at = d
 	}
 }
 
