@@ -81,8 +81,10 @@ const MaxStoreDelay = 5 * time.Second
 //
 // Cost: besides the window, Read reads the headers only (no bodies) of the
 // video messages from From-KeyframeLookback (more when that holds no
-// keyframe) to From+MaxStoreDelay, then the window from the earliest
-// keyframe found, and the records up to MaxStoreDelay past To.
+// keyframe) to From+MaxStoreDelay and of the first record stored at or
+// after From, then the window from the earliest keyframe found (or that
+// record, when it was stored before the keyframe), and the records up to
+// MaxStoreDelay past To.
 func Read(ctx context.Context, js jetstream.JetStream, opts ReadOptions, fn func(Record) error) (ReadStats, error) {
 	var st ReadStats
 	if opts.Stream == "" {
@@ -138,6 +140,17 @@ func Read(ctx context.Context, js jetstream.JetStream, opts ReadOptions, fn func
 				return st, err
 			}
 			if start := minSeq(keySeq); start != 0 {
+				// Start at the earliest keyframe, or earlier at the first
+				// record stored at or after From: records of other kinds
+				// reach JetStream on other goroutines than frames, and one
+				// seen after From may be stored before that keyframe. (A
+				// record is stored after it was seen, so nothing seen at
+				// or after From was stored before From.)
+				if seq, err := firstSeqAt(ctx, js, opts.Stream, filters, from, lastSeq); err != nil {
+					return st, err
+				} else if seq != 0 && seq < start {
+					start = seq
+				}
 				cc.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 				cc.OptStartTime, cc.OptStartSeq = nil, start
 			}
@@ -264,6 +277,30 @@ func findKeyframes(ctx context.Context, js jetstream.JetStream, stream, prefix s
 			return keys, nil
 		}
 	}
+}
+
+// firstSeqAt returns the sequence of the first record (of filters) that
+// JetStream stored at or after t, up to lastSeq; 0 when there is none. It
+// reads one message's headers.
+func firstSeqAt(ctx context.Context, js jetstream.JetStream, stream string, filters []string, t time.Time, lastSeq uint64) (uint64, error) {
+	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: filters,
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &t,
+		HeadersOnly:    true,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("reading recording %q: %w", stream, err)
+	}
+	var seq uint64
+	err = consume(ctx, js, stream, cons, lastSeq, func(_ jetstream.Msg, meta *jetstream.MsgMetadata) error {
+		seq = meta.Sequence.Stream
+		return errStop
+	})
+	if err != nil {
+		return 0, fmt.Errorf("reading recording %q: %w", stream, err)
+	}
+	return seq, nil
 }
 
 func minSeq(m map[string]uint64) uint64 {

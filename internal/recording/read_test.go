@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -371,5 +372,47 @@ func TestSubjects(t *testing.T) {
 		if _, _, err := ParseSubject("", bad); err == nil {
 			t.Errorf("ParseSubject(%q): no error", bad)
 		}
+	}
+}
+
+// TestReadTakesRecordsStoredBeforeTheKeyframe: a record seen after From
+// can be stored before the keyframe at or before From (telemetry and
+// frames reach JetStream from different goroutines, and frames wait in
+// their own queue). Read must not start at the keyframe's sequence and
+// miss it. Under load a replay lost its telemetry this way.
+func TestReadTakesRecordsStoredBeforeTheKeyframe(t *testing.T) {
+	t.Parallel()
+	nc, js := jetStream(t, 0)
+	ctx := testCtx(t)
+	if _, err := EnsureStream(ctx, js, StreamConfig{MaxAge: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	from := time.Now().Add(-time.Second)
+	key, delta := testFrame(0, 10, 100), testFrame(1, 10, 100)
+	keyMsgs, err := VideoMsgs("", "front", key, from.Add(-100*time.Millisecond), nc.MaxPayload())
+	if err != nil {
+		t.Fatal(err)
+	}
+	deltaMsgs, err := VideoMsgs("", "front", delta, from.Add(50*time.Millisecond), nc.MaxPayload())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stored in this order: the telemetry first, then the frames.
+	publish(t, ctx, js, TelemetryMsg("", "telemetry.odom", []byte(`{"x":1}`), from.Add(time.Millisecond)))
+	publish(t, ctx, js, keyMsgs...)
+	publish(t, ctx, js, deltaMsgs...)
+
+	recs, _ := readAll(t, ctx, js, ReadOptions{From: from})
+	var got []string
+	for _, r := range recs {
+		if r.Kind == KindVideo {
+			got = append(got, fmt.Sprintf("video %d", r.Frame.Header.FrameSeq))
+		} else {
+			got = append(got, r.Kind.String()+" "+string(r.Data))
+		}
+	}
+	want := `telemetry {"x":1}, video 1, video 2`
+	if s := strings.Join(got, ", "); s != want {
+		t.Errorf("read %s, want %s", s, want)
 	}
 }

@@ -283,7 +283,7 @@ func TestServeRecorderRecording(t *testing.T) {
 	for len(got) < len(video)+len(others) {
 		f := testwait.Recv(t, c.frames, fmt.Sprintf("message %d", len(got)))
 		if f.err != nil || f.op != wire.OpBinary {
-			t.Fatalf("message %d: opcode %#x (%v)", len(got), f.op, f.err)
+			t.Fatalf("message %d: opcode %#x %q (%v)", len(got), f.op, f.data, f.err)
 		}
 		got = append(got, f.data)
 	}
