@@ -183,8 +183,12 @@ func TestListeningAndAnswers(t *testing.T) {
 		t.Errorf("Answers on a TCP listener that speaks no HTTP: %v, want the context's deadline", err)
 	}
 	l.Close()
-	if err := Listening(addr)(ctx); err == nil {
-		t.Errorf("Listening(%s) after the listener closed: nil", addr)
+	// A port that nobody listens on: bound without listening, so that no
+	// other test can take it between here and the dial (a closed
+	// listener's port can be, on a busy machine).
+	refused := boundNotListening(t)
+	if err := Listening(refused)(ctx); err == nil {
+		t.Errorf("Listening(%s) with no listener: nil", refused)
 	}
 
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -197,6 +201,25 @@ func TestListeningAndAnswers(t *testing.T) {
 	if err := AnswersWith(srv.URL, http.StatusOK)(ctx); err == nil || !strings.Contains(err.Error(), "503") {
 		t.Errorf("AnswersWith 200 given a 503: %v", err)
 	}
+}
+
+// boundNotListening returns a loopback address whose port is bound by a
+// socket that does not listen, until the test ends: a dial is refused.
+func boundNotListening(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }
 
 // The kernel may pick the same port twice in a row: the second time it is
