@@ -222,9 +222,9 @@ func boundNotListening(t *testing.T) string {
 	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }
 
-// The kernel may pick the same port twice in a row: the second time it is
-// not handed out again.
-func TestFreePortNeverTwice(t *testing.T) {
+// The kernel may pick the same port twice in a row: the fallback does not
+// hand it out again.
+func TestFallbackPortNeverTwice(t *testing.T) {
 	t.Parallel()
 	picks := []int{5000, 5000, 5001, 5000, 5002}
 	pick := func() (int, error) {
@@ -238,8 +238,115 @@ func TestFreePortNeverTwice(t *testing.T) {
 			t.Fatalf("next = %d, %v; want %d", p, err, want)
 		}
 	}
-	if p, err := FreePort(); err != nil || p == 0 {
-		t.Fatalf("FreePort = %d, %v", p, err)
+}
+
+func TestReservedRange(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		ephLo, ephHi, lo, hi int
+		ok                   bool
+	}{
+		{32768, 60999, lowestPort, 32767, true}, // Linux's default
+		{49152, 65535, lowestPort, 49151, true}, // IANA's
+		{1024, 60999, 61000, 65535, true},       // no room below
+		{1024, 65535, 0, 0, false},              // no room anywhere
+	} {
+		lo, hi, ok := reservedRange(c.ephLo, c.ephHi)
+		if lo != c.lo || hi != c.hi || ok != c.ok {
+			t.Errorf("reservedRange(%d, %d) = %d, %d, %v; want %d, %d, %v", c.ephLo, c.ephHi, lo, hi, ok, c.lo, c.hi, c.ok)
+		}
+	}
+}
+
+func TestFreePortIsOutsideTheEphemeralRange(t *testing.T) {
+	t.Parallel()
+	ephLo, ephHi, err := ephemeralRange()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := reservedRange(ephLo, ephHi); !ok {
+		t.Skipf("this machine's ephemeral range %d-%d leaves no room for port blocks", ephLo, ephHi)
+	}
+	seen := map[int]bool{}
+	for range 2 * portBlock { // across a block's end
+		p, err := FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ephLo <= p && p <= ephHi {
+			t.Fatalf("FreePort = %d, inside the ephemeral range %d-%d", p, ephLo, ephHi)
+		}
+		if seen[p] {
+			t.Fatalf("FreePort gave %d twice", p)
+		}
+		seen[p] = true
+	}
+}
+
+// testAllocator is an allocator on dir over the two blocks from lo, as a
+// process of its own would be.
+func testAllocator(t *testing.T, dir string, lo int) *portAllocator {
+	a := &portAllocator{dir: dir, lo: lo, hi: lo + 2*portBlock - 1}
+	t.Cleanup(a.release)
+	return a
+}
+
+// Two processes never hold the same block: a third finds none free until
+// one gives its block back.
+func TestPortBlocksAreExclusive(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	const lo = 32768 - 4*portBlock // in the reserved range of Linux's default
+	a, b, c := testAllocator(t, dir, lo), testAllocator(t, dir, lo), testAllocator(t, dir, lo)
+	block := func(name string, x *portAllocator) int {
+		t.Helper()
+		p, err := x.take()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return (p - lo) / portBlock
+	}
+	ba, bb := block("a", a), block("b", b)
+	if ba == bb {
+		t.Fatalf("a and b both hold block %d", ba)
+	}
+	if p, err := c.take(); err == nil || !strings.Contains(err.Error(), "held by other processes") {
+		t.Fatalf("c took %d, %v while a and b held both blocks", p, err)
+	}
+	a.release()
+	if bc := block("c", c); bc != ba {
+		t.Fatalf("c holds block %d, want a's %d", bc, ba)
+	}
+}
+
+// A port that something listens on is not handed out.
+func TestFreePortSkipsAListeningPort(t *testing.T) {
+	t.Parallel()
+	const lo = 32768 - 2*portBlock
+	a := &portAllocator{dir: t.TempDir(), lo: lo, hi: lo + portBlock - 1}
+	t.Cleanup(a.release)
+	var busy net.Listener
+	for p := lo; busy == nil && p < lo+portBlock-1; p++ {
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+			busy = l
+		}
+	}
+	if busy == nil {
+		t.Fatalf("no port of %d-%d to listen on", lo, lo+portBlock-1)
+	}
+	defer busy.Close()
+	taken := busy.Addr().(*net.TCPAddr).Port
+	for p := lo; p <= taken; p++ {
+		got, err := a.take()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got == taken {
+			t.Fatalf("take gave %d, which a listener holds", got)
+		}
+		if got > taken {
+			return
+		}
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sdr-os/sdr-caddy/frame"
+	"github.com/sdr-os/sdr-caddy/internal/harness"
 	"github.com/sdr-os/sdr-caddy/internal/natstest"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
@@ -334,8 +334,11 @@ func TestRecorderResumesAfterJetStreamRestart(t *testing.T) {
 	opts := func(port int) *server.Options {
 		return &server.Options{JetStream: true, StoreDir: dir, Port: port}
 	}
-	s := natstest.Server(t, opts(0))
-	port := s.Addr().(*net.TCPAddr).Port
+	port, err := harness.FreePort() // not from the kernel: the restart must find it free
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := natstest.Server(t, opts(port))
 	nc := natstest.Connect(t, s, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 	r := startRecorder(t, nc, Config{IDRInterval: -1})
 	src := &testSource{}

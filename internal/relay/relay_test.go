@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sdr-os/sdr-caddy/internal/gate"
+	"github.com/sdr-os/sdr-caddy/internal/harness"
 	"github.com/sdr-os/sdr-caddy/internal/lease"
 	"github.com/sdr-os/sdr-caddy/internal/natstest"
 	"github.com/sdr-os/sdr-caddy/internal/origin"
@@ -623,12 +623,10 @@ func TestTelemetryLingerBatchesPerClient(t *testing.T) {
 // reachable; once the server comes up, telemetry and commands flow.
 func TestRelayStartsBeforeServer(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := harness.FreePort() // no server there yet
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
 	nc, err := nats.Connect(url, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -113,17 +112,12 @@ type example struct {
 }
 
 // freePorts returns n distinct loopback TCP ports that were free a moment
-// ago: all n are held open together, so no two are the same.
+// ago and that no other test process is given (testenv.FreePort).
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
 	ports := make([]int, n)
 	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		ports[i] = l.Addr().(*net.TCPAddr).Port
+		ports[i] = testenv.FreePort(t)
 	}
 	return ports
 }

@@ -37,6 +37,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,8 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/gorilla/websocket"
+
+	"github.com/sdr-os/sdr-caddy/internal/harness"
 )
 
 // ServiceHandler answers one call_service. It returns the response values and
@@ -82,8 +85,17 @@ type Server struct {
 	sent atomic.Uint64 // publish messages written to connections
 }
 
-// Start listens on addr ("127.0.0.1:0" for a free port) and serves.
+// Start listens on addr and serves. Port 0 takes a free port from
+// harness.FreePort rather than from the kernel, so that it is still free
+// when Restart listens on it again.
 func Start(addr string) (*Server, error) {
+	if host, port, err := net.SplitHostPort(addr); err == nil && port == "0" {
+		p, err := harness.FreePort()
+		if err != nil {
+			return nil, err
+		}
+		addr = net.JoinHostPort(host, strconv.Itoa(p))
+	}
 	s := &Server{
 		addr:     addr,
 		conns:    make(map[*conn]struct{}),
