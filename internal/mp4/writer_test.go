@@ -5,12 +5,10 @@ package mp4
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,8 +16,7 @@ import (
 
 	"github.com/asticode/go-astiav"
 
-	"github.com/sdr-os/sdr-caddy/internal/testpattern"
-	"github.com/sdr-os/sdr-caddy/nvenc"
+	"github.com/sdr-os/sdr-caddy/nvenc/nvenctest"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -36,28 +33,14 @@ const (
 // recorded is what the simulator would have recorded: 90 access units from
 // libx264 (through nvenc, as sdr_encoder makes them), a keyframe every 30.
 var recorded = sync.OnceValues(func() ([]Frame, error) {
-	enc, err := nvenc.Open(nvenc.Config{Width: testW, Height: testH, FPS: 30, GOP: testGOP, Backends: []string{"libx264"}})
+	at := func(i int) time.Time { return time.Unix(0, int64(baseNS+uint64(i)*frameNS)) }
+	pkts, err := nvenctest.Pattern(testW, testH, 30, testGOP, testFrames, at)
 	if err != nil {
 		return nil, err
 	}
-	defer enc.Close()
-	pat, err := testpattern.New(testW, testH, testpattern.I420)
-	if err != nil {
-		return nil, err
-	}
-	var out []Frame
-	var buf []byte
-	for i := 0; i < testFrames; i++ {
-		ts := baseNS + uint64(i)*frameNS
-		buf = pat.Render(buf, uint64(i), time.Unix(0, int64(ts)))
-		pkts, err := enc.Encode(nvenc.Picture{Format: enc.Config().Input, Width: testW, Height: testH, Stride: pat.Stride(), Data: buf}, false)
-		if err != nil {
-			return nil, err
-		}
-		if len(pkts) != 1 {
-			return nil, errors.New("libx264 did not give one access unit per picture")
-		}
-		out = append(out, Frame{TimestampNS: ts, Keyframe: pkts[0].Keyframe, Data: pkts[0].Data})
+	out := make([]Frame, len(pkts))
+	for i, p := range pkts {
+		out[i] = Frame{TimestampNS: uint64(at(i).UnixNano()), Keyframe: p.Keyframe, Data: p.Data}
 	}
 	return out, nil
 })
@@ -97,59 +80,12 @@ func remux(t *testing.T, fs []Frame) (string, Stats) {
 	return path, w.Stats()
 }
 
-// probed is what ffprobe says of the file's video stream; it decodes every
-// frame to count them (-count_frames).
-type probed struct {
-	Codec      string
-	W, H       int
-	ReadFrames int // decoded
-	NbFrames   int // samples in the index
-	Duration   float64
-	PTS        []float64 // packets' presentation times, in file order
-	Keys       []int     // indexes of the packets flagged as keyframes
-}
+// probed is what ffprobe says of the file's video stream.
+type probed struct{ testenv.Video }
 
 func ffprobe(t *testing.T, path string) probed {
 	t.Helper()
-	out := testenv.FFprobe(t, "-count_frames", "-select_streams", "v:0",
-		"-show_entries", "stream=nb_read_frames,nb_frames,codec_name,width,height,duration:packet=pts_time,flags",
-		"-of", "json", path)
-	var doc struct {
-		Packets []struct {
-			PTS   string `json:"pts_time"`
-			Flags string `json:"flags"`
-		} `json:"packets"`
-		Streams []struct {
-			Codec      string `json:"codec_name"`
-			Width      int    `json:"width"`
-			Height     int    `json:"height"`
-			Duration   string `json:"duration"`
-			NbFrames   string `json:"nb_frames"`
-			ReadFrames string `json:"nb_read_frames"`
-		} `json:"streams"`
-	}
-	if err := json.Unmarshal(out, &doc); err != nil || len(doc.Streams) != 1 {
-		t.Fatalf("ffprobe output %s: %v", out, err)
-	}
-	s := doc.Streams[0]
-	p := probed{Codec: s.Codec, W: s.Width, H: s.Height}
-	num := func(what, v string) float64 {
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil {
-			t.Fatalf("ffprobe %s %q: %v", what, v, err)
-		}
-		return f
-	}
-	p.ReadFrames = int(num("nb_read_frames", s.ReadFrames))
-	p.NbFrames = int(num("nb_frames", s.NbFrames))
-	p.Duration = num("duration", s.Duration)
-	for i, pk := range doc.Packets {
-		p.PTS = append(p.PTS, num("pts_time", pk.PTS))
-		if strings.HasPrefix(pk.Flags, "K") {
-			p.Keys = append(p.Keys, i)
-		}
-	}
-	return p
+	return probed{testenv.ProbeVideo(t, path)}
 }
 
 // check asserts what every remuxed file must be: h264 at the size, n frames

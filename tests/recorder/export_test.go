@@ -31,9 +31,8 @@ import (
 	"github.com/sdr-os/sdr-caddy/internal/mcap"
 	"github.com/sdr-os/sdr-caddy/internal/natstest"
 	"github.com/sdr-os/sdr-caddy/internal/recording"
-	"github.com/sdr-os/sdr-caddy/internal/testpattern"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
-	"github.com/sdr-os/sdr-caddy/nvenc"
+	"github.com/sdr-os/sdr-caddy/nvenc/nvenctest"
 	"github.com/sdr-os/sdr-caddy/tests/testenv"
 )
 
@@ -46,31 +45,17 @@ const (
 // encoded is 90 access units of the test pattern from libx264, a keyframe
 // every 30, as sdr_encoder or the simulator produce them.
 var encoded = sync.OnceValues(func() ([]frame.Frame, error) {
-	enc, err := nvenc.Open(nvenc.Config{Width: testW, Height: testH, FPS: 30, GOP: testGOP, Backends: []string{"libx264"}})
+	pkts, err := nvenctest.Pattern(testW, testH, 30, testGOP, testFrames, func(i int) time.Time { return time.Unix(0, int64(i)) })
 	if err != nil {
 		return nil, err
 	}
-	defer enc.Close()
-	pat, err := testpattern.New(testW, testH, testpattern.I420)
-	if err != nil {
-		return nil, err
-	}
-	var out []frame.Frame
-	var buf []byte
-	for i := range testFrames {
-		buf = pat.Render(buf, uint64(i), time.Unix(0, int64(i)))
-		pkts, err := enc.Encode(nvenc.Picture{Format: enc.Config().Input, Width: testW, Height: testH, Stride: pat.Stride(), Data: buf}, false)
-		if err != nil {
-			return nil, err
-		}
-		if len(pkts) != 1 {
-			return nil, errors.New("libx264 did not give one access unit per picture")
-		}
-		h := frame.Header{FrameSeq: uint64(i + 1), Size: uint32(len(pkts[0].Data)), Codec: frame.CodecH264}
-		if pkts[0].Keyframe {
+	out := make([]frame.Frame, len(pkts))
+	for i, p := range pkts {
+		h := frame.Header{FrameSeq: uint64(i + 1), Size: uint32(len(p.Data)), Codec: frame.CodecH264}
+		if p.Keyframe {
 			h.Flags |= frame.FlagKeyframe
 		}
-		out = append(out, frame.Frame{Header: h, Payload: pkts[0].Data})
+		out[i] = frame.Frame{Header: h, Payload: p.Data}
 	}
 	return out, nil
 })
@@ -366,31 +351,16 @@ func TestExportMP4(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("sdr-export exited %d:\n%s", code, out)
 	}
-	b := testenv.FFprobe(t, "-count_frames", "-select_streams", "v:0",
-		"-show_entries", "stream=nb_read_frames,codec_name,width,height,duration", "-of", "json", path)
-	var p struct {
-		Streams []struct {
-			Codec    string `json:"codec_name"`
-			Width    int    `json:"width"`
-			Height   int    `json:"height"`
-			Frames   string `json:"nb_read_frames"`
-			Duration string `json:"duration"`
-		} `json:"streams"`
-	}
-	if err := json.Unmarshal(b, &p); err != nil || len(p.Streams) != 1 {
-		t.Fatalf("ffprobe printed %s (%v)", b, err)
-	}
-	s := p.Streams[0]
+	v := testenv.ProbeVideo(t, path)
 	want := testFrames - testGOP
-	if s.Codec != "h264" || s.Width != testW || s.Height != testH || s.Frames != strconv.Itoa(want) {
-		t.Errorf("ffprobe: %+v, want h264 %dx%d with %d frames", s, testW, testH, want)
+	if v.Codec != "h264" || v.W != testW || v.H != testH || v.ReadFrames != want {
+		t.Errorf("ffprobe: %s %dx%d with %d frames, want h264 %dx%d with %d", v.Codec, v.W, v.H, v.ReadFrames, testW, testH, want)
 	}
 	// The record times make the timeline: from the keyframe to the last
 	// frame, plus the last frame's own duration (the average interval).
 	span := rec.frames[testFrames-1].Arrived.Sub(rec.frames[testGOP].Arrived).Seconds()
 	avg := span / float64(want-1)
-	d, _ := strconv.ParseFloat(s.Duration, 64)
-	if wantD := span + avg; d < wantD-avg-0.001 || d > wantD+avg+0.001 {
+	if d, wantD := v.Duration, span+avg; d < wantD-avg-0.001 || d > wantD+avg+0.001 {
 		t.Errorf("duration %.4f s, want %.4f s (the record times, within a frame)", d, wantD)
 	}
 }
