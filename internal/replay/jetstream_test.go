@@ -53,20 +53,8 @@ func TestServeFromJetStream(t *testing.T) {
 	from := base.Add(1250 * time.Millisecond) // frame 10, a keyframe, is at 1 s
 	var want [][]byte
 	for i := range 30 {
-		n := 500 + i
-		if i == 17 {
-			n = 150_000
-		}
-		p := make([]byte, n)
-		for j := range p {
-			p[j] = byte(i*7 + j*13)
-		}
-		at := base.Add(time.Duration(i) * 100 * time.Millisecond)
-		h := frame.Header{FrameID: uint64(at.UnixNano()), FrameSeq: uint64(i + 1), Size: uint32(n), Codec: frame.CodecH264, CRC32: frame.Checksum(p)}
-		if i%10 == 0 {
-			h.Flags = frame.FlagKeyframe
-		}
-		f := frame.Frame{Header: h, Payload: p}
+		f := sessionFrame(i, base)
+		h, p, at := f.Header, f.Payload, f.Arrived
 		msgs, err := recording.VideoMsgs("", "front", f, at, nc.MaxPayload())
 		if err != nil {
 			t.Fatal(err)
@@ -213,20 +201,8 @@ func TestServeRecorderRecording(t *testing.T) {
 	var video [][]byte
 	msgs := 0
 	for i := range 30 {
-		n := 700 + i
-		if i == 17 {
-			n = 150_000
-		}
-		p := make([]byte, n)
-		for j := range p {
-			p[j] = byte(i*5 + j*11)
-		}
-		at := base.Add(time.Duration(i) * 100 * time.Millisecond)
-		h := frame.Header{FrameID: uint64(at.UnixNano()), FrameSeq: uint64(i + 1), Size: uint32(n), Codec: frame.CodecH264, CRC32: frame.Checksum(p)}
-		if i%10 == 0 {
-			h.Flags = frame.FlagKeyframe
-		}
-		f := frame.Frame{Header: h, Payload: p, Arrived: at}
+		f := sessionFrame(i, base)
+		h, p, at := f.Header, f.Payload, f.Arrived
 		parts, err := recording.VideoMsgs("", "front", f, at, nc.MaxPayload())
 		if err != nil {
 			t.Fatal(err)
@@ -312,4 +288,24 @@ func TestServeRecorderRecording(t *testing.T) {
 	if err := testwait.Recv(t, done, "Serve to return"); err != nil {
 		t.Fatalf("Serve: %v", err)
 	}
+}
+
+// sessionFrame is frame i of the recorded sessions of these tests: the
+// frames come 100 ms apart from base, a keyframe every 10, and frame 17
+// (150 kB) is larger than the server's max_payload, so it is split.
+func sessionFrame(i int, base time.Time) frame.Frame {
+	n := 500 + i
+	if i == 17 {
+		n = 150_000
+	}
+	p := make([]byte, n)
+	for j := range p {
+		p[j] = byte(i*7 + j*13)
+	}
+	at := base.Add(time.Duration(i) * 100 * time.Millisecond)
+	h := frame.Header{FrameID: uint64(at.UnixNano()), FrameSeq: uint64(i + 1), Size: uint32(n), Codec: frame.CodecH264, CRC32: frame.Checksum(p)}
+	if i%10 == 0 {
+		h.Flags = frame.FlagKeyframe
+	}
+	return frame.Frame{Header: h, Payload: p, Arrived: at}
 }
