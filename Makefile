@@ -14,7 +14,7 @@ export PATH            := $(CURDIR)/.tools/bin:$(PATH)
 export SDR_CADDY_BIN   := $(CURDIR)/$(BIN)
 
 .PHONY: all deps build run test test-go test-deploy test-nocgo test-xcaddy soak soak-race fuzz \
-	bench bench-ring bench-stream bench-nats bench-encoder bench-ros bench-browser bench-scale bench-rtc bench-recorder bench-link
+	bench bench-ring bench-stream bench-nats bench-encoder bench-ros bench-browser bench-scale bench-rtc bench-recorder bench-timeline bench-link
 
 all: build
 
@@ -88,7 +88,7 @@ fuzz: deps
 
 ## bench: every benchmark program; each ends with a BENCH line.
 ## bench-<name>: the one in bench/<name>.
-BENCHES := ring stream nats encoder ros browser scale rtc recorder
+BENCHES := ring stream nats encoder ros browser scale rtc recorder timeline
 bench: $(addprefix bench-,$(BENCHES)) bench-link
 
 $(addprefix bench-,$(BENCHES)): bench-%: build

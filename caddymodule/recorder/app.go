@@ -66,6 +66,7 @@ import (
 	"github.com/sdr-os/sdr-caddy/caddymodule/internal/sdrstart"
 	"github.com/sdr-os/sdr-caddy/internal/frame"
 	"github.com/sdr-os/sdr-caddy/internal/recording"
+	"github.com/sdr-os/sdr-caddy/internal/timeline"
 )
 
 func init() {
@@ -99,6 +100,8 @@ type App struct {
 
 	log *zap.Logger
 	rec *recording.Recorder
+	// timelines keeps the streams' timelines between players' polls.
+	timelines *timeline.Cache
 }
 
 // CaddyModule returns the Caddy module information.
@@ -136,6 +139,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 	}
 	a.rec, err = recording.New(c.Conn(), a.config(ctx))
+	a.timelines = new(timeline.Cache)
 	if err != nil {
 		return fmt.Errorf("sdr_recorder: %w", err)
 	}

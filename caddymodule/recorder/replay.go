@@ -25,11 +25,12 @@ func (a *App) ReadRecording(ctx context.Context, stream string, from time.Time, 
 
 // RecordingTimeline summarises the recording for sdr_stream's
 // ?recording (internal/timeline): the extent of the recorded video of the
-// sdr_stream stream named stream and the markers of the recording.
+// sdr_stream stream named stream and the markers of the recording, read
+// through the app's timeline.Cache: a poll reads what is new only.
 func (a *App) RecordingTimeline(ctx context.Context, stream string) (timeline.Timeline, error) {
 	r := a.rec
-	if r == nil {
+	if r == nil || a.timelines == nil {
 		return timeline.Timeline{}, errors.New("sdr_recorder: not provisioned")
 	}
-	return timeline.Read(ctx, r.JetStream(), timeline.Options{Recording: a.Stream, Prefix: a.Prefix, Stream: stream})
+	return a.timelines.Read(ctx, r.JetStream(), timeline.Options{Recording: a.Stream, Prefix: a.Prefix, Stream: stream})
 }

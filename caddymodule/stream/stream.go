@@ -553,7 +553,7 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		OnCommand:       command,
 	}
 	var c *hub.Client
-	sig := s.rtcSignal(trust, control, func(msg []byte) bool { return c.Send(msg) })
+	sig := s.rtcSignal(trust, control, r.RemoteAddr, func(msg []byte) bool { return c.Send(msg) })
 	if sig != nil {
 		cfg.OnSignal = sig.Handle
 	}

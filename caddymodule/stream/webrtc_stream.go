@@ -71,9 +71,10 @@ func (s *Stream) provisionRTC(ctx caddy.Context) error {
 // the stream has no webrtc block. trust is the verdict on the client's
 // Origin and Host: an untrusted client's DataChannel messages are refused. control
 // is the client's place in the control lease (nil: none): its
-// DataChannels drive only while it holds control. send queues a message
-// for that client.
-func (s *Stream) rtcSignal(trust origin.Verdict, control *lease.Conn, send func([]byte) bool) *rtc.Signal {
+// DataChannels drive only while it holds control. client is its address,
+// which the flight recorder keeps with its DataChannel commands. send
+// queues a message for that client.
+func (s *Stream) rtcSignal(trust origin.Verdict, control *lease.Conn, client string, send func([]byte) bool) *rtc.Signal {
 	if s.rtc == nil {
 		return nil
 	}
@@ -86,6 +87,7 @@ func (s *Stream) rtcSignal(trust origin.Verdict, control *lease.Conn, send func(
 	base := s.rtc.base
 	base.Verdict = &trust
 	base.Control = control
+	base.OnCommand = recordDataChannel(s.recorder, s.name, client)
 	return eng.NewSignal(base, send)
 }
 

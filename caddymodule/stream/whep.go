@@ -81,6 +81,7 @@ type WHEP struct {
 	keyframes *keyreq.Coalescer
 	base      rtc.SessionConfig
 	origins   *origin.Policy // who may command
+	recorder  frame.Recorder // records the sessions' commands; nil without sdr_recorder
 
 	mu        sync.Mutex
 	engine    *rtc.Engine // taken when Caddy starts the config
@@ -151,6 +152,13 @@ func (w *WHEP) Provision(ctx caddy.Context) error {
 				requester = relay
 			}
 		}
+	}
+	if app, err := ctx.AppIfConfigured("sdr_recorder"); err == nil {
+		if rec, ok := app.(frame.Recorder); ok {
+			w.recorder = rec
+		}
+	} else if !errors.Is(err, caddy.ErrNotConfigured) {
+		return fmt.Errorf("sdr_whep %s: loading the sdr_recorder app: %w", name, err)
 	}
 	if requester != nil {
 		w.keyframes = keyreq.New(time.Duration(w.IDRCoalesce), requester.RequestKeyframe)
@@ -300,6 +308,7 @@ func (w *WHEP) create(rw http.ResponseWriter, r *http.Request) error {
 	// page, commands only to the trusted (before the control lease).
 	trust := w.origins.Judge(r)
 	cfg.Verdict = &trust
+	cfg.OnCommand = recordDataChannel(w.recorder, name, r.RemoteAddr)
 	if w.relay != nil {
 		if l := w.relay.Lease(); l != nil {
 			// A session is a connection of its own in the control lease:

@@ -134,19 +134,19 @@ func (s *Session) dataChannel(dc *webrtc.DataChannel) {
 			if _, _, err := ParseGamepad(msg.Data); err != nil {
 				return "malformed"
 			}
-			return s.forward(lim, gamepadAction, SubjectGamepad, msg.Data)
+			result, _ := s.forward(lim, gamepadAction, SubjectGamepad, msg.Data)
+			return result
 		}
 	case ChannelCommands:
 		lim := limiter(s.cfg.Limits.CommandRate)
 		handle = func(msg webrtc.DataChannelMessage) string {
-			action, err := ParseCommand(msg.Data)
-			if err != nil {
-				return commandRefusal(err)
+			result, detail := s.command(lim, msg.Data)
+			if on := s.cfg.OnCommand; on != nil {
+				// After the command went (or did not): the judgement is
+				// made and the publish done, so nothing waits on this.
+				on(msg.Data, result, detail)
 			}
-			if c := s.cfg.Control; c != nil && (action == lease.ActionTake || action == lease.ActionRelease) {
-				return s.control(lim, c, action)
-			}
-			return s.forward(lim, action, SubjectCommands, msg.Data)
+			return result
 		}
 	default:
 		s.m.Messages.WithLabelValues("other", "refused").Inc()
@@ -173,55 +173,75 @@ func (s *Session) untrusted(what string) bool {
 	return true
 }
 
+// command judges one `commands` message and publishes it when it passes;
+// it returns the result counted and, when it was not published, why (as
+// the /stream/ws command path's ack would say).
+func (s *Session) command(lim *rate.Limiter, data []byte) (result, detail string) {
+	action, err := ParseCommand(data)
+	if err != nil {
+		return commandRefusal(err), err.Error()
+	}
+	if c := s.cfg.Control; c != nil && (action == lease.ActionTake || action == lease.ActionRelease) {
+		return s.control(lim, c, action)
+	}
+	return s.forward(lim, action, SubjectCommands, data)
+}
+
 // forward publishes one checked message after the connection's verdict,
-// the rate limit and the gate; it returns the result counted.
-func (s *Session) forward(lim *rate.Limiter, action, subject string, data []byte) string {
+// the rate limit and the gate; it returns the result counted and, when
+// the message was not published, why.
+func (s *Session) forward(lim *rate.Limiter, action, subject string, data []byte) (result, detail string) {
 	if s.untrusted("datachannel " + subject) {
-		return "origin"
+		return "origin", s.cfg.Verdict.Refusal()
 	}
 	if !lim.Allow() {
-		return "rate_limited"
+		return "rate_limited", fmt.Sprintf("rate limit of %g messages/s exceeded", float64(lim.Limit()))
 	}
 	if !s.cfg.Control.Allow(action) {
-		return "not_controller"
+		return "not_controller", lease.NotController
 	}
 	if s.cfg.Gate != nil {
-		if ok, _ := s.cfg.Gate.Allow(action); !ok {
-			return "gated"
+		if ok, mode := s.cfg.Gate.Allow(action); !ok {
+			return "gated", "video stale: safety gate " + mode
 		}
 	}
 	if s.cfg.Publish == nil {
-		return "unavailable"
+		return "unavailable", "no NATS connection"
 	}
 	// pion reuses nothing of msg.Data after the callback, but the
 	// publisher may queue it: hand over a copy.
 	if err := s.cfg.Publish(subject, append([]byte(nil), data...)); err != nil {
 		s.log.Debug("publishing datachannel message", "subject", subject, "error", err)
-		return "error"
+		return "error", "publishing: " + err.Error()
 	}
-	return "published"
+	return "published", ""
 }
 
 // control answers take_control and release_control on the commands
 // channel with the session's place in the control lease: never published,
 // counted control_taken, control_released or not_controller (a take refused
 // while another connection holds control, or a release of control not
-// held). The state message on telemetry.control.lease tells everyone.
-func (s *Session) control(lim *rate.Limiter, c *lease.Conn, action string) string {
+// held), with the detail the /stream/ws ack would give. The state message
+// on telemetry.control.lease tells everyone.
+func (s *Session) control(lim *rate.Limiter, c *lease.Conn, action string) (result, detail string) {
 	if s.untrusted("datachannel " + action) {
-		return "origin"
+		return "origin", s.cfg.Verdict.Refusal()
 	}
 	if !lim.Allow() {
-		return "rate_limited"
+		return "rate_limited", fmt.Sprintf("rate limit of %g messages/s exceeded", float64(lim.Limit()))
 	}
 	if action == lease.ActionTake {
-		if ok, _ := c.Take(); ok {
-			return "control_taken"
+		ok, holder := c.Take()
+		switch {
+		case ok:
+			return "control_taken", "you have control"
+		case holder == "":
+			return "not_controller", "control lease closed"
 		}
-		return "not_controller"
+		return "not_controller", "control held by " + holder
 	}
 	if c.Release() {
-		return "control_released"
+		return "control_released", "control released"
 	}
-	return "not_controller"
+	return "not_controller", lease.NotController
 }

@@ -116,6 +116,14 @@ type SessionConfig struct {
 	// once. When nil, Answer waits for gathering and returns every
 	// candidate in the SDP (WHEP).
 	OnCandidate func(c *webrtc.ICECandidateInit)
+	// OnCommand, when set, receives each message of the commands channel
+	// once it was judged (and published when it passed): its body, the
+	// result counted in Metrics.Messages, and why it was not published
+	// ("" when it was; the detail of the control lease's answer for
+	// take_control and release_control). It runs on the channel's message
+	// goroutine after the publish: it must not block, and must not keep
+	// body. The flight recorder records the commands with it.
+	OnCommand func(body []byte, result, detail string)
 	// OnClose is called once when the session ends, for whatever reason.
 	OnClose func()
 	// Limits of the DataChannels; zero fields take the defaults.

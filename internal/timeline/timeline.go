@@ -2,14 +2,14 @@
 // a player's timeline: the extent of one stream's recorded video and the
 // moments worth marking on it, the safety gate's transitions and the
 // commands that were refused. It reads the command and gate records only,
-// never the video's bodies, so it is cheap to ask often.
+// never the video's bodies; Cache reads only what is new since its last
+// read, so that players may poll it.
 //
 // The package imports nothing from Caddy.
 package timeline
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -102,35 +102,17 @@ func Read(ctx context.Context, js jetstream.JetStream, opts Options) (Timeline, 
 	}, func(r recording.Record) error {
 		switch r.Kind {
 		case recording.KindGate:
-			var g struct {
-				Gated *bool  `json:"gated"`
-				Mode  string `json:"mode"`
+			if g := gateMode(r.Data); g != "" {
+				if m, ok := gateTransition(&mode, r.Time, g); ok {
+					tl.Markers = append(tl.Markers, m)
+				}
 			}
-			if json.Unmarshal(r.Data, &g) != nil {
-				return nil // not a gate state: nothing to mark
-			}
-			if g.Mode == "" && g.Gated != nil && !*g.Gated {
-				// The gate says the video is back with {"gated":false}
-				// alone.
-				g.Mode = "ARMED"
-			}
-			if g.Mode == "" {
-				return nil
-			}
-			if g.Mode != mode && (mode != "" || g.Mode != "ARMED") {
-				tl.Markers = append(tl.Markers, Marker{Time: r.Time, Kind: KindGate, Mode: g.Mode})
-			}
-			mode = g.Mode
 		case recording.KindCommand:
 			if r.Subject != opts.Stream {
 				return nil
 			}
-			var c recording.CommandBody
-			if json.Unmarshal(r.Data, &c) != nil {
-				return nil
-			}
-			if c.Outcome == recording.OutcomeRejected || c.Outcome == recording.OutcomeGated {
-				tl.Markers = append(tl.Markers, Marker{Time: r.Time, Kind: KindRejected, Action: c.Action, Outcome: c.Outcome, Reason: c.Reason})
+			if m, ok := rejectedMarker(r.Time, r.Data); ok {
+				tl.Markers = append(tl.Markers, m)
 			}
 		}
 		return nil
