@@ -9,19 +9,20 @@ func TestValidate(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
 		name string
-		app  App
+		app  *App
 		err  string
 	}{
-		{"defaults", App{}, ""},
-		{"all set", App{Stream: "DASHCAM", Prefix: "dashcam.", Replicas: 3, Storage: "memory", Subjects: []string{"telemetry.odom"}}, ""},
-		{"stream with a dot", App{Stream: "a.b"}, "a JetStream stream name"},
-		{"prefix with a wildcard", App{Prefix: "rec.*."}, "prefix"},
-		{"records itself", App{Subjects: []string{">"}}, "would record itself"},
-		{"records itself under telemetry", App{Prefix: "telemetry.rec.", Subjects: []string{"telemetry.>"}}, "would record itself"},
-		{"storage", App{Storage: "disk"}, "want file or memory"},
-		{"replicas", App{Replicas: 7}, "at most 5"},
-		{"negative", App{MaxBytes: -1}, "must not be negative"},
-		{"subject with a space", App{Subjects: []string{"a b"}}, "whitespace"},
+		{"defaults", &App{}, ""},
+		{"all set", &App{Stream: "DASHCAM", Prefix: "dashcam.", Replicas: 3, Storage: "memory", Subjects: []string{"telemetry.odom"}}, ""},
+		{"stream with a dot", &App{Stream: "a.b"}, "a JetStream stream name"},
+		{"prefix with a wildcard", &App{Prefix: "rec.*."}, "prefix"},
+		{"records itself", &App{Subjects: []string{">"}}, "would record itself"},
+		{"records itself under telemetry", &App{Prefix: "telemetry.rec.", Subjects: []string{"telemetry.>"}}, "would record itself"},
+		{"storage", &App{Storage: "disk"}, "want file or memory"},
+		{"replicas", &App{Replicas: 7}, "at most 5"},
+		{"negative", &App{MaxBytes: -1}, "must not be negative"},
+		{"subject with a space", &App{Subjects: []string{"a b"}}, "whitespace"},
+		{"negative keep_max_bytes", &App{KeepMaxBytes: -1}, "keep_max_bytes must not be negative"},
 	} {
 		err := c.app.Validate()
 		if c.err == "" && err != nil || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)) {

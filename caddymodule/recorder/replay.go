@@ -16,7 +16,7 @@ import (
 // (video from the keyframe at or before from), to the end of the recording
 // as it is now.
 func (a *App) ReadRecording(ctx context.Context, stream string, from time.Time, fn func(recording.Record) error) error {
-	r := a.rec
+	r := a.Recorder()
 	if r == nil {
 		return errors.New("sdr_recorder: not provisioned")
 	}
@@ -25,11 +25,17 @@ func (a *App) ReadRecording(ctx context.Context, stream string, from time.Time, 
 
 // RecordingTimeline summarises the recording for sdr_stream's
 // ?recording (internal/timeline): the extent of the recorded video of the
-// sdr_stream stream named stream and the markers of the recording.
+// sdr_stream stream named stream, the markers of the recording, and the
+// kept windows.
 func (a *App) RecordingTimeline(ctx context.Context, stream string) (timeline.Timeline, error) {
-	r := a.rec
+	r := a.Recorder()
 	if r == nil {
 		return timeline.Timeline{}, errors.New("sdr_recorder: not provisioned")
 	}
-	return timeline.Read(ctx, r.JetStream(), timeline.Options{Recording: a.Stream, Prefix: a.Prefix, Stream: stream})
+	tl, err := timeline.Read(ctx, r.JetStream(), timeline.Options{Recording: a.Stream, Prefix: a.Prefix, Stream: stream})
+	if err != nil {
+		return tl, err
+	}
+	tl.Kept = r.KeptWindows()
+	return tl, nil
 }
