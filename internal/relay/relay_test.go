@@ -961,7 +961,10 @@ func TestKeepJudgedAndNeverPublished(t *testing.T) {
 	// Outside the allowlist, keep is refused like any action.
 	r2 := startRelay(t, nc, Config{Actions: []string{"estop"}})
 	s2 := r2.Session(nil, nil, origin.Trusted)
-	s2.SetKeep(func([]byte) (string, string, error) { t.Error("keep outside the allowlist reached the keep function"); return "", "", nil })
+	s2.SetKeep(func([]byte) (string, string, error) {
+		t.Error("keep outside the allowlist reached the keep function")
+		return "", "", nil
+	})
 	if a := ackOf(t, s2.Command([]byte(`{"action":"keep"}`))); a["status"] != StatusRejected || a["detail"] != "action not allowed" {
 		t.Errorf("keep outside the allowlist: %v", a)
 	}
