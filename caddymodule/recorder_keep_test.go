@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sdr-os/sdr-caddy/internal/recording"
+	"github.com/sdr-os/sdr-caddy/internal/replay"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 	"github.com/sdr-os/sdr-caddy/internal/wire"
 	"github.com/sdr-os/sdr-caddy/shmring/shmringtest"
@@ -191,5 +193,52 @@ func TestRecorderKeepOverStreamWS(t *testing.T) {
 	code, hdr, body := adminGet(t, "/sdr/export?stream=SDR_REC_KEEP_wall")
 	if code != 200 || hdr.Get("Sdr-Export-Frames") != "6" {
 		t.Errorf("GET /sdr/export?stream=SDR_REC_KEEP_wall: %d %v %.80q", code, hdr, body)
+	}
+
+	// The purged recording leaves the kept window: a replay with
+	// &kept=wall plays its 6 frames from the window's start, and a keep on
+	// that replay connection is refused.
+	rs, err := js.Stream(ctx, recording.DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	from := tl.Kept[0].From.UTC().Format(time.RFC3339Nano)
+	if c, resp, err := websocket.DefaultDialer.Dial(fmt.Sprintf("ws://localhost:%d/stream/ws?replay=%s&kept=nope", httpPort, from), nil); err == nil {
+		c.Close()
+		t.Error("replay of a kept window that is not there: upgraded")
+	} else if resp == nil || resp.StatusCode != http.StatusNotFound {
+		t.Errorf("replay of a kept window that is not there: %v, want 404", err)
+	}
+	rc := streamDial(t, fmt.Sprintf("ws://localhost:%d/stream/ws?replay=%s&kept=wall", httpPort, from), nil)
+	if err := rc.WriteMessage(websocket.BinaryMessage, append([]byte{wire.TypeCommand}, `{"action":"keep","cmd_seq":9}`...)); err != nil {
+		t.Fatal(err)
+	}
+	replayed, refused := 0, ""
+	for {
+		_, msg, err := rc.ReadMessage()
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			if ce.Code != websocket.CloseNormalClosure || ce.Text != replay.ReasonEnd {
+				t.Fatalf("end of the kept replay: %v", err)
+			}
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg[0] == wire.TypeVideo {
+			replayed++
+		} else if subj, payload, err := wire.ParseTelemetry(msg); err == nil && subj == "telemetry.command.ack" {
+			refused = string(payload)
+		}
+	}
+	if replayed != 6 {
+		t.Errorf("replay of the kept window: %d frames, want 6", replayed)
+	}
+	if refused != "" && !strings.Contains(refused, replay.RejectDetail) {
+		t.Errorf("keep on a replay connection: %s", refused)
 	}
 }

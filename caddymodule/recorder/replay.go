@@ -39,3 +39,33 @@ func (a *App) RecordingTimeline(ctx context.Context, stream string) (timeline.Ti
 	tl.Kept = r.KeptWindows()
 	return tl, nil
 }
+
+// HasKept reports whether the recording has a kept window named name
+// (sdr_stream's KeptRecordings).
+func (a *App) HasKept(name string) bool {
+	r := a.Recorder()
+	if r == nil {
+		return false
+	}
+	for _, k := range r.KeptWindows() {
+		if k.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// ReadKept reads the kept window name as ReadRecording reads the
+// recording: a kept stream holds the records under the recording's
+// subjects.
+func (a *App) ReadKept(ctx context.Context, name, stream string, from time.Time, fn func(recording.Record) error) error {
+	r := a.Recorder()
+	if r == nil {
+		return errors.New("sdr_recorder: not provisioned")
+	}
+	rec := a.Stream
+	if rec == "" {
+		rec = recording.DefaultStream
+	}
+	return replay.JetStream{JS: r.JetStream(), Recording: recording.KeptStreamName(rec, name), Prefix: a.Prefix}.ReadRecording(ctx, stream, from, fn)
+}

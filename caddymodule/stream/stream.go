@@ -514,6 +514,11 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	if isReplay && s.recordings == nil {
 		return s.refuseReplay(w, http.StatusNotImplemented, errNoRecorder)
 	}
+	if isReplay {
+		if ok, err := s.checkKept(w, rp); !ok {
+			return err
+		}
+	}
 	if s.admitted.Add(1) > int64(s.MaxClients) && s.MaxClients > 0 {
 		s.admitted.Add(-1)
 		s.metrics.clientsRejected.WithLabelValues(s.name).Inc()
