@@ -30,7 +30,9 @@ import (
 // taken from the holder (acked ok with the kept stream), never published
 // on NATS, recorded as a command with outcome kept; the copy holds the
 // window's frames, the timeline JSON lists the window, and the admin
-// export reads the kept stream.
+// export reads the kept stream. Its sdr_stream is named kept: the
+// recorder's metrics outlive the configuration, and other tests count the
+// frames of "default".
 func TestRecorderKeepOverStreamWS(t *testing.T) {
 	natsPort, httpPort := testenv.FreePort(t), testenv.FreePort(t)
 	path := filepath.Join(t.TempDir(), "frames")
@@ -61,6 +63,7 @@ func TestRecorderKeepOverStreamWS(t *testing.T) {
 	http://localhost:%d {
 		handle /stream/* {
 			sdr_stream {
+				name kept
 				source shm %s
 			}
 		}
@@ -93,7 +96,7 @@ func TestRecorderKeepOverStreamWS(t *testing.T) {
 	}
 	write(6)
 	testwait.For(t, "6 frames recorded", func() bool {
-		return metricValue(t, `caddy_sdr_recorder_frames_total{stream="default"}`) == 6
+		return metricValue(t, `caddy_sdr_recorder_frames_total{stream="kept"}`) == 6
 	})
 
 	c := streamDial(t, fmt.Sprintf("ws://localhost:%d/stream/ws", httpPort), nil)
