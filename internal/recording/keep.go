@@ -32,6 +32,12 @@ const (
 	KeepIngress = "sdr_keep"
 	// ActionKeep is the command's action.
 	ActionKeep = "keep"
+	// keepBatch and keepBatchBytes bound what a copy reads at once, and
+	// keepInFlight the publishes it awaits: a copy shares the recorder's
+	// NATS connection with live records and commands.
+	keepBatch      = 64
+	keepBatchBytes = 4 << 20
+	keepInFlight   = 32
 	// keepNameMax is the longest keep name.
 	keepNameMax = 32
 )
@@ -373,7 +379,7 @@ func (r *Recorder) copyWindow(k Kept, stream string, budget int64) (uint64, erro
 	}
 	var full atomic.Bool
 	var pubErr atomic.Value
-	js, err := jetstream.New(r.nc, jetstream.WithPublishAsyncMaxPending(r.cfg.MaxInFlight),
+	js, err := jetstream.New(r.nc, jetstream.WithPublishAsyncMaxPending(keepInFlight),
 		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) {
 			full.Store(true)
 			pubErr.CompareAndSwap(nil, err)
@@ -388,7 +394,9 @@ func (r *Recorder) copyWindow(k Kept, stream string, budget int64) (uint64, erro
 	if cons == nil {
 		return 0, nil
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	// Small batches: the copy shares the recorder's NATS connection, which
+	// also carries live records and, with sdr_nats, commands.
+	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(keepBatch, int(max(keepBatchBytes, 2*r.nc.MaxPayload()))))
 	if err != nil {
 		return 0, fmt.Errorf("keep %q: reading the recording: %w", k.Name, err)
 	}

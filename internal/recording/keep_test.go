@@ -42,7 +42,11 @@ func TestKeepCopiesWindowThatOutlivesRetention(t *testing.T) {
 	push := func(from, to int) {
 		t.Helper()
 		for i := from; i <= to; i++ {
-			f := testFrame(i, 10, 300+i)
+			n := 300 + i
+			if i == 13 {
+				n = 200_000 // split in parts: max_payload is 64 KiB
+			}
+			f := testFrame(i, 10, n)
 			frames[f.Header.FrameSeq] = f
 			src.push(f)
 		}
