@@ -312,11 +312,15 @@ export class Player extends EventTarget {
   /**
    * replayAt plays the flight recording from the moment from (a Date) at
    * speed (0.25 to 4): it reopens the connection with ?replay=&speed=.
-   * Commands are not sent while replaying.
+   * With o.kept, it plays that kept window (&kept=<name>) instead of the
+   * recording. Commands are not sent while replaying.
+   * @param {Date|number|string} from
+   * @param {number} [speed]
+   * @param {{kept?: string}} [o]
    */
-  replayAt(from, speed = this.replay ? this.replay.speed : 1) {
+  replayAt(from, speed = this.replay ? this.replay.speed : 1, o = {}) {
     this.closeSocket();
-    this.replay = { from: new Date(from), speed, openedAt: 0, paused: false };
+    this.replay = { from: new Date(from), speed, kept: o.kept || null, openedAt: 0, paused: false };
     this.emitReplay();
     this.setState('connecting');
     this.connect();
@@ -344,7 +348,7 @@ export class Player extends EventTarget {
 
   /** resume reopens the replay where it was paused (or ended). */
   resume() {
-    if (this.replay) this.replayAt(this.position(), this.replay.speed);
+    if (this.replay) this.replayAt(this.position(), this.replay.speed, { kept: this.replay.kept });
   }
 
   /** setSpeed changes the replay's speed from its current position. */
@@ -355,7 +359,7 @@ export class Player extends EventTarget {
       this.emitReplay();
       return;
     }
-    this.replayAt(this.position(), speed);
+    this.replayAt(this.position(), speed, { kept: this.replay.kept });
   }
 
   /** live leaves the replay: the connection is reopened live. */
@@ -370,7 +374,7 @@ export class Player extends EventTarget {
 
   emitReplay() {
     const r = this.replay;
-    this.dispatchEvent(new CustomEvent('replay', { detail: { replay: r && { from: r.from, speed: r.speed, paused: r.paused } } }));
+    this.dispatchEvent(new CustomEvent('replay', { detail: { replay: r && { from: r.from, speed: r.speed, paused: r.paused, kept: r.kept } } }));
   }
 
   // connectURL is the URL of the next connection: the stream's, with
@@ -380,6 +384,7 @@ export class Player extends EventTarget {
     const u = new URL(this.url);
     u.searchParams.set('replay', this.replay.from.toISOString());
     u.searchParams.set('speed', String(this.replay.speed));
+    if (this.replay.kept) u.searchParams.set('kept', this.replay.kept);
     return u.href;
   }
 

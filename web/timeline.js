@@ -1,6 +1,8 @@
 // The flight recorder's timeline for a Player: a live/replay switch, a scrub
 // bar over the recording with its markers (safety gate transitions, refused
-// commands), pause and speed. It asks the stream for the recording's extent
+// commands) and kept windows, pause and speed, and a Keep button that asks
+// the recorder to keep the last 2 minutes and the next 30 s (the keep
+// command). It asks the stream for the recording's extent
 // (a plain GET of the stream URL with ?recording) and stays hidden unless
 // that answers 200, so a stream without the sdr_recorder app looks as before.
 
@@ -54,10 +56,13 @@ export class Timeline {
     this.bar.title = 'click to replay from that moment';
     this.cursor = el('div', 'sdr-tl-cursor', '');
     this.markersEl = el('div', 'sdr-tl-markers', '');
-    this.bar.append(this.markersEl, this.cursor);
+    this.keptEl = el('div', 'sdr-tl-kept-windows', '');
+    this.bar.append(this.keptEl, this.markersEl, this.cursor);
+    this.keepBtn = el('button', 'sdr-tl-keep', 'Keep');
+    this.keepBtn.title = 'keep the last 2 minutes and the next 30 s, out of the recording\'s retention';
     this.timeEl = el('span', 'sdr-tl-time', '');
     const row = el('div', 'sdr-tl-row', '');
-    row.append(this.modeEl, this.pauseBtn, this.speedSel, this.liveBtn, this.timeEl);
+    row.append(this.modeEl, this.pauseBtn, this.speedSel, this.liveBtn, this.keepBtn, this.timeEl);
     container.append(row, this.bar);
 
     this.bar.addEventListener('click', (e) => {
@@ -76,6 +81,10 @@ export class Timeline {
     };
     this.speedSel.onchange = () => player.setSpeed(Number(this.speedSel.value));
     this.liveBtn.onclick = () => player.live();
+    this.keepBtn.onclick = () => player.command('keep');
+    player.addEventListener('ack', (e) => {
+      if (e.detail.action === 'keep' && !e.detail.rejected) this.refresh();
+    });
     player.addEventListener('replay', () => this.render());
     player.addEventListener('state', () => this.render());
     this.timer = setInterval(() => this.render(), 250);
@@ -95,7 +104,7 @@ export class Timeline {
       if (resp.ok) {
         const j = await resp.json();
         if (j.start && j.end) {
-          this.extent = { start: new Date(j.start), end: new Date(j.end), markers: j.markers || [] };
+          this.extent = { start: new Date(j.start), end: new Date(j.end), markers: j.markers || [], kept: j.kept || [] };
           this.drawMarkers();
         }
         this.container.hidden = !this.extent;
@@ -135,6 +144,23 @@ export class Timeline {
       frag.appendChild(d);
     }
     this.markersEl.replaceChildren(frag);
+    const kept = document.createDocumentFragment();
+    for (const k of this.extent.kept) {
+      const from = this.frac(new Date(k.from)), to = this.frac(new Date(k.to));
+      const d = el('div', 'sdr-tl-kept', '');
+      d.dataset.name = k.name;
+      d.dataset.stream = k.stream;
+      d.dataset.copying = String(!!k.copying);
+      d.title = `kept ${k.name} (${k.stream}): ${new Date(k.from).toISOString().slice(11, 19)} – ${new Date(k.to).toISOString().slice(11, 19)} UTC${k.copying ? ', copying' : ''}`;
+      d.style.left = `${(from * 100).toFixed(3)}%`;
+      d.style.width = `${(Math.max(0, to - from) * 100).toFixed(3)}%`;
+      d.addEventListener('click', (e) => {
+        e.stopPropagation();
+        this.player.replayAt(new Date(k.from), Number(this.speedSel.value), { kept: k.name });
+      });
+      kept.appendChild(d);
+    }
+    this.keptEl.replaceChildren(kept);
   }
 
   render() {
@@ -143,6 +169,8 @@ export class Timeline {
     this.modeEl.textContent = rp ? (rp.paused ? 'REPLAY · paused' : 'REPLAY') : 'LIVE';
     this.pauseBtn.textContent = !rp ? 'Replay' : rp.paused ? 'Resume' : 'Pause';
     this.liveBtn.disabled = !rp;
+    // A replay connection takes no commands: keep is live only.
+    this.keepBtn.disabled = !!rp || this.player.state !== 'live';
     if (rp && this.speedSel.value !== String(rp.speed)) this.speedSel.value = String(rp.speed);
     if (!this.extent) return;
     const pos = rp ? this.player.position() : this.extent.end;

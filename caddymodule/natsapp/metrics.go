@@ -39,7 +39,7 @@ var natsMetrics = struct {
 	telemetry: prometheus.NewCounterVec(prometheus.CounterOpts(sdrmetrics.Opts("nats_telemetry_messages_total",
 		"Telemetry messages from NATS by result: relayed, oversize, subject_too_long.")), []string{"result"}),
 	commands: prometheus.NewCounterVec(prometheus.CounterOpts(sdrmetrics.Opts("nats_commands_total",
-		"Client commands by status: published, rejected, gated, unavailable, and, acked rejected, rejected_origin (the connection's Origin is not trusted), rejected_duplicate_key, rejected_invalid_utf8, rejected_too_deep (the body fails the strict JSON check) and rejected_not_controller (the control lease); control: take_control and release_control answered ok.")), []string{"status"}),
+		"Client commands by status: published, rejected, gated, unavailable, and, acked rejected, rejected_origin (the connection's Origin is not trusted), rejected_duplicate_key, rejected_invalid_utf8, rejected_too_deep (the body fails the strict JSON check) and rejected_not_controller (the control lease); control: take_control and release_control answered ok; kept: keep taken by the flight recorder.")), []string{"status"}),
 	gateMode: prometheus.NewGaugeVec(prometheus.GaugeOpts(sdrmetrics.Opts("gate_mode",
 		"Safety gate of each stream: 0 ARMED, 1 HOLD, 2 ESTOP.")), []string{"stream"}),
 	gateArmed: prometheus.NewGaugeVec(prometheus.GaugeOpts(sdrmetrics.Opts("gate_armed",

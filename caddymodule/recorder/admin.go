@@ -49,10 +49,14 @@ func runningRecording() (js jetstream.JetStream, stream, prefix string, ok bool)
 	running.Lock()
 	defer running.Unlock()
 	a := running.app
-	if a == nil || a.rec == nil {
+	if a == nil {
 		return nil, "", "", false
 	}
-	return a.rec.JetStream(), a.Stream, a.Prefix, true
+	r := a.Recorder()
+	if r == nil {
+		return nil, "", "", false
+	}
+	return r.JetStream(), a.Stream, a.Prefix, true
 }
 
 // ExportAdmin serves GET /sdr/export on the admin listener: the same export

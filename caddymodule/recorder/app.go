@@ -29,6 +29,8 @@
 //	        idr_interval 2s           # ask for a keyframe when none came for this long; off: never
 //	        queue        256          # frames per stream (and other records) waiting before drops
 //	        subjects     telemetry.>  # the telemetry recorded (NATS patterns)
+//	        keep_max       32         # kept windows at most
+//	        keep_max_bytes 2GiB       # bytes of the kept windows at most
 //	    }
 //	}
 //
@@ -49,6 +51,12 @@
 // stream's coalesced keyframe requests) whenever none came for
 // idr_interval.
 //
+// keep, a command a player sends on /stream/ws (its Keep button), copies
+// a window of the recording (default the last 2 minutes and the next
+// 30 s) into a JetStream stream of its own, <stream>_KEEP_<name>, which
+// retention does not touch; keep_max and keep_max_bytes bound the kept
+// windows.
+//
 // The records' format, and the reader that export and replay use, are in
 // internal/recording.
 package recorder
@@ -57,6 +65,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -97,10 +106,20 @@ type App struct {
 	// Subjects are the telemetry subjects recorded, NATS patterns. Default
 	// ["telemetry.>"], what the relay forwards by default.
 	Subjects []string `json:"subjects,omitempty"`
+	// KeepMax bounds the number of kept windows (keep, from the player's
+	// Keep button); a keep beyond it is refused. Default 32.
+	KeepMax int `json:"keep_max,omitempty"`
+	// KeepMaxBytes bounds the bytes the kept windows hold together; a keep
+	// once they reach it is refused, and a copy stops there. Default 2GiB.
+	KeepMaxBytes int64 `json:"keep_max_bytes,omitempty"`
 
 	log *zap.Logger
+	// mu guards rec, which Cleanup clears while streams' clients may still
+	// record a command or read the recording.
+	mu  sync.RWMutex
 	rec *recording.Recorder
-	// timelines keeps the streams' timelines between players' polls.
+	// timelines keeps the streams' timelines between players' polls;
+	// guarded by mu as rec is.
 	timelines *timeline.Cache
 }
 
@@ -138,11 +157,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return errors.New("sdr_recorder: the embedded nats-server runs without JetStream: add `jetstream on` to sdr_nats { embedded { ... } }")
 		}
 	}
-	a.rec, err = recording.New(c.Conn(), a.config(ctx))
-	a.timelines = new(timeline.Cache)
+	rec, err := recording.New(c.Conn(), a.config(ctx))
 	if err != nil {
 		return fmt.Errorf("sdr_recorder: %w", err)
 	}
+	a.mu.Lock()
+	a.rec, a.timelines = rec, new(timeline.Cache)
+	a.mu.Unlock()
 	// The connection starts with sdr_start (sdr_nats registered first, as
 	// it was loaded above): the recorder starts after it.
 	starter, err := sdrstart.Of(ctx)
@@ -150,8 +171,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("sdr_recorder: %w", err)
 	}
 	return starter.OnStart("sdr_recorder", func() error {
-		a.rec.Start()
-		track(a.rec)
+		rec.Start()
+		track(rec)
 		setRunning(a)
 		return nil
 	})
@@ -163,10 +184,12 @@ func (a *App) config(ctx caddy.Context) recording.Config {
 			Name: a.Stream, Prefix: a.Prefix, MaxAge: time.Duration(a.MaxAge), MaxBytes: a.MaxBytes,
 			Replicas: a.Replicas, Memory: a.Storage == "memory",
 		},
-		IDRInterval: time.Duration(a.IDRInterval),
-		Queue:       a.Queue,
-		Subjects:    a.Subjects,
-		Logger:      ctx.Slogger(),
+		IDRInterval:  time.Duration(a.IDRInterval),
+		Queue:        a.Queue,
+		Subjects:     a.Subjects,
+		KeepMax:      a.KeepMax,
+		KeepMaxBytes: a.KeepMaxBytes,
+		Logger:       ctx.Slogger(),
 	}
 	if cfg.Stream.MaxAge == 0 {
 		cfg.Stream.MaxAge = recording.DefaultMaxAge
@@ -200,8 +223,8 @@ func (a *App) Validate() error {
 	default:
 		return fmt.Errorf("sdr_recorder: storage %q: want file or memory", a.Storage)
 	}
-	if a.MaxAge < 0 || a.MaxBytes < 0 || a.Replicas < 0 || a.Queue < 0 || a.IDRInterval < -1 {
-		return errors.New("sdr_recorder: max_age, max_bytes, replicas and queue must not be negative, idr_interval -1 at least")
+	if a.MaxAge < 0 || a.MaxBytes < 0 || a.Replicas < 0 || a.Queue < 0 || a.IDRInterval < -1 || a.KeepMax < 0 || a.KeepMaxBytes < 0 {
+		return errors.New("sdr_recorder: max_age, max_bytes, replicas, queue, keep_max and keep_max_bytes must not be negative, idr_interval -1 at least")
 	}
 	if a.Replicas > 5 {
 		return fmt.Errorf("sdr_recorder: replicas %d: JetStream allows at most 5", a.Replicas)
@@ -231,13 +254,15 @@ func (a *App) Stop() error { return nil }
 // Cleanup stops the recorder.
 func (a *App) Cleanup() error {
 	clearRunning(a)
-	if a.rec == nil {
+	a.mu.Lock()
+	rec := a.rec
+	a.rec = nil
+	a.mu.Unlock()
+	if rec == nil {
 		return nil
 	}
-	untrack(a.rec)
-	err := a.rec.Close()
-	a.rec = nil
-	if err != nil {
+	untrack(rec)
+	if err := rec.Close(); err != nil {
 		return fmt.Errorf("sdr_recorder: %w", err)
 	}
 	return nil
@@ -245,21 +270,50 @@ func (a *App) Cleanup() error {
 
 // AttachStream implements frame.Recorder.
 func (a *App) AttachStream(stream string, src frame.Source, kr frame.KeyframeRequester) (func(), error) {
-	if a.rec == nil {
+	r := a.Recorder()
+	if r == nil {
 		return nil, errors.New("sdr_recorder: not provisioned")
 	}
-	return a.rec.AttachStream(stream, src, kr)
+	return r.AttachStream(stream, src, kr)
 }
 
 // RecordCommand implements frame.Recorder.
 func (a *App) RecordCommand(stream, client string, body, reply []byte) {
-	if r := a.rec; r != nil {
+	if r := a.Recorder(); r != nil {
 		r.RecordCommand(stream, client, body, reply)
 	}
 }
 
-// Recorder returns the core, for tests and the export command.
-func (a *App) Recorder() *recording.Recorder { return a.rec }
+// Keep takes a keep command of one of stream's clients that passed the
+// command path's checks (sdr_stream's Keeper): data is the command's data
+// member. It starts copying the window into its kept stream and returns
+// that stream's name and the ack's detail, or why the keep is refused.
+func (a *App) Keep(stream, client string, data []byte) (kept, detail string, err error) {
+	r := a.Recorder()
+	if r == nil {
+		return "", "", errors.New("keep: the recorder is stopped (reloading)")
+	}
+	req, err := recording.ParseKeep(data)
+	if err != nil {
+		return "", "", err
+	}
+	req.Stream = stream
+	k, err := r.Keep(req)
+	if err != nil {
+		return "", "", err
+	}
+	a.log.Info("keep", zap.String("name", k.Name), zap.String("kept_stream", k.Stream), zap.String("stream", stream),
+		zap.String("client", client), zap.Time("from", k.From), zap.Time("to", k.To))
+	return k.Stream, fmt.Sprintf("keeping %s to %s as %s", k.From.UTC().Format(time.RFC3339), k.To.UTC().Format(time.RFC3339), k.Stream), nil
+}
+
+// Recorder returns the core, for tests and the export command; nil once
+// the app is cleaned up.
+func (a *App) Recorder() *recording.Recorder {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.rec
+}
 
 // Interface guards.
 var (

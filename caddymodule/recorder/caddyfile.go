@@ -26,6 +26,8 @@ func init() {
 //	    idr_interval <duration>|off  # default 2s
 //	    queue        <n>             # default 256
 //	    subjects     <pattern...>    # default telemetry.>
+//	    keep_max       <n>           # kept windows at most; default 32
+//	    keep_max_bytes <size>        # bytes of the kept windows at most; default 2GiB
 //	}
 //
 // off leaves the app out of the configuration, as if the block were not
@@ -110,6 +112,10 @@ func (a *App) unmarshalBlock(d *caddyfile.Dispenser) error {
 			a.Queue, err = args.PositiveInt()
 		case "subjects":
 			a.Subjects, err = args.Some()
+		case "keep_max":
+			a.KeepMax, err = args.PositiveInt()
+		case "keep_max_bytes":
+			a.KeepMaxBytes, err = args.Size()
 		default:
 			return d.Errf("unknown subdirective %q", key)
 		}

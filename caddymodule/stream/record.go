@@ -46,3 +46,29 @@ func (s *Stream) recordCommands(command func([]byte) []byte, client string) func
 		return reply
 	}
 }
+
+// Keeper is offered by the sdr_recorder app beside frame.Recorder: keep,
+// the operator's command that copies a window of the recording into a
+// kept stream (docs/recorder.md).
+type Keeper interface {
+	// Keep takes the data member of a keep command that one of stream's
+	// clients sent and that passed the command path's checks. It returns
+	// the kept window's JetStream stream and the ack's detail, or an error
+	// saying why the keep is refused. It never waits on the network.
+	Keep(stream, client string, data []byte) (kept, detail string, err error)
+}
+
+// allowKeep lets the client of session keep windows of the recording when
+// the sdr_recorder app runs. Without it, or on a path that cannot take it,
+// the relay refuses keep and never publishes it.
+func (s *Stream) allowKeep(session frame.CommandSession, client string) {
+	k, ok := s.recorder.(Keeper)
+	if !ok {
+		return
+	}
+	if ks, ok := session.(interface {
+		SetKeep(func(data []byte) (kept, detail string, err error))
+	}); ok {
+		ks.SetKeep(func(data []byte) (string, string, error) { return k.Keep(s.name, client, data) })
+	}
+}

@@ -30,6 +30,16 @@ type Recordings interface {
 	ReadRecording(ctx context.Context, stream string, from time.Time, fn func(recording.Record) error) error
 }
 
+// KeptRecordings is offered by the sdr_recorder app beside Recordings:
+// the kept windows (keep), which a replay with &kept=<name> plays.
+type KeptRecordings interface {
+	// HasKept reports whether a kept window of that name exists.
+	HasKept(name string) bool
+	// ReadKept reads the kept window name as ReadRecording reads the
+	// recording.
+	ReadKept(ctx context.Context, name, stream string, from time.Time, fn func(recording.Record) error) error
+}
+
 // recorderApp is the app that offers Recordings.
 const recorderApp = "sdr_recorder"
 
@@ -61,6 +71,19 @@ func (s *Stream) refuseReplay(w http.ResponseWriter, code int, err error) error 
 	w.WriteHeader(code)
 	_, err = io.WriteString(w, "sdr_stream "+s.name+": "+err.Error()+"\n")
 	return err
+}
+
+// checkKept answers a replay of a kept window that is not there 404; it
+// reports whether the request may go on.
+func (s *Stream) checkKept(w http.ResponseWriter, p replay.Params) (bool, error) {
+	if p.Kept == "" {
+		return true, nil
+	}
+	kept, ok := s.recordings.(KeptRecordings)
+	if !ok || !kept.HasKept(p.Kept) {
+		return false, s.refuseReplay(w, http.StatusNotFound, fmt.Errorf("no kept window named %q", p.Kept))
+	}
+	return true, nil
 }
 
 // errNoRecorder answers replay requests when no sdr_recorder app is
@@ -103,6 +126,12 @@ func (s *Stream) serveReplay(w http.ResponseWriter, r *http.Request, p replay.Pa
 	}
 	read := func(ctx context.Context, fn func(recording.Record) error) error {
 		return s.recordings.ReadRecording(ctx, s.name, p.From, fn)
+	}
+	if p.Kept != "" {
+		kept := s.recordings.(KeptRecordings) // serveHTTP checked it
+		read = func(ctx context.Context, fn func(recording.Record) error) error {
+			return kept.ReadKept(ctx, p.Kept, s.name, p.From, fn)
+		}
 	}
 	go func() {
 		defer func() {

@@ -514,6 +514,11 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	if isReplay && s.recordings == nil {
 		return s.refuseReplay(w, http.StatusNotImplemented, errNoRecorder)
 	}
+	if isReplay {
+		if ok, err := s.checkKept(w, rp); !ok {
+			return err
+		}
+	}
 	if s.admitted.Add(1) > int64(s.MaxClients) && s.MaxClients > 0 {
 		s.admitted.Add(-1)
 		s.metrics.clientsRejected.WithLabelValues(s.name).Inc()
@@ -541,7 +546,7 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		s.log.Debug("websocket upgrade failed", zap.String("stream", s.name), zap.Error(err))
 		return nil
 	}
-	command, control := s.commandPath(trust)
+	command, control := s.commandPath(trust, r.RemoteAddr)
 	command = s.recordCommands(command, r.RemoteAddr)
 	cfg := hub.ClientConfig{
 		KeyframeTimeout: time.Duration(s.IDRTimeout),
@@ -609,12 +614,14 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 // command of an untrusted connection (counted here per stream), or,
 // without sdr_nats, an "unavailable" acknowledgement. control is the
 // client's place in the stream's control lease (nil without one), which
-// its DataChannels share and which the caller closes when it leaves.
-func (s *Stream) commandPath(trust origin.Verdict) (command func([]byte) []byte, control *lease.Conn) {
+// its DataChannels share and which the caller closes when it leaves. With
+// the sdr_recorder app, the client's keep goes to it (docs/recorder.md).
+func (s *Stream) commandPath(trust origin.Verdict, client string) (command func([]byte) []byte, control *lease.Conn) {
 	if s.relay == nil {
 		return unavailableAck, nil
 	}
 	session := s.relay.Session(trust)
+	s.allowKeep(session, client)
 	command, control = session.Command, session.Control()
 	if trust.Trusted {
 		return command, control

@@ -75,6 +75,9 @@ const (
 	// OutcomeControl is take_control or release_control answered by the
 	// stream's control lease: never published.
 	OutcomeControl = "control"
+	// OutcomeKept is a keep the recorder took (Recorder.Keep): its window
+	// is being copied into a kept stream.
+	OutcomeKept = "kept"
 )
 
 // Kind is the kind of a record.

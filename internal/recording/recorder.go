@@ -54,6 +54,12 @@ type Config struct {
 	// Subjects are the telemetry subjects (NATS patterns) recorded; nil
 	// takes DefaultSubjects. The gate's subject is recorded as gate records.
 	Subjects []string
+	// KeepMax bounds the number of kept windows (Recorder.Keep); default
+	// DefaultKeepMax.
+	KeepMax int
+	// KeepMaxBytes bounds the bytes the kept windows hold together; default
+	// DefaultKeepMaxBytes.
+	KeepMaxBytes int64
 	// Logger receives the recorder's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -128,6 +134,9 @@ type Recorder struct {
 	records, dropped       [4]atomic.Uint64
 	bytes, errs, keyframes atomic.Uint64
 	lastErrLog             atomic.Int64
+
+	keepMu sync.Mutex
+	keep   keepState
 }
 
 // New returns a recorder on nc; Start sets up the stream and begins.
@@ -150,6 +159,12 @@ func New(nc *nats.Conn, cfg Config) (*Recorder, error) {
 	}
 	if cfg.Subjects == nil {
 		cfg.Subjects = DefaultSubjects
+	}
+	if cfg.KeepMax <= 0 {
+		cfg.KeepMax = DefaultKeepMax
+	}
+	if cfg.KeepMaxBytes <= 0 {
+		cfg.KeepMaxBytes = DefaultKeepMaxBytes
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -206,6 +221,9 @@ func (r *Recorder) run() {
 		r.log.Info("recorder: recording", "stream", r.cfg.Stream.Name, "prefix", r.cfg.Stream.Prefix,
 			"max_age", r.cfg.Stream.MaxAge, "max_bytes", r.cfg.Stream.MaxBytes)
 	}
+	r.keepMu.Lock()
+	r.loadKeptLocked()
+	r.keepMu.Unlock()
 }
 
 // subscribe takes the telemetry subjects and the gate's.
@@ -513,6 +531,9 @@ func (r *Recorder) RecordCommand(stream, client string, body, reply []byte) {
 	}
 	if reply != nil {
 		c.Outcome, c.Reason = outcomeOf(reply)
+		if c.Action == ActionKeep && c.Outcome == OutcomeControl {
+			c.Outcome = OutcomeKept
+		}
 	}
 	m, err := CommandMsg(r.cfg.Stream.Prefix, stream, c, now)
 	if err != nil {

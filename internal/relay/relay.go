@@ -63,6 +63,13 @@ const (
 	// StatusRejectedNotController only labels metrics: a command refused by
 	// the control lease, acked StatusRejected.
 	StatusRejectedNotController = "rejected_not_controller"
+	// StatusKept only labels metrics: a keep the flight recorder took,
+	// acked StatusOK.
+	StatusKept = "kept"
+	// ActionKeep is the flight recorder's keep (docs/recorder.md): judged
+	// like every command, then answered by the session's keep function and
+	// never published.
+	ActionKeep = "keep"
 )
 
 // Config holds the relay's limits. Zero fields take the defaults.
@@ -387,7 +394,21 @@ type Session struct {
 	limiter *rate.Limiter
 	trust   origin.Verdict
 	control *lease.Conn // nil: the stream has no control lease
+	keep    KeepFunc    // nil: keep is refused
 }
+
+// KeepFunc takes a keep that passed the command path's checks: data is the
+// command's data member (nil when absent). It returns the kept window's
+// JetStream stream (the ack's kept member) and the ack's detail, or
+// an error saying why the keep is refused. It must not wait on the network.
+type KeepFunc = func(data []byte) (kept, detail string, err error)
+
+// SetKeep lets the session's client keep a window of the flight
+// recording: a keep that passes the checks every command passes (the
+// origin, the rate limit, the control lease, the action allowlist, the
+// gate) goes to fn instead of NATS. Without it, keep is refused and never
+// published.
+func (s *Session) SetKeep(fn KeepFunc) { s.keep = fn }
 
 // WithControl puts the session's client in a stream's control lease:
 // take_control and release_control are answered by the session, and the
@@ -432,6 +453,9 @@ type ack struct {
 	// Holder is the id of the connection that holds the control lease, in
 	// the answer to take_control only.
 	Holder string `json:"holder,omitempty"`
+	// Kept is the JetStream stream of a kept window, in the answer to a
+	// keep taken only.
+	Kept string `json:"kept,omitempty"`
 }
 
 // Command takes the JSON body of one 0x04 message. It returns nil when the
@@ -494,6 +518,9 @@ func (s *Session) Command(body []byte) []byte {
 			return s.reply(action, seq, StatusGated, "video stale: safety gate "+mode)
 		}
 	}
+	if action == ActionKeep {
+		return s.keepStep(action, seq, c.Data)
+	}
 	if st := s.r.nc.Status(); st != nats.CONNECTED {
 		return s.reply(action, seq, StatusUnavailable, "nats "+st.String())
 	}
@@ -540,6 +567,20 @@ func (s *Session) controlStep(action string, seq json.RawMessage) (reply []byte,
 		return s.replyCounted(action, seq, StatusRejected, StatusRejectedNotController, lease.NotController), true
 	}
 	return nil, false
+}
+
+// keepStep answers a keep that passed every check: the session's keep
+// function takes it, or, without one, it is refused. It is never
+// published.
+func (s *Session) keepStep(action string, seq, data json.RawMessage) []byte {
+	if s.keep == nil {
+		return s.reply(action, seq, StatusRejected, "keep needs the sdr_recorder app and a /stream/ws connection")
+	}
+	kept, detail, err := s.keep(data)
+	if err != nil {
+		return s.reply(action, seq, StatusRejected, err.Error())
+	}
+	return s.replyAck(ack{Action: action, CmdSeq: seq, Status: StatusOK, Detail: detail, Kept: kept}, StatusKept)
 }
 
 func (s *Session) reply(action any, seq json.RawMessage, status, detail string) []byte {

@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -896,5 +897,80 @@ func TestCommandControlLease(t *testing.T) {
 	}
 	if l.State().Held {
 		t.Error("the lease is held after the untrusted take_control")
+	}
+}
+
+// TestKeepJudgedAndNeverPublished sends keep through the command path:
+// refused without a keep function, refused by the allowlist, the control
+// lease and a keep function's error like any command, taken by the keep
+// function (acked ok, with the kept stream) once every check passed, and
+// never published on a command subject.
+func TestKeepJudgedAndNeverPublished(t *testing.T) {
+	t.Parallel()
+	nc, sim := relayAndSim(t)
+	sink := sinkCommands(t, sim)
+	counts := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "c"}, []string{"status"})
+	r, err := New(nc, Config{Actions: []string{"keep", "estop"}}, nil, &Metrics{Commands: counts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	l, err := lease.New(lease.Config{Stream: "default"}, nc.Publish, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	st := r.Stream(gate.New(gate.Config{Hold: time.Nanosecond, Estop: time.Hour}, nil, gate.Options{}), nil, nil).WithLease(l)
+
+	plain := r.Session(nil, nil, origin.Trusted)
+	if a := ackOf(t, plain.Command([]byte(`{"action":"keep","cmd_seq":1}`))); a["status"] != StatusRejected || !strings.Contains(a["detail"].(string), "sdr_recorder") {
+		t.Errorf("keep without a keep function: %v", a)
+	}
+	var got [][]byte
+	sess := st.Session(origin.Trusted).(*Session)
+	sess.SetKeep(func(data []byte) (string, string, error) {
+		got = append(got, data)
+		if strings.Contains(string(data), "taken") {
+			return "", "", errors.New("a window named taken is kept already")
+		}
+		return "SDR_REC_KEEP_x", "keeping it", nil
+	})
+	if a := ackOf(t, sess.Command([]byte(`{"action":"keep","cmd_seq":2}`))); a["status"] != StatusRejected || a["detail"] != lease.NotController {
+		t.Errorf("keep without control: %v", a)
+	}
+	if a := ackOf(t, sess.Command([]byte(`{"action":"take_control","cmd_seq":3}`))); a["status"] != StatusOK {
+		t.Fatalf("take_control: %v", a)
+	}
+	// The gate is stale (its hold threshold is 1 ns): keep moves nothing
+	// and passes, as estop does.
+	a := ackOf(t, sess.Command([]byte(`{"action":"keep","cmd_seq":4,"data":{"name":"x"}}`)))
+	if a["status"] != StatusOK || a["kept"] != "SDR_REC_KEEP_x" || a["detail"] != "keeping it" || a["cmd_seq"] != 4.0 || a["action"] != "keep" {
+		t.Errorf("keep with control: %v", a)
+	}
+	if a := ackOf(t, sess.Command([]byte(`{"action":"keep","cmd_seq":5,"data":{"name":"taken"}}`))); a["status"] != StatusRejected || !strings.Contains(a["detail"].(string), "kept already") {
+		t.Errorf("keep refused by the keep function: %v", a)
+	}
+	if fmt.Sprintf("%s", got) != `[{"name":"x"} {"name":"taken"}]` {
+		t.Errorf("the keep function got %s", got)
+	}
+	var m dto.Metric
+	if err := counts.WithLabelValues(StatusKept).Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+		v := m.GetCounter().GetValue()
+		t.Errorf("commands counted kept: %v, want 1", v)
+	}
+	// Outside the allowlist, keep is refused like any action.
+	r2 := startRelay(t, nc, Config{Actions: []string{"estop"}})
+	s2 := r2.Session(nil, nil, origin.Trusted)
+	s2.SetKeep(func([]byte) (string, string, error) {
+		t.Error("keep outside the allowlist reached the keep function")
+		return "", "", nil
+	})
+	if a := ackOf(t, s2.Command([]byte(`{"action":"keep"}`))); a["status"] != StatusRejected || a["detail"] != "action not allowed" {
+		t.Errorf("keep outside the allowlist: %v", a)
+	}
+	for _, m := range sink.sync(t, nc) {
+		if strings.HasSuffix(m.Subject, ".keep") {
+			t.Errorf("keep published on %s", m.Subject)
+		}
 	}
 }

@@ -88,9 +88,12 @@ type Params struct {
 	From time.Time
 	// Speed divides recorded time: 2 plays twice as fast.
 	Speed float64
+	// Kept names a kept window (recording.Recorder.Keep) to play instead
+	// of the recording; empty: the recording.
+	Kept string
 }
 
-// ParseQuery reads replay and speed from a request's query. ok is false
+// ParseQuery reads replay, speed and kept from a request's query. ok is false
 // when the query has no replay parameter: a live request, whatever else it
 // holds. now is the time a negative duration counts back from.
 func ParseQuery(q url.Values, now time.Time) (p Params, ok bool, err error) {
@@ -105,6 +108,12 @@ func ParseQuery(q url.Values, now time.Time) (p Params, ok bool, err error) {
 	if q.Has("speed") {
 		if p.Speed, err = ParseSpeed(q.Get("speed")); err != nil {
 			return Params{}, true, err
+		}
+	}
+	if q.Has("kept") {
+		p.Kept = q.Get("kept")
+		if err := recording.ValidateKeepName(p.Kept); err != nil {
+			return Params{}, true, fmt.Errorf("kept: %w", err)
 		}
 	}
 	return p, true, nil

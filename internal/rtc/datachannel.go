@@ -181,11 +181,22 @@ func (s *Session) command(lim *rate.Limiter, data []byte) (result, detail string
 	if err != nil {
 		return commandRefusal(err), err.Error()
 	}
+	if action == actionKeep {
+		return "refused", keepRefusal
+	}
 	if c := s.cfg.Control; c != nil && (action == lease.ActionTake || action == lease.ActionRelease) {
 		return s.control(lim, c, action)
 	}
 	return s.forward(lim, action, SubjectCommands, data)
 }
+
+// actionKeep is the flight recorder's keep (docs/recorder.md), which only
+// the /stream/ws command path takes; on a DataChannel it is refused, never
+// published on control.commands, with the detail /nats/ws answers it with.
+const (
+	actionKeep  = "keep"
+	keepRefusal = "keep needs the sdr_recorder app and a /stream/ws connection"
+)
 
 // forward publishes one checked message after the connection's verdict,
 // the rate limit and the gate; it returns the result counted and, when

@@ -544,7 +544,8 @@ func (b *lockedBuffer) String() string {
 // UTF-8) or that the simulator's Python cannot read (nesting deeper than
 // 32) is dropped and counted by reason, though the action the session
 // reads would pass the gate; an unambiguous one, however it is spelled, is
-// published byte for byte. DataChannel messages get no answer.
+// published byte for byte. A keep is refused: only /stream/ws takes it.
+// DataChannel messages get no answer.
 func TestDataChannelCommandsStrictJSON(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(30*time.Second))
 	defer cancel()
@@ -581,6 +582,8 @@ func TestDataChannelCommandsStrictJSON(t *testing.T) {
 		`{"action":"set_cmd_vel","action":"pause"}`,
 		"{\"action\":\"pause\",\"data\":\"\xff\"}",
 		`{"action":"pause","data":` + strings.Repeat("[", 32) + strings.Repeat("]", 32) + `}`,
+		// the flight recorder's keep is taken on /stream/ws only
+		`{"action":"keep","data":{"name":"x"}}`,
 	} {
 		if err := v.Commands.Send([]byte(m)); err != nil {
 			t.Fatal(err)
@@ -601,7 +604,7 @@ func TestDataChannelCommandsStrictJSON(t *testing.T) {
 		t.Fatalf("also published %s %q", p.subject, p.data)
 	default:
 	}
-	want := map[string]float64{"duplicate_key": 2, "invalid_utf8": 1, "too_deep": 1, "published": 1}
+	want := map[string]float64{"duplicate_key": 2, "invalid_utf8": 1, "too_deep": 1, "refused": 1, "published": 1}
 	counted := func() map[string]float64 {
 		got := map[string]float64{}
 		for result := range want {

@@ -55,6 +55,10 @@ type Timeline struct {
 	End   *time.Time `json:"end"`
 	// Markers are in recorded order, never nil.
 	Markers []Marker `json:"markers"`
+	// Kept are the recording's kept windows (recording.Recorder.Keep), by
+	// start time; Read leaves it empty, the recorder fills it in. Never
+	// nil in JSON.
+	Kept []recording.Kept `json:"kept"`
 }
 
 // Options choose the recording and the stream.
@@ -71,7 +75,7 @@ type Options struct {
 
 // Read returns the timeline of opts.Stream in the recording as it is now.
 func Read(ctx context.Context, js jetstream.JetStream, opts Options) (Timeline, error) {
-	tl := Timeline{Markers: []Marker{}}
+	tl := Timeline{Markers: []Marker{}, Kept: []recording.Kept{}}
 	if opts.Recording == "" {
 		opts.Recording = recording.DefaultStream
 	}

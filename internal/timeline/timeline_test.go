@@ -144,7 +144,7 @@ func TestReadWithoutVideo(t *testing.T) {
 		t.Errorf("empty recording: %+v, want no extent and no markers", tl)
 	}
 	b, _ := json.Marshal(tl)
-	if string(b) != `{"start":null,"end":null,"markers":[]}` {
+	if string(b) != `{"start":null,"end":null,"markers":[],"kept":[]}` {
 		t.Errorf("JSON %s", b)
 	}
 	if _, err := Read(ctx, js, Options{Recording: "NOPE", Stream: "front"}); err == nil {

@@ -168,3 +168,59 @@ func TestPlayerTimeline(t *testing.T) {
 		t.Errorf("after Live the commands are still off or REPLAY still shown")
 	}
 }
+
+// TestPlayerKeep records the test pattern, presses the timeline's Keep
+// button in the player: the recorder acks it with the kept stream, the
+// timeline marks the kept window (copying, then done), a click on it
+// replays the kept stream (&kept=), and while replaying the Keep button
+// is off.
+func TestPlayerKeep(t *testing.T) {
+	ring := filepath.Join(t.TempDir(), "frames")
+	startSource(t, ring, "--codec", "h264", "--gop", "30")
+	e := &edge{HTTPPort: testenv.FreePort(t), NATSPort: testenv.FreePort(t), Ring: ring}
+	cf := edgeCaddyfile(e.HTTPPort, e.NATSPort, "shm "+ring)
+	cf = strings.Replace(cf, "\t\t\tlisten 127.0.0.1:", "\t\t\tjetstream on\n\t\t\tlisten 127.0.0.1:", 1)
+	cf = strings.Replace(cf, "\tsdr_nats {", "\tsdr_recorder {\n\t\tstorage memory\n\t\tidr_interval 1s\n\t}\n\tsdr_nats {", 1)
+	e.caddyfile = cf
+	e.start(t)
+	recURL := fmt.Sprintf("http://127.0.0.1:%d/stream/ws?recording", e.HTTPPort)
+	testwait.For(t, "2 s of video recorded", func() bool {
+		tl, code := getTimeline(t, recURL)
+		return code == http.StatusOK && tl.Start != nil && tl.End.Sub(*tl.Start) >= 2*time.Second
+	})
+
+	d := startBrowser(t)
+	openPlayer(t, d, "main", e.URL())
+	testwait.For(t, "the timeline's Keep button on, live", func() bool {
+		return evalJS[bool](t, d, "main", `!document.getElementById('timeline').hidden && !document.querySelector('.sdr-tl-keep').disabled`)
+	})
+	evalJS[any](t, d, "main", `(() => {
+		window.keepAcks = [];
+		window.sdrPlayer.addEventListener('ack', (e) => { if (e.detail.action === 'keep') window.keepAcks.push(e.detail); });
+		document.querySelector('.sdr-tl-keep').click();
+	})()`)
+	testwait.For(t, "the keep's ack", func() bool { return evalJS[int](t, d, "main", `window.keepAcks.length`) > 0 })
+	ack := evalJS[map[string]any](t, d, "main", `window.keepAcks[0]`)
+	kept, _ := ack["kept"].(string)
+	if ack["status"] != "ok" || !strings.HasPrefix(kept, "SDR_REC_KEEP_keep-") {
+		t.Fatalf("keep's ack %v, want ok with the kept stream", ack)
+	}
+	testwait.For(t, "the kept window marked on the timeline", func() bool {
+		return evalJS[bool](t, d, "main", fmt.Sprintf(`(() => { const k = document.querySelector('.sdr-tl-kept'); return !!k && k.dataset.stream === %q && k.dataset.copying === 'true' && k.getBoundingClientRect().width > 0; })()`, kept))
+	})
+	screenshot(t, d, "main", "player-keep.png")
+
+	// A click on the kept window replays the kept stream; Keep is off.
+	url := evalJS[string](t, d, "main", `(() => { document.querySelector('.sdr-tl-kept').click(); return window.sdrPlayer.connectURL(); })()`)
+	if !strings.Contains(url, "kept=keep-") || !strings.Contains(url, "replay=") {
+		t.Fatalf("after a click on the kept window the player connects to %q, want ?replay=..&kept=", url)
+	}
+	before, err := d.Stats("main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFrames(t, d, "main", before.FramesDecoded+20, 15*time.Second)
+	if !evalJS[bool](t, d, "main", `document.querySelector('.sdr-tl-keep').disabled`) {
+		t.Error("the Keep button is on while replaying")
+	}
+}

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sdr-os/sdr-caddy/frame"
 	"github.com/sdr-os/sdr-caddy/internal/mcap"
@@ -95,6 +96,8 @@ func (noKeyframes) RequestKeyframe() {}
 // recorded is what the test put into the recording.
 type recorded struct {
 	url    string
+	rec    *recording.Recorder
+	js     jetstream.JetStream
 	frames []frame.Frame // with Arrived: the record times
 	// other records, in order: topic and body
 	others []struct{ topic, body string }
@@ -126,7 +129,11 @@ func record(t *testing.T) recorded {
 	t.Cleanup(detach)
 	pub := natstest.Connect(t, s)
 
-	out := recorded{url: s.ClientURL()}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := recorded{url: s.ClientURL(), rec: r, js: js}
 	other := func(topic, body string) {
 		out.others = append(out.others, struct{ topic, body string }{topic, body})
 	}
@@ -362,6 +369,55 @@ func TestExportMP4(t *testing.T) {
 	avg := span / float64(want-1)
 	if d, wantD := v.Duration, span+avg; d < wantD-avg-0.001 || d > wantD+avg+0.001 {
 		t.Errorf("duration %.4f s, want %.4f s (the record times, within a frame)", d, wantD)
+	}
+}
+
+// TestExportKeptWindow keeps a window of the recording that starts between
+// two keyframes, purges the recording (its retention dropped it), and
+// exports the kept stream with `caddy sdr-export --stream`: an MP4 that
+// ffprobe reads, with the frames from the keyframe before the window on.
+func TestExportKeptWindow(t *testing.T) {
+	rec := record(t)
+	at := rec.frames[testFrames-1].Arrived
+	from := rec.frames[45].Arrived // between the keyframes 30 and 60
+	k, err := rec.rec.Keep(recording.KeepRequest{Name: "wall", At: at, Before: at.Sub(from), Stream: "front", After: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, "the kept window copied", func() bool {
+		w := rec.rec.KeptWindows()
+		return len(w) == 1 && !w[0].Copying && w[0].Bytes > 0
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(testwait.Default))
+	defer cancel()
+	s, err := rec.js.Stream(ctx, recording.DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "wall.mp4")
+	out, code := export(t, "--nats", rec.url, "--stream", k.Stream, "--out", path)
+	if code != 0 {
+		t.Fatalf("sdr-export --stream %s exited %d:\n%s", k.Stream, code, out)
+	}
+	b := testenv.FFprobe(t, "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames,codec_name", "-of", "json", path)
+	var p struct {
+		Streams []struct {
+			Codec  string `json:"codec_name"`
+			Frames string `json:"nb_read_frames"`
+		} `json:"streams"`
+	}
+	if err := json.Unmarshal(b, &p); err != nil || len(p.Streams) != 1 {
+		t.Fatalf("ffprobe printed %s (%v)", b, err)
+	}
+	if want := testFrames - testGOP; p.Streams[0].Codec != "h264" || p.Streams[0].Frames != strconv.Itoa(want) {
+		t.Errorf("ffprobe of the kept window: %+v, want h264 with %d frames (from the keyframe before the window)", p.Streams[0], want)
+	}
+	// The recording itself is empty now: exporting it writes nothing.
+	if out, code := export(t, "--nats", rec.url, "--out", filepath.Join(t.TempDir(), "rec.mp4")); code != 1 {
+		t.Errorf("export of the purged recording exited %d, want 1:\n%s", code, out)
 	}
 }
 
