@@ -14,7 +14,8 @@
 // frames/s, a 100,000-byte keyframe every 60th frame, 15,000-byte deltas,
 // the commit time in frame_id (Unix ns); the payloads are random bytes, not
 // H.264. The clients live in a child process (this binary re-executed)
-// and read cheaply (internal/benchstream).
+// and read cheaply (internal/benchstream's load generator, which
+// bench/scale shares).
 //
 // After each run with the recorder:
 //
@@ -27,6 +28,17 @@
 //     The recorder's dropped and error counters are printed beside it.
 //   - write_mb_s: caddy_sdr_recorder_bytes_total's increase over the
 //     window (record bodies, MB = 10^6 bytes) per second.
+//
+// In every window, without the recorder and with it, this process also
+// appends the same bytes (each frame's header and payload, the same sizes
+// at the same cadence) to a plain file beside the store, with an
+// fdatasync every second, and takes the CPU time of those write and
+// fdatasync calls on their own thread: the physical floor of a recording
+// of this stream on this machine. floor_pct is the writes' CPU over the
+// base run's caddy CPU, floor_sync_pct the writes' and fdatasyncs'
+// (medians over the windows), to be read beside cpu_overhead_pct. The
+// page cache's writeback runs in kernel threads, for the floor as for
+// JetStream's store, and counts for neither.
 //
 // After the last run with the recorder, seeks: -seeks replays
 // (/stream/ws?replay=<t>) at random times t in the recording, one after
@@ -43,11 +55,15 @@
 // goes on for that long with no clients). rec_s is the recording's length
 // at the seeks.
 //
-//	go run ./bench/recorder [-clients 100] [-window 30s] [-warmup 5s] [-repeat 1] [-seeks 20] [-record 0]
+//	go run ./bench/recorder [-clients 100] [-window 30s] [-warmup 5s] [-repeat 1] [-seeks 20] [-record 0] [-cpuprofile dir]
+//
+// -cpuprofile dir saves the caddy process's CPU profile over each window
+// (Caddy's admin /debug/pprof/profile) as dir/without-i.pprof and
+// dir/with-i.pprof, for `go tool pprof bin/caddy dir/with-0.pprof`.
 //
 // The last line:
 //
-//	BENCH recorder clients=.. cpu_overhead_pct=.. live_p99_ratio=.. seek_ms_p95=.. write_mb_s=.. lost_frames=.. rec_s=.. ...
+//	BENCH recorder clients=.. cpu_overhead_pct=.. live_p99_ratio=.. seek_ms_p95=.. write_mb_s=.. lost_frames=.. rec_s=.. floor_pct=.. floor_sync_pct=.. ...
 //
 // cpu_overhead_pct is the caddy process's CPU seconds over the window with
 // the recorder over those without it, as a percentage increase;
@@ -60,11 +76,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -100,7 +114,7 @@ const (
 
 func main() {
 	if os.Getenv(loadgenEnv) == "1" {
-		if err := runLoadgen(os.Args[1:]); err != nil {
+		if err := benchstream.RunLoadgen(os.Args[1:], os.Stdout); err != nil {
 			log.Fatalf("loadgen: %v", err)
 		}
 		return
@@ -114,6 +128,7 @@ func main() {
 	flag.IntVar(&o.seeks, "seeks", 20, "replays at random times in the recording")
 	flag.DurationVar(&o.record, "record", 0, "least length of the recording before the seeks (the issue's figure: 10m)")
 	flag.IntVar(&o.repeat, "repeat", 1, "pairs of runs (without, with), alternating their order; the BENCH line has the medians")
+	flag.StringVar(&o.profile, "cpuprofile", "", "directory for the caddy process's CPU profiles over each window (without-N.pprof, with-N.pprof)")
 	flag.Parse()
 	if o.repeat < 1 || o.clients < 1 || o.seeks < 1 || o.fps < 1 || o.gop < 1 {
 		log.Fatal("-repeat, -clients, -seeks, -fps and -gop must be at least 1")
@@ -130,6 +145,7 @@ type options struct {
 	seeks          int
 	record         time.Duration
 	repeat         int
+	profile        string
 }
 
 // writer commits frames to the ring at fps and remembers the last frame_seq.
@@ -208,7 +224,7 @@ func run(o options) error {
 		var base, withRec liveResult
 		for _, rec := range order {
 			if !rec {
-				r, err := runWithout(bin, dir, ring, o)
+				r, err := runWithout(bin, dir, ring, o, profilePath(o.profile, "without", i))
 				if err != nil {
 					return fmt.Errorf("without the recorder: %w", err)
 				}
@@ -216,7 +232,7 @@ func run(o options) error {
 				base = r
 				continue
 			}
-			r, err := runWith(bin, dir, ring, o, &wr, i == o.repeat-1)
+			r, err := runWith(bin, dir, ring, o, &wr, i == o.repeat-1, profilePath(o.profile, "with", i))
 			if err != nil {
 				return fmt.Errorf("with the recorder: %w", err)
 			}
@@ -254,8 +270,20 @@ func run(o options) error {
 	for _, r := range append(bases, withs...) {
 		errs += r.Errors
 	}
-	fmt.Printf("BENCH recorder clients=%d cpu_overhead_pct=%.1f live_p99_ratio=%.2f seek_ms_p95=%.1f write_mb_s=%.2f lost_frames=%d rec_s=%.0f seeks=%d seek_ms_p50=%.1f seek_at_ms_p95=%.1f seek_bad=%d ring_gaps=%d p99_ms=%.2f base_p99_ms=%.2f cpu_s=%.2f base_cpu_s=%.2f window_s=%.0f runs=%d live_errors=%d load1=%s\n",
-		o.clients, median(cpuPcts), median(p99Ratios), pct(seeks, 0.95), median(writeMBs), lost, recLen.Seconds(), len(seeks), pct(seeks, 0.5), pct(seeksAt, 0.95), bad, gaps,
+	// The floor over each pair's base CPU, the write alone and with the
+	// fdatasyncs, medians over every window.
+	var floorPcts, floorSyncPcts []float64
+	for i, b := range bases {
+		if b.CPU <= 0 {
+			continue
+		}
+		for _, r := range []liveResult{b, withs[i]} {
+			floorPcts = append(floorPcts, r.FloorWrite/b.CPU*100)
+			floorSyncPcts = append(floorSyncPcts, (r.FloorWrite+r.FloorSync)/b.CPU*100)
+		}
+	}
+	fmt.Printf("BENCH recorder clients=%d cpu_overhead_pct=%.1f live_p99_ratio=%.2f seek_ms_p95=%.1f write_mb_s=%.2f lost_frames=%d rec_s=%.0f floor_pct=%.2f floor_sync_pct=%.2f seeks=%d seek_ms_p50=%.1f seek_at_ms_p95=%.1f seek_bad=%d ring_gaps=%d p99_ms=%.2f base_p99_ms=%.2f cpu_s=%.2f base_cpu_s=%.2f window_s=%.0f runs=%d live_errors=%d load1=%s\n",
+		o.clients, median(cpuPcts), median(p99Ratios), pct(seeks, 0.95), median(writeMBs), lost, recLen.Seconds(), median(floorPcts), median(floorSyncPcts), len(seeks), pct(seeks, 0.5), pct(seeksAt, 0.95), bad, gaps,
 		median(p99(withs)), median(p99(bases)), median(cpu(withs)), median(cpu(bases)), o.window.Seconds(), o.repeat, errs, harness.LoadAvg(1))
 	return nil
 }
@@ -274,13 +302,13 @@ func median(v []float64) float64 {
 }
 
 // runWithout measures the stream without the recorder.
-func runWithout(bin, dir, ring string, o options) (liveResult, error) {
+func runWithout(bin, dir, ring string, o options, profile string) (liveResult, error) {
 	c, err := startCaddy(bin, dir, "without", ring, false)
 	if err != nil {
 		return liveResult{}, err
 	}
 	defer c.stop()
-	return measure(c, o, nil, nil)
+	return measure(c, o, profile, nil, nil)
 }
 
 // withResult is what a run with the recorder measured.
@@ -299,7 +327,7 @@ type withResult struct {
 // runWith measures the stream with the recorder, reads the window's frames
 // back from the recording, and when seek is set, goes on recording until
 // the recording is o.record long and seeks in it.
-func runWith(bin, dir, ring string, o options, wr *writer, seek bool) (withResult, error) {
+func runWith(bin, dir, ring string, o options, wr *writer, seek bool, profile string) (withResult, error) {
 	var res withResult
 	c, err := startCaddy(bin, dir, "with", ring, true)
 	if err != nil {
@@ -316,7 +344,7 @@ func runWith(bin, dir, ring string, o options, wr *writer, seek bool) (withResul
 		m0, m1       map[string]float64
 		merr0, merr1 error
 	)
-	res.live, err = measure(c, o, func() {
+	res.live, err = measure(c, o, profile, func() {
 		seq0, t0 = wr.last.Load(), time.Now()
 		m0, merr0 = c.counters()
 	}, func() {
@@ -374,6 +402,8 @@ func runWith(bin, dir, ring string, o options, wr *writer, seek bool) (withResul
 func report(what string, r liveResult) {
 	fmt.Printf("%-22s p50 %6.2f ms  p99 %6.2f ms  p99.9 %6.2f ms  samples %d  %.2f GB  caddy CPU %.2f s  errors %d %s\n",
 		what, r.P50, r.P99, r.P999, r.Samples, float64(r.Bytes)/1e9, r.CPU, r.Errors, r.FirstErr)
+	fmt.Printf("%-22s floor: %.2f MB appended to a file, write CPU %.3f s, fdatasync (every second) CPU %.3f s\n",
+		"", float64(r.FloorBytes)/1e6, r.FloorWrite, r.FloorSync)
 }
 
 // pct is the p-quantile of sorted ms values.
@@ -384,55 +414,109 @@ func pct(sorted []float64, p float64) float64 {
 	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
 }
 
+// profilePath is the file of run i's CPU profile in dir, "" without dir.
+func profilePath(dir, what string, i int) string {
+	if dir == "" {
+		return ""
+	}
+	return filepath.Join(dir, fmt.Sprintf("%s-%d.pprof", what, i))
+}
+
+// cpuProfile fetches c's CPU profile over d from its admin endpoint into
+// path; it reports a failure and returns.
+func cpuProfile(c *server, d time.Duration, path string) {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", c.admin, int(d.Seconds())))
+	if err == nil {
+		defer resp.Body.Close()
+		var f *os.File
+		if f, err = os.Create(path); err == nil {
+			_, err = io.Copy(f, resp.Body)
+			err = errors.Join(err, f.Close())
+		}
+	}
+	if err != nil {
+		log.Printf("CPU profile %s: %v", path, err)
+	}
+}
+
+// liveResult is what one run measured of the live stream.
+type liveResult struct {
+	benchstream.LoadResult
+	CPU float64 // the caddy process's CPU seconds over the window
+	// The floor's CPU seconds over the window (writes, fdatasyncs) and
+	// its bytes.
+	FloorWrite, FloorSync float64
+	FloorBytes            int64
+}
+
 // measure runs the load generator against c and reads c's CPU over the
-// window; start and end, when given, run at the window's edges.
-func measure(c *server, o options, start, end func()) (liveResult, error) {
-	cmd := exec.Command(os.Args[0], "-url", c.wsURL(""), "-clients", strconv.Itoa(o.clients),
-		"-window", o.window.String(), "-warmup", o.warmup.String(), "-fps", strconv.Itoa(o.fps))
+// window, its CPU profile into profile when that is set, and the floor
+// beside it; start and end, when given, run at the window's edges.
+func measure(c *server, o options, profile string, start, end func()) (liveResult, error) {
+	load := benchstream.Load{URLs: []string{c.wsURL("")}, Clients: o.clients, Warmup: o.warmup, Window: o.window, FPS: o.fps}
+	cmd := exec.Command(os.Args[0], load.Args()...)
 	cmd.Env = append(os.Environ(), loadgenEnv+"=1")
 	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
+	var (
+		res       liveResult
+		cpu0      float64
+		profDone  chan struct{}
+		floorDone chan struct{}
+		fr        floorResult
+		ferr      error
+	)
+	floorCtx, floorStop := context.WithCancel(context.Background())
+	defer func() {
+		floorStop()
+		if floorDone != nil {
+			<-floorDone
+		}
+		if profDone != nil {
+			<-profDone
+		}
+	}()
+	lr, err := benchstream.Measure(cmd, func() error {
+		cpu0 = harness.TotalCPUSeconds(c.Pid())
+		floorDone = make(chan struct{})
+		go func() {
+			defer close(floorDone)
+			fr, ferr = floor(floorCtx, c.floorPath, o.fps, o.gop, time.Second)
+		}()
+		if profile != "" {
+			profDone = make(chan struct{})
+			go func() { defer close(profDone); cpuProfile(c, o.window, profile) }()
+		}
+		if start != nil {
+			start()
+		}
+		return nil
+	}, func() error {
+		res.CPU = harness.TotalCPUSeconds(c.Pid()) - cpu0
+		if floorDone != nil {
+			floorStop()
+			<-floorDone
+			floorDone = nil
+		}
+		if end != nil {
+			end()
+		}
+		return ferr
+	})
 	if err != nil {
 		return liveResult{}, err
 	}
-	if err := cmd.Start(); err != nil {
-		return liveResult{}, err
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	sc := bufio.NewScanner(out)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	var cpu0, cpu float64
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "START":
-			cpu0 = harness.TotalCPUSeconds(c.Pid())
-			if start != nil {
-				start()
-			}
-		case line == "END":
-			cpu = harness.TotalCPUSeconds(c.Pid()) - cpu0
-			if end != nil {
-				end()
-			}
-		case strings.HasPrefix(line, "RESULT "):
-			var r liveResult
-			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "RESULT ")), &r); err != nil {
-				return liveResult{}, fmt.Errorf("load generator result: %w", err)
-			}
-			r.CPU = cpu
-			return r, nil
-		}
-	}
-	return liveResult{}, errors.New("load generator ended without a result")
+	res.LoadResult = lr
+	res.FloorWrite, res.FloorSync, res.FloorBytes = fr.write.Seconds(), fr.sync.Seconds(), fr.bytes
+	return res, nil
 }
 
 // server is a caddy process of the benchmark.
 type server struct {
 	*harness.Process
-	port     int
-	admin    string
-	natsAddr string
+	port      int
+	admin     string
+	natsAddr  string
+	floorPath string // the floor's file, on the same file system as the store
 }
 
 func (s *server) stop() { _ = s.Stop(10 * time.Second) }
@@ -475,9 +559,10 @@ func startCaddy(bin, dir, name, ring string, recorder bool) (*server, error) {
 		return nil, err
 	}
 	s := &server{
-		port:     harness.MustFreePort(),
-		admin:    fmt.Sprintf("127.0.0.1:%d", harness.MustFreePort()),
-		natsAddr: fmt.Sprintf("127.0.0.1:%d", harness.MustFreePort()),
+		port:      harness.MustFreePort(),
+		admin:     fmt.Sprintf("127.0.0.1:%d", harness.MustFreePort()),
+		natsAddr:  fmt.Sprintf("127.0.0.1:%d", harness.MustFreePort()),
+		floorPath: filepath.Join(dir, name+"-floor"),
 	}
 	rec := ""
 	if recorder {

@@ -11,7 +11,8 @@
 // The stream is 1080p60-like: 60 frames/s, a 100,000-byte keyframe every
 // 60th frame, 15,000-byte deltas, the commit time in frame_id (Unix ns).
 // This process writes the ring; the clients live in a child process (this
-// binary re-executed) and read through one reused buffer. Everything runs
+// binary re-executed) and read cheaply (internal/benchstream's load
+// generator, which bench/recorder shares). Everything runs
 // on the same machine, so the scale-out figures include the cost of three
 // NATS servers and three caddy processes sharing the cores with the
 // clients: on real deployments each edge has its own machine.
@@ -25,11 +26,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -38,10 +36,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/sdr-os/sdr-caddy/internal/benchstream"
 	"github.com/sdr-os/sdr-caddy/internal/harness"
 	"github.com/sdr-os/sdr-caddy/shmring"
 )
@@ -54,7 +52,7 @@ const (
 
 func main() {
 	if os.Getenv(loadgenEnv) == "1" {
-		if err := runLoadgen(os.Args[1:]); err != nil {
+		if err := benchstream.RunLoadgen(os.Args[1:], os.Stdout); err != nil {
 			log.Fatalf("loadgen: %v", err)
 		}
 		return
@@ -70,13 +68,11 @@ func main() {
 	}
 }
 
+// result is what one topology measured: the clients' figures and the
+// servers' CPU seconds over the window.
 type result struct {
-	P50, P99, P999 float64
-	Samples        int
-	Bytes          uint64
-	Errors         int
-	FirstErr       string
-	CPU            float64 // server seconds
+	benchstream.LoadResult
+	CPU float64
 }
 
 func (r result) cpuPerGB() float64 {
@@ -246,44 +242,23 @@ func write(ctx context.Context, w *shmring.Writer, fps, gop int) {
 // measure runs the load generator against urls and reads the servers' CPU
 // over the window.
 func measure(urls []string, clients int, window, warmup time.Duration, fps int, servers []*proc) (result, error) {
-	cmd := exec.Command(os.Args[0], "-urls", strings.Join(urls, ","), "-clients", strconv.Itoa(clients),
-		"-window", window.String(), "-warmup", warmup.String(), "-fps", strconv.Itoa(fps))
+	load := benchstream.Load{URLs: urls, Clients: clients, Warmup: warmup, Window: window, FPS: fps}
+	cmd := exec.Command(os.Args[0], load.Args()...)
 	cmd.Env = append(os.Environ(), loadgenEnv+"=1")
 	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
+	var cpu0, cpu float64
+	lr, err := benchstream.Measure(cmd,
+		func() error { cpu0 = cpuOf(servers); return nil },
+		func() error { cpu = cpuOf(servers) - cpu0; return nil })
 	if err != nil {
 		return result{}, err
 	}
-	if err := cmd.Start(); err != nil {
-		return result{}, err
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	sc := bufio.NewScanner(out)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	var cpu0 float64
-	var res result
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "START":
-			cpu0 = cpuOf(servers)
-		case line == "END":
-			res.CPU = cpuOf(servers) - cpu0
-		case strings.HasPrefix(line, "RESULT "):
-			var r result
-			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "RESULT ")), &r); err != nil {
-				return result{}, fmt.Errorf("load generator result: %w", err)
-			}
-			r.CPU = res.CPU
-			for _, p := range servers {
-				if c := counters(p); c != "" {
-					fmt.Println("  " + c)
-				}
-			}
-			return r, nil
+	for _, p := range servers {
+		if c := counters(p); c != "" {
+			fmt.Println("  " + c)
 		}
 	}
-	return result{}, errors.New("load generator ended without a result")
+	return result{LoadResult: lr, CPU: cpu}, nil
 }
 
 // proc is a server process of the benchmark.

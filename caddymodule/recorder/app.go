@@ -37,8 +37,10 @@
 // Live video and commands never wait for the recorder: it takes each
 // stream's frames from the stream's source as the NATS publisher does,
 // through its own bounded queue, and a frame that finds the queue full is
-// dropped and counted (caddy_sdr_recorder_dropped_total). Publishes are
-// asynchronous, at most 256 awaiting JetStream's acknowledgement; a
+// dropped and counted (caddy_sdr_recorder_dropped_total). A stream's
+// frames are gathered for 100 ms and then published one after another,
+// each its own message, so that JetStream takes them in bursts. Publishes
+// are asynchronous, at most 256 awaiting JetStream's acknowledgement; a
 // publish JetStream refuses or does not acknowledge within 5 s is counted
 // in caddy_sdr_recorder_errors_total, and recording goes on (a JetStream
 // restart or leader change loses what was in flight). When JetStream runs

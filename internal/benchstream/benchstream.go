@@ -1,6 +1,8 @@
 // Package benchstream is what the benchmark programs share about the video
 // stream they measure: a raw WebSocket client cheap enough to run hundreds
-// of in one process (the handshake, the frame header reader, the pong), and
+// of in one process (the handshake, the frame header reader, the pong), the
+// load generator built on it (Load, run in a child process with
+// RunLoadgen and read by the parent with Measure), and
 // H.264 access units that carry their send time through every path: the
 // frame header's frame_id carries it to a WebSocket or NATS client, but a
 // WebRTC viewer gets only the NAL units, so the time is written inside the

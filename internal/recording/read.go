@@ -53,7 +53,7 @@ type ReadStats struct {
 	Incomplete  uint64 // split frames skipped because a part was missing
 	Undecodable uint64 // video frames skipped because no keyframe came before them in the window
 	Malformed   uint64 // messages that are not records (skipped)
-	Duplicates  uint64 // video frames recorded twice in a row (two configurations overlapping in a reload), skipped
+	Duplicates  uint64 // video frames recorded twice within DuplicateWindow frames (two configurations overlapping in a reload), skipped
 	Messages    uint64 // JetStream messages read
 }
 
@@ -160,7 +160,7 @@ func Read(ctx context.Context, js jetstream.JetStream, opts ReadOptions, fn func
 	if err != nil {
 		return st, fmt.Errorf("reading recording %q: %w", opts.Stream, err)
 	}
-	r := reader{opts: opts, prefix: prefix, keySeq: keySeq, asm: map[string]*assembly{}, started: map[string]bool{}, last: map[string]frame.Header{}, st: &st, fn: fn}
+	r := reader{opts: opts, prefix: prefix, keySeq: keySeq, asm: map[string]*assembly{}, started: map[string]bool{}, last: map[string]*recentFrames{}, st: &st, fn: fn}
 	err = consume(ctx, js, opts.Stream, cons, lastSeq, r.msg)
 	return st, err
 }
@@ -336,8 +336,8 @@ type reader struct {
 	prefix  string
 	keySeq  map[string]uint64
 	asm     map[string]*assembly
-	started map[string]bool         // video streams that delivered their first keyframe
-	last    map[string]frame.Header // the header of each video stream's last frame
+	started map[string]bool          // video streams that delivered their first keyframe
+	last    map[string]*recentFrames // the headers of each video stream's last frames
 	st      *ReadStats
 	fn      func(Record) error
 }
@@ -432,11 +432,15 @@ func (r *reader) video(m jetstream.Msg, meta *jetstream.MsgMetadata, name string
 	if ks, ok := r.keySeq[name]; leadIn && (!ok || seq < ks) {
 		return nil // before this stream's keyframe at or before From
 	}
-	if last, ok := r.last[name]; ok && last == f.Header {
+	recent := r.last[name]
+	if recent == nil {
+		recent = &recentFrames{seen: map[frame.Header]struct{}{}}
+		r.last[name] = recent
+	}
+	if !recent.add(f.Header) {
 		r.st.Duplicates++
 		return nil
 	}
-	r.last[name] = f.Header
 	if !r.started[name] {
 		if !f.Header.Keyframe() {
 			r.st.Undecodable++
@@ -450,4 +454,33 @@ func (r *reader) video(m jetstream.Msg, meta *jetstream.MsgMetadata, name string
 		r.st.LeadIn++
 	}
 	return r.deliver(Record{Kind: KindVideo, Time: t, Subject: name, Seq: seq, Frame: &f})
+}
+
+// DuplicateWindow is how many of a stream's latest frames Read remembers
+// to skip a frame recorded again: during a reload the recorders of both
+// configurations record, each publishing its gathered frames in bursts, so
+// the two copies of a frame need not be stored next to each other.
+const DuplicateWindow = 256
+
+// recentFrames are the headers of a stream's last DuplicateWindow frames.
+type recentFrames struct {
+	ring [DuplicateWindow]frame.Header
+	n    int
+	seen map[frame.Header]struct{}
+}
+
+// add remembers h and reports whether it is new: false for a header among
+// the last DuplicateWindow ones.
+func (rf *recentFrames) add(h frame.Header) bool {
+	if _, dup := rf.seen[h]; dup {
+		return false
+	}
+	i := rf.n % DuplicateWindow
+	if rf.n >= DuplicateWindow {
+		delete(rf.seen, rf.ring[i])
+	}
+	rf.ring[i] = h
+	rf.seen[h] = struct{}{}
+	rf.n++
+	return true
 }

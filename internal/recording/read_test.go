@@ -277,6 +277,67 @@ func TestReadSkipsDuplicateFrames(t *testing.T) {
 	}
 }
 
+// TestReadSkipsFramesRecordedTwiceInBursts: two recorders overlapping in a
+// reload store their bursts one after the other, so a frame's two copies
+// lie apart (frames 3..5 come again after 6); each frame is read once, in
+// order, and a frame that only looks alike (the same frame_seq from a
+// restarted writer, another frame_id) is not taken for a copy.
+func TestReadSkipsFramesRecordedTwiceInBursts(t *testing.T) {
+	t.Parallel()
+	nc, js := jetStream(t, 0)
+	ctx := testCtx(t)
+	if _, err := EnsureStream(ctx, js, StreamConfig{Memory: true}); err != nil {
+		t.Fatal(err)
+	}
+	base := time.Now().Add(-time.Minute)
+	restarted := testFrame(3, 10, 100)
+	restarted.Header.FrameID += 1_000_000
+	frames := []frame.Frame{}
+	for _, i := range []int{0, 1, 2, 3, 4, 5, 6, 3, 4, 5, 6, 7} {
+		frames = append(frames, testFrame(i, 10, 100))
+	}
+	frames = append(frames, restarted)
+	for i, f := range frames {
+		msgs, err := VideoMsgs("", "front", f, base.Add(time.Duration(i)*time.Millisecond), nc.MaxPayload())
+		if err != nil {
+			t.Fatal(err)
+		}
+		publish(t, ctx, js, msgs...)
+	}
+	recs, st := readAll(t, ctx, js, ReadOptions{})
+	var got []uint64
+	for _, r := range recs {
+		got = append(got, r.Frame.Header.FrameSeq)
+	}
+	if fmt.Sprint(got) != "[1 2 3 4 5 6 7 8 4]" || st.Duplicates != 4 {
+		t.Errorf("frames %v, stats %+v: want 1..8 then the restarted writer's 4, four duplicates", got, st)
+	}
+}
+
+// TestRecentFramesForgetsBeyondTheWindow: a header is a duplicate while it
+// is among the last DuplicateWindow ones, and new again after.
+func TestRecentFramesForgetsBeyondTheWindow(t *testing.T) {
+	t.Parallel()
+	rf := &recentFrames{seen: map[frame.Header]struct{}{}}
+	h := func(i int) frame.Header { return frame.Header{FrameSeq: uint64(i)} }
+	if !rf.add(h(0)) || rf.add(h(0)) {
+		t.Fatal("the first header is not new, or its repeat is")
+	}
+	for i := 1; i < DuplicateWindow; i++ {
+		rf.add(h(i))
+	}
+	if rf.add(h(0)) {
+		t.Errorf("header 0 forgotten within the window")
+	}
+	rf.add(h(DuplicateWindow))
+	if !rf.add(h(0)) {
+		t.Errorf("header 0 still remembered after %d newer ones", DuplicateWindow)
+	}
+	if len(rf.seen) != DuplicateWindow {
+		t.Errorf("%d headers remembered, want %d", len(rf.seen), DuplicateWindow)
+	}
+}
+
 func TestReadStartsAtFirstKeyframeWithoutEarlierOne(t *testing.T) {
 	t.Parallel()
 	nc, js := jetStream(t, 0)

@@ -28,6 +28,12 @@ const (
 	// DefaultMaxInFlight bounds the asynchronous publishes awaiting
 	// JetStream's acknowledgement.
 	DefaultMaxInFlight = 256
+	// DefaultBatch is how long the recorder gathers a stream's frames
+	// before it publishes them one after another: JetStream then takes
+	// them (and answers their acknowledgements) in one burst instead of
+	// waking the client, the server, the stream and the store once per
+	// frame.
+	DefaultBatch = 100 * time.Millisecond
 	// DefaultMaxAge and DefaultMaxBytes are the dashcam's limits.
 	DefaultMaxAge   = 10 * time.Minute
 	DefaultMaxBytes = 2 << 30
@@ -51,6 +57,11 @@ type Config struct {
 	Queue int
 	// MaxInFlight bounds the publishes awaiting JetStream's acknowledgement.
 	MaxInFlight int
+	// Batch is how long a stream's frames are gathered before they are
+	// published (each still its own message); zero takes DefaultBatch,
+	// negative publishes each frame when it comes. It must stay well
+	// below MaxStoreDelay.
+	Batch time.Duration
 	// Subjects are the telemetry subjects (NATS patterns) recorded; nil
 	// takes DefaultSubjects. The gate's subject is recorded as gate records.
 	Subjects []string
@@ -156,6 +167,12 @@ func New(nc *nats.Conn, cfg Config) (*Recorder, error) {
 	}
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if cfg.Batch == 0 {
+		cfg.Batch = DefaultBatch
+	}
+	if cfg.Batch >= MaxStoreDelay {
+		return nil, fmt.Errorf("recorder: batch %s: must be below %s, the longest a record may wait to be stored", cfg.Batch, MaxStoreDelay)
 	}
 	if cfg.Subjects == nil {
 		cfg.Subjects = DefaultSubjects
@@ -480,15 +497,39 @@ func (v *videoStream) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			v.writeQueued() // detached or closed: what came is still recorded
 			return
 		case f := <-v.ch:
+			if v.r.cfg.Batch > 0 {
+				v.gather(ctx)
+			}
 			v.write(f)
+			v.writeQueued()
 		case now := <-tick:
 			if State(v.r.state.Load()) == StateRecording && now.Sub(time.Unix(0, v.lastKey.Load())) >= v.r.cfg.IDRInterval {
 				v.r.keyframes.Add(1)
 				v.kr.RequestKeyframe()
 			}
 		}
+	}
+}
+
+// gather waits Batch (or until ctx ends) after a frame came, so that the
+// frames that come meanwhile are published with it in one burst. The
+// queue holds them meanwhile; a queue that fills up drops as before.
+func (v *videoStream) gather(ctx context.Context) {
+	t := time.NewTimer(v.r.cfg.Batch)
+	select {
+	case <-ctx.Done():
+		t.Stop()
+	case <-t.C:
+	}
+}
+
+// writeQueued writes the frames waiting in the queue.
+func (v *videoStream) writeQueued() {
+	for n := len(v.ch); n > 0; n-- {
+		v.write(<-v.ch)
 	}
 }
 

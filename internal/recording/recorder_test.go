@@ -392,3 +392,85 @@ func TestRecorderResumesAfterJetStreamRestart(t *testing.T) {
 		t.Errorf("the recording starts at frame %d, want 1 (from before the restart)", recs[0].Frame.Header.FrameSeq)
 	}
 }
+
+// TestRecorderPublishesFramesInBursts hands the recorder frames one by
+// one: none reaches JetStream before Batch has passed since the first came
+// (the frames gather in the queue), then all of them come, each its own
+// message, in order.
+func TestRecorderPublishesFramesInBursts(t *testing.T) {
+	t.Parallel()
+	nc, _ := jetStream(t, 0)
+	const batch = 2 * time.Second
+	r := startRecorder(t, nc, Config{Stream: StreamConfig{Memory: true}, IDRInterval: -1, Batch: batch})
+	sub, err := nc.SubscribeSync(Subject(DefaultPrefix, KindVideo, "front"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	src := &testSource{}
+	detach, err := r.AttachStream("front", src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer detach()
+	first := time.Now()
+	for i := range 5 {
+		src.push(testFrame(i, 5, 1000))
+	}
+	for i := range 5 {
+		m, err := sub.NextMsg(testwait.Timeout(testwait.Default))
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if i == 0 {
+			if d := time.Since(first); d < batch {
+				t.Errorf("the first frame was published %s after it came: want the batch (%s) gathered first", d, batch)
+			}
+		}
+		if got := m.Header.Get(HeaderFrameSeq); got != fmt.Sprint(i+1) {
+			t.Errorf("message %d: frame_seq %s, want %d", i, got, i+1)
+		}
+	}
+	testwait.For(t, "5 frames counted", func() bool { return r.Stats().Records[KindVideo] == 5 })
+}
+
+// TestRecorderDetachPublishesGatheredFrames detaches a stream while its
+// frames wait for the batch to fill: they are published, not lost.
+func TestRecorderDetachPublishesGatheredFrames(t *testing.T) {
+	t.Parallel()
+	nc, js := jetStream(t, 0)
+	r := startRecorder(t, nc, Config{Stream: StreamConfig{Memory: true}, IDRInterval: -1, Batch: MaxStoreDelay - time.Second})
+	src := &testSource{}
+	detach, err := r.AttachStream("front", src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		src.push(testFrame(i, 3, 1000))
+	}
+	detach()
+	if got := r.Stats().Records[KindVideo]; got != 3 {
+		t.Errorf("%d frames published by the detach, want 3", got)
+	}
+	testwait.For(t, "3 frames stored", func() bool {
+		s, err := js.Stream(testCtx(t), DefaultStream)
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(testCtx(t))
+		return err == nil && info.State.Msgs == 3
+	})
+}
+
+// TestNewRefusesBatchBeyondStoreDelay: a batch the reader's MaxStoreDelay
+// does not cover is refused with what to change.
+func TestNewRefusesBatchBeyondStoreDelay(t *testing.T) {
+	t.Parallel()
+	nc, _ := jetStream(t, 0)
+	_, err := New(nc, Config{Batch: MaxStoreDelay})
+	if err == nil || !strings.Contains(err.Error(), "must be below") {
+		t.Fatalf("New with batch %s: %v, want a refusal", MaxStoreDelay, err)
+	}
+}
