@@ -31,8 +31,14 @@ build: deps
 run: build
 	@scripts/demo.sh
 
-## test: everything CI runs.
-test: build test-nocgo test-go test-deploy test-xcaddy
+## test: everything CI runs. After the builds, the three suites run side by side
+## (the main module's go tests, tests/deploy's, the xcaddy build), each one's
+## output shown when it ends: they share no fixed port (caddytest's admin port
+## is package caddymodule's alone), and most of their time is spent waiting on
+## the peers they run, so on 2 cores this takes about 5 minutes, not 6 and a half.
+test: build test-nocgo
+	@echo "test: the main module's tests, tests/deploy's and the xcaddy build run side by side; each one's output appears when it ends (a few minutes)"
+	@$(MAKE) --no-print-directory -O -j3 test-go test-deploy test-xcaddy
 
 # tests/deploy is a module of its own (tests/deploy/go.mod, with a replace to
 # this one): the parsers it checks files with (compose-go, BuildKit,
