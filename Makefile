@@ -13,7 +13,7 @@ export CGO_ENABLED     := 1
 export PATH            := $(CURDIR)/.tools/bin:$(PATH)
 export SDR_CADDY_BIN   := $(CURDIR)/$(BIN)
 
-.PHONY: all deps build run test test-go test-deploy test-nocgo test-xcaddy soak soak-race fuzz \
+.PHONY: all deps build run test test-go test-main test-browser test-deploy test-nocgo test-xcaddy soak soak-race fuzz \
 	bench bench-ring bench-stream bench-nats bench-encoder bench-ros bench-browser bench-scale bench-rtc bench-recorder bench-timeline bench-link
 
 all: build
@@ -31,14 +31,14 @@ build: deps
 run: build
 	@scripts/demo.sh
 
-## test: everything CI runs. After the builds, the three suites run side by side
-## (the main module's go tests, tests/deploy's, the xcaddy build), each one's
-## output shown when it ends: they share no fixed port (caddytest's admin port
-## is package caddymodule's alone), and most of their time is spent waiting on
-## the peers they run, so on 2 cores this takes about 5 minutes, not 6 and a half.
+## test: everything CI runs. After the builds, the suites run side by side (the
+## main module's go tests in two parts, tests/deploy's, the xcaddy build), each
+## one's output shown when it ends: they share no fixed port (caddytest's admin
+## port is package caddymodule's alone), and most of their time is spent
+## waiting on the peers they run.
 test: build test-nocgo
-	@echo "test: the main module's tests, tests/deploy's and the xcaddy build run side by side; each one's output appears when it ends (a few minutes)"
-	@$(MAKE) --no-print-directory -O -j3 test-go test-deploy test-xcaddy
+	@echo "test: the go tests (tests/browser beside the rest), tests/deploy's and the xcaddy build run side by side; each one's output appears when it ends (a few minutes)"
+	@$(MAKE) --no-print-directory -O -j4 test-go test-deploy test-xcaddy
 
 # tests/deploy is a module of its own (tests/deploy/go.mod, with a replace to
 # this one): the parsers it checks files with (compose-go, BuildKit,
@@ -56,10 +56,21 @@ test-nocgo:
 
 # GOTESTFLAGS adds flags to go test (scripts/soak.sh sets -json).
 GOTESTFLAGS ?=
-test-go:
+# test-go is every go test of the main module and bench/link, in two parts that
+# run side by side under make -j: tests/browser (Chromium; about 2.5 minutes,
+# mostly waiting on the browser) and the rest, so that the longest package
+# starts first instead of last.
+BROWSER := ./tests/browser
+test-go: test-main test-browser
+
+test-main:
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 30m $(GOTESTFLAGS) ./...
+	set -o pipefail; pkgs=$$($(GO) list ./... | grep -v '/tests/browser$$') && \
+		$(GO) test -count=1 -timeout 30m $(GOTESTFLAGS) $$pkgs
 	cd $(LINKBENCH) && $(GO) test -count=1 -timeout 5m $(GOTESTFLAGS) ./...
+
+test-browser:
+	$(GO) test -count=1 -timeout 30m $(GOTESTFLAGS) $(BROWSER)
 
 test-deploy:
 	cd $(DEPLOY) && $(GO) vet ./...
