@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -374,25 +375,43 @@ func TestCPUSeconds(t *testing.T) {
 	}
 }
 
+// TestRSSKiB reads the resident memory of a child, this test binary run
+// again, that has touched 64 MiB page by page and holds it: a child of
+// its own, since this process's own RSS moves with the garbage collector
+// and the parallel tests (under -race it went down as often as up).
 func TestRSSKiB(t *testing.T) {
+	if os.Getenv("HARNESS_RSS_CHILD") != "" {
+		b := make([]byte, 64<<20)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		fmt.Println("touched")
+		_, _ = io.Copy(io.Discard, os.Stdin) // hold b until the parent closes stdin
+		b[len(b)-1] = b[0]
+		return
+	}
 	t.Parallel()
-	r0, err := RSSKiB(os.Getpid())
-	if err != nil || r0 <= 0 {
-		t.Fatalf("RSSKiB of this process = %d, %v", r0, err)
+	if r, err := RSSKiB(os.Getpid()); err != nil || r <= 0 {
+		t.Fatalf("RSSKiB of this process = %d, %v", r, err)
 	}
-	// 64 MiB touched page by page is resident.
-	b := make([]byte, 64<<20)
-	for i := 0; i < len(b); i += 4096 {
-		b[i] = 1
+	cmd := exec.Command(os.Args[0], "-test.run=^TestRSSKiB$")
+	cmd.Env = append(os.Environ(), "HARNESS_RSS_CHILD=1")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
 	}
-	r1, err := RSSKiB(os.Getpid())
-	if err != nil || r1-r0 < 32<<10 {
-		t.Errorf("RSSKiB after touching 64 MiB = %d (before %d), %v", r1, r0, err)
+	child, err := Start("child", cmd)
+	if err != nil {
+		t.Fatal(err)
 	}
-	b[len(b)-1] = b[0] // keep b alive past the read
-	p := start(t, "exit 0")
-	testwait.Closed(t, p.Exited(), "the script to exit")
-	if _, err := RSSKiB(p.Pid()); err == nil {
+	t.Cleanup(child.Kill)
+	testwait.For(t, "the child to touch 64 MiB", func() bool { return strings.Contains(child.Stdout(), "touched\n") })
+	if r, err := RSSKiB(child.Pid()); err != nil || r < 64<<10 {
+		t.Errorf("RSSKiB of a child holding 64 MiB it touched = %d KiB, %v; want at least %d", r, err, 64<<10)
+	}
+	stdin.Close()
+	testwait.Closed(t, child.Exited(), "the child to exit")
+	if _, err := RSSKiB(child.Pid()); err == nil {
 		t.Errorf("RSSKiB of a reaped process: nil error")
 	}
 }

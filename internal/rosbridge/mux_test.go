@@ -28,7 +28,10 @@ import (
 // The upstream in these tests is rostest, a protocol-faithful rosbridge v2
 // test server: ROS 2 and rosbridge_server cannot be installed here.
 
-const wait = 10 * time.Second
+// wait is these tests' hang detector (stretched by testwait.Timeout):
+// generous, since under -race and a CPU hog TestSlowClientDoesNotHoldOthers
+// took over 10 s to move its 5 MiB.
+const wait = testwait.Default
 
 type fixture struct {
 	t    *testing.T

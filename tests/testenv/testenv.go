@@ -140,6 +140,22 @@ func StartCaddyWith(t testing.TB, caddyfile string, env []string, ready func() e
 		check = func(context.Context) error { return ready() }
 	}
 	WaitReady(t, p, testwait.Default, check)
+	// The check can pass before the configuration is fully loaded: the
+	// HTTP servers answer before sdr_start's hooks (the embedded
+	// nats-server, the recorder) have run. Caddy logs this line once
+	// everything has started.
+	loaded := func() bool { return strings.Contains(p.Output(), `"msg":"serving initial configuration"`) }
+	testwait.For(t, "caddy to log serving initial configuration", func() bool {
+		select {
+		case <-p.Exited():
+			return true
+		default:
+			return loaded()
+		}
+	})
+	if !loaded() {
+		t.Fatalf("caddy exited while loading its configuration: %v\n%s", p.ExitErr(), p.Output())
+	}
 	return &Caddy{Process: p, AdminAddr: admin, Dir: dir}
 }
 
