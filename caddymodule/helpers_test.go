@@ -73,6 +73,23 @@ func metricValue(t *testing.T, series string) float64 {
 	return 0
 }
 
+// metricsSince returns a function that gives how much a series of the
+// admin endpoint's metrics rose since metricsSince was called. Counters
+// such as sdr_recorder's keep counting across config loads, so that a test
+// sharing the process with others counts from where it started.
+func metricsSince(t *testing.T) func(series string) float64 {
+	t.Helper()
+	base := map[string]float64{}
+	for _, line := range strings.Split(adminMetrics(t), "\n") {
+		if series, v, ok := strings.Cut(line, " "); ok && !strings.HasPrefix(line, "#") {
+			if f, err := strconv.ParseFloat(v, 64); err == nil {
+				base[series] = f
+			}
+		}
+	}
+	return func(series string) float64 { return metricValue(t, series) - base[series] }
+}
+
 // subscribeChan subscribes nc to subject into a new channel of the size given.
 func subscribeChan(t *testing.T, nc *nats.Conn, subject string, size int) chan *nats.Msg {
 	t.Helper()
