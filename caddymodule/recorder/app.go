@@ -39,10 +39,12 @@
 // through its own bounded queue, and a frame that finds the queue full is
 // dropped and counted (caddy_sdr_recorder_dropped_total). A stream's
 // frames are gathered for 100 ms and then published one after another,
-// each its own message, so that JetStream takes them in bursts. Publishes
-// are asynchronous, at most 256 awaiting JetStream's acknowledgement; a
-// publish JetStream refuses or does not acknowledge within 5 s is counted
-// in caddy_sdr_recorder_errors_total, and recording goes on (a JetStream
+// each its own message, so that JetStream takes them in bursts; only a
+// burst's last message asks for an acknowledgement, which stands for the
+// burst. Publishes are asynchronous, at most 256 awaiting JetStream's
+// acknowledgement; a record JetStream refuses or does not acknowledge
+// within 5 s is counted in caddy_sdr_recorder_errors_total (a failed
+// burst counts each of its messages), and recording goes on (a JetStream
 // restart or leader change loses what was in flight). When JetStream runs
 // out of storage (the server's own limit below max_bytes, a full disk),
 // recording stops with one error log line and caddy_sdr_recorder_state

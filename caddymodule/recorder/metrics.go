@@ -64,7 +64,7 @@ var metrics = &collector{
 	frames:  desc("recorder_frames_total", "Video frames published into the recording, by stream.", "stream"),
 	bytes:   desc("recorder_bytes_total", "Bytes of record bodies published into the recording."),
 	dropped: desc("recorder_dropped_total", "Records dropped, by kind: the recorder's queue was full, or it was not recording.", "kind"),
-	errors:  desc("recorder_errors_total", "Publishes JetStream refused or did not acknowledge in time."),
+	errors:  desc("recorder_errors_total", "Records JetStream refused or did not acknowledge in time (a video burst whose acknowledgement failed counts each of its messages)."),
 	keyframes: desc("recorder_keyframe_requests_total",
 		"Keyframes the recorder asked producers for, when none came for idr_interval."),
 	state: desc("recorder_state", "The recorder's state: 0 starting (setting up the stream), 1 recording, 2 stopped (JetStream out of storage)."),

@@ -116,7 +116,8 @@ type Stats struct {
 	Bytes uint64
 	// Dropped counts the records dropped (a full queue, not recording), by kind.
 	Dropped [4]uint64
-	// Errors counts the publishes JetStream refused or did not acknowledge.
+	// Errors counts the records JetStream refused or did not acknowledge
+	// (for video, every message of a burst whose acknowledgement failed).
 	Errors uint64
 	// KeyframeRequests counts the keyframes asked for by the recorder.
 	KeyframeRequests uint64
@@ -135,16 +136,22 @@ type Recorder struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	state    atomic.Int32
-	events   chan *nats.Msg
-	subs     []*nats.Subscription
-	subsMu   sync.Mutex
-	streams  sync.Map // name -> *videoStream
-	attachMu sync.Mutex
+	state atomic.Int32
+	// recording is closed when the recorder first records: until then
+	// (setting up the stream) records wait in the queues.
+	recording chan struct{}
+	events    chan *nats.Msg
+	subs      []*nats.Subscription
+	subsMu    sync.Mutex
+	streams   sync.Map // name -> *videoStream
+	attachMu  sync.Mutex
 
 	records, dropped       [4]atomic.Uint64
 	bytes, errs, keyframes atomic.Uint64
 	lastErrLog             atomic.Int64
+	// bursts holds, for the acknowledged last message of each video
+	// burst in flight, how many messages its acknowledgement stands for.
+	bursts sync.Map // *nats.Msg -> int
 
 	keepMu sync.Mutex
 	keep   keepState
@@ -186,7 +193,7 @@ func New(nc *nats.Conn, cfg Config) (*Recorder, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Recorder{nc: nc, cfg: cfg, log: cfg.Logger, events: make(chan *nats.Msg, cfg.Queue)}
+	r := &Recorder{nc: nc, cfg: cfg, log: cfg.Logger, events: make(chan *nats.Msg, cfg.Queue), recording: make(chan struct{})}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(cfg.MaxInFlight),
 		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) { r.fail(m, err) }),
@@ -235,6 +242,7 @@ func (r *Recorder) run() {
 		return
 	}
 	if r.state.CompareAndSwap(int32(StateStarting), int32(StateRecording)) {
+		close(r.recording)
 		r.log.Info("recorder: recording", "stream", r.cfg.Stream.Name, "prefix", r.cfg.Stream.Prefix,
 			"max_age", r.cfg.Stream.MaxAge, "max_bytes", r.cfg.Stream.MaxBytes)
 	}
@@ -323,7 +331,7 @@ func splitTokens(s string) []string {
 
 // enqueue hands a non-video record to the publisher, or drops it.
 func (r *Recorder) enqueue(k Kind, m *nats.Msg) {
-	if State(r.state.Load()) != StateRecording {
+	if !r.taking() {
 		r.dropped[k].Add(1)
 		return
 	}
@@ -341,12 +349,32 @@ func (r *Recorder) publishEvents() {
 		case <-r.ctx.Done():
 			return
 		case m := <-r.events:
+			if !r.waitRecording(r.ctx) {
+				return
+			}
 			k, _, err := ParseSubject(r.cfg.Stream.Prefix, m.Subject)
 			if err != nil {
 				continue
 			}
 			r.publish(k, m)
 		}
+	}
+}
+
+// taking reports whether records are taken into the queues: while
+// recording, and while the stream is set up (they wait in the queue).
+func (r *Recorder) taking() bool {
+	s := State(r.state.Load())
+	return s == StateRecording || s == StateStarting
+}
+
+// waitRecording waits until the recorder first records, or ctx ends.
+func (r *Recorder) waitRecording(ctx context.Context) bool {
+	select {
+	case <-r.recording:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -370,7 +398,11 @@ func (r *Recorder) publish(k Kind, m *nats.Msg) bool {
 // fail counts a publish JetStream refused; running out of storage stops
 // the recording.
 func (r *Recorder) fail(m *nats.Msg, err error) {
-	r.errs.Add(1)
+	n := uint64(1)
+	if b, ok := r.bursts.LoadAndDelete(m); m != nil && ok {
+		n = uint64(b.(int))
+	}
+	r.errs.Add(n)
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && (apiErr.ErrorCode == errCodeStoreFailed ||
 		apiErr.ErrorCode == errCodeInsufficientResources || apiErr.ErrorCode == errCodeStorageResourcesExceeded) {
@@ -409,6 +441,16 @@ type videoStream struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	refs    int // handlers attached; guarded by Recorder.attachMu
+
+	// acks are the bursts awaiting JetStream's acknowledgement, oldest
+	// first; only run's goroutine touches them.
+	acks []burstAck
+}
+
+// burstAck is the acknowledgement of a burst's last message.
+type burstAck struct {
+	m *nats.Msg
+	f jetstream.PubAckFuture
 }
 
 // AttachStream records the frames of a stream's source under name, and
@@ -470,7 +512,7 @@ func (v *videoStream) enqueue(f frame.Frame) {
 	if f.Header.Keyframe() {
 		v.lastKey.Store(f.Arrived.UnixNano())
 	}
-	if State(v.r.state.Load()) != StateRecording {
+	if !v.r.taking() {
 		v.r.dropped[KindVideo].Add(1)
 		return
 	}
@@ -497,14 +539,17 @@ func (v *videoStream) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			v.writeQueued() // detached or closed: what came is still recorded
+			v.writeBurst(nil) // detached or closed: what came is still recorded
 			return
 		case f := <-v.ch:
+			if !v.r.waitRecording(ctx) {
+				v.writeBurst(&f) // closed while setting up: counted as dropped
+				return
+			}
 			if v.r.cfg.Batch > 0 {
 				v.gather(ctx)
 			}
-			v.write(f)
-			v.writeQueued()
+			v.writeBurst(&f)
 		case now := <-tick:
 			if State(v.r.state.Load()) == StateRecording && now.Sub(time.Unix(0, v.lastKey.Load())) >= v.r.cfg.IDRInterval {
 				v.r.keyframes.Add(1)
@@ -526,28 +571,79 @@ func (v *videoStream) gather(ctx context.Context) {
 	}
 }
 
-// writeQueued writes the frames waiting in the queue.
-func (v *videoStream) writeQueued() {
-	for n := len(v.ch); n > 0; n-- {
-		v.write(<-v.ch)
-	}
-}
-
-func (v *videoStream) write(f frame.Frame) {
-	msgs, err := VideoMsgs(v.r.cfg.Stream.Prefix, v.name, f, f.Arrived, v.r.nc.MaxPayload())
-	if err != nil {
-		v.r.fail(nil, err)
-		return
-	}
-	for _, m := range msgs {
-		if _, err := v.r.js.PublishMsgAsync(m); err != nil {
-			v.r.fail(m, err)
+// writeBurst publishes first (nil: none) and the frames waiting in the
+// queue as one burst, each message its own record. Only the burst's last
+// message asks JetStream for an acknowledgement: the messages of one
+// connection are stored in the order they were sent, so that one
+// acknowledgement tells the burst was taken (or, failing, counts every
+// message of it as an error), and a full MaxInFlight of bursts in flight
+// holds the writer back. Acknowledging each message instead cost a third
+// of the recorder's CPU.
+func (v *videoStream) writeBurst(first *frame.Frame) {
+	v.pruneAcks()
+	var msgs []*nats.Msg
+	frames := 0
+	add := func(f frame.Frame) {
+		ms, err := VideoMsgs(v.r.cfg.Stream.Prefix, v.name, f, f.Arrived, v.r.nc.MaxPayload())
+		if err != nil {
+			v.r.fail(nil, err)
 			return
 		}
+		msgs = append(msgs, ms...)
+		frames++
+	}
+	if first != nil {
+		add(*first)
+	}
+	for n := len(v.ch); n > 0; n-- {
+		add(<-v.ch)
+	}
+	if len(msgs) == 0 {
+		return
+	}
+	if State(v.r.state.Load()) != StateRecording {
+		v.r.dropped[KindVideo].Add(uint64(frames))
+		return
+	}
+	last := msgs[len(msgs)-1]
+	for _, m := range msgs[:len(msgs)-1] {
+		if err := v.r.nc.PublishMsg(m); err != nil {
+			// The connection is closed: none of the burst goes. fail
+			// counts one of its messages.
+			v.r.errs.Add(uint64(len(msgs) - 1))
+			v.r.fail(nil, err)
+			return
+		}
+	}
+	v.r.bursts.Store(last, len(msgs))
+	f, err := v.r.js.PublishMsgAsync(last)
+	if err != nil {
+		v.r.fail(last, err)
+		return
+	}
+	v.acks = append(v.acks, burstAck{m: last, f: f})
+	for _, m := range msgs {
 		v.r.bytes.Add(uint64(len(m.Data)))
 	}
-	v.frames.Add(1)
-	v.r.records[KindVideo].Add(1)
+	v.frames.Add(uint64(frames))
+	v.r.records[KindVideo].Add(uint64(frames))
+}
+
+// pruneAcks forgets the bursts JetStream acknowledged; a failed one is
+// counted and forgotten by the error handler (Recorder.fail).
+func (v *videoStream) pruneAcks() {
+	for len(v.acks) > 0 {
+		a := v.acks[0]
+		select {
+		case <-a.f.Ok():
+			v.r.bursts.Delete(a.m)
+		case <-a.f.Err():
+		default:
+			return
+		}
+		v.acks[0] = burstAck{}
+		v.acks = v.acks[1:]
+	}
 }
 
 // RecordCommand records a command of stream's client after the command
@@ -555,7 +651,7 @@ func (v *videoStream) write(f frame.Frame) {
 // command was published; otherwise the 0x02 message on
 // telemetry.command.ack). It never waits.
 func (r *Recorder) RecordCommand(stream, client string, body, reply []byte) {
-	if State(r.state.Load()) != StateRecording {
+	if !r.taking() {
 		r.dropped[KindCommand].Add(1)
 		return
 	}

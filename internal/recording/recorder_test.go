@@ -436,6 +436,90 @@ func TestRecorderPublishesFramesInBursts(t *testing.T) {
 	testwait.For(t, "5 frames counted", func() bool { return r.Stats().Records[KindVideo] == 5 })
 }
 
+// TestRecorderQueuesWhileSettingUp hands the recorder frames and a command
+// before it has set up its stream: they wait in its queues and are
+// recorded once it records, none dropped.
+func TestRecorderQueuesWhileSettingUp(t *testing.T) {
+	t.Parallel()
+	nc, js := jetStream(t, 0)
+	r, err := New(nc, Config{Stream: StreamConfig{Memory: true}, IDRInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	src := &testSource{}
+	detach, err := r.AttachStream("front", src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer detach()
+	for i := range 5 {
+		src.push(testFrame(i, 5, 1000))
+	}
+	r.RecordCommand("front", "client", []byte(`{"action":"estop"}`), nil)
+	if st := r.Stats(); st.State != StateStarting || st.Dropped != [4]uint64{} {
+		t.Fatalf("stats %+v before Start: want starting, nothing dropped", st)
+	}
+	r.Start()
+	testwait.For(t, "the 5 frames and the command recorded", func() bool {
+		st := r.Stats()
+		return st.Records[KindVideo] == 5 && st.Records[KindCommand] == 1
+	})
+	if st := r.Stats(); st.Dropped != [4]uint64{} || st.Errors != 0 {
+		t.Errorf("stats %+v: want nothing dropped or failed", st)
+	}
+	var frames int
+	testwait.For(t, "the records stored", func() bool {
+		frames = 0
+		_, err := Read(testCtx(t), js, ReadOptions{Kinds: []Kind{KindVideo}}, func(rec Record) error {
+			frames++
+			return nil
+		})
+		return err == nil && frames == 5
+	})
+}
+
+// TestRecorderCountsAFailedBurstWhole sends a burst of 5 frames after the
+// recording's stream was deleted: only the burst's last message asks for
+// an acknowledgement, and its failure counts all 5 as errors, once.
+func TestRecorderCountsAFailedBurstWhole(t *testing.T) {
+	t.Parallel()
+	nc, js := jetStream(t, 0)
+	r := startRecorder(t, nc, Config{Stream: StreamConfig{Memory: true}, IDRInterval: -1, Batch: 300 * time.Millisecond})
+	src := &testSource{}
+	detach, err := r.AttachStream("front", src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer detach()
+	src.push(testFrame(0, 5, 1000))
+	testwait.For(t, "the first frame recorded", func() bool { return r.Stats().Records[KindVideo] == 1 })
+	select {
+	case <-r.JetStream().PublishAsyncComplete():
+	case <-testwait.After(testwait.Default):
+		t.Fatal("the first frame not acknowledged")
+	}
+	if err := js.DeleteStream(testCtx(t), DefaultStream); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 5; i++ {
+		src.push(testFrame(i, 5, 1000))
+	}
+	testwait.For(t, "the burst published", func() bool { return r.Stats().Records[KindVideo] == 6 })
+	if n := r.JetStream().PublishAsyncPending(); n > 1 {
+		t.Errorf("%d acknowledgements awaited for one burst, want 1", n)
+	}
+	select {
+	case <-r.JetStream().PublishAsyncComplete(): // JetStream's "no responders", after the client's retries
+	case <-testwait.After(testwait.Default):
+		t.Fatal("the burst's acknowledgement neither came nor failed")
+	}
+	testwait.For(t, "the failed burst counted", func() bool { return r.Stats().Errors >= 5 })
+	if st := r.Stats(); st.Errors != 5 {
+		t.Errorf("%d errors, want 5: every message of the failed burst, once", st.Errors)
+	}
+}
+
 // TestRecorderDetachPublishesGatheredFrames detaches a stream while its
 // frames wait for the batch to fill: they are published, not lost.
 func TestRecorderDetachPublishesGatheredFrames(t *testing.T) {
