@@ -1,8 +1,9 @@
 // The flight recorder's timeline for a Player: a live/replay switch, a scrub
 // bar over the recording with its markers (safety gate transitions, refused
 // commands) and kept windows, pause and speed, and a Keep button that asks
-// the recorder to keep the last 2 minutes and the next 30 s (the keep
-// command). It asks the stream for the recording's extent
+// the recorder to keep a window (the keep command): by default the last
+// 2 minutes and the next 30 s, under the recorder's own name; the fields
+// beside the button set the name and the seconds before and after. It asks the stream for the recording's extent
 // (a plain GET of the stream URL with ?recording) and stays hidden unless
 // that answers 200, so a stream without the sdr_recorder app looks as before.
 
@@ -59,10 +60,22 @@ export class Timeline {
     this.keptEl = el('div', 'sdr-tl-kept-windows', '');
     this.bar.append(this.keptEl, this.markersEl, this.cursor);
     this.keepBtn = el('button', 'sdr-tl-keep', 'Keep');
-    this.keepBtn.title = 'keep the last 2 minutes and the next 30 s, out of the recording\'s retention';
+    this.keepBtn.title = 'keep the window set beside, out of the recording\'s retention';
+    // The keep's name (empty: the recorder names it) and window, in the
+    // recorder's bounds (before_s up to 600, after_s up to 300).
+    this.keepName = input('text', 'sdr-tl-keep-name', 'name of the kept window (letters, digits, - and _; empty: one is made up)');
+    this.keepName.placeholder = 'name';
+    this.keepName.maxLength = 32;
+    this.keepName.pattern = '[A-Za-z0-9_\\-]{1,32}';
+    this.keepBefore = input('number', 'sdr-tl-keep-before', 'seconds before now to keep (0-600)');
+    Object.assign(this.keepBefore, { min: '0', max: '600', step: '1', value: '120', placeholder: '120' });
+    this.keepAfter = input('number', 'sdr-tl-keep-after', 'seconds after now to keep (0-300)');
+    Object.assign(this.keepAfter, { min: '0', max: '300', step: '1', value: '30', placeholder: '30' });
     this.timeEl = el('span', 'sdr-tl-time', '');
     const row = el('div', 'sdr-tl-row', '');
-    row.append(this.modeEl, this.pauseBtn, this.speedSel, this.liveBtn, this.keepBtn, this.timeEl);
+    const keepEl = el('span', 'sdr-tl-keep-window', '');
+    keepEl.append(this.keepBtn, this.keepName, el('span', '', '-'), this.keepBefore, el('span', '', 's +'), this.keepAfter, el('span', '', 's'));
+    row.append(this.modeEl, this.pauseBtn, this.speedSel, this.liveBtn, keepEl, this.timeEl);
     container.append(row, this.bar);
 
     this.bar.addEventListener('click', (e) => {
@@ -81,7 +94,7 @@ export class Timeline {
     };
     this.speedSel.onchange = () => player.setSpeed(Number(this.speedSel.value));
     this.liveBtn.onclick = () => player.live();
-    this.keepBtn.onclick = () => player.command('keep');
+    this.keepBtn.onclick = () => this.keep();
     player.addEventListener('ack', (e) => {
       if (e.detail.action === 'keep' && !e.detail.rejected) this.refresh();
     });
@@ -89,6 +102,25 @@ export class Timeline {
     player.addEventListener('state', () => this.render());
     this.timer = setInterval(() => this.render(), 250);
     this.refresh();
+  }
+
+  /**
+   * keep sends the keep command with the window the fields set; a field
+   * out of bounds is pointed out and nothing is sent.
+   */
+  keep() {
+    const fields = [this.keepName, this.keepBefore, this.keepAfter];
+    for (const f of fields) {
+      if (!f.checkValidity()) {
+        f.reportValidity();
+        return null;
+      }
+    }
+    const data = {};
+    if (this.keepName.value !== '') data.name = this.keepName.value;
+    if (this.keepBefore.value !== '') data.before_s = Number(this.keepBefore.value);
+    if (this.keepAfter.value !== '') data.after_s = Number(this.keepAfter.value);
+    return this.player.command('keep', data);
   }
 
   /** seek replays from t at the selected speed. */
@@ -171,6 +203,7 @@ export class Timeline {
     this.liveBtn.disabled = !rp;
     // A replay connection takes no commands: keep is live only.
     this.keepBtn.disabled = !!rp || this.player.state !== 'live';
+    for (const f of [this.keepName, this.keepBefore, this.keepAfter]) f.disabled = !!rp;
     if (rp && this.speedSel.value !== String(rp.speed)) this.speedSel.value = String(rp.speed);
     if (!this.extent) return;
     const pos = rp ? this.player.position() : this.extent.end;
@@ -180,6 +213,14 @@ export class Timeline {
     const text = rp ? `${t} (recorded ${span})` : `recorded ${span}`;
     if (this.timeEl.textContent !== text) this.timeEl.textContent = text;
   }
+}
+
+function input(type, cls, title) {
+  const i = document.createElement('input');
+  i.type = type;
+  i.className = cls;
+  i.title = title;
+  return i;
 }
 
 function el(tag, cls, text) {

@@ -169,8 +169,9 @@ func TestPlayerTimeline(t *testing.T) {
 	}
 }
 
-// TestPlayerKeep records the test pattern, presses the timeline's Keep
-// button in the player: the recorder acks it with the kept stream, the
+// TestPlayerKeep records the test pattern and keeps a window named in the
+// fields beside the timeline's Keep button (a bad name is not sent); then
+// it presses Keep with the fields empty: the recorder acks it with the kept stream, the
 // timeline marks the kept window (copying, then done), a click on it
 // replays the kept stream (&kept=), and while replaying the Keep button
 // is off.
@@ -197,21 +198,63 @@ func TestPlayerKeep(t *testing.T) {
 	evalJS[any](t, d, "main", `(() => {
 		window.keepAcks = [];
 		window.sdrPlayer.addEventListener('ack', (e) => { if (e.detail.action === 'keep') window.keepAcks.push(e.detail); });
+	})()`)
+
+	// The fields beside Keep set its name and window: a name the recorder
+	// would refuse is pointed out and nothing is sent; a good one with 5 s
+	// before and 1 s after is kept under that name.
+	notSent := evalJS[bool](t, d, "main", `(() => {
+		document.querySelector('.sdr-tl-keep-name').value = 'not a name!';
+		document.querySelector('.sdr-tl-keep').click();
+		return window.keepAcks.length === 0 && window.sdrPlayer.cmdSeq === 0 &&
+			!document.querySelector('.sdr-tl-keep-name').checkValidity();
+	})()`)
+	evalJS[any](t, d, "main", `(() => {
+		document.querySelector('.sdr-tl-keep-name').value = 'drill-1';
+		document.querySelector('.sdr-tl-keep-before').value = '5';
+		document.querySelector('.sdr-tl-keep-after').value = '1';
 		document.querySelector('.sdr-tl-keep').click();
 	})()`)
-	testwait.For(t, "the keep's ack", func() bool { return evalJS[int](t, d, "main", `window.keepAcks.length`) > 0 })
+	testwait.For(t, "the named keep's ack", func() bool { return evalJS[int](t, d, "main", `window.keepAcks.length`) > 0 })
+	if n := evalJS[int](t, d, "main", `window.keepAcks.length`); !notSent || n != 1 {
+		t.Errorf("after a keep with the name 'not a name!' and one with 'drill-1': %d acks, want 1 (the first not sent)", n)
+	}
 	ack := evalJS[map[string]any](t, d, "main", `window.keepAcks[0]`)
+	detail, _ := ack["detail"].(string)
+	var from, to, as string
+	if _, err := fmt.Sscanf(detail, "keeping %s to %s as %s", &from, &to, &as); err != nil || ack["status"] != "ok" ||
+		ack["kept"] != "SDR_REC_KEEP_drill-1" || as != "SDR_REC_KEEP_drill-1" {
+		t.Fatalf("named keep's ack %v, want ok, kept as SDR_REC_KEEP_drill-1", ack)
+	}
+	f, err1 := time.Parse(time.RFC3339, from)
+	tt, err2 := time.Parse(time.RFC3339, to)
+	if err1 != nil || err2 != nil || tt.Sub(f) < 5*time.Second || tt.Sub(f) > 7*time.Second {
+		t.Errorf("named keep's window %s to %s, want 6 s (5 before, 1 after; whole seconds)", from, to)
+	}
+	// One keep copies at a time: the next waits until this one is done.
+	testwait.For(t, "the named keep's copy done", func() bool {
+		return evalJS[bool](t, d, "main", `(() => { const k = document.querySelector('.sdr-tl-kept[data-stream="SDR_REC_KEEP_drill-1"]'); return !!k && k.dataset.copying === 'false'; })()`)
+	})
+
+	// Emptied fields take the recorder's defaults: its own name, the
+	// last 2 minutes and the next 30 s.
+	evalJS[any](t, d, "main", `(() => {
+		for (const c of ['name', 'before', 'after']) document.querySelector('.sdr-tl-keep-' + c).value = '';
+		document.querySelector('.sdr-tl-keep').click();
+	})()`)
+	testwait.For(t, "the keep's ack", func() bool { return evalJS[int](t, d, "main", `window.keepAcks.length`) > 1 })
+	ack = evalJS[map[string]any](t, d, "main", `window.keepAcks[1]`)
 	kept, _ := ack["kept"].(string)
 	if ack["status"] != "ok" || !strings.HasPrefix(kept, "SDR_REC_KEEP_keep-") {
 		t.Fatalf("keep's ack %v, want ok with the kept stream", ack)
 	}
 	testwait.For(t, "the kept window marked on the timeline", func() bool {
-		return evalJS[bool](t, d, "main", fmt.Sprintf(`(() => { const k = document.querySelector('.sdr-tl-kept'); return !!k && k.dataset.stream === %q && k.dataset.copying === 'true' && k.getBoundingClientRect().width > 0; })()`, kept))
+		return evalJS[bool](t, d, "main", fmt.Sprintf(`(() => { const k = document.querySelector('.sdr-tl-kept[data-stream=%q]'); return !!k && k.dataset.copying === 'true' && k.getBoundingClientRect().width > 0; })()`, kept))
 	})
 	screenshot(t, d, "main", "player-keep.png")
 
 	// A click on the kept window replays the kept stream; Keep is off.
-	url := evalJS[string](t, d, "main", `(() => { document.querySelector('.sdr-tl-kept').click(); return window.sdrPlayer.connectURL(); })()`)
+	url := evalJS[string](t, d, "main", fmt.Sprintf(`(() => { document.querySelector('.sdr-tl-kept[data-stream=%q]').click(); return window.sdrPlayer.connectURL(); })()`, kept))
 	if !strings.Contains(url, "kept=keep-") || !strings.Contains(url, "replay=") {
 		t.Fatalf("after a click on the kept window the player connects to %q, want ?replay=..&kept=", url)
 	}
@@ -220,7 +263,7 @@ func TestPlayerKeep(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFrames(t, d, "main", before.FramesDecoded+20, 15*time.Second)
-	if !evalJS[bool](t, d, "main", `document.querySelector('.sdr-tl-keep').disabled`) {
-		t.Error("the Keep button is on while replaying")
+	if !evalJS[bool](t, d, "main", `document.querySelector('.sdr-tl-keep').disabled && document.querySelector('.sdr-tl-keep-name').disabled`) {
+		t.Error("the Keep button or its fields are on while replaying")
 	}
 }
