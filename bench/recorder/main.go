@@ -213,6 +213,7 @@ func run(o options) error {
 		seeks, seeksAt     []float64
 		bad                int
 		recLen             time.Duration
+		keep               keepResult
 	)
 	for i := range o.repeat {
 		// Alternate the order, so that a load that drifts over the run
@@ -242,6 +243,9 @@ func run(o options) error {
 			writeMBs = append(writeMBs, r.writeMBs)
 			if r.seeks != nil {
 				seeks, seeksAt, bad, recLen = r.seeks, r.seeksAt, r.bad, r.recLen
+			}
+			if r.keep != nil {
+				keep = *r.keep
 			}
 		}
 		bases, withs = append(bases, base), append(withs, withRec)
@@ -282,10 +286,20 @@ func run(o options) error {
 			floorSyncPcts = append(floorSyncPcts, (r.FloorWrite+r.FloorSync)/b.CPU*100)
 		}
 	}
-	fmt.Printf("BENCH recorder clients=%d cpu_overhead_pct=%.1f live_p99_ratio=%.2f seek_ms_p95=%.1f write_mb_s=%.2f lost_frames=%d rec_s=%.0f floor_pct=%.2f floor_sync_pct=%.2f seeks=%d seek_ms_p50=%.1f seek_at_ms_p95=%.1f seek_bad=%d ring_gaps=%d p99_ms=%.2f base_p99_ms=%.2f cpu_s=%.2f base_cpu_s=%.2f window_s=%.0f runs=%d live_errors=%d load1=%s\n",
+	fmt.Printf("BENCH recorder clients=%d cpu_overhead_pct=%.1f live_p99_ratio=%.2f seek_ms_p95=%.1f write_mb_s=%.2f lost_frames=%d rec_s=%.0f floor_pct=%.2f floor_sync_pct=%.2f seeks=%d seek_ms_p50=%.1f seek_at_ms_p95=%.1f seek_bad=%d ring_gaps=%d p99_ms=%.2f base_p99_ms=%.2f cpu_s=%.2f base_cpu_s=%.2f window_s=%.0f runs=%d live_errors=%d keep_cmd_p99_ratio=%.2f keep_cmd_p99_ms=%.2f keep_base_cmd_p99_ms=%.2f keep_cmd_p50_ms=%.2f keep_cmd_max_ms=%.2f keep_cmds=%d keep_cmds_lost=%d keep_copy_s=%.1f keep_mb=%.1f load1=%s\n",
 		o.clients, median(cpuPcts), median(p99Ratios), pct(seeks, 0.95), median(writeMBs), lost, recLen.Seconds(), median(floorPcts), median(floorSyncPcts), len(seeks), pct(seeks, 0.5), pct(seeksAt, 0.95), bad, gaps,
-		median(p99(withs)), median(p99(bases)), median(cpu(withs)), median(cpu(bases)), o.window.Seconds(), o.repeat, errs, harness.LoadAvg(1))
+		median(p99(withs)), median(p99(bases)), median(cpu(withs)), median(cpu(bases)), o.window.Seconds(), o.repeat, errs,
+		ratio(pct(keep.during, 0.99), pct(keep.base, 0.99)), pct(keep.during, 0.99), pct(keep.base, 0.99), pct(keep.during, 0.5), pct(keep.during, 1),
+		len(keep.during), keep.lost, keep.copyS, keep.keptMB, harness.LoadAvg(1))
 	return nil
+}
+
+// ratio is a/b, 0 when b is 0.
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
 }
 
 // median of v (the mean of the middle two for an even count), 0 for none.
@@ -322,6 +336,7 @@ type withResult struct {
 	seeks, seeksAt []float64
 	bad            int
 	recLen         time.Duration
+	keep           *keepResult // after the seeks
 }
 
 // runWith measures the stream with the recorder, reads the window's frames
@@ -396,6 +411,16 @@ func runWith(bin, dir, ring string, o options, wr *writer, seek bool, profile st
 		res.recLen.Seconds(), len(res.seeks), pct(res.seeks, 0.5), pct(res.seeks, 0.95), pct(res.seeks, 1),
 		pct(res.seeksAt, 0.5), pct(res.seeksAt, 0.95), pct(res.seeksAt, 1), res.bad)
 	fmt.Println("  " + counterTotal(c))
+
+	before := max(time.Second, min(10*time.Minute, res.recLen-10*time.Second).Truncate(time.Second))
+	k, err := keepCost(c, nc, before, 6*time.Second)
+	if err != nil {
+		return res, fmt.Errorf("keep: %w", err)
+	}
+	res.keep = &k
+	fmt.Printf("keep of the last %s: copied %.1f MB in %.1f s; commands (%d/s, WebSocket to NATS) before it: p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d); during the copy: p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d); %d never arrived\n",
+		before, k.keptMB, k.copyS, commandRate, pct(k.base, 0.5), pct(k.base, 0.99), pct(k.base, 1), len(k.base),
+		pct(k.during, 0.5), pct(k.during, 0.99), pct(k.during, 1), len(k.during), k.lost)
 	return res, nil
 }
 
