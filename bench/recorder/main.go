@@ -55,6 +55,12 @@
 // goes on for that long with no clients). rec_s is the recording's length
 // at the seeks.
 //
+// Last, a keep: one WebSocket client sends a command (pause) 40 times a
+// second, timed from the write to its arrival on NATS (command.genesis.pause),
+// for 6 s alone and then while a keep of the whole recording copies (see
+// keepCost): keep_cmd_p99_ratio is the commands' p99 during the copy over
+// before it.
+//
 //	go run ./bench/recorder [-clients 100] [-window 30s] [-warmup 5s] [-repeat 1] [-seeks 20] [-record 0] [-cpuprofile dir]
 //
 // -cpuprofile dir saves the caddy process's CPU profile over each window
