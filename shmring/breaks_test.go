@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 )
 
 // A commit whose frame_seq repeats the previous frame's is forwarded, as the
@@ -159,6 +161,7 @@ func TestReaderWatchedReadsFrameAfterPause(t *testing.T) {
 	if testing.Short() {
 		t.Skip("pauses 6 x 1.1 s")
 	}
+	testwait.SkipRealTime(t)
 	t.Parallel()
 	const onTime = 50 * time.Millisecond
 	path, w := createRing(t, 1<<16)

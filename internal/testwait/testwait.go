@@ -3,7 +3,8 @@
 //
 // Every deadline a test sets goes through Timeout, which multiplies it by
 // SDR_TEST_TIMEOUT_SCALE (default 1), so that a slow or busy CI machine can
-// stretch all of them at once. A deadline is never a performance assertion:
+// stretch all of them at once, and by RaceFactor more in a binary built
+// with -race, whose code runs 2-20 times slower. A deadline is never a performance assertion:
 // speed is measured in bench/, not here.
 package testwait
 
@@ -22,21 +23,38 @@ const Default = 30 * time.Second
 // ScaleVar names the environment variable that stretches every deadline.
 const ScaleVar = "SDR_TEST_TIMEOUT_SCALE"
 
+// RaceFactor stretches every deadline of a binary built with -race.
+const RaceFactor = 5
+
 var scale = sync.OnceValue(func() float64 {
+	race := 1.0
+	if RaceEnabled {
+		race = RaceFactor
+	}
 	v := os.Getenv(ScaleVar)
 	if v == "" {
-		return 1
+		return race
 	}
 	f, err := strconv.ParseFloat(v, 64)
 	if err != nil || f <= 0 {
-		return 1
+		return race
 	}
-	return f
+	return f * race
 })
 
 // Scale returns the factor that SDR_TEST_TIMEOUT_SCALE sets (1 when unset or
-// not a positive number).
+// not a positive number), times RaceFactor under -race.
 func Scale() float64 { return scale() }
+
+// SkipRealTime skips a test of a real-time property (what a reader sees
+// within a frame period) under -race, which slows the code 2-20 times: the
+// property is checked in the plain suite, and measured in bench/.
+func SkipRealTime(t testing.TB) {
+	t.Helper()
+	if RaceEnabled {
+		t.Skip("a real-time property, meaningless under the race detector's slowdown; checked without -race")
+	}
+}
 
 // Timeout returns d stretched by Scale.
 func Timeout(d time.Duration) time.Duration { return time.Duration(float64(d) * Scale()) }

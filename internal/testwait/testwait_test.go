@@ -28,3 +28,13 @@ func TestRecvTakesTheValue(t *testing.T) {
 		t.Fatalf("Recv = %d, want 7", v)
 	}
 }
+
+// Under -race every deadline is RaceFactor times longer.
+func TestRaceStretchesDeadlines(t *testing.T) {
+	if !RaceEnabled {
+		t.Skip("only under -race")
+	}
+	if Timeout(time.Second) < RaceFactor*time.Second {
+		t.Errorf("Timeout(1s) = %s under -race, want at least %d s", Timeout(time.Second), RaceFactor)
+	}
+}
