@@ -139,6 +139,11 @@ func main() {
 	if o.repeat < 1 || o.clients < 1 || o.seeks < 1 || o.fps < 1 || o.gop < 1 {
 		log.Fatal("-repeat, -clients, -seeks, -fps and -gop must be at least 1")
 	}
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			log.Fatal(err)
+		}
+	}
 	if err := run(o); err != nil {
 		log.Fatal(err)
 	}
