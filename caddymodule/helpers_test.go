@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/nats-io/nats.go"
 
+	"github.com/sdr-os/sdr-caddy/internal/harness"
 	"github.com/sdr-os/sdr-caddy/internal/rosbridge/rostest"
 )
 
@@ -79,15 +80,20 @@ func metricValue(t *testing.T, series string) float64 {
 // sharing the process with others counts from where it started.
 func metricsSince(t *testing.T) func(series string) float64 {
 	t.Helper()
-	base := map[string]float64{}
-	for _, line := range strings.Split(adminMetrics(t), "\n") {
-		if series, v, ok := strings.Cut(line, " "); ok && !strings.HasPrefix(line, "#") {
-			if f, err := strconv.ParseFloat(v, 64); err == nil {
-				base[series] = f
+	base, err := harness.Metrics(http.DefaultClient, "http://localhost:2999/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(series string) float64 {
+		t.Helper()
+		var b float64
+		if v, ok := base[series]; ok {
+			if b, err = strconv.ParseFloat(v, 64); err != nil {
+				t.Fatalf("metric %s: value %q: %v", series, v, err)
 			}
 		}
+		return metricValue(t, series) - b
 	}
-	return func(series string) float64 { return metricValue(t, series) - base[series] }
 }
 
 // subscribeChan subscribes nc to subject into a new channel of the size given.
