@@ -581,9 +581,14 @@ func (v *videoStream) gather(ctx context.Context) {
 // of the recorder's CPU.
 func (v *videoStream) writeBurst(first *frame.Frame) {
 	v.pruneAcks()
+	recording := State(v.r.state.Load()) == StateRecording
 	var msgs []*nats.Msg
 	frames := 0
 	add := func(f frame.Frame) {
+		if !recording {
+			v.r.dropped[KindVideo].Add(1)
+			return
+		}
 		ms, err := VideoMsgs(v.r.cfg.Stream.Prefix, v.name, f, f.Arrived, v.r.nc.MaxPayload())
 		if err != nil {
 			v.r.fail(nil, err)
@@ -599,10 +604,6 @@ func (v *videoStream) writeBurst(first *frame.Frame) {
 		add(<-v.ch)
 	}
 	if len(msgs) == 0 {
-		return
-	}
-	if State(v.r.state.Load()) != StateRecording {
-		v.r.dropped[KindVideo].Add(uint64(frames))
 		return
 	}
 	last := msgs[len(msgs)-1]
