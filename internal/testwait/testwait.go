@@ -4,8 +4,8 @@
 // Every deadline a test sets goes through Timeout, which multiplies it by
 // SDR_TEST_TIMEOUT_SCALE (default 1), so that a slow or busy CI machine can
 // stretch all of them at once, and by RaceFactor more in a binary built
-// with -race, whose code runs 2-20 times slower. A deadline is never a performance assertion:
-// speed is measured in bench/, not here.
+// with -race, whose code runs 2-20 times slower. A deadline is never a
+// performance assertion: speed is measured in bench/, not here.
 package testwait
 
 import (
@@ -27,19 +27,14 @@ const ScaleVar = "SDR_TEST_TIMEOUT_SCALE"
 const RaceFactor = 5
 
 var scale = sync.OnceValue(func() float64 {
-	race := 1.0
-	if RaceEnabled {
-		race = RaceFactor
-	}
-	v := os.Getenv(ScaleVar)
-	if v == "" {
-		return race
-	}
-	f, err := strconv.ParseFloat(v, 64)
+	f, err := strconv.ParseFloat(os.Getenv(ScaleVar), 64)
 	if err != nil || f <= 0 {
-		return race
+		f = 1 // unset, or not a positive number
 	}
-	return f * race
+	if RaceEnabled {
+		f *= RaceFactor
+	}
+	return f
 })
 
 // Scale returns the factor that SDR_TEST_TIMEOUT_SCALE sets (1 when unset or
