@@ -3,7 +3,8 @@
 // commands) and kept windows, pause and speed, and a Keep button that asks
 // the recorder to keep a window (the keep command): by default the last
 // 2 minutes and the next 30 s, under the recorder's own name; the fields
-// beside the button set the name and the seconds before and after. It asks the stream for the recording's extent
+// beside the button set the name and the seconds before and after. It asks
+// the stream for the recording's extent
 // (a plain GET of the stream URL with ?recording) and stays hidden unless
 // that answers 200, so a stream without the sdr_recorder app looks as before.
 
@@ -71,6 +72,7 @@ export class Timeline {
     Object.assign(this.keepBefore, { min: '0', max: '600', step: '1', value: '120', placeholder: '120' });
     this.keepAfter = input('number', 'sdr-tl-keep-after', 'seconds after now to keep (0-300)');
     Object.assign(this.keepAfter, { min: '0', max: '300', step: '1', value: '30', placeholder: '30' });
+    this.keepFields = [this.keepName, this.keepBefore, this.keepAfter];
     this.timeEl = el('span', 'sdr-tl-time', '');
     const row = el('div', 'sdr-tl-row', '');
     const keepEl = el('span', 'sdr-tl-keep-window', '');
@@ -109,8 +111,7 @@ export class Timeline {
    * out of bounds is pointed out and nothing is sent.
    */
   keep() {
-    const fields = [this.keepName, this.keepBefore, this.keepAfter];
-    for (const f of fields) {
+    for (const f of this.keepFields) {
       if (!f.checkValidity()) {
         f.reportValidity();
         return null;
@@ -203,7 +204,7 @@ export class Timeline {
     this.liveBtn.disabled = !rp;
     // A replay connection takes no commands: keep is live only.
     this.keepBtn.disabled = !!rp || this.player.state !== 'live';
-    for (const f of [this.keepName, this.keepBefore, this.keepAfter]) f.disabled = !!rp;
+    for (const f of this.keepFields) f.disabled = !!rp;
     if (rp && this.speedSel.value !== String(rp.speed)) this.speedSel.value = String(rp.speed);
     if (!this.extent) return;
     const pos = rp ? this.player.position() : this.extent.end;
@@ -216,9 +217,8 @@ export class Timeline {
 }
 
 function input(type, cls, title) {
-  const i = document.createElement('input');
+  const i = el('input', cls, '');
   i.type = type;
-  i.className = cls;
   i.title = title;
   return i;
 }
