@@ -313,16 +313,19 @@ func (s *Session) Run(ctx context.Context) error {
 			return <-inputErr
 		case <-s.wake:
 		}
+		// A wake can find no picture (offer raced an earlier wake); it
+		// must leave a pending reopen for the next picture.
 		s.mu.Lock()
 		rf := s.pending
+		if rf == nil {
+			s.mu.Unlock()
+			continue
+		}
 		s.pending = nil
 		reopen := s.reopen
 		s.reopen = false
 		want := s.enc
 		s.mu.Unlock()
-		if rf == nil {
-			continue
-		}
 		release := func() {
 			if rf.Release != nil {
 				rf.Release()

@@ -322,3 +322,71 @@ func TestSessionRawRing(t *testing.T) {
 		t.Fatalf("encoded ring sequence %d, want >= 10", ow.Sequence())
 	}
 }
+
+// handInput gives the test the session's offer function, so that the test
+// decides when each picture comes.
+type handInput struct{ offer chan func(RawFrame) }
+
+func (in handInput) Run(ctx context.Context, fn func(RawFrame)) error {
+	in.offer <- fn
+	<-ctx.Done()
+	return nil
+}
+
+// echoEncoder encodes each picture into one packet at once.
+type echoEncoder struct{ cfg Config }
+
+func (e *echoEncoder) Encode(p Picture, key bool) ([]Packet, error) {
+	return []Packet{{Data: []byte{0, 0, 0, 1, 0x65}, Keyframe: key}}, nil
+}
+func (e *echoEncoder) Backend() string     { return "echo" }
+func (e *echoEncoder) Attempts() []Attempt { return []Attempt{{Backend: "echo"}} }
+func (e *echoEncoder) Config() Config      { return e.cfg }
+func (e *echoEncoder) SPSPatched() bool    { return false }
+func (e *echoEncoder) Close()              {}
+
+// A wake that finds no picture waiting (an offer that raced the previous
+// wake) must not use up a Reconfigure: the next picture still gets the new
+// settings. On a loaded machine this lost a codec change.
+func TestSessionReconfigureSurvivesEmptyWake(t *testing.T) {
+	t.Parallel()
+	in := handInput{offer: make(chan func(RawFrame), 1)}
+	s, err := NewSession(SessionConfig{Name: "t", Encoder: Config{Codec: frame.CodecH264},
+		Open: func(c Config) (FrameEncoder, error) { return &echoEncoder{cfg: c}, nil }}, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan frame.Frame, 4)
+	s.Subscribe(func(f frame.Frame) { got <- f })
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := testwait.Recv(t, ran, "Run to return"); err != nil {
+			t.Error(err)
+		}
+	}()
+	offer := testwait.Recv(t, in.offer, "the input to start")
+	pic := func(id uint64) RawFrame {
+		return RawFrame{Picture: Picture{Format: frame.CodecI420, Width: 16, Height: 16, Stride: 16, Data: make([]byte, 384)}, FrameID: id}
+	}
+	offer(pic(1))
+	if f := testwait.Recv(t, got, "frame 1"); f.Header.Codec != frame.CodecH264 {
+		t.Fatalf("frame 1: codec %s", f.Header.Codec)
+	}
+	jpeg := frame.CodecJPEG
+	if err := s.Reconfigure(Settings{Codec: &jpeg}); err != nil {
+		t.Fatal(err)
+	}
+	// Three wakes with no picture: once the third is in the channel, Run
+	// has handled the first one completely.
+	for range 3 {
+		s.wake <- struct{}{}
+	}
+	offer(pic(2))
+	f := testwait.Recv(t, got, "frame 2")
+	if f.Header.Codec != frame.CodecJPEG || !f.Header.Keyframe() {
+		t.Errorf("frame 2 after Reconfigure: codec %s keyframe %v, want a JPEG keyframe", f.Header.Codec, f.Header.Keyframe())
+	}
+}
