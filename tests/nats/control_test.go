@@ -21,11 +21,34 @@ type inbox struct {
 	pending [][2]string
 }
 
+// await returns the first message on subject that ok accepts, from those
+// set aside before or those still to come; the others are set aside.
 func (in *inbox) await(t *testing.T, subject string, ok func(string) bool, timeout time.Duration) string {
 	t.Helper()
+	return in.find(t, subject, ok, timeout, false)
+}
+
+// find is await; with states, the messages on subject are states in order:
+// the one found is newer than every state found before, so the older ones
+// still set aside are dropped once it is found. Else a later wait could
+// take an old state for a new one (B's own idle release for C's).
+func (in *inbox) find(t *testing.T, subject string, ok func(string) bool, timeout time.Duration, states bool) string {
+	t.Helper()
+	// take removes what is set aside on subject up to index end, or only
+	// the entry at end when the messages are not states.
+	take := func(end int) {
+		kept := in.pending[:0]
+		for i, m := range in.pending {
+			if i == end || (states && i < end && m[0] == subject) {
+				continue
+			}
+			kept = append(kept, m)
+		}
+		in.pending = kept
+	}
 	for i, m := range in.pending {
 		if m[0] == subject && ok(m[1]) {
-			in.pending = append(in.pending[:i], in.pending[i+1:]...)
+			take(i)
 			return m[1]
 		}
 	}
@@ -34,6 +57,8 @@ func (in *inbox) await(t *testing.T, subject string, ok func(string) bool, timeo
 		select {
 		case m := <-in.w.telemetry:
 			if m[0] == subject && ok(m[1]) {
+				in.pending = append(in.pending, m)
+				take(len(in.pending) - 1)
 				return m[1]
 			}
 			in.pending = append(in.pending, m)
@@ -56,10 +81,10 @@ type leaseState struct {
 func (in *inbox) lease(t *testing.T, what string, ok func(leaseState) bool) leaseState {
 	t.Helper()
 	var s leaseState
-	in.await(t, "telemetry.control.lease", func(p string) bool {
+	in.find(t, "telemetry.control.lease", func(p string) bool {
 		s = leaseState{}
 		return json.Unmarshal([]byte(p), &s) == nil && ok(s)
-	}, 10*time.Second)
+	}, 10*time.Second, true)
 	return s
 }
 
@@ -204,7 +229,7 @@ http://127.0.0.1:%d {
 	if !welcomeC.Held || welcomeC.Holder != bID {
 		t.Fatalf("C's welcome while B holds control: %+v", welcomeC)
 	}
-	c.await(t, "telemetry.control.lease", func(p string) bool { return strings.Contains(p, `"held":false`) }, idle+20*time.Second)
+	c.find(t, "telemetry.control.lease", func(p string) bool { return strings.Contains(p, `"held":false`) }, idle+20*time.Second, true)
 	if since := time.Since(lastB); since < idle {
 		t.Errorf("released %v after B's last command, before the idle timeout of %v", since, idle)
 	}
