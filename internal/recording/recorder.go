@@ -89,6 +89,11 @@ const (
 	StateStopped
 	// StateClosed: Close was called.
 	StateClosed
+	// StatePaused: recording, paused by the operator (Pause): records are
+	// neither taken nor counted as dropped, and no keyframe is asked for,
+	// until Resume. Stats report it; the recorder's own state stays
+	// StateRecording (or StateStarting) underneath.
+	StatePaused
 )
 
 func (s State) String() string {
@@ -101,6 +106,8 @@ func (s State) String() string {
 		return "stopped"
 	case StateClosed:
 		return "closed"
+	case StatePaused:
+		return "paused"
 	}
 	return fmt.Sprintf("state(%d)", int32(s))
 }
@@ -137,6 +144,9 @@ type Recorder struct {
 	wg     sync.WaitGroup
 
 	state atomic.Int32
+	// paused is set by Pause, cleared by Resume, under pauseMu.
+	paused  atomic.Bool
+	pauseMu sync.Mutex
 	// recording is closed when the recorder first records: until then
 	// (setting up the stream) records wait in the queues.
 	recording chan struct{}
@@ -331,8 +341,7 @@ func splitTokens(s string) []string {
 
 // enqueue hands a non-video record to the publisher, or drops it.
 func (r *Recorder) enqueue(k Kind, m *nats.Msg) {
-	if !r.taking() {
-		r.dropped[k].Add(1)
+	if !r.take(k) {
 		return
 	}
 	select {
@@ -361,11 +370,60 @@ func (r *Recorder) publishEvents() {
 	}
 }
 
-// taking reports whether records are taken into the queues: while
-// recording, and while the stream is set up (they wait in the queue).
-func (r *Recorder) taking() bool {
-	s := State(r.state.Load())
-	return s == StateRecording || s == StateStarting
+// take reports whether a record of kind k is taken into the queues: while
+// recording, and while the stream is set up (they wait in the queue), but
+// not while paused. A record not taken is counted as dropped, unless the
+// recorder is paused.
+func (r *Recorder) take(k Kind) bool {
+	if r.paused.Load() {
+		return false
+	}
+	if s := State(r.state.Load()); s == StateRecording || s == StateStarting {
+		return true
+	}
+	r.dropped[k].Add(1)
+	return false
+}
+
+// Pause stops taking records until Resume: video frames, telemetry,
+// commands and gate transitions that come meanwhile are not recorded, and
+// no keyframe is asked for. What was taken before is still written, and a
+// keep may still copy what is recorded. It reports whether the recorder was
+// not paused already.
+func (r *Recorder) Pause() bool {
+	r.pauseMu.Lock()
+	defer r.pauseMu.Unlock()
+	if !r.paused.CompareAndSwap(false, true) {
+		return false
+	}
+	r.log.Info("recorder: paused", "stream", r.cfg.Stream.Name)
+	return true
+}
+
+// Resume takes records again after Pause. Each stream's recording goes on
+// at its next keyframe, which the recorder asks its producer for, so that
+// what follows the gap decodes. It reports whether the recorder was paused.
+func (r *Recorder) Resume() bool {
+	r.pauseMu.Lock()
+	defer r.pauseMu.Unlock()
+	if !r.paused.Load() {
+		return false
+	}
+	// Before the pause ends: no stream's delta may slip in before the wait.
+	r.streams.Range(func(_, s any) bool {
+		s.(*videoStream).keyWait.Store(true)
+		return true
+	})
+	r.paused.Store(false)
+	r.streams.Range(func(_, s any) bool {
+		select {
+		case s.(*videoStream).resumed <- struct{}{}:
+		default:
+		}
+		return true
+	})
+	r.log.Info("recorder: resumed", "stream", r.cfg.Stream.Name)
+	return true
 }
 
 // waitRecording waits until the recorder first records, or ctx ends.
@@ -441,6 +499,10 @@ type videoStream struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	refs    int // handlers attached; guarded by Recorder.attachMu
+	// keyWait is set by Resume: the stream's frames are skipped until its
+	// next keyframe, which resumed asks run to request.
+	keyWait atomic.Bool
+	resumed chan struct{}
 
 	// acks are the bursts awaiting JetStream's acknowledgement, oldest
 	// first; only run's goroutine touches them.
@@ -478,7 +540,8 @@ func (r *Recorder) AttachStream(name string, src frame.Source, kr frame.Keyframe
 		v = old.(*videoStream)
 	} else {
 		ctx, cancel := context.WithCancel(r.ctx)
-		v = &videoStream{r: r, name: name, ch: make(chan frame.Frame, r.cfg.Queue), kr: kr, cancel: cancel, done: make(chan struct{})}
+		v = &videoStream{r: r, name: name, ch: make(chan frame.Frame, r.cfg.Queue), kr: kr, cancel: cancel,
+			done: make(chan struct{}), resumed: make(chan struct{}, 1)}
 		r.streams.Store(name, v)
 		v.lastKey.Store(time.Now().UnixNano())
 		go v.run(ctx)
@@ -512,9 +575,14 @@ func (v *videoStream) enqueue(f frame.Frame) {
 	if f.Header.Keyframe() {
 		v.lastKey.Store(f.Arrived.UnixNano())
 	}
-	if !v.r.taking() {
-		v.r.dropped[KindVideo].Add(1)
+	if !v.r.take(KindVideo) {
 		return
+	}
+	if v.keyWait.Load() {
+		if !f.Header.Keyframe() {
+			return // after a pause: the recording goes on at a keyframe
+		}
+		v.keyWait.Store(false)
 	}
 	select {
 	case v.ch <- f:
@@ -550,8 +618,13 @@ func (v *videoStream) run(ctx context.Context) {
 				v.gather(ctx)
 			}
 			v.writeBurst(&f)
+		case <-v.resumed:
+			if v.kr != nil && v.keyWait.Load() {
+				v.r.keyframes.Add(1)
+				v.kr.RequestKeyframe()
+			}
 		case now := <-tick:
-			if State(v.r.state.Load()) == StateRecording && now.Sub(time.Unix(0, v.lastKey.Load())) >= v.r.cfg.IDRInterval {
+			if State(v.r.state.Load()) == StateRecording && !v.r.paused.Load() && now.Sub(time.Unix(0, v.lastKey.Load())) >= v.r.cfg.IDRInterval {
 				v.r.keyframes.Add(1)
 				v.kr.RequestKeyframe()
 			}
@@ -652,8 +725,7 @@ func (v *videoStream) pruneAcks() {
 // command was published; otherwise the 0x02 message on
 // telemetry.command.ack). It never waits.
 func (r *Recorder) RecordCommand(stream, client string, body, reply []byte) {
-	if !r.taking() {
-		r.dropped[KindCommand].Add(1)
+	if !r.take(KindCommand) {
 		return
 	}
 	now := time.Now()
@@ -704,6 +776,9 @@ func outcomeOf(reply []byte) (outcome, reason string) {
 func (r *Recorder) Stats() Stats {
 	st := Stats{State: State(r.state.Load()), Frames: map[string]uint64{}, Bytes: r.bytes.Load(),
 		Errors: r.errs.Load(), KeyframeRequests: r.keyframes.Load()}
+	if r.paused.Load() && (st.State == StateRecording || st.State == StateStarting) {
+		st.State = StatePaused
+	}
 	for i := range st.Records {
 		st.Records[i] = r.records[i].Load()
 		st.Dropped[i] = r.dropped[i].Load()

@@ -558,3 +558,91 @@ func TestNewRefusesBatchBeyondStoreDelay(t *testing.T) {
 		t.Fatalf("New with batch %s: %v, want a refusal", MaxStoreDelay, err)
 	}
 }
+
+// TestRecorderPauseResume pauses the recorder between two frames and two
+// commands: what comes while it is paused is not recorded and not counted
+// as dropped. After Resume, the recorder asks for a keyframe and the
+// stream's recording goes on at it (the delta before it would not decode
+// after the gap).
+func TestRecorderPauseResume(t *testing.T) {
+	t.Parallel()
+	nc, js := jetStream(t, 0)
+	r := startRecorder(t, nc, Config{Stream: StreamConfig{Memory: true}, IDRInterval: -1})
+	src := &testSource{}
+	kr := &keyframeCounter{entered: make(chan struct{}, 1)}
+	detach, err := r.AttachStream("front", src, kr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer detach()
+	cmd := func(seq int) {
+		r.RecordCommand("front", "127.0.0.1:1", fmt.Appendf(nil, `{"action":"set_cmd_vel","cmd_seq":%d}`, seq), nil)
+	}
+	src.push(testFrame(0, 10, 500))
+	cmd(1)
+	testwait.For(t, "frame 1 and command 1 recorded", func() bool {
+		s := r.Stats()
+		return s.Records[KindVideo] == 1 && s.Records[KindCommand] == 1
+	})
+	if !r.Pause() || r.Pause() {
+		t.Fatal("Pause: want true, then false once paused")
+	}
+	if s := r.Stats().State; s != StatePaused {
+		t.Fatalf("state %s while paused", s)
+	}
+	// The source and the command path hand records on synchronously:
+	// once push and RecordCommand return, the recorder has skipped them.
+	for i := 1; i < 5; i++ {
+		src.push(testFrame(i, 10, 500))
+	}
+	cmd(2)
+	if !r.Resume() || r.Resume() {
+		t.Fatal("Resume: want true, then false once recording")
+	}
+	if s := r.Stats().State; s != StateRecording {
+		t.Fatalf("state %s after Resume", s)
+	}
+	testwait.Recv(t, kr.entered, "the keyframe request after Resume")
+	src.push(testFrame(5, 10, 500)) // a delta: skipped
+	src.push(testFrame(10, 10, 500))
+	src.push(testFrame(11, 10, 500))
+	cmd(3)
+	testwait.For(t, "frames 11 and 12 and command 3 recorded", func() bool {
+		s := r.Stats()
+		return s.Records[KindVideo] >= 3 && s.Records[KindCommand] >= 2
+	})
+	select {
+	case <-r.JetStream().PublishAsyncComplete():
+	case <-testwait.After(testwait.Default):
+		t.Fatal("publishes not acknowledged")
+	}
+	// Video and commands go through queues of their own: compare each
+	// kind's records in their order.
+	recs, _ := readAll(t, testCtx(t), js, ReadOptions{})
+	var frames, cmds []string
+	for _, rec := range recs {
+		switch rec.Kind {
+		case KindVideo:
+			frames = append(frames, fmt.Sprint(rec.Frame.Header.FrameSeq))
+		case KindCommand:
+			var c CommandBody
+			if err := json.Unmarshal(rec.Data, &c); err != nil {
+				t.Fatal(err)
+			}
+			var body struct {
+				Seq int `json:"cmd_seq"`
+			}
+			_ = json.Unmarshal(c.Payload, &body)
+			cmds = append(cmds, fmt.Sprint(body.Seq))
+		}
+	}
+	if g, want := strings.Join(frames, " "), "1 11 12"; g != want {
+		t.Errorf("frames recorded: %s, want %s", g, want)
+	}
+	if g, want := strings.Join(cmds, " "), "1 3"; g != want {
+		t.Errorf("commands recorded: %s, want %s", g, want)
+	}
+	if s := r.Stats(); s.Dropped != [4]uint64{} || s.Errors != 0 || s.Frames["front"] != 3 || s.KeyframeRequests != 1 {
+		t.Errorf("stats %+v: want nothing dropped while paused", s)
+	}
+}
