@@ -282,3 +282,174 @@ func TestExportWithoutRecorder(t *testing.T) {
 		t.Errorf("GET /sdr/export without sdr_recorder: %d %s, want 503", code, body)
 	}
 }
+
+// adminDo sends method path to caddytest's admin listener.
+func adminDo(t *testing.T, method, path string) (int, []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(testwait.Default))
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, "http://localhost:2999"+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, body
+}
+
+// TestRecorderAdminPause pauses and resumes the recorder on the admin API
+// while a ring writer writes: the frames written while it is paused are
+// not recorded and not counted as dropped, the state shows on GET
+// /sdr/recorder and in caddy_sdr_recorder_state, and a config load keeps
+// the pause.
+func TestRecorderAdminPause(t *testing.T) {
+	natsPort, httpPort := testenv.FreePort(t), testenv.FreePort(t)
+	path := filepath.Join(t.TempDir(), "frames")
+	w := shmringtest.NewWriter(t, path, 1<<20)
+	config := fmt.Sprintf(`
+	{
+		admin localhost:2999
+		skip_install_trust
+		http_port %d
+		sdr_nats {
+			embedded {
+				listen 127.0.0.1:%d
+				jetstream on
+				store_dir %s
+			}
+		}
+		sdr_recorder {
+			storage memory
+			max_bytes 64MiB
+			idr_interval off
+		}
+	}
+	http://localhost:%d {
+		handle /stream/* {
+			sdr_stream {
+				source shm %s
+			}
+		}
+	}`, httpPort, natsPort, t.TempDir(), httpPort, path)
+	tester := caddytest.NewTester(t)
+	tester.InitServer(config, "caddyfile")
+	unloadOnCleanup(t)
+	// Runs before the unload: the pause is the process's, and must not
+	// outlive the test.
+	t.Cleanup(func() { adminDo(t, http.MethodPost, "/sdr/recorder/resume") })
+	testwait.For(t, "the recorder recording", func() bool {
+		return metricValue(t, "caddy_sdr_recorder_state") == 1
+	})
+	rose := metricsSince(t)
+	status := func(method, path string) map[string]any {
+		t.Helper()
+		code, body := adminDo(t, method, path)
+		var st map[string]any
+		if err := json.Unmarshal(body, &st); code != 200 || err != nil {
+			t.Fatalf("%s %s: %d %s", method, path, code, body)
+		}
+		return st
+	}
+	if st := status(http.MethodGet, "/sdr/recorder"); st["state"] != "recording" || st["stream"] != "SDR_REC" || st["prefix"] != "rec." {
+		t.Errorf("GET /sdr/recorder: %v", st)
+	}
+	for _, bad := range [][2]string{{http.MethodGet, "/sdr/recorder/pause"}, {http.MethodPost, "/sdr/recorder"}} {
+		if code, body := adminDo(t, bad[0], bad[1]); code != http.StatusMethodNotAllowed {
+			t.Errorf("%s %s: %d %s, want 405", bad[0], bad[1], code, body)
+		}
+	}
+
+	// The fanout hands a frame to every subscriber, the recorder and the
+	// hub, before the next one: once the client has a frame, the recorder
+	// has taken or skipped every frame before it.
+	c := streamDial(t, fmt.Sprintf("ws://localhost:%d/stream/ws", httpPort), nil)
+	recorded := map[uint64]bool{}
+	write := func(n int, rec bool) uint64 {
+		var seq uint64
+		for i := range n {
+			seq = w.Write(t, i == 0, 1000)
+			recorded[seq] = rec
+			if h, _ := shmringtest.ReadVideo(t, c); h.FrameSeq != seq {
+				t.Fatalf("client got frame %d, want %d", h.FrameSeq, seq)
+			}
+		}
+		return seq
+	}
+	write(3, true)
+	if st := status(http.MethodPost, "/sdr/recorder/pause"); st["state"] != "paused" {
+		t.Errorf("POST /sdr/recorder/pause: %v", st)
+	}
+	if v := metricValue(t, "caddy_sdr_recorder_state"); v != 4 {
+		t.Errorf("caddy_sdr_recorder_state %v while paused, want 4", v)
+	}
+	write(3, false)
+	// The last frame written while paused may be taken after the resume:
+	// the client has it, the recorder maybe not yet.
+	delete(recorded, write(1, false))
+
+	// A config load keeps the pause: the new recorder starts paused.
+	tester.InitServer(config, "caddyfile")
+	testwait.For(t, "the new recorder, paused", func() bool {
+		return metricValue(t, "caddy_sdr_recorder_state") == 4
+	})
+	if st := status(http.MethodPost, "/sdr/recorder/resume"); st["state"] != "recording" {
+		t.Errorf("POST /sdr/recorder/resume: %v", st)
+	}
+	c = streamDial(t, fmt.Sprintf("ws://localhost:%d/stream/ws", httpPort), nil)
+	for i := range 3 {
+		seq := w.Write(t, i == 0, 1000)
+		recorded[seq] = true
+		for {
+			if h, _ := shmringtest.ReadVideo(t, c); h.FrameSeq == seq {
+				break
+			}
+		}
+	}
+	testwait.For(t, "6 frames recorded", func() bool {
+		return rose(`caddy_sdr_recorder_frames_total{stream="default"}`) >= 6
+	})
+	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", natsPort), nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(testwait.Default))
+	defer cancel()
+	// Published is not yet stored: read until every frame that must be
+	// there is, then look for those that must not.
+	var got []uint64
+	testwait.For(t, "the recorded frames stored", func() bool {
+		got = nil
+		if _, err := recording.Read(ctx, js, recording.ReadOptions{Kinds: []recording.Kind{recording.KindVideo}}, func(r recording.Record) error {
+			got = append(got, r.Frame.Header.FrameSeq)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for seq, want := range recorded {
+			if want && !slices.Contains(got, seq) {
+				return false
+			}
+		}
+		return true
+	})
+	for seq, want := range recorded {
+		if !want && slices.Contains(got, seq) {
+			t.Errorf("frame %d, written while paused, was recorded (recorded: %v)", seq, got)
+		}
+	}
+	if v := rose(`caddy_sdr_recorder_dropped_total{kind="video"}`); v != 0 {
+		t.Errorf("video dropped rose by %v, want 0: a pause drops nothing", v)
+	}
+}

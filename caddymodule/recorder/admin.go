@@ -1,6 +1,7 @@
 package recorder
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -19,19 +20,27 @@ import (
 
 func init() {
 	caddy.RegisterModule(ExportAdmin{})
+	caddy.RegisterModule(RecorderAdmin{})
 }
 
 // running is the sdr_recorder app of the configuration that started last,
-// for the admin API; nil when none records.
+// for the admin API; nil when none records. paused is the admin API's
+// pause, which holds across config loads: the next app starts paused.
 var running struct {
 	sync.Mutex
-	app *App
+	app    *App
+	paused bool
 }
 
+// setRunning makes a the running app, paused if the admin API paused the
+// one before.
 func setRunning(a *App) {
 	running.Lock()
 	defer running.Unlock()
 	running.app = a
+	if r := a.Recorder(); r != nil && running.paused {
+		r.Pause()
+	}
 }
 
 func clearRunning(a *App) {
@@ -166,5 +175,94 @@ func serveExport(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// RecorderAdmin serves the running recorder's state and its pause on the
+// admin listener:
+//
+//	GET  /sdr/recorder         the state and counters (recorderStatus, JSON)
+//	POST /sdr/recorder/pause   stop taking records until resume
+//	POST /sdr/recorder/resume  record again
+//
+// Both POSTs answer the state after them. While paused, nothing that comes
+// is recorded (video, telemetry, commands, gate transitions) and nothing
+// counts as dropped; caddy_sdr_recorder_state is 4. A pause holds across
+// config loads (the next configuration's recorder starts paused), not
+// across a restart of the process.
+type RecorderAdmin struct{}
+
+// CaddyModule returns the Caddy module information.
+func (RecorderAdmin) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.sdr_recorder",
+		New: func() caddy.Module { return new(RecorderAdmin) },
+	}
+}
+
+// Routes returns the admin routes.
+func (RecorderAdmin) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{
+		{Pattern: "/sdr/recorder", Handler: caddy.AdminHandlerFunc(serveRecorder)},
+		{Pattern: "/sdr/recorder/pause", Handler: caddy.AdminHandlerFunc(serveRecorder)},
+		{Pattern: "/sdr/recorder/resume", Handler: caddy.AdminHandlerFunc(serveRecorder)},
+	}
+}
+
+// recorderStatus is GET /sdr/recorder's answer.
+type recorderStatus struct {
+	State   string            `json:"state"`
+	Stream  string            `json:"stream"`
+	Prefix  string            `json:"prefix"`
+	Records map[string]uint64 `json:"records"`
+	Dropped map[string]uint64 `json:"dropped"`
+	Frames  map[string]uint64 `json:"frames"`
+	Bytes   uint64            `json:"bytes"`
+	Errors  uint64            `json:"errors"`
+}
+
+func serveRecorder(w http.ResponseWriter, r *http.Request) error {
+	action := strings.TrimPrefix(r.URL.Path, "/sdr/recorder")
+	want := http.MethodPost
+	if action == "" {
+		want = http.MethodGet
+	}
+	if r.Method != want {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed on %s: want %s", r.Method, r.URL.Path, want)}
+	}
+	running.Lock()
+	a := running.app
+	var rec *recording.Recorder
+	if a != nil {
+		rec = a.Recorder()
+	}
+	if rec == nil {
+		running.Unlock()
+		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: errors.New("no sdr_recorder is running")}
+	}
+	switch action {
+	case "/pause":
+		running.paused = true
+		rec.Pause()
+	case "/resume":
+		running.paused = false
+		rec.Resume()
+	}
+	running.Unlock()
+	st := rec.Stats()
+	out := recorderStatus{State: st.State.String(), Stream: a.Stream, Prefix: a.Prefix, Frames: st.Frames,
+		Records: map[string]uint64{}, Dropped: map[string]uint64{}, Bytes: st.Bytes, Errors: st.Errors}
+	if out.Stream == "" {
+		out.Stream = recording.DefaultStream
+	}
+	out.Prefix = recording.NormPrefix(out.Prefix)
+	for k := range st.Records {
+		out.Records[recording.Kind(k).String()] = st.Records[k]
+		out.Dropped[recording.Kind(k).String()] = st.Dropped[k]
+	}
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(out)
+}
+
 // Interface guards.
-var _ caddy.AdminRouter = ExportAdmin{}
+var (
+	_ caddy.AdminRouter = ExportAdmin{}
+	_ caddy.AdminRouter = RecorderAdmin{}
+)

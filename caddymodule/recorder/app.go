@@ -175,9 +175,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("sdr_recorder: %w", err)
 	}
 	return starter.OnStart("sdr_recorder", func() error {
-		rec.Start()
 		track(rec)
-		setRunning(a)
+		setRunning(a) // paused before it starts, if the admin API paused the last one
+		rec.Start()
 		return nil
 	})
 }

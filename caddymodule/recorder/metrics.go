@@ -67,7 +67,7 @@ var metrics = &collector{
 	errors:  desc("recorder_errors_total", "Records JetStream refused or did not acknowledge in time (a video burst whose acknowledgement failed counts each of its messages)."),
 	keyframes: desc("recorder_keyframe_requests_total",
 		"Keyframes the recorder asked producers for, when none came for idr_interval."),
-	state: desc("recorder_state", "The recorder's state: 0 starting (setting up the stream), 1 recording, 2 stopped (JetStream out of storage)."),
+	state: desc("recorder_state", "The recorder's state: 0 starting (setting up the stream), 1 recording, 2 stopped (JetStream out of storage), 4 paused (POST /sdr/recorder/pause on the admin API)."),
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
