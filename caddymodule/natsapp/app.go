@@ -385,6 +385,18 @@ func (a *NATSApp) Conn() *nats.Conn {
 	return a.conn.nc
 }
 
+// NewConn opens a connection of its own to the same NATS servers as Conn,
+// with the same credentials and TLS, named "<name>-<suffix>" (the flight
+// recorder's, so that its video and copies never queue before commands on
+// the shared connection). It dials nothing before sdr_nats starts, and
+// reconnects on its own; the caller closes it.
+func (a *NATSApp) NewConn(suffix string) (*nats.Conn, error) {
+	if a.conn == nil {
+		return nil, errors.New("sdr_nats: not provisioned")
+	}
+	return a.conn.extraConn(suffix, a.log)
+}
+
 // EmbeddedJetStream reports whether the connection goes to the embedded
 // nats-server (no url given), and whether that server runs JetStream.
 func (a *NATSApp) EmbeddedJetStream() (embedded, on bool) {

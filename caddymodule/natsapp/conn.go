@@ -127,6 +127,67 @@ type natsConn struct {
 	startDone bool
 	startErr  error
 	urls      string
+
+	// url and base are what nats.Connect took, less the shared
+	// connection's name and handlers: extraConn connects with them.
+	url  string
+	base []nats.Option
+	// extras are the connections extraConn made; start connects those
+	// made before it at once. Guarded by mu.
+	extras []*nats.Conn
+}
+
+// reconnectDelay is the wait before reconnection attempt n: 100ms
+// doubling up to maxWait, with up to 20% jitter.
+func reconnectDelay(maxWait time.Duration) func(attempts int) time.Duration {
+	return func(attempts int) time.Duration {
+		d := 100 * time.Millisecond
+		for i := 1; i < attempts && d < maxWait; i++ {
+			d *= 2
+		}
+		d = min(d, maxWait)
+		return d + time.Duration(rand.Int64N(int64(d)/5+1))
+	}
+}
+
+// extraConn opens a connection of its own to the shared connection's
+// servers, with its credentials and TLS, named after it with "-"+suffix:
+// for a user whose traffic must not queue with the commands and telemetry
+// on the shared one (the flight recorder's video and copies). Like the
+// shared connection it dials nothing before start, reconnects forever,
+// and may be used at once: what it publishes meanwhile goes out once it
+// connects. The caller closes it.
+func (c *natsConn) extraConn(suffix string, log *zap.Logger) (*nats.Conn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	name := c.params.Name + "-" + suffix
+	opts := append([]nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectJitter(0, 0),
+		nats.CustomReconnectDelay(reconnectDelay(time.Duration(c.params.ReconnectWaitMax))),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected; reconnecting", zap.String("connection", name), zap.Error(err))
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("nats reconnected", zap.String("connection", name), zap.String("server", nc.ConnectedUrlRedacted()))
+		}),
+	}, c.base...)
+	nc, err := nats.Connect(c.url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("preparing the nats connection %s to %s: %w", name, c.url, err)
+	}
+	kept := c.extras[:0]
+	for _, x := range c.extras {
+		if !x.IsClosed() {
+			kept = append(kept, x)
+		}
+	}
+	c.extras = append(kept, nc)
+	return nc, nil
 }
 
 // errNotStarted is what the dialer answers before start.
@@ -171,15 +232,7 @@ func newNATSConn(p ConnConfig, log *zap.Logger) (*natsConn, error) {
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectJitter(0, 0),
-		nats.CustomReconnectDelay(func(attempts int) time.Duration {
-			// 100ms doubling up to maxWait, with up to 20% jitter.
-			d := 100 * time.Millisecond
-			for i := 1; i < attempts && d < maxWait; i++ {
-				d *= 2
-			}
-			d = min(d, maxWait)
-			return d + time.Duration(rand.Int64N(int64(d)/5+1))
-		}),
+		nats.CustomReconnectDelay(reconnectDelay(maxWait)),
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			natsMetrics.connected.Set(1)
 			log.Info("nats connected", zap.String("server", nc.ConnectedUrlRedacted()))
@@ -211,42 +264,45 @@ func newNATSConn(p ConnConfig, log *zap.Logger) (*natsConn, error) {
 			}
 		}),
 	}
+	// base is what every connection to these servers takes: credentials,
+	// TLS and the dialers; extraConn reuses it.
+	var base []nats.Option
 	if p.Token != "" {
-		opts = append(opts, nats.Token(p.Token))
+		base = append(base, nats.Token(p.Token))
 	}
 	if p.User != "" {
-		opts = append(opts, nats.UserInfo(p.User, p.Password))
+		base = append(base, nats.UserInfo(p.User, p.Password))
 	}
 	if p.Credentials != "" {
-		opts = append(opts, nats.UserCredentials(p.Credentials))
+		base = append(base, nats.UserCredentials(p.Credentials))
 	}
 	if p.NKeySeed != "" {
 		o, err := nats.NkeyOptionFromSeed(p.NKeySeed)
 		if err != nil {
 			return nil, fmt.Errorf("reading nkey seed %q: %w", p.NKeySeed, err)
 		}
-		opts = append(opts, o)
+		base = append(base, o)
 	}
 	if p.TLS != nil {
 		tc, err := natsTLSConfig(p.TLS)
 		if err != nil {
 			return nil, err
 		}
-		opts = append(opts, nats.Secure(tc))
+		base = append(base, nats.Secure(tc))
 	}
 
 	// Nothing is dialed (and no name looked up) before start.
-	opts = append(opts, nats.SetCustomDialer(c), nats.SkipHostLookup())
+	base = append(base, nats.SetCustomDialer(c), nats.SkipHostLookup())
 	url := strings.Join(p.URLs, ",")
 	if p.Embedded != nil {
 		if _, _, err := natsSplitListen(p.Embedded.Listen); err != nil {
 			return nil, fmt.Errorf("embedded nats listen: %w", err)
 		}
-		opts = append(opts, nats.InProcessServer(c))
+		base = append(base, nats.InProcessServer(c))
 		url = "nats://" + p.Embedded.Listen
 	}
-	c.urls = url
-	nc, err := nats.Connect(url, opts...)
+	c.urls, c.url, c.base = url, url, base
+	nc, err := nats.Connect(url, append(opts, base...)...)
 	if err != nil {
 		return nil, fmt.Errorf("preparing the nats connection to %s: %w", url, err)
 	}
@@ -275,6 +331,12 @@ func (c *natsConn) start() error {
 		c.urls = s.ClientURL()
 	}
 	c.started.Store(true)
+	// Connections made before start wait in their backoff: now.
+	for _, x := range c.extras {
+		if x.Status() == nats.RECONNECTING {
+			_ = x.ForceReconnect()
+		}
+	}
 	if err := c.nc.ForceReconnect(); err != nil {
 		c.startErr = fmt.Errorf("connecting to nats %s: %w", c.urls, err)
 		return c.startErr

@@ -3,6 +3,7 @@ package natsapp
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -150,6 +151,79 @@ func TestNATSConnStartsOnStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	testwait.For(t, "the connection to the external server", func() bool { return d.nc.Status() == nats.CONNECTED })
+}
+
+// TestNATSExtraConn: NewConn's connections reach the shared connection's
+// server with its credentials (the embedded server requires the token),
+// under their own name; one made before start dials nothing until start,
+// then connects, and a message it publishes meanwhile goes out then.
+func TestNATSExtraConn(t *testing.T) {
+	t.Parallel()
+	listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	a := &NATSApp{ConnConfig: ConnConfig{Token: "s3cret", Embedded: &NATSEmbedded{Listen: listen}}}
+	c, err := newNATSConn(a.connConfig(), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Destruct()
+	a.conn = c
+	a.log = zap.NewNop()
+	early, err := a.NewConn("recorder")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer early.Close()
+	if early.Status() == nats.CONNECTED {
+		t.Fatal("the extra connection connected before start")
+	}
+	if err := early.Publish("x.early", []byte("1")); err != nil {
+		t.Fatalf("publishing before start: %v", err)
+	}
+	if err := c.start(); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := c.nc.SubscribeSync("x.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	late, err := a.NewConn("other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	if late.Status() != nats.CONNECTED {
+		t.Errorf("an extra connection made after start: %v, want connected at once", late.Status())
+	}
+	testwait.For(t, "the early extra connection connected", func() bool { return early.Status() == nats.CONNECTED })
+	// Published before start, sent on connecting: it may have gone out
+	// before the subscription; publish again to know the path works.
+	if err := early.Publish("x.after", []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m, err := sub.NextMsg(testwait.Timeout(testwait.Default))
+		if err != nil {
+			t.Fatalf("nothing from the extra connection: %v", err)
+		}
+		if m.Subject == "x.after" {
+			break
+		}
+	}
+	cz, err := c.server.Load().Connz(&server.ConnzOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, ci := range cz.Conns {
+		names = append(names, ci.Name)
+	}
+	slices.Sort(names)
+	if got := strings.Join(names, " "); got != "sdr-caddy sdr-caddy-other sdr-caddy-recorder" {
+		t.Errorf("connections %q, want the shared one and the two extra ones by name", got)
+	}
 }
 
 // TestNATSAppLeaseAndGateStartWithTheApp: the gate and the control lease a

@@ -122,6 +122,9 @@ type App struct {
 	// record a command or read the recording.
 	mu  sync.RWMutex
 	rec *recording.Recorder
+	// own is the recorder's own NATS connection (sdr_nats's NewConn),
+	// closed after it; guarded by mu.
+	own *nats.Conn
 	// timelines keeps the streams' timelines between players' polls;
 	// guarded by mu as rec is.
 	timelines *timeline.Cache
@@ -161,12 +164,28 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return errors.New("sdr_recorder: the embedded nats-server runs without JetStream: add `jetstream on` to sdr_nats { embedded { ... } }")
 		}
 	}
-	rec, err := recording.New(c.Conn(), a.config(ctx))
+	// A connection of its own where sdr_nats offers one: the recorder's
+	// video, keeps and replays never queue before the commands and
+	// telemetry on the shared one.
+	nc := c.Conn()
+	var own *nats.Conn
+	if n, ok := app.(interface {
+		NewConn(suffix string) (*nats.Conn, error)
+	}); ok {
+		if own, err = n.NewConn("recorder"); err != nil {
+			return fmt.Errorf("sdr_recorder: %w", err)
+		}
+		nc = own
+	}
+	rec, err := recording.New(nc, a.config(ctx))
 	if err != nil {
+		if own != nil {
+			own.Close()
+		}
 		return fmt.Errorf("sdr_recorder: %w", err)
 	}
 	a.mu.Lock()
-	a.rec, a.timelines = rec, new(timeline.Cache)
+	a.rec, a.own, a.timelines = rec, own, new(timeline.Cache)
 	a.mu.Unlock()
 	// The connection starts with sdr_start (sdr_nats registered first, as
 	// it was loaded above): the recorder starts after it.
@@ -259,14 +278,22 @@ func (a *App) Stop() error { return nil }
 func (a *App) Cleanup() error {
 	clearRunning(a)
 	a.mu.Lock()
-	rec := a.rec
-	a.rec = nil
+	rec, own := a.rec, a.own
+	a.rec, a.own = nil, nil
 	a.mu.Unlock()
 	if rec == nil {
 		return nil
 	}
 	untrack(rec)
-	if err := rec.Close(); err != nil {
+	err := rec.Close()
+	if own != nil {
+		// What the recorder published last goes out before the close.
+		if own.Status() == nats.CONNECTED {
+			_ = own.FlushTimeout(time.Second)
+		}
+		own.Close()
+	}
+	if err != nil {
 		return fmt.Errorf("sdr_recorder: %w", err)
 	}
 	return nil

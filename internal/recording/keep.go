@@ -34,7 +34,7 @@ const (
 	ActionKeep = "keep"
 	// keepBatch and keepBatchBytes bound what a copy reads at once, and
 	// keepInFlight the publishes it awaits: a copy shares the recorder's
-	// NATS connection with live records and commands.
+	// NATS connection with the live records.
 	keepBatch      = 64
 	keepBatchBytes = 4 << 20
 	keepInFlight   = 32
