@@ -61,7 +61,7 @@
 // keepCost): keep_cmd_p99_ratio is the commands' p99 during the copy over
 // before it.
 //
-//	go run ./bench/recorder [-clients 100] [-window 30s] [-warmup 5s] [-repeat 1] [-seeks 20] [-record 0] [-cpuprofile dir]
+//	go run ./bench/recorder [-clients 100] [-window 30s] [-warmup 5s] [-repeat 1] [-seeks 20] [-record 0] [-toggle 3s] [-cpuprofile dir]
 //
 // -cpuprofile dir saves the caddy process's CPU profile over each window
 // (Caddy's admin /debug/pprof/profile) as dir/without-i.pprof and
@@ -69,16 +69,24 @@
 //
 // The last line:
 //
-//	BENCH recorder clients=.. cpu_overhead_pct=.. live_p99_ratio=.. seek_ms_p95=.. write_mb_s=.. lost_frames=.. rec_s=.. floor_pct=.. floor_sync_pct=.. ...
+//	BENCH recorder clients=.. cpu_overhead_pct=.. live_p99_ratio=.. seek_ms_p95=.. write_mb_s=.. lost_frames=.. cpu_overhead_runs_pct=.. toggle_pairs=.. rec_cpu_ms_s=.. rec_s=.. ...
 //
-// cpu_overhead_pct is the caddy process's CPU seconds over the window with
-// the recorder over those without it, as a percentage increase;
-// live_p99_ratio the clients' p99 latency with it over without it. Both
-// compare two runs one after the other on this machine, so a load that
-// changes between them moves them: -repeat k runs k pairs, alternating
-// their order, and the BENCH line has the medians of the pairs' figures
-// (p99_ms, cpu_s and the base_ ones are medians of the runs). Compare
-// load1, and run again.
+// cpu_overhead_pct is what recording adds to the caddy process's CPU, as a
+// percentage increase, measured in one process: last in each run with the
+// recorder, a toggle phase (toggle.go) pauses and resumes it through the
+// admin API every -toggle, with the same clients connected, and compares
+// each sub-window recording with the paused one beside it; the figure is
+// the median over those pairs (toggle_pairs of them, over every run), and
+// rec_cpu_ms_s the median of their differences in CPU ms per second.
+// cpu_overhead_runs_pct compares instead the two runs' CPU over their
+// windows, with the recorder and without it: two processes, whose live
+// path alone moves by more than the recorder costs from one to the other
+// (it is cpu_overhead_pct with -toggle 0). live_p99_ratio is the clients'
+// p99 latency in the run with the recorder over the run without it. The
+// two-run figures move with a load that changes between the runs: -repeat
+// k runs k pairs, alternating their order, and the BENCH line has the
+// medians of the pairs' figures (p99_ms, cpu_s and the base_ ones are
+// medians of the runs). Compare load1, and run again.
 package main
 
 import (
@@ -134,6 +142,7 @@ func main() {
 	flag.IntVar(&o.seeks, "seeks", 20, "replays at random times in the recording")
 	flag.DurationVar(&o.record, "record", 0, "least length of the recording before the seeks (the issue's figure: 10m)")
 	flag.IntVar(&o.repeat, "repeat", 1, "pairs of runs (without, with), alternating their order; the BENCH line has the medians")
+	flag.DurationVar(&o.toggle, "toggle", 3*time.Second, "sub-window of the phase that pauses and resumes the recorder in one process (0: no such phase)")
 	flag.StringVar(&o.profile, "cpuprofile", "", "directory for the caddy process's CPU profiles over each window (without-N.pprof, with-N.pprof)")
 	flag.Parse()
 	if o.repeat < 1 || o.clients < 1 || o.seeks < 1 || o.fps < 1 || o.gop < 1 {
@@ -157,6 +166,7 @@ type options struct {
 	record         time.Duration
 	repeat         int
 	profile        string
+	toggle         time.Duration
 }
 
 // writer commits frames to the ring at fps and remembers the last frame_seq.
@@ -219,6 +229,8 @@ func run(o options) error {
 	var (
 		bases, withs       []liveResult
 		cpuPcts, p99Ratios []float64
+		togglePcts         []float64 // the toggle phases' pairs
+		recCPUms           []float64 // recording minus paused, CPU ms/s
 		lost, gaps         uint64
 		writeMBs           []float64
 		seeks, seeksAt     []float64
@@ -249,6 +261,12 @@ func run(o options) error {
 				return fmt.Errorf("with the recorder: %w", err)
 			}
 			withRec = r.live
+			togglePcts = append(togglePcts, r.toggle.pcts...)
+			for j := range r.toggle.paused {
+				if j < len(r.toggle.recording) {
+					recCPUms = append(recCPUms, (r.toggle.recording[j]-r.toggle.paused[j])*1000)
+				}
+			}
 			lost += r.lost
 			gaps += r.gaps
 			writeMBs = append(writeMBs, r.writeMBs)
@@ -297,8 +315,14 @@ func run(o options) error {
 			floorSyncPcts = append(floorSyncPcts, (r.FloorWrite+r.FloorSync)/b.CPU*100)
 		}
 	}
-	fmt.Printf("BENCH recorder clients=%d cpu_overhead_pct=%.1f live_p99_ratio=%.2f seek_ms_p95=%.1f write_mb_s=%.2f lost_frames=%d rec_s=%.0f floor_pct=%.2f floor_sync_pct=%.2f seeks=%d seek_ms_p50=%.1f seek_at_ms_p95=%.1f seek_bad=%d ring_gaps=%d p99_ms=%.2f base_p99_ms=%.2f cpu_s=%.2f base_cpu_s=%.2f window_s=%.0f runs=%d live_errors=%d keep_cmd_p99_ratio=%.2f keep_cmd_p99_ms=%.2f keep_base_cmd_p99_ms=%.2f keep_cmd_p50_ms=%.2f keep_cmd_max_ms=%.2f keep_cmds=%d keep_cmds_lost=%d keep_copy_s=%.1f keep_mb=%.1f load1=%s\n",
-		o.clients, median(cpuPcts), median(p99Ratios), pct(seeks, 0.95), median(writeMBs), lost, recLen.Seconds(), median(floorPcts), median(floorSyncPcts), len(seeks), pct(seeks, 0.5), pct(seeksAt, 0.95), bad, gaps,
+	// The toggle phases' pairs when they ran: the two runs' figure is
+	// printed beside it.
+	overhead := median(cpuPcts)
+	if len(togglePcts) > 0 {
+		overhead = median(togglePcts)
+	}
+	fmt.Printf("BENCH recorder clients=%d cpu_overhead_pct=%.1f live_p99_ratio=%.2f seek_ms_p95=%.1f write_mb_s=%.2f lost_frames=%d cpu_overhead_runs_pct=%.1f toggle_pairs=%d rec_cpu_ms_s=%.2f rec_s=%.0f floor_pct=%.2f floor_sync_pct=%.2f seeks=%d seek_ms_p50=%.1f seek_at_ms_p95=%.1f seek_bad=%d ring_gaps=%d p99_ms=%.2f base_p99_ms=%.2f cpu_s=%.2f base_cpu_s=%.2f window_s=%.0f runs=%d live_errors=%d keep_cmd_p99_ratio=%.2f keep_cmd_p99_ms=%.2f keep_base_cmd_p99_ms=%.2f keep_cmd_p50_ms=%.2f keep_cmd_max_ms=%.2f keep_cmds=%d keep_cmds_lost=%d keep_copy_s=%.1f keep_mb=%.1f load1=%s\n",
+		o.clients, overhead, median(p99Ratios), pct(seeks, 0.95), median(writeMBs), lost, median(cpuPcts), len(togglePcts), median(recCPUms), recLen.Seconds(), median(floorPcts), median(floorSyncPcts), len(seeks), pct(seeks, 0.5), pct(seeksAt, 0.95), bad, gaps,
 		median(p99(withs)), median(p99(bases)), median(cpu(withs)), median(cpu(bases)), o.window.Seconds(), o.repeat, errs,
 		ratio(pct(keep.during, 0.99), pct(keep.base, 0.99)), pct(keep.during, 0.99), pct(keep.base, 0.99), pct(keep.during, 0.5), pct(keep.during, 1),
 		len(keep.during), keep.lost, keep.copyS, keep.keptMB, harness.LoadAvg(1))
@@ -348,6 +372,7 @@ type withResult struct {
 	bad            int
 	recLen         time.Duration
 	keep           *keepResult // after the seeks
+	toggle         toggleResult
 }
 
 // runWith measures the stream with the recorder, reads the window's frames
@@ -404,7 +429,7 @@ func runWith(bin, dir, ring string, o options, wr *writer, seek bool, profile st
 	fmt.Printf("recording: frames %d..%d committed in the window (%d), %d not in the recording (ring gaps in the window: %d); read back: %d frames (%d lead-in, %d incomplete, %d undecodable, %d duplicates); over the window: %s\n",
 		seq0+1, seq1, seq1-seq0, lost, res.gaps, rst.Frames, rst.LeadIn, rst.Incomplete, rst.Undecodable, rst.Duplicates, counterDelta(m0, m1))
 	if !seek {
-		return res, nil
+		return res, runToggle(c, o, &res)
 	}
 
 	if wait := o.record - time.Since(recStart); wait > 0 {
@@ -432,7 +457,36 @@ func runWith(bin, dir, ring string, o options, wr *writer, seek bool, profile st
 	fmt.Printf("keep of the last %s: copied %.1f MB in %.1f s; commands (%d/s, WebSocket to NATS) before it: p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d); during the copy: p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d); %d never arrived\n",
 		before, k.keptMB, k.copyS, commandRate, pct(k.base, 0.5), pct(k.base, 0.99), pct(k.base, 1), len(k.base),
 		pct(k.during, 0.5), pct(k.during, 0.99), pct(k.during, 1), len(k.during), k.lost)
-	return res, nil
+	return res, runToggle(c, o, &res)
+}
+
+// runToggle runs the toggle phase (toggleCost) in the run's process, last:
+// its pauses leave gaps in the recording that the seeks must not meet.
+func runToggle(c *server, o options, res *withResult) error {
+	if o.toggle <= 0 {
+		return nil
+	}
+	settle := time.Second*time.Duration(o.gop)/time.Duration(o.fps) + 500*time.Millisecond
+	tr, err := toggleCost(c, o, o.toggle, settle)
+	if err != nil {
+		return fmt.Errorf("pausing and resuming the recorder: %w", err)
+	}
+	res.toggle = tr
+	fmt.Printf("one process, recorder paused and recording in turn (%s each, %s after each switch): CPU paused %s s/s, recording %s s/s; recording over paused: %s%%\n",
+		o.toggle, settle, fmtFloats(tr.paused, 3), fmtFloats(tr.recording, 3), fmtFloats(tr.pcts, 1))
+	return nil
+}
+
+// fmtFloats joins v with the given decimals.
+func fmtFloats(v []float64, decimals int) string {
+	out := ""
+	for i, x := range v {
+		if i > 0 {
+			out += " "
+		}
+		out += strconv.FormatFloat(x, 'f', decimals, 64)
+	}
+	return out
 }
 
 func report(what string, r liveResult) {
