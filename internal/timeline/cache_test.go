@@ -12,6 +12,7 @@ import (
 
 	"github.com/sdr-os/sdr-caddy/frame"
 	"github.com/sdr-os/sdr-caddy/internal/recording"
+	"github.com/sdr-os/sdr-caddy/internal/testwait"
 )
 
 // sameTimeline reports how got differs from want, "" when it does not.
@@ -207,8 +208,16 @@ func TestCacheFollowsTheRecording(t *testing.T) {
 	if err := js.DeleteStream(ctx, recording.DefaultStream); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := recording.EnsureStream(ctx, js, recording.StreamConfig{MaxAge: time.Hour}); err != nil {
-		t.Fatal(err)
+	// The server removes the deleted store in the background: on a loaded
+	// machine the create right after can fail ("error creating store for
+	// stream", 10049) and succeed a moment later, as the recorder's own
+	// set-up retries.
+	var lastErr error
+	if !testwait.Until(testwait.Default, func() bool {
+		_, lastErr = recording.EnsureStream(ctx, js, recording.StreamConfig{MaxAge: time.Hour})
+		return lastErr == nil
+	}) {
+		t.Fatalf("making the recording stream again: %v", lastErr)
 	}
 	r.video("front")
 	r.command("front", "front_cmd", recording.OutcomeRejected)
