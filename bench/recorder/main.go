@@ -72,21 +72,21 @@
 //	BENCH recorder clients=.. cpu_overhead_pct=.. live_p99_ratio=.. seek_ms_p95=.. write_mb_s=.. lost_frames=.. cpu_overhead_runs_pct=.. toggle_pairs=.. rec_cpu_ms_s=.. rec_s=.. ...
 //
 // cpu_overhead_pct is what recording adds to the caddy process's CPU, as a
-// percentage increase, measured in one process: last in each run with the
-// recorder, a toggle phase (toggle.go) pauses and resumes it through the
-// admin API every -toggle, with the same clients connected, and compares
-// each sub-window recording with the paused one beside it; the figure is
-// the median over those pairs (toggle_pairs of them, over every run), and
-// rec_cpu_ms_s the median of their differences in CPU ms per second.
-// cpu_overhead_runs_pct compares instead the two runs' CPU over their
-// windows, with the recorder and without it: two processes, whose live
-// path alone moves by more than the recorder costs from one to the other
-// (it is cpu_overhead_pct with -toggle 0). live_p99_ratio is the clients'
-// p99 latency in the run with the recorder over the run without it. The
-// two-run figures move with a load that changes between the runs: -repeat
-// k runs k pairs, alternating their order, and the BENCH line has the
-// medians of the pairs' figures (p99_ms, cpu_s and the base_ ones are
-// medians of the runs). Compare load1, and run again.
+// percentage of the run without the recorder (with its clients). The
+// recorder's own CPU comes from a toggle phase (toggle.go), last in each
+// run with the recorder: with the clients gone and the writer going on,
+// the admin API pauses and resumes the recorder every -toggle, and each
+// recording sub-window's CPU is compared with the paused one beside it;
+// rec_cpu_ms_s is the median difference (toggle_pairs pairs over every
+// run) in CPU ms per second. With 100 clients connected, the live path
+// alone moves by more than that between sub-windows of one process, as
+// between two processes. cpu_overhead_runs_pct compares the two runs'
+// CPU instead (it is cpu_overhead_pct with -toggle 0). live_p99_ratio is
+// the clients' p99 latency in the run with the recorder over the run
+// without it. The two-run figures move with a load that changes between
+// the runs: -repeat k runs k pairs, alternating their order, and the
+// BENCH line has the medians of the pairs' figures (p99_ms, cpu_s and the
+// base_ ones are medians of the runs). Compare load1, and run again.
 package main
 
 import (
@@ -229,8 +229,7 @@ func run(o options) error {
 	var (
 		bases, withs       []liveResult
 		cpuPcts, p99Ratios []float64
-		togglePcts         []float64 // the toggle phases' pairs
-		recCPUms           []float64 // recording minus paused, CPU ms/s
+		recCPUms           []float64 // the toggle phases' pairs: recording minus paused, CPU ms/s
 		lost, gaps         uint64
 		writeMBs           []float64
 		seeks, seeksAt     []float64
@@ -261,11 +260,8 @@ func run(o options) error {
 				return fmt.Errorf("with the recorder: %w", err)
 			}
 			withRec = r.live
-			togglePcts = append(togglePcts, r.toggle.pcts...)
-			for j := range r.toggle.paused {
-				if j < len(r.toggle.recording) {
-					recCPUms = append(recCPUms, (r.toggle.recording[j]-r.toggle.paused[j])*1000)
-				}
+			for _, d := range r.toggle.diffs {
+				recCPUms = append(recCPUms, d*1000)
 			}
 			lost += r.lost
 			gaps += r.gaps
@@ -315,14 +311,14 @@ func run(o options) error {
 			floorSyncPcts = append(floorSyncPcts, (r.FloorWrite+r.FloorSync)/b.CPU*100)
 		}
 	}
-	// The toggle phases' pairs when they ran: the two runs' figure is
-	// printed beside it.
+	// The toggle phases' recorder CPU over the runs without it, when they
+	// ran; the two runs' difference is printed beside it.
 	overhead := median(cpuPcts)
-	if len(togglePcts) > 0 {
-		overhead = median(togglePcts)
+	if base := median(cpu(bases)) / o.window.Seconds(); len(recCPUms) > 0 && base > 0 {
+		overhead = median(recCPUms) / 1000 / base * 100
 	}
 	fmt.Printf("BENCH recorder clients=%d cpu_overhead_pct=%.1f live_p99_ratio=%.2f seek_ms_p95=%.1f write_mb_s=%.2f lost_frames=%d cpu_overhead_runs_pct=%.1f toggle_pairs=%d rec_cpu_ms_s=%.2f rec_s=%.0f floor_pct=%.2f floor_sync_pct=%.2f seeks=%d seek_ms_p50=%.1f seek_at_ms_p95=%.1f seek_bad=%d ring_gaps=%d p99_ms=%.2f base_p99_ms=%.2f cpu_s=%.2f base_cpu_s=%.2f window_s=%.0f runs=%d live_errors=%d keep_cmd_p99_ratio=%.2f keep_cmd_p99_ms=%.2f keep_base_cmd_p99_ms=%.2f keep_cmd_p50_ms=%.2f keep_cmd_max_ms=%.2f keep_cmds=%d keep_cmds_lost=%d keep_copy_s=%.1f keep_mb=%.1f load1=%s\n",
-		o.clients, overhead, median(p99Ratios), pct(seeks, 0.95), median(writeMBs), lost, median(cpuPcts), len(togglePcts), median(recCPUms), recLen.Seconds(), median(floorPcts), median(floorSyncPcts), len(seeks), pct(seeks, 0.5), pct(seeksAt, 0.95), bad, gaps,
+		o.clients, overhead, median(p99Ratios), pct(seeks, 0.95), median(writeMBs), lost, median(cpuPcts), len(recCPUms), median(recCPUms), recLen.Seconds(), median(floorPcts), median(floorSyncPcts), len(seeks), pct(seeks, 0.5), pct(seeksAt, 0.95), bad, gaps,
 		median(p99(withs)), median(p99(bases)), median(cpu(withs)), median(cpu(bases)), o.window.Seconds(), o.repeat, errs,
 		ratio(pct(keep.during, 0.99), pct(keep.base, 0.99)), pct(keep.during, 0.99), pct(keep.base, 0.99), pct(keep.during, 0.5), pct(keep.during, 1),
 		len(keep.during), keep.lost, keep.copyS, keep.keptMB, harness.LoadAvg(1))
@@ -467,13 +463,17 @@ func runToggle(c *server, o options, res *withResult) error {
 		return nil
 	}
 	settle := time.Second*time.Duration(o.gop)/time.Duration(o.fps) + 500*time.Millisecond
-	tr, err := toggleCost(c, o, o.toggle, settle)
+	tr, err := toggleCost(c, o.window, o.toggle, settle)
 	if err != nil {
 		return fmt.Errorf("pausing and resuming the recorder: %w", err)
 	}
 	res.toggle = tr
-	fmt.Printf("one process, recorder paused and recording in turn (%s each, %s after each switch): CPU paused %s s/s, recording %s s/s; recording over paused: %s%%\n",
-		o.toggle, settle, fmtFloats(tr.paused, 3), fmtFloats(tr.recording, 3), fmtFloats(tr.pcts, 1))
+	ms := make([]float64, len(tr.diffs))
+	for i, d := range tr.diffs {
+		ms[i] = d * 1000
+	}
+	fmt.Printf("no clients, recorder paused and recording in turn (%s each, %s after each switch): CPU paused %s s/s, recording %s s/s; recording minus paused: %s ms/s\n",
+		o.toggle, settle, fmtFloats(tr.paused, 4), fmtFloats(tr.recording, 4), fmtFloats(ms, 2))
 	return nil
 }
 
