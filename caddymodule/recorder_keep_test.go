@@ -14,8 +14,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/gorilla/websocket"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sdr-os/sdr-caddy/internal/recording"
 	"github.com/sdr-os/sdr-caddy/internal/replay"
@@ -38,28 +36,8 @@ func TestRecorderKeepOverStreamWS(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "frames")
 	w := shmringtest.NewWriter(t, path, 1<<20)
 	tester := caddytest.NewTester(t)
-	tester.InitServer(fmt.Sprintf(`
-	{
-		admin localhost:2999
-		skip_install_trust
-		http_port %d
-		sdr_nats {
-			embedded {
-				listen 127.0.0.1:%d
-				jetstream on
-				store_dir %s
-			}
-			control {
-				lease on
-			}
-		}
-		sdr_recorder {
-			storage memory
-			max_bytes 64MiB
-			idr_interval off
-			keep_max 4
-		}
-	}
+	tester.InitServer(recorderGlobals(t, httpPort, natsPort, "control {\n\t\t\t\tlease on\n\t\t\t}",
+		"storage memory\n\t\t\tmax_bytes 64MiB\n\t\t\tidr_interval off\n\t\t\tkeep_max 4")+fmt.Sprintf(`
 	http://localhost:%d {
 		handle /stream/* {
 			sdr_stream {
@@ -67,18 +45,10 @@ func TestRecorderKeepOverStreamWS(t *testing.T) {
 				source shm %s
 			}
 		}
-	}`, httpPort, natsPort, t.TempDir(), httpPort, path), "caddyfile")
+	}`, httpPort, path), "caddyfile")
 	unloadOnCleanup(t)
 
-	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", natsPort), nats.Timeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := connectJS(t, natsPort)
 	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(testwait.Default))
 	defer cancel()
 	commands := subscribeChan(t, nc, "command.genesis.>", 64)

@@ -40,24 +40,7 @@ func TestRecorderLiveRecordsStream(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "frames")
 	w := shmringtest.NewWriter(t, path, 1<<20)
 	tester := caddytest.NewTester(t)
-	tester.InitServer(fmt.Sprintf(`
-	{
-		admin localhost:2999
-		skip_install_trust
-		http_port %d
-		sdr_nats {
-			embedded {
-				listen 127.0.0.1:%d
-				jetstream on
-				store_dir %s
-			}
-		}
-		sdr_recorder {
-			storage memory
-			max_bytes 64MiB
-			idr_interval 300ms
-		}
-	}
+	tester.InitServer(recorderGlobals(t, httpPort, natsPort, "", "storage memory\n\t\t\tmax_bytes 64MiB\n\t\t\tidr_interval 300ms")+fmt.Sprintf(`
 	http://localhost:%d {
 		handle /stream/* {
 			sdr_stream {
@@ -67,18 +50,10 @@ func TestRecorderLiveRecordsStream(t *testing.T) {
 		handle /nats/* {
 			sdr_nats
 		}
-	}`, httpPort, natsPort, t.TempDir(), httpPort, path), "caddyfile")
+	}`, httpPort, path), "caddyfile")
 	unloadOnCleanup(t)
 
-	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", natsPort), nats.Timeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := connectJS(t, natsPort)
 	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(testwait.Default))
 	defer cancel()
 	testwait.For(t, "the recorder recording", func() bool {
@@ -224,22 +199,7 @@ func TestRecorderLiveRecordsStream(t *testing.T) {
 // adminGet gets path from caddytest's admin listener.
 func adminGet(t *testing.T, path string) (int, http.Header, []byte) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(testwait.Default))
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://localhost:2999"+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, resp.Header, body
+	return adminDo(t, http.MethodGet, path)
 }
 
 // TestRecorderNeedsJetStream: sdr_recorder with the embedded nats-server
@@ -284,7 +244,7 @@ func TestExportWithoutRecorder(t *testing.T) {
 }
 
 // adminDo sends method path to caddytest's admin listener.
-func adminDo(t *testing.T, method, path string) (int, []byte) {
+func adminDo(t *testing.T, method, path string) (int, http.Header, []byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(testwait.Default))
 	defer cancel()
@@ -301,7 +261,48 @@ func adminDo(t *testing.T, method, path string) (int, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.StatusCode, body
+	return resp.StatusCode, resp.Header, body
+}
+
+// recorderGlobals is a recorder test's global options: caddytest's admin,
+// the HTTP port, the embedded nats-server on natsPort with JetStream (its
+// store in a new directory) and natsExtra, and sdr_recorder with
+// recorderOpts.
+func recorderGlobals(t *testing.T, httpPort, natsPort int, natsExtra, recorderOpts string) string {
+	return fmt.Sprintf(`
+	{
+		admin localhost:2999
+		skip_install_trust
+		http_port %d
+		sdr_nats {
+			embedded {
+				listen 127.0.0.1:%d
+				jetstream on
+				store_dir %s
+			}
+			%s
+		}
+		sdr_recorder {
+			%s
+		}
+	}
+`, httpPort, natsPort, t.TempDir(), natsExtra, recorderOpts)
+}
+
+// connectJS connects to the embedded nats-server on natsPort, for the
+// test's length, and returns the connection and its JetStream.
+func connectJS(t *testing.T, natsPort int) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", natsPort), nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
 }
 
 // TestRecorderAdminPause pauses and resumes the recorder on the admin API
@@ -313,31 +314,14 @@ func TestRecorderAdminPause(t *testing.T) {
 	natsPort, httpPort := testenv.FreePort(t), testenv.FreePort(t)
 	path := filepath.Join(t.TempDir(), "frames")
 	w := shmringtest.NewWriter(t, path, 1<<20)
-	config := fmt.Sprintf(`
-	{
-		admin localhost:2999
-		skip_install_trust
-		http_port %d
-		sdr_nats {
-			embedded {
-				listen 127.0.0.1:%d
-				jetstream on
-				store_dir %s
-			}
-		}
-		sdr_recorder {
-			storage memory
-			max_bytes 64MiB
-			idr_interval off
-		}
-	}
+	config := recorderGlobals(t, httpPort, natsPort, "", "storage memory\n\t\t\tmax_bytes 64MiB\n\t\t\tidr_interval off") + fmt.Sprintf(`
 	http://localhost:%d {
 		handle /stream/* {
 			sdr_stream {
 				source shm %s
 			}
 		}
-	}`, httpPort, natsPort, t.TempDir(), httpPort, path)
+	}`, httpPort, path)
 	tester := caddytest.NewTester(t)
 	tester.InitServer(config, "caddyfile")
 	unloadOnCleanup(t)
@@ -350,7 +334,7 @@ func TestRecorderAdminPause(t *testing.T) {
 	rose := metricsSince(t)
 	status := func(method, path string) map[string]any {
 		t.Helper()
-		code, body := adminDo(t, method, path)
+		code, _, body := adminDo(t, method, path)
 		var st map[string]any
 		if err := json.Unmarshal(body, &st); code != 200 || err != nil {
 			t.Fatalf("%s %s: %d %s", method, path, code, body)
@@ -361,7 +345,7 @@ func TestRecorderAdminPause(t *testing.T) {
 		t.Errorf("GET /sdr/recorder: %v", st)
 	}
 	for _, bad := range [][2]string{{http.MethodGet, "/sdr/recorder/pause"}, {http.MethodPost, "/sdr/recorder"}} {
-		if code, body := adminDo(t, bad[0], bad[1]); code != http.StatusMethodNotAllowed {
+		if code, _, body := adminDo(t, bad[0], bad[1]); code != http.StatusMethodNotAllowed {
 			t.Errorf("%s %s: %d %s, want 405", bad[0], bad[1], code, body)
 		}
 	}
@@ -415,15 +399,7 @@ func TestRecorderAdminPause(t *testing.T) {
 	testwait.For(t, "6 frames recorded", func() bool {
 		return rose(`caddy_sdr_recorder_frames_total{stream="default"}`) >= 6
 	})
-	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", natsPort), nats.Timeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := connectJS(t, natsPort)
 	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout(testwait.Default))
 	defer cancel()
 	// Published is not yet stored: read until every frame that must be
