@@ -393,9 +393,10 @@ func (r *Recorder) take(k Kind) bool {
 func (r *Recorder) Pause() bool {
 	r.pauseMu.Lock()
 	defer r.pauseMu.Unlock()
-	if !r.paused.CompareAndSwap(false, true) {
+	if r.paused.Load() {
 		return false
 	}
+	r.paused.Store(true)
 	r.log.Info("recorder: paused", "stream", r.cfg.Stream.Name)
 	return true
 }
