@@ -61,7 +61,7 @@
 // keepCost): keep_cmd_p99_ratio is the commands' p99 during the copy over
 // before it.
 //
-//	go run ./bench/recorder [-clients 100] [-window 30s] [-warmup 5s] [-repeat 1] [-seeks 20] [-record 0] [-toggle 3s] [-cpuprofile dir]
+//	go run ./bench/recorder [-clients 100] [-window 30s] [-warmup 5s] [-repeat 1] [-seeks 20] [-record 0] [-toggle 3s] [-toggle-total 0] [-cpuprofile dir]
 //
 // -cpuprofile dir saves the caddy process's CPU profile over each window
 // (Caddy's admin /debug/pprof/profile) as dir/without-i.pprof and
@@ -75,7 +75,8 @@
 // percentage of the run without the recorder (with its clients). The
 // recorder's own CPU comes from a toggle phase (toggle.go), last in each
 // run with the recorder: with the clients gone and the writer going on,
-// the admin API pauses and resumes the recorder every -toggle, and each
+// the admin API pauses and resumes the recorder every -toggle (for
+// -toggle-total, by default -window), and each
 // recording sub-window's CPU is compared with the paused one beside it;
 // rec_cpu_ms_s is the median difference (toggle_pairs pairs over every
 // run) in CPU ms per second. With 100 clients connected, the live path
@@ -143,6 +144,7 @@ func main() {
 	flag.DurationVar(&o.record, "record", 0, "least length of the recording before the seeks (the issue's figure: 10m)")
 	flag.IntVar(&o.repeat, "repeat", 1, "pairs of runs (without, with), alternating their order; the BENCH line has the medians")
 	flag.DurationVar(&o.toggle, "toggle", 3*time.Second, "sub-window of the phase that pauses and resumes the recorder in one process (0: no such phase)")
+	flag.DurationVar(&o.toggleTotal, "toggle-total", 0, "length of the toggle phase (0: -window)")
 	flag.StringVar(&o.profile, "cpuprofile", "", "directory for the caddy process's CPU profiles over each window (without-N.pprof, with-N.pprof)")
 	flag.Parse()
 	if o.repeat < 1 || o.clients < 1 || o.seeks < 1 || o.fps < 1 || o.gop < 1 {
@@ -167,6 +169,7 @@ type options struct {
 	repeat         int
 	profile        string
 	toggle         time.Duration
+	toggleTotal    time.Duration
 }
 
 // writer commits frames to the ring at fps and remembers the last frame_seq.
@@ -463,7 +466,11 @@ func runToggle(c *server, o options, res *withResult) error {
 		return nil
 	}
 	settle := time.Second*time.Duration(o.gop)/time.Duration(o.fps) + 500*time.Millisecond
-	tr, err := toggleCost(c, o.window, o.toggle, settle)
+	total := o.toggleTotal
+	if total <= 0 {
+		total = o.window
+	}
+	tr, err := toggleCost(c, total, o.toggle, settle)
 	if err != nil {
 		return fmt.Errorf("pausing and resuming the recorder: %w", err)
 	}

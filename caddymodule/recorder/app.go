@@ -107,6 +107,11 @@ type App struct {
 	// Queue is how many frames of one stream, and how many other records,
 	// may wait for the recorder before new ones are dropped. Default 256.
 	Queue int `json:"queue,omitempty"`
+	// Batch is how long a stream's frames are gathered before they are
+	// published to JetStream in one burst (each still its own message):
+	// longer costs less CPU, and a frame is stored up to that long after
+	// it came. Default 500ms; -1 publishes each frame as it comes.
+	Batch caddy.Duration `json:"batch,omitempty"`
 	// Subjects are the telemetry subjects recorded, NATS patterns. Default
 	// ["telemetry.>"], what the relay forwards by default.
 	Subjects []string `json:"subjects,omitempty"`
@@ -209,6 +214,7 @@ func (a *App) config(ctx caddy.Context) recording.Config {
 		},
 		IDRInterval:  time.Duration(a.IDRInterval),
 		Queue:        a.Queue,
+		Batch:        time.Duration(a.Batch),
 		Subjects:     a.Subjects,
 		KeepMax:      a.KeepMax,
 		KeepMaxBytes: a.KeepMaxBytes,
@@ -248,6 +254,9 @@ func (a *App) Validate() error {
 	}
 	if a.MaxAge < 0 || a.MaxBytes < 0 || a.Replicas < 0 || a.Queue < 0 || a.IDRInterval < -1 || a.KeepMax < 0 || a.KeepMaxBytes < 0 {
 		return errors.New("sdr_recorder: max_age, max_bytes, replicas, queue, keep_max and keep_max_bytes must not be negative, idr_interval -1 at least")
+	}
+	if a.Batch < -1 || time.Duration(a.Batch) >= recording.MaxStoreDelay {
+		return fmt.Errorf("sdr_recorder: batch %s: want -1 (off) or a duration below %s, the longest a record may wait to be stored", time.Duration(a.Batch), recording.MaxStoreDelay)
 	}
 	if a.Replicas > 5 {
 		return fmt.Errorf("sdr_recorder: replicas %d: JetStream allows at most 5", a.Replicas)

@@ -3,8 +3,12 @@ package recorder
 import (
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/sdr-os/sdr-caddy/internal/recording"
 )
 
 func TestValidate(t *testing.T) {
@@ -25,6 +29,9 @@ func TestValidate(t *testing.T) {
 		{"negative", &App{MaxBytes: -1}, "must not be negative"},
 		{"subject with a space", &App{Subjects: []string{"a b"}}, "whitespace"},
 		{"negative keep_max_bytes", &App{KeepMaxBytes: -1}, "keep_max_bytes must not be negative"},
+		{"batch off", &App{Batch: -1}, ""},
+		{"batch negative", &App{Batch: caddy.Duration(-time.Second)}, "batch -1s"},
+		{"batch too long", &App{Batch: caddy.Duration(recording.MaxStoreDelay)}, "below 5s"},
 	} {
 		err := c.app.Validate()
 		if c.err == "" && err != nil || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)) {
@@ -46,6 +53,34 @@ func TestCaddyfileKeepBounds(t *testing.T) {
 		t.Errorf("keep_max %d, keep_max_bytes %d", a.KeepMax, a.KeepMaxBytes)
 	}
 	for _, bad := range []string{"keep_max 0", "keep_max many", "keep_max_bytes lots"} {
+		var b App
+		if err := b.UnmarshalCaddyfile(caddyfile.NewTestDispenser("sdr_recorder {\n " + bad + "\n}")); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// TestCaddyfileBatch reads batch as a duration or off, and refuses what is
+// neither.
+func TestCaddyfileBatch(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]caddy.Duration{
+		"batch 250ms": caddy.Duration(250 * time.Millisecond),
+		"batch off":   -1,
+		"queue 64":    0, // the default
+	} {
+		var a App
+		if err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser("sdr_recorder {\n " + in + "\n}")); err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		if a.Batch != want {
+			t.Errorf("%q: batch %v, want %v", in, time.Duration(a.Batch), time.Duration(want))
+		}
+		if got := a.config(caddy.Context{}).Batch; got != time.Duration(want) {
+			t.Errorf("%q: the recorder's batch %v, want %v", in, got, time.Duration(want))
+		}
+	}
+	for _, bad := range []string{"batch 0s", "batch soon", "batch", "batch 1s 2s"} {
 		var b App
 		if err := b.UnmarshalCaddyfile(caddyfile.NewTestDispenser("sdr_recorder {\n " + bad + "\n}")); err == nil {
 			t.Errorf("%q accepted", bad)

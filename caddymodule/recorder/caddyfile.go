@@ -25,6 +25,7 @@ func init() {
 //	    storage      file|memory     # default file
 //	    idr_interval <duration>|off  # default 2s
 //	    queue        <n>             # default 256
+//	    batch        <duration>|off  # default 500ms
 //	    subjects     <pattern...>    # default telemetry.>
 //	    keep_max       <n>           # kept windows at most; default 32
 //	    keep_max_bytes <size>        # bytes of the kept windows at most; default 2GiB
@@ -110,6 +111,15 @@ func (a *App) unmarshalBlock(d *caddyfile.Dispenser) error {
 			}
 		case "queue":
 			a.Queue, err = args.PositiveInt()
+		case "batch":
+			var v string
+			if v, err = args.One(); err == nil {
+				if v == "off" {
+					a.Batch = -1
+				} else {
+					a.Batch, err = duration(d, args)
+				}
+			}
 		case "subjects":
 			a.Subjects, err = args.Some()
 		case "keep_max":

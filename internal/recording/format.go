@@ -36,6 +36,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -221,6 +222,16 @@ const videoHeaderBytes = 256
 // server whose max_payload is maxPayload: one message, or the parts of a
 // frame too large for one.
 func VideoMsgs(prefix, stream string, f frame.Frame, t time.Time, maxPayload int64) ([]*nats.Msg, error) {
+	msgs, _, err := AppendVideoMsgs(nil, nil, prefix, stream, f, t, maxPayload)
+	return msgs, err
+}
+
+// AppendVideoMsgs appends VideoMsgs' messages to msgs. The data of a frame
+// that fits one message is appended to buf, and buf returned with it, so
+// that a writer that publishes the messages at once (the NATS client copies
+// what it publishes) can build the next ones in the same memory; the parts
+// of a larger frame have their own.
+func AppendVideoMsgs(msgs []*nats.Msg, buf []byte, prefix, stream string, f frame.Frame, t time.Time, maxPayload int64) ([]*nats.Msg, []byte, error) {
 	subj := Subject(prefix, KindVideo, stream)
 	hdr := func() nats.Header {
 		h := recTimeHeader(t)
@@ -235,12 +246,13 @@ func VideoMsgs(prefix, stream string, f frame.Frame, t time.Time, maxPayload int
 		return h
 	}
 	if natsvideo.Fits(f, maxPayload, videoHeaderBytes) {
-		data := make([]byte, frame.HeaderSize, frame.HeaderSize+len(f.Payload))
-		f.Header.Put(data)
-		data = append(data, f.Payload...)
-		return []*nats.Msg{{Subject: subj, Header: hdr(), Data: data}}, nil
+		start := len(buf)
+		buf = slices.Grow(buf, frame.HeaderSize+len(f.Payload))[:start+frame.HeaderSize]
+		f.Header.Put(buf[start:])
+		buf = append(buf, f.Payload...)
+		return append(msgs, &nats.Msg{Subject: subj, Header: hdr(), Data: buf[start:len(buf):len(buf)]}), buf, nil
 	}
-	var msgs []*nats.Msg
+	n := len(msgs)
 	err := natsvideo.SplitFrame(f, maxPayload, videoHeaderBytes, func(off int, data []byte) error {
 		h := hdr()
 		h[HeaderPart] = []string{strconv.Itoa(off)}
@@ -248,9 +260,9 @@ func VideoMsgs(prefix, stream string, f frame.Frame, t time.Time, maxPayload int
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("splitting frame %d of %q: %w", f.Header.FrameSeq, stream, err)
+		return msgs[:n], buf, fmt.Errorf("splitting frame %d of %q: %w", f.Header.FrameSeq, stream, err)
 	}
-	return msgs, nil
+	return msgs, buf, nil
 }
 
 // TelemetryMsg returns the record of a telemetry message on subject, seen at t.

@@ -111,7 +111,8 @@ func TestRecorderRecordsEverything(t *testing.T) {
 	t.Parallel()
 	nc, js := jetStream(t, 64<<10)
 	kr := &keyframeCounter{}
-	r := startRecorder(t, nc, Config{Stream: StreamConfig{Memory: true, MaxAge: time.Hour}, IDRInterval: -1})
+	// Each frame is awaited: a short batch keeps the test short.
+	r := startRecorder(t, nc, Config{Stream: StreamConfig{Memory: true, MaxAge: time.Hour}, IDRInterval: -1, Batch: 20 * time.Millisecond})
 	src := &testSource{}
 	detach, err := r.AttachStream("front", src, kr)
 	if err != nil {
@@ -434,6 +435,54 @@ func TestRecorderPublishesFramesInBursts(t *testing.T) {
 		}
 	}
 	testwait.For(t, "5 frames counted", func() bool { return r.Stats().Records[KindVideo] == 5 })
+}
+
+// TestRecorderBurstsKeepEachFrame records bursts of several frames one
+// after another, one of them too large for a message: the messages of a
+// burst are built in memory the next burst builds in again, and every
+// frame reads back as the source produced it.
+func TestRecorderBurstsKeepEachFrame(t *testing.T) {
+	t.Parallel()
+	nc, js := jetStream(t, 64<<10)
+	r := startRecorder(t, nc, Config{Stream: StreamConfig{Memory: true}, IDRInterval: -1, Batch: 300 * time.Millisecond})
+	src := &testSource{}
+	detach, err := r.AttachStream("front", src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer detach()
+	var frames []frame.Frame
+	for burst := range 4 {
+		for j := range 5 {
+			i := len(frames)
+			n := 3000 + 500*burst - 100*j // later bursts' frames overlap earlier ones' bytes
+			if burst == 2 && j == 1 {
+				n = 150_000 // split in parts
+			}
+			f := testFrame(i, 100, n)
+			f.Arrived = time.Now()
+			frames = append(frames, f)
+			src.push(f)
+		}
+		testwait.For(t, fmt.Sprintf("burst %d recorded", burst), func() bool {
+			return r.Stats().Records[KindVideo] == uint64(len(frames))
+		})
+	}
+	select {
+	case <-r.JetStream().PublishAsyncComplete():
+	case <-testwait.After(testwait.Default):
+		t.Fatal("publishes not acknowledged")
+	}
+	recs, _ := readAll(t, testCtx(t), js, ReadOptions{})
+	if len(recs) != len(frames) {
+		t.Fatalf("%d records, want %d", len(recs), len(frames))
+	}
+	for k, rec := range recs {
+		i := int(rec.Frame.Header.FrameSeq) - 1
+		if i != k || rec.Frame.Header != frames[i].Header || !bytes.Equal(rec.Frame.Payload, frames[i].Payload) || !rec.Time.Equal(frames[i].Arrived) {
+			t.Errorf("record %d (frame_seq %d) differs from frame %d the source produced", k, rec.Frame.Header.FrameSeq, k)
+		}
+	}
 }
 
 // TestRecorderQueuesWhileSettingUp hands the recorder frames and a command
