@@ -10,6 +10,13 @@
 
 const SPEEDS = [0.25, 0.5, 1, 2, 4];
 
+// What the recorder's states other than recording mean to an operator.
+const RECORDER_NOTES = {
+  paused: 'the recorder is paused (admin API: POST /sdr/recorder/resume): nothing is recorded',
+  stopped: 'the recorder stopped: JetStream is out of storage; free space or lower max_bytes, then reload',
+  starting: 'the recorder is setting up its JetStream stream: records wait for it',
+};
+
 /** recordingURL is the stream's ?recording URL (http(s)) for a ws(s) URL. */
 export function recordingURL(wsUrl) {
   const u = new URL(wsUrl);
@@ -40,6 +47,11 @@ export class Timeline {
     container.classList.add('sdr-timeline');
 
     this.modeEl = el('span', 'sdr-tl-mode', 'LIVE');
+    // The recorder's state, shown when it does not record (paused on the
+    // admin API, stopped when storage ran out).
+    this.recorder = '';
+    this.recorderEl = el('span', 'sdr-tl-recorder', '');
+    this.recorderEl.hidden = true;
     this.liveBtn = el('button', 'sdr-tl-live', 'Live');
     this.liveBtn.title = 'back to the live video';
     this.pauseBtn = el('button', 'sdr-tl-pause', 'Replay');
@@ -77,7 +89,7 @@ export class Timeline {
     const row = el('div', 'sdr-tl-row', '');
     const keepEl = el('span', 'sdr-tl-keep-window', '');
     keepEl.append(this.keepBtn, this.keepName, el('span', '', '-'), this.keepBefore, el('span', '', 's +'), this.keepAfter, el('span', '', 's'));
-    row.append(this.modeEl, this.pauseBtn, this.speedSel, this.liveBtn, keepEl, this.timeEl);
+    row.append(this.modeEl, this.recorderEl, this.pauseBtn, this.speedSel, this.liveBtn, keepEl, this.timeEl);
     container.append(row, this.bar);
 
     this.bar.addEventListener('click', (e) => {
@@ -136,6 +148,7 @@ export class Timeline {
       const resp = await fetch(this.url, { cache: 'no-store' });
       if (resp.ok) {
         const j = await resp.json();
+        this.recorder = typeof j.recorder === 'string' ? j.recorder : '';
         if (j.start && j.end) {
           this.extent = { start: new Date(j.start), end: new Date(j.end), markers: j.markers || [], kept: j.kept || [] };
           this.drawMarkers();
@@ -206,6 +219,13 @@ export class Timeline {
     this.keepBtn.disabled = !!rp || this.player.state !== 'live';
     for (const f of this.keepFields) f.disabled = !!rp;
     if (rp && this.speedSel.value !== String(rp.speed)) this.speedSel.value = String(rp.speed);
+    const rec = this.recorder;
+    this.container.dataset.recorder = rec;
+    this.recorderEl.hidden = rec === '' || rec === 'recording';
+    if (!this.recorderEl.hidden) {
+      this.recorderEl.textContent = `NOT RECORDING · ${rec}`;
+      this.recorderEl.title = RECORDER_NOTES[rec] || `the recorder is ${rec}: nothing is recorded`;
+    }
     if (!this.extent) return;
     const pos = rp ? this.player.position() : this.extent.end;
     this.cursor.style.left = `${(this.frac(pos) * 100).toFixed(3)}%`;

@@ -40,6 +40,7 @@ func (a *App) RecordingTimeline(ctx context.Context, stream string) (timeline.Ti
 		return tl, err
 	}
 	tl.Kept = r.KeptWindows()
+	tl.Recorder = r.Stats().State.String()
 	return tl, nil
 }
 

@@ -59,6 +59,10 @@ type Timeline struct {
 	// start time; Read leaves it empty, the recorder fills it in. Never
 	// nil in JSON.
 	Kept []recording.Kept `json:"kept"`
+	// Recorder is the recorder's state now (recording.State: "recording",
+	// "paused", "stopped", ...); Read leaves it empty, the recorder fills
+	// it in.
+	Recorder string `json:"recorder,omitempty"`
 }
 
 // Options choose the recording and the stream.

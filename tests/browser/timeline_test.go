@@ -16,6 +16,7 @@ import (
 // recordingTimeline is the JSON of the stream's ?recording.
 type recordingTimeline struct {
 	Start, End *time.Time
+	Recorder   string
 	Markers    []struct {
 		Time time.Time
 		Kind string
@@ -265,5 +266,38 @@ func TestPlayerKeep(t *testing.T) {
 	waitFrames(t, d, "main", before.FramesDecoded+20, 15*time.Second)
 	if !evalJS[bool](t, d, "main", `document.querySelector('.sdr-tl-keep').disabled && document.querySelector('.sdr-tl-keep-name').disabled`) {
 		t.Error("the Keep button or its fields are on while replaying")
+	}
+
+	// The admin API pauses the recorder: ?recording and the timeline say
+	// so, until it resumes.
+	recorderState := func(want string) bool {
+		tl, code := getTimeline(t, recURL)
+		return code == http.StatusOK && tl.Recorder == want
+	}
+	if !recorderState("recording") {
+		t.Error(`?recording does not say "recorder": "recording"`)
+	}
+	adminPost(t, e.Caddy.AdminAddr, "/sdr/recorder/pause")
+	testwait.For(t, `?recording saying the recorder is paused`, func() bool { return recorderState("paused") })
+	testwait.For(t, "the timeline showing the recorder paused", func() bool {
+		return evalJS[bool](t, d, "main", `(() => { const r = document.querySelector('.sdr-tl-recorder'); return !r.hidden && r.textContent === 'NOT RECORDING · paused' && r.getBoundingClientRect().width > 0; })()`)
+	})
+	adminPost(t, e.Caddy.AdminAddr, "/sdr/recorder/resume")
+	testwait.For(t, "the paused note gone once the recorder resumed", func() bool {
+		return evalJS[bool](t, d, "main", `document.querySelector('.sdr-tl-recorder').hidden && document.getElementById('timeline').dataset.recorder === 'recording'`)
+	})
+}
+
+// adminPost posts to the caddy admin API's path and fails the test unless
+// it answers 200.
+func adminPost(t *testing.T, admin, path string) {
+	t.Helper()
+	resp, err := http.Post("http://"+admin+path, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST %s: %s", path, resp.Status)
 	}
 }
