@@ -60,8 +60,8 @@ func TestCaddyfileKeepBounds(t *testing.T) {
 	}
 }
 
-// TestCaddyfileBatch reads batch as a duration or off, and refuses what is
-// neither.
+// TestCaddyfileBatch reads batch (and idr_interval) as a duration or off,
+// and refuses what is neither.
 func TestCaddyfileBatch(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]caddy.Duration{
@@ -80,7 +80,13 @@ func TestCaddyfileBatch(t *testing.T) {
 			t.Errorf("%q: the recorder's batch %v, want %v", in, got, time.Duration(want))
 		}
 	}
-	for _, bad := range []string{"batch 0s", "batch soon", "batch", "batch 1s 2s"} {
+	for in, want := range map[string]caddy.Duration{"idr_interval 3s": caddy.Duration(3 * time.Second), "idr_interval off": -1} {
+		var a App
+		if err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser("sdr_recorder {\n " + in + "\n}")); err != nil || a.IDRInterval != want {
+			t.Errorf("%q: idr_interval %v (%v), want %v", in, time.Duration(a.IDRInterval), err, time.Duration(want))
+		}
+	}
+	for _, bad := range []string{"batch 0s", "batch soon", "batch", "batch 1s 2s", "idr_interval never"} {
 		var b App
 		if err := b.UnmarshalCaddyfile(caddyfile.NewTestDispenser("sdr_recorder {\n " + bad + "\n}")); err == nil {
 			t.Errorf("%q accepted", bad)

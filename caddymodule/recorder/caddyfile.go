@@ -101,25 +101,11 @@ func (a *App) unmarshalBlock(d *caddyfile.Dispenser) error {
 				return d.Errf("storage %q: want file or memory", a.Storage)
 			}
 		case "idr_interval":
-			var v string
-			if v, err = args.One(); err == nil {
-				if v == "off" {
-					a.IDRInterval = -1
-				} else {
-					a.IDRInterval, err = duration(d, args)
-				}
-			}
+			a.IDRInterval, err = durationOrOff(d, args)
 		case "queue":
 			a.Queue, err = args.PositiveInt()
 		case "batch":
-			var v string
-			if v, err = args.One(); err == nil {
-				if v == "off" {
-					a.Batch = -1
-				} else {
-					a.Batch, err = duration(d, args)
-				}
-			}
+			a.Batch, err = durationOrOff(d, args)
 		case "subjects":
 			a.Subjects, err = args.Some()
 		case "keep_max":
@@ -144,6 +130,18 @@ func duration(d *caddyfile.Dispenser, args sdrcaddyfile.Args) (caddy.Duration, e
 		return 0, d.Errf("%s %q: want a positive duration (2s, 10m)", args.Name(), v)
 	}
 	return caddy.Duration(dur), nil
+}
+
+// durationOrOff reads a positive duration, or off: -1.
+func durationOrOff(d *caddyfile.Dispenser, args sdrcaddyfile.Args) (caddy.Duration, error) {
+	v, err := args.One()
+	if err != nil {
+		return 0, err
+	}
+	if v == "off" {
+		return -1, nil
+	}
+	return duration(d, args)
 }
 
 var _ caddyfile.Unmarshaler = (*App)(nil)

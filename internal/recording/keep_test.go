@@ -31,12 +31,7 @@ func TestKeepCopiesWindowThatOutlivesRetention(t *testing.T) {
 		defer r.keepMu.Unlock()
 		return r.keep.loaded
 	})
-	src := &testSource{}
-	detach, err := r.AttachStream("front", src, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer detach()
+	src, _ := attachTestSource(t, r, "front", nil)
 	pub := natstest.Connect(t, natsServerOf(t, nc))
 	frames := map[uint64]frame.Frame{}
 	push := func(from, to int) {

@@ -83,6 +83,20 @@ func (k *keyframeCounter) count() int {
 	return k.n
 }
 
+// attachTestSource records a new testSource as stream name of r, kr asked
+// for keyframes; the stream is detached when the test ends, or earlier by
+// detach.
+func attachTestSource(t *testing.T, r *Recorder, name string, kr frame.KeyframeRequester) (src *testSource, detach func()) {
+	t.Helper()
+	src = &testSource{}
+	detach, err := r.AttachStream(name, src, kr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(detach)
+	return src, detach
+}
+
 func startRecorder(t *testing.T, nc *nats.Conn, cfg Config) *Recorder {
 	t.Helper()
 	r, err := New(nc, cfg)
@@ -113,12 +127,7 @@ func TestRecorderRecordsEverything(t *testing.T) {
 	kr := &keyframeCounter{}
 	// Each frame is awaited: a short batch keeps the test short.
 	r := startRecorder(t, nc, Config{Stream: StreamConfig{Memory: true, MaxAge: time.Hour}, IDRInterval: -1, Batch: 20 * time.Millisecond})
-	src := &testSource{}
-	detach, err := r.AttachStream("front", src, kr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer detach()
+	src, _ := attachTestSource(t, r, "front", kr)
 	// A second handler of the same stream shares the recording: its
 	// detach leaves the first one's in place, and frames are recorded once.
 	detach2, err := r.AttachStream("front", &testSource{}, kr)
@@ -242,12 +251,7 @@ func TestRecorderFullQueueDropsWithoutBlocking(t *testing.T) {
 	var unblock sync.Once
 	release := func() { unblock.Do(func() { close(kr.block) }) }
 	r := startRecorder(t, nc, Config{Stream: StreamConfig{Memory: true}, Queue: 4, IDRInterval: time.Millisecond})
-	src := &testSource{}
-	detach, err := r.AttachStream("front", src, kr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer detach()
+	src, _ := attachTestSource(t, r, "front", kr)
 	defer release() // before detach, which waits for the writer
 	testwait.Recv(t, kr.entered, "the periodic keyframe request")
 	pushed := make(chan struct{}, 1)
@@ -283,12 +287,7 @@ func TestRecorderStopsWhenStorageIsFull(t *testing.T) {
 		return logs.Write(p)
 	}), nil))
 	r := startRecorder(t, nc, Config{Stream: StreamConfig{Memory: true}, Logger: lg, IDRInterval: -1})
-	src := &testSource{}
-	detach, err := r.AttachStream("front", src, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer detach()
+	src, _ := attachTestSource(t, r, "front", nil)
 	for i := 0; r.Stats().State == StateRecording; i++ {
 		if i > 1000 {
 			t.Fatal("1000 frames of 20 KiB fit in 256 KiB")
@@ -326,28 +325,45 @@ type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
+// restartableJetStream starts a nats-server with JetStream on a port and a
+// store of its own, and connects a client that reconnects every 20 ms for
+// as long as it takes. down shuts the server down and waits until the
+// client noticed; up starts it again on the same port and store and waits
+// until the client is back.
+func restartableJetStream(t *testing.T) (nc *nats.Conn, down, up func()) {
+	t.Helper()
+	dir := t.TempDir()
+	port, err := harness.FreePort() // not from the kernel: the restart must find it free
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func() *server.Server {
+		return natstest.Server(t, &server.Options{JetStream: true, StoreDir: dir, Port: port})
+	}
+	s := start()
+	nc = natstest.Connect(t, s, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	down = func() {
+		t.Helper()
+		s.Shutdown()
+		s.WaitForShutdown()
+		testwait.For(t, "the connection noticing", func() bool { return !nc.IsConnected() })
+	}
+	up = func() {
+		t.Helper()
+		s = start()
+		testwait.For(t, "the connection back", nc.IsConnected)
+	}
+	return nc, down, up
+}
+
 // TestRecorderResumesAfterJetStreamRestart records frames, restarts the
 // nats-server (same port, same store), and records more: the frames after
 // the restart are in the recording with those before it.
 func TestRecorderResumesAfterJetStreamRestart(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	opts := func(port int) *server.Options {
-		return &server.Options{JetStream: true, StoreDir: dir, Port: port}
-	}
-	port, err := harness.FreePort() // not from the kernel: the restart must find it free
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := natstest.Server(t, opts(port))
-	nc := natstest.Connect(t, s, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	nc, down, up := restartableJetStream(t)
 	r := startRecorder(t, nc, Config{IDRInterval: -1})
-	src := &testSource{}
-	detach, err := r.AttachStream("front", src, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer detach()
+	src, _ := attachTestSource(t, r, "front", nil)
 	push := func(i int) {
 		src.push(testFrame(i, 5, 1000))
 		testwait.For(t, fmt.Sprintf("frame %d recorded", i), func() bool { return r.Stats().Records[KindVideo] >= uint64(i+1) })
@@ -360,11 +376,8 @@ func TestRecorderResumesAfterJetStreamRestart(t *testing.T) {
 	case <-testwait.After(testwait.Default):
 		t.Fatal("publishes not acknowledged")
 	}
-	s.Shutdown()
-	s.WaitForShutdown()
-	testwait.For(t, "the connection noticing", func() bool { return !nc.IsConnected() })
-	natstest.Server(t, opts(port))
-	testwait.For(t, "the connection back", nc.IsConnected)
+	down()
+	up()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -410,12 +423,7 @@ func TestRecorderPublishesFramesInBursts(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	src := &testSource{}
-	detach, err := r.AttachStream("front", src, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer detach()
+	src, _ := attachTestSource(t, r, "front", nil)
 	first := time.Now()
 	for i := range 5 {
 		src.push(testFrame(i, 5, 1000))
@@ -445,12 +453,7 @@ func TestRecorderBurstsKeepEachFrame(t *testing.T) {
 	t.Parallel()
 	nc, js := jetStream(t, 64<<10)
 	r := startRecorder(t, nc, Config{Stream: StreamConfig{Memory: true}, IDRInterval: -1, Batch: 300 * time.Millisecond})
-	src := &testSource{}
-	detach, err := r.AttachStream("front", src, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer detach()
+	src, _ := attachTestSource(t, r, "front", nil)
 	var frames []frame.Frame
 	for burst := range 4 {
 		for j := range 5 {
@@ -496,12 +499,7 @@ func TestRecorderQueuesWhileSettingUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = r.Close() })
-	src := &testSource{}
-	detach, err := r.AttachStream("front", src, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer detach()
+	src, _ := attachTestSource(t, r, "front", nil)
 	for i := range 5 {
 		src.push(testFrame(i, 5, 1000))
 	}
@@ -535,12 +533,7 @@ func TestRecorderCountsAFailedBurstWhole(t *testing.T) {
 	t.Parallel()
 	nc, js := jetStream(t, 0)
 	r := startRecorder(t, nc, Config{Stream: StreamConfig{Memory: true}, IDRInterval: -1, Batch: 300 * time.Millisecond})
-	src := &testSource{}
-	detach, err := r.AttachStream("front", src, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer detach()
+	src, _ := attachTestSource(t, r, "front", nil)
 	src.push(testFrame(0, 5, 1000))
 	testwait.For(t, "the first frame recorded", func() bool { return r.Stats().Records[KindVideo] == 1 })
 	select {
@@ -575,11 +568,7 @@ func TestRecorderDetachPublishesGatheredFrames(t *testing.T) {
 	t.Parallel()
 	nc, js := jetStream(t, 0)
 	r := startRecorder(t, nc, Config{Stream: StreamConfig{Memory: true}, IDRInterval: -1, Batch: MaxStoreDelay - time.Second})
-	src := &testSource{}
-	detach, err := r.AttachStream("front", src, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, detach := attachTestSource(t, r, "front", nil)
 	for i := range 3 {
 		src.push(testFrame(i, 3, 1000))
 	}
@@ -617,13 +606,8 @@ func TestRecorderPauseResume(t *testing.T) {
 	t.Parallel()
 	nc, js := jetStream(t, 0)
 	r := startRecorder(t, nc, Config{Stream: StreamConfig{Memory: true}, IDRInterval: -1})
-	src := &testSource{}
 	kr := &keyframeCounter{entered: make(chan struct{}, 1)}
-	detach, err := r.AttachStream("front", src, kr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer detach()
+	src, _ := attachTestSource(t, r, "front", kr)
 	cmd := func(seq int) {
 		r.RecordCommand("front", "127.0.0.1:1", fmt.Appendf(nil, `{"action":"set_cmd_vel","cmd_seq":%d}`, seq), nil)
 	}

@@ -6,12 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sdr-os/sdr-caddy/internal/harness"
-	"github.com/sdr-os/sdr-caddy/internal/natstest"
 	"github.com/sdr-os/sdr-caddy/internal/testwait"
 )
 
@@ -23,23 +19,9 @@ import (
 func TestRecorderRestartLosesUnderASecond(t *testing.T) {
 	t.Parallel()
 	const fps = 60
-	dir := t.TempDir()
-	opts := func(port int) *server.Options {
-		return &server.Options{JetStream: true, StoreDir: dir, Port: port}
-	}
-	port, err := harness.FreePort() // not from the kernel: the restart must find it free
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := natstest.Server(t, opts(port))
-	nc := natstest.Connect(t, s, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	nc, down, up := restartableJetStream(t)
 	r := startRecorder(t, nc, Config{IDRInterval: -1})
-	src := &testSource{}
-	detach, err := r.AttachStream("front", src, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer detach()
+	src, detach := attachTestSource(t, r, "front", nil)
 
 	// The stream: a frame every 1/60 s (the subject: a live producer's
 	// pace), a keyframe a second.
@@ -71,15 +53,12 @@ func TestRecorderRestartLosesUnderASecond(t *testing.T) {
 	}()
 	frames := func() uint64 { return r.Stats().Records[KindVideo] }
 	testwait.For(t, "2 s of frames recorded", func() bool { return frames() >= 2*fps })
-	s.Shutdown()
-	s.WaitForShutdown()
-	testwait.For(t, "the connection noticing", func() bool { return !nc.IsConnected() })
+	down()
 	// The server stays down for a second of the stream: what the client
 	// publishes meanwhile waits in its reconnect buffer.
-	down := pushed.Load()
-	testwait.For(t, "1 s of frames pushed while the server is down", func() bool { return pushed.Load() >= down+fps })
-	natstest.Server(t, opts(port))
-	testwait.For(t, "the connection back", nc.IsConnected)
+	from := pushed.Load()
+	testwait.For(t, "1 s of frames pushed while the server is down", func() bool { return pushed.Load() >= from+fps })
+	up()
 	back := pushed.Load()
 	testwait.For(t, "2 s of frames pushed after the reconnect", func() bool { return pushed.Load() >= back+2*fps })
 	close(stop)
