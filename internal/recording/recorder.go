@@ -33,10 +33,10 @@ const (
 	// before it publishes them one after another: JetStream then takes
 	// them (and answers their acknowledgement) in one burst instead of
 	// waking the client, the server, the stream and the store once per
-	// frame. Each burst costs about as much again as its bytes: a
-	// recording of 60 frames/s cost 7 ms of CPU a second gathered for
-	// 100 ms, 5 ms for 500 ms. A burst in flight when JetStream restarts
-	// is lost, so this stays well below a second.
+	// frame. At 60 frames/s, bursts every 100 ms cost about as much CPU as
+	// the frames' bytes; every 500 ms, the recorder cost a third less in
+	// all (docs/recorder.md). A burst in flight when JetStream restarts
+	// may be lost, so this stays well below a second.
 	DefaultBatch = 500 * time.Millisecond
 	// DefaultMaxAge and DefaultMaxBytes are the dashcam's limits.
 	DefaultMaxAge   = 10 * time.Minute
