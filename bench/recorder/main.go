@@ -76,8 +76,8 @@
 // recorder's own CPU comes from a toggle phase (toggle.go), last in each
 // run with the recorder: with the clients gone and the writer going on,
 // the admin API pauses and resumes the recorder every -toggle (for
-// -toggle-total, by default -window), and each
-// recording sub-window's CPU is compared with the paused one beside it;
+// -toggle-total, by default -window), and each recording sub-window's
+// CPU is compared with the paused one beside it;
 // rec_cpu_ms_s is the median difference (toggle_pairs pairs over every
 // run) in CPU ms per second. With 100 clients connected, the live path
 // alone moves by more than that between sub-windows of one process, as
