@@ -65,7 +65,7 @@ func runningRecording() (js jetstream.JetStream, stream, prefix string, ok bool)
 	if r == nil {
 		return nil, "", "", false
 	}
-	return r.JetStream(), a.Stream, a.Prefix, true
+	return r.JetStream(), a.streamName(), a.Prefix, true
 }
 
 // ExportAdmin serves GET /sdr/export on the admin listener: the same export
@@ -130,9 +130,6 @@ func serveExport(w http.ResponseWriter, r *http.Request) error {
 		stream = own
 	} else if err := recording.ValidateStreamName(stream); err != nil {
 		return badRequest(err)
-	}
-	if stream == "" {
-		stream = recording.DefaultStream
 	}
 	if _, err := js.Stream(r.Context(), stream); err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("recording %q: %w", stream, err)}
@@ -247,12 +244,8 @@ func serveRecorder(w http.ResponseWriter, r *http.Request) error {
 	}
 	running.Unlock()
 	st := rec.Stats()
-	out := recorderStatus{State: st.State.String(), Stream: a.Stream, Prefix: a.Prefix, Frames: st.Frames,
+	out := recorderStatus{State: st.State.String(), Stream: a.streamName(), Prefix: recording.NormPrefix(a.Prefix), Frames: st.Frames,
 		Records: map[string]uint64{}, Dropped: map[string]uint64{}, Bytes: st.Bytes, Errors: st.Errors}
-	if out.Stream == "" {
-		out.Stream = recording.DefaultStream
-	}
-	out.Prefix = recording.NormPrefix(out.Prefix)
 	for k := range st.Records {
 		out.Records[recording.Kind(k).String()] = st.Records[k]
 		out.Dropped[recording.Kind(k).String()] = st.Dropped[k]

@@ -269,6 +269,14 @@ func (a *App) Validate() error {
 	return nil
 }
 
+// streamName is the recording's JetStream stream: Stream, or the default.
+func (a *App) streamName() string {
+	if a.Stream == "" {
+		return recording.DefaultStream
+	}
+	return a.Stream
+}
+
 func (a *App) subjects() []string {
 	if a.Subjects == nil {
 		return recording.DefaultSubjects

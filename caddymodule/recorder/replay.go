@@ -67,9 +67,5 @@ func (a *App) ReadKept(ctx context.Context, name, stream string, from time.Time,
 	if r == nil {
 		return errors.New("sdr_recorder: not provisioned")
 	}
-	rec := a.Stream
-	if rec == "" {
-		rec = recording.DefaultStream
-	}
-	return replay.JetStream{JS: r.JetStream(), Recording: recording.KeptStreamName(rec, name), Prefix: a.Prefix}.ReadRecording(ctx, stream, from, fn)
+	return replay.JetStream{JS: r.JetStream(), Recording: recording.KeptStreamName(a.streamName(), name), Prefix: a.Prefix}.ReadRecording(ctx, stream, from, fn)
 }
