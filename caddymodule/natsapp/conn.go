@@ -137,6 +137,17 @@ type natsConn struct {
 	extras []*nats.Conn
 }
 
+// reconnectForever is how every connection to the servers reconnects: for
+// ever, a failed first connect too, after reconnectDelay.
+func reconnectForever(maxWait time.Duration) []nats.Option {
+	return []nats.Option{
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectJitter(0, 0),
+		nats.CustomReconnectDelay(reconnectDelay(maxWait)),
+	}
+}
+
 // reconnectDelay is the wait before reconnection attempt n: 100ms
 // doubling up to maxWait, with up to 20% jitter.
 func reconnectDelay(maxWait time.Duration) func(attempts int) time.Duration {
@@ -161,12 +172,8 @@ func (c *natsConn) extraConn(suffix string, log *zap.Logger) (*nats.Conn, error)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	name := c.params.Name + "-" + suffix
-	opts := append([]nats.Option{
+	opts := append(reconnectForever(time.Duration(c.params.ReconnectWaitMax)),
 		nats.Name(name),
-		nats.MaxReconnects(-1),
-		nats.RetryOnFailedConnect(true),
-		nats.ReconnectJitter(0, 0),
-		nats.CustomReconnectDelay(reconnectDelay(time.Duration(c.params.ReconnectWaitMax))),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("nats disconnected; reconnecting", zap.String("connection", name), zap.Error(err))
@@ -174,8 +181,8 @@ func (c *natsConn) extraConn(suffix string, log *zap.Logger) (*nats.Conn, error)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("nats reconnected", zap.String("connection", name), zap.String("server", nc.ConnectedUrlRedacted()))
-		}),
-	}, c.base...)
+		}))
+	opts = append(opts, c.base...)
 	nc, err := nats.Connect(c.url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("preparing the nats connection %s to %s: %w", name, c.url, err)
@@ -227,12 +234,8 @@ func (c *natsConn) attempted(err error) {
 func newNATSConn(p ConnConfig, log *zap.Logger) (*natsConn, error) {
 	c := &natsConn{params: p, log: log, attempt: make(chan struct{}, 1)}
 	maxWait := time.Duration(p.ReconnectWaitMax)
-	opts := []nats.Option{
+	opts := append(reconnectForever(maxWait),
 		nats.Name(p.Name),
-		nats.MaxReconnects(-1),
-		nats.RetryOnFailedConnect(true),
-		nats.ReconnectJitter(0, 0),
-		nats.CustomReconnectDelay(reconnectDelay(maxWait)),
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			natsMetrics.connected.Set(1)
 			log.Info("nats connected", zap.String("server", nc.ConnectedUrlRedacted()))
@@ -262,8 +265,7 @@ func newNATSConn(p ConnConfig, log *zap.Logger) (*natsConn, error) {
 				}
 				ce.Write(zap.String("subject", subj), zap.Error(err))
 			}
-		}),
-	}
+		}))
 	// base is what every connection to these servers takes: credentials,
 	// TLS and the dialers; extraConn reuses it.
 	var base []nats.Option
