@@ -94,30 +94,14 @@ func TestStreamServeReplayOfRecording(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "frames")
 	w := shmringtest.NewWriter(t, path, 1<<20)
 	tester := caddytest.NewTester(t)
-	tester.InitServer(fmt.Sprintf(`
-	{
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-		sdr_nats {
-			embedded {
-				listen 127.0.0.1:%d
-				jetstream on
-				store_dir %s
-			}
-		}
-		sdr_recorder {
-			idr_interval off
-		}
-	}
+	tester.InitServer(recorderGlobals(t, 9080, natsPort, "", "idr_interval off")+fmt.Sprintf(`
 	http://localhost:9080 {
 		handle /stream/* {
 			sdr_stream {
 				source shm %s
 			}
 		}
-	}`, natsPort, t.TempDir(), path), "caddyfile")
+	}`, path), "caddyfile")
 	unloadOnCleanup(t)
 	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", natsPort), nats.Timeout(5*time.Second))
 	if err != nil {
